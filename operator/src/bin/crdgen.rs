@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("crdgen: not yet implemented");
+    std::process::exit(2);
+}
