@@ -1,0 +1,126 @@
+//! Helpers shared by the chart tests: run the real `helm`, render the chart, pick documents out of the output.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use testkit::tools::{bin, workspace_root};
+
+/// The release namespace the render tests use.
+pub const NAMESPACE: &str = "mcp-guard-system";
+/// The release name the render tests use (so names are "mcp-guard-...").
+pub const RELEASE: &str = "mcp-guard";
+
+pub fn chart_dir() -> PathBuf {
+    workspace_root().join("charts/mcp-guard")
+}
+
+/// `helm` with its config, cache and data directories in a private temporary directory, so that tests neither
+/// read nor write the user's Helm state.
+pub fn helm(home: &std::path::Path) -> Command {
+    let mut cmd = Command::new(bin("helm"));
+    cmd.env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .env_remove("KUBECONFIG");
+    cmd
+}
+
+pub fn run(mut cmd: Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
+}
+
+pub fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+/// Parses a multi-document YAML stream into JSON values, skipping empty documents.
+pub fn parse_docs(yaml: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|doc| {
+            let v =
+                serde_yaml::Value::deserialize(doc).unwrap_or_else(|e| panic!("invalid YAML: {e}\n{yaml}"));
+            serde_json::to_value(v).expect("YAML maps to JSON")
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// `helm template` of the chart with extra arguments: the documents, or helm's stderr on failure.
+pub fn render(args: &[&str]) -> Result<Vec<Value>, String> {
+    let home = tempfile::tempdir().expect("a temporary directory");
+    let mut cmd = helm(home.path());
+    cmd.args(["template", RELEASE])
+        .arg(chart_dir())
+        .args(["--namespace", NAMESPACE])
+        .args(args);
+    let out = run(cmd);
+    if out.status.success() {
+        Ok(parse_docs(&text(&out.stdout)))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+/// Renders or panics with helm's message.
+pub fn render_ok(args: &[&str]) -> Vec<Value> {
+    render(args).unwrap_or_else(|e| panic!("helm template {args:?} failed:\n{e}"))
+}
+
+pub fn kinds(docs: &[Value]) -> Vec<String> {
+    let mut k: Vec<String> = docs
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap_or("?").to_string())
+        .collect();
+    k.sort();
+    k
+}
+
+/// The one document of `kind` (panics if there are zero or several).
+pub fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one {kind}, found {}: {:?}",
+        found.len(),
+        kinds(docs)
+    );
+    found[0]
+}
+
+pub fn all<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+pub fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} named {name} in {:?}", kinds(docs)))
+}
+
+/// The operator container of the Deployment.
+pub fn operator_container(docs: &[Value]) -> &Value {
+    let deploy = one(docs, "Deployment");
+    &deploy["spec"]["template"]["spec"]["containers"][0]
+}
+
+pub fn args_of(container: &Value) -> Vec<String> {
+    container["args"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,527 @@
+//! The chart end to end on the real control plane: `helm install`; the operator run with exactly the identity the
+//! chart's ServiceAccount gets (a bound token, not an admin) and the flags the chart's Deployment gives it, its
+//! webhook on a local port that the chart registers (`webhook.externalURL`) with the chart-generated certificate;
+//! `kubectl apply -f examples/ingress/weather.yaml` is reconciled (ConfigMap + Ready) and its pods are injected;
+//! no RBAC error in the operator log; `helm upgrade` with changed defaults updates the policy and the allowlists and
+//! keeps the webhook certificate; `helm uninstall` leaves nothing but the CRDs.
+
+mod chart_common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chart_common::*;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::Api;
+use kube::api::ListParams;
+use mcp_guard_operator::crd::{MCPGuardPolicy, MCPServer};
+use serde_json::Value;
+use testkit::cluster::{Cluster, config_from};
+use testkit::process::{Proc, tail, wait_for_http};
+use testkit::tools::{bin, cargo_bin, free_port, workspace_root};
+
+const RELEASE_NS: &str = "mcp-guard-system";
+const EXAMPLE: &str = "examples/ingress/weather.yaml";
+const EXAMPLE_NS: &str = "mcp-weather";
+
+struct Helm<'a> {
+    cluster: &'a Cluster,
+    home: tempfile::TempDir,
+}
+
+impl Helm<'_> {
+    fn run(&self, args: &[&str]) -> String {
+        let mut cmd = helm(self.home.path());
+        cmd.arg("--kubeconfig").arg(self.cluster.kubeconfig()).args(args);
+        let out = run(cmd);
+        assert!(
+            out.status.success(),
+            "helm {args:?} failed:\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+}
+
+fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
+    let mut cmd: Command = cluster.kubectl();
+    cmd.args(args);
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!("{what}: not after {timeout:?}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// The operator process, started as the chart's Deployment would start it, but on 127.0.0.1.
+struct Operator {
+    proc: Proc,
+    admin: String,
+}
+
+impl Operator {
+    fn assert_no_rbac_errors(&self) {
+        let logs = self.proc.logs();
+        let bad: Vec<&str> = logs
+            .lines()
+            .filter(|l| {
+                let l = l.to_ascii_lowercase();
+                l.contains("forbidden")
+                    || l.contains("cannot list")
+                    || l.contains("cannot get")
+                    || l.contains("cannot watch")
+                    || l.contains("cannot create")
+                    || l.contains("cannot patch")
+                    || l.contains("cannot update")
+                    || l.contains("unauthorized")
+            })
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "RBAC errors in the operator log ({}):\n{}",
+            self.proc.log_path().display(),
+            bad.join("\n")
+        );
+    }
+}
+
+/// Starts `mcp-guard-operator` with the args and env of the chart's Deployment (from `helm get manifest`),
+/// authenticated as the chart's ServiceAccount, with the listen addresses moved to 127.0.0.1 and the webhook
+/// certificate read from the chart's Secret by that same identity.
+async fn start_operator(cluster: &Cluster, helm: &Helm<'_>, webhook_port: u16, dir: &Path) -> Operator {
+    let manifest = parse_docs(&helm.run(&["get", "manifest", RELEASE, "-n", RELEASE_NS]));
+    let deploy = one(&manifest, "Deployment");
+    let pod = &deploy["spec"]["template"]["spec"];
+    let sa = pod["serviceAccountName"].as_str().unwrap().to_string();
+    let container = &pod["containers"][0];
+
+    let kubeconfig = cluster
+        .service_account_kubeconfig(RELEASE_NS, &sa)
+        .await
+        .expect("a ServiceAccount token");
+    let sa_client = kube::Client::try_from(config_from(&kubeconfig).await.unwrap()).unwrap();
+
+    // The webhook's certificate, fetched with the operator's own identity (the Role allows exactly this Secret).
+    let secret_name = pod["volumes"][0]["secret"]["secretName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret = Api::<Secret>::namespaced(sa_client.clone(), RELEASE_NS)
+        .get(&secret_name)
+        .await
+        .unwrap_or_else(|e| panic!("the chart's ServiceAccount cannot get its webhook Secret: {e}"));
+    let data = secret.data.expect("Secret data");
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    for key in ["tls.crt", "tls.key", "ca.crt"] {
+        std::fs::write(tls.join(key), &data[key].0).unwrap();
+    }
+    // ...and nothing else: the identity cannot list Secrets or read another one.
+    assert!(
+        Api::<Secret>::namespaced(sa_client.clone(), RELEASE_NS)
+            .list(&ListParams::default())
+            .await
+            .is_err()
+    );
+    assert!(
+        Api::<Secret>::namespaced(sa_client, "kube-system")
+            .list(&ListParams::default())
+            .await
+            .is_err()
+    );
+
+    let admin_port = free_port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let args: Vec<String> = args_of(container)
+        .into_iter()
+        .map(|a| {
+            a.replace("0.0.0.0:8080", &admin)
+                .replace("0.0.0.0:9443", &format!("127.0.0.1:{webhook_port}"))
+                .replace("/tls/", &format!("{}/", tls.display()))
+        })
+        .collect();
+    assert!(
+        args.iter().any(|a| a.contains(&admin)),
+        "the chart's admin address moved: {args:?}"
+    );
+
+    let mut cmd = Command::new(cargo_bin("mcp-guard-operator"));
+    cmd.args(&args)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAME", "mcp-guard-operator-test-0")
+        .env("POD_NAMESPACE", RELEASE_NS);
+    for env in container["env"].as_array().unwrap() {
+        if let Some(value) = env["value"].as_str() {
+            cmd.env(env["name"].as_str().unwrap(), value);
+        }
+    }
+    let mut proc = Proc::spawn("mcp-guard-operator", cmd).expect("start mcp-guard-operator");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Err(e) = proc.ensure_running() {
+            panic!("the operator exited: {e}");
+        }
+        if wait_for_http(&format!("http://{admin}/readyz"), Duration::from_millis(500)).is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "operator not ready after 60s:\n{}",
+            tail(&proc.logs(), 40)
+        );
+    }
+    Operator { proc, admin }
+}
+
+fn guard_json(cm: &ConfigMap) -> Value {
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(mcp_guard_config::CONFIG_KEY))
+        .expect("guard.json in the ConfigMap");
+    serde_json::from_str(text).expect("guard.json is JSON")
+}
+
+fn ready(server: &MCPServer) -> Result<(), String> {
+    let status = server.status.as_ref().ok_or("no status yet")?;
+    let cond = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .ok_or("no Ready condition")?;
+    if cond.status == "True" && status.observed_generation == server.metadata.generation {
+        Ok(())
+    } else {
+        Err(format!(
+            "Ready={} ({}: {})",
+            cond.status, cond.reason, cond.message
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_reconcile_upgrade_uninstall() {
+    let cluster = Cluster::shared().await;
+    let client = cluster.client();
+    let dir = tempfile::tempdir().unwrap();
+    let helm = Helm {
+        cluster,
+        home: tempfile::tempdir().unwrap(),
+    };
+    let chart = chart_dir();
+    let chart = chart.to_str().unwrap();
+    let webhook_port = free_port();
+    let webhook_url = format!("webhook.externalURL=https://127.0.0.1:{webhook_port}");
+
+    // --- install -------------------------------------------------------------------------------------------
+    let out = helm.run(&[
+        "install",
+        RELEASE,
+        chart,
+        "-n",
+        RELEASE_NS,
+        "--create-namespace",
+        "--set",
+        &webhook_url,
+        "--set",
+        "webhook.certificate.extraIPAddresses={127.0.0.1}",
+    ]);
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    assert!(
+        out.contains("mcpguard.dev/injection=enabled"),
+        "NOTES tell what to do next:\n{out}"
+    );
+    for crd in ["mcpservers.mcpguard.dev", "mcpguardpolicies.mcpguard.dev"] {
+        kubectl(
+            cluster,
+            &[
+                "wait",
+                "--for=condition=Established",
+                &format!("crd/{crd}"),
+                "--timeout=30s",
+            ],
+        );
+    }
+    let policies = Api::<MCPGuardPolicy>::all(client.clone());
+    let policy = policies
+        .get("default")
+        .await
+        .expect("the chart creates MCPGuardPolicy default");
+    assert!(policy.spec.allowed_hosts.is_empty());
+    let ca_before = Api::<Secret>::namespaced(client.clone(), RELEASE_NS)
+        .get("mcp-guard-webhook-tls")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["ca.crt"]
+        .clone();
+
+    // --- the operator, as the chart's ServiceAccount -------------------------------------------------------------
+    let operator = start_operator(cluster, &helm, webhook_port, dir.path()).await;
+
+    // --- an example, applied as a user would ---------------------------------------------------------------------
+    let example = workspace_root().join(EXAMPLE);
+    kubectl(cluster, &["apply", "-f", example.to_str().unwrap()]);
+    let servers = Api::<MCPServer>::namespaced(client.clone(), EXAMPLE_NS);
+    let configmaps = Api::<ConfigMap>::namespaced(client.clone(), EXAMPLE_NS);
+    eventually("MCPServer weather Ready", Duration::from_secs(60), || async {
+        ready(&servers.get("weather").await.map_err(|e| e.to_string())?)
+    })
+    .await;
+    let config = eventually("ConfigMap weather-mcp-guard", Duration::from_secs(30), || async {
+        configmaps
+            .get("weather-mcp-guard")
+            .await
+            .map(|cm| guard_json(&cm))
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let hosts = strings(&config["allowedHosts"]);
+    assert!(
+        hosts.contains(&"weather.example.com".to_string()),
+        "the Ingress host is allowed: {config}"
+    );
+    assert!(
+        hosts.iter().any(|h| h.starts_with("weather.mcp-weather.svc")),
+        "the Service DNS names are allowed: {config}"
+    );
+    assert_eq!(config["mode"], "enforce");
+    assert!(
+        strings(&config["allowedOrigins"]).contains(&"https://chat.example.com".to_string()),
+        "{config}"
+    );
+
+    // The example's pods (created by the ReplicaSet controller) pass the webhook the chart registered, and the
+    // namespace's Pod Security "restricted" admission with the guard injected.
+    let pods = Api::<Pod>::namespaced(client.clone(), EXAMPLE_NS);
+    let pod = eventually("an injected weather pod", Duration::from_secs(60), || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=weather"))
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items.into_iter().next().ok_or_else(|| {
+            let events = Command::new(bin("kubectl"))
+                .arg("--kubeconfig")
+                .arg(cluster.kubeconfig())
+                .args(["-n", EXAMPLE_NS, "get", "events"])
+                .output()
+                .map(|o| text(&o.stdout))
+                .unwrap_or_default();
+            format!("no pod yet; events:\n{events}")
+        })
+    })
+    .await;
+    let spec = pod.spec.clone().unwrap();
+    let guard = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .find(|c| c.name == "mcp-guard")
+        .unwrap_or_else(|| panic!("no mcp-guard container in the pod: {:?}", pod.spec));
+    assert_eq!(
+        guard.image.as_deref(),
+        Some("ghcr.io/mcp-guard/mcp-guard:0.1.0"),
+        "the sidecar image comes from values"
+    );
+    assert!(
+        pod.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("mcpguard.dev/injected")
+    );
+
+    operator.assert_no_rbac_errors();
+
+    // --- upgrade with changed defaults -----------------------------------------------------------------------------
+    let out = helm.run(&[
+        "upgrade",
+        RELEASE,
+        chart,
+        "-n",
+        RELEASE_NS,
+        "--reuse-values",
+        "--set",
+        "policy.defaultMode=audit",
+        "--set",
+        "policy.allowedHosts={mcp-gateway.corp.example.com}",
+        "--set",
+        "policy.allowedOrigins={https://assistant.corp.example.com}",
+        "--set",
+        "policy.sidecar.logLevel=debug",
+    ]);
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    let policy = policies.get("default").await.unwrap();
+    assert_eq!(
+        policy.spec.allowed_hosts,
+        vec!["mcp-gateway.corp.example.com".to_string()]
+    );
+    assert_eq!(
+        policy.spec.default_mode.map(|m| m.to_string()).as_deref(),
+        Some("audit")
+    );
+    let config = eventually(
+        "the allowlist follows the policy",
+        Duration::from_secs(60),
+        || async {
+            let cfg = configmaps
+                .get("weather-mcp-guard")
+                .await
+                .map(|cm| guard_json(&cm))
+                .map_err(|e| e.to_string())?;
+            let hosts = strings(&cfg["allowedHosts"]);
+            if cfg["mode"] == "audit" && hosts.contains(&"mcp-gateway.corp.example.com".to_string()) {
+                Ok(cfg)
+            } else {
+                Err(format!("guard.json still {cfg}"))
+            }
+        },
+    )
+    .await;
+    assert!(strings(&config["allowedOrigins"]).contains(&"https://assistant.corp.example.com".to_string()));
+    assert!(
+        strings(&config["allowedHosts"]).contains(&"weather.example.com".to_string()),
+        "{config}"
+    );
+    eventually("MCPServer status follows", Duration::from_secs(30), || async {
+        let s = servers.get("weather").await.map_err(|e| e.to_string())?;
+        ready(&s)?;
+        match s.status.and_then(|st| st.mode) {
+            Some(m) if m.to_string() == "audit" => Ok(()),
+            other => Err(format!("status.mode {other:?}")),
+        }
+    })
+    .await;
+    // The webhook certificate is kept across upgrades, so the caBundle stays valid for running replicas.
+    let secret = Api::<Secret>::namespaced(client.clone(), RELEASE_NS)
+        .get("mcp-guard-webhook-tls")
+        .await
+        .unwrap();
+    assert_eq!(
+        secret.data.unwrap()["ca.crt"],
+        ca_before,
+        "helm upgrade regenerated the webhook CA"
+    );
+    let mwc = kubectl(
+        cluster,
+        &["get", "mutatingwebhookconfiguration", "mcp-guard", "-o", "json"],
+    );
+    let mwc: Value = serde_json::from_str(&mwc).unwrap();
+    use base64::Engine;
+    let bundle = base64::engine::general_purpose::STANDARD.encode(&ca_before.0);
+    assert_eq!(mwc["webhooks"][0]["clientConfig"]["caBundle"], bundle.as_str());
+
+    operator.assert_no_rbac_errors();
+
+    // --- clean up the example, stop the operator, uninstall ----------------------------------------------------------
+    kubectl(
+        cluster,
+        &["delete", "-f", example.to_str().unwrap(), "--wait=false"],
+    );
+    eventually("the MCPServer is deleted", Duration::from_secs(60), || async {
+        match servers.get_opt("weather").await {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err("still there".to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+    operator.assert_no_rbac_errors();
+    let _ = &operator.admin;
+    drop(operator);
+
+    let out = helm.run(&["uninstall", RELEASE, "-n", RELEASE_NS, "--wait"]);
+    assert!(out.contains("uninstalled"), "{out}");
+    assert_nothing_left(cluster).await;
+}
+
+/// After `helm uninstall`: no object of the release in its namespace or cluster-wide; the CRDs stay (Helm never
+/// deletes CRDs from a chart's crds/ directory).
+async fn assert_nothing_left(cluster: &Cluster) {
+    let resources = kubectl(
+        cluster,
+        &["api-resources", "--verbs=list", "--namespaced", "-o", "name"],
+    );
+    let resources: Vec<&str> = resources.lines().filter(|r| !r.starts_with("events")).collect();
+    let leftovers = |cluster: &Cluster| -> Vec<String> {
+        let mut out: Vec<String> = kubectl(
+            cluster,
+            &[
+                "get",
+                &resources.join(","),
+                "-n",
+                RELEASE_NS,
+                "-o",
+                "name",
+                "--ignore-not-found",
+            ],
+        )
+        .lines()
+        .map(str::to_string)
+        .filter(|n| n != "configmap/kube-root-ca.crt" && n != "serviceaccount/default")
+        .collect();
+        out.extend(
+            kubectl(
+                cluster,
+                &[
+                    "get",
+                    "clusterroles,clusterrolebindings,mutatingwebhookconfigurations,validatingwebhookconfigurations,mcpguardpolicies",
+                    "-l",
+                    &format!("app.kubernetes.io/instance={RELEASE}"),
+                    "-o",
+                    "name",
+                ],
+            )
+            .lines()
+            .map(str::to_string),
+        );
+        out
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = leftovers(cluster);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind after helm uninstall: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let policy = kubectl(cluster, &["get", "mcpguardpolicies", "-o", "name"]);
+    assert!(
+        !policy.contains("mcpguardpolicy.mcpguard.dev/default"),
+        "{policy}"
+    );
+    // CRDs are what Helm documents it leaves.
+    kubectl(
+        cluster,
+        &[
+            "get",
+            "crd",
+            "mcpservers.mcpguard.dev",
+            "mcpguardpolicies.mcpguard.dev",
+        ],
+    );
+}
