@@ -26,7 +26,88 @@
 //! Origin pattern syntax: `scheme://host[:port]` with the host as above (wildcards included); default ports are
 //! normalised (`https://a.com` = `https://a.com:443`). The literal `null` allows the `null` origin.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use serde::{Deserialize, Serialize};
+
+pub mod allowlist;
+pub mod host;
+pub mod origin;
+
+pub use allowlist::{Allowlist, Denial, HeaderSeen, Reason, RequestFacts, Verdict};
+pub use host::{Authority, AuthorityError, Host, HostMatch, HostPattern, PortMatch};
+pub use origin::{Origin, OriginError, OriginPattern};
+
+/// Why a host or origin pattern is not valid. The messages are written for people: the operator shows them
+/// when it validates an MCPServer, the guard when it loads a config.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("empty pattern")]
+    Empty,
+    #[error("whitespace is not allowed in a pattern")]
+    Whitespace,
+    #[error(
+        "a bare `*` would allow every host, which is what the guard exists to prevent; list the hosts \
+         (wildcards like `*.example.com` are fine), or run the guard in audit mode"
+    )]
+    BareWildcard,
+    #[error("a host pattern has no scheme: write `example.com`, not `https://example.com`")]
+    HasScheme,
+    #[error("an origin pattern needs a scheme: `https://example.com` (or the literal `null`)")]
+    NoScheme,
+    #[error("invalid scheme {0:?}")]
+    InvalidScheme(String),
+    #[error("an origin has no path: write `https://example.com`, not `https://example.com/app`")]
+    OriginHasPath,
+    #[error(
+        "a wildcard may only be the whole first label: `*.example.com` (one label) or `**.example.com` (one or more)"
+    )]
+    MisplacedWildcard,
+    #[error("wildcards apply to DNS names, not to IP addresses")]
+    WildcardIp,
+    #[error("{0}")]
+    Host(#[source] AuthorityError),
+}
+
+/// Why a guard config is not valid. It names the bad entry.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid guard config JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("allowedHosts[{index}] {entry:?} is not a valid host pattern: {source}")]
+    InvalidHost {
+        index: usize,
+        entry: String,
+        #[source]
+        source: PatternError,
+    },
+    #[error("allowedOrigins[{index}] {entry:?} is not a valid origin pattern: {source}")]
+    InvalidOrigin {
+        index: usize,
+        entry: String,
+        #[source]
+        source: PatternError,
+    },
+    #[error(
+        "no allowed host: the guard would reject every request; add at least one host to allowedHosts \
+         (or --allow-host / MCP_GUARD_ALLOW_HOSTS)"
+    )]
+    NoAllowedHosts,
+    #[error("limits.maxRequestBodyBytes must be greater than 0")]
+    ZeroBodyLimit,
+}
+
+impl GuardConfig {
+    /// Parses the JSON file format (unknown fields are an error, so typos do not go unnoticed).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        serde_json::from_slice(bytes).map_err(ConfigError::Json)
+    }
+
+    /// Parses and compiles in one step.
+    pub fn compile(&self) -> Result<Allowlist, ConfigError> {
+        Allowlist::compile(self)
+    }
+}
 
 /// The key of the guard config inside the operator's ConfigMap; the file name the guard reads when mounted.
 pub const CONFIG_KEY: &str = "guard.json";

@@ -1,0 +1,406 @@
+//! The compiled allowlist and the pure request check: request facts in, [`Verdict`] out.
+
+use std::fmt::Write as _;
+
+use crate::host::{Authority, HostPattern};
+use crate::origin::{Origin, OriginPattern, default_port};
+use crate::{ConfigError, ConfigSource, GuardConfig, Limits, Mode};
+
+#[cfg(test)]
+mod tests;
+
+/// What the guard enforces, compiled from a [`GuardConfig`]: parsed patterns, ready for [`Allowlist::check`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allowlist {
+    pub mode: Mode,
+    hosts: Vec<HostPattern>,
+    origins: Vec<OriginPattern>,
+    pub source: Option<ConfigSource>,
+    pub limits: Limits,
+}
+
+/// How often a header occurred in a request, and its first value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeaderSeen<'a> {
+    pub first: Option<&'a [u8]>,
+    pub count: usize,
+}
+
+impl<'a> HeaderSeen<'a> {
+    /// Collects the occurrences of one header from an iterator over its values.
+    pub fn collect<I: IntoIterator<Item = &'a [u8]>>(values: I) -> Self {
+        let mut seen = HeaderSeen::default();
+        for v in values {
+            if seen.first.is_none() {
+                seen.first = Some(v);
+            }
+            seen.count += 1;
+        }
+        seen
+    }
+}
+
+/// The facts about a request that the check needs; borrowed from the request, nothing copied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestFacts<'a> {
+    /// The authority of the request target: HTTP/2 `:authority`, or the authority of an absolute-form
+    /// HTTP/1.1 target. When present it is what is checked (RFC 9112 §3.2.2, RFC 9113 §8.3.1).
+    pub target_authority: Option<&'a str>,
+    /// The target authority came from HTTP/2 `:authority`; a `Host` header that disagrees is then malformed.
+    pub http2: bool,
+    /// The scheme of the request as received (`http` unless an absolute-form target says otherwise); it
+    /// supplies the default port for patterns with an explicit port.
+    pub scheme: Option<&'a str>,
+    pub host: HeaderSeen<'a>,
+    pub origin: HeaderSeen<'a>,
+}
+
+/// Why a request was refused (or, in audit mode, would have been).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    HostNotAllowed,
+    OriginNotAllowed,
+    MalformedHost,
+    MissingHost,
+    MalformedOrigin,
+    MultipleHostHeaders,
+    MultipleOriginHeaders,
+    /// Set by the proxy, not by [`Allowlist::check`]: the request body exceeded the limit.
+    RequestBodyTooLarge,
+    /// Set by the proxy: the upstream could not be reached or failed.
+    UpstreamUnavailable,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 9] = [
+        Reason::HostNotAllowed,
+        Reason::OriginNotAllowed,
+        Reason::MalformedHost,
+        Reason::MissingHost,
+        Reason::MalformedOrigin,
+        Reason::MultipleHostHeaders,
+        Reason::MultipleOriginHeaders,
+        Reason::RequestBodyTooLarge,
+        Reason::UpstreamUnavailable,
+    ];
+
+    /// The machine-readable reason, as in the JSON body, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::HostNotAllowed => "host_not_allowed",
+            Reason::OriginNotAllowed => "origin_not_allowed",
+            Reason::MalformedHost => "malformed_host",
+            Reason::MissingHost => "missing_host",
+            Reason::MalformedOrigin => "malformed_origin",
+            Reason::MultipleHostHeaders => "multiple_host_headers",
+            Reason::MultipleOriginHeaders => "multiple_origin_headers",
+            Reason::RequestBodyTooLarge => "request_body_too_large",
+            Reason::UpstreamUnavailable => "upstream_unavailable",
+        }
+    }
+
+    /// The HTTP status: 421 for a host not allowed, 403 for an origin not allowed, 400 for malformed input.
+    pub fn status(self) -> u16 {
+        match self {
+            Reason::HostNotAllowed => 421,
+            Reason::OriginNotAllowed => 403,
+            Reason::MalformedHost
+            | Reason::MissingHost
+            | Reason::MalformedOrigin
+            | Reason::MultipleHostHeaders
+            | Reason::MultipleOriginHeaders => 400,
+            Reason::RequestBodyTooLarge => 413,
+            Reason::UpstreamUnavailable => 502,
+        }
+    }
+
+    /// A short human message for the JSON-RPC error.
+    pub fn message(self) -> &'static str {
+        match self {
+            Reason::HostNotAllowed => "Misdirected request: Host not allowed",
+            Reason::OriginNotAllowed => "Forbidden: Origin not allowed",
+            Reason::MalformedHost => "Bad request: malformed Host",
+            Reason::MissingHost => "Bad request: missing Host",
+            Reason::MalformedOrigin => "Bad request: malformed Origin",
+            Reason::MultipleHostHeaders => "Bad request: more than one Host header",
+            Reason::MultipleOriginHeaders => "Bad request: more than one Origin header",
+            Reason::RequestBodyTooLarge => "Request body too large",
+            Reason::UpstreamUnavailable => "Bad gateway: the MCP server is not reachable",
+        }
+    }
+
+    /// Whether this reason is about the Host (as opposed to the Origin or the proxy).
+    pub fn is_host(self) -> bool {
+        matches!(
+            self,
+            Reason::HostNotAllowed
+                | Reason::MalformedHost
+                | Reason::MissingHost
+                | Reason::MultipleHostHeaders
+        )
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal: the reason, the offending value as received (lossy UTF-8), and a detail for malformed values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: Reason,
+    pub received: String,
+    pub detail: Option<String>,
+}
+
+impl Denial {
+    pub fn new(reason: Reason, received: impl Into<String>) -> Self {
+        Denial {
+            reason,
+            received: received.into(),
+            detail: None,
+        }
+    }
+
+    fn with_detail(mut self, detail: impl ToString) -> Self {
+        self.detail = Some(detail.to_string());
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.reason.status()
+    }
+}
+
+/// The outcome of [`Allowlist::check`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny(Denial),
+}
+
+impl Verdict {
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Verdict::Allow)
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Allowlist {
+    /// Compiles a config; every entry must parse, and at least one host must be allowed (never fail open).
+    pub fn compile(config: &GuardConfig) -> Result<Self, ConfigError> {
+        let hosts = config
+            .allowed_hosts
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| {
+                HostPattern::parse(entry).map_err(|source| ConfigError::InvalidHost {
+                    index,
+                    entry: entry.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let origins = config
+            .allowed_origins
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| {
+                OriginPattern::parse(entry).map_err(|source| ConfigError::InvalidOrigin {
+                    index,
+                    entry: entry.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if hosts.is_empty() {
+            return Err(ConfigError::NoAllowedHosts);
+        }
+        if config.limits.max_request_body_bytes == Some(0) {
+            return Err(ConfigError::ZeroBodyLimit);
+        }
+        Ok(Allowlist {
+            mode: config.mode,
+            hosts,
+            origins,
+            source: config.source.clone(),
+            limits: config.limits.clone(),
+        })
+    }
+
+    pub fn hosts(&self) -> &[HostPattern] {
+        &self.hosts
+    }
+
+    pub fn origins(&self) -> &[OriginPattern] {
+        &self.origins
+    }
+
+    /// Whether an authority (host and port) matches an allowed host.
+    pub fn allows_authority(&self, authority: &Authority<'_>, default_port: Option<u16>) -> bool {
+        self.hosts.iter().any(|p| p.matches(authority, default_port))
+    }
+
+    /// Whether a received origin is allowed: listed in the allowed origins, or the origin of an allowed host
+    /// (a same-origin page, `http` or `https`).
+    pub fn allows_origin(&self, origin: &Origin<'_>) -> bool {
+        if self.origins.iter().any(|p| p.matches(origin)) {
+            return true;
+        }
+        match origin {
+            Origin::Null => false,
+            Origin::Tuple { scheme, authority } => {
+                (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+                    && self.allows_authority(
+                        &Authority {
+                            host: authority.host,
+                            port: origin.effective_port(),
+                        },
+                        None,
+                    )
+            }
+        }
+    }
+
+    /// The check, applied to every request on the guarded port: Host (or `:authority`/absolute-form target)
+    /// first, then Origin. Pure: no I/O, no allocation unless the request is refused.
+    pub fn check(&self, req: &RequestFacts<'_>) -> Verdict {
+        match self.check_host(req) {
+            Err(d) => Verdict::Deny(d),
+            Ok(()) => match self.check_origin(req) {
+                Err(d) => Verdict::Deny(d),
+                Ok(()) => Verdict::Allow,
+            },
+        }
+    }
+
+    fn check_host(&self, req: &RequestFacts<'_>) -> Result<(), Denial> {
+        if req.host.count > 1 {
+            let first = req.host.first.map(lossy).unwrap_or_default();
+            return Err(Denial::new(Reason::MultipleHostHeaders, first)
+                .with_detail(format!("{} Host headers", req.host.count)));
+        }
+        let default_port = default_port(req.scheme.unwrap_or("http"));
+        let authority = match (req.target_authority, req.host.first) {
+            (Some(target), host) => {
+                if let (true, Some(host)) = (req.http2, host)
+                    && !host.eq_ignore_ascii_case(target.as_bytes())
+                {
+                    return Err(Denial::new(Reason::MalformedHost, lossy(host))
+                        .with_detail(format!("the Host header differs from :authority {target:?}")));
+                }
+                Authority::parse(target)
+                    .map_err(|e| Denial::new(Reason::MalformedHost, target).with_detail(e))?
+            }
+            (None, Some(host)) => Authority::parse_bytes(host)
+                .map_err(|e| Denial::new(Reason::MalformedHost, lossy(host)).with_detail(e))?,
+            (None, None) => return Err(Denial::new(Reason::MissingHost, "")),
+        };
+        if self.allows_authority(&authority, default_port) {
+            Ok(())
+        } else {
+            Err(Denial::new(Reason::HostNotAllowed, authority.to_string()))
+        }
+    }
+
+    fn check_origin(&self, req: &RequestFacts<'_>) -> Result<(), Denial> {
+        let Some(raw) = req.origin.first else {
+            return Ok(());
+        };
+        if req.origin.count > 1 {
+            return Err(Denial::new(Reason::MultipleOriginHeaders, lossy(raw))
+                .with_detail(format!("{} Origin headers", req.origin.count)));
+        }
+        let origin = Origin::parse_bytes(raw)
+            .map_err(|e| Denial::new(Reason::MalformedOrigin, lossy(raw)).with_detail(e))?;
+        if self.allows_origin(&origin) {
+            Ok(())
+        } else {
+            Err(Denial::new(Reason::OriginNotAllowed, lossy(raw)))
+        }
+    }
+
+    /// Where to allow a refused value: with a [`ConfigSource`] the MCPServer field or an Ingress/HTTPRoute,
+    /// otherwise the guard's own flags.
+    pub fn hint(&self, denial: &Denial) -> String {
+        let mut hint = String::new();
+        let source = self.source.as_ref().map(|s| match &s.namespace {
+            Some(ns) => format!("{} {ns}/{}", s.kind, s.name),
+            None => format!("{} {}", s.kind, s.name),
+        });
+        match denial.reason {
+            Reason::HostNotAllowed => {
+                let host = suggested_host(&denial.received);
+                match source {
+                    Some(src) => {
+                        let _ = write!(
+                            hint,
+                            "to allow this host add \"{host}\" to spec.hosts of {src}, or route it to this server \
+                             through an Ingress or HTTPRoute rule with that host"
+                        );
+                    }
+                    None => {
+                        let _ = write!(
+                            hint,
+                            "to allow this host start mcp-guard with --allow-host {host} (or add it to \
+                             MCP_GUARD_ALLOW_HOSTS or to allowedHosts in the --config file)"
+                        );
+                    }
+                }
+            }
+            Reason::OriginNotAllowed => {
+                let origin = denial.received.as_str();
+                let null_note = if origin == "null" {
+                    "browsers send `Origin: null` from sandboxed frames and file: pages; allow it only if you must: "
+                } else {
+                    ""
+                };
+                match source {
+                    Some(src) => {
+                        let _ = write!(
+                            hint,
+                            "{null_note}to allow this origin add \"{origin}\" to spec.origins of {src} (pages served \
+                             from an allowed host are always allowed)"
+                        );
+                    }
+                    None => {
+                        let _ = write!(
+                            hint,
+                            "{null_note}to allow this origin start mcp-guard with --allow-origin {origin} (or add it \
+                             to MCP_GUARD_ALLOW_ORIGINS or to allowedOrigins in the --config file)"
+                        );
+                    }
+                }
+            }
+            Reason::MalformedHost => hint.push_str(
+                "send one Host header of the form host[:port]: no userinfo, no path, no whitespace, port 1-65535, \
+                 IPv6 literals in brackets",
+            ),
+            Reason::MissingHost => hint.push_str("send a Host header (HTTP/1.1 requires one)"),
+            Reason::MultipleHostHeaders => hint.push_str("send exactly one Host header"),
+            Reason::MalformedOrigin => hint.push_str("the Origin header must be scheme://host[:port] or null"),
+            Reason::MultipleOriginHeaders => hint.push_str("send at most one Origin header"),
+            Reason::RequestBodyTooLarge => hint.push_str(
+                "send a smaller request, or raise the limit (limits.maxRequestBodyBytes in the config, \
+                 --max-request-body-bytes, or the MCPGuardPolicy's limits.maxRequestBodyBytes)",
+            ),
+            Reason::UpstreamUnavailable => {
+                hint.push_str("the MCP server behind the guard is not reachable; check that it is running")
+            }
+        }
+        hint
+    }
+}
+
+/// The received host lowercased without its port, as the entry to suggest (port-agnostic).
+fn suggested_host(received: &str) -> String {
+    match Authority::parse(received) {
+        Ok(a) => a.host.to_string().to_ascii_lowercase(),
+        Err(_) => received.to_owned(),
+    }
+}

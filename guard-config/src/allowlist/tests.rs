@@ -1,0 +1,310 @@
+use super::*;
+use crate::PatternError;
+
+fn allowlist(hosts: &[&str], origins: &[&str]) -> Allowlist {
+    Allowlist::compile(&GuardConfig {
+        allowed_hosts: hosts.iter().map(|s| s.to_string()).collect(),
+        allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn one(v: &str) -> HeaderSeen<'_> {
+    HeaderSeen {
+        first: Some(v.as_bytes()),
+        count: 1,
+    }
+}
+
+fn facts<'a>(host: Option<&'a str>, origin: Option<&'a str>) -> RequestFacts<'a> {
+    RequestFacts {
+        host: host.map(one).unwrap_or_default(),
+        origin: origin.map(one).unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+fn reason(v: &Verdict) -> Option<Reason> {
+    match v {
+        Verdict::Allow => None,
+        Verdict::Deny(d) => Some(d.reason),
+    }
+}
+
+#[test]
+fn host_and_origin_table() {
+    let list = allowlist(
+        &[
+            "mcp.example.com",
+            "*.apps.example.com",
+            "web.ns.svc:8080",
+            "127.0.0.1:*",
+            "[::1]",
+        ],
+        &["https://app.example.org", "http://localhost:3000"],
+    );
+    use Reason::*;
+    let cases: &[(Option<&str>, Option<&str>, Option<Reason>)] = &[
+        (Some("mcp.example.com"), None, None),
+        (Some("MCP.example.com.:443"), None, None),
+        (Some("x.apps.example.com"), None, None),
+        (Some("x.y.apps.example.com"), None, Some(HostNotAllowed)),
+        (Some("web.ns.svc:8080"), None, None),
+        (Some("web.ns.svc"), None, Some(HostNotAllowed)),
+        (Some("web.ns.svc:9090"), None, Some(HostNotAllowed)),
+        (Some("127.0.0.1:8000"), None, None),
+        (Some("[::1]:8000"), None, None),
+        (Some("evil.com"), None, Some(HostNotAllowed)),
+        (Some("localhost"), None, Some(HostNotAllowed)),
+        (Some(""), None, Some(MalformedHost)),
+        (Some("mcp.example.com@evil.com"), None, Some(MalformedHost)),
+        (Some("mcp.example.com:80.evil.com"), None, Some(MalformedHost)),
+        (Some("mcp.example.com:99999"), None, Some(MalformedHost)),
+        (Some("mcp.example.com "), None, Some(MalformedHost)),
+        (None, None, Some(MissingHost)),
+        // origins
+        (Some("mcp.example.com"), Some("https://app.example.org"), None),
+        (Some("mcp.example.com"), Some("https://app.example.org:443"), None),
+        (
+            Some("mcp.example.com"),
+            Some("http://app.example.org"),
+            Some(OriginNotAllowed),
+        ),
+        (Some("mcp.example.com"), Some("http://localhost:3000"), None),
+        (
+            Some("mcp.example.com"),
+            Some("http://localhost:3001"),
+            Some(OriginNotAllowed),
+        ),
+        // same-origin: the origin of an allowed host
+        (Some("mcp.example.com"), Some("https://mcp.example.com"), None),
+        (Some("mcp.example.com"), Some("http://mcp.example.com:8080"), None),
+        (Some("mcp.example.com"), Some("https://x.apps.example.com"), None),
+        (Some("web.ns.svc:8080"), Some("http://web.ns.svc:8080"), None),
+        (
+            Some("web.ns.svc:8080"),
+            Some("http://web.ns.svc"),
+            Some(OriginNotAllowed),
+        ),
+        (
+            Some("mcp.example.com"),
+            Some("ftp://mcp.example.com"),
+            Some(OriginNotAllowed),
+        ),
+        // DNS rebinding: host is allowed, page origin is the attacker
+        (
+            Some("127.0.0.1:8000"),
+            Some("http://attacker.test:8000"),
+            Some(OriginNotAllowed),
+        ),
+        (Some("mcp.example.com"), Some("null"), Some(OriginNotAllowed)),
+        (
+            Some("mcp.example.com"),
+            Some("https://app.example.org/"),
+            Some(MalformedOrigin),
+        ),
+        (
+            Some("mcp.example.com"),
+            Some("app.example.org"),
+            Some(MalformedOrigin),
+        ),
+        (Some("mcp.example.com"), Some(""), Some(MalformedOrigin)),
+        // host is checked first
+        (Some("evil.com"), Some("null"), Some(HostNotAllowed)),
+    ];
+    for (host, origin, want) in cases {
+        let v = list.check(&facts(*host, *origin));
+        assert_eq!(reason(&v), *want, "host {host:?} origin {origin:?}: {v:?}");
+    }
+}
+
+#[test]
+fn statuses() {
+    assert_eq!(Reason::HostNotAllowed.status(), 421);
+    assert_eq!(Reason::OriginNotAllowed.status(), 403);
+    assert_eq!(Reason::MalformedHost.status(), 400);
+    assert_eq!(Reason::MalformedOrigin.status(), 400);
+    assert_eq!(Reason::MultipleHostHeaders.status(), 400);
+    assert_eq!(Reason::MultipleOriginHeaders.status(), 400);
+    assert_eq!(Reason::MissingHost.status(), 400);
+    let names: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(names.len(), Reason::ALL.len());
+}
+
+#[test]
+fn null_origin_only_when_allowed() {
+    let list = allowlist(&["a.com"], &["null"]);
+    assert_eq!(list.check(&facts(Some("a.com"), Some("null"))), Verdict::Allow);
+    let v = list.check(&facts(Some("a.com"), Some("https://b.com")));
+    assert_eq!(reason(&v), Some(Reason::OriginNotAllowed));
+}
+
+#[test]
+fn multiple_headers_are_malformed() {
+    let list = allowlist(&["a.com"], &["null"]);
+    let two = HeaderSeen {
+        first: Some(b"a.com".as_slice()),
+        count: 2,
+    };
+    let v = list.check(&RequestFacts {
+        host: two,
+        ..Default::default()
+    });
+    assert_eq!(reason(&v), Some(Reason::MultipleHostHeaders));
+    let v = list.check(&RequestFacts {
+        host: one("a.com"),
+        origin: HeaderSeen {
+            first: Some(b"null"),
+            count: 2,
+        },
+        ..Default::default()
+    });
+    assert_eq!(reason(&v), Some(Reason::MultipleOriginHeaders));
+    let seen = HeaderSeen::collect([b"x".as_slice(), b"y".as_slice()]);
+    assert_eq!(
+        seen,
+        HeaderSeen {
+            first: Some(b"x".as_slice()),
+            count: 2
+        }
+    );
+}
+
+#[test]
+fn target_authority_wins_over_host() {
+    let list = allowlist(&["a.com"], &[]);
+    // absolute-form HTTP/1.1: the URI's authority is checked, the Host header ignored
+    let v = list.check(&RequestFacts {
+        target_authority: Some("evil.com"),
+        host: one("a.com"),
+        ..Default::default()
+    });
+    assert_eq!(reason(&v), Some(Reason::HostNotAllowed));
+    let v = list.check(&RequestFacts {
+        target_authority: Some("a.com"),
+        host: one("evil.com"),
+        ..Default::default()
+    });
+    assert_eq!(v, Verdict::Allow);
+    // an https absolute-form target implies port 443 for port-specific entries
+    let list = allowlist(&["a.com:443"], &[]);
+    let v = list.check(&RequestFacts {
+        target_authority: Some("a.com"),
+        scheme: Some("https"),
+        ..Default::default()
+    });
+    assert_eq!(v, Verdict::Allow);
+    let v = list.check(&RequestFacts {
+        target_authority: Some("a.com"),
+        scheme: Some("http"),
+        ..Default::default()
+    });
+    assert_eq!(reason(&v), Some(Reason::HostNotAllowed));
+    // HTTP/2: :authority checked; a disagreeing Host header is malformed
+    let list = allowlist(&["a.com"], &[]);
+    let h2 = |authority, host: Option<&'static str>| RequestFacts {
+        target_authority: Some(authority),
+        http2: true,
+        host: host.map(one).unwrap_or_default(),
+        ..Default::default()
+    };
+    assert_eq!(list.check(&h2("a.com", None)), Verdict::Allow);
+    assert_eq!(list.check(&h2("A.com", Some("a.COM"))), Verdict::Allow);
+    assert_eq!(
+        reason(&list.check(&h2("a.com", Some("evil.com")))),
+        Some(Reason::MalformedHost)
+    );
+    assert_eq!(
+        reason(&list.check(&h2("evil.com", None))),
+        Some(Reason::HostNotAllowed)
+    );
+}
+
+#[test]
+fn denial_carries_received_and_detail() {
+    let list = allowlist(&["a.com"], &[]);
+    let Verdict::Deny(d) = list.check(&facts(Some("Evil.com:8080"), None)) else {
+        panic!()
+    };
+    assert_eq!(d.received, "Evil.com:8080");
+    let Verdict::Deny(d) = list.check(&facts(Some("a.com:99999"), None)) else {
+        panic!()
+    };
+    assert_eq!(d.received, "a.com:99999");
+    assert!(d.detail.unwrap().contains("port"));
+}
+
+#[test]
+fn hints_name_where_to_allow() {
+    let mut list = allowlist(&["a.com"], &[]);
+    let d = Denial::new(Reason::HostNotAllowed, "Evil.com:8080");
+    let hint = list.hint(&d);
+    assert!(hint.contains("--allow-host evil.com"), "{hint}");
+    let hint = list.hint(&Denial::new(Reason::OriginNotAllowed, "https://x.com"));
+    assert!(hint.contains("--allow-origin https://x.com"), "{hint}");
+    list.source = Some(ConfigSource {
+        kind: "MCPServer".into(),
+        namespace: Some("team-a".into()),
+        name: "weather".into(),
+    });
+    let hint = list.hint(&d);
+    assert!(
+        hint.contains("spec.hosts of MCPServer team-a/weather") && hint.contains("Ingress"),
+        "{hint}"
+    );
+    let hint = list.hint(&Denial::new(Reason::OriginNotAllowed, "null"));
+    assert!(
+        hint.contains("spec.origins of MCPServer team-a/weather") && hint.contains("sandboxed"),
+        "{hint}"
+    );
+}
+
+#[test]
+fn compile_errors_name_the_entry() {
+    let err = GuardConfig {
+        allowed_hosts: vec!["a.com".into(), "*".into()],
+        ..Default::default()
+    }
+    .compile()
+    .unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::InvalidHost { index: 1, entry, source: PatternError::BareWildcard } if entry == "*")
+    );
+    assert!(err.to_string().starts_with("allowedHosts[1] \"*\""), "{err}");
+    let err = GuardConfig {
+        allowed_hosts: vec!["a.com".into()],
+        allowed_origins: vec!["a.com".into()],
+        ..Default::default()
+    }
+    .compile()
+    .unwrap_err();
+    assert!(err.to_string().contains("allowedOrigins[0]"), "{err}");
+    let err = GuardConfig::default().compile().unwrap_err();
+    assert!(matches!(err, ConfigError::NoAllowedHosts));
+    let err = GuardConfig::from_json(br#"{"allowedHost": ["a.com"]}"#).unwrap_err();
+    assert!(err.to_string().contains("unknown field"), "{err}");
+}
+
+#[test]
+fn documented_example_parses() {
+    let json = br#"{
+      "mode": "enforce",
+      "allowedHosts": ["mcp.example.com", "*.apps.example.com", "**.gw.example.com", "web.ns.svc:8080"],
+      "allowedOrigins": ["https://mcp.example.com", "https://*.apps.example.com"],
+      "source": { "kind": "MCPServer", "namespace": "team-a", "name": "weather" },
+      "limits": { "maxRequestBodyBytes": 4194304 }
+    }"#;
+    let cfg = GuardConfig::from_json(json).unwrap();
+    let list = cfg.compile().unwrap();
+    assert_eq!(list.hosts().len(), 4);
+    assert_eq!(list.origins().len(), 2);
+    assert_eq!(list.limits.max_request_body_bytes, Some(4194304));
+    assert_eq!(
+        list.check(&facts(
+            Some("a.b.gw.example.com"),
+            Some("https://q.apps.example.com")
+        )),
+        Verdict::Allow
+    );
+}
