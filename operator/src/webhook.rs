@@ -1,0 +1,302 @@
+//! The admission webhook: injects the guard into MCP server pods (`/mutate-pods`) and validates MCPServers
+//! (`/validate-mcpserver`), served over TLS by [`serve`].
+//!
+//! Pure core, thin IO shell: [`inject::plan`] decides what happens to a pod and [`admission::check_mcpserver`]
+//! what happens to an MCPServer, from plain values; [`WebhookState`] fetches those values (reflector caches, with
+//! a live read when a cache may lag) and [`server`] speaks HTTPS. Approach and limits: `docs/webhook.md`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::ListParams;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+
+use crate::crd::{ImagePullPolicy, LogLevel, MCPGuardPolicy, MCPGuardPolicySpec, MCPServer};
+
+pub mod admission;
+pub mod inject;
+pub mod metrics;
+pub mod server;
+pub mod tls;
+
+#[cfg(test)]
+mod tests;
+
+pub use inject::{GuardedServer, InjectionPlan, InjectionStatus, SidecarSettings, SkipReason};
+pub use metrics::WebhookMetrics;
+pub use server::{WebhookServer, serve};
+
+/// Path of the pod-mutating webhook.
+pub const MUTATE_PODS_PATH: &str = "/mutate-pods";
+/// Path of the MCPServer-validating webhook.
+pub const VALIDATE_MCPSERVER_PATH: &str = "/validate-mcpserver";
+/// The image injected when the policy names none (overridden by `--default-sidecar-image`).
+pub const DEFAULT_SIDECAR_IMAGE: &str = "ghcr.io/mcp-guard/mcp-guard:0.1.0";
+/// First Kubernetes minor version (1.x) with native sidecars on by default.
+pub const NATIVE_SIDECAR_MINOR: u32 = 29;
+
+/// Errors of the webhook's IO shell.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// Settings from the operator's command line.
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    /// Image when the policy's `sidecar.image` is unset.
+    pub default_sidecar_image: String,
+    /// `None`: detect from the API server's version (native sidecars from 1.29).
+    pub native_sidecars: Option<bool>,
+    /// Namespaces never injected besides kube-system & co (the operator's own).
+    pub excluded_namespaces: Vec<String>,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            default_sidecar_image: DEFAULT_SIDECAR_IMAGE.into(),
+            native_sidecars: None,
+            excluded_namespaces: Vec::new(),
+        }
+    }
+}
+
+/// What the handlers read: reflector caches of Namespaces, MCPServers and MCPGuardPolicies, and a client for
+/// live reads when a cache may lag (a namespace or MCPServer created a moment before the pod).
+pub struct WebhookState {
+    client: Client,
+    settings: WebhookSettings,
+    native_sidecars: bool,
+    namespaces: Cache<Namespace>,
+    servers: Cache<MCPServer>,
+    policies: Cache<MCPGuardPolicy>,
+    metrics: WebhookMetrics,
+}
+
+struct Cache<K: kube::Resource + 'static>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    store: Store<K>,
+    synced: Arc<AtomicBool>,
+}
+
+impl<K> Cache<K>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Default + Send + Sync,
+{
+    fn spawn(api: Api<K>, what: &'static str) -> Self {
+        let (store, writer) = reflector::store();
+        let synced = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&synced);
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer);
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => flag.store(true, Ordering::Release),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, kind = what, "webhook watch failed; retrying"),
+                }
+            }
+        });
+        Self { store, synced }
+    }
+
+    fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+}
+
+impl WebhookState {
+    /// Starts the caches and detects native sidecar support. Returns at once; handlers read live until the
+    /// caches have synced.
+    pub async fn start(client: Client, settings: WebhookSettings, metrics: WebhookMetrics) -> Arc<Self> {
+        let native_sidecars = match settings.native_sidecars {
+            Some(v) => v,
+            None => match client.apiserver_version().await {
+                Ok(info) => {
+                    let native = supports_native_sidecars(&info.major, &info.minor);
+                    tracing::info!(version = %info.git_version, native_sidecars = native, "detected API server");
+                    native
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the API server version; injecting ordinary containers");
+                    false
+                }
+            },
+        };
+        Arc::new(Self {
+            namespaces: Cache::spawn(Api::all(client.clone()), "Namespace"),
+            servers: Cache::spawn(Api::all(client.clone()), "MCPServer"),
+            policies: Cache::spawn(Api::all(client.clone()), "MCPGuardPolicy"),
+            client,
+            settings,
+            native_sidecars,
+            metrics,
+        })
+    }
+
+    /// Whether the injection uses native sidecars.
+    pub fn native_sidecars(&self) -> bool {
+        self.native_sidecars
+    }
+
+    /// All caches have synced (answers are then served without live reads).
+    pub fn is_synced(&self) -> bool {
+        self.namespaces.synced() && self.servers.synced() && self.policies.synced()
+    }
+
+    pub fn metrics(&self) -> &WebhookMetrics {
+        &self.metrics
+    }
+
+    pub fn settings(&self) -> &WebhookSettings {
+        &self.settings
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The labels of a namespace: cache first, then a live read.
+    pub(crate) async fn namespace_labels(&self, ns: &str) -> Result<BTreeMap<String, String>, kube::Error> {
+        if let Some(n) = self.namespaces.store.get(&ObjectRef::new(ns)) {
+            return Ok(n.labels().clone());
+        }
+        let n = Api::<Namespace>::all(self.client.clone()).get(ns).await?;
+        Ok(n.labels().clone())
+    }
+
+    /// The MCPServers of a namespace; `live` forces a read from the API server.
+    pub(crate) async fn servers_in(&self, ns: &str, live: bool) -> Result<Vec<MCPServer>, kube::Error> {
+        if !live && self.servers.synced() {
+            return Ok(self
+                .servers
+                .store
+                .state()
+                .into_iter()
+                .filter(|s| s.namespace().as_deref() == Some(ns))
+                .map(|s| (*s).clone())
+                .collect());
+        }
+        Ok(Api::<MCPServer>::namespaced(self.client.clone(), ns)
+            .list(&ListParams::default())
+            .await?
+            .items)
+    }
+
+    /// A policy's spec (`None`: it does not exist).
+    pub(crate) async fn policy(&self, name: &str) -> Result<Option<MCPGuardPolicySpec>, kube::Error> {
+        if let Some(p) = self.policies.store.get(&ObjectRef::new(name)) {
+            return Ok(Some(p.spec.clone()));
+        }
+        if self.policies.synced() {
+            return Ok(None);
+        }
+        Ok(Api::<MCPGuardPolicy>::all(self.client.clone())
+            .get_opt(name)
+            .await?
+            .map(|p| p.spec))
+    }
+
+    /// Pods of a namespace matching a label selector string (live).
+    pub(crate) async fn pods_matching(&self, ns: &str, selector: &str) -> Result<Vec<Pod>, kube::Error> {
+        let lp = ListParams::default().labels(selector).limit(500);
+        Ok(Api::<Pod>::namespaced(self.client.clone(), ns)
+            .list(&lp)
+            .await?
+            .items)
+    }
+
+    /// MCPServers turned into planner input, each with its policy's sidecar settings.
+    pub(crate) async fn guarded_servers(
+        &self,
+        servers: &[MCPServer],
+    ) -> Result<Vec<GuardedServer>, kube::Error> {
+        let mut out = Vec::with_capacity(servers.len());
+        for s in servers {
+            let policy = self.policy(s.spec.policy_name()).await?.unwrap_or_default();
+            if let Some(g) = guarded_server(s, &policy, &self.settings.default_sidecar_image) {
+                out.push(g);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// An MCPServer as planner input (`None` when its port is out of range — validation refuses those).
+pub fn guarded_server(
+    server: &MCPServer,
+    policy: &MCPGuardPolicySpec,
+    default_image: &str,
+) -> Option<GuardedServer> {
+    let port = u16::try_from(server.spec.port).ok().filter(|p| *p > 0)?;
+    Some(GuardedServer {
+        name: server.name_any(),
+        selector: server.spec.selector.clone(),
+        port,
+        sidecar: sidecar_settings(policy, default_image),
+    })
+}
+
+/// The policy's `sidecar` with defaults filled in.
+pub fn sidecar_settings(policy: &MCPGuardPolicySpec, default_image: &str) -> SidecarSettings {
+    let sidecar = policy.sidecar.clone().unwrap_or_default();
+    SidecarSettings {
+        image: sidecar.image.unwrap_or_else(|| default_image.to_string()),
+        image_pull_policy: sidecar.image_pull_policy.map(|p| {
+            match p {
+                ImagePullPolicy::Always => "Always",
+                ImagePullPolicy::IfNotPresent => "IfNotPresent",
+                ImagePullPolicy::Never => "Never",
+            }
+            .to_string()
+        }),
+        resources: sidecar.resources,
+        log_level: sidecar.log_level.map(|l| {
+            match l {
+                LogLevel::Error => "error",
+                LogLevel::Warn => "warn",
+                LogLevel::Info => "info",
+                LogLevel::Debug => "debug",
+                LogLevel::Trace => "trace",
+            }
+            .to_string()
+        }),
+    }
+}
+
+/// Native sidecars are on by default from Kubernetes 1.29 (`minor` may read like `"29+"`).
+pub fn supports_native_sidecars(major: &str, minor: &str) -> bool {
+    let digits = |s: &str| {
+        s.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u32>()
+            .ok()
+    };
+    match (digits(major), digits(minor)) {
+        (Some(1), Some(m)) => m >= NATIVE_SIDECAR_MINOR,
+        (Some(maj), _) => maj > 1,
+        _ => false,
+    }
+}

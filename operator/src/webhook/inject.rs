@@ -1,0 +1,523 @@
+//! The injection planner: a pure function from (pod, namespace labels, MCPServers, sidecar settings) to a
+//! decision — skip with a reason, deny with a message, or the injected pod.
+//!
+//! The traffic approach ("port split"; see `docs/webhook.md`): the MCP server keeps its SDK default
+//! `127.0.0.1:<port>`; the guard listens on `$(POD_IP):<port>` (the pod IP from the downward API) — the same
+//! port number on the pod's own address — and forwards to `http://127.0.0.1:<port>`. Services, Ingresses and
+//! Routes (numeric or named `targetPort`) and kubelet probes reach the pod IP, hence the guard. No iptables, no
+//! NET_ADMIN, no change to the app container or to Services.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, Pod, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::core::{Selector, SelectorExt};
+use serde::{Deserialize, Serialize};
+
+/// Namespace label that opts a namespace in (`enabled`) or out (`disabled`).
+pub const NAMESPACE_INJECTION_LABEL: &str = "mcpguard.dev/injection";
+/// Pod label that opts a pod out (`"false"`).
+pub const POD_INJECT_LABEL: &str = "mcpguard.dev/inject";
+/// Pod annotation recording what was injected ([`InjectionStatus`] as JSON).
+pub const INJECTED_ANNOTATION: &str = "mcpguard.dev/injected";
+/// The annotation `kubectl logs/exec` use to pick a container.
+pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
+/// Name of the injected guard container.
+pub const SIDECAR_NAME: &str = "mcp-guard";
+/// Name of the injected ConfigMap volume.
+pub const CONFIG_VOLUME_NAME: &str = "mcp-guard-config";
+/// Where the ConfigMap is mounted (a directory: no `subPath`, so kubelet's symlink swap reaches the guard).
+pub const CONFIG_MOUNT_PATH: &str = "/etc/mcp-guard";
+/// The guard's admin port (`/livez`, `/readyz`, `/metrics`) inside the pod.
+pub const ADMIN_PORT: u16 = 15081;
+/// Name of the admin port (at most 15 characters, unique in the pod).
+pub const ADMIN_PORT_NAME: &str = "mcp-guard-admin";
+/// Environment variable holding the pod IP (downward API `status.podIP`) in the guard container.
+pub const POD_IP_ENV: &str = "POD_IP";
+/// The uid/gid the guard runs as (distroless `nonroot`).
+pub const GUARD_UID: i64 = 65532;
+/// Version of the [`InjectionStatus`] format.
+pub const STATUS_VERSION: u32 = 1;
+/// Namespaces never injected, whatever their labels say.
+pub const PROTECTED_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
+
+/// An MCPServer as far as injection is concerned, with its policy's sidecar settings already resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GuardedServer {
+    pub name: String,
+    pub selector: LabelSelector,
+    /// The port the server listens on (on 127.0.0.1 inside the pod).
+    pub port: u16,
+    pub sidecar: SidecarSettings,
+}
+
+/// The guard container's settings (from the MCPGuardPolicy's `sidecar`, defaults filled in).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SidecarSettings {
+    pub image: String,
+    pub image_pull_policy: Option<String>,
+    /// `None`: [`default_resources`].
+    pub resources: Option<ResourceRequirements>,
+    /// `None`: the guard's default.
+    pub log_level: Option<String>,
+}
+
+/// Everything the planner looks at.
+#[derive(Clone, Copy, Debug)]
+pub struct InjectionInput<'a> {
+    pub pod: &'a Pod,
+    /// The pod's namespace (the pod object of a CREATE may not carry it).
+    pub namespace: &'a str,
+    pub namespace_labels: &'a BTreeMap<String, String>,
+    /// The MCPServers in the pod's namespace.
+    pub servers: &'a [GuardedServer],
+    /// The API server runs native sidecars (Kubernetes ≥ 1.29): inject an init container with
+    /// `restartPolicy: Always` instead of an ordinary container.
+    pub native_sidecars: bool,
+    /// Extra namespaces never injected (the operator's own).
+    pub excluded_namespaces: &'a [String],
+}
+
+/// Why a pod was left alone. Checked in this order; each is counted (`reason` label) and logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// `spec.hostNetwork: true`: the guard would bind the node's address.
+    HostNetwork,
+    /// kube-system & co, or the operator's own namespace.
+    ProtectedNamespace,
+    /// Namespace label `mcpguard.dev/injection: disabled`.
+    NamespaceOptedOut,
+    /// Namespace without `mcpguard.dev/injection: enabled`.
+    NamespaceNotOptedIn,
+    /// Pod label `mcpguard.dev/inject: "false"`.
+    PodOptedOut,
+    /// The pod carries a valid `mcpguard.dev/injected` annotation and the containers it names.
+    AlreadyInjected,
+    /// No MCPServer in the namespace selects the pod.
+    NoMatchingServer,
+}
+
+impl SkipReason {
+    /// The `reason` label value (snake_case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::HostNetwork => "host_network",
+            SkipReason::ProtectedNamespace => "protected_namespace",
+            SkipReason::NamespaceOptedOut => "namespace_opted_out",
+            SkipReason::NamespaceNotOptedIn => "namespace_not_opted_in",
+            SkipReason::PodOptedOut => "pod_opted_out",
+            SkipReason::AlreadyInjected => "already_injected",
+            SkipReason::NoMatchingServer => "no_matching_mcpserver",
+        }
+    }
+
+    /// A sentence for logs and audit annotations.
+    pub fn explain(self) -> &'static str {
+        match self {
+            SkipReason::HostNetwork => {
+                "pod uses hostNetwork; the guard cannot take the server's port on the node"
+            }
+            SkipReason::ProtectedNamespace => {
+                "namespace is a system or operator namespace and is never injected"
+            }
+            SkipReason::NamespaceOptedOut => "namespace is labelled mcpguard.dev/injection=disabled",
+            SkipReason::NamespaceNotOptedIn => "namespace is not labelled mcpguard.dev/injection=enabled",
+            SkipReason::PodOptedOut => "pod is labelled mcpguard.dev/inject=false",
+            SkipReason::AlreadyInjected => "pod already carries the guard (mcpguard.dev/injected)",
+            SkipReason::NoMatchingServer => "no MCPServer in the namespace selects this pod",
+        }
+    }
+
+    /// All reasons, in check order.
+    pub const ALL: [SkipReason; 7] = [
+        SkipReason::HostNetwork,
+        SkipReason::ProtectedNamespace,
+        SkipReason::NamespaceOptedOut,
+        SkipReason::NamespaceNotOptedIn,
+        SkipReason::PodOptedOut,
+        SkipReason::AlreadyInjected,
+        SkipReason::NoMatchingServer,
+    ];
+}
+
+/// What to do with a pod.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InjectionPlan {
+    Skip(SkipReason),
+    /// Refuse the pod: injecting would be wrong and leaving it unguarded would be worse.
+    Deny(String),
+    Inject(Box<Injection>),
+}
+
+/// The result of injecting: the pod after, and what was recorded in the status annotation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Injection {
+    pub server: String,
+    pub pod: Pod,
+    pub status: InjectionStatus,
+}
+
+/// The `mcpguard.dev/injected` annotation: exactly what was added, so that re-injection removes it first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectionStatus {
+    pub version: u32,
+    /// The MCPServer whose ConfigMap the guard reads.
+    pub mcp_server: String,
+    pub image: String,
+    /// Names added to `spec.initContainers` (native sidecar).
+    #[serde(default)]
+    pub init_containers: Vec<String>,
+    /// Names added to `spec.containers` (clusters without native sidecars).
+    #[serde(default)]
+    pub containers: Vec<String>,
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// Set when the webhook added `kubectl.kubernetes.io/default-container` (value = this container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_container: Option<String>,
+}
+
+impl InjectionStatus {
+    /// Parses the annotation of a pod, if present and well-formed.
+    pub fn of(pod: &Pod) -> Option<Result<InjectionStatus, serde_json::Error>> {
+        let raw = pod.metadata.annotations.as_ref()?.get(INJECTED_ANNOTATION)?;
+        Some(serde_json::from_str(raw))
+    }
+
+    /// Whether everything this status says was injected is in the pod.
+    fn is_present_in(&self, pod: &Pod) -> bool {
+        let Some(spec) = pod.spec.as_ref() else {
+            return false;
+        };
+        let has = |list: Option<&Vec<Container>>, name: &str| {
+            list.is_some_and(|l| l.iter().any(|c| c.name == name))
+        };
+        !(self.init_containers.is_empty() && self.containers.is_empty())
+            && self
+                .init_containers
+                .iter()
+                .all(|n| has(spec.init_containers.as_ref(), n))
+            && self.containers.iter().all(|n| has(Some(&spec.containers), n))
+            && self
+                .volumes
+                .iter()
+                .all(|n| spec.volumes.iter().flatten().any(|v| &v.name == n))
+    }
+}
+
+/// Decides what to do with a pod. Pure: same input, same answer.
+pub fn plan(input: &InjectionInput<'_>) -> InjectionPlan {
+    let pod = input.pod;
+    let spec = pod.spec.as_ref();
+    if spec.and_then(|s| s.host_network).unwrap_or(false) {
+        return InjectionPlan::Skip(SkipReason::HostNetwork);
+    }
+    if PROTECTED_NAMESPACES.contains(&input.namespace)
+        || input.excluded_namespaces.iter().any(|n| n == input.namespace)
+    {
+        return InjectionPlan::Skip(SkipReason::ProtectedNamespace);
+    }
+    match input
+        .namespace_labels
+        .get(NAMESPACE_INJECTION_LABEL)
+        .map(String::as_str)
+    {
+        Some("enabled") => {}
+        Some("disabled") => return InjectionPlan::Skip(SkipReason::NamespaceOptedOut),
+        _ => return InjectionPlan::Skip(SkipReason::NamespaceNotOptedIn),
+    }
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    if labels.get(POD_INJECT_LABEL).map(String::as_str) == Some("false") {
+        return InjectionPlan::Skip(SkipReason::PodOptedOut);
+    }
+    if let Some(Ok(status)) = InjectionStatus::of(pod)
+        && status.is_present_in(pod)
+    {
+        return InjectionPlan::Skip(SkipReason::AlreadyInjected);
+    }
+    let mut matching: Vec<&GuardedServer> = input
+        .servers
+        .iter()
+        .filter(|s| selects(&s.selector, &labels))
+        .collect();
+    matching.sort_by(|a, b| a.name.cmp(&b.name));
+    match matching.as_slice() {
+        [] => InjectionPlan::Skip(SkipReason::NoMatchingServer),
+        [server] => match inject(pod, server, input.native_sidecars) {
+            Ok(injection) => InjectionPlan::Inject(Box::new(injection)),
+            Err(message) => InjectionPlan::Deny(message),
+        },
+        several => {
+            let names: Vec<String> = several.iter().map(|s| format!("{:?}", s.name)).collect();
+            InjectionPlan::Deny(format!(
+                "pod is selected by several MCPServers ({}); each pod can be guarded by exactly one: make their \
+                 spec.selector disjoint",
+                names.join(", ")
+            ))
+        }
+    }
+}
+
+/// Whether a selector selects these labels. An empty or unparsable selector selects nothing here (validation
+/// rejects both; an empty one would otherwise select every pod in the namespace).
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    match Selector::try_from(selector.clone()) {
+        Ok(sel) => !sel.selects_all() && sel.matches(labels),
+        Err(_) => false,
+    }
+}
+
+/// Removes whatever a previous injection recorded in the status annotation (and the annotation itself).
+pub fn strip(pod: &Pod) -> Pod {
+    let mut pod = pod.clone();
+    let Some(Ok(status)) = InjectionStatus::of(&pod) else {
+        if let Some(a) = pod.metadata.annotations.as_mut() {
+            a.remove(INJECTED_ANNOTATION);
+        }
+        return pod;
+    };
+    if let Some(spec) = pod.spec.as_mut() {
+        if let Some(init) = spec.init_containers.as_mut() {
+            init.retain(|c| !status.init_containers.contains(&c.name));
+            if init.is_empty() {
+                spec.init_containers = None;
+            }
+        }
+        spec.containers.retain(|c| !status.containers.contains(&c.name));
+        if let Some(vols) = spec.volumes.as_mut() {
+            vols.retain(|v| !status.volumes.contains(&v.name));
+            if vols.is_empty() {
+                spec.volumes = None;
+            }
+        }
+    }
+    if let Some(a) = pod.metadata.annotations.as_mut() {
+        a.remove(INJECTED_ANNOTATION);
+        if let Some(dc) = &status.default_container
+            && a.get(DEFAULT_CONTAINER_ANNOTATION) == Some(dc)
+        {
+            a.remove(DEFAULT_CONTAINER_ANNOTATION);
+        }
+        if a.is_empty() {
+            pod.metadata.annotations = None;
+        }
+    }
+    pod
+}
+
+/// Injects the guard for `server`, removing any earlier injection first, so `inject(inject(p)) == inject(p)`.
+/// Errors are messages for a denial (a name clash the webhook cannot resolve).
+pub fn inject(pod: &Pod, server: &GuardedServer, native_sidecars: bool) -> Result<Injection, String> {
+    let mut pod = strip(pod);
+    let Some(spec) = pod.spec.as_mut() else {
+        return Err("pod has no spec".into());
+    };
+    let clash = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .any(|c| c.name == SIDECAR_NAME);
+    if clash {
+        return Err(format!(
+            "pod already has a container named {SIDECAR_NAME:?} that the webhook did not inject; rename it, or label \
+             the pod {POD_INJECT_LABEL}=false"
+        ));
+    }
+    if spec
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.name == CONFIG_VOLUME_NAME)
+    {
+        return Err(format!(
+            "pod already has a volume named {CONFIG_VOLUME_NAME:?}; rename it, or label the pod {POD_INJECT_LABEL}=false"
+        ));
+    }
+    let port_taken = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten())
+        .any(|p| p.container_port == i32::from(ADMIN_PORT) || p.name.as_deref() == Some(ADMIN_PORT_NAME));
+    if port_taken || server.port == ADMIN_PORT {
+        return Err(format!(
+            "port {ADMIN_PORT} (the guard's admin port) is already used in the pod; label the pod \
+             {POD_INJECT_LABEL}=false or move the app off that port"
+        ));
+    }
+
+    // The app container: the one declaring the server's port, else the first.
+    let app = spec
+        .containers
+        .iter()
+        .find(|c| {
+            c.ports
+                .iter()
+                .flatten()
+                .any(|p| p.container_port == i32::from(server.port))
+        })
+        .or(spec.containers.first())
+        .map(|c| c.name.clone())
+        .ok_or("pod has no containers")?;
+
+    let mut guard = guard_container(server);
+    let mut status = InjectionStatus {
+        version: STATUS_VERSION,
+        mcp_server: server.name.clone(),
+        image: server.sidecar.image.clone(),
+        init_containers: Vec::new(),
+        containers: Vec::new(),
+        volumes: vec![CONFIG_VOLUME_NAME.to_string()],
+        default_container: None,
+    };
+    if native_sidecars {
+        // Last among the init containers: regular init containers finish first, then the guard starts and (its
+        // startupProbe passing) binds the port before any app container starts.
+        guard.restart_policy = Some("Always".into());
+        spec.init_containers.get_or_insert_with(Vec::new).push(guard);
+        status.init_containers.push(SIDECAR_NAME.into());
+    } else {
+        // First among the containers: kubelet starts containers in order, giving the guard a head start on
+        // binding the port (there is no ordering guarantee without native sidecars; see docs/webhook.md).
+        spec.containers.insert(0, guard);
+        status.containers.push(SIDECAR_NAME.into());
+    }
+    spec.volumes.get_or_insert_with(Vec::new).push(Volume {
+        name: CONFIG_VOLUME_NAME.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: crate::crd::config_map_name(&server.name),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+
+    let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    if !annotations.contains_key(DEFAULT_CONTAINER_ANNOTATION) {
+        annotations.insert(DEFAULT_CONTAINER_ANNOTATION.into(), app.clone());
+        status.default_container = Some(app);
+    }
+    let json = serde_json::to_string(&status).map_err(|e| format!("cannot encode injection status: {e}"))?;
+    annotations.insert(INJECTED_ANNOTATION.into(), json);
+    Ok(Injection {
+        server: server.name.clone(),
+        pod,
+        status,
+    })
+}
+
+/// Requests/limits when the policy sets none: small, with a memory limit so a leak cannot starve the app.
+pub fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("10m".into())),
+            ("memory".to_string(), Quantity("32Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), Quantity("256Mi".into()))])),
+        ..Default::default()
+    }
+}
+
+/// The guard's securityContext: passes Pod Security "restricted" on its own, whatever the pod sets.
+pub fn guard_security_context(port: u16) -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(GUARD_UID),
+        run_as_group: Some(GUARD_UID),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            // The only capability "restricted" lets a container add back; needed for ports below 1024 where
+            // the runtime does not open unprivileged ports.
+            add: (port < 1024).then(|| vec!["NET_BIND_SERVICE".into()]),
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn admin_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(ADMIN_PORT_NAME.into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failure_threshold),
+        timeout_seconds: Some(1),
+        ..Default::default()
+    }
+}
+
+/// The guard container for a server (without `restartPolicy`; [`inject`] sets it for native sidecars).
+pub fn guard_container(server: &GuardedServer) -> Container {
+    let port = server.port;
+    let mut args = vec![
+        "--listen".to_string(),
+        format!("$({POD_IP_ENV}):{port}"),
+        "--upstream".into(),
+        format!("http://127.0.0.1:{port}"),
+        "--config".into(),
+        format!("{CONFIG_MOUNT_PATH}/{}", mcp_guard_config::CONFIG_KEY),
+        "--admin-listen".into(),
+        format!("0.0.0.0:{ADMIN_PORT}"),
+        // kubelet's HTTP probes on the server port carry `Host: <pod IP>:<port>`; an IP literal cannot be
+        // forged by DNS rebinding (the browser sends the attacker's name), so allowing it is safe.
+        "--allow-host".into(),
+        format!("$({POD_IP_ENV})"),
+        "--log-format".into(),
+        "json".into(),
+    ];
+    if let Some(level) = &server.sidecar.log_level {
+        args.push("--log-level".into());
+        args.push(level.clone());
+    }
+    Container {
+        name: SIDECAR_NAME.into(),
+        image: Some(server.sidecar.image.clone()),
+        image_pull_policy: server.sidecar.image_pull_policy.clone(),
+        args: Some(args),
+        env: Some(vec![EnvVar {
+            name: POD_IP_ENV.into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "status.podIP".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        ports: Some(vec![ContainerPort {
+            name: Some(ADMIN_PORT_NAME.into()),
+            container_port: i32::from(ADMIN_PORT),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        startup_probe: Some(admin_probe("/livez", 1, 30)),
+        liveness_probe: Some(admin_probe("/livez", 10, 3)),
+        readiness_probe: Some(admin_probe("/readyz", 5, 2)),
+        resources: Some(server.sidecar.resources.clone().unwrap_or_else(default_resources)),
+        security_context: Some(guard_security_context(port)),
+        volume_mounts: Some(vec![VolumeMount {
+            name: CONFIG_VOLUME_NAME.into(),
+            mount_path: CONFIG_MOUNT_PATH.into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,485 @@
+//! Golden files (`golden/<case>.pod.yaml` → `golden/<case>.injected.yaml`, regenerate with
+//! `UPDATE_GOLDEN=1 cargo test -p mcp-guard-operator webhook`) and unit tests of the pure core.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+use super::admission::{McpServerContext, check_mcpserver};
+use super::inject::*;
+use super::*;
+use crate::crd::{MCPServer, MCPServerSpec};
+
+const TEST_IMAGE: &str = "ghcr.io/mcp-guard/mcp-guard:test";
+
+fn server(name: &str, app: &str, port: u16) -> GuardedServer {
+    GuardedServer {
+        name: name.into(),
+        selector: LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".to_string(), app.to_string())])),
+            ..Default::default()
+        },
+        port,
+        sidecar: SidecarSettings {
+            image: TEST_IMAGE.into(),
+            image_pull_policy: Some("IfNotPresent".into()),
+            resources: None,
+            log_level: Some("info".into()),
+        },
+    }
+}
+
+fn servers() -> Vec<GuardedServer> {
+    vec![server("weather", "weather", 8000), server("files", "files", 80)]
+}
+
+fn enabled() -> BTreeMap<String, String> {
+    BTreeMap::from([(NAMESPACE_INJECTION_LABEL.to_string(), "enabled".to_string())])
+}
+
+fn plan_for(pod: &Pod, native: bool) -> InjectionPlan {
+    plan(&InjectionInput {
+        pod,
+        namespace: "team-a",
+        namespace_labels: &enabled(),
+        servers: &servers(),
+        native_sidecars: native,
+        excluded_namespaces: &[],
+    })
+}
+
+/// The webhook's answer as a pod: injected, or unchanged when skipped.
+fn admit(pod: &Pod, native: bool) -> Pod {
+    match plan_for(pod, native) {
+        InjectionPlan::Inject(i) => i.pod,
+        InjectionPlan::Skip(_) => pod.clone(),
+        InjectionPlan::Deny(m) => panic!("denied: {m}"),
+    }
+}
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/webhook/golden")
+}
+
+/// (case, native sidecars, expected skip reason)
+const CASES: &[(&str, bool, Option<SkipReason>)] = &[
+    ("fastmcp-deployment", true, None),
+    ("named-ports", true, None),
+    ("probes", true, None),
+    ("init-containers", true, None),
+    ("legacy-sidecar", false, None),
+    ("privileged-port", true, None),
+    ("opted-out", true, Some(SkipReason::PodOptedOut)),
+    ("host-network", true, Some(SkipReason::HostNetwork)),
+    ("not-selected", true, Some(SkipReason::NoMatchingServer)),
+];
+
+#[test]
+fn golden_files() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+    for &(case, native, skip) in CASES {
+        let input_path = golden_dir().join(format!("{case}.pod.yaml"));
+        let input =
+            std::fs::read_to_string(&input_path).unwrap_or_else(|e| panic!("{}: {e}", input_path.display()));
+        let pod: Pod = serde_yaml::from_str(&input).unwrap_or_else(|e| panic!("{case}: {e}"));
+
+        let plan = plan_for(&pod, native);
+        match (skip, &plan) {
+            (Some(want), InjectionPlan::Skip(got)) => assert_eq!(want, *got, "{case}"),
+            (None, InjectionPlan::Inject(_)) => {}
+            (_, other) => panic!("{case}: expected {skip:?}, got {other:?}"),
+        }
+        let out = admit(&pod, native);
+        let rendered = serde_yaml::to_string(&out).expect("yaml");
+        let out_path = golden_dir().join(format!("{case}.injected.yaml"));
+        if update {
+            std::fs::write(&out_path, &rendered).expect("write golden");
+        } else {
+            let want = std::fs::read_to_string(&out_path).unwrap_or_default();
+            if want != rendered {
+                failures.push(format!(
+                    "{case}: output differs from {} (UPDATE_GOLDEN=1 to accept)",
+                    out_path.display()
+                ));
+            }
+        }
+
+        // Injected twice = same, through the webhook path (skip: already injected) …
+        assert_eq!(
+            admit(&out, native),
+            out,
+            "{case}: second admission changed the pod"
+        );
+        if skip.is_none() {
+            assert_eq!(
+                plan_for(&out, native),
+                InjectionPlan::Skip(SkipReason::AlreadyInjected),
+                "{case}"
+            );
+            // … and through a forced re-injection, which strips what the annotation records first.
+            let server = servers()
+                .into_iter()
+                .find(|s| Some(&s.name) == inject_status(&out).as_ref().map(|s| &s.mcp_server));
+            let again = inject(&out, &server.expect("server"), native)
+                .expect("re-inject")
+                .pod;
+            assert_eq!(again, out, "{case}: re-injection is not idempotent");
+            // Stripping gives back the original.
+            assert_eq!(strip(&out), pod, "{case}: strip(inject(pod)) != pod");
+            check_restricted(&out, case);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn inject_status(pod: &Pod) -> Option<InjectionStatus> {
+    InjectionStatus::of(pod).and_then(Result::ok)
+}
+
+/// The Pod Security "restricted" rules that concern an injected container (the integration test also runs the
+/// API server's own PodSecurity admission on an injected pod).
+fn check_restricted(pod: &Pod, case: &str) {
+    let spec = pod.spec.as_ref().expect("spec");
+    let guard: &Container = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .find(|c| c.name == SIDECAR_NAME)
+        .expect("guard container");
+    let sc = guard.security_context.as_ref().expect("securityContext");
+    assert_eq!(sc.run_as_non_root, Some(true), "{case}");
+    assert!(sc.run_as_user.is_some_and(|u| u != 0), "{case}");
+    assert_eq!(sc.allow_privilege_escalation, Some(false), "{case}");
+    assert_eq!(sc.read_only_root_filesystem, Some(true), "{case}");
+    assert_ne!(sc.privileged, Some(true), "{case}");
+    let caps = sc.capabilities.as_ref().expect("capabilities");
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]), "{case}");
+    assert!(
+        caps.add.iter().flatten().all(|c| c == "NET_BIND_SERVICE"),
+        "{case}"
+    );
+    assert_eq!(
+        sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+        Some("RuntimeDefault"),
+        "{case}"
+    );
+    assert!(
+        guard.ports.iter().flatten().all(|p| p.host_port.is_none()),
+        "{case}"
+    );
+    // No subPath: kubelet's ConfigMap updates must reach the guard.
+    assert!(
+        guard.volume_mounts.iter().flatten().all(|m| m.sub_path.is_none()),
+        "{case}"
+    );
+}
+
+#[test]
+fn native_sidecar_shape() {
+    let pod: Pod = serde_yaml::from_str(include_str!("golden/fastmcp-deployment.pod.yaml")).expect("pod");
+    let InjectionPlan::Inject(i) = plan_for(&pod, true) else {
+        panic!("not injected")
+    };
+    let spec = i.pod.spec.as_ref().expect("spec");
+    let guard = spec
+        .init_containers
+        .as_ref()
+        .and_then(|c| c.last())
+        .expect("init container");
+    assert_eq!(guard.name, SIDECAR_NAME);
+    assert_eq!(guard.restart_policy.as_deref(), Some("Always"));
+    let args = guard.args.clone().unwrap_or_default();
+    let arg = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    assert_eq!(arg("--listen").as_deref(), Some("$(POD_IP):8000"));
+    assert_eq!(arg("--upstream").as_deref(), Some("http://127.0.0.1:8000"));
+    assert_eq!(arg("--config").as_deref(), Some("/etc/mcp-guard/guard.json"));
+    assert_eq!(arg("--admin-listen").as_deref(), Some("0.0.0.0:15081"));
+    let vol = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == CONFIG_VOLUME_NAME)
+        .expect("volume");
+    assert_eq!(
+        vol.config_map.as_ref().map(|c| c.name.as_str()),
+        Some("weather-mcp-guard")
+    );
+    let ann = i.pod.metadata.annotations.as_ref().expect("annotations");
+    assert_eq!(
+        ann.get(DEFAULT_CONTAINER_ANNOTATION).map(String::as_str),
+        Some("server")
+    );
+    assert_eq!(i.status.init_containers, vec![SIDECAR_NAME.to_string()]);
+}
+
+#[test]
+fn skip_reasons_are_checked_in_order() {
+    let mut pod: Pod = serde_yaml::from_str(include_str!("golden/fastmcp-deployment.pod.yaml")).expect("pod");
+    pod.spec.as_mut().expect("spec").host_network = Some(true);
+    pod.metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(POD_INJECT_LABEL.into(), "false".into());
+    let disabled = BTreeMap::from([(NAMESPACE_INJECTION_LABEL.to_string(), "disabled".to_string())]);
+    let none = BTreeMap::new();
+    let run = |pod: &Pod, ns: &str, labels: &BTreeMap<String, String>| {
+        plan(&InjectionInput {
+            pod,
+            namespace: ns,
+            namespace_labels: labels,
+            servers: &servers(),
+            native_sidecars: true,
+            excluded_namespaces: &["mcp-guard-system".to_string()],
+        })
+    };
+    assert_eq!(
+        run(&pod, "team-a", &disabled),
+        InjectionPlan::Skip(SkipReason::HostNetwork)
+    );
+    pod.spec.as_mut().expect("spec").host_network = None;
+    assert_eq!(
+        run(&pod, "kube-system", &enabled()),
+        InjectionPlan::Skip(SkipReason::ProtectedNamespace)
+    );
+    assert_eq!(
+        run(&pod, "mcp-guard-system", &enabled()),
+        InjectionPlan::Skip(SkipReason::ProtectedNamespace)
+    );
+    assert_eq!(
+        run(&pod, "team-a", &disabled),
+        InjectionPlan::Skip(SkipReason::NamespaceOptedOut)
+    );
+    assert_eq!(
+        run(&pod, "team-a", &none),
+        InjectionPlan::Skip(SkipReason::NamespaceNotOptedIn)
+    );
+    assert_eq!(
+        run(&pod, "team-a", &enabled()),
+        InjectionPlan::Skip(SkipReason::PodOptedOut)
+    );
+}
+
+#[test]
+fn overlapping_servers_deny_the_pod() {
+    let pod: Pod = serde_yaml::from_str(include_str!("golden/fastmcp-deployment.pod.yaml")).expect("pod");
+    let mut both = servers();
+    both.push(GuardedServer {
+        name: "weather-2".into(),
+        ..server("x", "weather", 9000)
+    });
+    let p = plan(&InjectionInput {
+        pod: &pod,
+        namespace: "team-a",
+        namespace_labels: &enabled(),
+        servers: &both,
+        native_sidecars: true,
+        excluded_namespaces: &[],
+    });
+    let InjectionPlan::Deny(msg) = p else {
+        panic!("expected a denial, got {p:?}")
+    };
+    assert!(
+        msg.contains("\"weather\"") && msg.contains("\"weather-2\""),
+        "{msg}"
+    );
+}
+
+#[test]
+fn stale_annotation_is_stripped_and_reinjected() {
+    let pod: Pod = serde_yaml::from_str(include_str!("golden/fastmcp-deployment.pod.yaml")).expect("pod");
+    let injected = admit(&pod, true);
+    // A copy of the pod whose guard container was removed by hand but whose annotation survived.
+    let mut broken = injected.clone();
+    broken.spec.as_mut().expect("spec").init_containers = None;
+    assert_eq!(admit(&broken, true), injected);
+}
+
+#[test]
+fn hand_made_container_named_mcp_guard_is_refused() {
+    let mut pod: Pod = serde_yaml::from_str(include_str!("golden/fastmcp-deployment.pod.yaml")).expect("pod");
+    pod.spec.as_mut().expect("spec").containers.push(Container {
+        name: SIDECAR_NAME.into(),
+        ..Default::default()
+    });
+    assert!(matches!(plan_for(&pod, true), InjectionPlan::Deny(m) if m.contains("mcp-guard")));
+}
+
+#[test]
+fn empty_selector_selects_nothing() {
+    assert!(!selects(
+        &LabelSelector::default(),
+        &BTreeMap::from([("a".to_string(), "b".to_string())])
+    ));
+    let sel = LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "tier".into(),
+            operator: "In".into(),
+            values: Some(vec!["mcp".into()]),
+        }]),
+        ..Default::default()
+    };
+    assert!(selects(
+        &sel,
+        &BTreeMap::from([("tier".to_string(), "mcp".to_string())])
+    ));
+}
+
+#[test]
+fn native_sidecar_versions() {
+    assert!(supports_native_sidecars("1", "29"));
+    assert!(supports_native_sidecars("1", "34+"));
+    assert!(!supports_native_sidecars("1", "28"));
+    assert!(!supports_native_sidecars("", ""));
+}
+
+fn mcps(name: &str, labels: &[(&str, &str)], port: i32) -> MCPServer {
+    let mut s = MCPServer::new(
+        name,
+        MCPServerSpec {
+            selector: LabelSelector {
+                match_labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            port,
+            hosts: vec![],
+            origins: vec![],
+            services: None,
+            ingresses: None,
+            http_routes: None,
+            mode: None,
+            policy_ref: None,
+        },
+    );
+    s.metadata.namespace = Some("team-a".into());
+    s
+}
+
+#[test]
+fn mcpserver_check_names_the_field() {
+    let mut bad = mcps("weather", &[("app", "weather")], 8000);
+    bad.spec.hosts = vec!["mcp.example.com:99999".into()];
+    let v = check_mcpserver(&bad, &McpServerContext::default());
+    assert!(v.errors.iter().any(|e| e.starts_with("spec.hosts[0]")), "{v:?}");
+}
+
+#[test]
+fn mcpserver_overlap_is_an_error() {
+    let a = mcps("a", &[("app", "weather")], 8000);
+    let same = mcps("b", &[("app", "weather")], 8000);
+    let v = check_mcpserver(
+        &same,
+        &McpServerContext {
+            others: std::slice::from_ref(&a),
+            ..Default::default()
+        },
+    );
+    assert!(
+        v.errors
+            .iter()
+            .any(|e| e.contains("same selector as MCPServer \"a\"")),
+        "{v:?}"
+    );
+
+    let wider = mcps("c", &[("tier", "mcp")], 8000);
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "weather-1", "labels": {"app": "weather", "tier": "mcp"}},
+        "spec": {"containers": [{"name": "server"}]}
+    }))
+    .expect("pod");
+    let v = check_mcpserver(
+        &wider,
+        &McpServerContext {
+            others: std::slice::from_ref(&a),
+            selected_pods: std::slice::from_ref(&pod),
+            ..Default::default()
+        },
+    );
+    assert!(
+        v.errors
+            .iter()
+            .any(|e| e.contains("pod \"weather-1\"") && e.contains("\"a\"")),
+        "{v:?}"
+    );
+
+    // Updating an MCPServer does not overlap with itself.
+    let v = check_mcpserver(
+        &a,
+        &McpServerContext {
+            others: std::slice::from_ref(&a),
+            ..Default::default()
+        },
+    );
+    assert!(v.errors.is_empty(), "{v:?}");
+}
+
+#[test]
+fn mcpserver_warnings() {
+    let a = mcps("a", &[("app", "weather")], 8000);
+    let labels = BTreeMap::new();
+    let v = check_mcpserver(
+        &a,
+        &McpServerContext {
+            policy_exists: Some(false),
+            namespace_labels: Some(&labels),
+            ..Default::default()
+        },
+    );
+    assert!(v.errors.is_empty());
+    assert_eq!(v.warnings.len(), 2, "{v:?}");
+}
+
+mod tls_files {
+    use super::super::tls::CertStore;
+
+    fn pair(cn: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec![cn.to_string()]).expect("params");
+        let cert = params.self_signed(&key).expect("cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn validates_and_reloads() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (c1, k1) = pair("one.test");
+        let (c2, k2) = pair("two.test");
+        let cert = dir.path().join("tls.crt");
+        let key = dir.path().join("tls.key");
+
+        // A certificate with somebody else's key is refused at start-up.
+        std::fs::write(&cert, &c1).expect("w");
+        std::fs::write(&key, &k2).expect("w");
+        let err = CertStore::load(&cert, &key).expect_err("mismatch must fail");
+        assert!(err.to_string().contains("do not belong together"), "{err}");
+        std::fs::write(&key, "not a key").expect("w");
+        assert!(CertStore::load(&cert, &key).is_err());
+
+        std::fs::write(&key, &k1).expect("w");
+        let store = CertStore::load(&cert, &key).expect("load");
+        let first = store.current();
+        assert!(!store.reload_if_changed().expect("unchanged"));
+
+        // Half-written rotation (new cert, old key): keep serving the old pair.
+        std::fs::write(&cert, &c2).expect("w");
+        assert!(store.reload_if_changed().is_err());
+        assert!(std::sync::Arc::ptr_eq(&first, &store.current()));
+
+        std::fs::write(&key, &k2).expect("w");
+        assert!(store.reload_if_changed().expect("reload"));
+        assert!(!std::sync::Arc::ptr_eq(&first, &store.current()));
+    }
+}
