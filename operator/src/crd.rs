@@ -1,0 +1,315 @@
+//! The custom resources: `MCPServer` (namespaced, short name `mcps`) and `MCPGuardPolicy` (cluster-scoped),
+//! group `mcpguard.dev`, version `v1alpha1`.
+//!
+//! The YAML in `crds/` is generated from these types by `cargo run -p mcp-guard-operator --bin crdgen` and a test
+//! (`crds_are_up_to_date`) fails when it drifts. Field-level schema validation (formats, ranges, enums, CEL) lives
+//! here; the full Host/Origin syntax check that a regex cannot express is [`crate::validate::validate_spec`],
+//! which the validating webhook calls.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of both custom resources.
+pub const GROUP: &str = "mcpguard.dev";
+/// API version of both custom resources.
+pub const VERSION: &str = "v1alpha1";
+/// Name of the policy an MCPServer uses when `spec.policyRef` is not set.
+pub const DEFAULT_POLICY_NAME: &str = "default";
+/// Suffix of the ConfigMap the operator writes for each MCPServer: `<name>-mcp-guard`.
+pub const CONFIG_MAP_SUFFIX: &str = "-mcp-guard";
+
+/// The ConfigMap name for an MCPServer named `server`.
+pub fn config_map_name(server: &str) -> String {
+    format!("{server}{CONFIG_MAP_SUFFIX}")
+}
+
+/// A host pattern as written in the guard config (see `mcp_guard_config`): `example.com`, `example.com:8080`,
+/// `example.com:*`, `*.example.com` (one label), `**.example.com` (one or more labels), IPv4 or `[IPv6]`.
+/// The apiserver checks the shape; `validate_spec` (validating webhook) checks the rest (port range, label
+/// lengths).
+pub const HOST_PATTERN_REGEX: &str = r"^((\*\*?\.)?[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])(:([0-9]{1,5}|\*))?$";
+
+/// An origin pattern: `scheme://host[:port]` with the host as in [`HOST_PATTERN_REGEX`], or the literal `null`.
+pub const ORIGIN_PATTERN_REGEX: &str = r"^(null|[A-Za-z][A-Za-z0-9+.-]*://((\*\*?\.)?[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])(:([0-9]{1,5}|\*))?)$";
+
+/// A DNS-1123 subdomain (object names).
+pub const NAME_REGEX: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// Enforcement mode: `enforce` rejects requests with a bad Host/Origin, `audit` forwards them and logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GuardMode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+impl From<GuardMode> for mcp_guard_config::Mode {
+    fn from(m: GuardMode) -> Self {
+        match m {
+            GuardMode::Enforce => mcp_guard_config::Mode::Enforce,
+            GuardMode::Audit => mcp_guard_config::Mode::Audit,
+        }
+    }
+}
+
+impl std::fmt::Display for GuardMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GuardMode::Enforce => "enforce",
+            GuardMode::Audit => "audit",
+        })
+    }
+}
+
+/// An MCP server running in this namespace: which pods, which port, and what else may reach it.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "mcpguard.dev",
+    version = "v1alpha1",
+    kind = "MCPServer",
+    plural = "mcpservers",
+    singular = "mcpserver",
+    namespaced,
+    shortname = "mcps",
+    category = "mcpguard",
+    status = "MCPServerStatus",
+    derive = "PartialEq",
+    printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".status.hosts","description":"Effective allowed hosts"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".status.mode","description":"enforce or audit"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MCPServerSpec {
+    /// Selects the pods that run this MCP server (same namespace). At least one of `matchLabels` or
+    /// `matchExpressions` must be set: an empty selector would select every pod.
+    #[x_kube(validation = kube::core::Rule::new(
+        "(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)"
+    ).message("selector must set matchLabels or matchExpressions; an empty selector selects every pod"))]
+    pub selector: LabelSelector,
+
+    /// The port the MCP server listens on inside its container (1-65535).
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// Extra allowed hosts (guard host pattern syntax: `mcp.example.com`, `mcp.example.com:8443`,
+    /// `*.example.com`, `**.example.com`, `10.0.0.1`, `[::1]:8080`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 261), regex(pattern = HOST_PATTERN_REGEX)))]
+    pub hosts: Vec<String>,
+
+    /// Extra allowed origins (`https://app.example.com`, `http://localhost:3000`, `null`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 300), regex(pattern = ORIGIN_PATTERN_REGEX)))]
+    pub origins: Vec<String>,
+
+    /// Services (by name, this namespace) to use instead of discovering those whose selector matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 63), regex(pattern = NAME_REGEX)))]
+    pub services: Option<Vec<String>>,
+
+    /// Ingresses (by name, this namespace) to use instead of discovering those routing to the Services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253), regex(pattern = NAME_REGEX)))]
+    pub ingresses: Option<Vec<String>>,
+
+    /// HTTPRoutes (by name, this namespace) to use instead of discovering those routing to the Services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253), regex(pattern = NAME_REGEX)))]
+    pub http_routes: Option<Vec<String>>,
+
+    /// `enforce` or `audit`; default: the policy's `defaultMode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<GuardMode>,
+
+    /// Name of the cluster-scoped MCPGuardPolicy to use; default `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_REGEX))]
+    pub policy_ref: Option<String>,
+}
+
+impl MCPServerSpec {
+    /// The policy this server uses.
+    pub fn policy_name(&self) -> &str {
+        self.policy_ref.as_deref().unwrap_or(DEFAULT_POLICY_NAME)
+    }
+}
+
+/// One allowed host or origin and where it came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowlistEntry {
+    /// The pattern as written into the guard config.
+    pub value: String,
+    /// Where it came from, e.g. `Ingress team-a/web`, `HTTPRoute team-a/mcp`, `Service team-a/weather`,
+    /// `MCPServer spec.hosts`, `MCPGuardPolicy default`.
+    pub sources: Vec<String>,
+}
+
+/// Observed state of an MCPServer, written by the operator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MCPServerStatus {
+    /// The `metadata.generation` this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Effective mode (`enforce` or `audit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<GuardMode>,
+    /// Comma-separated effective hosts, shortened for `kubectl get` (full list in `allowedHosts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<String>,
+    /// Effective allowed host patterns with their sources.
+    #[serde(default)]
+    pub allowed_hosts: Vec<AllowlistEntry>,
+    /// Effective allowed origin patterns with their sources.
+    #[serde(default)]
+    pub allowed_origins: Vec<AllowlistEntry>,
+    /// The ConfigMap holding the guard config (`<name>-mcp-guard`, key `guard.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<String>,
+    /// `Ready`, `EmptyAllowlist`, `CatchAllIngressRule`, `IngressBackendPortMismatch`, `GuardBypass`, ...
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Image pull policy for the injected guard container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ImagePullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+/// Log level of the injected guard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// The guard sidecar the webhook injects.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarSpec {
+    /// Guard image; default: the operator's `--default-sidecar-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<LogLevel>,
+}
+
+/// What the API server does when the injection webhook is unreachable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FailurePolicy {
+    Fail,
+    Ignore,
+}
+
+/// Injection settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectionSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
+}
+
+/// Request limits enforced by the guard.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyLimits {
+    /// Largest request body the guard forwards; default: the guard's built-in limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_request_body_bytes: Option<i64>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Cluster-wide defaults for every MCPServer that references this policy (`default` unless `spec.policyRef`).
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "mcpguard.dev",
+    version = "v1alpha1",
+    kind = "MCPGuardPolicy",
+    plural = "mcpguardpolicies",
+    singular = "mcpguardpolicy",
+    shortname = "mcpgp",
+    category = "mcpguard",
+    derive = "PartialEq",
+    derive = "Default",
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.defaultMode"}"#,
+    printcolumn = r#"{"name":"ServiceDNS","type":"boolean","jsonPath":".spec.allowServiceDNSNames"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MCPGuardPolicySpec {
+    /// Mode for MCPServers that do not set `spec.mode`; default `enforce`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_mode: Option<GuardMode>,
+    /// Hosts always allowed for every MCPServer using this policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 261), regex(pattern = HOST_PATTERN_REGEX)))]
+    pub allowed_hosts: Vec<String>,
+    /// Origins always allowed for every MCPServer using this policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 300), regex(pattern = ORIGIN_PATTERN_REGEX)))]
+    pub allowed_origins: Vec<String>,
+    /// Allow the Service DNS names (`svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.<cluster-domain>`) of the
+    /// Services that route to a server; default `true`.
+    #[serde(default = "default_true", rename = "allowServiceDNSNames")]
+    pub allow_service_dns_names: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<SidecarSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injection: Option<InjectionSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<PolicyLimits>,
+}
+
+impl Default for MCPGuardPolicySpec {
+    fn default() -> Self {
+        Self {
+            default_mode: None,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            allow_service_dns_names: true,
+            sidecar: None,
+            injection: None,
+            limits: None,
+        }
+    }
+}
+
+/// Both CRDs, in the order `crdgen` writes them: `(file name, CRD)`.
+pub fn all_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
+    vec![
+        ("mcpservers.yaml", MCPServer::crd()),
+        ("mcpguardpolicies.yaml", MCPGuardPolicy::crd()),
+    ]
+}
+
+/// A CRD rendered as the YAML checked into `crds/`.
+pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
+    let body = serde_yaml::to_string(crd)?;
+    Ok(format!(
+        "# Generated by `cargo run -p mcp-guard-operator --bin crdgen` from operator/src/crd.rs. Do not edit.\n{body}"
+    ))
+}

@@ -1,0 +1,293 @@
+//! Pure validation of an MCPServer spec, beyond what the CRD schema can say. The validating webhook
+//! (`/validate-mcpserver`) turns the returned errors into a denial; the controller reports them in status.
+
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::crd::MCPServerSpec;
+
+#[cfg(test)]
+mod tests;
+
+/// One problem with one field, e.g. `spec.hosts[2]`: `bad port "99999"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// JSON path of the offending field, e.g. `spec.hosts[2]`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Checks a host pattern with the guard's own parser, so that what the operator accepts is exactly what the
+/// guard will load.
+pub fn check_host_pattern(s: &str) -> Result<(), String> {
+    interim::host(s)
+}
+
+/// Checks an origin pattern with the guard's own parser.
+pub fn check_origin_pattern(s: &str) -> Result<(), String> {
+    interim::origin(s)
+}
+
+/// Stand-in until `mcp_guard_config::{HostPattern, OriginPattern}::parse` land.
+mod interim {
+    pub fn host(s: &str) -> Result<(), String> {
+        if s.is_empty() {
+            return Err("empty".into());
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("contains whitespace".into());
+        }
+        if s == "*" || s == "**" || s == "*:*" {
+            return Err("a bare wildcard allows every host; use audit mode instead".into());
+        }
+        if s.contains(['@', '/', '?', '#']) {
+            return Err("must be host[:port], without scheme, userinfo or path".into());
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (inner, after) = rest.split_once(']').ok_or("unterminated IPv6 literal")?;
+            inner
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| "invalid IPv6 literal")?;
+            (None, after.strip_prefix(':'))
+        } else {
+            match s.rsplit_once(':') {
+                Some((h, p)) => (Some(h), Some(p)),
+                None => (Some(s), None),
+            }
+        };
+        if let Some(p) = port
+            && p != "*"
+        {
+            match p.parse::<u32>() {
+                Ok(n) if (1..=65535).contains(&n) && p.bytes().all(|b| b.is_ascii_digit()) => {}
+                _ => return Err(format!("invalid port {p:?}")),
+            }
+        }
+        let Some(host) = host else { return Ok(()) };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let rest = host
+            .strip_prefix("**.")
+            .or_else(|| host.strip_prefix("*."))
+            .unwrap_or(host);
+        if rest.contains('*') {
+            return Err("a wildcard is only allowed as the first label (`*.` or `**.`)".into());
+        }
+        if rest.len() > 253 {
+            return Err("name longer than 253 characters".into());
+        }
+        for label in rest.split('.') {
+            let ok = !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !label.starts_with('-')
+                && !label.ends_with('-');
+            if !ok {
+                return Err(format!("invalid DNS label {label:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn origin(s: &str) -> Result<(), String> {
+        if s == "null" {
+            return Ok(());
+        }
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or("must be scheme://host[:port] or null")?;
+        let scheme_ok = scheme.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+        if !scheme_ok {
+            return Err(format!("invalid scheme {scheme:?}"));
+        }
+        if rest.is_empty() {
+            return Err("missing host".into());
+        }
+        host(rest)
+    }
+}
+
+/// Every problem in an MCPServer spec (empty when valid).
+pub fn validate_spec(spec: &MCPServerSpec) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    validate_selector(&spec.selector, &mut errors);
+    if !(1..=65535).contains(&spec.port) {
+        errors.push(FieldError::new(
+            "spec.port",
+            format!("must be between 1 and 65535, got {}", spec.port),
+        ));
+    }
+    for (i, h) in spec.hosts.iter().enumerate() {
+        if let Err(e) = check_host_pattern(h) {
+            errors.push(FieldError::new(
+                format!("spec.hosts[{i}]"),
+                format!("invalid host pattern {h:?}: {e}"),
+            ));
+        }
+    }
+    for (i, o) in spec.origins.iter().enumerate() {
+        if let Err(e) = check_origin_pattern(o) {
+            errors.push(FieldError::new(
+                format!("spec.origins[{i}]"),
+                format!("invalid origin pattern {o:?}: {e}"),
+            ));
+        }
+    }
+    for (field, names) in [
+        ("spec.services", &spec.services),
+        ("spec.ingresses", &spec.ingresses),
+        ("spec.httpRoutes", &spec.http_routes),
+    ] {
+        for (i, n) in names.iter().flatten().enumerate() {
+            if let Err(e) = check_dns_subdomain(n) {
+                errors.push(FieldError::new(
+                    format!("{field}[{i}]"),
+                    format!("invalid name {n:?}: {e}"),
+                ));
+            }
+        }
+    }
+    if let Some(p) = &spec.policy_ref
+        && let Err(e) = check_dns_subdomain(p)
+    {
+        errors.push(FieldError::new(
+            "spec.policyRef",
+            format!("invalid policy name {p:?}: {e}"),
+        ));
+    }
+    errors
+}
+
+fn validate_selector(sel: &LabelSelector, errors: &mut Vec<FieldError>) {
+    let labels = sel.match_labels.as_ref().map_or(0, |m| m.len());
+    let exprs = sel.match_expressions.as_ref().map_or(0, |m| m.len());
+    if labels == 0 && exprs == 0 {
+        errors.push(FieldError::new(
+            "spec.selector",
+            "must set matchLabels or matchExpressions; an empty selector would select every pod",
+        ));
+    }
+    for (k, v) in sel.match_labels.iter().flatten() {
+        if let Err(e) = check_label_key(k) {
+            errors.push(FieldError::new(format!("spec.selector.matchLabels[{k}]"), e));
+        }
+        if let Err(e) = check_label_value(v) {
+            errors.push(FieldError::new(format!("spec.selector.matchLabels[{k}]"), e));
+        }
+    }
+    for (i, expr) in sel.match_expressions.iter().flatten().enumerate() {
+        let field = format!("spec.selector.matchExpressions[{i}]");
+        if let Err(e) = check_label_key(&expr.key) {
+            errors.push(FieldError::new(format!("{field}.key"), e));
+        }
+        let values = expr.values.as_deref().unwrap_or_default();
+        match expr.operator.as_str() {
+            "In" | "NotIn" => {
+                if values.is_empty() {
+                    errors.push(FieldError::new(
+                        format!("{field}.values"),
+                        format!("operator {} needs at least one value", expr.operator),
+                    ));
+                }
+                for v in values {
+                    if let Err(e) = check_label_value(v) {
+                        errors.push(FieldError::new(format!("{field}.values"), e));
+                    }
+                }
+            }
+            "Exists" | "DoesNotExist" => {
+                if !values.is_empty() {
+                    errors.push(FieldError::new(
+                        format!("{field}.values"),
+                        format!("operator {} takes no values", expr.operator),
+                    ));
+                }
+            }
+            other => errors.push(FieldError::new(
+                format!("{field}.operator"),
+                format!("unknown operator {other:?} (expected In, NotIn, Exists or DoesNotExist)"),
+            )),
+        }
+    }
+}
+
+/// A DNS-1123 subdomain: lower-case alphanumerics, `-` and `.`, at most 253 characters.
+pub fn check_dns_subdomain(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 253 {
+        return Err("must be 1-253 characters".into());
+    }
+    for label in s.split('.') {
+        check_dns_label_chars(label)?;
+    }
+    Ok(())
+}
+
+fn check_dns_label_chars(label: &str) -> Result<(), String> {
+    let ok_chars = label
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_ends = label.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && label.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    if label.len() > 63 || !ok_chars || !ok_ends {
+        return Err(
+            "must consist of lower-case alphanumeric characters, '-' or '.', and start and end with an \
+                    alphanumeric character"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn check_label_key(k: &str) -> Result<(), String> {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    if let Some(p) = prefix {
+        check_dns_subdomain(p).map_err(|e| format!("label key {k:?}: prefix {e}"))?;
+    }
+    if name.is_empty() || name.len() > 63 || !is_label_value_chars(name) {
+        return Err(format!(
+            "label key {k:?}: name must be 1-63 alphanumeric characters, '-', '_' or '.', starting and ending \
+             alphanumeric"
+        ));
+    }
+    Ok(())
+}
+
+fn check_label_value(v: &str) -> Result<(), String> {
+    if v.len() > 63 || (!v.is_empty() && !is_label_value_chars(v)) {
+        return Err(format!(
+            "label value {v:?}: must be at most 63 alphanumeric characters, '-', '_' or '.', starting and ending \
+             alphanumeric"
+        ));
+    }
+    Ok(())
+}
+
+fn is_label_value_chars(v: &str) -> bool {
+    v.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && v.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && v.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+}

@@ -1,0 +1,132 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+use super::*;
+
+fn spec() -> MCPServerSpec {
+    MCPServerSpec {
+        selector: LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".to_string(), "weather".to_string())])),
+            match_expressions: None,
+        },
+        port: 8000,
+        hosts: vec![],
+        origins: vec![],
+        services: None,
+        ingresses: None,
+        http_routes: None,
+        mode: None,
+        policy_ref: None,
+    }
+}
+
+fn fields(spec: &MCPServerSpec) -> Vec<String> {
+    validate_spec(spec).into_iter().map(|e| e.field).collect()
+}
+
+#[test]
+fn valid_spec_has_no_errors() {
+    let mut s = spec();
+    s.hosts = vec![
+        "mcp.example.com".into(),
+        "mcp.example.com:8443".into(),
+        "mcp.example.com:*".into(),
+        "*.apps.example.com".into(),
+        "**.gw.example.com".into(),
+        "10.0.0.1".into(),
+        "[::1]:8080".into(),
+        "Example.COM.".into(),
+    ];
+    s.origins = vec![
+        "https://mcp.example.com".into(),
+        "http://localhost:3000".into(),
+        "null".into(),
+    ];
+    s.services = Some(vec!["weather".into()]);
+    s.policy_ref = Some("strict".into());
+    assert_eq!(validate_spec(&s), vec![]);
+}
+
+#[test]
+fn bad_hosts_are_reported_by_index() {
+    for bad in [
+        "*",
+        "a@b.com",
+        "h:99999",
+        "h:80.evil.com",
+        "a b.com",
+        "",
+        "http://a.com",
+        "a.*.com",
+        "h:0",
+    ] {
+        let mut s = spec();
+        s.hosts = vec!["ok.example.com".into(), bad.into()];
+        assert_eq!(fields(&s), vec!["spec.hosts[1]"], "host {bad:?}");
+    }
+}
+
+#[test]
+fn bad_origins_are_reported() {
+    for bad in [
+        "example.com",
+        "https://",
+        "https://a.com/path",
+        "1http://a.com",
+        "https://a.com:99999",
+    ] {
+        let mut s = spec();
+        s.origins = vec![bad.into()];
+        assert_eq!(fields(&s), vec!["spec.origins[0]"], "origin {bad:?}");
+    }
+}
+
+#[test]
+fn selector_and_port_rules() {
+    let mut s = spec();
+    s.selector = LabelSelector::default();
+    s.port = 0;
+    assert_eq!(fields(&s), vec!["spec.selector", "spec.port"]);
+
+    let mut s = spec();
+    s.selector.match_expressions = Some(vec![
+        LabelSelectorRequirement {
+            key: "tier".into(),
+            operator: "In".into(),
+            values: None,
+        },
+        LabelSelectorRequirement {
+            key: "x".into(),
+            operator: "Exists".into(),
+            values: Some(vec!["a".into()]),
+        },
+        LabelSelectorRequirement {
+            key: "y".into(),
+            operator: "Like".into(),
+            values: None,
+        },
+        LabelSelectorRequirement {
+            key: "-bad".into(),
+            operator: "DoesNotExist".into(),
+            values: None,
+        },
+    ]);
+    assert_eq!(
+        fields(&s),
+        vec![
+            "spec.selector.matchExpressions[0].values",
+            "spec.selector.matchExpressions[1].values",
+            "spec.selector.matchExpressions[2].operator",
+            "spec.selector.matchExpressions[3].key",
+        ]
+    );
+}
+
+#[test]
+fn names_are_dns_subdomains() {
+    let mut s = spec();
+    s.ingresses = Some(vec!["good".into(), "Bad_Name".into()]);
+    s.policy_ref = Some("".into());
+    assert_eq!(fields(&s), vec!["spec.ingresses[1]", "spec.policyRef"]);
+}
