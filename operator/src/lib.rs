@@ -5,3 +5,4 @@
 
 pub mod crd;
 pub mod validate;
+pub mod webhook;
