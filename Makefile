@@ -1,0 +1,21 @@
+# The two commands of the README: `make demo` and `make test`. Both install what they need first (idempotent,
+# cached in ~/.cache/mcp-guard). CI runs `make test` (see .ci/run).
+.PHONY: setup demo test lint bench
+
+setup:
+	tools/setup.sh
+
+demo: setup
+	cargo build --workspace --bins
+	tools/demo.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test: setup lint
+	cargo build --workspace --bins
+	cargo test --workspace
+
+bench: setup
+	bench/run.sh

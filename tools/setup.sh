@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Installs everything the demo and the tests need, idempotently. Heavy outputs (Go-built binaries, the Python
+# venv, npm packages) are cached outside the repo in $MCP_GUARD_CACHE (default ~/.cache/mcp-guard), keyed by
+# the pinned versions, so a warm run rebuilds nothing. Stable paths for the tests:
+#   $CACHE/bin/{kube-apiserver,kube-controller-manager,kubectl,etcd,helm}, $CACHE/venv, $CACHE/node
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${MCP_GUARD_CACHE:-$HOME/.cache/mcp-guard}
+mkdir -p "$CACHE/bin"
+
+# Debian packages the tests drive: nginx (reverse proxy in front of the guard), chromium (DNS-rebinding attack
+# from a real browser), wrk (benchmarks).
+APT_PACKAGES="nginx chromium wrk ca-certificates"
+
+log() { echo "setup: $*" >&2; }
+
+# A short key for a set of inputs, so a change to any of them builds a new cache entry.
+key_of() { cat "$@" | sha256sum | cut -c1-12; }
+
+# Points the stable name $CACHE/$2 at $1 (replacing a plain directory left by a hand install).
+link() {
+  local target=$1 name=$CACHE/$2
+  if [ -e "$name" ] && [ ! -L "$name" ]; then rm -rf "$name"; fi
+  ln -sfn "$target" "$name"
+}
+
+install_apt() {
+  local missing=() pkg
+  for pkg in $APT_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  log "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# go_build MODULE_DIR NAME LDFLAGS PACKAGE... — builds the packages of a pinned tools module into
+# $CACHE/NAME-<key>/ and links each binary into $CACHE/bin/.
+go_build() {
+  local module=$ROOT/tools/$1 name=$2 ldflags=$3; shift 3
+  local out=$CACHE/$name-$(key_of "$module/go.mod" "$module/go.sum" <(go version))
+  local pkg bin
+  if [ ! -f "$out/.complete" ]; then
+    log "building $name (cold builds take a while on 2 cores; cached in $out)"
+    rm -rf "$out"
+    (cd "$module" && GOFLAGS=-mod=readonly go build -ldflags "$ldflags" -o "$out/" "$@")
+    # go names a binary after its package's last path element, skipping a major-version suffix.
+    [ -x "$out/server" ] && mv "$out/server" "$out/etcd"
+    touch "$out/.complete"
+  fi
+  for pkg in "$@"; do
+    bin=${pkg##*/}
+    [ "$pkg" = go.etcd.io/etcd/server/v3 ] && bin=etcd
+    [ -x "$out/$bin" ] || { log "expected $out/$bin after building $pkg"; exit 1; }
+    ln -sfn "$out/$bin" "$CACHE/bin/$bin"
+  done
+}
+
+# The version a tools module pins for a dependency, from its go.mod.
+pinned() {
+  awk -v m="$2" '$1 == m { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$ROOT/tools/$1/go.mod"
+}
+
+install_go_tools() {
+  local k8s etcd helm minor
+  k8s=$(pinned k8s k8s.io/kubernetes)
+  minor=$(echo "$k8s" | cut -d. -f2)
+  # Stamp the real release so /version reports it, as the official build does.
+  go_build k8s kubernetes-"$k8s" "-s -w \
+    -X k8s.io/component-base/version.gitVersion=$k8s \
+    -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor \
+    -X k8s.io/component-base/version.gitTreeState=clean \
+    -X k8s.io/client-go/pkg/version.gitVersion=$k8s \
+    -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
+  etcd=$(pinned etcd go.etcd.io/etcd/server/v3)
+  go_build etcd etcd-"$etcd" "-s -w" go.etcd.io/etcd/server/v3
+  helm=$(pinned helm helm.sh/helm/v3)
+  go_build helm helm-"$helm" "-s -w -X helm.sh/helm/v3/internal/version.version=$helm" helm.sh/helm/v3/cmd/helm
+}
+
+install_python() {
+  local req=$ROOT/tests/mcp/requirements.txt
+  [ -f "$req" ] || { log "no $req yet: skipping the Python venv"; return; }
+  local venv=$CACHE/venv-$(key_of "$req" <(python3 --version))
+  if [ ! -f "$venv/.complete" ]; then
+    log "creating the Python venv $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+    touch "$venv/.complete"
+  fi
+  link "$venv" venv
+}
+
+install_node() {
+  local pkg=$ROOT/tests/mcp/package.json lock=$ROOT/tests/mcp/package-lock.json
+  [ -f "$pkg" ] || { log "no $pkg yet: skipping npm packages"; return; }
+  local inputs=("$pkg")
+  [ -f "$lock" ] && inputs+=("$lock")
+  local dir=$CACHE/node-$(key_of "${inputs[@]}" <(node --version))
+  if [ ! -f "$dir/.complete" ]; then
+    log "installing npm packages into $dir"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "${inputs[@]}" "$dir/"
+    if [ -f "$lock" ]; then
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    else
+      (cd "$dir" && npm install --no-audit --no-fund --loglevel=error)
+    fi
+    touch "$dir/.complete"
+  fi
+  link "$dir" node
+}
+
+install_apt
+install_go_tools
+install_python
+install_node
+log "ready: tools in $CACHE/bin"
