@@ -86,7 +86,7 @@ impl Cluster {
             format!("--client-ca-file={}", files.ca_cert.display()),
             "--authorization-mode=RBAC".to_string(),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_string(),
-            format!("--service-account-key-file={}", files.sa_key.display()),
+            format!("--service-account-key-file={}", files.sa_pub.display()),
             format!("--service-account-signing-key-file={}", files.sa_key.display()),
             "--service-cluster-ip-range=10.96.0.0/16".to_string(),
             "--allow-privileged=true".to_string(),
@@ -387,6 +387,7 @@ struct Pki {
     admin_cert: String,
     admin_key: String,
     sa_key: String,
+    sa_pub: String,
 }
 
 struct PkiFiles {
@@ -395,6 +396,7 @@ struct PkiFiles {
     serving_cert: PathBuf,
     serving_key: PathBuf,
     sa_key: PathBuf,
+    sa_pub: PathBuf,
 }
 
 fn ca_params() -> CertificateParams {
@@ -451,6 +453,7 @@ impl Pki {
         let serving_cert = serving.signed_by(&serving_key, &issuer)?;
 
         let (admin_cert, admin_key) = client_cert(&issuer, "mcp-guard-test-admin", &["system:masters"])?;
+        let sa_key = KeyPair::generate()?;
         Ok(Pki {
             ca_pem: ca_cert.pem(),
             ca_key_pem,
@@ -458,7 +461,8 @@ impl Pki {
             serving_key: serving_key.serialize_pem(),
             admin_cert,
             admin_key,
-            sa_key: KeyPair::generate()?.serialize_pem(),
+            sa_key: sa_key.serialize_pem(),
+            sa_pub: sa_key.public_key_pem(),
         })
     }
 
@@ -476,6 +480,7 @@ impl Pki {
             serving_cert: write("apiserver.crt", &self.serving_cert)?,
             serving_key: write("apiserver.key", &self.serving_key)?,
             sa_key: write("sa.key", &self.sa_key)?,
+            sa_pub: write("sa.pub", &self.sa_pub)?,
         })
     }
 }
