@@ -115,14 +115,13 @@ port_free $POD_IP 15081 || die "$POD_IP:15081 is in use (the guard's admin port)
 
 # ---------------------------------------------------------------------------------------------------------------
 step "1. Starting a local Kubernetes control plane"
-start cluster "$TARGET/local-cluster"
+export KUBECONFIG=$WORK/admin.kubeconfig
+start cluster "$TARGET/local-cluster" --kubeconfig-out "$KUBECONFIG"
 CLUSTER_PID=$LAST_PID
-TIMEOUT=120 wait_for grep -q '^KUBECONFIG=' "$WORK/cluster.log" || {
+TIMEOUT=120 wait_for grep -q '^ready ' "$WORK/cluster.log" || {
   tail -20 "$WORK/cluster.log" >&2
-  die "the control plane did not start"
+  die "the control plane did not start (log above)"
 }
-export KUBECONFIG
-KUBECONFIG=$(sed -n 's/^KUBECONFIG=//p' "$WORK/cluster.log" | head -1)
 kill -0 "$CLUSTER_PID" || die "the control plane exited"
 ok "kube-apiserver $(kubectl version -o json 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])') at $(kubectl config view -o jsonpath='{.clusters[0].cluster.server}')"
 info "${D}KUBECONFIG=$KUBECONFIG (no scheduler and no kubelet: pods are admitted and stored, not run)$N"

@@ -560,7 +560,11 @@ fn schema_rejects_bad_values_with_clear_messages() {
     // (--set argument, a fragment the error must contain so the user finds the bad value)
     let cases: &[(&str, &str)] = &[
         ("policy.defaultMode=block", "defaultMode"),
-        ("policy.allowedHosts={*}", "allowedHosts"),
+        (
+            "policy.allowedHosts={*}",
+            "exactly what a DNS-rebinding attack needs",
+        ),
+        ("policy.allowedOrigins={*}", "policy.allowedOrigins"),
         ("policy.allowedHosts={https://mcp.example.com}", "allowedHosts"),
         ("policy.allowedOrigins={mcp.example.com}", "allowedOrigins"),
         ("policy.sidecar.logLevel=verbose", "logLevel"),
@@ -583,7 +587,8 @@ fn schema_rejects_bad_values_with_clear_messages() {
             Ok(_) => panic!("--set {set} was accepted"),
             Err(stderr) => {
                 assert!(
-                    stderr.contains("values don't meet the specifications of the schema"),
+                    stderr.contains("values don't meet the specifications of the schema")
+                        || stderr.contains("execution error at (mcp-guard/templates/validate.yaml"),
                     "--set {set}: {stderr}"
                 );
                 assert!(
@@ -593,6 +598,9 @@ fn schema_rejects_bad_values_with_clear_messages() {
             }
         }
     }
+    // An out-of-cluster webhook URL the generated certificate would not cover.
+    let err = render(&["--set", "webhook.externalURL=https://127.0.0.1:9443"]).unwrap_err();
+    assert!(err.contains("webhook.certificate.extraIPAddresses"), "{err}");
     // A values file with a wrong type.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.yaml");
