@@ -1,0 +1,1027 @@
+//! The admission webhook, called by a real kube-apiserver over HTTPS (`clientConfig.url`, caBundle from a CA
+//! generated here): Deployments yield pods (through the real controller-manager) that carry the guard and pass
+//! Pod Security "restricted"; skipped pods are untouched; a bad or overlapping MCPServer is refused with the
+//! webhook's message; kube-system is never sent to the webhook. Then an injected pod is run for real: the guard
+//! binary started with exactly the stored container's args and env, in front of a real MCP Python SDK server at
+//! its defaults, with a real MCP client. The pod IP does not exist here: `127.0.0.2` stands in for `$(POD_IP)`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use mcp_guard_operator::crd::{MCPGuardPolicy, MCPServer};
+use mcp_guard_operator::webhook::{self, WebhookMetrics, WebhookSettings, WebhookState};
+use serde_json::{Value, json};
+use testkit::cluster::Cluster;
+use tokio::sync::OnceCell;
+
+const SIDECAR_IMAGE: &str = "registry.example.com/mcp-guard:e2e";
+const MANAGER: &str = "webhook-tests";
+const WEBHOOK_NAME: &str = "mcp-guard-webhook-test";
+/// Stands in for the pod IP when the injected guard runs on this machine.
+const POD_IP: &str = "127.0.0.2";
+
+struct Env {
+    cluster: &'static Cluster,
+    ca_pem: String,
+    _certs: tempfile::TempDir,
+}
+
+static ENV: OnceCell<Env> = OnceCell::const_new();
+
+/// The shared control plane, the CRDs, a default MCPGuardPolicy, the webhook server (own thread and runtime, so it
+/// outlives any one test) and the two webhook configurations, active.
+async fn env() -> &'static Env {
+    ENV.get_or_init(|| async { setup().await.expect("webhook test environment") })
+        .await
+}
+
+async fn setup() -> anyhow::Result<Env> {
+    let cluster = Cluster::shared().await;
+    cluster.apply_crds().await?;
+    let client = cluster.client();
+
+    let policy: MCPGuardPolicy = serde_json::from_value(json!({
+        "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPGuardPolicy",
+        "metadata": { "name": "default" },
+        "spec": { "sidecar": { "image": SIDECAR_IMAGE, "imagePullPolicy": "IfNotPresent", "logLevel": "debug" } }
+    }))?;
+    Api::<MCPGuardPolicy>::all(client.clone())
+        .patch(
+            "default",
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&policy),
+        )
+        .await?;
+
+    // A CA and a serving certificate for 127.0.0.1, as the chart (or cert-manager) would provide.
+    let certs = tempfile::tempdir()?;
+    let (ca_pem, cert_pem, key_pem) = webhook_certificates()?;
+    let cert_path = certs.path().join("tls.crt");
+    let key_path = certs.path().join("tls.key");
+    std::fs::write(&cert_path, cert_pem)?;
+    std::fs::write(&key_path, key_pem)?;
+
+    let port = start_webhook(cluster, cert_path, key_path)?;
+    apply_webhook_configurations(&client, port, &ca_pem).await?;
+    wait_until_webhooks_active(cluster).await?;
+    Ok(Env {
+        cluster,
+        ca_pem,
+        _certs: certs,
+    })
+}
+
+fn webhook_certificates() -> anyhow::Result<(String, String, String)> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, "mcp-guard webhook test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, "mcp-guard-webhook");
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate()?;
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
+    Ok((ca_cert.pem(), leaf_cert.pem(), leaf_key.serialize_pem()))
+}
+
+/// Runs `webhook::WebhookServer` (the same code `mcp-guard-operator` serves) on 127.0.0.1 in its own thread.
+fn start_webhook(cluster: &'static Cluster, cert: PathBuf, key: PathBuf) -> anyhow::Result<u16> {
+    let (tx, rx) = mpsc::channel::<anyhow::Result<u16>>();
+    std::thread::Builder::new()
+        .name("webhook".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let client = cluster.client();
+                let state =
+                    WebhookState::start(client, WebhookSettings::default(), WebhookMetrics::default()).await;
+                let addr = "127.0.0.1:0".parse().expect("addr");
+                match webhook::WebhookServer::bind(addr, &cert, &key, state).await {
+                    Ok(server) => {
+                        let port = server.local_addr().map(|a| a.port()).unwrap_or_default();
+                        let _ = tx.send(Ok(port));
+                        server.run(std::future::pending()).await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                    }
+                }
+            });
+        })?;
+    rx.recv_timeout(Duration::from_secs(60))?
+}
+
+/// The configurations the chart renders (docs/webhook.md), pointing at `https://127.0.0.1:PORT`.
+async fn apply_webhook_configurations(client: &Client, port: u16, ca_pem: &str) -> anyhow::Result<()> {
+    let ca = base64(ca_pem);
+    let mutating: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": { "name": WEBHOOK_NAME },
+        "webhooks": [{
+            "name": "inject.mcpguard.dev",
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "IfNeeded",
+            "timeoutSeconds": 10,
+            "clientConfig": { "url": format!("https://127.0.0.1:{port}/mutate-pods"), "caBundle": ca },
+            "rules": [{ "operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
+                        "scope": "Namespaced" }],
+            "namespaceSelector": {
+                "matchLabels": { "mcpguard.dev/injection": "enabled" },
+                "matchExpressions": [{ "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                                       "values": ["kube-system", "kube-public", "kube-node-lease"] }]
+            },
+            "objectSelector": {
+                "matchExpressions": [{ "key": "mcpguard.dev/inject", "operator": "NotIn", "values": ["false"] }]
+            }
+        }]
+    }))?;
+    let validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": { "name": WEBHOOK_NAME },
+        "webhooks": [{
+            "name": "validate.mcpserver.mcpguard.dev",
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": "Fail",
+            "timeoutSeconds": 10,
+            "clientConfig": { "url": format!("https://127.0.0.1:{port}/validate-mcpserver"), "caBundle": ca },
+            "rules": [{ "operations": ["CREATE", "UPDATE"], "apiGroups": ["mcpguard.dev"], "apiVersions": ["v1alpha1"],
+                        "resources": ["mcpservers"], "scope": "Namespaced" }]
+        }]
+    }))?;
+    let pp = PatchParams::apply(MANAGER).force();
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .patch(WEBHOOK_NAME, &pp, &Patch::Apply(&mutating))
+        .await?;
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .patch(WEBHOOK_NAME, &pp, &Patch::Apply(&validating))
+        .await?;
+    Ok(())
+}
+
+fn base64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// The API server picks webhook configurations up asynchronously: dry-run until both answer.
+async fn wait_until_webhooks_active(cluster: &Cluster) -> anyhow::Result<()> {
+    let client = cluster.client();
+    let ns = opted_in_namespace(cluster, "wh-warmup", &[]).await;
+    create_mcpserver(
+        &client,
+        &ns,
+        "warm",
+        json!({ "selector": { "matchLabels": { "app": "warm" } }, "port": 8000 }),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    loop {
+        let pod = pod_json("warm-0", &[("app", "warm")], json!({}));
+        let injected = Api::<Pod>::namespaced(client.clone(), &ns)
+            .create(&dry, &pod)
+            .await
+            .map(|p| guard_container(&p).is_some())
+            .unwrap_or(false);
+        let bad = mcpserver_json(
+            "warm-bad",
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 8000,
+                                                     "hosts": ["a.example.com:99999"] }),
+        );
+        let validated = matches!(
+            Api::<MCPServer>::namespaced(client.clone(), &ns).create(&dry, &bad).await,
+            Err(kube::Error::Api(e)) if e.message.contains("spec.hosts[0]")
+        );
+        if injected && validated {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("webhooks not active after 60s (injected: {injected}, validated: {validated})");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn opted_in_namespace(cluster: &Cluster, prefix: &str, extra: &[(&str, &str)]) -> String {
+    let ns = cluster.namespace(prefix).await;
+    let mut labels: BTreeMap<String, String> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    labels.insert("mcpguard.dev/injection".into(), "enabled".into());
+    label_namespace(&cluster.client(), &ns, &labels).await;
+    ns
+}
+
+async fn label_namespace(client: &Client, ns: &str, labels: &BTreeMap<String, String>) {
+    let patch = json!({ "metadata": { "labels": labels } });
+    Api::<Namespace>::all(client.clone())
+        .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("label namespace {ns}: {e}"));
+}
+
+fn mcpserver_json(name: &str, spec: Value) -> MCPServer {
+    serde_json::from_value(json!({
+        "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPServer", "metadata": { "name": name }, "spec": spec
+    }))
+    .expect("MCPServer json")
+}
+
+async fn create_mcpserver(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: Value,
+) -> Result<MCPServer, kube::Error> {
+    Api::<MCPServer>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &mcpserver_json(name, spec))
+        .await
+}
+
+/// A container that passes Pod Security "restricted" on its own.
+fn restricted_container(name: &str, port: u16) -> Value {
+    json!({
+        "name": name,
+        "image": "registry.example.com/weather-mcp:1.0",
+        "ports": [{ "name": "mcp", "containerPort": port }],
+        "readinessProbe": { "httpGet": { "path": "/mcp", "port": "mcp" } },
+        "securityContext": {
+            "runAsNonRoot": true, "runAsUser": 1000, "allowPrivilegeEscalation": false,
+            "capabilities": { "drop": ["ALL"] }, "seccompProfile": { "type": "RuntimeDefault" }
+        }
+    })
+}
+
+fn pod_json(name: &str, labels: &[(&str, &str)], extra_spec: Value) -> Pod {
+    let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+    let mut spec = json!({ "containers": [restricted_container("server", 8000)] });
+    if let (Some(s), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        for (k, v) in extra {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(json!({ "apiVersion": "v1", "kind": "Pod",
+                                    "metadata": { "name": name, "labels": labels }, "spec": spec }))
+    .expect("pod json")
+}
+
+fn guard_container(pod: &Pod) -> Option<&Container> {
+    let spec = pod.spec.as_ref()?;
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .find(|c| c.name == "mcp-guard")
+}
+
+fn deployment_json(name: &str, app: &str, replicas: i32, port: u16) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": { "app": app } },
+            "template": {
+                "metadata": { "labels": { "app": app } },
+                "spec": { "containers": [restricted_container("server", port)] }
+            }
+        }
+    }))
+    .expect("deployment json")
+}
+
+/// Waits until the controller-manager has created `n` pods with `app=<app>`.
+async fn wait_for_pods(client: &Client, ns: &str, app: &str, n: usize) -> Vec<Pod> {
+    let api = Api::<Pod>::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("app={app}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pods = api.list(&lp).await.expect("list pods").items;
+        if pods.len() >= n {
+            return pods;
+        }
+        if Instant::now() > deadline {
+            let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), ns)
+                .list(&ListParams::default())
+                .await
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .filter_map(|e| e.message.clone())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_default();
+            panic!(
+                "{ns}: {} of {n} pods for app={app} after 60s; events:\n{events}",
+                pods.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_pods_carry_the_guard_and_pass_restricted() {
+    let env = env().await;
+    let client = env.cluster.client();
+    let ns = opted_in_namespace(
+        env.cluster,
+        "wh-deploy",
+        &[
+            ("pod-security.kubernetes.io/enforce", "restricted"),
+            ("pod-security.kubernetes.io/enforce-version", "latest"),
+        ],
+    )
+    .await;
+    let server = create_mcpserver(
+        &client,
+        &ns,
+        "weather",
+        json!({ "selector": { "matchLabels": { "app": "weather" } }, "port": 8000 }),
+    )
+    .await
+    .expect("create MCPServer");
+    assert_eq!(server.name_any(), "weather");
+
+    // Pod Security "restricted" is enforced in this namespace by the API server itself (it runs after the
+    // mutating webhooks): a non-compliant pod is refused…
+    let bad = pod_json(
+        "root",
+        &[("app", "other")],
+        json!({ "containers": [{ "name": "c", "image": "x" }] }),
+    );
+    let err = Api::<Pod>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &bad)
+        .await;
+    assert!(
+        matches!(&err, Err(kube::Error::Api(e)) if e.message.contains("violates PodSecurity")),
+        "{err:?}"
+    );
+
+    // …and the injected pods are admitted: the guard container passes "restricted".
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &deployment_json("weather", "weather", 2, 8000),
+        )
+        .await
+        .expect("create Deployment");
+    let pods = wait_for_pods(&client, &ns, "weather", 2).await;
+    for pod in &pods {
+        let name = pod.name_any();
+        let spec = pod.spec.as_ref().expect("spec");
+        let guard = guard_container(pod).unwrap_or_else(|| panic!("{name}: no mcp-guard container"));
+        // The pinned API server (1.34) runs native sidecars: an init container with restartPolicy Always.
+        assert!(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .any(|c| c.name == "mcp-guard"),
+            "{name}: not an init container"
+        );
+        assert_eq!(guard.restart_policy.as_deref(), Some("Always"), "{name}");
+        assert_eq!(
+            guard.image.as_deref(),
+            Some(SIDECAR_IMAGE),
+            "{name}: image from the MCPGuardPolicy"
+        );
+        let args = guard.args.clone().unwrap_or_default().join(" ");
+        assert!(args.contains("--listen $(POD_IP):8000"), "{name}: {args}");
+        assert!(
+            args.contains("--upstream http://127.0.0.1:8000"),
+            "{name}: {args}"
+        );
+        assert!(
+            args.contains("--config /etc/mcp-guard/guard.json"),
+            "{name}: {args}"
+        );
+        assert!(
+            args.contains("--log-level debug"),
+            "{name}: log level from the policy: {args}"
+        );
+        let vol = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "mcp-guard-config")
+            .expect("config volume");
+        assert_eq!(
+            vol.config_map.as_ref().map(|c| c.name.as_str()),
+            Some("weather-mcp-guard")
+        );
+        assert!(
+            guard.volume_mounts.iter().flatten().all(|m| m.sub_path.is_none()),
+            "{name}: subPath never updates"
+        );
+        let ann = pod.annotations();
+        assert_eq!(
+            ann.get("kubectl.kubernetes.io/default-container")
+                .map(String::as_str),
+            Some("server")
+        );
+        let status: Value =
+            serde_json::from_str(ann.get("mcpguard.dev/injected").expect("status annotation"))
+                .expect("status annotation is JSON");
+        assert_eq!(status["mcpServer"], "weather");
+        assert_eq!(status["initContainers"], json!(["mcp-guard"]));
+        // The app container is unchanged: same port, same probe.
+        let app = spec
+            .containers
+            .iter()
+            .find(|c| c.name == "server")
+            .expect("app container");
+        assert_eq!(app.ports.as_ref().map(|p| p[0].container_port), Some(8000));
+        assert_eq!(
+            spec.containers.len(),
+            1,
+            "{name}: native sidecar adds no ordinary container"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_pods_are_untouched_and_injection_is_idempotent() {
+    let env = env().await;
+    let client = env.cluster.client();
+    let ns = opted_in_namespace(env.cluster, "wh-skip", &[]).await;
+    create_mcpserver(
+        &client,
+        &ns,
+        "weather",
+        json!({ "selector": { "matchLabels": { "app": "weather" } }, "port": 8000 }),
+    )
+    .await
+    .expect("create MCPServer");
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let pp = PostParams::default();
+
+    let cases = [
+        (
+            "opted-out",
+            pod_json(
+                "opted-out",
+                &[("app", "weather"), ("mcpguard.dev/inject", "false")],
+                json!({}),
+            ),
+        ),
+        (
+            "host-network",
+            pod_json(
+                "host-network",
+                &[("app", "weather")],
+                json!({ "hostNetwork": true }),
+            ),
+        ),
+        (
+            "not-selected",
+            pod_json("not-selected", &[("app", "redis")], json!({})),
+        ),
+    ];
+    for (what, pod) in cases {
+        let stored = pods
+            .create(&pp, &pod)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(guard_container(&stored).is_none(), "{what}: injected");
+        assert!(
+            !stored.annotations().contains_key("mcpguard.dev/injected"),
+            "{what}: annotated"
+        );
+        let spec = stored.spec.as_ref().expect("spec");
+        assert!(spec.init_containers.is_none(), "{what}: init containers added");
+        assert_eq!(spec.containers.len(), 1, "{what}");
+        assert!(
+            spec.volumes
+                .iter()
+                .flatten()
+                .all(|v| v.name != "mcp-guard-config"),
+            "{what}: volume added"
+        );
+    }
+
+    // A namespace that is not opted in: an MCPServer there does not inject.
+    let plain = env.cluster.namespace("wh-plain").await;
+    let created = create_mcpserver(
+        &client,
+        &plain,
+        "weather",
+        json!({ "selector": { "matchLabels": { "app": "weather" } }, "port": 8000 }),
+    )
+    .await
+    .expect("create MCPServer in a namespace without the label");
+    assert_eq!(created.name_any(), "weather");
+    let stored = Api::<Pod>::namespaced(client.clone(), &plain)
+        .create(&pp, &pod_json("weather-0", &[("app", "weather")], json!({})))
+        .await
+        .expect("create pod");
+    assert!(
+        guard_container(&stored).is_none(),
+        "not opted in: injected anyway"
+    );
+
+    // Idempotency through the API server: re-creating a pod from an injected pod's stored spec (what
+    // `kubectl get pod -o yaml | kubectl create -f -` does) leaves exactly one guard and the same annotation.
+    let first = pods
+        .create(&pp, &pod_json("weather-0", &[("app", "weather")], json!({})))
+        .await
+        .expect("create");
+    assert!(guard_container(&first).is_some(), "selected pod not injected");
+    let mut copy = first.clone();
+    copy.metadata = kube::api::ObjectMeta {
+        name: Some("weather-1".into()),
+        labels: first.metadata.labels.clone(),
+        annotations: first.metadata.annotations.clone(),
+        ..Default::default()
+    };
+    copy.status = None;
+    let second = pods
+        .create(&pp, &copy)
+        .await
+        .expect("re-create from the injected spec");
+    assert_eq!(second.spec, first.spec, "re-injection changed the spec");
+    assert_eq!(
+        second.annotations(),
+        first.annotations(),
+        "re-injection changed the annotations"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_and_overlapping_mcpservers_are_refused_with_the_webhooks_message() {
+    let env = env().await;
+    let client = env.cluster.client();
+    let ns = opted_in_namespace(env.cluster, "wh-validate", &[]).await;
+
+    let err = create_mcpserver(
+        &client,
+        &ns,
+        "bad",
+        json!({ "selector": { "matchLabels": { "app": "weather" } }, "port": 8000,
+                "hosts": ["mcp.example.com", "mcp.example.com:99999"] }),
+    )
+    .await
+    .expect_err("a port out of range must be refused");
+    let kube::Error::Api(e) = &err else {
+        panic!("unexpected error {err:?}")
+    };
+    assert!(
+        e.message.contains("validate.mcpserver.mcpguard.dev"),
+        "not the webhook's denial: {}",
+        e.message
+    );
+    assert!(
+        e.message.contains("spec.hosts[1]"),
+        "message must name the field: {}",
+        e.message
+    );
+    assert!(e.message.contains("99999"), "message must say why: {}", e.message);
+
+    // kubectl shows the same message to a person.
+    let out = env
+        .cluster
+        .kubectl()
+        .args(["apply", "-n", &ns, "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            if let Some(stdin) = child.stdin.as_mut() {
+                stdin.write_all(
+                    b"apiVersion: mcpguard.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: bad}\nspec:\n  selector: {matchLabels: {app: w}}\n  port: 8000\n  origins: [\"https://mcp.example.com:99999\"]\n",
+                )?;
+            }
+            child.wait_with_output()
+        })
+        .expect("run kubectl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("spec.origins[0]"),
+        "kubectl: {stderr}"
+    );
+
+    // Overlap is refused, not silently merged: the same selector, and a selector that selects a pod another
+    // MCPServer already selects.
+    create_mcpserver(
+        &client,
+        &ns,
+        "weather",
+        json!({ "selector": { "matchLabels": { "app": "weather" } }, "port": 8000 }),
+    )
+    .await
+    .expect("first MCPServer");
+    let err = create_mcpserver(
+        &client,
+        &ns,
+        "weather-2",
+        json!({ "selector": { "matchLabels": { "app": "weather" } }, "port": 9000 }),
+    )
+    .await
+    .expect_err("same selector");
+    assert!(
+        err.to_string().contains("same selector as MCPServer \"weather\""),
+        "{err}"
+    );
+
+    Api::<Pod>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &pod_json("weather-0", &[("app", "weather"), ("tier", "mcp")], json!({})),
+        )
+        .await
+        .expect("pod");
+    let err = create_mcpserver(
+        &client,
+        &ns,
+        "all-mcp",
+        json!({ "selector": { "matchLabels": { "tier": "mcp" } }, "port": 8000 }),
+    )
+    .await
+    .expect_err("overlapping selector");
+    assert!(
+        err.to_string().contains("pod \"weather-0\"") && err.to_string().contains("MCPServer \"weather\""),
+        "{err}"
+    );
+
+    // Updating the first one does not overlap with itself; a valid change is admitted.
+    let patch = json!({ "spec": { "hosts": ["mcp.example.com"] } });
+    Api::<MCPServer>::namespaced(client.clone(), &ns)
+        .patch("weather", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("update");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_selector_keeps_kube_system_away_from_the_webhook() {
+    let env = env().await;
+    let client = env.cluster.client();
+    // A second, dead webhook (nothing listens on its port, failurePolicy Fail) with the same namespace exclusions,
+    // limited to namespaces carrying a label only this test sets. Where it is called, pod creation fails.
+    let dead_port = testkit::tools::free_port();
+    let dead: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": { "name": "mcp-guard-webhook-test-dead" },
+        "webhooks": [{
+            "name": "dead.mcpguard.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+            "failurePolicy": "Fail", "timeoutSeconds": 2,
+            "clientConfig": { "url": format!("https://127.0.0.1:{dead_port}/mutate-pods"), "caBundle": base64(&env.ca_pem) },
+            "rules": [{ "operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"] }],
+            "namespaceSelector": {
+                "matchLabels": { "mcpguard.dev/injection": "enabled", "webhook-test/dead": "true" },
+                "matchExpressions": [{ "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                                       "values": ["kube-system", "kube-public", "kube-node-lease"] }]
+            }
+        }]
+    }))
+    .expect("config");
+    let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    configs
+        .patch(
+            "mcp-guard-webhook-test-dead",
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&dead),
+        )
+        .await
+        .expect("apply");
+
+    let labels = BTreeMap::from([
+        ("mcpguard.dev/injection".to_string(), "enabled".to_string()),
+        ("webhook-test/dead".to_string(), "true".to_string()),
+    ]);
+    let control = env.cluster.namespace("wh-dead").await;
+    label_namespace(&client, &control, &labels).await;
+    label_namespace(&client, "kube-system", &labels).await;
+    create_mcpserver(
+        &client,
+        "kube-system",
+        "system-mcp",
+        json!({ "selector": { "matchLabels": { "app": "sys" } }, "port": 8000 }),
+    )
+    .await
+    .expect("MCPServer in kube-system");
+
+    // The dead webhook is active: the control namespace cannot create pods.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = Api::<Pod>::namespaced(client.clone(), &control)
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &pod_json("p", &[("app", "sys")], json!({})),
+            )
+            .await;
+        if matches!(&r, Err(kube::Error::Api(e)) if e.message.contains("dead.mcpguard.dev")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dead webhook never became active: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // kube-system, labelled exactly the same and with an MCPServer selecting the pod, is never sent to either.
+    let sys = Api::<Pod>::namespaced(client.clone(), "kube-system");
+    let stored = sys
+        .create(
+            &PostParams::default(),
+            &pod_json("mcp-guard-webhook-test", &[("app", "sys")], json!({})),
+        )
+        .await;
+
+    // Clean up before asserting, so that a failure leaves kube-system as it was.
+    let _ = configs
+        .delete("mcp-guard-webhook-test-dead", &DeleteParams::default())
+        .await;
+    let unlabel =
+        json!({ "metadata": { "labels": { "mcpguard.dev/injection": null, "webhook-test/dead": null } } });
+    let _ = Api::<Namespace>::all(client.clone())
+        .patch("kube-system", &PatchParams::default(), &Patch::Merge(&unlabel))
+        .await;
+    let _ = sys
+        .delete("mcp-guard-webhook-test", &DeleteParams::default())
+        .await;
+    let _ = Api::<MCPServer>::namespaced(client.clone(), "kube-system")
+        .delete("system-mcp", &DeleteParams::default())
+        .await;
+
+    let stored = stored
+        .expect("a kube-system pod is created while a failing webhook selects every labelled namespace");
+    assert!(guard_container(&stored).is_none(), "kube-system pod injected");
+}
+
+/// kubelet's `$(VAR)` expansion of args: defined variables are replaced, `$$` escapes, anything else stays.
+fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = arg;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(after) = tail.strip_prefix("$$") {
+            out.push('$');
+            rest = after;
+        } else if let Some(end) = tail.strip_prefix("$(").and_then(|t| t.find(')')) {
+            let name = &tail[2..2 + end];
+            match env.get(name) {
+                Some(v) => out.push_str(v),
+                None => out.push_str(&tail[..end + 3]),
+            }
+            rest = &tail[end + 3..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn kubelet_style_expansion() {
+    let env = BTreeMap::from([("POD_IP".to_string(), "10.0.0.5".to_string())]);
+    assert_eq!(expand("$(POD_IP):8000", &env), "10.0.0.5:8000");
+    assert_eq!(expand("$$(POD_IP)", &env), "$(POD_IP)");
+    assert_eq!(expand("$(NOPE)x", &env), "$(NOPE)x");
+}
+
+/// The guard's command line as kubelet would run it: args with `$(VAR)` expanded from the container's env
+/// (downward-API `status.podIP` → [`POD_IP`]), volume mount paths mapped to local directories.
+fn guard_command(
+    container: &Container,
+    mounts: &BTreeMap<String, PathBuf>,
+) -> (Vec<String>, BTreeMap<String, String>) {
+    let mut env = BTreeMap::new();
+    for e in container.env.iter().flatten() {
+        let value = match (&e.value, &e.value_from) {
+            (Some(v), _) => v.clone(),
+            (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
+                Some("status.podIP") => POD_IP.to_string(),
+                other => panic!("env {} from {other:?}: not mapped in this test", e.name),
+            },
+            (None, None) => String::new(),
+        };
+        env.insert(e.name.clone(), value);
+    }
+    let mut args: Vec<String> = container.args.iter().flatten().map(|a| expand(a, &env)).collect();
+    for mount in container.volume_mounts.iter().flatten() {
+        let local = mounts
+            .get(&mount.name)
+            .unwrap_or_else(|| panic!("volume {} not mapped", mount.name));
+        for a in &mut args {
+            if let Some(rest) = a.strip_prefix(&mount.mount_path) {
+                *a = format!("{}{rest}", local.display());
+            }
+        }
+    }
+    (args, env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_pod_runs_for_real_in_front_of_the_python_sdk() {
+    use testkit::mcp::{ClientKind, PyServer, Transport, run_client};
+    let env = env().await;
+    let client = env.cluster.client();
+
+    // The MCP server at its SDK defaults: 127.0.0.1, the SDK's own localhost-only check on.
+    let server = PyServer::start(Transport::StreamableHttp).expect("start the MCP Python SDK server");
+    let port = server.port;
+
+    let ns = opted_in_namespace(env.cluster, "wh-run", &[]).await;
+    create_mcpserver(
+        &client,
+        &ns,
+        "weather",
+        json!({ "selector": { "matchLabels": { "app": "weather" } }, "port": port }),
+    )
+    .await
+    .expect("create MCPServer");
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &deployment_json("weather", "weather", 1, port),
+        )
+        .await
+        .expect("create Deployment");
+    let pod = wait_for_pods(&client, &ns, "weather", 1).await.remove(0);
+    let guard = guard_container(&pod)
+        .expect("the stored pod carries the guard")
+        .clone();
+
+    // The ConfigMap volume, as kubelet would mount it: a directory holding guard.json written the way the operator
+    // writes it for this MCPServer (its Service DNS names plus an Ingress host).
+    let spec = pod.spec.as_ref().expect("spec");
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "mcp-guard-config")
+        .expect("volume");
+    assert_eq!(
+        volume.config_map.as_ref().map(|c| c.name.clone()),
+        Some("weather-mcp-guard".to_string())
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = mcp_guard_config::GuardConfig {
+        mode: mcp_guard_config::Mode::Enforce,
+        allowed_hosts: vec![
+            "weather".into(),
+            format!("weather.{ns}"),
+            format!("weather.{ns}.svc"),
+            format!("weather.{ns}.svc.cluster.local"),
+            "mcp.example.com".into(),
+        ],
+        allowed_origins: vec!["https://mcp.example.com".into()],
+        source: Some(mcp_guard_config::ConfigSource {
+            kind: "MCPServer".into(),
+            namespace: Some(ns.clone()),
+            name: "weather".into(),
+        }),
+        limits: Default::default(),
+    };
+    std::fs::write(
+        dir.path().join(mcp_guard_config::CONFIG_KEY),
+        serde_json::to_vec_pretty(&config).expect("config json"),
+    )
+    .expect("write guard.json");
+    let mounts = BTreeMap::from([("mcp-guard-config".to_string(), dir.path().to_path_buf())]);
+    let (args, container_env) = guard_command(&guard, &mounts);
+    assert!(
+        args.iter().any(|a| a == &format!("{POD_IP}:{port}")),
+        "listen on the pod IP at the server's port: {args:?}"
+    );
+
+    let mut cmd = Command::new(testkit::tools::cargo_bin("mcp-guard"));
+    cmd.args(&args).envs(&container_env).env("RUST_BACKTRACE", "1");
+    let mut proc = testkit::process::Proc::spawn("mcp-guard-injected", cmd).expect("start the guard");
+    let admin_port = admin_port(&args);
+    let readyz = format!("http://127.0.0.1:{admin_port}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(testkit::http::get(&readyz), Ok(r) if r.status == 200) {
+        proc.ensure_running().expect("guard running");
+        assert!(Instant::now() < deadline, "guard not ready: {}", proc.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Same port, two addresses: the guard holds <pod IP>:PORT, the server 127.0.0.1:PORT.
+    let pod_url = format!("http://{POD_IP}:{port}/mcp");
+    let svc_host = format!("Host: weather.{ns}.svc.cluster.local:{port}");
+
+    // A real MCP client through the Service name succeeds (full session, streamed notifications).
+    let run = run_client(
+        ClientKind::Python,
+        Transport::StreamableHttp,
+        &pod_url,
+        &[&svc_host],
+    )
+    .expect("client");
+    run.assert_full_session("MCP client via the Service DNS name");
+
+    // kubelet's probes carry Host <pod IP>:PORT: allowed (--allow-host $(POD_IP)) and answered by the server.
+    let probe = testkit::http::raw(
+        format!("{POD_IP}:{port}").parse().expect("addr"),
+        &testkit::mcp::initialize_request("/mcp", &format!("{POD_IP}:{port}"), &[]),
+    )
+    .expect("probe-like request");
+    assert_eq!(
+        probe.status,
+        200,
+        "a request with Host <pod IP>:PORT (as kubelet sends) must pass: {}",
+        probe.text()
+    );
+
+    // DNS rebinding: a forged Host is refused by the guard, and so is a foreign Origin.
+    let run = run_client(
+        ClientKind::Python,
+        Transport::StreamableHttp,
+        &pod_url,
+        &["Host: attacker.test"],
+    )
+    .expect("client");
+    run.assert_rejected("forged Host", 421, "host_not_allowed");
+    let run = run_client(
+        ClientKind::Python,
+        Transport::StreamableHttp,
+        &pod_url,
+        &[&svc_host, "Origin: http://attacker.test"],
+    )
+    .expect("client");
+    run.assert_rejected("forged Origin", 403, "origin_not_allowed");
+
+    // A server that binds all interfaces cannot slip past the guard: with the guard holding <pod IP>:PORT (and the
+    // SDK server stopped, so that only the guard holds the port), a 0.0.0.0:PORT bind fails (address already in
+    // use) instead of silently opening a second door.
+    drop(server);
+    let mut bypass = Command::new(testkit::tools::python());
+    bypass
+        .arg(testkit::mcp::scripts_dir().join("py_server.py"))
+        .args([
+            "--transport",
+            "streamable-http",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            &port.to_string(),
+        ])
+        .env("PYTHONUNBUFFERED", "1");
+    let (code, output) =
+        testkit::mcp::run_bounded("py-server-all-interfaces", bypass, Duration::from_secs(30)).expect("run");
+    assert_ne!(
+        code,
+        Some(0),
+        "a 0.0.0.0 bind must fail while the guard holds the port: {output}"
+    );
+    assert!(
+        output.to_lowercase().contains("address already in use"),
+        "{output}"
+    );
+
+    proc.kill();
+}
+
+fn admin_port(args: &[String]) -> u16 {
+    let i = args
+        .iter()
+        .position(|a| a == "--admin-listen")
+        .expect("--admin-listen");
+    args[i + 1]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("admin port")
+}
