@@ -1,0 +1,576 @@
+#!/usr/bin/env python3
+"""mcp-guard benchmark: one run, three targets, same upstream, same load, ratios printed and written down.
+
+Targets (all on 127.0.0.1, driven by wrk with the same MCP-shaped POST, Host and Origin):
+  direct  wrk -> upstream (nginx `return 200`, 1 worker)
+  guard   wrk -> mcp-guard (release build) -> upstream
+  nginx   wrk -> nginx doing the same Host/Origin check (map on $host and $http_origin) -> upstream
+
+Then memory: the guard's idle RSS, and its RSS per open SSE stream with N concurrent streams (N as large as
+the 20,000-descriptor limit allows: the guard holds two sockets per stream), nginx's for comparison.
+
+Writes docs/performance.md. Python stdlib only; needs nginx and wrk (make setup) and a release build of
+mcp-guard (bench/run.sh builds it).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PUBLIC_HOST = "mcp.example.test"
+APP_ORIGIN = "https://app.example.test"
+BODY_421 = (
+    '{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Misdirected request: Host not allowed",'
+    '"data":{"reason":"host_not_allowed"}}}'
+)
+BODY_403 = (
+    '{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Forbidden: Origin not allowed",'
+    '"data":{"reason":"origin_not_allowed"}}}'
+)
+
+CHILDREN: list[subprocess.Popen] = []
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def spawn(cmd: list[str], logfile: Path, **kw) -> subprocess.Popen:
+    out = open(logfile, "wb")
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kw)
+    CHILDREN.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=5)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+def status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and its direct children (nginx master + workers)."""
+    pids = [pid]
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                ppid = int(Path(p, "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                pids.append(int(p.name))
+    return pids
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    return sum(status_kib(p, field) for p in process_tree(pid))
+
+
+def http(port: int, host: str, origin: str | None = None, method: str = "POST") -> tuple[int, str]:
+    body = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+    req = f"{method} /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    if origin:
+        req += f"Origin: {origin}\r\n"
+    req += f"Content-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(req.encode() + body)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), rest.decode(errors="replace")
+
+
+# ---------------------------------------------------------------------------------------------------- nginx
+
+
+def nginx_conf(d: Path, workers: int, http_body: str) -> str:
+    return f"""daemon off;
+master_process on;
+user root;
+worker_processes {workers};
+worker_rlimit_nofile 20000;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 20000; multi_accept on; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    keepalive_requests 1000000;
+    {http_body}
+}}
+"""
+
+
+def start_nginx(name: str, workdir: Path, workers: int, http_body: str, port: int) -> subprocess.Popen:
+    d = workdir / name
+    d.mkdir()
+    conf = d / "nginx.conf"
+    conf.write_text(nginx_conf(d, workers, http_body))
+    subprocess.run(["nginx", "-t", "-q", "-p", str(d), "-c", str(conf)], check=True)
+    proc = spawn(["nginx", "-p", str(d), "-c", str(conf)], d / "stdout.log")
+    wait_port(port)
+    return proc
+
+
+def upstream_body(port: int) -> str:
+    return f"""server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        default_type application/json;
+        location / {{ return 200 '{{"jsonrpc":"2.0","id":1,"result":{{}}}}'; }}
+    }}"""
+
+
+def checking_proxy_body(port: int, upstream_port: int) -> str:
+    """nginx configured for the same check the guard does: Host by name on any port, Origin absent, allowed or
+    same-origin as the allowed host; refusals with a JSON body; streaming proxy to the same upstream."""
+    return f"""map $host $mcp_host_ok {{
+        default 0;
+        {PUBLIC_HOST} 1;
+    }}
+    map $http_origin $mcp_origin_ok {{
+        default 0;
+        "" 1;
+        "{APP_ORIGIN}" 1;
+        "{APP_ORIGIN}:443" 1;
+        ~^https?://{re.escape(PUBLIC_HOST)}(:[0-9]+)?$ 1;
+    }}
+    upstream mcp_upstream {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 256;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        default_type application/json;
+        if ($mcp_host_ok = 0) {{ return 421 '{BODY_421}'; }}
+        if ($mcp_origin_ok = 0) {{ return 403 '{BODY_403}'; }}
+        location / {{
+            proxy_pass http://mcp_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host 127.0.0.1:{upstream_port};
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 1h;
+        }}
+    }}"""
+
+
+# ---------------------------------------------------------------------------------------------------- guard
+
+
+def start_guard(binary: Path, workdir: Path, name: str, upstream_port: int) -> tuple[subprocess.Popen, int]:
+    port, admin = free_port(), free_port()
+    cmd = [
+        str(binary),
+        "--listen", f"127.0.0.1:{port}",
+        "--upstream", f"http://127.0.0.1:{upstream_port}",
+        "--admin-listen", f"127.0.0.1:{admin}",
+        "--allow-host", PUBLIC_HOST,
+        "--allow-origin", APP_ORIGIN,
+        "--log-level", "warn",
+    ]  # fmt: skip
+    help_text = subprocess.run([str(binary), "--help"], capture_output=True, text=True).stdout
+    if "--max-connections" in help_text:
+        cmd += ["--max-connections", "20000"]
+    proc = spawn(cmd, workdir / f"{name}.log")
+    wait_port(port)
+    return proc, port
+
+
+# ---------------------------------------------------------------------------------------------------- wrk
+
+
+def parse_duration_ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(f"duration {text!r}")
+    value, unit = float(m.group(1)), m.group(2)
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def parse_wrk(out: str) -> dict:
+    res = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else 0.0
+    for pct in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", out, re.M)
+        res[f"p{pct}_ms"] = parse_duration_ms(m.group(1)) if m else float("nan")
+    m = re.search(r"(\d+) requests in", out)
+    res["requests"] = int(m.group(1)) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non_2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: (.*)", out)
+    res["socket_errors"] = m.group(1).strip() if m else ""
+    return res
+
+
+def run_wrk(port: int, seconds: int, connections: int, threads: int) -> dict:
+    cmd = [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
+        "-s", str(BENCH / "post.lua"), f"http://127.0.0.1:{port}/mcp",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
+    res = parse_wrk(out)
+    res["raw"] = out
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------- SSE
+
+
+def measure_streams(name: str, pid: int, port: int, counts: list[int], workdir: Path) -> list[dict]:
+    """Opens SSE streams through the proxy at `port` in steps; RSS of `pid` (and children) at each step."""
+    holder = subprocess.Popen(
+        [sys.executable, str(BENCH / "sse_hold.py"), f"127.0.0.1:{port}", PUBLIC_HOST],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(workdir / f"sse-hold-{name}.log", "wb"),
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    CHILDREN.append(holder)
+    points = []
+    try:
+        for n in counts:
+            holder.stdin.write(f"open {n}\n")
+            holder.stdin.flush()
+            line = holder.stdout.readline().split()
+            if not line or line[0] != "READY":
+                raise RuntimeError(f"sse_hold: {line}")
+            opened, failed = int(line[1]), int(line[2])
+            time.sleep(1)
+            point = {"target": n, "open": opened, "failed": failed, "rss_kib": rss_kib(pid)}
+            log(f"{name}: {opened} streams open ({failed} failed), RSS {point['rss_kib']} KiB")
+            points.append(point)
+            if opened < n:
+                break
+    finally:
+        try:
+            holder.stdin.write("quit\n")
+            holder.stdin.flush()
+            holder.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            stop(holder)
+    return points
+
+
+def per_stream_kib(points: list[dict]) -> float | None:
+    """Slope between the smallest and the largest step (one-time allocations excluded)."""
+    if len(points) < 2 or points[-1]["open"] <= points[0]["open"]:
+        return None
+    a, b = points[0], points[-1]
+    return (b["rss_kib"] - a["rss_kib"]) / (b["open"] - a["open"])
+
+
+# ---------------------------------------------------------------------------------------------------- report
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = status_like("/proc/meminfo", "MemTotal")
+    nginx_v = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0].strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "nginx": nginx_v.replace("nginx version: ", ""),
+        "wrk": wrk_v.split(" Copyright")[0],
+        "fd_limit": subprocess.run(["sh", "-c", "ulimit -n"], capture_output=True, text=True).stdout.strip(),
+    }
+
+
+def status_like(path: str, field: str) -> int:
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def render(results: dict) -> str:
+    m, w, r = results["machine"], results["wrk"], results["ratios"]
+    rows = []
+    for name in ("direct", "guard", "nginx"):
+        t = results["throughput"][name]
+        rss = f"{t['peak_rss_kib'] / 1024:.1f} MiB" if t.get("peak_rss_kib") else "—"
+        rows.append(
+            f"| {t['label']} | {t['rps']:,.0f} | {t['p50_ms']:.2f} ms | {t['p99_ms']:.2f} ms | {rss} |"
+        )
+    g, ng = results["streams"]["guard"], results["streams"].get("nginx")
+    t = results["targets"]
+    lines = [
+        "# Performance",
+        "",
+        f"Measured by `make bench` (`bench/run.sh`) on {results['date']}: {m['cores']} cores ({m['cpu']}), "
+        f"{m['memory_gib']} GiB, Linux {m['kernel']}, {m['nginx']}, {m['wrk']}; open-file limit {m['fd_limit']}. "
+        "Everything (load generator, proxies, upstream) shares the same cores over 127.0.0.1, so absolute numbers "
+        "are low and only the ratios, measured in the same run, mean something.",
+        "",
+        "## Throughput and latency",
+        "",
+        f"wrk, {w['threads']} threads, {w['connections']} keep-alive connections, {w['rounds']} rounds of "
+        f"{w['seconds']} s per target, the targets interleaved within each round, after a {w['warmup']} s warm-up "
+        "each; the table shows the median over the rounds. The request is an MCP-shaped JSON-RPC POST with an "
+        "allowed `Host` and `Origin`. "
+        "The upstream is nginx answering `return 200` (1 worker), the same for all three. "
+        "*nginx (check)* is nginx with the same Host/Origin check (`map` on `$host` and `$http_origin`, "
+        f"{results['nginx_workers']} workers, upstream keep-alive) — what one would write by hand instead of the guard.",
+        "",
+        "| target | requests/s | p50 | p99 | proxy peak RSS |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *rows,
+        "",
+        "## Memory",
+        "",
+        f"- Idle RSS of the guard (started, one request served): **{results['idle_rss_kib'] / 1024:.1f} MiB**.",
+        f"- Open SSE streams through the guard: {g['open']:,} concurrent streams "
+        f"(RSS {g['rss_first_kib'] / 1024:.1f} MiB at {g['first_open']:,} → {g['rss_kib'] / 1024:.1f} MiB at "
+        f"{g['open']:,}): **{g['kib_per_stream']:.1f} KiB per stream**"
+        + (f" (nginx with the check: {ng['kib_per_stream']:.1f} KiB per stream)." if ng and ng.get("kib_per_stream") else "."),
+        f"  N is bounded by the 20,000 open-file limit per process: the guard holds two sockets per stream.",
+        "",
+        "## Ratios and targets",
+        "",
+        "| measure | value | target | |",
+        "| --- | ---: | ---: | --- |",
+        f"| guard / nginx throughput | {r['guard_vs_nginx_rps']:.2f}× | ≥ 1.1× | {verdict(t['guard_vs_nginx_rps'])} |",
+        f"| guard / nginx p99 latency | {r['guard_vs_nginx_p99']:.2f}× | ≤ 1.0× | {verdict(t['guard_vs_nginx_p99'])} |",
+        f"| guard / direct throughput | {r['guard_vs_direct_rps']:.2f}× | ≥ 0.6× | {verdict(t['guard_vs_direct_rps'])} |",
+        f"| guard idle RSS | {results['idle_rss_kib'] / 1024:.1f} MiB | ≤ 10 MiB | {verdict(t['idle_rss'])} |",
+        f"| guard memory per open SSE stream | {g['kib_per_stream']:.1f} KiB | ≤ 16 KiB | {verdict(t['per_stream'])} |",
+        "",
+        "Reproduce with `make bench` (installs nginx and wrk via `make setup`, builds `mcp-guard` in release mode, "
+        "takes about two minutes); the raw numbers of the last run are in `target/bench/results.json`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--guard", default=str(ROOT / "target/release/mcp-guard"))
+    ap.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "6")))
+    ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--streams", type=int, default=int(os.environ.get("BENCH_STREAMS", "9900")))
+    ap.add_argument("--nginx-workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--out", default=str(ROOT / "docs/performance.md"))
+    ap.add_argument("--no-nginx-streams", action="store_true")
+    args = ap.parse_args()
+
+    for tool in ("nginx", "wrk"):
+        if not shutil.which(tool):
+            log(f"{tool} not found: run `make setup`")
+            return 2
+    guard_bin = Path(args.guard)
+    if not guard_bin.exists():
+        log(f"{guard_bin} not found: `cargo build --release -p mcp-guard` (bench/run.sh does)")
+        return 2
+
+    outdir = ROOT / "target/bench"
+    outdir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="mcp-guard-bench-"))
+    results: dict = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "wrk": {
+            "threads": args.threads,
+            "connections": args.connections,
+            "seconds": args.seconds,
+            "warmup": args.warmup,
+            "rounds": args.rounds,
+        },
+        "nginx_workers": args.nginx_workers,
+    }
+    try:
+        # ---- throughput: the same upstream for all three
+        up_port = free_port()
+        upstream = start_nginx("upstream", workdir, 1, upstream_body(up_port), up_port)
+        guard, guard_port = start_guard(guard_bin, workdir, "guard", up_port)
+        ngx_port = free_port()
+        ngx = start_nginx("nginx-check", workdir, args.nginx_workers, checking_proxy_body(ngx_port, up_port), ngx_port)
+
+        # Both proxies really check: allowed passes, forged Host and Origin are refused.
+        for name, port in (("guard", guard_port), ("nginx", ngx_port)):
+            ok = http(port, PUBLIC_HOST, APP_ORIGIN)
+            bad_host = http(port, "evil.test")
+            bad_origin = http(port, PUBLIC_HOST, "http://evil.test")
+            log(f"{name}: allowed {ok[0]}, forged Host {bad_host[0]}, forged Origin {bad_origin[0]}")
+            if (ok[0], bad_host[0], bad_origin[0]) != (200, 421, 403):
+                raise RuntimeError(f"{name} does not check as expected: {ok} {bad_host} {bad_origin}")
+
+        targets = {
+            "direct": ("direct to upstream", up_port, upstream.pid),
+            "guard": ("through mcp-guard", guard_port, guard.pid),
+            "nginx": ("through nginx (check)", ngx_port, ngx.pid),
+        }
+        # Rounds interleave the targets so that drift (thermal, other tenants) hits all three alike; each
+        # measure is the median over the rounds.
+        for name, (_, port, _) in targets.items():
+            log(f"{name}: warm-up {args.warmup} s")
+            run_wrk(port, args.warmup, args.connections, args.threads)
+        runs: dict[str, list[dict]] = {name: [] for name in targets}
+        for rnd in range(args.rounds):
+            for name, (_, port, _) in targets.items():
+                res = run_wrk(port, args.seconds, args.connections, args.threads)
+                if res["non_2xx"] or res["socket_errors"]:
+                    log(f"{name}: non-2xx {res['non_2xx']}, socket errors {res['socket_errors']}")
+                log(f"round {rnd + 1} {name}: {res['rps']:.0f} req/s, p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms")
+                res.pop("raw", None)
+                runs[name].append(res)
+        throughput = {}
+        for name, (label, _, pid) in targets.items():
+            med = {k: statistics.median(r[k] for r in runs[name]) for k in ("rps", "p50_ms", "p75_ms", "p90_ms", "p99_ms")}
+            med["non_2xx"] = sum(r["non_2xx"] for r in runs[name])
+            med["label"] = label
+            med["rounds"] = runs[name]
+            med["peak_rss_kib"] = rss_kib(pid, "VmHWM") if name != "direct" else None
+            throughput[name] = med
+        results["throughput"] = throughput
+        stop(guard)
+        stop(ngx)
+        stop(upstream)
+
+        # ---- idle RSS: a fresh guard that served one request
+        up_port = free_port()
+        upstream = start_nginx("upstream-idle", workdir, 1, upstream_body(up_port), up_port)
+        guard, guard_port = start_guard(guard_bin, workdir, "guard-idle", up_port)
+        http(guard_port, PUBLIC_HOST)
+        time.sleep(1)
+        results["idle_rss_kib"] = rss_kib(guard.pid)
+        log(f"guard idle RSS {results['idle_rss_kib']} KiB")
+        stop(guard)
+        stop(upstream)
+
+        # ---- memory per open SSE stream
+        sse_port = free_port()
+        sse_up = spawn([sys.executable, str(BENCH / "sse_upstream.py"), str(sse_port)], workdir / "sse-upstream.log")
+        wait_port(sse_port)
+        n = args.streams
+        steps = [100, n // 10, n]
+        streams = {}
+        guard, guard_port = start_guard(guard_bin, workdir, "guard-sse", sse_port)
+        points = measure_streams("guard", guard.pid, guard_port, steps, workdir)
+        stop(guard)
+        if not args.no_nginx_streams:
+            ngx_port = free_port()
+            ngx = start_nginx("nginx-sse", workdir, args.nginx_workers, checking_proxy_body(ngx_port, sse_port), ngx_port)
+            nginx_points = measure_streams("nginx", ngx.pid, ngx_port, steps, workdir)
+            stop(ngx)
+        stop(sse_up)
+        for name, pts in (("guard", points), ("nginx", None if args.no_nginx_streams else nginx_points)):
+            if pts is None:
+                continue
+            first = pts[1] if len(pts) > 2 else pts[0]
+            streams[name] = {
+                "points": pts,
+                "open": pts[-1]["open"],
+                "failed": pts[-1]["failed"],
+                "rss_kib": pts[-1]["rss_kib"],
+                "first_open": first["open"],
+                "rss_first_kib": first["rss_kib"],
+                "kib_per_stream": per_stream_kib([first, pts[-1]]) or float("nan"),
+            }
+        results["streams"] = streams
+
+        # ---- ratios and targets
+        tp = throughput
+        ratios = {
+            "guard_vs_nginx_rps": tp["guard"]["rps"] / tp["nginx"]["rps"],
+            "guard_vs_nginx_p99": tp["guard"]["p99_ms"] / tp["nginx"]["p99_ms"],
+            "guard_vs_direct_rps": tp["guard"]["rps"] / tp["direct"]["rps"],
+        }
+        results["ratios"] = ratios
+        g = streams["guard"]
+        results["targets"] = {
+            "guard_vs_nginx_rps": ratios["guard_vs_nginx_rps"] >= 1.1,
+            "guard_vs_nginx_p99": ratios["guard_vs_nginx_p99"] <= 1.0,
+            "guard_vs_direct_rps": ratios["guard_vs_direct_rps"] >= 0.6,
+            "idle_rss": results["idle_rss_kib"] <= 10 * 1024,
+            "per_stream": g["kib_per_stream"] <= 16 and g["open"] >= min(n, 9000),
+        }
+    finally:
+        for p in CHILDREN:
+            stop(p)
+
+    (outdir / "results.json").write_text(json.dumps(results, indent=2))
+    report = render(results)
+    Path(args.out).write_text(report)
+    print(report)
+    print("ratios: " + json.dumps({k: round(v, 3) for k, v in results["ratios"].items()}))
+    print(f"idle RSS: {results['idle_rss_kib'] / 1024:.1f} MiB; per SSE stream: {results['streams']['guard']['kib_per_stream']:.1f} KiB")
+    missed = [k for k, ok in results["targets"].items() if not ok]
+    print("targets missed: " + (", ".join(missed) if missed else "none"))
+    log(f"logs in {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

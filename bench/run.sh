@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# mcp-guard benchmark (`make bench`): builds the guard in release mode, then runs bench/bench.py, which
+# measures direct vs mcp-guard vs nginx-with-the-same-check in one run and writes docs/performance.md.
+# Not part of `make test`. Needs nginx and wrk (`make setup`). Takes about two minutes on 2 cores.
+#   BENCH_SECONDS=10   seconds of load per target
+#   BENCH_STREAMS=9900 concurrent SSE streams for the per-stream memory measure
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --release -p mcp-guard --bin mcp-guard
+exec python3 bench/bench.py "$@"
