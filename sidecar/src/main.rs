@@ -1,4 +1,65 @@
-fn main() {
-    eprintln!("mcp-guard: not yet implemented");
-    std::process::exit(2);
+//! mcp-guard: a streaming reverse proxy that enforces a Host/Origin allowlist in front of an MCP server.
+
+use clap::Parser;
+use mcp_guard::cli::{Args, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(args: &Args) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&args.log_level)
+        .map_err(|e| anyhow::anyhow!("invalid --log-level {:?}: {e}", args.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    if let Err(e) = init_logging(&args) {
+        eprintln!("mcp-guard: {e:#}");
+        return std::process::ExitCode::from(2);
+    }
+    let workers = match args.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(2),
+        n => n,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .max_blocking_threads(4)
+        .thread_name("mcp-guard")
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mcp-guard: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(mcp_guard::run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "mcp-guard cannot start");
+            eprintln!("mcp-guard: {}", error_chain(&e));
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let msg = c.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        cur = c.source();
+    }
+    s
 }

@@ -1,0 +1,132 @@
+//! Streaming bodies: nothing is collected; frames pass through as they arrive.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use prometheus_client::metrics::gauge::Gauge;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The request body exceeded the configured limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than {limit} bytes")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
+/// A client's request body on its way to the upstream, cut off with [`BodyTooLarge`] past the limit.
+pub struct RequestBody {
+    inner: Incoming,
+    seen: u64,
+    limit: u64,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: u64) -> Self {
+        RequestBody {
+            inner,
+            seen: 0,
+            limit,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if this.seen > this.limit {
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: this.limit }))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Counts a streaming response in a gauge for as long as it lives.
+pub struct StreamCount(Gauge);
+
+impl StreamCount {
+    pub fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        StreamCount(gauge.clone())
+    }
+}
+
+impl Drop for StreamCount {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What the guard answers with: the upstream's streaming body, or a small body of its own.
+pub enum ResponseBody {
+    Upstream { inner: Incoming, _count: StreamCount },
+    Full(Option<Bytes>),
+}
+
+impl ResponseBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        ResponseBody::Full(Some(bytes.into()))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::Upstream { inner, .. } => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ResponseBody::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Upstream { inner, .. } => inner.size_hint(),
+            ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ResponseBody::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}

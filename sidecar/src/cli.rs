@@ -1,0 +1,175 @@
+//! The command line: every flag also settable by an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use mcp_guard_config::Mode;
+
+/// mcp-guard: a streaming reverse proxy that enforces a Host/Origin allowlist in front of an MCP server.
+///
+/// Flags and the --config file are merged: allowed hosts and origins are the union of both; --mode and
+/// --max-request-body-bytes, when given, override the file. The file is re-read when it changes.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "mcp-guard", version, about, long_about = None)]
+pub struct Args {
+    /// Address to accept MCP clients on (HTTP/1.1 and h2c).
+    #[arg(long, env = "MCP_GUARD_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// The MCP server: `http://127.0.0.1:8000` (HTTP/1.1) or `h2c://127.0.0.1:8000` (HTTP/2 prior knowledge).
+    #[arg(long, env = "MCP_GUARD_UPSTREAM")]
+    pub upstream: String,
+
+    /// Talk HTTP/2 (h2c, prior knowledge) to the upstream even with an `http://` URL.
+    #[arg(long, env = "MCP_GUARD_UPSTREAM_H2C")]
+    pub upstream_h2c: bool,
+
+    /// An allowed host pattern (repeatable): `mcp.example.com`, `*.example.com`, `host:8080`, `[::1]`.
+    #[arg(long = "allow-host", env = "MCP_GUARD_ALLOW_HOSTS", value_delimiter = ',')]
+    pub allow_hosts: Vec<String>,
+
+    /// An allowed origin pattern (repeatable): `https://app.example.com`, `http://localhost:*`, `null`.
+    #[arg(long = "allow-origin", env = "MCP_GUARD_ALLOW_ORIGINS", value_delimiter = ',')]
+    pub allow_origins: Vec<String>,
+
+    /// The guard config JSON file (as written by the operator); watched and reloaded when it changes.
+    #[arg(long, env = "MCP_GUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// `enforce` rejects violations; `audit` forwards them and still logs and counts them. Overrides the file.
+    #[arg(long, env = "MCP_GUARD_MODE", value_enum)]
+    pub mode: Option<ModeArg>,
+
+    /// Address of the admin listener (`/livez`, `/readyz`, `/metrics`); none when not given.
+    #[arg(long, env = "MCP_GUARD_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// Forward the client's Host (and Origin) unchanged instead of rewriting them to the upstream's.
+    #[arg(long, env = "MCP_GUARD_PRESERVE_HOST")]
+    pub preserve_host: bool,
+
+    /// Log format.
+    #[arg(long, env = "MCP_GUARD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log level or tracing filter directives (`info`, `debug`, `mcp_guard=debug,info`).
+    #[arg(long, env = "MCP_GUARD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Largest request body accepted (bytes); larger ones get 413. Overrides the file's limit.
+    #[arg(long, env = "MCP_GUARD_MAX_REQUEST_BODY_BYTES")]
+    pub max_request_body_bytes: Option<u64>,
+
+    /// Largest request head (request line and headers, bytes); larger ones get 431.
+    #[arg(long, env = "MCP_GUARD_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Most request headers accepted (HTTP/1.1); more get 431.
+    #[arg(long, env = "MCP_GUARD_MAX_HEADERS", default_value_t = 100)]
+    pub max_headers: usize,
+
+    /// Most client connections open at once; further clients wait in the listen backlog.
+    #[arg(long, env = "MCP_GUARD_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Time allowed to receive a request head, and to wait on an idle keep-alive connection.
+    #[arg(long, env = "MCP_GUARD_HEADER_READ_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub header_read_timeout: Duration,
+
+    /// Time allowed to connect to the upstream.
+    #[arg(long, env = "MCP_GUARD_UPSTREAM_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    pub upstream_connect_timeout: Duration,
+
+    /// A connection with no bytes moving either way for this long is closed (`0` = never). Not a total
+    /// deadline: an SSE stream that keeps sending lives as long as it likes.
+    #[arg(long, env = "MCP_GUARD_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "10m")]
+    pub idle_timeout: Duration,
+
+    /// On SIGTERM/SIGINT, time given to open requests and streams to finish before exiting.
+    #[arg(long, env = "MCP_GUARD_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "20s")]
+    pub drain_timeout: Duration,
+
+    /// How often the --config file is checked for changes.
+    #[arg(long, env = "MCP_GUARD_CONFIG_POLL_INTERVAL", value_parser = parse_duration, default_value = "1s")]
+    pub config_poll_interval: Duration,
+
+    /// Runtime worker threads (0 = one per CPU, at most 2).
+    #[arg(long, env = "MCP_GUARD_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    Enforce,
+    Audit,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Enforce => Mode::Enforce,
+            ModeArg::Audit => Mode::Audit,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Parses `500ms`, `30s`, `10m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (use e.g. 500ms, 30s, 10m, 1h)"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let a = Args::try_parse_from([
+            "mcp-guard",
+            "--listen",
+            "127.0.0.1:9000",
+            "--upstream",
+            "http://127.0.0.1:8000",
+            "--allow-host",
+            "a.com",
+            "--allow-host",
+            "b.com,c.com",
+            "--mode",
+            "audit",
+        ])
+        .unwrap();
+        assert_eq!(a.allow_hosts, ["a.com", "b.com", "c.com"]);
+        assert_eq!(a.mode, Some(ModeArg::Audit));
+    }
+}

@@ -1,0 +1,171 @@
+//! Where the live allowlist comes from: flags merged with the `--config` file, reloaded when the file changes.
+//!
+//! Merge rules: allowed hosts and origins are the union of the flags and the file; `--mode` and
+//! `--max-request-body-bytes`, when given, override the file; `source` comes from the file.
+//!
+//! Reload: the file's content is read every poll interval through its path (so kubelet's ConfigMap update, an
+//! atomic swap of the `..data` symlink, is seen like any edit). A changed content is parsed and compiled; a
+//! valid one replaces the live allowlist in a `watch` channel, an invalid one is logged and counted and the last
+//! good allowlist stays. Open connections are not touched: each request reads the live allowlist.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_guard_config::{Allowlist, ConfigError, GuardConfig, Mode};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::metrics::Metrics;
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: ConfigError,
+    },
+    #[error("{0}")]
+    Flags(#[source] ConfigError),
+}
+
+/// The config given on the command line, and the file to merge it with.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigSources {
+    pub allow_hosts: Vec<String>,
+    pub allow_origins: Vec<String>,
+    pub mode: Option<Mode>,
+    pub max_request_body_bytes: Option<u64>,
+    pub file: Option<PathBuf>,
+}
+
+impl ConfigSources {
+    /// Merges the flags into a config read from the file (or an empty one).
+    pub fn merge(&self, file: Option<GuardConfig>) -> GuardConfig {
+        let mut config = file.unwrap_or_default();
+        for h in &self.allow_hosts {
+            if !config.allowed_hosts.contains(h) {
+                config.allowed_hosts.push(h.clone());
+            }
+        }
+        for o in &self.allow_origins {
+            if !config.allowed_origins.contains(o) {
+                config.allowed_origins.push(o.clone());
+            }
+        }
+        if let Some(mode) = self.mode {
+            config.mode = mode;
+        }
+        if let Some(limit) = self.max_request_body_bytes {
+            config.limits.max_request_body_bytes = Some(limit);
+        }
+        config
+    }
+
+    /// Reads the file (if any) and returns its raw content.
+    pub fn read_file(&self) -> Result<Option<Vec<u8>>, LoadError> {
+        match &self.file {
+            None => Ok(None),
+            Some(path) => std::fs::read(path).map(Some).map_err(|source| LoadError::Read {
+                path: path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Compiles the flags merged with the given file content.
+    pub fn compile(&self, content: Option<&[u8]>) -> Result<Allowlist, LoadError> {
+        let invalid = |source| match &self.file {
+            Some(path) => LoadError::Invalid {
+                path: path.clone(),
+                source,
+            },
+            None => LoadError::Flags(source),
+        };
+        let file = content.map(GuardConfig::from_json).transpose().map_err(invalid)?;
+        Allowlist::compile(&self.merge(file)).map_err(invalid)
+    }
+
+    /// Loads the config at start-up: any error here is fatal (never fail open).
+    pub fn load(&self) -> Result<(Allowlist, Option<Vec<u8>>), LoadError> {
+        let content = self.read_file()?;
+        let allowlist = self.compile(content.as_deref())?;
+        Ok((allowlist, content))
+    }
+}
+
+/// The live allowlist, shared by all connections; readers borrow it per request.
+pub type LiveAllowlist = watch::Receiver<Arc<Allowlist>>;
+
+/// Publishes gauges that describe the live allowlist.
+pub fn describe(metrics: &Metrics, allowlist: &Allowlist) {
+    metrics.allowed_hosts.set(allowlist.hosts().len() as i64);
+    metrics.allowed_origins.set(allowlist.origins().len() as i64);
+}
+
+/// Polls the config file and publishes each new valid allowlist. Returns when every receiver is gone.
+pub async fn watch_file(
+    sources: ConfigSources,
+    mut last: Option<Vec<u8>>,
+    interval: Duration,
+    tx: watch::Sender<Arc<Allowlist>>,
+    metrics: Arc<Metrics>,
+) {
+    let Some(path) = sources.file.clone() else { return };
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut read_failing = false;
+    loop {
+        ticker.tick().await;
+        if tx.is_closed() {
+            return;
+        }
+        let read = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || std::fs::read(path)).await
+        };
+        let content = match read {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                if !read_failing {
+                    warn!(path = %path.display(), error = %e, "cannot read config file; keeping the last good config");
+                    metrics.reload(false);
+                    read_failing = true;
+                }
+                continue;
+            }
+            Err(_) => continue,
+        };
+        read_failing = false;
+        if last.as_deref() == Some(content.as_slice()) {
+            continue;
+        }
+        match sources.compile(Some(&content)) {
+            Ok(allowlist) => {
+                info!(
+                    path = %path.display(),
+                    hosts = allowlist.hosts().len(),
+                    origins = allowlist.origins().len(),
+                    mode = ?allowlist.mode,
+                    "config reloaded"
+                );
+                describe(&metrics, &allowlist);
+                metrics.reload(true);
+                tx.send_replace(Arc::new(allowlist));
+            }
+            Err(e) => {
+                error!(path = %path.display(), error = %e, "new config is invalid; keeping the last good config");
+                metrics.reload(false);
+            }
+        }
+        last = Some(content);
+    }
+}

@@ -1,0 +1,420 @@
+//! The request path: check the live allowlist, then stream the request to the upstream and the response back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use mcp_guard_config::{Allowlist, Denial, HeaderSeen, Mode, Reason, RequestFacts, Verdict};
+use tracing::{debug, warn};
+
+use crate::body::{BodyTooLarge, RequestBody, ResponseBody, StreamCount};
+use crate::config::LiveAllowlist;
+use crate::metrics::{Metrics, Outcome, UpstreamError};
+use crate::upstream::Upstream;
+
+/// Used when neither the config nor a flag sets `maxRequestBodyBytes`.
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 4 * 1024 * 1024;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) that a proxy must not forward, besides those named in `Connection`.
+fn hop_by_hop() -> [&'static HeaderName; 7] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ]
+}
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(&name);
+        }
+    }
+    for name in hop_by_hop() {
+        headers.remove(name);
+    }
+}
+
+pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+
+/// Everything the request path needs; shared by all connections.
+pub struct Proxy {
+    pub live: LiveAllowlist,
+    pub client: UpstreamClient,
+    pub upstream: Upstream,
+    pub preserve_host: bool,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Facts about one client connection, computed once.
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub ip: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip = HeaderValue::try_from(addr.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+        Peer { addr, ip }
+    }
+}
+
+/// Reads the facts the allowlist check needs from a request.
+pub fn facts(req: &Request<Incoming>) -> RequestFacts<'_> {
+    let headers = req.headers();
+    RequestFacts {
+        target_authority: req.uri().authority().map(|a| a.as_str()),
+        http2: req.version() == Version::HTTP_2,
+        scheme: req.uri().scheme_str(),
+        host: HeaderSeen::collect(headers.get_all(header::HOST).iter().map(HeaderValue::as_bytes)),
+        origin: HeaderSeen::collect(headers.get_all(header::ORIGIN).iter().map(HeaderValue::as_bytes)),
+    }
+}
+
+impl Proxy {
+    /// Handles one request; never fails (errors become JSON answers).
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Arc<Peer>) -> Response<ResponseBody> {
+        let allowlist: Arc<Allowlist> = self.live.borrow().clone();
+        let verdict = allowlist.check(&facts(&req));
+        let allowed = match verdict {
+            Verdict::Allow => {
+                self.metrics.request(Outcome::Allowed, None);
+                true
+            }
+            Verdict::Deny(denial) => {
+                let enforce = allowlist.mode == Mode::Enforce;
+                log_denial(&denial, &req, &peer, enforce);
+                if enforce {
+                    self.metrics.request(Outcome::Rejected, Some(denial.reason));
+                    return reject(&allowlist, &denial);
+                }
+                self.metrics.request(Outcome::Audited, Some(denial.reason));
+                false
+            }
+        };
+
+        let limit = allowlist
+            .limits
+            .max_request_body_bytes
+            .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES);
+        if let Some(len) = content_length(req.headers())
+            && len > limit
+        {
+            return self.too_large(&allowlist, &req, &peer, limit, len.to_string());
+        }
+
+        let method = req.method().clone();
+        let path = req.uri().path_and_query().cloned();
+        let upstream_req = self.upstream_request(req, &peer, allowed, limit);
+        match self.client.request(upstream_req).await {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                let body = ResponseBody::Upstream {
+                    inner: body,
+                    _count: StreamCount::new(&self.metrics.open_streams),
+                };
+                Response::from_parts(parts, body)
+            }
+            Err(err) => {
+                let path = path.as_ref().map_or("/", |p| p.path());
+                self.upstream_failed(&allowlist, err, &method, path, &peer, limit)
+            }
+        }
+    }
+
+    /// Rewrites the client's request into the upstream's.
+    fn upstream_request(
+        &self,
+        req: Request<Incoming>,
+        peer: &Peer,
+        allowed: bool,
+        limit: u64,
+    ) -> Request<RequestBody> {
+        let (mut parts, body) = req.into_parts();
+        // The authority the client addressed (what the check looked at).
+        let client_authority = match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => parts.headers.get(header::HOST).cloned(),
+        };
+        let path_and_query = parts.uri.path_and_query().cloned();
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(self.upstream.authority.clone());
+        uri.path_and_query =
+            Some(path_and_query.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+        parts.uri = Uri::from_parts(uri).unwrap_or_else(|_| self.upstream.base_uri.clone());
+
+        let headers = &mut parts.headers;
+        strip_hop_by_hop(headers);
+        if self.upstream.h2 {
+            parts.version = Version::HTTP_2;
+            headers.remove(header::HOST);
+        } else {
+            parts.version = Version::HTTP_11;
+            match (&client_authority, self.preserve_host) {
+                (Some(client), true) => headers.insert(header::HOST, client.clone()),
+                _ => headers.insert(header::HOST, self.upstream.host_header.clone()),
+            };
+        }
+        if allowed && !self.preserve_host && headers.contains_key(header::ORIGIN) {
+            headers.insert(header::ORIGIN, self.upstream.origin_header.clone());
+        }
+        match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prior) => {
+                let joined = format!("{prior}, {}", peer.addr.ip());
+                if let Ok(v) = HeaderValue::try_from(joined) {
+                    headers.insert(X_FORWARDED_FOR.clone(), v);
+                }
+            }
+            None => {
+                headers.insert(X_FORWARDED_FOR.clone(), peer.ip.clone());
+            }
+        }
+        if let Some(client) = client_authority {
+            headers.insert(X_FORWARDED_HOST.clone(), client);
+        }
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
+        Request::from_parts(parts, RequestBody::new(body, limit))
+    }
+
+    fn too_large(
+        &self,
+        allowlist: &Allowlist,
+        req: &Request<Incoming>,
+        peer: &Peer,
+        limit: u64,
+        received: String,
+    ) -> Response<ResponseBody> {
+        let denial = Denial {
+            reason: Reason::RequestBodyTooLarge,
+            received,
+            detail: Some(format!("limit {limit} bytes")),
+        };
+        log_denial(&denial, req, peer, true);
+        self.metrics.request(Outcome::Rejected, Some(denial.reason));
+        reject(allowlist, &denial)
+    }
+
+    fn upstream_failed(
+        &self,
+        allowlist: &Allowlist,
+        err: hyper_util::client::legacy::Error,
+        method: &http::Method,
+        path: &str,
+        peer: &Peer,
+        limit: u64,
+    ) -> Response<ResponseBody> {
+        if find_source::<BodyTooLarge>(&err).is_some() {
+            let denial = Denial {
+                reason: Reason::RequestBodyTooLarge,
+                received: format!("more than {limit} bytes"),
+                detail: Some(format!("limit {limit} bytes")),
+            };
+            warn!(reason = %denial.reason, peer = %peer.addr, %method, path, limit, "request rejected");
+            self.metrics.request(Outcome::Rejected, Some(denial.reason));
+            return reject(allowlist, &denial);
+        }
+        let kind = if err.is_connect() {
+            if find_source::<std::io::Error>(&err).is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut) {
+                UpstreamError::Timeout
+            } else {
+                UpstreamError::Connect
+            }
+        } else {
+            UpstreamError::Request
+        };
+        self.metrics.upstream_error(kind);
+        let detail = error_chain(&err);
+        warn!(upstream = %self.upstream.authority, error = %detail, kind = ?kind, peer = %peer.addr, %method, path, "upstream request failed");
+        let denial = Denial {
+            reason: Reason::UpstreamUnavailable,
+            received: self.upstream.authority.to_string(),
+            detail: Some(detail),
+        };
+        reject(allowlist, &denial)
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn find_source<'a, E: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
+fn log_denial(denial: &Denial, req: &Request<Incoming>, peer: &Peer, enforce: bool) {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let detail = denial.detail.as_deref().unwrap_or("");
+    if enforce {
+        warn!(
+            reason = %denial.reason,
+            status = denial.status(),
+            received = %denial.received,
+            detail,
+            origin = origin.as_deref().unwrap_or(""),
+            peer = %peer.addr,
+            method = %req.method(),
+            path = req.uri().path(),
+            mode = "enforce",
+            "request rejected"
+        );
+    } else {
+        warn!(
+            reason = %denial.reason,
+            status = denial.status(),
+            received = %denial.received,
+            detail,
+            origin = origin.as_deref().unwrap_or(""),
+            peer = %peer.addr,
+            method = %req.method(),
+            path = req.uri().path(),
+            mode = "audit",
+            "request violates the allowlist; forwarded (audit mode)"
+        );
+    }
+    debug!(headers = ?req.headers(), "rejected request headers");
+}
+
+/// The JSON-RPC error body the guard answers refusals with.
+pub fn error_body(allowlist: Option<&Allowlist>, denial: &Denial) -> Bytes {
+    let code = match denial.reason {
+        Reason::UpstreamUnavailable => -32603,
+        _ => -32600,
+    };
+    let hint = match allowlist {
+        Some(a) => a.hint(denial),
+        None => String::new(),
+    };
+    let mut data = serde_json::json!({
+        "reason": denial.reason.as_str(),
+        "received": denial.received,
+        "hint": hint,
+    });
+    if let (Some(detail), Some(obj)) = (&denial.detail, data.as_object_mut()) {
+        obj.insert("detail".into(), serde_json::Value::String(detail.clone()));
+    }
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": { "code": code, "message": denial.reason.message(), "data": data },
+    });
+    Bytes::from(body.to_string())
+}
+
+/// A refusal as an HTTP response: the reason's status, `content-type: application/json`, the JSON-RPC body.
+pub fn reject(allowlist: &Allowlist, denial: &Denial) -> Response<ResponseBody> {
+    json_response(denial.status(), error_body(Some(allowlist), denial))
+}
+
+pub fn json_response(status: u16, body: Bytes) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(body));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("mcp-session-id", HeaderValue::from_static("abc"));
+        h.insert("mcp-protocol-version", HeaderValue::from_static("2025-06-18"));
+        h.insert("last-event-id", HeaderValue::from_static("7"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["mcp-session-id", "mcp-protocol-version", "last-event-id"]);
+    }
+
+    #[test]
+    fn error_body_shape() {
+        let allowlist = Allowlist::compile(&mcp_guard_config::GuardConfig {
+            allowed_hosts: vec!["a.com".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let d = Denial::new(Reason::HostNotAllowed, "evil.com");
+        let v: serde_json::Value = serde_json::from_slice(&error_body(Some(&allowlist), &d)).unwrap();
+        assert_eq!(v["jsonrpc"], "2.0");
+        assert!(v["id"].is_null());
+        assert_eq!(v["error"]["code"], -32600);
+        assert_eq!(v["error"]["data"]["reason"], "host_not_allowed");
+        assert_eq!(v["error"]["data"]["received"], "evil.com");
+        assert!(
+            v["error"]["data"]["hint"]
+                .as_str()
+                .unwrap()
+                .contains("--allow-host evil.com")
+        );
+    }
+}
