@@ -86,7 +86,12 @@ wait_for() {
 port_free() { ! (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 # A workspace binary counts as built when it runs (the skeletons print "not yet implemented" and exit 2).
-implemented() { [ -x "$TARGET/$1" ] && ! "$TARGET/$1" --help 2>&1 | grep -q "not yet implemented"; }
+implemented() {
+  [ -x "$TARGET/$1" ] || return 1
+  local out
+  out=$("$TARGET/$1" --help 2>&1 || true)
+  ! grep -q "not yet implemented" <<<"$out"
+}
 http_code() { curl -s -o "$2" -w '%{http_code}' "${@:3}" "$1" || true; }
 
 INIT='{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}'
@@ -298,7 +303,8 @@ if [ $HAVE_GUARD = 1 ]; then
       sed -e "s/\$(POD_IP)/$POD_IP/g" -e "s#/etc/mcp-guard/#$WORK/etc/mcp-guard/#g" -e "s/0\.0\.0\.0:/$POD_IP:/g")
   else
     GUARD_ARGS=(--listen "$POD_IP:$APP_PORT" --upstream "http://127.0.0.1:$APP_PORT" --allow-host "$PUBLIC_HOST"
-      --allow-host "$POD_IP" --allow-origin https://chat.example.com --admin-listen "$POD_IP:15081")
+      --allow-host "$APP.$APP_NS.svc.cluster.local" --allow-host "$POD_IP" --allow-origin https://chat.example.com
+      --admin-listen "$POD_IP:15081")
   fi
   info "${D}mcp-guard ${GUARD_ARGS[*]}$N"
   start guard "$TARGET/mcp-guard" "${GUARD_ARGS[@]}"
@@ -358,7 +364,8 @@ if [ $GUARD_UP = 1 ]; then
     printf '    %s✘ HTTP %s%s\n' "$R" "$CODE" "$N"
     result "DNS rebinding (forged Origin) blocked: 403" FAILED
   fi
-  info "the guard counted them: $(curl -s "http://$POD_IP:15081/metrics" | grep -E '^mcp_guard_[a-z_]*(rejected|rejections|denied)[a-z_]*\{' | tr '\n' ' ')"
+  info "the guard counted them (http://$POD_IP:15081/metrics):"
+  curl -s "http://$POD_IP:15081/metrics" | grep -E '^mcp_guard_requests_total\{' | grep -v ' 0$' | sed 's/^/      /' || true
 else
   notyet "needs the guard; without it the server is reached directly:"
   CODE=$(http_code "http://127.0.0.1:$APP_PORT/mcp" "$WORK/direct.txt" -X POST -H "Host: $ATTACKER" \

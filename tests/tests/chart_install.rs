@@ -452,12 +452,12 @@ async fn install_reconcile_upgrade_uninstall() {
 
     let out = helm.run(&["uninstall", RELEASE, "-n", RELEASE_NS, "--wait"]);
     assert!(out.contains("uninstalled"), "{out}");
-    assert_nothing_left(cluster).await;
+    assert_nothing_left(cluster, RELEASE, RELEASE_NS).await;
 }
 
 /// After `helm uninstall`: no object of the release in its namespace or cluster-wide; the CRDs stay (Helm never
 /// deletes CRDs from a chart's crds/ directory).
-async fn assert_nothing_left(cluster: &Cluster) {
+async fn assert_nothing_left(cluster: &Cluster, release: &str, namespace: &str) {
     let resources = kubectl(
         cluster,
         &["api-resources", "--verbs=list", "--namespaced", "-o", "name"],
@@ -487,7 +487,7 @@ async fn assert_nothing_left(cluster: &Cluster) {
                     "get",
                     "clusterroles,clusterrolebindings,mutatingwebhookconfigurations,validatingwebhookconfigurations,mcpguardpolicies",
                     "-l",
-                    &format!("app.kubernetes.io/instance={RELEASE}"),
+                    &format!("app.kubernetes.io/instance={release}"),
                     "-o",
                     "name",
                 ],
@@ -524,4 +524,104 @@ async fn assert_nothing_left(cluster: &Cluster) {
             "mcpguardpolicies.mcpguard.dev",
         ],
     );
+}
+
+/// `kubectl auth can-i` as the chart's ServiceAccount: what the operator needs is allowed, the rest is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_gets_exactly_what_the_operator_needs() {
+    let cluster = Cluster::shared().await;
+    let release = "rbac-check";
+    let ns = cluster.namespace("chart-rbac").await;
+    let helm = Helm {
+        cluster,
+        home: tempfile::tempdir().unwrap(),
+    };
+    let chart = chart_dir();
+    // Another release beside install_reconcile_upgrade_uninstall's: no second "default" policy, no webhooks.
+    helm.run(&[
+        "install",
+        release,
+        chart.to_str().unwrap(),
+        "-n",
+        &ns,
+        "--set",
+        "policy.create=false",
+        "--set",
+        "webhook.enabled=false",
+    ]);
+    let sa = format!("{release}-mcp-guard");
+    let kubeconfig = cluster.service_account_kubeconfig(&ns, &sa).await.unwrap();
+    let can = |args: &[&str]| -> bool {
+        let out = Command::new(bin("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["auth", "can-i"])
+            .args(args)
+            .output()
+            .unwrap();
+        text(&out.stdout).trim() == "yes"
+    };
+    let other = "some-team";
+    let lease = "mcp-guard-operator";
+    let allowed: Vec<Vec<&str>> = vec![
+        vec!["list", "mcpservers.mcpguard.dev", "-A"],
+        vec!["watch", "mcpservers.mcpguard.dev", "-A"],
+        vec!["get", "mcpguardpolicies.mcpguard.dev"],
+        vec!["watch", "mcpguardpolicies.mcpguard.dev"],
+        vec![
+            "patch",
+            "mcpservers.mcpguard.dev",
+            "--subresource=status",
+            "-n",
+            other,
+        ],
+        vec!["list", "services", "-A"],
+        vec!["watch", "pods", "-A"],
+        vec!["get", "namespaces"],
+        vec!["list", "ingresses.networking.k8s.io", "-A"],
+        vec!["watch", "httproutes.gateway.networking.k8s.io", "-A"],
+        vec!["list", "gateways.gateway.networking.k8s.io", "-A"],
+        vec!["create", "configmaps", "-n", other],
+        vec!["patch", "configmaps", "-n", other],
+        vec!["watch", "configmaps", "-A"],
+        vec!["create", "events.events.k8s.io", "-n", other],
+        vec!["create", "events", "-n", other],
+        vec!["create", "leases.coordination.k8s.io", "-n", &ns],
+    ];
+    let lease_ref = format!("leases.coordination.k8s.io/{lease}");
+    let mut allowed = allowed;
+    allowed.push(vec!["update", &lease_ref, "-n", &ns]);
+    allowed.push(vec!["get", &lease_ref, "-n", &ns]);
+    for args in &allowed {
+        assert!(can(args), "the chart's ServiceAccount cannot {args:?}");
+    }
+    let denied: Vec<Vec<&str>> = vec![
+        vec!["get", "secrets", "-n", &ns],
+        vec!["list", "secrets", "-A"],
+        vec!["get", "secrets", "-n", "kube-system"],
+        vec!["create", "pods", "-n", other],
+        vec!["delete", "pods", "-n", other],
+        vec!["patch", "services", "-n", other],
+        vec!["update", "ingresses.networking.k8s.io", "-n", other],
+        vec!["delete", "configmaps", "-n", other],
+        vec!["update", "mcpservers.mcpguard.dev", "-n", other],
+        vec!["patch", "mcpguardpolicies.mcpguard.dev"],
+        vec!["create", "leases.coordination.k8s.io", "-n", other],
+        vec!["update", "leases.coordination.k8s.io/someone-elses", "-n", &ns],
+        vec![
+            "patch",
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io",
+        ],
+        vec!["create", "clusterrolebindings.rbac.authorization.k8s.io"],
+        vec!["get", "nodes"],
+        vec!["create", "serviceaccounts/token", "-n", &ns],
+    ];
+    for args in &denied {
+        assert!(
+            !can(args),
+            "the chart's ServiceAccount may {args:?}, which the operator does not need"
+        );
+    }
+    helm.run(&["uninstall", release, "-n", &ns, "--wait"]);
+    assert_nothing_left(cluster, release, &ns).await;
 }
