@@ -151,10 +151,10 @@ impl Collector {
         let tx = std::sync::Mutex::new(tx);
         serve(listener, stop.clone(), move |mut conn| {
             if let Ok((head, body)) = read_request(&mut conn) {
-                if head.starts_with("POST /report") {
-                    if let Ok(tx) = tx.lock() {
-                        let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
-                    }
+                if head.starts_with("POST /report")
+                    && let Ok(tx) = tx.lock()
+                {
+                    let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
                 }
                 let _ = conn.write_all(
                     b"HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n",
