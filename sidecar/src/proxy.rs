@@ -331,30 +331,51 @@ fn log_denial(denial: &Denial, req: &Request<Incoming>, peer: &Peer, enforce: bo
     debug!(headers = ?req.headers(), "rejected request headers");
 }
 
-/// The JSON-RPC error body the guard answers refusals with.
+#[derive(serde::Serialize)]
+struct ErrorEnvelope<'a> {
+    jsonrpc: &'static str,
+    id: Option<()>,
+    error: ErrorObject<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct ErrorObject<'a> {
+    code: i32,
+    message: &'static str,
+    data: ErrorData<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct ErrorData<'a> {
+    reason: &'static str,
+    received: &'a str,
+    hint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+}
+
+/// The JSON-RPC error body the guard answers refusals with:
+/// `{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":..,"data":{"reason":..,"received":..,"hint":..}}}`.
 pub fn error_body(allowlist: Option<&Allowlist>, denial: &Denial) -> Bytes {
     let code = match denial.reason {
         Reason::UpstreamUnavailable => -32603,
         _ => -32600,
     };
-    let hint = match allowlist {
-        Some(a) => a.hint(denial),
-        None => String::new(),
+    let envelope = ErrorEnvelope {
+        jsonrpc: "2.0",
+        id: None,
+        error: ErrorObject {
+            code,
+            message: denial.reason.message(),
+            data: ErrorData {
+                reason: denial.reason.as_str(),
+                received: &denial.received,
+                hint: allowlist.map(|a| a.hint(denial)).unwrap_or_default(),
+                detail: denial.detail.as_deref(),
+            },
+        },
     };
-    let mut data = serde_json::json!({
-        "reason": denial.reason.as_str(),
-        "received": denial.received,
-        "hint": hint,
-    });
-    if let (Some(detail), Some(obj)) = (&denial.detail, data.as_object_mut()) {
-        obj.insert("detail".into(), serde_json::Value::String(detail.clone()));
-    }
-    let body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": null,
-        "error": { "code": code, "message": denial.reason.message(), "data": data },
-    });
-    Bytes::from(body.to_string())
+    Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
 }
 
 /// A refusal as an HTTP response: the reason's status, `content-type: application/json`, the JSON-RPC body.
