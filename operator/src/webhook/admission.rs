@@ -8,8 +8,8 @@ use kube::ResourceExt;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::{DynamicObject, Selector};
 
-use super::WebhookState;
 use super::inject::{self, InjectionInput, InjectionPlan, NAMESPACE_INJECTION_LABEL, SkipReason};
+use super::{Read, WebhookState};
 use crate::crd::MCPServer;
 
 const MUTATE: &str = "mutate-pods";
@@ -62,14 +62,14 @@ async fn mutate_request(
         Ok(l) => l,
         Err(e) => return (error_response(resp, &ns, &pod_name, "namespace", &e), "error"),
     };
-    let mut plan = match plan_with(state, pod, &ns, &labels, false).await {
+    let mut plan = match plan_with(state, pod, &ns, &labels, Read::Cache).await {
         Ok(p) => p,
         Err(e) => return (error_response(resp, &ns, &pod_name, "MCPServers", &e), "error"),
     };
-    // The cache may not have seen an MCPServer created a moment ago: confirm "no match" with a live read
-    // rather than start an MCP server unguarded.
+    // This process's cache may not have seen an MCPServer created a moment ago: confirm "no match" from the API
+    // server's own cache rather than start an MCP server unguarded.
     if plan == InjectionPlan::Skip(SkipReason::NoMatchingServer) {
-        plan = match plan_with(state, pod, &ns, &labels, true).await {
+        plan = match plan_with(state, pod, &ns, &labels, Read::ApiServerCache).await {
             Ok(p) => p,
             Err(e) => return (error_response(resp, &ns, &pod_name, "MCPServers", &e), "error"),
         };
@@ -113,7 +113,7 @@ async fn plan_with(
     pod: &Pod,
     ns: &str,
     labels: &std::collections::BTreeMap<String, String>,
-    live: bool,
+    read: Read,
 ) -> Result<InjectionPlan, kube::Error> {
     // Cheap checks first: a skipped pod costs no MCPServer lookup.
     let cheap = inject::plan(&InjectionInput {
@@ -127,7 +127,7 @@ async fn plan_with(
     if cheap != InjectionPlan::Skip(SkipReason::NoMatchingServer) {
         return Ok(cheap);
     }
-    let servers = state.servers_in(ns, live).await?;
+    let servers = state.servers_in(ns, read).await?;
     let guarded = state.guarded_servers(&servers).await?;
     Ok(inject::plan(&InjectionInput {
         pod,
@@ -312,7 +312,7 @@ async fn gather(state: &WebhookState, server: &MCPServer, ns: &str) -> Gathered 
         labels: None,
         read_errors: vec![],
     };
-    match state.servers_in(ns, true).await {
+    match state.servers_in(ns, Read::Consistent).await {
         Ok(s) => g.others = s,
         Err(e) => g
             .read_errors
@@ -341,6 +341,5 @@ async fn gather(state: &WebhookState, server: &MCPServer, ns: &str) -> Gathered 
         Ok(l) => g.labels = Some(l),
         Err(e) => g.read_errors.push(format!("could not read the namespace: {e}")),
     }
-    let _ = state.client();
     g
 }
