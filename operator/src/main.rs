@@ -1,4 +1,84 @@
-fn main() {
-    eprintln!("mcp-guard-operator: not yet implemented");
-    std::process::exit(2);
+//! mcp-guard-operator: the controller (allowlists from Ingress/HTTPRoute/Service), the admission webhook
+//! and the admin listener, in one process. See docs/operator.md.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use mcp_guard_operator::admin::{self, AdminState};
+use mcp_guard_operator::cli::{Cli, init_logging, shutdown_signal};
+use mcp_guard_operator::controller::ControllerReadiness;
+use mcp_guard_operator::metrics::ControllerMetrics;
+use mcp_guard_operator::run::{ControllerOptions, run_controller, wait_true};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes client configuration (set KUBECONFIG or run in a pod)")?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut readiness: Vec<admin::ReadinessCheck> = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+
+    if !cli.no_controller {
+        let metrics = ControllerMetrics::default();
+        metrics.register(&mut registry);
+        let ready = ControllerReadiness::default();
+        readiness.push((
+            "controller".into(),
+            Arc::new({
+                let ready = ready.clone();
+                move || ready.is_ready()
+            }),
+        ));
+        let options = ControllerOptions {
+            settings: cli.controller_settings(),
+            lease: cli.lease_settings(client.default_namespace()),
+        };
+        let (client, shutdown) = (client.clone(), shutdown_rx.clone());
+        tasks.spawn(async move {
+            run_controller(client, options, metrics, ready, shutdown)
+                .await
+                .context("controller")
+        });
+    }
+
+    // The admission webhook is wired here (see operator/src/webhook.rs).
+
+    let listener = admin::bind(cli.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on --admin-listen {}", cli.admin_listen))?;
+    let admin_state = Arc::new(AdminState { registry, readiness });
+    tokio::spawn(admin::serve(
+        listener,
+        admin_state,
+        wait_true(shutdown_rx.clone()),
+    ));
+
+    info!(identity = %cli.identity(), "mcp-guard-operator started");
+    let result = tokio::select! {
+        () = shutdown_signal() => Ok(()),
+        Some(res) = tasks.join_next() => match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow::anyhow!("task panicked: {e}")),
+        },
+    };
+    let _ = shutdown_tx.send(true);
+    let grace = Duration::from_secs(cli.shutdown_grace_seconds);
+    if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        error!("graceful shutdown took longer than {grace:?}; exiting");
+    }
+    result
 }

@@ -36,95 +36,16 @@ impl fmt::Display for FieldError {
 /// Checks a host pattern with the guard's own parser, so that what the operator accepts is exactly what the
 /// guard will load.
 pub fn check_host_pattern(s: &str) -> Result<(), String> {
-    interim::host(s)
+    mcp_guard_config::HostPattern::parse(s)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Checks an origin pattern with the guard's own parser.
 pub fn check_origin_pattern(s: &str) -> Result<(), String> {
-    interim::origin(s)
-}
-
-/// Stand-in until `mcp_guard_config::{HostPattern, OriginPattern}::parse` land.
-mod interim {
-    pub fn host(s: &str) -> Result<(), String> {
-        if s.is_empty() {
-            return Err("empty".into());
-        }
-        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err("contains whitespace".into());
-        }
-        if s == "*" || s == "**" || s == "*:*" {
-            return Err("a bare wildcard allows every host; use audit mode instead".into());
-        }
-        if s.contains(['@', '/', '?', '#']) {
-            return Err("must be host[:port], without scheme, userinfo or path".into());
-        }
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (inner, after) = rest.split_once(']').ok_or("unterminated IPv6 literal")?;
-            inner
-                .parse::<std::net::Ipv6Addr>()
-                .map_err(|_| "invalid IPv6 literal")?;
-            (None, after.strip_prefix(':'))
-        } else {
-            match s.rsplit_once(':') {
-                Some((h, p)) => (Some(h), Some(p)),
-                None => (Some(s), None),
-            }
-        };
-        if let Some(p) = port
-            && p != "*"
-        {
-            match p.parse::<u32>() {
-                Ok(n) if (1..=65535).contains(&n) && p.bytes().all(|b| b.is_ascii_digit()) => {}
-                _ => return Err(format!("invalid port {p:?}")),
-            }
-        }
-        let Some(host) = host else { return Ok(()) };
-        let host = host.strip_suffix('.').unwrap_or(host);
-        let rest = host
-            .strip_prefix("**.")
-            .or_else(|| host.strip_prefix("*."))
-            .unwrap_or(host);
-        if rest.contains('*') {
-            return Err("a wildcard is only allowed as the first label (`*.` or `**.`)".into());
-        }
-        if rest.len() > 253 {
-            return Err("name longer than 253 characters".into());
-        }
-        for label in rest.split('.') {
-            let ok = !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                && !label.starts_with('-')
-                && !label.ends_with('-');
-            if !ok {
-                return Err(format!("invalid DNS label {label:?}"));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn origin(s: &str) -> Result<(), String> {
-        if s == "null" {
-            return Ok(());
-        }
-        let (scheme, rest) = s
-            .split_once("://")
-            .ok_or("must be scheme://host[:port] or null")?;
-        let scheme_ok = scheme.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
-            && scheme
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-        if !scheme_ok {
-            return Err(format!("invalid scheme {scheme:?}"));
-        }
-        if rest.is_empty() {
-            return Err("missing host".into());
-        }
-        host(rest)
-    }
+    mcp_guard_config::OriginPattern::parse(s)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Every problem in an MCPServer spec (empty when valid).

@@ -1,0 +1,796 @@
+//! Derivation of an MCPServer's allowlist from plain objects: a pure function, no client.
+//!
+//! Rules (documented for users in `docs/operator.md`):
+//!
+//! - **Which Services route to the server.** A Service in the MCPServer's namespace with a non-empty selector
+//!   routes to the server's pods when either every label the Service selects on is implied by the MCPServer's
+//!   selector (`matchLabels`, or `In` with a single value) — the Service selects all the server's pods, maybe
+//!   more — or the MCPServer's selector matches the Service's selector read as a pod's labels — every pod the
+//!   Service selects is a server pod. `spec.services` replaces this discovery with an explicit list.
+//! - **Which Service ports reach the server.** A port whose `targetPort` (default: `port`) is the server's
+//!   `spec.port`, or a named `targetPort` (names are resolved by kubelet against the pod's container ports,
+//!   which the operator does not watch; a name is assumed to be the server's port). A numeric `targetPort` that
+//!   is not `spec.port` reaches the pod on a port the guard does not cover: reported as `GuardBypass`.
+//! - **Ingress** (`networking.k8s.io/v1`, same namespace): a rule contributes its `host` when one of its paths
+//!   has a backend Service port that reaches the server. Single-label wildcards stay `*.x` (same meaning in the
+//!   guard). A rule without a host, or a `defaultBackend` to the server, accepts any host: reported as
+//!   `CatchAllIngressRule`, never turned into `*`. A backend naming a server Service on a port that does not
+//!   reach the server is `IngressBackendPortMismatch`. Hosts listed in `spec.tls[].hosts` give `https://`
+//!   origins, others `http://`.
+//! - **HTTPRoute** (`gateway.networking.k8s.io/v1`, same namespace, when the CRD is installed): hostnames
+//!   become Gateway multi-label wildcards (`*.x` → `**.x`), intersected with the hostnames of the parent
+//!   Gateway's listeners (filtered by `sectionName`/`port`) when the Gateway is known; a route with no
+//!   hostnames takes its listeners' hostnames. HTTPS listeners give `https://` origins, HTTP `http://`;
+//!   unknown parents give both.
+//! - **Service DNS names** `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.<cluster-domain>` of every Service that
+//!   routes to the server, when the policy's `allowServiceDNSNames` (default true).
+//! - `spec.hosts` / `spec.origins` and the policy's `allowedHosts` / `allowedOrigins` are added as written.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::networking::v1::{Ingress, IngressServiceBackend};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use mcp_guard_config::{ConfigSource, GuardConfig, Limits};
+
+use crate::crd::{AllowlistEntry, GuardMode, MCPGuardPolicySpec, MCPServerSpec};
+use crate::gateway::{Gateway, HTTPRoute};
+use crate::validate::{check_host_pattern, check_origin_pattern};
+
+#[cfg(test)]
+mod tests;
+
+/// Everything a derivation reads. Lists hold the objects of the MCPServer's namespace (Gateways: any).
+#[derive(Clone, Debug)]
+pub struct DeriveInput<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub spec: &'a MCPServerSpec,
+    /// The policy the server references; `None` when it does not exist (built-in defaults apply).
+    pub policy: Option<&'a MCPGuardPolicySpec>,
+    pub services: Vec<&'a Service>,
+    pub ingresses: Vec<&'a Ingress>,
+    pub http_routes: Vec<&'a HTTPRoute>,
+    pub gateways: Vec<&'a Gateway>,
+    pub cluster_domain: &'a str,
+}
+
+/// The kind of an object a derivation depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DepKind {
+    Service,
+    Ingress,
+    HTTPRoute,
+    Gateway,
+    MCPGuardPolicy,
+}
+
+/// An object (existing or only referenced) whose change can change the derivation.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dependency {
+    pub kind: DepKind,
+    /// `None` for cluster-scoped objects.
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl Dependency {
+    pub fn new(kind: DepKind, namespace: Option<&str>, name: &str) -> Self {
+        Self {
+            kind,
+            namespace: namespace.map(str::to_string),
+            name: name.to_string(),
+        }
+    }
+}
+
+/// The result of a derivation: the allowlist plus everything status should explain.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Derivation {
+    pub mode: GuardMode,
+    pub hosts: Vec<AllowlistEntry>,
+    pub origins: Vec<AllowlistEntry>,
+    pub limits: Limits,
+    /// Names of the Services that route to the server.
+    pub services: Vec<String>,
+    /// Ingress rules / routes that accept any host (`CatchAllIngressRule`).
+    pub catch_all: Vec<String>,
+    /// Ingress/Route backends on a Service port that does not reach the server (`IngressBackendPortMismatch`).
+    pub port_mismatches: Vec<String>,
+    /// Service ports that reach the pods without passing the guard (`GuardBypass`).
+    pub bypasses: Vec<String>,
+    /// Other problems: missing explicit references, skipped invalid entries, routes outside their listeners.
+    pub problems: Vec<String>,
+    /// Whether the referenced policy was missing.
+    pub policy_missing: bool,
+    /// Objects whose change may change this derivation (for mapping watch events back to the MCPServer).
+    pub dependencies: BTreeSet<Dependency>,
+}
+
+impl Derivation {
+    /// The guard config the operator writes into the ConfigMap.
+    pub fn guard_config(&self, namespace: &str, name: &str) -> GuardConfig {
+        GuardConfig {
+            mode: self.mode.into(),
+            allowed_hosts: self.hosts.iter().map(|e| e.value.clone()).collect(),
+            allowed_origins: self.origins.iter().map(|e| e.value.clone()).collect(),
+            source: Some(ConfigSource {
+                kind: "MCPServer".into(),
+                namespace: Some(namespace.into()),
+                name: name.into(),
+            }),
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+/// Values keyed by pattern, each with its sorted sources.
+#[derive(Default)]
+struct Collected(BTreeMap<String, BTreeSet<String>>);
+
+impl Collected {
+    fn add(&mut self, value: &str, source: &str) {
+        let value = value.to_ascii_lowercase();
+        self.0.entry(value).or_default().insert(source.to_string());
+    }
+
+    fn into_entries(self) -> Vec<AllowlistEntry> {
+        self.0
+            .into_iter()
+            .map(|(value, sources)| AllowlistEntry {
+                value,
+                sources: sources.into_iter().collect(),
+            })
+            .collect()
+    }
+}
+
+/// Where a Service port sends traffic, relative to the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortTarget {
+    /// The server's port (numeric match, or a named targetPort assumed to be it).
+    Server,
+    /// Another numeric pod port.
+    Other(i32),
+}
+
+/// Where a Service port's traffic goes in the pod.
+pub fn port_target(port: &ServicePort, server_port: i32) -> PortTarget {
+    match &port.target_port {
+        None => target_number(port.port, server_port),
+        Some(IntOrString::Int(n)) => target_number(*n, server_port),
+        Some(IntOrString::String(s)) => match s.parse::<i32>() {
+            Ok(n) => target_number(n, server_port),
+            Err(_) => PortTarget::Server,
+        },
+    }
+}
+
+fn target_number(n: i32, server_port: i32) -> PortTarget {
+    if n == server_port {
+        PortTarget::Server
+    } else {
+        PortTarget::Other(n)
+    }
+}
+
+/// The labels every pod selected by `selector` is known to carry (`matchLabels` and single-value `In`).
+fn implied_labels(selector: &LabelSelector) -> BTreeMap<&str, &str> {
+    let mut labels: BTreeMap<&str, &str> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    for expr in selector.match_expressions.iter().flatten() {
+        if expr.operator == "In"
+            && let Some([v]) = expr.values.as_deref()
+        {
+            labels.insert(expr.key.as_str(), v.as_str());
+        }
+    }
+    labels
+}
+
+/// Whether `selector` is known to match every pod carrying at least `labels`.
+fn selector_implied_by(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_some_and(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            // Pods may carry labels beyond the Service's selector; absence cannot be implied.
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
+/// Whether a Service with this selector sends traffic to pods of a server with `server_selector` (see the
+/// module docs). An empty Service selector (manually managed endpoints) never matches.
+pub fn service_selects_server(
+    service_selector: &BTreeMap<String, String>,
+    server_selector: &LabelSelector,
+) -> bool {
+    if service_selector.is_empty() {
+        return false;
+    }
+    let implied = implied_labels(server_selector);
+    if implied.is_empty()
+        && server_selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|e| e.is_empty())
+    {
+        return false;
+    }
+    let service_covers_server = service_selector
+        .iter()
+        .all(|(k, v)| implied.get(k.as_str()) == Some(&v.as_str()));
+    service_covers_server || selector_implied_by(server_selector, service_selector)
+}
+
+/// Whether `service` selects the server's pods (or is listed in `spec.services`).
+pub fn service_is_candidate(service: &Service, spec: &MCPServerSpec) -> bool {
+    match &spec.services {
+        Some(names) => names.iter().any(|n| *n == service.name_any()),
+        None => service
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .is_some_and(|sel| service_selects_server(sel, &spec.selector)),
+    }
+}
+
+/// The Service names an Ingress routes to (rules and default backend).
+pub fn ingress_backend_services(ingress: &Ingress) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    if let Some(spec) = &ingress.spec {
+        if let Some(svc) = spec.default_backend.as_ref().and_then(|b| b.service.as_ref()) {
+            names.insert(svc.name.clone());
+        }
+        for rule in spec.rules.iter().flatten() {
+            for path in rule.http.iter().flat_map(|h| h.paths.iter()) {
+                if let Some(svc) = &path.backend.service {
+                    names.insert(svc.name.clone());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// The `(namespace, name)` of the Services an HTTPRoute routes to.
+pub fn route_backend_services(route: &HTTPRoute) -> BTreeSet<(String, String)> {
+    let ns = route.namespace().unwrap_or_default();
+    route
+        .spec
+        .rules
+        .iter()
+        .flat_map(|r| r.backend_refs.iter())
+        .filter(|b| b.is_service())
+        .map(|b| (b.namespace.clone().unwrap_or_else(|| ns.clone()), b.name.clone()))
+        .collect()
+}
+
+/// The Gateway API host pattern for an HTTPRoute/listener hostname: `*.x` means one or more labels there,
+/// which the guard spells `**.x`.
+pub fn gateway_host(hostname: &str) -> String {
+    match hostname.strip_prefix("*.") {
+        Some(rest) => format!("**.{rest}"),
+        None => hostname.to_string(),
+    }
+}
+
+/// Whether a Gateway-style wildcard `*.suffix` (one or more labels) matches a host or narrower wildcard.
+fn gw_wildcard_covers(suffix: &str, other: &str) -> bool {
+    let other = other.strip_prefix("*.").unwrap_or(other).to_ascii_lowercase();
+    other.ends_with(&format!(".{}", suffix.to_ascii_lowercase()))
+}
+
+/// The intersection of a listener hostname and a route hostname (Gateway API rules), in Gateway syntax
+/// (`*.x` = one or more labels); `None` when they do not overlap.
+pub fn intersect_hostnames(listener: &str, route: &str) -> Option<String> {
+    let lw = listener.strip_prefix("*.");
+    let rw = route.strip_prefix("*.");
+    match (lw, rw) {
+        (None, None) => listener.eq_ignore_ascii_case(route).then(|| route.to_string()),
+        (None, Some(rs)) => gw_wildcard_covers(rs, listener).then(|| listener.to_string()),
+        (Some(ls), None) => gw_wildcard_covers(ls, route).then(|| route.to_string()),
+        (Some(ls), Some(rs)) => {
+            if ls.eq_ignore_ascii_case(rs) || gw_wildcard_covers(ls, route) {
+                Some(route.to_string())
+            } else if gw_wildcard_covers(rs, listener) {
+                Some(listener.to_string())
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Whether an Ingress TLS host (`*.x` = exactly one label) covers a rule host.
+fn tls_covers(tls_host: &str, rule_host: &str) -> bool {
+    if tls_host.eq_ignore_ascii_case(rule_host) {
+        return true;
+    }
+    match tls_host.strip_prefix("*.") {
+        Some(suffix) => rule_host.split_once('.').is_some_and(|(first, rest)| {
+            first != "*" && !first.is_empty() && rest.eq_ignore_ascii_case(suffix)
+        }),
+        None => false,
+    }
+}
+
+struct ServerService<'a> {
+    service: &'a Service,
+    name: String,
+}
+
+impl ServerService<'_> {
+    fn ports(&self) -> &[ServicePort] {
+        self.service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// Resolves a backend port (number or name) to the Service port.
+    fn find_port(&self, number: Option<i32>, name: Option<&str>) -> Option<&ServicePort> {
+        let ports = self.ports();
+        match (number, name) {
+            (Some(n), _) => ports.iter().find(|p| p.port == n),
+            (None, Some(name)) => ports.iter().find(|p| p.name.as_deref() == Some(name)),
+            // Gateway API: the port is required for Services; a single-port Service is unambiguous.
+            (None, None) => (ports.len() == 1).then(|| &ports[0]),
+        }
+    }
+}
+
+/// How one backend reference relates to the server.
+enum BackendVerdict {
+    /// Not one of the server's Services.
+    Unrelated,
+    /// Reaches the server.
+    Server,
+    /// A server Service, but on a port that does not reach the server.
+    Mismatch(String),
+}
+
+fn describe_port(number: Option<i32>, name: Option<&str>) -> String {
+    match (number, name) {
+        (Some(n), _) => n.to_string(),
+        (None, Some(name)) => format!("{name:?}"),
+        (None, None) => "(unset)".into(),
+    }
+}
+
+fn judge_backend(
+    services: &[ServerService<'_>],
+    svc_name: &str,
+    number: Option<i32>,
+    name: Option<&str>,
+    server_port: i32,
+) -> BackendVerdict {
+    let Some(svc) = services.iter().find(|s| s.name == svc_name) else {
+        return BackendVerdict::Unrelated;
+    };
+    match svc.find_port(number, name) {
+        Some(p) => match port_target(p, server_port) {
+            PortTarget::Server => BackendVerdict::Server,
+            PortTarget::Other(t) => BackendVerdict::Mismatch(format!(
+                "Service {svc_name} port {} targets pod port {t}, not the server's port {server_port}",
+                describe_port(number, name)
+            )),
+        },
+        None => BackendVerdict::Mismatch(format!(
+            "Service {svc_name} has no port {}",
+            describe_port(number, name)
+        )),
+    }
+}
+
+fn judge_ingress_backend(
+    services: &[ServerService<'_>],
+    backend: &IngressServiceBackend,
+    server_port: i32,
+) -> BackendVerdict {
+    let port = backend.port.as_ref();
+    judge_backend(
+        services,
+        &backend.name,
+        port.and_then(|p| p.number),
+        port.and_then(|p| p.name.as_deref()),
+        server_port,
+    )
+}
+
+/// Derives the allowlist and everything status reports about it.
+pub fn derive(input: &DeriveInput<'_>) -> Derivation {
+    let ns = input.namespace;
+    let spec = input.spec;
+    let server_port = spec.port;
+    let mut d = Derivation::default();
+    let mut hosts = Collected::default();
+    let mut origins = Collected::default();
+
+    // Policy.
+    let policy_name = spec.policy_name();
+    d.dependencies
+        .insert(Dependency::new(DepKind::MCPGuardPolicy, None, policy_name));
+    let default_policy = MCPGuardPolicySpec::default();
+    let policy = match input.policy {
+        Some(p) => p,
+        None => {
+            d.policy_missing = true;
+            &default_policy
+        }
+    };
+    d.mode = spec.mode.or(policy.default_mode).unwrap_or_default();
+    d.limits = Limits {
+        max_request_body_bytes: policy
+            .limits
+            .as_ref()
+            .and_then(|l| l.max_request_body_bytes)
+            .and_then(|n| u64::try_from(n).ok()),
+    };
+
+    // Services.
+    if let Some(names) = &spec.services {
+        for n in names {
+            d.dependencies
+                .insert(Dependency::new(DepKind::Service, Some(ns), n));
+            if !input.services.iter().any(|s| s.name_any() == *n) {
+                d.problems.push(format!(
+                    "Service {ns}/{n} (listed in spec.services) does not exist"
+                ));
+            }
+        }
+    }
+    let mut server_services: Vec<ServerService<'_>> = input
+        .services
+        .iter()
+        .filter(|s| service_is_candidate(s, spec))
+        .map(|s| ServerService {
+            service: s,
+            name: s.name_any(),
+        })
+        .collect();
+    server_services.sort_by(|a, b| a.name.cmp(&b.name));
+    for svc in &server_services {
+        d.dependencies
+            .insert(Dependency::new(DepKind::Service, Some(ns), &svc.name));
+        let mut reaches = false;
+        for p in svc.ports() {
+            match port_target(p, server_port) {
+                PortTarget::Server => reaches = true,
+                PortTarget::Other(t) => d.bypasses.push(format!(
+                    "Service {ns}/{} port {} targets pod port {t} directly, not the server's port {server_port} \
+                     that the guard listens on; anything listening on {t} on all interfaces is reachable without \
+                     Host/Origin checks",
+                    svc.name,
+                    p.name.as_deref().map_or_else(|| p.port.to_string(), |n| format!("{n:?} ({})", p.port)),
+                )),
+            }
+        }
+        if reaches {
+            d.services.push(svc.name.clone());
+            if policy.allow_service_dns_names {
+                let source = format!("Service {ns}/{}", svc.name);
+                let s = &svc.name;
+                for h in [
+                    s.clone(),
+                    format!("{s}.{ns}"),
+                    format!("{s}.{ns}.svc"),
+                    format!("{s}.{ns}.svc.{}", input.cluster_domain.trim_end_matches('.')),
+                ] {
+                    hosts.add(&h, &source);
+                }
+            }
+        }
+    }
+    // Backends are judged against every server Service, including ones without a server port (mismatch).
+    let candidates = server_services;
+
+    // Ingresses.
+    if let Some(names) = &spec.ingresses {
+        for n in names {
+            d.dependencies
+                .insert(Dependency::new(DepKind::Ingress, Some(ns), n));
+            if !input.ingresses.iter().any(|i| i.name_any() == *n) {
+                d.problems.push(format!(
+                    "Ingress {ns}/{n} (listed in spec.ingresses) does not exist"
+                ));
+            }
+        }
+    }
+    let mut ingresses: Vec<&Ingress> = input
+        .ingresses
+        .iter()
+        .copied()
+        .filter(|i| {
+            spec.ingresses
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|n| *n == i.name_any()))
+        })
+        .collect();
+    ingresses.sort_by_key(|i| i.name_any());
+    for ing in ingresses {
+        let name = ing.name_any();
+        let source = format!("Ingress {ns}/{name}");
+        let Some(ispec) = &ing.spec else { continue };
+        let tls_hosts: Vec<&str> = ispec
+            .tls
+            .iter()
+            .flatten()
+            .flat_map(|t| t.hosts.iter().flatten())
+            .map(String::as_str)
+            .collect();
+        let mut involved = false;
+        if let Some(b) = ispec.default_backend.as_ref().and_then(|b| b.service.as_ref()) {
+            match judge_ingress_backend(&candidates, b, server_port) {
+                BackendVerdict::Unrelated => {}
+                BackendVerdict::Server => {
+                    involved = true;
+                    d.catch_all.push(format!(
+                        "{source}: defaultBackend sends requests for any host to Service {}; list the hostnames \
+                         clients use in Ingress rules or in spec.hosts",
+                        b.name
+                    ));
+                }
+                BackendVerdict::Mismatch(m) => {
+                    involved = true;
+                    d.port_mismatches.push(format!("{source} defaultBackend: {m}"));
+                }
+            }
+        }
+        for (i, rule) in ispec.rules.iter().flatten().enumerate() {
+            let mut routes = false;
+            for path in rule.http.iter().flat_map(|h| h.paths.iter()) {
+                let Some(b) = &path.backend.service else { continue };
+                match judge_ingress_backend(&candidates, b, server_port) {
+                    BackendVerdict::Unrelated => {}
+                    BackendVerdict::Server => routes = true,
+                    BackendVerdict::Mismatch(m) => {
+                        involved = true;
+                        let host = rule.host.as_deref().unwrap_or("*");
+                        d.port_mismatches.push(format!(
+                            "{source} rule {host} path {}: {m}",
+                            path.path.as_deref().unwrap_or("/")
+                        ));
+                    }
+                }
+            }
+            if !routes {
+                continue;
+            }
+            involved = true;
+            match rule.host.as_deref().filter(|h| !h.is_empty()) {
+                Some(host) => {
+                    hosts.add(host, &source);
+                    let scheme = if tls_hosts.iter().any(|t| tls_covers(t, host)) {
+                        "https"
+                    } else {
+                        "http"
+                    };
+                    origins.add(&format!("{scheme}://{host}"), &source);
+                }
+                None => d.catch_all.push(format!(
+                    "{source}: rule {i} has no host, so it routes requests for any host to the server; set \
+                     `host` on the rule (or add the hostnames clients use to spec.hosts)"
+                )),
+            }
+        }
+        if involved {
+            d.dependencies
+                .insert(Dependency::new(DepKind::Ingress, Some(ns), &name));
+        }
+    }
+
+    // HTTPRoutes.
+    if let Some(names) = &spec.http_routes {
+        for n in names {
+            d.dependencies
+                .insert(Dependency::new(DepKind::HTTPRoute, Some(ns), n));
+            if !input.http_routes.iter().any(|r| r.name_any() == *n) {
+                d.problems.push(format!(
+                    "HTTPRoute {ns}/{n} (listed in spec.httpRoutes) does not exist"
+                ));
+            }
+        }
+    }
+    let mut routes: Vec<&HTTPRoute> = input
+        .http_routes
+        .iter()
+        .copied()
+        .filter(|r| {
+            spec.http_routes
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|n| *n == r.name_any()))
+        })
+        .collect();
+    routes.sort_by_key(|r| r.name_any());
+    for route in routes {
+        let name = route.name_any();
+        let route_ns = route.namespace().unwrap_or_else(|| ns.to_string());
+        let source = format!("HTTPRoute {route_ns}/{name}");
+        let mut reaches = false;
+        let mut involved = false;
+        for b in route
+            .spec
+            .rules
+            .iter()
+            .flat_map(|r| r.backend_refs.iter())
+            .filter(|b| b.is_service())
+        {
+            if b.namespace.as_deref().unwrap_or(&route_ns) != ns {
+                continue;
+            }
+            match judge_backend(&candidates, &b.name, b.port, None, server_port) {
+                BackendVerdict::Unrelated => {}
+                BackendVerdict::Server => reaches = true,
+                BackendVerdict::Mismatch(m) => {
+                    involved = true;
+                    d.port_mismatches.push(format!("{source}: {m}"));
+                }
+            }
+        }
+        if !reaches {
+            if involved {
+                d.dependencies
+                    .insert(Dependency::new(DepKind::HTTPRoute, Some(&route_ns), &name));
+            }
+            continue;
+        }
+        d.dependencies
+            .insert(Dependency::new(DepKind::HTTPRoute, Some(&route_ns), &name));
+
+        // Listeners of the parent Gateways that are known.
+        let mut listeners: Vec<(Option<&str>, &str)> = Vec::new();
+        let mut known_parent = false;
+        for parent in route.spec.parent_refs.iter().filter(|p| p.is_gateway()) {
+            let gw_ns = parent.namespace.as_deref().unwrap_or(&route_ns);
+            d.dependencies
+                .insert(Dependency::new(DepKind::Gateway, Some(gw_ns), &parent.name));
+            let Some(gw) = input
+                .gateways
+                .iter()
+                .find(|g| g.name_any() == parent.name && g.namespace().as_deref() == Some(gw_ns))
+            else {
+                continue;
+            };
+            for l in &gw.spec.listeners {
+                if parent.section_name.as_ref().is_some_and(|s| *s != l.name) {
+                    continue;
+                }
+                if parent.port.is_some_and(|p| p != l.port) {
+                    continue;
+                }
+                known_parent = true;
+                listeners.push((
+                    l.hostname.as_deref().filter(|h| !h.is_empty()),
+                    l.protocol.as_str(),
+                ));
+            }
+        }
+        let mut add = |host: &str, protocol: Option<&str>| {
+            let h = gateway_host(host);
+            hosts.add(&h, &source);
+            match protocol {
+                Some("HTTPS") | Some("TLS") => origins.add(&format!("https://{h}"), &source),
+                Some(_) => origins.add(&format!("http://{h}"), &source),
+                None => {
+                    origins.add(&format!("https://{h}"), &source);
+                    origins.add(&format!("http://{h}"), &source);
+                }
+            }
+        };
+        let route_hosts: Vec<&str> = route
+            .spec
+            .hostnames
+            .iter()
+            .map(String::as_str)
+            .filter(|h| !h.is_empty())
+            .collect();
+        if !known_parent {
+            if route_hosts.is_empty() {
+                d.catch_all.push(format!(
+                    "{source} has no hostnames and no known parent Gateway listener hostname, so it accepts any \
+                     host; set spec.hostnames on the route (or add the hostnames clients use to spec.hosts)"
+                ));
+            }
+            for h in &route_hosts {
+                add(h, None);
+            }
+            continue;
+        }
+        let mut any = false;
+        for (listener_host, protocol) in listeners {
+            match (listener_host, route_hosts.is_empty()) {
+                (None, true) => d.catch_all.push(format!(
+                    "{source}: neither the route nor its Gateway listener sets a hostname, so it accepts any \
+                     host; set spec.hostnames on the route or hostname on the listener"
+                )),
+                (Some(l), true) => {
+                    any = true;
+                    add(l, Some(protocol));
+                }
+                (None, false) => {
+                    any = true;
+                    for h in &route_hosts {
+                        add(h, Some(protocol));
+                    }
+                }
+                (Some(l), false) => {
+                    for h in &route_hosts {
+                        if let Some(i) = intersect_hostnames(l, h) {
+                            any = true;
+                            add(&i, Some(protocol));
+                        }
+                    }
+                }
+            }
+        }
+        if !any && !route_hosts.is_empty() {
+            d.problems.push(format!(
+                "{source}: none of its hostnames ({}) matches a hostname of its parent Gateway listeners",
+                route_hosts.join(", ")
+            ));
+        }
+    }
+
+    // Explicit entries.
+    for h in &spec.hosts {
+        hosts.add(h, "MCPServer spec.hosts");
+    }
+    for o in &spec.origins {
+        origins.add(o, "MCPServer spec.origins");
+    }
+    let policy_source = format!("MCPGuardPolicy {policy_name}");
+    if input.policy.is_some() {
+        for h in &policy.allowed_hosts {
+            hosts.add(h, &policy_source);
+        }
+        for o in &policy.allowed_origins {
+            origins.add(o, &policy_source);
+        }
+    }
+
+    // Keep only what the guard will load; say what was dropped.
+    let mut host_entries = hosts.into_entries();
+    host_entries.retain(|e| match check_host_pattern(&e.value) {
+        Ok(()) => true,
+        Err(err) => {
+            d.problems.push(format!(
+                "skipped host {:?} from {}: {err}",
+                e.value,
+                e.sources.join(", ")
+            ));
+            false
+        }
+    });
+    let mut origin_entries = origins.into_entries();
+    origin_entries.retain(|e| match check_origin_pattern(&e.value) {
+        Ok(()) => true,
+        Err(err) => {
+            d.problems.push(format!(
+                "skipped origin {:?} from {}: {err}",
+                e.value,
+                e.sources.join(", ")
+            ));
+            false
+        }
+    });
+    d.hosts = host_entries;
+    d.origins = origin_entries;
+    d
+}

@@ -1,0 +1,888 @@
+//! Table tests over Ingress / HTTPRoute / Service shapes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
+    IngressSpec, IngressTLS, ServiceBackendPort,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::*;
+use crate::crd::PolicyLimits;
+use crate::gateway::{BackendRef, GatewaySpec, HTTPRouteRule, HTTPRouteSpec, Listener, ParentReference};
+
+const NS: &str = "team-a";
+
+fn meta(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(NS.into()),
+        ..Default::default()
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn spec(pairs: &[(&str, &str)]) -> MCPServerSpec {
+    MCPServerSpec {
+        selector: LabelSelector {
+            match_labels: Some(labels(pairs)),
+            match_expressions: None,
+        },
+        port: 8000,
+        hosts: vec![],
+        origins: vec![],
+        services: None,
+        ingresses: None,
+        http_routes: None,
+        mode: None,
+        policy_ref: None,
+    }
+}
+
+/// A Service port: `(port, targetPort, name)`.
+fn sport(port: i32, target: Option<IntOrString>, name: Option<&str>) -> ServicePort {
+    ServicePort {
+        port,
+        target_port: target,
+        name: name.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+fn service(name: &str, selector: &[(&str, &str)], ports: Vec<ServicePort>) -> Service {
+    Service {
+        metadata: meta(name),
+        spec: Some(ServiceSpec {
+            selector: (!selector.is_empty()).then(|| labels(selector)),
+            ports: Some(ports),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn web_service() -> Service {
+    service(
+        "weather",
+        &[("app", "weather")],
+        vec![sport(80, Some(IntOrString::Int(8000)), Some("http"))],
+    )
+}
+
+fn backend(svc: &str, port: ServiceBackendPort) -> IngressBackend {
+    IngressBackend {
+        service: Some(IngressServiceBackend {
+            name: svc.into(),
+            port: Some(port),
+        }),
+        resource: None,
+    }
+}
+
+fn num(n: i32) -> ServiceBackendPort {
+    ServiceBackendPort {
+        number: Some(n),
+        name: None,
+    }
+}
+
+fn named(n: &str) -> ServiceBackendPort {
+    ServiceBackendPort {
+        number: None,
+        name: Some(n.into()),
+    }
+}
+
+fn rule(host: Option<&str>, backends: Vec<IngressBackend>) -> IngressRule {
+    IngressRule {
+        host: host.map(str::to_string),
+        http: Some(HTTPIngressRuleValue {
+            paths: backends
+                .into_iter()
+                .map(|b| HTTPIngressPath {
+                    backend: b,
+                    path: Some("/".into()),
+                    path_type: "Prefix".into(),
+                })
+                .collect(),
+        }),
+    }
+}
+
+fn ingress(name: &str, rules: Vec<IngressRule>, tls: &[&str]) -> Ingress {
+    Ingress {
+        metadata: meta(name),
+        spec: Some(IngressSpec {
+            rules: Some(rules),
+            tls: (!tls.is_empty()).then(|| {
+                vec![IngressTLS {
+                    hosts: Some(tls.iter().map(|s| s.to_string()).collect()),
+                    secret_name: None,
+                }]
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn route(
+    name: &str,
+    hostnames: &[&str],
+    parents: Vec<ParentReference>,
+    backends: Vec<BackendRef>,
+) -> HTTPRoute {
+    let mut r = HTTPRoute::new(
+        name,
+        HTTPRouteSpec {
+            parent_refs: parents,
+            hostnames: hostnames.iter().map(|s| s.to_string()).collect(),
+            rules: vec![HTTPRouteRule {
+                backend_refs: backends,
+            }],
+        },
+    );
+    r.metadata.namespace = Some(NS.into());
+    r
+}
+
+fn svc_ref(name: &str, port: Option<i32>) -> BackendRef {
+    BackendRef {
+        name: name.into(),
+        port,
+        ..Default::default()
+    }
+}
+
+fn parent(name: &str, ns: Option<&str>, section: Option<&str>) -> ParentReference {
+    ParentReference {
+        name: name.into(),
+        namespace: ns.map(str::to_string),
+        section_name: section.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+fn gateway(ns: &str, name: &str, listeners: &[(&str, Option<&str>, &str)]) -> Gateway {
+    let mut g = Gateway::new(
+        name,
+        GatewaySpec {
+            gateway_class_name: "test".into(),
+            listeners: listeners
+                .iter()
+                .map(|(n, h, proto)| Listener {
+                    name: n.to_string(),
+                    hostname: h.map(str::to_string),
+                    port: if *proto == "HTTPS" { 443 } else { 80 },
+                    protocol: proto.to_string(),
+                })
+                .collect(),
+        },
+    );
+    g.metadata.namespace = Some(ns.into());
+    g
+}
+
+/// The objects of one table row.
+#[derive(Default)]
+struct World {
+    services: Vec<Service>,
+    ingresses: Vec<Ingress>,
+    routes: Vec<HTTPRoute>,
+    gateways: Vec<Gateway>,
+    policy: Option<MCPGuardPolicySpec>,
+}
+
+impl World {
+    fn derive(&self, spec: &MCPServerSpec) -> Derivation {
+        derive(&DeriveInput {
+            namespace: NS,
+            name: "weather",
+            spec,
+            policy: self.policy.as_ref(),
+            services: self.services.iter().collect(),
+            ingresses: self.ingresses.iter().collect(),
+            http_routes: self.routes.iter().collect(),
+            gateways: self.gateways.iter().collect(),
+            cluster_domain: "cluster.local",
+        })
+    }
+}
+
+fn no_dns() -> Option<MCPGuardPolicySpec> {
+    Some(MCPGuardPolicySpec {
+        allow_service_dns_names: false,
+        ..Default::default()
+    })
+}
+
+fn values(entries: &[AllowlistEntry]) -> Vec<&str> {
+    entries.iter().map(|e| e.value.as_str()).collect()
+}
+
+fn sources_of<'a>(entries: &'a [AllowlistEntry], value: &str) -> Vec<&'a str> {
+    entries
+        .iter()
+        .find(|e| e.value == value)
+        .map(|e| e.sources.iter().map(String::as_str).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn service_dns_names_when_policy_allows() {
+    let world = World {
+        services: vec![web_service()],
+        ..Default::default()
+    };
+    let d = world.derive(&spec(&[("app", "weather")]));
+    assert_eq!(
+        values(&d.hosts),
+        vec![
+            "weather",
+            "weather.team-a",
+            "weather.team-a.svc",
+            "weather.team-a.svc.cluster.local"
+        ]
+    );
+    assert!(d.origins.is_empty());
+    assert_eq!(
+        sources_of(&d.hosts, "weather.team-a"),
+        vec!["Service team-a/weather"]
+    );
+    assert_eq!(d.services, vec!["weather"]);
+    assert!(d.policy_missing, "no policy given: built-in defaults");
+
+    let world = World {
+        services: vec![web_service()],
+        policy: no_dns(),
+        ..Default::default()
+    };
+    let d = world.derive(&spec(&[("app", "weather")]));
+    assert!(d.hosts.is_empty());
+    assert!(!d.policy_missing);
+}
+
+#[test]
+fn service_selector_matching_table() {
+    // (service selector, server matchLabels, server matchExpressions, routes?)
+    let in_expr = |k: &str, vs: &[&str]| LabelSelectorRequirement {
+        key: k.into(),
+        operator: "In".into(),
+        values: Some(vs.iter().map(|s| s.to_string()).collect()),
+    };
+    type Case<'a> = (
+        &'a [(&'a str, &'a str)],
+        &'a [(&'a str, &'a str)],
+        Vec<LabelSelectorRequirement>,
+        bool,
+    );
+    let cases: Vec<Case<'_>> = vec![
+        (&[("app", "weather")], &[("app", "weather")], vec![], true),
+        (
+            &[("app", "weather")],
+            &[("app", "weather"), ("component", "mcp")],
+            vec![],
+            true,
+        ),
+        (
+            &[("app", "weather"), ("version", "v2")],
+            &[("app", "weather")],
+            vec![],
+            true,
+        ),
+        (&[("app", "other")], &[("app", "weather")], vec![], false),
+        (&[("tier", "frontend")], &[("app", "weather")], vec![], false),
+        (&[], &[("app", "weather")], vec![], false),
+        (
+            &[("app", "weather")],
+            &[],
+            vec![in_expr("app", &["weather"])],
+            true,
+        ),
+        (
+            &[("app", "weather")],
+            &[],
+            vec![in_expr("app", &["weather", "radar"])],
+            true,
+        ),
+        (
+            &[("app", "snow")],
+            &[],
+            vec![in_expr("app", &["weather", "radar"])],
+            false,
+        ),
+        (
+            &[("app", "weather")],
+            &[],
+            vec![LabelSelectorRequirement {
+                key: "app".into(),
+                operator: "Exists".into(),
+                values: None,
+            }],
+            true,
+        ),
+        (
+            &[("app", "weather")],
+            &[("app", "weather")],
+            vec![LabelSelectorRequirement {
+                key: "canary".into(),
+                operator: "DoesNotExist".into(),
+                values: None,
+            }],
+            true,
+        ),
+    ];
+    for (i, (svc_sel, server_labels, exprs, want)) in cases.into_iter().enumerate() {
+        let selector = LabelSelector {
+            match_labels: (!server_labels.is_empty()).then(|| labels(server_labels)),
+            match_expressions: (!exprs.is_empty()).then_some(exprs),
+        };
+        assert_eq!(
+            service_selects_server(&labels(svc_sel), &selector),
+            want,
+            "case {i}: {svc_sel:?}"
+        );
+    }
+}
+
+#[test]
+fn service_port_targets_table() {
+    // (service port, targetPort, routes?, bypass?)
+    let cases = vec![
+        (8000, None, true, false),
+        (80, Some(IntOrString::Int(8000)), true, false),
+        (80, Some(IntOrString::String("http".into())), true, false),
+        (80, Some(IntOrString::String("8000".into())), true, false),
+        (80, Some(IntOrString::Int(9000)), false, true),
+        (80, None, false, true),
+    ];
+    for (i, (port, target, routes, bypass)) in cases.into_iter().enumerate() {
+        let world = World {
+            services: vec![service(
+                "weather",
+                &[("app", "weather")],
+                vec![sport(port, target, None)],
+            )],
+            ..Default::default()
+        };
+        let d = world.derive(&spec(&[("app", "weather")]));
+        assert_eq!(!d.services.is_empty(), routes, "case {i}");
+        assert_eq!(!d.bypasses.is_empty(), bypass, "case {i}: {:?}", d.bypasses);
+    }
+}
+
+#[test]
+fn ingress_hosts_and_origins_table() {
+    // (rules, tls hosts, expected hosts, expected origins, catch-all?, mismatch?)
+    type Case = (
+        Vec<IngressRule>,
+        Vec<&'static str>,
+        Vec<&'static str>,
+        Vec<&'static str>,
+        bool,
+        bool,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            vec![rule(Some("mcp.example.com"), vec![backend("weather", num(80))])],
+            vec![],
+            vec!["mcp.example.com"],
+            vec!["http://mcp.example.com"],
+            false,
+            false,
+        ),
+        (
+            vec![rule(Some("mcp.example.com"), vec![backend("weather", num(80))])],
+            vec!["mcp.example.com"],
+            vec!["mcp.example.com"],
+            vec!["https://mcp.example.com"],
+            false,
+            false,
+        ),
+        (
+            vec![rule(
+                Some("a.apps.example.com"),
+                vec![backend("weather", named("http"))],
+            )],
+            vec!["*.apps.example.com"],
+            vec!["a.apps.example.com"],
+            vec!["https://a.apps.example.com"],
+            false,
+            false,
+        ),
+        (
+            vec![rule(
+                Some("*.apps.example.com"),
+                vec![backend("weather", num(80))],
+            )],
+            vec!["*.apps.example.com"],
+            vec!["*.apps.example.com"],
+            vec!["https://*.apps.example.com"],
+            false,
+            false,
+        ),
+        (
+            vec![rule(None, vec![backend("weather", num(80))])],
+            vec![],
+            vec![],
+            vec![],
+            true,
+            false,
+        ),
+        (
+            vec![rule(Some("mcp.example.com"), vec![backend("weather", num(9090))])],
+            vec![],
+            vec![],
+            vec![],
+            false,
+            true,
+        ),
+        (
+            vec![rule(
+                Some("mcp.example.com"),
+                vec![backend("weather", named("metrics"))],
+            )],
+            vec![],
+            vec![],
+            vec![],
+            false,
+            true,
+        ),
+        (
+            vec![rule(
+                Some("other.example.com"),
+                vec![backend("frontend", num(80))],
+            )],
+            vec![],
+            vec![],
+            vec![],
+            false,
+            false,
+        ),
+        (
+            vec![
+                rule(Some("MCP.Example.com"), vec![backend("weather", num(80))]),
+                rule(
+                    Some("alt.example.com"),
+                    vec![backend("frontend", num(80)), backend("weather", num(80))],
+                ),
+                rule(Some("tls-only.example.com"), vec![backend("frontend", num(80))]),
+            ],
+            vec!["alt.example.com", "tls-only.example.com"],
+            vec!["alt.example.com", "mcp.example.com"],
+            vec!["http://mcp.example.com", "https://alt.example.com"],
+            false,
+            false,
+        ),
+    ];
+    for (i, (rules, tls, want_hosts, want_origins, catch_all, mismatch)) in cases.into_iter().enumerate() {
+        let world = World {
+            services: vec![
+                service(
+                    "weather",
+                    &[("app", "weather")],
+                    vec![
+                        sport(80, Some(IntOrString::Int(8000)), Some("http")),
+                        sport(9090, Some(IntOrString::Int(9090)), Some("metrics")),
+                    ],
+                ),
+                service("frontend", &[("app", "frontend")], vec![sport(80, None, None)]),
+            ],
+            ingresses: vec![ingress("web", rules, &tls)],
+            policy: no_dns(),
+            ..Default::default()
+        };
+        let d = world.derive(&spec(&[("app", "weather")]));
+        assert_eq!(values(&d.hosts), want_hosts, "case {i}");
+        assert_eq!(values(&d.origins), want_origins, "case {i}");
+        assert_eq!(!d.catch_all.is_empty(), catch_all, "case {i}: {:?}", d.catch_all);
+        assert_eq!(
+            !d.port_mismatches.is_empty(),
+            mismatch,
+            "case {i}: {:?}",
+            d.port_mismatches
+        );
+        assert!(!values(&d.hosts).contains(&"*"), "never a bare wildcard");
+        for h in &d.hosts {
+            assert_eq!(h.sources, vec!["Ingress team-a/web"], "case {i}");
+        }
+    }
+}
+
+#[test]
+fn ingress_default_backend_is_catch_all() {
+    let mut ing = ingress("web", vec![], &[]);
+    ing.spec.as_mut().expect("spec").default_backend = Some(backend("weather", num(80)));
+    let world = World {
+        services: vec![web_service()],
+        ingresses: vec![ing],
+        policy: no_dns(),
+        ..Default::default()
+    };
+    let d = world.derive(&spec(&[("app", "weather")]));
+    assert!(d.hosts.is_empty());
+    assert_eq!(d.catch_all.len(), 1);
+    assert!(d.catch_all[0].contains("defaultBackend"), "{:?}", d.catch_all);
+}
+
+#[test]
+fn intersect_hostnames_table() {
+    let cases = [
+        ("mcp.example.com", "mcp.example.com", Some("mcp.example.com")),
+        ("mcp.example.com", "MCP.example.com", Some("MCP.example.com")),
+        ("mcp.example.com", "other.example.com", None),
+        ("*.example.com", "mcp.example.com", Some("mcp.example.com")),
+        ("*.example.com", "a.b.example.com", Some("a.b.example.com")),
+        ("*.example.com", "example.com", None),
+        ("mcp.example.com", "*.example.com", Some("mcp.example.com")),
+        ("*.example.com", "*.example.com", Some("*.example.com")),
+        ("*.example.com", "*.apps.example.com", Some("*.apps.example.com")),
+        ("*.apps.example.com", "*.example.com", Some("*.apps.example.com")),
+        ("*.example.com", "*.example.org", None),
+        ("*.example.com", "notexample.com", None),
+    ];
+    for (listener, route, want) in cases {
+        assert_eq!(
+            intersect_hostnames(listener, route).as_deref(),
+            want,
+            "{listener} ∩ {route}"
+        );
+    }
+}
+
+#[test]
+fn http_route_table() {
+    // (route hostnames, parents, gateways, expected hosts, expected origins, catch-all?, problems?)
+    type Case = (
+        Vec<&'static str>,
+        Vec<ParentReference>,
+        Vec<Gateway>,
+        Vec<&'static str>,
+        Vec<&'static str>,
+        bool,
+        bool,
+    );
+    let cases: Vec<Case> = vec![
+        // No known Gateway: route hostnames alone, Gateway wildcard semantics, both schemes.
+        (
+            vec!["mcp.example.com", "*.gw.example.com"],
+            vec![parent("gw", None, None)],
+            vec![],
+            vec!["**.gw.example.com", "mcp.example.com"],
+            vec![
+                "http://**.gw.example.com",
+                "http://mcp.example.com",
+                "https://**.gw.example.com",
+                "https://mcp.example.com",
+            ],
+            false,
+            false,
+        ),
+        // Listener narrows a wildcard route.
+        (
+            vec!["*.example.com"],
+            vec![parent("gw", Some("infra"), None)],
+            vec![gateway(
+                "infra",
+                "gw",
+                &[("https", Some("mcp.example.com"), "HTTPS")],
+            )],
+            vec!["mcp.example.com"],
+            vec!["https://mcp.example.com"],
+            false,
+            false,
+        ),
+        // Route without hostnames takes the listener's.
+        (
+            vec![],
+            vec![parent("gw", Some("infra"), None)],
+            vec![gateway(
+                "infra",
+                "gw",
+                &[("https", Some("*.gw.example.com"), "HTTPS")],
+            )],
+            vec!["**.gw.example.com"],
+            vec!["https://**.gw.example.com"],
+            false,
+            false,
+        ),
+        // Listener without hostname: route hostnames; plain HTTP listener.
+        (
+            vec!["mcp.example.com"],
+            vec![parent("gw", Some("infra"), None)],
+            vec![gateway("infra", "gw", &[("http", None, "HTTP")])],
+            vec!["mcp.example.com"],
+            vec!["http://mcp.example.com"],
+            false,
+            false,
+        ),
+        // sectionName selects one listener.
+        (
+            vec![],
+            vec![parent("gw", Some("infra"), Some("b"))],
+            vec![gateway(
+                "infra",
+                "gw",
+                &[
+                    ("a", Some("a.example.com"), "HTTPS"),
+                    ("b", Some("b.example.com"), "HTTPS"),
+                ],
+            )],
+            vec!["b.example.com"],
+            vec!["https://b.example.com"],
+            false,
+            false,
+        ),
+        // Neither route nor listener has a hostname: catch-all, nothing added.
+        (
+            vec![],
+            vec![parent("gw", Some("infra"), None)],
+            vec![gateway("infra", "gw", &[("http", None, "HTTP")])],
+            vec![],
+            vec![],
+            true,
+            false,
+        ),
+        // No hostnames and no known parent: catch-all.
+        (
+            vec![],
+            vec![parent("gw", None, None)],
+            vec![],
+            vec![],
+            vec![],
+            true,
+            false,
+        ),
+        // Route hostnames outside the listener's: problem, nothing added.
+        (
+            vec!["mcp.example.org"],
+            vec![parent("gw", Some("infra"), None)],
+            vec![gateway(
+                "infra",
+                "gw",
+                &[("https", Some("*.example.com"), "HTTPS")],
+            )],
+            vec![],
+            vec![],
+            false,
+            true,
+        ),
+    ];
+    for (i, (hostnames, parents, gateways, want_hosts, want_origins, catch_all, problems)) in
+        cases.into_iter().enumerate()
+    {
+        let world = World {
+            services: vec![web_service()],
+            routes: vec![route(
+                "mcp",
+                &hostnames,
+                parents,
+                vec![svc_ref("weather", Some(80))],
+            )],
+            gateways,
+            policy: no_dns(),
+            ..Default::default()
+        };
+        let d = world.derive(&spec(&[("app", "weather")]));
+        assert_eq!(values(&d.hosts), want_hosts, "case {i}");
+        assert_eq!(values(&d.origins), want_origins, "case {i}");
+        assert_eq!(!d.catch_all.is_empty(), catch_all, "case {i}: {:?}", d.catch_all);
+        assert_eq!(!d.problems.is_empty(), problems, "case {i}: {:?}", d.problems);
+        assert!(
+            d.dependencies
+                .contains(&Dependency::new(DepKind::HTTPRoute, Some(NS), "mcp"))
+        );
+        assert!(
+            d.dependencies.iter().any(|dep| dep.kind == DepKind::Gateway),
+            "case {i}"
+        );
+    }
+}
+
+#[test]
+fn http_route_backend_mismatch_and_unrelated() {
+    let world = World {
+        services: vec![
+            web_service(),
+            service("frontend", &[("app", "frontend")], vec![sport(80, None, None)]),
+        ],
+        routes: vec![
+            route(
+                "wrong-port",
+                &["a.example.com"],
+                vec![],
+                vec![svc_ref("weather", Some(81))],
+            ),
+            route(
+                "other",
+                &["b.example.com"],
+                vec![],
+                vec![svc_ref("frontend", Some(80))],
+            ),
+            route(
+                "kind",
+                &["c.example.com"],
+                vec![],
+                vec![BackendRef {
+                    kind: Some("ServiceImport".into()),
+                    ..svc_ref("weather", Some(80))
+                }],
+            ),
+        ],
+        policy: no_dns(),
+        ..Default::default()
+    };
+    let d = world.derive(&spec(&[("app", "weather")]));
+    assert!(d.hosts.is_empty(), "{:?}", d.hosts);
+    assert_eq!(d.port_mismatches.len(), 1, "{:?}", d.port_mismatches);
+    assert!(d.port_mismatches[0].contains("HTTPRoute team-a/wrong-port"));
+}
+
+#[test]
+fn explicit_references_filter_and_report_missing() {
+    let mut s = spec(&[("app", "nomatch")]);
+    s.services = Some(vec!["weather".into(), "gone".into()]);
+    s.ingresses = Some(vec!["web".into(), "missing".into()]);
+    s.http_routes = Some(vec![]);
+    let world = World {
+        services: vec![web_service()],
+        ingresses: vec![
+            ingress(
+                "web",
+                vec![rule(Some("mcp.example.com"), vec![backend("weather", num(80))])],
+                &[],
+            ),
+            ingress(
+                "other",
+                vec![rule(Some("other.example.com"), vec![backend("weather", num(80))])],
+                &[],
+            ),
+        ],
+        routes: vec![route(
+            "mcp",
+            &["r.example.com"],
+            vec![],
+            vec![svc_ref("weather", Some(80))],
+        )],
+        policy: no_dns(),
+        ..Default::default()
+    };
+    let d = world.derive(&s);
+    assert_eq!(values(&d.hosts), vec!["mcp.example.com"]);
+    assert_eq!(d.problems.len(), 2, "{:?}", d.problems);
+    assert!(d.problems.iter().any(|p| p.contains("Service team-a/gone")));
+    assert!(d.problems.iter().any(|p| p.contains("Ingress team-a/missing")));
+}
+
+#[test]
+fn spec_and_policy_entries_with_sources_and_dedup() {
+    let mut s = spec(&[("app", "weather")]);
+    s.hosts = vec!["mcp.example.com".into(), "localhost:8000".into()];
+    s.origins = vec!["https://app.example.com".into()];
+    let world = World {
+        services: vec![web_service()],
+        ingresses: vec![ingress(
+            "web",
+            vec![rule(Some("mcp.example.com"), vec![backend("weather", num(80))])],
+            &[],
+        )],
+        policy: Some(MCPGuardPolicySpec {
+            allow_service_dns_names: false,
+            allowed_hosts: vec!["gateway.internal".into()],
+            allowed_origins: vec!["https://portal.example.com".into()],
+            default_mode: Some(GuardMode::Audit),
+            limits: Some(PolicyLimits {
+                max_request_body_bytes: Some(1024),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let d = world.derive(&s);
+    assert_eq!(
+        values(&d.hosts),
+        vec!["gateway.internal", "localhost:8000", "mcp.example.com"]
+    );
+    assert_eq!(
+        sources_of(&d.hosts, "mcp.example.com"),
+        vec!["Ingress team-a/web", "MCPServer spec.hosts"]
+    );
+    assert_eq!(
+        sources_of(&d.hosts, "gateway.internal"),
+        vec!["MCPGuardPolicy default"]
+    );
+    assert_eq!(
+        values(&d.origins),
+        vec![
+            "http://mcp.example.com",
+            "https://app.example.com",
+            "https://portal.example.com"
+        ]
+    );
+    assert_eq!(d.mode, GuardMode::Audit);
+    assert_eq!(d.limits.max_request_body_bytes, Some(1024));
+
+    s.mode = Some(GuardMode::Enforce);
+    assert_eq!(world.derive(&s).mode, GuardMode::Enforce);
+}
+
+#[test]
+fn guard_config_is_what_the_guard_reads() {
+    let mut s = spec(&[("app", "weather")]);
+    s.hosts = vec!["mcp.example.com".into()];
+    let world = World {
+        policy: no_dns(),
+        ..Default::default()
+    };
+    let d = world.derive(&s);
+    let cfg = d.guard_config(NS, "weather");
+    let json = serde_json::to_string(&cfg).expect("json");
+    let back: GuardConfig = serde_json::from_str(&json).expect("roundtrip");
+    assert_eq!(back, cfg);
+    assert_eq!(cfg.allowed_hosts, vec!["mcp.example.com"]);
+    assert_eq!(cfg.source.as_ref().map(|s| s.name.as_str()), Some("weather"));
+    assert!(json.contains(r#""mode":"enforce""#), "{json}");
+    mcp_guard_config::Allowlist::compile(&cfg).expect("the guard accepts the derived config");
+}
+
+#[test]
+fn dependencies_cover_everything_consulted() {
+    let world = World {
+        services: vec![
+            web_service(),
+            service("frontend", &[("app", "frontend")], vec![sport(80, None, None)]),
+        ],
+        ingresses: vec![
+            ingress(
+                "web",
+                vec![rule(Some("mcp.example.com"), vec![backend("weather", num(80))])],
+                &[],
+            ),
+            ingress(
+                "unrelated",
+                vec![rule(Some("x.example.com"), vec![backend("frontend", num(80))])],
+                &[],
+            ),
+        ],
+        ..Default::default()
+    };
+    let d = world.derive(&spec(&[("app", "weather")]));
+    let deps: Vec<_> = d.dependencies.iter().map(|d| (d.kind, d.name.as_str())).collect();
+    assert_eq!(
+        deps,
+        vec![
+            (DepKind::Service, "weather"),
+            (DepKind::Ingress, "web"),
+            (DepKind::MCPGuardPolicy, "default")
+        ]
+    );
+}

@@ -1,0 +1,202 @@
+//! The `mcp-guard-operator` command line (every flag also as env `MCP_GUARD_OPERATOR_<FLAG>`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::controller::ControllerSettings;
+use crate::leader::LeaseSettings;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Whether to watch HTTPRoutes and Gateways.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GatewayApi {
+    /// Discover at start-up and every `--discovery-interval-seconds`.
+    Auto,
+    Enabled,
+    Disabled,
+}
+
+/// Derives each MCPServer's Host/Origin allowlist from Ingresses, HTTPRoutes and Services, and injects the
+/// mcp-guard sidecar.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "mcp-guard-operator", version, about)]
+pub struct Cli {
+    /// Admin listener: /livez, /readyz, /metrics.
+    #[arg(long, env = "MCP_GUARD_OPERATOR_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub admin_listen: SocketAddr,
+    /// Webhook listener (HTTPS): /mutate-pods, /validate-mcpserver.
+    #[arg(
+        long,
+        env = "MCP_GUARD_OPERATOR_WEBHOOK_LISTEN",
+        default_value = "0.0.0.0:9443"
+    )]
+    pub webhook_listen: SocketAddr,
+    /// Webhook serving certificate (PEM).
+    #[arg(
+        long,
+        env = "MCP_GUARD_OPERATOR_TLS_CERT_FILE",
+        default_value = "/tls/tls.crt"
+    )]
+    pub tls_cert_file: PathBuf,
+    /// Webhook serving key (PEM).
+    #[arg(long, env = "MCP_GUARD_OPERATOR_TLS_KEY_FILE", default_value = "/tls/tls.key")]
+    pub tls_key_file: PathBuf,
+    /// Do not serve the admission webhook.
+    #[arg(long, env = "MCP_GUARD_OPERATOR_NO_WEBHOOK")]
+    pub no_webhook: bool,
+    /// Do not run the controller.
+    #[arg(long, env = "MCP_GUARD_OPERATOR_NO_CONTROLLER")]
+    pub no_controller: bool,
+    /// Namespace of the leader-election Lease (default: env POD_NAMESPACE, else the kubeconfig's namespace).
+    #[arg(long, env = "MCP_GUARD_OPERATOR_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "MCP_GUARD_OPERATOR_LEASE_NAME",
+        default_value = "mcp-guard-operator"
+    )]
+    pub lease_name: String,
+    /// This replica's identity in the Lease and in Events (default: env POD_NAME, else the host name).
+    #[arg(long, env = "MCP_GUARD_OPERATOR_IDENTITY")]
+    pub identity: Option<String>,
+    /// Run the controller without leader election (single replica only).
+    #[arg(long, env = "MCP_GUARD_OPERATOR_NO_LEADER_ELECTION")]
+    pub no_leader_election: bool,
+    /// Lease validity without renewal.
+    #[arg(long, env = "MCP_GUARD_OPERATOR_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// How long the leader keeps leading while renewals fail.
+    #[arg(long, env = "MCP_GUARD_OPERATOR_RENEW_DEADLINE_SECONDS", default_value_t = 10)]
+    pub renew_deadline_seconds: u64,
+    /// How often candidates try and the leader renews.
+    #[arg(long, env = "MCP_GUARD_OPERATOR_RETRY_PERIOD_SECONDS", default_value_t = 2)]
+    pub retry_period_seconds: u64,
+    /// Cluster DNS domain used for Service DNS names.
+    #[arg(
+        long,
+        env = "MCP_GUARD_OPERATOR_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
+    /// Watch HTTPRoutes/Gateways: auto (discover), enabled, disabled.
+    #[arg(long, env = "MCP_GUARD_OPERATOR_GATEWAY_API", value_enum, default_value_t = GatewayApi::Auto)]
+    pub gateway_api: GatewayApi,
+    /// How often to re-discover the Gateway API when `--gateway-api auto`.
+    #[arg(
+        long,
+        env = "MCP_GUARD_OPERATOR_DISCOVERY_INTERVAL_SECONDS",
+        default_value_t = 30
+    )]
+    pub discovery_interval_seconds: u64,
+    /// Reconciles running at once.
+    #[arg(long, env = "MCP_GUARD_OPERATOR_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: u16,
+    /// Guard image injected when the policy names none.
+    #[arg(long, env = "MCP_GUARD_OPERATOR_DEFAULT_SIDECAR_IMAGE", default_value = crate::webhook::DEFAULT_SIDECAR_IMAGE)]
+    pub default_sidecar_image: String,
+    /// Log format.
+    #[arg(long, env = "MCP_GUARD_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax); `RUST_LOG` works too.
+    #[arg(long, env = "MCP_GUARD_OPERATOR_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Seconds to drain on SIGTERM before exiting (a second signal exits at once).
+    #[arg(long, env = "MCP_GUARD_OPERATOR_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Cli {
+    /// This replica's identity: `--identity`, env `POD_NAME`, the host name, or a fixed fallback.
+    pub fn identity(&self) -> String {
+        self.identity
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|s| s.trim().to_string())
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| format!("mcp-guard-operator-{}", std::process::id()))
+    }
+
+    /// The Lease namespace: `--leader-election-namespace`, env `POD_NAMESPACE`, else `fallback`.
+    pub fn lease_namespace(&self, fallback: &str) -> String {
+        self.leader_election_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| fallback.to_string())
+    }
+
+    pub fn controller_settings(&self) -> ControllerSettings {
+        ControllerSettings {
+            cluster_domain: self.cluster_domain.clone(),
+            identity: self.identity(),
+            gateway_api: match self.gateway_api {
+                GatewayApi::Auto => None,
+                GatewayApi::Enabled => Some(true),
+                GatewayApi::Disabled => Some(false),
+            },
+            discovery_interval: Duration::from_secs(self.discovery_interval_seconds.max(1)),
+            concurrency: self.concurrency.max(1),
+        }
+    }
+
+    /// Lease settings, or `None` with `--no-leader-election`.
+    pub fn lease_settings(&self, fallback_namespace: &str) -> Option<LeaseSettings> {
+        (!self.no_leader_election).then(|| LeaseSettings {
+            namespace: self.lease_namespace(fallback_namespace),
+            name: self.lease_name.clone(),
+            identity: self.identity(),
+            lease_duration: Duration::from_secs(self.lease_duration_seconds.max(1)),
+            renew_deadline: Duration::from_secs(self.renew_deadline_seconds.max(1)),
+            retry_period: Duration::from_secs(self.retry_period_seconds.max(1)),
+        })
+    }
+}
+
+/// Installs the tracing subscriber (text or JSON).
+pub fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Resolves on the first SIGTERM/SIGINT; a second one exits the process at once.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down (send the signal again to exit at once)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}

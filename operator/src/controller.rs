@@ -1,0 +1,754 @@
+//! The controller: for each MCPServer, derive the allowlist from reflector caches, write the ConfigMap
+//! `<name>-mcp-guard` (server-side apply, owned by the MCPServer), the status and Events.
+//!
+//! Reacts to changes of Services, Ingresses, HTTPRoutes, Gateways and MCPGuardPolicies through `watches_stream`
+//! mappers that combine a forward match (which MCPServers could this object route to now) with a reverse index
+//! of what each MCPServer's last derivation depended on (which MCPServers did it route to before), so edits
+//! and deletions both reach the right MCPServers without periodic rescans.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use mcp_guard_config::CONFIG_KEY;
+use serde::de::DeserializeOwned;
+use tracing::{debug, info, warn};
+
+use crate::allowlist::{self, DepKind, Dependency, Derivation, DeriveInput};
+use crate::crd::{MCPGuardPolicy, MCPServer, MCPServerStatus, config_map_name};
+use crate::gateway::{Gateway, HTTPRoute};
+use crate::metrics::{ControllerMetrics, EventLabels, ServerLabels};
+use crate::status::{self, StatusInput, build_status};
+use crate::validate::validate_spec;
+
+#[cfg(test)]
+mod tests;
+
+/// The field manager of every write.
+pub const FIELD_MANAGER: &str = "mcp-guard-operator";
+/// Label on every ConfigMap the operator writes (its ConfigMap watch is restricted to it).
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_VALUE: &str = "mcp-guard-operator";
+/// Label naming the MCPServer a ConfigMap belongs to.
+pub const SERVER_LABEL: &str = "mcpguard.dev/mcpserver";
+
+/// Errors of one reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing ConfigMap {namespace}/{name}: {source}")]
+    ConfigMap {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing status of MCPServer {namespace}/{name}: {source}")]
+    Status {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("serializing the guard config: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error("MCPServer without {0}")]
+    MissingObjectKey(&'static str),
+}
+
+/// Settings from the command line.
+#[derive(Clone, Debug)]
+pub struct ControllerSettings {
+    /// Cluster DNS domain for Service DNS names (`cluster.local`).
+    pub cluster_domain: String,
+    /// This replica's identity (Event reporter instance).
+    pub identity: String,
+    /// Whether the Gateway API (HTTPRoute, Gateway) is watched; `None` = discover.
+    pub gateway_api: Option<bool>,
+    /// How often to re-check whether the Gateway API CRDs appeared or went away.
+    pub discovery_interval: Duration,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        Self {
+            cluster_domain: "cluster.local".into(),
+            identity: "mcp-guard-operator".into(),
+            gateway_api: None,
+            discovery_interval: Duration::from_secs(30),
+            concurrency: 32,
+        }
+    }
+}
+
+/// Which MCPServers each dependency was consulted by (reverse index of the last derivations).
+#[derive(Default, Debug)]
+pub struct DependencyIndex {
+    by_dep: HashMap<Dependency, HashSet<ObjectRef<MCPServer>>>,
+    by_server: HashMap<ObjectRef<MCPServer>, BTreeSet<Dependency>>,
+}
+
+impl DependencyIndex {
+    /// Records a server's dependencies, replacing the previous set.
+    pub fn record(&mut self, server: &ObjectRef<MCPServer>, deps: &BTreeSet<Dependency>) {
+        self.forget(server);
+        for d in deps {
+            self.by_dep.entry(d.clone()).or_default().insert(server.clone());
+        }
+        self.by_server.insert(server.clone(), deps.clone());
+    }
+
+    /// Drops a server from the index.
+    pub fn forget(&mut self, server: &ObjectRef<MCPServer>) {
+        if let Some(old) = self.by_server.remove(server) {
+            for d in old {
+                if let Some(set) = self.by_dep.get_mut(&d) {
+                    set.remove(server);
+                    if set.is_empty() {
+                        self.by_dep.remove(&d);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Servers whose last derivation consulted this object.
+    pub fn dependents(&self, dep: &Dependency) -> Vec<ObjectRef<MCPServer>> {
+        self.by_dep
+            .get(dep)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Reflector caches the reconciler reads.
+#[derive(Clone)]
+pub struct Stores {
+    pub servers: Store<MCPServer>,
+    pub services: Store<Service>,
+    pub ingresses: Store<Ingress>,
+    pub policies: Store<MCPGuardPolicy>,
+    pub config_maps: Store<ConfigMap>,
+    /// `None` when the Gateway API is not installed.
+    pub routes: Option<Store<HTTPRoute>>,
+    pub gateways: Option<Store<Gateway>>,
+}
+
+/// What every reconcile gets.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: ControllerMetrics,
+    pub settings: ControllerSettings,
+    pub stores: Stores,
+    pub index: Arc<Mutex<DependencyIndex>>,
+}
+
+fn in_namespace<K>(store: &Store<K>, ns: &str) -> Vec<Arc<K>>
+where
+    K: Resource + Clone,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    store.state_filter(|o| o.meta().namespace.as_deref() == Some(ns))
+}
+
+fn entry_values(entries: &[crate::crd::AllowlistEntry]) -> Vec<&str> {
+    entries.iter().map(|e| e.value.as_str()).collect()
+}
+
+fn short_list(values: &[&str]) -> String {
+    const SHOWN: usize = 10;
+    if values.is_empty() {
+        return "none".into();
+    }
+    let mut s = values.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
+    if values.len() > SHOWN {
+        s.push_str(&format!(" (+{} more)", values.len() - SHOWN));
+    }
+    s
+}
+
+/// The ConfigMap for a server (server-side apply body).
+pub fn desired_config_map(server: &MCPServer, ns: &str, json: String) -> Result<ConfigMap, Error> {
+    let name = server.name_any();
+    let owner = server
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingObjectKey("uid"))?;
+    Ok(ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(config_map_name(&name)),
+            namespace: Some(ns.to_string()),
+            owner_references: Some(vec![owner]),
+            labels: Some(
+                [
+                    (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+                    (SERVER_LABEL.to_string(), name),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        data: Some([(CONFIG_KEY.to_string(), json)].into()),
+        ..Default::default()
+    })
+}
+
+fn config_map_current(existing: Option<&ConfigMap>, desired: &ConfigMap) -> bool {
+    let Some(existing) = existing else { return false };
+    existing.data == desired.data
+        && existing.metadata.owner_references == desired.metadata.owner_references
+        && desired
+            .metadata
+            .labels
+            .iter()
+            .flatten()
+            .all(|(k, v)| existing.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v))
+}
+
+/// Reconciles one MCPServer.
+pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let ns = server.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    let name = server.name_any();
+    let oref = ObjectRef::from_obj(&*server);
+    if server.metadata.deletion_timestamp.is_some() {
+        // The ConfigMap is owned by the MCPServer: the garbage collector removes it.
+        ctx.index.lock().map(|mut i| i.forget(&oref)).ok();
+        return Ok(Action::await_change());
+    }
+    let spec = &server.spec;
+    let stores = &ctx.stores;
+
+    let policy = stores.policies.get(&ObjectRef::new(spec.policy_name()));
+    let services = in_namespace(&stores.services, &ns);
+    let ingresses = in_namespace(&stores.ingresses, &ns);
+    let routes = stores
+        .routes
+        .as_ref()
+        .map(|s| in_namespace(s, &ns))
+        .unwrap_or_default();
+    let gateways = stores.gateways.as_ref().map(|s| s.state()).unwrap_or_default();
+    let input = DeriveInput {
+        namespace: &ns,
+        name: &name,
+        spec,
+        policy: policy.as_deref().map(|p| &p.spec),
+        services: services.iter().map(|s| s.as_ref()).collect(),
+        ingresses: ingresses.iter().map(|i| i.as_ref()).collect(),
+        http_routes: routes.iter().map(|r| r.as_ref()).collect(),
+        gateways: gateways.iter().map(|g| g.as_ref()).collect(),
+        cluster_domain: &ctx.settings.cluster_domain,
+    };
+    let d: Derivation = allowlist::derive(&input);
+    let spec_errors = validate_spec(spec);
+    if let Ok(mut index) = ctx.index.lock() {
+        index.record(&oref, &d.dependencies);
+    }
+
+    // The guard config.
+    let cm_name = config_map_name(&name);
+    let json = serde_json::to_string_pretty(&d.guard_config(&ns, &name))?;
+    let cm = desired_config_map(&server, &ns, json)?;
+    let existing = stores.config_maps.get(&ObjectRef::new(&cm_name).within(&ns));
+    if !config_map_current(existing.as_deref(), &cm) {
+        Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
+            .patch(
+                &cm_name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&cm),
+            )
+            .await
+            .map_err(|source| Error::ConfigMap {
+                namespace: ns.clone(),
+                name: cm_name.clone(),
+                source,
+            })?;
+        debug!(namespace = %ns, name = %cm_name, "applied guard ConfigMap");
+    }
+
+    // Status.
+    let previous = server.status.as_ref();
+    let status = build_status(
+        &d,
+        &StatusInput {
+            generation: server.metadata.generation,
+            previous,
+            now: Time(k8s_openapi::jiff::Timestamp::now()),
+            config_map: &cm_name,
+            policy_name: spec.policy_name(),
+            policy_explicit: spec.policy_ref.is_some(),
+            server_port: spec.port,
+            spec_errors: &spec_errors,
+        },
+    );
+    if previous != Some(&status) {
+        let body = serde_json::json!({
+            "apiVersion": MCPServer::api_version(&()),
+            "kind": MCPServer::kind(&()),
+            "status": status,
+        });
+        Api::<MCPServer>::namespaced(ctx.client.clone(), &ns)
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map_err(|source| Error::Status {
+                namespace: ns.clone(),
+                name: name.clone(),
+                source,
+            })?;
+    }
+
+    publish_events(&ctx, &server, previous, &status).await;
+
+    let labels = ServerLabels {
+        namespace: ns.clone(),
+        name: name.clone(),
+    };
+    ctx.metrics
+        .allowlist_hosts
+        .get_or_create(&labels)
+        .set(d.hosts.len() as i64);
+    ctx.metrics
+        .allowlist_origins
+        .get_or_create(&labels)
+        .set(d.origins.len() as i64);
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    ctx.metrics.result(true);
+    Ok(Action::await_change())
+}
+
+fn was_empty(status: Option<&MCPServerStatus>) -> bool {
+    status.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == status::condition::EMPTY_ALLOWLIST && c.status == "True")
+    })
+}
+
+async fn publish_events(
+    ctx: &Context,
+    server: &MCPServer,
+    previous: Option<&MCPServerStatus>,
+    status: &MCPServerStatus,
+) {
+    let mut events = Vec::new();
+    let hosts = entry_values(&status.allowed_hosts);
+    let origins = entry_values(&status.allowed_origins);
+    let changed = previous.is_none_or(|p| {
+        entry_values(&p.allowed_hosts) != hosts || entry_values(&p.allowed_origins) != origins
+    });
+    if changed && !hosts.is_empty() {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "AllowlistUpdated".into(),
+            note: Some(format!(
+                "Allowed hosts: {}; origins: {}",
+                short_list(&hosts),
+                short_list(&origins)
+            )),
+            action: "UpdateAllowlist".into(),
+            secondary: None,
+        });
+    }
+    if hosts.is_empty() && !was_empty(previous) {
+        let message = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == status::condition::EMPTY_ALLOWLIST)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        events.push(Event {
+            type_: EventType::Warning,
+            reason: "EmptyAllowlist".into(),
+            note: Some(message.chars().take(1000).collect()),
+            action: "UpdateAllowlist".into(),
+            secondary: None,
+        });
+    }
+    let reference = server.object_ref(&());
+    for ev in events {
+        ctx.metrics
+            .events
+            .get_or_create(&EventLabels {
+                reason: ev.reason.clone(),
+            })
+            .inc();
+        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+            warn!(error = %e, reason = %ev.reason, "publishing Event failed");
+        }
+    }
+}
+
+/// Requeue after a failed reconcile.
+pub fn error_policy(server: Arc<MCPServer>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(namespace = server.namespace().unwrap_or_default(), name = %server.name_any(), error = %error, "reconcile failed");
+    ctx.metrics.result(false);
+    Action::requeue(Duration::from_secs(5))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Mappers: watch event on another object → MCPServers to reconcile.
+
+fn servers_in(servers: &Store<MCPServer>, ns: &str) -> Vec<Arc<MCPServer>> {
+    in_namespace(servers, ns)
+}
+
+/// MCPServers in `ns` for which the named Service is (or is listed as) one of theirs.
+fn servers_for_service_name(stores: &Stores, ns: &str, svc_name: &str) -> Vec<ObjectRef<MCPServer>> {
+    let svc = stores.services.get(&ObjectRef::new(svc_name).within(ns));
+    servers_in(&stores.servers, ns)
+        .into_iter()
+        .filter(|s| match &s.spec.services {
+            Some(names) => names.iter().any(|n| n == svc_name),
+            None => svc
+                .as_deref()
+                .is_some_and(|svc| allowlist::service_is_candidate(svc, &s.spec)),
+        })
+        .map(|s| ObjectRef::from_obj(&*s))
+        .collect()
+}
+
+fn listed_in(names: &Option<Vec<String>>, name: &str) -> bool {
+    names.as_ref().is_some_and(|n| n.iter().any(|x| x == name))
+}
+
+fn with_dependents(
+    index: &Mutex<DependencyIndex>,
+    dep: Dependency,
+    mut refs: Vec<ObjectRef<MCPServer>>,
+) -> Vec<ObjectRef<MCPServer>> {
+    if let Ok(index) = index.lock() {
+        refs.extend(index.dependents(&dep));
+    }
+    refs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    refs.dedup();
+    refs
+}
+
+/// Service changed → MCPServers it selects now, and those that used it before.
+pub fn map_service(
+    stores: &Stores,
+    index: &Mutex<DependencyIndex>,
+    svc: &Service,
+) -> Vec<ObjectRef<MCPServer>> {
+    let ns = svc.namespace().unwrap_or_default();
+    let name = svc.name_any();
+    let now: Vec<_> = servers_in(&stores.servers, &ns)
+        .into_iter()
+        .filter(|s| allowlist::service_is_candidate(svc, &s.spec))
+        .map(|s| ObjectRef::from_obj(&*s))
+        .collect();
+    with_dependents(index, Dependency::new(DepKind::Service, Some(&ns), &name), now)
+}
+
+/// Ingress changed → MCPServers of the Services it routes to now, and those it contributed to before.
+pub fn map_ingress(
+    stores: &Stores,
+    index: &Mutex<DependencyIndex>,
+    ing: &Ingress,
+) -> Vec<ObjectRef<MCPServer>> {
+    let ns = ing.namespace().unwrap_or_default();
+    let name = ing.name_any();
+    let mut now: Vec<_> = allowlist::ingress_backend_services(ing)
+        .iter()
+        .flat_map(|svc| servers_for_service_name(stores, &ns, svc))
+        .collect();
+    now.extend(
+        servers_in(&stores.servers, &ns)
+            .into_iter()
+            .filter(|s| listed_in(&s.spec.ingresses, &name))
+            .map(|s| ObjectRef::from_obj(&*s)),
+    );
+    with_dependents(index, Dependency::new(DepKind::Ingress, Some(&ns), &name), now)
+}
+
+/// HTTPRoute changed → MCPServers of the Services it routes to now, and those it contributed to before.
+pub fn map_route(
+    stores: &Stores,
+    index: &Mutex<DependencyIndex>,
+    route: &HTTPRoute,
+) -> Vec<ObjectRef<MCPServer>> {
+    let ns = route.namespace().unwrap_or_default();
+    let name = route.name_any();
+    let mut now: Vec<_> = allowlist::route_backend_services(route)
+        .iter()
+        .filter(|(svc_ns, _)| *svc_ns == ns)
+        .flat_map(|(svc_ns, svc)| servers_for_service_name(stores, svc_ns, svc))
+        .collect();
+    now.extend(
+        servers_in(&stores.servers, &ns)
+            .into_iter()
+            .filter(|s| listed_in(&s.spec.http_routes, &name))
+            .map(|s| ObjectRef::from_obj(&*s)),
+    );
+    with_dependents(index, Dependency::new(DepKind::HTTPRoute, Some(&ns), &name), now)
+}
+
+/// Gateway changed → MCPServers whose routes referenced it.
+pub fn map_gateway(index: &Mutex<DependencyIndex>, gw: &Gateway) -> Vec<ObjectRef<MCPServer>> {
+    let ns = gw.namespace().unwrap_or_default();
+    with_dependents(
+        index,
+        Dependency::new(DepKind::Gateway, Some(&ns), &gw.name_any()),
+        Vec::new(),
+    )
+}
+
+/// Policy changed → MCPServers referencing it.
+pub fn map_policy(stores: &Stores, policy: &MCPGuardPolicy) -> Vec<ObjectRef<MCPServer>> {
+    let name = policy.name_any();
+    stores
+        .servers
+        .state_filter(|s| s.spec.policy_name() == name)
+        .into_iter()
+        .map(|s| ObjectRef::from_obj(&*s))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Running.
+
+/// Whether the Gateway API (HTTPRoute and Gateway, `gateway.networking.k8s.io/v1`) is served.
+pub async fn gateway_api_installed(client: &Client) -> Result<bool, kube::Error> {
+    match client
+        .list_api_group_resources("gateway.networking.k8s.io/v1")
+        .await
+    {
+        Ok(list) => {
+            let has = |n: &str| list.resources.iter().any(|r| r.name == n);
+            Ok(has("httproutes") && has("gateways"))
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + std::hash::Hash + Eq + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+/// Readiness of the controller: caches synced while leading (a standby replica is ready too).
+#[derive(Clone, Default)]
+pub struct ControllerReadiness {
+    synced: Arc<AtomicBool>,
+    leading: Arc<AtomicBool>,
+}
+
+impl ControllerReadiness {
+    /// Ready: not leading (standing by) or caches synced.
+    pub fn is_ready(&self) -> bool {
+        !self.leading.load(Ordering::Relaxed) || self.synced.load(Ordering::Relaxed)
+    }
+
+    /// Whether the caches of the running controller are synced.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs the controller until `stop` resolves (or the Gateway API appears/disappears, which returns
+/// `Ok(true)`: run again to pick the change up).
+pub async fn run_once(
+    client: Client,
+    settings: ControllerSettings,
+    metrics: ControllerMetrics,
+    readiness: ControllerReadiness,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<bool, kube::Error> {
+    let gateway_api = match settings.gateway_api {
+        Some(v) => v,
+        None => gateway_api_installed(&client).await?,
+    };
+    info!(gateway_api, "starting MCPServer controller");
+    readiness.synced.store(false, Ordering::Relaxed);
+    readiness.leading.store(true, Ordering::Relaxed);
+
+    let cfg = watcher::Config::default().any_semantic();
+    let (servers, server_stream) = reflect(Api::<MCPServer>::all(client.clone()), cfg.clone());
+    let (services, service_stream) = reflect(Api::<Service>::all(client.clone()), cfg.clone());
+    let (ingresses, ingress_stream) = reflect(Api::<Ingress>::all(client.clone()), cfg.clone());
+    let (policies, policy_stream) = reflect(Api::<MCPGuardPolicy>::all(client.clone()), cfg.clone());
+    let (config_maps, cm_stream) = reflect(
+        Api::<ConfigMap>::all(client.clone()),
+        cfg.clone()
+            .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
+    );
+    let (routes, route_stream, gateways, gateway_stream) = if gateway_api {
+        let (r, rs) = reflect(Api::<HTTPRoute>::all(client.clone()), cfg.clone());
+        let (g, gs) = reflect(Api::<Gateway>::all(client.clone()), cfg.clone());
+        (Some(r), Some(rs.boxed()), Some(g), Some(gs.boxed()))
+    } else {
+        (None, None, None, None)
+    };
+    let stores = Stores {
+        servers: servers.clone(),
+        services,
+        ingresses,
+        policies,
+        config_maps,
+        routes,
+        gateways,
+    };
+    let index = Arc::new(Mutex::new(DependencyIndex::default()));
+
+    {
+        let stores = stores.clone();
+        let synced = readiness.synced.clone();
+        tokio::spawn(async move {
+            let mut waits = vec![
+                stores.servers.wait_until_ready().boxed(),
+                stores.services.wait_until_ready().boxed(),
+                stores.ingresses.wait_until_ready().boxed(),
+                stores.policies.wait_until_ready().boxed(),
+                stores.config_maps.wait_until_ready().boxed(),
+            ];
+            if let Some(r) = &stores.routes {
+                waits.push(r.wait_until_ready().boxed());
+            }
+            if let Some(g) = &stores.gateways {
+                waits.push(g.wait_until_ready().boxed());
+            }
+            if futures::future::join_all(waits).await.iter().all(Result::is_ok) {
+                info!("caches synced");
+                synced.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(settings.identity.clone()),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder,
+        metrics,
+        settings: settings.clone(),
+        stores: stores.clone(),
+        index: index.clone(),
+    });
+
+    // Stop when asked, or when the Gateway API availability changes.
+    let (changed_tx, changed_rx) = tokio::sync::oneshot::channel::<()>();
+    let discovery = {
+        let client = client.clone();
+        let interval = settings.discovery_interval;
+        let fixed = settings.gateway_api.is_some();
+        tokio::spawn(async move {
+            if fixed {
+                return futures::future::pending::<()>().await;
+            }
+            loop {
+                tokio::time::sleep(interval).await;
+                match gateway_api_installed(&client).await {
+                    Ok(now) if now != gateway_api => {
+                        info!(
+                            gateway_api = now,
+                            "Gateway API availability changed; restarting the controller"
+                        );
+                        let _ = changed_tx.send(());
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => debug!(error = %e, "Gateway API discovery failed"),
+                }
+            }
+        })
+    };
+    let changed = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stopper = {
+        let changed = changed.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stop => {}
+                r = changed_rx => if r.is_ok() { changed.store(true, Ordering::Relaxed) },
+            }
+            let _ = stop_tx.send(());
+        })
+    };
+    let stop_all = stop_rx.map(|_| ());
+
+    let mut controller = Controller::for_stream(
+        server_stream.predicate_filter(predicates::generation, Default::default()),
+        servers,
+    )
+    .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+    .owns_stream(cm_stream)
+    .watches_stream(service_stream, {
+        let (stores, index) = (stores.clone(), index.clone());
+        move |svc: Service| map_service(&stores, &index, &svc)
+    })
+    .watches_stream(ingress_stream, {
+        let (stores, index) = (stores.clone(), index.clone());
+        move |ing: Ingress| map_ingress(&stores, &index, &ing)
+    })
+    .watches_stream(policy_stream, {
+        let stores = stores.clone();
+        move |p: MCPGuardPolicy| map_policy(&stores, &p)
+    });
+    if let Some(rs) = route_stream {
+        let (stores, index) = (stores.clone(), index.clone());
+        controller = controller.watches_stream(rs, move |r: HTTPRoute| map_route(&stores, &index, &r));
+    }
+    if let Some(gs) = gateway_stream {
+        let index = index.clone();
+        controller = controller.watches_stream(gs, move |g: Gateway| map_gateway(&index, &g));
+    }
+    controller
+        .graceful_shutdown_on(stop_all)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => {
+                    debug!(namespace = obj.namespace.as_deref().unwrap_or(""), name = %obj.name, "reconciled")
+                }
+                Err(kube::runtime::controller::Error::ObjectNotFound(_))
+                | Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(e) => warn!(error = %e, "controller error"),
+            }
+        })
+        .await;
+    discovery.abort();
+    stopper.abort();
+    readiness.leading.store(false, Ordering::Relaxed);
+    readiness.synced.store(false, Ordering::Relaxed);
+    info!("MCPServer controller stopped");
+    Ok(changed.load(Ordering::Relaxed))
+}

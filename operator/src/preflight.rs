@@ -1,0 +1,167 @@
+//! Start-up checks with clear errors: the CRDs are installed and RBAC grants what the controller does.
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+
+use crate::crd::{MCPGuardPolicy, MCPServer};
+
+/// Why the operator cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(
+        "CustomResourceDefinition(s) not installed: {}. Install them with `kubectl apply -f crds/` (from the \
+         mcp-guard repository) or install the mcp-guard Helm chart, which ships them",
+        .0.join(", ")
+    )]
+    MissingCrds(Vec<String>),
+    #[error(
+        "RBAC denies permissions the operator needs: {}. Grant them to the operator's ServiceAccount (the \
+         mcp-guard Helm chart's ClusterRole and Role do; see docs/operator.md \"Permissions\")",
+        .0.join("; ")
+    )]
+    Forbidden(Vec<String>),
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// One permission: verb on group/resource[/subresource], cluster-wide or in a namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Permission {
+    pub verb: &'static str,
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub subresource: Option<&'static str>,
+    pub namespace: Option<String>,
+}
+
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let group = if self.group.is_empty() {
+            "core".to_string()
+        } else {
+            self.group.to_string()
+        };
+        write!(f, "cannot {} {}/{}", self.verb, group, self.resource)?;
+        if let Some(s) = self.subresource {
+            write!(f, "/{s}")?;
+        }
+        match &self.namespace {
+            Some(ns) => write!(f, " in namespace {ns}"),
+            None => write!(f, " (cluster-wide)"),
+        }
+    }
+}
+
+fn p(verb: &'static str, group: &'static str, resource: &'static str) -> Permission {
+    Permission {
+        verb,
+        group,
+        resource,
+        subresource: None,
+        namespace: None,
+    }
+}
+
+/// What the controller does (`lease_namespace`: where it campaigns; `gateway_api`: whether it watches routes).
+pub fn controller_permissions(lease_namespace: Option<&str>, gateway_api: bool) -> Vec<Permission> {
+    let mut perms = Vec::new();
+    for verb in ["list", "watch"] {
+        perms.push(p(verb, "mcpguard.dev", "mcpservers"));
+        perms.push(p(verb, "mcpguard.dev", "mcpguardpolicies"));
+        perms.push(p(verb, "", "services"));
+        perms.push(p(verb, "", "configmaps"));
+        perms.push(p(verb, "networking.k8s.io", "ingresses"));
+        if gateway_api {
+            perms.push(p(verb, "gateway.networking.k8s.io", "httproutes"));
+            perms.push(p(verb, "gateway.networking.k8s.io", "gateways"));
+        }
+    }
+    perms.push(p("create", "", "configmaps"));
+    perms.push(p("patch", "", "configmaps"));
+    perms.push(Permission {
+        subresource: Some("status"),
+        ..p("patch", "mcpguard.dev", "mcpservers")
+    });
+    perms.push(p("create", "events.k8s.io", "events"));
+    perms.push(p("patch", "events.k8s.io", "events"));
+    if let Some(ns) = lease_namespace {
+        for verb in ["get", "create", "update"] {
+            perms.push(Permission {
+                namespace: Some(ns.to_string()),
+                ..p(verb, "coordination.k8s.io", "leases")
+            });
+        }
+    }
+    perms
+}
+
+/// The permissions (of `wanted`) that the API server denies to the current user.
+pub async fn missing_permissions(
+    client: &Client,
+    wanted: &[Permission],
+) -> Result<Vec<Permission>, kube::Error> {
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let mut missing = Vec::new();
+    for perm in wanted {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(perm.verb.into()),
+                    group: Some(perm.group.into()),
+                    resource: Some(perm.resource.into()),
+                    subresource: perm.subresource.map(Into::into),
+                    namespace: perm.namespace.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = api.create(&PostParams::default(), &review).await?;
+        if !answer.status.is_some_and(|s| s.allowed) {
+            missing.push(perm.clone());
+        }
+    }
+    Ok(missing)
+}
+
+async fn crd_installed<K>(api: Api<K>) -> Result<bool, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        // Forbidden and the like are reported by the permission check.
+        Err(kube::Error::Api(_)) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks the CRDs, then RBAC; `Ok` when the controller can run.
+pub async fn check_controller(
+    client: &Client,
+    lease_namespace: Option<&str>,
+    gateway_api: bool,
+) -> Result<(), StartupError> {
+    let mut missing_crds = Vec::new();
+    if !crd_installed(Api::<MCPServer>::all(client.clone())).await? {
+        missing_crds.push("mcpservers.mcpguard.dev".to_string());
+    }
+    if !crd_installed(Api::<MCPGuardPolicy>::all(client.clone())).await? {
+        missing_crds.push("mcpguardpolicies.mcpguard.dev".to_string());
+    }
+    if !missing_crds.is_empty() {
+        return Err(StartupError::MissingCrds(missing_crds));
+    }
+    let missing = missing_permissions(client, &controller_permissions(lease_namespace, gateway_api)).await?;
+    if !missing.is_empty() {
+        return Err(StartupError::Forbidden(
+            missing.iter().map(ToString::to_string).collect(),
+        ));
+    }
+    Ok(())
+}
