@@ -526,9 +526,12 @@ async fn assert_nothing_left(cluster: &Cluster, release: &str, namespace: &str) 
     );
 }
 
-/// `kubectl auth can-i` as the chart's ServiceAccount: what the operator needs is allowed, the rest is not.
+/// SelfSubjectAccessReviews as the chart's ServiceAccount: what the operator needs is allowed, the rest is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_account_gets_exactly_what_the_operator_needs() {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
     let cluster = Cluster::shared().await;
     let release = "rbac-check";
     let ns = cluster.namespace("chart-rbac").await;
@@ -551,77 +554,96 @@ async fn service_account_gets_exactly_what_the_operator_needs() {
     ]);
     let sa = format!("{release}-mcp-guard");
     let kubeconfig = cluster.service_account_kubeconfig(&ns, &sa).await.unwrap();
-    let can = |args: &[&str]| -> bool {
-        let out = Command::new(bin("kubectl"))
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["auth", "can-i"])
-            .args(args)
-            .output()
-            .unwrap();
-        text(&out.stdout).trim() == "yes"
+    let reviews = Api::<SelfSubjectAccessReview>::all(
+        kube::Client::try_from(config_from(&kubeconfig).await.unwrap()).unwrap(),
+    );
+    // (verb, "resource[.group][/subresource]", namespace ("" = all / cluster-scoped), name)
+    let can = async |verb: &str, resource: &str, namespace: &str, name: &str| -> bool {
+        let (resource, subresource) = resource
+            .split_once('/')
+            .map_or((resource, None), |(r, s)| (r, Some(s)));
+        let (resource, group) = resource.split_once('.').unwrap_or((resource, ""));
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.into()),
+                    group: Some(group.into()),
+                    resource: Some(resource.into()),
+                    subresource: subresource.map(str::to_string),
+                    namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
+                    name: (!name.is_empty()).then(|| name.to_string()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = reviews
+            .create(&Default::default(), &review)
+            .await
+            .expect("a SelfSubjectAccessReview");
+        answer.status.map(|s| s.allowed).unwrap_or(false)
     };
     let other = "some-team";
+    let ns = ns.as_str();
     let lease = "mcp-guard-operator";
-    let allowed: Vec<Vec<&str>> = vec![
-        vec!["list", "mcpservers.mcpguard.dev", "-A"],
-        vec!["watch", "mcpservers.mcpguard.dev", "-A"],
-        vec!["get", "mcpguardpolicies.mcpguard.dev"],
-        vec!["watch", "mcpguardpolicies.mcpguard.dev"],
-        vec![
-            "patch",
-            "mcpservers.mcpguard.dev",
-            "--subresource=status",
-            "-n",
-            other,
-        ],
-        vec!["list", "services", "-A"],
-        vec!["watch", "pods", "-A"],
-        vec!["get", "namespaces"],
-        vec!["list", "ingresses.networking.k8s.io", "-A"],
-        vec!["watch", "httproutes.gateway.networking.k8s.io", "-A"],
-        vec!["list", "gateways.gateway.networking.k8s.io", "-A"],
-        vec!["create", "configmaps", "-n", other],
-        vec!["patch", "configmaps", "-n", other],
-        vec!["watch", "configmaps", "-A"],
-        vec!["create", "events.events.k8s.io", "-n", other],
-        vec!["create", "events", "-n", other],
-        vec!["create", "leases.coordination.k8s.io", "-n", &ns],
+    let allowed: Vec<(&str, &str, &str, &str)> = vec![
+        ("list", "mcpservers.mcpguard.dev", "", ""),
+        ("watch", "mcpservers.mcpguard.dev", "", ""),
+        ("get", "mcpguardpolicies.mcpguard.dev", "", "default"),
+        ("watch", "mcpguardpolicies.mcpguard.dev", "", ""),
+        ("patch", "mcpservers.mcpguard.dev/status", other, "weather"),
+        ("list", "services", "", ""),
+        ("watch", "pods", "", ""),
+        ("get", "namespaces", "", other),
+        ("list", "ingresses.networking.k8s.io", "", ""),
+        ("watch", "httproutes.gateway.networking.k8s.io", "", ""),
+        ("list", "gateways.gateway.networking.k8s.io", "", ""),
+        ("create", "configmaps", other, ""),
+        ("patch", "configmaps", other, "weather-mcp-guard"),
+        ("watch", "configmaps", "", ""),
+        ("create", "events.events.k8s.io", other, ""),
+        ("create", "events", other, ""),
+        ("create", "leases.coordination.k8s.io", ns, ""),
+        ("get", "leases.coordination.k8s.io", ns, lease),
+        ("update", "leases.coordination.k8s.io", ns, lease),
     ];
-    let lease_ref = format!("leases.coordination.k8s.io/{lease}");
-    let mut allowed = allowed;
-    allowed.push(vec!["update", &lease_ref, "-n", &ns]);
-    allowed.push(vec!["get", &lease_ref, "-n", &ns]);
-    for args in &allowed {
-        assert!(can(args), "the chart's ServiceAccount cannot {args:?}");
-    }
-    let denied: Vec<Vec<&str>> = vec![
-        vec!["get", "secrets", "-n", &ns],
-        vec!["list", "secrets", "-A"],
-        vec!["get", "secrets", "-n", "kube-system"],
-        vec!["create", "pods", "-n", other],
-        vec!["delete", "pods", "-n", other],
-        vec!["patch", "services", "-n", other],
-        vec!["update", "ingresses.networking.k8s.io", "-n", other],
-        vec!["delete", "configmaps", "-n", other],
-        vec!["update", "mcpservers.mcpguard.dev", "-n", other],
-        vec!["patch", "mcpguardpolicies.mcpguard.dev"],
-        vec!["create", "leases.coordination.k8s.io", "-n", other],
-        vec!["update", "leases.coordination.k8s.io/someone-elses", "-n", &ns],
-        vec![
-            "patch",
-            "mutatingwebhookconfigurations.admissionregistration.k8s.io",
-        ],
-        vec!["create", "clusterrolebindings.rbac.authorization.k8s.io"],
-        vec!["get", "nodes"],
-        vec!["create", "serviceaccounts/token", "-n", &ns],
-    ];
-    for args in &denied {
+    for (verb, resource, namespace, name) in allowed {
         assert!(
-            !can(args),
-            "the chart's ServiceAccount may {args:?}, which the operator does not need"
+            can(verb, resource, namespace, name).await,
+            "the chart's ServiceAccount cannot {verb} {resource} {namespace}/{name}"
         );
     }
-    helm.run(&["uninstall", release, "-n", &ns, "--wait"]);
-    assert_nothing_left(cluster, release, &ns).await;
+    let denied: Vec<(&str, &str, &str, &str)> = vec![
+        ("get", "secrets", ns, "anything"),
+        ("list", "secrets", "", ""),
+        ("get", "secrets", "kube-system", "anything"),
+        ("create", "pods", other, ""),
+        ("delete", "pods", other, "p"),
+        ("patch", "services", other, "s"),
+        ("update", "ingresses.networking.k8s.io", other, "i"),
+        ("patch", "httproutes.gateway.networking.k8s.io", other, "r"),
+        ("delete", "configmaps", other, "c"),
+        ("update", "mcpservers.mcpguard.dev", other, "weather"),
+        ("patch", "mcpguardpolicies.mcpguard.dev", "", "default"),
+        ("create", "leases.coordination.k8s.io", other, ""),
+        ("update", "leases.coordination.k8s.io", ns, "someone-elses"),
+        (
+            "patch",
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io",
+            "",
+            "mcp-guard",
+        ),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io", "", ""),
+        ("get", "nodes", "", "n"),
+        ("create", "serviceaccounts/token", ns, sa.as_str()),
+    ];
+    for (verb, resource, namespace, name) in denied {
+        assert!(
+            !can(verb, resource, namespace, name).await,
+            "the chart's ServiceAccount may {verb} {resource} {namespace}/{name}, which the operator does not need"
+        );
+    }
+    helm.run(&["uninstall", release, "-n", ns, "--wait"]);
+    assert_nothing_left(cluster, release, ns).await;
 }
