@@ -1,0 +1,415 @@
+//! The real `mcp-guard` binary: start-up errors, config reload (kubelet symlink swap), upstream failures,
+//! admin endpoints, idle timeout and graceful drain.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+#[tokio::test]
+async fn start_without_any_allowed_host_fails_clearly() {
+    let out = run_to_exit(&["--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no allowed host"), "{err}");
+
+    let out = run_to_exit(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "http://127.0.0.1:1",
+        "--allow-host",
+        "*",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("allowedHosts[0]") && err.contains("every host"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.json");
+    let out = run_to_exit(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "http://127.0.0.1:1",
+        "--allow-host",
+        "a.com",
+        "--config",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(
+        !out.status.success(),
+        "a missing config file is fatal even with --allow-host"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"allowedHosts": ["a.com"], "mode": "block"}"#).unwrap();
+    let out = run_to_exit(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "http://127.0.0.1:1",
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.json"));
+
+    let out = run_to_exit(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "https://127.0.0.1:1",
+        "--allow-host",
+        "a.com",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--upstream"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_is_reloaded_through_kubelet_symlink_swap() {
+    let up = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_configmap(
+        dir.path(),
+        1,
+        r#"{"allowedHosts":["one.example.com"],"source":{"kind":"MCPServer","namespace":"team-a","name":"weather"}}"#,
+    );
+    let config = dir.path().join("guard.json");
+    let guard = Guard::start(&[
+        "--upstream",
+        &up.url(),
+        "--config",
+        config.to_str().unwrap(),
+        "--config-poll-interval",
+        "200ms",
+        "--allow-host",
+        "flag.example.com",
+    ])
+    .await;
+    let a = guard.addr;
+    assert_eq!(get_with(a, "/", &["Host: one.example.com"]).await.status, 200);
+    assert_eq!(
+        get_with(a, "/", &["Host: flag.example.com"]).await.status,
+        200,
+        "flags merge with the file"
+    );
+    let r = get_with(a, "/", &["Host: two.example.com"]).await;
+    assert_eq!(r.status, 421);
+    let hint = r.json()["error"]["data"]["hint"].as_str().unwrap().to_owned();
+    assert!(hint.contains("spec.hosts of MCPServer team-a/weather"), "{hint}");
+
+    // keep a connection open across the reload: it must survive and see the new allowlist
+    let mut open = TcpStream::connect(a).await.unwrap();
+    open.write_all(b"GET /sse?n=2&ms=1500 HTTP/1.1\r\nHost: one.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        !read_stream(&mut open, "data: {\"n\":0}", Duration::from_secs(3))
+            .await
+            .is_empty()
+    );
+
+    write_configmap(
+        dir.path(),
+        2,
+        r#"{"allowedHosts":["two.example.com"],"mode":"enforce"}"#,
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            get_with(a, "/", &["Host: two.example.com"]).await.status == 200
+        })
+        .await,
+        "new config not picked up:\n{}",
+        guard.logs()
+    );
+    assert_eq!(get_with(a, "/", &["Host: one.example.com"]).await.status, 421);
+    assert_eq!(
+        guard
+            .metric("mcp_guard_config_reloads_total{result=\"ok\"}")
+            .await,
+        1.0
+    );
+    let rest = read_stream(&mut open, "data: {\"n\":1}", Duration::from_secs(5)).await;
+    assert!(
+        rest.iter().any(|(_, c)| c.contains("data: {\"n\":1}")),
+        "open stream dropped by reload: {rest:?}"
+    );
+
+    // an invalid config keeps the last good one
+    write_configmap(dir.path(), 3, r#"{"allowedHosts":["*"]}"#);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            guard
+                .metric("mcp_guard_config_reloads_total{result=\"failed\"}")
+                .await
+                == 1.0
+        })
+        .await,
+        "{}",
+        guard.logs()
+    );
+    assert_eq!(get_with(a, "/", &["Host: two.example.com"]).await.status, 200);
+    assert_eq!(get_with(a, "/", &["Host: evil.com"]).await.status, 421);
+    assert_eq!(guard.metric("mcp_guard_config_last_reload_ok").await, 0.0);
+    let logs = guard.logs();
+    assert!(
+        logs.contains("keeping the last good config") && logs.contains("allowedHosts[0]"),
+        "{logs}"
+    );
+    write_configmap(dir.path(), 4, "not json");
+    write_configmap(dir.path(), 5, r#"{"allowedHosts":[]}"#);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // the file may be empty when the flags allow hosts: then the flags alone apply
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            get_with(a, "/", &["Host: two.example.com"]).await.status == 421
+        })
+        .await
+    );
+    assert_eq!(get_with(a, "/", &["Host: flag.example.com"]).await.status, 200);
+
+    // audit mode through the file
+    write_configmap(
+        dir.path(),
+        6,
+        r#"{"allowedHosts":["two.example.com"],"mode":"audit"}"#,
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            get_with(a, "/", &["Host: evil.com"]).await.status == 200
+        })
+        .await
+    );
+    assert_eq!(guard.metric("mcp_guard_config_last_reload_ok").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_file_edits_are_reloaded() {
+    let up = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("guard.json");
+    std::fs::write(&config, r#"{"allowedHosts":["one.example.com"]}"#).unwrap();
+    let guard = Guard::start(&[
+        "--upstream",
+        &up.url(),
+        "--config",
+        config.to_str().unwrap(),
+        "--config-poll-interval",
+        "200ms",
+    ])
+    .await;
+    std::fs::write(&config, r#"{"allowedHosts":["two.example.com"]}"#).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            get_with(guard.addr, "/", &["Host: two.example.com"]).await.status == 200
+        })
+        .await
+    );
+    // an empty allowlist is invalid (never fail open, never reject everything silently): last good stays
+    std::fs::write(&config, r#"{"allowedHosts":[]}"#).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            guard
+                .metric("mcp_guard_config_reloads_total{result=\"failed\"}")
+                .await
+                == 1.0
+        })
+        .await
+    );
+    assert_eq!(
+        get_with(guard.addr, "/", &["Host: two.example.com"]).await.status,
+        200
+    );
+    assert!(guard.logs().contains("no allowed host"));
+    // the file vanishing keeps the last good config
+    std::fs::remove_file(&config).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        get_with(guard.addr, "/", &["Host: two.example.com"]).await.status,
+        200
+    );
+    assert!(guard.logs().contains("cannot read config file"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_is_502_json_and_recovers() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let url = format!("http://{addr}");
+    let guard = Guard::start(&["--upstream", &url, "--allow-host", "mcp.example.com"]).await;
+    let r = get_with(guard.addr, "/", &["Host: mcp.example.com"]).await;
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json()["error"]["data"]["reason"], "upstream_unavailable");
+    assert_eq!(
+        guard
+            .metric("mcp_guard_upstream_errors_total{kind=\"connect\"}")
+            .await,
+        1.0
+    );
+
+    let up = TestUpstream::start_on(TcpListener::bind(addr).await.unwrap());
+    let r = get_with(guard.addr, "/", &["Host: mcp.example.com"]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // the upstream restarts: pooled connections die, the next request still gets through
+    up.stop();
+    drop(up);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        get_with(guard.addr, "/", &["Host: mcp.example.com"]).await.status,
+        502
+    );
+    let _up = TestUpstream::start_on(TcpListener::bind(addr).await.unwrap());
+    assert_eq!(
+        get_with(guard.addr, "/", &["Host: mcp.example.com"]).await.status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints() {
+    let up = TestUpstream::start().await;
+    let guard = Guard::start(&["--upstream", &up.url(), "--allow-host", "mcp.example.com"]).await;
+    let r = get(guard.admin, "/livez").await.unwrap();
+    assert_eq!(r.status, 200);
+    let r = get(guard.admin, "/readyz").await.unwrap();
+    assert_eq!(r.status, 200);
+    let r = get(guard.admin, "/metrics").await.unwrap();
+    assert_eq!(r.status, 200);
+    for name in [
+        "mcp_guard_requests_total",
+        "mcp_guard_upstream_errors_total",
+        "mcp_guard_config_reloads_total",
+        "mcp_guard_open_connections",
+        "mcp_guard_open_streams",
+        "mcp_guard_allowed_hosts",
+    ] {
+        assert!(r.body.contains(name), "{name} missing:\n{}", r.body);
+    }
+    assert_eq!(get(guard.admin, "/nope").await.unwrap().status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs() {
+    let up = TestUpstream::start().await;
+    let guard = Guard::start(&[
+        "--upstream",
+        &up.url(),
+        "--allow-host",
+        "mcp.example.com",
+        "--log-format",
+        "json",
+    ])
+    .await;
+    get_with(guard.addr, "/", &["Host: evil.com"]).await;
+    let logs = guard.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("request rejected"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["reason"], "host_not_allowed");
+    assert_eq!(v["received"], "evil.com");
+    assert_eq!(v["level"], "WARN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_but_busy_streams_live() {
+    let up = TestUpstream::start().await;
+    let guard = Guard::start(&[
+        "--upstream",
+        &up.url(),
+        "--allow-host",
+        "mcp.example.com",
+        "--idle-timeout",
+        "1s",
+    ])
+    .await;
+    // a stream that sends every 400ms outlives the 1s idle timeout
+    let mut s = TcpStream::connect(guard.addr).await.unwrap();
+    s.write_all(b"GET /sse?n=6&ms=400 HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_stream(&mut s, "data: {\"n\":5}", Duration::from_secs(6)).await;
+    assert!(got.iter().any(|(_, c)| c.contains("data: {\"n\":5}")), "{got:?}");
+    // a stream that goes quiet is closed
+    let mut s = TcpStream::connect(guard.addr).await.unwrap();
+    s.write_all(b"GET /sse?n=2&ms=5000 HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    let got = read_stream(&mut s, "never", Duration::from_secs(4)).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "idle stream not closed: {got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_open_streams_then_exits() {
+    let up = TestUpstream::start().await;
+    let mut guard = Guard::start(&["--upstream", &up.url(), "--allow-host", "mcp.example.com"]).await;
+    let mut s = TcpStream::connect(guard.addr).await.unwrap();
+    s.write_all(b"GET /sse?n=3&ms=500 HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        !read_stream(&mut s, "data: {\"n\":0}", Duration::from_secs(3))
+            .await
+            .is_empty()
+    );
+    guard.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        get(guard.admin, "/readyz").await.unwrap().status,
+        503,
+        "not ready while draining"
+    );
+    assert!(TcpStream::connect(guard.addr).await.is_err(), "stopped accepting");
+    let rest = read_stream(&mut s, "data: {\"n\":2}", Duration::from_secs(5)).await;
+    assert!(
+        rest.iter().any(|(_, c)| c.contains("data: {\"n\":2}")),
+        "stream cut during drain: {rest:?}"
+    );
+    let status = guard
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("exits after draining");
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_signal_exits_at_once() {
+    let up = TestUpstream::start().await;
+    let mut guard = Guard::start(&["--upstream", &up.url(), "--allow-host", "mcp.example.com"]).await;
+    let mut s = TcpStream::connect(guard.addr).await.unwrap();
+    s.write_all(b"GET /sse?n=2&ms=30000 HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        !read_stream(&mut s, "data: {\"n\":0}", Duration::from_secs(3))
+            .await
+            .is_empty()
+    );
+    guard.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(guard.child.try_wait().unwrap().is_none(), "first signal drains");
+    guard.signal("TERM");
+    let status = guard
+        .wait_exit(Duration::from_secs(3))
+        .await
+        .expect("second signal exits at once");
+    assert!(!status.success());
+}
