@@ -5,6 +5,8 @@
 //! no RBAC error in the operator log; `helm upgrade` with changed defaults updates the policy and the allowlists and
 //! keeps the webhook certificate; `helm uninstall` leaves nothing but the CRDs.
 
+#![allow(clippy::unwrap_used)]
+
 mod chart_common;
 
 use std::path::Path;
@@ -470,7 +472,7 @@ async fn assert_nothing_left(cluster: &Cluster, release: &str, namespace: &str) 
                 "get",
                 &resources.join(","),
                 "-n",
-                RELEASE_NS,
+                namespace,
                 "-o",
                 "name",
                 "--ignore-not-found",
@@ -627,7 +629,8 @@ async fn service_account_gets_exactly_what_the_operator_needs() {
         ("update", "mcpservers.mcpguard.dev", other, "weather"),
         ("patch", "mcpguardpolicies.mcpguard.dev", "", "default"),
         ("create", "leases.coordination.k8s.io", other, ""),
-        ("update", "leases.coordination.k8s.io", ns, "someone-elses"),
+        ("patch", "leases.coordination.k8s.io", ns, lease),
+        ("delete", "leases.coordination.k8s.io", ns, lease),
         (
             "patch",
             "mutatingwebhookconfigurations.admissionregistration.k8s.io",
