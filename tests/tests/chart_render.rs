@@ -166,6 +166,8 @@ fn operator_deployment_is_highly_available_and_restricted() {
         "--cluster-domain=cluster.local",
         "--default-sidecar-image=ghcr.io/mcp-guard/mcp-guard:0.1.0",
         "--log-format=json",
+        "--log-level=info",
+        "--shutdown-grace-seconds=20",
     ] {
         assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
     }
