@@ -506,10 +506,18 @@ fn guard_command(
         env.insert(e.name.clone(), value);
     }
     let mut args: Vec<String> = container.args.iter().flatten().map(|a| expand(a, &env)).collect();
+    // Mounts the guard reads (the ConfigMap) must be mapped; others (the ServiceAccount token the API server's
+    // ServiceAccount plugin adds when it is re-run after the webhook) play no part in a local run.
     for mount in container.volume_mounts.iter().flatten() {
-        let local = mounts
-            .get(&mount.name)
-            .unwrap_or_else(|| panic!("volume {} not mapped", mount.name));
+        let referenced = args.iter().any(|a| a.starts_with(&mount.mount_path));
+        let Some(local) = mounts.get(&mount.name) else {
+            assert!(
+                !referenced,
+                "volume {} is used by the args but not mapped",
+                mount.name
+            );
+            continue;
+        };
         for a in &mut args {
             if let Some(rest) = a.strip_prefix(&mount.mount_path) {
                 *a = format!("{}{rest}", local.display());
