@@ -11,6 +11,7 @@ use mcp_guard_operator::cli::{Cli, init_logging, shutdown_signal};
 use mcp_guard_operator::controller::ControllerReadiness;
 use mcp_guard_operator::metrics::ControllerMetrics;
 use mcp_guard_operator::run::{ControllerOptions, run_controller, wait_true};
+use mcp_guard_operator::webhook;
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -51,7 +52,42 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    // The admission webhook is wired here (see operator/src/webhook.rs).
+    // The admission webhook (operator/src/webhook.rs, docs/webhook.md): served by every replica. A bad
+    // certificate pair or a busy port stops start-up here with the reason.
+    if !cli.no_webhook {
+        let metrics = webhook::WebhookMetrics::default();
+        metrics.register(&mut registry);
+        let settings = webhook::WebhookSettings {
+            default_sidecar_image: cli.default_sidecar_image.clone(),
+            native_sidecars: None,
+            // The operator's own namespace is never injected.
+            excluded_namespaces: std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .into_iter()
+                .collect(),
+        };
+        let state = webhook::WebhookState::start(client.clone(), settings, metrics).await;
+        let server = webhook::WebhookServer::bind(
+            cli.webhook_listen,
+            &cli.tls_cert_file,
+            &cli.tls_key_file,
+            state.clone(),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve the admission webhook on --webhook-listen {}",
+                cli.webhook_listen
+            )
+        })?;
+        readiness.push(("webhook".into(), Arc::new(move || state.is_synced())));
+        let shutdown = wait_true(shutdown_rx.clone());
+        tasks.spawn(async move {
+            server.run(shutdown).await;
+            Ok(())
+        });
+    }
 
     let listener = admin::bind(cli.admin_listen)
         .await
