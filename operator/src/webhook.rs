@@ -37,6 +37,8 @@ pub const MUTATE_PODS_PATH: &str = "/mutate-pods";
 pub const VALIDATE_MCPSERVER_PATH: &str = "/validate-mcpserver";
 /// The image injected when the policy names none (overridden by `--default-sidecar-image`).
 pub const DEFAULT_SIDECAR_IMAGE: &str = "ghcr.io/mcp-guard/mcp-guard:0.1.0";
+/// How long start-up waits for the API server's version.
+pub const VERSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// First Kubernetes minor version (1.x) with native sidecars on by default.
 pub const NATIVE_SIDECAR_MINOR: u32 = 29;
 
@@ -145,14 +147,20 @@ impl WebhookState {
     pub async fn start(client: Client, settings: WebhookSettings, metrics: WebhookMetrics) -> Arc<Self> {
         let native_sidecars = match settings.native_sidecars {
             Some(v) => v,
-            None => match client.apiserver_version().await {
-                Ok(info) => {
+            None => match tokio::time::timeout(VERSION_TIMEOUT, client.apiserver_version()).await {
+                Ok(Ok(info)) => {
                     let native = supports_native_sidecars(&info.major, &info.minor);
                     tracing::info!(version = %info.git_version, native_sidecars = native, "detected API server");
                     native
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "cannot read the API server version; injecting ordinary containers");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "API server version not read within {VERSION_TIMEOUT:?}; injecting ordinary containers"
+                    );
                     false
                 }
             },
