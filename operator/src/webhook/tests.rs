@@ -482,4 +482,77 @@ mod tls_files {
         assert!(store.reload_if_changed().expect("reload"));
         assert!(!std::sync::Arc::ptr_eq(&first, &store.current()));
     }
+
+    /// Served certificate over a real handshake, ALPN h2, and a kubelet-style Secret rotation (the `..data`
+    /// symlink is swapped to a new directory) picked up without restarting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn handshake_serves_the_current_pair_with_alpn_h2() {
+        use std::sync::Arc;
+
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, ServerName};
+
+        let dir = tempfile::tempdir().expect("tmp");
+        let secret = dir.path();
+        let write_version = |name: &str, cert: &str, key: &str| {
+            let v = secret.join(name);
+            std::fs::create_dir(&v).expect("mkdir");
+            std::fs::write(v.join("tls.crt"), cert).expect("w");
+            std::fs::write(v.join("tls.key"), key).expect("w");
+            let tmp = secret.join("..data_tmp");
+            std::os::unix::fs::symlink(name, &tmp).expect("symlink");
+            std::fs::rename(&tmp, secret.join("..data")).expect("swap");
+        };
+        let (c1, k1) = pair("localhost");
+        let (c2, k2) = pair("localhost");
+        write_version("..v1", &c1, &k1);
+        std::os::unix::fs::symlink("..data/tls.crt", secret.join("tls.crt")).expect("symlink");
+        std::os::unix::fs::symlink("..data/tls.key", secret.join("tls.key")).expect("symlink");
+
+        let store = CertStore::load(&secret.join("tls.crt"), &secret.join("tls.key")).expect("load");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(store.server_config().expect("config")));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = acceptor.accept(tcp).await;
+                });
+            }
+        });
+
+        let handshake = |trust: String| async move {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(CertificateDer::from_pem_slice(trust.as_bytes()).expect("pem"))
+                .expect("root");
+            let mut config = rustls::ClientConfig::builder_with_provider(super::super::tls::provider())
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let name = ServerName::try_from("localhost").expect("name");
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await?;
+            Ok::<_, std::io::Error>(tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec))
+        };
+
+        assert_eq!(
+            handshake(c1.clone()).await.expect("v1 handshake"),
+            Some(b"h2".to_vec())
+        );
+        assert!(handshake(c2.clone()).await.is_err(), "v2 is not served yet");
+
+        write_version("..v2", &c2, &k2);
+        assert!(
+            store.reload_if_changed().expect("reload"),
+            "the symlink swap is seen"
+        );
+        assert_eq!(handshake(c2).await.expect("v2 handshake"), Some(b"h2".to_vec()));
+        assert!(handshake(c1).await.is_err(), "v1 is no longer served");
+    }
 }
