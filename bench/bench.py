@@ -43,6 +43,7 @@ BODY_403 = (
 )
 
 CHILDREN: list[subprocess.Popen] = []
+GUARD_EXTRA_ARGS: list[str] = []
 
 
 def log(msg: str) -> None:
@@ -228,6 +229,7 @@ def start_guard(binary: Path, workdir: Path, name: str, upstream_port: int) -> t
     help_text = subprocess.run([str(binary), "--help"], capture_output=True, text=True).stdout
     if "--max-connections" in help_text:
         cmd += ["--max-connections", "20000"]
+    cmd += GUARD_EXTRA_ARGS
     proc = spawn(cmd, workdir / f"{name}.log")
     wait_port(port)
     return proc, port
@@ -313,6 +315,39 @@ def per_stream_kib(points: list[dict]) -> float | None:
         return None
     a, b = points[0], points[-1]
     return (b["rss_kib"] - a["rss_kib"]) / (b["open"] - a["open"])
+
+
+def measure_all_streams(args: argparse.Namespace, guard_bin: Path, workdir: Path) -> dict:
+    # ---- memory per open SSE stream
+    sse_port = free_port()
+    sse_up = spawn([sys.executable, str(BENCH / "sse_upstream.py"), str(sse_port)], workdir / "sse-upstream.log")
+    wait_port(sse_port)
+    n = args.streams
+    steps = [100, n // 10, n]
+    streams = {}
+    guard, guard_port = start_guard(guard_bin, workdir, "guard-sse", sse_port)
+    points = measure_streams("guard", guard.pid, guard_port, steps, workdir)
+    stop(guard)
+    if not args.no_nginx_streams:
+        ngx_port = free_port()
+        ngx = start_nginx("nginx-sse", workdir, args.nginx_workers, checking_proxy_body(ngx_port, sse_port), ngx_port)
+        nginx_points = measure_streams("nginx", ngx.pid, ngx_port, steps, workdir)
+        stop(ngx)
+    stop(sse_up)
+    for name, pts in (("guard", points), ("nginx", None if args.no_nginx_streams else nginx_points)):
+        if pts is None:
+            continue
+        first = pts[1] if len(pts) > 2 else pts[0]
+        streams[name] = {
+            "points": pts,
+            "open": pts[-1]["open"],
+            "failed": pts[-1]["failed"],
+            "rss_kib": pts[-1]["rss_kib"],
+            "first_open": first["open"],
+            "rss_first_kib": first["rss_kib"],
+            "kib_per_stream": per_stream_kib([first, pts[-1]]) or float("nan"),
+        }
+    return streams
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -423,7 +458,13 @@ def main() -> int:
     ap.add_argument("--nginx-workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--out", default=str(ROOT / "docs/performance.md"))
     ap.add_argument("--no-nginx-streams", action="store_true")
+    ap.add_argument("--guard-arg", action="append", default=[], help="extra argument for mcp-guard (repeatable)")
+    ap.add_argument(
+        "--only", choices=["all", "throughput", "streams"], default="all",
+        help="measure one part only (for iterating on the guard; prints JSON, writes no report)",
+    )  # fmt: skip
     args = ap.parse_args()
+    GUARD_EXTRA_ARGS.extend(args.guard_arg)
 
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool):
@@ -450,6 +491,10 @@ def main() -> int:
         "nginx_workers": args.nginx_workers,
     }
     try:
+        if args.only == "streams":
+            results["streams"] = measure_all_streams(args, guard_bin, workdir)
+            print(json.dumps(results["streams"], indent=2))
+            return 0
         # ---- throughput: the same upstream for all three
         up_port = free_port()
         upstream = start_nginx("upstream", workdir, 1, upstream_body(up_port), up_port)
@@ -497,6 +542,9 @@ def main() -> int:
         stop(guard)
         stop(ngx)
         stop(upstream)
+        if args.only == "throughput":
+            print(json.dumps(throughput, indent=2))
+            return 0
 
         # ---- idle RSS: a fresh guard that served one request
         up_port = free_port()
@@ -509,36 +557,7 @@ def main() -> int:
         stop(guard)
         stop(upstream)
 
-        # ---- memory per open SSE stream
-        sse_port = free_port()
-        sse_up = spawn([sys.executable, str(BENCH / "sse_upstream.py"), str(sse_port)], workdir / "sse-upstream.log")
-        wait_port(sse_port)
-        n = args.streams
-        steps = [100, n // 10, n]
-        streams = {}
-        guard, guard_port = start_guard(guard_bin, workdir, "guard-sse", sse_port)
-        points = measure_streams("guard", guard.pid, guard_port, steps, workdir)
-        stop(guard)
-        if not args.no_nginx_streams:
-            ngx_port = free_port()
-            ngx = start_nginx("nginx-sse", workdir, args.nginx_workers, checking_proxy_body(ngx_port, sse_port), ngx_port)
-            nginx_points = measure_streams("nginx", ngx.pid, ngx_port, steps, workdir)
-            stop(ngx)
-        stop(sse_up)
-        for name, pts in (("guard", points), ("nginx", None if args.no_nginx_streams else nginx_points)):
-            if pts is None:
-                continue
-            first = pts[1] if len(pts) > 2 else pts[0]
-            streams[name] = {
-                "points": pts,
-                "open": pts[-1]["open"],
-                "failed": pts[-1]["failed"],
-                "rss_kib": pts[-1]["rss_kib"],
-                "first_open": first["open"],
-                "rss_first_kib": first["rss_kib"],
-                "kib_per_stream": per_stream_kib([first, pts[-1]]) or float("nan"),
-            }
-        results["streams"] = streams
+        results["streams"] = measure_all_streams(args, guard_bin, workdir)
 
         # ---- ratios and targets
         tp = throughput

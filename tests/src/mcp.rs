@@ -293,16 +293,17 @@ impl ClientRun {
             "{what}: streamed log notifications: {r}"
         );
         // The server pauses 150 ms after each notification: delivered as they were sent, the first and the last
-        // arrive ~300 ms apart, and the first arrives well before the result.
+        // arrive ~300 ms apart and the first ~450 ms before the result; a proxy that buffered the response
+        // would deliver all of them together with the result. The bounds leave room for a loaded machine.
         let first = progress[0]["at_ms"].as_f64().unwrap_or(0.0);
         let last = progress[2]["at_ms"].as_f64().unwrap_or(0.0);
         let total = r["countdown_ms"].as_f64().unwrap_or(0.0);
         assert!(
-            last - first >= 200.0,
+            last - first >= 150.0,
             "{what}: notifications arrived bunched ({first} ms .. {last} ms): {r}"
         );
         assert!(
-            total - first >= 300.0,
+            total - first >= 200.0,
             "{what}: first notification only arrived with the result: {r}"
         );
     }
