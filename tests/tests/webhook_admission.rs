@@ -700,3 +700,114 @@ fn admin_port(args: &[String]) -> u16 {
         .and_then(|p| p.parse().ok())
         .expect("admin port")
 }
+
+/// The `mcp-guard-operator` binary itself (`--no-controller`) serves the webhook the API server calls: flags,
+/// TLS files, caches, readiness and metrics on its admin listener, as `main` wires them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_binary_serves_the_webhook() {
+    let env = env().await;
+    let client = env.cluster.client();
+    let webhook_port = testkit::tools::free_port();
+    let admin_port = testkit::tools::free_port();
+    let mut cmd = Command::new(testkit::tools::cargo_bin("mcp-guard-operator"));
+    cmd.args(["--no-controller", "--webhook-listen"])
+        .arg(format!("127.0.0.1:{webhook_port}"))
+        .arg("--admin-listen")
+        .arg(format!("127.0.0.1:{admin_port}"))
+        .arg("--tls-cert-file")
+        .arg(&env.cert_path)
+        .arg("--tls-key-file")
+        .arg(&env.key_path)
+        .env("KUBECONFIG", env.cluster.kubeconfig())
+        .env_remove("POD_NAMESPACE")
+        .env("RUST_BACKTRACE", "1");
+    let mut operator = testkit::process::Proc::spawn("mcp-guard-operator", cmd).expect("start the operator");
+    let readyz = format!("http://127.0.0.1:{admin_port}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(testkit::http::get(&readyz), Ok(r) if r.status == 200) {
+        operator.ensure_running().expect("operator running");
+        assert!(
+            Instant::now() < deadline,
+            "operator not ready: {}",
+            operator.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": { "name": "mcp-guard-webhook-test-binary" },
+        "webhooks": [{
+            "name": "inject.mcpguard.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+            "failurePolicy": "Fail", "timeoutSeconds": 10,
+            "clientConfig": { "url": format!("https://127.0.0.1:{webhook_port}/mutate-pods"),
+                              "caBundle": base64(&env.ca_pem) },
+            "rules": [{ "operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"] }],
+            "namespaceSelector": { "matchLabels": { "mcpguard.dev/injection": "enabled", BINARY_LABEL: "true" } }
+        }]
+    }))
+    .expect("config");
+    let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    configs
+        .patch(
+            "mcp-guard-webhook-test-binary",
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&config),
+        )
+        .await
+        .expect("apply");
+    let ns = opted_in_namespace(env.cluster, "wh-binary", &[(BINARY_LABEL, "true")]).await;
+    create_mcpserver(
+        &client,
+        &ns,
+        "weather",
+        json!({ "selector": { "matchLabels": { "app": "weather" } }, "port": 8000 }),
+    )
+    .await
+    .expect("MCPServer");
+
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pod = loop {
+        let created = pods
+            .create(
+                &PostParams::default(),
+                &pod_json("weather-0", &[("app", "weather")], json!({})),
+            )
+            .await;
+        match created {
+            Ok(p) if guard_container(&p).is_some() => break p,
+            // Created before the API server picked the configuration up: try again under a fresh name.
+            Ok(_) => {
+                let _ = pods.delete("weather-0", &DeleteParams::default()).await;
+            }
+            Err(e) => panic!("create pod: {e}\n{}", operator.logs()),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the binary's webhook never injected; log:\n{}",
+            operator.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(
+        guard_container(&pod).and_then(|c| c.image.clone()).as_deref(),
+        Some(SIDECAR_IMAGE)
+    );
+
+    let metrics = testkit::http::get(&format!("http://127.0.0.1:{admin_port}/metrics"))
+        .expect("metrics")
+        .text();
+    let _ = configs
+        .delete("mcp-guard-webhook-test-binary", &DeleteParams::default())
+        .await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mcp_guard_webhook_admissions_total")
+                && l.contains("webhook=\"mutate-pods\"")
+                && l.contains("result=\"injected\"")),
+        "no injection counted:\n{metrics}"
+    );
+    operator.kill();
+}

@@ -30,8 +30,15 @@ pub const POD_IP: &str = "127.0.0.2";
 pub struct Env {
     pub cluster: &'static Cluster,
     pub ca_pem: String,
+    /// The webhook's serving certificate and key (for 127.0.0.1, signed by `ca_pem`).
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
     _certs: tempfile::TempDir,
 }
+
+/// Namespaces with this label are left to the `mcp-guard-operator` binary's own webhook configuration (see the
+/// binary test), not the in-process one.
+pub const BINARY_LABEL: &str = "webhook-test/binary";
 
 pub static ENV: OnceCell<Env> = OnceCell::const_new();
 
@@ -68,12 +75,14 @@ pub async fn setup() -> anyhow::Result<Env> {
     std::fs::write(&cert_path, cert_pem)?;
     std::fs::write(&key_path, key_pem)?;
 
-    let port = start_webhook(cluster, cert_path, key_path)?;
+    let port = start_webhook(cluster, cert_path.clone(), key_path.clone())?;
     apply_webhook_configurations(&client, port, &ca_pem).await?;
     wait_until_webhooks_active(cluster).await?;
     Ok(Env {
         cluster,
         ca_pem,
+        cert_path,
+        key_path,
         _certs: certs,
     })
 }
@@ -153,7 +162,8 @@ pub async fn apply_webhook_configurations(client: &Client, port: u16, ca_pem: &s
             "namespaceSelector": {
                 "matchLabels": { "mcpguard.dev/injection": "enabled" },
                 "matchExpressions": [{ "key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                                       "values": ["kube-system", "kube-public", "kube-node-lease"] }]
+                                       "values": ["kube-system", "kube-public", "kube-node-lease"] },
+                                     { "key": BINARY_LABEL, "operator": "DoesNotExist" }]
             },
             "objectSelector": {
                 "matchExpressions": [{ "key": "mcpguard.dev/inject", "operator": "NotIn", "values": ["false"] }]
