@@ -370,6 +370,10 @@ def machine() -> dict:
         "nginx": nginx_v.replace("nginx version: ", ""),
         "wrk": wrk_v.split(" Copyright")[0],
         "fd_limit": subprocess.run(["sh", "-c", "ulimit -n"], capture_output=True, text=True).stdout.strip(),
+        "commit": subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True
+        ).stdout.strip(),
+        "load": os.getloadavg()[0],
     }
 
 
@@ -399,7 +403,8 @@ def render(results: dict) -> str:
         "# Performance",
         "",
         f"Measured by `make bench` (`bench/run.sh`) on {results['date']}: {m['cores']} cores ({m['cpu']}), "
-        f"{m['memory_gib']} GiB, Linux {m['kernel']}, {m['nginx']}, {m['wrk']}; open-file limit {m['fd_limit']}. "
+        f"{m['memory_gib']} GiB, Linux {m['kernel']}, {m['nginx']}, {m['wrk']}; open-file limit {m['fd_limit']}; "
+        f"mcp-guard at commit `{m['commit']}`; 1-minute load average {m['load']:.1f} when the run started. "
         "Everything (load generator, proxies, upstream) shares the same cores over 127.0.0.1, so absolute numbers "
         "are low and only the ratios, measured in the same run, mean something.",
         "",
