@@ -21,6 +21,10 @@ use serde_json::{Value, json};
 mod webhook_common;
 use webhook_common::*;
 
+/// `IfNeeded`: the API server re-invokes the webhook after its built-in plugins change the injected pod, which
+/// exercises the "already injected" path on every pod here.
+const REINVOCATION_POLICY: &str = "IfNeeded";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployment_pods_carry_the_guard_and_pass_restricted() {
     let env = env().await;

@@ -21,6 +21,9 @@ use serde_json::json;
 mod webhook_common;
 use webhook_common::*;
 
+/// The chart's default.
+const REINVOCATION_POLICY: &str = "Never";
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;

@@ -36,6 +36,9 @@ pub struct Env {
     _certs: tempfile::TempDir,
 }
 
+// Each test binary that uses this module sets `const REINVOCATION_POLICY: &str` (`Never`, the chart's default,
+// or `IfNeeded`, which re-runs the API server's built-in plugins and the webhook after an injection).
+
 /// Namespaces with this label are left to the `mcp-guard-operator` binary's own webhook configuration (see the
 /// binary test), not the in-process one.
 pub const BINARY_LABEL: &str = "webhook-test/binary";
@@ -154,7 +157,7 @@ pub async fn apply_webhook_configurations(client: &Client, port: u16, ca_pem: &s
             "admissionReviewVersions": ["v1"],
             "sideEffects": "None",
             "failurePolicy": "Fail",
-            "reinvocationPolicy": "IfNeeded",
+            "reinvocationPolicy": crate::REINVOCATION_POLICY,
             "timeoutSeconds": 10,
             "clientConfig": { "url": format!("https://127.0.0.1:{port}/mutate-pods"), "caBundle": ca },
             "rules": [{ "operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
