@@ -355,6 +355,47 @@ async fn bad_and_overlapping_mcpservers_are_refused_with_the_webhooks_message() 
         .patch("weather", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("update");
+
+    // Overlap that appears after the fact (a pod relabelled) blocks spec changes of the overlapping MCPServer, but
+    // never metadata changes or its deletion (finalizers included).
+    let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
+    create_mcpserver(
+        &client,
+        &ns,
+        "cache",
+        json!({ "selector": { "matchLabels": { "tier": "cache" } }, "port": 8000 }),
+    )
+    .await
+    .expect("no pod selected yet");
+    let relabel = json!({ "metadata": { "labels": { "tier": "cache" } } });
+    Api::<Pod>::namespaced(client.clone(), &ns)
+        .patch("weather-0", &PatchParams::default(), &Patch::Merge(&relabel))
+        .await
+        .expect("relabel the pod");
+    let err = servers
+        .patch(
+            "cache",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": { "port": 8001 } })),
+        )
+        .await
+        .expect_err("a spec change while overlapping");
+    assert!(err.to_string().contains("pod \"weather-0\""), "{err}");
+    let finalizer = json!({ "metadata": { "finalizers": ["webhook-test/hold"], "labels": { "x": "y" } } });
+    servers
+        .patch("cache", &PatchParams::default(), &Patch::Merge(&finalizer))
+        .await
+        .expect("metadata change");
+    servers
+        .delete("cache", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let release = json!({ "metadata": { "finalizers": null } });
+    servers
+        .patch("cache", &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .expect("finalizer removal");
+    assert!(servers.get_opt("cache").await.expect("get").is_none(), "deleted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

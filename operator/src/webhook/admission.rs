@@ -253,6 +253,14 @@ pub async fn validate_mcpserver(state: &WebhookState, body: &[u8]) -> AdmissionR
     let mut resp = AdmissionResponse::from(&req);
     let result;
     match (&req.operation, req.object.as_ref()) {
+        // Metadata-only changes (finalizers, labels, the controller's own writes) and objects being deleted are
+        // never refused: an MCPServer that became overlapping later must still be deletable.
+        (Operation::Update, Some(server))
+            if server.metadata.deletion_timestamp.is_some()
+                || req.old_object.as_ref().is_some_and(|old| old.spec == server.spec) =>
+        {
+            result = "allowed";
+        }
         (Operation::Create | Operation::Update, Some(server)) => {
             let ns = req
                 .namespace
