@@ -78,3 +78,29 @@ fn conformance_through_the_guard_matches_direct_and_adds_dns_rebinding_protectio
         "both checks (foreign Host refused, localhost accepted): {dns_guarded:?}"
     );
 }
+
+/// The production shape, nginx → guard → server: the suite sees the same results as through the guard alone.
+#[test]
+fn conformance_through_nginx_and_the_guard() {
+    let upstream = Everything::start().expect("start server-everything");
+    let guard =
+        Guard::start(&upstream.base_url(), &GuardOptions::hosts(&["localhost"])).expect("start mcp-guard");
+    let nginx = testkit::nginx::Nginx::reverse_proxy(&guard.base_url()).expect("start nginx");
+    let direct =
+        run_conformance(&format!("http://localhost:{}/mcp", upstream.port), None).expect("run directly");
+    let proxied =
+        run_conformance(&format!("http://localhost:{}/mcp", nginx.port), None).expect("run through nginx");
+    let mut expected = direct.passing();
+    expected.push("dns-rebinding-protection".to_string());
+    expected.sort();
+    assert!(expected.len() >= 9, "scenarios passing directly: {expected:?}");
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|n| !proxied.passing().contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "scenarios passing directly (plus dns-rebinding-protection) but not via nginx and the guard: {missing:?}\n{:#?}",
+        proxied.scenarios
+    );
+}
