@@ -59,7 +59,6 @@ impl Chromium {
             "--disable-component-update",
             "--disable-sync",
             "--disable-dev-shm-usage",
-            "--remote-debugging-port=0",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--host-resolver-rules=MAP {ATTACKER_HOST} 127.0.0.1"))
