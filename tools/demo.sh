@@ -9,7 +9,9 @@
 #   6. starts the real MCP server (MCP Python SDK) and the guard exactly as that pod spec says
 #      (the pod IP is 127.0.0.2 here),
 #   7. shows a legitimate MCP client succeeding and DNS-rebinding requests (forged Host / Origin) refused with
-#      the guard's structured 421 / 403, then cleans everything up.
+#      the guard's structured 421 / 403,
+#   8. adds a host to the MCPServer and shows the guard picking the new allowlist up without a restart,
+#   9. uninstalls, and cleans everything up (also on Ctrl-C or failure).
 #
 # Parts whose component is not built yet are reported as "not yet" and skipped; the script still runs.
 # Environment: MCP_GUARD_CACHE (default ~/.cache/mcp-guard), DEMO_KEEP=1 to keep the work directory.
@@ -378,8 +380,38 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------------------------
+if [ $GUARD_UP = 1 ] && [ $INJECTED = 1 ]; then
+  step "8. A new allowed host, without touching the guard"
+  NEW_HOST=mcp.internal.example.com
+  info "kubectl patch mcpserver $APP: spec.hosts += $NEW_HOST"
+  kubectl -n "$APP_NS" patch mcpserver "$APP" --type merge -p "{\"spec\":{\"hosts\":[\"$NEW_HOST\"]}}" >/dev/null
+  cm_has_host() {
+    kubectl -n "$APP_NS" get configmap "$APP-mcp-guard" -o jsonpath='{.data.guard\.json}' | grep -q "\"$NEW_HOST\""
+  }
+  if TIMEOUT=30 wait_for cm_has_host; then
+    # What kubelet does to a ConfigMap volume: write the new file aside, then swap it in atomically.
+    kubectl -n "$APP_NS" get configmap "$APP-mcp-guard" -o jsonpath='{.data.guard\.json}' >"$WORK/etc/guard.json.new"
+    mv "$WORK/etc/guard.json.new" "$WORK/etc/mcp-guard/guard.json"
+    allowed_now() {
+      [ "$(http_code "$GUARD_URL" /dev/null -X POST -H "Host: $NEW_HOST" -H 'Content-Type: application/json' \
+        -H 'Accept: application/json, text/event-stream' --data "$INIT")" = 200 ]
+    }
+    if TIMEOUT=20 wait_for allowed_now; then
+      ok "the operator rewrote the ConfigMap, the guard reloaded it: Host: $NEW_HOST -> HTTP 200"
+      result "allowlist change picked up without a restart" ok
+    else
+      printf '    %s✘ Host: %s still refused after the reload%s\n' "$R" "$NEW_HOST" "$N"
+      result "allowlist change picked up without a restart" FAILED
+    fi
+  else
+    printf '    %s✘ the ConfigMap did not gain %s%s\n' "$R" "$NEW_HOST" "$N"
+    result "allowlist change picked up without a restart" FAILED
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------------------------
 if [ $OPERATOR_UP = 1 ]; then
-  step "8. Cleaning up: kubectl delete the example, helm uninstall"
+  step "9. Cleaning up: kubectl delete the example, helm uninstall"
   kubectl delete -f "$EXAMPLE" --wait=false >/dev/null 2>&1 || true
   TIMEOUT=30 wait_for sh -c "! kubectl -n $APP_NS get mcpserver $APP" || true
   if helm uninstall "$RELEASE" -n "$RELEASE_NS" >/dev/null; then
