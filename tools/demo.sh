@@ -113,10 +113,10 @@ implemented mcp-guard-operator && HAVE_OPERATOR=1
 implemented mcp-guard && HAVE_GUARD=1
 [ -x "$TARGET/local-cluster" ] || die "no local-cluster binary in $TARGET (tests/src/bin/local-cluster.rs)"
 ok "helm $(helm version --short 2>/dev/null), kubectl, kube-apiserver, etcd from $CACHE/bin"
-[ $HAVE_OPERATOR = 1 ] && ok "mcp-guard-operator built" || notyet "mcp-guard-operator is not implemented"
-[ $HAVE_GUARD = 1 ] && ok "mcp-guard built" || notyet "mcp-guard is not implemented"
+if [ $HAVE_OPERATOR = 1 ]; then ok "mcp-guard-operator built"; else notyet "mcp-guard-operator is not implemented"; fi
+if [ $HAVE_GUARD = 1 ]; then ok "mcp-guard built"; else notyet "mcp-guard is not implemented"; fi
 for addr in 127.0.0.1 $POD_IP; do
-  port_free $addr 8000 || die "$addr:8000 is in use; the example server listens there (stop whatever holds it)"
+  port_free "$addr" 8000 || die "$addr:8000 is in use; the example server listens there (stop whatever holds it)"
 done
 port_free $POD_IP 15081 || die "$POD_IP:15081 is in use (the guard's admin port)"
 
