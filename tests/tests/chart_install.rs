@@ -243,13 +243,23 @@ async fn install_reconcile_upgrade_uninstall() {
     let webhook_url = format!("webhook.externalURL=https://127.0.0.1:{webhook_port}");
 
     // --- install -------------------------------------------------------------------------------------------
+    // The release namespace enforces Pod Security "restricted": the operator's pods must pass it.
+    kubectl(cluster, &["create", "namespace", RELEASE_NS]);
+    kubectl(
+        cluster,
+        &[
+            "label",
+            "namespace",
+            RELEASE_NS,
+            "pod-security.kubernetes.io/enforce=restricted",
+        ],
+    );
     let out = helm.run(&[
         "install",
         RELEASE,
         chart,
         "-n",
         RELEASE_NS,
-        "--create-namespace",
         "--set",
         &webhook_url,
         "--set",
@@ -271,6 +281,35 @@ async fn install_reconcile_upgrade_uninstall() {
             ],
         );
     }
+    // The ReplicaSet controller creates the operator's two pods (nothing runs them here): admitted under
+    // "restricted", or the ReplicaSet would report FailedCreate.
+    let operator_pods = Api::<Pod>::namespaced(client.clone(), RELEASE_NS);
+    eventually(
+        "the operator's 2 pods admitted under Pod Security restricted",
+        Duration::from_secs(60),
+        || async {
+            let pods = operator_pods
+                .list(
+                    &ListParams::default()
+                        .labels("app.kubernetes.io/name=mcp-guard,app.kubernetes.io/component=operator"),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if pods.items.len() == 2 {
+                Ok(())
+            } else {
+                let events = Command::new(bin("kubectl"))
+                    .arg("--kubeconfig")
+                    .arg(cluster.kubeconfig())
+                    .args(["-n", RELEASE_NS, "get", "events"])
+                    .output()
+                    .map(|o| text(&o.stdout))
+                    .unwrap_or_default();
+                Err(format!("{} pods; events:\n{events}", pods.items.len()))
+            }
+        },
+    )
+    .await;
     let policies = Api::<MCPGuardPolicy>::all(client.clone());
     let policy = policies
         .get("default")
