@@ -15,6 +15,10 @@ use crate::crd::MCPServer;
 const MUTATE: &str = "mutate-pods";
 const VALIDATE: &str = "validate-mcpserver";
 
+/// Budget for answering one review, reads included: below the API server's default webhook timeout (10 s), so
+/// that a slow API server gets this webhook's own message rather than a generic timeout.
+pub const ANSWER_BUDGET: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// Answers a pod admission review (the body the API server POSTs to `/mutate-pods`).
 pub async fn mutate_pods(state: &WebhookState, body: &[u8]) -> AdmissionReview<DynamicObject> {
     let started = Instant::now();
@@ -32,7 +36,16 @@ pub async fn mutate_pods(state: &WebhookState, body: &[u8]) -> AdmissionReview<D
             return AdmissionResponse::invalid("AdmissionReview has no request").into_review();
         }
     };
-    let (response, result) = mutate_request(state, &req).await;
+    let (response, result) = match tokio::time::timeout(ANSWER_BUDGET, mutate_request(state, &req)).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            tracing::warn!(namespace = ?req.namespace, "pod admission timed out reading the cluster");
+            let message = format!(
+                "mcp-guard: could not read the namespace's MCPServers within {ANSWER_BUDGET:?}; retry shortly"
+            );
+            (AdmissionResponse::from(&req).deny(message), "error")
+        }
+    };
     state.metrics().admission(MUTATE, result);
     state.metrics().observe(MUTATE, started.elapsed().as_secs_f64());
     response.into_review()
@@ -267,7 +280,15 @@ pub async fn validate_mcpserver(state: &WebhookState, body: &[u8]) -> AdmissionR
                 .clone()
                 .or_else(|| server.namespace())
                 .unwrap_or_default();
-            let ctx_data = gather(state, server, &ns).await;
+            let ctx_data = match tokio::time::timeout(ANSWER_BUDGET, gather(state, server, &ns)).await {
+                Ok(g) => g,
+                Err(_) => Gathered {
+                    read_errors: vec![format!(
+                        "could not check for overlapping MCPServers within {ANSWER_BUDGET:?}"
+                    )],
+                    ..Gathered::default()
+                },
+            };
             let verdict = check_mcpserver(
                 server,
                 &McpServerContext {
@@ -302,6 +323,7 @@ pub async fn validate_mcpserver(state: &WebhookState, body: &[u8]) -> AdmissionR
     resp.into_review()
 }
 
+#[derive(Default)]
 struct Gathered {
     others: Vec<MCPServer>,
     pods: Vec<Pod>,
