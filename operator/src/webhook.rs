@@ -27,7 +27,7 @@ pub mod tls;
 #[cfg(test)]
 mod tests;
 
-pub use inject::{GuardedServer, InjectionPlan, InjectionStatus, SidecarSettings, SkipReason};
+pub use inject::{GuardedServer, InjectionPlan, InjectionStatus, SidecarSettings, SkipReason, guarded_by};
 pub use metrics::WebhookMetrics;
 pub use server::{WebhookServer, serve};
 

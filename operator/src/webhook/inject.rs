@@ -212,6 +212,16 @@ impl InjectionStatus {
     }
 }
 
+/// The MCPServer whose guard a pod carries: the status annotation is valid and the containers it names are in
+/// the pod. `None` for a pod without the guard — what the operator's `GuardBypass` condition looks for among
+/// the pods an MCPServer selects (docs/webhook.md).
+pub fn guarded_by(pod: &Pod) -> Option<String> {
+    match InjectionStatus::of(pod) {
+        Some(Ok(status)) if status.is_present_in(pod) => Some(status.mcp_server),
+        _ => None,
+    }
+}
+
 /// Decides what to do with a pod. Pure: same input, same answer.
 pub fn plan(input: &InjectionInput<'_>) -> InjectionPlan {
     let pod = input.pod;

@@ -127,6 +127,13 @@ fn golden_files() {
                 .expect("re-inject")
                 .pod;
             assert_eq!(again, out, "{case}: re-injection is not idempotent");
+            let expected = if case == "privileged-port" {
+                "files"
+            } else {
+                "weather"
+            };
+            assert_eq!(guarded_by(&out).as_deref(), Some(expected), "{case}");
+            assert_eq!(guarded_by(&pod), None, "{case}");
             // Stripping gives back the original.
             assert_eq!(strip(&out), pod, "{case}: strip(inject(pod)) != pod");
             check_restricted(&out, case);
