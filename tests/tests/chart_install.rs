@@ -505,7 +505,19 @@ async fn install_reconcile_upgrade_uninstall() {
     })
     .await;
     operator.assert_no_rbac_errors();
-    let _ = &operator.admin;
+    // The API server called the webhook the chart registered (the pod above was injected through it).
+    let metrics = testkit::http::get(&format!("http://{}/metrics", operator.admin))
+        .unwrap()
+        .text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mcp_guard_webhook_admissions_total{")
+                && l.contains("mutate-pods")
+                && l.contains("injected")
+                && !l.ends_with(" 0")),
+        "no injection counted by the operator's webhook:\n{metrics}"
+    );
     drop(operator);
 
     let out = helm.run(&["uninstall", RELEASE, "-n", RELEASE_NS, "--wait"]);
