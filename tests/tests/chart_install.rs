@@ -409,6 +409,25 @@ async fn install_reconcile_upgrade_uninstall() {
             .contains_key("mcpguard.dev/injected")
     );
 
+    // The validating webhook the chart registers rejects what the CRD schema alone cannot (a port out of range).
+    let bad = dir.path().join("bad-mcpserver.yaml");
+    std::fs::write(
+        &bad,
+        format!(
+            "apiVersion: mcpguard.dev/v1alpha1\nkind: MCPServer\nmetadata:\n  name: bad\n  namespace: {EXAMPLE_NS}\n\
+             spec:\n  selector:\n    matchLabels:\n      app: other\n  port: 8000\n  hosts: [\"mcp.example.com:99999\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = cluster.kubectl();
+    cmd.args(["apply", "-f"]).arg(&bad);
+    let out = run(cmd);
+    let stderr = text(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("admission webhook") && stderr.contains("denied"),
+        "an invalid MCPServer must be denied by the validating webhook: {stderr}"
+    );
+
     operator.assert_no_rbac_errors();
 
     // --- upgrade with changed defaults -----------------------------------------------------------------------------
