@@ -409,6 +409,49 @@ async fn install_reconcile_upgrade_uninstall() {
             .contains_key("mcpguard.dev/injected")
     );
 
+    // The audit example and the cluster policy example (the HTTPRoute one needs the Gateway API CRDs).
+    let audit = workspace_root().join("examples/audit/sandbox.yaml");
+    let strict = workspace_root().join("examples/policy/strict.yaml");
+    kubectl(
+        cluster,
+        &[
+            "apply",
+            "-f",
+            audit.to_str().unwrap(),
+            "-f",
+            strict.to_str().unwrap(),
+        ],
+    );
+    let sandbox_servers = Api::<MCPServer>::namespaced(client.clone(), "mcp-sandbox");
+    let sandbox_cms = Api::<ConfigMap>::namespaced(client.clone(), "mcp-sandbox");
+    eventually(
+        "the audit example reconciled",
+        Duration::from_secs(60),
+        || async {
+            let s = sandbox_servers.get("sandbox").await.map_err(|e| e.to_string())?;
+            ready(&s)?;
+            let cfg = sandbox_cms
+                .get("sandbox-mcp-guard")
+                .await
+                .map(|cm| guard_json(&cm))
+                .map_err(|e| e.to_string())?;
+            let hosts = strings(&cfg["allowedHosts"]);
+            if cfg["mode"] == "audit"
+                && hosts.contains(&"sandbox.internal.example.com".to_string())
+                && hosts.contains(&"sandbox.mcp-sandbox.svc.cluster.local".to_string())
+            {
+                Ok(())
+            } else {
+                Err(format!("guard.json is {cfg}"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        policies.get("strict").await.is_ok(),
+        "examples/policy/strict.yaml is accepted"
+    );
+
     // The validating webhook the chart registers rejects what the CRD schema alone cannot (a port out of range).
     let bad = dir.path().join("bad-mcpserver.yaml");
     std::fs::write(
@@ -513,7 +556,16 @@ async fn install_reconcile_upgrade_uninstall() {
     // --- clean up the example, stop the operator, uninstall ----------------------------------------------------------
     kubectl(
         cluster,
-        &["delete", "-f", example.to_str().unwrap(), "--wait=false"],
+        &[
+            "delete",
+            "-f",
+            example.to_str().unwrap(),
+            "-f",
+            audit.to_str().unwrap(),
+            "-f",
+            strict.to_str().unwrap(),
+            "--wait=false",
+        ],
     );
     eventually("the MCPServer is deleted", Duration::from_secs(60), || async {
         match servers.get_opt("weather").await {
