@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use chart_common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::ListParams;
 use mcp_guard_operator::crd::{MCPGuardPolicy, MCPServer};
@@ -325,6 +326,12 @@ async fn install_reconcile_upgrade_uninstall() {
         .clone();
 
     // --- the operator, as the chart's ServiceAccount -------------------------------------------------------------
+    // Gateway API CRDs (schema-less stand-ins, as a Gateway implementation would install them), so that the
+    // operator watches HTTPRoutes and Gateways with the chart's RBAC and the HTTPRoute example can be applied.
+    for (plural, kind) in [("httproutes", "HTTPRoute"), ("gateways", "Gateway")] {
+        cluster.apply_crd(&gateway_crd(plural, kind)).await.unwrap();
+    }
+
     let operator = start_operator(cluster, &helm, webhook_port, dir.path()).await;
 
     // --- an example, applied as a user would ---------------------------------------------------------------------
@@ -452,6 +459,31 @@ async fn install_reconcile_upgrade_uninstall() {
         "examples/policy/strict.yaml is accepted"
     );
 
+    // The HTTPRoute example: Gateway API wildcards become the guard's multi-label `**.`.
+    let route = workspace_root().join("examples/httproute/notes.yaml");
+    kubectl(cluster, &["apply", "-f", route.to_str().unwrap()]);
+    let notes_cms = Api::<ConfigMap>::namespaced(client.clone(), "mcp-notes");
+    eventually(
+        "the HTTPRoute example reconciled",
+        Duration::from_secs(60),
+        || async {
+            let cfg = notes_cms
+                .get("notes-mcp-guard")
+                .await
+                .map(|cm| guard_json(&cm))
+                .map_err(|e| e.to_string())?;
+            let hosts = strings(&cfg["allowedHosts"]);
+            if hosts.contains(&"notes.example.com".to_string())
+                && hosts.contains(&"**.notes.example.com".to_string())
+            {
+                Ok(())
+            } else {
+                Err(format!("guard.json is {cfg}"))
+            }
+        },
+    )
+    .await;
+
     // The validating webhook the chart registers rejects what the CRD schema alone cannot (a port out of range).
     let bad = dir.path().join("bad-mcpserver.yaml");
     std::fs::write(
@@ -564,6 +596,8 @@ async fn install_reconcile_upgrade_uninstall() {
             audit.to_str().unwrap(),
             "-f",
             strict.to_str().unwrap(),
+            "-f",
+            route.to_str().unwrap(),
             "--wait=false",
         ],
     );
@@ -791,4 +825,24 @@ async fn service_account_gets_exactly_what_the_operator_needs() {
     }
     helm.run(&["uninstall", release, "-n", ns, "--wait"]);
     assert_nothing_left(cluster, release, ns).await;
+}
+
+/// A schema-less stand-in for a Gateway API CRD (`gateway.networking.k8s.io/v1`).
+fn gateway_crd(plural: &str, kind: &str) -> CustomResourceDefinition {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": format!("{plural}.gateway.networking.k8s.io"),
+            // The real Gateway API CRDs carry it too: *.k8s.io groups need an approved API review.
+            "annotations": { "api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/gateway-api/pull/2466" }
+        },
+        "spec": {
+            "group": "gateway.networking.k8s.io",
+            "names": { "plural": plural, "kind": kind, "singular": kind.to_lowercase() },
+            "scope": "Namespaced",
+            "versions": [{ "name": "v1", "served": true, "storage": true,
+                "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }]
+        }
+    }))
+    .expect("a CRD")
 }
