@@ -95,6 +95,11 @@ pub struct Args {
     #[arg(long, env = "MCP_GUARD_CONFIG_POLL_INTERVAL", value_parser = parse_duration, default_value = "1s")]
     pub config_poll_interval: Duration,
 
+    /// Fixed read buffer for upstream HTTP/1.1 connections in bytes (0 = adaptive: 8 KiB, growing). A small value
+    /// (e.g. 1024) saves memory per open SSE stream at some cost for large responses.
+    #[arg(long, env = "MCP_GUARD_UPSTREAM_READ_BUFFER", default_value_t = 0)]
+    pub upstream_read_buffer: usize,
+
     /// Runtime worker threads (0 = one per CPU, at most 2).
     #[arg(long, env = "MCP_GUARD_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,

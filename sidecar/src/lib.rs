@@ -70,7 +70,7 @@ impl ConfigSources {
 }
 
 /// The upstream HTTP client: pooled connections, bounded connect time, no Host rewriting of its own.
-pub fn upstream_client(upstream: &Upstream, connect_timeout: Duration) -> UpstreamClient {
+pub fn upstream_client(upstream: &Upstream, connect_timeout: Duration, read_buffer: usize) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));
@@ -81,6 +81,9 @@ pub fn upstream_client(upstream: &Upstream, connect_timeout: Duration) -> Upstre
         .pool_idle_timeout(Duration::from_secs(60))
         .set_host(false)
         .http2_only(upstream.h2);
+    if read_buffer > 0 {
+        b.http1_read_buf_exact_size(read_buffer);
+    }
     b.build(connector)
 }
 
@@ -153,7 +156,11 @@ pub async fn run(args: Args) -> Result<(), StartError> {
 
     let proxy = Arc::new(Proxy {
         live: rx,
-        client: upstream_client(&upstream, args.upstream_connect_timeout),
+        client: upstream_client(
+            &upstream,
+            args.upstream_connect_timeout,
+            args.upstream_read_buffer,
+        ),
         upstream: upstream.clone(),
         preserve_host: args.preserve_host,
         metrics: metrics.clone(),

@@ -81,7 +81,7 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let idle_timeout = limits.idle_timeout;
-        tokio::spawn(async move {
+        let task = async move {
             let _permit = permit;
             let _open = ConnectionCount::new(&proxy.metrics.open_connections);
             let service = service_fn(move |req| {
@@ -100,7 +100,8 @@ pub async fn serve(
                 r = conn => if let Err(e) = r { debug!(peer = %addr, error = %e, "connection ended with an error") },
                 () = idle => debug!(peer = %addr, "idle connection closed"),
             }
-        });
+        };
+        tokio::spawn(task);
     }
     info!("stopped accepting connections");
     graceful
