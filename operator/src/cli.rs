@@ -100,6 +100,9 @@ pub struct Cli {
     /// Reconciles running at once.
     #[arg(long, env = "MCP_GUARD_OPERATOR_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "MCP_GUARD_OPERATOR_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
     /// Guard image injected when the policy names none.
     #[arg(long, env = "MCP_GUARD_OPERATOR_DEFAULT_SIDECAR_IMAGE", default_value = crate::webhook::DEFAULT_SIDECAR_IMAGE)]
     pub default_sidecar_image: String,
@@ -149,6 +152,7 @@ impl Cli {
             },
             discovery_interval: Duration::from_secs(self.discovery_interval_seconds.max(1)),
             concurrency: self.concurrency.max(1),
+            namespace: self.watch_namespace.clone().filter(|s| !s.is_empty()),
         }
     }
 

@@ -80,6 +80,8 @@ pub struct ControllerSettings {
     pub discovery_interval: Duration,
     /// Reconciles running at once.
     pub concurrency: u16,
+    /// Watch only this namespace (MCPServers, Services, Ingresses, HTTPRoutes, ConfigMaps); `None` = all.
+    pub namespace: Option<String>,
 }
 
 impl Default for ControllerSettings {
@@ -90,6 +92,7 @@ impl Default for ControllerSettings {
             gateway_api: None,
             discovery_interval: Duration::from_secs(30),
             concurrency: 32,
+            namespace: None,
         }
     }
 }
@@ -145,6 +148,59 @@ pub struct Stores {
     /// `None` when the Gateway API is not installed.
     pub routes: Option<Store<HTTPRoute>>,
     pub gateways: Option<Store<Gateway>>,
+    /// `true` once every watch stream finished its initial list.
+    pub synced: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Stores {
+    /// Waits until every cache has seen its initial list.
+    ///
+    /// Tracked from the watch streams themselves (`InitDone`), not with `Store::wait_until_ready`: that future
+    /// wakes only its most recent poller, so several tasks waiting on one store could wait forever.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.synced.clone();
+        let _ = rx.wait_for(|synced| *synced).await;
+    }
+
+    /// Whether every cache has seen its initial list.
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+}
+
+/// Counts watch streams that have not finished their initial list; flips a watch channel when none is left.
+#[derive(Clone)]
+struct SyncTracker {
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    tx: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl SyncTracker {
+    fn new() -> (Self, tokio::sync::watch::Receiver<bool>) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (
+            Self {
+                pending: Arc::default(),
+                tx: Arc::new(tx),
+            },
+            rx,
+        )
+    }
+
+    /// Registers one stream; the returned closure is called on each of its events.
+    fn track<K>(&self) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + Send + 'static {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let (pending, tx) = (self.pending.clone(), self.tx.clone());
+        let mut done = false;
+        move |event| {
+            if !done && matches!(event, Ok(watcher::Event::InitDone)) {
+                done = true;
+                if pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    tx.send_replace(true);
+                }
+            }
+        }
+    }
 }
 
 /// What every reconcile gets.
@@ -231,6 +287,8 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
     }
     let spec = &server.spec;
     let stores = &ctx.stores;
+    // Never derive from half-filled caches: a partial allowlist would reject legitimate traffic.
+    stores.wait_synced().await;
 
     let policy = stores.policies.get(&ObjectRef::new(spec.policy_name()));
     let services = in_namespace(&stores.services, &ns);
@@ -541,9 +599,21 @@ pub async fn gateway_api_installed(client: &Client) -> Result<bool, kube::Error>
     }
 }
 
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
+    tracker: &SyncTracker,
 ) -> (
     Store<K>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -553,9 +623,11 @@ where
     K::DynamicType: Default + std::hash::Hash + Eq + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
+    let mut track = tracker.track::<K>();
     let stream = watcher(api, config)
         .default_backoff()
         .reflect(writer)
+        .inspect(move |event| track(event))
         .touched_objects();
     (reader, stream)
 }
@@ -592,23 +664,28 @@ pub async fn run_once(
         Some(v) => v,
         None => gateway_api_installed(&client).await?,
     };
-    info!(gateway_api, "starting MCPServer controller");
+    let scope = settings.namespace.clone().unwrap_or_else(|| "*".into());
+    info!(gateway_api, namespace = %scope, "starting MCPServer controller");
     readiness.synced.store(false, Ordering::Relaxed);
     readiness.leading.store(true, Ordering::Relaxed);
 
     let cfg = watcher::Config::default().any_semantic();
-    let (servers, server_stream) = reflect(Api::<MCPServer>::all(client.clone()), cfg.clone());
-    let (services, service_stream) = reflect(Api::<Service>::all(client.clone()), cfg.clone());
-    let (ingresses, ingress_stream) = reflect(Api::<Ingress>::all(client.clone()), cfg.clone());
-    let (policies, policy_stream) = reflect(Api::<MCPGuardPolicy>::all(client.clone()), cfg.clone());
+    let (tracker, synced_rx) = SyncTracker::new();
+    let ns = settings.namespace.as_deref();
+    let (servers, server_stream) = reflect(scoped::<MCPServer>(&client, ns), cfg.clone(), &tracker);
+    let (services, service_stream) = reflect(scoped::<Service>(&client, ns), cfg.clone(), &tracker);
+    let (ingresses, ingress_stream) = reflect(scoped::<Ingress>(&client, ns), cfg.clone(), &tracker);
+    let (policies, policy_stream) =
+        reflect(Api::<MCPGuardPolicy>::all(client.clone()), cfg.clone(), &tracker);
     let (config_maps, cm_stream) = reflect(
-        Api::<ConfigMap>::all(client.clone()),
+        scoped::<ConfigMap>(&client, ns),
         cfg.clone()
             .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
+        &tracker,
     );
     let (routes, route_stream, gateways, gateway_stream) = if gateway_api {
-        let (r, rs) = reflect(Api::<HTTPRoute>::all(client.clone()), cfg.clone());
-        let (g, gs) = reflect(Api::<Gateway>::all(client.clone()), cfg.clone());
+        let (r, rs) = reflect(scoped::<HTTPRoute>(&client, ns), cfg.clone(), &tracker);
+        let (g, gs) = reflect(Api::<Gateway>::all(client.clone()), cfg.clone(), &tracker);
         (Some(r), Some(rs.boxed()), Some(g), Some(gs.boxed()))
     } else {
         (None, None, None, None)
@@ -621,30 +698,18 @@ pub async fn run_once(
         config_maps,
         routes,
         gateways,
+        synced: synced_rx,
     };
     let index = Arc::new(Mutex::new(DependencyIndex::default()));
 
     {
         let stores = stores.clone();
         let synced = readiness.synced.clone();
+        let scope = scope.clone();
         tokio::spawn(async move {
-            let mut waits = vec![
-                stores.servers.wait_until_ready().boxed(),
-                stores.services.wait_until_ready().boxed(),
-                stores.ingresses.wait_until_ready().boxed(),
-                stores.policies.wait_until_ready().boxed(),
-                stores.config_maps.wait_until_ready().boxed(),
-            ];
-            if let Some(r) = &stores.routes {
-                waits.push(r.wait_until_ready().boxed());
-            }
-            if let Some(g) = &stores.gateways {
-                waits.push(g.wait_until_ready().boxed());
-            }
-            if futures::future::join_all(waits).await.iter().all(Result::is_ok) {
-                info!("caches synced");
-                synced.store(true, Ordering::Relaxed);
-            }
+            stores.wait_synced().await;
+            info!(namespace = %scope, "caches synced");
+            synced.store(true, Ordering::Relaxed);
         });
     }
 

@@ -65,28 +65,34 @@ fn p(verb: &'static str, group: &'static str, resource: &'static str) -> Permiss
     }
 }
 
-/// What the controller does (`lease_namespace`: where it campaigns; `gateway_api`: whether it watches routes).
-pub fn controller_permissions(lease_namespace: Option<&str>, gateway_api: bool) -> Vec<Permission> {
+/// What the controller does (`watch_namespace`: the namespace it is limited to, if any; `lease_namespace`:
+/// where it campaigns; `gateway_api`: whether it watches routes).
+pub fn controller_permissions(
+    watch_namespace: Option<&str>,
+    lease_namespace: Option<&str>,
+    gateway_api: bool,
+) -> Vec<Permission> {
+    let scoped = |verb, group, resource| Permission {
+        namespace: watch_namespace.map(str::to_string),
+        ..p(verb, group, resource)
+    };
     let mut perms = Vec::new();
     for verb in ["list", "watch"] {
-        perms.push(p(verb, "mcpguard.dev", "mcpservers"));
+        perms.push(scoped(verb, "mcpguard.dev", "mcpservers"));
         perms.push(p(verb, "mcpguard.dev", "mcpguardpolicies"));
-        perms.push(p(verb, "", "services"));
-        perms.push(p(verb, "", "configmaps"));
-        perms.push(p(verb, "networking.k8s.io", "ingresses"));
+        perms.push(scoped(verb, "", "services"));
+        perms.push(scoped(verb, "", "configmaps"));
+        perms.push(scoped(verb, "networking.k8s.io", "ingresses"));
         if gateway_api {
-            perms.push(p(verb, "gateway.networking.k8s.io", "httproutes"));
+            perms.push(scoped(verb, "gateway.networking.k8s.io", "httproutes"));
             perms.push(p(verb, "gateway.networking.k8s.io", "gateways"));
         }
     }
-    perms.push(p("create", "", "configmaps"));
-    perms.push(p("patch", "", "configmaps"));
-    perms.push(Permission {
-        subresource: Some("status"),
-        ..p("patch", "mcpguard.dev", "mcpservers")
-    });
-    perms.push(p("create", "events.k8s.io", "events"));
-    perms.push(p("patch", "events.k8s.io", "events"));
+    perms.push(scoped("create", "", "configmaps"));
+    perms.push(scoped("patch", "", "configmaps"));
+    perms.push(Permission { subresource: Some("status"), ..scoped("patch", "mcpguard.dev", "mcpservers") });
+    perms.push(scoped("create", "events.k8s.io", "events"));
+    perms.push(scoped("patch", "events.k8s.io", "events"));
     if let Some(ns) = lease_namespace {
         for verb in ["get", "create", "update"] {
             perms.push(Permission {
@@ -144,6 +150,7 @@ where
 /// Checks the CRDs, then RBAC; `Ok` when the controller can run.
 pub async fn check_controller(
     client: &Client,
+    watch_namespace: Option<&str>,
     lease_namespace: Option<&str>,
     gateway_api: bool,
 ) -> Result<(), StartupError> {
@@ -157,7 +164,8 @@ pub async fn check_controller(
     if !missing_crds.is_empty() {
         return Err(StartupError::MissingCrds(missing_crds));
     }
-    let missing = missing_permissions(client, &controller_permissions(lease_namespace, gateway_api)).await?;
+    let wanted = controller_permissions(watch_namespace, lease_namespace, gateway_api);
+    let missing = missing_permissions(client, &wanted).await?;
     if !missing.is_empty() {
         return Err(StartupError::Forbidden(
             missing.iter().map(ToString::to_string).collect(),

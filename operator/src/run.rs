@@ -35,6 +35,7 @@ pub async fn run_controller(
     };
     preflight::check_controller(
         &client,
+        options.settings.namespace.as_deref(),
         options.lease.as_ref().map(|l| l.namespace.as_str()),
         gateway_api,
     )
@@ -42,11 +43,18 @@ pub async fn run_controller(
 
     let (leading_tx, mut leading) = watch::channel(options.lease.is_none());
     let (elector_stop_tx, elector_stop_rx) = watch::channel(false);
-    let elector = options.lease.clone().map(|lease| {
-        info!(namespace = %lease.namespace, lease = %lease.name, identity = %lease.identity, "campaigning for leadership");
-        let elector = LeaderElector::new(client.clone(), lease);
-        tokio::spawn(elector.run(leading_tx, wait_true(elector_stop_rx)))
-    });
+    // Without an elector the sender stays here, so `leading` stays true (and open) until the end.
+    let (elector, _always_leading) = match options.lease.clone() {
+        Some(lease) => {
+            info!(namespace = %lease.namespace, lease = %lease.name, identity = %lease.identity, "campaigning for leadership");
+            let elector = LeaderElector::new(client.clone(), lease);
+            (
+                Some(tokio::spawn(elector.run(leading_tx, wait_true(elector_stop_rx)))),
+                None,
+            )
+        }
+        None => (None, Some(leading_tx)),
+    };
 
     let mut shutdown_rx = shutdown.clone();
     let mut restarted = false;

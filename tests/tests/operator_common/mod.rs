@@ -1,0 +1,220 @@
+//! Shared helpers of the operator integration tests: an in-process controller scoped to one namespace, object
+//! builders, and polling with deadlines.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, Resource};
+use mcp_guard_config::{CONFIG_KEY, GuardConfig};
+use mcp_guard_operator::controller::{ControllerReadiness, ControllerSettings};
+use mcp_guard_operator::leader::LeaseSettings;
+use mcp_guard_operator::metrics::ControllerMetrics;
+use mcp_guard_operator::run::{ControllerOptions, run_controller};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub const MANAGER: &str = "operator-tests";
+
+/// An operator (controller only) running in this test's runtime.
+pub struct Operator {
+    pub metrics: ControllerMetrics,
+    pub readiness: ControllerReadiness,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<Result<(), mcp_guard_operator::preflight::StartupError>>>,
+}
+
+impl Operator {
+    /// Starts a controller watching `namespace` only (so tests running in parallel do not share objects).
+    pub fn start(
+        client: Client,
+        namespace: &str,
+        lease: Option<LeaseSettings>,
+        gateway_api: Option<bool>,
+    ) -> Operator {
+        // Operator logs on stderr with RUST_LOG (e.g. RUST_LOG=mcp_guard_operator=debug); quiet otherwise.
+        mcp_guard_operator::cli::init_logging(mcp_guard_operator::cli::LogFormat::Text, "error");
+        let settings = ControllerSettings {
+            namespace: Some(namespace.to_string()),
+            gateway_api,
+            discovery_interval: Duration::from_secs(1),
+            identity: lease
+                .as_ref()
+                .map_or_else(|| "operator-tests".to_string(), |l| l.identity.clone()),
+            ..Default::default()
+        };
+        let metrics = ControllerMetrics::default();
+        let readiness = ControllerReadiness::default();
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(run_controller(
+            client,
+            ControllerOptions { settings, lease },
+            metrics.clone(),
+            readiness.clone(),
+            rx,
+        ));
+        Operator {
+            metrics,
+            readiness,
+            shutdown: tx,
+            task: Some(task),
+        }
+    }
+
+    /// Graceful shutdown (releases the Lease when leading).
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            let r = tokio::time::timeout(Duration::from_secs(20), task).await;
+            assert!(r.is_ok(), "operator did not stop within 20 s");
+        }
+    }
+
+    pub fn reconciles(&self) -> u64 {
+        self.metrics.reconcile_count("ok")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, panicking with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Server-side applies a namespaced object given as JSON.
+pub async fn apply<K>(client: &Client, ns: &str, value: serde_json::Value) -> K
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let obj: K = serde_json::from_value(value).expect("valid object");
+    let name = obj.meta().name.clone().expect("object name");
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&obj))
+        .await
+        .unwrap_or_else(|e| panic!("apply {name}: {e}"))
+}
+
+/// Server-side applies a cluster-scoped object given as JSON.
+pub async fn apply_cluster<K>(client: &Client, value: serde_json::Value) -> K
+where
+    K: Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let obj: K = serde_json::from_value(value).expect("valid object");
+    let name = obj.meta().name.clone().expect("object name");
+    Api::<K>::all(client.clone())
+        .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&obj))
+        .await
+        .unwrap_or_else(|e| panic!("apply {name}: {e}"))
+}
+
+/// The guard config in ConfigMap `<server>-mcp-guard`, if it exists.
+pub async fn guard_config(client: &Client, ns: &str, server: &str) -> Option<GuardConfig> {
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(&format!("{server}-mcp-guard"))
+        .await
+        .expect("get ConfigMap")?;
+    let json = cm.data?.get(CONFIG_KEY)?.clone();
+    Some(serde_json::from_str(&json).expect("guard.json parses as GuardConfig"))
+}
+
+/// Waits until the guard config satisfies `pred`, returning it (panics with the last config seen).
+pub async fn wait_config(
+    client: &Client,
+    ns: &str,
+    server: &str,
+    timeout: Duration,
+    what: &str,
+    pred: impl Fn(&GuardConfig) -> bool,
+) -> GuardConfig {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let cfg = guard_config(client, ns, server).await;
+        if let Some(c) = cfg.as_ref().filter(|c| pred(c)) {
+            return c.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last config: {cfg:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn service(name: &str, app: &str, ports: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": { "name": name },
+        "spec": { "selector": { "app": app }, "ports": ports }
+    })
+}
+
+pub fn mcpserver(name: &str, app: &str, port: i32, extra: serde_json::Value) -> serde_json::Value {
+    let mut spec = serde_json::json!({ "selector": { "matchLabels": { "app": app } }, "port": port });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::json!({
+        "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPServer",
+        "metadata": { "name": name },
+        "spec": spec
+    })
+}
+
+pub fn ingress(name: &str, rules: serde_json::Value, tls_hosts: &[&str]) -> serde_json::Value {
+    let mut spec = serde_json::json!({ "rules": rules });
+    if !tls_hosts.is_empty() {
+        spec["tls"] = serde_json::json!([{ "hosts": tls_hosts, "secretName": format!("{name}-tls") }]);
+    }
+    serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": { "name": name },
+        "spec": spec
+    })
+}
+
+/// An Ingress rule: `host` (or none) → Service `svc` port `port`.
+pub fn rule(host: Option<&str>, svc: &str, port: i32) -> serde_json::Value {
+    let mut r = serde_json::json!({
+        "http": { "paths": [{ "path": "/", "pathType": "Prefix",
+            "backend": { "service": { "name": svc, "port": { "number": port } } } }] }
+    });
+    if let Some(h) = host {
+        r["host"] = serde_json::json!(h);
+    }
+    r
+}

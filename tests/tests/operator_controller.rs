@@ -1,0 +1,704 @@
+//! The controller against the real control plane: MCPServer + Service + Ingress → ConfigMap and status;
+//! edits and deletions propagate within about a second; deleting the MCPServer garbage-collects its ConfigMap;
+//! conditions explain empty allowlists, catch-all rules, port mismatches and bypasses; policies; HTTPRoutes
+//! (Gateway API CRDs installed while the operator runs); two replicas with a Lease, only the leader reconciling.
+
+mod operator_common;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams};
+use mcp_guard_config::Mode;
+use mcp_guard_operator::crd::{MCPGuardPolicy, MCPServer};
+use mcp_guard_operator::gateway::{Gateway, HTTPRoute};
+use mcp_guard_operator::leader::LeaseSettings;
+use operator_common::*;
+use serde_json::json;
+use testkit::cluster::Cluster;
+use tokio::sync::OnceCell;
+
+/// Propagation deadline used in assertions: generous for a loaded CI machine; the measured latency is printed.
+const PROPAGATION: Duration = Duration::from_secs(5);
+const SETUP: Duration = Duration::from_secs(30);
+
+async fn cluster() -> &'static Cluster {
+    static CRDS: OnceCell<()> = OnceCell::const_new();
+    let cluster = Cluster::shared().await;
+    CRDS.get_or_init(|| async { cluster.apply_crds().await.expect("apply crds/") })
+        .await;
+    cluster
+}
+
+fn condition<'a>(server: &'a MCPServer, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    server
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+}
+
+async fn server_with(
+    api: &Api<MCPServer>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&MCPServer) -> bool,
+) -> MCPServer {
+    eventually(SETUP, what, || async {
+        api.get_opt(name)
+            .await
+            .expect("get MCPServer")
+            .filter(|s| pred(s))
+    })
+    .await
+}
+
+async fn events(client: &kube::Client, ns: &str, reason: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_to_configmap_status_update_and_cleanup() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("op-ingress").await;
+    let op = Operator::start(client.clone(), &ns, None, Some(false));
+
+    apply::<Service>(
+        &client,
+        &ns,
+        service(
+            "weather",
+            "weather",
+            json!([{ "name": "http", "port": 80, "targetPort": 8000 }]),
+        ),
+    )
+    .await;
+    apply::<Ingress>(
+        &client,
+        &ns,
+        ingress(
+            "web",
+            json!([rule(Some("mcp.example.com"), "weather", 80)]),
+            &["mcp.example.com"],
+        ),
+    )
+    .await;
+    apply::<MCPServer>(&client, &ns, mcpserver("weather", "weather", 8000, json!({}))).await;
+
+    let cfg = wait_config(&client, &ns, "weather", SETUP, "the guard ConfigMap", |c| {
+        c.allowed_hosts.iter().any(|h| h == "mcp.example.com")
+    })
+    .await;
+    assert_eq!(
+        cfg.allowed_hosts,
+        vec![
+            "mcp.example.com".to_string(),
+            "weather".into(),
+            format!("weather.{ns}"),
+            format!("weather.{ns}.svc"),
+            format!("weather.{ns}.svc.cluster.local"),
+        ]
+    );
+    assert_eq!(cfg.allowed_origins, vec!["https://mcp.example.com".to_string()]);
+    assert_eq!(cfg.mode, Mode::Enforce);
+    let source = cfg.source.expect("source");
+    assert_eq!(
+        (
+            source.kind.as_str(),
+            source.namespace.as_deref(),
+            source.name.as_str()
+        ),
+        ("MCPServer", Some(ns.as_str()), "weather")
+    );
+
+    // Owned by the MCPServer (controller reference), so that deleting the MCPServer removes it.
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .get("weather-mcp-guard")
+        .await
+        .expect("ConfigMap");
+    let owner = cm
+        .metadata
+        .owner_references
+        .expect("owner references")
+        .pop()
+        .expect("one owner");
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("MCPServer", "weather", Some(true))
+    );
+
+    // Status: effective hosts with their sources, observedGeneration, Ready.
+    let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
+    let server = server_with(&servers, "weather", "Ready=True", |s| {
+        condition(s, "Ready").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    let status = server.status.clone().expect("status");
+    assert_eq!(status.observed_generation, server.metadata.generation);
+    let ingress_entry = status
+        .allowed_hosts
+        .iter()
+        .find(|e| e.value == "mcp.example.com")
+        .expect("ingress host");
+    assert_eq!(ingress_entry.sources, vec![format!("Ingress {ns}/web")]);
+    let dns_entry = status
+        .allowed_hosts
+        .iter()
+        .find(|e| e.value == "weather")
+        .expect("service host");
+    assert_eq!(dns_entry.sources, vec![format!("Service {ns}/weather")]);
+    assert_eq!(condition(&server, "EmptyAllowlist").map(|c| c.0), Some("False"));
+    assert_eq!(condition(&server, "GuardBypass").map(|c| c.0), Some("False"));
+
+    // kubectl: wait for Ready and the printer columns.
+    let out = cluster
+        .kubectl()
+        .args([
+            "wait",
+            "--for=condition=Ready",
+            "mcps/weather",
+            "-n",
+            &ns,
+            "--timeout=20s",
+        ])
+        .output()
+        .expect("run kubectl wait");
+    assert!(
+        out.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cluster
+        .kubectl()
+        .args(["get", "mcps", "-n", &ns])
+        .output()
+        .expect("run kubectl get");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("HOSTS") && table.contains("MODE") && table.contains("READY") && table.contains("AGE"),
+        "{table}"
+    );
+    assert!(
+        table.contains("mcp.example.com") && table.contains("enforce") && table.contains("True"),
+        "{table}"
+    );
+
+    let updated = eventually(SETUP, "an AllowlistUpdated Event", || async {
+        let evs = events(&client, &ns, "AllowlistUpdated").await;
+        (!evs.is_empty()).then_some(evs)
+    })
+    .await;
+    assert!(
+        updated
+            .iter()
+            .any(|e| e.note.as_deref().unwrap_or("").contains("mcp.example.com")),
+        "{updated:?}"
+    );
+
+    // Edit the Ingress host: the ConfigMap follows within about a second.
+    let started = Instant::now();
+    apply::<Ingress>(
+        &client,
+        &ns,
+        ingress("web", json!([rule(Some("new.example.com"), "weather", 80)]), &[]),
+    )
+    .await;
+    let cfg = wait_config(
+        &client,
+        &ns,
+        "weather",
+        PROPAGATION,
+        "the edited Ingress host",
+        |c| c.allowed_hosts.iter().any(|h| h == "new.example.com"),
+    )
+    .await;
+    let latency = started.elapsed();
+    println!("Ingress host edit → ConfigMap update: {latency:?}");
+    assert!(
+        !cfg.allowed_hosts.iter().any(|h| h == "mcp.example.com"),
+        "old host removed: {cfg:?}"
+    );
+    assert_eq!(
+        cfg.allowed_origins,
+        vec!["http://new.example.com".to_string()],
+        "no TLS any more"
+    );
+
+    // Delete the Ingress: its host goes.
+    Api::<Ingress>::namespaced(client.clone(), &ns)
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_config(
+        &client,
+        &ns,
+        "weather",
+        PROPAGATION,
+        "the Ingress host to go",
+        |c| {
+            !c.allowed_hosts.iter().any(|h| h == "new.example.com")
+                && c.allowed_hosts.contains(&"weather".to_string())
+        },
+    )
+    .await;
+
+    // Delete the Service: no host left → EmptyAllowlist, Ready=False, a Warning Event.
+    Api::<Service>::namespaced(client.clone(), &ns)
+        .delete("weather", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_config(&client, &ns, "weather", PROPAGATION, "an empty allowlist", |c| {
+        c.allowed_hosts.is_empty()
+    })
+    .await;
+    let server = server_with(&servers, "weather", "EmptyAllowlist=True", |s| {
+        condition(s, "EmptyAllowlist").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    let (ready, reason, _) = condition(&server, "Ready").expect("Ready");
+    assert_eq!((ready, reason), ("False", "EmptyAllowlist"));
+    let (_, _, message) = condition(&server, "EmptyAllowlist").expect("EmptyAllowlist");
+    assert!(
+        message.contains("spec.hosts"),
+        "the message says what to add: {message}"
+    );
+    eventually(SETUP, "an EmptyAllowlist Event", || async {
+        let evs = events(&client, &ns, "EmptyAllowlist").await;
+        evs.iter()
+            .any(|e| e.type_.as_deref() == Some("Warning"))
+            .then_some(())
+    })
+    .await;
+
+    // Delete the MCPServer: the garbage collector removes the ConfigMap it owns.
+    servers
+        .delete("weather", &DeleteParams::default())
+        .await
+        .expect("delete MCPServer");
+    eventually(
+        Duration::from_secs(60),
+        "the owned ConfigMap to be garbage-collected",
+        || async {
+            guard_config(&client, &ns, "weather")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(op.reconciles() > 0);
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditions_explain_catch_all_mismatch_and_bypass() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("op-conds").await;
+    let op = Operator::start(client.clone(), &ns, None, Some(false));
+
+    apply::<Service>(
+        &client,
+        &ns,
+        service(
+            "weather",
+            "weather",
+            json!([
+                { "name": "http", "port": 80, "targetPort": 8000 },
+                { "name": "direct", "port": 9000, "targetPort": 9000 }
+            ]),
+        ),
+    )
+    .await;
+    apply::<Ingress>(
+        &client,
+        &ns,
+        ingress(
+            "web",
+            json!([
+                rule(None, "weather", 80),
+                rule(Some("wrong-port.example.com"), "weather", 9000)
+            ]),
+            &[],
+        ),
+    )
+    .await;
+    apply::<MCPServer>(
+        &client,
+        &ns,
+        mcpserver(
+            "weather",
+            "weather",
+            8000,
+            json!({ "hosts": ["extra.example.com:8443"] }),
+        ),
+    )
+    .await;
+
+    let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
+    let server = server_with(&servers, "weather", "all conditions", |s| {
+        condition(s, "CatchAllIngressRule").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    let (status, _, message) = condition(&server, "CatchAllIngressRule").expect("condition");
+    assert_eq!(status, "True");
+    assert!(
+        message.contains(&format!("Ingress {ns}/web")) && message.contains("no host"),
+        "{message}"
+    );
+    let (status, _, message) = condition(&server, "IngressBackendPortMismatch").expect("condition");
+    assert_eq!(status, "True");
+    assert!(message.contains("9000") && message.contains("8000"), "{message}");
+    let (status, _, message) = condition(&server, "GuardBypass").expect("condition");
+    assert_eq!(status, "True");
+    assert!(message.contains(&format!("Service {ns}/weather")), "{message}");
+    assert_eq!(condition(&server, "Ready").map(|c| c.0), Some("True"));
+
+    let cfg = guard_config(&client, &ns, "weather").await.expect("ConfigMap");
+    assert!(
+        !cfg.allowed_hosts
+            .iter()
+            .any(|h| h == "*" || h == "wrong-port.example.com"),
+        "{cfg:?}"
+    );
+    assert!(cfg.allowed_hosts.contains(&"extra.example.com:8443".to_string()));
+    let entry = server.status.as_ref().and_then(|s| {
+        s.allowed_hosts
+            .iter()
+            .find(|e| e.value == "extra.example.com:8443")
+    });
+    assert_eq!(
+        entry.map(|e| e.sources.clone()),
+        Some(vec!["MCPServer spec.hosts".to_string()])
+    );
+
+    // Fix the Ingress and the Service: the conditions clear.
+    apply::<Ingress>(
+        &client,
+        &ns,
+        ingress("web", json!([rule(Some("mcp.example.com"), "weather", 80)]), &[]),
+    )
+    .await;
+    apply::<Service>(
+        &client,
+        &ns,
+        service(
+            "weather",
+            "weather",
+            json!([{ "name": "http", "port": 80, "targetPort": 8000 }]),
+        ),
+    )
+    .await;
+    let server = server_with(&servers, "weather", "conditions to clear", |s| {
+        ["CatchAllIngressRule", "IngressBackendPortMismatch", "GuardBypass"]
+            .iter()
+            .all(|t| condition(s, t).is_some_and(|c| c.0 == "False"))
+    })
+    .await;
+    assert!(
+        server
+            .status
+            .expect("status")
+            .allowed_hosts
+            .iter()
+            .any(|e| e.value == "mcp.example.com")
+    );
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_changes_update_allowlists() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("op-policy").await;
+    let policy_name = format!("{ns}-policy");
+    let op = Operator::start(client.clone(), &ns, None, Some(false));
+
+    apply_cluster::<MCPGuardPolicy>(
+        &client,
+        json!({
+            "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPGuardPolicy",
+            "metadata": { "name": policy_name },
+            "spec": { "allowedHosts": ["policy.example.com"], "allowedOrigins": ["https://portal.example.com"],
+                      "allowServiceDNSNames": false, "limits": { "maxRequestBodyBytes": 65536 } }
+        }),
+    )
+    .await;
+    apply::<Service>(
+        &client,
+        &ns,
+        service("weather", "weather", json!([{ "port": 8000 }])),
+    )
+    .await;
+    apply::<MCPServer>(
+        &client,
+        &ns,
+        mcpserver("weather", "weather", 8000, json!({ "policyRef": policy_name })),
+    )
+    .await;
+
+    let cfg = wait_config(&client, &ns, "weather", SETUP, "the policy's hosts", |c| {
+        c.allowed_hosts == vec!["policy.example.com".to_string()]
+    })
+    .await;
+    assert_eq!(
+        cfg.allowed_origins,
+        vec!["https://portal.example.com".to_string()]
+    );
+    assert_eq!(cfg.limits.max_request_body_bytes, Some(65536));
+
+    // Edit the policy: hosts, mode and Service DNS names follow.
+    let started = Instant::now();
+    apply_cluster::<MCPGuardPolicy>(
+        &client,
+        json!({
+            "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPGuardPolicy",
+            "metadata": { "name": policy_name },
+            "spec": { "allowedHosts": ["other.example.com"], "defaultMode": "audit", "allowServiceDNSNames": true }
+        }),
+    )
+    .await;
+    let cfg = wait_config(&client, &ns, "weather", PROPAGATION, "the edited policy", |c| {
+        c.allowed_hosts.contains(&"other.example.com".to_string())
+    })
+    .await;
+    println!("policy edit → ConfigMap update: {:?}", started.elapsed());
+    assert_eq!(cfg.mode, Mode::Audit);
+    assert!(!cfg.allowed_hosts.contains(&"policy.example.com".to_string()));
+    assert!(
+        cfg.allowed_hosts.contains(&format!("weather.{ns}.svc")),
+        "{cfg:?}"
+    );
+
+    // Delete the referenced policy: not Ready, with the reason.
+    Api::<MCPGuardPolicy>::all(client.clone())
+        .delete(&policy_name, &DeleteParams::default())
+        .await
+        .expect("delete");
+    let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
+    server_with(&servers, "weather", "Ready=False/PolicyNotFound", |s| {
+        condition(s, "Ready").is_some_and(|c| c.1 == "PolicyNotFound")
+    })
+    .await;
+    op.stop().await;
+}
+
+fn gateway_crd(plural: &str, kind: &str) -> CustomResourceDefinition {
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": format!("{plural}.gateway.networking.k8s.io"),
+            // The real Gateway API CRDs carry it too: *.k8s.io groups need an approved API review.
+            "annotations": { "api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/gateway-api/pull/2466" }
+        },
+        "spec": {
+            "group": "gateway.networking.k8s.io",
+            "names": { "plural": plural, "kind": kind, "singular": kind.to_lowercase() },
+            "scope": "Namespaced",
+            "versions": [{ "name": "v1", "served": true, "storage": true,
+                "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }]
+        }
+    }))
+    .expect("CRD")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_routes_when_the_gateway_api_appears() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("op-gateway").await;
+    // Discovery (every second in tests): started before the Gateway API CRDs exist.
+    let op = Operator::start(client.clone(), &ns, None, None);
+
+    apply::<Service>(
+        &client,
+        &ns,
+        service("weather", "weather", json!([{ "port": 80, "targetPort": 8000 }])),
+    )
+    .await;
+    apply::<MCPServer>(&client, &ns, mcpserver("weather", "weather", 8000, json!({}))).await;
+    wait_config(&client, &ns, "weather", SETUP, "the first ConfigMap", |c| {
+        !c.allowed_hosts.is_empty()
+    })
+    .await;
+
+    for (plural, kind) in [("gateways", "Gateway"), ("httproutes", "HTTPRoute")] {
+        if let Err(e) = cluster.apply_crd(&gateway_crd(plural, kind)).await {
+            panic!("install the {kind} CRD: {e:#}");
+        }
+    }
+
+    apply::<Gateway>(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": { "name": "gw" },
+            "spec": { "gatewayClassName": "test", "listeners": [
+                { "name": "https", "port": 443, "protocol": "HTTPS", "hostname": "*.gw.example.com" }
+            ] }
+        }),
+    )
+    .await;
+    apply::<HTTPRoute>(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": { "name": "mcp" },
+            "spec": {
+                "parentRefs": [{ "name": "gw" }],
+                "hostnames": ["mcp.gw.example.com", "*.apps.gw.example.com", "elsewhere.example.org"],
+                "rules": [{ "backendRefs": [{ "name": "weather", "port": 80 }] }]
+            }
+        }),
+    )
+    .await;
+    let cfg = wait_config(&client, &ns, "weather", SETUP, "HTTPRoute hostnames", |c| {
+        c.allowed_hosts.contains(&"mcp.gw.example.com".to_string())
+    })
+    .await;
+    assert!(
+        cfg.allowed_hosts.contains(&"**.apps.gw.example.com".to_string()),
+        "{cfg:?}"
+    );
+    assert!(
+        !cfg.allowed_hosts.contains(&"elsewhere.example.org".to_string()),
+        "outside the listener: {cfg:?}"
+    );
+    assert!(
+        cfg.allowed_origins
+            .contains(&"https://mcp.gw.example.com".to_string()),
+        "{cfg:?}"
+    );
+
+    // A Gateway listener change reaches the MCPServer through the route.
+    apply::<Gateway>(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": { "name": "gw" },
+            "spec": { "gatewayClassName": "test", "listeners": [
+                { "name": "http", "port": 80, "protocol": "HTTP", "hostname": "elsewhere.example.org" }
+            ] }
+        }),
+    )
+    .await;
+    let cfg = wait_config(&client, &ns, "weather", PROPAGATION, "the listener change", |c| {
+        c.allowed_hosts.contains(&"elsewhere.example.org".to_string())
+    })
+    .await;
+    assert!(
+        !cfg.allowed_hosts.contains(&"mcp.gw.example.com".to_string()),
+        "{cfg:?}"
+    );
+    assert!(
+        cfg.allowed_origins
+            .contains(&"http://elsewhere.example.org".to_string()),
+        "{cfg:?}"
+    );
+
+    // Deleting the route removes its hosts.
+    Api::<HTTPRoute>::namespaced(client.clone(), &ns)
+        .delete("mcp", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_config(&client, &ns, "weather", PROPAGATION, "route hosts to go", |c| {
+        !c.allowed_hosts.contains(&"elsewhere.example.org".to_string())
+    })
+    .await;
+    op.stop().await;
+}
+
+async fn lease_holder(client: &kube::Client, ns: &str) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), ns)
+        .get_opt("mcp-guard-operator")
+        .await
+        .expect("get Lease")?
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_only_the_leader_reconciles() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("op-leader").await;
+    let lease = |identity: &str| LeaseSettings {
+        lease_duration: Duration::from_secs(4),
+        renew_deadline: Duration::from_secs(3),
+        retry_period: Duration::from_millis(500),
+        ..LeaseSettings::new(&ns, "mcp-guard-operator", identity)
+    };
+    let a = Operator::start(client.clone(), &ns, Some(lease("replica-a")), Some(false));
+    let first = eventually(SETUP, "a Lease holder", || lease_holder(&client, &ns)).await;
+    let b = Operator::start(client.clone(), &ns, Some(lease("replica-b")), Some(false));
+    assert_eq!(first, "replica-a");
+
+    apply::<Service>(
+        &client,
+        &ns,
+        service("weather", "weather", json!([{ "port": 8000 }])),
+    )
+    .await;
+    apply::<MCPServer>(&client, &ns, mcpserver("weather", "weather", 8000, json!({}))).await;
+    wait_config(&client, &ns, "weather", SETUP, "the leader's ConfigMap", |c| {
+        !c.allowed_hosts.is_empty()
+    })
+    .await;
+    // Give the standby every chance to (wrongly) reconcile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(a.reconciles() > 0, "the leader reconciles");
+    assert_eq!(b.reconciles(), 0, "the standby does not reconcile");
+    assert_eq!(a.metrics.leader.get(), 1);
+    assert_eq!(b.metrics.leader.get(), 0);
+    assert!(b.readiness.is_ready(), "a standby replica is ready");
+    assert_eq!(lease_holder(&client, &ns).await.as_deref(), Some("replica-a"));
+
+    // The leader goes away (graceful: it releases the Lease); the standby takes over and reconciles changes.
+    let stopped = Instant::now();
+    a.stop().await;
+    eventually(SETUP, "replica-b to take the Lease", || async {
+        (lease_holder(&client, &ns).await.as_deref() == Some("replica-b")).then_some(())
+    })
+    .await;
+    println!("failover after graceful stop: {:?}", stopped.elapsed());
+    apply::<Ingress>(
+        &client,
+        &ns,
+        ingress(
+            "web",
+            json!([rule(Some("failover.example.com"), "weather", 8000)]),
+            &[],
+        ),
+    )
+    .await;
+    wait_config(&client, &ns, "weather", SETUP, "the new leader's update", |c| {
+        c.allowed_hosts.contains(&"failover.example.com".to_string())
+    })
+    .await;
+    assert!(b.reconciles() > 0, "the new leader reconciles");
+    assert_eq!(b.metrics.leader.get(), 1);
+    let lease = Api::<Lease>::namespaced(client.clone(), &ns)
+        .get("mcp-guard-operator")
+        .await
+        .expect("Lease");
+    assert!(lease.spec.and_then(|s| s.lease_transitions).unwrap_or(0) >= 1);
+    b.stop().await;
+}
