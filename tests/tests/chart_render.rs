@@ -752,3 +752,23 @@ fn dockerfiles_build_static_non_root_images() {
         );
     }
 }
+
+#[test]
+fn demo_script_is_valid_bash() {
+    let script = workspace_root().join("tools/demo.sh");
+    let out = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bash -n tools/demo.sh:\n{}",
+        text(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(
+        text.contains("set -euo pipefail") && text.contains("trap cleanup EXIT"),
+        "strict mode and cleanup"
+    );
+}
