@@ -211,6 +211,8 @@ pub struct Context {
     pub settings: ControllerSettings,
     pub stores: Stores,
     pub index: Arc<Mutex<DependencyIndex>>,
+    /// MCPServers whose last allowlist was empty (for the `empty_allowlists` gauge).
+    pub empty: Mutex<HashSet<ObjectRef<MCPServer>>>,
 }
 
 fn in_namespace<K>(store: &Store<K>, ns: &str) -> Vec<Arc<K>>
@@ -283,6 +285,16 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
     if server.metadata.deletion_timestamp.is_some() {
         // The ConfigMap is owned by the MCPServer: the garbage collector removes it.
         ctx.index.lock().map(|mut i| i.forget(&oref)).ok();
+        if let Ok(mut empty) = ctx.empty.lock() {
+            empty.remove(&oref);
+            ctx.metrics.empty_allowlists.set(empty.len() as i64);
+        }
+        let labels = ServerLabels {
+            namespace: ns.clone(),
+            name: name.clone(),
+        };
+        ctx.metrics.allowlist_hosts.remove(&labels);
+        ctx.metrics.allowlist_origins.remove(&labels);
         return Ok(Action::await_change());
     }
     let spec = &server.spec;
@@ -386,6 +398,14 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         .allowlist_origins
         .get_or_create(&labels)
         .set(d.origins.len() as i64);
+    if let Ok(mut empty) = ctx.empty.lock() {
+        if d.hosts.is_empty() {
+            empty.insert(oref.clone());
+        } else {
+            empty.remove(&oref);
+        }
+        ctx.metrics.empty_allowlists.set(empty.len() as i64);
+    }
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
@@ -727,6 +747,7 @@ pub async fn run_once(
         settings: settings.clone(),
         stores: stores.clone(),
         index: index.clone(),
+        empty: Mutex::default(),
     });
 
     // Stop when asked, or when the Gateway API availability changes.
