@@ -212,7 +212,7 @@ pub struct Context {
     pub stores: Stores,
     pub index: Arc<Mutex<DependencyIndex>>,
     /// MCPServers whose last allowlist was empty (for the `empty_allowlists` gauge).
-    pub empty: Mutex<HashSet<ObjectRef<MCPServer>>>,
+    pub empty: Arc<Mutex<HashSet<ObjectRef<MCPServer>>>>,
 }
 
 fn in_namespace<K>(store: &Store<K>, ns: &str) -> Vec<Arc<K>>
@@ -284,17 +284,7 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
     let oref = ObjectRef::from_obj(&*server);
     if server.metadata.deletion_timestamp.is_some() {
         // The ConfigMap is owned by the MCPServer: the garbage collector removes it.
-        ctx.index.lock().map(|mut i| i.forget(&oref)).ok();
-        if let Ok(mut empty) = ctx.empty.lock() {
-            empty.remove(&oref);
-            ctx.metrics.empty_allowlists.set(empty.len() as i64);
-        }
-        let labels = ServerLabels {
-            namespace: ns.clone(),
-            name: name.clone(),
-        };
-        ctx.metrics.allowlist_hosts.remove(&labels);
-        ctx.metrics.allowlist_origins.remove(&labels);
+        forget_server(&server, &ctx.index, &ctx.empty, &ctx.metrics);
         return Ok(Action::await_change());
     }
     let spec = &server.spec;
@@ -411,6 +401,29 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         .observe(started.elapsed().as_secs_f64());
     ctx.metrics.result(true);
     Ok(Action::await_change())
+}
+
+/// Drops a deleted MCPServer from the reverse index and its per-server metrics.
+fn forget_server(
+    server: &MCPServer,
+    index: &Mutex<DependencyIndex>,
+    empty: &Mutex<HashSet<ObjectRef<MCPServer>>>,
+    metrics: &ControllerMetrics,
+) {
+    let oref = ObjectRef::from_obj(server);
+    if let Ok(mut index) = index.lock() {
+        index.forget(&oref);
+    }
+    if let Ok(mut empty) = empty.lock() {
+        empty.remove(&oref);
+        metrics.empty_allowlists.set(empty.len() as i64);
+    }
+    let labels = ServerLabels {
+        namespace: server.namespace().unwrap_or_default(),
+        name: server.name_any(),
+    };
+    metrics.allowlist_hosts.remove(&labels);
+    metrics.allowlist_origins.remove(&labels);
 }
 
 fn was_empty(status: Option<&MCPServerStatus>) -> bool {
@@ -692,7 +705,25 @@ pub async fn run_once(
     let cfg = watcher::Config::default().any_semantic();
     let (tracker, synced_rx) = SyncTracker::new();
     let ns = settings.namespace.as_deref();
-    let (servers, server_stream) = reflect(scoped::<MCPServer>(&client, ns), cfg.clone(), &tracker);
+    let index = Arc::new(Mutex::new(DependencyIndex::default()));
+    let empty: Arc<Mutex<HashSet<ObjectRef<MCPServer>>>> = Arc::default();
+    // MCPServers: the Controller's own stream; deletions also clean the reverse index and per-server metrics
+    // (a deleted object is never reconciled).
+    let (servers, server_writer) = reflector::store();
+    let server_stream = {
+        let mut track = tracker.track::<MCPServer>();
+        let (index, empty, metrics) = (index.clone(), empty.clone(), metrics.clone());
+        watcher(scoped::<MCPServer>(&client, ns), cfg.clone())
+            .default_backoff()
+            .reflect(server_writer)
+            .inspect(move |event| {
+                track(event);
+                if let Ok(watcher::Event::Delete(server)) = event {
+                    forget_server(server, &index, &empty, &metrics);
+                }
+            })
+            .touched_objects()
+    };
     let (services, service_stream) = reflect(scoped::<Service>(&client, ns), cfg.clone(), &tracker);
     let (ingresses, ingress_stream) = reflect(scoped::<Ingress>(&client, ns), cfg.clone(), &tracker);
     let (policies, policy_stream) =
@@ -720,7 +751,6 @@ pub async fn run_once(
         gateways,
         synced: synced_rx,
     };
-    let index = Arc::new(Mutex::new(DependencyIndex::default()));
 
     {
         let stores = stores.clone();
@@ -747,7 +777,7 @@ pub async fn run_once(
         settings: settings.clone(),
         stores: stores.clone(),
         index: index.clone(),
-        empty: Mutex::default(),
+        empty: empty.clone(),
     });
 
     // Stop when asked, or when the Gateway API availability changes.
