@@ -429,7 +429,7 @@ def render(results: dict) -> str:
         f"(RSS {g['rss_first_kib'] / 1024:.1f} MiB at {g['first_open']:,} → {g['rss_kib'] / 1024:.1f} MiB at "
         f"{g['open']:,}): **{g['kib_per_stream']:.1f} KiB per stream**"
         + (f" (nginx with the check: {ng['kib_per_stream']:.1f} KiB per stream)." if ng and ng.get("kib_per_stream") else "."),
-        f"  N is bounded by the 20,000 open-file limit per process: the guard holds two sockets per stream.",
+        "  N is bounded by the 20,000 open-file limit per process: the guard holds two sockets per stream.",
         "",
         "## Ratios and targets",
         "",
@@ -572,13 +572,13 @@ def main() -> int:
             "guard_vs_direct_rps": tp["guard"]["rps"] / tp["direct"]["rps"],
         }
         results["ratios"] = ratios
-        g = streams["guard"]
+        g = results["streams"]["guard"]
         results["targets"] = {
             "guard_vs_nginx_rps": ratios["guard_vs_nginx_rps"] >= 1.1,
             "guard_vs_nginx_p99": ratios["guard_vs_nginx_p99"] <= 1.0,
             "guard_vs_direct_rps": ratios["guard_vs_direct_rps"] >= 0.6,
             "idle_rss": results["idle_rss_kib"] <= 10 * 1024,
-            "per_stream": g["kib_per_stream"] <= 16 and g["open"] >= min(n, 9000),
+            "per_stream": g["kib_per_stream"] <= 16 and g["open"] >= min(args.streams, 9000),
         }
     finally:
         for p in CHILDREN:
