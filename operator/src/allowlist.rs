@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::core::v1::{Container, Pod, Service, ServicePort};
 use k8s_openapi::api::networking::v1::{Ingress, IngressServiceBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -38,6 +38,8 @@ use mcp_guard_config::{ConfigSource, GuardConfig, Limits};
 use crate::crd::{AllowlistEntry, GuardMode, MCPGuardPolicySpec, MCPServerSpec};
 use crate::gateway::{Gateway, HTTPRoute};
 use crate::validate::{check_host_pattern, check_origin_pattern};
+use crate::webhook::guarded_by;
+use crate::webhook::inject::SIDECAR_NAME;
 
 #[cfg(test)]
 mod tests;
@@ -54,12 +56,15 @@ pub struct DeriveInput<'a> {
     pub ingresses: Vec<&'a Ingress>,
     pub http_routes: Vec<&'a HTTPRoute>,
     pub gateways: Vec<&'a Gateway>,
+    /// Pods of the namespace (the derivation picks those the selector matches); empty when not watched.
+    pub pods: Vec<&'a Pod>,
     pub cluster_domain: &'a str,
 }
 
 /// The kind of an object a derivation depends on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DepKind {
+    Pod,
     Service,
     Ingress,
     HTTPRoute,
@@ -150,22 +155,87 @@ impl Collected {
 /// Where a Service port sends traffic, relative to the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PortTarget {
-    /// The server's port (numeric match, or a named targetPort assumed to be it).
+    /// The server's port (numeric match, a name resolving to it, or an unresolvable name when no pod is known).
     Server,
     /// Another numeric pod port.
     Other(i32),
+    /// A named targetPort that no container of the selected pods declares (no endpoints).
+    Unresolved(String),
 }
 
-/// Where a Service port's traffic goes in the pod.
+/// The container ports of the pods an MCPServer selects, to resolve named targetPorts and to tell whether a
+/// port is served by the app (not the guard).
+#[derive(Clone, Debug, Default)]
+pub struct PodPorts<'a> {
+    pub pods: Vec<&'a Pod>,
+}
+
+impl PodPorts<'_> {
+    fn containers(&self) -> impl Iterator<Item = &Container> {
+        self.pods
+            .iter()
+            .filter_map(|p| p.spec.as_ref())
+            .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+    }
+
+    /// The port number a named targetPort resolves to.
+    pub fn resolve(&self, name: &str) -> Option<i32> {
+        self.containers()
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| p.name.as_deref() == Some(name))
+            .map(|p| p.container_port)
+    }
+
+    /// An app container (not the guard) declaring this port.
+    pub fn app_container_with_port(&self, port: i32) -> Option<&str> {
+        self.containers()
+            .filter(|c| c.name != SIDECAR_NAME)
+            .find(|c| c.ports.iter().flatten().any(|p| p.container_port == port))
+            .map(|c| c.name.as_str())
+    }
+}
+
+/// Where a Service port's traffic goes in the pod (no pods known: names are assumed to be the server's port).
 pub fn port_target(port: &ServicePort, server_port: i32) -> PortTarget {
+    port_target_in(port, server_port, &PodPorts::default())
+}
+
+/// Where a Service port's traffic goes, resolving names through the selected pods' container ports.
+pub fn port_target_in(port: &ServicePort, server_port: i32, pods: &PodPorts<'_>) -> PortTarget {
     match &port.target_port {
         None => target_number(port.port, server_port),
         Some(IntOrString::Int(n)) => target_number(*n, server_port),
         Some(IntOrString::String(s)) => match s.parse::<i32>() {
             Ok(n) => target_number(n, server_port),
-            Err(_) => PortTarget::Server,
+            Err(_) if pods.pods.is_empty() => PortTarget::Server,
+            Err(_) => match pods.resolve(s) {
+                Some(n) => target_number(n, server_port),
+                None => PortTarget::Unresolved(s.clone()),
+            },
         },
     }
+}
+
+/// Whether a pod's labels match a label selector (concrete labels: all operators apply).
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    let non_empty = selector.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+        || selector.match_expressions.as_ref().is_some_and(|m| !m.is_empty());
+    non_empty && labels_ok && exprs_ok
 }
 
 fn target_number(n: i32, server_port: i32) -> PortTarget {
@@ -333,6 +403,7 @@ fn tls_covers(tls_host: &str, rule_host: &str) -> bool {
 struct ServerService<'a> {
     service: &'a Service,
     name: String,
+    pods: &'a PodPorts<'a>,
 }
 
 impl ServerService<'_> {
@@ -342,6 +413,10 @@ impl ServerService<'_> {
             .as_ref()
             .and_then(|s| s.ports.as_deref())
             .unwrap_or_default()
+    }
+
+    fn target(&self, port: &ServicePort, server_port: i32) -> PortTarget {
+        port_target_in(port, server_port, self.pods)
     }
 
     /// Resolves a backend port (number or name) to the Service port.
@@ -385,10 +460,15 @@ fn judge_backend(
         return BackendVerdict::Unrelated;
     };
     match svc.find_port(number, name) {
-        Some(p) => match port_target(p, server_port) {
+        Some(p) => match svc.target(p, server_port) {
             PortTarget::Server => BackendVerdict::Server,
             PortTarget::Other(t) => BackendVerdict::Mismatch(format!(
                 "Service {svc_name} port {} targets pod port {t}, not the server's port {server_port}",
+                describe_port(number, name)
+            )),
+            PortTarget::Unresolved(n) => BackendVerdict::Mismatch(format!(
+                "Service {svc_name} port {} targets the named port {n:?}, which no container of the selected \
+                 pods declares",
                 describe_port(number, name)
             )),
         },
@@ -412,6 +492,70 @@ fn judge_ingress_backend(
         port.and_then(|p| p.name.as_deref()),
         server_port,
     )
+}
+
+fn short_names(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(" (+{} more)", names.len() - SHOWN));
+    }
+    s
+}
+
+/// Pods that the guard does not protect (docs/webhook.md "What the operator's GuardBypass condition should
+/// detect"): no guard, another MCPServer's guard, or an ordinary-container guard that is not ready while the app
+/// runs (the start-up race in which the server can hold the port on all interfaces).
+fn pod_bypasses(pods: &[&Pod], server: &str, d: &mut Derivation) {
+    let mut unguarded = Vec::new();
+    let mut foreign: Vec<String> = Vec::new();
+    let mut not_ready = Vec::new();
+    for pod in pods {
+        let name = pod.name_any();
+        match guarded_by(pod) {
+            None => unguarded.push(name),
+            Some(other) if other != server => {
+                foreign.push(format!("{name} (guarded for MCPServer {other:?})"))
+            }
+            Some(_) => {
+                let statuses = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_deref())
+                    .unwrap_or_default();
+                let guard_ready = statuses.iter().find(|c| c.name == SIDECAR_NAME).map(|c| c.ready);
+                let app_running = statuses
+                    .iter()
+                    .any(|c| c.name != SIDECAR_NAME && c.state.as_ref().is_some_and(|s| s.running.is_some()));
+                if guard_ready == Some(false) && app_running {
+                    not_ready.push(name);
+                }
+            }
+        }
+    }
+    let ns = pods.first().and_then(|p| p.namespace()).unwrap_or_default();
+    if !unguarded.is_empty() {
+        d.bypasses.push(format!(
+            "pods without the guard in {ns}: {} (created before the MCPServer or the webhook, namespace not \
+             opted in with mcpguard.dev/injection=enabled, pod opted out, host network, or admitted while the \
+             webhook was down); restart them to inject the guard",
+            short_names(&unguarded)
+        ));
+    }
+    if !foreign.is_empty() {
+        d.bypasses.push(format!(
+            "pods guarded with another MCPServer's allowlist: {} (selectors changed after injection); restart \
+             them",
+            short_names(&foreign)
+        ));
+    }
+    if !not_ready.is_empty() {
+        d.bypasses.push(format!(
+            "the guard is not ready while the server runs in pods {}: the server may hold the port on all \
+             interfaces and answer on the pod IP without the guard; let it bind 127.0.0.1",
+            short_names(&not_ready)
+        ));
+    }
 }
 
 /// Derives the allowlist and everything status reports about it.
@@ -444,6 +588,32 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
             .and_then(|n| u64::try_from(n).ok()),
     };
 
+    // Pods the server selects (running or pending) and what would bypass the guard on them.
+    let selected: Vec<&Pod> = input
+        .pods
+        .iter()
+        .copied()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            !matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+        })
+        .filter(|p| {
+            selector_matches(
+                &spec.selector,
+                p.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
+            )
+        })
+        .collect();
+    pod_bypasses(&selected, input.name, &mut d);
+    for p in &selected {
+        d.dependencies
+            .insert(Dependency::new(DepKind::Pod, Some(ns), &p.name_any()));
+    }
+    let pod_ports = PodPorts { pods: selected };
+
     // Services.
     if let Some(names) = &spec.services {
         for n in names {
@@ -463,6 +633,7 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
         .map(|s| ServerService {
             service: s,
             name: s.name_any(),
+            pods: &pod_ports,
         })
         .collect();
     server_services.sort_by(|a, b| a.name.cmp(&b.name));
@@ -471,15 +642,29 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
             .insert(Dependency::new(DepKind::Service, Some(ns), &svc.name));
         let mut reaches = false;
         for p in svc.ports() {
-            match port_target(p, server_port) {
+            let port_desc = p
+                .name
+                .as_deref()
+                .map_or_else(|| p.port.to_string(), |n| format!("{n:?} ({})", p.port));
+            match svc.target(p, server_port) {
                 PortTarget::Server => reaches = true,
-                PortTarget::Other(t) => d.bypasses.push(format!(
-                    "Service {ns}/{} port {} targets pod port {t} directly, not the server's port {server_port} \
+                PortTarget::Other(t) if pod_ports.pods.is_empty() => d.bypasses.push(format!(
+                    "Service {ns}/{} port {port_desc} targets pod port {t}, not the server's port {server_port} \
                      that the guard listens on; anything listening on {t} on all interfaces is reachable without \
                      Host/Origin checks",
                     svc.name,
-                    p.name.as_deref().map_or_else(|| p.port.to_string(), |n| format!("{n:?} ({})", p.port)),
                 )),
+                PortTarget::Other(t) => {
+                    if let Some(c) = pod_ports.app_container_with_port(t) {
+                        d.bypasses.push(format!(
+                            "Service {ns}/{} port {port_desc} targets port {t} of container {c:?}, which the guard \
+                             does not cover (it guards port {server_port} only); point targetPort at {server_port} \
+                             or remove the port",
+                            svc.name,
+                        ));
+                    }
+                }
+                PortTarget::Unresolved(_) => {}
             }
         }
         if reaches {

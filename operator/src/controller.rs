@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams};
@@ -145,6 +145,7 @@ pub struct Stores {
     pub ingresses: Store<Ingress>,
     pub policies: Store<MCPGuardPolicy>,
     pub config_maps: Store<ConfigMap>,
+    pub pods: Store<Pod>,
     /// `None` when the Gateway API is not installed.
     pub routes: Option<Store<HTTPRoute>>,
     pub gateways: Option<Store<Gateway>>,
@@ -301,6 +302,7 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         .map(|s| in_namespace(s, &ns))
         .unwrap_or_default();
     let gateways = stores.gateways.as_ref().map(|s| s.state()).unwrap_or_default();
+    let pods = in_namespace(&stores.pods, &ns);
     let input = DeriveInput {
         namespace: &ns,
         name: &name,
@@ -310,6 +312,7 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         ingresses: ingresses.iter().map(|i| i.as_ref()).collect(),
         http_routes: routes.iter().map(|r| r.as_ref()).collect(),
         gateways: gateways.iter().map(|g| g.as_ref()).collect(),
+        pods: pods.iter().map(|p| p.as_ref()).collect(),
         cluster_domain: &ctx.settings.cluster_domain,
     };
     let d: Derivation = allowlist::derive(&input);
@@ -593,6 +596,23 @@ pub fn map_route(
     with_dependents(index, Dependency::new(DepKind::HTTPRoute, Some(&ns), &name), now)
 }
 
+/// Pod changed → MCPServers selecting it now, and those that selected it before.
+pub fn map_pod(stores: &Stores, index: &Mutex<DependencyIndex>, pod: &Pod) -> Vec<ObjectRef<MCPServer>> {
+    let ns = pod.namespace().unwrap_or_default();
+    let empty = std::collections::BTreeMap::new();
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+    let now: Vec<_> = servers_in(&stores.servers, &ns)
+        .into_iter()
+        .filter(|s| allowlist::selector_matches(&s.spec.selector, labels))
+        .map(|s| ObjectRef::from_obj(&*s))
+        .collect();
+    with_dependents(
+        index,
+        Dependency::new(DepKind::Pod, Some(&ns), &pod.name_any()),
+        now,
+    )
+}
+
 /// Gateway changed → MCPServers whose routes referenced it.
 pub fn map_gateway(index: &Mutex<DependencyIndex>, gw: &Gateway) -> Vec<ObjectRef<MCPServer>> {
     let ns = gw.namespace().unwrap_or_default();
@@ -734,6 +754,8 @@ pub async fn run_once(
             .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
         &tracker,
     );
+    // Pods: only what the bypass check reads (labels, annotations, containers and their ports, statuses).
+    let (pods, pod_stream) = reflect(scoped::<Pod>(&client, ns), cfg.clone(), &tracker);
     let (routes, route_stream, gateways, gateway_stream) = if gateway_api {
         let (r, rs) = reflect(scoped::<HTTPRoute>(&client, ns), cfg.clone(), &tracker);
         let (g, gs) = reflect(Api::<Gateway>::all(client.clone()), cfg.clone(), &tracker);
@@ -747,6 +769,7 @@ pub async fn run_once(
         ingresses,
         policies,
         config_maps,
+        pods,
         routes,
         gateways,
         synced: synced_rx,
@@ -838,6 +861,10 @@ pub async fn run_once(
     .watches_stream(policy_stream, {
         let stores = stores.clone();
         move |p: MCPGuardPolicy| map_policy(&stores, &p)
+    });
+    controller = controller.watches_stream(pod_stream, {
+        let (stores, index) = (stores.clone(), index.clone());
+        move |pod: Pod| map_pod(&stores, &index, &pod)
     });
     if let Some(rs) = route_stream {
         let (stores, index) = (stores.clone(), index.clone());

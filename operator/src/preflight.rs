@@ -81,6 +81,7 @@ pub fn controller_permissions(
         perms.push(scoped(verb, "mcpguard.dev", "mcpservers"));
         perms.push(p(verb, "mcpguard.dev", "mcpguardpolicies"));
         perms.push(scoped(verb, "", "services"));
+        perms.push(scoped(verb, "", "pods"));
         perms.push(scoped(verb, "", "configmaps"));
         perms.push(scoped(verb, "networking.k8s.io", "ingresses"));
         if gateway_api {
@@ -90,7 +91,10 @@ pub fn controller_permissions(
     }
     perms.push(scoped("create", "", "configmaps"));
     perms.push(scoped("patch", "", "configmaps"));
-    perms.push(Permission { subresource: Some("status"), ..scoped("patch", "mcpguard.dev", "mcpservers") });
+    perms.push(Permission {
+        subresource: Some("status"),
+        ..scoped("patch", "mcpguard.dev", "mcpservers")
+    });
     perms.push(scoped("create", "events.k8s.io", "events"));
     perms.push(scoped("patch", "events.k8s.io", "events"));
     if let Some(ns) = lease_namespace {

@@ -175,7 +175,7 @@ pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus 
             input,
         )
     } else {
-        condition(condition::GUARD_BYPASS, true, "ServicePortBypassesGuard", d.bypasses.join("; "), input)
+        condition(condition::GUARD_BYPASS, true, "GuardBypassed", d.bypasses.join("; "), input)
     });
     let mut problems: Vec<String> = d.problems.clone();
     if d.policy_missing && input.policy_explicit {

@@ -8,7 +8,7 @@ mod operator_common;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -417,6 +417,43 @@ async fn conditions_explain_catch_all_mismatch_and_bypass() {
             .iter()
             .any(|e| e.value == "mcp.example.com")
     );
+
+    // A pod the MCPServer selects that carries no guard (no webhook here): GuardBypass names it.
+    apply::<Pod>(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "weather-unguarded", "labels": { "app": "weather" } },
+            "spec": { "containers": [{ "name": "server", "image": "example.invalid/weather:1",
+                                       "ports": [{ "name": "http", "containerPort": 8000 }] }] }
+        }),
+    )
+    .await;
+    let server = server_with(&servers, "weather", "GuardBypass for the unguarded pod", |s| {
+        condition(s, "GuardBypass").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    let (_, reason, message) = condition(&server, "GuardBypass").expect("GuardBypass");
+    assert_eq!(reason, "GuardBypassed");
+    assert!(
+        message.contains("weather-unguarded") && message.contains("restart"),
+        "{message}"
+    );
+    Api::<Pod>::namespaced(client.clone(), &ns)
+        .delete(
+            "weather-unguarded",
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("delete pod");
+    server_with(&servers, "weather", "GuardBypass to clear", |s| {
+        condition(s, "GuardBypass").is_some_and(|c| c.0 == "False")
+    })
+    .await;
     op.stop().await;
 }
 

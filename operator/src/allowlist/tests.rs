@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
     IngressSpec, IngressTLS, ServiceBackendPort,
@@ -199,6 +199,7 @@ struct World {
     ingresses: Vec<Ingress>,
     routes: Vec<HTTPRoute>,
     gateways: Vec<Gateway>,
+    pods: Vec<Pod>,
     policy: Option<MCPGuardPolicySpec>,
 }
 
@@ -213,6 +214,7 @@ impl World {
             ingresses: self.ingresses.iter().collect(),
             http_routes: self.routes.iter().collect(),
             gateways: self.gateways.iter().collect(),
+            pods: self.pods.iter().collect(),
             cluster_domain: "cluster.local",
         })
     }
@@ -884,5 +886,134 @@ fn dependencies_cover_everything_consulted() {
             (DepKind::Ingress, "web"),
             (DepKind::MCPGuardPolicy, "default")
         ]
+    );
+}
+
+fn pod(name: &str, labels_: &[(&str, &str)], guarded_for: Option<&str>, ports: &[(&str, i32)]) -> Pod {
+    let mut p: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name, "namespace": NS, "labels": labels(labels_) },
+        "spec": { "containers": [{
+            "name": "server", "image": "example.invalid/server:1",
+            "ports": ports.iter().map(|(n, p)| serde_json::json!({ "name": n, "containerPort": p })).collect::<Vec<_>>()
+        }] }
+    }))
+    .expect("pod");
+    if let Some(server) = guarded_for {
+        let spec = p.spec.as_mut().expect("spec");
+        spec.init_containers = Some(vec![
+            serde_json::from_value(serde_json::json!({
+                "name": "mcp-guard", "image": "example.invalid/guard:1", "restartPolicy": "Always",
+                "ports": [{ "name": "mcp-guard-admin", "containerPort": 15081 }]
+            }))
+            .expect("container"),
+        ]);
+        spec.volumes = Some(vec![
+            serde_json::from_value(serde_json::json!({
+                "name": "mcp-guard-config", "configMap": { "name": format!("{server}-mcp-guard") }
+            }))
+            .expect("volume"),
+        ]);
+        p.metadata.annotations = Some(BTreeMap::from([(
+            "mcpguard.dev/injected".to_string(),
+            serde_json::json!({
+                "version": 1, "mcpServer": server, "image": "example.invalid/guard:1",
+                "initContainers": ["mcp-guard"], "containers": [], "volumes": ["mcp-guard-config"]
+            })
+            .to_string(),
+        )]));
+    }
+    p
+}
+
+#[test]
+fn pods_without_the_guard_are_a_bypass() {
+    // (pods, bypass messages expected containing)
+    let cases: Vec<(Vec<Pod>, Vec<&str>)> = vec![
+        (
+            vec![pod(
+                "w-1",
+                &[("app", "weather")],
+                Some("weather"),
+                &[("http", 8000)],
+            )],
+            vec![],
+        ),
+        (
+            vec![pod("w-1", &[("app", "weather")], None, &[("http", 8000)])],
+            vec!["pods without the guard", "w-1"],
+        ),
+        (
+            vec![pod("w-1", &[("app", "weather")], Some("radar"), &[])],
+            vec!["another MCPServer", "radar"],
+        ),
+        // Not selected: ignored.
+        (vec![pod("other", &[("app", "frontend")], None, &[])], vec![]),
+    ];
+    for (i, (pods, want)) in cases.into_iter().enumerate() {
+        let world = World {
+            services: vec![web_service()],
+            pods,
+            policy: no_dns(),
+            ..Default::default()
+        };
+        let d = world.derive(&spec(&[("app", "weather")]));
+        let all = d.bypasses.join("; ");
+        if want.is_empty() {
+            assert!(d.bypasses.is_empty(), "case {i}: {all}");
+        }
+        for w in want {
+            assert!(all.contains(w), "case {i}: {w:?} not in {all}");
+        }
+    }
+}
+
+#[test]
+fn named_target_ports_resolve_through_pods() {
+    let svc = service(
+        "weather",
+        &[("app", "weather")],
+        vec![
+            sport(80, Some(IntOrString::String("http".into())), Some("http")),
+            sport(9090, Some(IntOrString::String("metrics".into())), Some("metrics")),
+            sport(9999, Some(IntOrString::String("nope".into())), Some("nope")),
+        ],
+    );
+    let pods = vec![pod(
+        "w-1",
+        &[("app", "weather")],
+        Some("weather"),
+        &[("http", 8000), ("metrics", 9090)],
+    )];
+    let world = World {
+        services: vec![svc],
+        ingresses: vec![ingress(
+            "web",
+            vec![
+                rule(Some("mcp.example.com"), vec![backend("weather", named("http"))]),
+                rule(Some("m.example.com"), vec![backend("weather", named("nope"))]),
+            ],
+            &[],
+        )],
+        pods,
+        policy: no_dns(),
+        ..Default::default()
+    };
+    let d = world.derive(&spec(&[("app", "weather")]));
+    assert_eq!(values(&d.hosts), vec!["mcp.example.com"]);
+    assert_eq!(d.bypasses.len(), 1, "{:?}", d.bypasses);
+    assert!(
+        d.bypasses[0].contains("container \"server\"") && d.bypasses[0].contains("9090"),
+        "{:?}",
+        d.bypasses
+    );
+    assert_eq!(d.port_mismatches.len(), 1, "{:?}", d.port_mismatches);
+    assert!(
+        d.port_mismatches[0].contains("\"nope\""),
+        "{:?}",
+        d.port_mismatches
+    );
+    assert!(
+        d.dependencies
+            .contains(&Dependency::new(DepKind::Pod, Some(NS), "w-1"))
     );
 }
