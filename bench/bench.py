@@ -155,13 +155,19 @@ http {{
 """
 
 
-def start_nginx(name: str, workdir: Path, workers: int, http_body: str, port: int) -> subprocess.Popen:
+def pinned(cmd: list[str], cpus: str | None) -> list[str]:
+    return ["taskset", "-c", cpus, *cmd] if cpus else cmd
+
+
+def start_nginx(
+    name: str, workdir: Path, workers: int, http_body: str, port: int, cpus: str | None = None
+) -> subprocess.Popen:
     d = workdir / name
     d.mkdir()
     conf = d / "nginx.conf"
     conf.write_text(nginx_conf(d, workers, http_body))
     subprocess.run(["nginx", "-t", "-q", "-p", str(d), "-c", str(conf)], check=True)
-    proc = spawn(["nginx", "-p", str(d), "-c", str(conf)], d / "stdout.log")
+    proc = spawn(pinned(["nginx", "-p", str(d), "-c", str(conf)], cpus), d / "stdout.log")
     wait_port(port)
     return proc
 
@@ -215,7 +221,9 @@ def checking_proxy_body(port: int, upstream_port: int) -> str:
 # ---------------------------------------------------------------------------------------------------- guard
 
 
-def start_guard(binary: Path, workdir: Path, name: str, upstream_port: int) -> tuple[subprocess.Popen, int]:
+def start_guard(
+    binary: Path, workdir: Path, name: str, upstream_port: int, cpus: str | None = None, extra: tuple = ()
+) -> tuple[subprocess.Popen, int]:
     port, admin = free_port(), free_port()
     cmd = [
         str(binary),
@@ -229,8 +237,8 @@ def start_guard(binary: Path, workdir: Path, name: str, upstream_port: int) -> t
     help_text = subprocess.run([str(binary), "--help"], capture_output=True, text=True).stdout
     if "--max-connections" in help_text:
         cmd += ["--max-connections", "20000"]
-    cmd += GUARD_EXTRA_ARGS
-    proc = spawn(cmd, workdir / f"{name}.log")
+    cmd += [*extra, *GUARD_EXTRA_ARGS]
+    proc = spawn(pinned(cmd, cpus), workdir / f"{name}.log")
     wait_port(port)
     return proc, port
 
@@ -262,11 +270,12 @@ def parse_wrk(out: str) -> dict:
     return res
 
 
-def run_wrk(port: int, seconds: int, connections: int, threads: int) -> dict:
+def run_wrk(port: int, seconds: int, connections: int, threads: int, cpus: str | None = None) -> dict:
     cmd = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
         "-s", str(BENCH / "post.lua"), f"http://127.0.0.1:{port}/mcp",
     ]  # fmt: skip
+    cmd = pinned(cmd, cpus)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
     res = parse_wrk(out)
     res["raw"] = out
@@ -388,6 +397,16 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
+def layout_text(results: dict) -> str:
+    if results.get("layout") == "pinned":
+        return (
+            "Layout: the load generator and the upstream share CPU 0; the system under test — mcp-guard with one "
+            "worker thread, nginx (check) with one worker, or for *direct* a second upstream instance — has CPU 1 "
+            "to itself (`taskset`), so each proxy is measured on one dedicated core. "
+        )
+    return "Layout: no pinning; load generator, proxies and upstream share all cores. "
+
+
 def render(results: dict) -> str:
     m, w, r = results["machine"], results["wrk"], results["ratios"]
     rows = []
@@ -410,13 +429,15 @@ def render(results: dict) -> str:
         "",
         "## Throughput and latency",
         "",
-        f"wrk, {w['threads']} threads, {w['connections']} keep-alive connections, {w['rounds']} rounds of "
+        layout_text(results)
+        + f"wrk, {w['threads']} thread(s), {w['connections']} keep-alive connections, {w['rounds']} rounds of "
         f"{w['seconds']} s per target, the targets interleaved within each round, after a {w['warmup']} s warm-up "
         "each; the table shows the median over the rounds. The request is an MCP-shaped JSON-RPC POST with an "
         "allowed `Host` and `Origin`. "
         "The upstream is nginx answering `return 200` (1 worker), the same for all three. "
         "*nginx (check)* is nginx with the same Host/Origin check (`map` on `$host` and `$http_origin`, "
-        f"{results['nginx_workers']} workers, upstream keep-alive) — what one would write by hand instead of the guard.",
+        f"{results['nginx_workers']} worker(s), upstream keep-alive, JSON refusals) — what one would write by hand "
+        "instead of the guard.",
         "",
         "| target | requests/s | p50 | p99 | proxy peak RSS |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -463,6 +484,10 @@ def main() -> int:
     ap.add_argument("--nginx-workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--out", default=str(ROOT / "docs/performance.md"))
     ap.add_argument("--no-nginx-streams", action="store_true")
+    ap.add_argument(
+        "--layout", choices=["pinned", "shared"], default="shared",
+        help="pinned: load and upstream on CPU 0, the system under test alone on CPU 1 (quiet machines only)",
+    )
     ap.add_argument("--guard-arg", action="append", default=[], help="extra argument for mcp-guard (repeatable)")
     ap.add_argument(
         "--only", choices=["all", "throughput", "streams"], default="all",
@@ -501,11 +526,27 @@ def main() -> int:
             print(json.dumps(results["streams"], indent=2))
             return 0
         # ---- throughput: the same upstream for all three
+        # Layout "pinned" (--layout pinned; only meaningful on an otherwise idle machine): the load generator (1 wrk thread) and the upstream share CPU 0,
+        # the system under test (guard with 1 worker thread, nginx with 1 worker; for "direct" a second
+        # upstream instance) gets CPU 1 to itself, so each target is measured on one dedicated core and the
+        # scheduler's noise between competing processes stays out of the latency tail. Layout "shared" (default):
+        # no pinning, everything on all cores (guard with its default worker threads, nginx with --nginx-workers).
+        if args.layout == "pinned":
+            load_cpu, sut_cpu, threads, ngx_workers, guard_extra = "0", "1", 1, 1, ("--worker-threads", "1")
+        else:
+            load_cpu, sut_cpu, threads, ngx_workers, guard_extra = None, None, args.threads, args.nginx_workers, ()
+        results["layout"] = args.layout
+        results["wrk"]["threads"] = threads
+        results["nginx_workers"] = ngx_workers
         up_port = free_port()
-        upstream = start_nginx("upstream", workdir, 1, upstream_body(up_port), up_port)
-        guard, guard_port = start_guard(guard_bin, workdir, "guard", up_port)
+        upstream = start_nginx("upstream", workdir, 1, upstream_body(up_port), up_port, load_cpu)
+        direct_port = free_port()
+        direct_up = start_nginx("upstream-direct", workdir, 1, upstream_body(direct_port), direct_port, sut_cpu)
+        guard, guard_port = start_guard(guard_bin, workdir, "guard", up_port, sut_cpu, guard_extra)
         ngx_port = free_port()
-        ngx = start_nginx("nginx-check", workdir, args.nginx_workers, checking_proxy_body(ngx_port, up_port), ngx_port)
+        ngx = start_nginx(
+            "nginx-check", workdir, ngx_workers, checking_proxy_body(ngx_port, up_port), ngx_port, sut_cpu
+        )
 
         # Both proxies really check: allowed passes, forged Host and Origin are refused.
         for name, port in (("guard", guard_port), ("nginx", ngx_port)):
@@ -517,7 +558,7 @@ def main() -> int:
                 raise RuntimeError(f"{name} does not check as expected: {ok} {bad_host} {bad_origin}")
 
         targets = {
-            "direct": ("direct to upstream", up_port, upstream.pid),
+            "direct": ("direct to upstream", direct_port, direct_up.pid),
             "guard": ("through mcp-guard", guard_port, guard.pid),
             "nginx": ("through nginx (check)", ngx_port, ngx.pid),
         }
@@ -525,11 +566,11 @@ def main() -> int:
         # measure is the median over the rounds.
         for name, (_, port, _) in targets.items():
             log(f"{name}: warm-up {args.warmup} s")
-            run_wrk(port, args.warmup, args.connections, args.threads)
+            run_wrk(port, args.warmup, args.connections, threads, load_cpu)
         runs: dict[str, list[dict]] = {name: [] for name in targets}
         for rnd in range(args.rounds):
             for name, (_, port, _) in targets.items():
-                res = run_wrk(port, args.seconds, args.connections, args.threads)
+                res = run_wrk(port, args.seconds, args.connections, threads, load_cpu)
                 if res["non_2xx"] or res["socket_errors"]:
                     log(f"{name}: non-2xx {res['non_2xx']}, socket errors {res['socket_errors']}")
                 log(f"round {rnd + 1} {name}: {res['rps']:.0f} req/s, p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms")
@@ -547,6 +588,7 @@ def main() -> int:
         stop(guard)
         stop(ngx)
         stop(upstream)
+        stop(direct_up)
         if args.only == "throughput":
             print(json.dumps(throughput, indent=2))
             return 0
