@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
 use mcp_guard_config::Mode;
 use mcp_guard_operator::crd::{MCPGuardPolicy, MCPServer};
 use mcp_guard_operator::gateway::{Gateway, HTTPRoute};
@@ -738,4 +738,75 @@ async fn two_replicas_only_the_leader_reconciles() {
         .expect("Lease");
     assert!(lease.spec.and_then(|s| s.lease_transitions).unwrap_or(0) >= 1);
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crd_schema_rejects_invalid_specs() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("op-schema").await;
+    // Untyped, so that values the Rust types would refuse reach the API server.
+    let api =
+        Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ApiResource::erase::<MCPServer>(&()));
+    // (spec, text expected in the API server's error)
+    let cases = [
+        (
+            json!({ "selector": {}, "port": 8000 }),
+            "an empty selector selects every pod",
+        ),
+        (
+            json!({ "selector": { "matchLabels": {} }, "port": 8000 }),
+            "an empty selector selects every pod",
+        ),
+        (
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 0 }),
+            "spec.port",
+        ),
+        (
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 70000 }),
+            "spec.port",
+        ),
+        (
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80, "hosts": ["*"] }),
+            "spec.hosts[0]",
+        ),
+        (
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80, "hosts": ["a b"] }),
+            "spec.hosts[0]",
+        ),
+        (
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80, "origins": ["example.com"] }),
+            "spec.origins[0]",
+        ),
+        (
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80, "mode": "block" }),
+            "spec.mode",
+        ),
+        (
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80, "ingresses": ["Bad_Name"] }),
+            "spec.ingresses[0]",
+        ),
+    ];
+    for (i, (spec, want)) in cases.into_iter().enumerate() {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPServer",
+            "metadata": { "name": format!("bad-{i}") }, "spec": spec
+        }))
+        .expect("object");
+        let err = api
+            .create(&Default::default(), &obj)
+            .await
+            .expect_err(&format!("case {i} must be rejected"));
+        assert!(err.to_string().contains(want), "case {i}: {want:?} not in {err}");
+    }
+    let ok: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPServer", "metadata": { "name": "good" },
+        "spec": { "selector": { "matchExpressions": [{ "key": "app", "operator": "In", "values": ["x"] }] },
+                  "port": 65535, "hosts": ["*.a.example.com", "**.b.example.com:*", "[::1]:8080", "10.0.0.1"],
+                  "origins": ["https://a.example.com", "null"], "mode": "audit", "policyRef": "strict" }
+    }))
+    .expect("object");
+    api.create(&Default::default(), &ok)
+        .await
+        .expect("a valid MCPServer is accepted");
 }
