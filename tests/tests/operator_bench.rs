@@ -1,0 +1,288 @@
+//! Operator benchmark (ignored by default; not part of `make test`): 1,000 MCPServers, each with a Service and an
+//! Ingress, on the real control plane. Reports the time from a cold operator start until every ConfigMap holds
+//! its Ingress host (target ≤ 30 s), the latency from an Ingress host edit to the ConfigMap update (p50/p99 over
+//! sequential edits; target p99 ≤ 500 ms) and the operator's peak RSS (VmHWM; target ≤ 128 MiB).
+//!
+//! ```text
+//! cargo build --release -p mcp-guard-operator --bin mcp-guard-operator
+//! cargo test -p mcp-guard-tests --test operator_bench -- --ignored --nocapture
+//! ```
+//!
+//! The harness may stay a debug build; the operator measured is `OPERATOR_BENCH_BIN`, else
+//! `target/release/mcp-guard-operator` when built, else the debug binary (the report names it). Knobs:
+//! `OPERATOR_BENCH_N` (servers, default 1000), `OPERATOR_BENCH_EDITS` (default 200). The report is also written
+//! to `target/operator-bench.json`.
+
+mod operator_common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use mcp_guard_config::{CONFIG_KEY, GuardConfig};
+use mcp_guard_operator::crd::MCPServer;
+use operator_common::*;
+use serde_json::json;
+use testkit::cluster::Cluster;
+use testkit::process::{Proc, tail, wait_for_http};
+use testkit::tools::{free_port, target_dir};
+
+const CONCURRENCY: usize = 32;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `OPERATOR_BENCH_BIN`, else the release build when present, else the debug build.
+fn operator_bin() -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os("OPERATOR_BENCH_BIN") {
+        return bin.into();
+    }
+    let release = target_dir().join("release").join("mcp-guard-operator");
+    if release.exists() {
+        release
+    } else {
+        testkit::tools::cargo_bin("mcp-guard-operator")
+    }
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn host(i: usize, version: usize) -> String {
+    format!("s{i}-v{version}.bench.example.com")
+}
+
+fn hosts_of(cm: &ConfigMap) -> Vec<String> {
+    cm.data
+        .as_ref()
+        .and_then(|d| d.get(CONFIG_KEY))
+        .and_then(|j| serde_json::from_str::<GuardConfig>(j).ok())
+        .map(|c| c.allowed_hosts)
+        .unwrap_or_default()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: cargo test -p mcp-guard-tests --test operator_bench -- --ignored --nocapture"]
+async fn thousand_servers_converge_and_edits_propagate() {
+    let n = env_usize("OPERATOR_BENCH_N", 1000);
+    let edits = env_usize("OPERATOR_BENCH_EDITS", 200).min(n);
+    let cluster = Cluster::shared().await;
+    cluster.apply_crds().await.expect("apply crds/");
+    let client = cluster.client();
+    let ns = cluster.namespace("bench").await;
+
+    // Objects first, operator second: a cold start over an existing cluster.
+    let created = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move {
+                let app = format!("s{i}");
+                apply::<Service>(
+                    &client,
+                    &ns,
+                    service(&app, &app, json!([{ "port": 80, "targetPort": 8000 }])),
+                )
+                .await;
+                apply::<Ingress>(
+                    &client,
+                    &ns,
+                    ingress(&app, json!([rule(Some(&host(i, 0)), &app, 80)]), &[]),
+                )
+                .await;
+                apply::<MCPServer>(&client, &ns, mcpserver(&app, &app, 8000, json!({}))).await;
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+    println!(
+        "created {n} Services + Ingresses + MCPServers in {:?}",
+        created.elapsed()
+    );
+
+    // Watch the ConfigMaps from now on: when did each first hold the expected host?
+    let seen: Arc<Mutex<HashMap<String, (Vec<String>, Instant)>>> = Arc::default();
+    let watch_task = {
+        let seen = seen.clone();
+        let api = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+        tokio::spawn(async move {
+            let stream = watcher(
+                api,
+                watcher::Config::default().labels("app.kubernetes.io/managed-by=mcp-guard-operator"),
+            )
+            .applied_objects();
+            futures::pin_mut!(stream);
+            while let Ok(Some(cm)) = stream.try_next().await {
+                let name = cm.metadata.name.clone().unwrap_or_default();
+                seen.lock()
+                    .expect("lock")
+                    .insert(name, (hosts_of(&cm), Instant::now()));
+            }
+        })
+    };
+
+    let admin_port = free_port();
+    let mut cmd = Command::new(operator_bin());
+    cmd.env("KUBECONFIG", cluster.kubeconfig())
+        .env("RUST_LOG", "warn")
+        .args([
+            "--no-webhook",
+            "--admin-listen",
+            &format!("127.0.0.1:{admin_port}"),
+        ])
+        .args([
+            "--leader-election-namespace",
+            &ns,
+            "--identity",
+            "bench",
+            "--gateway-api",
+            "disabled",
+        ]);
+    let started = Instant::now();
+    let mut proc = Proc::spawn("operator-bench", cmd).expect("start the operator");
+    let converged = loop {
+        let done = {
+            let seen = seen.lock().expect("lock");
+            (0..n)
+                .filter(|i| {
+                    seen.get(&format!("s{i}-mcp-guard"))
+                        .is_some_and(|(h, _)| h.contains(&host(*i, 0)))
+                })
+                .count()
+        };
+        if done == n {
+            break started.elapsed();
+        }
+        if let Err(e) = proc.ensure_running() {
+            panic!("{e}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "not converged after 300 s: {done}/{n}\n{}",
+            tail(&proc.logs(), 20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("cold start → {n} ConfigMaps converged: {converged:?}");
+    wait_for_http(
+        &format!("http://127.0.0.1:{admin_port}/readyz"),
+        Duration::from_secs(10),
+    )
+    .expect("ready");
+
+    // Sequential Ingress host edits: time from the edit to the ConfigMap carrying the new host.
+    let ingresses = Api::<Ingress>::namespaced(client.clone(), &ns);
+    let mut latencies = Vec::with_capacity(edits);
+    for k in 0..edits {
+        let i = (k * 7919) % n;
+        let app = format!("s{i}");
+        let new_host = host(i, 1 + k);
+        let patch = json!({ "spec": { "rules": [rule(Some(&new_host), &app, 80)] } });
+        let t0 = Instant::now();
+        ingresses
+            .patch(&app, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("edit Ingress");
+        let cm = format!("{app}-mcp-guard");
+        let deadline = t0 + Duration::from_secs(10);
+        loop {
+            if let Some((hosts, at)) = seen.lock().expect("lock").get(&cm).cloned()
+                && hosts.contains(&new_host)
+            {
+                latencies.push(at.saturating_duration_since(t0));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "edit {k} of {app} not propagated within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    latencies.sort();
+    let (p50, p99, max) = (
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or_default(),
+    );
+    println!("Ingress edit → ConfigMap ({edits} edits): p50 {p50:?}, p99 {p99:?}, max {max:?}");
+
+    let metrics = testkit::http::get(&format!("http://127.0.0.1:{admin_port}/metrics"))
+        .expect("metrics")
+        .text();
+    let reconciles = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"mcp_guard_operator_reconciles_total{result="ok"}"#))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap_or("?")
+        .to_string();
+    let rss_kib = peak_rss_kib(proc.pid()).unwrap_or(0);
+    println!(
+        "operator peak RSS (VmHWM): {:.1} MiB; reconciles: {reconciles}",
+        rss_kib as f64 / 1024.0
+    );
+
+    let servers = Api::<MCPServer>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .expect("list");
+    let ready = servers
+        .items
+        .iter()
+        .filter(|s| {
+            s.status.as_ref().is_some_and(|st| {
+                st.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+        .count();
+    println!("MCPServers Ready: {ready}/{n}");
+
+    let report = json!({
+        "servers": n,
+        "binary": operator_bin().display().to_string(),
+        "convergence_seconds": converged.as_secs_f64(),
+        "edits": edits,
+        "edit_to_configmap_ms": { "p50": p50.as_secs_f64() * 1e3, "p99": p99.as_secs_f64() * 1e3, "max": max.as_secs_f64() * 1e3 },
+        "peak_rss_mib": rss_kib as f64 / 1024.0,
+        "reconciles_ok": reconciles,
+        "ready": ready,
+        "targets": { "convergence_seconds": 30, "edit_p99_ms": 500, "peak_rss_mib": 128 },
+    });
+    let path = target_dir().join("operator-bench.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")).expect("write report");
+    println!("report: {}", path.display());
+
+    proc.signal(nix::sys::signal::Signal::SIGTERM);
+    let _ = proc.wait_exit(Duration::from_secs(20));
+    watch_task.abort();
+    assert_eq!(ready, n, "every MCPServer ends Ready");
+}
