@@ -35,6 +35,9 @@ use testkit::tools::{free_port, target_dir};
 
 const CONCURRENCY: usize = 32;
 
+/// ConfigMap name → (allowed hosts, when that version was seen).
+type Seen = HashMap<String, (Vec<String>, Instant)>;
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -128,7 +131,7 @@ async fn thousand_servers_converge_and_edits_propagate() {
     );
 
     // Watch the ConfigMaps from now on: when did each first hold the expected host?
-    let seen: Arc<Mutex<HashMap<String, (Vec<String>, Instant)>>> = Arc::default();
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let watch_task = {
         let seen = seen.clone();
         let api = Api::<ConfigMap>::namespaced(client.clone(), &ns);
