@@ -221,7 +221,12 @@ step "4. kubectl apply -f examples/ingress/weather.yaml"
 RECONCILED=0
 if [ $OPERATOR_UP = 1 ]; then
   kubectl apply -f "$EXAMPLE" | sed 's/^/    /'
-  if kubectl -n "$APP_NS" wait "mcpserver/$APP" --for=condition=Ready --timeout=60s >/dev/null; then
+  # The MCPServer is applied before its Service and Ingress; wait until the allowlist has caught up with them.
+  ingress_host_allowed() {
+    kubectl -n "$APP_NS" get configmap "$APP-mcp-guard" -o jsonpath='{.data.guard\.json}' | grep -q "\"$PUBLIC_HOST\""
+  }
+  if kubectl -n "$APP_NS" wait "mcpserver/$APP" --for=condition=Ready --timeout=60s >/dev/null &&
+    TIMEOUT=30 wait_for ingress_host_allowed; then
     RECONCILED=1
     kubectl -n "$APP_NS" get mcps | sed 's/^/    /'
     info "where each allowed host comes from:"
