@@ -63,8 +63,8 @@ pub enum Read {
     /// This process's reflector cache (falls back to [`Read::ApiServerCache`] until it has synced).
     Cache,
     /// A list served from the API server's watch cache (`resourceVersion=0`): never older than this process's
-    /// cache, which is fed from it, and a millisecond or two to read. A quorum read costs ~80 ms here, because
-    /// the API server first waits for its watch cache to catch up with etcd (consistent reads from cache).
+    /// cache, which is fed from it, and a millisecond or two to read (a quorum read measured ~80 ms on the
+    /// test control plane).
     ApiServerCache,
     /// A quorum read.
     Consistent,
