@@ -100,7 +100,8 @@ pub struct Args {
     #[arg(long, env = "MCP_GUARD_UPSTREAM_READ_BUFFER", default_value_t = 0)]
     pub upstream_read_buffer: usize,
 
-    /// Runtime worker threads (0 = one per CPU, at most 2).
+    /// Worker threads, each with its own listener socket (SO_REUSEPORT) and upstream pool (0 = one per CPU, at
+    /// most 2).
     #[arg(long, env = "MCP_GUARD_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 }

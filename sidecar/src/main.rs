@@ -23,24 +23,7 @@ fn main() -> std::process::ExitCode {
         eprintln!("mcp-guard: {e:#}");
         return std::process::ExitCode::from(2);
     }
-    let workers = match args.worker_threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(2),
-        n => n,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .max_blocking_threads(4)
-        .thread_name("mcp-guard")
-        .enable_all()
-        .build();
-    let runtime = match runtime {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("mcp-guard: cannot start the runtime: {e}");
-            return std::process::ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(mcp_guard::run(args)) {
+    match mcp_guard::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "mcp-guard cannot start");
