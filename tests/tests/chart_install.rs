@@ -846,3 +846,98 @@ fn gateway_crd(plural: &str, kind: &str) -> CustomResourceDefinition {
     }))
     .expect("a CRD")
 }
+
+/// A schema-less stand-in CRD for an optional integration (cert-manager, Prometheus Operator).
+fn stand_in_crd(group: &str, plural: &str, kind: &str) -> CustomResourceDefinition {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": { "name": format!("{plural}.{group}") },
+        "spec": {
+            "group": group,
+            "names": { "plural": plural, "kind": kind, "singular": kind.to_lowercase() },
+            "scope": "Namespaced",
+            "versions": [{ "name": "v1", "served": true, "storage": true,
+                "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }]
+        }
+    }))
+    .expect("a CRD")
+}
+
+/// cert-manager mode and the ServiceMonitor install and uninstall cleanly (their CRDs stood in for: this checks
+/// what the chart creates and that the webhook configurations ask cert-manager for their CA, not cert-manager).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_manager_and_service_monitor_install_and_uninstall() {
+    let _turn = SERIAL.lock().await;
+    let cluster = Cluster::shared().await;
+    for (group, plural, kind) in [
+        ("cert-manager.io", "certificates", "Certificate"),
+        ("cert-manager.io", "issuers", "Issuer"),
+        ("monitoring.coreos.com", "servicemonitors", "ServiceMonitor"),
+    ] {
+        cluster
+            .apply_crd(&stand_in_crd(group, plural, kind))
+            .await
+            .unwrap();
+    }
+    let release = "integrations";
+    let ns = cluster.namespace("chart-integrations").await;
+    let helm = Helm {
+        cluster,
+        home: tempfile::tempdir().unwrap(),
+    };
+    let chart = chart_dir();
+    helm.run(&[
+        "install",
+        release,
+        chart.to_str().unwrap(),
+        "-n",
+        &ns,
+        "--set",
+        "policy.create=false",
+        "--set",
+        "certManager.enabled=true",
+        "--set",
+        "serviceMonitor.enabled=true",
+        // Nothing serves this release's webhooks: keep them away from the other tests' objects.
+        "--set",
+        "webhook.mutating.namespaceSelector.matchLabels.chart-integrations-test=never",
+        "--set",
+        "webhook.validating.failurePolicy=Ignore",
+    ]);
+    let fullname = format!("{release}-mcp-guard");
+    for (kind, name) in [
+        ("certificates.cert-manager.io", format!("{fullname}-webhook")),
+        ("certificates.cert-manager.io", format!("{fullname}-webhook-ca")),
+        ("issuers.cert-manager.io", format!("{fullname}-selfsigned")),
+        ("issuers.cert-manager.io", format!("{fullname}-webhook-ca")),
+        ("servicemonitors.monitoring.coreos.com", fullname.clone()),
+    ] {
+        kubectl(cluster, &["-n", &ns, "get", kind, &name]);
+    }
+    // No chart-generated certificate: cert-manager writes the Secret and injects the CA.
+    let secrets = kubectl(cluster, &["-n", &ns, "get", "secrets", "-o", "name"]);
+    assert!(!secrets.contains("webhook-tls"), "{secrets}");
+    let mwc: Value = serde_json::from_str(&kubectl(
+        cluster,
+        &["get", "mutatingwebhookconfiguration", &fullname, "-o", "json"],
+    ))
+    .unwrap();
+    assert_eq!(
+        mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        format!("{ns}/{fullname}-webhook").as_str()
+    );
+    helm.run(&["uninstall", release, "-n", &ns, "--wait"]);
+    let left = kubectl(
+        cluster,
+        &[
+            "-n",
+            &ns,
+            "get",
+            "certificates.cert-manager.io,issuers.cert-manager.io,servicemonitors.monitoring.coreos.com",
+            "-o",
+            "name",
+        ],
+    );
+    assert!(left.trim().is_empty(), "left behind: {left}");
+    assert_nothing_left(cluster, release, &ns).await;
+}
