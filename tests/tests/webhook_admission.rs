@@ -118,6 +118,28 @@ async fn deployment_pods_carry_the_guard_and_pass_restricted() {
             guard.volume_mounts.iter().flatten().all(|m| m.sub_path.is_none()),
             "{name}: subPath never updates"
         );
+        // The API server's ServiceAccount admission mounts the pod's token into every container that does not
+        // mount that path already; the guard's empty volume there keeps the token out of the guard.
+        let token_mounts: Vec<&str> = guard
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.mount_path == "/var/run/secrets/kubernetes.io/serviceaccount")
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(
+            token_mounts,
+            ["mcp-guard-no-token"],
+            "{name}: the guard must not get the token"
+        );
+        let app = spec.containers.iter().find(|c| c.name == "server").expect("app");
+        assert!(
+            app.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name.starts_with("kube-api-access-")),
+            "{name}: the app keeps its token"
+        );
         let ann = pod.annotations();
         assert_eq!(
             ann.get("kubectl.kubernetes.io/default-container")

@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, Pod, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Volume,
-    VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, ObjectFieldSelector, Pod, Probe, ResourceRequirements, SeccompProfile,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -32,6 +32,12 @@ pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-co
 pub const SIDECAR_NAME: &str = "mcp-guard";
 /// Name of the injected ConfigMap volume.
 pub const CONFIG_VOLUME_NAME: &str = "mcp-guard-config";
+/// An empty volume mounted over the ServiceAccount token path in the guard container, so that the API server's
+/// ServiceAccount admission (which skips containers that already mount that path) never hands the guard the
+/// pod's token: the guard talks to no API.
+pub const NO_TOKEN_VOLUME_NAME: &str = "mcp-guard-no-token";
+/// Where kubelet mounts the ServiceAccount token.
+pub const SERVICE_ACCOUNT_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// Where the ConfigMap is mounted (a directory: no `subPath`, so kubelet's symlink swap reaches the guard).
 pub const CONFIG_MOUNT_PATH: &str = "/etc/mcp-guard";
 /// The guard's admin port (`/livez`, `/readyz`, `/metrics`) inside the pod.
@@ -340,14 +346,15 @@ pub fn inject(pod: &Pod, server: &GuardedServer, native_sidecars: bool) -> Resul
              the pod {POD_INJECT_LABEL}=false"
         ));
     }
-    if spec
+    if let Some(v) = spec
         .volumes
         .iter()
         .flatten()
-        .any(|v| v.name == CONFIG_VOLUME_NAME)
+        .find(|v| v.name == CONFIG_VOLUME_NAME || v.name == NO_TOKEN_VOLUME_NAME)
     {
         return Err(format!(
-            "pod already has a volume named {CONFIG_VOLUME_NAME:?}; rename it, or label the pod {POD_INJECT_LABEL}=false"
+            "pod already has a volume named {:?}; rename it, or label the pod {POD_INJECT_LABEL}=false",
+            v.name
         ));
     }
     let port_taken = spec
@@ -384,7 +391,7 @@ pub fn inject(pod: &Pod, server: &GuardedServer, native_sidecars: bool) -> Resul
         image: server.sidecar.image.clone(),
         init_containers: Vec::new(),
         containers: Vec::new(),
-        volumes: vec![CONFIG_VOLUME_NAME.to_string()],
+        volumes: vec![CONFIG_VOLUME_NAME.to_string(), NO_TOKEN_VOLUME_NAME.to_string()],
         default_container: None,
     };
     if native_sidecars {
@@ -399,10 +406,19 @@ pub fn inject(pod: &Pod, server: &GuardedServer, native_sidecars: bool) -> Resul
         spec.containers.insert(0, guard);
         status.containers.push(SIDECAR_NAME.into());
     }
-    spec.volumes.get_or_insert_with(Vec::new).push(Volume {
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    volumes.push(Volume {
         name: CONFIG_VOLUME_NAME.into(),
         config_map: Some(ConfigMapVolumeSource {
             name: crate::crd::config_map_name(&server.name),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    volumes.push(Volume {
+        name: NO_TOKEN_VOLUME_NAME.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity("1Ki".into())),
             ..Default::default()
         }),
         ..Default::default()
@@ -521,12 +537,20 @@ pub fn guard_container(server: &GuardedServer) -> Container {
         readiness_probe: Some(admin_probe("/readyz", 5, 2)),
         resources: Some(server.sidecar.resources.clone().unwrap_or_else(default_resources)),
         security_context: Some(guard_security_context(port)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: CONFIG_VOLUME_NAME.into(),
-            mount_path: CONFIG_MOUNT_PATH.into(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: CONFIG_VOLUME_NAME.into(),
+                mount_path: CONFIG_MOUNT_PATH.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: NO_TOKEN_VOLUME_NAME.into(),
+                mount_path: SERVICE_ACCOUNT_TOKEN_PATH.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ]),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     }
