@@ -212,6 +212,8 @@ pub struct Context {
     pub settings: ControllerSettings,
     pub stores: Stores,
     pub index: Arc<Mutex<DependencyIndex>>,
+    /// resourceVersions of the ConfigMaps this controller wrote: their watch events need no reconcile.
+    pub written: Arc<Mutex<HashSet<String>>>,
     /// MCPServers whose last allowlist was empty (for the `empty_allowlists` gauge).
     pub empty: Arc<Mutex<HashSet<ObjectRef<MCPServer>>>>,
 }
@@ -327,7 +329,7 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
     let cm = desired_config_map(&server, &ns, json)?;
     let existing = stores.config_maps.get(&ObjectRef::new(&cm_name).within(&ns));
     if !config_map_current(existing.as_deref(), &cm) {
-        Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
+        let applied = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
             .patch(
                 &cm_name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
@@ -339,6 +341,13 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
                 name: cm_name.clone(),
                 source,
             })?;
+        if let (Some(rv), Ok(mut written)) = (applied.metadata.resource_version, ctx.written.lock()) {
+            // Bounded: versions whose event never comes back (a relist skipped them) must not pile up.
+            if written.len() >= 100_000 {
+                written.clear();
+            }
+            written.insert(rv);
+        }
         debug!(namespace = %ns, name = %cm_name, "applied guard ConfigMap");
     }
 
@@ -537,6 +546,12 @@ fn with_dependents(
     refs
 }
 
+/// Mapped triggers before every cache is synced are redundant: each MCPServer of the initial list is reconciled
+/// anyway, and its reconcile waits for the sync. Dropping them saves a reconcile per related object at start-up.
+fn after_sync(stores: &Stores, map: impl FnOnce() -> Vec<ObjectRef<MCPServer>>) -> Vec<ObjectRef<MCPServer>> {
+    if stores.is_synced() { map() } else { Vec::new() }
+}
+
 /// Service changed → MCPServers it selects now, and those that used it before.
 pub fn map_service(
     stores: &Stores,
@@ -727,6 +742,7 @@ pub async fn run_once(
     let ns = settings.namespace.as_deref();
     let index = Arc::new(Mutex::new(DependencyIndex::default()));
     let empty: Arc<Mutex<HashSet<ObjectRef<MCPServer>>>> = Arc::default();
+    let written: Arc<Mutex<HashSet<String>>> = Arc::default();
     // MCPServers: the Controller's own stream; deletions also clean the reverse index and per-server metrics
     // (a deleted object is never reconciled).
     let (servers, server_writer) = reflector::store();
@@ -800,6 +816,7 @@ pub async fn run_once(
         settings: settings.clone(),
         stores: stores.clone(),
         index: index.clone(),
+        written: written.clone(),
         empty: empty.clone(),
     });
 
@@ -849,26 +866,44 @@ pub async fn run_once(
         servers,
     )
     .with_config(ControllerConfig::default().concurrency(settings.concurrency))
-    .owns_stream(cm_stream)
+    .owns_stream({
+        // Our own writes come back as watch events; only changes by others (edits, deletion) need a reconcile.
+        let written = written.clone();
+        cm_stream.filter(move |cm| {
+            let ours = match (cm, written.lock()) {
+                (Ok(cm), Ok(mut written)) => {
+                    cm.metadata
+                        .resource_version
+                        .as_ref()
+                        .is_some_and(|rv| written.remove(rv))
+                        && cm.metadata.deletion_timestamp.is_none()
+                }
+                _ => false,
+            };
+            std::future::ready(!ours)
+        })
+    })
     .watches_stream(service_stream, {
         let (stores, index) = (stores.clone(), index.clone());
-        move |svc: Service| map_service(&stores, &index, &svc)
+        move |svc: Service| after_sync(&stores, || map_service(&stores, &index, &svc))
     })
     .watches_stream(ingress_stream, {
         let (stores, index) = (stores.clone(), index.clone());
-        move |ing: Ingress| map_ingress(&stores, &index, &ing)
+        move |ing: Ingress| after_sync(&stores, || map_ingress(&stores, &index, &ing))
     })
     .watches_stream(policy_stream, {
         let stores = stores.clone();
-        move |p: MCPGuardPolicy| map_policy(&stores, &p)
+        move |p: MCPGuardPolicy| after_sync(&stores, || map_policy(&stores, &p))
     });
     controller = controller.watches_stream(pod_stream, {
         let (stores, index) = (stores.clone(), index.clone());
-        move |pod: Pod| map_pod(&stores, &index, &pod)
+        move |pod: Pod| after_sync(&stores, || map_pod(&stores, &index, &pod))
     });
     if let Some(rs) = route_stream {
         let (stores, index) = (stores.clone(), index.clone());
-        controller = controller.watches_stream(rs, move |r: HTTPRoute| map_route(&stores, &index, &r));
+        controller = controller.watches_stream(rs, move |r: HTTPRoute| {
+            after_sync(&stores, || map_route(&stores, &index, &r))
+        });
     }
     if let Some(gs) = gateway_stream {
         let index = index.clone();
