@@ -768,12 +768,35 @@ fn admin_port(args: &[String]) -> u16 {
         .expect("admin port")
 }
 
+/// Writes a certificate pair the way kubelet projects a `kubernetes.io/tls` Secret: files in a versioned
+/// directory, reached through the `..data` symlink, which a rotation swaps atomically.
+fn write_secret_version(dir: &std::path::Path, version: &str, cert: &str, key: &str) {
+    let v = dir.join(version);
+    std::fs::create_dir(&v).expect("mkdir");
+    std::fs::write(v.join("tls.crt"), cert).expect("write");
+    std::fs::write(v.join("tls.key"), key).expect("write");
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(version, &tmp).expect("symlink");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+    for f in ["tls.crt", "tls.key"] {
+        if !dir.join(f).exists() {
+            std::os::unix::fs::symlink(format!("..data/{f}"), dir.join(f)).expect("symlink");
+        }
+    }
+}
+
 /// The `mcp-guard-operator` binary itself (`--no-controller`) serves the webhook the API server calls: flags,
-/// TLS files, caches, readiness and metrics on its admin listener, as `main` wires them.
+/// TLS files, caches, readiness and metrics on its admin listener, as `main` wires them. Then its Secret is
+/// rotated to a certificate from a new CA and the caBundle switched to that CA alone: injection goes on working
+/// once the binary has reloaded the files, without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_operator_binary_serves_the_webhook() {
+async fn the_operator_binary_serves_the_webhook_and_reloads_its_certificate() {
     let env = env().await;
     let client = env.cluster.client();
+    let secret = tempfile::tempdir().expect("tmp");
+    let (ca1, cert1, key1) = webhook_certificates().expect("certificates");
+    write_secret_version(secret.path(), "..v1", &cert1, &key1);
+
     let webhook_port = testkit::tools::free_port();
     let admin_port = testkit::tools::free_port();
     let mut cmd = Command::new(testkit::tools::cargo_bin("mcp-guard-operator"));
@@ -782,9 +805,9 @@ async fn the_operator_binary_serves_the_webhook() {
         .arg("--admin-listen")
         .arg(format!("127.0.0.1:{admin_port}"))
         .arg("--tls-cert-file")
-        .arg(&env.cert_path)
+        .arg(secret.path().join("tls.crt"))
         .arg("--tls-key-file")
-        .arg(&env.key_path)
+        .arg(secret.path().join("tls.key"))
         .env("KUBECONFIG", env.cluster.kubeconfig())
         .env_remove("POD_NAMESPACE")
         .env("RUST_BACKTRACE", "1");
@@ -801,28 +824,35 @@ async fn the_operator_binary_serves_the_webhook() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": { "name": "mcp-guard-webhook-test-binary" },
-        "webhooks": [{
-            "name": "inject.mcpguard.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
-            "failurePolicy": "Fail", "timeoutSeconds": 10,
-            "clientConfig": { "url": format!("https://127.0.0.1:{webhook_port}/mutate-pods"),
-                              "caBundle": base64(&env.ca_pem) },
-            "rules": [{ "operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"] }],
-            "namespaceSelector": { "matchLabels": { "mcpguard.dev/injection": "enabled", BINARY_LABEL: "true" } }
-        }]
-    }))
-    .expect("config");
     let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
-    configs
-        .patch(
-            "mcp-guard-webhook-test-binary",
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&config),
-        )
-        .await
-        .expect("apply");
+    let apply_config = |ca: String| {
+        let configs = configs.clone();
+        async move {
+            let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
+                "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                "metadata": { "name": "mcp-guard-webhook-test-binary" },
+                "webhooks": [{
+                    "name": "inject.mcpguard.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                    "failurePolicy": "Fail", "timeoutSeconds": 10,
+                    "clientConfig": { "url": format!("https://127.0.0.1:{webhook_port}/mutate-pods"),
+                                      "caBundle": base64(&ca) },
+                    "rules": [{ "operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                                "resources": ["pods"] }],
+                    "namespaceSelector": { "matchLabels": { "mcpguard.dev/injection": "enabled", BINARY_LABEL: "true" } }
+                }]
+            }))
+            .expect("config");
+            configs
+                .patch(
+                    "mcp-guard-webhook-test-binary",
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&config),
+                )
+                .await
+                .expect("apply the webhook configuration");
+        }
+    };
+    apply_config(ca1).await;
     let ns = opted_in_namespace(env.cluster, "wh-binary", &[(BINARY_LABEL, "true")]).await;
     create_mcpserver(
         &client,
@@ -833,34 +863,65 @@ async fn the_operator_binary_serves_the_webhook() {
     .await
     .expect("MCPServer");
 
+    // Creates pods until one comes back injected (the API server picks configuration changes up asynchronously,
+    // and refuses pods while it cannot verify the webhook's certificate).
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let pod = loop {
-        let created = pods
-            .create(
-                &PostParams::default(),
-                &pod_json("weather-0", &[("app", "weather")], json!({})),
-            )
-            .await;
-        match created {
-            Ok(p) if guard_container(&p).is_some() => break p,
-            // Created before the API server picked the configuration up: try again under a fresh name.
-            Ok(_) => {
-                let _ = pods.delete("weather-0", &DeleteParams::default()).await;
+    let mut seq = 0;
+    let mut injected_pod = |what: &'static str| {
+        let pods = pods.clone();
+        seq += 1;
+        let name = format!("weather-{seq}");
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let pod = pod_json(&format!("{name}-{attempt}"), &[("app", "weather")], json!({}));
+                let last = match pods.create(&PostParams::default(), &pod).await {
+                    Ok(p) if guard_container(&p).is_some() => return p,
+                    Ok(_) => "created without the guard".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                assert!(Instant::now() < deadline, "{what}: never injected; last: {last}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
             }
-            Err(e) => panic!("create pod: {e}\n{}", operator.logs()),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the binary's webhook never injected; log:\n{}",
-            operator.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
     };
+    let pod = injected_pod("first certificate").await;
     assert_eq!(
         guard_container(&pod).and_then(|c| c.image.clone()).as_deref(),
         Some(SIDECAR_IMAGE)
     );
+
+    // Rotate, in the order that proves the reload: first the caBundle names only a new CA, so the API server
+    // refuses the certificate still being served (pods cannot be created: failurePolicy Fail)…
+    let (ca2, cert2, key2) = webhook_certificates().expect("certificates");
+    apply_config(ca2).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let probe = pod_json("tls-probe", &[("app", "weather")], json!({}));
+        match pods
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &probe,
+            )
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.message.contains("failed calling webhook") => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "the new caBundle never took effect: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // …then the Secret is rotated the way kubelet updates it, and the running binary picks the new pair up.
+    write_secret_version(secret.path(), "..v2", &cert2, &key2);
+    injected_pod("rotated certificate").await;
+    operator.ensure_running().expect("the operator was not restarted");
 
     let metrics = testkit::http::get(&format!("http://127.0.0.1:{admin_port}/metrics"))
         .expect("metrics")
@@ -868,13 +929,21 @@ async fn the_operator_binary_serves_the_webhook() {
     let _ = configs
         .delete("mcp-guard-webhook-test-binary", &DeleteParams::default())
         .await;
-    assert!(
+    let has = |name: &str, labels: &[&str]| {
         metrics
             .lines()
-            .any(|l| l.starts_with("mcp_guard_webhook_admissions_total")
-                && l.contains("webhook=\"mutate-pods\"")
-                && l.contains("result=\"injected\"")),
+            .any(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)) && !l.ends_with(" 0"))
+    };
+    assert!(
+        has(
+            "mcp_guard_webhook_admissions_total",
+            &["webhook=\"mutate-pods\"", "result=\"injected\""]
+        ),
         "no injection counted:\n{metrics}"
+    );
+    assert!(
+        has("mcp_guard_webhook_tls_reloads_total", &["result=\"ok\""]),
+        "no reload counted:\n{metrics}"
     );
     operator.kill();
 }
