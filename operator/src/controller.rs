@@ -1,7 +1,7 @@
 //! The controller: for each MCPServer, derive the allowlist from reflector caches, write the ConfigMap
 //! `<name>-mcp-guard` (server-side apply, owned by the MCPServer), the status and Events.
 //!
-//! Reacts to changes of Services, Ingresses, HTTPRoutes, Gateways and MCPGuardPolicies through `watches_stream`
+//! Reacts to changes of Services, Ingresses, Pods, HTTPRoutes, Gateways and MCPGuardPolicies through `watches_stream`
 //! mappers that combine a forward match (which MCPServers could this object route to now) with a reverse index
 //! of what each MCPServer's last derivation depended on (which MCPServers did it route to before), so edits
 //! and deletions both reach the right MCPServers without periodic rescans.
