@@ -621,64 +621,11 @@ async fn injected_pod_runs_for_real_in_front_of_the_python_sdk() {
         .await
         .expect("create Deployment");
     let pod = wait_for_pods(&client, &ns, "weather", 1).await.remove(0);
-    let guard = guard_container(&pod)
-        .expect("the stored pod carries the guard")
-        .clone();
-
-    // The ConfigMap volume, as kubelet would mount it: a directory holding guard.json written the way the operator
-    // writes it for this MCPServer (its Service DNS names plus an Ingress host).
-    let spec = pod.spec.as_ref().expect("spec");
-    let volume = spec
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == "mcp-guard-config")
-        .expect("volume");
-    assert_eq!(
-        volume.config_map.as_ref().map(|c| c.name.clone()),
-        Some("weather-mcp-guard".to_string())
-    );
-    let dir = tempfile::tempdir().expect("tmp");
-    let config = mcp_guard_config::GuardConfig {
-        mode: mcp_guard_config::Mode::Enforce,
-        allowed_hosts: vec![
-            "weather".into(),
-            format!("weather.{ns}"),
-            format!("weather.{ns}.svc"),
-            format!("weather.{ns}.svc.cluster.local"),
-            "mcp.example.com".into(),
-        ],
-        allowed_origins: vec!["https://mcp.example.com".into()],
-        source: Some(mcp_guard_config::ConfigSource {
-            kind: "MCPServer".into(),
-            namespace: Some(ns.clone()),
-            name: "weather".into(),
-        }),
-        limits: Default::default(),
-    };
-    std::fs::write(
-        dir.path().join(mcp_guard_config::CONFIG_KEY),
-        serde_json::to_vec_pretty(&config).expect("config json"),
-    )
-    .expect("write guard.json");
-    let mounts = BTreeMap::from([("mcp-guard-config".to_string(), dir.path().to_path_buf())]);
-    let (args, container_env) = guard_command(&guard, &mounts);
+    let (mut proc, args, _config_dir) = start_injected_guard(&pod, &ns, "weather");
     assert!(
         args.iter().any(|a| a == &format!("{POD_IP}:{port}")),
         "listen on the pod IP at the server's port: {args:?}"
     );
-
-    let mut cmd = Command::new(testkit::tools::cargo_bin("mcp-guard"));
-    cmd.args(&args).envs(&container_env).env("RUST_BACKTRACE", "1");
-    let mut proc = testkit::process::Proc::spawn("mcp-guard-injected", cmd).expect("start the guard");
-    let admin_port = admin_port(&args);
-    let readyz = format!("http://127.0.0.1:{admin_port}/readyz");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(testkit::http::get(&readyz), Ok(r) if r.status == 200) {
-        proc.ensure_running().expect("guard running");
-        assert!(Instant::now() < deadline, "guard not ready: {}", proc.logs());
-        std::thread::sleep(Duration::from_millis(100));
-    }
 
     // Same port, two addresses: the guard holds <pod IP>:PORT, the server 127.0.0.1:PORT.
     let pod_url = format!("http://{POD_IP}:{port}/mcp");
@@ -754,6 +701,107 @@ async fn injected_pod_runs_for_real_in_front_of_the_python_sdk() {
     );
 
     proc.kill();
+
+    // The legacy HTTP+SSE transport, through its own injected pod: the SSE stream and the POSTed messages pass
+    // the guard on the same port split; a forged Host is refused on the stream itself.
+    let sse = PyServer::start(Transport::Sse).expect("start the MCP Python SDK server (SSE)");
+    create_mcpserver(
+        &client,
+        &ns,
+        "weather-sse",
+        json!({ "selector": { "matchLabels": { "app": "weather-sse" } }, "port": sse.port }),
+    )
+    .await
+    .expect("create MCPServer");
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &deployment_json("weather-sse", "weather-sse", 1, sse.port),
+        )
+        .await
+        .expect("create Deployment");
+    let pod = wait_for_pods(&client, &ns, "weather-sse", 1).await.remove(0);
+    let (mut proc, _, _config_dir) = start_injected_guard(&pod, &ns, "weather-sse");
+    let sse_url = format!("http://{POD_IP}:{}/sse", sse.port);
+    let sse_host = format!("Host: weather-sse.{ns}.svc:{}", sse.port);
+    run_client(ClientKind::Python, Transport::Sse, &sse_url, &[&sse_host])
+        .expect("client")
+        .assert_full_session("SSE client via the Service DNS name");
+    run_client(
+        ClientKind::Python,
+        Transport::Sse,
+        &sse_url,
+        &["Host: attacker.test"],
+    )
+    .expect("client")
+    .assert_rejected("forged Host on the SSE stream", 421, "host_not_allowed");
+    proc.kill();
+}
+
+/// Starts the `mcp-guard` binary exactly as the stored pod's guard container says: its args and env expanded the
+/// way kubelet does ([`POD_IP`] for the pod IP), its ConfigMap volume mapped to a directory holding the
+/// operator-style `guard.json` for MCPServer `name` (its Service DNS names plus an Ingress host). Waits for
+/// `/readyz`.
+fn start_injected_guard(
+    pod: &Pod,
+    ns: &str,
+    name: &str,
+) -> (testkit::process::Proc, Vec<String>, tempfile::TempDir) {
+    let guard = guard_container(pod)
+        .expect("the stored pod carries the guard")
+        .clone();
+    // The ConfigMap volume, as kubelet would mount it: a directory holding guard.json written the way the operator
+    // writes it for this MCPServer (its Service DNS names plus an Ingress host).
+    let spec = pod.spec.as_ref().expect("spec");
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "mcp-guard-config")
+        .expect("volume");
+    assert_eq!(
+        volume.config_map.as_ref().map(|c| c.name.clone()),
+        Some(format!("{name}-mcp-guard"))
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = mcp_guard_config::GuardConfig {
+        mode: mcp_guard_config::Mode::Enforce,
+        allowed_hosts: vec![
+            name.into(),
+            format!("{name}.{ns}"),
+            format!("{name}.{ns}.svc"),
+            format!("{name}.{ns}.svc.cluster.local"),
+            "mcp.example.com".into(),
+        ],
+        allowed_origins: vec!["https://mcp.example.com".into()],
+        source: Some(mcp_guard_config::ConfigSource {
+            kind: "MCPServer".into(),
+            namespace: Some(ns.to_string()),
+            name: name.into(),
+        }),
+        limits: Default::default(),
+    };
+    std::fs::write(
+        dir.path().join(mcp_guard_config::CONFIG_KEY),
+        serde_json::to_vec_pretty(&config).expect("config json"),
+    )
+    .expect("write guard.json");
+    let mounts = BTreeMap::from([("mcp-guard-config".to_string(), dir.path().to_path_buf())]);
+    let (args, container_env) = guard_command(&guard, &mounts);
+
+    let mut cmd = Command::new(testkit::tools::cargo_bin("mcp-guard"));
+    cmd.args(&args).envs(&container_env).env("RUST_BACKTRACE", "1");
+    let mut proc = testkit::process::Proc::spawn("mcp-guard-injected", cmd).expect("start the guard");
+    let admin_port = admin_port(&args);
+    let readyz = format!("http://127.0.0.1:{admin_port}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(testkit::http::get(&readyz), Ok(r) if r.status == 200) {
+        proc.ensure_running().expect("guard running");
+        assert!(Instant::now() < deadline, "guard not ready: {}", proc.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    (proc, args, dir)
 }
 
 fn admin_port(args: &[String]) -> u16 {
