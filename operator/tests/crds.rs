@@ -1,5 +1,5 @@
 //! The checked-in CRD YAML (`crds/`, and the chart's copy in `charts/mcp-guard/crds/` when present) must match
-//! the Rust types. Regenerate with `cargo run -p mcp-guard-operator --bin crdgen` (then copy into the chart).
+//! the Rust types. Regenerate both with `cargo run -p mcp-guard-operator --bin crdgen`.
 
 use std::path::{Path, PathBuf};
 
@@ -39,8 +39,8 @@ fn crds_are_up_to_date() {
     }
     assert!(
         problems.is_empty(),
-        "CRD YAML drifted from the Rust types:\n  {}\nRun `cargo run -p mcp-guard-operator --bin crdgen` and copy \
-         crds/*.yaml into charts/mcp-guard/crds/.",
+        "CRD YAML drifted from the Rust types:\n  {}\nRun `cargo run -p mcp-guard-operator --bin crdgen` (it writes crds/ and \
+         charts/mcp-guard/crds/).",
         problems.join("\n  ")
     );
 }

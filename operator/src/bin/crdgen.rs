@@ -1,38 +1,54 @@
-//! Writes the CRDs generated from `operator/src/crd.rs` into `crds/` (default: `<workspace>/crds`), or to
-//! stdout with `--stdout`.
+//! Writes the CRDs generated from `operator/src/crd.rs` into `crds/` and, when it exists, the Helm chart's copy
+//! `charts/mcp-guard/crds/` (`--out-dir DIR` writes only to DIR; `--stdout` prints them).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+const USAGE: &str = "usage: crdgen [--out-dir DIR | --stdout]";
+
+fn write_all(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (file, crd) in mcp_guard_operator::crd::all_crds() {
+        let path = dir.join(file);
+        std::fs::write(&path, mcp_guard_operator::crd::crd_yaml(&crd)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
 
 fn main() -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = vec![root.join("crds")];
+    let chart = root.join("charts/mcp-guard/crds");
+    if chart.is_dir() {
+        dirs.push(chart);
+    }
     let mut args = std::env::args().skip(1);
-    let mut out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("crds");
-    let mut to_stdout = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--stdout" => to_stdout = true,
-            "--out-dir" => {
-                out_dir = args
-                    .next()
-                    .map(PathBuf::from)
-                    .ok_or_else(|| anyhow::anyhow!("--out-dir needs a value"))?
-            }
-            "-h" | "--help" => {
-                println!("usage: crdgen [--out-dir DIR | --stdout]");
+            "--stdout" => {
+                for (_, crd) in mcp_guard_operator::crd::all_crds() {
+                    println!("---\n{}", mcp_guard_operator::crd::crd_yaml(&crd)?);
+                }
                 return Ok(());
             }
-            other => anyhow::bail!("unknown argument {other:?} (usage: crdgen [--out-dir DIR | --stdout])"),
+            "--out-dir" => {
+                let dir = args
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("--out-dir needs a value ({USAGE})"))?;
+                dirs = vec![PathBuf::from(dir)];
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => anyhow::bail!("unknown argument {other:?} ({USAGE})"),
         }
     }
-    for (file, crd) in mcp_guard_operator::crd::all_crds() {
-        let yaml = mcp_guard_operator::crd::crd_yaml(&crd)?;
-        if to_stdout {
-            println!("---\n{yaml}");
-        } else {
-            std::fs::create_dir_all(&out_dir)?;
-            let path = out_dir.join(file);
-            std::fs::write(&path, yaml)?;
-            eprintln!("wrote {}", path.display());
-        }
+    for dir in dirs {
+        write_all(&dir)?;
     }
     Ok(())
 }
