@@ -108,6 +108,19 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of pid and its direct children (nginx workers), in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / ticks
+
+
 def rss_kib(pid: int, field: str = "VmRSS") -> int:
     return sum(status_kib(p, field) for p in process_tree(pid))
 
@@ -414,7 +427,8 @@ def render(results: dict) -> str:
         t = results["throughput"][name]
         rss = f"{t['peak_rss_kib'] / 1024:.1f} MiB" if t.get("peak_rss_kib") else "—"
         rows.append(
-            f"| {t['label']} | {t['rps']:,.0f} | {t['p50_ms']:.2f} ms | {t['p99_ms']:.2f} ms | {rss} |"
+            f"| {t['label']} | {t['rps']:,.0f} | {t['p50_ms']:.2f} ms | {t['p99_ms']:.2f} ms | "
+            f"{t.get('cpu_ms_per_1k', float('nan')):.1f} µs | {rss} |"
         )
     g, ng = results["streams"]["guard"], results["streams"].get("nginx")
     t = results["targets"]
@@ -439,8 +453,8 @@ def render(results: dict) -> str:
         f"{results['nginx_workers']} worker(s), upstream keep-alive, JSON refusals) — what one would write by hand "
         "instead of the guard.",
         "",
-        "| target | requests/s | p50 | p99 | proxy peak RSS |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| target | requests/s | p50 | p99 | its CPU time per request | proxy peak RSS |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
         *rows,
         "",
         "## Memory",
@@ -462,6 +476,8 @@ def render(results: dict) -> str:
         f"| guard idle RSS | {results['idle_rss_kib'] / 1024:.1f} MiB | ≤ 10 MiB | {verdict(t['idle_rss'])} |",
         f"| guard memory per open SSE stream | {g['kib_per_stream']:.1f} KiB | ≤ 16 KiB | {verdict(t['per_stream'])} |",
         "",
+        f"CPU time per request, guard / nginx (check): {r['guard_vs_nginx_cpu_per_request']:.2f}× "
+        "(below 1 means the guard does the same work with less CPU). "
         f"For reference, nginx (check) reaches {r['nginx_vs_direct_rps']:.2f}× of direct on the same load: a proxy "
         "doubles the TCP connections every request crosses, and on loopback the kernel's share of that work lands "
         "on the same cores as the load generator and the upstream.",
@@ -573,8 +589,10 @@ def main() -> int:
             run_wrk(port, args.warmup, args.connections, threads, load_cpu)
         runs: dict[str, list[dict]] = {name: [] for name in targets}
         for rnd in range(args.rounds):
-            for name, (_, port, _) in targets.items():
+            for name, (_, port, pid) in targets.items():
+                cpu_before = cpu_seconds(pid)
                 res = run_wrk(port, args.seconds, args.connections, threads, load_cpu)
+                res["cpu_s"] = cpu_seconds(pid) - cpu_before
                 if res["non_2xx"] or res["socket_errors"]:
                     log(f"{name}: non-2xx {res['non_2xx']}, socket errors {res['socket_errors']}")
                 log(f"round {rnd + 1} {name}: {res['rps']:.0f} req/s, p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms")
@@ -584,6 +602,10 @@ def main() -> int:
         for name, (label, _, pid) in targets.items():
             med = {k: statistics.median(r[k] for r in runs[name]) for k in ("rps", "p50_ms", "p75_ms", "p90_ms", "p99_ms")}
             med["non_2xx"] = sum(r["non_2xx"] for r in runs[name])
+            # CPU time the target itself spent per 1,000 requests: less sensitive to other load on the machine
+            # than requests/s.
+            total_requests = sum(r["requests"] for r in runs[name])
+            med["cpu_ms_per_1k"] = 1e6 * sum(r["cpu_s"] for r in runs[name]) / max(total_requests, 1)
             med["label"] = label
             med["rounds"] = runs[name]
             med["peak_rss_kib"] = rss_kib(pid, "VmHWM") if name != "direct" else None
@@ -617,6 +639,7 @@ def main() -> int:
             "guard_vs_nginx_p99": tp["guard"]["p99_ms"] / tp["nginx"]["p99_ms"],
             "guard_vs_direct_rps": tp["guard"]["rps"] / tp["direct"]["rps"],
             "nginx_vs_direct_rps": tp["nginx"]["rps"] / tp["direct"]["rps"],
+            "guard_vs_nginx_cpu_per_request": tp["guard"]["cpu_ms_per_1k"] / tp["nginx"]["cpu_ms_per_1k"],
         }
         results["ratios"] = ratios
         g = results["streams"]["guard"]
