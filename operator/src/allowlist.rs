@@ -613,6 +613,20 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
             .insert(Dependency::new(DepKind::Pod, Some(ns), &p.name_any()));
     }
     let pod_ports = PodPorts { pods: selected };
+    // Informational: the app declares ports, but not spec.port (a likely typo in spec.port).
+    let app_ports: BTreeSet<i32> = pod_ports
+        .containers()
+        .filter(|c| c.name != SIDECAR_NAME)
+        .flat_map(|c| c.ports.iter().flatten().map(|p| p.container_port))
+        .collect();
+    if !app_ports.is_empty() && !app_ports.contains(&server_port) {
+        let declared: Vec<String> = app_ports.iter().map(ToString::to_string).collect();
+        d.problems.push(format!(
+            "no container of the selected pods declares port {server_port} (spec.port); they declare {}: check \
+             spec.port",
+            declared.join(", ")
+        ));
+    }
 
     // Services.
     if let Some(names) = &spec.services {

@@ -1017,3 +1017,36 @@ fn named_target_ports_resolve_through_pods() {
             .contains(&Dependency::new(DepKind::Pod, Some(NS), "w-1"))
     );
 }
+
+#[test]
+fn spec_port_not_declared_is_reported() {
+    let pods = vec![pod(
+        "w-1",
+        &[("app", "weather")],
+        Some("weather"),
+        &[("http", 8080)],
+    )];
+    let world = World {
+        services: vec![web_service()],
+        pods,
+        policy: no_dns(),
+        ..Default::default()
+    };
+    let d = world.derive(&spec(&[("app", "weather")]));
+    assert!(
+        d.problems
+            .iter()
+            .any(|p| p.contains("declares port 8000") || p.contains("port 8000 (spec.port)")),
+        "{:?}",
+        d.problems
+    );
+    // Pods that declare no ports at all say nothing either way.
+    let pods = vec![pod("w-1", &[("app", "weather")], Some("weather"), &[])];
+    let world = World {
+        services: vec![web_service()],
+        pods,
+        policy: no_dns(),
+        ..Default::default()
+    };
+    assert!(world.derive(&spec(&[("app", "weather")])).problems.is_empty());
+}
