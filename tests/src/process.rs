@@ -162,12 +162,11 @@ pub fn wait_for_tcp(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
 pub fn wait_for_http(url: &str, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        let last;
-        match crate::http::get(url) {
+        let last = match crate::http::get(url) {
             Ok(resp) if (200..300).contains(&resp.status) => return Ok(()),
-            Ok(resp) => last = format!("status {}", resp.status),
-            Err(e) => last = e.to_string(),
-        }
+            Ok(resp) => format!("status {}", resp.status),
+            Err(e) => e.to_string(),
+        };
         if Instant::now() > deadline {
             bail!("GET {url} not ready after {timeout:?}: {last}");
         }

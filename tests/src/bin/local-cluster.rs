@@ -16,7 +16,9 @@ async fn main() -> anyhow::Result<()> {
                 println!("usage: local-cluster [--kubeconfig-out PATH]");
                 return Ok(());
             }
-            other => anyhow::bail!("unknown argument {other:?}; usage: local-cluster [--kubeconfig-out PATH]"),
+            other => {
+                anyhow::bail!("unknown argument {other:?}; usage: local-cluster [--kubeconfig-out PATH]")
+            }
         }
     }
     let cluster = Cluster::start().await?;
