@@ -1,6 +1,8 @@
 //! The test control plane is real: a kube-rs client talks to it over TLS, CRDs from `crds/` install, custom
 //! objects round-trip, RBAC is enforced, and the controller-manager turns a Deployment into a ReplicaSet.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
