@@ -17,5 +17,9 @@ test: setup lint
 	cargo build --workspace --bins
 	cargo test --workspace
 
+# Benchmarks print ratios measured side by side in one run; none of them is part of `make test`.
 bench: setup
 	bench/run.sh
+	cargo build --release -p mcp-guard-operator --bin mcp-guard-operator
+	cargo test -p mcp-guard-tests --release --test operator_bench -- --nocapture
+	cargo test -p mcp-guard-tests --release --test webhook_bench -- --nocapture

@@ -1,11 +1,11 @@
-//! Operator benchmark (ignored by default; not part of `make test`): 1,000 MCPServers, each with a Service and an
+//! Operator benchmark (`make bench`; a `test = false` target, so not part of `make test`): 1,000 MCPServers, each with a Service and an
 //! Ingress, on the real control plane. Reports the time from a cold operator start until every ConfigMap holds
 //! its Ingress host (target ≤ 30 s), the latency from an Ingress host edit to the ConfigMap update (p50/p99 over
 //! sequential edits; target p99 ≤ 500 ms) and the operator's peak RSS (VmHWM; target ≤ 128 MiB).
 //!
 //! ```text
 //! cargo build --release -p mcp-guard-operator --bin mcp-guard-operator
-//! cargo test -p mcp-guard-tests --test operator_bench -- --ignored --nocapture
+//! cargo test -p mcp-guard-tests --test operator_bench -- --nocapture
 //! ```
 //!
 //! The harness may stay a debug build; the operator measured is `OPERATOR_BENCH_BIN`, else
@@ -91,7 +91,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: cargo test -p mcp-guard-tests --test operator_bench -- --ignored --nocapture"]
 async fn thousand_servers_converge_and_edits_propagate() {
     let n = env_usize("OPERATOR_BENCH_N", 1000);
     let edits = env_usize("OPERATOR_BENCH_EDITS", 200).min(n);
