@@ -6,40 +6,44 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The last time bytes moved on a connection, in milliseconds since a fixed epoch.
+/// Counts I/O on a connection; the idle watcher compares samples, so the hot path never reads a clock.
 #[derive(Clone)]
 pub struct Activity {
-    epoch: Instant,
-    last_ms: Arc<AtomicU64>,
+    ops: Arc<AtomicU64>,
 }
 
 impl Activity {
     pub fn new() -> Self {
         Activity {
-            epoch: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
+            ops: Arc::new(AtomicU64::new(0)),
         }
     }
 
     fn touch(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.ops.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Resolves once the connection has been idle for `timeout`.
+    /// Resolves once no byte has moved for at least `timeout` (and at most 1.5 × `timeout`).
     pub async fn idle(&self, timeout: Duration) {
-        let timeout_ms = timeout.as_millis() as u64;
+        let step = (timeout / 2).max(Duration::from_millis(1));
+        let mut last = self.ops.load(Ordering::Relaxed);
+        let mut quiet = Duration::ZERO;
         loop {
-            let now = self.epoch.elapsed().as_millis() as u64;
-            let since = now.saturating_sub(self.last_ms.load(Ordering::Relaxed));
-            if since >= timeout_ms {
-                return;
+            tokio::time::sleep(step).await;
+            let now = self.ops.load(Ordering::Relaxed);
+            if now == last {
+                quiet += step;
+                if quiet >= timeout {
+                    return;
+                }
+            } else {
+                last = now;
+                quiet = Duration::ZERO;
             }
-            tokio::time::sleep(Duration::from_millis(timeout_ms - since)).await;
         }
     }
 }

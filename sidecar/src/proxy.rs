@@ -26,35 +26,34 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) that a proxy must not forward, besides those named in `Connection`.
-fn hop_by_hop() -> [&'static HeaderName; 7] {
-    [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ]
+/// Whether a header is hop-by-hop (RFC 9110 §7.6.1) and must not be forwarded, besides those that
+/// `Connection` names.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
-/// Removes hop-by-hop headers, including every header the `Connection` header names.
+/// Removes hop-by-hop headers, including every header the `Connection` header names. One pass over the
+/// headers; nothing is removed (or allocated) when there is nothing to remove, the common case.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(&name);
-        }
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
     }
-    for name in hop_by_hop() {
-        headers.remove(name);
+    let mut named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    named.extend(headers.keys().filter(|k| is_hop_by_hop(k)).cloned());
+    for name in named {
+        headers.remove(&name);
     }
 }
 
