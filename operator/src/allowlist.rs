@@ -308,6 +308,34 @@ pub fn service_selects_server(
     service_covers_server || selector_implied_by(server_selector, service_selector)
 }
 
+/// The objects of one kind a derivation looks at, sorted by name: those an explicit spec list names (`field`),
+/// or all of them when there is no list. A named object that does not exist is a problem, and a dependency, so
+/// that its creation triggers a new derivation.
+fn referenced<'a, K: ResourceExt<DynamicType = ()>>(
+    all: &[&'a K],
+    names: Option<&[String]>,
+    (kind, field): (DepKind, &str),
+    ns: &str,
+    d: &mut Derivation,
+) -> Vec<&'a K> {
+    for n in names.into_iter().flatten() {
+        d.dependencies.insert(Dependency::new(kind, Some(ns), n));
+        if !all.iter().any(|o| o.name_any() == *n) {
+            d.problems.push(format!(
+                "{} {ns}/{n} (listed in {field}) does not exist",
+                K::kind(&())
+            ));
+        }
+    }
+    let mut selected: Vec<&K> = all
+        .iter()
+        .copied()
+        .filter(|o| names.is_none_or(|names| names.iter().any(|n| *n == o.name_any())))
+        .collect();
+    selected.sort_by_key(|o| o.name_any());
+    selected
+}
+
 /// Whether `service` selects the server's pods (or is listed in `spec.services`).
 pub fn service_is_candidate(service: &Service, spec: &MCPServerSpec) -> bool {
     match &spec.services {
@@ -701,28 +729,13 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
     let candidates = server_services;
 
     // Ingresses.
-    if let Some(names) = &spec.ingresses {
-        for n in names {
-            d.dependencies
-                .insert(Dependency::new(DepKind::Ingress, Some(ns), n));
-            if !input.ingresses.iter().any(|i| i.name_any() == *n) {
-                d.problems.push(format!(
-                    "Ingress {ns}/{n} (listed in spec.ingresses) does not exist"
-                ));
-            }
-        }
-    }
-    let mut ingresses: Vec<&Ingress> = input
-        .ingresses
-        .iter()
-        .copied()
-        .filter(|i| {
-            spec.ingresses
-                .as_ref()
-                .is_none_or(|names| names.iter().any(|n| *n == i.name_any()))
-        })
-        .collect();
-    ingresses.sort_by_key(|i| i.name_any());
+    let ingresses = referenced(
+        &input.ingresses,
+        spec.ingresses.as_deref(),
+        (DepKind::Ingress, "spec.ingresses"),
+        ns,
+        &mut d,
+    );
     for ing in ingresses {
         let name = ing.name_any();
         let source = format!("Ingress {ns}/{name}");
@@ -796,28 +809,13 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
     }
 
     // HTTPRoutes.
-    if let Some(names) = &spec.http_routes {
-        for n in names {
-            d.dependencies
-                .insert(Dependency::new(DepKind::HTTPRoute, Some(ns), n));
-            if !input.http_routes.iter().any(|r| r.name_any() == *n) {
-                d.problems.push(format!(
-                    "HTTPRoute {ns}/{n} (listed in spec.httpRoutes) does not exist"
-                ));
-            }
-        }
-    }
-    let mut routes: Vec<&HTTPRoute> = input
-        .http_routes
-        .iter()
-        .copied()
-        .filter(|r| {
-            spec.http_routes
-                .as_ref()
-                .is_none_or(|names| names.iter().any(|n| *n == r.name_any()))
-        })
-        .collect();
-    routes.sort_by_key(|r| r.name_any());
+    let routes = referenced(
+        &input.http_routes,
+        spec.http_routes.as_deref(),
+        (DepKind::HTTPRoute, "spec.httpRoutes"),
+        ns,
+        &mut d,
+    );
     for route in routes {
         let name = route.name_any();
         let route_ns = route.namespace().unwrap_or_else(|| ns.to_string());
