@@ -69,6 +69,22 @@ fn condition(type_: &str, status: bool, reason: &str, message: String, input: &S
     }
 }
 
+/// A condition that is `True` while there are `problems` (its message lists them) and `False` with the `fine`
+/// reason and message otherwise.
+fn problem_condition(
+    type_: &str,
+    problems: &[String],
+    (fine_reason, fine_message): (&str, &str),
+    problem_reason: &str,
+    input: &StatusInput<'_>,
+) -> Condition {
+    if problems.is_empty() {
+        condition(type_, false, fine_reason, fine_message.to_string(), input)
+    } else {
+        condition(type_, true, problem_reason, problems.join("; "), input)
+    }
+}
+
 /// `a, b, c (+N more)` for the `Hosts` printer column.
 pub fn hosts_summary(hosts: &[AllowlistEntry]) -> String {
     const SHOWN: usize = 3;
@@ -131,52 +147,36 @@ pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus 
             input,
         )
     });
-    conditions.push(if d.catch_all.is_empty() {
-        condition(
-            condition::CATCH_ALL_INGRESS_RULE,
-            false,
+    conditions.push(problem_condition(
+        condition::CATCH_ALL_INGRESS_RULE,
+        &d.catch_all,
+        (
             "AllRulesHaveHosts",
-            "Every Ingress rule and route routing to the server names its hosts".into(),
-            input,
-        )
-    } else {
-        condition(
-            condition::CATCH_ALL_INGRESS_RULE,
-            true,
-            "RuleWithoutHost",
-            d.catch_all.join("; "),
-            input,
-        )
-    });
-    conditions.push(if d.port_mismatches.is_empty() {
-        condition(
-            condition::INGRESS_BACKEND_PORT_MISMATCH,
-            false,
+            "Every Ingress rule and route routing to the server names its hosts",
+        ),
+        "RuleWithoutHost",
+        input,
+    ));
+    conditions.push(problem_condition(
+        condition::INGRESS_BACKEND_PORT_MISMATCH,
+        &d.port_mismatches,
+        (
             "BackendPortsMatch",
-            "Every Ingress/HTTPRoute backend on the server's Services reaches the server's port".into(),
-            input,
-        )
-    } else {
-        condition(
-            condition::INGRESS_BACKEND_PORT_MISMATCH,
-            true,
-            "BackendPortMismatch",
-            d.port_mismatches.join("; "),
-            input,
-        )
-    });
-    conditions.push(if d.bypasses.is_empty() {
-        condition(
-            condition::GUARD_BYPASS,
-            false,
+            "Every Ingress/HTTPRoute backend on the server's Services reaches the server's port",
+        ),
+        "BackendPortMismatch",
+        input,
+    ));
+    conditions.push(problem_condition(
+        condition::GUARD_BYPASS,
+        &d.bypasses,
+        (
             "NoBypass",
-            "Every port of the Services selecting the pods targets the server's port, which the guard listens on"
-                .into(),
-            input,
-        )
-    } else {
-        condition(condition::GUARD_BYPASS, true, "GuardBypassed", d.bypasses.join("; "), input)
-    });
+            "Every port of the Services selecting the pods targets the server's port, which the guard listens on",
+        ),
+        "GuardBypassed",
+        input,
+    ));
     let mut problems: Vec<String> = d.problems.clone();
     if d.policy_missing && input.policy_explicit {
         problems.insert(
@@ -187,23 +187,13 @@ pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus 
             ),
         );
     }
-    conditions.push(if problems.is_empty() {
-        condition(
-            condition::DEGRADED,
-            false,
-            "AllResolved",
-            "All references resolved; no entry skipped".into(),
-            input,
-        )
-    } else {
-        condition(
-            condition::DEGRADED,
-            true,
-            "Unresolved",
-            problems.join("; "),
-            input,
-        )
-    });
+    conditions.push(problem_condition(
+        condition::DEGRADED,
+        &problems,
+        ("AllResolved", "All references resolved; no entry skipped"),
+        "Unresolved",
+        input,
+    ));
 
     let ready = if !input.spec_errors.is_empty() {
         let errors: Vec<String> = input.spec_errors.iter().map(|e| e.to_string()).collect();
