@@ -8,6 +8,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use prometheus_client::metrics::gauge::Gauge;
 
+use crate::pool::Lease;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The request body exceeded the configured limit.
@@ -86,13 +88,41 @@ impl Drop for StreamCount {
 
 /// What the guard answers with: the upstream's streaming body, or a small body of its own.
 pub enum ResponseBody {
-    Upstream { inner: Incoming, _count: StreamCount },
+    Upstream {
+        inner: Incoming,
+        _count: StreamCount,
+        lease: Option<Lease>,
+        done: bool,
+    },
     Full(Option<Bytes>),
 }
 
 impl ResponseBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         ResponseBody::Full(Some(bytes.into()))
+    }
+
+    pub fn upstream(inner: Incoming, count: StreamCount, lease: Option<Lease>) -> Self {
+        ResponseBody::Upstream {
+            inner,
+            _count: count,
+            lease,
+            done: false,
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // The upstream connection is reusable only when its response was read to the end.
+        if let ResponseBody::Upstream {
+            inner, lease, done, ..
+        } = self
+            && (*done || inner.is_end_stream())
+            && let Some(lease) = lease.take()
+        {
+            lease.give_back();
+        }
     }
 }
 
@@ -105,10 +135,13 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ResponseBody::Upstream { inner, .. } => match Pin::new(inner).poll_frame(cx) {
+            ResponseBody::Upstream { inner, done, .. } => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
                 Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
-                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Ready(None) => {
+                    *done = true;
+                    Poll::Ready(None)
+                }
                 Poll::Pending => Poll::Pending,
             },
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),

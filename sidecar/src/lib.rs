@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod idle;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod server;
 pub mod upstream;
@@ -29,7 +30,7 @@ use crate::admin::AdminState;
 use crate::cli::Args;
 use crate::config::{ConfigSources, LoadError};
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, UpstreamClient};
+use crate::proxy::{LegacyClient, Proxy};
 use crate::upstream::Upstream;
 
 /// Why the guard could not start.
@@ -70,7 +71,7 @@ impl ConfigSources {
 }
 
 /// The upstream HTTP client: pooled connections, bounded connect time, no Host rewriting of its own.
-pub fn upstream_client(upstream: &Upstream, connect_timeout: Duration, read_buffer: usize) -> UpstreamClient {
+pub fn upstream_client(upstream: &Upstream, connect_timeout: Duration, read_buffer: usize) -> LegacyClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));
@@ -174,9 +175,22 @@ fn start_worker(
                 }
             };
             let _ = bound.send(Ok(listener.local_addr().unwrap_or(spec.addr)));
+            let client = if spec.upstream.h2 {
+                proxy::UpstreamClient::H2(Box::new(upstream_client(
+                    &spec.upstream,
+                    spec.connect_timeout,
+                    spec.read_buffer,
+                )))
+            } else {
+                proxy::UpstreamClient::H1(pool::H1Pool::new(
+                    spec.upstream.authority.to_string(),
+                    spec.connect_timeout,
+                    spec.read_buffer,
+                ))
+            };
             let proxy = Arc::new(Proxy {
                 live: spec.live,
-                client: upstream_client(&spec.upstream, spec.connect_timeout, spec.read_buffer),
+                client,
                 upstream: spec.upstream,
                 preserve_host: spec.preserve_host,
                 metrics: spec.metrics,

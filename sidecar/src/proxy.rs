@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 use crate::body::{BodyTooLarge, RequestBody, ResponseBody, StreamCount};
 use crate::config::LiveAllowlist;
 use crate::metrics::{Metrics, Outcome, UpstreamError};
+use crate::pool::{H1Pool, Lease, SendError};
 use crate::upstream::Upstream;
 
 /// Used when neither the config nor a flag sets `maxRequestBodyBytes`.
@@ -57,7 +58,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+pub type LegacyClient = Client<HttpConnector, RequestBody>;
+
+/// How the guard talks to the upstream: its own lean HTTP/1.1 pool, or hyper-util's client for h2c.
+pub enum UpstreamClient {
+    H1(Arc<H1Pool>),
+    H2(Box<LegacyClient>),
+}
 
 /// Everything the request path needs; shared by all connections.
 pub struct Proxy {
@@ -128,14 +135,19 @@ impl Proxy {
         let method = req.method().clone();
         let path = req.uri().path_and_query().cloned();
         let upstream_req = self.upstream_request(req, &peer, allowed, limit);
-        match self.client.request(upstream_req).await {
-            Ok(resp) => {
+        let sent: Result<(Response<Incoming>, Option<Lease>), SendError> = match &self.client {
+            UpstreamClient::H1(pool) => pool.send(upstream_req).await.map(|(r, lease)| (r, Some(lease))),
+            UpstreamClient::H2(client) => client
+                .request(upstream_req)
+                .await
+                .map(|r| (r, None))
+                .map_err(SendError::Legacy),
+        };
+        match sent {
+            Ok((resp, lease)) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                let body = ResponseBody::Upstream {
-                    inner: body,
-                    _count: StreamCount::new(&self.metrics.open_streams),
-                };
+                let body = ResponseBody::upstream(body, StreamCount::new(&self.metrics.open_streams), lease);
                 Response::from_parts(parts, body)
             }
             Err(err) => {
@@ -159,12 +171,18 @@ impl Proxy {
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
             None => parts.headers.get(header::HOST).cloned(),
         };
-        let path_and_query = parts.uri.path_and_query().cloned();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(http::uri::Scheme::HTTP);
-        uri.authority = Some(self.upstream.authority.clone());
-        uri.path_and_query =
-            Some(path_and_query.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+        if self.upstream.h2 {
+            // hyper-util's client wants an absolute URI (it becomes :authority); HTTP/1.1 gets origin-form
+            uri.scheme = Some(http::uri::Scheme::HTTP);
+            uri.authority = Some(self.upstream.authority.clone());
+        }
+        uri.path_and_query = Some(path_and_query);
         parts.uri = Uri::from_parts(uri).unwrap_or_else(|_| self.upstream.base_uri.clone());
 
         let headers = &mut parts.headers;
@@ -223,7 +241,7 @@ impl Proxy {
     fn upstream_failed(
         &self,
         allowlist: &Allowlist,
-        err: hyper_util::client::legacy::Error,
+        err: SendError,
         method: &http::Method,
         path: &str,
         peer: &Peer,
@@ -239,14 +257,14 @@ impl Proxy {
             self.metrics.request(Outcome::Rejected, Some(denial.reason));
             return reject(allowlist, &denial);
         }
-        let kind = if err.is_connect() {
-            if find_source::<std::io::Error>(&err).is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut) {
-                UpstreamError::Timeout
-            } else {
-                UpstreamError::Connect
-            }
-        } else {
-            UpstreamError::Request
+        let timed_out =
+            find_source::<std::io::Error>(&err).is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+        let kind = match &err {
+            SendError::ConnectTimeout => UpstreamError::Timeout,
+            SendError::Connect(_) => UpstreamError::Connect,
+            SendError::Legacy(e) if e.is_connect() && timed_out => UpstreamError::Timeout,
+            SendError::Legacy(e) if e.is_connect() => UpstreamError::Connect,
+            _ => UpstreamError::Request,
         };
         self.metrics.upstream_error(kind);
         let detail = error_chain(&err);

@@ -52,6 +52,10 @@ async fn allowed_request_is_forwarded_with_mcp_headers_and_rewrites() {
     let h = &echo["headers"];
     assert_eq!(echo["path"], "/mcp?x=1");
     assert_eq!(
+        echo["uri"], "/mcp?x=1",
+        "origin-form request target to the upstream"
+    );
+    assert_eq!(
         h["host"][0],
         up.addr.to_string(),
         "Host rewritten to the upstream's authority"
@@ -238,7 +242,7 @@ async fn absolute_form_target_authority_is_what_is_checked() {
     .unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     let echo = r.json();
-    assert_eq!(echo["path"], "/mcp");
+    assert_eq!(echo["uri"], "/mcp", "absolute-form is forwarded in origin-form");
     assert_eq!(echo["headers"]["x-forwarded-host"][0], "mcp.example.com");
 }
 
@@ -418,4 +422,44 @@ async fn h2c_upstream_streams_too() {
     let resp = send.send_request(req).await.unwrap();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"{\"bytes\":70000}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused() {
+    let up = TestUpstream::start().await;
+    let guard = guard_for(&up, &["--worker-threads", "1"]).await;
+    for _ in 0..5 {
+        assert_eq!(
+            get_with(guard.addr, "/", &["Host: mcp.example.com"]).await.status,
+            200
+        );
+    }
+    let r = get_with(guard.addr, "/sse?n=2&ms=10", &["Host: mcp.example.com"]).await;
+    assert!(r.body.contains("data: {\"n\":1}"));
+    assert_eq!(
+        get_with(guard.addr, "/", &["Host: mcp.example.com"]).await.status,
+        200
+    );
+    assert_eq!(
+        up.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one pooled upstream connection"
+    );
+    // a response the client abandons half-way does not put its connection back
+    let mut s = TcpStream::connect(guard.addr).await.unwrap();
+    s.write_all(b"GET /sse?n=3&ms=1000 HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        !read_stream(&mut s, "data: {\"n\":0}", Duration::from_secs(3))
+            .await
+            .is_empty()
+    );
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        get_with(guard.addr, "/", &["Host: mcp.example.com"]).await.status,
+        200
+    );
+    assert_eq!(up.accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
 }

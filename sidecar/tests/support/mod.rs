@@ -30,6 +30,8 @@ fn full(b: impl Into<Bytes>) -> Body {
 pub struct TestUpstream {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
+    /// Connections accepted so far.
+    pub accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TestUpstream {
@@ -40,6 +42,8 @@ impl TestUpstream {
     pub fn start_on(listener: TcpListener) -> Self {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = watch::channel(false);
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
         tokio::spawn(async move {
             let mut stopped_accept = stopped.clone();
             loop {
@@ -47,6 +51,7 @@ impl TestUpstream {
                     r = listener.accept() => r.unwrap(),
                     _ = stopped_accept.changed() => return,
                 };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mut stopped = stopped.clone();
                 tokio::spawn(async move {
                     let conn = auto::Builder::new(TokioExecutor::new())
@@ -59,7 +64,7 @@ impl TestUpstream {
                 });
             }
         });
-        TestUpstream { addr, stop }
+        TestUpstream { addr, stop, accepted }
     }
 
     pub fn url(&self) -> String {
@@ -133,6 +138,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
             let echo = serde_json::json!({
                 "method": req.method().as_str(),
                 "path": req.uri().path_and_query().map(|p| p.as_str()).unwrap_or(""),
+                "uri": req.uri().to_string(),
                 "version": format!("{:?}", req.version()),
                 "headers": headers,
             });
