@@ -318,33 +318,23 @@ fn log_denial(denial: &Denial, req: &Request<Incoming>, peer: &Peer, enforce: bo
         .get(header::ORIGIN)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let detail = denial.detail.as_deref().unwrap_or("");
-    if enforce {
-        warn!(
-            reason = %denial.reason,
-            status = denial.status(),
-            received = %denial.received,
-            detail,
-            origin = origin.as_deref().unwrap_or(""),
-            peer = %peer.addr,
-            method = %req.method(),
-            path = req.uri().path(),
-            mode = "enforce",
-            "request rejected"
-        );
+    let (mode, message) = if enforce {
+        ("enforce", "request rejected")
     } else {
-        warn!(
-            reason = %denial.reason,
-            status = denial.status(),
-            received = %denial.received,
-            detail,
-            origin = origin.as_deref().unwrap_or(""),
-            peer = %peer.addr,
-            method = %req.method(),
-            path = req.uri().path(),
-            mode = "audit",
-            "request violates the allowlist; forwarded (audit mode)"
-        );
-    }
+        ("audit", "request violates the allowlist; forwarded (audit mode)")
+    };
+    warn!(
+        reason = %denial.reason,
+        status = denial.status(),
+        received = %denial.received,
+        detail,
+        origin = origin.as_deref().unwrap_or(""),
+        peer = %peer.addr,
+        method = %req.method(),
+        path = req.uri().path(),
+        mode,
+        "{message}"
+    );
     debug!(headers = ?req.headers(), "rejected request headers");
 }
 
