@@ -495,8 +495,8 @@ def render(results: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--guard", default=str(ROOT / "target/release/mcp-guard"))
-    ap.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "6")))
-    ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
+    ap.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "4")))
+    ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "5")))
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
