@@ -108,17 +108,18 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of pid and its direct children (nginx workers), in seconds."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU time of pid and its direct children (nginx workers), in seconds."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    user = system = 0
     for p in process_tree(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+            user += int(fields[11])  # utime (field 14 of stat)
+            system += int(fields[12])  # stime (field 15)
         except (OSError, IndexError, ValueError):
             pass
-    return total / ticks
+    return user / ticks, system / ticks
 
 
 def rss_kib(pid: int, field: str = "VmRSS") -> int:
@@ -428,7 +429,8 @@ def render(results: dict) -> str:
         rss = f"{t['peak_rss_kib'] / 1024:.1f} MiB" if t.get("peak_rss_kib") else "—"
         rows.append(
             f"| {t['label']} | {t['rps']:,.0f} | {t['p50_ms']:.2f} ms | {t['p99_ms']:.2f} ms | "
-            f"{t.get('cpu_ms_per_1k', float('nan')):.1f} µs | {rss} |"
+            f"{t.get('cpu_ms_per_1k', float('nan')):.1f} µs ({t.get('cpu_user_ms_per_1k', float('nan')):.1f} µs user) "
+            f"| {rss} |"
         )
     g, ng = results["streams"]["guard"], results["streams"].get("nginx")
     t = results["targets"]
@@ -590,9 +592,11 @@ def main() -> int:
         runs: dict[str, list[dict]] = {name: [] for name in targets}
         for rnd in range(args.rounds):
             for name, (_, port, pid) in targets.items():
-                cpu_before = cpu_seconds(pid)
+                user_before, sys_before = cpu_seconds(pid)
                 res = run_wrk(port, args.seconds, args.connections, threads, load_cpu)
-                res["cpu_s"] = cpu_seconds(pid) - cpu_before
+                user_after, sys_after = cpu_seconds(pid)
+                res["cpu_user_s"] = user_after - user_before
+                res["cpu_s"] = res["cpu_user_s"] + sys_after - sys_before
                 if res["non_2xx"] or res["socket_errors"]:
                     log(f"{name}: non-2xx {res['non_2xx']}, socket errors {res['socket_errors']}")
                 log(f"round {rnd + 1} {name}: {res['rps']:.0f} req/s, p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms")
@@ -606,6 +610,7 @@ def main() -> int:
             # than requests/s.
             total_requests = sum(r["requests"] for r in runs[name])
             med["cpu_ms_per_1k"] = 1e6 * sum(r["cpu_s"] for r in runs[name]) / max(total_requests, 1)
+            med["cpu_user_ms_per_1k"] = 1e6 * sum(r["cpu_user_s"] for r in runs[name]) / max(total_requests, 1)
             med["label"] = label
             med["rounds"] = runs[name]
             med["peak_rss_kib"] = rss_kib(pid, "VmHWM") if name != "direct" else None
