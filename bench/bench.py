@@ -487,7 +487,7 @@ def render(results: dict) -> str:
         "on the same cores as the load generator and the upstream.",
         "",
         "Reproduce with `make bench` (installs nginx and wrk via `make setup`, builds `mcp-guard` in release mode, "
-        "takes about two minutes); the raw numbers of the last run are in `target/bench/results.json`.",
+        "takes about four minutes); the raw numbers of the last run are in `target/bench/results.json`.",
         "",
     ]
     return "\n".join(lines)
