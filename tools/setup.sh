@@ -42,7 +42,7 @@ install_apt() {
 # $CACHE/NAME-<key>/ and links each binary into $CACHE/bin/.
 go_build() {
   local module=$ROOT/tools/$1 name=$2 ldflags=$3; shift 3
-  local out=$CACHE/$name-$(key_of "$module/go.mod" "$module/go.sum" <(go version))
+  local out=$CACHE/$name-$(key_of "$module/go.mod" "$module/go.sum" <(go version; echo "$ldflags"))
   local pkg bin
   if [ ! -f "$out/.complete" ]; then
     log "building $name (cold builds take a while on 2 cores; cached in $out)"
@@ -80,7 +80,13 @@ install_go_tools() {
   etcd=$(pinned etcd go.etcd.io/etcd/server/v3)
   go_build etcd etcd-"$etcd" "-s -w" go.etcd.io/etcd/server/v3
   helm=$(pinned helm helm.sh/helm/v3)
-  go_build helm helm-"$helm" "-s -w -X helm.sh/helm/v3/internal/version.version=$helm" helm.sh/helm/v3/cmd/helm
+  # As helm's own Makefile does: the Kubernetes version `helm template` and `helm lint` assume is the one of
+  # the client-go it was built with (otherwise v1.20, and charts with a kubeVersion constraint fail).
+  minor=$(cd "$ROOT/tools/helm" && GOFLAGS=-mod=readonly go list -f '{{.Version}}' -m k8s.io/client-go | cut -d. -f2)
+  go_build helm helm-"$helm" "-s -w -X helm.sh/helm/v3/internal/version.version=$helm \
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor \
+    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor" \
+    helm.sh/helm/v3/cmd/helm
 }
 
 install_python() {
