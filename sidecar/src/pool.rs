@@ -3,7 +3,7 @@
 //!
 //! It does only what the guard needs (RFC 9112): write the request head, stream the request body with its
 //! `content-length` or chunked; parse the response head with `httparse`; decode a content-length, chunked or
-//! read-until-close body. Reads go through a stack buffer and each frame is a `Bytes` of exactly what arrived,
+//! read-until-close body. Reads go through a per-worker scratch buffer and each frame is a `Bytes` of exactly what arrived,
 //! so an idle long-lived stream (SSE) holds no read buffer at all.
 
 use std::pin::Pin;
@@ -66,6 +66,8 @@ pub struct H1Pool {
     connect_timeout: Duration,
     read_chunk: usize,
     idle: Mutex<Vec<TcpStream>>,
+    /// What body reads go through before becoming a `Bytes` of exactly what arrived.
+    scratch: Mutex<Vec<u8>>,
 }
 
 impl H1Pool {
@@ -81,6 +83,7 @@ impl H1Pool {
             connect_timeout,
             read_chunk,
             idle: Mutex::new(Vec::new()),
+            scratch: Mutex::new(Vec::new()),
         })
     }
 
@@ -270,7 +273,6 @@ pub type ParsedHead = (Response<()>, Framing, bool, usize);
 /// Reads the response head (skipping 1xx interim responses). `None`: the upstream closed before sending a byte.
 async fn read_head(stream: &mut TcpStream, head_only: bool) -> Result<Option<Head>, SendError> {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
     loop {
         // Parse what is there (a previous interim response may have left bytes).
         if !buf.is_empty()
@@ -287,14 +289,17 @@ async fn read_head(stream: &mut TcpStream, head_only: bool) -> Result<Option<Hea
             return Err(SendError::Protocol("upstream response head too large".into()));
         }
         stream.readable().await.map_err(SendError::Io)?;
-        match stream.try_read(&mut chunk) {
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(4096);
+        }
+        match stream.try_read_buf(&mut buf) {
             Ok(0) if buf.is_empty() => return Ok(None),
             Ok(0) => {
                 return Err(SendError::Protocol(
                     "upstream closed the connection mid response head".into(),
                 ));
             }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(SendError::Io(e)),
         }
@@ -596,16 +601,21 @@ impl UpstreamBody {
         self.buf = BytesMut::new();
     }
 
-    /// Reads what is available into a stack buffer; `Ok(None)` at end of stream.
+    /// Reads what is available through the worker's scratch buffer; `Ok(None)` at end of stream.
     fn poll_read(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<Result<Option<Bytes>, BodyError>> {
         let Some(stream) = self.stream.as_ref() else {
             return Poll::Ready(Ok(None));
         };
-        let mut chunk = [0u8; READ_CHUNK];
         let max = max.clamp(1, self.read_chunk);
+        // One worker thread uses the pool, so the lock is never contended; a poisoned one is still a buffer.
+        let mut scratch = self.pool.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if scratch.len() < max {
+            scratch.resize(max, 0);
+        }
+        let chunk = &mut scratch[..max];
         loop {
             ready!(stream.poll_read_ready(cx))?;
-            match stream.try_read(&mut chunk[..max]) {
+            match stream.try_read(chunk) {
                 Ok(0) => return Poll::Ready(Ok(None)),
                 Ok(n) => return Poll::Ready(Ok(Some(Bytes::copy_from_slice(&chunk[..n])))),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
