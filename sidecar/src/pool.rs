@@ -199,9 +199,16 @@ async fn encode_head(
     if body.is_end_stream() {
         return Ok((out, false, true));
     }
-    // Coalesce what the client already sent with the head.
+    // A small body of known length is written with the head, in one write (and can be replayed on a new
+    // connection); otherwise what the client already sent goes with the head and the rest streams.
+    let whole = body.size_hint().exact().is_some_and(|n| n <= COALESCE as u64);
     while out.len() < COALESCE {
-        match body.frame().now_or_never() {
+        let next = if whole {
+            Some(body.frame().await)
+        } else {
+            body.frame().now_or_never()
+        };
+        match next {
             Some(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     push_data(&mut out, &data, chunked);
