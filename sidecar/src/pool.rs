@@ -123,24 +123,28 @@ impl H1Pool {
 
     /// Sends a request (origin-form URI, Host set) on an idle connection or a new one and returns the response
     /// with its body streaming. A reused connection that fails before the upstream answered a byte (it closed
-    /// the idle connection meanwhile) is replaced by a new one, as long as the request can still be replayed
-    /// (nothing of its body was read past the first write).
+    /// the idle connection meanwhile) is replaced by a new one, as long as the request can be replayed: its
+    /// method is idempotent and it was written whole in the first write.
     pub async fn send(
         self: &Arc<Self>,
         req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, mut body) = req.into_parts();
         let head_only = parts.method == Method::HEAD;
-        let (first, chunked, replayable) = encode_head(&parts, &mut body).await?;
+        let (first, chunked, written_whole) = encode_head(&parts, &mut body).await?;
+        // Like nginx, never send a non-idempotent request (a POST carrying `tools/call`) twice: the upstream
+        // may have acted on it before the connection failed. Idle connections are probed before reuse, so
+        // only a race with the upstream's keep-alive close is left, and that POST gets a 502.
+        let replayable = written_whole && parts.method.is_idempotent();
         drop(parts);
-        let mut body_done = replayable;
+        let mut body_done = written_whole;
         loop {
             let (mut stream, reused) = match self.take() {
                 Some(s) => (s, true),
                 None => (self.connect().await?, false),
             };
             if let Err(e) = stream.write_all(&first).await {
-                if reused {
+                if reused && replayable {
                     continue;
                 }
                 return Err(SendError::Io(e));
@@ -1071,6 +1075,58 @@ mod tests {
             })
             .await;
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The first connection answers one request, then takes the next one and closes without answering, as an
+    /// upstream that crashed mid-request would; the second connection answers `b`.
+    async fn upstream_that_drops_the_second_request()
+    -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        upstream(vec![
+            vec!["HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na", ""],
+            vec!["HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb"],
+        ])
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_post_the_upstream_may_have_acted_on_is_not_sent_twice() {
+        let (addr, mut seen) = upstream_that_drops_the_second_request().await;
+        let pool = H1Pool::new(addr.to_string(), Duration::from_secs(2), 0);
+        for expect in [Some(&b"a"[..]), None] {
+            let p = pool.clone();
+            with_body(vec![b"x"], Some(1), move |body| async move {
+                let sent = p.send(request(addr, "POST", body)).await;
+                match expect {
+                    Some(want) => assert_eq!(collect(sent.unwrap().into_body()).await.unwrap(), want),
+                    None => assert!(
+                        sent.is_err(),
+                        "a POST whose connection failed must not be replayed"
+                    ),
+                }
+            })
+            .await;
+        }
+        assert!(seen.recv().await.unwrap().starts_with("POST "));
+        assert!(seen.recv().await.unwrap().starts_with("POST "));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(seen.try_recv().is_err(), "the upstream saw the POST once");
+    }
+
+    #[tokio::test]
+    async fn an_idempotent_request_is_replayed_on_a_new_connection() {
+        let (addr, mut seen) = upstream_that_drops_the_second_request().await;
+        let pool = H1Pool::new(addr.to_string(), Duration::from_secs(2), 0);
+        for want in [b"a", b"b"] {
+            let p = pool.clone();
+            with_body(vec![], Some(0), move |body| async move {
+                let resp = p.send(request(addr, "GET", body)).await.unwrap();
+                assert_eq!(collect(resp.into_body()).await.unwrap(), want);
+            })
+            .await;
+        }
+        for _ in 0..3 {
+            assert!(seen.recv().await.unwrap().starts_with("GET "));
         }
     }
 
