@@ -8,7 +8,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::pool::Lease;
+use crate::pool::UpstreamBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -88,11 +88,15 @@ impl Drop for StreamCount {
 
 /// What the guard answers with: the upstream's streaming body, or a small body of its own.
 pub enum ResponseBody {
-    Upstream {
+    /// From the HTTP/1.1 upstream client.
+    H1 {
+        inner: UpstreamBody,
+        _count: StreamCount,
+    },
+    /// From hyper's client (h2c upstream).
+    H2 {
         inner: Incoming,
         _count: StreamCount,
-        lease: Option<Lease>,
-        done: bool,
     },
     Full(Option<Bytes>),
 }
@@ -100,29 +104,6 @@ pub enum ResponseBody {
 impl ResponseBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         ResponseBody::Full(Some(bytes.into()))
-    }
-
-    pub fn upstream(inner: Incoming, count: StreamCount, lease: Option<Lease>) -> Self {
-        ResponseBody::Upstream {
-            inner,
-            _count: count,
-            lease,
-            done: false,
-        }
-    }
-}
-
-impl Drop for ResponseBody {
-    fn drop(&mut self) {
-        // The upstream connection is reusable only when its response was read to the end.
-        if let ResponseBody::Upstream {
-            inner, lease, done, ..
-        } = self
-            && (*done || inner.is_end_stream())
-            && let Some(lease) = lease.take()
-        {
-            lease.give_back();
-        }
     }
 }
 
@@ -135,13 +116,16 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ResponseBody::Upstream { inner, done, .. } => match Pin::new(inner).poll_frame(cx) {
+            ResponseBody::H1 { inner, .. } => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
                 Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
-                Poll::Ready(None) => {
-                    *done = true;
-                    Poll::Ready(None)
-                }
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            ResponseBody::H2 { inner, .. } => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -150,14 +134,16 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ResponseBody::H1 { inner, .. } => inner.is_end_stream(),
+            ResponseBody::H2 { inner, .. } => inner.is_end_stream(),
             ResponseBody::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ResponseBody::Upstream { inner, .. } => inner.size_hint(),
+            ResponseBody::H1 { inner, .. } => inner.size_hint(),
+            ResponseBody::H2 { inner, .. } => inner.size_hint(),
             ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResponseBody::Full(None) => SizeHint::with_exact(0),
         }

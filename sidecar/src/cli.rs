@@ -95,8 +95,8 @@ pub struct Args {
     #[arg(long, env = "MCP_GUARD_CONFIG_POLL_INTERVAL", value_parser = parse_duration, default_value = "1s")]
     pub config_poll_interval: Duration,
 
-    /// Fixed read buffer for upstream HTTP/1.1 connections in bytes (0 = adaptive: 8 KiB, growing). A small value
-    /// (e.g. 1024) saves memory per open SSE stream at some cost for large responses.
+    /// The largest single read from an HTTP/1.1 upstream in bytes (0 = 16 KiB); an idle stream holds no read
+    /// buffer either way. With an h2c upstream: a fixed read buffer for its connections (0 = hyper's adaptive one).
     #[arg(long, env = "MCP_GUARD_UPSTREAM_READ_BUFFER", default_value_t = 0)]
     pub upstream_read_buffer: usize,
 

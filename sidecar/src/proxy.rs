@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use crate::body::{BodyTooLarge, RequestBody, ResponseBody, StreamCount};
 use crate::config::LiveAllowlist;
 use crate::metrics::{Metrics, Outcome, UpstreamError};
-use crate::pool::{H1Pool, Lease, SendError};
+use crate::pool::{H1Pool, SendError};
 use crate::upstream::Upstream;
 
 /// Used when neither the config nor a flag sets `maxRequestBodyBytes`.
@@ -135,19 +135,26 @@ impl Proxy {
         let method = req.method().clone();
         let path = req.uri().path_and_query().cloned();
         let upstream_req = self.upstream_request(req, &peer, allowed, limit);
-        let sent: Result<(Response<Incoming>, Option<Lease>), SendError> = match &self.client {
-            UpstreamClient::H1(pool) => pool.send(upstream_req).await.map(|(r, lease)| (r, Some(lease))),
-            UpstreamClient::H2(client) => client
-                .request(upstream_req)
+        let sent: Result<Response<ResponseBody>, SendError> = match &self.client {
+            // Boxed: hyper keeps the allocation of the service future for the connection's lifetime,
+            // so the exchange's state (head buffers and the like) must not be part of it.
+            UpstreamClient::H1(pool) => Box::pin(pool.send(upstream_req)).await.map(|r| {
+                let count = StreamCount::new(&self.metrics.open_streams);
+                r.map(|inner| ResponseBody::H1 { inner, _count: count })
+            }),
+            UpstreamClient::H2(client) => Box::pin(client.request(upstream_req))
                 .await
-                .map(|r| (r, None))
-                .map_err(SendError::Legacy),
+                .map_err(SendError::Legacy)
+                .map(|r| {
+                    let count = StreamCount::new(&self.metrics.open_streams);
+                    r.map(|inner| ResponseBody::H2 { inner, _count: count })
+                }),
         };
         match sent {
-            Ok((resp, lease)) => {
+            Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                let body = ResponseBody::upstream(body, StreamCount::new(&self.metrics.open_streams), lease);
+                parts.version = Version::HTTP_11;
                 Response::from_parts(parts, body)
             }
             Err(err) => {

@@ -55,7 +55,10 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> GracefulShutdown {
-    let builder = Arc::new(builder(&limits));
+    // The protocol is told apart by peeking at the first bytes, so hyper's HTTP/1.1 connection reads the
+    // request head into its buffer in one go (hyper-util's detection hands it the first bytes in a separate
+    // read, which doubles hyper's read buffer to 16 KiB for the connection's lifetime).
+    let builders = Arc::new((builder(&limits).http1_only(), builder(&limits).http2_only()));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
@@ -78,15 +81,29 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let activity = limits.idle_timeout.map(|_| Activity::new());
-        let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
         let peer = Arc::new(Peer::new(addr));
         let proxy = proxy.clone();
-        let builder = builder.clone();
+        let builders = builders.clone();
+        let header_read_timeout = limits.header_read_timeout;
         let watcher = graceful.watcher();
         let idle_timeout = limits.idle_timeout;
         let task = async move {
             let _permit = permit;
             let _open = ConnectionCount::new(&proxy.metrics.open_connections);
+            let h2 = match tokio::time::timeout(header_read_timeout, is_h2(&stream)).await {
+                Ok(Ok(Some(h2))) => h2,
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => {
+                    debug!(peer = %addr, error = %e, "connection ended before a request");
+                    return;
+                }
+                Err(_) => {
+                    debug!(peer = %addr, "no request within the header read timeout");
+                    return;
+                }
+            };
+            let builder = if h2 { &builders.1 } else { &builders.0 };
+            let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();
                 let peer = peer.clone();
@@ -110,6 +127,28 @@ pub async fn serve(
     graceful
 }
 
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the client speaks h2c (it starts with the HTTP/2 connection preface) or HTTP/1.1, by peeking at its
+/// first bytes without consuming them. `None`: the client closed before sending anything.
+pub async fn is_h2(stream: &tokio::net::TcpStream) -> std::io::Result<Option<bool>> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(Some(false));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Some(true));
+        }
+        // A prefix of the preface so far: peeking again would return at once, so wait for more bytes.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 struct ConnectionCount(prometheus_client::metrics::gauge::Gauge);
 
 impl ConnectionCount {
@@ -122,5 +161,53 @@ impl ConnectionCount {
 impl Drop for ConnectionCount {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+
+    async fn sniff(pieces: &[&'static [u8]]) -> Option<bool> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pieces = pieces.to_vec();
+        let client = tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            for p in pieces {
+                c.write_all(p).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Closing after the last piece: peeking still sees what was sent.
+            drop(c);
+        });
+        let (s, _) = listener.accept().await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(2), is_h2(&s))
+            .await
+            .unwrap()
+            .unwrap();
+        // Peeking consumed nothing.
+        let mut buf = [0u8; 3];
+        if got.is_some() {
+            let n = s.peek(&mut buf).await.unwrap();
+            assert!(b"GET".starts_with(&buf[..n]) || b"PRI".starts_with(&buf[..n]));
+        }
+        client.await.unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn tells_h2c_from_http1_by_peeking() {
+        assert_eq!(sniff(&[b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"]).await, Some(false));
+        assert_eq!(sniff(&[b"G"]).await, Some(false));
+        assert_eq!(sniff(&[H2_PREFACE]).await, Some(true));
+        assert_eq!(
+            sniff(&[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n"]).await,
+            Some(true)
+        );
+        assert_eq!(sniff(&[b"PRI * HTTP/2.0\r\n", b"\r\nXX"]).await, Some(false));
+        assert_eq!(sniff(&[]).await, None);
     }
 }
