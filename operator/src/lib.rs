@@ -8,6 +8,7 @@ pub mod allowlist;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod crd_reference;
 pub mod gateway;
 pub mod leader;
 pub mod metrics;

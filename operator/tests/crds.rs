@@ -46,6 +46,28 @@ fn crds_are_up_to_date() {
 }
 
 #[test]
+fn crd_reference_is_up_to_date() {
+    let crds: Vec<_> = all_crds().into_iter().map(|(_, crd)| crd).collect();
+    let expected = mcp_guard_operator::crd_reference::markdown(&crds);
+    let path = workspace_root().join(mcp_guard_operator::crd_reference::PATH);
+    let actual = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "{} drifted from the Rust types; run `cargo run -p mcp-guard-operator --bin crdgen`",
+        path.display()
+    );
+    for field in [
+        "`spec.selector`",
+        "`spec.port`",
+        "`spec.hosts`",
+        "`status.conditions`",
+        "`spec.allowServiceDNSNames`",
+    ] {
+        assert!(expected.contains(field), "the reference lists {field}");
+    }
+}
+
+#[test]
 fn crds_carry_validation_and_printer_columns() {
     let crds = all_crds();
     let server = serde_json::to_string(&crds[0].1).expect("json");

@@ -1,5 +1,6 @@
 //! Writes the CRDs generated from `operator/src/crd.rs` into `crds/` and, when it exists, the Helm chart's copy
-//! `charts/mcp-guard/crds/` (`--out-dir DIR` writes only to DIR; `--stdout` prints them).
+//! `charts/mcp-guard/crds/` (`--out-dir DIR` writes only to DIR; `--stdout` prints them), and the field
+//! reference `docs/crd-reference.md` rendered from them.
 
 use std::path::{Path, PathBuf};
 
@@ -50,5 +51,12 @@ fn main() -> anyhow::Result<()> {
     for dir in dirs {
         write_all(&dir)?;
     }
+    let crds: Vec<_> = mcp_guard_operator::crd::all_crds()
+        .into_iter()
+        .map(|(_, crd)| crd)
+        .collect();
+    let reference = root.join(mcp_guard_operator::crd_reference::PATH);
+    std::fs::write(&reference, mcp_guard_operator::crd_reference::markdown(&crds))?;
+    eprintln!("wrote {}", reference.display());
     Ok(())
 }
