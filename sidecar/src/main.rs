@@ -27,22 +27,8 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "mcp-guard cannot start");
-            eprintln!("mcp-guard: {}", error_chain(&e));
+            eprintln!("mcp-guard: {}", mcp_guard::error_chain(&e));
             std::process::ExitCode::from(2)
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let msg = c.to_string();
-        if !s.contains(&msg) {
-            s.push_str(": ");
-            s.push_str(&msg);
-        }
-        cur = c.source();
-    }
-    s
 }

@@ -274,7 +274,7 @@ impl Proxy {
             _ => UpstreamError::Request,
         };
         self.metrics.upstream_error(kind);
-        let detail = error_chain(&err);
+        let detail = crate::error_chain(&err);
         warn!(upstream = %self.upstream.authority, error = %detail, kind = ?kind, peer = %peer.addr, %method, path, "upstream request failed");
         let denial = Denial {
             reason: Reason::UpstreamUnavailable,
@@ -306,17 +306,6 @@ fn find_source<'a, E: std::error::Error + 'static>(
         cur = e.source();
     }
     None
-}
-
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cur = e.source();
-    }
-    out
 }
 
 fn log_denial(denial: &Denial, req: &Request<Incoming>, peer: &Peer, enforce: bool) {
