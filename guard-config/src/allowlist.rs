@@ -69,10 +69,14 @@ pub enum Reason {
     RequestBodyTooLarge,
     /// Set by the proxy: the upstream could not be reached or failed.
     UpstreamUnavailable,
+    /// Set by the proxy: the request is not valid HTTP/1.1 (or is ambiguous about where its body ends).
+    MalformedRequest,
+    /// Set by the proxy: the request head is larger than allowed, or has too many header fields.
+    RequestHeadersTooLarge,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 11] = [
         Reason::HostNotAllowed,
         Reason::OriginNotAllowed,
         Reason::MalformedHost,
@@ -82,6 +86,8 @@ impl Reason {
         Reason::MultipleOriginHeaders,
         Reason::RequestBodyTooLarge,
         Reason::UpstreamUnavailable,
+        Reason::MalformedRequest,
+        Reason::RequestHeadersTooLarge,
     ];
 
     /// The machine-readable reason, as in the JSON body, logs and metrics.
@@ -96,6 +102,8 @@ impl Reason {
             Reason::MultipleOriginHeaders => "multiple_origin_headers",
             Reason::RequestBodyTooLarge => "request_body_too_large",
             Reason::UpstreamUnavailable => "upstream_unavailable",
+            Reason::MalformedRequest => "malformed_request",
+            Reason::RequestHeadersTooLarge => "request_headers_too_large",
         }
     }
 
@@ -108,9 +116,11 @@ impl Reason {
             | Reason::MissingHost
             | Reason::MalformedOrigin
             | Reason::MultipleHostHeaders
-            | Reason::MultipleOriginHeaders => 400,
+            | Reason::MultipleOriginHeaders
+            | Reason::MalformedRequest => 400,
             Reason::RequestBodyTooLarge => 413,
             Reason::UpstreamUnavailable => 502,
+            Reason::RequestHeadersTooLarge => 431,
         }
     }
 
@@ -126,6 +136,8 @@ impl Reason {
             Reason::MultipleOriginHeaders => "Bad request: more than one Origin header",
             Reason::RequestBodyTooLarge => "Request body too large",
             Reason::UpstreamUnavailable => "Bad gateway: the MCP server is not reachable",
+            Reason::MalformedRequest => "Bad request: malformed HTTP request",
+            Reason::RequestHeadersTooLarge => "Request header fields too large",
         }
     }
 
@@ -392,6 +404,13 @@ impl Allowlist {
             Reason::UpstreamUnavailable => {
                 hint.push_str("the MCP server behind the guard is not reachable; check that it is running")
             }
+            Reason::MalformedRequest => hint.push_str(
+                "send a valid HTTP/1.1 request: a request line, header fields of the form name: value, and at most \
+                 one of Content-Length and Transfer-Encoding: chunked",
+            ),
+            Reason::RequestHeadersTooLarge => hint.push_str(
+                "send fewer or smaller header fields, or raise the guard's --max-header-bytes / --max-headers",
+            ),
         }
         hint
     }

@@ -23,7 +23,7 @@ impl Activity {
         }
     }
 
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         self.ops.fetch_add(1, Ordering::Relaxed);
     }
 

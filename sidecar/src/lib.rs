@@ -6,8 +6,10 @@
 
 pub mod admin;
 pub mod body;
+pub mod chunked;
 pub mod cli;
 pub mod config;
+pub mod h1;
 pub mod idle;
 pub mod metrics;
 pub mod pool;

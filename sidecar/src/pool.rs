@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -21,6 +21,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::body::{BoxError, RequestBody};
+use crate::chunked::{ChunkedDecoder, Decoded};
 
 /// At most this many idle upstream connections are kept per worker.
 const MAX_IDLE: usize = 256;
@@ -87,10 +88,16 @@ impl H1Pool {
         })
     }
 
-    /// An idle connection that still looks open: nothing to read and no end of stream seen.
-    fn take(&self) -> Option<TcpStream> {
+    /// An idle connection that still looks open: nothing to read and no end of stream seen. The runtime's
+    /// readiness answers without a system call; only a connection it reports readable (the upstream closed it,
+    /// or a read that drained it did not say so) is probed with a read.
+    pub(crate) fn take(&self) -> Option<TcpStream> {
         loop {
             let stream = self.idle.lock().ok()?.pop()?;
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            if stream.poll_read_ready(&mut cx).is_pending() {
+                return Some(stream);
+            }
             let mut probe = [0u8; 1];
             match stream.try_read(&mut probe) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(stream),
@@ -99,7 +106,7 @@ impl H1Pool {
         }
     }
 
-    fn put(&self, stream: TcpStream) {
+    pub(crate) fn put(&self, stream: TcpStream) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE
         {
@@ -112,7 +119,7 @@ impl H1Pool {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
-    async fn connect(&self) -> Result<TcpStream, SendError> {
+    pub(crate) async fn connect(&self) -> Result<TcpStream, SendError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.authority.as_str()))
             .await
             .map_err(|_| SendError::ConnectTimeout)?
@@ -317,6 +324,95 @@ async fn read_head(stream: &mut TcpStream, head_only: bool) -> Result<Option<Hea
     }
 }
 
+/// How a response's body is delimited and whether its connection can carry another exchange (RFC 9112 §6.3, §9.3),
+/// read from its parsed head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseFraming {
+    pub framing: Framing,
+    pub keep_alive: bool,
+    /// The head has a `content-length` that `transfer-encoding` overrides; it must not be passed on.
+    pub length_overridden: bool,
+}
+
+/// Works out a response's [`ResponseFraming`] from its status, version and header fields.
+pub fn response_framing(
+    code: u16,
+    http10: bool,
+    headers: &[httparse::Header<'_>],
+    head_only: bool,
+) -> Result<ResponseFraming, SendError> {
+    let mut keep_alive = !http10;
+    let mut length: Option<u64> = None;
+    let mut transfer_encoding: Option<bool> = None; // Some(chunked is last)
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if http10 && token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = h
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            transfer_encoding = Some(last.eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            let n = parse_content_length(h.value)
+                .ok_or_else(|| SendError::Protocol("invalid content-length from the upstream".into()))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(SendError::Protocol(
+                    "conflicting content-length from the upstream".into(),
+                ));
+            }
+            length = Some(n);
+        }
+    }
+    let mut length_overridden = false;
+    let framing = if head_only || (100..200).contains(&code) || code == 204 || code == 304 {
+        Framing::Empty
+    } else if let Some(chunked) = transfer_encoding {
+        if length.is_some() {
+            // RFC 9112 §6.3: Transfer-Encoding wins; the connection must not be reused.
+            keep_alive = false;
+            length_overridden = true;
+        }
+        if http10 {
+            keep_alive = false;
+        }
+        if chunked {
+            Framing::Chunked
+        } else {
+            keep_alive = false;
+            Framing::UntilClose
+        }
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        keep_alive = false;
+        Framing::UntilClose
+    };
+    Ok(ResponseFraming {
+        framing,
+        keep_alive,
+        length_overridden,
+    })
+}
+
+/// A `content-length` value: digits only (surrounding whitespace allowed), no list, no sign.
+pub fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
 /// Parses a complete response head: the response, its body framing, whether the connection stays open, and the
 /// head's length. `Ok(None)`: incomplete.
 pub fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<ParsedHead>, SendError> {
@@ -335,72 +431,18 @@ pub fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<ParsedHead>, Sen
     let status = StatusCode::from_u16(code)
         .map_err(|_| SendError::Protocol(format!("invalid status {code} from the upstream")))?;
     let http10 = parsed.version == Some(0);
+    let framed = response_framing(code, http10, parsed.headers, head_only)?;
     let mut map = HeaderMap::with_capacity(parsed.headers.len());
-    let mut keep_alive = !http10;
-    let mut length: Option<u64> = None;
-    let mut transfer_encoding: Option<bool> = None; // Some(chunked is last)
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
             SendError::Protocol(format!("invalid header name {:?} from the upstream", h.name))
         })?;
         let value = HeaderValue::from_bytes(h.value)
             .map_err(|_| SendError::Protocol(format!("invalid value of {name} from the upstream")))?;
-        if name == header::CONNECTION {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if http10 && token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                }
-            }
-        } else if name == header::TRANSFER_ENCODING {
-            let last = h
-                .value
-                .rsplit(|&b| b == b',')
-                .next()
-                .unwrap_or_default()
-                .trim_ascii();
-            transfer_encoding = Some(last.eq_ignore_ascii_case(b"chunked"));
-        } else if name == header::CONTENT_LENGTH {
-            let n: u64 = std::str::from_utf8(h.value)
-                .ok()
-                .map(str::trim)
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| SendError::Protocol("invalid content-length from the upstream".into()))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(SendError::Protocol(
-                    "conflicting content-length from the upstream".into(),
-                ));
-            }
-            length = Some(n);
+        if !(framed.length_overridden && name == header::CONTENT_LENGTH) {
+            map.append(name, value);
         }
-        map.append(name, value);
     }
-    let framing = if head_only || status.is_informational() || code == 204 || code == 304 {
-        Framing::Empty
-    } else if let Some(chunked) = transfer_encoding {
-        if length.is_some() {
-            // RFC 9112 §6.3: Transfer-Encoding wins; the connection must not be reused.
-            keep_alive = false;
-            map.remove(header::CONTENT_LENGTH);
-        }
-        if http10 {
-            keep_alive = false;
-        }
-        if chunked {
-            Framing::Chunked
-        } else {
-            keep_alive = false;
-            Framing::UntilClose
-        }
-    } else if let Some(n) = length {
-        Framing::Length(n)
-    } else {
-        keep_alive = false;
-        Framing::UntilClose
-    };
     let mut resp = Response::new(());
     *resp.status_mut() = status;
     *resp.version_mut() = if http10 {
@@ -409,153 +451,7 @@ pub fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<ParsedHead>, Sen
         Version::HTTP_11
     };
     *resp.headers_mut() = map;
-    Ok(Some((resp, framing, keep_alive, used)))
-}
-
-/// Where the chunked decoder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Reading the size line (hex digits, then extensions up to CRLF).
-    Size {
-        size: u64,
-        digits: u8,
-        ext: bool,
-    },
-    /// Expecting the LF of the size line.
-    SizeLf {
-        size: u64,
-    },
-    Data(u64),
-    DataCr,
-    DataLf,
-    /// Reading trailer lines; `empty` when the current line has no byte yet.
-    Trailer {
-        empty: bool,
-        cr: bool,
-    },
-}
-
-impl Chunk {
-    const START: Chunk = Chunk::Size {
-        size: 0,
-        digits: 0,
-        ext: false,
-    };
-}
-
-/// A chunked-body decoder over bytes as they arrive.
-#[derive(Debug)]
-pub struct ChunkedDecoder {
-    state: Chunk,
-}
-
-impl Default for ChunkedDecoder {
-    fn default() -> Self {
-        ChunkedDecoder { state: Chunk::START }
-    }
-}
-
-/// What the chunked decoder got out of its input.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Decoded {
-    /// Body bytes.
-    Data(Bytes),
-    /// The body ended (after the last chunk and the trailers).
-    End,
-    /// All input consumed; more is needed.
-    NeedMore,
-}
-
-impl ChunkedDecoder {
-    /// Decodes from the front of `buf`, consuming what it uses.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, BodyError> {
-        loop {
-            if let Chunk::Data(left) = self.state {
-                if buf.is_empty() {
-                    return Ok(Decoded::NeedMore);
-                }
-                let n = (left.min(buf.len() as u64)) as usize;
-                let data = buf.split_to(n).freeze();
-                self.state = if left == n as u64 {
-                    Chunk::DataCr
-                } else {
-                    Chunk::Data(left - n as u64)
-                };
-                return Ok(Decoded::Data(data));
-            }
-            let Some(&b) = buf.first() else {
-                return Ok(Decoded::NeedMore);
-            };
-            buf.advance(1);
-            self.state = match self.state {
-                Chunk::Size {
-                    size,
-                    digits,
-                    ext: false,
-                } if b.is_ascii_hexdigit() => {
-                    if digits >= 15 {
-                        return Err(BodyError::BadChunk);
-                    }
-                    let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-                    Chunk::Size {
-                        size: size * 16 + d,
-                        digits: digits + 1,
-                        ext: false,
-                    }
-                }
-                Chunk::Size { digits: 0, .. } => return Err(BodyError::BadChunk),
-                Chunk::Size { size, .. } if b == b'\r' => Chunk::SizeLf { size },
-                Chunk::Size { size, digits, .. } if b == b';' || b == b' ' || b == b'\t' => Chunk::Size {
-                    size,
-                    digits,
-                    ext: true,
-                },
-                Chunk::Size {
-                    size,
-                    digits,
-                    ext: true,
-                } if b != b'\n' => Chunk::Size {
-                    size,
-                    digits,
-                    ext: true,
-                },
-                Chunk::Size { .. } => return Err(BodyError::BadChunk),
-                Chunk::SizeLf { size } if b == b'\n' => {
-                    if size == 0 {
-                        Chunk::Trailer {
-                            empty: true,
-                            cr: false,
-                        }
-                    } else {
-                        Chunk::Data(size)
-                    }
-                }
-                Chunk::SizeLf { .. } => return Err(BodyError::BadChunk),
-                Chunk::Data(_) => unreachable!("handled above"),
-                Chunk::DataCr if b == b'\r' => Chunk::DataLf,
-                Chunk::DataLf if b == b'\n' => Chunk::START,
-                Chunk::DataCr | Chunk::DataLf => return Err(BodyError::BadChunk),
-                Chunk::Trailer { empty, cr: false } if b == b'\r' => Chunk::Trailer { empty, cr: true },
-                Chunk::Trailer {
-                    empty: true,
-                    cr: true,
-                } if b == b'\n' => return Ok(Decoded::End),
-                Chunk::Trailer {
-                    empty: false,
-                    cr: true,
-                } if b == b'\n' => Chunk::Trailer {
-                    empty: true,
-                    cr: false,
-                },
-                Chunk::Trailer { cr: true, .. } => return Err(BodyError::BadChunk),
-                Chunk::Trailer { .. } if b == b'\n' => return Err(BodyError::BadChunk),
-                Chunk::Trailer { .. } => Chunk::Trailer {
-                    empty: false,
-                    cr: false,
-                },
-            };
-        }
-    }
+    Ok(Some((resp, framed.framing, framed.keep_alive, used)))
 }
 
 enum Decoder {
@@ -679,7 +575,7 @@ impl Body for UpstreamBody {
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Decoder::Chunked(dec) => match dec.decode(&mut this.buf) {
+                Decoder::Chunked(dec) => match dec.decode(&mut this.buf).map_err(|_| BodyError::BadChunk) {
                     Ok(Decoded::Data(data)) => {
                         if this.buf.is_empty() {
                             this.buf = BytesMut::new();
@@ -753,62 +649,6 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
-
-    fn decode_all(input: &[&[u8]]) -> Result<(Vec<u8>, bool), BodyError> {
-        let mut dec = ChunkedDecoder::default();
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        for piece in input {
-            buf.extend_from_slice(piece);
-            loop {
-                match dec.decode(&mut buf)? {
-                    Decoded::Data(d) => out.extend_from_slice(&d),
-                    Decoded::End => return Ok((out, true)),
-                    Decoded::NeedMore => break,
-                }
-            }
-        }
-        Ok((out, false))
-    }
-
-    #[test]
-    fn chunked_decoding() {
-        let whole = b"5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\n\r\n";
-        assert_eq!(
-            decode_all(&[whole]).unwrap(),
-            (b"hello 0123456789".to_vec(), true)
-        );
-        // Byte by byte.
-        let pieces: Vec<&[u8]> = whole.chunks(1).collect();
-        assert_eq!(decode_all(&pieces).unwrap(), (b"hello 0123456789".to_vec(), true));
-        // Upper-case hex, trailers.
-        assert_eq!(
-            decode_all(&[b"1F\r\n", &[b'x'; 31], b"\r\n0\r\nX-T: 1\r\nY: 2\r\n\r\n"]).unwrap(),
-            (vec![b'x'; 31], true)
-        );
-        // Incomplete: no terminal chunk yet.
-        assert_eq!(decode_all(&[b"3\r\nabc\r\n"]).unwrap(), (b"abc".to_vec(), false));
-        // Bytes after the end stay in the buffer.
-        let mut dec = ChunkedDecoder::default();
-        let mut buf = BytesMut::from(&b"0\r\n\r\nHTTP/1.1"[..]);
-        assert_eq!(dec.decode(&mut buf).unwrap(), Decoded::End);
-        assert_eq!(&buf[..], b"HTTP/1.1");
-    }
-
-    #[test]
-    fn chunked_rejects_malformed() {
-        for bad in [
-            &b"\r\n"[..],
-            b"g\r\n",
-            b"5\nhello\r\n",
-            b"5\r\nhelloX\r\n",
-            b"5\r\nhello\r0",
-            b"ffffffffffffffffff\r\n",
-            b"0\r\nX: 1\n\r\n",
-        ] {
-            assert!(decode_all(&[bad]).is_err(), "{:?}", String::from_utf8_lossy(bad));
-        }
-    }
 
     #[test]
     fn response_framing() {

@@ -112,7 +112,16 @@ impl Proxy {
             }
             Verdict::Deny(denial) => {
                 let enforce = allowlist.mode == Mode::Enforce;
-                log_denial(&denial, &req, &peer, enforce);
+                let origin = req.headers().get(header::ORIGIN).map(HeaderValue::as_bytes);
+                log_denial(
+                    &denial,
+                    req.method().as_str(),
+                    req.uri().path(),
+                    origin,
+                    &peer,
+                    enforce,
+                );
+                debug!(headers = ?req.headers(), "rejected request headers");
                 if enforce {
                     self.metrics.request(Outcome::Rejected, Some(denial.reason));
                     return reject(&allowlist, &denial);
@@ -240,7 +249,7 @@ impl Proxy {
             received,
             detail: Some(format!("limit {limit} bytes")),
         };
-        log_denial(&denial, req, peer, true);
+        log_denial(&denial, req.method().as_str(), req.uri().path(), None, peer, true);
         self.metrics.request(Outcome::Rejected, Some(denial.reason));
         reject(allowlist, &denial)
     }
@@ -264,9 +273,20 @@ impl Proxy {
             self.metrics.request(Outcome::Rejected, Some(denial.reason));
             return reject(allowlist, &denial);
         }
+        reject(allowlist, &self.upstream_failure(&err, method, path, peer))
+    }
+
+    /// Logs and counts a failed upstream exchange; the refusal to answer with.
+    pub fn upstream_failure(
+        &self,
+        err: &SendError,
+        method: &http::Method,
+        path: &str,
+        peer: &Peer,
+    ) -> Denial {
         let timed_out =
-            find_source::<std::io::Error>(&err).is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
-        let kind = match &err {
+            find_source::<std::io::Error>(err).is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+        let kind = match err {
             SendError::ConnectTimeout => UpstreamError::Timeout,
             SendError::Connect(_) => UpstreamError::Connect,
             SendError::Legacy(e) if e.is_connect() && timed_out => UpstreamError::Timeout,
@@ -274,14 +294,13 @@ impl Proxy {
             _ => UpstreamError::Request,
         };
         self.metrics.upstream_error(kind);
-        let detail = crate::error_chain(&err);
+        let detail = crate::error_chain(err);
         warn!(upstream = %self.upstream.authority, error = %detail, kind = ?kind, peer = %peer.addr, %method, path, "upstream request failed");
-        let denial = Denial {
+        Denial {
             reason: Reason::UpstreamUnavailable,
             received: self.upstream.authority.to_string(),
             detail: Some(detail),
-        };
-        reject(allowlist, &denial)
+        }
     }
 }
 
@@ -308,11 +327,16 @@ fn find_source<'a, E: std::error::Error + 'static>(
     None
 }
 
-fn log_denial(denial: &Denial, req: &Request<Incoming>, peer: &Peer, enforce: bool) {
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+/// Logs a refusal (or, in audit mode, a violation let through) with what the client sent.
+pub fn log_denial(
+    denial: &Denial,
+    method: &str,
+    path: &str,
+    origin: Option<&[u8]>,
+    peer: &Peer,
+    enforce: bool,
+) {
+    let origin = origin.map(String::from_utf8_lossy);
     let detail = denial.detail.as_deref().unwrap_or("");
     let (mode, message) = if enforce {
         ("enforce", "request rejected")
@@ -326,12 +350,11 @@ fn log_denial(denial: &Denial, req: &Request<Incoming>, peer: &Peer, enforce: bo
         detail,
         origin = origin.as_deref().unwrap_or(""),
         peer = %peer.addr,
-        method = %req.method(),
-        path = req.uri().path(),
+        method,
+        path,
         mode,
         "{message}"
     );
-    debug!(headers = ?req.headers(), "rejected request headers");
 }
 
 #[derive(serde::Serialize)]

@@ -6,13 +6,13 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::idle::{Activity, IdleIo};
-use crate::proxy::{Peer, Proxy};
+use crate::proxy::{Peer, Proxy, UpstreamClient};
 
 /// Connection-level limits.
 #[derive(Clone, Debug)]
@@ -48,18 +48,34 @@ pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// The open connections of a worker that stopped accepting: [`Drain::shutdown`] asks them to finish (idle ones
+/// close at once, open exchanges complete) and waits until they have.
+pub struct Drain {
+    signal: watch::Sender<bool>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Drain {
+    pub async fn shutdown(mut self) {
+        let _ = self.signal.send(true);
+        // Every connection task holds a sender; `recv` ends once the last one is gone.
+        while self.done.recv().await.is_some() {}
+    }
+}
+
 /// Accepts connections until `shutdown` resolves, then stops accepting and returns the drain handle.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
-) -> GracefulShutdown {
+) -> Drain {
     // The protocol is told apart by peeking at the first bytes, so hyper's HTTP/1.1 connection reads the
     // request head into its buffer in one go (hyper-util's detection hands it the first bytes in a separate
     // read, which doubles hyper's read buffer to 16 KiB for the connection's lifetime).
     let builders = Arc::new((builder(&limits).http1_only(), builder(&limits).http2_only()));
-    let graceful = GracefulShutdown::new();
+    let (signal, draining) = watch::channel(false);
+    let (open, done) = mpsc::channel::<()>(1);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -79,15 +95,19 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let accepted = Instant::now();
         let _ = stream.set_nodelay(true);
         let activity = limits.idle_timeout.map(|_| Activity::new());
-        let peer = Arc::new(Peer::new(addr));
+        let peer = Peer::new(addr);
         let proxy = proxy.clone();
         let builders = builders.clone();
         let header_read_timeout = limits.header_read_timeout;
-        let watcher = graceful.watcher();
+        let mut draining = draining.clone();
+        let open = open.clone();
         let idle_timeout = limits.idle_timeout;
+        let conn_limits = limits.clone();
         let task = async move {
+            let _open_task = open;
             let _permit = permit;
             let _open = ConnectionCount::new(&proxy.metrics.open_connections);
             let h2 = match tokio::time::timeout(header_read_timeout, is_h2(&stream)).await {
@@ -102,29 +122,62 @@ pub async fn serve(
                     return;
                 }
             };
+            let idle = {
+                let activity = activity.clone();
+                async move {
+                    match (activity, idle_timeout) {
+                        (Some(a), Some(t)) => a.idle(t).await,
+                        _ => std::future::pending().await,
+                    }
+                }
+            };
+            tokio::pin!(idle);
+            // HTTP/1.1 to an HTTP/1.1 upstream takes the lean path; h2c on either side goes through hyper.
+            if !h2 && matches!(proxy.client, UpstreamClient::H1(_)) {
+                let conn = crate::h1::serve(stream, peer, proxy, conn_limits, accepted, draining, activity);
+                tokio::select! {
+                    () = conn => {},
+                    () = &mut idle => debug!(peer = %addr, "idle connection closed"),
+                }
+                return;
+            }
             let builder = if h2 { &builders.1 } else { &builders.0 };
-            let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
+            let io = TokioIo::new(IdleIo::new(stream, activity));
+            let peer = Arc::new(peer);
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();
                 let peer = peer.clone();
                 async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
             });
-            let conn = watcher.watch(builder.serve_connection(io, service));
-            let idle = async {
-                match (activity, idle_timeout) {
-                    (Some(a), Some(t)) => a.idle(t).await,
-                    _ => std::future::pending().await,
+            let conn = builder.serve_connection(io, service);
+            tokio::pin!(conn);
+            let drained = async {
+                while !*draining.borrow_and_update() {
+                    if draining.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
                 }
             };
-            tokio::select! {
-                r = conn => if let Err(e) = r { debug!(peer = %addr, error = %e, "connection ended with an error") },
-                () = idle => debug!(peer = %addr, "idle connection closed"),
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                () = drained => {
+                    // Finish what is in flight, take no new requests.
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        r = conn.as_mut() => r,
+                        () = &mut idle => { debug!(peer = %addr, "idle connection closed"); return; }
+                    }
+                }
+                () = &mut idle => { debug!(peer = %addr, "idle connection closed"); return; }
+            };
+            if let Err(e) = result {
+                debug!(peer = %addr, error = %e, "connection ended with an error");
             }
         };
         tokio::spawn(task);
     }
     info!("stopped accepting connections");
-    graceful
+    Drain { signal, done }
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

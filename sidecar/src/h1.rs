@@ -1,0 +1,1138 @@
+//! The HTTP/1.1 path, client to upstream, without hyper: one task per client connection reads each request
+//! head, checks it against the live allowlist and exchanges it with the upstream over a pooled connection. Heads
+//! are rewritten as bytes (hop-by-hop fields out; Host, Origin and X-Forwarded-* set) and bodies pass verbatim,
+//! so a small request costs one read and one write on each side. h2c clients, and every client when the upstream
+//! speaks h2c, go through hyper instead (see `server.rs`).
+
+use std::mem::MaybeUninit;
+use std::sync::Arc;
+
+use mcp_guard_config::{Allowlist, Denial, HeaderSeen, Mode, Reason, RequestFacts, Verdict};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::body::StreamCount;
+use crate::chunked::{ChunkedScanner, Step};
+use crate::idle::Activity;
+use crate::metrics::Outcome;
+use crate::pool::{Framing, H1Pool, SendError, parse_content_length, response_framing};
+use crate::proxy::{DEFAULT_MAX_REQUEST_BODY_BYTES, Peer, Proxy, UpstreamClient, error_body, log_denial};
+use crate::server::Limits;
+
+/// Request header fields parsed at most (`--max-headers` is capped here).
+pub const MAX_HEADERS: usize = 256;
+/// Response header fields accepted from the upstream.
+const MAX_RESPONSE_HEADERS: usize = 128;
+/// The largest response head accepted from the upstream.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Read buffer sizes: a request head (grown up to `--max-header-bytes`), and a read from the upstream.
+const CLIENT_READ: usize = 4096;
+const UPSTREAM_READ: usize = 16 * 1024;
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Serves one client connection until it closes, breaks the protocol, idles out (the caller's timer) or the
+/// worker drains.
+pub async fn serve(
+    client: TcpStream,
+    peer: Peer,
+    proxy: Arc<Proxy>,
+    limits: Limits,
+    accepted: Instant,
+    drain: watch::Receiver<bool>,
+    activity: Option<Activity>,
+) {
+    let UpstreamClient::H1(pool) = &proxy.client else {
+        return; // the caller sends every client of an h2c upstream through hyper
+    };
+    let pool = pool.clone();
+    let mut conn = Conn {
+        client,
+        peer,
+        proxy,
+        pool,
+        limits,
+        drain,
+        activity,
+        input: Vec::with_capacity(CLIENT_READ),
+        up_buf: Vec::new(),
+        out: Vec::with_capacity(1024),
+    };
+    let mut deadline = accepted + conn.limits.header_read_timeout;
+    loop {
+        let keep_alive = match conn.next_request(deadline).await {
+            Some(request) => conn.exchange(request).await,
+            None => false,
+        };
+        if !keep_alive {
+            break;
+        }
+        deadline = Instant::now() + conn.limits.header_read_timeout;
+    }
+    let _ = conn.client.shutdown().await;
+}
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestBody {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A checked request, its upstream head already encoded in `Conn::out`.
+struct Request {
+    method: http::Method,
+    path: String,
+    body: RequestBody,
+    /// Body bytes still to come from the client (for a chunked body: until the scanner is done).
+    left: u64,
+    chunks: ChunkedScanner,
+    body_seen: u64,
+    limit: u64,
+    expect_continue: bool,
+    /// The client keeps the connection open after this exchange (HTTP/1.1 without `Connection: close`).
+    keep_alive: bool,
+    /// An HTTP/1.0 client: no chunked coding in the response.
+    http10: bool,
+    allowlist: Arc<Allowlist>,
+}
+
+impl Request {
+    fn body_done(&self) -> bool {
+        match self.body {
+            RequestBody::None => true,
+            RequestBody::Length(_) => self.left == 0,
+            RequestBody::Chunked => self.chunks.is_done(),
+        }
+    }
+
+    /// Takes the body's bytes from the front of `input` (up to its end): how many belong to it.
+    fn take_body(&mut self, input: &[u8]) -> Result<usize, Refusal> {
+        let n = match self.body {
+            RequestBody::None => 0,
+            RequestBody::Length(_) => {
+                let n = self.left.min(input.len() as u64);
+                self.left -= n;
+                self.body_seen += n;
+                n as usize
+            }
+            RequestBody::Chunked => {
+                let (n, data, _) = self.chunks.scan(input).map_err(|e| {
+                    Refusal::new(Denial::new(Reason::MalformedRequest, "chunked body").with(e))
+                })?;
+                self.body_seen += data;
+                n
+            }
+        };
+        if self.body_seen > self.limit {
+            let denial = Denial::new(
+                Reason::RequestBodyTooLarge,
+                format!("more than {} bytes", self.limit),
+            )
+            .with(format!("limit {} bytes", self.limit));
+            return Err(Refusal::new(denial));
+        }
+        Ok(n)
+    }
+}
+
+/// A request refused before it reached the upstream; the connection closes after the answer.
+struct Refusal {
+    denial: Denial,
+    /// The allowlist check logged it already, with the request's details.
+    logged: bool,
+    /// A refused request without a body leaves the connection usable: the length of its head, to skip.
+    keep_alive_after: Option<usize>,
+}
+
+impl Refusal {
+    fn new(denial: Denial) -> Self {
+        Refusal {
+            denial,
+            logged: false,
+            keep_alive_after: None,
+        }
+    }
+}
+
+trait WithDetail {
+    fn with(self, detail: impl ToString) -> Self;
+}
+
+impl WithDetail for Denial {
+    fn with(mut self, detail: impl ToString) -> Self {
+        self.detail = Some(detail.to_string());
+        self
+    }
+}
+
+/// What reading a request head gave.
+enum Head {
+    Partial,
+    Ready(Box<Request>),
+    Refused(Refusal, Option<(http::Method, String)>),
+}
+
+struct Conn {
+    client: TcpStream,
+    peer: Peer,
+    proxy: Arc<Proxy>,
+    pool: Arc<H1Pool>,
+    limits: Limits,
+    drain: watch::Receiver<bool>,
+    activity: Option<Activity>,
+    /// Client bytes read and not yet used: the next request's head, the start of a body.
+    input: Vec<u8>,
+    /// Upstream bytes read and not yet passed on.
+    up_buf: Vec<u8>,
+    /// What goes out next: the upstream request head, the client's response head.
+    out: Vec<u8>,
+}
+
+/// How an exchange with the upstream ended.
+enum Exchanged {
+    /// The response went out whole; whether the client connection can carry another request.
+    Done { keep_alive: bool },
+    /// The upstream failed before the response started; the client gets a 502.
+    Failed(SendError),
+    /// The client went away, or the upstream failed mid-response: close the client connection.
+    Abort,
+}
+
+impl Conn {
+    fn touch(&self) {
+        if let Some(a) = &self.activity {
+            a.touch();
+        }
+    }
+
+    fn draining(&self) -> bool {
+        *self.drain.borrow()
+    }
+
+    /// Reads and checks the next request head. `None`: the connection is done (closed, timed out, refused,
+    /// draining).
+    async fn next_request(&mut self, deadline: Instant) -> Option<Box<Request>> {
+        loop {
+            if !self.input.is_empty() {
+                match self.parse_head() {
+                    Head::Partial => {}
+                    Head::Ready(request) => return Some(request),
+                    Head::Refused(refusal, line) => {
+                        let (method, path) = line.unwrap_or((http::Method::GET, String::new()));
+                        let skip = refusal.keep_alive_after.filter(|_| !self.draining());
+                        if !self.refuse(refusal, &method, &path, skip.is_none()).await {
+                            return None;
+                        }
+                        if let Some(n) = skip {
+                            consume(&mut self.input, n);
+                            continue;
+                        }
+                        return None;
+                    }
+                }
+            }
+            if self.input.capacity() - self.input.len() < 512 {
+                self.input.reserve(CLIENT_READ);
+            }
+            let idle = self.input.is_empty();
+            let read = tokio::select! {
+                r = tokio::time::timeout_at(deadline, self.client.read_buf(&mut self.input)) => r,
+                () = drained(&mut self.drain), if idle => return None,
+            };
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Ok(Ok(_)) => self.touch(),
+                Err(_) => {
+                    debug!(peer = %self.peer.addr, "no complete request head within the header read timeout");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Parses the request head in `input`, checks it, and encodes the upstream request head (with the body bytes
+    /// already received) into `out`.
+    fn parse_head(&mut self) -> Head {
+        let max_headers = self.limits.max_headers.clamp(1, MAX_HEADERS);
+        let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut []);
+        let too_large = || {
+            let denial = Denial::new(Reason::RequestHeadersTooLarge, "request head").with(format!(
+                "limits: {} bytes, {} header fields",
+                self.limits.max_header_bytes, max_headers
+            ));
+            Head::Refused(Refusal::new(denial), None)
+        };
+        let head_len = match parsed.parse_with_uninit_headers(&self.input, &mut storage[..max_headers]) {
+            Ok(httparse::Status::Complete(n)) if n <= self.limits.max_header_bytes => n,
+            Ok(httparse::Status::Complete(_)) => return too_large(),
+            Ok(httparse::Status::Partial) if self.input.len() >= self.limits.max_header_bytes => {
+                return too_large();
+            }
+            Ok(httparse::Status::Partial) => return Head::Partial,
+            Err(httparse::Error::TooManyHeaders) => return too_large(),
+            Err(e) => {
+                let denial = Denial::new(Reason::MalformedRequest, "request head").with(e);
+                return Head::Refused(Refusal::new(denial), None);
+            }
+        };
+        let method = http::Method::from_bytes(parsed.method.unwrap_or("GET").as_bytes()).unwrap_or_default();
+        let target = parsed.path.unwrap_or("/");
+        let http11 = parsed.version == Some(1);
+        let line = || Some((method.clone(), target.to_owned()));
+        let headers = &*parsed.headers;
+
+        // Where the request is addressed: origin-form, or absolute-form whose authority is what is checked.
+        let absolute = if target.starts_with('/') || (target == "*" && method == http::Method::OPTIONS) {
+            None
+        } else {
+            match target.parse::<http::Uri>() {
+                Ok(uri) if uri.scheme().is_some() && uri.authority().is_some() => Some(uri),
+                _ => {
+                    let denial = Denial::new(Reason::MalformedRequest, target).with("request target");
+                    return Head::Refused(Refusal::new(denial), line());
+                }
+            }
+        };
+        let fields = match Fields::read(headers) {
+            Ok(f) => f,
+            Err(denial) => return Head::Refused(Refusal::new(denial), line()),
+        };
+        let facts = RequestFacts {
+            target_authority: absolute.as_ref().and_then(|u| u.authority()).map(|a| a.as_str()),
+            http2: false,
+            scheme: absolute.as_ref().and_then(|u| u.scheme_str()),
+            host: fields.host,
+            origin: fields.origin,
+        };
+        let allowlist: Arc<Allowlist> = self.proxy.live.borrow().clone();
+        let allowed = match allowlist.check(&facts) {
+            Verdict::Allow => {
+                self.proxy.metrics.request(Outcome::Allowed, None);
+                true
+            }
+            Verdict::Deny(denial) => {
+                let enforce = allowlist.mode == Mode::Enforce;
+                log_denial(
+                    &denial,
+                    method.as_str(),
+                    target,
+                    fields.origin.first,
+                    &self.peer,
+                    enforce,
+                );
+                if enforce {
+                    let bodyless = matches!(fields.body, RequestBody::None | RequestBody::Length(0));
+                    let keep_alive_after = (http11 && !fields.close && bodyless).then_some(head_len);
+                    return Head::Refused(
+                        Refusal {
+                            denial,
+                            logged: true,
+                            keep_alive_after,
+                        },
+                        line(),
+                    );
+                }
+                self.proxy.metrics.request(Outcome::Audited, Some(denial.reason));
+                false
+            }
+        };
+        let limit = allowlist
+            .limits
+            .max_request_body_bytes
+            .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES);
+        let (body, left) = match fields.body {
+            RequestBody::Length(n) if n > limit => {
+                let denial = Denial::new(Reason::RequestBodyTooLarge, n.to_string())
+                    .with(format!("limit {limit} bytes"));
+                return Head::Refused(Refusal::new(denial), line());
+            }
+            RequestBody::Length(0) => (RequestBody::None, 0),
+            RequestBody::Length(n) => (RequestBody::Length(n), n),
+            other => (other, 0),
+        };
+
+        // The upstream's request head.
+        let client_authority = facts.target_authority.map(str::as_bytes).or(fields.host.first);
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(method.as_str().as_bytes());
+        out.push(b' ');
+        match &absolute {
+            Some(uri) => out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes()),
+            None => out.extend_from_slice(target.as_bytes()),
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let rewrite_origin = allowed && !self.proxy.preserve_host;
+        for h in headers {
+            let name = h.name;
+            if !forwardable(name, headers, fields.connection_names)
+                || ["host", "x-forwarded-for", "x-forwarded-host", "expect"]
+                    .iter()
+                    .any(|n| name.eq_ignore_ascii_case(n))
+            {
+                continue;
+            }
+            if rewrite_origin && name.eq_ignore_ascii_case("origin") {
+                push_field(out, "origin", self.proxy.upstream.origin_header.as_bytes());
+                continue;
+            }
+            push_field(out, name, h.value);
+        }
+        let host = match client_authority {
+            Some(a) if self.proxy.preserve_host => a,
+            _ => self.proxy.upstream.host_header.as_bytes(),
+        };
+        push_field(out, "host", host);
+        match fields.forwarded_for {
+            Some(prior) => {
+                out.extend_from_slice(b"x-forwarded-for: ");
+                out.extend_from_slice(prior.trim_ascii());
+                out.extend_from_slice(b", ");
+                out.extend_from_slice(self.peer.ip.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            None => push_field(out, "x-forwarded-for", self.peer.ip.as_bytes()),
+        }
+        if let Some(a) = client_authority {
+            push_field(out, "x-forwarded-host", a);
+        }
+        if !fields.forwarded_proto {
+            push_field(out, "x-forwarded-proto", b"http");
+        }
+        if body == RequestBody::Chunked {
+            push_field(out, "transfer-encoding", b"chunked");
+        }
+        out.extend_from_slice(b"\r\n");
+
+        let mut request = Box::new(Request {
+            method,
+            path: target.to_owned(),
+            body,
+            left,
+            chunks: ChunkedScanner::default(),
+            body_seen: 0,
+            limit,
+            expect_continue: fields.expect_continue,
+            keep_alive: http11 && !fields.close,
+            http10: !http11,
+            allowlist,
+        });
+        // The body bytes that came with the head go out with it.
+        let taken = match request.take_body(&self.input[head_len..]) {
+            Ok(n) => n,
+            Err(refusal) => {
+                let line = Some((request.method.clone(), request.path.clone()));
+                return Head::Refused(refusal, line);
+            }
+        };
+        self.out
+            .extend_from_slice(&self.input[head_len..head_len + taken]);
+        consume(&mut self.input, head_len + taken);
+        Head::Ready(request)
+    }
+
+    /// Answers a refused request and counts it; whether the answer went out.
+    async fn refuse(&mut self, refusal: Refusal, method: &http::Method, path: &str, close: bool) -> bool {
+        let denial = refusal.denial;
+        if !refusal.logged {
+            log_denial(&denial, method.as_str(), path, None, &self.peer, true);
+        }
+        self.proxy.metrics.request(Outcome::Rejected, Some(denial.reason));
+        let allowlist = self.proxy.live.borrow().clone();
+        let body = error_body(Some(&allowlist), &denial);
+        json_response(&mut self.out, denial.status(), &body, close);
+        let sent = self.client.write_all(&self.out).await.is_ok();
+        if sent {
+            self.touch();
+        }
+        sent
+    }
+
+    /// Exchanges one checked request with the upstream and answers the client. Whether the client connection can
+    /// carry another request.
+    async fn exchange(&mut self, mut request: Box<Request>) -> bool {
+        if request.expect_continue && !request.body_done() && self.input.is_empty() {
+            if self.client.write_all(CONTINUE).await.is_err() {
+                return false;
+            }
+            self.touch();
+        }
+        let streams = StreamCount::new(&self.proxy.metrics.open_streams);
+        let exchanged = self.forward(&mut request).await;
+        drop(streams);
+        match exchanged {
+            Ok(Exchanged::Done { keep_alive }) => keep_alive,
+            Ok(Exchanged::Abort) => false,
+            Ok(Exchanged::Failed(err)) => {
+                let denial = self
+                    .proxy
+                    .upstream_failure(&err, &request.method, &request.path, &self.peer);
+                let keep_alive = request.keep_alive && request.body_done() && !self.draining();
+                let body = error_body(Some(&request.allowlist), &denial);
+                json_response(&mut self.out, denial.status(), &body, !keep_alive);
+                self.client.write_all(&self.out).await.is_ok() && keep_alive
+            }
+            Err(refusal) => {
+                self.refuse(refusal, &request.method.clone(), &request.path.clone(), true)
+                    .await;
+                false
+            }
+        }
+    }
+
+    /// Sends the request (head, then the body as the client sends it) and streams the response back.
+    async fn forward(&mut self, request: &mut Request) -> Result<Exchanged, Refusal> {
+        // Like nginx, a request is replayed on a fresh connection only if the upstream cannot have acted on it:
+        // idempotent, written whole, and the reused connection failed before answering a byte.
+        let replayable = request.body_done() && request.method.is_idempotent();
+        let head_only = request.method == http::Method::HEAD;
+        self.up_buf.clear();
+        loop {
+            let (mut upstream, reused) = match self.pool.take() {
+                Some(s) => (s, true),
+                None => match self.pool.connect().await {
+                    Ok(s) => (s, false),
+                    Err(e) => return Ok(Exchanged::Failed(e)),
+                },
+            };
+            if let Err(e) = write_all(&upstream, &self.out).await {
+                if reused && replayable {
+                    continue;
+                }
+                return Ok(Exchanged::Failed(SendError::Io(e)));
+            }
+            if !request.body_done() {
+                match self.upload(&upstream, request).await? {
+                    Upload::Done => {}
+                    Upload::AnsweredEarly => {}
+                    Upload::ClientGone => return Ok(Exchanged::Abort),
+                    Upload::Failed(e) => return Ok(Exchanged::Failed(SendError::Io(e))),
+                }
+            }
+            match self.response_head(&mut upstream, request, head_only).await {
+                Ok(Some(head)) => return Ok(self.stream_response(upstream, request, head).await),
+                Ok(None) => return Ok(Exchanged::Abort),
+                Err(ResponseError::Stale) if reused && replayable => continue,
+                Err(ResponseError::Stale) => {
+                    let err = SendError::Protocol("upstream closed the connection without a response".into());
+                    return Ok(Exchanged::Failed(err));
+                }
+                Err(ResponseError::Failed(e)) => return Ok(Exchanged::Failed(e)),
+            }
+        }
+    }
+
+    /// Streams the rest of the request body to the upstream, watching it for an early answer.
+    async fn upload(&mut self, upstream: &TcpStream, request: &mut Request) -> Result<Upload, Refusal> {
+        while !request.body_done() {
+            if self.input.is_empty() {
+                self.input.reserve(UPSTREAM_READ);
+                tokio::select! {
+                    r = self.client.read_buf(&mut self.input) => match r {
+                        Ok(0) | Err(_) => return Ok(Upload::ClientGone),
+                        Ok(_) => self.touch(),
+                    },
+                    r = upstream.readable() => {
+                        if r.is_err() || early_answer(upstream, &mut self.up_buf) {
+                            return Ok(Upload::AnsweredEarly);
+                        }
+                        continue;
+                    }
+                }
+            }
+            let n = request.take_body(&self.input)?;
+            let sent = write_unless_answered(upstream, &self.input[..n], &mut self.up_buf).await;
+            consume(&mut self.input, n);
+            match sent {
+                Ok(false) => {}
+                Ok(true) => return Ok(Upload::AnsweredEarly),
+                Err(e) => return Ok(Upload::Failed(e)),
+            }
+        }
+        Ok(Upload::Done)
+    }
+
+    /// Reads the upstream's response head (interim 1xx responses are dropped) and encodes the client's response
+    /// head into `out`. `Ok(None)`: the client went away meanwhile.
+    async fn response_head(
+        &mut self,
+        upstream: &mut TcpStream,
+        request: &Request,
+        head_only: bool,
+    ) -> Result<Option<ResponseHead>, ResponseError> {
+        if self.up_buf.capacity() == 0 {
+            self.up_buf.reserve(UPSTREAM_READ);
+        }
+        loop {
+            if !self.up_buf.is_empty() {
+                let close = !request.keep_alive || !request.body_done() || self.draining();
+                match encode_response_head(&self.up_buf, head_only, request.http10, close, &mut self.out) {
+                    Ok(Parsed::Partial) => {}
+                    Ok(Parsed::Interim(n)) => {
+                        consume(&mut self.up_buf, n);
+                        continue;
+                    }
+                    Ok(Parsed::Head(head)) => {
+                        consume(&mut self.up_buf, head.len);
+                        return Ok(Some(head));
+                    }
+                    Err(e) => return Err(ResponseError::Failed(e)),
+                }
+                if self.up_buf.len() >= MAX_RESPONSE_HEAD {
+                    return Err(ResponseError::Failed(SendError::Protocol(
+                        "upstream response head too large".into(),
+                    )));
+                }
+            }
+            if self.up_buf.capacity() - self.up_buf.len() < 1024 {
+                self.up_buf.reserve(UPSTREAM_READ);
+            }
+            tokio::select! {
+                biased;
+                r = upstream.read_buf(&mut self.up_buf) => match r {
+                    Ok(0) if self.up_buf.is_empty() => return Err(ResponseError::Stale),
+                    Ok(0) => return Err(ResponseError::Failed(SendError::Protocol(
+                        "upstream closed the connection mid response head".into(),
+                    ))),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && self.up_buf.is_empty() => {
+                        return Err(ResponseError::Stale);
+                    }
+                    Err(e) => return Err(ResponseError::Failed(SendError::Io(e))),
+                },
+                gone = client_gone(&self.client, &mut self.input, self.limits.max_header_bytes) => {
+                    if gone {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the response head and streams the body, as it arrives, to the client; pools the upstream
+    /// connection if it can carry another exchange.
+    async fn stream_response(
+        &mut self,
+        upstream: TcpStream,
+        request: &Request,
+        head: ResponseHead,
+    ) -> Exchanged {
+        let mut body = head.body;
+        // The body bytes that came with the head go out with it, in one write.
+        let (used, end) = match body.pass(&self.up_buf, &mut self.out) {
+            Ok(r) => r,
+            Err(_) => return Exchanged::Abort,
+        };
+        consume(&mut self.up_buf, used);
+        let mut end = end;
+        if write_client(&mut self.client, &self.out, &self.activity)
+            .await
+            .is_err()
+        {
+            return Exchanged::Abort;
+        }
+        let mut at_eof = false;
+        while !end {
+            // Between events an open stream holds no buffer.
+            if self.up_buf.is_empty() {
+                self.up_buf = Vec::new();
+            }
+            if self.input.is_empty() {
+                self.input = Vec::new();
+            }
+            tokio::select! {
+                biased;
+                r = upstream.readable() => if r.is_err() { return Exchanged::Abort },
+                gone = client_gone(&self.client, &mut self.input, self.limits.max_header_bytes) => {
+                    if gone {
+                        return Exchanged::Abort;
+                    }
+                    continue;
+                }
+            }
+            self.up_buf.reserve(UPSTREAM_READ);
+            match upstream.try_read_buf(&mut self.up_buf) {
+                Ok(0) => at_eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return Exchanged::Abort,
+            }
+            self.out.clear();
+            let (used, done) = if at_eof {
+                match body.eof(&mut self.out) {
+                    Ok(()) => (0, true),
+                    Err(()) => return Exchanged::Abort,
+                }
+            } else {
+                match body.pass(&self.up_buf, &mut self.out) {
+                    Ok(r) => r,
+                    Err(_) => return Exchanged::Abort,
+                }
+            };
+            consume(&mut self.up_buf, used);
+            end = done;
+            if !self.out.is_empty()
+                && write_client(&mut self.client, &self.out, &self.activity)
+                    .await
+                    .is_err()
+            {
+                return Exchanged::Abort;
+            }
+        }
+        // Bytes past the end of the response, or an upstream that closes: not reusable.
+        if head.upstream_keep_alive && !at_eof && self.up_buf.is_empty() && request.body_done() {
+            self.pool.put(upstream);
+        }
+        self.up_buf.clear();
+        Exchanged::Done {
+            keep_alive: !head.close && request.keep_alive && request.body_done() && !self.draining(),
+        }
+    }
+}
+
+enum Upload {
+    Done,
+    AnsweredEarly,
+    ClientGone,
+    Failed(std::io::Error),
+}
+
+enum ResponseError {
+    /// The upstream closed (or reset) the connection before answering a byte.
+    Stale,
+    Failed(SendError),
+}
+
+/// The parts of a response head the exchange needs after encoding it.
+struct ResponseHead {
+    len: usize,
+    body: BodyOut,
+    upstream_keep_alive: bool,
+    /// The client connection closes after this response.
+    close: bool,
+}
+
+enum Parsed {
+    Partial,
+    /// A 1xx interim response of this length, dropped.
+    Interim(usize),
+    Head(ResponseHead),
+}
+
+/// How the response body goes to the client.
+enum BodyOut {
+    None,
+    /// `content-length`, passed verbatim.
+    Length(u64),
+    /// Chunked, passed verbatim (trailers included).
+    Chunked(ChunkedScanner),
+    /// Until the upstream closes: re-chunked for an HTTP/1.1 client.
+    Rechunk,
+    /// Until the upstream closes, passed as is; the client connection closes after it (HTTP/1.0 clients).
+    UntilClose,
+    /// Chunked from the upstream, decoded for an HTTP/1.0 client.
+    Dechunk(ChunkedScanner),
+}
+
+impl BodyOut {
+    /// Appends what of `buf` belongs to the body to `out` in the client's framing: bytes used, and whether the
+    /// body ended.
+    fn pass(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<(usize, bool), crate::chunked::BadChunk> {
+        match self {
+            BodyOut::None => Ok((0, true)),
+            BodyOut::Length(left) => {
+                let n = (*left).min(buf.len() as u64);
+                *left -= n;
+                out.extend_from_slice(&buf[..n as usize]);
+                Ok((n as usize, *left == 0))
+            }
+            BodyOut::Chunked(scanner) => {
+                let (n, _, end) = scanner.scan(buf)?;
+                out.extend_from_slice(&buf[..n]);
+                Ok((n, end))
+            }
+            BodyOut::Rechunk => {
+                if !buf.is_empty() {
+                    out.extend_from_slice(format!("{:x}\r\n", buf.len()).as_bytes());
+                    out.extend_from_slice(buf);
+                    out.extend_from_slice(b"\r\n");
+                }
+                Ok((buf.len(), false))
+            }
+            BodyOut::UntilClose => {
+                out.extend_from_slice(buf);
+                Ok((buf.len(), false))
+            }
+            BodyOut::Dechunk(scanner) => {
+                let mut at = 0;
+                loop {
+                    match scanner.step(&buf[at..])? {
+                        Step::Framing(n) => at += n,
+                        Step::Data(n) => {
+                            out.extend_from_slice(&buf[at..at + n]);
+                            at += n;
+                        }
+                        Step::End(n) => return Ok((at + n, true)),
+                        Step::NeedMore => return Ok((at, false)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The upstream closed: ends a close-delimited body; any other body is cut short (`Err`).
+    fn eof(&mut self, out: &mut Vec<u8>) -> Result<(), ()> {
+        match self {
+            BodyOut::Rechunk => {
+                out.extend_from_slice(b"0\r\n\r\n");
+                Ok(())
+            }
+            BodyOut::UntilClose | BodyOut::None => Ok(()),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Parses the upstream's response head at the front of `buf` and encodes the client's into `out`: same status
+/// and fields minus hop-by-hop ones, framed for the client (`http10_client`: no chunked coding), with
+/// `connection: close` when the client connection closes after it.
+fn encode_response_head(
+    buf: &[u8],
+    head_only: bool,
+    http10_client: bool,
+    close: bool,
+    out: &mut Vec<u8>,
+) -> Result<Parsed, SendError> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut parsed = httparse::Response::new(&mut storage);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(e) => {
+            return Err(SendError::Protocol(format!(
+                "invalid response head from the upstream: {e}"
+            )));
+        }
+    };
+    let code = parsed.code.unwrap_or(0);
+    if !(100..=999).contains(&code) {
+        return Err(SendError::Protocol(format!(
+            "invalid status {code} from the upstream"
+        )));
+    }
+    if (100..200).contains(&code) {
+        return Ok(Parsed::Interim(len));
+    }
+    let headers = &*parsed.headers;
+    let framed = response_framing(code, parsed.version == Some(0), headers, head_only)?;
+    let mut close = close;
+    let body = match framed.framing {
+        Framing::Empty => BodyOut::None,
+        Framing::Length(0) => BodyOut::None,
+        Framing::Length(n) => BodyOut::Length(n),
+        Framing::Chunked if http10_client => {
+            close = true;
+            BodyOut::Dechunk(ChunkedScanner::default())
+        }
+        Framing::Chunked => BodyOut::Chunked(ChunkedScanner::default()),
+        Framing::UntilClose if http10_client => {
+            close = true;
+            BodyOut::UntilClose
+        }
+        Framing::UntilClose => BodyOut::Rechunk,
+    };
+    let connection_names = headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("connection") && lists_field_names(h.value));
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa3(code).as_slice());
+    out.push(b' ');
+    out.extend_from_slice(parsed.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in headers {
+        if !forwardable(h.name, headers, connection_names)
+            || (framed.length_overridden && h.name.eq_ignore_ascii_case("content-length"))
+        {
+            continue;
+        }
+        push_field(out, h.name, h.value);
+    }
+    if matches!(body, BodyOut::Chunked(_) | BodyOut::Rechunk) {
+        push_field(out, "transfer-encoding", b"chunked");
+    }
+    if close {
+        push_field(out, "connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Parsed::Head(ResponseHead {
+        len,
+        body,
+        upstream_keep_alive: framed.keep_alive,
+        close,
+    }))
+}
+
+fn itoa3(code: u16) -> [u8; 3] {
+    [
+        b'0' + (code / 100) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+    ]
+}
+
+/// What the request's header fields say, read in one pass.
+struct Fields<'a> {
+    host: HeaderSeen<'a>,
+    origin: HeaderSeen<'a>,
+    body: RequestBody,
+    close: bool,
+    expect_continue: bool,
+    /// `Connection` names fields besides `close`/`keep-alive`: those are hop-by-hop too.
+    connection_names: bool,
+    forwarded_for: Option<&'a [u8]>,
+    forwarded_proto: bool,
+}
+
+impl<'a> Fields<'a> {
+    fn read(headers: &'a [httparse::Header<'a>]) -> Result<Self, Denial> {
+        let mut f = Fields {
+            host: HeaderSeen::default(),
+            origin: HeaderSeen::default(),
+            body: RequestBody::None,
+            close: false,
+            expect_continue: false,
+            connection_names: false,
+            forwarded_for: None,
+            forwarded_proto: false,
+        };
+        let malformed = |what: &str, value: &[u8]| {
+            Denial::new(
+                Reason::MalformedRequest,
+                String::from_utf8_lossy(value).into_owned(),
+            )
+            .with(what)
+        };
+        let mut length: Option<u64> = None;
+        let mut chunked: Option<bool> = None;
+        for h in headers {
+            let (name, value) = (h.name, h.value);
+            let seen = |s: &mut HeaderSeen<'a>| {
+                s.first.get_or_insert(value);
+                s.count += 1;
+            };
+            if name.eq_ignore_ascii_case("host") {
+                seen(&mut f.host);
+            } else if name.eq_ignore_ascii_case("origin") {
+                seen(&mut f.origin);
+            } else if name.eq_ignore_ascii_case("content-length") {
+                let n =
+                    parse_content_length(value).ok_or_else(|| malformed("invalid content-length", value))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(malformed("conflicting content-length values", value));
+                }
+                length = Some(n);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                let last = value
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_ascii();
+                chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        f.close = true;
+                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                        f.connection_names = true;
+                    }
+                }
+            } else if name.eq_ignore_ascii_case("expect") {
+                f.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+                f.forwarded_for.get_or_insert(value);
+            } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
+                f.forwarded_proto = true;
+            }
+        }
+        // RFC 9112 §6.1, §6.3: a body framed two ways, or by a coding that is not chunked, is where request
+        // smuggling lives; refuse it rather than guess.
+        f.body = match (chunked, length) {
+            (Some(_), Some(_)) => {
+                return Err(malformed(
+                    "both content-length and transfer-encoding",
+                    b"transfer-encoding",
+                ));
+            }
+            (Some(false), None) => {
+                return Err(malformed(
+                    "transfer-encoding without chunked last",
+                    b"transfer-encoding",
+                ));
+            }
+            (Some(true), None) => RequestBody::Chunked,
+            (None, Some(n)) => RequestBody::Length(n),
+            (None, None) => RequestBody::None,
+        };
+        Ok(f)
+    }
+}
+
+/// Whether a field goes on to the next hop: not hop-by-hop (RFC 9110 §7.6.1) and not named by `Connection`.
+fn forwardable(name: &str, headers: &[httparse::Header<'_>], connection_names: bool) -> bool {
+    const HOP_BY_HOP: [&str; 7] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+        return false;
+    }
+    !connection_names
+        || !headers.iter().any(|c| {
+            c.name.eq_ignore_ascii_case("connection")
+                && c.value
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+        })
+}
+
+/// Whether a `Connection` value names fields besides `close` and `keep-alive`.
+fn lists_field_names(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .any(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
+}
+
+fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A JSON answer of the guard's own.
+fn json_response(out: &mut Vec<u8>, status: u16, body: &[u8], close: bool) {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    out.clear();
+    out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
+    push_field(out, "content-type", b"application/json");
+    push_field(out, "cache-control", b"no-store");
+    push_field(out, "content-length", body.len().to_string().as_bytes());
+    if close {
+        push_field(out, "connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+/// Drops the first `n` bytes of `buf`.
+fn consume(buf: &mut Vec<u8>, n: usize) {
+    if n >= buf.len() {
+        buf.clear();
+    } else if n > 0 {
+        buf.drain(..n);
+    }
+}
+
+/// Resolves once the worker starts draining.
+async fn drained(drain: &mut watch::Receiver<bool>) {
+    while !*drain.borrow_and_update() {
+        if drain.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Waits for the client to send something while a response is on its way: `true` when it closed the connection
+/// (or half-closed it, as nginx takes it too); bytes of a pipelined request are kept in `input`. Pends forever
+/// once `input` holds a full head's worth.
+async fn client_gone(client: &TcpStream, input: &mut Vec<u8>, max: usize) -> bool {
+    if input.len() >= max {
+        return std::future::pending().await;
+    }
+    if client.readable().await.is_err() {
+        return true;
+    }
+    input.reserve(CLIENT_READ.min(max - input.len()).max(1));
+    match client.try_read_buf(input) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Whether the upstream started answering (bytes are kept in `buf`) or closed; `false` on a stale wake-up.
+fn early_answer(upstream: &TcpStream, buf: &mut Vec<u8>) -> bool {
+    buf.reserve(UPSTREAM_READ);
+    match upstream.try_read_buf(buf) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Writes all of `data` to the upstream.
+async fn write_all(upstream: &TcpStream, data: &[u8]) -> std::io::Result<()> {
+    let mut at = 0;
+    while at < data.len() {
+        match upstream.try_write(&data[at..]) {
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => upstream.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `data` to the upstream unless it answers first (`Ok(true)`: an early response, kept in `buf`).
+async fn write_unless_answered(
+    upstream: &TcpStream,
+    data: &[u8],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    let mut at = 0;
+    while at < data.len() {
+        match upstream.try_write(&data[at..]) {
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::select! {
+                    r = upstream.writable() => r?,
+                    r = upstream.readable() => {
+                        r?;
+                        if early_answer(upstream, buf) {
+                            return Ok(true);
+                        }
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+async fn write_client(
+    client: &mut TcpStream,
+    data: &[u8],
+    activity: &Option<Activity>,
+) -> std::io::Result<()> {
+    client.write_all(data).await?;
+    if let Some(a) = activity {
+        a.touch();
+    }
+    Ok(())
+}

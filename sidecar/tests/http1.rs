@@ -1,0 +1,920 @@
+//! The real `mcp-guard` binary's HTTP/1.1 behaviour over raw sockets, with scripted raw upstreams.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// The longest any single wait in these tests may take.
+const WAIT: Duration = Duration::from_secs(5);
+const HOST: &str = "mcp.example.com";
+
+async fn guard_for(upstream: &str, extra: &[&str]) -> Guard {
+    let mut args = vec!["--upstream", upstream, "--allow-host", HOST];
+    args.extend_from_slice(extra);
+    Guard::start(&args).await
+}
+
+/// One HTTP/1.x message as read off the wire.
+struct Msg {
+    /// The request line or the status line.
+    start: String,
+    /// Lower-cased names, trimmed values, in order.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let body = String::from_utf8_lossy(&self.body);
+        let shown: String = body.chars().take(600).collect();
+        f.debug_struct("Msg")
+            .field("start", &self.start)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .field("body", &shown)
+            .finish()
+    }
+}
+
+impl Msg {
+    fn status(&self) -> u16 {
+        self.start
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn method(&self) -> &str {
+        self.start.split(' ').next().unwrap_or("")
+    }
+
+    fn target(&self) -> &str {
+        self.start.split(' ').nth(1).unwrap_or("")
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn is_chunked(&self) -> bool {
+        is_chunked(&self.headers)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+fn is_chunked(headers: &[(String, String)]) -> bool {
+    headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"))
+}
+
+fn content_length(headers: &[(String, String)]) -> Option<usize> {
+    headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn bad_data(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// A raw TCP connection with a read buffer that reads HTTP/1.x messages; every read is bounded by `timeout`
+/// (none on the upstream side, where the guard's pooled connections may sit idle).
+struct Wire {
+    r: OwnedReadHalf,
+    w: Option<OwnedWriteHalf>,
+    buf: Vec<u8>,
+    timeout: Option<Duration>,
+}
+
+impl Wire {
+    fn new(s: TcpStream, timeout: Option<Duration>) -> Wire {
+        let (r, w) = s.into_split();
+        Wire {
+            r,
+            w: Some(w),
+            buf: Vec::new(),
+            timeout,
+        }
+    }
+
+    async fn connect(addr: std::net::SocketAddr) -> Wire {
+        Wire::new(TcpStream::connect(addr).await.unwrap(), Some(WAIT))
+    }
+
+    async fn send(&mut self, bytes: impl AsRef<[u8]>) -> io::Result<()> {
+        self.w.as_mut().unwrap().write_all(bytes.as_ref()).await
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` at EOF.
+    async fn fill(&mut self) -> io::Result<usize> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = match self.timeout {
+            Some(t) => tokio::time::timeout(t, self.r.read(&mut chunk))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("nothing read for {t:?}")))??,
+            None => self.r.read(&mut chunk).await?,
+        };
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    async fn fill_or_eof_error(&mut self, what: &str) -> io::Result<()> {
+        if self.fill().await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "EOF before {what}; unread: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads a message head: the start line and the header fields.
+    async fn head(&mut self) -> io::Result<(String, Vec<(String, String)>)> {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let head: Vec<u8> = self.buf.drain(..end + 4).collect();
+                let text = String::from_utf8_lossy(&head[..end]).into_owned();
+                let mut lines = text.split("\r\n");
+                let start = lines.next().unwrap_or("").to_owned();
+                let headers = lines
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                    .collect();
+                return Ok((start, headers));
+            }
+            self.fill_or_eof_error("a complete head").await?;
+        }
+    }
+
+    async fn exact(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        while self.buf.len() < n {
+            self.fill_or_eof_error(&format!("{n} body bytes")).await?;
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    async fn line(&mut self) -> io::Result<String> {
+        loop {
+            if let Some(i) = find(&self.buf, b"\r\n") {
+                let l: Vec<u8> = self.buf.drain(..i + 2).collect();
+                return Ok(String::from_utf8_lossy(&l[..i]).into_owned());
+            }
+            self.fill_or_eof_error("a line").await?;
+        }
+    }
+
+    /// Decodes a chunked body (extensions ignored), consuming the trailer section.
+    async fn chunked(&mut self) -> io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let size_line = self.line().await?;
+            let hex = size_line.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(hex, 16)
+                .map_err(|e| bad_data(format!("bad chunk size line {size_line:?}: {e}")))?;
+            if size == 0 {
+                while !self.line().await?.is_empty() {}
+                return Ok(body);
+            }
+            body.extend(self.exact(size).await?);
+            let crlf = self.exact(2).await?;
+            if crlf != b"\r\n" {
+                return Err(bad_data(format!("chunk not followed by CRLF: {crlf:?}")));
+            }
+        }
+    }
+
+    /// Reads until the peer closes; the bytes read.
+    async fn until_eof(&mut self) -> io::Result<Vec<u8>> {
+        while self.fill().await? != 0 {}
+        Ok(std::mem::take(&mut self.buf))
+    }
+
+    /// Reads one response; 1xx, 204, 304 and responses to HEAD (`head_request`) have no body; a response
+    /// framed by neither Content-Length nor chunked runs to EOF.
+    async fn response(&mut self, head_request: bool) -> io::Result<Msg> {
+        let (start, headers) = self.head().await?;
+        let status: u16 = start.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = if head_request || status / 100 == 1 || status == 204 || status == 304 {
+            Vec::new()
+        } else if is_chunked(&headers) {
+            self.chunked().await?
+        } else if let Some(n) = content_length(&headers) {
+            self.exact(n).await?
+        } else {
+            self.until_eof().await?
+        };
+        Ok(Msg { start, headers, body })
+    }
+
+    /// Reads one request (as an upstream does): chunked, Content-Length, or no body.
+    async fn request(&mut self) -> io::Result<Msg> {
+        let (start, headers) = self.head().await?;
+        let body = self.request_body(&headers).await?;
+        Ok(Msg { start, headers, body })
+    }
+
+    async fn request_body(&mut self, headers: &[(String, String)]) -> io::Result<Vec<u8>> {
+        if is_chunked(headers) {
+            self.chunked().await
+        } else if let Some(n) = content_length(headers) {
+            self.exact(n).await
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// True when the peer closes the connection (EOF or reset) within 5 s, sending nothing more.
+    async fn closed(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut chunk = [0u8; 1024];
+        match tokio::time::timeout(WAIT, self.r.read(&mut chunk)).await {
+            Ok(Ok(0)) => true,
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                false
+            }
+            Ok(Err(e)) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+            ),
+            Err(_) => false,
+        }
+    }
+}
+
+/// A scripted upstream on 127.0.0.1: `handler` gets every accepted connection.
+async fn raw_upstream<F, Fut>(handler: F) -> String
+where
+    F: Fn(Wire) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handler = Arc::new(handler);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let h = handler.clone();
+            tokio::spawn(async move { h(Wire::new(s, None)).await });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// What a recording upstream saw: every request line as soon as its head arrived, and every complete request.
+#[derive(Default)]
+struct Seen {
+    heads: Vec<String>,
+    requests: Vec<Msg>,
+}
+
+/// A keep-alive upstream that records requests (heads and bodies) and answers each with `200 ok`.
+async fn recording_upstream() -> (String, Arc<Mutex<Seen>>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let record = seen.clone();
+    let url = raw_upstream(move |mut w| {
+        let seen = record.clone();
+        async move {
+            loop {
+                let Ok((start, headers)) = w.head().await else {
+                    return;
+                };
+                seen.lock().unwrap().heads.push(start.clone());
+                let Ok(body) = w.request_body(&headers).await else {
+                    return;
+                };
+                seen.lock().unwrap().requests.push(Msg { start, headers, body });
+                let ok = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+                if w.send(ok).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    (url, seen)
+}
+
+fn assert_rejection(r: &Msg, status: u16, reason: &str) {
+    assert_eq!(r.status(), status, "{r:?}");
+    assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");
+    let v = r.json();
+    assert_eq!(v["jsonrpc"], "2.0", "{v}");
+    assert!(v["id"].is_null(), "{v}");
+    assert_eq!(v["error"]["data"]["reason"], reason, "{v}");
+}
+
+fn get(path: &str, host: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_serves_sequential_and_pipelined_requests_on_one_connection() {
+    let up = TestUpstream::start().await;
+    let guard = guard_for(&up.url(), &[]).await;
+    let mut c = Wire::connect(guard.addr).await;
+
+    c.send(get("/k0", HOST)).await.unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status(), 200, "{r:?}");
+    assert_eq!(r.json()["path"], "/k0");
+
+    c.send(format!(
+        "POST /upload HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\n\r\nhello"
+    ))
+    .await
+    .unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status(), 200, "{r:?}");
+    assert_eq!(r.json()["bytes"], 5, "the body went through");
+
+    c.send(get("/k2", HOST)).await.unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status(), 200, "{r:?}");
+    assert_eq!(r.json()["path"], "/k2");
+
+    // two requests in a single write: both answered, in order
+    c.send(format!("{}{}", get("/p1", HOST), get("/p2", HOST)))
+        .await
+        .unwrap();
+    let first = c.response(false).await.unwrap();
+    let second = c.response(false).await.unwrap();
+    assert_eq!(first.status(), 200, "{first:?}");
+    assert_eq!(second.status(), 200, "{second:?}");
+    assert_eq!(first.json()["path"], "/p1");
+    assert_eq!(second.json()["path"], "/p2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_heads_get_431_json_and_close() {
+    let up = TestUpstream::start().await;
+    let guard = guard_for(&up.url(), &["--max-header-bytes", "4096", "--max-headers", "10"]).await;
+
+    // a 10 KB header
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(format!(
+        "GET / HTTP/1.1\r\nHost: {HOST}\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(10 * 1024)
+    ))
+    .await
+    .unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_rejection(&r, 431, "request_headers_too_large");
+    assert!(c.closed().await, "connection closed after 431");
+
+    // 20 headers, limit 10
+    let mut req = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n");
+    for i in 0..20 {
+        req.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(req).await.unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_rejection(&r, 431, "request_headers_too_large");
+    assert!(c.closed().await, "connection closed after 431");
+
+    // within both limits: fine
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(get("/", HOST)).await.unwrap();
+    assert_eq!(c.response(false).await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_400_json_and_close() {
+    let up = TestUpstream::start().await;
+    let guard = guard_for(&up.url(), &[]).await;
+    for bad in [
+        format!("GET / HTTP/1.1\r\nHost {HOST}\r\n\r\n"),
+        format!("NOT AN HTTP REQUEST LINE\r\nHost: {HOST}\r\n\r\n"),
+        format!("GET / HTTP/1.1\r\nHost : {HOST}\r\n\r\n"),
+    ] {
+        let mut c = Wire::connect(guard.addr).await;
+        c.send(&bad).await.unwrap();
+        let r = c.response(false).await.unwrap_or_else(|e| panic!("{bad:?}: {e}"));
+        assert_rejection(&r, 400, "malformed_request");
+        assert!(c.closed().await, "{bad:?}: connection closed after 400");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_or_invalid_framing_is_refused_and_never_forwarded() {
+    let (url, seen) = recording_upstream().await;
+    let guard = guard_for(&url, &[]).await;
+
+    // Content-Length and Transfer-Encoding together, hiding a second request
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(format!(
+        "POST /cl-te HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+         0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: {HOST}\r\n\r\n"
+    ))
+    .await
+    .unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_rejection(&r, 400, "malformed_request");
+    assert!(c.closed().await, "connection closed after CL+TE");
+
+    for cl in [
+        "Content-Length: abc",
+        "Content-Length: 3\r\nContent-Length: 5",
+        "Content-Length: 3, 5",
+    ] {
+        let mut c = Wire::connect(guard.addr).await;
+        c.send(format!(
+            "POST /bad-cl HTTP/1.1\r\nHost: {HOST}\r\n{cl}\r\n\r\nabcde"
+        ))
+        .await
+        .unwrap();
+        let r = c.response(false).await.unwrap_or_else(|e| panic!("{cl:?}: {e}"));
+        assert_rejection(&r, 400, "malformed_request");
+    }
+
+    // a good request afterwards is the only thing the upstream ever saw
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(get("/after", HOST)).await.unwrap();
+    assert_eq!(c.response(false).await.unwrap().status(), 200);
+    let heads = seen.lock().unwrap().heads.clone();
+    assert_eq!(heads, vec!["GET /after HTTP/1.1".to_owned()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_request_bodies_arrive_intact_and_are_limited() {
+    let (url, seen) = recording_upstream().await;
+    let guard = guard_for(&url, &["--max-request-body-bytes", "1000"]).await;
+
+    let mut c = Wire::connect(guard.addr).await;
+    let pieces = [
+        format!("POST /chunked HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        "6\r\nhello \r\n".to_owned(),
+        "8\r\nchun".to_owned(),
+        "ked \r\n".to_owned(),
+        "5\r\nworld\r\n0\r\n\r\n".to_owned(),
+    ];
+    for p in &pieces {
+        c.send(p).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status(), 200, "{r:?}");
+    assert_eq!(r.text(), "ok");
+    {
+        let seen = seen.lock().unwrap();
+        let req = seen.requests.iter().find(|m| m.target() == "/chunked").unwrap();
+        assert_eq!(req.method(), "POST");
+        assert_eq!(String::from_utf8_lossy(&req.body), "hello chunked world");
+    }
+    // the connection is still in sync after the chunked body
+    c.send(get("/next", HOST)).await.unwrap();
+    assert_eq!(c.response(false).await.unwrap().status(), 200);
+
+    // a chunked body over the limit
+    let big = "y".repeat(600);
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(format!(
+        "POST /chunked-big HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {n:x}\r\n{big}\r\n{n:x}\r\n{big}\r\n{n:x}\r\n{big}\r\n0\r\n\r\n",
+        n = big.len()
+    ))
+    .await
+    .unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_rejection(&r, 413, "request_body_too_large");
+
+    // a declared Content-Length over the limit: refused before the upstream hears of it
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(format!(
+        "POST /cl-big HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5000\r\n\r\n"
+    ))
+    .await
+    .unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_rejection(&r, 413, "request_body_too_large");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let heads = seen.lock().unwrap().heads.clone();
+    assert!(!heads.iter().any(|h| h.contains("/cl-big")), "{heads:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_gets_interim_response_unless_rejected() {
+    let (url, seen) = recording_upstream().await;
+    let guard = guard_for(&url, &[]).await;
+    let body = r#"{"a":"hello"}"#;
+
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(format!(
+        "POST /expect HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Expect: 100-continue\r\n\r\n",
+        body.len()
+    ))
+    .await
+    .unwrap();
+    let interim = c.response(false).await.unwrap();
+    assert_eq!(interim.status(), 100, "{interim:?}");
+    assert!(interim.start.starts_with("HTTP/1.1 100"), "{interim:?}");
+    c.send(body).await.unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status(), 200, "{r:?}");
+    {
+        let seen = seen.lock().unwrap();
+        let req = seen.requests.iter().find(|m| m.target() == "/expect").unwrap();
+        assert_eq!(String::from_utf8_lossy(&req.body), body);
+    }
+
+    // a rejected request: the final 421 straight away, no 100 first
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(format!(
+        "POST /expect-evil HTTP/1.1\r\nHost: evil.com\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    ))
+    .await
+    .unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_rejection(&r, 421, "host_not_allowed");
+    let heads = seen.lock().unwrap().heads.clone();
+    assert!(!heads.iter().any(|h| h.contains("/expect-evil")), "{heads:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_clients_get_complete_bodies_then_close() {
+    let up = TestUpstream::start().await;
+    let guard = guard_for(&up.url(), &[]).await;
+
+    // a sized response
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(format!("GET /ten HTTP/1.0\r\nHost: {HOST}\r\n\r\n"))
+        .await
+        .unwrap();
+    let (start, headers) = c.head().await.unwrap();
+    let body = c
+        .until_eof()
+        .await
+        .expect("the guard closes after an HTTP/1.0 response");
+    let r = Msg { start, headers, body };
+    assert_eq!(r.status(), 200, "{r:?}");
+    assert!(
+        !r.is_chunked(),
+        "no chunked encoding for an HTTP/1.0 client: {r:?}"
+    );
+    if let Some(n) = content_length(&r.headers) {
+        assert_eq!(n, r.body.len(), "{r:?}");
+    }
+    assert_eq!(r.json()["path"], "/ten");
+
+    // an unsized (streamed) response: close-delimited
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(format!("GET /sse?n=3&ms=50 HTTP/1.0\r\nHost: {HOST}\r\n\r\n"))
+        .await
+        .unwrap();
+    let (start, headers) = c.head().await.unwrap();
+    let body = c
+        .until_eof()
+        .await
+        .expect("the guard closes after an HTTP/1.0 response");
+    let r = Msg { start, headers, body };
+    assert_eq!(r.status(), 200, "{r:?}");
+    assert!(
+        !r.is_chunked(),
+        "no chunked encoding for an HTTP/1.0 client: {r:?}"
+    );
+    let text = r.text();
+    for i in 0..3 {
+        assert!(text.contains(&format!("data: {{\"n\":{i}}}\n\n")), "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_answering_before_reading_the_body_reaches_the_client() {
+    let url = raw_upstream(|mut w| async move {
+        if w.head().await.is_err() {
+            return;
+        }
+        let _ = w
+            .send(
+                "HTTP/1.1 413 Payload Too Large\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\
+                 Connection: close\r\n\r\ntoo large",
+            )
+            .await;
+        let _ = w.w.take().unwrap().shutdown().await;
+        // a short lingering close, as servers do, then the socket goes away
+        let _ = tokio::time::timeout(Duration::from_millis(300), w.until_eof()).await;
+    })
+    .await;
+    let guard = guard_for(&url, &[]).await;
+
+    let mut c = Wire::connect(guard.addr).await;
+    let total = 1024 * 1024;
+    c.send(format!(
+        "POST /upload HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {total}\r\n\r\n"
+    ))
+    .await
+    .unwrap();
+    let mut writer = c.w.take().unwrap();
+    let sender = tokio::spawn(async move {
+        let piece = vec![b'b'; 32 * 1024];
+        for _ in 0..total / piece.len() {
+            if writer.write_all(&piece).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status(), 413, "the upstream's early answer, not a 502: {r:?}");
+    assert_eq!(r.text(), "too large");
+    sender.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_chunked_response_with_trailers_arrives_intact() {
+    let big = "z".repeat(40_000);
+    let big2 = big.clone();
+    let url = raw_upstream(move |mut w| {
+        let big = big2.clone();
+        async move {
+            while let Ok(req) = w.request().await {
+                if req.target() != "/chunked" {
+                    let _ = w.send("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext").await;
+                    continue;
+                }
+                let pieces = [
+                    concat!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n",
+                        "Trailer: X-Checksum\r\n\r\n"
+                    )
+                    .to_owned(),
+                    "5\r\nhello\r\n".to_owned(),
+                    "1\r\n \r\n1a\r\nabcdefghijklm".to_owned(),
+                    "nopqrstuvwxyz\r\n".to_owned(),
+                    format!("{:x}\r\n{big}\r\n", big.len()),
+                    "0\r\nX-Checksum: abc\r\n\r\n".to_owned(),
+                ];
+                for p in pieces {
+                    if w.send(p).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+            }
+        }
+    })
+    .await;
+    let guard = guard_for(&url, &[]).await;
+
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(get("/chunked", HOST)).await.unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status(), 200, "{r:?}");
+    assert_eq!(r.text(), format!("hello abcdefghijklmnopqrstuvwxyz{big}"));
+    // the framing left the connection in sync
+    c.send(get("/next", HOST)).await.unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_eq!((r.status(), r.text().as_str()), (200, "next"), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_http10_close_delimited_response_arrives_whole() {
+    let middle = "m".repeat(30_000);
+    let m2 = middle.clone();
+    let url = raw_upstream(move |mut w| {
+        let middle = m2.clone();
+        async move {
+            if w.head().await.is_err() {
+                return;
+            }
+            for p in [
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nfirst-".to_owned(),
+                middle,
+                "-last".to_owned(),
+            ] {
+                if w.send(p).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            // dropping `w` closes the connection: that ends the body
+        }
+    })
+    .await;
+    let guard = guard_for(&url, &[]).await;
+
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(get("/old", HOST)).await.unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status(), 200, "{r:?}");
+    assert_eq!(r.text(), format!("first-{middle}-last"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_leaving_an_sse_stream_closes_the_upstream_connection() {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Instant>();
+    let url = raw_upstream(move |mut w| {
+        let tx = tx.clone();
+        async move {
+            if w.head().await.is_err() {
+                return;
+            }
+            let event = "data: 1\n\n";
+            let _ = w
+                .send(format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+                     Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
+                    event.len()
+                ))
+                .await;
+            // then nothing: wait for the guard to go away
+            let mut sink = [0u8; 1024];
+            loop {
+                match w.r.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            let _ = tx.send(Instant::now());
+        }
+    })
+    .await;
+    let guard = guard_for(&url, &[]).await;
+
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(format!(
+        "GET /events HTTP/1.1\r\nHost: {HOST}\r\nAccept: text/event-stream\r\n\r\n"
+    ))
+    .await
+    .unwrap();
+    while find(&c.buf, b"data: 1").is_none() {
+        c.fill_or_eof_error("the first event").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        rx.try_recv().is_err(),
+        "the upstream stream stays open while the client is there"
+    );
+
+    let left = Instant::now();
+    drop(c);
+    let closed = tokio::time::timeout(Duration::from_secs(3), rx.recv())
+        .await
+        .expect("the guard did not close its upstream connection within 3 s of the client leaving")
+        .unwrap();
+    assert!(closed >= left);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_responses_have_headers_and_no_body() {
+    let url = raw_upstream(|mut w| async move {
+        while let Ok(req) = w.request().await {
+            let resp = if req.method() == "HEAD" {
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1234\r\n\r\n"
+            } else {
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nafter-head"
+            };
+            if w.send(resp).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let guard = guard_for(&url, &[]).await;
+
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(format!("HEAD /h HTTP/1.1\r\nHost: {HOST}\r\n\r\n"))
+        .await
+        .unwrap();
+    let r = c.response(true).await.unwrap();
+    assert_eq!(r.status(), 200, "{r:?}");
+    assert_eq!(r.header("content-length"), Some("1234"), "{r:?}");
+    assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");
+    // no body bytes follow: the next response on the connection parses cleanly
+    c.send(get("/g", HOST)).await.unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_eq!((r.status(), r.text().as_str()), (200, "after-head"), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_targets_are_checked_by_authority_and_forwarded_in_origin_form() {
+    let up = TestUpstream::start().await;
+    let guard = guard_for(&up.url(), &[]).await;
+
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(format!("GET http://{HOST}/x HTTP/1.1\r\nHost: evil.com\r\n\r\n"))
+        .await
+        .unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status(), 200, "{r:?}");
+    let echo = r.json();
+    assert_eq!(echo["uri"], "/x", "origin-form to the upstream: {echo}");
+    assert_eq!(echo["path"], "/x");
+
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(format!("GET http://evil.com/x HTTP/1.1\r\nHost: {HOST}\r\n\r\n"))
+        .await
+        .unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_rejection(&r, 421, "host_not_allowed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_request_headers_are_not_forwarded() {
+    let up = TestUpstream::start().await;
+    let guard = guard_for(&up.url(), &[]).await;
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(format!(
+        "GET /hop HTTP/1.1\r\nHost: {HOST}\r\nConnection: x-secret\r\nX-Secret: 1\r\nX-Kept: 2\r\n\r\n"
+    ))
+    .await
+    .unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status(), 200, "{r:?}");
+    let h = &r.json()["headers"];
+    assert!(
+        h.get("x-secret").is_none(),
+        "named in Connection, so not forwarded: {h}"
+    );
+    assert_eq!(h["x-kept"][0], "2", "{h}");
+    if let Some(conn) = h.get("connection") {
+        assert!(
+            !conn.to_string().to_ascii_lowercase().contains("x-secret"),
+            "the client's Connection header is not forwarded: {h}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_response_headers_are_not_returned() {
+    // one response per upstream connection, then the upstream closes it (`Connection: close`)
+    let url = raw_upstream(|mut w| async move {
+        if w.request().await.is_err() {
+            return;
+        }
+        let _ = w
+            .send(
+                "HTTP/1.1 200 OK\r\nConnection: close, x-hop\r\nx-hop: 1\r\nx-end: 2\r\n\
+                 Content-Length: 2\r\n\r\nok",
+            )
+            .await;
+    })
+    .await;
+    let guard = guard_for(&url, &[]).await;
+
+    for i in 0..2 {
+        let mut c = Wire::connect(guard.addr).await;
+        c.send(get(&format!("/r{i}"), HOST)).await.unwrap();
+        let r = c.response(false).await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}: {r:?}");
+        assert_eq!(r.text(), "ok", "{r:?}");
+        assert_eq!(
+            r.header("x-hop"),
+            None,
+            "named in Connection, so not returned: {r:?}"
+        );
+        assert_eq!(r.header("x-end"), Some("2"), "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_survives_a_421_rejection() {
+    let up = TestUpstream::start().await;
+    let guard = guard_for(&up.url(), &[]).await;
+    let mut c = Wire::connect(guard.addr).await;
+
+    c.send(get("/denied", "evil.com")).await.unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_rejection(&r, 421, "host_not_allowed");
+
+    c.send(get("/allowed", HOST)).await.unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status(), 200, "{r:?}");
+    assert_eq!(r.json()["path"], "/allowed");
+}
