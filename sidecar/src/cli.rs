@@ -66,8 +66,8 @@ pub struct Args {
     #[arg(long, env = "MCP_GUARD_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
     pub max_header_bytes: usize,
 
-    /// Most request headers accepted (HTTP/1.1); more get 431.
-    #[arg(long, env = "MCP_GUARD_MAX_HEADERS", default_value_t = 100)]
+    /// Most request headers accepted (HTTP/1.1, 1 to 256); more get 431.
+    #[arg(long, env = "MCP_GUARD_MAX_HEADERS", default_value_t = 100, value_parser = parse_max_headers)]
     pub max_headers: usize,
 
     /// Most client connections open at once; further clients wait in the listen backlog.
@@ -146,6 +146,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// `--max-headers`: the HTTP/1.1 path parses at most 256 header fields.
+fn parse_max_headers(s: &str) -> Result<usize, String> {
+    let n: usize = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if (1..=crate::h1::MAX_HEADERS).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("must be between 1 and {}", crate::h1::MAX_HEADERS))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +187,10 @@ mod tests {
         .unwrap();
         assert_eq!(a.allow_hosts, ["a.com", "b.com", "c.com"]);
         assert_eq!(a.mode, Some(ModeArg::Audit));
+        let with =
+            |n: &str| Args::try_parse_from(["mcp-guard", "--upstream", "http://a:1", "--max-headers", n]);
+        assert_eq!(with("256").unwrap().max_headers, 256);
+        assert!(with("257").is_err());
+        assert!(with("0").is_err());
     }
 }

@@ -463,9 +463,9 @@ impl Conn {
             }
             self.touch();
         }
-        let streams = StreamCount::new(&self.proxy.metrics.open_streams);
         let exchanged = self.forward(&mut request).await;
-        drop(streams);
+        // An idle keep-alive connection holds no upstream read buffer.
+        self.up_buf = Vec::new();
         match exchanged {
             Ok(Exchanged::Done { keep_alive }) => keep_alive,
             Ok(Exchanged::Abort) => false,
@@ -623,6 +623,7 @@ impl Conn {
         request: &Request,
         head: ResponseHead,
     ) -> Exchanged {
+        let _open = StreamCount::new(&self.proxy.metrics.open_streams);
         let mut body = head.body;
         // The body bytes that came with the head go out with it, in one write.
         let (used, end) = match body.pass(&self.up_buf, &mut self.out) {
@@ -864,8 +865,18 @@ fn encode_response_head(
         }
         push_field(out, h.name, h.value);
     }
-    if matches!(body, BodyOut::Chunked(_) | BodyOut::Rechunk) {
-        push_field(out, "transfer-encoding", b"chunked");
+    match body {
+        // Passed verbatim: the upstream's codings stay as they were.
+        BodyOut::Chunked(_) => {
+            for h in headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+            {
+                push_field(out, "transfer-encoding", h.value);
+            }
+        }
+        BodyOut::Rechunk => push_field(out, "transfer-encoding", b"chunked"),
+        _ => {}
     }
     if close {
         push_field(out, "connection", b"close");
@@ -920,7 +931,7 @@ impl<'a> Fields<'a> {
             .with(what)
         };
         let mut length: Option<u64> = None;
-        let mut chunked: Option<bool> = None;
+        let mut codings = 0;
         for h in headers {
             let (name, value) = (h.name, h.value);
             let seen = |s: &mut HeaderSeen<'a>| {
@@ -939,12 +950,11 @@ impl<'a> Fields<'a> {
                 }
                 length = Some(n);
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                let last = value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .unwrap_or_default()
-                    .trim_ascii();
-                chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+                // Only the chunked coding alone: other codings would have to be passed on undecoded.
+                if codings > 0 || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return Err(malformed("transfer-encoding other than a single chunked", value));
+                }
+                codings += 1;
             } else if name.eq_ignore_ascii_case("connection") {
                 for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                     if token.eq_ignore_ascii_case(b"close") {
@@ -961,24 +971,16 @@ impl<'a> Fields<'a> {
                 f.forwarded_proto = true;
             }
         }
-        // RFC 9112 §6.1, §6.3: a body framed two ways, or by a coding that is not chunked, is where request
-        // smuggling lives; refuse it rather than guess.
-        f.body = match (chunked, length) {
-            (Some(_), Some(_)) => {
-                return Err(malformed(
-                    "both content-length and transfer-encoding",
-                    b"transfer-encoding",
-                ));
+        // RFC 9112 §6.1, §6.3: a body framed two ways, or by codings the upstream may read differently, is where
+        // request smuggling lives; refuse it rather than guess.
+        f.body = match (codings > 0, length) {
+            (true, Some(_)) => {
+                let denial = malformed("both content-length and transfer-encoding", b"transfer-encoding");
+                return Err(denial);
             }
-            (Some(false), None) => {
-                return Err(malformed(
-                    "transfer-encoding without chunked last",
-                    b"transfer-encoding",
-                ));
-            }
-            (Some(true), None) => RequestBody::Chunked,
-            (None, Some(n)) => RequestBody::Length(n),
-            (None, None) => RequestBody::None,
+            (true, None) => RequestBody::Chunked,
+            (false, Some(n)) => RequestBody::Length(n),
+            (false, None) => RequestBody::None,
         };
         Ok(f)
     }
