@@ -1138,3 +1138,166 @@ async fn write_client(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str, head_only: bool, http10_client: bool, close: bool) -> (String, ResponseHead) {
+        let mut out = Vec::new();
+        match encode_response_head(raw.as_bytes(), head_only, http10_client, close, &mut out).unwrap() {
+            Parsed::Head(h) => (String::from_utf8(out).unwrap(), h),
+            _ => panic!("no head in {raw:?}"),
+        }
+    }
+
+    #[test]
+    fn response_heads_lose_hop_by_hop_fields_and_are_framed_for_the_client() {
+        let (out, h) = head(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\
+             Mcp-Session-Id: s1\r\nContent-Length: 2\r\n\r\nok",
+            false,
+            false,
+            false,
+        );
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nMcp-Session-Id: s1\r\nContent-Length: 2\r\n\r\n"
+        );
+        assert_eq!(h.len, 122, "the upstream's head, up to the body");
+        assert!(matches!(h.body, BodyOut::Length(2)) && h.upstream_keep_alive && !h.close);
+
+        // Close-delimited: re-chunked for HTTP/1.1, passed as is (and the connection closed) for HTTP/1.0.
+        let (out, h) = head(
+            "HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\n",
+            false,
+            false,
+            false,
+        );
+        assert!(out.ends_with("transfer-encoding: chunked\r\n\r\n"), "{out}");
+        assert!(matches!(h.body, BodyOut::Rechunk) && !h.upstream_keep_alive && !h.close);
+        let (out, h) = head("HTTP/1.0 200 OK\r\n\r\n", false, true, false);
+        assert!(out.ends_with("connection: close\r\n\r\n"), "{out}");
+        assert!(matches!(h.body, BodyOut::UntilClose) && h.close);
+
+        // Chunked passes verbatim with the upstream's codings; an HTTP/1.0 client gets it decoded.
+        let (out, h) = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+            false,
+            true,
+        );
+        assert!(
+            out.ends_with("transfer-encoding: chunked\r\nconnection: close\r\n\r\n"),
+            "{out}"
+        );
+        assert!(matches!(h.body, BodyOut::Chunked(_)));
+        let (_, h) = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+            true,
+            false,
+        );
+        assert!(matches!(h.body, BodyOut::Dechunk(_)) && h.close);
+
+        // HEAD: the length stays, no body follows.
+        let (out, h) = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
+            true,
+            false,
+            false,
+        );
+        assert!(out.contains("Content-Length: 1234\r\n"));
+        assert!(matches!(h.body, BodyOut::None));
+
+        let mut out = Vec::new();
+        let interim = "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n";
+        assert!(matches!(
+            encode_response_head(interim.as_bytes(), false, false, false, &mut out).unwrap(),
+            Parsed::Interim(n) if n == interim.len()
+        ));
+        assert!(
+            encode_response_head(
+                b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+                false,
+                false,
+                false,
+                &mut out
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn bodies_are_passed_in_the_clients_framing() {
+        let mut out = Vec::new();
+        let mut rechunk = BodyOut::Rechunk;
+        assert_eq!(rechunk.pass(b"data: 1\n\n", &mut out).unwrap(), (9, false));
+        rechunk.eof(&mut out).unwrap();
+        assert_eq!(out, b"9\r\ndata: 1\n\n\r\n0\r\n\r\n");
+
+        out.clear();
+        let mut dechunk = BodyOut::Dechunk(ChunkedScanner::default());
+        assert_eq!(
+            dechunk.pass(b"3\r\nabc\r\n2\r\nde", &mut out).unwrap(),
+            (13, false)
+        );
+        assert_eq!(dechunk.pass(b"\r\n0\r\n\r\nnext", &mut out).unwrap(), (7, true));
+        assert_eq!(out, b"abcde");
+
+        out.clear();
+        let mut length = BodyOut::Length(3);
+        assert_eq!(length.pass(b"abcdef", &mut out).unwrap(), (3, true));
+        assert_eq!(out, b"abc");
+        assert!(
+            BodyOut::Length(1).eof(&mut out).is_err(),
+            "a body cut short is an error"
+        );
+    }
+
+    fn body_of(raw: &str) -> Result<RequestBody, Reason> {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut req = httparse::Request::new(&mut headers);
+        req.parse(raw.as_bytes()).unwrap();
+        Fields::read(req.headers).map(|f| f.body).map_err(|d| d.reason)
+    }
+
+    #[test]
+    fn request_bodies_framed_ambiguously_are_refused() {
+        let req = |fields: &str| body_of(&format!("POST / HTTP/1.1\r\nHost: a\r\n{fields}\r\n"));
+        assert_eq!(req("Content-Length: 5\r\n"), Ok(RequestBody::Length(5)));
+        assert_eq!(
+            req("Content-Length: 5\r\nContent-Length: 5\r\n"),
+            Ok(RequestBody::Length(5))
+        );
+        assert_eq!(req("Transfer-Encoding: Chunked\r\n"), Ok(RequestBody::Chunked));
+        assert_eq!(req(""), Ok(RequestBody::None));
+        for bad in [
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            "Content-Length: 5\r\nContent-Length: 6\r\n",
+            "Content-Length: +5\r\n",
+            "Transfer-Encoding: gzip, chunked\r\n",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: identity\r\n",
+        ] {
+            assert_eq!(req(bad), Err(Reason::MalformedRequest), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fields_named_by_connection_are_hop_by_hop() {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut req = httparse::Request::new(&mut headers);
+        req.parse(b"GET / HTTP/1.1\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nTE: trailers\r\nX-Kept: 2\r\n\r\n")
+            .unwrap();
+        let kept: Vec<&str> = req
+            .headers
+            .iter()
+            .map(|h| h.name)
+            .filter(|n| forwardable(n, req.headers, true))
+            .collect();
+        assert_eq!(kept, ["X-Kept"]);
+        assert!(lists_field_names(b"close, X-Secret"));
+        assert!(!lists_field_names(b"Keep-Alive , close"));
+    }
+}
