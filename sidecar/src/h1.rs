@@ -16,6 +16,7 @@ use tracing::debug;
 
 use crate::body::StreamCount;
 use crate::chunked::{ChunkedScanner, Step};
+use crate::config::LiveAllowlist;
 use crate::idle::Activity;
 use crate::metrics::Outcome;
 use crate::pool::{Framing, H1Pool, SendError, parse_content_length, response_framing};
@@ -34,6 +35,35 @@ const UPSTREAM_READ: usize = 16 * 1024;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
+thread_local! {
+    /// The worker's spare upstream read buffers: an exchange takes one and gives it back, so neither a request
+    /// nor an idle connection allocates one of its own.
+    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// At most this many spare buffers are kept per worker.
+const MAX_SPARE: usize = 64;
+
+fn spare_buffer() -> Vec<u8> {
+    SPARE
+        .with(|s| s.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(UPSTREAM_READ))
+}
+
+/// Gives `buf` back to the worker's spares (emptied), leaving an unallocated one in its place.
+fn return_buffer(buf: &mut Vec<u8>) {
+    let mut buf = std::mem::take(buf);
+    if buf.capacity() >= UPSTREAM_READ {
+        buf.clear();
+        SPARE.with(|s| {
+            let mut spare = s.borrow_mut();
+            if spare.len() < MAX_SPARE {
+                spare.push(buf);
+            }
+        });
+    }
+}
+
 /// Serves one client connection until it closes, breaks the protocol, idles out (the caller's timer) or the
 /// worker drains.
 pub async fn serve(
@@ -49,8 +79,12 @@ pub async fn serve(
         return; // the caller sends every client of an h2c upstream through hyper
     };
     let pool = pool.clone();
+    let mut live = proxy.live.clone();
+    let allowlist = live.borrow_and_update().clone();
     let mut conn = Conn {
         client,
+        live,
+        allowlist,
         peer,
         proxy,
         pool,
@@ -98,7 +132,6 @@ struct Request {
     keep_alive: bool,
     /// An HTTP/1.0 client: no chunked coding in the response.
     http10: bool,
-    allowlist: Arc<Allowlist>,
 }
 
 impl Request {
@@ -179,6 +212,8 @@ enum Head {
 
 struct Conn {
     client: TcpStream,
+    live: LiveAllowlist,
+    allowlist: Arc<Allowlist>,
     peer: Peer,
     proxy: Arc<Proxy>,
     pool: Arc<H1Pool>,
@@ -258,6 +293,11 @@ impl Conn {
     /// Parses the request head in `input`, checks it, and encodes the upstream request head (with the body bytes
     /// already received) into `out`.
     fn parse_head(&mut self) -> Head {
+        // The connection keeps its own handle on the allowlist: a reload is seen by a cheap version check, and
+        // requests share no reference count between workers.
+        if self.live.has_changed().unwrap_or(false) {
+            self.allowlist = self.live.borrow_and_update().clone();
+        }
         let max_headers = self.limits.max_headers.clamp(1, MAX_HEADERS);
         let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut []);
@@ -310,7 +350,7 @@ impl Conn {
             host: fields.host,
             origin: fields.origin,
         };
-        let allowlist: Arc<Allowlist> = self.proxy.live.borrow().clone();
+        let allowlist = &self.allowlist;
         let allowed = match allowlist.check(&facts) {
             Verdict::Allow => {
                 self.proxy.metrics.request(Outcome::Allowed, None);
@@ -421,7 +461,6 @@ impl Conn {
             expect_continue: fields.expect_continue,
             keep_alive: http11 && !fields.close,
             http10: !http11,
-            allowlist,
         });
         // The body bytes that came with the head go out with it.
         let taken = match request.take_body(&self.input[head_len..]) {
@@ -444,8 +483,7 @@ impl Conn {
             log_denial(&denial, method.as_str(), path, None, &self.peer, true);
         }
         self.proxy.metrics.request(Outcome::Rejected, Some(denial.reason));
-        let allowlist = self.proxy.live.borrow().clone();
-        let body = error_body(Some(&allowlist), &denial);
+        let body = error_body(Some(&self.allowlist), &denial);
         json_response(&mut self.out, denial.status(), &body, close);
         let sent = self.client.write_all(&self.out).await.is_ok();
         if sent {
@@ -465,7 +503,7 @@ impl Conn {
         }
         let exchanged = self.forward(&mut request).await;
         // An idle keep-alive connection holds no upstream read buffer.
-        self.up_buf = Vec::new();
+        return_buffer(&mut self.up_buf);
         match exchanged {
             Ok(Exchanged::Done { keep_alive }) => keep_alive,
             Ok(Exchanged::Abort) => false,
@@ -474,7 +512,7 @@ impl Conn {
                     .proxy
                     .upstream_failure(&err, &request.method, &request.path, &self.peer);
                 let keep_alive = request.keep_alive && request.body_done() && !self.draining();
-                let body = error_body(Some(&request.allowlist), &denial);
+                let body = error_body(Some(&self.allowlist), &denial);
                 json_response(&mut self.out, denial.status(), &body, !keep_alive);
                 self.client.write_all(&self.out).await.is_ok() && keep_alive
             }
@@ -567,7 +605,7 @@ impl Conn {
         head_only: bool,
     ) -> Result<Option<ResponseHead>, ResponseError> {
         if self.up_buf.capacity() == 0 {
-            self.up_buf.reserve(UPSTREAM_READ);
+            self.up_buf = spare_buffer();
         }
         loop {
             if !self.up_buf.is_empty() {
@@ -623,7 +661,6 @@ impl Conn {
         request: &Request,
         head: ResponseHead,
     ) -> Exchanged {
-        let _open = StreamCount::new(&self.proxy.metrics.open_streams);
         let mut body = head.body;
         // The body bytes that came with the head go out with it, in one write.
         let (used, end) = match body.pass(&self.up_buf, &mut self.out) {
@@ -639,10 +676,12 @@ impl Conn {
             return Exchanged::Abort;
         }
         let mut at_eof = false;
+        // Counted as an open stream once the response outlives its first write (SSE, long bodies).
+        let _open = (!end).then(|| StreamCount::new(&self.proxy.metrics.open_streams));
         while !end {
             // Between events an open stream holds no buffer.
             if self.up_buf.is_empty() {
-                self.up_buf = Vec::new();
+                return_buffer(&mut self.up_buf);
             }
             if self.input.is_empty() {
                 self.input = Vec::new();
@@ -657,7 +696,10 @@ impl Conn {
                     continue;
                 }
             }
-            self.up_buf.reserve(UPSTREAM_READ);
+            if self.up_buf.capacity() == 0 {
+                self.up_buf = spare_buffer();
+            }
+            self.up_buf.reserve(UPSTREAM_READ / 2);
             match upstream.try_read_buf(&mut self.up_buf) {
                 Ok(0) => at_eof = true,
                 Ok(_) => {}
