@@ -176,7 +176,7 @@ impl Denial {
         }
     }
 
-    fn with_detail(mut self, detail: impl ToString) -> Self {
+    pub fn with_detail(mut self, detail: impl ToString) -> Self {
         self.detail = Some(detail.to_string());
         self
     }

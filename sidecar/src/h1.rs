@@ -94,6 +94,7 @@ pub async fn serve(
         input: Vec::with_capacity(CLIENT_READ),
         up_buf: Vec::new(),
         out: Vec::with_capacity(1024),
+        unread_body: false,
     };
     let mut deadline = accepted + conn.limits.header_read_timeout;
     loop {
@@ -106,7 +107,33 @@ pub async fn serve(
         }
         deadline = Instant::now() + conn.limits.header_read_timeout;
     }
-    let _ = conn.client.shutdown().await;
+    if conn.unread_body {
+        linger(&mut conn.client).await;
+    } else {
+        let _ = conn.client.shutdown().await;
+    }
+}
+
+/// How long, and how much, a closing connection still reads from the client.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Closes as nginx's lingering close does: end the sending side, then read and drop what the client still sends
+/// (the body the guard did not read) for a moment, so that the kernel does not answer it with a reset, which could
+/// destroy the answer before the client read it.
+async fn linger(client: &mut TcpStream) {
+    let _ = client.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while left > 0 {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// How the request body is delimited.
@@ -155,7 +182,7 @@ impl Request {
             }
             RequestBody::Chunked => {
                 let (n, data, _) = self.chunks.scan(input).map_err(|e| {
-                    Refusal::new(Denial::new(Reason::MalformedRequest, "chunked body").with(e))
+                    Refusal::new(Denial::new(Reason::MalformedRequest, "chunked body").with_detail(e))
                 })?;
                 self.body_seen += data;
                 n
@@ -166,7 +193,7 @@ impl Request {
                 Reason::RequestBodyTooLarge,
                 format!("more than {} bytes", self.limit),
             )
-            .with(format!("limit {} bytes", self.limit));
+            .with_detail(format!("limit {} bytes", self.limit));
             return Err(Refusal::new(denial));
         }
         Ok(n)
@@ -189,17 +216,6 @@ impl Refusal {
             logged: false,
             keep_alive_after: None,
         }
-    }
-}
-
-trait WithDetail {
-    fn with(self, detail: impl ToString) -> Self;
-}
-
-impl WithDetail for Denial {
-    fn with(mut self, detail: impl ToString) -> Self {
-        self.detail = Some(detail.to_string());
-        self
     }
 }
 
@@ -226,6 +242,8 @@ struct Conn {
     up_buf: Vec<u8>,
     /// What goes out next: the upstream request head, the client's response head.
     out: Vec<u8>,
+    /// The connection closes with request bytes the guard did not read (a refused or cut-short request).
+    unread_body: bool,
 }
 
 /// How an exchange with the upstream ended.
@@ -302,7 +320,7 @@ impl Conn {
         let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut []);
         let too_large = || {
-            let denial = Denial::new(Reason::RequestHeadersTooLarge, "request head").with(format!(
+            let denial = Denial::new(Reason::RequestHeadersTooLarge, "request head").with_detail(format!(
                 "limits: {} bytes, {} header fields",
                 self.limits.max_header_bytes, max_headers
             ));
@@ -317,7 +335,7 @@ impl Conn {
             Ok(httparse::Status::Partial) => return Head::Partial,
             Err(httparse::Error::TooManyHeaders) => return too_large(),
             Err(e) => {
-                let denial = Denial::new(Reason::MalformedRequest, "request head").with(e);
+                let denial = Denial::new(Reason::MalformedRequest, "request head").with_detail(e);
                 return Head::Refused(Refusal::new(denial), None);
             }
         };
@@ -334,7 +352,7 @@ impl Conn {
             match target.parse::<http::Uri>() {
                 Ok(uri) if uri.scheme().is_some() && uri.authority().is_some() => Some(uri),
                 _ => {
-                    let denial = Denial::new(Reason::MalformedRequest, target).with("request target");
+                    let denial = Denial::new(Reason::MalformedRequest, target).with_detail("request target");
                     return Head::Refused(Refusal::new(denial), line());
                 }
             }
@@ -389,7 +407,7 @@ impl Conn {
         let (body, left) = match fields.body {
             RequestBody::Length(n) if n > limit => {
                 let denial = Denial::new(Reason::RequestBodyTooLarge, n.to_string())
-                    .with(format!("limit {limit} bytes"));
+                    .with_detail(format!("limit {limit} bytes"));
                 return Head::Refused(Refusal::new(denial), line());
             }
             RequestBody::Length(0) => (RequestBody::None, 0),
@@ -485,6 +503,7 @@ impl Conn {
         self.proxy.metrics.request(Outcome::Rejected, Some(denial.reason));
         let body = error_body(Some(&self.allowlist), &denial);
         json_response(&mut self.out, denial.status(), &body, close);
+        self.unread_body |= close;
         let sent = self.client.write_all(&self.out).await.is_ok();
         if sent {
             self.touch();
@@ -504,6 +523,8 @@ impl Conn {
         let exchanged = self.forward(&mut request).await;
         // An idle keep-alive connection holds no upstream read buffer.
         return_buffer(&mut self.up_buf);
+        // Closing with part of the body unread: the client may still be sending it.
+        self.unread_body = !request.body_done();
         match exchanged {
             Ok(Exchanged::Done { keep_alive }) => keep_alive,
             Ok(Exchanged::Abort) => false,
@@ -970,7 +991,7 @@ impl<'a> Fields<'a> {
                 Reason::MalformedRequest,
                 String::from_utf8_lossy(value).into_owned(),
             )
-            .with(what)
+            .with_detail(what)
         };
         let mut length: Option<u64> = None;
         let mut codings = 0;

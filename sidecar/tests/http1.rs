@@ -918,3 +918,51 @@ async fn keep_alive_survives_a_421_rejection() {
     assert_eq!(r.status(), 200, "{r:?}");
     assert_eq!(r.json()["path"], "/allowed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_body_still_being_sent_does_not_cost_the_client_its_answer() {
+    // The client declares 2 MB over a 1,000-byte limit and keeps sending while the guard answers 413 and closes:
+    // the answer reaches it whole and the connection ends within the timeout (the guard reads and drops the rest
+    // of the body for a moment before it closes, as nginx does).
+    let (url, _seen) = recording_upstream().await;
+    let guard = guard_for(&url, &["--max-request-body-bytes", "1000"]).await;
+    for _ in 0..3 {
+        let stream = TcpStream::connect(guard.addr).await.unwrap();
+        let (mut r, mut w) = stream.into_split();
+        let body = vec![b'z'; 2 << 20];
+        let writer = tokio::spawn(async move {
+            let head = format!(
+                "POST /big HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = w.write_all(head.as_bytes()).await;
+            for piece in body.chunks(64 * 1024) {
+                if w.write_all(piece).await.is_err() {
+                    break;
+                }
+            }
+            w
+        });
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(WAIT, async {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match r.read(&mut chunk).await {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await
+        .expect("the guard closed the connection within the timeout");
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            read.is_ok() || text.contains("request_body_too_large"),
+            "{read:?}: {text}"
+        );
+        assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
+        assert!(text.contains("\"reason\":\"request_body_too_large\""), "{text}");
+        let _ = writer.await;
+    }
+}
