@@ -100,6 +100,16 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Sends `pieces` one at a time, 30 ms apart, so that they arrive in separate reads; stops if the peer is gone.
+async fn send_slowly(w: &mut Wire, pieces: impl IntoIterator<Item = String>) {
+    for p in pieces {
+        if w.send(p).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
 fn bad_data(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
@@ -570,43 +580,35 @@ async fn http10_clients_get_complete_bodies_then_close() {
     let up = TestUpstream::start().await;
     let guard = guard_for(&up.url(), &[]).await;
 
+    // An HTTP/1.0 exchange: the response ends when the guard closes, without chunked coding.
+    let exchange = |path: &'static str| async move {
+        let mut c = Wire::connect(guard.addr).await;
+        c.send(format!("GET {path} HTTP/1.0\r\nHost: {HOST}\r\n\r\n"))
+            .await
+            .unwrap();
+        let (start, headers) = c.head().await.unwrap();
+        let body = c
+            .until_eof()
+            .await
+            .expect("the guard closes after an HTTP/1.0 response");
+        let r = Msg { start, headers, body };
+        assert_eq!(r.status(), 200, "{r:?}");
+        assert!(
+            !r.is_chunked(),
+            "no chunked encoding for an HTTP/1.0 client: {r:?}"
+        );
+        r
+    };
+
     // a sized response
-    let mut c = Wire::connect(guard.addr).await;
-    c.send(format!("GET /ten HTTP/1.0\r\nHost: {HOST}\r\n\r\n"))
-        .await
-        .unwrap();
-    let (start, headers) = c.head().await.unwrap();
-    let body = c
-        .until_eof()
-        .await
-        .expect("the guard closes after an HTTP/1.0 response");
-    let r = Msg { start, headers, body };
-    assert_eq!(r.status(), 200, "{r:?}");
-    assert!(
-        !r.is_chunked(),
-        "no chunked encoding for an HTTP/1.0 client: {r:?}"
-    );
+    let r = exchange("/ten").await;
     if let Some(n) = content_length(&r.headers) {
         assert_eq!(n, r.body.len(), "{r:?}");
     }
     assert_eq!(r.json()["path"], "/ten");
 
     // an unsized (streamed) response: close-delimited
-    let mut c = Wire::connect(guard.addr).await;
-    c.send(format!("GET /sse?n=3&ms=50 HTTP/1.0\r\nHost: {HOST}\r\n\r\n"))
-        .await
-        .unwrap();
-    let (start, headers) = c.head().await.unwrap();
-    let body = c
-        .until_eof()
-        .await
-        .expect("the guard closes after an HTTP/1.0 response");
-    let r = Msg { start, headers, body };
-    assert_eq!(r.status(), 200, "{r:?}");
-    assert!(
-        !r.is_chunked(),
-        "no chunked encoding for an HTTP/1.0 client: {r:?}"
-    );
+    let r = exchange("/sse?n=3&ms=50").await;
     let text = r.text();
     for i in 0..3 {
         assert!(text.contains(&format!("data: {{\"n\":{i}}}\n\n")), "{r:?}");
@@ -680,12 +682,7 @@ async fn upstream_chunked_response_with_trailers_arrives_intact() {
                     format!("{:x}\r\n{big}\r\n", big.len()),
                     "0\r\nX-Checksum: abc\r\n\r\n".to_owned(),
                 ];
-                for p in pieces {
-                    if w.send(p).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(30)).await;
-                }
+                send_slowly(&mut w, pieces).await;
             }
         }
     })
@@ -713,16 +710,12 @@ async fn upstream_http10_close_delimited_response_arrives_whole() {
             if w.head().await.is_err() {
                 return;
             }
-            for p in [
+            let pieces = [
                 "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nfirst-".to_owned(),
                 middle,
                 "-last".to_owned(),
-            ] {
-                if w.send(p).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(30)).await;
-            }
+            ];
+            send_slowly(&mut w, pieces).await;
             // dropping `w` closes the connection: that ends the body
         }
     })
