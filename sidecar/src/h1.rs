@@ -123,7 +123,8 @@ const LINGER_BYTES: usize = 1 << 20;
 /// destroy the answer before the client read it.
 async fn linger(client: &mut TcpStream) {
     let _ = client.shutdown().await;
-    let mut sink = [0u8; 4096];
+    // On the heap: a buffer in this future would size every connection's task.
+    let mut sink = vec![0u8; 4096];
     let mut left = LINGER_BYTES;
     let _ = tokio::time::timeout(LINGER_TIME, async {
         while left > 0 {
@@ -625,9 +626,6 @@ impl Conn {
         request: &Request,
         head_only: bool,
     ) -> Result<Option<ResponseHead>, ResponseError> {
-        if self.up_buf.capacity() == 0 {
-            self.up_buf = spare_buffer();
-        }
         loop {
             if !self.up_buf.is_empty() {
                 let close = !request.keep_alive || !request.body_done() || self.draining();
@@ -649,27 +647,41 @@ impl Conn {
                     )));
                 }
             }
-            if self.up_buf.capacity() - self.up_buf.len() < 1024 {
-                self.up_buf.reserve(UPSTREAM_READ);
-            }
+            // The read buffer is taken once the upstream has something to say: a request still waiting for its
+            // answer (an SSE stream being opened, a long tool call) holds none.
             tokio::select! {
                 biased;
-                r = upstream.read_buf(&mut self.up_buf) => match r {
-                    Ok(0) if self.up_buf.is_empty() => return Err(ResponseError::Stale),
-                    Ok(0) => return Err(ResponseError::Failed(SendError::Protocol(
-                        "upstream closed the connection mid response head".into(),
-                    ))),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && self.up_buf.is_empty() => {
-                        return Err(ResponseError::Stale);
+                r = upstream.readable() => {
+                    if let Err(e) = r {
+                        return Err(ResponseError::Failed(SendError::Io(e)));
                     }
-                    Err(e) => return Err(ResponseError::Failed(SendError::Io(e))),
-                },
+                }
                 gone = client_gone(&self.client, &mut self.input, self.limits.max_header_bytes) => {
                     if gone {
                         return Ok(None);
                     }
+                    continue;
                 }
+            }
+            if self.up_buf.capacity() == 0 {
+                self.up_buf = spare_buffer();
+            } else if self.up_buf.capacity() - self.up_buf.len() < 1024 {
+                self.up_buf.reserve(UPSTREAM_READ);
+            }
+            // Through `read_buf`, which reads at once on a ready socket and notes a short read as drained (no
+            // extra system call to find that out, here or when the connection is next taken from the pool).
+            match upstream.read_buf(&mut self.up_buf).await {
+                Ok(0) if self.up_buf.is_empty() => return Err(ResponseError::Stale),
+                Ok(0) => {
+                    return Err(ResponseError::Failed(SendError::Protocol(
+                        "upstream closed the connection mid response head".into(),
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && self.up_buf.is_empty() => {
+                    return Err(ResponseError::Stale);
+                }
+                Err(e) => return Err(ResponseError::Failed(SendError::Io(e))),
             }
         }
     }
@@ -678,7 +690,7 @@ impl Conn {
     /// connection if it can carry another exchange.
     async fn stream_response(
         &mut self,
-        upstream: TcpStream,
+        mut upstream: TcpStream,
         request: &Request,
         head: ResponseHead,
     ) -> Exchanged {
@@ -707,6 +719,7 @@ impl Conn {
             if self.input.is_empty() {
                 self.input = Vec::new();
             }
+            self.out = Vec::new();
             tokio::select! {
                 biased;
                 r = upstream.readable() => if r.is_err() { return Exchanged::Abort },
@@ -721,10 +734,9 @@ impl Conn {
                 self.up_buf = spare_buffer();
             }
             self.up_buf.reserve(UPSTREAM_READ / 2);
-            match upstream.try_read_buf(&mut self.up_buf) {
+            match upstream.read_buf(&mut self.up_buf).await {
                 Ok(0) => at_eof = true,
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(_) => return Exchanged::Abort,
             }
             self.out.clear();

@@ -149,8 +149,9 @@ pub async fn serve(
                 let peer = peer.clone();
                 async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
             });
-            let conn = builder.serve_connection(io, service);
-            tokio::pin!(conn);
+            // Boxed: hyper's connection state is large, and inline it would size every connection task, also
+            // those of the HTTP/1.1 path.
+            let mut conn = Box::pin(builder.serve_connection(io, service));
             let drained = async {
                 while !*draining.borrow_and_update() {
                     if draining.changed().await.is_err() {
