@@ -21,7 +21,7 @@ use crate::idle::Activity;
 use crate::metrics::Outcome;
 use crate::pool::{Framing, H1Pool, SendError, parse_content_length, response_framing};
 use crate::proxy::{DEFAULT_MAX_REQUEST_BODY_BYTES, Peer, Proxy, UpstreamClient, error_body, log_denial};
-use crate::server::Limits;
+use crate::server::{Limits, drained};
 
 /// Request header fields parsed at most (`--max-headers` is capped here).
 pub const MAX_HEADERS: usize = 256;
@@ -1123,15 +1123,6 @@ fn consume(buf: &mut Vec<u8>, n: usize) {
         buf.clear();
     } else if n > 0 {
         buf.drain(..n);
-    }
-}
-
-/// Resolves once the worker starts draining.
-async fn drained(drain: &mut watch::Receiver<bool>) {
-    while !*drain.borrow_and_update() {
-        if drain.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
     }
 }
 

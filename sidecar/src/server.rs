@@ -152,16 +152,9 @@ pub async fn serve(
             // Boxed: hyper's connection state is large, and inline it would size every connection task, also
             // those of the HTTP/1.1 path.
             let mut conn = Box::pin(builder.serve_connection(io, service));
-            let drained = async {
-                while !*draining.borrow_and_update() {
-                    if draining.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-            };
             let result = tokio::select! {
                 r = conn.as_mut() => r,
-                () = drained => {
+                () = drained(&mut draining) => {
                     // Finish what is in flight, take no new requests.
                     conn.as_mut().graceful_shutdown();
                     tokio::select! {
@@ -179,6 +172,15 @@ pub async fn serve(
     }
     info!("stopped accepting connections");
     Drain { signal, done }
+}
+
+/// Resolves once the worker starts draining.
+pub async fn drained(drain: &mut watch::Receiver<bool>) {
+    while !*drain.borrow_and_update() {
+        if drain.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
