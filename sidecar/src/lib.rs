@@ -88,7 +88,9 @@ impl ConfigSources {
     }
 }
 
-/// The upstream HTTP client: pooled connections, bounded connect time, no Host rewriting of its own.
+/// The h2c upstream client: pooled connections, bounded connect time, no Host rewriting of its own. It always
+/// dials the upstream, whatever authority a request's URI names, so that URI can carry the client's host as
+/// `:authority` (`--preserve-host`).
 pub fn upstream_client(upstream: &Upstream, connect_timeout: Duration, read_buffer: usize) -> LegacyClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -103,7 +105,31 @@ pub fn upstream_client(upstream: &Upstream, connect_timeout: Duration, read_buff
     if read_buffer > 0 {
         b.http1_read_buf_exact_size(read_buffer);
     }
-    b.build(connector)
+    b.build(UpstreamConnector {
+        inner: connector,
+        upstream: upstream.base_uri.clone(),
+    })
+}
+
+/// Connects to the upstream for every request URI.
+#[derive(Clone)]
+pub struct UpstreamConnector {
+    inner: HttpConnector,
+    upstream: http::Uri,
+}
+
+impl tower_service::Service<http::Uri> for UpstreamConnector {
+    type Response = <HttpConnector as tower_service::Service<http::Uri>>::Response;
+    type Error = <HttpConnector as tower_service::Service<http::Uri>>::Error;
+    type Future = <HttpConnector as tower_service::Service<http::Uri>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, _requested: http::Uri) -> Self::Future {
+        self.inner.call(self.upstream.clone())
+    }
 }
 
 /// Waits for SIGTERM or SIGINT.

@@ -8,7 +8,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use mcp_guard_config::{Allowlist, Denial, HeaderSeen, Mode, Reason, RequestFacts, Verdict};
 use tracing::{debug, warn};
 
@@ -58,7 +57,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-pub type LegacyClient = Client<HttpConnector, RequestBody>;
+pub type LegacyClient = Client<crate::UpstreamConnector, RequestBody>;
 
 /// How the guard talks to the upstream: its own lean HTTP/1.1 pool, or hyper-util's client for h2c.
 pub enum UpstreamClient {
@@ -194,9 +193,14 @@ impl Proxy {
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let mut uri = http::uri::Parts::default();
         if self.upstream.h2 {
-            // hyper-util's client wants an absolute URI (it becomes :authority); HTTP/1.1 gets origin-form
+            // hyper-util's client wants an absolute URI; its authority becomes `:authority` (the connection goes
+            // to the upstream whatever it says). HTTP/1.1 gets origin-form.
             uri.scheme = Some(http::uri::Scheme::HTTP);
-            uri.authority = Some(self.upstream.authority.clone());
+            let preserved = client_authority
+                .as_ref()
+                .filter(|_| self.preserve_host)
+                .and_then(|a| http::uri::Authority::try_from(a.as_bytes()).ok());
+            uri.authority = Some(preserved.unwrap_or_else(|| self.upstream.authority.clone()));
         }
         uri.path_and_query = Some(path_and_query);
         parts.uri = Uri::from_parts(uri).unwrap_or_else(|_| self.upstream.base_uri.clone());

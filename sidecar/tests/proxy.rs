@@ -425,6 +425,30 @@ async fn h2c_upstream_streams_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_upstream_sees_its_own_authority_or_with_preserve_host_the_clients() {
+    let up = TestUpstream::start().await;
+    let url = format!("h2c://{}", up.addr);
+    let guard = Guard::start(&["--upstream", &url, "--allow-host", "mcp.example.com"]).await;
+    let r = get_with(guard.addr, "/x", &["Host: mcp.example.com"]).await;
+    assert_eq!(r.json()["uri"], format!("http://{}/x", up.addr), "{r:?}");
+
+    let guard = Guard::start(&[
+        "--upstream",
+        &url,
+        "--allow-host",
+        "mcp.example.com",
+        "--preserve-host",
+    ])
+    .await;
+    for _ in 0..2 {
+        let r = get_with(guard.addr, "/x", &["Host: mcp.example.com:8443"]).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.json()["uri"], "http://mcp.example.com:8443/x", "{r:?}");
+        assert_eq!(r.json()["version"], "HTTP/2.0");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused() {
     let up = TestUpstream::start().await;
     let guard = guard_for(&up, &["--worker-threads", "1"]).await;
