@@ -196,9 +196,10 @@ impl Proxy {
             // hyper-util's client wants an absolute URI; its authority becomes `:authority` (the connection goes
             // to the upstream whatever it says). HTTP/1.1 gets origin-form.
             uri.scheme = Some(http::uri::Scheme::HTTP);
+            // Only a checked host: each authority gets its own pooled connections.
             let preserved = client_authority
                 .as_ref()
-                .filter(|_| self.preserve_host)
+                .filter(|_| self.preserve_host && allowed)
                 .and_then(|a| http::uri::Authority::try_from(a.as_bytes()).ok());
             uri.authority = Some(preserved.unwrap_or_else(|| self.upstream.authority.clone()));
         }
