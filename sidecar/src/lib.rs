@@ -322,6 +322,13 @@ async fn run_control(args: Args) -> Result<(), StartError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
     let mut addr = args.listen;
+    if workers > 1 {
+        // The workers share the port through SO_REUSEPORT, which would also let a second process of the same user
+        // (another guard started on the same port by mistake) silently take part of the connections. A plain bind
+        // first turns that into a clear start-up error; it also fixes the port when `--listen` asks for port 0.
+        let probe = std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+        addr = probe.local_addr().unwrap_or(addr);
+    }
     for index in 0..workers {
         let (bound_tx, bound_rx) = std::sync::mpsc::channel();
         let spec = WorkerSpec {

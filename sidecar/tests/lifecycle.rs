@@ -10,6 +10,39 @@ use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_guard_on_the_same_port_fails_to_start() {
+    // Two workers share the port through SO_REUSEPORT; a second process must not be able to join them silently.
+    let up = TestUpstream::start().await;
+    let first = Guard::start(&[
+        "--upstream",
+        &up.url(),
+        "--allow-host",
+        "a.example",
+        "--worker-threads",
+        "2",
+    ])
+    .await;
+    let addr = first.addr.to_string();
+    for workers in ["1", "2"] {
+        let out = run_to_exit(&[
+            "--listen",
+            &addr,
+            "--upstream",
+            &up.url(),
+            "--allow-host",
+            "b.example",
+            "--worker-threads",
+            workers,
+        ]);
+        assert!(!out.status.success(), "a second guard started on {addr}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    }
+    let r = get_with(first.addr, "/", &["Host: a.example"]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
 #[tokio::test]
 async fn start_without_any_allowed_host_fails_clearly() {
     let out = run_to_exit(&["--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:1"]);
