@@ -170,8 +170,19 @@ impl GuardOptions {
 
 impl Guard {
     /// Starts `mcp-guard --listen 127.0.0.1:P --upstream UPSTREAM --admin-listen 127.0.0.1:A ...` and waits
-    /// until `/readyz` answers 200.
+    /// until `/readyz` answers 200. A port that `free_port` handed out twice (to this guard and to something
+    /// another test started meanwhile) makes the guard exit with `cannot listen on`: then again on other ports.
     pub fn start(upstream: &str, opts: &GuardOptions) -> anyhow::Result<Guard> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(upstream, opts) {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("cannot listen on") => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(upstream: &str, opts: &GuardOptions) -> anyhow::Result<Guard> {
         let port = tools::free_port();
         let admin_port = tools::free_port();
         let binary = opts

@@ -173,8 +173,22 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Starts the guard with `--listen`, `--admin-listen` and the given arguments; waits until ready.
+    /// Starts the guard with `--listen`, `--admin-listen` and the given arguments; waits until ready. A port that
+    /// `free_port` handed out twice (to this guard and to another test's) makes the guard exit with `cannot
+    /// listen on`: then again on other ports.
     pub async fn start(args: &[&str]) -> Guard {
+        for _ in 0..2 {
+            if let Some(guard) = Self::try_start(args).await {
+                return guard;
+            }
+        }
+        Self::try_start(args)
+            .await
+            .expect("mcp-guard could not bind its ports")
+    }
+
+    /// `None`: the guard could not bind its ports.
+    async fn try_start(args: &[&str]) -> Option<Guard> {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("guard.log");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -202,12 +216,15 @@ impl Guard {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = guard.child.try_wait().unwrap() {
+                if guard.logs().contains("cannot listen on") {
+                    return None;
+                }
                 panic!("mcp-guard exited early ({status}):\n{}", guard.logs());
             }
             if let Ok(r) = get(admin, "/readyz").await
                 && r.status == 200
             {
-                return guard;
+                return Some(guard);
             }
             assert!(
                 Instant::now() < deadline,
