@@ -7,6 +7,7 @@
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
+use bytes::BufMut;
 use mcp_guard_config::{Allowlist, Denial, HeaderSeen, Mode, Reason, RequestFacts, Verdict};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -670,7 +671,8 @@ impl Conn {
             }
             // Through `read_buf`, which reads at once on a ready socket and notes a short read as drained (no
             // extra system call to find that out, here or when the connection is next taken from the pool).
-            match upstream.read_buf(&mut self.up_buf).await {
+            let max = self.pool.read_chunk();
+            match upstream.read_buf(&mut (&mut self.up_buf).limit(max)).await {
                 Ok(0) if self.up_buf.is_empty() => return Err(ResponseError::Stale),
                 Ok(0) => {
                     return Err(ResponseError::Failed(SendError::Protocol(
@@ -734,7 +736,8 @@ impl Conn {
                 self.up_buf = spare_buffer();
             }
             self.up_buf.reserve(UPSTREAM_READ / 2);
-            match upstream.read_buf(&mut self.up_buf).await {
+            let max = self.pool.read_chunk();
+            match upstream.read_buf(&mut (&mut self.up_buf).limit(max)).await {
                 Ok(0) => at_eof = true,
                 Ok(_) => {}
                 Err(_) => return Exchanged::Abort,

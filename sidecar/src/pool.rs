@@ -114,6 +114,11 @@ impl H1Pool {
         }
     }
 
+    /// The most bytes read from the upstream at once (`--upstream-read-buffer`).
+    pub fn read_chunk(&self) -> usize {
+        self.read_chunk
+    }
+
     /// How many idle connections the pool holds.
     pub fn idle_count(&self) -> usize {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)

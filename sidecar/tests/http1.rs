@@ -959,3 +959,41 @@ async fn a_refused_body_still_being_sent_does_not_cost_the_client_its_answer() {
         let _ = writer.await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_reads_are_bounded_by_upstream_read_buffer() {
+    // A close-delimited body is re-chunked read by read, so the chunk sizes show how much each read took.
+    let url = raw_upstream(|mut w| async move {
+        if w.head().await.is_err() {
+            return;
+        }
+        let mut whole = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n".to_vec();
+        whole.extend_from_slice(&[b'r'; 5000]);
+        let _ = w.send(whole).await;
+    })
+    .await;
+    let guard = guard_for(&url, &["--upstream-read-buffer", "1024"]).await;
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(format!(
+        "GET /big HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
+    ))
+    .await
+    .unwrap();
+    let (start, headers) = c.head().await.unwrap();
+    assert!(start.starts_with("HTTP/1.1 200"), "{start}");
+    assert!(is_chunked(&headers), "{headers:?}");
+    let raw = c.until_eof().await.unwrap();
+    let mut at = 0;
+    let mut sizes = Vec::new();
+    loop {
+        let line_end = at + find(&raw[at..], b"\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[at..line_end]).unwrap(), 16).unwrap();
+        at = line_end + 2 + size + 2;
+        if size == 0 {
+            break;
+        }
+        sizes.push(size);
+    }
+    assert_eq!(sizes.iter().sum::<usize>(), 5000, "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n <= 1024), "{sizes:?}");
+}
