@@ -394,15 +394,7 @@ async fn idle_connections_are_closed_but_busy_streams_live() {
 async fn sigterm_drains_open_streams_then_exits() {
     let up = TestUpstream::start().await;
     let mut guard = Guard::start(&["--upstream", &up.url(), "--allow-host", "mcp.example.com"]).await;
-    let mut s = TcpStream::connect(guard.addr).await.unwrap();
-    s.write_all(b"GET /sse?n=3&ms=500 HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(
-        !read_stream(&mut s, "data: {\"n\":0}", Duration::from_secs(3))
-            .await
-            .is_empty()
-    );
+    let mut s = open_sse(guard.addr, "n=3&ms=500").await;
     guard.signal("TERM");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
@@ -427,15 +419,7 @@ async fn sigterm_drains_open_streams_then_exits() {
 async fn second_signal_exits_at_once() {
     let up = TestUpstream::start().await;
     let mut guard = Guard::start(&["--upstream", &up.url(), "--allow-host", "mcp.example.com"]).await;
-    let mut s = TcpStream::connect(guard.addr).await.unwrap();
-    s.write_all(b"GET /sse?n=2&ms=30000 HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(
-        !read_stream(&mut s, "data: {\"n\":0}", Duration::from_secs(3))
-            .await
-            .is_empty()
-    );
+    let _stream = open_sse(guard.addr, "n=2&ms=30000").await; // open while the guard drains
     guard.signal("TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(guard.child.try_wait().unwrap().is_none(), "first signal drains");

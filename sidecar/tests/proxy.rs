@@ -470,15 +470,7 @@ async fn upstream_connections_are_reused() {
         "one pooled upstream connection"
     );
     // a response the client abandons half-way does not put its connection back
-    let mut s = TcpStream::connect(guard.addr).await.unwrap();
-    s.write_all(b"GET /sse?n=3&ms=1000 HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(
-        !read_stream(&mut s, "data: {\"n\":0}", Duration::from_secs(3))
-            .await
-            .is_empty()
-    );
+    let s = open_sse(guard.addr, "n=3&ms=1000").await;
     drop(s);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(

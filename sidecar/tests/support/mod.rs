@@ -409,6 +409,21 @@ where
     }
 }
 
+/// Opens an SSE stream of the test upstream through `addr` (`/sse?` + `query`, Host `mcp.example.com`) and waits
+/// until its first event arrived.
+pub async fn open_sse(addr: SocketAddr, query: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET /sse?{query} HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert!(
+        !read_stream(&mut s, "data: {\"n\":0}", Duration::from_secs(3))
+            .await
+            .is_empty()
+    );
+    s
+}
+
 /// Reads an open SSE response from a raw stream, returning each chunk with the time it arrived.
 pub async fn read_stream(s: &mut TcpStream, until: &str, timeout: Duration) -> Vec<(Duration, String)> {
     let start = Instant::now();
