@@ -20,8 +20,11 @@ use crate::chunked::{ChunkedScanner, Step};
 use crate::config::LiveAllowlist;
 use crate::idle::Activity;
 use crate::metrics::Outcome;
-use crate::pool::{Framing, H1Pool, SendError, parse_content_length, response_framing};
-use crate::proxy::{DEFAULT_MAX_REQUEST_BODY_BYTES, Peer, Proxy, UpstreamClient, error_body, log_denial};
+use crate::pool::{Framing, H1Pool, SendError, parse_content_length, push_data, response_framing};
+use crate::proxy::{
+    DEFAULT_MAX_REQUEST_BODY_BYTES, HOP_BY_HOP, JSON_ANSWER_FIELDS, Peer, Proxy, UpstreamClient, error_body,
+    log_denial,
+};
 use crate::server::{Limits, drained};
 
 /// Request header fields parsed at most (`--max-headers` is capped here).
@@ -562,7 +565,7 @@ impl Conn {
                     Err(e) => return Ok(Exchanged::Failed(e)),
                 },
             };
-            if let Err(e) = write_all(&upstream, &self.out).await {
+            if let Err(e) = upstream.write_all(&self.out).await {
                 if reused && replayable {
                     continue;
                 }
@@ -837,11 +840,7 @@ impl BodyOut {
                 Ok((n, end))
             }
             BodyOut::Rechunk => {
-                if !buf.is_empty() {
-                    out.extend_from_slice(format!("{:x}\r\n", buf.len()).as_bytes());
-                    out.extend_from_slice(buf);
-                    out.extend_from_slice(b"\r\n");
-                }
+                push_data(out, buf, true);
                 Ok((buf.len(), false))
             }
             BodyOut::UntilClose => {
@@ -1066,15 +1065,6 @@ impl<'a> Fields<'a> {
 
 /// Whether a field goes on to the next hop: not hop-by-hop (RFC 9110 §7.6.1) and not named by `Connection`.
 fn forwardable(name: &str, headers: &[httparse::Header<'_>], connection_names: bool) -> bool {
-    const HOP_BY_HOP: [&str; 7] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ];
     if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) {
         return false;
     }
@@ -1110,8 +1100,9 @@ fn json_response(out: &mut Vec<u8>, status: u16, body: &[u8], close: bool) {
         .unwrap_or("");
     out.clear();
     out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
-    push_field(out, "content-type", b"application/json");
-    push_field(out, "cache-control", b"no-store");
+    for (name, value) in JSON_ANSWER_FIELDS {
+        push_field(out, name, value.as_bytes());
+    }
     push_field(out, "content-length", body.len().to_string().as_bytes());
     if close {
         push_field(out, "connection", b"close");
@@ -1154,19 +1145,6 @@ fn early_answer(upstream: &TcpStream, buf: &mut Vec<u8>) -> bool {
         Ok(_) => true,
         Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
     }
-}
-
-/// Writes all of `data` to the upstream.
-async fn write_all(upstream: &TcpStream, data: &[u8]) -> std::io::Result<()> {
-    let mut at = 0;
-    while at < data.len() {
-        match upstream.try_write(&data[at..]) {
-            Ok(n) => at += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => upstream.writable().await?,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Writes all of `data` to the upstream unless it answers first (`Ok(true)`: an early response, kept in `buf`).

@@ -243,7 +243,8 @@ async fn encode_head(
     Ok((out, chunked, false))
 }
 
-fn push_data(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
+/// Appends body bytes, as one chunk when `chunked`.
+pub(crate) fn push_data(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
     if data.is_empty() {
         return;
     }

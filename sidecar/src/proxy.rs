@@ -23,19 +23,20 @@ pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 4 * 1024 * 1024;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// The hop-by-hop fields (RFC 9110 §7.6.1), lower-case, that are never forwarded, besides those that `Connection`
+/// names; both the hyper path and the HTTP/1.1 path drop them.
+pub const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
-/// Whether a header is hop-by-hop (RFC 9110 §7.6.1) and must not be forwarded, besides those that
-/// `Connection` names.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
+    HOP_BY_HOP.contains(&name.as_str())
 }
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names. One pass over the
@@ -414,13 +415,19 @@ pub fn reject(allowlist: &Allowlist, denial: &Denial) -> Response<ResponseBody> 
     json_response(denial.status(), error_body(Some(allowlist), denial))
 }
 
+/// The header fields of every answer the guard gives itself (both paths).
+pub const JSON_ANSWER_FIELDS: [(&str, &str); 2] = [
+    ("content-type", "application/json"),
+    ("cache-control", "no-store"),
+];
+
 pub fn json_response(status: u16, body: Bytes) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (name, value) in JSON_ANSWER_FIELDS {
+        resp.headers_mut()
+            .insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
     resp
 }
 
