@@ -205,7 +205,7 @@ impl Request {
     }
 }
 
-/// A request refused before it reached the upstream; the connection closes after the answer.
+/// A request refused before it reached the upstream.
 struct Refusal {
     denial: Denial,
     /// The allowlist check logged it already, with the request's details.
@@ -526,7 +526,7 @@ impl Conn {
             self.touch();
         }
         let exchanged = self.forward(&mut request).await;
-        // An idle keep-alive connection holds no upstream read buffer.
+        // An idle keep-alive connection holds no upstream read buffer (and the next exchange starts empty).
         return_buffer(&mut self.up_buf);
         // Closing with part of the body unread: the client may still be sending it.
         self.unread_body = !request.body_done();
@@ -543,8 +543,7 @@ impl Conn {
                 self.client.write_all(&self.out).await.is_ok() && keep_alive
             }
             Err(refusal) => {
-                self.refuse(refusal, &request.method.clone(), &request.path.clone(), true)
-                    .await;
+                self.refuse(refusal, &request.method, &request.path, true).await;
                 false
             }
         }
@@ -555,8 +554,6 @@ impl Conn {
         // Like nginx, a request is replayed on a fresh connection only if the upstream cannot have acted on it:
         // idempotent, written whole, and the reused connection failed before answering a byte.
         let replayable = request.body_done() && request.method.is_idempotent();
-        let head_only = request.method == http::Method::HEAD;
-        self.up_buf.clear();
         loop {
             let (mut upstream, reused) = match self.pool.take() {
                 Some(s) => (s, true),
@@ -573,13 +570,12 @@ impl Conn {
             }
             if !request.body_done() {
                 match self.upload(&upstream, request).await? {
-                    Upload::Done => {}
-                    Upload::AnsweredEarly => {}
+                    Upload::Done | Upload::AnsweredEarly => {}
                     Upload::ClientGone => return Ok(Exchanged::Abort),
                     Upload::Failed(e) => return Ok(Exchanged::Failed(SendError::Io(e))),
                 }
             }
-            match self.response_head(&mut upstream, request, head_only).await {
+            match self.response_head(&mut upstream, request).await {
                 Ok(Some(head)) => return Ok(self.stream_response(upstream, request, head).await),
                 Ok(None) => return Ok(Exchanged::Abort),
                 Err(ResponseError::Stale) if reused && replayable => continue,
@@ -628,8 +624,8 @@ impl Conn {
         &mut self,
         upstream: &mut TcpStream,
         request: &Request,
-        head_only: bool,
     ) -> Result<Option<ResponseHead>, ResponseError> {
+        let head_only = request.method == http::Method::HEAD;
         loop {
             if !self.up_buf.is_empty() {
                 let close = !request.keep_alive || !request.body_done() || self.draining();
@@ -701,12 +697,11 @@ impl Conn {
     ) -> Exchanged {
         let mut body = head.body;
         // The body bytes that came with the head go out with it, in one write.
-        let (used, end) = match body.pass(&self.up_buf, &mut self.out) {
+        let (used, mut end) = match body.pass(&self.up_buf, &mut self.out) {
             Ok(r) => r,
             Err(_) => return Exchanged::Abort,
         };
         consume(&mut self.up_buf, used);
-        let mut end = end;
         if write_client(&mut self.client, &self.out, &self.activity)
             .await
             .is_err()
@@ -745,7 +740,6 @@ impl Conn {
                 Ok(_) => {}
                 Err(_) => return Exchanged::Abort,
             }
-            self.out.clear();
             let (used, done) = if at_eof {
                 match body.eof(&mut self.out) {
                     Ok(()) => (0, true),
@@ -771,7 +765,6 @@ impl Conn {
         if head.upstream_keep_alive && !at_eof && self.up_buf.is_empty() && request.body_done() {
             self.pool.put(upstream);
         }
-        self.up_buf.clear();
         Exchanged::Done {
             keep_alive: !head.close && request.keep_alive && request.body_done() && !self.draining(),
         }
