@@ -20,7 +20,10 @@ use crate::chunked::{ChunkedScanner, Step};
 use crate::config::LiveAllowlist;
 use crate::idle::Activity;
 use crate::metrics::Outcome;
-use crate::pool::{Framing, H1Pool, SendError, parse_content_length, push_data, response_framing};
+use crate::pool::{
+    Framing, H1Pool, READ_CHUNK, SendError, parse_content_length, push_data, response_framing, return_buffer,
+    spare_buffer,
+};
 use crate::proxy::{
     DEFAULT_MAX_REQUEST_BODY_BYTES, HOP_BY_HOP, JSON_ANSWER_FIELDS, Peer, Proxy, UpstreamClient, error_body,
     log_denial,
@@ -33,40 +36,10 @@ pub const MAX_HEADERS: usize = 256;
 const MAX_RESPONSE_HEADERS: usize = 128;
 /// The largest response head accepted from the upstream.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// Read buffer sizes: a request head (grown up to `--max-header-bytes`), and a read from the upstream.
+/// The read buffer for a request head (grown up to `--max-header-bytes`).
 const CLIENT_READ: usize = 4096;
-const UPSTREAM_READ: usize = 16 * 1024;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-
-thread_local! {
-    /// The worker's spare upstream read buffers: an exchange takes one and gives it back, so neither a request
-    /// nor an idle connection allocates one of its own.
-    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// At most this many spare buffers are kept per worker.
-const MAX_SPARE: usize = 64;
-
-fn spare_buffer() -> Vec<u8> {
-    SPARE
-        .with(|s| s.borrow_mut().pop())
-        .unwrap_or_else(|| Vec::with_capacity(UPSTREAM_READ))
-}
-
-/// Gives `buf` back to the worker's spares (emptied), leaving an unallocated one in its place.
-fn return_buffer(buf: &mut Vec<u8>) {
-    let mut buf = std::mem::take(buf);
-    if buf.capacity() >= UPSTREAM_READ {
-        buf.clear();
-        SPARE.with(|s| {
-            let mut spare = s.borrow_mut();
-            if spare.len() < MAX_SPARE {
-                spare.push(buf);
-            }
-        });
-    }
-}
 
 /// Serves one client connection until it closes, breaks the protocol, idles out (the caller's timer) or the
 /// worker drains.
@@ -592,7 +565,7 @@ impl Conn {
     async fn upload(&mut self, upstream: &TcpStream, request: &mut Request) -> Result<Upload, Refusal> {
         while !request.body_done() {
             if self.input.is_empty() {
-                self.input.reserve(UPSTREAM_READ);
+                self.input.reserve(READ_CHUNK);
                 tokio::select! {
                     r = self.client.read_buf(&mut self.input) => match r {
                         Ok(0) | Err(_) => return Ok(Upload::ClientGone),
@@ -666,7 +639,7 @@ impl Conn {
             if self.up_buf.capacity() == 0 {
                 self.up_buf = spare_buffer();
             } else if self.up_buf.capacity() - self.up_buf.len() < 1024 {
-                self.up_buf.reserve(UPSTREAM_READ);
+                self.up_buf.reserve(READ_CHUNK);
             }
             // Through `read_buf`, which reads at once on a ready socket and notes a short read as drained (no
             // extra system call to find that out, here or when the connection is next taken from the pool).
@@ -733,7 +706,7 @@ impl Conn {
             if self.up_buf.capacity() == 0 {
                 self.up_buf = spare_buffer();
             }
-            self.up_buf.reserve(UPSTREAM_READ / 2);
+            self.up_buf.reserve(READ_CHUNK / 2);
             let max = self.pool.read_chunk();
             match upstream.read_buf(&mut (&mut self.up_buf).limit(max)).await {
                 Ok(0) => at_eof = true,
@@ -1133,7 +1106,7 @@ async fn client_gone(client: &TcpStream, input: &mut Vec<u8>, max: usize) -> boo
 
 /// Whether the upstream started answering (bytes are kept in `buf`) or closed; `false` on a stale wake-up.
 fn early_answer(upstream: &TcpStream, buf: &mut Vec<u8>) -> bool {
-    buf.reserve(UPSTREAM_READ);
+    buf.reserve(READ_CHUNK);
     match upstream.try_read_buf(buf) {
         Ok(_) => true,
         Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,

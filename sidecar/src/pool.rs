@@ -3,15 +3,15 @@
 //!
 //! It does only what the guard needs (RFC 9112): write the request head, stream the request body with its
 //! `content-length` or chunked; parse the response head with `httparse`; decode a content-length, chunked or
-//! read-until-close body. Reads go through a per-worker scratch buffer and each frame is a `Bytes` of exactly what arrived,
-//! so an idle long-lived stream (SSE) holds no read buffer at all.
+//! read-until-close body. Reads go through one of the worker's spare buffers and each frame is a `Bytes` of
+//! exactly what arrived, so an idle long-lived stream (SSE) holds no read buffer at all.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::FutureExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -29,8 +29,8 @@ const MAX_IDLE: usize = 256;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The most response headers accepted from the upstream.
 const MAX_HEADERS: usize = 128;
-/// The most bytes read from the upstream at once (a frame is at most this large).
-const READ_CHUNK: usize = 16 * 1024;
+/// The most bytes read from the upstream at once (a frame is at most this large), and the size of a spare buffer.
+pub(crate) const READ_CHUNK: usize = 16 * 1024;
 /// Request body bytes coalesced with the request head into a single write.
 const COALESCE: usize = 64 * 1024;
 
@@ -62,13 +62,40 @@ pub enum BodyError {
     Io(#[from] std::io::Error),
 }
 
+thread_local! {
+    /// The worker's spare upstream read buffers: a read takes one once the upstream has something to say and
+    /// gives it back, so neither a request nor an idle stream allocates one of its own.
+    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// At most this many spare buffers are kept per worker.
+const MAX_SPARE: usize = 64;
+
+pub(crate) fn spare_buffer() -> Vec<u8> {
+    SPARE
+        .with(|s| s.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK))
+}
+
+/// Gives `buf` back to the worker's spares (emptied), leaving an unallocated one in its place.
+pub(crate) fn return_buffer(buf: &mut Vec<u8>) {
+    let mut buf = std::mem::take(buf);
+    if buf.capacity() >= READ_CHUNK {
+        buf.clear();
+        SPARE.with(|s| {
+            let mut spare = s.borrow_mut();
+            if spare.len() < MAX_SPARE {
+                spare.push(buf);
+            }
+        });
+    }
+}
+
 pub struct H1Pool {
     authority: String,
     connect_timeout: Duration,
     read_chunk: usize,
     idle: Mutex<Vec<TcpStream>>,
-    /// What body reads go through before becoming a `Bytes` of exactly what arrived.
-    scratch: Mutex<Vec<u8>>,
 }
 
 impl H1Pool {
@@ -84,7 +111,6 @@ impl H1Pool {
             connect_timeout,
             read_chunk,
             idle: Mutex::new(Vec::new()),
-            scratch: Mutex::new(Vec::new()),
         })
     }
 
@@ -514,25 +540,24 @@ impl UpstreamBody {
         self.buf = BytesMut::new();
     }
 
-    /// Reads what is available through the worker's scratch buffer; `Ok(None)` at end of stream.
+    /// Reads what is available through one of the worker's spare buffers; `Ok(None)` at end of stream.
     fn poll_read(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<Result<Option<Bytes>, BodyError>> {
         let Some(stream) = self.stream.as_ref() else {
             return Poll::Ready(Ok(None));
         };
         let max = max.clamp(1, self.read_chunk);
-        // One worker thread uses the pool, so the lock is never contended; a poisoned one is still a buffer.
-        let mut scratch = self.pool.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        if scratch.len() < max {
-            scratch.resize(max, 0);
-        }
-        let chunk = &mut scratch[..max];
         loop {
             ready!(stream.poll_read_ready(cx))?;
-            match stream.try_read(chunk) {
-                Ok(0) => return Poll::Ready(Ok(None)),
-                Ok(n) => return Poll::Ready(Ok(Some(Bytes::copy_from_slice(&chunk[..n])))),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e.into())),
+            let mut buf = spare_buffer();
+            let read = match stream.try_read_buf(&mut (&mut buf).limit(max)) {
+                Ok(0) => Some(Ok(None)),
+                Ok(n) => Some(Ok(Some(Bytes::copy_from_slice(&buf[..n])))),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+                Err(e) => Some(Err(e.into())),
+            };
+            return_buffer(&mut buf);
+            if let Some(read) = read {
+                return Poll::Ready(read);
             }
         }
     }
