@@ -67,7 +67,7 @@ impl std::fmt::Display for GuardMode {
 }
 
 /// An MCP server running in this namespace: which pods, which port, and what else may reach it.
-#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "mcpguard.dev",
     version = "v1alpha1",

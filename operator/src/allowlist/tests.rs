@@ -38,13 +38,7 @@ fn spec(pairs: &[(&str, &str)]) -> MCPServerSpec {
             match_expressions: None,
         },
         port: 8000,
-        hosts: vec![],
-        origins: vec![],
-        services: None,
-        ingresses: None,
-        http_routes: None,
-        mode: None,
-        policy_ref: None,
+        ..Default::default()
     }
 }
 

@@ -362,13 +362,7 @@ fn mcps(name: &str, labels: &[(&str, &str)], port: i32) -> MCPServer {
                 ..Default::default()
             },
             port,
-            hosts: vec![],
-            origins: vec![],
-            services: None,
-            ingresses: None,
-            http_routes: None,
-            mode: None,
-            policy_ref: None,
+            ..Default::default()
         },
     );
     s.metadata.namespace = Some("team-a".into());
