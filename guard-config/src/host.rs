@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use crate::PatternError;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// The longest host name accepted (RFC 1035: 253 characters without the trailing dot).
 const MAX_NAME_LEN: usize = 253;
@@ -124,6 +124,63 @@ impl<'a> Authority<'a> {
     /// Rejects what must never match: userinfo (`a@b`), ports that are not 1..=65535 made of digits
     /// (`h:80.evil.com`, `h:99999`, `h:`), whitespace, empty values, paths, and characters a host cannot have.
     pub fn parse(s: &'a str) -> Result<Self, AuthorityError> {
+        match Self::parse_plain_name(s.as_bytes()) {
+            Some(authority) => Ok(authority),
+            None => Self::parse_thoroughly(s),
+        }
+    }
+
+    /// Parses raw header bytes (header values are not always UTF-8).
+    pub fn parse_bytes(b: &'a [u8]) -> Result<Self, AuthorityError> {
+        match Self::parse_plain_name(b) {
+            Some(authority) => Ok(authority),
+            None => Self::parse_thoroughly(std::str::from_utf8(b).map_err(|_| AuthorityError::NotText)?),
+        }
+    }
+
+    /// The shape nearly every request sends, an ASCII DNS name with an optional port, in one pass over the bytes
+    /// (this runs for every request). `None` for anything else: IP literals, odd but valid values and every error
+    /// go to [`Authority::parse_thoroughly`], which also explains what is wrong. It only accepts what that parser
+    /// accepts, with the same result (a test holds the two together).
+    pub(crate) fn parse_plain_name(b: &'a [u8]) -> Option<Self> {
+        let mut label = 0;
+        let mut only_digits_and_dots = true;
+        let mut end = b.len();
+        for (i, &c) in b.iter().enumerate() {
+            match c {
+                b'a'..=b'z' | b'A'..=b'Z' | b'-' | b'_' => {
+                    only_digits_and_dots = false;
+                    label += 1;
+                }
+                b'0'..=b'9' => label += 1,
+                b'.' if label > 0 => label = 0,
+                b':' => {
+                    end = i;
+                    break;
+                }
+                _ => return None,
+            }
+            if label > 63 {
+                return None;
+            }
+        }
+        let name = b[..end].strip_suffix(b".").unwrap_or(&b[..end]);
+        // All digits and dots may be an IPv4 literal: the thorough path decides.
+        if name.is_empty() || name.len() > MAX_NAME_LEN || only_digits_and_dots {
+            return None;
+        }
+        let port = match b.get(end + 1..) {
+            None => None,
+            Some(digits) => Some(parse_port_bytes(digits)?),
+        };
+        Some(Authority {
+            host: Host::Name(std::str::from_utf8(name).ok()?),
+            port,
+        })
+    }
+
+    /// Parses any value, and explains why a bad one is bad.
+    fn parse_thoroughly(s: &'a str) -> Result<Self, AuthorityError> {
         if s.is_empty() {
             return Err(AuthorityError::Empty);
         }
@@ -142,12 +199,6 @@ impl<'a> Authority<'a> {
             host: Host::parse(host)?,
             port,
         })
-    }
-
-    /// Parses raw header bytes (header values are not always UTF-8).
-    pub fn parse_bytes(b: &'a [u8]) -> Result<Self, AuthorityError> {
-        let s = std::str::from_utf8(b).map_err(|_| AuthorityError::NotText)?;
-        Self::parse(s)
     }
 }
 
@@ -189,6 +240,21 @@ fn parse_port(p: &str) -> Result<u16, AuthorityError> {
         Ok(0) | Err(_) => Err(AuthorityError::InvalidPort),
         Ok(n) => Ok(n),
     }
+}
+
+/// A port of 1 to 5 ASCII digits, 1..=65535, or `None`.
+fn parse_port_bytes(p: &[u8]) -> Option<u16> {
+    if p.is_empty() || p.len() > 5 {
+        return None;
+    }
+    let mut n: u32 = 0;
+    for &c in p {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u32::from(c - b'0');
+    }
+    u16::try_from(n).ok().filter(|&n| n != 0)
 }
 
 /// Which ports a pattern allows.

@@ -50,6 +50,41 @@ pub enum Origin<'a> {
 impl<'a> Origin<'a> {
     /// Parses an `Origin` header value: `null` or `scheme://host[:port]` exactly (RFC 6454 serialisation).
     pub fn parse(s: &'a str) -> Result<Self, OriginError> {
+        match Self::parse_plain(s.as_bytes()) {
+            Some(origin) => Ok(origin),
+            None => Self::parse_thoroughly(s),
+        }
+    }
+
+    /// Parses raw header bytes.
+    pub fn parse_bytes(b: &'a [u8]) -> Result<Self, OriginError> {
+        match Self::parse_plain(b) {
+            Some(origin) => Ok(origin),
+            None => Self::parse_thoroughly(std::str::from_utf8(b).map_err(|_| OriginError::NotText)?),
+        }
+    }
+
+    /// The common shape, `scheme://name[:port]` in ASCII, in one pass (as [`Authority::parse_plain_name`]);
+    /// `None` sends everything else to [`Origin::parse_thoroughly`].
+    fn parse_plain(b: &'a [u8]) -> Option<Self> {
+        let colon = b.iter().position(|&c| c == b':')?;
+        let (scheme, rest) = (&b[..colon], b[colon..].strip_prefix(b"://")?);
+        let (first, others) = scheme.split_first()?;
+        if !first.is_ascii_alphabetic()
+            || !others
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+        {
+            return None;
+        }
+        Some(Origin::Tuple {
+            scheme: std::str::from_utf8(scheme).ok()?,
+            authority: Authority::parse_plain_name(rest)?,
+        })
+    }
+
+    /// Parses any value, and explains why a bad one is bad.
+    fn parse_thoroughly(s: &'a str) -> Result<Self, OriginError> {
         if s.is_empty() {
             return Err(OriginError::Empty);
         }
@@ -63,12 +98,6 @@ impl<'a> Origin<'a> {
         }
         let authority = Authority::parse(rest).map_err(OriginError::Authority)?;
         Ok(Origin::Tuple { scheme, authority })
-    }
-
-    /// Parses raw header bytes.
-    pub fn parse_bytes(b: &'a [u8]) -> Result<Self, OriginError> {
-        let s = std::str::from_utf8(b).map_err(|_| OriginError::NotText)?;
-        Self::parse(s)
     }
 
     /// The explicit port, or the scheme's default port.

@@ -209,3 +209,70 @@ fn host_patterns_display_normalised() {
         assert_eq!(HostPattern::parse(shown).unwrap(), p, "round trip {input}");
     }
 }
+
+/// Every string up to `max_len` characters over `alphabet`.
+pub(crate) fn all_strings(alphabet: &[&str], max_len: usize) -> Vec<String> {
+    let mut all = vec![String::new()];
+    let mut last = vec![String::new()];
+    for _ in 0..max_len {
+        last = last
+            .iter()
+            .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+            .collect();
+        all.extend(last.iter().cloned());
+    }
+    all
+}
+
+#[test]
+fn the_one_pass_parser_agrees_with_the_thorough_one() {
+    // Exhaustive over short values made of the characters that matter, plus the length limits.
+    let mut values = all_strings(
+        &["a", "Z", "0", "9", ".", ":", "-", "_", "[", "]", "@", " ", "é"],
+        5,
+    );
+    let long = |n: usize| "a".repeat(n);
+    for extra in [
+        format!("{}.com", long(63)),
+        format!("{}.com", long(64)),
+        format!("{}.{}.{}.{}", long(63), long(63), long(63), long(61)),
+        format!("{}.{}.{}.{}", long(63), long(63), long(63), long(62)),
+        format!("{}.{}.{}.{}.", long(63), long(63), long(63), long(61)),
+        "a:65535".into(),
+        "a:65536".into(),
+        "a:00080".into(),
+        "a:000080".into(),
+        "a:0".into(),
+        "10.0.0.1:80".into(),
+        "10.0.0.1.:80".into(),
+        "1a.2.3.4".into(),
+    ] {
+        values.push(extra);
+    }
+    let mut fast = 0;
+    for v in &values {
+        if let Some(quick) = Authority::parse_plain_name(v.as_bytes()) {
+            fast += 1;
+            assert_eq!(Ok(quick), Authority::parse_thoroughly(v), "{v:?}");
+        }
+        assert_eq!(Authority::parse(v), Authority::parse_thoroughly(v), "{v:?}");
+        assert_eq!(
+            Authority::parse_bytes(v.as_bytes()),
+            Authority::parse_thoroughly(v),
+            "{v:?}"
+        );
+    }
+    assert!(fast > 10_000, "the one-pass parser took only {fast} values");
+    for common in [
+        "mcp.example.test",
+        "Example.COM:8080",
+        "a.",
+        "svc.ns.svc.cluster.local:8000",
+        "localhost:3000",
+    ] {
+        assert!(
+            Authority::parse_plain_name(common.as_bytes()).is_some(),
+            "{common}"
+        );
+    }
+}

@@ -135,3 +135,39 @@ fn origin_patterns_display_normalised() {
         assert_eq!(OriginPattern::parse(shown).unwrap(), p, "round trip {input}");
     }
 }
+
+#[test]
+fn the_one_pass_parser_agrees_with_the_thorough_one() {
+    let schemes = ["http", "HTTPS", "a+b-c.d", "1a", "", "h_t", "nu", "null"];
+    let seps = ["://", ":/", "//", ":", "", ":///"];
+    let authorities = crate::host::tests::all_strings(
+        &["a", "Z", "0", ".", ":", "-", "[", "]", "@", "/", "?", " ", "é"],
+        4,
+    );
+    let mut fast = 0;
+    for scheme in schemes {
+        for sep in seps {
+            for authority in &authorities {
+                let v = format!("{scheme}{sep}{authority}");
+                if let Some(quick) = Origin::parse_plain(v.as_bytes()) {
+                    fast += 1;
+                    assert_eq!(Ok(quick), Origin::parse_thoroughly(&v), "{v:?}");
+                }
+                assert_eq!(Origin::parse(&v), Origin::parse_thoroughly(&v), "{v:?}");
+                assert_eq!(
+                    Origin::parse_bytes(v.as_bytes()),
+                    Origin::parse_thoroughly(&v),
+                    "{v:?}"
+                );
+            }
+        }
+    }
+    assert!(fast > 1_000, "the one-pass parser took only {fast} values");
+    for common in [
+        "https://app.example.test",
+        "http://localhost:3000",
+        "vscode-webview://x1",
+    ] {
+        assert!(Origin::parse_plain(common.as_bytes()).is_some(), "{common}");
+    }
+}
