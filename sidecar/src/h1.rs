@@ -18,6 +18,7 @@ use tracing::debug;
 use crate::body::StreamCount;
 use crate::chunked::{ChunkedScanner, Step};
 use crate::config::LiveAllowlist;
+use crate::field::Field;
 use crate::idle::Activity;
 use crate::metrics::Outcome;
 use crate::pool::{
@@ -25,8 +26,7 @@ use crate::pool::{
     spare_buffer,
 };
 use crate::proxy::{
-    DEFAULT_MAX_REQUEST_BODY_BYTES, HOP_BY_HOP, JSON_ANSWER_FIELDS, Peer, Proxy, UpstreamClient, error_body,
-    log_denial,
+    DEFAULT_MAX_REQUEST_BODY_BYTES, JSON_ANSWER_FIELDS, Peer, Proxy, UpstreamClient, error_body, log_denial,
 };
 use crate::server::{Limits, drained};
 
@@ -58,6 +58,7 @@ pub async fn serve(
     let pool = pool.clone();
     let mut live = proxy.live.clone();
     let allowlist = live.borrow_and_update().clone();
+    let head_clock = Box::pin(tokio::time::sleep_until(accepted + head_tick(&limits)));
     let mut conn = Conn {
         client,
         live,
@@ -72,17 +73,17 @@ pub async fn serve(
         up_buf: Vec::new(),
         out: Vec::with_capacity(1024),
         unread_body: false,
+        head_clock,
+        head_ticks: 0,
     };
-    let mut deadline = accepted + conn.limits.header_read_timeout;
     loop {
-        let keep_alive = match conn.next_request(deadline).await {
+        let keep_alive = match conn.next_request().await {
             Some(request) => conn.exchange(request).await,
             None => false,
         };
         if !keep_alive {
             break;
         }
-        deadline = Instant::now() + conn.limits.header_read_timeout;
     }
     if conn.unread_body {
         linger(&mut conn.client).await;
@@ -90,6 +91,16 @@ pub async fn serve(
         let _ = conn.client.shutdown().await;
     }
 }
+
+/// The header-read timeout is kept by a clock that ticks every half timeout, so that a request costs no clock
+/// read and no timer (un)registration: a head still incomplete at the third tick since its wait began is late.
+/// The wait may end up to half the timeout later than the timeout (as the idle timeout, see `idle.rs`).
+fn head_tick(limits: &Limits) -> std::time::Duration {
+    (limits.header_read_timeout / 2).max(std::time::Duration::from_millis(1))
+}
+
+/// Ticks of the head clock after which a request head is late (see [`head_tick`]).
+const LATE_AT_TICK: u8 = 3;
 
 /// How long, and how much, a closing connection still reads from the client.
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
@@ -222,6 +233,10 @@ struct Conn {
     out: Vec<u8>,
     /// The connection closes with request bytes the guard did not read (a refused or cut-short request).
     unread_body: bool,
+    /// Keeps the header-read timeout (see [`head_tick`]); boxed, to keep the connection's task small.
+    head_clock: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// Ticks seen while waiting for the current request head.
+    head_ticks: u8,
 }
 
 /// How an exchange with the upstream ended.
@@ -247,10 +262,14 @@ impl Conn {
 
     /// Reads and checks the next request head. `None`: the connection is done (closed, timed out, refused,
     /// draining).
-    async fn next_request(&mut self, deadline: Instant) -> Option<Box<Request>> {
+    async fn next_request(&mut self) -> Option<Box<Request>> {
         loop {
             if !self.input.is_empty() {
-                match self.parse_head() {
+                let head = self.parse_head();
+                if !matches!(head, Head::Partial) {
+                    self.head_ticks = 0;
+                }
+                match head {
                     Head::Partial => {}
                     Head::Ready(request) => return Some(request),
                     Head::Refused(refusal, line) => {
@@ -272,16 +291,23 @@ impl Conn {
             }
             let idle = self.input.is_empty();
             let read = tokio::select! {
-                r = tokio::time::timeout_at(deadline, self.client.read_buf(&mut self.input)) => r,
+                biased;
+                r = self.client.read_buf(&mut self.input) => r,
+                () = self.head_clock.as_mut() => {
+                    self.head_ticks += 1;
+                    if self.head_ticks >= LATE_AT_TICK {
+                        debug!(peer = %self.peer.addr, "no complete request head within the header read timeout");
+                        return None;
+                    }
+                    let next = Instant::now() + head_tick(&self.limits);
+                    self.head_clock.as_mut().reset(next);
+                    continue;
+                }
                 () = drained(&mut self.drain), if idle => return None,
             };
             match read {
-                Ok(Ok(0)) | Ok(Err(_)) => return None,
-                Ok(Ok(_)) => self.touch(),
-                Err(_) => {
-                    debug!(peer = %self.peer.addr, "no complete request head within the header read timeout");
-                    return None;
-                }
+                Ok(0) | Err(_) => return None,
+                Ok(_) => self.touch(),
             }
         }
     }
@@ -406,19 +432,15 @@ impl Conn {
         out.extend_from_slice(b" HTTP/1.1\r\n");
         let rewrite_origin = allowed && !self.proxy.preserve_host;
         for h in headers {
-            let name = h.name;
-            if !forwardable(name, headers, fields.connection_names)
-                || ["host", "x-forwarded-for", "x-forwarded-host", "expect"]
-                    .iter()
-                    .any(|n| name.eq_ignore_ascii_case(n))
-            {
-                continue;
+            let field = Field::of(h.name);
+            match field {
+                Field::Host | Field::XForwardedFor | Field::XForwardedHost | Field::Expect => continue,
+                _ if !forwardable(field, h.name, headers, fields.connection_names) => continue,
+                Field::Origin if rewrite_origin => {
+                    push_field(out, "origin", self.proxy.upstream.origin_header.as_bytes());
+                }
+                _ => push_field(out, h.name, h.value),
             }
-            if rewrite_origin && name.eq_ignore_ascii_case("origin") {
-                push_field(out, "origin", self.proxy.upstream.origin_header.as_bytes());
-                continue;
-            }
-            push_field(out, name, h.value);
         }
         let host = match client_authority {
             Some(a) if self.proxy.preserve_host => a,
@@ -893,7 +915,7 @@ fn encode_response_head(
     };
     let connection_names = headers
         .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("connection") && lists_field_names(h.value));
+        .any(|h| Field::of(h.name) == Field::Connection && lists_field_names(h.value));
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa3(code).as_slice());
@@ -901,8 +923,9 @@ fn encode_response_head(
     out.extend_from_slice(parsed.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in headers {
-        if !forwardable(h.name, headers, connection_names)
-            || (framed.length_overridden && h.name.eq_ignore_ascii_case("content-length"))
+        let field = Field::of(h.name);
+        if !forwardable(field, h.name, headers, connection_names)
+            || (framed.length_overridden && field == Field::ContentLength)
         {
             continue;
         }
@@ -981,37 +1004,39 @@ impl<'a> Fields<'a> {
                 s.first.get_or_insert(value);
                 s.count += 1;
             };
-            if name.eq_ignore_ascii_case("host") {
-                seen(&mut f.host);
-            } else if name.eq_ignore_ascii_case("origin") {
-                seen(&mut f.origin);
-            } else if name.eq_ignore_ascii_case("content-length") {
-                let n =
-                    parse_content_length(value).ok_or_else(|| malformed("invalid content-length", value))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(malformed("conflicting content-length values", value));
+            match Field::of(name) {
+                Field::Host => seen(&mut f.host),
+                Field::Origin => seen(&mut f.origin),
+                Field::ContentLength => {
+                    let n = parse_content_length(value)
+                        .ok_or_else(|| malformed("invalid content-length", value))?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err(malformed("conflicting content-length values", value));
+                    }
+                    length = Some(n);
                 }
-                length = Some(n);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                // Only the chunked coding alone: other codings would have to be passed on undecoded.
-                if codings > 0 || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                    return Err(malformed("transfer-encoding other than a single chunked", value));
+                Field::TransferEncoding => {
+                    // Only the chunked coding alone: other codings would have to be passed on undecoded.
+                    if codings > 0 || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                        return Err(malformed("transfer-encoding other than a single chunked", value));
+                    }
+                    codings += 1;
                 }
-                codings += 1;
-            } else if name.eq_ignore_ascii_case("connection") {
-                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        f.close = true;
-                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
-                        f.connection_names = true;
+                Field::Connection => {
+                    for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                        if token.eq_ignore_ascii_case(b"close") {
+                            f.close = true;
+                        } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                            f.connection_names = true;
+                        }
                     }
                 }
-            } else if name.eq_ignore_ascii_case("expect") {
-                f.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
-            } else if name.eq_ignore_ascii_case("x-forwarded-for") {
-                f.forwarded_for.get_or_insert(value);
-            } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
-                f.forwarded_proto = true;
+                Field::Expect => f.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue"),
+                Field::XForwardedFor => {
+                    f.forwarded_for.get_or_insert(value);
+                }
+                Field::XForwardedProto => f.forwarded_proto = true,
+                Field::XForwardedHost | Field::OtherHopByHop | Field::Other => {}
             }
         }
         // RFC 9112 §6.1, §6.3: a body framed two ways, or by codings the upstream may read differently, is where
@@ -1030,8 +1055,8 @@ impl<'a> Fields<'a> {
 }
 
 /// Whether a field goes on to the next hop: not hop-by-hop (RFC 9110 §7.6.1) and not named by `Connection`.
-fn forwardable(name: &str, headers: &[httparse::Header<'_>], connection_names: bool) -> bool {
-    if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+fn forwardable(field: Field, name: &str, headers: &[httparse::Header<'_>], connection_names: bool) -> bool {
+    if field.is_hop_by_hop() {
         return false;
     }
     !connection_names
@@ -1307,7 +1332,7 @@ mod tests {
             .headers
             .iter()
             .map(|h| h.name)
-            .filter(|n| forwardable(n, req.headers, true))
+            .filter(|n| forwardable(Field::of(n), n, req.headers, true))
             .collect();
         assert_eq!(kept, ["X-Kept"]);
         assert!(lists_field_names(b"close, X-Secret"));

@@ -9,6 +9,7 @@ pub mod body;
 pub mod chunked;
 pub mod cli;
 pub mod config;
+pub mod field;
 pub mod h1;
 pub mod idle;
 pub mod metrics;

@@ -377,7 +377,8 @@ pub fn response_framing(
     let mut length: Option<u64> = None;
     let mut transfer_encoding: Option<bool> = None; // Some(chunked is last)
     for h in headers {
-        if h.name.eq_ignore_ascii_case("connection") {
+        let field = crate::field::Field::of(h.name);
+        if field == crate::field::Field::Connection {
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
@@ -386,7 +387,7 @@ pub fn response_framing(
                     keep_alive = true;
                 }
             }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if field == crate::field::Field::TransferEncoding {
             let last = h
                 .value
                 .rsplit(|&b| b == b',')
@@ -394,7 +395,7 @@ pub fn response_framing(
                 .unwrap_or_default()
                 .trim_ascii();
             transfer_encoding = Some(last.eq_ignore_ascii_case(b"chunked"));
-        } else if h.name.eq_ignore_ascii_case("content-length") {
+        } else if field == crate::field::Field::ContentLength {
             let n = parse_content_length(h.value)
                 .ok_or_else(|| SendError::Protocol("invalid content-length from the upstream".into()))?;
             if length.is_some_and(|l| l != n) {
@@ -439,10 +440,16 @@ pub fn response_framing(
 /// A `content-length` value: digits only (surrounding whitespace allowed), no list, no sign.
 pub fn parse_content_length(value: &[u8]) -> Option<u64> {
     let digits = value.trim_ascii();
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    digits.iter().try_fold(0u64, |n, &c| {
+        if c.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+        } else {
+            None
+        }
+    })
 }
 
 /// Parses a complete response head: the response, its body framing, whether the connection stays open, and the
@@ -680,6 +687,25 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
+
+    #[test]
+    fn content_lengths_are_digits_only_and_fit_in_64_bits() {
+        for (value, want) in [
+            ("0", Some(0)),
+            ("42", Some(42)),
+            (" 7 ", Some(7)),
+            ("18446744073709551615", Some(u64::MAX)),
+            ("18446744073709551616", None),
+            ("", None),
+            ("  ", None),
+            ("1a", None),
+            ("-1", None),
+            ("+1", None),
+            ("1 2", None),
+        ] {
+            assert_eq!(parse_content_length(value.as_bytes()), want, "{value:?}");
+        }
+    }
 
     #[test]
     fn response_framing() {

@@ -997,3 +997,75 @@ async fn upstream_reads_are_bounded_by_upstream_read_buffer() {
     assert_eq!(sizes.iter().sum::<usize>(), 5000, "{sizes:?}");
     assert!(sizes.iter().all(|&n| n <= 1024), "{sizes:?}");
 }
+
+/// How long until the guard closes `stream`, which sends `pieces` 100 ms apart meanwhile (then nothing).
+async fn time_to_close(stream: TcpStream, pieces: Vec<String>) -> Duration {
+    let start = Instant::now();
+    let (mut r, mut w) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        for p in pieces {
+            if w.write_all(p.as_bytes()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        std::future::pending::<()>().await; // keep the write side open
+    });
+    let mut chunk = [0u8; 4096];
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match r.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    writer.abort();
+    assert!(
+        closed.is_ok(),
+        "the guard did not close the connection within {WAIT:?}"
+    );
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_read_timeout_bounds_each_request_head_and_each_idle_keep_alive_wait() {
+    let up = TestUpstream::start().await;
+    let guard = guard_for(&up.url(), &["--header-read-timeout", "1s"]).await;
+    // The guard may be up to half the timeout late; the upper bounds leave room for a busy machine.
+    let within = |d: Duration| d >= Duration::from_millis(950) && d <= Duration::from_millis(2500);
+
+    // A head that trickles in (slowloris) is cut off although bytes keep coming.
+    let mut pieces = vec![format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n")];
+    pieces.extend((0..40).map(|i| format!("X-Slow-{i}: 1\r\n")));
+    let t = time_to_close(TcpStream::connect(guard.addr).await.unwrap(), pieces).await;
+    assert!(within(t), "a trickling head was cut off after {t:?}");
+
+    // A connection that never sends a byte.
+    let t = time_to_close(TcpStream::connect(guard.addr).await.unwrap(), vec![]).await;
+    assert!(within(t), "a silent connection was closed after {t:?}");
+
+    // Not a total deadline: a keep-alive connection whose requests come 400 ms apart lives on, and so does a
+    // response that takes longer than the timeout (SSE, 1.5 s) with a request right after it.
+    let mut c = Wire::connect(guard.addr).await;
+    for i in 0..6 {
+        c.send(get(&format!("/k{i}"), HOST)).await.unwrap();
+        let r = c.response(false).await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}: {r:?}");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    c.send(get("/sse?n=4&ms=500", HOST)).await.unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.status(), 200, "{r:?}");
+    assert_eq!(r.text().matches("data:").count(), 4, "{r:?}");
+    c.send(get("/after-sse", HOST)).await.unwrap();
+    let r = c.response(false).await.unwrap();
+    assert_eq!(r.json()["path"], "/after-sse", "{r:?}");
+
+    // Then, idle, it is closed after the timeout.
+    let start = Instant::now();
+    assert!(c.closed().await, "an idle keep-alive connection stays open");
+    let t = start.elapsed();
+    assert!(within(t), "an idle keep-alive connection was closed after {t:?}");
+}
