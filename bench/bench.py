@@ -3,13 +3,13 @@
 
 Targets (all on 127.0.0.1, driven by wrk with the same MCP-shaped POST, Host and Origin):
   direct  wrk -> upstream (nginx `return 200`, 1 worker)
-  guard   wrk -> mcp-guard (release build) -> upstream
+  guard   wrk -> mcp-guard (as shipped: `--profile dist`) -> upstream
   nginx   wrk -> nginx doing the same Host/Origin check (map on $host and $http_origin) -> upstream
 
 Then memory: the guard's idle RSS, and its RSS per open SSE stream with N concurrent streams (N as large as
 the 20,000-descriptor limit allows: the guard holds two sockets per stream), nginx's for comparison.
 
-Writes docs/performance.md. Python stdlib only; needs nginx and wrk (make setup) and a release build of
+Writes docs/performance.md. Python stdlib only; needs nginx and wrk (make setup) and the shipped build of
 mcp-guard (bench/run.sh builds it).
 """
 
@@ -628,7 +628,7 @@ def render(results: dict) -> str:
         "proxy's CPU time, see the user share above) lands on the same cores as the load generator and the upstream; "
         "nginx (check) reaches about the same fraction of direct as the guard.",
         "",
-        "Reproduce with `make bench` (installs nginx and wrk via `make setup`, builds `mcp-guard` in release mode, "
+        "Reproduce with `make bench` (installs nginx and wrk via `make setup`, builds `mcp-guard` as shipped with `--profile dist`, "
         "takes about six minutes); the raw numbers of the last run are in `target/bench/results.json`.",
         "",
     ]
@@ -640,7 +640,7 @@ def render(results: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--guard", default=str(ROOT / "target/release/mcp-guard"))
+    ap.add_argument("--guard", default=str(ROOT / "target/dist/mcp-guard"))
     ap.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "4")))
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "5")))
     ap.add_argument("--warmup", type=int, default=3)
@@ -673,7 +673,7 @@ def main() -> int:
             return 2
     guard_bin = Path(args.guard)
     if not guard_bin.exists():
-        log(f"{guard_bin} not found: `cargo build --release -p mcp-guard` (bench/run.sh does)")
+        log(f"{guard_bin} not found: `cargo build --profile dist -p mcp-guard` (bench/run.sh does)")
         return 2
 
     outdir = ROOT / "target/bench"

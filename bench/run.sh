@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# mcp-guard benchmark (`make bench`): builds the guard in release mode, then runs bench/bench.py, which
+# mcp-guard benchmark (`make bench`): builds the guard as shipped (`--profile dist`: release with LTO), then runs bench/bench.py, which
 # measures direct vs mcp-guard vs nginx-with-the-same-check in one run and writes docs/performance.md.
 # Not part of `make test`. Needs nginx and wrk (`make setup`). Takes about six minutes on 2 cores.
 #   BENCH_SECONDS=4    seconds of load per target and round
@@ -7,5 +7,5 @@
 #   BENCH_STREAMS=9900 concurrent SSE streams for the per-stream memory measure
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --release -p mcp-guard --bin mcp-guard
+CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --profile dist -p mcp-guard --bin mcp-guard
 exec python3 bench/bench.py "$@"
