@@ -75,6 +75,7 @@ pub async fn serve(
         unread_body: false,
         head_clock,
         head_ticks: 0,
+        last_allowed: LastAllowed::default(),
     };
     loop {
         let keep_alive = match conn.next_request().await {
@@ -237,6 +238,51 @@ struct Conn {
     head_clock: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// Ticks seen while waiting for the current request head.
     head_ticks: u8,
+    /// The Host and Origin of the last request allowed under `allowlist`.
+    last_allowed: LastAllowed,
+}
+
+/// The Host and Origin values a connection's last allowed request (origin-form) came with. A keep-alive client
+/// sends the same ones request after request, and for such a request the check is a function of those bytes and
+/// the allowlist alone: the same bytes under the same allowlist get the same verdict without parsing them again.
+#[derive(Default)]
+struct LastAllowed {
+    host: Vec<u8>,
+    origin: Option<Vec<u8>>,
+    valid: bool,
+}
+
+impl LastAllowed {
+    /// Whether a request with these fields was allowed last (one Host, at most one Origin, the same bytes).
+    fn holds(&self, host: HeaderSeen<'_>, origin: HeaderSeen<'_>) -> bool {
+        self.valid
+            && host.count == 1
+            && origin.count <= 1
+            && host.first == Some(self.host.as_slice())
+            && origin.first == self.origin.as_deref()
+    }
+
+    fn remember(&mut self, host: HeaderSeen<'_>, origin: HeaderSeen<'_>) {
+        let Some(h) = host.first.filter(|_| host.count == 1 && origin.count <= 1) else {
+            self.valid = false;
+            return;
+        };
+        self.valid = true;
+        self.host.clear();
+        self.host.extend_from_slice(h);
+        match (origin.first, &mut self.origin) {
+            (Some(o), Some(kept)) => {
+                kept.clear();
+                kept.extend_from_slice(o);
+            }
+            (o, kept) => *kept = o.map(<[u8]>::to_vec),
+        }
+    }
+
+    /// The allowlist changed.
+    fn forget(&mut self) {
+        self.valid = false;
+    }
 }
 
 /// How an exchange with the upstream ended.
@@ -319,6 +365,7 @@ impl Conn {
         // requests share no reference count between workers.
         if self.live.has_changed().unwrap_or(false) {
             self.allowlist = self.live.borrow_and_update().clone();
+            self.last_allowed.forget();
         }
         let max_headers = self.limits.max_headers.clamp(1, MAX_HEADERS);
         let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -373,8 +420,17 @@ impl Conn {
             origin: fields.origin,
         };
         let allowlist = &self.allowlist;
-        let allowed = match allowlist.check(&facts) {
+        let again = absolute.is_none() && self.last_allowed.holds(fields.host, fields.origin);
+        let verdict = if again {
+            Verdict::Allow
+        } else {
+            allowlist.check(&facts)
+        };
+        let allowed = match verdict {
             Verdict::Allow => {
+                if !again && absolute.is_none() {
+                    self.last_allowed.remember(fields.host, fields.origin);
+                }
                 self.proxy.metrics.request(Outcome::Allowed, None);
                 true
             }

@@ -1069,3 +1069,71 @@ async fn the_header_read_timeout_bounds_each_request_head_and_each_idle_keep_ali
     let t = start.elapsed();
     assert!(within(t), "an idle keep-alive connection was closed after {t:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_on_a_keep_alive_connection_is_checked_on_its_own() {
+    let up = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("guard.json");
+    std::fs::write(
+        &config,
+        format!(r#"{{"allowedHosts":["{HOST}"],"allowedOrigins":["https://app.example.com"]}}"#),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap().to_owned();
+    let guard = Guard::start(&[
+        "--upstream",
+        &up.url(),
+        "--config",
+        &config_arg,
+        "--config-poll-interval",
+        "100ms",
+    ])
+    .await;
+    let mut c = Wire::connect(guard.addr).await;
+    let mut ask = async |fields: &str| {
+        c.send(format!("GET /x HTTP/1.1\r\n{fields}\r\n")).await.unwrap();
+        c.response(false).await.unwrap()
+    };
+    let host = format!("Host: {HOST}\r\n");
+    let app = "Origin: https://app.example.com\r\n";
+    // Allowed requests between refused ones on the same connection: each verdict is the request's own.
+    let script: Vec<(String, u16, Option<&str>)> = vec![
+        (format!("{host}{app}"), 200, None),
+        (
+            format!("{host}Origin: https://evil.example\r\n"),
+            403,
+            Some("origin_not_allowed"),
+        ),
+        (format!("{host}{app}"), 200, None),
+        ("Host: evil.example\r\n".to_owned(), 421, Some("host_not_allowed")),
+        (format!("{host}{app}{app}"), 400, Some("multiple_origin_headers")),
+        (host.clone(), 200, None),
+        (format!("{host}Origin: null\r\n"), 403, Some("origin_not_allowed")),
+        (format!("{host}{host}{app}"), 400, Some("multiple_host_headers")),
+        (format!("Host: {}\r\n{app}", HOST.to_uppercase()), 200, None),
+        (format!("{host}{app}"), 200, None),
+    ];
+    for (i, (fields, status, reason)) in script.iter().enumerate() {
+        let r = ask(fields).await;
+        match reason {
+            Some(reason) => assert_rejection(&r, *status, reason),
+            None => assert_eq!(r.status(), *status, "request {i} ({fields:?}): {r:?}"),
+        }
+    }
+    // A reload that drops the host applies to the next request on the same connection.
+    std::fs::write(&config, r#"{"allowedHosts":["other.example.com"]}"#).unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            get_with(guard.addr, "/", &["Host: other.example.com"])
+                .await
+                .status
+                == 200
+        })
+        .await,
+        "the new config was not picked up:\n{}",
+        guard.logs()
+    );
+    let r = ask(&format!("{host}{app}")).await;
+    assert_rejection(&r, 421, "host_not_allowed");
+}
