@@ -76,10 +76,15 @@ pub async fn serve(
         head_clock,
         head_ticks: 0,
         last_allowed: LastAllowed::default(),
+        spare_request: None,
     };
     loop {
         let keep_alive = match conn.next_request().await {
-            Some(request) => conn.exchange(request).await,
+            Some(mut request) => {
+                let keep_alive = conn.exchange(&mut request).await;
+                conn.spare_request = Some(request);
+                keep_alive
+            }
             None => false,
         };
         if !keep_alive {
@@ -127,14 +132,16 @@ async fn linger(client: &mut TcpStream) {
 }
 
 /// How the request body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum RequestBody {
+    #[default]
     None,
     Length(u64),
     Chunked,
 }
 
 /// A checked request, its upstream head already encoded in `Conn::out`.
+#[derive(Default)]
 struct Request {
     method: http::Method,
     path: String,
@@ -240,6 +247,8 @@ struct Conn {
     head_ticks: u8,
     /// The Host and Origin of the last request allowed under `allowlist`.
     last_allowed: LastAllowed,
+    /// The last request, done with, for the next one to reuse.
+    spare_request: Option<Box<Request>>,
 }
 
 /// The Host and Origin values a connection's last allowed request (origin-form) came with. A keep-alive client
@@ -524,9 +533,14 @@ impl Conn {
         }
         out.extend_from_slice(b"\r\n");
 
-        let mut request = Box::new(Request {
+        // The last request's box and path buffer are reused: nothing is allocated for a request.
+        let mut request = self.spare_request.take().unwrap_or_default();
+        let mut path = std::mem::take(&mut request.path);
+        path.clear();
+        path.push_str(target);
+        *request = Request {
             method,
-            path: target.to_owned(),
+            path,
             body,
             left,
             chunks: ChunkedScanner::default(),
@@ -535,7 +549,7 @@ impl Conn {
             expect_continue: fields.expect_continue,
             keep_alive: http11 && !fields.close,
             http10: !http11,
-        });
+        };
         // The body bytes that came with the head go out with it.
         let taken = match request.take_body(&self.input[head_len..]) {
             Ok(n) => n,
@@ -569,14 +583,14 @@ impl Conn {
 
     /// Exchanges one checked request with the upstream and answers the client. Whether the client connection can
     /// carry another request.
-    async fn exchange(&mut self, mut request: Box<Request>) -> bool {
+    async fn exchange(&mut self, request: &mut Request) -> bool {
         if request.expect_continue && !request.body_done() && self.input.is_empty() {
             if self.client.write_all(CONTINUE).await.is_err() {
                 return false;
             }
             self.touch();
         }
-        let exchanged = self.forward(&mut request).await;
+        let exchanged = self.forward(request).await;
         // An idle keep-alive connection holds no upstream read buffer (and the next exchange starts empty).
         return_buffer(&mut self.up_buf);
         // Closing with part of the body unread: the client may still be sending it.
