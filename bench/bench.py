@@ -5,6 +5,8 @@ Targets (all on 127.0.0.1, driven by wrk with the same MCP-shaped POST, Host and
   direct  wrk -> upstream (nginx `return 200`, 1 worker)
   guard   wrk -> mcp-guard (as shipped: `--profile dist`) -> upstream
   nginx   wrk -> nginx doing the same Host/Origin check (map on $host and $http_origin) -> upstream
+  relay   wrk -> a byte relay that does no HTTP work (sidecar/examples/relay.rs) -> upstream: the floor of what
+          any proxy reaches on this machine
 
 Then memory: the guard's idle RSS, and its RSS per open SSE stream with N concurrent streams (N as large as
 the 20,000-descriptor limit allows: the guard holds two sockets per stream), nginx's for comparison.
@@ -387,6 +389,13 @@ def measure_all_streams(args: argparse.Namespace, guard_bin: Path, workdir: Path
     return streams
 
 
+def start_relay(binary: Path, workdir: Path, name: str, upstream_port: int, cpus: str | None) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    proc = spawn(pinned([str(binary), f"127.0.0.1:{port}", f"127.0.0.1:{upstream_port}"], cpus), workdir / f"{name}.log")
+    wait_port(port)
+    return proc, port
+
+
 def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, workdir: Path) -> dict:
     """direct, guard and nginx (check) under the same wrk load, rounds interleaved; medians, CPU per request."""
     # Layout "pinned": the load generator (1 wrk thread) and the upstream share CPU 0; the system under test
@@ -413,6 +422,7 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
     ngx = start_nginx(
         f"nginx-check-{layout}", workdir, ngx_workers, checking_proxy_body(ngx_port, up_port), ngx_port, sut_cpu
     )
+    relay, relay_port = start_relay(Path(args.relay), workdir, f"relay-{layout}", up_port, sut_cpu)
     try:
         # Both proxies really check: allowed passes, forged Host and Origin are refused.
         for name, port in (("guard", guard_port), ("nginx", ngx_port)):
@@ -427,6 +437,7 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
             "direct": ("direct to upstream", direct_port, direct_up.pid),
             "guard": ("through mcp-guard", guard_port, guard.pid),
             "nginx": ("through nginx (check)", ngx_port, ngx.pid),
+            "relay": ("through a byte relay (the floor)", relay_port, relay.pid),
         }
         # Rounds interleave the targets so that drift (thermal, other tenants) hits all three alike; each
         # measure is the median over the rounds.
@@ -465,7 +476,7 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
             med["peak_rss_kib"] = rss_kib(pid, "VmHWM") if name != "direct" else None
             throughput[name] = med
     finally:
-        for proc in (guard, ngx, upstream, direct_up):
+        for proc in (guard, ngx, relay, upstream, direct_up):
             stop(proc)
     tp = throughput
     run["throughput"] = tp
@@ -474,6 +485,8 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
         "guard_vs_nginx_p99": tp["guard"]["p99_ms"] / tp["nginx"]["p99_ms"],
         "guard_vs_direct_rps": tp["guard"]["rps"] / tp["direct"]["rps"],
         "nginx_vs_direct_rps": tp["nginx"]["rps"] / tp["direct"]["rps"],
+        "relay_vs_direct_rps": tp["relay"]["rps"] / tp["direct"]["rps"],
+        "guard_vs_relay_cpu_per_request": tp["guard"]["cpu_ms_per_1k"] / tp["relay"]["cpu_ms_per_1k"],
         "guard_vs_nginx_cpu_per_request": tp["guard"]["cpu_ms_per_1k"] / tp["nginx"]["cpu_ms_per_1k"],
     }
     return run
@@ -553,7 +566,7 @@ def throughput_table(run: dict) -> list[str]:
         "| target | requests/s | p50 | p99 | its CPU time per request | proxy peak RSS |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name in ("direct", "guard", "nginx"):
+    for name in ("direct", "guard", "nginx", "relay"):
         t = run["throughput"][name]
         rss = f"{t['peak_rss_kib'] / 1024:.1f} MiB" if t.get("peak_rss_kib") else "—"
         rows.append(
@@ -565,7 +578,9 @@ def throughput_table(run: dict) -> list[str]:
         "",
         f"guard / nginx: **{r['guard_vs_nginx_rps']:.2f}×** the requests/s, {r['guard_vs_nginx_p99']:.2f}× the p99 "
         f"latency, {r['guard_vs_nginx_cpu_per_request']:.2f}× the CPU time per request; guard / direct "
-        f"{r['guard_vs_direct_rps']:.2f}× (nginx / direct {r['nginx_vs_direct_rps']:.2f}×). {busy_text(run)}",
+        f"{r['guard_vs_direct_rps']:.2f}× (nginx / direct {r['nginx_vs_direct_rps']:.2f}×, the byte relay / direct "
+        f"{r['relay_vs_direct_rps']:.2f}×; the guard's CPU time per request is {r['guard_vs_relay_cpu_per_request']:.2f}× "
+        f"the relay's). {busy_text(run)}",
     ]
     return rows
 
@@ -587,9 +602,13 @@ def render(results: dict) -> str:
         "## Throughput and latency",
         "",
         "The request is an MCP-shaped JSON-RPC POST with an allowed `Host` and `Origin`. The upstream is nginx "
-        "answering `return 200` (1 worker), the same for all three targets. *nginx (check)* is nginx with the same "
+        "answering `return 200` (1 worker), the same for all targets. *nginx (check)* is nginx with the same "
         "Host/Origin check (`map` on `$host` and `$http_origin`, upstream keep-alive, streaming both ways, "
-        "`X-Forwarded-*`, JSON refusals) — what one would write by hand instead of the guard.",
+        "`X-Forwarded-*`, JSON refusals) — what one would write by hand instead of the guard. *A byte relay* "
+        "(`sidecar/examples/relay.rs`, shaped as the guard: one single-threaded runtime per core) does no HTTP work "
+        "at all: it passes each read from the client to its own upstream connection and each read from the upstream "
+        "back, 4 system calls a request as the guard. It is the floor of any proxy on this machine: what relaying "
+        "a request over two loopback connections costs in the kernel and the scheduler.",
     ]
     for run in runs:
         lines += ["", f"### {run['layout'].capitalize()} cores", "", layout_text(run), "", *throughput_table(run)]
@@ -618,15 +637,16 @@ def render(results: dict) -> str:
         f"{verdict(t['guard_vs_nginx_p99'])} |",
         f"| guard / direct throughput | {per_layout('guard_vs_direct_rps')} | ≥ 0.6× | "
         f"{verdict(t['guard_vs_direct_rps'])} |",
+        f"| byte relay / direct throughput (the floor) | {per_layout('relay_vs_direct_rps')} | — | |",
         f"| guard idle RSS | {results['idle_rss_kib'] / 1024:.1f} MiB | ≤ 10 MiB | {verdict(t['idle_rss'])} |",
         f"| guard memory per open SSE stream | {g['kib_per_stream']:.1f} KiB | ≤ 16 KiB | {verdict(t['per_stream'])} |",
         "",
         "Throughput targets are judged on shared cores, where each proxy runs with its defaults (the pinned layout "
         "is capped by CPU 0, see above); latency and memory targets must hold everywhere. Guard / direct: every "
-        "proxied request crosses two "
-        "TCP connections instead of one, and on loopback the kernel's share of that work (the larger part of a "
-        "proxy's CPU time, see the user share above) lands on the same cores as the load generator and the upstream; "
-        "nginx (check) reaches about the same fraction of direct as the guard.",
+        "proxied request crosses two TCP connections instead of one, and on loopback the kernel's share of that "
+        "work (the larger part of a proxy's CPU time, see the user share above) lands on the same cores as the load "
+        "generator and the upstream. The byte relay, which does nothing but that, shows how far any proxy can get "
+        "here: its fraction of direct is the ceiling for the guard's.",
         "",
         "Reproduce with `make bench` (installs nginx and wrk via `make setup`, builds `mcp-guard` as shipped with `--profile dist`, "
         "takes about six minutes); the raw numbers of the last run are in `target/bench/results.json`.",
@@ -641,6 +661,7 @@ def render(results: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--guard", default=str(ROOT / "target/dist/mcp-guard"))
+    ap.add_argument("--relay", default=str(ROOT / "target/dist/examples/relay"))
     ap.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "4")))
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "5")))
     ap.add_argument("--warmup", type=int, default=3)
@@ -672,9 +693,11 @@ def main() -> int:
             log(f"{tool} not found: run `make setup`")
             return 2
     guard_bin = Path(args.guard)
-    if not guard_bin.exists():
-        log(f"{guard_bin} not found: `cargo build --profile dist -p mcp-guard` (bench/run.sh does)")
-        return 2
+    for binary in (guard_bin, Path(args.relay)):
+        if not binary.exists():
+            log(f"{binary} not found: `cargo build --profile dist -p mcp-guard --bin mcp-guard --example relay` "
+                "(bench/run.sh does)")
+            return 2
 
     outdir = ROOT / "target/bench"
     outdir.mkdir(parents=True, exist_ok=True)

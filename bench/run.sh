@@ -7,5 +7,5 @@
 #   BENCH_STREAMS=9900 concurrent SSE streams for the per-stream memory measure
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --profile dist -p mcp-guard --bin mcp-guard
+CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --profile dist -p mcp-guard --bin mcp-guard --example relay
 exec python3 bench/bench.py "$@"
