@@ -649,7 +649,7 @@ def render(results: dict) -> str:
         "here: its fraction of direct is the ceiling for the guard's.",
         "",
         "Reproduce with `make bench` (installs nginx and wrk via `make setup`, builds `mcp-guard` as shipped with `--profile dist`, "
-        "takes about six minutes); the raw numbers of the last run are in `target/bench/results.json`.",
+        "takes about eight minutes); the raw numbers of the last run are in `target/bench/results.json`.",
         "",
     ]
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mcp-guard benchmark (`make bench`): builds the guard as shipped (`--profile dist`: release with LTO), then runs bench/bench.py, which
 # measures direct vs mcp-guard vs nginx-with-the-same-check in one run and writes docs/performance.md.
-# Not part of `make test`. Needs nginx and wrk (`make setup`). Takes about six minutes on 2 cores.
+# Not part of `make test`. Needs nginx and wrk (`make setup`). Takes about eight minutes on 2 cores.
 #   BENCH_SECONDS=4    seconds of load per target and round
 #   BENCH_ROUNDS=5     rounds (targets interleaved; medians reported)
 #   BENCH_STREAMS=9900 concurrent SSE streams for the per-stream memory measure
