@@ -35,7 +35,11 @@ fn worker(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let socket = TcpSocket::new_v4()?;
+        let socket = if listen.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
         socket.set_reuseaddr(true)?;
         socket.set_reuseport(true)?;
         socket.bind(listen)?;

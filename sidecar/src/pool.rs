@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::body::{BoxError, RequestBody};
 use crate::chunked::{ChunkedDecoder, Decoded};
+use crate::field::Field;
 
 /// At most this many idle upstream connections are kept per worker.
 const MAX_IDLE: usize = 256;
@@ -377,8 +378,8 @@ pub fn response_framing(
     let mut length: Option<u64> = None;
     let mut transfer_encoding: Option<bool> = None; // Some(chunked is last)
     for h in headers {
-        let field = crate::field::Field::of(h.name);
-        if field == crate::field::Field::Connection {
+        let field = Field::of(h.name);
+        if field == Field::Connection {
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
@@ -387,7 +388,7 @@ pub fn response_framing(
                     keep_alive = true;
                 }
             }
-        } else if field == crate::field::Field::TransferEncoding {
+        } else if field == Field::TransferEncoding {
             let last = h
                 .value
                 .rsplit(|&b| b == b',')
@@ -395,7 +396,7 @@ pub fn response_framing(
                 .unwrap_or_default()
                 .trim_ascii();
             transfer_encoding = Some(last.eq_ignore_ascii_case(b"chunked"));
-        } else if field == crate::field::Field::ContentLength {
+        } else if field == Field::ContentLength {
             let n = parse_content_length(h.value)
                 .ok_or_else(|| SendError::Protocol("invalid content-length from the upstream".into()))?;
             if length.is_some_and(|l| l != n) {
