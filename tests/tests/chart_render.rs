@@ -714,9 +714,15 @@ fn examples_are_valid() {
 
 #[test]
 fn dockerfiles_build_static_non_root_images() {
-    for (file, package, binary) in [
-        ("sidecar/Dockerfile", "mcp-guard", "mcp-guard"),
-        ("operator/Dockerfile", "mcp-guard-operator", "mcp-guard-operator"),
+    // The guard ships as the `dist` profile (release with LTO), the operator as a plain release build.
+    for (file, package, binary, profile) in [
+        ("sidecar/Dockerfile", "mcp-guard", "mcp-guard", "--profile dist"),
+        (
+            "operator/Dockerfile",
+            "mcp-guard-operator",
+            "mcp-guard-operator",
+            "--release",
+        ),
     ] {
         let text = std::fs::read_to_string(workspace_root().join(file)).unwrap();
         let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
@@ -729,7 +735,10 @@ fn dockerfiles_build_static_non_root_images() {
             text.contains(&format!("-p {package} --bin {binary}")),
             "{file}: builds {binary}"
         );
-        assert!(text.contains("--locked") && text.contains("--release"), "{file}");
+        assert!(
+            text.contains("--locked") && text.contains(profile),
+            "{file}: {profile}"
+        );
         assert!(
             text.lines().any(|l| l.trim() == "USER 65532:65532"),
             "{file}: numeric non-root user"
