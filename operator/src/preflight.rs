@@ -27,13 +27,15 @@ pub enum StartupError {
     Kube(#[from] kube::Error),
 }
 
-/// One permission: verb on group/resource[/subresource], cluster-wide or in a namespace.
+/// One permission: verb on group/resource[/subresource], on one object (`name`) or all, cluster-wide or in a
+/// namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Permission {
     pub verb: &'static str,
     pub group: &'static str,
     pub resource: &'static str,
     pub subresource: Option<&'static str>,
+    pub name: Option<String>,
     pub namespace: Option<String>,
 }
 
@@ -48,6 +50,9 @@ impl std::fmt::Display for Permission {
         if let Some(s) = self.subresource {
             write!(f, "/{s}")?;
         }
+        if let Some(name) = &self.name {
+            write!(f, " {name}")?;
+        }
         match &self.namespace {
             Some(ns) => write!(f, " in namespace {ns}"),
             None => write!(f, " (cluster-wide)"),
@@ -61,15 +66,16 @@ fn p(verb: &'static str, group: &'static str, resource: &'static str) -> Permiss
         group,
         resource,
         subresource: None,
+        name: None,
         namespace: None,
     }
 }
 
-/// What the controller does (`watch_namespace`: the namespace it is limited to, if any; `lease_namespace`:
-/// where it campaigns; `gateway_api`: whether it watches routes).
+/// What the controller does (`watch_namespace`: the namespace it is limited to, if any; `lease`: the namespace
+/// and name of the Lease it campaigns for; `gateway_api`: whether it watches routes).
 pub fn controller_permissions(
     watch_namespace: Option<&str>,
-    lease_namespace: Option<&str>,
+    lease: Option<(&str, &str)>,
     gateway_api: bool,
 ) -> Vec<Permission> {
     let scoped = |verb, group, resource| Permission {
@@ -97,10 +103,12 @@ pub fn controller_permissions(
     });
     perms.push(scoped("create", "events.k8s.io", "events"));
     perms.push(scoped("patch", "events.k8s.io", "events"));
-    if let Some(ns) = lease_namespace {
-        for verb in ["get", "create", "update"] {
+    if let Some((ns, name)) = lease {
+        // get and update on its own Lease only (RBAC can name it); create cannot be limited to a name.
+        for (verb, name) in [("get", Some(name)), ("update", Some(name)), ("create", None)] {
             perms.push(Permission {
                 namespace: Some(ns.to_string()),
+                name: name.map(str::to_string),
                 ..p(verb, "coordination.k8s.io", "leases")
             });
         }
@@ -123,6 +131,7 @@ pub async fn missing_permissions(
                     group: Some(perm.group.into()),
                     resource: Some(perm.resource.into()),
                     subresource: perm.subresource.map(Into::into),
+                    name: perm.name.clone(),
                     namespace: perm.namespace.clone(),
                     ..Default::default()
                 }),
@@ -155,7 +164,7 @@ where
 pub async fn check_controller(
     client: &Client,
     watch_namespace: Option<&str>,
-    lease_namespace: Option<&str>,
+    lease: Option<(&str, &str)>,
     gateway_api: bool,
 ) -> Result<(), StartupError> {
     let mut missing_crds = Vec::new();
@@ -168,7 +177,7 @@ pub async fn check_controller(
     if !missing_crds.is_empty() {
         return Err(StartupError::MissingCrds(missing_crds));
     }
-    let wanted = controller_permissions(watch_namespace, lease_namespace, gateway_api);
+    let wanted = controller_permissions(watch_namespace, lease, gateway_api);
     let missing = missing_permissions(client, &wanted).await?;
     if !missing.is_empty() {
         return Err(StartupError::Forbidden(

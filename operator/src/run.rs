@@ -36,7 +36,10 @@ pub async fn run_controller(
     preflight::check_controller(
         &client,
         options.settings.namespace.as_deref(),
-        options.lease.as_ref().map(|l| l.namespace.as_str()),
+        options
+            .lease
+            .as_ref()
+            .map(|l| (l.namespace.as_str(), l.name.as_str())),
         gateway_api,
     )
     .await?;

@@ -808,6 +808,18 @@ async fn service_account_gets_exactly_what_the_operator_needs() {
         ("patch", "leases.coordination.k8s.io", ns, lease),
         ("delete", "leases.coordination.k8s.io", ns, lease),
         (
+            "get",
+            "leases.coordination.k8s.io",
+            ns,
+            "another-controllers-lease",
+        ),
+        (
+            "update",
+            "leases.coordination.k8s.io",
+            ns,
+            "another-controllers-lease",
+        ),
+        (
             "patch",
             "mutatingwebhookconfigurations.admissionregistration.k8s.io",
             "",

@@ -271,9 +271,21 @@ fn rbac_is_least_privilege() {
     assert_eq!(secrets.len(), 1);
     assert_eq!(secrets[0].2, vec!["get"]);
     assert_eq!(secrets[0].3, vec!["mcp-guard-webhook-tls"]);
+    // Its own Lease by name; create cannot be limited to a name.
+    let leases: Vec<_> = role
+        .iter()
+        .filter(|(g, r, _, _)| g == "coordination.k8s.io" && r == "leases")
+        .map(|(_, _, verbs, names)| (verbs.clone(), names.clone()))
+        .collect();
     assert_eq!(
-        find(&role, "coordination.k8s.io", "leases"),
-        vec!["create", "get", "update"]
+        leases,
+        vec![
+            (
+                vec!["get".to_string(), "update".to_string()],
+                vec!["mcp-guard-operator".to_string()]
+            ),
+            (vec!["create".to_string()], vec![]),
+        ]
     );
     assert!(find(&cluster, "mcpguard.dev", "mcpservers/finalizers").is_empty());
     let binding = one(&docs, "RoleBinding");

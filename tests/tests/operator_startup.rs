@@ -77,7 +77,8 @@ async fn startup_errors_then_a_working_binary() {
         "cannot watch networking.k8s.io/ingresses (cluster-wide)",
         "cannot patch mcpguard.dev/mcpservers/status (cluster-wide)",
         "cannot create events.k8s.io/events (cluster-wide)",
-        &format!("cannot update coordination.k8s.io/leases in namespace {ns}"),
+        &format!("cannot update coordination.k8s.io/leases mcp-guard-operator in namespace {ns}"),
+        &format!("cannot create coordination.k8s.io/leases in namespace {ns}"),
     ] {
         assert!(logs.contains(missing), "missing {missing:?} in:\n{logs}");
     }
