@@ -311,6 +311,15 @@ impl HostMatch {
         if rest.contains('*') {
             return Err(PatternError::MisplacedWildcard);
         }
+        // `[10.0.0.1]`: an IPv4 address in brackets, so that one spelling (`[$(POD_IP)]`) serves either family.
+        if let (Wild::None, Some(v4)) = (
+            wild,
+            rest.strip_prefix('[')
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|a| a.parse::<Ipv4Addr>().ok()),
+        ) {
+            return Ok(HostMatch::Ipv4(v4));
+        }
         match (wild, Host::parse(rest).map_err(PatternError::Host)?) {
             (Wild::None, Host::Name(n)) => Ok(HostMatch::Exact(n.to_ascii_lowercase())),
             (Wild::One, Host::Name(n)) => Ok(HostMatch::OneLabel(n.to_ascii_lowercase())),

@@ -14,8 +14,9 @@ use mcp_guard_config::Mode;
 #[derive(Clone, Debug, Parser)]
 #[command(name = "mcp-guard", version, about, long_about = None)]
 pub struct Args {
-    /// Address to accept MCP clients on (HTTP/1.1 and h2c).
-    #[arg(long, env = "MCP_GUARD_LISTEN", default_value = "0.0.0.0:8080")]
+    /// Address to accept MCP clients on (HTTP/1.1 and h2c). An IPv4 address may be bracketed as IPv6 ones are
+    /// (`[10.0.0.7]:8000`), so that one spelling, `[$(POD_IP)]:8000`, serves pods of either family.
+    #[arg(long, env = "MCP_GUARD_LISTEN", default_value = "0.0.0.0:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
     /// The MCP server: `http://127.0.0.1:8000` (HTTP/1.1) or `h2c://127.0.0.1:8000` (HTTP/2 prior knowledge).
@@ -128,6 +129,24 @@ pub enum LogFormat {
 }
 
 /// Parses `500ms`, `30s`, `10m`, `1h`, or a bare number of seconds.
+/// A socket address; `[a.b.c.d]:port` is taken as the IPv4 address it holds.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bracketed_v4 = s
+        .strip_prefix('[')
+        .and_then(|r| r.split_once("]:"))
+        .and_then(|(ip, port)| {
+            Some(SocketAddr::new(
+                ip.parse::<std::net::Ipv4Addr>().ok()?.into(),
+                port.parse().ok()?,
+            ))
+        });
+    bracketed_v4
+        .ok_or_else(|| format!("{s:?} is not an address: 10.0.0.7:8000, [10.0.0.7]:8000 or [fd00::7]:8000"))
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
@@ -159,6 +178,30 @@ fn parse_max_headers(s: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses_of_either_family_and_bracketed_ipv4() {
+        for (given, want) in [
+            ("10.0.0.7:8000", "10.0.0.7:8000"),
+            ("[10.0.0.7]:8000", "10.0.0.7:8000"),
+            ("[fd00::7]:8000", "[fd00::7]:8000"),
+            ("0.0.0.0:80", "0.0.0.0:80"),
+        ] {
+            assert_eq!(parse_listen(given).unwrap().to_string(), want, "{given}");
+        }
+        for bad in [
+            "10.0.0.7",
+            "[10.0.0.7]",
+            "[10.0.0.7]:x",
+            "[10.0.0.7]:70000",
+            "fd00::7:8000",
+            "[a.b]:80",
+            "",
+        ] {
+            let err = parse_listen(bad).unwrap_err();
+            assert!(err.contains("is not an address"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn durations() {

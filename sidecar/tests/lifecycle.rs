@@ -430,3 +430,45 @@ async fn second_signal_exits_at_once() {
         .expect("second signal exits at once");
     assert!(!status.success());
 }
+
+/// What the webhook injects, `--listen [$(POD_IP)]:PORT --allow-host [$(POD_IP)]`, serves pods of either family
+/// (127.0.0.3 and ::1 stand in for the pod IP): kubelet's probes carry `Host: <pod IP>:PORT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bracketed_pod_ip_serves_ipv4_and_ipv6_pods() {
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let up = TestUpstream::start().await;
+    for (ip, host) in [("127.0.0.3", "127.0.0.3"), ("::1", "[::1]")] {
+        let port = std::net::TcpListener::bind((ip, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: std::net::SocketAddr = format!("{host}:{port}").parse().unwrap();
+        let _guard = KillOnDrop(
+            std::process::Command::new(env!("CARGO_BIN_EXE_mcp-guard"))
+                .args(["--listen", &format!("[{ip}]:{port}"), "--upstream", &up.url()])
+                .args(["--allow-host", &format!("[{ip}]")])
+                .env_remove("MCP_GUARD_ALLOW_HOSTS")
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                TcpStream::connect(addr).await.is_ok()
+            })
+            .await,
+            "the guard does not listen on {addr}"
+        );
+        let probe = get_with(addr, "/healthz", &[&format!("Host: {host}:{port}")]).await;
+        assert_eq!(probe.status, 200, "a probe with Host {host}:{port}");
+        let forged = get_with(addr, "/", &["Host: evil.example"]).await;
+        assert_eq!(forged.status, 421, "a forged Host on {addr}");
+    }
+}

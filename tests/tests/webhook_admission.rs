@@ -91,7 +91,7 @@ async fn deployment_pods_carry_the_guard_and_pass_restricted() {
             "{name}: image from the MCPGuardPolicy"
         );
         let args = guard.args.clone().unwrap_or_default().join(" ");
-        assert!(args.contains("--listen $(POD_IP):8000"), "{name}: {args}");
+        assert!(args.contains("--listen [$(POD_IP)]:8000"), "{name}: {args}");
         assert!(
             args.contains("--upstream http://127.0.0.1:8000"),
             "{name}: {args}"
@@ -623,7 +623,7 @@ async fn injected_pod_runs_for_real_in_front_of_the_python_sdk() {
     let pod = wait_for_pods(&client, &ns, "weather", 1).await.remove(0);
     let (mut proc, args, _config_dir) = start_injected_guard(&pod, &ns, "weather");
     assert!(
-        args.iter().any(|a| a == &format!("{POD_IP}:{port}")),
+        args.iter().any(|a| a == &format!("[{POD_IP}]:{port}")),
         "listen on the pod IP at the server's port: {args:?}"
     );
 
@@ -641,7 +641,7 @@ async fn injected_pod_runs_for_real_in_front_of_the_python_sdk() {
     .expect("client");
     run.assert_full_session("MCP client via the Service DNS name");
 
-    // kubelet's probes carry Host <pod IP>:PORT: allowed (--allow-host $(POD_IP)) and answered by the server.
+    // kubelet's probes carry Host <pod IP>:PORT: allowed (--allow-host [$(POD_IP)]) and answered by the server.
     let probe = testkit::http::raw(
         format!("{POD_IP}:{port}").parse().expect("addr"),
         &testkit::mcp::initialize_request("/mcp", &format!("{POD_IP}:{port}"), &[]),

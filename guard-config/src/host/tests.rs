@@ -276,3 +276,27 @@ fn the_one_pass_parser_agrees_with_the_thorough_one() {
         );
     }
 }
+
+#[test]
+fn host_patterns_take_an_ipv4_address_in_brackets_too() {
+    // The webhook writes `--allow-host [$(POD_IP)]`, which serves IPv4 and IPv6 pods alike.
+    let p = HostPattern::parse("[10.0.0.7]").unwrap();
+    assert_eq!(p, HostPattern::parse("10.0.0.7").unwrap());
+    assert_eq!(p.to_string(), "10.0.0.7");
+    assert!(p.matches(&auth("10.0.0.7:8000"), Some(80)));
+    assert_eq!(
+        HostPattern::parse("[10.0.0.7]:8000").unwrap(),
+        HostPattern::parse("10.0.0.7:8000").unwrap()
+    );
+    assert!(
+        HostPattern::parse("[fd00::7]")
+            .unwrap()
+            .matches(&auth("[fd00::7]:8000"), Some(80))
+    );
+    // A received Host keeps the strict form: brackets hold IPv6 only.
+    assert_eq!(
+        Authority::parse("[10.0.0.7]:8000"),
+        Err(AuthorityError::InvalidIpv6)
+    );
+    assert!(HostPattern::parse("*.[10.0.0.7]").is_err());
+}

@@ -491,8 +491,10 @@ fn admin_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
 pub fn guard_container(server: &GuardedServer) -> Container {
     let port = server.port;
     let mut args = vec![
+        // The pod IP in brackets, as IPv6 addresses are written; the guard takes a bracketed IPv4 address as well,
+        // so that one spelling serves IPv4 and IPv6 pods.
         "--listen".to_string(),
-        format!("$({POD_IP_ENV}):{port}"),
+        format!("[$({POD_IP_ENV})]:{port}"),
         "--upstream".into(),
         format!("http://127.0.0.1:{port}"),
         "--config".into(),
@@ -502,7 +504,7 @@ pub fn guard_container(server: &GuardedServer) -> Container {
         // kubelet's HTTP probes on the server port carry `Host: <pod IP>:<port>`; an IP literal cannot be
         // forged by DNS rebinding (the browser sends the attacker's name), so allowing it is safe.
         "--allow-host".into(),
-        format!("$({POD_IP_ENV})"),
+        format!("[$({POD_IP_ENV})]"),
         "--log-format".into(),
         "json".into(),
     ];

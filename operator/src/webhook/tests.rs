@@ -206,7 +206,7 @@ fn native_sidecar_shape() {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
-    assert_eq!(arg("--listen").as_deref(), Some("$(POD_IP):8000"));
+    assert_eq!(arg("--listen").as_deref(), Some("[$(POD_IP)]:8000"));
     assert_eq!(arg("--upstream").as_deref(), Some("http://127.0.0.1:8000"));
     assert_eq!(arg("--config").as_deref(), Some("/etc/mcp-guard/guard.json"));
     assert_eq!(arg("--admin-listen").as_deref(), Some("0.0.0.0:15081"));
