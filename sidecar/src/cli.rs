@@ -128,7 +128,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// Parses `500ms`, `30s`, `10m`, `1h`, or a bare number of seconds.
 /// A socket address; `[a.b.c.d]:port` is taken as the IPv4 address it holds.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
@@ -147,6 +146,7 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{s:?} is not an address: 10.0.0.7:8000, [10.0.0.7]:8000 or [fd00::7]:8000"))
 }
 
+/// Parses `500ms`, `30s`, `10m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
