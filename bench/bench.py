@@ -389,9 +389,12 @@ def measure_all_streams(args: argparse.Namespace, guard_bin: Path, workdir: Path
     return streams
 
 
-def start_relay(binary: Path, workdir: Path, name: str, upstream_port: int, cpus: str | None) -> tuple[subprocess.Popen, int]:
+def start_relay(
+    binary: Path, workdir: Path, name: str, upstream_port: int, cpus: str | None
+) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    proc = spawn(pinned([str(binary), f"127.0.0.1:{port}", f"127.0.0.1:{upstream_port}"], cpus), workdir / f"{name}.log")
+    cmd = [str(binary), f"127.0.0.1:{port}", f"127.0.0.1:{upstream_port}"]
+    proc = spawn(pinned(cmd, cpus), workdir / f"{name}.log")
     wait_port(port)
     return proc, port
 
@@ -648,8 +651,8 @@ def render(results: dict) -> str:
         "generator and the upstream. The byte relay, which does nothing but that, shows how far any proxy can get "
         "here: its fraction of direct is the ceiling for the guard's.",
         "",
-        "Reproduce with `make bench` (installs nginx and wrk via `make setup`, builds `mcp-guard` as shipped with `--profile dist`, "
-        "takes about eight minutes); the raw numbers of the last run are in `target/bench/results.json`.",
+        "Reproduce with `make bench` (installs nginx and wrk via `make setup`, builds `mcp-guard` as shipped with "
+        "`--profile dist`, takes about eight minutes); the raw numbers of the last run are in `target/bench/results.json`.",
         "",
     ]
     return "\n".join(lines)
