@@ -78,11 +78,19 @@ fn token_is(token: &[u8], known: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::HOP_BY_HOP;
 
     #[test]
     fn hop_by_hop_fields_are_the_listed_ones_in_any_case() {
-        for name in HOP_BY_HOP {
+        let hop_by_hop = [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ];
+        for name in hop_by_hop {
             assert!(Field::of(name).is_hop_by_hop(), "{name}");
             assert!(Field::of(&name.to_ascii_uppercase()).is_hop_by_hop(), "{name}");
         }

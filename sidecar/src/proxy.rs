@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 
 use crate::body::{BodyTooLarge, RequestBody, ResponseBody, StreamCount};
 use crate::config::LiveAllowlist;
+use crate::field::Field;
 use crate::metrics::{Metrics, Outcome, UpstreamError};
 use crate::pool::{H1Pool, SendError};
 use crate::upstream::Upstream;
@@ -23,20 +24,9 @@ pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 4 * 1024 * 1024;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-/// The hop-by-hop fields (RFC 9110 §7.6.1), lower-case, that are never forwarded, besides those that `Connection`
-/// names; both the hyper path and the HTTP/1.1 path drop them.
-pub const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
+/// A hop-by-hop field (RFC 9110 §7.6.1), never forwarded; one list for the hyper path and the HTTP/1.1 path.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
+    Field::of(name.as_str()).is_hop_by_hop()
 }
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names. One pass over the
