@@ -47,6 +47,14 @@ impl Field {
     }
 }
 
+/// Whether a `Connection` value names fields besides `close` and `keep-alive` (those are hop-by-hop too).
+pub fn lists_field_names(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .any(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
+}
+
 /// Whether a token equals `known` (lowercase letters and `-`) in any case. Setting bit 5 lowercases a letter
 /// and leaves `-` as it is; of the other token characters none becomes a lowercase letter or `-` that way. So the
 /// comparison runs eight bytes at a time (the last word overlapping the one before).

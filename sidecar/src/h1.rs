@@ -983,9 +983,6 @@ fn encode_response_head(
         }
         Framing::UntilClose => BodyOut::Rechunk,
     };
-    let connection_names = headers
-        .iter()
-        .any(|h| Field::of(h.name) == Field::Connection && lists_field_names(h.value));
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa3(code).as_slice());
@@ -994,7 +991,7 @@ fn encode_response_head(
     out.extend_from_slice(b"\r\n");
     for h in headers {
         let field = Field::of(h.name);
-        if !forwardable(field, h.name, headers, connection_names)
+        if !forwardable(field, h.name, headers, framed.connection_names)
             || (framed.length_overridden && field == Field::ContentLength)
         {
             continue;
@@ -1138,14 +1135,6 @@ fn forwardable(field: Field, name: &str, headers: &[httparse::Header<'_>], conne
         })
 }
 
-/// Whether a `Connection` value names fields besides `close` and `keep-alive`.
-fn lists_field_names(value: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .any(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
-}
-
 fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
@@ -1250,6 +1239,7 @@ async fn write_client(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::field::lists_field_names;
 
     fn head(raw: &str, head_only: bool, http10_client: bool, close: bool) -> (String, ResponseHead) {
         let mut out = Vec::new();

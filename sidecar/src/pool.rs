@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::body::{BoxError, RequestBody};
 use crate::chunked::{ChunkedDecoder, Decoded};
-use crate::field::Field;
+use crate::field::{Field, lists_field_names};
 
 /// At most this many idle upstream connections are kept per worker.
 const MAX_IDLE: usize = 256;
@@ -365,6 +365,8 @@ pub struct ResponseFraming {
     pub keep_alive: bool,
     /// The head has a `content-length` that `transfer-encoding` overrides; it must not be passed on.
     pub length_overridden: bool,
+    /// `Connection` names further fields, which are hop-by-hop too.
+    pub connection_names: bool,
 }
 
 /// Works out a response's [`ResponseFraming`] from its status, version and header fields.
@@ -377,9 +379,11 @@ pub fn response_framing(
     let mut keep_alive = !http10;
     let mut length: Option<u64> = None;
     let mut transfer_encoding: Option<bool> = None; // Some(chunked is last)
+    let mut connection_names = false;
     for h in headers {
         let field = Field::of(h.name);
         if field == Field::Connection {
+            connection_names |= lists_field_names(h.value);
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
@@ -435,6 +439,7 @@ pub fn response_framing(
         framing,
         keep_alive,
         length_overridden,
+        connection_names,
     })
 }
 
