@@ -142,15 +142,7 @@ async fn config_file_is_reloaded_through_kubelet_symlink_swap() {
     assert!(hint.contains("spec.hosts of MCPServer team-a/weather"), "{hint}");
 
     // keep a connection open across the reload: it must survive and see the new allowlist
-    let mut open = TcpStream::connect(a).await.unwrap();
-    open.write_all(b"GET /sse?n=2&ms=1500 HTTP/1.1\r\nHost: one.example.com\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(
-        !read_stream(&mut open, "data: {\"n\":0}", Duration::from_secs(3))
-            .await
-            .is_empty()
-    );
+    let mut open = open_sse_as(a, "one.example.com", "n=2&ms=1500").await;
 
     write_configmap(
         dir.path(),

@@ -412,8 +412,13 @@ where
 /// Opens an SSE stream of the test upstream through `addr` (`/sse?` + `query`, Host `mcp.example.com`) and waits
 /// until its first event arrived.
 pub async fn open_sse(addr: SocketAddr, query: &str) -> TcpStream {
+    open_sse_as(addr, "mcp.example.com", query).await
+}
+
+/// [`open_sse`] with another Host.
+pub async fn open_sse_as(addr: SocketAddr, host: &str, query: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET /sse?{query} HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n").as_bytes())
+    s.write_all(format!("GET /sse?{query} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     assert!(
