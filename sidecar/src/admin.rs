@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -11,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
 use crate::metrics::Metrics;
@@ -19,8 +20,34 @@ use crate::metrics::Metrics;
 /// What the admin endpoints report on.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
-    /// Ready: config loaded and the guarded listener bound; false again while draining.
-    pub ready: AtomicBool,
+    /// Config loaded and the guarded listener bound; false again while draining.
+    pub serving: AtomicBool,
+    /// The upstream's address: ready also means that it accepts connections, so that a ready guard does not
+    /// answer `502` because its server is still starting.
+    pub upstream: String,
+}
+
+/// How long `/readyz` waits for the upstream to accept a connection.
+const UPSTREAM_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl AdminState {
+    /// Why the guard cannot serve yet, or `None` when it can.
+    pub async fn not_ready(&self) -> Option<String> {
+        if !self.serving.load(Ordering::Relaxed) {
+            return Some("not ready: the guard is starting or draining\n".into());
+        }
+        match tokio::time::timeout(UPSTREAM_PROBE_TIMEOUT, TcpStream::connect(&self.upstream)).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(format!(
+                "not ready: the upstream {} does not accept connections: {e}\n",
+                self.upstream
+            )),
+            Err(_) => Some(format!(
+                "not ready: the upstream {} did not accept a connection within {UPSTREAM_PROBE_TIMEOUT:?}\n",
+                self.upstream
+            )),
+        }
+    }
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -33,7 +60,7 @@ fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes
     r
 }
 
-pub fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return respond(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -43,13 +70,10 @@ pub fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes
     }
     match req.uri().path() {
         "/livez" => respond(StatusCode::OK, "text/plain", "ok\n"),
-        "/readyz" => {
-            if state.ready.load(Ordering::Relaxed) {
-                respond(StatusCode::OK, "text/plain", "ready\n")
-            } else {
-                respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
-            }
-        }
+        "/readyz" => match state.not_ready().await {
+            None => respond(StatusCode::OK, "text/plain", "ready\n"),
+            Some(why) => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", why),
+        },
         "/metrics" => respond(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -73,12 +97,12 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let resp = route(&state, &req);
-                async move { Ok::<_, Infallible>(resp) }
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, &req).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
+                .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = conn.await {
                 debug!(error = %e, "admin connection error");

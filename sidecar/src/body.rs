@@ -1,4 +1,5 @@
-//! Streaming bodies: nothing is collected; frames pass through as they arrive.
+//! Streaming bodies: nothing is collected; frames pass through as hyper decodes them, and hyper encodes them
+//! again for the other side.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -8,8 +9,6 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::pool::UpstreamBody;
-
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The request body exceeded the configured limit.
@@ -18,6 +17,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct BodyTooLarge {
     pub limit: u64,
 }
+
+/// The client's body could not be read (a bad chunk, a body cut short): the client's error, not the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the client's request body: {0}")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
 
 /// A client's request body on its way to the upstream, cut off with [`BodyTooLarge`] past the limit.
 pub struct RequestBody {
@@ -55,7 +59,7 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
@@ -88,16 +92,7 @@ impl Drop for StreamCount {
 
 /// What the guard answers with: the upstream's streaming body, or a small body of its own.
 pub enum ResponseBody {
-    /// From the HTTP/1.1 upstream client.
-    H1 {
-        inner: UpstreamBody,
-        _count: StreamCount,
-    },
-    /// From hyper's client (h2c upstream).
-    H2 {
-        inner: Incoming,
-        _count: StreamCount,
-    },
+    Upstream { inner: Incoming, _count: StreamCount },
     Full(Option<Bytes>),
 }
 
@@ -116,34 +111,21 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ResponseBody::H1 { inner, .. } => match Pin::new(inner).poll_frame(cx) {
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
-            ResponseBody::H2 { inner, .. } => match Pin::new(inner).poll_frame(cx) {
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+            ResponseBody::Upstream { inner, .. } => Pin::new(inner).poll_frame(cx).map_err(Into::into),
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ResponseBody::H1 { inner, .. } => inner.is_end_stream(),
-            ResponseBody::H2 { inner, .. } => inner.is_end_stream(),
+            ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
             ResponseBody::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ResponseBody::H1 { inner, .. } => inner.size_hint(),
-            ResponseBody::H2 { inner, .. } => inner.size_hint(),
+            ResponseBody::Upstream { inner, .. } => inner.size_hint(),
             ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResponseBody::Full(None) => SizeHint::with_exact(0),
         }

@@ -96,8 +96,7 @@ pub struct Args {
     #[arg(long, env = "MCP_GUARD_CONFIG_POLL_INTERVAL", value_parser = parse_duration, default_value = "1s")]
     pub config_poll_interval: Duration,
 
-    /// The largest single read from an HTTP/1.1 upstream in bytes (0 = 16 KiB); an idle stream holds no read
-    /// buffer either way. With an h2c upstream: a fixed read buffer for its connections (0 = hyper's adaptive one).
+    /// A fixed read buffer in bytes for upstream connections (0 = hyper's adaptive one).
     #[arg(long, env = "MCP_GUARD_UPSTREAM_READ_BUFFER", default_value_t = 0)]
     pub upstream_read_buffer: usize,
 
@@ -165,13 +164,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// `--max-headers`: the HTTP/1.1 path parses at most 256 header fields.
+/// The most header fields `--max-headers` may allow in an HTTP/1.1 request.
+pub const MAX_HEADERS: usize = 256;
+
 fn parse_max_headers(s: &str) -> Result<usize, String> {
     let n: usize = s.trim().parse().map_err(|e| format!("{e}"))?;
-    if (1..=crate::h1::MAX_HEADERS).contains(&n) {
+    if (1..=MAX_HEADERS).contains(&n) {
         Ok(n)
     } else {
-        Err(format!("must be between 1 and {}", crate::h1::MAX_HEADERS))
+        Err(format!("must be between 1 and {MAX_HEADERS}"))
     }
 }
 

@@ -1,19 +1,17 @@
 //! mcp-guard: a streaming reverse proxy that enforces a Host/Origin allowlist in front of an MCP server.
 //!
-//! Pure core, thin I/O shell: the decisions live in [`mcp_guard_config::Allowlist::check`]; this crate reads
-//! the request facts, forwards or refuses, streams bodies, reloads the config and reports metrics.
+//! Pure core, thin I/O shell: every per-request decision lives in [`policy::decide`] (which asks
+//! [`mcp_guard_config::Allowlist::check`]); hyper serves every connection, HTTP/1.1 and h2c, client side and
+//! upstream side, and owns the framing. The rest streams bodies, reloads the config and reports metrics.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
 pub mod body;
-pub mod chunked;
 pub mod cli;
 pub mod config;
-pub mod field;
-pub mod h1;
 pub mod idle;
 pub mod metrics;
-pub mod pool;
+pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod upstream;
@@ -33,7 +31,7 @@ use crate::admin::AdminState;
 use crate::cli::Args;
 use crate::config::{ConfigSources, LoadError};
 use crate::metrics::Metrics;
-use crate::proxy::{LegacyClient, Proxy};
+use crate::proxy::{Proxy, UpstreamClient};
 use crate::upstream::Upstream;
 
 /// An error and its sources on one line, `a: b: c`; a source whose text the line already holds (an error that
@@ -89,10 +87,10 @@ impl ConfigSources {
     }
 }
 
-/// The h2c upstream client: pooled connections, bounded connect time, no Host rewriting of its own. It always
-/// dials the upstream, whatever authority a request's URI names, so that URI can carry the client's host as
-/// `:authority` (`--preserve-host`).
-pub fn upstream_client(upstream: &Upstream, connect_timeout: Duration, read_buffer: usize) -> LegacyClient {
+/// The upstream client (HTTP/1.1 or h2c): pooled connections, bounded connect time, no Host of its own (the
+/// policy sets it). It always dials the upstream, whatever authority a request's URI names, so that URI can
+/// carry the client's host as `:authority` (`--preserve-host`).
+pub fn upstream_client(upstream: &Upstream, connect_timeout: Duration, read_buffer: usize) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));
@@ -220,19 +218,7 @@ fn start_worker(
                 }
             };
             let _ = bound.send(Ok(listener.local_addr().unwrap_or(spec.addr)));
-            let client = if spec.upstream.h2 {
-                proxy::UpstreamClient::H2(Box::new(upstream_client(
-                    &spec.upstream,
-                    spec.connect_timeout,
-                    spec.read_buffer,
-                )))
-            } else {
-                proxy::UpstreamClient::H1(pool::H1Pool::new(
-                    spec.upstream.authority.to_string(),
-                    spec.connect_timeout,
-                    spec.read_buffer,
-                ))
-            };
+            let client = upstream_client(&spec.upstream, spec.connect_timeout, spec.read_buffer);
             let proxy = Arc::new(Proxy {
                 live: spec.live,
                 client,
@@ -299,7 +285,8 @@ async fn run_control(args: Args) -> Result<(), StartError> {
 
     let admin_state = Arc::new(AdminState {
         metrics: metrics.clone(),
-        ready: false.into(),
+        serving: false.into(),
+        upstream: upstream.authority.to_string(),
     });
     let admin_task = match args.admin_listen {
         Some(addr) => {
@@ -385,10 +372,10 @@ async fn run_control(args: Args) -> Result<(), StartError> {
         workers,
         "mcp-guard listening"
     );
-    admin_state.ready.store(true, Ordering::Relaxed);
+    admin_state.serving.store(true, Ordering::Relaxed);
 
     terminate_signal().await;
-    admin_state.ready.store(false, Ordering::Relaxed);
+    admin_state.serving.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     info!(
         open = metrics.open_connections.get(),

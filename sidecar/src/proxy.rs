@@ -1,62 +1,25 @@
-//! The request path: check the live allowlist, then stream the request to the upstream and the response back.
+//! The request path: the policy decides, hyper streams the request to the upstream and the response back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use mcp_guard_config::{Allowlist, Denial, HeaderSeen, Mode, Reason, RequestFacts, Verdict};
+use mcp_guard_config::{Allowlist, Denial, Reason};
 use tracing::{debug, warn};
 
-use crate::body::{BodyTooLarge, RequestBody, ResponseBody, StreamCount};
+use crate::body::{BodyTooLarge, ClientBodyError, RequestBody, ResponseBody, StreamCount};
 use crate::config::LiveAllowlist;
-use crate::field::Field;
 use crate::metrics::{Metrics, Outcome, UpstreamError};
-use crate::pool::{H1Pool, SendError};
+use crate::policy::{self, Decision, Hop};
 use crate::upstream::Upstream;
 
-/// Used when neither the config nor a flag sets `maxRequestBodyBytes`.
-pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 4 * 1024 * 1024;
+pub type UpstreamClient = Client<crate::UpstreamConnector, RequestBody>;
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-/// A hop-by-hop field (RFC 9110 §7.6.1), never forwarded; one list for the hyper path and the HTTP/1.1 path.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    Field::of(name.as_str()).is_hop_by_hop()
-}
-
-/// Removes hop-by-hop headers, including every header the `Connection` header names. One pass over the
-/// headers; nothing is removed (or allocated) when there is nothing to remove, the common case.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    let mut named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    named.extend(headers.keys().filter(|k| is_hop_by_hop(k)).cloned());
-    for name in named {
-        headers.remove(&name);
-    }
-}
-
-pub type LegacyClient = Client<crate::UpstreamConnector, RequestBody>;
-
-/// How the guard talks to the upstream: its own lean HTTP/1.1 pool, or hyper-util's client for h2c.
-pub enum UpstreamClient {
-    H1(Arc<H1Pool>),
-    H2(Box<LegacyClient>),
-}
-
-/// Everything the request path needs; shared by all connections.
+/// Everything the request path needs; shared by the connections of a worker.
 pub struct Proxy {
     pub live: LiveAllowlist,
     pub client: UpstreamClient,
@@ -78,204 +41,101 @@ impl Peer {
     }
 }
 
-/// Reads the facts the allowlist check needs from a request.
-pub fn facts(req: &Request<Incoming>) -> RequestFacts<'_> {
-    let headers = req.headers();
-    RequestFacts {
-        target_authority: req.uri().authority().map(|a| a.as_str()),
-        http2: req.version() == Version::HTTP_2,
-        scheme: req.uri().scheme_str(),
-        host: HeaderSeen::collect(headers.get_all(header::HOST).iter().map(HeaderValue::as_bytes)),
-        origin: HeaderSeen::collect(headers.get_all(header::ORIGIN).iter().map(HeaderValue::as_bytes)),
-    }
-}
-
 impl Proxy {
     /// Handles one request; never fails (errors become JSON answers).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Arc<Peer>) -> Response<ResponseBody> {
         let allowlist: Arc<Allowlist> = self.live.borrow().clone();
-        let verdict = allowlist.check(&facts(&req));
-        let allowed = match verdict {
-            Verdict::Allow => {
-                self.metrics.request(Outcome::Allowed, None);
-                true
-            }
-            Verdict::Deny(denial) => {
-                let enforce = allowlist.mode == Mode::Enforce;
-                let origin = req.headers().get(header::ORIGIN).map(HeaderValue::as_bytes);
+        let (mut head, body) = req.into_parts();
+        let hop = Hop {
+            upstream: &self.upstream,
+            peer_ip: &peer.ip,
+            preserve_host: self.preserve_host,
+        };
+        match policy::decide(&mut head, &allowlist, &hop) {
+            Decision::Refuse(denial) => {
+                let origin = head.headers.get(http::header::ORIGIN).map(HeaderValue::as_bytes);
                 log_denial(
                     &denial,
-                    req.method().as_str(),
-                    req.uri().path(),
+                    head.method.as_str(),
+                    head.uri.path(),
                     origin,
                     &peer,
-                    enforce,
+                    true,
                 );
-                debug!(headers = ?req.headers(), "rejected request headers");
-                if enforce {
-                    self.metrics.request(Outcome::Rejected, Some(denial.reason));
-                    return reject(&allowlist, &denial);
-                }
-                self.metrics.request(Outcome::Audited, Some(denial.reason));
-                false
+                debug!(headers = ?head.headers, "rejected request headers");
+                self.metrics.request(Outcome::Rejected, Some(denial.reason));
+                return reject(&allowlist, &denial);
             }
-        };
-
-        let limit = allowlist
-            .limits
-            .max_request_body_bytes
-            .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES);
-        if let Some(len) = content_length(req.headers())
-            && len > limit
-        {
-            return self.too_large(&allowlist, &req, &peer, limit, len.to_string());
+            Decision::Forward {
+                audited: Some(denial),
+            } => {
+                let origin = head.headers.get(http::header::ORIGIN).map(HeaderValue::as_bytes);
+                log_denial(
+                    &denial,
+                    head.method.as_str(),
+                    head.uri.path(),
+                    origin,
+                    &peer,
+                    false,
+                );
+                self.metrics.request(Outcome::Audited, Some(denial.reason));
+            }
+            Decision::Forward { audited: None } => self.metrics.request(Outcome::Allowed, None),
         }
-
-        let method = req.method().clone();
-        let path = req.uri().path_and_query().cloned();
-        let upstream_req = self.upstream_request(req, &peer, allowed, limit);
-        let sent: Result<Response<ResponseBody>, SendError> = match &self.client {
-            // Boxed: hyper keeps the allocation of the service future for the connection's lifetime,
-            // so the exchange's state (head buffers and the like) must not be part of it.
-            UpstreamClient::H1(pool) => Box::pin(pool.send(upstream_req)).await.map(|r| {
-                let count = StreamCount::new(&self.metrics.open_streams);
-                r.map(|inner| ResponseBody::H1 { inner, _count: count })
-            }),
-            UpstreamClient::H2(client) => Box::pin(client.request(upstream_req))
-                .await
-                .map_err(SendError::Legacy)
-                .map(|r| {
-                    let count = StreamCount::new(&self.metrics.open_streams);
-                    r.map(|inner| ResponseBody::H2 { inner, _count: count })
-                }),
-        };
-        match sent {
+        let limit = policy::body_limit(&allowlist);
+        let method = head.method.clone();
+        let upstream_req = Request::from_parts(head, RequestBody::new(body, limit));
+        let path = upstream_req.uri().path_and_query().cloned();
+        // Boxed: hyper keeps the allocation of the service future for the connection's lifetime, so the
+        // exchange's state must not be part of it.
+        match Box::pin(self.client.request(upstream_req)).await {
             Ok(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
+                let count = StreamCount::new(&self.metrics.open_streams);
+                let (mut parts, inner) = resp.into_parts();
+                policy::strip_response(&mut parts.headers);
                 parts.version = Version::HTTP_11;
-                Response::from_parts(parts, body)
+                Response::from_parts(parts, ResponseBody::Upstream { inner, _count: count })
             }
             Err(err) => {
                 let path = path.as_ref().map_or("/", |p| p.path());
-                self.upstream_failed(&allowlist, err, &method, path, &peer, limit)
+                self.upstream_failed(&allowlist, &err, &method, path, &peer, limit)
             }
         }
     }
 
-    /// Rewrites the client's request into the upstream's.
-    fn upstream_request(
-        &self,
-        req: Request<Incoming>,
-        peer: &Peer,
-        allowed: bool,
-        limit: u64,
-    ) -> Request<RequestBody> {
-        let (mut parts, body) = req.into_parts();
-        // The authority the client addressed (what the check looked at).
-        let client_authority = match parts.uri.authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => parts.headers.get(header::HOST).cloned(),
-        };
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let mut uri = http::uri::Parts::default();
-        if self.upstream.h2 {
-            // hyper-util's client wants an absolute URI; its authority becomes `:authority` (the connection goes
-            // to the upstream whatever it says). HTTP/1.1 gets origin-form.
-            uri.scheme = Some(http::uri::Scheme::HTTP);
-            // Only a checked host: each authority gets its own pooled connections.
-            let preserved = client_authority
-                .as_ref()
-                .filter(|_| self.preserve_host && allowed)
-                .and_then(|a| http::uri::Authority::try_from(a.as_bytes()).ok());
-            uri.authority = Some(preserved.unwrap_or_else(|| self.upstream.authority.clone()));
-        }
-        uri.path_and_query = Some(path_and_query);
-        parts.uri = Uri::from_parts(uri).unwrap_or_else(|_| self.upstream.base_uri.clone());
-
-        let headers = &mut parts.headers;
-        strip_hop_by_hop(headers);
-        if self.upstream.h2 {
-            parts.version = Version::HTTP_2;
-            headers.remove(header::HOST);
-        } else {
-            parts.version = Version::HTTP_11;
-            match (&client_authority, self.preserve_host) {
-                (Some(client), true) => headers.insert(header::HOST, client.clone()),
-                _ => headers.insert(header::HOST, self.upstream.host_header.clone()),
-            };
-        }
-        if allowed && !self.preserve_host && headers.contains_key(header::ORIGIN) {
-            headers.insert(header::ORIGIN, self.upstream.origin_header.clone());
-        }
-        match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prior) => {
-                let joined = format!("{prior}, {}", peer.addr.ip());
-                if let Ok(v) = HeaderValue::try_from(joined) {
-                    headers.insert(X_FORWARDED_FOR.clone(), v);
-                }
-            }
-            None => {
-                headers.insert(X_FORWARDED_FOR.clone(), peer.ip.clone());
-            }
-        }
-        if let Some(client) = client_authority {
-            headers.insert(X_FORWARDED_HOST.clone(), client);
-        }
-        if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-        }
-        Request::from_parts(parts, RequestBody::new(body, limit))
-    }
-
-    fn too_large(
-        &self,
-        allowlist: &Allowlist,
-        req: &Request<Incoming>,
-        peer: &Peer,
-        limit: u64,
-        received: String,
-    ) -> Response<ResponseBody> {
-        let denial = Denial {
-            reason: Reason::RequestBodyTooLarge,
-            received,
-            detail: Some(format!("limit {limit} bytes")),
-        };
-        log_denial(&denial, req.method().as_str(), req.uri().path(), None, peer, true);
-        self.metrics.request(Outcome::Rejected, Some(denial.reason));
-        reject(allowlist, &denial)
-    }
-
+    /// Answers a failed exchange: the client's own body at fault is its error (`413`/`400`), anything else the
+    /// upstream's (`502`).
     fn upstream_failed(
         &self,
         allowlist: &Allowlist,
-        err: SendError,
+        err: &hyper_util::client::legacy::Error,
         method: &http::Method,
         path: &str,
         peer: &Peer,
         limit: u64,
     ) -> Response<ResponseBody> {
-        if find_source::<BodyTooLarge>(&err).is_some() {
-            let denial = Denial {
-                reason: Reason::RequestBodyTooLarge,
-                received: format!("more than {limit} bytes"),
-                detail: Some(format!("limit {limit} bytes")),
-            };
-            warn!(reason = %denial.reason, peer = %peer.addr, %method, path, limit, "request rejected");
+        let client_fault = if find_source::<BodyTooLarge>(err).is_some() {
+            Some(
+                Denial::new(Reason::RequestBodyTooLarge, format!("more than {limit} bytes"))
+                    .with_detail(format!("limit {limit} bytes")),
+            )
+        } else {
+            find_source::<ClientBodyError>(err).map(|e| {
+                Denial::new(Reason::MalformedRequest, "request body").with_detail(crate::error_chain(e))
+            })
+        };
+        if let Some(denial) = client_fault {
+            log_denial(&denial, method.as_str(), path, None, peer, true);
             self.metrics.request(Outcome::Rejected, Some(denial.reason));
             return reject(allowlist, &denial);
         }
-        reject(allowlist, &self.upstream_failure(&err, method, path, peer))
+        reject(allowlist, &self.upstream_failure(err, method, path, peer))
     }
 
     /// Logs and counts a failed upstream exchange; the refusal to answer with.
-    pub fn upstream_failure(
+    fn upstream_failure(
         &self,
-        err: &SendError,
+        err: &hyper_util::client::legacy::Error,
         method: &http::Method,
         path: &str,
         peer: &Peer,
@@ -283,10 +143,8 @@ impl Proxy {
         let timed_out =
             find_source::<std::io::Error>(err).is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
         let kind = match err {
-            SendError::ConnectTimeout => UpstreamError::Timeout,
-            SendError::Connect(_) => UpstreamError::Connect,
-            SendError::Legacy(e) if e.is_connect() && timed_out => UpstreamError::Timeout,
-            SendError::Legacy(e) if e.is_connect() => UpstreamError::Connect,
+            e if e.is_connect() && timed_out => UpstreamError::Timeout,
+            e if e.is_connect() => UpstreamError::Connect,
             _ => UpstreamError::Request,
         };
         self.metrics.upstream_error(kind);
@@ -298,16 +156,6 @@ impl Proxy {
             detail: Some(detail),
         }
     }
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 fn find_source<'a, E: std::error::Error + 'static>(
@@ -405,7 +253,7 @@ pub fn reject(allowlist: &Allowlist, denial: &Denial) -> Response<ResponseBody> 
     json_response(denial.status(), error_body(Some(allowlist), denial))
 }
 
-/// The header fields of every answer the guard gives itself (both paths).
+/// The header fields of every answer the guard gives itself.
 pub const JSON_ANSWER_FIELDS: [(&str, &str); 2] = [
     ("content-type", "application/json"),
     ("cache-control", "no-store"),
@@ -424,26 +272,6 @@ pub fn json_response(status: u16, body: Bytes) -> Response<ResponseBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strips_hop_by_hop_and_connection_named_headers() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, X-Secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert("mcp-session-id", HeaderValue::from_static("abc"));
-        h.insert("mcp-protocol-version", HeaderValue::from_static("2025-06-18"));
-        h.insert("last-event-id", HeaderValue::from_static("7"));
-        strip_hop_by_hop(&mut h);
-        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["mcp-session-id", "mcp-protocol-version", "last-event-id"]);
-    }
 
     #[test]
     fn error_body_shape() {

@@ -1,18 +1,20 @@
 //! The guarded listener: accepts clients (HTTP/1.1 and h2c), bounds them, and drains them on shutdown.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::idle::{Activity, IdleIo};
-use crate::proxy::{Peer, Proxy, UpstreamClient};
+use crate::proxy::{Peer, Proxy};
 
 /// Connection-level limits.
 #[derive(Clone, Debug)]
@@ -95,7 +97,6 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let accepted = Instant::now();
         let _ = stream.set_nodelay(true);
         let activity = limits.idle_timeout.map(|_| Activity::new());
         let peer = Peer::new(addr);
@@ -105,13 +106,13 @@ pub async fn serve(
         let mut draining = draining.clone();
         let open = open.clone();
         let idle_timeout = limits.idle_timeout;
-        let conn_limits = limits.clone();
         let task = async move {
             let _open_task = open;
             let _permit = permit;
             let _open = ConnectionCount::new(&proxy.metrics.open_connections);
-            let h2 = match tokio::time::timeout(header_read_timeout, is_h2(&stream)).await {
-                Ok(Ok(Some(h2))) => h2,
+            let mut stream = stream;
+            let preface = match tokio::time::timeout(header_read_timeout, read_preface(&mut stream)).await {
+                Ok(Ok(Some(p))) => p,
                 Ok(Ok(None)) => return,
                 Ok(Err(e)) => {
                     debug!(peer = %addr, error = %e, "connection ended before a request");
@@ -122,6 +123,7 @@ pub async fn serve(
                     return;
                 }
             };
+            let h2 = preface.is_h2();
             let idle = {
                 let activity = activity.clone();
                 async move {
@@ -132,25 +134,15 @@ pub async fn serve(
                 }
             };
             tokio::pin!(idle);
-            // HTTP/1.1 to an HTTP/1.1 upstream takes the lean path; h2c on either side goes through hyper.
-            if !h2 && matches!(proxy.client, UpstreamClient::H1(_)) {
-                let conn = crate::h1::serve(stream, peer, proxy, conn_limits, accepted, draining, activity);
-                tokio::select! {
-                    () = conn => {},
-                    () = &mut idle => debug!(peer = %addr, "idle connection closed"),
-                }
-                return;
-            }
             let builder = if h2 { &builders.1 } else { &builders.0 };
-            let io = TokioIo::new(IdleIo::new(stream, activity));
+            let io = TokioIo::new(Prefixed::new(preface, IdleIo::new(stream, activity)));
             let peer = Arc::new(peer);
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();
                 let peer = peer.clone();
                 async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
             });
-            // Boxed: hyper's connection state is large, and inline it would size every connection task, also
-            // those of the HTTP/1.1 path.
+            // Boxed: hyper's connection state is large; inline it would make the task's future larger still.
             let mut conn = Box::pin(builder.serve_connection(io, service));
             let result = tokio::select! {
                 r = conn.as_mut() => r,
@@ -185,23 +177,97 @@ pub async fn drained(drain: &mut watch::Receiver<bool>) {
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Whether the client speaks h2c (it starts with the HTTP/2 connection preface) or HTTP/1.1, by peeking at its
-/// first bytes without consuming them. `None`: the client closed before sending anything.
-pub async fn is_h2(stream: &tokio::net::TcpStream) -> std::io::Result<Option<bool>> {
-    let mut buf = [0u8; H2_PREFACE.len()];
-    loop {
-        let n = stream.peek(&mut buf).await?;
+/// The first bytes of a connection, read to tell h2c (the HTTP/2 connection preface) from HTTP/1.1; they are
+/// handed to hyper first, as if unread.
+pub struct Preface {
+    buf: [u8; H2_PREFACE.len()],
+    len: usize,
+}
+
+impl Preface {
+    pub fn is_h2(&self) -> bool {
+        self.buf[..self.len] == *H2_PREFACE
+    }
+}
+
+/// Reads until the bytes so far tell the protocol: they stop matching the h2 preface (HTTP/1.1), or all of it has
+/// arrived (h2c). `None`: the client closed before sending anything. Each read waits for the socket.
+pub async fn read_preface<R: AsyncRead + Unpin>(stream: &mut R) -> std::io::Result<Option<Preface>> {
+    let mut p = Preface {
+        buf: [0; H2_PREFACE.len()],
+        len: 0,
+    };
+    while p.len < H2_PREFACE.len() {
+        let n = stream.read(&mut p.buf[p.len..]).await?;
         if n == 0 {
-            return Ok(None);
+            return Ok((p.len > 0).then_some(p));
         }
-        if buf[..n] != H2_PREFACE[..n] {
-            return Ok(Some(false));
+        p.len += n;
+        if p.buf[..p.len] != H2_PREFACE[..p.len] {
+            break;
         }
-        if n == H2_PREFACE.len() {
-            return Ok(Some(true));
+    }
+    Ok(Some(p))
+}
+
+/// An I/O stream that first yields the bytes [`read_preface`] took from it.
+pub struct Prefixed<T> {
+    preface: Preface,
+    pos: usize,
+    inner: T,
+}
+
+impl<T> Prefixed<T> {
+    pub fn new(preface: Preface, inner: T) -> Self {
+        Prefixed {
+            preface,
+            pos: 0,
+            inner,
         }
-        // A prefix of the preface so far: peeking again would return at once, so wait for more bytes.
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let rest = &this.preface.buf[this.pos..this.preface.len];
+        if rest.is_empty() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let n = rest.len().min(buf.remaining());
+        buf.put_slice(&rest[..n]);
+        this.pos += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -223,10 +289,11 @@ impl Drop for ConnectionCount {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
-    async fn sniff(pieces: &[&'static [u8]]) -> Option<bool> {
+    /// Sends `pieces` apart, then closes; what the guard's side makes of them, and every byte it then reads.
+    async fn sniff(pieces: &[&'static [u8]]) -> Option<(bool, Vec<u8>)> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let pieces = pieces.to_vec();
@@ -236,34 +303,38 @@ mod tests {
                 c.write_all(p).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            // Closing after the last piece: peeking still sees what was sent.
             drop(c);
         });
-        let (s, _) = listener.accept().await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(2), is_h2(&s))
+        let (mut s, _) = listener.accept().await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), read_preface(&mut s))
             .await
             .unwrap()
             .unwrap();
-        // Peeking consumed nothing.
-        let mut buf = [0u8; 3];
-        if got.is_some() {
-            let n = s.peek(&mut buf).await.unwrap();
-            assert!(b"GET".starts_with(&buf[..n]) || b"PRI".starts_with(&buf[..n]));
-        }
         client.await.unwrap();
-        got
+        let preface = got?;
+        let h2 = preface.is_h2();
+        // Nothing is lost: the prefixed stream yields every byte the client sent.
+        let mut all = Vec::new();
+        Prefixed::new(preface, s).read_to_end(&mut all).await.unwrap();
+        Some((h2, all))
     }
 
     #[tokio::test]
-    async fn tells_h2c_from_http1_by_peeking() {
-        assert_eq!(sniff(&[b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"]).await, Some(false));
-        assert_eq!(sniff(&[b"G"]).await, Some(false));
-        assert_eq!(sniff(&[H2_PREFACE]).await, Some(true));
+    async fn tells_h2c_from_http1_and_loses_no_byte() {
+        let get = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
+        assert_eq!(sniff(&[get]).await, Some((false, get.to_vec())));
+        assert_eq!(sniff(&[b"G"]).await, Some((false, b"G".to_vec())));
+        assert_eq!(sniff(&[H2_PREFACE]).await, Some((true, H2_PREFACE.to_vec())));
         assert_eq!(
-            sniff(&[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n"]).await,
-            Some(true)
+            sniff(&[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n", b"frames"]).await,
+            Some((true, [H2_PREFACE, b"frames"].concat()))
         );
-        assert_eq!(sniff(&[b"PRI * HTTP/2.0\r\n", b"\r\nXX"]).await, Some(false));
+        assert_eq!(
+            sniff(&[b"PRI * HTTP/2.0\r\n", b"\r\nXX"]).await,
+            Some((false, b"PRI * HTTP/2.0\r\n\r\nXX".to_vec()))
+        );
+        // A partial preface then silence: the connection ends, no spinning in between.
+        assert_eq!(sniff(&[b"PRI * HT"]).await, Some((false, b"PRI * HT".to_vec())));
         assert_eq!(sniff(&[]).await, None);
     }
 }
