@@ -12,6 +12,7 @@ pub mod config;
 pub mod idle;
 pub mod metrics;
 pub mod policy;
+pub mod pool;
 pub mod proxy;
 pub mod server;
 pub mod upstream;
@@ -20,9 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -31,7 +29,8 @@ use crate::admin::AdminState;
 use crate::cli::Args;
 use crate::config::{ConfigSources, LoadError};
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, UpstreamClient};
+use crate::pool::UpstreamPool;
+use crate::proxy::Proxy;
 use crate::upstream::Upstream;
 
 /// An error and its sources on one line, `a: b: c`; a source whose text the line already holds (an error that
@@ -84,50 +83,6 @@ impl ConfigSources {
             max_request_body_bytes: args.max_request_body_bytes,
             file: args.config.clone(),
         }
-    }
-}
-
-/// The upstream client (HTTP/1.1 or h2c): pooled connections, bounded connect time, no Host of its own (the
-/// policy sets it). It always dials the upstream, whatever authority a request's URI names, so that URI can
-/// carry the client's host as `:authority` (`--preserve-host`).
-pub fn upstream_client(upstream: &Upstream, connect_timeout: Duration, read_buffer: usize) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.enforce_http(true);
-    let mut b = Client::builder(TokioExecutor::new());
-    b.timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .set_host(false)
-        .http2_only(upstream.h2);
-    if read_buffer > 0 {
-        b.http1_read_buf_exact_size(read_buffer);
-    }
-    b.build(UpstreamConnector {
-        inner: connector,
-        upstream: upstream.base_uri.clone(),
-    })
-}
-
-/// Connects to the upstream for every request URI.
-#[derive(Clone)]
-pub struct UpstreamConnector {
-    inner: HttpConnector,
-    upstream: http::Uri,
-}
-
-impl tower_service::Service<http::Uri> for UpstreamConnector {
-    type Response = <HttpConnector as tower_service::Service<http::Uri>>::Response;
-    type Error = <HttpConnector as tower_service::Service<http::Uri>>::Error;
-    type Future = <HttpConnector as tower_service::Service<http::Uri>>::Future;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, _requested: http::Uri) -> Self::Future {
-        self.inner.call(self.upstream.clone())
     }
 }
 
@@ -218,10 +173,10 @@ fn start_worker(
                 }
             };
             let _ = bound.send(Ok(listener.local_addr().unwrap_or(spec.addr)));
-            let client = upstream_client(&spec.upstream, spec.connect_timeout, spec.read_buffer);
+            let pool = UpstreamPool::new(&spec.upstream, spec.connect_timeout, spec.read_buffer);
             let proxy = Arc::new(Proxy {
                 live: spec.live,
-                client,
+                pool,
                 upstream: spec.upstream,
                 preserve_host: spec.preserve_host,
                 metrics: spec.metrics,

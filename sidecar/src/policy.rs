@@ -223,8 +223,8 @@ fn rewrite(head: &mut Parts, hop: &Hop<'_>, allowed: bool) {
     };
     let preserved = client_authority.as_ref().filter(|_| hop.preserve_host && allowed);
 
-    // hyper's client takes an absolute URI (it sends HTTP/1.1 origin-form, or h2 `:authority` + `:path`), and it
-    // always dials the upstream, whatever authority the URI names.
+    // HTTP/1.1 upstreams get origin-form; h2c ones an absolute URI (`:scheme`, `:authority`, `:path`). The
+    // connection goes to the upstream whatever authority the URI names.
     let path = match head.uri.path_and_query() {
         Some(p) if p.as_str().starts_with('/') => p.clone(),
         // `http://h?x=1`: the path is empty, the query is not.
@@ -232,15 +232,16 @@ fn rewrite(head: &mut Parts, hop: &Hop<'_>, allowed: bool) {
             .unwrap_or_else(|_| PathAndQuery::from_static("/")),
         None => PathAndQuery::from_static("/"),
     };
-    let authority = preserved
-        .filter(|_| upstream.h2)
-        .and_then(|a| Authority::try_from(a.as_bytes()).ok())
-        .unwrap_or_else(|| upstream.authority.clone());
     let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(authority);
+    if upstream.h2 {
+        let authority = preserved
+            .and_then(|a| Authority::try_from(a.as_bytes()).ok())
+            .unwrap_or_else(|| upstream.authority.clone());
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority);
+    }
     uri.path_and_query = Some(path);
-    head.uri = Uri::from_parts(uri).unwrap_or_else(|_| upstream.base_uri.clone());
+    head.uri = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
     head.version = if upstream.h2 {
         Version::HTTP_2
     } else {

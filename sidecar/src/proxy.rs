@@ -7,7 +7,6 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use mcp_guard_config::{Allowlist, Denial, Reason};
 use tracing::{debug, warn};
 
@@ -15,29 +14,29 @@ use crate::body::{BodyTooLarge, ClientBodyError, RequestBody, ResponseBody, Stre
 use crate::config::LiveAllowlist;
 use crate::metrics::{Metrics, Outcome, UpstreamError};
 use crate::policy::{self, Decision, Hop};
+use crate::pool::{Paired, SendError, UpstreamPool};
 use crate::upstream::Upstream;
-
-pub type UpstreamClient = Client<crate::UpstreamConnector, RequestBody>;
 
 /// Everything the request path needs; shared by the connections of a worker.
 pub struct Proxy {
     pub live: LiveAllowlist,
-    pub client: UpstreamClient,
+    pub pool: Arc<UpstreamPool>,
     pub upstream: Upstream,
     pub preserve_host: bool,
     pub metrics: Arc<Metrics>,
 }
 
-/// Facts about one client connection, computed once.
+/// One client connection: facts computed once, and its side of the upstream.
 pub struct Peer {
     pub addr: SocketAddr,
     pub ip: HeaderValue,
+    pub upstream: Paired,
 }
 
 impl Peer {
-    pub fn new(addr: SocketAddr) -> Self {
+    pub fn new(addr: SocketAddr, upstream: Paired) -> Self {
         let ip = HeaderValue::try_from(addr.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-        Peer { addr, ip }
+        Peer { addr, ip, upstream }
     }
 }
 
@@ -64,7 +63,18 @@ impl Proxy {
                 );
                 debug!(headers = ?head.headers, "rejected request headers");
                 self.metrics.request(Outcome::Rejected, Some(denial.reason));
-                return reject(&allowlist, &denial);
+                let mut answer = reject(&allowlist, &denial);
+                // A request whose framing or size was refused has a body nobody should read on: the connection
+                // closes after the answer (hyper then reads no further request from it).
+                if matches!(
+                    denial.reason,
+                    Reason::MalformedRequest | Reason::RequestBodyTooLarge
+                ) {
+                    answer
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                return answer;
             }
             Decision::Forward {
                 audited: Some(denial),
@@ -88,7 +98,7 @@ impl Proxy {
         let path = upstream_req.uri().path_and_query().cloned();
         // Boxed: hyper keeps the allocation of the service future for the connection's lifetime, so the
         // exchange's state must not be part of it.
-        match Box::pin(self.client.request(upstream_req)).await {
+        match Box::pin(peer.upstream.send(upstream_req)).await {
             Ok(resp) => {
                 let count = StreamCount::new(&self.metrics.open_streams);
                 let (mut parts, inner) = resp.into_parts();
@@ -108,7 +118,7 @@ impl Proxy {
     fn upstream_failed(
         &self,
         allowlist: &Allowlist,
-        err: &hyper_util::client::legacy::Error,
+        err: &SendError,
         method: &http::Method,
         path: &str,
         peer: &Peer,
@@ -133,19 +143,12 @@ impl Proxy {
     }
 
     /// Logs and counts a failed upstream exchange; the refusal to answer with.
-    fn upstream_failure(
-        &self,
-        err: &hyper_util::client::legacy::Error,
-        method: &http::Method,
-        path: &str,
-        peer: &Peer,
-    ) -> Denial {
-        let timed_out =
-            find_source::<std::io::Error>(err).is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+    fn upstream_failure(&self, err: &SendError, method: &http::Method, path: &str, peer: &Peer) -> Denial {
         let kind = match err {
-            e if e.is_connect() && timed_out => UpstreamError::Timeout,
-            e if e.is_connect() => UpstreamError::Connect,
-            _ => UpstreamError::Request,
+            SendError::ConnectTimeout(_) => UpstreamError::Timeout,
+            SendError::Connect(e) if e.kind() == std::io::ErrorKind::TimedOut => UpstreamError::Timeout,
+            SendError::Connect(_) => UpstreamError::Connect,
+            SendError::Handshake(_) | SendError::Exchange(_) => UpstreamError::Request,
         };
         self.metrics.upstream_error(kind);
         let detail = crate::error_chain(err);

@@ -5,15 +5,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::idle::{Activity, IdleIo};
+use crate::pool::Paired;
 use crate::proxy::{Peer, Proxy};
 
 /// Connection-level limits.
@@ -26,28 +27,31 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
 }
 
-/// The HTTP/1.1 + h2c connection builder with the limits applied.
-pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    {
-        let mut h1 = b.http1();
+/// The HTTP/1.1 and h2c connection builders with the limits applied.
+pub struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    pub fn new(limits: &Limits) -> Self {
+        let mut h1 = http1::Builder::new();
         // The upstream's Date header passes through; not stamping our own saves a clock read per response.
         h1.timer(TokioTimer::new())
             .auto_date_header(false)
             .header_read_timeout(limits.header_read_timeout)
-            // The read buffer bounds the request head: a larger head gets 431.
-            .max_buf_size(limits.max_header_bytes.max(8192));
-        if limits.max_headers != 100 {
-            h1.max_headers(limits.max_headers);
-        }
+            // A larger head gets hyper's 431; the read buffer stays as small as the head limit allows.
+            .max_header_size(limits.max_header_bytes)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .max_headers(limits.max_headers);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .auto_date_header(false)
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .max_concurrent_streams(Some(256))
+            .max_pending_accept_reset_streams(Some(64));
+        Builders { h1, h2 }
     }
-    b.http2()
-        .timer(TokioTimer::new())
-        .auto_date_header(false)
-        .max_header_list_size(limits.max_header_bytes as u32)
-        .max_concurrent_streams(Some(256))
-        .max_pending_accept_reset_streams(Some(64));
-    b
 }
 
 /// The open connections of a worker that stopped accepting: [`Drain::shutdown`] asks them to finish (idle ones
@@ -72,10 +76,7 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Drain {
-    // The protocol is told apart by peeking at the first bytes, so hyper's HTTP/1.1 connection reads the
-    // request head into its buffer in one go (hyper-util's detection hands it the first bytes in a separate
-    // read, which doubles hyper's read buffer to 16 KiB for the connection's lifetime).
-    let builders = Arc::new((builder(&limits).http1_only(), builder(&limits).http2_only()));
+    let builders = Arc::new(Builders::new(&limits));
     let (signal, draining) = watch::channel(false);
     let (open, done) = mpsc::channel::<()>(1);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -99,7 +100,6 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let activity = limits.idle_timeout.map(|_| Activity::new());
-        let peer = Peer::new(addr);
         let proxy = proxy.clone();
         let builders = builders.clone();
         let header_read_timeout = limits.header_read_timeout;
@@ -133,37 +133,58 @@ pub async fn serve(
                     }
                 }
             };
-            tokio::pin!(idle);
-            let builder = if h2 { &builders.1 } else { &builders.0 };
             let io = TokioIo::new(Prefixed::new(preface, IdleIo::new(stream, activity)));
-            let peer = Arc::new(peer);
+            let peer = Arc::new(Peer::new(addr, Paired::new(proxy.pool.clone(), h2)));
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();
                 let peer = peer.clone();
                 async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
             });
             // Boxed: hyper's connection state is large; inline it would make the task's future larger still.
-            let mut conn = Box::pin(builder.serve_connection(io, service));
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                () = drained(&mut draining) => {
-                    // Finish what is in flight, take no new requests.
-                    conn.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        r = conn.as_mut() => r,
-                        () = &mut idle => { debug!(peer = %addr, "idle connection closed"); return; }
-                    }
-                }
-                () = &mut idle => { debug!(peer = %addr, "idle connection closed"); return; }
+            let ended = if h2 {
+                let conn = Box::pin(builders.h2.serve_connection(io, service));
+                drive(conn, |c| c.graceful_shutdown(), &mut draining, idle).await
+            } else {
+                let conn = Box::pin(builders.h1.serve_connection(io, service));
+                drive(conn, |c| c.graceful_shutdown(), &mut draining, idle).await
             };
-            if let Err(e) = result {
-                debug!(peer = %addr, error = %e, "connection ended with an error");
+            match ended {
+                Ended::Idle => debug!(peer = %addr, "idle connection closed"),
+                Ended::Done(Err(e)) => debug!(peer = %addr, error = %e, "connection ended with an error"),
+                Ended::Done(Ok(())) => {}
             }
         };
         tokio::spawn(task);
     }
     info!("stopped accepting connections");
     Drain { signal, done }
+}
+
+enum Ended {
+    Done(hyper::Result<()>),
+    Idle,
+}
+
+/// Serves a connection until it ends, goes idle, or the worker drains (then what is in flight finishes and no new
+/// request is taken).
+async fn drive<C: Future<Output = hyper::Result<()>>>(
+    mut conn: Pin<Box<C>>,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    draining: &mut watch::Receiver<bool>,
+    idle: impl Future<Output = ()>,
+) -> Ended {
+    tokio::pin!(idle);
+    tokio::select! {
+        r = conn.as_mut() => Ended::Done(r),
+        () = drained(draining) => {
+            graceful_shutdown(conn.as_mut());
+            tokio::select! {
+                r = conn.as_mut() => Ended::Done(r),
+                () = &mut idle => Ended::Idle,
+            }
+        }
+        () = &mut idle => Ended::Idle,
+    }
 }
 
 /// Resolves once the worker starts draining.

@@ -16,8 +16,6 @@ pub struct Upstream {
     pub authority: Authority,
     /// Talk HTTP/2 with prior knowledge (h2c).
     pub h2: bool,
-    /// `http://<authority>/`.
-    pub base_uri: Uri,
     /// What the upstream sees as `Host` by default: its own authority.
     pub host_header: HeaderValue,
     /// What the upstream sees as `Origin` (once the guard validated the client's): `http://<authority>`.
@@ -48,19 +46,12 @@ impl Upstream {
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(invalid("a path prefix is not supported; give scheme://host:port"));
         }
-        let base_uri = Uri::builder()
-            .scheme("http")
-            .authority(authority.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| invalid(&e.to_string()))?;
         let host_header = HeaderValue::from_str(authority.as_str()).map_err(|e| invalid(&e.to_string()))?;
         let origin_header = HeaderValue::try_from(format!("http://{}", authority.as_str()))
             .map_err(|e| invalid(&e.to_string()))?;
         Ok(Upstream {
             authority,
             h2,
-            base_uri,
             host_header,
             origin_header,
         })

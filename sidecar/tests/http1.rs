@@ -345,6 +345,14 @@ fn assert_rejection(r: &Msg, status: u16, reason: &str) {
     assert_eq!(v["error"]["data"]["reason"], reason, "{v}");
 }
 
+/// What hyper answers bytes it cannot parse as a request: its own plain `400`/`431` with no body, then it closes.
+async fn assert_library_refusal(c: &mut Wire, status: u16, what: &str) {
+    let r = c.response(false).await.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(r.status(), status, "{what}: {r:?}");
+    assert!(r.body.is_empty(), "{what}: {r:?}");
+    assert!(c.closed().await, "{what}: connection closed after {status}");
+}
+
 fn get(path: &str, host: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")
 }
@@ -387,7 +395,7 @@ async fn keep_alive_serves_sequential_and_pipelined_requests_on_one_connection()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_request_heads_get_431_json_and_close() {
+async fn oversized_request_heads_get_431_and_close() {
     let up = TestUpstream::start().await;
     let guard = guard_for(&up.url(), &["--max-header-bytes", "4096", "--max-headers", "10"]).await;
 
@@ -399,9 +407,7 @@ async fn oversized_request_heads_get_431_json_and_close() {
     ))
     .await
     .unwrap();
-    let r = c.response(false).await.unwrap();
-    assert_rejection(&r, 431, "request_headers_too_large");
-    assert!(c.closed().await, "connection closed after 431");
+    assert_library_refusal(&mut c, 431, "a 10 KB head").await;
 
     // 20 headers, limit 10
     let mut req = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n");
@@ -411,9 +417,7 @@ async fn oversized_request_heads_get_431_json_and_close() {
     req.push_str("\r\n");
     let mut c = Wire::connect(guard.addr).await;
     c.send(req).await.unwrap();
-    let r = c.response(false).await.unwrap();
-    assert_rejection(&r, 431, "request_headers_too_large");
-    assert!(c.closed().await, "connection closed after 431");
+    assert_library_refusal(&mut c, 431, "20 fields").await;
 
     // within both limits: fine
     let mut c = Wire::connect(guard.addr).await;
@@ -422,20 +426,28 @@ async fn oversized_request_heads_get_431_json_and_close() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_requests_get_400_json_and_close() {
-    let up = TestUpstream::start().await;
-    let guard = guard_for(&up.url(), &[]).await;
+async fn unparseable_requests_get_400_and_close() {
+    let (url, seen) = recording_upstream().await;
+    let guard = guard_for(&url, &[]).await;
     for bad in [
         format!("GET / HTTP/1.1\r\nHost {HOST}\r\n\r\n"),
         format!("NOT AN HTTP REQUEST LINE\r\nHost: {HOST}\r\n\r\n"),
         format!("GET / HTTP/1.1\r\nHost : {HOST}\r\n\r\n"),
+        // obs-fold (RFC 9112 §5.2), a bare LF inside a field value, a bare CR as a line end
+        format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nX-A: 1\r\n folded\r\n\r\n"),
+        format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nX-A: 1\n2\r\n\r\n"),
+        format!("GET / HTTP/1.1\rHost: {HOST}\r\n\r\n"),
+        // HTTP/1.0 has no transfer codings
+        format!("POST / HTTP/1.0\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
     ] {
         let mut c = Wire::connect(guard.addr).await;
         c.send(&bad).await.unwrap();
-        let r = c.response(false).await.unwrap_or_else(|e| panic!("{bad:?}: {e}"));
-        assert_rejection(&r, 400, "malformed_request");
-        assert!(c.closed().await, "{bad:?}: connection closed after 400");
+        assert_library_refusal(&mut c, 400, &format!("{bad:?}")).await;
     }
+    assert!(
+        seen.lock().unwrap().heads.is_empty(),
+        "nothing reached the upstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,7 +455,9 @@ async fn ambiguous_or_invalid_framing_is_refused_and_never_forwarded() {
     let (url, seen) = recording_upstream().await;
     let guard = guard_for(&url, &[]).await;
 
-    // Content-Length and Transfer-Encoding together, hiding a second request
+    // Content-Length and Transfer-Encoding together, hiding a second request: hyper drops the Content-Length, reads
+    // the chunked body (RFC 9112 §6.3, as an intermediary must), and closes the connection after the answer, so
+    // the bytes after the body are never read as a request.
     let mut c = Wire::connect(guard.addr).await;
     c.send(format!(
         "POST /cl-te HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
@@ -452,13 +466,30 @@ async fn ambiguous_or_invalid_framing_is_refused_and_never_forwarded() {
     .await
     .unwrap();
     let r = c.response(false).await.unwrap();
-    assert_rejection(&r, 400, "malformed_request");
+    assert_eq!(r.status(), 200, "{r:?}");
     assert!(c.closed().await, "connection closed after CL+TE");
+
+    // Codings the policy refuses: the JSON 400, and the connection closes (the body was not read).
+    for te in [
+        "Transfer-Encoding: identity, chunked",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked",
+    ] {
+        let mut c = Wire::connect(guard.addr).await;
+        c.send(format!(
+            "POST /te HTTP/1.1\r\nHost: {HOST}\r\n{te}\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: {HOST}\r\n\r\n"
+        ))
+        .await
+        .unwrap();
+        let r = c.response(false).await.unwrap_or_else(|e| panic!("{te:?}: {e}"));
+        assert_rejection(&r, 400, "malformed_request");
+    }
 
     for cl in [
         "Content-Length: abc",
         "Content-Length: 3\r\nContent-Length: 5",
         "Content-Length: 3, 5",
+        "Transfer-Encoding: gzip",
     ] {
         let mut c = Wire::connect(guard.addr).await;
         c.send(format!(
@@ -466,8 +497,7 @@ async fn ambiguous_or_invalid_framing_is_refused_and_never_forwarded() {
         ))
         .await
         .unwrap();
-        let r = c.response(false).await.unwrap_or_else(|e| panic!("{cl:?}: {e}"));
-        assert_rejection(&r, 400, "malformed_request");
+        assert_library_refusal(&mut c, 400, cl).await;
     }
 
     // a good request afterwards is the only thing the upstream ever saw
@@ -475,7 +505,19 @@ async fn ambiguous_or_invalid_framing_is_refused_and_never_forwarded() {
     c.send(get("/after", HOST)).await.unwrap();
     assert_eq!(c.response(false).await.unwrap().status(), 200);
     let heads = seen.lock().unwrap().heads.clone();
-    assert_eq!(heads, vec!["GET /after HTTP/1.1".to_owned()]);
+    assert_eq!(
+        heads,
+        vec![
+            "POST /cl-te HTTP/1.1".to_owned(),
+            "GET /after HTTP/1.1".to_owned()
+        ]
+    );
+    let cl_te = &seen.lock().unwrap().requests[0];
+    assert!(cl_te.body.is_empty(), "{cl_te:?}");
+    assert!(
+        !cl_te.headers.iter().any(|(n, _)| n == "content-length"),
+        "the client's Content-Length is not passed on: {cl_te:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

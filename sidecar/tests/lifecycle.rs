@@ -267,12 +267,21 @@ async fn plain_file_edits_are_reloaded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_down_is_502_json_and_recovers() {
+async fn upstream_down_is_not_ready_and_502_json_and_recovers() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let url = format!("http://{addr}");
-    let guard = Guard::start(&["--upstream", &url, "--allow-host", "mcp.example.com"]).await;
+    let guard = Guard::start_without_upstream(&["--upstream", &url, "--allow-host", "mcp.example.com"]).await;
+    let r = get(guard.admin, "/readyz").await.unwrap();
+    assert_eq!(r.status, 503, "{r:?}");
+    let why = r.body.clone();
+    assert!(
+        why.contains(&format!("the upstream {addr} does not accept connections")),
+        "{why}"
+    );
+    // Live all the same: the guard itself is fine.
+    assert_eq!(get(guard.admin, "/livez").await.unwrap().status, 200);
     let r = get_with(guard.addr, "/", &["Host: mcp.example.com"]).await;
     assert_eq!(r.status, 502, "{r:?}");
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -285,6 +294,11 @@ async fn upstream_down_is_502_json_and_recovers() {
     );
 
     let up = TestUpstream::start_on(TcpListener::bind(addr).await.unwrap());
+    assert_eq!(
+        get(guard.admin, "/readyz").await.unwrap().status,
+        200,
+        "ready once the upstream listens"
+    );
     let r = get_with(guard.addr, "/", &["Host: mcp.example.com"]).await;
     assert_eq!(r.status, 200, "{r:?}");
 

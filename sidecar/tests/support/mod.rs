@@ -172,23 +172,40 @@ pub struct Guard {
     _dir: tempfile::TempDir,
 }
 
+/// What `Guard::start` waits for.
+#[derive(Clone, Copy)]
+enum Ready {
+    Yes,
+    AllButUpstream,
+}
+
 impl Guard {
     /// Starts the guard with `--listen`, `--admin-listen` and the given arguments; waits until ready. A port that
     /// `free_port` handed out twice (to this guard and to another test's) makes the guard exit with `cannot
     /// listen on`: then again on other ports.
     pub async fn start(args: &[&str]) -> Guard {
+        Self::start_until(args, Ready::Yes).await
+    }
+
+    /// Starts the guard in front of an upstream that does not listen (yet): waits until the guard serves and
+    /// `/readyz` says that only the upstream is missing.
+    pub async fn start_without_upstream(args: &[&str]) -> Guard {
+        Self::start_until(args, Ready::AllButUpstream).await
+    }
+
+    async fn start_until(args: &[&str], ready: Ready) -> Guard {
         for _ in 0..2 {
-            if let Some(guard) = Self::try_start(args).await {
+            if let Some(guard) = Self::try_start(args, ready).await {
                 return guard;
             }
         }
-        Self::try_start(args)
+        Self::try_start(args, ready)
             .await
             .expect("mcp-guard could not bind its ports")
     }
 
     /// `None`: the guard could not bind its ports.
-    async fn try_start(args: &[&str]) -> Option<Guard> {
+    async fn try_start(args: &[&str], ready: Ready) -> Option<Guard> {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("guard.log");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -221,10 +238,16 @@ impl Guard {
                 }
                 panic!("mcp-guard exited early ({status}):\n{}", guard.logs());
             }
-            if let Ok(r) = get(admin, "/readyz").await
-                && r.status == 200
-            {
-                return Some(guard);
+            if let Ok(r) = get(admin, "/readyz").await {
+                let done = match ready {
+                    Ready::Yes => r.status == 200,
+                    Ready::AllButUpstream => {
+                        r.status == 503 && r.body.contains("does not accept connections")
+                    }
+                };
+                if done {
+                    return Some(guard);
+                }
             }
             assert!(
                 Instant::now() < deadline,
