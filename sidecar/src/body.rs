@@ -2,6 +2,7 @@
 //! again for the other side.
 
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -23,19 +24,38 @@ pub struct BodyTooLarge {
 #[error("reading the client's request body: {0}")]
 pub struct ClientBodyError(#[source] pub hyper::Error);
 
+/// What went wrong with a client's body, as the body saw it: the upstream client reports the failed exchange in
+/// its own terms (an h2 stream reset, say), so the body also says so here.
+#[derive(Debug)]
+pub enum ClientFault {
+    TooLarge,
+    Malformed(String),
+}
+
+pub type FaultSlot = Arc<OnceLock<ClientFault>>;
+
 /// A client's request body on its way to the upstream, cut off with [`BodyTooLarge`] past the limit.
 pub struct RequestBody {
     inner: Incoming,
     seen: u64,
     limit: u64,
+    fault: Option<FaultSlot>,
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: u64) -> Self {
+    /// `fault` learns why the body failed, if it does (a body that is already complete needs none).
+    pub fn new(inner: Incoming, limit: u64, fault: Option<FaultSlot>) -> Self {
         RequestBody {
             inner,
             seen: 0,
             limit,
+            fault,
+        }
+    }
+
+    fn failed(&self, fault: ClientFault) {
+        if let Some(slot) = &self.fault {
+            let _ = slot.set(fault);
         }
     }
 }
@@ -54,12 +74,17 @@ impl Body for RequestBody {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
                     if this.seen > this.limit {
+                        this.failed(ClientFault::TooLarge);
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: this.limit }))));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
+            Poll::Ready(Some(Err(e))) => {
+                let e = ClientBodyError(e);
+                this.failed(ClientFault::Malformed(crate::error_chain(&e)));
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

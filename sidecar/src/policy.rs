@@ -248,8 +248,14 @@ fn rewrite(head: &mut Parts, hop: &Hop<'_>, allowed: bool) {
         Version::HTTP_11
     };
 
+    // hyper decoded a chunked body; re-encoded, it is chunked again. Said explicitly, because hyper's client
+    // would otherwise send a body of unknown length on a GET as no body at all.
+    let chunked = head.headers.contains_key(header::TRANSFER_ENCODING);
     strip(&mut head.headers);
     let headers = &mut head.headers;
+    if chunked && !upstream.h2 {
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
     if !upstream.h2 {
         // h2 carries the authority in the URI (`:authority`).
         let host = preserved.cloned().unwrap_or_else(|| upstream.host_header.clone());

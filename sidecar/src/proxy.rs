@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use mcp_guard_config::{Allowlist, Denial, Reason};
 use tracing::{debug, warn};
 
-use crate::body::{BodyTooLarge, ClientBodyError, RequestBody, ResponseBody, StreamCount};
+use crate::body::{ClientFault, FaultSlot, RequestBody, ResponseBody, StreamCount};
 use crate::config::LiveAllowlist;
 use crate::metrics::{Metrics, Outcome, UpstreamError};
 use crate::policy::{self, Decision, Hop};
@@ -63,18 +63,7 @@ impl Proxy {
                 );
                 debug!(headers = ?head.headers, "rejected request headers");
                 self.metrics.request(Outcome::Rejected, Some(denial.reason));
-                let mut answer = reject(&allowlist, &denial);
-                // A request whose framing or size was refused has a body nobody should read on: the connection
-                // closes after the answer (hyper then reads no further request from it).
-                if matches!(
-                    denial.reason,
-                    Reason::MalformedRequest | Reason::RequestBodyTooLarge
-                ) {
-                    answer
-                        .headers_mut()
-                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                return answer;
+                return refuse(&allowlist, &denial);
             }
             Decision::Forward {
                 audited: Some(denial),
@@ -94,7 +83,8 @@ impl Proxy {
         }
         let limit = policy::body_limit(&allowlist);
         let method = head.method.clone();
-        let upstream_req = Request::from_parts(head, RequestBody::new(body, limit));
+        let fault = (!http_body::Body::is_end_stream(&body)).then(FaultSlot::default);
+        let upstream_req = Request::from_parts(head, RequestBody::new(body, limit, fault.clone()));
         let path = upstream_req.uri().path_and_query().cloned();
         // Boxed: hyper keeps the allocation of the service future for the connection's lifetime, so the
         // exchange's state must not be part of it.
@@ -108,36 +98,39 @@ impl Proxy {
             }
             Err(err) => {
                 let path = path.as_ref().map_or("/", |p| p.path());
-                self.upstream_failed(&allowlist, &err, &method, path, &peer, limit)
+                let fault = fault.as_ref().and_then(|f| f.get());
+                self.upstream_failed(&allowlist, &err, fault, &method, path, &peer, limit)
             }
         }
     }
 
     /// Answers a failed exchange: the client's own body at fault is its error (`413`/`400`), anything else the
     /// upstream's (`502`).
+    #[allow(clippy::too_many_arguments)]
     fn upstream_failed(
         &self,
         allowlist: &Allowlist,
         err: &SendError,
+        fault: Option<&ClientFault>,
         method: &http::Method,
         path: &str,
         peer: &Peer,
         limit: u64,
     ) -> Response<ResponseBody> {
-        let client_fault = if find_source::<BodyTooLarge>(err).is_some() {
-            Some(
+        let client_fault = match fault {
+            Some(ClientFault::TooLarge) => Some(
                 Denial::new(Reason::RequestBodyTooLarge, format!("more than {limit} bytes"))
                     .with_detail(format!("limit {limit} bytes")),
-            )
-        } else {
-            find_source::<ClientBodyError>(err).map(|e| {
-                Denial::new(Reason::MalformedRequest, "request body").with_detail(crate::error_chain(e))
-            })
+            ),
+            Some(ClientFault::Malformed(detail)) => {
+                Some(Denial::new(Reason::MalformedRequest, "request body").with_detail(detail))
+            }
+            None => None,
         };
         if let Some(denial) = client_fault {
             log_denial(&denial, method.as_str(), path, None, peer, true);
             self.metrics.request(Outcome::Rejected, Some(denial.reason));
-            return reject(allowlist, &denial);
+            return refuse(allowlist, &denial);
         }
         reject(allowlist, &self.upstream_failure(err, method, path, peer))
     }
@@ -159,19 +152,6 @@ impl Proxy {
             detail: Some(detail),
         }
     }
-}
-
-fn find_source<'a, E: std::error::Error + 'static>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a E> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(found) = e.downcast_ref::<E>() {
-            return Some(found);
-        }
-        cur = e.source();
-    }
-    None
 }
 
 /// Logs a refusal (or, in audit mode, a violation let through) with what the client sent.
@@ -249,6 +229,21 @@ pub fn error_body(allowlist: Option<&Allowlist>, denial: &Denial) -> Bytes {
         },
     };
     Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
+}
+
+/// A refusal of the client's request. One whose framing, body or size was refused leaves bytes nobody should read
+/// on as a request: the connection closes after the answer.
+fn refuse(allowlist: &Allowlist, denial: &Denial) -> Response<ResponseBody> {
+    let mut answer = reject(allowlist, denial);
+    if matches!(
+        denial.reason,
+        Reason::MalformedRequest | Reason::RequestBodyTooLarge
+    ) {
+        answer
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    answer
 }
 
 /// A refusal as an HTTP response: the reason's status, `content-type: application/json`, the JSON-RPC body.

@@ -230,12 +230,20 @@ fn what_the_guard_will_not_guess_about_is_refused() {
         ("transfer-encoding", "gzip, chunked"),
     ]));
     assert_eq!(d.reason, Reason::MalformedRequest);
-    // A single chunked coding in any case is fine.
+    // A single chunked coding in any case is fine; hyper re-encodes it chunked, in the guard's own spelling.
     let r = run(get(&[
         ("host", "mcp.example.com"),
         ("transfer-encoding", "Chunked"),
     ]));
     assert_eq!(r.decision, Decision::Forward { audited: None });
+    assert_eq!(r.head.headers["transfer-encoding"], "chunked");
+    // An h2c upstream has no transfer codings.
+    let r = run_with(
+        get(&[("host", "mcp.example.com"), ("transfer-encoding", "chunked")]),
+        "h2c://127.0.0.1:8000",
+        false,
+        Mode::Enforce,
+    );
     assert!(!r.head.headers.contains_key("transfer-encoding"));
 }
 

@@ -1,6 +1,8 @@
 //! Test support: a small hyper upstream on 127.0.0.1, the real `mcp-guard` binary, and raw HTTP helpers.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod wire;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
