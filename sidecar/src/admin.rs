@@ -20,6 +20,9 @@ use crate::metrics::Metrics;
 /// What the admin endpoints report on.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
+    /// The guarded port is bound (and stays so until exit): what `/livez`, and so a startup probe, reports. A
+    /// native sidecar's startup probe passing means the guard holds its port before the app container starts.
+    pub started: AtomicBool,
     /// Config loaded and the guarded listener bound; false again while draining.
     pub serving: AtomicBool,
     /// The upstream's address: ready also means that it accepts connections, so that a ready guard does not
@@ -69,7 +72,8 @@ pub async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full
         );
     }
     match req.uri().path() {
-        "/livez" => respond(StatusCode::OK, "text/plain", "ok\n"),
+        "/livez" if state.started.load(Ordering::Relaxed) => respond(StatusCode::OK, "text/plain", "ok\n"),
+        "/livez" => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "starting\n"),
         "/readyz" => match state.not_ready().await {
             None => respond(StatusCode::OK, "text/plain", "ready\n"),
             Some(why) => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", why),

@@ -240,6 +240,7 @@ async fn run_control(args: Args) -> Result<(), StartError> {
 
     let admin_state = Arc::new(AdminState {
         metrics: metrics.clone(),
+        started: false.into(),
         serving: false.into(),
         upstream: upstream.authority.to_string(),
     });
@@ -327,6 +328,7 @@ async fn run_control(args: Args) -> Result<(), StartError> {
         workers,
         "mcp-guard listening"
     );
+    admin_state.started.store(true, Ordering::Relaxed);
     admin_state.serving.store(true, Ordering::Relaxed);
 
     terminate_signal().await;
