@@ -140,17 +140,6 @@ impl Reason {
             Reason::RequestHeadersTooLarge => "Request header fields too large",
         }
     }
-
-    /// Whether this reason is about the Host (as opposed to the Origin or the proxy).
-    pub fn is_host(self) -> bool {
-        matches!(
-            self,
-            Reason::HostNotAllowed
-                | Reason::MalformedHost
-                | Reason::MissingHost
-                | Reason::MultipleHostHeaders
-        )
-    }
 }
 
 impl std::fmt::Display for Reason {
@@ -191,12 +180,6 @@ impl Denial {
 pub enum Verdict {
     Allow,
     Deny(Denial),
-}
-
-impl Verdict {
-    pub fn is_allow(&self) -> bool {
-        matches!(self, Verdict::Allow)
-    }
 }
 
 fn lossy(b: &[u8]) -> String {

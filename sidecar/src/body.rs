@@ -82,7 +82,7 @@ impl Body for RequestBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 let e = ClientBodyError(e);
-                this.failed(ClientFault::Malformed(crate::error_chain(&e)));
+                this.failed(ClientFault::Malformed(crate::error::chain(&e)));
                 Poll::Ready(Some(Err(Box::new(e))))
             }
             Poll::Ready(None) => Poll::Ready(None),

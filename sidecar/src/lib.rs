@@ -9,6 +9,7 @@ pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod error;
 pub mod idle;
 pub mod metrics;
 pub mod policy;
@@ -25,6 +26,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+pub use crate::error::chain as error_chain;
+
 use crate::admin::AdminState;
 use crate::cli::Args;
 use crate::config::{ConfigSources, LoadError};
@@ -32,22 +35,6 @@ use crate::metrics::Metrics;
 use crate::pool::UpstreamPool;
 use crate::proxy::Proxy;
 use crate::upstream::Upstream;
-
-/// An error and its sources on one line, `a: b: c`; a source whose text the line already holds (an error that
-/// prints its source itself) is not repeated.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let msg = c.to_string();
-        if !s.contains(&msg) {
-            s.push_str(": ");
-            s.push_str(&msg);
-        }
-        cur = c.source();
-    }
-    s
-}
 
 /// Why the guard could not start.
 #[derive(Debug, thiserror::Error)]

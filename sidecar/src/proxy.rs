@@ -144,7 +144,7 @@ impl Proxy {
             SendError::Handshake(_) | SendError::Exchange(_) => UpstreamError::Request,
         };
         self.metrics.upstream_error(kind);
-        let detail = crate::error_chain(err);
+        let detail = crate::error::chain(err);
         warn!(upstream = %self.upstream.authority, error = %detail, kind = ?kind, peer = %peer.addr, %method, path, "upstream request failed");
         Denial {
             reason: Reason::UpstreamUnavailable,
