@@ -17,7 +17,6 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -27,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::allowlist::{self, DepKind, Dependency, Derivation, DeriveInput};
 use crate::crd::{MCPGuardPolicy, MCPServer, MCPServerStatus, config_map_name};
+use crate::events::{EventNote, EventType, Recorder, allowlist_change_note};
 use crate::gateway::{Gateway, HTTPRoute};
 use crate::metrics::{ControllerMetrics, EventLabels, ServerLabels};
 use crate::status::{self, StatusInput, build_status};
@@ -80,6 +80,9 @@ pub struct ControllerSettings {
     pub discovery_interval: Duration,
     /// Reconciles running at once.
     pub concurrency: u16,
+    /// How long an empty allowlist is reported as `NoHostsYet` (no Warning) before it becomes `NoHostsFound`
+    /// with a Warning Event: objects applied together reach the operator one by one.
+    pub empty_allowlist_grace: Duration,
     /// Watch only this namespace (MCPServers, Services, Ingresses, HTTPRoutes, ConfigMaps); `None` = all.
     pub namespace: Option<String>,
 }
@@ -92,6 +95,7 @@ impl Default for ControllerSettings {
             gateway_api: None,
             discovery_interval: Duration::from_secs(30),
             concurrency: 32,
+            empty_allowlist_grace: Duration::from_secs(10),
             namespace: None,
         }
     }
@@ -230,18 +234,6 @@ fn entry_values(entries: &[crate::crd::AllowlistEntry]) -> Vec<&str> {
     entries.iter().map(|e| e.value.as_str()).collect()
 }
 
-fn short_list(values: &[&str]) -> String {
-    const SHOWN: usize = 10;
-    if values.is_empty() {
-        return "none".into();
-    }
-    let mut s = values.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
-    if values.len() > SHOWN {
-        s.push_str(&format!(" (+{} more)", values.len() - SHOWN));
-    }
-    s
-}
-
 /// The ConfigMap for a server (server-side apply body).
 pub fn desired_config_map(server: &MCPServer, ns: &str, json: String) -> Result<ConfigMap, Error> {
     let name = server.name_any();
@@ -364,6 +356,7 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
             policy_explicit: spec.policy_ref.is_some(),
             server_port: spec.port,
             spec_errors: &spec_errors,
+            empty_grace: ctx.settings.empty_allowlist_grace,
         },
     );
     if previous != Some(&status) {
@@ -412,7 +405,15 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
     ctx.metrics.result(true);
-    Ok(Action::await_change())
+    // An empty allowlist within its grace period is looked at again when the period ends, to warn if it is
+    // still empty (a watch event brings the reconcile earlier when hosts arrive).
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    Ok(
+        match status::recheck_after(&status, &now, ctx.settings.empty_allowlist_grace) {
+            Some(wait) => Action::requeue(wait + Duration::from_millis(100)),
+            None => Action::await_change(),
+        },
+    )
 }
 
 /// Drops a deleted MCPServer from the reverse index and its per-server metrics.
@@ -438,12 +439,51 @@ fn forget_server(
     metrics.allowlist_origins.remove(&labels);
 }
 
-fn was_empty(status: Option<&MCPServerStatus>) -> bool {
+fn warned_empty(status: Option<&MCPServerStatus>) -> bool {
     status.is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == status::condition::EMPTY_ALLOWLIST && c.status == "True")
+        s.conditions.iter().any(|c| {
+            c.type_ == status::condition::EMPTY_ALLOWLIST
+                && c.status == "True"
+                && c.reason == status::reason::NO_HOSTS_FOUND
+        })
     })
+}
+
+/// The Events for a status change: `AllowlistUpdated` naming what changed (so that its note stays true), and
+/// `EmptyAllowlist` once an empty allowlist outlasted its grace period.
+pub fn events_for(previous: Option<&MCPServerStatus>, status: &MCPServerStatus) -> Vec<EventNote> {
+    let mut events = Vec::new();
+    let hosts = entry_values(&status.allowed_hosts);
+    let origins = entry_values(&status.allowed_origins);
+    let before = previous.map(|p| (entry_values(&p.allowed_hosts), entry_values(&p.allowed_origins)));
+    let changed = before.as_ref().is_none_or(|(h, o)| *h != hosts || *o != origins);
+    if changed && !hosts.is_empty() {
+        events.push(EventNote {
+            type_: EventType::Normal,
+            reason: "AllowlistUpdated".into(),
+            action: "UpdateAllowlist".into(),
+            note: allowlist_change_note(
+                before.as_ref().map(|(h, o)| (h.as_slice(), o.as_slice())),
+                &hosts,
+                &origins,
+            ),
+        });
+    }
+    if warned_empty(Some(status)) && !warned_empty(previous) {
+        let message = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == status::condition::EMPTY_ALLOWLIST)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        events.push(EventNote {
+            type_: EventType::Warning,
+            reason: "EmptyAllowlist".into(),
+            action: "UpdateAllowlist".into(),
+            note: message,
+        });
+    }
+    events
 }
 
 async fn publish_events(
@@ -452,42 +492,8 @@ async fn publish_events(
     previous: Option<&MCPServerStatus>,
     status: &MCPServerStatus,
 ) {
-    let mut events = Vec::new();
-    let hosts = entry_values(&status.allowed_hosts);
-    let origins = entry_values(&status.allowed_origins);
-    let changed = previous.is_none_or(|p| {
-        entry_values(&p.allowed_hosts) != hosts || entry_values(&p.allowed_origins) != origins
-    });
-    if changed && !hosts.is_empty() {
-        events.push(Event {
-            type_: EventType::Normal,
-            reason: "AllowlistUpdated".into(),
-            note: Some(format!(
-                "Allowed hosts: {}; origins: {}",
-                short_list(&hosts),
-                short_list(&origins)
-            )),
-            action: "UpdateAllowlist".into(),
-            secondary: None,
-        });
-    }
-    if hosts.is_empty() && !was_empty(previous) {
-        let message = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == status::condition::EMPTY_ALLOWLIST)
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
-        events.push(Event {
-            type_: EventType::Warning,
-            reason: "EmptyAllowlist".into(),
-            note: Some(message.chars().take(1000).collect()),
-            action: "UpdateAllowlist".into(),
-            secondary: None,
-        });
-    }
     let reference = server.object_ref(&());
-    for ev in events {
+    for ev in events_for(previous, status) {
         ctx.metrics
             .events
             .get_or_create(&EventLabels {
@@ -802,13 +808,7 @@ pub async fn run_once(
         });
     }
 
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(settings.identity.clone()),
-        },
-    );
+    let recorder = Recorder::new(client.clone(), FIELD_MANAGER, &settings.identity);
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder,

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod crd_reference;
+pub mod events;
 pub mod gateway;
 pub mod leader;
 pub mod metrics;

@@ -1,5 +1,7 @@
 //! Builds an MCPServer's status from a derivation: pure, so the condition logic is tested without a cluster.
 
+use std::time::Duration;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::allowlist::Derivation;
@@ -22,6 +24,17 @@ pub mod condition {
     pub const DEGRADED: &str = "Degraded";
 }
 
+/// Reasons of the `EmptyAllowlist` condition.
+pub mod reason {
+    /// Empty for less than the grace period: Services, Ingresses or routes applied together with the MCPServer
+    /// may still be on their way. No Warning yet.
+    pub const NO_HOSTS_YET: &str = "NoHostsYet";
+    /// Empty for longer than the grace period (or empty again after a warning): a Warning Event is published.
+    pub const NO_HOSTS_FOUND: &str = "NoHostsFound";
+    /// At least one host is allowed.
+    pub const HOSTS_FOUND: &str = "HostsFound";
+}
+
 /// Longest condition message written (the API allows 32 KiB; keep `kubectl describe` readable).
 const MAX_MESSAGE: usize = 4000;
 
@@ -37,6 +50,8 @@ pub struct StatusInput<'a> {
     pub policy_explicit: bool,
     pub server_port: i32,
     pub spec_errors: &'a [FieldError],
+    /// How long an empty allowlist is `NoHostsYet` before it is `NoHostsFound` (and a Warning).
+    pub empty_grace: Duration,
 }
 
 fn truncate(mut s: String) -> String {
@@ -125,16 +140,72 @@ pub fn empty_allowlist_message(d: &Derivation, input: &StatusInput<'_>) -> Strin
     m
 }
 
+/// Since when the allowlist has been empty without a break, according to the previous status.
+fn empty_since(previous: Option<&MCPServerStatus>) -> Option<&Time> {
+    previous?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::EMPTY_ALLOWLIST && c.status == "True")
+        .map(|c| &c.last_transition_time)
+}
+
+fn elapsed(since: &Time, now: &Time) -> Duration {
+    let secs = now.0.as_millisecond().saturating_sub(since.0.as_millisecond());
+    Duration::from_millis(u64::try_from(secs).unwrap_or(0))
+}
+
+/// Whether an empty allowlist is still within its grace period: it became empty less than `empty_grace` ago and
+/// has not been reported as `NoHostsFound` since (once warned, a server stays warned until it has hosts).
+pub fn empty_is_pending(previous: Option<&MCPServerStatus>, now: &Time, grace: Duration) -> bool {
+    let warned = previous.is_some_and(|p| {
+        p.conditions.iter().any(|c| {
+            c.type_ == condition::EMPTY_ALLOWLIST && c.status == "True" && c.reason == reason::NO_HOSTS_FOUND
+        })
+    });
+    let empty_for = empty_since(previous).map_or(Duration::ZERO, |since| elapsed(since, now));
+    !warned && empty_for < grace
+}
+
+/// When a status with a pending empty allowlist must be looked at again to turn it into a warning: the rest of
+/// the grace period. `None` when nothing is pending.
+pub fn recheck_after(status: &MCPServerStatus, now: &Time, grace: Duration) -> Option<Duration> {
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::EMPTY_ALLOWLIST && c.reason == reason::NO_HOSTS_YET)?;
+    Some(grace.saturating_sub(elapsed(&c.last_transition_time, now)))
+}
+
+/// The message of `EmptyAllowlist=True` within the grace period.
+pub fn pending_message(d: &Derivation, input: &StatusInput<'_>) -> String {
+    format!(
+        "No host is allowed yet, so the guard rejects every request for now. Objects applied together with the \
+         MCPServer (Services, Ingresses, HTTPRoutes) may still be arriving; if none routes to the server within {} s \
+         of the allowlist becoming empty, this becomes a warning. {}",
+        input.empty_grace.as_secs(),
+        empty_allowlist_message(d, input)
+    )
+}
+
 /// The complete status for a derivation.
 pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus {
     let empty = d.hosts.is_empty();
+    let pending = empty && empty_is_pending(input.previous, &input.now, input.empty_grace);
     let mut conditions = Vec::new();
 
-    conditions.push(if empty {
+    conditions.push(if pending {
         condition(
             condition::EMPTY_ALLOWLIST,
             true,
-            "NoHostsFound",
+            reason::NO_HOSTS_YET,
+            pending_message(d, input),
+            input,
+        )
+    } else if empty {
+        condition(
+            condition::EMPTY_ALLOWLIST,
+            true,
+            reason::NO_HOSTS_FOUND,
             empty_allowlist_message(d, input),
             input,
         )
@@ -142,7 +213,7 @@ pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus 
         condition(
             condition::EMPTY_ALLOWLIST,
             false,
-            "HostsFound",
+            reason::HOSTS_FOUND,
             format!("{} hosts and {} origins allowed", d.hosts.len(), d.origins.len()),
             input,
         )
@@ -215,6 +286,14 @@ pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus 
             ),
             input,
         )
+    } else if pending {
+        condition(
+            condition::READY,
+            false,
+            "WaitingForHosts",
+            pending_message(d, input),
+            input,
+        )
     } else if empty {
         condition(
             condition::READY,
@@ -273,6 +352,7 @@ mod tests {
             policy_explicit: false,
             server_port: 8000,
             spec_errors: errors,
+            empty_grace: Duration::ZERO,
         }
     }
 
@@ -360,5 +440,68 @@ mod tests {
             "True",
             "missing default policy: built-in defaults"
         );
+    }
+
+    fn empty_condition(s: &MCPServerStatus) -> (&str, &str) {
+        let c = cond(s, condition::EMPTY_ALLOWLIST);
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn an_empty_allowlist_waits_out_the_grace_period_before_it_is_a_warning() {
+        let grace = Duration::from_secs(10);
+        let with_grace = |previous, now| StatusInput {
+            empty_grace: grace,
+            ..input(previous, now, &[])
+        };
+        let empty = Derivation::default();
+        let hosts = Derivation {
+            hosts: vec![entry("a.example.com")],
+            ..Default::default()
+        };
+
+        // (previous status, seconds since the allowlist became empty, expected EmptyAllowlist, Ready reason)
+        let first = build_status(&empty, &with_grace(None, 100));
+        assert_eq!(empty_condition(&first), ("True", reason::NO_HOSTS_YET));
+        assert_eq!(cond(&first, condition::READY).reason, "WaitingForHosts");
+        assert_eq!(cond(&first, condition::READY).status, "False");
+        assert!(cond(&first, condition::READY).message.contains("10 s"));
+        assert_eq!(
+            recheck_after(&first, &time(100), grace),
+            Some(Duration::from_secs(10))
+        );
+
+        // Still empty 9 s later: still pending, and the transition time is kept.
+        let later = build_status(&empty, &with_grace(Some(&first), 109));
+        assert_eq!(empty_condition(&later), ("True", reason::NO_HOSTS_YET));
+        assert_eq!(
+            recheck_after(&later, &time(109), grace),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            cond(&later, condition::EMPTY_ALLOWLIST).last_transition_time,
+            time(100)
+        );
+
+        // The Service arrives within the grace period: never a warning.
+        let found = build_status(&hosts, &with_grace(Some(&later), 105));
+        assert_eq!(empty_condition(&found), ("False", reason::HOSTS_FOUND));
+        assert_eq!(recheck_after(&found, &time(105), grace), None);
+
+        // Nothing arrives: after the grace period it is NoHostsFound, and stays so.
+        let warned = build_status(&empty, &with_grace(Some(&later), 110));
+        assert_eq!(empty_condition(&warned), ("True", reason::NO_HOSTS_FOUND));
+        assert_eq!(cond(&warned, condition::READY).reason, "EmptyAllowlist");
+        assert_eq!(recheck_after(&warned, &time(110), grace), None);
+        let still = build_status(&empty, &with_grace(Some(&warned), 111));
+        assert_eq!(empty_condition(&still), ("True", reason::NO_HOSTS_FOUND));
+
+        // A server that had hosts and loses them gets a new grace period.
+        let lost = build_status(&empty, &with_grace(Some(&found), 200));
+        assert_eq!(empty_condition(&lost), ("True", reason::NO_HOSTS_YET));
+
+        // No grace: warned at once.
+        let at_once = build_status(&empty, &input(None, 100, &[]));
+        assert_eq!(empty_condition(&at_once), ("True", reason::NO_HOSTS_FOUND));
     }
 }

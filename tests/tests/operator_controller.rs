@@ -228,6 +228,23 @@ async fn ingress_to_configmap_status_update_and_cleanup() {
     .await;
     let latency = started.elapsed();
     println!("Ingress host edit → ConfigMap update: {latency:?}");
+    // The Event says what this edit changed, not what the first allowlist was (the recorder would keep the
+    // first note of a series).
+    eventually(
+        PROPAGATION,
+        "an AllowlistUpdated Event naming the edit",
+        || async {
+            let evs = events(&client, &ns, "AllowlistUpdated").await;
+            evs.iter()
+                .any(|e| {
+                    let note = e.note.as_deref().unwrap_or("");
+                    note.contains("hosts added: new.example.com")
+                        && note.contains("hosts removed: mcp.example.com")
+                })
+                .then_some(())
+        },
+    )
+    .await;
     assert!(
         !cfg.allowed_hosts.iter().any(|h| h == "mcp.example.com"),
         "old host removed: {cfg:?}"
@@ -265,8 +282,16 @@ async fn ingress_to_configmap_status_update_and_cleanup() {
         c.allowed_hosts.is_empty()
     })
     .await;
+    // First within the grace period (no Warning yet), then for good.
     let server = server_with(&servers, "weather", "EmptyAllowlist=True", |s| {
         condition(s, "EmptyAllowlist").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    if let Some((_, "NoHostsYet", _)) = condition(&server, "EmptyAllowlist") {
+        assert_eq!(condition(&server, "Ready").map(|c| c.1), Some("WaitingForHosts"));
+    }
+    let server = server_with(&servers, "weather", "EmptyAllowlist=True/NoHostsFound", |s| {
+        condition(s, "EmptyAllowlist").is_some_and(|c| c.1 == "NoHostsFound")
     })
     .await;
     let (ready, reason, _) = condition(&server, "Ready").expect("Ready");
@@ -301,6 +326,78 @@ async fn ingress_to_configmap_status_update_and_cleanup() {
     )
     .await;
     assert!(op.reconciles() > 0);
+    op.stop().await;
+}
+
+/// Events about one MCPServer, of one reason.
+async fn events_about(client: &kube::Client, ns: &str, server: &str, reason: &str) -> Vec<Event> {
+    events(client, ns, reason)
+        .await
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(server))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_applied_together_raise_no_empty_allowlist_warning() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("op-together").await;
+    let op = Operator::start(client.clone(), &ns, None, Some(false));
+    let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
+
+    // As `kubectl apply -f` a file with the MCPServer first: the operator sees the MCPServer alone for a moment.
+    apply::<MCPServer>(&client, &ns, mcpserver("weather", "weather", 8000, json!({}))).await;
+    apply::<MCPServer>(&client, &ns, mcpserver("lonely", "lonely", 8000, json!({}))).await;
+    let pending = server_with(&servers, "weather", "a status for the lone MCPServer", |s| {
+        condition(s, "EmptyAllowlist").is_some()
+    })
+    .await;
+    assert_eq!(
+        condition(&pending, "EmptyAllowlist").map(|c| (c.0, c.1)),
+        Some(("True", "NoHostsYet")),
+        "{:?}",
+        pending.status
+    );
+    assert_eq!(condition(&pending, "Ready").map(|c| c.1), Some("WaitingForHosts"));
+    apply::<Service>(
+        &client,
+        &ns,
+        service("weather", "weather", json!([{ "port": 80, "targetPort": 8000 }])),
+    )
+    .await;
+    apply::<Ingress>(
+        &client,
+        &ns,
+        ingress("web", json!([rule(Some("mcp.example.com"), "weather", 80)]), &[]),
+    )
+    .await;
+    wait_config(&client, &ns, "weather", SETUP, "the Ingress host", |c| {
+        c.allowed_hosts.iter().any(|h| h == "mcp.example.com")
+    })
+    .await;
+
+    // The lone one is warned about once the grace period is over; the other never.
+    let lonely = server_with(&servers, "lonely", "lonely: NoHostsFound", |s| {
+        condition(s, "EmptyAllowlist").is_some_and(|c| c.1 == "NoHostsFound")
+    })
+    .await;
+    assert_eq!(condition(&lonely, "Ready").map(|c| c.1), Some("EmptyAllowlist"));
+    eventually(PROPAGATION, "the Warning about the lone MCPServer", || async {
+        let evs = events_about(&client, &ns, "lonely", "EmptyAllowlist").await;
+        evs.iter()
+            .any(|e| e.type_.as_deref() == Some("Warning"))
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(EMPTY_GRACE + Duration::from_secs(1)).await;
+    let false_alarms = events_about(&client, &ns, "weather", "EmptyAllowlist").await;
+    assert!(
+        false_alarms.is_empty(),
+        "false EmptyAllowlist warnings: {false_alarms:?}"
+    );
+    let weather = servers.get("weather").await.expect("get");
+    assert_eq!(condition(&weather, "Ready").map(|c| c.0), Some("True"));
     op.stop().await;
 }
 

@@ -19,6 +19,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub const MANAGER: &str = "operator-tests";
+/// How long the test operators let an allowlist be empty before warning (the default is 10 s).
+pub const EMPTY_GRACE: Duration = Duration::from_secs(2);
 
 /// An operator (controller only) running in this test's runtime.
 pub struct Operator {
@@ -42,6 +44,7 @@ impl Operator {
             namespace: Some(namespace.to_string()),
             gateway_api,
             discovery_interval: Duration::from_secs(1),
+            empty_allowlist_grace: EMPTY_GRACE,
             identity: lease
                 .as_ref()
                 .map_or_else(|| "operator-tests".to_string(), |l| l.identity.clone()),
