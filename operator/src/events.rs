@@ -240,7 +240,8 @@ mod tests {
     #[test]
     fn change_notes_name_what_changed() {
         // (before, hosts, origins, note)
-        let cases: &[(Option<(&[&str], &[&str])>, &[&str], &[&str], &str)] = &[
+        type Lists<'a> = (&'a [&'a str], &'a [&'a str]);
+        let cases: &[(Option<Lists<'_>>, &[&str], &[&str], &str)] = &[
             (
                 None,
                 &["a.example.com", "svc"],
