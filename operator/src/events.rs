@@ -241,7 +241,8 @@ mod tests {
     fn change_notes_name_what_changed() {
         // (before, hosts, origins, note)
         type Lists<'a> = (&'a [&'a str], &'a [&'a str]);
-        let cases: &[(Option<Lists<'_>>, &[&str], &[&str], &str)] = &[
+        type Case<'a> = (Option<Lists<'a>>, &'a [&'a str], &'a [&'a str], &'a str);
+        let cases: &[Case<'_>] = &[
             (
                 None,
                 &["a.example.com", "svc"],
