@@ -124,3 +124,16 @@ fn names_are_dns_subdomains() {
     s.policy_ref = Some("".into());
     assert_eq!(fields(&s), vec!["spec.ingresses[1]", "spec.policyRef"]);
 }
+
+/// The CRD's CEL rules refuse a bare `*` and URLs as hosts, and origins without a scheme, before the webhook
+/// sees them: each must be something the guard's parser refuses too, or the CRD would refuse a valid spec.
+#[test]
+fn what_the_crd_refuses_the_guard_refuses_too() {
+    for host in ["*", "https://a.example.com", "http://a.example.com:8080"] {
+        assert!(check_host_pattern(host).is_err(), "host {host:?}");
+    }
+    for origin in ["example.com", "example.com:443", "*.example.com"] {
+        assert!(check_origin_pattern(origin).is_err(), "origin {origin:?}");
+    }
+    assert!(check_origin_pattern("null").is_ok());
+}
