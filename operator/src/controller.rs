@@ -29,8 +29,8 @@ use crate::crd::{MCPGuardPolicy, MCPServer, MCPServerStatus, config_map_name};
 use crate::events::{EventNote, EventType, Recorder, allowlist_change_note};
 use crate::gateway::{Gateway, HTTPRoute};
 use crate::metrics::{ControllerMetrics, EventLabels, ServerLabels};
-use crate::status::{self, StatusInput, build_status};
-use crate::validate::validate_spec;
+use crate::status::{self, PolicyStatusInput, StatusInput, build_policy_status, build_status};
+use crate::validate::{validate_policy, validate_spec};
 
 #[cfg(test)]
 mod tests;
@@ -220,6 +220,8 @@ pub struct Context {
     pub written: Arc<Mutex<HashSet<String>>>,
     /// MCPServers whose last allowlist was empty (for the `empty_allowlists` gauge).
     pub empty: Arc<Mutex<HashSet<ObjectRef<MCPServer>>>>,
+    /// Wakes the MCPGuardPolicy status writer (`None` when watching one namespace: it cannot count every user).
+    pub policy_status: Option<Arc<tokio::sync::Notify>>,
 }
 
 fn in_namespace<K>(store: &Store<K>, ns: &str) -> Vec<Arc<K>>
@@ -405,6 +407,9 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
     ctx.metrics.result(true);
+    if let Some(trigger) = &ctx.policy_status {
+        trigger.notify_one();
+    }
     // An empty allowlist within its grace period is looked at again when the period ends, to warn if it is
     // still empty (a watch event brings the reconcile earlier when hosts arrive).
     let now = Time(k8s_openapi::jiff::Timestamp::now());
@@ -644,6 +649,24 @@ pub fn map_gateway(index: &Mutex<DependencyIndex>, gw: &Gateway) -> Vec<ObjectRe
     )
 }
 
+/// The last generation seen of each policy, to tell spec changes from status-only updates.
+#[derive(Default)]
+pub struct PolicyGenerations(HashMap<String, (Option<String>, Option<i64>)>);
+
+impl PolicyGenerations {
+    /// Whether this watch event of a policy may matter to MCPServers: a new policy, a new generation, a deletion
+    /// (`exists` false). A status-only update of a known policy does not.
+    pub fn spec_changed(&mut self, policy: &MCPGuardPolicy, exists: bool) -> bool {
+        let name = policy.name_any();
+        if !exists {
+            self.0.remove(&name);
+            return true;
+        }
+        let seen = (policy.metadata.uid.clone(), policy.metadata.generation);
+        self.0.insert(name, seen.clone()) != Some(seen)
+    }
+}
+
 /// Policy changed → MCPServers referencing it.
 pub fn map_policy(stores: &Stores, policy: &MCPGuardPolicy) -> Vec<ObjectRef<MCPServer>> {
     let name = policy.name_any();
@@ -653,6 +676,61 @@ pub fn map_policy(stores: &Stores, policy: &MCPGuardPolicy) -> Vec<ObjectRef<MCP
         .into_iter()
         .map(|s| ObjectRef::from_obj(&*s))
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// MCPGuardPolicy status.
+
+/// Writes the status of every MCPGuardPolicy whose validity or users changed (from the caches; no reads).
+async fn write_policy_statuses(client: &Client, stores: &Stores) {
+    let servers = stores.servers.state();
+    for policy in stores.policies.state() {
+        let name = policy.name_any();
+        let mut users: Vec<String> = servers
+            .iter()
+            .filter(|s| s.metadata.deletion_timestamp.is_none() && s.spec.policy_name() == name)
+            .map(|s| format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()))
+            .collect();
+        users.sort();
+        let errors = validate_policy(&policy.spec);
+        let status = build_policy_status(&PolicyStatusInput {
+            name: &name,
+            generation: policy.metadata.generation,
+            previous: policy.status.as_ref(),
+            now: Time(k8s_openapi::jiff::Timestamp::now()),
+            errors: &errors,
+            users: &users,
+        });
+        if policy.status.as_ref() == Some(&status) {
+            continue;
+        }
+        let body = serde_json::json!({
+            "apiVersion": MCPGuardPolicy::api_version(&()),
+            "kind": MCPGuardPolicy::kind(&()),
+            "status": status,
+        });
+        if let Err(e) = Api::<MCPGuardPolicy>::all(client.clone())
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+        {
+            warn!(policy = %name, error = %e, "writing MCPGuardPolicy status failed");
+        }
+    }
+}
+
+/// Keeps MCPGuardPolicy statuses current: after the caches synced, and on every wake-up (a policy changed, an
+/// MCPServer was reconciled or deleted), coalescing bursts.
+async fn run_policy_status(client: Client, stores: Stores, trigger: Arc<tokio::sync::Notify>) {
+    stores.wait_synced().await;
+    loop {
+        write_policy_statuses(&client, &stores).await;
+        trigger.notified().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -749,12 +827,15 @@ pub async fn run_once(
     let index = Arc::new(Mutex::new(DependencyIndex::default()));
     let empty: Arc<Mutex<HashSet<ObjectRef<MCPServer>>>> = Arc::default();
     let written: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // Policy statuses count every MCPServer using a policy: only an operator that watches all namespaces can.
+    let policy_status = ns.is_none().then(|| Arc::new(tokio::sync::Notify::new()));
     // MCPServers: the Controller's own stream; deletions also clean the reverse index and per-server metrics
     // (a deleted object is never reconciled).
     let (servers, server_writer) = reflector::store();
     let server_stream = {
         let mut track = tracker.track::<MCPServer>();
         let (index, empty, metrics) = (index.clone(), empty.clone(), metrics.clone());
+        let policy_status = policy_status.clone();
         watcher(scoped::<MCPServer>(&client, ns), cfg.clone())
             .default_backoff()
             .reflect(server_writer)
@@ -762,6 +843,9 @@ pub async fn run_once(
                 track(event);
                 if let Ok(watcher::Event::Delete(server)) = event {
                     forget_server(server, &index, &empty, &metrics);
+                    if let Some(trigger) = &policy_status {
+                        trigger.notify_one();
+                    }
                 }
             })
             .touched_objects()
@@ -818,7 +902,11 @@ pub async fn run_once(
         index: index.clone(),
         written: written.clone(),
         empty: empty.clone(),
+        policy_status: policy_status.clone(),
     });
+    let policy_writer = policy_status
+        .clone()
+        .map(|trigger| tokio::spawn(run_policy_status(client.clone(), stores.clone(), trigger)));
 
     // Stop when asked, or when the Gateway API availability changes.
     let (changed_tx, changed_rx) = tokio::sync::oneshot::channel::<()>();
@@ -893,7 +981,19 @@ pub async fn run_once(
     })
     .watches_stream(policy_stream, {
         let stores = stores.clone();
-        move |p: MCPGuardPolicy| after_sync(&stores, || map_policy(&stores, &p))
+        let trigger = policy_status.clone();
+        let seen = Mutex::new(PolicyGenerations::default());
+        move |p: MCPGuardPolicy| {
+            // A status write (ours) changes no generation and concerns no MCPServer; a deletion does.
+            let exists = stores.policies.get(&ObjectRef::from_obj(&p)).is_some();
+            if seen.lock().is_ok_and(|mut seen| !seen.spec_changed(&p, exists)) {
+                return Vec::new();
+            }
+            if let Some(trigger) = &trigger {
+                trigger.notify_one();
+            }
+            after_sync(&stores, || map_policy(&stores, &p))
+        }
     });
     controller = controller.watches_stream(pod_stream, {
         let (stores, index) = (stores.clone(), index.clone());
@@ -925,6 +1025,9 @@ pub async fn run_once(
         .await;
     discovery.abort();
     stopper.abort();
+    if let Some(writer) = policy_writer {
+        writer.abort();
+    }
     readiness.leading.store(false, Ordering::Relaxed);
     readiness.synced.store(false, Ordering::Relaxed);
     info!("MCPServer controller stopped");

@@ -306,10 +306,13 @@ fn default_true() -> bool {
     singular = "mcpguardpolicy",
     shortname = "mcpgp",
     category = "mcpguard",
+    status = "MCPGuardPolicyStatus",
     derive = "PartialEq",
     derive = "Default",
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.defaultMode"}"#,
     printcolumn = r#"{"name":"ServiceDNS","type":"boolean","jsonPath":".spec.allowServiceDNSNames"}"#,
+    printcolumn = r#"{"name":"Valid","type":"string","jsonPath":".status.conditions[?(@.type==\"Valid\")].status"}"#,
+    printcolumn = r#"{"name":"MCPServers","type":"integer","jsonPath":".status.mcpServers","description":"MCPServers using this policy"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -336,6 +339,23 @@ pub struct MCPGuardPolicySpec {
     pub injection: Option<InjectionSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<PolicyLimits>,
+}
+
+/// Observed state of an MCPGuardPolicy, written by the operator (when it watches all namespaces).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MCPGuardPolicyStatus {
+    /// The `metadata.generation` this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// How many MCPServers use this policy (by `spec.policyRef`, or by default for the policy named `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_servers: Option<i32>,
+    /// `Valid` (every entry is one the guard loads; the message names each that is not, and the fix) and
+    /// `InUse` (which MCPServers use it).
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
 }
 
 impl Default for MCPGuardPolicySpec {

@@ -101,6 +101,13 @@ pub fn controller_permissions(
         subresource: Some("status"),
         ..scoped("patch", "mcpguard.dev", "mcpservers")
     });
+    if watch_namespace.is_none() {
+        // MCPGuardPolicy status (Valid, InUse): written only by an operator that sees every MCPServer.
+        perms.push(Permission {
+            subresource: Some("status"),
+            ..p("patch", "mcpguard.dev", "mcpguardpolicies")
+        });
+    }
     perms.push(scoped("create", "events.k8s.io", "events"));
     perms.push(scoped("patch", "events.k8s.io", "events"));
     if let Some((ns, name)) = lease {

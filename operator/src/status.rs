@@ -5,7 +5,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::allowlist::Derivation;
-use crate::crd::{AllowlistEntry, MCPServerStatus};
+use crate::crd::{AllowlistEntry, MCPGuardPolicyStatus, MCPServerStatus};
 use crate::validate::FieldError;
 
 /// Condition types written by the operator.
@@ -22,6 +22,14 @@ pub mod condition {
     pub const GUARD_BYPASS: &str = "GuardBypass";
     /// Something could not be resolved or was skipped (missing explicit references, invalid entries).
     pub const DEGRADED: &str = "Degraded";
+}
+
+/// Condition types of an MCPGuardPolicy.
+pub mod policy_condition {
+    /// Every allowed host and origin is one the guard loads.
+    pub const VALID: &str = "Valid";
+    /// At least one MCPServer uses the policy.
+    pub const IN_USE: &str = "InUse";
 }
 
 /// Reasons of the `EmptyAllowlist` condition.
@@ -67,20 +75,113 @@ fn truncate(mut s: String) -> String {
 }
 
 fn condition(type_: &str, status: bool, reason: &str, message: String, input: &StatusInput<'_>) -> Condition {
-    let status = if status { "True" } else { "False" }.to_string();
-    let last_transition_time = input
+    let previous = input
         .previous
-        .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
+    make_condition(
+        previous,
+        input.generation,
+        &input.now,
+        (type_, status, reason),
+        message,
+    )
+}
+
+/// A condition whose `lastTransitionTime` moves only when its status flips from the one in `previous`.
+fn make_condition(
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: &Time,
+    (type_, status, reason): (&str, bool, &str),
+    message: String,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_)
         .filter(|c| c.status == status)
         .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| input.now.clone());
+        .unwrap_or_else(|| now.clone());
     Condition {
         type_: type_.to_string(),
         status,
         reason: reason.to_string(),
         message: truncate(message),
-        observed_generation: input.generation,
+        observed_generation: generation,
         last_transition_time,
+    }
+}
+
+/// The inputs of [`build_policy_status`].
+pub struct PolicyStatusInput<'a> {
+    pub name: &'a str,
+    pub generation: Option<i64>,
+    pub previous: Option<&'a MCPGuardPolicyStatus>,
+    pub now: Time,
+    pub errors: &'a [FieldError],
+    /// `namespace/name` of the MCPServers using the policy, sorted.
+    pub users: &'a [String],
+}
+
+/// The status of an MCPGuardPolicy: `Valid` (naming each entry the guard would not load, and the fix) and
+/// `InUse` (how many MCPServers use it, and which).
+pub fn build_policy_status(input: &PolicyStatusInput<'_>) -> MCPGuardPolicyStatus {
+    const SHOWN: usize = 10;
+    let previous = input
+        .previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
+    let cond = |kind, message| make_condition(previous, input.generation, &input.now, kind, message);
+    let valid = if input.errors.is_empty() {
+        cond(
+            (policy_condition::VALID, true, "AllEntriesValid"),
+            "Every allowed host and origin is one the guard loads".into(),
+        )
+    } else {
+        let errors: Vec<String> = input.errors.iter().map(ToString::to_string).collect();
+        cond(
+            (policy_condition::VALID, false, "InvalidEntries"),
+            format!(
+                "The operator skips these entries for every MCPServer using this policy: {}",
+                errors.join("; ")
+            ),
+        )
+    };
+    let n = input.users.len();
+    let in_use = if n == 0 {
+        cond(
+            (policy_condition::IN_USE, false, "Unused"),
+            format!(
+                "No MCPServer uses this policy: an MCPServer uses the policy named in its spec.policyRef, or the \
+                 policy named \"default\" without one{}",
+                if input.name == crate::crd::DEFAULT_POLICY_NAME {
+                    ""
+                } else {
+                    "; set spec.policyRef on the MCPServers that should use it"
+                }
+            ),
+        )
+    } else {
+        let mut shown = input
+            .users
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if n > SHOWN {
+            shown.push_str(&format!(" (+{} more)", n - SHOWN));
+        }
+        cond(
+            (policy_condition::IN_USE, true, "UsedByMCPServers"),
+            format!("Used by {n} MCPServer{}: {shown}", if n == 1 { "" } else { "s" }),
+        )
+    };
+    MCPGuardPolicyStatus {
+        observed_generation: input.generation,
+        mcp_servers: Some(i32::try_from(n).unwrap_or(i32::MAX)),
+        conditions: vec![valid, in_use],
     }
 }
 
@@ -503,5 +604,56 @@ mod tests {
         // No grace: warned at once.
         let at_once = build_status(&empty, &input(None, 100, &[]));
         assert_eq!(empty_condition(&at_once), ("True", reason::NO_HOSTS_FOUND));
+    }
+
+    #[test]
+    fn policy_status_says_validity_and_users() {
+        let errors = [FieldError {
+            field: "spec.allowedHosts[1]".into(),
+            message: "invalid host pattern \"*\": a bare `*` would allow every host".into(),
+        }];
+        let users = ["a/one".to_string(), "b/two".to_string()];
+        let input = |previous, now, errors, users| PolicyStatusInput {
+            name: "strict",
+            generation: Some(2),
+            previous,
+            now: time(now),
+            errors,
+            users,
+        };
+        let s = build_policy_status(&input(None, 10, &errors, &users));
+        let valid = &s.conditions[0];
+        assert_eq!(
+            (valid.type_.as_str(), valid.status.as_str(), valid.reason.as_str()),
+            ("Valid", "False", "InvalidEntries")
+        );
+        assert!(
+            valid
+                .message
+                .contains("spec.allowedHosts[1]: invalid host pattern"),
+            "{}",
+            valid.message
+        );
+        let in_use = &s.conditions[1];
+        assert_eq!(
+            (in_use.status.as_str(), in_use.reason.as_str()),
+            ("True", "UsedByMCPServers")
+        );
+        assert_eq!(in_use.message, "Used by 2 MCPServers: a/one, b/two");
+        assert_eq!(s.mcp_servers, Some(2));
+        assert_eq!(s.observed_generation, Some(2));
+
+        let fixed = build_policy_status(&input(Some(&s), 20, &[], &[]));
+        assert_eq!(fixed.conditions[0].status, "True");
+        assert_eq!(fixed.conditions[0].last_transition_time, time(20));
+        assert_eq!(fixed.conditions[1].reason, "Unused");
+        assert!(
+            fixed.conditions[1].message.contains("spec.policyRef"),
+            "{}",
+            fixed.conditions[1].message
+        );
+        assert_eq!(fixed.mcp_servers, Some(0));
+        let again = build_policy_status(&input(Some(&fixed), 30, &[], &[]));
+        assert_eq!(again, fixed, "same inputs, same status: no write");
     }
 }

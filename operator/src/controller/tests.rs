@@ -79,3 +79,24 @@ fn events_name_each_change_and_warn_only_after_the_grace_period() {
         "{notes:?}"
     );
 }
+
+#[test]
+fn policy_status_updates_do_not_count_as_spec_changes() {
+    let policy = |uid: &str, generation: i64| MCPGuardPolicy {
+        metadata: kube::api::ObjectMeta {
+            name: Some("default".into()),
+            uid: Some(uid.into()),
+            generation: Some(generation),
+            ..Default::default()
+        },
+        spec: Default::default(),
+        status: None,
+    };
+    let mut seen = PolicyGenerations::default();
+    // (event, exists, matters)
+    assert!(seen.spec_changed(&policy("u1", 1), true), "new");
+    assert!(!seen.spec_changed(&policy("u1", 1), true), "status only");
+    assert!(seen.spec_changed(&policy("u1", 2), true), "spec edit");
+    assert!(seen.spec_changed(&policy("u1", 2), false), "deleted");
+    assert!(seen.spec_changed(&policy("u2", 1), true), "re-created");
+}

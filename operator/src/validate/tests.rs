@@ -137,3 +137,33 @@ fn what_the_crd_refuses_the_guard_refuses_too() {
     }
     assert!(check_origin_pattern("null").is_ok());
 }
+
+#[test]
+fn policy_entries_are_checked_with_the_guards_parser() {
+    let policy = MCPGuardPolicySpec {
+        allowed_hosts: vec![
+            "gateway.internal".into(),
+            "*".into(),
+            "a.example.com:99999".into(),
+        ],
+        allowed_origins: vec!["https://ok.example.com".into(), "ok.example.com".into()],
+        ..Default::default()
+    };
+    let errors = validate_policy(&policy);
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        vec![
+            "spec.allowedHosts[1]",
+            "spec.allowedHosts[2]",
+            "spec.allowedOrigins[1]"
+        ]
+    );
+    assert!(
+        errors[0].message.contains("would allow every host"),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[2].message.contains("needs a scheme"), "{}", errors[2]);
+    assert_eq!(validate_policy(&MCPGuardPolicySpec::default()), vec![]);
+}

@@ -38,10 +38,21 @@ impl Operator {
         lease: Option<LeaseSettings>,
         gateway_api: Option<bool>,
     ) -> Operator {
+        Self::start_in(client, Some(namespace), lease, gateway_api)
+    }
+
+    /// Starts a controller watching `namespace`, or every namespace with `None` (it then also writes
+    /// MCPGuardPolicy statuses: a test binary of its own, so that it shares no cluster with namespaced ones).
+    pub fn start_in(
+        client: Client,
+        namespace: Option<&str>,
+        lease: Option<LeaseSettings>,
+        gateway_api: Option<bool>,
+    ) -> Operator {
         // Operator logs on stderr with RUST_LOG (e.g. RUST_LOG=mcp_guard_operator=debug); quiet otherwise.
         mcp_guard_operator::cli::init_logging(mcp_guard_operator::cli::LogFormat::Text, "error");
         let settings = ControllerSettings {
-            namespace: Some(namespace.to_string()),
+            namespace: namespace.map(str::to_string),
             gateway_api,
             discovery_interval: Duration::from_secs(1),
             empty_allowlist_grace: EMPTY_GRACE,
