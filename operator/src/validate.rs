@@ -95,10 +95,13 @@ pub fn validate_spec(spec: &MCPServerSpec) -> Vec<FieldError> {
     errors
 }
 
+/// A pattern checker: [`check_host_pattern`] or [`check_origin_pattern`].
+type PatternCheck = fn(&str) -> Result<(), String>;
+
 fn check_patterns(
     field: &str,
     values: &[String],
-    (what, check): (&str, fn(&str) -> Result<(), String>),
+    (what, check): (&str, PatternCheck),
     errors: &mut Vec<FieldError>,
 ) {
     for (i, v) in values.iter().enumerate() {
