@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Container, Pod, Service, ServicePort};
-use k8s_openapi::api::networking::v1::{Ingress, IngressServiceBackend};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, IngressServiceBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -54,6 +54,8 @@ pub struct DeriveInput<'a> {
     pub policy: Option<&'a MCPGuardPolicySpec>,
     pub services: Vec<&'a Service>,
     pub ingresses: Vec<&'a Ingress>,
+    /// The cluster's IngressClasses (cluster-scoped).
+    pub ingress_classes: Vec<&'a IngressClass>,
     pub http_routes: Vec<&'a HTTPRoute>,
     pub gateways: Vec<&'a Gateway>,
     /// Pods of the namespace (the derivation picks those the selector matches); empty when not watched.
@@ -106,6 +108,8 @@ pub struct Derivation {
     pub port_mismatches: Vec<String>,
     /// Service ports that reach the pods without passing the guard (`GuardBypass`).
     pub bypasses: Vec<String>,
+    /// Ingresses routing to the server that were not counted, each with why (`IngressNotCounted`).
+    pub ignored_ingresses: Vec<String>,
     /// Other problems: missing explicit references, skipped invalid entries, routes outside their listeners.
     pub problems: Vec<String>,
     /// Whether the referenced policy was missing.
@@ -428,6 +432,83 @@ fn tls_covers(tls_host: &str, rule_host: &str) -> bool {
     }
 }
 
+/// The legacy annotation naming an Ingress's class (before `spec.ingressClassName`).
+pub const INGRESS_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+/// The annotation marking the default IngressClass.
+pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+/// ingress-nginx: the Host header it sends upstream instead of the request's.
+pub const UPSTREAM_VHOST_ANNOTATION: &str = "nginx.ingress.kubernetes.io/upstream-vhost";
+
+/// The class an Ingress is served as, and how it was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IngressClassOf {
+    /// `spec.ingressClassName`.
+    Field(String),
+    /// The legacy annotation `kubernetes.io/ingress.class`.
+    Annotation(String),
+    /// Neither: the default IngressClass (`ingressclass.kubernetes.io/is-default-class: "true"`).
+    Default(String),
+    /// Neither, and no default IngressClass.
+    None,
+}
+
+/// An Ingress's class: `spec.ingressClassName`, else the legacy annotation, else the default IngressClass (the
+/// newest, as the API server's admission picks when several are marked default).
+pub fn ingress_class_of(ingress: &Ingress, classes: &[&IngressClass]) -> IngressClassOf {
+    if let Some(c) = ingress.spec.as_ref().and_then(|s| s.ingress_class_name.as_ref()) {
+        return IngressClassOf::Field(c.clone());
+    }
+    if let Some(c) = ingress.annotations().get(INGRESS_CLASS_ANNOTATION) {
+        return IngressClassOf::Annotation(c.clone());
+    }
+    classes
+        .iter()
+        .filter(|c| c.annotations().get(DEFAULT_CLASS_ANNOTATION).map(String::as_str) == Some("true"))
+        .max_by_key(|c| (c.metadata.creation_timestamp.clone().map(|t| t.0), c.name_any()))
+        .map_or(IngressClassOf::None, |c| IngressClassOf::Default(c.name_any()))
+}
+
+/// Whether an Ingress's hosts count, and if not why: its class must be one an IngressClass serves (an Ingress
+/// naming a class nobody serves routes nothing), or, when the policy lists `ingressClasses`, one of those. An
+/// Ingress without any class counts (controllers such as ingress-nginx can serve those) unless the policy lists
+/// classes.
+pub fn ingress_counts(
+    ingress: &Ingress,
+    classes: &[&IngressClass],
+    only: Option<&[String]>,
+) -> Result<(), String> {
+    let class = ingress_class_of(ingress, classes);
+    let (name, how) = match &class {
+        IngressClassOf::Field(c) => (c.as_str(), "spec.ingressClassName"),
+        IngressClassOf::Annotation(c) => (c.as_str(), "annotation kubernetes.io/ingress.class"),
+        IngressClassOf::Default(c) => (c.as_str(), "the default IngressClass"),
+        IngressClassOf::None => {
+            return match only {
+                Some(only) => Err(format!(
+                    "it has no class (no spec.ingressClassName, no kubernetes.io/ingress.class annotation, no \
+                     default IngressClass) and the policy counts only ingressClasses {}; set \
+                     spec.ingressClassName",
+                    only.join(", ")
+                )),
+                None => Ok(()),
+            };
+        }
+    };
+    match only {
+        Some(only) if only.iter().any(|c| c == name) => Ok(()),
+        Some(only) => Err(format!(
+            "its class {name:?} ({how}) is not one the policy counts (ingressClasses: {}); another controller \
+             serves it",
+            only.join(", ")
+        )),
+        None if classes.iter().any(|c| c.name_any() == name) => Ok(()),
+        None => Err(format!(
+            "its class {name:?} ({how}) is served by no IngressClass, so no controller routes it; create the \
+             IngressClass or fix the class"
+        )),
+    }
+}
+
 struct ServerService<'a> {
     service: &'a Service,
     name: String,
@@ -736,10 +817,36 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
         ns,
         &mut d,
     );
+    let only_classes = policy.ingress_classes.as_deref();
+    let mut vhost_of: BTreeMap<String, String> = BTreeMap::new();
     for ing in ingresses {
         let name = ing.name_any();
         let source = format!("Ingress {ns}/{name}");
         let Some(ispec) = &ing.spec else { continue };
+        if let Err(why) = ingress_counts(ing, &input.ingress_classes, only_classes) {
+            // Reported only for Ingresses that name one of the server's Services (an IngressClass change reconciles
+            // every MCPServer).
+            let routes_here = ingress_backend_services(ing)
+                .iter()
+                .any(|svc| candidates.iter().any(|c| c.name == *svc));
+            if routes_here {
+                d.ignored_ingresses
+                    .push(format!("{source} is not counted: {why}"));
+                d.dependencies
+                    .insert(Dependency::new(DepKind::Ingress, Some(ns), &name));
+            }
+            continue;
+        }
+        if let Some(vhost) = ing
+            .annotations()
+            .get(UPSTREAM_VHOST_ANNOTATION)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+        {
+            // ingress-nginx sends this Host upstream for every rule: that is what the guard sees. Added when the
+            // Ingress routes to the server (below), beside the rule hosts (other controllers ignore it).
+            vhost_of.insert(name.clone(), vhost.to_string());
+        }
         let tls_hosts: Vec<&str> = ispec
             .tls
             .iter()
@@ -786,6 +893,9 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
                 continue;
             }
             involved = true;
+            if let Some(vhost) = vhost_of.get(&name) {
+                hosts.add(vhost, &format!("{source} ({UPSTREAM_VHOST_ANNOTATION})"));
+            }
             match rule.host.as_deref().filter(|h| !h.is_empty()) {
                 Some(host) => {
                     hosts.add(host, &source);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -147,6 +147,7 @@ pub struct Stores {
     pub servers: Store<MCPServer>,
     pub services: Store<Service>,
     pub ingresses: Store<Ingress>,
+    pub ingress_classes: Store<IngressClass>,
     pub policies: Store<MCPGuardPolicy>,
     pub config_maps: Store<ConfigMap>,
     pub pods: Store<Pod>,
@@ -292,6 +293,7 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
     let policy = stores.policies.get(&ObjectRef::new(spec.policy_name()));
     let services = in_namespace(&stores.services, &ns);
     let ingresses = in_namespace(&stores.ingresses, &ns);
+    let ingress_classes = stores.ingress_classes.state();
     let routes = stores
         .routes
         .as_ref()
@@ -306,6 +308,7 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         policy: policy.as_deref().map(|p| &p.spec),
         services: services.iter().map(|s| s.as_ref()).collect(),
         ingresses: ingresses.iter().map(|i| i.as_ref()).collect(),
+        ingress_classes: ingress_classes.iter().map(|c| c.as_ref()).collect(),
         http_routes: routes.iter().map(|r| r.as_ref()).collect(),
         gateways: gateways.iter().map(|g| g.as_ref()).collect(),
         pods: pods.iter().map(|p| p.as_ref()).collect(),
@@ -667,6 +670,17 @@ impl PolicyGenerations {
     }
 }
 
+/// IngressClass changed (created, deleted, made default) → every MCPServer: which Ingresses count may change
+/// anywhere, and IngressClasses change rarely.
+pub fn all_servers(stores: &Stores) -> Vec<ObjectRef<MCPServer>> {
+    stores
+        .servers
+        .state()
+        .iter()
+        .map(|s| ObjectRef::from_obj(&**s))
+        .collect()
+}
+
 /// Policy changed → MCPServers referencing it.
 pub fn map_policy(stores: &Stores, policy: &MCPGuardPolicy) -> Vec<ObjectRef<MCPServer>> {
     let name = policy.name_any();
@@ -852,6 +866,8 @@ pub async fn run_once(
     };
     let (services, service_stream) = reflect(scoped::<Service>(&client, ns), cfg.clone(), &tracker);
     let (ingresses, ingress_stream) = reflect(scoped::<Ingress>(&client, ns), cfg.clone(), &tracker);
+    let (ingress_classes, ingress_class_stream) =
+        reflect(Api::<IngressClass>::all(client.clone()), cfg.clone(), &tracker);
     let (policies, policy_stream) =
         reflect(Api::<MCPGuardPolicy>::all(client.clone()), cfg.clone(), &tracker);
     let (config_maps, cm_stream) = reflect(
@@ -873,6 +889,7 @@ pub async fn run_once(
         servers: servers.clone(),
         services,
         ingresses,
+        ingress_classes,
         policies,
         config_maps,
         pods,
@@ -978,6 +995,10 @@ pub async fn run_once(
     .watches_stream(ingress_stream, {
         let (stores, index) = (stores.clone(), index.clone());
         move |ing: Ingress| after_sync(&stores, || map_ingress(&stores, &index, &ing))
+    })
+    .watches_stream(ingress_class_stream, {
+        let stores = stores.clone();
+        move |_: IngressClass| after_sync(&stores, || all_servers(&stores))
     })
     .watches_stream(policy_stream, {
         let stores = stores.clone();

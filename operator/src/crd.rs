@@ -333,6 +333,12 @@ pub struct MCPGuardPolicySpec {
     /// Services that route to a server; default `true`.
     #[serde(default = "default_true", rename = "allowServiceDNSNames")]
     pub allow_service_dns_names: bool,
+    /// Count only Ingresses of these classes (by `spec.ingressClassName`, the legacy annotation
+    /// `kubernetes.io/ingress.class`, or the default IngressClass); Ingresses without any class are then not
+    /// counted. Default: every Ingress whose class an IngressClass serves, and those without a class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
+    pub ingress_classes: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sidecar: Option<SidecarSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -365,6 +371,7 @@ impl Default for MCPGuardPolicySpec {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             allow_service_dns_names: true,
+            ingress_classes: None,
             sidecar: None,
             injection: None,
             limits: None,

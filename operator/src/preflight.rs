@@ -90,6 +90,7 @@ pub fn controller_permissions(
         perms.push(scoped(verb, "", "pods"));
         perms.push(scoped(verb, "", "configmaps"));
         perms.push(scoped(verb, "networking.k8s.io", "ingresses"));
+        perms.push(p(verb, "networking.k8s.io", "ingressclasses"));
         if gateway_api {
             perms.push(scoped(verb, "gateway.networking.k8s.io", "httproutes"));
             perms.push(p(verb, "gateway.networking.k8s.io", "gateways"));

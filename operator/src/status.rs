@@ -18,6 +18,8 @@ pub mod condition {
     pub const CATCH_ALL_INGRESS_RULE: &str = "CatchAllIngressRule";
     /// An Ingress or HTTPRoute backend names a server Service on a port that does not reach the server.
     pub const INGRESS_BACKEND_PORT_MISMATCH: &str = "IngressBackendPortMismatch";
+    /// An Ingress routing to the server is not counted (its class is not served, or not one the policy counts).
+    pub const INGRESS_NOT_COUNTED: &str = "IngressNotCounted";
     /// A Service reaches the pods on a port the guard does not cover.
     pub const GUARD_BYPASS: &str = "GuardBypass";
     /// Something could not be resolved or was skipped (missing explicit references, invalid entries).
@@ -337,6 +339,16 @@ pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus 
             "Every Ingress/HTTPRoute backend on the server's Services reaches the server's port",
         ),
         "BackendPortMismatch",
+        input,
+    ));
+    conditions.push(problem_condition(
+        condition::INGRESS_NOT_COUNTED,
+        &d.ignored_ingresses,
+        (
+            "AllIngressesCounted",
+            "Every Ingress routing to the server's Services is counted",
+        ),
+        "IngressesNotCounted",
         input,
     ));
     conditions.push(problem_condition(

@@ -1,11 +1,19 @@
-//! MCPGuardPolicy status against the real control plane: `Valid` names each entry the guard would not load and
-//! the fix, `InUse` counts the MCPServers using the policy across namespaces. A binary of its own: the operator
-//! here watches every namespace (only such an operator writes policy statuses).
+//! Cluster-scoped objects against the real control plane, in a binary of its own (its own API server): the
+//! operators here watch every namespace (only such an operator writes policy statuses) and a test creates a
+//! default IngressClass (which the API server's admission would stamp on every new Ingress of other tests).
+//!
+//! - MCPGuardPolicy status: `Valid` names each entry the guard would not load and the fix, `InUse` counts the
+//!   MCPServers using the policy across namespaces.
+//! - Ingress classes: an Ingress counts when an IngressClass serves its class (field, legacy annotation, or the
+//!   default class), or, when the policy lists `ingressClasses`, when its class is listed; the status names those
+//!   not counted and why; ingress-nginx's `upstream-vhost` is allowed.
 
 mod operator_common;
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Api, DeleteParams};
 use mcp_guard_operator::crd::{MCPGuardPolicy, MCPServer};
 use operator_common::*;
@@ -13,6 +21,14 @@ use serde_json::json;
 use testkit::cluster::Cluster;
 
 const SETUP: Duration = Duration::from_secs(30);
+
+async fn cluster() -> &'static Cluster {
+    static CRDS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let cluster = Cluster::shared().await;
+    CRDS.get_or_init(|| async { cluster.apply_crds().await.expect("apply crds/") })
+        .await;
+    cluster
+}
 
 fn condition<'a>(p: &'a MCPGuardPolicy, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
     p.status
@@ -37,8 +53,7 @@ async fn policy_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_status_says_whether_it_is_valid_and_who_uses_it() {
-    let cluster = Cluster::shared().await;
-    cluster.apply_crds().await.expect("apply crds/");
+    let cluster = cluster().await;
     let client = cluster.client();
     let op = Operator::start_in(client.clone(), None, None, Some(false));
     let policies = Api::<MCPGuardPolicy>::all(client.clone());
@@ -119,5 +134,202 @@ async fn policy_status_says_whether_it_is_valid_and_who_uses_it() {
         .expect("kubectl");
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("VALID") && table.contains("MCPSERVERS"), "{table}");
+    op.stop().await;
+}
+
+fn server_condition<'a>(s: &'a MCPServer, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    s.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+}
+
+fn ingress_class(name: &str, default: bool) -> serde_json::Value {
+    let mut meta = json!({ "name": name });
+    if default {
+        meta["annotations"] = json!({ "ingressclass.kubernetes.io/is-default-class": "true" });
+    }
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": meta,
+        "spec": { "controller": "example.com/ingress" }
+    })
+}
+
+/// An Ingress for `host` → weather:80, with `spec` fields and annotations merged in.
+fn classed(
+    name: &str,
+    host: &str,
+    spec: serde_json::Value,
+    annotations: serde_json::Value,
+) -> serde_json::Value {
+    let mut ing = ingress(name, json!([rule(Some(host), "weather", 80)]), &[]);
+    if let Some(extra) = spec.as_object() {
+        for (k, v) in extra {
+            ing["spec"][k] = v.clone();
+        }
+    }
+    ing["metadata"]["annotations"] = annotations;
+    ing
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_classes_decide_which_ingresses_count() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("classes").await;
+    let op = Operator::start(client.clone(), &ns, None, Some(false));
+    let nginx = format!("nginx-{ns}");
+    let policy_name = format!("classes-{ns}");
+    apply_cluster::<IngressClass>(&client, ingress_class(&nginx, false)).await;
+    let policy = |classes: serde_json::Value| {
+        json!({
+            "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPGuardPolicy",
+            "metadata": { "name": policy_name }, "spec": { "allowServiceDNSNames": false, "ingressClasses": classes }
+        })
+    };
+    apply_cluster::<MCPGuardPolicy>(&client, policy(serde_json::Value::Null)).await;
+    apply::<Service>(
+        &client,
+        &ns,
+        service("weather", "weather", json!([{ "port": 80, "targetPort": 8000 }])),
+    )
+    .await;
+    // Created before any default IngressClass exists, so the API server leaves it without a class.
+    apply::<Ingress>(
+        &client,
+        &ns,
+        classed("unclassed", "unclassed.example.com", json!({}), json!({})),
+    )
+    .await;
+    apply::<Ingress>(
+        &client,
+        &ns,
+        classed(
+            "served",
+            "served.example.com",
+            json!({ "ingressClassName": nginx }),
+            json!({}),
+        ),
+    )
+    .await;
+    apply::<Ingress>(
+        &client,
+        &ns,
+        classed(
+            "legacy",
+            "legacy.example.com",
+            json!({}),
+            json!({ "kubernetes.io/ingress.class": nginx }),
+        ),
+    )
+    .await;
+    let gone = format!("gone-{ns}");
+    apply::<Ingress>(
+        &client,
+        &ns,
+        classed(
+            "orphan",
+            "orphan.example.com",
+            json!({ "ingressClassName": gone }),
+            json!({}),
+        ),
+    )
+    .await;
+    apply::<Ingress>(
+        &client,
+        &ns,
+        classed(
+            "vhost",
+            "public.example.com",
+            json!({ "ingressClassName": nginx }),
+            json!({ "nginx.ingress.kubernetes.io/upstream-vhost": "weather.internal" }),
+        ),
+    )
+    .await;
+    apply::<MCPServer>(
+        &client,
+        &ns,
+        mcpserver("weather", "weather", 8000, json!({ "policyRef": policy_name })),
+    )
+    .await;
+
+    let hosts = |want: &'static [&'static str]| {
+        let (client, ns) = (client.clone(), ns.clone());
+        async move {
+            wait_config(&client, &ns, "weather", SETUP, &format!("hosts {want:?}"), |c| {
+                c.allowed_hosts == want
+            })
+            .await
+        }
+    };
+    hosts(&[
+        "legacy.example.com",
+        "public.example.com",
+        "served.example.com",
+        "unclassed.example.com",
+        "weather.internal",
+    ])
+    .await;
+    let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
+    let s = eventually(SETUP, "IngressNotCounted=True", || async {
+        servers
+            .get("weather")
+            .await
+            .ok()
+            .filter(|s| server_condition(s, "IngressNotCounted").is_some_and(|c| c.0 == "True"))
+    })
+    .await;
+    let (_, _, message) = server_condition(&s, "IngressNotCounted").expect("condition");
+    assert!(
+        message.contains(&format!(
+            "Ingress {ns}/orphan is not counted: its class \"{gone}\" (spec.ingressClassName) is served by no IngressClass"
+        )),
+        "{message}"
+    );
+
+    // The IngressClass appears: the orphan counts.
+    apply_cluster::<IngressClass>(&client, ingress_class(&gone, false)).await;
+    hosts(&[
+        "legacy.example.com",
+        "orphan.example.com",
+        "public.example.com",
+        "served.example.com",
+        "unclassed.example.com",
+        "weather.internal",
+    ])
+    .await;
+
+    // The policy counts only the nginx class; a default IngressClass now gives the unclassed Ingress a class.
+    apply_cluster::<IngressClass>(&client, ingress_class(&format!("default-{ns}"), true)).await;
+    apply_cluster::<MCPGuardPolicy>(&client, policy(json!([nginx]))).await;
+    hosts(&[
+        "legacy.example.com",
+        "public.example.com",
+        "served.example.com",
+        "weather.internal",
+    ])
+    .await;
+    let s = eventually(SETUP, "both named in IngressNotCounted", || async {
+        servers.get("weather").await.ok().filter(|s| {
+            server_condition(s, "IngressNotCounted")
+                .is_some_and(|c| c.2.contains("/orphan") && c.2.contains("/unclassed"))
+        })
+    })
+    .await;
+    let (_, _, message) = server_condition(&s, "IngressNotCounted").expect("condition");
+    assert!(
+        message.contains(&format!(
+            "its class \"default-{ns}\" (the default IngressClass) is not one the policy counts"
+        )),
+        "{message}"
+    );
+    for class in [gone, format!("default-{ns}"), nginx] {
+        Api::<IngressClass>::all(client.clone())
+            .delete(&class, &DeleteParams::default())
+            .await
+            .expect("delete IngressClass");
+    }
     op.stop().await;
 }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
-    IngressSpec, IngressTLS, ServiceBackendPort,
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressClass, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -191,6 +191,7 @@ fn gateway(ns: &str, name: &str, listeners: &[(&str, Option<&str>, &str)]) -> Ga
 struct World {
     services: Vec<Service>,
     ingresses: Vec<Ingress>,
+    ingress_classes: Vec<IngressClass>,
     routes: Vec<HTTPRoute>,
     gateways: Vec<Gateway>,
     pods: Vec<Pod>,
@@ -206,6 +207,7 @@ impl World {
             policy: self.policy.as_ref(),
             services: self.services.iter().collect(),
             ingresses: self.ingresses.iter().collect(),
+            ingress_classes: self.ingress_classes.iter().collect(),
             http_routes: self.routes.iter().collect(),
             gateways: self.gateways.iter().collect(),
             pods: self.pods.iter().collect(),
@@ -1043,4 +1045,184 @@ fn spec_port_not_declared_is_reported() {
         ..Default::default()
     };
     assert!(world.derive(&spec(&[("app", "weather")])).problems.is_empty());
+}
+
+fn ingress_class(name: &str, default: bool, created: i64) -> IngressClass {
+    IngressClass {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            annotations: default
+                .then(|| BTreeMap::from([(DEFAULT_CLASS_ANNOTATION.to_string(), "true".to_string())])),
+            creation_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_second(created).expect("ts"),
+            )),
+            ..Default::default()
+        },
+        spec: None,
+    }
+}
+
+/// An Ingress to `weather:80` for `host`, with a class by field and/or annotation.
+fn classed_ingress(name: &str, host: &str, field: Option<&str>, annotation: Option<&str>) -> Ingress {
+    let mut ing = ingress(
+        name,
+        vec![rule(Some(host), vec![backend("weather", num(80))])],
+        &[],
+    );
+    if let Some(spec) = ing.spec.as_mut() {
+        spec.ingress_class_name = field.map(str::to_string);
+    }
+    if let Some(a) = annotation {
+        ing.metadata.annotations = Some(BTreeMap::from([(
+            INGRESS_CLASS_ANNOTATION.to_string(),
+            a.to_string(),
+        )]));
+    }
+    ing
+}
+
+#[test]
+fn ingress_class_is_the_field_then_the_annotation_then_the_default() {
+    let nginx = ingress_class("nginx", false, 1);
+    let old_default = ingress_class("old", true, 1);
+    let new_default = ingress_class("new", true, 2);
+    let classes = [&nginx, &old_default, &new_default];
+    // (field, annotation, classes, class)
+    let cases = [
+        (
+            Some("a"),
+            Some("b"),
+            &classes[..],
+            IngressClassOf::Field("a".into()),
+        ),
+        (
+            None,
+            Some("b"),
+            &classes[..],
+            IngressClassOf::Annotation("b".into()),
+        ),
+        (None, None, &classes[..], IngressClassOf::Default("new".into())),
+        (None, None, &classes[..1], IngressClassOf::None),
+    ];
+    for (field, annotation, classes, want) in cases {
+        let ing = classed_ingress("web", "a.example.com", field, annotation);
+        assert_eq!(ingress_class_of(&ing, classes), want, "{field:?} {annotation:?}");
+    }
+}
+
+#[test]
+fn which_ingresses_count() {
+    let nginx = ingress_class("nginx", false, 1);
+    let default = ingress_class("internal", true, 1);
+    let only_nginx = ["nginx".to_string()];
+    // (field, annotation, classes, policy's ingressClasses, Ok or a part of the reason)
+    type Case<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Vec<&'a IngressClass>,
+        Option<&'a [String]>,
+        Result<(), &'a str>,
+    );
+    let cases: [Case<'_>; 9] = [
+        (Some("nginx"), None, vec![&nginx], None, Ok(())),
+        (None, Some("nginx"), vec![&nginx], None, Ok(())),
+        (
+            Some("gone"),
+            None,
+            vec![&nginx],
+            None,
+            Err("class \"gone\" (spec.ingressClassName) is served by no IngressClass"),
+        ),
+        (
+            None,
+            Some("gone"),
+            vec![&nginx],
+            None,
+            Err("annotation kubernetes.io/ingress.class"),
+        ),
+        (None, None, vec![&nginx], None, Ok(())),
+        (
+            None,
+            None,
+            vec![&nginx],
+            Some(&only_nginx),
+            Err("it has no class"),
+        ),
+        (
+            None,
+            None,
+            vec![&nginx, &default],
+            Some(&only_nginx),
+            Err("class \"internal\" (the default IngressClass) is not one the policy counts"),
+        ),
+        (Some("nginx"), None, vec![], Some(&only_nginx), Ok(())),
+        (
+            Some("traefik"),
+            None,
+            vec![&nginx],
+            Some(&only_nginx),
+            Err("another controller serves it"),
+        ),
+    ];
+    for (i, (field, annotation, classes, only, want)) in cases.into_iter().enumerate() {
+        let ing = classed_ingress("web", "a.example.com", field, annotation);
+        match (ingress_counts(&ing, &classes, only), want) {
+            (Ok(()), Ok(())) => {}
+            (Err(got), Err(part)) => assert!(got.contains(part), "case {i}: {got:?} lacks {part:?}"),
+            (got, want) => panic!("case {i}: {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn ingresses_not_counted_are_reported_and_upstream_vhost_is_allowed() {
+    let mut vhost = classed_ingress("vhost", "public.example.com", Some("nginx"), None);
+    vhost.metadata.annotations = Some(BTreeMap::from([(
+        UPSTREAM_VHOST_ANNOTATION.to_string(),
+        "weather.internal".to_string(),
+    )]));
+    let world = World {
+        services: vec![web_service()],
+        ingresses: vec![
+            classed_ingress("served", "mcp.example.com", Some("nginx"), None),
+            classed_ingress("orphan", "orphan.example.com", Some("gone"), None),
+            vhost,
+        ],
+        ingress_classes: vec![ingress_class("nginx", false, 1)],
+        policy: no_dns(),
+        ..Default::default()
+    };
+    let d = world.derive(&spec(&[("app", "weather")]));
+    assert_eq!(
+        values(&d.hosts),
+        vec!["mcp.example.com", "public.example.com", "weather.internal"]
+    );
+    assert_eq!(
+        sources_of(&d.hosts, "weather.internal"),
+        vec!["Ingress team-a/vhost (nginx.ingress.kubernetes.io/upstream-vhost)"]
+    );
+    assert_eq!(d.ignored_ingresses.len(), 1, "{:?}", d.ignored_ingresses);
+    assert!(
+        d.ignored_ingresses[0].starts_with("Ingress team-a/orphan is not counted: its class \"gone\""),
+        "{:?}",
+        d.ignored_ingresses
+    );
+    assert!(
+        d.dependencies
+            .contains(&Dependency::new(DepKind::Ingress, Some(NS), "orphan")),
+        "a class fix on the Ingress reaches the server"
+    );
+
+    // The policy counts only another class: nothing from Ingresses, each one reported.
+    let world = World {
+        policy: Some(MCPGuardPolicySpec {
+            allow_service_dns_names: false,
+            ingress_classes: Some(vec!["external".into()]),
+            ..Default::default()
+        }),
+        ..world
+    };
+    let d = world.derive(&spec(&[("app", "weather")]));
+    assert!(d.hosts.is_empty(), "{:?}", d.hosts);
+    assert_eq!(d.ignored_ingresses.len(), 3, "{:?}", d.ignored_ingresses);
 }
