@@ -15,6 +15,7 @@ pub mod leader;
 pub mod metrics;
 pub mod preflight;
 pub mod run;
+pub mod selector;
 pub mod status;
 pub mod validate;
 pub mod webhook;

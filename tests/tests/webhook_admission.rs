@@ -372,6 +372,20 @@ async fn bad_and_overlapping_mcpservers_are_refused_with_the_webhooks_message() 
         err.to_string().contains("same selector as MCPServer \"weather\""),
         "{err}"
     );
+    // No pod yet: a selector within another's is refused from the selectors alone (before, only its pods were).
+    let err = create_mcpserver(
+        &client,
+        &ns,
+        "weather-mcp",
+        json!({ "selector": { "matchLabels": { "app": "weather", "tier": "mcp" } }, "port": 9000 }),
+    )
+    .await
+    .expect_err("a selector within another's");
+    assert!(
+        err.to_string()
+            .contains("every pod it selects is also selected by MCPServer \"weather\""),
+        "{err}"
+    );
 
     Api::<Pod>::namespaced(client.clone(), &ns)
         .create(
