@@ -36,7 +36,7 @@ use kube::ResourceExt;
 use mcp_guard_config::{ConfigSource, GuardConfig, Limits};
 
 use crate::crd::{AllowlistEntry, GuardMode, MCPGuardPolicySpec, MCPServerSpec};
-use crate::gateway::{Gateway, HTTPRoute};
+use crate::gateway::{Gateway, HTTPRoute, ParentReference, listener_admits};
 use crate::validate::{check_host_pattern, check_origin_pattern};
 use crate::webhook::guarded_by;
 use crate::webhook::inject::SIDECAR_NAME;
@@ -58,6 +58,8 @@ pub struct DeriveInput<'a> {
     pub ingress_classes: Vec<&'a IngressClass>,
     pub http_routes: Vec<&'a HTTPRoute>,
     pub gateways: Vec<&'a Gateway>,
+    /// Labels of the MCPServer's namespace (for listeners' `allowedRoutes.namespaces.selector`); `None`: unknown.
+    pub namespace_labels: Option<&'a BTreeMap<String, String>>,
     /// Pods of the namespace (the derivation picks those the selector matches); empty when not watched.
     pub pods: Vec<&'a Pod>,
     pub cluster_domain: &'a str,
@@ -417,6 +419,25 @@ pub fn intersect_hostnames(listener: &str, route: &str) -> Option<String> {
             }
         }
     }
+}
+
+/// Why a parent Gateway refused a route, from the route's status (`Accepted=False` for that parent); `None` when
+/// it accepted the route or has not said (no Gateway controller has written a status yet).
+pub fn route_refused_by(route: &HTTPRoute, parent: &ParentReference, route_ns: &str) -> Option<String> {
+    let same = |p: &ParentReference| {
+        p.name == parent.name
+            && p.namespace.as_deref().unwrap_or(route_ns) == parent.namespace.as_deref().unwrap_or(route_ns)
+            && p.section_name == parent.section_name
+            && p.port == parent.port
+    };
+    route
+        .status
+        .iter()
+        .flat_map(|s| s.parents.iter())
+        .filter(|p| same(&p.parent_ref))
+        .flat_map(|p| p.conditions.iter())
+        .find(|c| c.type_ == "Accepted" && c.status == "False")
+        .map(|c| format!("Accepted=False, {}: {}", c.reason, c.message))
 }
 
 /// Whether an Ingress TLS host (`*.x` = exactly one label) covers a rule host.
@@ -932,22 +953,28 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
         let source = format!("HTTPRoute {route_ns}/{name}");
         let mut reaches = false;
         let mut involved = false;
-        for b in route
-            .spec
-            .rules
-            .iter()
-            .flat_map(|r| r.backend_refs.iter())
-            .filter(|b| b.is_service())
-        {
-            if b.namespace.as_deref().unwrap_or(&route_ns) != ns {
-                continue;
-            }
-            match judge_backend(&candidates, &b.name, b.port, None, server_port) {
-                BackendVerdict::Unrelated => {}
-                BackendVerdict::Server => reaches = true,
-                BackendVerdict::Mismatch(m) => {
-                    involved = true;
-                    d.port_mismatches.push(format!("{source}: {m}"));
+        // Hosts a URLRewrite filter sends to the server instead of the request's.
+        let mut rewritten: BTreeSet<&str> = BTreeSet::new();
+        for rule in &route.spec.rules {
+            for b in rule.backend_refs.iter().filter(|b| b.is_service()) {
+                if b.namespace.as_deref().unwrap_or(&route_ns) != ns {
+                    continue;
+                }
+                match judge_backend(&candidates, &b.name, b.port, None, server_port) {
+                    BackendVerdict::Unrelated => {}
+                    BackendVerdict::Server => {
+                        reaches = true;
+                        rewritten.extend(
+                            rule.filters
+                                .iter()
+                                .chain(&b.filters)
+                                .filter_map(|f| f.rewritten_host()),
+                        );
+                    }
+                    BackendVerdict::Mismatch(m) => {
+                        involved = true;
+                        d.port_mismatches.push(format!("{source}: {m}"));
+                    }
                 }
             }
         }
@@ -961,13 +988,23 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
         d.dependencies
             .insert(Dependency::new(DepKind::HTTPRoute, Some(&route_ns), &name));
 
-        // Listeners of the parent Gateways that are known.
+        // Listeners of the parent Gateways that are known, that admit the route and whose Gateway did not
+        // refuse it (the route's Accepted condition for that parent).
         let mut listeners: Vec<(Option<&str>, &str)> = Vec::new();
         let mut known_parent = false;
         for parent in route.spec.parent_refs.iter().filter(|p| p.is_gateway()) {
             let gw_ns = parent.namespace.as_deref().unwrap_or(&route_ns);
             d.dependencies
                 .insert(Dependency::new(DepKind::Gateway, Some(gw_ns), &parent.name));
+            if let Some(refused) = route_refused_by(route, parent, &route_ns) {
+                known_parent = true;
+                d.problems.push(format!(
+                    "{source} is not accepted by Gateway {gw_ns}/{} ({refused}); its hostnames are not allowed \
+                     through it",
+                    parent.name
+                ));
+                continue;
+            }
             let Some(gw) = input
                 .gateways
                 .iter()
@@ -975,6 +1012,7 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
             else {
                 continue;
             };
+            known_parent = true;
             for l in &gw.spec.listeners {
                 if parent.section_name.as_ref().is_some_and(|s| *s != l.name) {
                     continue;
@@ -982,7 +1020,13 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
                 if parent.port.is_some_and(|p| p != l.port) {
                     continue;
                 }
-                known_parent = true;
+                if let Err(why) = listener_admits(l, gw_ns, &route_ns, input.namespace_labels) {
+                    d.problems.push(format!(
+                        "{source}: listener {} of Gateway {gw_ns}/{} {why}, so the route is not attached to it",
+                        l.name, parent.name
+                    ));
+                    continue;
+                }
                 listeners.push((
                     l.hostname.as_deref().filter(|h| !h.is_empty()),
                     l.protocol.as_str(),
@@ -1008,6 +1052,7 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
             .map(String::as_str)
             .filter(|h| !h.is_empty())
             .collect();
+        let rewrite_source = format!("{source} (URLRewrite hostname)");
         if !known_parent {
             if route_hosts.is_empty() {
                 d.catch_all.push(format!(
@@ -1018,40 +1063,52 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
             for h in &route_hosts {
                 add(h, None);
             }
+            for h in &rewritten {
+                hosts.add(h, &rewrite_source);
+            }
             continue;
         }
-        let mut any = false;
+        let mut attached = false;
+        let mut kept: BTreeSet<&str> = BTreeSet::new();
         for (listener_host, protocol) in listeners {
+            attached = true;
             match (listener_host, route_hosts.is_empty()) {
                 (None, true) => d.catch_all.push(format!(
                     "{source}: neither the route nor its Gateway listener sets a hostname, so it accepts any \
                      host; set spec.hostnames on the route or hostname on the listener"
                 )),
-                (Some(l), true) => {
-                    any = true;
-                    add(l, Some(protocol));
-                }
+                (Some(l), true) => add(l, Some(protocol)),
                 (None, false) => {
-                    any = true;
                     for h in &route_hosts {
+                        kept.insert(h);
                         add(h, Some(protocol));
                     }
                 }
                 (Some(l), false) => {
                     for h in &route_hosts {
                         if let Some(i) = intersect_hostnames(l, h) {
-                            any = true;
+                            kept.insert(h);
                             add(&i, Some(protocol));
                         }
                     }
                 }
             }
         }
-        if !any && !route_hosts.is_empty() {
-            d.problems.push(format!(
-                "{source}: none of its hostnames ({}) matches a hostname of its parent Gateway listeners",
-                route_hosts.join(", ")
-            ));
+        if attached {
+            for h in &rewritten {
+                hosts.add(h, &rewrite_source);
+            }
+            let dropped: Vec<&str> = route_hosts
+                .iter()
+                .copied()
+                .filter(|h| !kept.contains(h))
+                .collect();
+            if !dropped.is_empty() {
+                d.problems.push(format!(
+                    "{source}: hostnames outside every listener it is attached to were dropped: {}",
+                    dropped.join(", ")
+                ));
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams};
@@ -154,6 +154,8 @@ pub struct Stores {
     /// `None` when the Gateway API is not installed.
     pub routes: Option<Store<HTTPRoute>>,
     pub gateways: Option<Store<Gateway>>,
+    /// Namespaces (their labels, for listeners' `allowedRoutes.namespaces.selector`); with the Gateway API only.
+    pub namespaces: Option<Store<Namespace>>,
     /// `true` once every watch stream finished its initial list.
     pub synced: tokio::sync::watch::Receiver<bool>,
 }
@@ -301,6 +303,10 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         .unwrap_or_default();
     let gateways = stores.gateways.as_ref().map(|s| s.state()).unwrap_or_default();
     let pods = in_namespace(&stores.pods, &ns);
+    let namespace = stores
+        .namespaces
+        .as_ref()
+        .and_then(|s| s.get(&ObjectRef::new(&ns)));
     let input = DeriveInput {
         namespace: &ns,
         name: &name,
@@ -312,6 +318,7 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         http_routes: routes.iter().map(|r| r.as_ref()).collect(),
         gateways: gateways.iter().map(|g| g.as_ref()).collect(),
         pods: pods.iter().map(|p| p.as_ref()).collect(),
+        namespace_labels: namespace.as_ref().map(|n| n.labels()),
         cluster_domain: &ctx.settings.cluster_domain,
     };
     let d: Derivation = allowlist::derive(&input);
@@ -885,6 +892,12 @@ pub async fn run_once(
     } else {
         (None, None, None, None)
     };
+    let (namespaces, namespace_stream) = if gateway_api {
+        let (n, stream) = reflect(Api::<Namespace>::all(client.clone()), cfg.clone(), &tracker);
+        (Some(n), Some(stream.boxed()))
+    } else {
+        (None, None)
+    };
     let stores = Stores {
         servers: servers.clone(),
         services,
@@ -895,6 +908,7 @@ pub async fn run_once(
         pods,
         routes,
         gateways,
+        namespaces,
         synced: synced_rx,
     };
 
@@ -1024,6 +1038,18 @@ pub async fn run_once(
         let (stores, index) = (stores.clone(), index.clone());
         controller = controller.watches_stream(rs, move |r: HTTPRoute| {
             after_sync(&stores, || map_route(&stores, &index, &r))
+        });
+    }
+    if let Some(ns_stream) = namespace_stream {
+        // Relabelled namespace → its MCPServers (a listener's namespace selector may now admit its routes).
+        let stores = stores.clone();
+        controller = controller.watches_stream(ns_stream, move |n: Namespace| {
+            after_sync(&stores, || {
+                servers_in(&stores.servers, &n.name_any())
+                    .iter()
+                    .map(|s| ObjectRef::from_obj(&**s))
+                    .collect()
+            })
         });
     }
     if let Some(gs) = gateway_stream {

@@ -94,6 +94,7 @@ pub fn controller_permissions(
         if gateway_api {
             perms.push(scoped(verb, "gateway.networking.k8s.io", "httproutes"));
             perms.push(p(verb, "gateway.networking.k8s.io", "gateways"));
+            perms.push(p(verb, "", "namespaces"));
         }
     }
     perms.push(scoped("create", "", "configmaps"));

@@ -11,8 +11,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use mcp_guard_config::Mode;
 use mcp_guard_operator::crd::{MCPGuardPolicy, MCPServer};
 use mcp_guard_operator::gateway::{Gateway, HTTPRoute};
@@ -631,25 +630,6 @@ async fn policy_changes_update_allowlists() {
     op.stop().await;
 }
 
-fn gateway_crd(plural: &str, kind: &str) -> CustomResourceDefinition {
-    serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": format!("{plural}.gateway.networking.k8s.io"),
-            // The real Gateway API CRDs carry it too: *.k8s.io groups need an approved API review.
-            "annotations": { "api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/gateway-api/pull/2466" }
-        },
-        "spec": {
-            "group": "gateway.networking.k8s.io",
-            "names": { "plural": plural, "kind": kind, "singular": kind.to_lowercase() },
-            "scope": "Namespaced",
-            "versions": [{ "name": "v1", "served": true, "storage": true,
-                "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }]
-        }
-    }))
-    .expect("CRD")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_routes_when_the_gateway_api_appears() {
     let cluster = cluster().await;
@@ -670,10 +650,9 @@ async fn http_routes_when_the_gateway_api_appears() {
     })
     .await;
 
-    for (plural, kind) in [("gateways", "Gateway"), ("httproutes", "HTTPRoute")] {
-        if let Err(e) = cluster.apply_crd(&gateway_crd(plural, kind)).await {
-            panic!("install the {kind} CRD: {e:#}");
-        }
+    // The real CRDs of the pinned Gateway API release (their schemas and CEL rules apply to what follows).
+    if let Err(e) = cluster.apply_gateway_api_crds().await {
+        panic!("install the Gateway API CRDs: {e:#}");
     }
 
     apply::<Gateway>(
@@ -683,7 +662,8 @@ async fn http_routes_when_the_gateway_api_appears() {
             "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
             "metadata": { "name": "gw" },
             "spec": { "gatewayClassName": "test", "listeners": [
-                { "name": "https", "port": 443, "protocol": "HTTPS", "hostname": "*.gw.example.com" }
+                { "name": "https", "port": 443, "protocol": "HTTPS", "hostname": "*.gw.example.com",
+                  "tls": { "certificateRefs": [{ "name": "gw-cert" }] } }
             ] }
         }),
     )
@@ -697,7 +677,10 @@ async fn http_routes_when_the_gateway_api_appears() {
             "spec": {
                 "parentRefs": [{ "name": "gw" }],
                 "hostnames": ["mcp.gw.example.com", "*.apps.gw.example.com", "elsewhere.example.org"],
-                "rules": [{ "backendRefs": [{ "name": "weather", "port": 80 }] }]
+                "rules": [{
+                    "backendRefs": [{ "name": "weather", "port": 80 }],
+                    "filters": [{ "type": "URLRewrite", "urlRewrite": { "hostname": "weather.internal" } }]
+                }]
             }
         }),
     )
@@ -719,6 +702,16 @@ async fn http_routes_when_the_gateway_api_appears() {
             .contains(&"https://mcp.gw.example.com".to_string()),
         "{cfg:?}"
     );
+    assert!(
+        cfg.allowed_hosts.contains(&"weather.internal".to_string()),
+        "the URLRewrite hostname is the Host the server sees: {cfg:?}"
+    );
+    let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
+    let server = server_with(&servers, "weather", "the dropped hostname reported", |s| {
+        condition(s, "Degraded").is_some_and(|c| c.2.contains("were dropped: elsewhere.example.org"))
+    })
+    .await;
+    assert_eq!(condition(&server, "Degraded").map(|c| c.0), Some("True"));
 
     // A Gateway listener change reaches the MCPServer through the route.
     apply::<Gateway>(
@@ -746,6 +739,57 @@ async fn http_routes_when_the_gateway_api_appears() {
             .contains(&"http://elsewhere.example.org".to_string()),
         "{cfg:?}"
     );
+
+    // The Gateway's controller refuses the route (its status says so): its hosts go; accepted again, they return.
+    let routes = Api::<HTTPRoute>::namespaced(client.clone(), &ns);
+    let accepted = |status: &str| {
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "status": { "parents": [{
+                "parentRef": { "name": "gw" },
+                "controllerName": "example.com/gateway-controller",
+                "conditions": [{
+                    "type": "Accepted", "status": status, "reason": if status == "True" { "Accepted" } else { "NotAllowedByListeners" },
+                    "message": "decided by the test", "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1
+                }]
+            }] }
+        })
+    };
+    routes
+        .patch_status(
+            "mcp",
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&accepted("False")),
+        )
+        .await
+        .expect("route status");
+    let server = server_with(&servers, "weather", "the refusal reported", |s| {
+        condition(s, "Degraded").is_some_and(|c| c.2.contains("is not accepted by Gateway"))
+    })
+    .await;
+    let cfg = guard_config(&client, &ns, "weather").await.expect("config");
+    assert!(
+        !cfg.allowed_hosts.contains(&"elsewhere.example.org".to_string()),
+        "{cfg:?} / {:?}",
+        server.status
+    );
+    routes
+        .patch_status(
+            "mcp",
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&accepted("True")),
+        )
+        .await
+        .expect("route status");
+    wait_config(
+        &client,
+        &ns,
+        "weather",
+        PROPAGATION,
+        "the accepted route's hosts",
+        |c| c.allowed_hosts.contains(&"elsewhere.example.org".to_string()),
+    )
+    .await;
 
     // Deleting the route removes its hosts.
     Api::<HTTPRoute>::namespaced(client.clone(), &ns)

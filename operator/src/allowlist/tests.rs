@@ -12,7 +12,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
 use crate::crd::PolicyLimits;
-use crate::gateway::{BackendRef, GatewaySpec, HTTPRouteRule, HTTPRouteSpec, Listener, ParentReference};
+use crate::gateway::{
+    AllowedRoutes, BackendRef, GatewaySpec, HTTPRouteFilter, HTTPRouteRule, HTTPRouteSpec, HTTPRouteStatus,
+    HTTPURLRewriteFilter, Listener, ParentReference, RouteGroupKind, RouteNamespaces, RouteParentStatus,
+};
 
 const NS: &str = "team-a";
 
@@ -142,6 +145,7 @@ fn route(
             hostnames: hostnames.iter().map(|s| s.to_string()).collect(),
             rules: vec![HTTPRouteRule {
                 backend_refs: backends,
+                filters: Vec::new(),
             }],
         },
     );
@@ -178,6 +182,14 @@ fn gateway(ns: &str, name: &str, listeners: &[(&str, Option<&str>, &str)]) -> Ga
                     hostname: h.map(str::to_string),
                     port: if *proto == "HTTPS" { 443 } else { 80 },
                     protocol: proto.to_string(),
+                    // Most rows put the Gateway elsewhere; allowedRoutes has rows of its own.
+                    allowed_routes: Some(AllowedRoutes {
+                        namespaces: Some(RouteNamespaces {
+                            from: Some("All".into()),
+                            selector: None,
+                        }),
+                        kinds: Vec::new(),
+                    }),
                 })
                 .collect(),
         },
@@ -196,6 +208,7 @@ struct World {
     gateways: Vec<Gateway>,
     pods: Vec<Pod>,
     policy: Option<MCPGuardPolicySpec>,
+    namespace_labels: Option<BTreeMap<String, String>>,
 }
 
 impl World {
@@ -211,6 +224,7 @@ impl World {
             http_routes: self.routes.iter().collect(),
             gateways: self.gateways.iter().collect(),
             pods: self.pods.iter().collect(),
+            namespace_labels: self.namespace_labels.as_ref(),
             cluster_domain: "cluster.local",
         })
     }
@@ -1225,4 +1239,154 @@ fn ingresses_not_counted_are_reported_and_upstream_vhost_is_allowed() {
     let d = world.derive(&spec(&[("app", "weather")]));
     assert!(d.hosts.is_empty(), "{:?}", d.hosts);
     assert_eq!(d.ignored_ingresses.len(), 3, "{:?}", d.ignored_ingresses);
+}
+
+fn listener_with(from: Option<&str>, selector: Option<&[(&str, &str)]>, kinds: &[&str]) -> Listener {
+    Listener {
+        name: "http".into(),
+        hostname: None,
+        port: 80,
+        protocol: "HTTP".into(),
+        allowed_routes: Some(AllowedRoutes {
+            namespaces: Some(RouteNamespaces {
+                from: from.map(str::to_string),
+                selector: selector.map(|l| LabelSelector {
+                    match_labels: Some(labels(l)),
+                    match_expressions: None,
+                }),
+            }),
+            kinds: kinds
+                .iter()
+                .map(|k| RouteGroupKind {
+                    group: None,
+                    kind: k.to_string(),
+                })
+                .collect(),
+        }),
+    }
+}
+
+#[test]
+fn listeners_admit_routes_as_allowed_routes_says() {
+    let team = labels(&[("team", "a")]);
+    let other = labels(&[("team", "b")]);
+    let team_a: &[(&str, &str)] = &[("team", "a")];
+    // (listener, gateway namespace, namespace labels, Ok or a part of the reason)
+    let cases = [
+        (listener_with(None, None, &[]), NS, Some(&team), Ok(())),
+        (
+            listener_with(None, None, &[]),
+            "infra",
+            Some(&team),
+            Err("from: Same"),
+        ),
+        (
+            listener_with(Some("Same"), None, &[]),
+            "infra",
+            None,
+            Err("its own namespace infra"),
+        ),
+        (listener_with(Some("All"), None, &[]), "infra", None, Ok(())),
+        (
+            listener_with(Some("Selector"), Some(team_a), &[]),
+            "infra",
+            Some(&team),
+            Ok(()),
+        ),
+        (
+            listener_with(Some("Selector"), Some(team_a), &[]),
+            "infra",
+            Some(&other),
+            Err("which team-a does not"),
+        ),
+        (
+            listener_with(Some("Selector"), Some(team_a), &[]),
+            "infra",
+            None,
+            Err("are unknown"),
+        ),
+        (
+            listener_with(Some("All"), None, &["GRPCRoute"]),
+            "infra",
+            None,
+            Err("allows only GRPCRoute"),
+        ),
+        (
+            listener_with(Some("All"), None, &["GRPCRoute", "HTTPRoute"]),
+            "infra",
+            None,
+            Ok(()),
+        ),
+    ];
+    for (i, (listener, gw_ns, ns_labels, want)) in cases.into_iter().enumerate() {
+        match (listener_admits(&listener, gw_ns, NS, ns_labels), want) {
+            (Ok(()), Ok(())) => {}
+            (Err(got), Err(part)) => assert!(got.contains(part), "case {i}: {got:?} lacks {part:?}"),
+            (got, want) => panic!("case {i}: {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn routes_refused_by_their_gateway_rewritten_and_partly_outside_their_listeners() {
+    let mut gw = gateway("infra", "gw", &[("http", Some("*.example.com"), "HTTP")]);
+    gw.spec.listeners.push(listener_with(Some("Same"), None, &[]));
+    gw.spec.listeners[1].name = "internal".into();
+    let mut accepted = route(
+        "mcp",
+        &["mcp.example.com", "elsewhere.example.org"],
+        vec![parent("gw", Some("infra"), None)],
+        vec![svc_ref("weather", Some(80))],
+    );
+    accepted.spec.rules[0].filters = vec![HTTPRouteFilter {
+        type_: "URLRewrite".into(),
+        url_rewrite: Some(HTTPURLRewriteFilter {
+            hostname: Some("weather.internal".into()),
+        }),
+    }];
+    let mut refused = route(
+        "refused",
+        &["refused.example.com"],
+        vec![parent("gw", Some("infra"), None)],
+        vec![svc_ref("weather", Some(80))],
+    );
+    refused.status = Some(HTTPRouteStatus {
+        parents: vec![RouteParentStatus {
+            parent_ref: parent("gw", Some("infra"), None),
+            controller_name: "example.com/gateway".into(),
+            conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: "Accepted".into(),
+                status: "False".into(),
+                reason: "NotAllowedByListeners".into(),
+                message: "no listener admits it".into(),
+                observed_generation: None,
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ),
+            }],
+        }],
+    });
+    let world = World {
+        services: vec![web_service()],
+        routes: vec![accepted, refused],
+        gateways: vec![gw],
+        policy: no_dns(),
+        ..Default::default()
+    };
+    let d = world.derive(&spec(&[("app", "weather")]));
+    assert_eq!(values(&d.hosts), vec!["mcp.example.com", "weather.internal"]);
+    assert_eq!(
+        sources_of(&d.hosts, "weather.internal"),
+        vec!["HTTPRoute team-a/mcp (URLRewrite hostname)"]
+    );
+    assert_eq!(values(&d.origins), vec!["http://mcp.example.com"]);
+    let problems = d.problems.join("\n");
+    for part in [
+        "HTTPRoute team-a/mcp: hostnames outside every listener it is attached to were dropped: elsewhere.example.org",
+        "HTTPRoute team-a/mcp: listener internal of Gateway infra/gw allows routes from its own namespace infra only",
+        "HTTPRoute team-a/refused is not accepted by Gateway infra/gw (Accepted=False, NotAllowedByListeners: no \
+         listener admits it)",
+    ] {
+        assert!(problems.contains(part), "{part:?} not in {problems}");
+    }
 }
