@@ -36,7 +36,9 @@ use kube::ResourceExt;
 use mcp_guard_config::{ConfigSource, GuardConfig, Limits};
 
 use crate::crd::{AllowlistEntry, GuardMode, MCPGuardPolicySpec, MCPServerSpec};
-use crate::gateway::{Gateway, HTTPRoute, ParentReference, listener_admits};
+use crate::gateway::{
+    Gateway, HTTPRoute, ParentReference, ReferenceGrant, grants_route_to_service, listener_admits,
+};
 use crate::validate::{check_host_pattern, check_origin_pattern};
 use crate::webhook::guarded_by;
 use crate::webhook::inject::SIDECAR_NAME;
@@ -56,7 +58,10 @@ pub struct DeriveInput<'a> {
     pub ingresses: Vec<&'a Ingress>,
     /// The cluster's IngressClasses (cluster-scoped).
     pub ingress_classes: Vec<&'a IngressClass>,
+    /// HTTPRoutes of the namespace, and those of other namespaces with a backendRef into it.
     pub http_routes: Vec<&'a HTTPRoute>,
+    /// ReferenceGrants of the namespace (which routes elsewhere may use its Services).
+    pub reference_grants: Vec<&'a ReferenceGrant>,
     pub gateways: Vec<&'a Gateway>,
     /// Labels of the MCPServer's namespace (for listeners' `allowedRoutes.namespaces.selector`); `None`: unknown.
     pub namespace_labels: Option<&'a BTreeMap<String, String>>,
@@ -940,8 +945,18 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
     }
 
     // HTTPRoutes.
+    // An explicit spec.httpRoutes names routes of the server's namespace.
+    let listed_routes: Vec<&HTTPRoute> = match spec.http_routes {
+        Some(_) => input
+            .http_routes
+            .iter()
+            .copied()
+            .filter(|r| r.namespace().as_deref().is_none_or(|n| n == ns))
+            .collect(),
+        None => input.http_routes.clone(),
+    };
     let routes = referenced(
-        &input.http_routes,
+        &listed_routes,
         spec.http_routes.as_deref(),
         (DepKind::HTTPRoute, "spec.httpRoutes"),
         ns,
@@ -958,6 +973,23 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
         for rule in &route.spec.rules {
             for b in rule.backend_refs.iter().filter(|b| b.is_service()) {
                 if b.namespace.as_deref().unwrap_or(&route_ns) != ns {
+                    continue;
+                }
+                if route_ns != ns
+                    && !input
+                        .reference_grants
+                        .iter()
+                        .any(|g| grants_route_to_service(g, &route_ns, &b.name))
+                {
+                    if candidates.iter().any(|c| c.name == b.name) {
+                        involved = true;
+                        d.problems.push(format!(
+                            "{source} refers to Service {ns}/{} from another namespace, and no ReferenceGrant in {ns} \
+                             lets HTTPRoutes from {route_ns} use it, so the gateway sends nothing there; create one \
+                             (from HTTPRoute in {route_ns}, to Service {})",
+                            b.name, b.name
+                        ));
+                    }
                     continue;
                 }
                 match judge_backend(&candidates, &b.name, b.port, None, server_port) {

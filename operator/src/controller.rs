@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use crate::allowlist::{self, DepKind, Dependency, Derivation, DeriveInput};
 use crate::crd::{MCPGuardPolicy, MCPServer, MCPServerStatus, config_map_name};
 use crate::events::{EventNote, EventType, Recorder, allowlist_change_note};
-use crate::gateway::{Gateway, HTTPRoute};
+use crate::gateway::{Gateway, HTTPRoute, ReferenceGrant};
 use crate::metrics::{ControllerMetrics, EventLabels, ServerLabels};
 use crate::status::{self, PolicyStatusInput, StatusInput, build_policy_status, build_status};
 use crate::validate::{validate_policy, validate_spec};
@@ -154,6 +154,8 @@ pub struct Stores {
     /// `None` when the Gateway API is not installed.
     pub routes: Option<Store<HTTPRoute>>,
     pub gateways: Option<Store<Gateway>>,
+    /// `None` when the Gateway API is not installed or serves no ReferenceGrants (`v1beta1`).
+    pub reference_grants: Option<Store<ReferenceGrant>>,
     /// Namespaces (their labels, for listeners' `allowedRoutes.namespaces.selector`); with the Gateway API only.
     pub namespaces: Option<Store<Namespace>>,
     /// `true` once every watch stream finished its initial list.
@@ -296,8 +298,21 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
     let services = in_namespace(&stores.services, &ns);
     let ingresses = in_namespace(&stores.ingresses, &ns);
     let ingress_classes = stores.ingress_classes.state();
+    // Routes of the namespace, and routes elsewhere that name one of its Services (a ReferenceGrant decides).
     let routes = stores
         .routes
+        .as_ref()
+        .map(|s| {
+            s.state_filter(|r| {
+                r.namespace().as_deref() == Some(ns.as_str())
+                    || allowlist::route_backend_services(r)
+                        .iter()
+                        .any(|(svc_ns, _)| *svc_ns == ns)
+            })
+        })
+        .unwrap_or_default();
+    let grants = stores
+        .reference_grants
         .as_ref()
         .map(|s| in_namespace(s, &ns))
         .unwrap_or_default();
@@ -316,6 +331,7 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         ingresses: ingresses.iter().map(|i| i.as_ref()).collect(),
         ingress_classes: ingress_classes.iter().map(|c| c.as_ref()).collect(),
         http_routes: routes.iter().map(|r| r.as_ref()).collect(),
+        reference_grants: grants.iter().map(|g| g.as_ref()).collect(),
         gateways: gateways.iter().map(|g| g.as_ref()).collect(),
         pods: pods.iter().map(|p| p.as_ref()).collect(),
         namespace_labels: namespace.as_ref().map(|n| n.labels()),
@@ -620,7 +636,6 @@ pub fn map_route(
     let name = route.name_any();
     let mut now: Vec<_> = allowlist::route_backend_services(route)
         .iter()
-        .filter(|(svc_ns, _)| *svc_ns == ns)
         .flat_map(|(svc_ns, svc)| servers_for_service_name(stores, svc_ns, svc))
         .collect();
     now.extend(
@@ -757,6 +772,18 @@ async fn run_policy_status(client: Client, stores: Stores, trigger: Arc<tokio::s
 // ---------------------------------------------------------------------------------------------------------
 // Running.
 
+/// Whether ReferenceGrants (`gateway.networking.k8s.io/v1beta1`) are served.
+pub async fn reference_grants_served(client: &Client) -> Result<bool, kube::Error> {
+    match client
+        .list_api_group_resources("gateway.networking.k8s.io/v1beta1")
+        .await
+    {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == "referencegrants")),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether the Gateway API (HTTPRoute and Gateway, `gateway.networking.k8s.io/v1`) is served.
 pub async fn gateway_api_installed(client: &Client) -> Result<bool, kube::Error> {
     match client
@@ -892,6 +919,12 @@ pub async fn run_once(
     } else {
         (None, None, None, None)
     };
+    let (reference_grants, grant_stream) = if gateway_api && reference_grants_served(&client).await? {
+        let (g, stream) = reflect(scoped::<ReferenceGrant>(&client, ns), cfg.clone(), &tracker);
+        (Some(g), Some(stream.boxed()))
+    } else {
+        (None, None)
+    };
     let (namespaces, namespace_stream) = if gateway_api {
         let (n, stream) = reflect(Api::<Namespace>::all(client.clone()), cfg.clone(), &tracker);
         (Some(n), Some(stream.boxed()))
@@ -908,6 +941,7 @@ pub async fn run_once(
         pods,
         routes,
         gateways,
+        reference_grants,
         namespaces,
         synced: synced_rx,
     };
@@ -1038,6 +1072,18 @@ pub async fn run_once(
         let (stores, index) = (stores.clone(), index.clone());
         controller = controller.watches_stream(rs, move |r: HTTPRoute| {
             after_sync(&stores, || map_route(&stores, &index, &r))
+        });
+    }
+    if let Some(stream) = grant_stream {
+        // ReferenceGrant changed → the MCPServers of its namespace (routes elsewhere may now reach them, or not).
+        let stores = stores.clone();
+        controller = controller.watches_stream(stream, move |g: ReferenceGrant| {
+            after_sync(&stores, || {
+                servers_in(&stores.servers, &g.namespace().unwrap_or_default())
+                    .iter()
+                    .map(|s| ObjectRef::from_obj(&**s))
+                    .collect()
+            })
         });
     }
     if let Some(ns_stream) = namespace_stream {

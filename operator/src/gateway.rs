@@ -237,7 +237,13 @@ pub fn listener_admits(
         )),
         "Selector" => {
             let selector = namespaces.and_then(|n| n.selector.as_ref());
+            let everything = selector.is_some_and(|s| {
+                s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+                    && s.match_expressions.as_ref().is_none_or(|m| m.is_empty())
+            });
             match (selector, route_ns_labels) {
+                // An empty selector selects every namespace.
+                (Some(_), _) if everything => Ok(()),
                 (Some(sel), Some(labels)) if crate::allowlist::selector_matches(sel, labels) => Ok(()),
                 (Some(_), Some(_)) => Err(format!(
                     "allows routes from namespaces its allowedRoutes.namespaces.selector matches, which {route_ns} \
@@ -251,5 +257,107 @@ pub fn listener_admits(
         other => Err(format!(
             "allowedRoutes.namespaces.from {other:?} is not one the operator knows"
         )),
+    }
+}
+
+/// `ReferenceGrant.spec` (`gateway.networking.k8s.io/v1beta1`, served by every release since v0.6): which objects
+/// in other namespaces may refer to objects in this one.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1beta1",
+    kind = "ReferenceGrant",
+    plural = "referencegrants",
+    namespaced,
+    schema = "disabled",
+    derive = "PartialEq",
+    derive = "Default"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantSpec {
+    #[serde(default)]
+    pub from: Vec<ReferenceGrantFrom>,
+    #[serde(default)]
+    pub to: Vec<ReferenceGrantTo>,
+}
+
+/// Who may refer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantFrom {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    pub namespace: String,
+}
+
+/// What may be referred to (`name` unset: every object of the kind).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantTo {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Whether a ReferenceGrant (in the Service's namespace) lets an HTTPRoute in `route_ns` use Service `service`.
+pub fn grants_route_to_service(grant: &ReferenceGrant, route_ns: &str, service: &str) -> bool {
+    let from = grant
+        .spec
+        .from
+        .iter()
+        .any(|f| f.group == GATEWAY_GROUP && f.kind == "HTTPRoute" && f.namespace == route_ns);
+    let to = grant.spec.to.iter().any(|t| {
+        matches!(t.group.as_str(), "" | "core")
+            && t.kind == "Service"
+            && t.name.as_deref().is_none_or(|n| n == service)
+    });
+    from && to
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_grants_name_the_route_namespace_and_the_service() {
+        let grant = |from_ns: &str, kind: &str, name: Option<&str>| ReferenceGrant {
+            metadata: Default::default(),
+            spec: ReferenceGrantSpec {
+                from: vec![ReferenceGrantFrom {
+                    group: GATEWAY_GROUP.into(),
+                    kind: kind.into(),
+                    namespace: from_ns.into(),
+                }],
+                to: vec![ReferenceGrantTo {
+                    group: String::new(),
+                    kind: "Service".into(),
+                    name: name.map(str::to_string),
+                }],
+            },
+        };
+        // (grant, route namespace, service, granted)
+        let cases = [
+            (grant("edge", "HTTPRoute", None), "edge", "weather", true),
+            (
+                grant("edge", "HTTPRoute", Some("weather")),
+                "edge",
+                "weather",
+                true,
+            ),
+            (
+                grant("edge", "HTTPRoute", Some("other")),
+                "edge",
+                "weather",
+                false,
+            ),
+            (grant("edge", "GRPCRoute", None), "edge", "weather", false),
+            (grant("elsewhere", "HTTPRoute", None), "edge", "weather", false),
+        ];
+        for (i, (g, route_ns, svc, want)) in cases.into_iter().enumerate() {
+            assert_eq!(grants_route_to_service(&g, route_ns, svc), want, "case {i}");
+        }
     }
 }

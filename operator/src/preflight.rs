@@ -95,6 +95,7 @@ pub fn controller_permissions(
             perms.push(scoped(verb, "gateway.networking.k8s.io", "httproutes"));
             perms.push(p(verb, "gateway.networking.k8s.io", "gateways"));
             perms.push(p(verb, "", "namespaces"));
+            perms.push(scoped(verb, "gateway.networking.k8s.io", "referencegrants"));
         }
     }
     perms.push(scoped("create", "", "configmaps"));

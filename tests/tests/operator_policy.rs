@@ -7,6 +7,8 @@
 //! - Ingress classes: an Ingress counts when an IngressClass serves its class (field, legacy annotation, or the
 //!   default class), or, when the policy lists `ingressClasses`, when its class is listed; the status names those
 //!   not counted and why; ingress-nginx's `upstream-vhost` is allowed.
+//! - Cross-namespace HTTPRoutes (real Gateway API CRDs): a route in another namespace counts once a
+//!   ReferenceGrant in the server's namespace lets it use the Service.
 
 mod operator_common;
 
@@ -16,6 +18,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Api, DeleteParams};
 use mcp_guard_operator::crd::{MCPGuardPolicy, MCPServer};
+use mcp_guard_operator::gateway::{HTTPRoute, ReferenceGrant};
 use operator_common::*;
 use serde_json::json;
 use testkit::cluster::Cluster;
@@ -331,5 +334,76 @@ async fn ingress_classes_decide_which_ingresses_count() {
             .await
             .expect("delete IngressClass");
     }
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_in_another_namespace_counts_with_a_reference_grant() {
+    let cluster = cluster().await;
+    cluster
+        .apply_gateway_api_crds()
+        .await
+        .expect("install the Gateway API CRDs");
+    let client = cluster.client();
+    let op = Operator::start_in(client.clone(), None, None, Some(true));
+    let ns = cluster.namespace("grant-app").await;
+    let edge = cluster.namespace("grant-edge").await;
+    apply::<Service>(
+        &client,
+        &ns,
+        service("weather", "weather", json!([{ "port": 80, "targetPort": 8000 }])),
+    )
+    .await;
+    apply::<MCPServer>(&client, &ns, mcpserver("weather", "weather", 8000, json!({}))).await;
+    apply::<HTTPRoute>(
+        &client,
+        &edge,
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": { "name": "edge" },
+            "spec": {
+                "hostnames": ["edge.example.com"],
+                "rules": [{ "backendRefs": [{ "name": "weather", "namespace": ns, "port": 80 }] }]
+            }
+        }),
+    )
+    .await;
+    let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
+    let s =
+        eventually(SETUP, "the missing ReferenceGrant reported", || async {
+            servers.get("weather").await.ok().filter(|s| {
+                server_condition(s, "Degraded").is_some_and(|c| c.2.contains("no ReferenceGrant"))
+            })
+        })
+        .await;
+    let cfg = guard_config(&client, &ns, "weather").await.expect("config");
+    assert!(
+        !cfg.allowed_hosts.contains(&"edge.example.com".to_string()),
+        "{cfg:?} {:?}",
+        s.status
+    );
+
+    apply::<ReferenceGrant>(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+            "metadata": { "name": "edge-routes" },
+            "spec": {
+                "from": [{ "group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": edge }],
+                "to": [{ "group": "", "kind": "Service", "name": "weather" }]
+            }
+        }),
+    )
+    .await;
+    wait_config(
+        &client,
+        &ns,
+        "weather",
+        SETUP,
+        "the granted route's hostname",
+        |c| c.allowed_hosts.contains(&"edge.example.com".to_string()),
+    )
+    .await;
     op.stop().await;
 }

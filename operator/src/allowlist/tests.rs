@@ -209,6 +209,7 @@ struct World {
     pods: Vec<Pod>,
     policy: Option<MCPGuardPolicySpec>,
     namespace_labels: Option<BTreeMap<String, String>>,
+    grants: Vec<crate::gateway::ReferenceGrant>,
 }
 
 impl World {
@@ -222,6 +223,7 @@ impl World {
             ingresses: self.ingresses.iter().collect(),
             ingress_classes: self.ingress_classes.iter().collect(),
             http_routes: self.routes.iter().collect(),
+            reference_grants: self.grants.iter().collect(),
             gateways: self.gateways.iter().collect(),
             pods: self.pods.iter().collect(),
             namespace_labels: self.namespace_labels.as_ref(),
@@ -1389,4 +1391,59 @@ fn routes_refused_by_their_gateway_rewritten_and_partly_outside_their_listeners(
     ] {
         assert!(problems.contains(part), "{part:?} not in {problems}");
     }
+}
+
+#[test]
+fn routes_from_other_namespaces_need_a_reference_grant() {
+    use crate::gateway::{ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo};
+    let mut elsewhere = route(
+        "edge-route",
+        &["edge.example.com"],
+        vec![],
+        vec![BackendRef {
+            namespace: Some(NS.into()),
+            ..svc_ref("weather", Some(80))
+        }],
+    );
+    elsewhere.metadata.namespace = Some("edge".into());
+    let world = World {
+        services: vec![web_service()],
+        routes: vec![elsewhere],
+        policy: no_dns(),
+        ..Default::default()
+    };
+    let d = world.derive(&spec(&[("app", "weather")]));
+    assert!(d.hosts.is_empty(), "{:?}", d.hosts);
+    assert!(
+        d.problems.iter().any(|p| p.contains(
+            "HTTPRoute edge/edge-route refers to Service team-a/weather from another namespace, and no ReferenceGrant"
+        )),
+        "{:?}",
+        d.problems
+    );
+    let grant = ReferenceGrant {
+        metadata: meta("edge-routes"),
+        spec: ReferenceGrantSpec {
+            from: vec![ReferenceGrantFrom {
+                group: "gateway.networking.k8s.io".into(),
+                kind: "HTTPRoute".into(),
+                namespace: "edge".into(),
+            }],
+            to: vec![ReferenceGrantTo {
+                group: String::new(),
+                kind: "Service".into(),
+                name: Some("weather".into()),
+            }],
+        },
+    };
+    let world = World {
+        grants: vec![grant],
+        ..world
+    };
+    let d = world.derive(&spec(&[("app", "weather")]));
+    assert_eq!(values(&d.hosts), vec!["edge.example.com"]);
+    assert_eq!(
+        sources_of(&d.hosts, "edge.example.com"),
+        vec!["HTTPRoute edge/edge-route"]
+    );
 }
