@@ -23,7 +23,6 @@ use tokio::sync::OnceCell;
 
 /// Propagation deadline used in assertions: generous for a loaded CI machine; the measured latency is printed.
 const PROPAGATION: Duration = Duration::from_secs(5);
-const SETUP: Duration = Duration::from_secs(30);
 
 async fn cluster() -> &'static Cluster {
     static CRDS: OnceCell<()> = OnceCell::const_new();
@@ -31,31 +30,6 @@ async fn cluster() -> &'static Cluster {
     CRDS.get_or_init(|| async { cluster.apply_crds().await.expect("apply crds/") })
         .await;
     cluster
-}
-
-fn condition<'a>(server: &'a MCPServer, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
-    server
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
-}
-
-async fn server_with(
-    api: &Api<MCPServer>,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&MCPServer) -> bool,
-) -> MCPServer {
-    eventually(SETUP, what, || async {
-        api.get_opt(name)
-            .await
-            .expect("get MCPServer")
-            .filter(|s| pred(s))
-    })
-    .await
 }
 
 async fn events(client: &kube::Client, ns: &str, reason: &str) -> Vec<Event> {

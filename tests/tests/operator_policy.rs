@@ -12,8 +12,6 @@
 
 mod operator_common;
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Api, DeleteParams};
@@ -23,23 +21,12 @@ use operator_common::*;
 use serde_json::json;
 use testkit::cluster::Cluster;
 
-const SETUP: Duration = Duration::from_secs(30);
-
 async fn cluster() -> &'static Cluster {
     static CRDS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     let cluster = Cluster::shared().await;
     CRDS.get_or_init(|| async { cluster.apply_crds().await.expect("apply crds/") })
         .await;
     cluster
-}
-
-fn condition<'a>(p: &'a MCPGuardPolicy, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
-    p.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
 }
 
 async fn policy_with(
@@ -74,17 +61,17 @@ async fn policy_status_says_whether_it_is_valid_and_who_uses_it() {
     )
     .await;
     let p = policy_with(&policies, "strict", "Valid=False", |p| {
-        condition(p, "Valid").is_some_and(|c| c.0 == "False")
+        policy_condition(p, "Valid").is_some_and(|c| c.0 == "False")
     })
     .await;
-    let (_, reason, message) = condition(&p, "Valid").expect("Valid");
+    let (_, reason, message) = policy_condition(&p, "Valid").expect("Valid");
     assert_eq!(reason, "InvalidEntries");
     assert!(
         message.contains("spec.allowedHosts[1]: invalid host pattern \"a.example.com:99999\""),
         "{message}"
     );
     assert_eq!(
-        condition(&p, "InUse").map(|c| (c.0, c.1)),
+        policy_condition(&p, "InUse").map(|c| (c.0, c.1)),
         Some(("False", "Unused"))
     );
     assert_eq!(p.status.as_ref().and_then(|s| s.mcp_servers), Some(0));
@@ -109,7 +96,7 @@ async fn policy_status_says_whether_it_is_valid_and_who_uses_it() {
         p.status.as_ref().and_then(|s| s.mcp_servers) == Some(2)
     })
     .await;
-    let (status, reason, message) = condition(&p, "InUse").expect("InUse");
+    let (status, reason, message) = policy_condition(&p, "InUse").expect("InUse");
     assert_eq!((status, reason), ("True", "UsedByMCPServers"));
     assert_eq!(message, format!("Used by 2 MCPServers: {a}/weather, {b}/weather"));
 
@@ -120,7 +107,7 @@ async fn policy_status_says_whether_it_is_valid_and_who_uses_it() {
         .await
         .expect("delete");
     let p = policy_with(&policies, "strict", "valid, one user", |p| {
-        condition(p, "Valid").is_some_and(|c| c.0 == "True")
+        policy_condition(p, "Valid").is_some_and(|c| c.0 == "True")
             && p.status.as_ref().and_then(|s| s.mcp_servers) == Some(1)
     })
     .await;
@@ -138,15 +125,6 @@ async fn policy_status_says_whether_it_is_valid_and_who_uses_it() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("VALID") && table.contains("MCPSERVERS"), "{table}");
     op.stop().await;
-}
-
-fn server_condition<'a>(s: &'a MCPServer, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
-    s.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
 }
 
 fn ingress_class(name: &str, default: bool) -> serde_json::Value {
@@ -276,15 +254,11 @@ async fn ingress_classes_decide_which_ingresses_count() {
     ])
     .await;
     let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
-    let s = eventually(SETUP, "IngressNotCounted=True", || async {
-        servers
-            .get("weather")
-            .await
-            .ok()
-            .filter(|s| server_condition(s, "IngressNotCounted").is_some_and(|c| c.0 == "True"))
+    let s = server_with(&servers, "weather", "IngressNotCounted=True", |s| {
+        condition(s, "IngressNotCounted").is_some_and(|c| c.0 == "True")
     })
     .await;
-    let (_, _, message) = server_condition(&s, "IngressNotCounted").expect("condition");
+    let (_, _, message) = condition(&s, "IngressNotCounted").expect("condition");
     assert!(
         message.contains(&format!(
             "Ingress {ns}/orphan is not counted: its class \"{gone}\" (spec.ingressClassName) is served by no IngressClass"
@@ -314,14 +288,12 @@ async fn ingress_classes_decide_which_ingresses_count() {
         "weather.internal",
     ])
     .await;
-    let s = eventually(SETUP, "both named in IngressNotCounted", || async {
-        servers.get("weather").await.ok().filter(|s| {
-            server_condition(s, "IngressNotCounted")
-                .is_some_and(|c| c.2.contains("/orphan") && c.2.contains("/unclassed"))
-        })
+    let s = server_with(&servers, "weather", "both named in IngressNotCounted", |s| {
+        condition(s, "IngressNotCounted")
+            .is_some_and(|c| c.2.contains("/orphan") && c.2.contains("/unclassed"))
     })
     .await;
-    let (_, _, message) = server_condition(&s, "IngressNotCounted").expect("condition");
+    let (_, _, message) = condition(&s, "IngressNotCounted").expect("condition");
     assert!(
         message.contains(&format!(
             "its class \"default-{ns}\" (the default IngressClass) is not one the policy counts"
@@ -369,13 +341,10 @@ async fn a_route_in_another_namespace_counts_with_a_reference_grant() {
     )
     .await;
     let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
-    let s =
-        eventually(SETUP, "the missing ReferenceGrant reported", || async {
-            servers.get("weather").await.ok().filter(|s| {
-                server_condition(s, "Degraded").is_some_and(|c| c.2.contains("no ReferenceGrant"))
-            })
-        })
-        .await;
+    let s = server_with(&servers, "weather", "the missing ReferenceGrant reported", |s| {
+        condition(s, "Degraded").is_some_and(|c| c.2.contains("no ReferenceGrant"))
+    })
+    .await;
     let cfg = guard_config(&client, &ns, "weather").await.expect("config");
     assert!(
         !cfg.allowed_hosts.contains(&"edge.example.com".to_string()),
