@@ -16,12 +16,16 @@
 //!   guard). A rule without a host, or a `defaultBackend` to the server, accepts any host: reported as
 //!   `CatchAllIngressRule`, never turned into `*`. A backend naming a server Service on a port that does not
 //!   reach the server is `IngressBackendPortMismatch`. Hosts listed in `spec.tls[].hosts` give `https://`
-//!   origins, others `http://`.
-//! - **HTTPRoute** (`gateway.networking.k8s.io/v1`, same namespace, when the CRD is installed): hostnames
-//!   become Gateway multi-label wildcards (`*.x` → `**.x`), intersected with the hostnames of the parent
-//!   Gateway's listeners (filtered by `sectionName`/`port`) when the Gateway is known; a route with no
-//!   hostnames takes its listeners' hostnames. HTTPS listeners give `https://` origins, HTTP `http://`;
-//!   unknown parents give both.
+//!   origins, others `http://`. Only Ingresses whose class an IngressClass serves count (or, with the policy's
+//!   `ingressClasses`, whose class it lists); the rest are `IngressNotCounted`. ingress-nginx's `upstream-vhost`
+//!   is allowed too.
+//! - **HTTPRoute** (`gateway.networking.k8s.io/v1`, the namespace's, and other namespaces' when a ReferenceGrant
+//!   lets them use the Service; when the CRD is installed): hostnames become Gateway multi-label wildcards
+//!   (`*.x` → `**.x`), intersected with the hostnames of the parent Gateway's listeners (filtered by
+//!   `sectionName`/`port` and `allowedRoutes`) when the Gateway is known and has not refused the route
+//!   (`Accepted=False`); hostnames outside them are reported as dropped; a route with no hostnames takes its
+//!   listeners' hostnames; a `URLRewrite` hostname is allowed too. HTTPS listeners give `https://` origins, HTTP
+//!   `http://`; unknown parents give both.
 //! - **Service DNS names** `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.<cluster-domain>` of every Service that
 //!   routes to the server, when the policy's `allowServiceDNSNames` (default true).
 //! - `spec.hosts` / `spec.origins` and the policy's `allowedHosts` / `allowedOrigins` are added as written.
@@ -844,7 +848,6 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
         &mut d,
     );
     let only_classes = policy.ingress_classes.as_deref();
-    let mut vhost_of: BTreeMap<String, String> = BTreeMap::new();
     for ing in ingresses {
         let name = ing.name_any();
         let source = format!("Ingress {ns}/{name}");
@@ -863,16 +866,13 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
             }
             continue;
         }
-        if let Some(vhost) = ing
+        // ingress-nginx sends this Host upstream for every rule: that is what the guard sees. Added when a rule
+        // routes to the server (below), beside the rule hosts (other controllers ignore the annotation).
+        let vhost = ing
             .annotations()
             .get(UPSTREAM_VHOST_ANNOTATION)
             .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-        {
-            // ingress-nginx sends this Host upstream for every rule: that is what the guard sees. Added when the
-            // Ingress routes to the server (below), beside the rule hosts (other controllers ignore it).
-            vhost_of.insert(name.clone(), vhost.to_string());
-        }
+            .filter(|v| !v.is_empty());
         let tls_hosts: Vec<&str> = ispec
             .tls
             .iter()
@@ -919,7 +919,7 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
                 continue;
             }
             involved = true;
-            if let Some(vhost) = vhost_of.get(&name) {
+            if let Some(vhost) = vhost {
                 hosts.add(vhost, &format!("{source} ({UPSTREAM_VHOST_ANNOTATION})"));
             }
             match rule.host.as_deref().filter(|h| !h.is_empty()) {
