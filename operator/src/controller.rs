@@ -973,29 +973,41 @@ pub async fn run_once(
         .clone()
         .map(|trigger| tokio::spawn(run_policy_status(client.clone(), stores.clone(), trigger)));
 
-    // Stop when asked, or when the Gateway API availability changes.
+    // Stop when asked, or when the Gateway API (or its ReferenceGrants) appear or go away.
     let (changed_tx, changed_rx) = tokio::sync::oneshot::channel::<()>();
     let discovery = {
         let client = client.clone();
         let interval = settings.discovery_interval;
         let fixed = settings.gateway_api.is_some();
+        let grants = stores.reference_grants.is_some();
         tokio::spawn(async move {
-            if fixed {
+            if fixed && !gateway_api {
                 return futures::future::pending::<()>().await;
             }
             loop {
                 tokio::time::sleep(interval).await;
-                match gateway_api_installed(&client).await {
-                    Ok(now) if now != gateway_api => {
+                let now = if fixed {
+                    Ok(gateway_api)
+                } else {
+                    gateway_api_installed(&client).await
+                };
+                let grants_now = if gateway_api {
+                    reference_grants_served(&client).await
+                } else {
+                    Ok(grants)
+                };
+                match (now, grants_now) {
+                    (Ok(now), Ok(grants_now)) if now != gateway_api || grants_now != grants => {
                         info!(
                             gateway_api = now,
+                            reference_grants = grants_now,
                             "Gateway API availability changed; restarting the controller"
                         );
                         let _ = changed_tx.send(());
                         return;
                     }
-                    Ok(_) => {}
-                    Err(e) => debug!(error = %e, "Gateway API discovery failed"),
+                    (Err(e), _) | (_, Err(e)) => debug!(error = %e, "Gateway API discovery failed"),
+                    _ => {}
                 }
             }
         })
