@@ -67,6 +67,8 @@ pub struct DeriveInput<'a> {
     /// ReferenceGrants of the namespace (which routes elsewhere may use its Services).
     pub reference_grants: Vec<&'a ReferenceGrant>,
     pub gateways: Vec<&'a Gateway>,
+    /// The other MCPServers of the namespace: `(name, selector)`.
+    pub other_servers: Vec<(&'a str, &'a LabelSelector)>,
     /// Labels of the MCPServer's namespace (for listeners' `allowedRoutes.namespaces.selector`); `None`: unknown.
     pub namespace_labels: Option<&'a BTreeMap<String, String>>,
     /// Pods of the namespace (the derivation picks those the selector matches); empty when not watched.
@@ -83,6 +85,8 @@ pub enum DepKind {
     HTTPRoute,
     Gateway,
     MCPGuardPolicy,
+    /// Another MCPServer of the namespace whose selector overlaps.
+    MCPServer,
 }
 
 /// An object (existing or only referenced) whose change can change the derivation.
@@ -119,6 +123,8 @@ pub struct Derivation {
     pub port_mismatches: Vec<String>,
     /// Service ports that reach the pods without passing the guard (`GuardBypass`).
     pub bypasses: Vec<String>,
+    /// Other MCPServers whose selectors overlap this one's (`SelectorOverlap`).
+    pub overlaps: Vec<String>,
     /// Ingresses routing to the server that were not counted, each with why (`IngressNotCounted`).
     pub ignored_ingresses: Vec<String>,
     /// Other problems: missing explicit references, skipped invalid entries, routes outside their listeners.
@@ -697,6 +703,33 @@ fn pod_bypasses(pods: &[&Pod], server: &str, d: &mut Derivation) {
     }
 }
 
+/// Other MCPServers of the namespace that can select the same pods (the pod webhook refuses such pods), each a
+/// dependency so that its change or deletion re-derives this one.
+fn selector_overlaps(spec: &MCPServerSpec, others: &[(&str, &LabelSelector)], ns: &str, d: &mut Derivation) {
+    use crate::selector::{Overlap, describe, overlap};
+    for (other, theirs) in others {
+        let message = match (overlap(&spec.selector, theirs), overlap(theirs, &spec.selector)) {
+            (Overlap::Disjoint, _) => continue,
+            (Overlap::Within, _) => format!(
+                "every pod spec.selector selects is also selected by MCPServer {other:?}: the pod webhook refuses \
+                 such pods (each pod can be guarded by exactly one MCPServer); make the selectors disjoint"
+            ),
+            (_, Overlap::Within) => format!(
+                "spec.selector selects every pod of MCPServer {other:?}: the pod webhook refuses such pods (each pod \
+                 can be guarded by exactly one MCPServer); make the selectors disjoint"
+            ),
+            (Overlap::Possible(labels), _) => format!(
+                "a pod labelled {} would be selected by this MCPServer and by MCPServer {other:?}, and the pod \
+                 webhook would refuse it; keep their pods' labels apart",
+                describe(&labels)
+            ),
+        };
+        d.overlaps.push(message);
+        d.dependencies
+            .insert(Dependency::new(DepKind::MCPServer, Some(ns), other));
+    }
+}
+
 /// Derives the allowlist and everything status reports about it.
 pub fn derive(input: &DeriveInput<'_>) -> Derivation {
     let ns = input.namespace;
@@ -747,6 +780,7 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
         })
         .collect();
     pod_bypasses(&selected, input.name, &mut d);
+    selector_overlaps(spec, &input.other_servers, ns, &mut d);
     for p in &selected {
         d.dependencies
             .insert(Dependency::new(DepKind::Pod, Some(ns), &p.name_any()));

@@ -322,6 +322,7 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         .namespaces
         .as_ref()
         .and_then(|s| s.get(&ObjectRef::new(&ns)));
+    let others = in_namespace(&stores.servers, &ns);
     let input = DeriveInput {
         namespace: &ns,
         name: &name,
@@ -335,6 +336,11 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         gateways: gateways.iter().map(|g| g.as_ref()).collect(),
         pods: pods.iter().map(|p| p.as_ref()).collect(),
         namespace_labels: namespace.as_ref().map(|n| n.labels()),
+        other_servers: others
+            .iter()
+            .filter(|o| o.name_any() != name && o.metadata.deletion_timestamp.is_none())
+            .map(|o| (o.metadata.name.as_deref().unwrap_or_default(), &o.spec.selector))
+            .collect(),
         cluster_domain: &ctx.settings.cluster_domain,
     };
     let d: Derivation = allowlist::derive(&input);
@@ -664,6 +670,29 @@ pub fn map_pod(stores: &Stores, index: &Mutex<DependencyIndex>, pod: &Pod) -> Ve
     )
 }
 
+/// MCPServer changed (spec) or deleted → the other MCPServers of its namespace whose selectors overlap it now, and
+/// those whose last derivation found it overlapping.
+pub fn map_server_overlaps(
+    servers: &Store<MCPServer>,
+    index: &Mutex<DependencyIndex>,
+    server: &MCPServer,
+    deleted: bool,
+) -> Vec<ObjectRef<MCPServer>> {
+    let ns = server.namespace().unwrap_or_default();
+    let name = server.name_any();
+    let now: Vec<_> = if deleted {
+        Vec::new()
+    } else {
+        servers_in(servers, &ns)
+            .into_iter()
+            .filter(|s| s.name_any() != name)
+            .filter(|s| crate::selector::common_pod(&server.spec.selector, &s.spec.selector).is_some())
+            .map(|s| ObjectRef::from_obj(&*s))
+            .collect()
+    };
+    with_dependents(index, Dependency::new(DepKind::MCPServer, Some(&ns), &name), now)
+}
+
 /// Gateway changed → MCPServers whose routes referenced it.
 pub fn map_gateway(index: &Mutex<DependencyIndex>, gw: &Gateway) -> Vec<ObjectRef<MCPServer>> {
     let ns = gw.namespace().unwrap_or_default();
@@ -880,20 +909,47 @@ pub async fn run_once(
     // MCPServers: the Controller's own stream; deletions also clean the reverse index and per-server metrics
     // (a deleted object is never reconciled).
     let (servers, server_writer) = reflector::store();
+    // A spec change or deletion of one MCPServer re-reconciles the others its selector overlaps (or overlapped),
+    // whose SelectorOverlap condition may change.
+    let (overlap_tx, overlap_rx) = futures::channel::mpsc::unbounded::<ObjectRef<MCPServer>>();
     let server_stream = {
         let mut track = tracker.track::<MCPServer>();
         let (index, empty, metrics) = (index.clone(), empty.clone(), metrics.clone());
         let policy_status = policy_status.clone();
+        let store = servers.clone();
+        let mut generations: HashMap<ObjectRef<MCPServer>, Option<i64>> = HashMap::new();
         watcher(scoped::<MCPServer>(&client, ns), cfg.clone())
             .default_backoff()
             .reflect(server_writer)
             .inspect(move |event| {
                 track(event);
-                if let Ok(watcher::Event::Delete(server)) = event {
-                    forget_server(server, &index, &empty, &metrics);
-                    if let Some(trigger) = &policy_status {
-                        trigger.notify_one();
+                let partners = match event {
+                    Ok(watcher::Event::InitApply(server)) => {
+                        generations.insert(ObjectRef::from_obj(server), server.metadata.generation);
+                        Vec::new()
                     }
+                    Ok(watcher::Event::Apply(server)) => {
+                        let seen =
+                            generations.insert(ObjectRef::from_obj(server), server.metadata.generation);
+                        if seen == Some(server.metadata.generation) {
+                            Vec::new()
+                        } else {
+                            map_server_overlaps(&store, &index, server, false)
+                        }
+                    }
+                    Ok(watcher::Event::Delete(server)) => {
+                        generations.remove(&ObjectRef::from_obj(server));
+                        let partners = map_server_overlaps(&store, &index, server, true);
+                        forget_server(server, &index, &empty, &metrics);
+                        if let Some(trigger) = &policy_status {
+                            trigger.notify_one();
+                        }
+                        partners
+                    }
+                    _ => Vec::new(),
+                };
+                for p in partners {
+                    let _ = overlap_tx.unbounded_send(p);
                 }
             })
             .touched_objects()
@@ -1031,6 +1087,7 @@ pub async fn run_once(
         servers,
     )
     .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+    .reconcile_on(overlap_rx)
     .owns_stream({
         // Our own writes come back as watch events; only changes by others (edits, deletion) need a reconcile.
         let written = written.clone();

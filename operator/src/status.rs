@@ -20,6 +20,8 @@ pub mod condition {
     pub const INGRESS_BACKEND_PORT_MISMATCH: &str = "IngressBackendPortMismatch";
     /// An Ingress routing to the server is not counted (its class is not served, or not one the policy counts).
     pub const INGRESS_NOT_COUNTED: &str = "IngressNotCounted";
+    /// Another MCPServer of the namespace can select the same pods.
+    pub const SELECTOR_OVERLAP: &str = "SelectorOverlap";
     /// A Service reaches the pods on a port the guard does not cover.
     pub const GUARD_BYPASS: &str = "GuardBypass";
     /// Something could not be resolved or was skipped (missing explicit references, invalid entries).
@@ -349,6 +351,16 @@ pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus 
             "Every Ingress routing to the server's Services is counted",
         ),
         "IngressesNotCounted",
+        input,
+    ));
+    conditions.push(problem_condition(
+        condition::SELECTOR_OVERLAP,
+        &d.overlaps,
+        (
+            "NoOverlap",
+            "No other MCPServer of the namespace can select the same pods",
+        ),
+        "SelectorsOverlap",
         input,
     ));
     conditions.push(problem_condition(

@@ -375,6 +375,54 @@ async fn objects_applied_together_raise_no_empty_allowlist_warning() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_selectors_are_reported_without_pods() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("op-overlap").await;
+    let op = Operator::start(client.clone(), &ns, None, Some(false));
+    let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
+    // No webhook here (as when it was down): the controller still says so, on both MCPServers.
+    apply::<MCPServer>(&client, &ns, mcpserver("weather", "weather", 8000, json!({}))).await;
+    server_with(&servers, "weather", "weather: NoOverlap", |s| {
+        condition(s, "SelectorOverlap").is_some_and(|c| c.0 == "False")
+    })
+    .await;
+    let mut narrow = mcpserver("weather-mcp", "weather", 9000, json!({}));
+    narrow["spec"]["selector"]["matchLabels"]["tier"] = json!("mcp");
+    apply::<MCPServer>(&client, &ns, narrow).await;
+    let s = server_with(&servers, "weather-mcp", "weather-mcp: SelectorOverlap", |s| {
+        condition(s, "SelectorOverlap").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    let (_, reason, message) = condition(&s, "SelectorOverlap").expect("condition");
+    assert_eq!(reason, "SelectorsOverlap");
+    assert!(
+        message.contains("every pod spec.selector selects is also selected by MCPServer \"weather\""),
+        "{message}"
+    );
+    let s = server_with(&servers, "weather", "weather: SelectorOverlap too", |s| {
+        condition(s, "SelectorOverlap").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    assert!(
+        condition(&s, "SelectorOverlap")
+            .is_some_and(|c| c.2.contains("selects every pod of MCPServer \"weather-mcp\"")),
+        "{:?}",
+        s.status
+    );
+    // The narrower one goes: the other is told the overlap is over.
+    servers
+        .delete("weather-mcp", &DeleteParams::default())
+        .await
+        .expect("delete");
+    server_with(&servers, "weather", "weather: NoOverlap again", |s| {
+        condition(s, "SelectorOverlap").is_some_and(|c| c.0 == "False")
+    })
+    .await;
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conditions_explain_catch_all_mismatch_and_bypass() {
     let cluster = cluster().await;
     let client = cluster.client();

@@ -210,6 +210,7 @@ struct World {
     policy: Option<MCPGuardPolicySpec>,
     namespace_labels: Option<BTreeMap<String, String>>,
     grants: Vec<crate::gateway::ReferenceGrant>,
+    others: Vec<(String, LabelSelector)>,
 }
 
 impl World {
@@ -227,6 +228,7 @@ impl World {
             gateways: self.gateways.iter().collect(),
             pods: self.pods.iter().collect(),
             namespace_labels: self.namespace_labels.as_ref(),
+            other_servers: self.others.iter().map(|(n, s)| (n.as_str(), s)).collect(),
             cluster_domain: "cluster.local",
         })
     }
@@ -1446,4 +1448,35 @@ fn routes_from_other_namespaces_need_a_reference_grant() {
         sources_of(&d.hosts, "edge.example.com"),
         vec!["HTTPRoute edge/edge-route"]
     );
+}
+
+#[test]
+fn overlapping_mcpservers_are_reported_without_pods() {
+    let world = World {
+        others: vec![
+            ("all-weather".into(), spec(&[("app", "weather")]).selector),
+            ("cache".into(), spec(&[("tier", "cache")]).selector),
+            ("files".into(), spec(&[("app", "files")]).selector),
+        ],
+        ..Default::default()
+    };
+    let d = world.derive(&spec(&[("app", "weather"), ("tier", "mcp")]));
+    assert_eq!(d.overlaps.len(), 1, "{:?}", d.overlaps);
+    assert!(
+        d.overlaps[0]
+            .starts_with("every pod spec.selector selects is also selected by MCPServer \"all-weather\""),
+        "{:?}",
+        d.overlaps
+    );
+    assert!(
+        d.dependencies
+            .contains(&Dependency::new(DepKind::MCPServer, Some(NS), "all-weather"))
+    );
+    let d = world.derive(&spec(&[("app", "weather")]));
+    let overlaps = d.overlaps.join("\n");
+    assert!(
+        overlaps.contains("a pod labelled app=weather,tier=cache"),
+        "{overlaps}"
+    );
+    assert!(!overlaps.contains("files"), "{overlaps}");
 }
