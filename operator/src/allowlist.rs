@@ -708,7 +708,11 @@ fn pod_bypasses(pods: &[&Pod], server: &str, d: &mut Derivation) {
 fn selector_overlaps(spec: &MCPServerSpec, others: &[(&str, &LabelSelector)], ns: &str, d: &mut Derivation) {
     use crate::selector::{Overlap, describe, overlap};
     for (other, theirs) in others {
-        let message = match (overlap(&spec.selector, theirs), overlap(theirs, &spec.selector)) {
+        let ours = overlap(&spec.selector, theirs);
+        if ours == Overlap::Disjoint {
+            continue;
+        }
+        let message = match (ours, overlap(theirs, &spec.selector)) {
             (Overlap::Disjoint, _) => continue,
             (Overlap::Within, _) => format!(
                 "every pod spec.selector selects is also selected by MCPServer {other:?}: the pod webhook refuses \

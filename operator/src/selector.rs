@@ -82,9 +82,18 @@ fn is_empty(sel: &LabelSelector) -> bool {
         && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty())
 }
 
+/// Whether two `matchLabels` require different values of one key: the common case of unrelated MCPServers
+/// (`app=a`, `app=b`), decided without building anything (a namespace of N servers compares N² pairs).
+fn labels_conflict(a: &LabelSelector, b: &LabelSelector) -> bool {
+    let (Some(a), Some(b)) = (&a.match_labels, &b.match_labels) else {
+        return false;
+    };
+    a.iter().any(|(k, v)| b.get(k).is_some_and(|w| w != v))
+}
+
 /// Labels of a pod that both selectors select, if one can exist.
 pub fn common_pod(a: &LabelSelector, b: &LabelSelector) -> Option<BTreeMap<String, String>> {
-    if is_empty(a) || is_empty(b) {
+    if is_empty(a) || is_empty(b) || labels_conflict(a, b) {
         return None;
     }
     let mut rules = BTreeMap::new();
@@ -129,6 +138,9 @@ fn within(inner: &LabelSelector, outer: &LabelSelector) -> bool {
 
 /// How the pods `a` selects relate to those `b` selects.
 pub fn overlap(a: &LabelSelector, b: &LabelSelector) -> Overlap {
+    if labels_conflict(a, b) {
+        return Overlap::Disjoint;
+    }
     match common_pod(a, b) {
         None => Overlap::Disjoint,
         Some(_) if within(a, b) => Overlap::Within,
