@@ -89,6 +89,25 @@ install_go_tools() {
     helm.sh/helm/v3/cmd/helm
 }
 
+# The real Gateway API CRDs (standard channel) of the pinned release, for the tests: the module carries them
+# under config/crd/. Nothing is built; the YAML is copied into $CACHE/gateway-api-crds-<version>.
+install_gateway_api_crds() {
+  local version out dir
+  version=$(pinned gateway-api sigs.k8s.io/gateway-api)
+  out=$CACHE/gateway-api-crds-$version
+  if [ ! -f "$out/.complete" ]; then
+    log "fetching the Gateway API $version CRDs"
+    dir=$(cd "$ROOT/tools/gateway-api" && GOFLAGS=-mod=readonly go mod download -json sigs.k8s.io/gateway-api |
+      sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [ -d "$dir/config/crd/standard" ] || { log "no config/crd/standard in $dir"; exit 1; }
+    rm -rf "$out"
+    mkdir -p "$out"
+    cp "$dir"/config/crd/standard/gateway.networking.k8s.io_{gatewayclasses,gateways,httproutes,referencegrants}.yaml "$out/"
+    touch "$out/.complete"
+  fi
+  link "$out" gateway-api-crds
+}
+
 install_python() {
   local req=$ROOT/tests/mcp/requirements.txt
   [ -f "$req" ] || { log "no $req yet: skipping the Python venv"; return; }
@@ -126,6 +145,7 @@ install_node() {
 
 install_apt
 install_go_tools
+install_gateway_api_crds
 install_python
 install_node
 log "ready: tools in $CACHE/bin"

@@ -16,12 +16,16 @@
 //!   guard). A rule without a host, or a `defaultBackend` to the server, accepts any host: reported as
 //!   `CatchAllIngressRule`, never turned into `*`. A backend naming a server Service on a port that does not
 //!   reach the server is `IngressBackendPortMismatch`. Hosts listed in `spec.tls[].hosts` give `https://`
-//!   origins, others `http://`.
-//! - **HTTPRoute** (`gateway.networking.k8s.io/v1`, same namespace, when the CRD is installed): hostnames
-//!   become Gateway multi-label wildcards (`*.x` → `**.x`), intersected with the hostnames of the parent
-//!   Gateway's listeners (filtered by `sectionName`/`port`) when the Gateway is known; a route with no
-//!   hostnames takes its listeners' hostnames. HTTPS listeners give `https://` origins, HTTP `http://`;
-//!   unknown parents give both.
+//!   origins, others `http://`. Only Ingresses whose class an IngressClass serves count (or, with the policy's
+//!   `ingressClasses`, whose class it lists); the rest are `IngressNotCounted`. ingress-nginx's `upstream-vhost`
+//!   is allowed too.
+//! - **HTTPRoute** (`gateway.networking.k8s.io/v1`, the namespace's, and other namespaces' when a ReferenceGrant
+//!   lets them use the Service; when the CRD is installed): hostnames become Gateway multi-label wildcards
+//!   (`*.x` → `**.x`), intersected with the hostnames of the parent Gateway's listeners (filtered by
+//!   `sectionName`/`port` and `allowedRoutes`) when the Gateway is known and has not refused the route
+//!   (`Accepted=False`); hostnames outside them are reported as dropped; a route with no hostnames takes its
+//!   listeners' hostnames; a `URLRewrite` hostname is allowed too. HTTPS listeners give `https://` origins, HTTP
+//!   `http://`; unknown parents give both.
 //! - **Service DNS names** `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.<cluster-domain>` of every Service that
 //!   routes to the server, when the policy's `allowServiceDNSNames` (default true).
 //! - `spec.hosts` / `spec.origins` and the policy's `allowedHosts` / `allowedOrigins` are added as written.
@@ -29,14 +33,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Container, Pod, Service, ServicePort};
-use k8s_openapi::api::networking::v1::{Ingress, IngressServiceBackend};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, IngressServiceBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use mcp_guard_config::{ConfigSource, GuardConfig, Limits};
 
 use crate::crd::{AllowlistEntry, GuardMode, MCPGuardPolicySpec, MCPServerSpec};
-use crate::gateway::{Gateway, HTTPRoute};
+use crate::gateway::{
+    Gateway, HTTPRoute, ParentReference, ReferenceGrant, grants_route_to_service, listener_admits,
+};
 use crate::validate::{check_host_pattern, check_origin_pattern};
 use crate::webhook::guarded_by;
 use crate::webhook::inject::SIDECAR_NAME;
@@ -54,8 +60,17 @@ pub struct DeriveInput<'a> {
     pub policy: Option<&'a MCPGuardPolicySpec>,
     pub services: Vec<&'a Service>,
     pub ingresses: Vec<&'a Ingress>,
+    /// The cluster's IngressClasses (cluster-scoped).
+    pub ingress_classes: Vec<&'a IngressClass>,
+    /// HTTPRoutes of the namespace, and those of other namespaces with a backendRef into it.
     pub http_routes: Vec<&'a HTTPRoute>,
+    /// ReferenceGrants of the namespace (which routes elsewhere may use its Services).
+    pub reference_grants: Vec<&'a ReferenceGrant>,
     pub gateways: Vec<&'a Gateway>,
+    /// The other MCPServers of the namespace: `(name, selector)`.
+    pub other_servers: Vec<(&'a str, &'a LabelSelector)>,
+    /// Labels of the MCPServer's namespace (for listeners' `allowedRoutes.namespaces.selector`); `None`: unknown.
+    pub namespace_labels: Option<&'a BTreeMap<String, String>>,
     /// Pods of the namespace (the derivation picks those the selector matches); empty when not watched.
     pub pods: Vec<&'a Pod>,
     pub cluster_domain: &'a str,
@@ -70,6 +85,8 @@ pub enum DepKind {
     HTTPRoute,
     Gateway,
     MCPGuardPolicy,
+    /// Another MCPServer of the namespace whose selector overlaps.
+    MCPServer,
 }
 
 /// An object (existing or only referenced) whose change can change the derivation.
@@ -106,6 +123,10 @@ pub struct Derivation {
     pub port_mismatches: Vec<String>,
     /// Service ports that reach the pods without passing the guard (`GuardBypass`).
     pub bypasses: Vec<String>,
+    /// Other MCPServers whose selectors overlap this one's (`SelectorOverlap`).
+    pub overlaps: Vec<String>,
+    /// Ingresses routing to the server that were not counted, each with why (`IngressNotCounted`).
+    pub ignored_ingresses: Vec<String>,
     /// Other problems: missing explicit references, skipped invalid entries, routes outside their listeners.
     pub problems: Vec<String>,
     /// Whether the referenced policy was missing.
@@ -415,6 +436,25 @@ pub fn intersect_hostnames(listener: &str, route: &str) -> Option<String> {
     }
 }
 
+/// Why a parent Gateway refused a route, from the route's status (`Accepted=False` for that parent); `None` when
+/// it accepted the route or has not said (no Gateway controller has written a status yet).
+pub fn route_refused_by(route: &HTTPRoute, parent: &ParentReference, route_ns: &str) -> Option<String> {
+    let same = |p: &ParentReference| {
+        p.name == parent.name
+            && p.namespace.as_deref().unwrap_or(route_ns) == parent.namespace.as_deref().unwrap_or(route_ns)
+            && p.section_name == parent.section_name
+            && p.port == parent.port
+    };
+    route
+        .status
+        .iter()
+        .flat_map(|s| s.parents.iter())
+        .filter(|p| same(&p.parent_ref))
+        .flat_map(|p| p.conditions.iter())
+        .find(|c| c.type_ == "Accepted" && c.status == "False")
+        .map(|c| format!("Accepted=False, {}: {}", c.reason, c.message))
+}
+
 /// Whether an Ingress TLS host (`*.x` = exactly one label) covers a rule host.
 fn tls_covers(tls_host: &str, rule_host: &str) -> bool {
     if tls_host.eq_ignore_ascii_case(rule_host) {
@@ -425,6 +465,83 @@ fn tls_covers(tls_host: &str, rule_host: &str) -> bool {
             first != "*" && !first.is_empty() && rest.eq_ignore_ascii_case(suffix)
         }),
         None => false,
+    }
+}
+
+/// The legacy annotation naming an Ingress's class (before `spec.ingressClassName`).
+pub const INGRESS_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+/// The annotation marking the default IngressClass.
+pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+/// ingress-nginx: the Host header it sends upstream instead of the request's.
+pub const UPSTREAM_VHOST_ANNOTATION: &str = "nginx.ingress.kubernetes.io/upstream-vhost";
+
+/// The class an Ingress is served as, and how it was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IngressClassOf {
+    /// `spec.ingressClassName`.
+    Field(String),
+    /// The legacy annotation `kubernetes.io/ingress.class`.
+    Annotation(String),
+    /// Neither: the default IngressClass (`ingressclass.kubernetes.io/is-default-class: "true"`).
+    Default(String),
+    /// Neither, and no default IngressClass.
+    None,
+}
+
+/// An Ingress's class: `spec.ingressClassName`, else the legacy annotation, else the default IngressClass (the
+/// newest, as the API server's admission picks when several are marked default).
+pub fn ingress_class_of(ingress: &Ingress, classes: &[&IngressClass]) -> IngressClassOf {
+    if let Some(c) = ingress.spec.as_ref().and_then(|s| s.ingress_class_name.as_ref()) {
+        return IngressClassOf::Field(c.clone());
+    }
+    if let Some(c) = ingress.annotations().get(INGRESS_CLASS_ANNOTATION) {
+        return IngressClassOf::Annotation(c.clone());
+    }
+    classes
+        .iter()
+        .filter(|c| c.annotations().get(DEFAULT_CLASS_ANNOTATION).map(String::as_str) == Some("true"))
+        .max_by_key(|c| (c.metadata.creation_timestamp.clone().map(|t| t.0), c.name_any()))
+        .map_or(IngressClassOf::None, |c| IngressClassOf::Default(c.name_any()))
+}
+
+/// Whether an Ingress's hosts count, and if not why: its class must be one an IngressClass serves (an Ingress
+/// naming a class nobody serves routes nothing), or, when the policy lists `ingressClasses`, one of those. An
+/// Ingress without any class counts (controllers such as ingress-nginx can serve those) unless the policy lists
+/// classes.
+pub fn ingress_counts(
+    ingress: &Ingress,
+    classes: &[&IngressClass],
+    only: Option<&[String]>,
+) -> Result<(), String> {
+    let class = ingress_class_of(ingress, classes);
+    let (name, how) = match &class {
+        IngressClassOf::Field(c) => (c.as_str(), "spec.ingressClassName"),
+        IngressClassOf::Annotation(c) => (c.as_str(), "annotation kubernetes.io/ingress.class"),
+        IngressClassOf::Default(c) => (c.as_str(), "the default IngressClass"),
+        IngressClassOf::None => {
+            return match only {
+                Some(only) => Err(format!(
+                    "it has no class (no spec.ingressClassName, no kubernetes.io/ingress.class annotation, no \
+                     default IngressClass) and the policy counts only ingressClasses {}; set \
+                     spec.ingressClassName",
+                    only.join(", ")
+                )),
+                None => Ok(()),
+            };
+        }
+    };
+    match only {
+        Some(only) if only.iter().any(|c| c == name) => Ok(()),
+        Some(only) => Err(format!(
+            "its class {name:?} ({how}) is not one the policy counts (ingressClasses: {}); another controller \
+             serves it",
+            only.join(", ")
+        )),
+        None if classes.iter().any(|c| c.name_any() == name) => Ok(()),
+        None => Err(format!(
+            "its class {name:?} ({how}) is served by no IngressClass, so no controller routes it; create the \
+             IngressClass or fix the class"
+        )),
     }
 }
 
@@ -586,6 +703,37 @@ fn pod_bypasses(pods: &[&Pod], server: &str, d: &mut Derivation) {
     }
 }
 
+/// Other MCPServers of the namespace that can select the same pods (the pod webhook refuses such pods), each a
+/// dependency so that its change or deletion re-derives this one.
+fn selector_overlaps(spec: &MCPServerSpec, others: &[(&str, &LabelSelector)], ns: &str, d: &mut Derivation) {
+    use crate::selector::{Overlap, describe, overlap};
+    for (other, theirs) in others {
+        let ours = overlap(&spec.selector, theirs);
+        if ours == Overlap::Disjoint {
+            continue;
+        }
+        let message = match (ours, overlap(theirs, &spec.selector)) {
+            (Overlap::Disjoint, _) => continue,
+            (Overlap::Within, _) => format!(
+                "every pod spec.selector selects is also selected by MCPServer {other:?}: the pod webhook refuses \
+                 such pods (each pod can be guarded by exactly one MCPServer); make the selectors disjoint"
+            ),
+            (_, Overlap::Within) => format!(
+                "spec.selector selects every pod of MCPServer {other:?}: the pod webhook refuses such pods (each pod \
+                 can be guarded by exactly one MCPServer); make the selectors disjoint"
+            ),
+            (Overlap::Possible(labels), _) => format!(
+                "a pod labelled {} would be selected by this MCPServer and by MCPServer {other:?}, and the pod \
+                 webhook would refuse it; keep their pods' labels apart",
+                describe(&labels)
+            ),
+        };
+        d.overlaps.push(message);
+        d.dependencies
+            .insert(Dependency::new(DepKind::MCPServer, Some(ns), other));
+    }
+}
+
 /// Derives the allowlist and everything status reports about it.
 pub fn derive(input: &DeriveInput<'_>) -> Derivation {
     let ns = input.namespace;
@@ -636,6 +784,7 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
         })
         .collect();
     pod_bypasses(&selected, input.name, &mut d);
+    selector_overlaps(spec, &input.other_servers, ns, &mut d);
     for p in &selected {
         d.dependencies
             .insert(Dependency::new(DepKind::Pod, Some(ns), &p.name_any()));
@@ -736,10 +885,32 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
         ns,
         &mut d,
     );
+    let only_classes = policy.ingress_classes.as_deref();
     for ing in ingresses {
         let name = ing.name_any();
         let source = format!("Ingress {ns}/{name}");
         let Some(ispec) = &ing.spec else { continue };
+        if let Err(why) = ingress_counts(ing, &input.ingress_classes, only_classes) {
+            // Reported only for Ingresses that name one of the server's Services (an IngressClass change reconciles
+            // every MCPServer).
+            let routes_here = ingress_backend_services(ing)
+                .iter()
+                .any(|svc| candidates.iter().any(|c| c.name == *svc));
+            if routes_here {
+                d.ignored_ingresses
+                    .push(format!("{source} is not counted: {why}"));
+                d.dependencies
+                    .insert(Dependency::new(DepKind::Ingress, Some(ns), &name));
+            }
+            continue;
+        }
+        // ingress-nginx sends this Host upstream for every rule: that is what the guard sees. Added when a rule
+        // routes to the server (below), beside the rule hosts (other controllers ignore the annotation).
+        let vhost = ing
+            .annotations()
+            .get(UPSTREAM_VHOST_ANNOTATION)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty());
         let tls_hosts: Vec<&str> = ispec
             .tls
             .iter()
@@ -786,6 +957,9 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
                 continue;
             }
             involved = true;
+            if let Some(vhost) = vhost {
+                hosts.add(vhost, &format!("{source} ({UPSTREAM_VHOST_ANNOTATION})"));
+            }
             match rule.host.as_deref().filter(|h| !h.is_empty()) {
                 Some(host) => {
                     hosts.add(host, &source);
@@ -809,8 +983,18 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
     }
 
     // HTTPRoutes.
+    // An explicit spec.httpRoutes names routes of the server's namespace.
+    let listed_routes: Vec<&HTTPRoute> = match spec.http_routes {
+        Some(_) => input
+            .http_routes
+            .iter()
+            .copied()
+            .filter(|r| r.namespace().as_deref().is_none_or(|n| n == ns))
+            .collect(),
+        None => input.http_routes.clone(),
+    };
     let routes = referenced(
-        &input.http_routes,
+        &listed_routes,
         spec.http_routes.as_deref(),
         (DepKind::HTTPRoute, "spec.httpRoutes"),
         ns,
@@ -822,22 +1006,45 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
         let source = format!("HTTPRoute {route_ns}/{name}");
         let mut reaches = false;
         let mut involved = false;
-        for b in route
-            .spec
-            .rules
-            .iter()
-            .flat_map(|r| r.backend_refs.iter())
-            .filter(|b| b.is_service())
-        {
-            if b.namespace.as_deref().unwrap_or(&route_ns) != ns {
-                continue;
-            }
-            match judge_backend(&candidates, &b.name, b.port, None, server_port) {
-                BackendVerdict::Unrelated => {}
-                BackendVerdict::Server => reaches = true,
-                BackendVerdict::Mismatch(m) => {
-                    involved = true;
-                    d.port_mismatches.push(format!("{source}: {m}"));
+        // Hosts a URLRewrite filter sends to the server instead of the request's.
+        let mut rewritten: BTreeSet<&str> = BTreeSet::new();
+        for rule in &route.spec.rules {
+            for b in rule.backend_refs.iter().filter(|b| b.is_service()) {
+                if b.namespace.as_deref().unwrap_or(&route_ns) != ns {
+                    continue;
+                }
+                if route_ns != ns
+                    && !input
+                        .reference_grants
+                        .iter()
+                        .any(|g| grants_route_to_service(g, &route_ns, &b.name))
+                {
+                    if candidates.iter().any(|c| c.name == b.name) {
+                        involved = true;
+                        d.problems.push(format!(
+                            "{source} refers to Service {ns}/{} from another namespace, and no ReferenceGrant in {ns} \
+                             lets HTTPRoutes from {route_ns} use it, so the gateway sends nothing there; create one \
+                             (from HTTPRoute in {route_ns}, to Service {})",
+                            b.name, b.name
+                        ));
+                    }
+                    continue;
+                }
+                match judge_backend(&candidates, &b.name, b.port, None, server_port) {
+                    BackendVerdict::Unrelated => {}
+                    BackendVerdict::Server => {
+                        reaches = true;
+                        rewritten.extend(
+                            rule.filters
+                                .iter()
+                                .chain(&b.filters)
+                                .filter_map(|f| f.rewritten_host()),
+                        );
+                    }
+                    BackendVerdict::Mismatch(m) => {
+                        involved = true;
+                        d.port_mismatches.push(format!("{source}: {m}"));
+                    }
                 }
             }
         }
@@ -851,13 +1058,23 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
         d.dependencies
             .insert(Dependency::new(DepKind::HTTPRoute, Some(&route_ns), &name));
 
-        // Listeners of the parent Gateways that are known.
+        // Listeners of the parent Gateways that are known, that admit the route and whose Gateway did not
+        // refuse it (the route's Accepted condition for that parent).
         let mut listeners: Vec<(Option<&str>, &str)> = Vec::new();
         let mut known_parent = false;
         for parent in route.spec.parent_refs.iter().filter(|p| p.is_gateway()) {
             let gw_ns = parent.namespace.as_deref().unwrap_or(&route_ns);
             d.dependencies
                 .insert(Dependency::new(DepKind::Gateway, Some(gw_ns), &parent.name));
+            if let Some(refused) = route_refused_by(route, parent, &route_ns) {
+                known_parent = true;
+                d.problems.push(format!(
+                    "{source} is not accepted by Gateway {gw_ns}/{} ({refused}); its hostnames are not allowed \
+                     through it",
+                    parent.name
+                ));
+                continue;
+            }
             let Some(gw) = input
                 .gateways
                 .iter()
@@ -865,6 +1082,7 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
             else {
                 continue;
             };
+            known_parent = true;
             for l in &gw.spec.listeners {
                 if parent.section_name.as_ref().is_some_and(|s| *s != l.name) {
                     continue;
@@ -872,7 +1090,13 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
                 if parent.port.is_some_and(|p| p != l.port) {
                     continue;
                 }
-                known_parent = true;
+                if let Err(why) = listener_admits(l, gw_ns, &route_ns, input.namespace_labels) {
+                    d.problems.push(format!(
+                        "{source}: listener {} of Gateway {gw_ns}/{} {why}, so the route is not attached to it",
+                        l.name, parent.name
+                    ));
+                    continue;
+                }
                 listeners.push((
                     l.hostname.as_deref().filter(|h| !h.is_empty()),
                     l.protocol.as_str(),
@@ -898,6 +1122,7 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
             .map(String::as_str)
             .filter(|h| !h.is_empty())
             .collect();
+        let rewrite_source = format!("{source} (URLRewrite hostname)");
         if !known_parent {
             if route_hosts.is_empty() {
                 d.catch_all.push(format!(
@@ -908,40 +1133,52 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
             for h in &route_hosts {
                 add(h, None);
             }
+            for h in &rewritten {
+                hosts.add(h, &rewrite_source);
+            }
             continue;
         }
-        let mut any = false;
+        let mut attached = false;
+        let mut kept: BTreeSet<&str> = BTreeSet::new();
         for (listener_host, protocol) in listeners {
+            attached = true;
             match (listener_host, route_hosts.is_empty()) {
                 (None, true) => d.catch_all.push(format!(
                     "{source}: neither the route nor its Gateway listener sets a hostname, so it accepts any \
                      host; set spec.hostnames on the route or hostname on the listener"
                 )),
-                (Some(l), true) => {
-                    any = true;
-                    add(l, Some(protocol));
-                }
+                (Some(l), true) => add(l, Some(protocol)),
                 (None, false) => {
-                    any = true;
                     for h in &route_hosts {
+                        kept.insert(h);
                         add(h, Some(protocol));
                     }
                 }
                 (Some(l), false) => {
                     for h in &route_hosts {
                         if let Some(i) = intersect_hostnames(l, h) {
-                            any = true;
+                            kept.insert(h);
                             add(&i, Some(protocol));
                         }
                     }
                 }
             }
         }
-        if !any && !route_hosts.is_empty() {
-            d.problems.push(format!(
-                "{source}: none of its hostnames ({}) matches a hostname of its parent Gateway listeners",
-                route_hosts.join(", ")
-            ));
+        if attached {
+            for h in &rewritten {
+                hosts.add(h, &rewrite_source);
+            }
+            let dropped: Vec<&str> = route_hosts
+                .iter()
+                .copied()
+                .filter(|h| !kept.contains(h))
+                .collect();
+            if !dropped.is_empty() {
+                d.problems.push(format!(
+                    "{source}: hostnames outside every listener it is attached to were dropped: {}",
+                    dropped.join(", ")
+                ));
+            }
         }
     }
 

@@ -100,6 +100,13 @@ pub struct Cli {
     /// Reconciles running at once.
     #[arg(long, env = "MCP_GUARD_OPERATOR_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
+    /// Seconds an empty allowlist may last before it is a Warning (objects applied together arrive one by one).
+    #[arg(
+        long,
+        env = "MCP_GUARD_OPERATOR_EMPTY_ALLOWLIST_GRACE_SECONDS",
+        default_value_t = 10
+    )]
+    pub empty_allowlist_grace_seconds: u64,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "MCP_GUARD_OPERATOR_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
@@ -152,6 +159,7 @@ impl Cli {
             },
             discovery_interval: Duration::from_secs(self.discovery_interval_seconds.max(1)),
             concurrency: self.concurrency.max(1),
+            empty_allowlist_grace: Duration::from_secs(self.empty_allowlist_grace_seconds),
             namespace: self.watch_namespace.clone().filter(|s| !s.is_empty()),
         }
     }

@@ -12,12 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -27,10 +26,11 @@ use tracing::{debug, info, warn};
 
 use crate::allowlist::{self, DepKind, Dependency, Derivation, DeriveInput};
 use crate::crd::{MCPGuardPolicy, MCPServer, MCPServerStatus, config_map_name};
-use crate::gateway::{Gateway, HTTPRoute};
+use crate::events::{EventNote, EventType, Recorder, allowlist_change_note};
+use crate::gateway::{Gateway, HTTPRoute, ReferenceGrant};
 use crate::metrics::{ControllerMetrics, EventLabels, ServerLabels};
-use crate::status::{self, StatusInput, build_status};
-use crate::validate::validate_spec;
+use crate::status::{self, PolicyStatusInput, StatusInput, build_policy_status, build_status};
+use crate::validate::{validate_policy, validate_spec};
 
 #[cfg(test)]
 mod tests;
@@ -80,6 +80,9 @@ pub struct ControllerSettings {
     pub discovery_interval: Duration,
     /// Reconciles running at once.
     pub concurrency: u16,
+    /// How long an empty allowlist is reported as `NoHostsYet` (no Warning) before it becomes `NoHostsFound`
+    /// with a Warning Event: objects applied together reach the operator one by one.
+    pub empty_allowlist_grace: Duration,
     /// Watch only this namespace (MCPServers, Services, Ingresses, HTTPRoutes, ConfigMaps); `None` = all.
     pub namespace: Option<String>,
 }
@@ -92,6 +95,7 @@ impl Default for ControllerSettings {
             gateway_api: None,
             discovery_interval: Duration::from_secs(30),
             concurrency: 32,
+            empty_allowlist_grace: Duration::from_secs(10),
             namespace: None,
         }
     }
@@ -143,12 +147,17 @@ pub struct Stores {
     pub servers: Store<MCPServer>,
     pub services: Store<Service>,
     pub ingresses: Store<Ingress>,
+    pub ingress_classes: Store<IngressClass>,
     pub policies: Store<MCPGuardPolicy>,
     pub config_maps: Store<ConfigMap>,
     pub pods: Store<Pod>,
     /// `None` when the Gateway API is not installed.
     pub routes: Option<Store<HTTPRoute>>,
     pub gateways: Option<Store<Gateway>>,
+    /// `None` when the Gateway API is not installed or serves no ReferenceGrants (`v1beta1`).
+    pub reference_grants: Option<Store<ReferenceGrant>>,
+    /// Namespaces (their labels, for listeners' `allowedRoutes.namespaces.selector`); with the Gateway API only.
+    pub namespaces: Option<Store<Namespace>>,
     /// `true` once every watch stream finished its initial list.
     pub synced: tokio::sync::watch::Receiver<bool>,
 }
@@ -216,6 +225,8 @@ pub struct Context {
     pub written: Arc<Mutex<HashSet<String>>>,
     /// MCPServers whose last allowlist was empty (for the `empty_allowlists` gauge).
     pub empty: Arc<Mutex<HashSet<ObjectRef<MCPServer>>>>,
+    /// Wakes the MCPGuardPolicy status writer (`None` when watching one namespace: it cannot count every user).
+    pub policy_status: Option<Arc<tokio::sync::Notify>>,
 }
 
 fn in_namespace<K>(store: &Store<K>, ns: &str) -> Vec<Arc<K>>
@@ -228,18 +239,6 @@ where
 
 fn entry_values(entries: &[crate::crd::AllowlistEntry]) -> Vec<&str> {
     entries.iter().map(|e| e.value.as_str()).collect()
-}
-
-fn short_list(values: &[&str]) -> String {
-    const SHOWN: usize = 10;
-    if values.is_empty() {
-        return "none".into();
-    }
-    let mut s = values.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
-    if values.len() > SHOWN {
-        s.push_str(&format!(" (+{} more)", values.len() - SHOWN));
-    }
-    s
 }
 
 /// The ConfigMap for a server (server-side apply body).
@@ -298,13 +297,32 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
     let policy = stores.policies.get(&ObjectRef::new(spec.policy_name()));
     let services = in_namespace(&stores.services, &ns);
     let ingresses = in_namespace(&stores.ingresses, &ns);
+    let ingress_classes = stores.ingress_classes.state();
+    // Routes of the namespace, and routes elsewhere that name one of its Services (a ReferenceGrant decides).
     let routes = stores
         .routes
+        .as_ref()
+        .map(|s| {
+            s.state_filter(|r| {
+                r.namespace().as_deref() == Some(ns.as_str())
+                    || allowlist::route_backend_services(r)
+                        .iter()
+                        .any(|(svc_ns, _)| *svc_ns == ns)
+            })
+        })
+        .unwrap_or_default();
+    let grants = stores
+        .reference_grants
         .as_ref()
         .map(|s| in_namespace(s, &ns))
         .unwrap_or_default();
     let gateways = stores.gateways.as_ref().map(|s| s.state()).unwrap_or_default();
     let pods = in_namespace(&stores.pods, &ns);
+    let namespace = stores
+        .namespaces
+        .as_ref()
+        .and_then(|s| s.get(&ObjectRef::new(&ns)));
+    let others = in_namespace(&stores.servers, &ns);
     let input = DeriveInput {
         namespace: &ns,
         name: &name,
@@ -312,9 +330,17 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         policy: policy.as_deref().map(|p| &p.spec),
         services: services.iter().map(|s| s.as_ref()).collect(),
         ingresses: ingresses.iter().map(|i| i.as_ref()).collect(),
+        ingress_classes: ingress_classes.iter().map(|c| c.as_ref()).collect(),
         http_routes: routes.iter().map(|r| r.as_ref()).collect(),
+        reference_grants: grants.iter().map(|g| g.as_ref()).collect(),
         gateways: gateways.iter().map(|g| g.as_ref()).collect(),
         pods: pods.iter().map(|p| p.as_ref()).collect(),
+        namespace_labels: namespace.as_ref().map(|n| n.labels()),
+        other_servers: others
+            .iter()
+            .filter(|o| o.name_any() != name && o.metadata.deletion_timestamp.is_none())
+            .map(|o| (o.metadata.name.as_deref().unwrap_or_default(), &o.spec.selector))
+            .collect(),
         cluster_domain: &ctx.settings.cluster_domain,
     };
     let d: Derivation = allowlist::derive(&input);
@@ -364,6 +390,7 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
             policy_explicit: spec.policy_ref.is_some(),
             server_port: spec.port,
             spec_errors: &spec_errors,
+            empty_grace: ctx.settings.empty_allowlist_grace,
         },
     );
     if previous != Some(&status) {
@@ -412,7 +439,18 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
     ctx.metrics.result(true);
-    Ok(Action::await_change())
+    if let Some(trigger) = &ctx.policy_status {
+        trigger.notify_one();
+    }
+    // An empty allowlist within its grace period is looked at again when the period ends, to warn if it is
+    // still empty (a watch event brings the reconcile earlier when hosts arrive).
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    Ok(
+        match status::recheck_after(&status, &now, ctx.settings.empty_allowlist_grace) {
+            Some(wait) => Action::requeue(wait + Duration::from_millis(100)),
+            None => Action::await_change(),
+        },
+    )
 }
 
 /// Drops a deleted MCPServer from the reverse index and its per-server metrics.
@@ -438,12 +476,51 @@ fn forget_server(
     metrics.allowlist_origins.remove(&labels);
 }
 
-fn was_empty(status: Option<&MCPServerStatus>) -> bool {
+fn warned_empty(status: Option<&MCPServerStatus>) -> bool {
     status.is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == status::condition::EMPTY_ALLOWLIST && c.status == "True")
+        s.conditions.iter().any(|c| {
+            c.type_ == status::condition::EMPTY_ALLOWLIST
+                && c.status == "True"
+                && c.reason == status::reason::NO_HOSTS_FOUND
+        })
     })
+}
+
+/// The Events for a status change: `AllowlistUpdated` naming what changed (so that its note stays true), and
+/// `EmptyAllowlist` once an empty allowlist outlasted its grace period.
+pub fn events_for(previous: Option<&MCPServerStatus>, status: &MCPServerStatus) -> Vec<EventNote> {
+    let mut events = Vec::new();
+    let hosts = entry_values(&status.allowed_hosts);
+    let origins = entry_values(&status.allowed_origins);
+    let before = previous.map(|p| (entry_values(&p.allowed_hosts), entry_values(&p.allowed_origins)));
+    let changed = before.as_ref().is_none_or(|(h, o)| *h != hosts || *o != origins);
+    if changed && !hosts.is_empty() {
+        events.push(EventNote {
+            type_: EventType::Normal,
+            reason: "AllowlistUpdated".into(),
+            action: "UpdateAllowlist".into(),
+            note: allowlist_change_note(
+                before.as_ref().map(|(h, o)| (h.as_slice(), o.as_slice())),
+                &hosts,
+                &origins,
+            ),
+        });
+    }
+    if warned_empty(Some(status)) && !warned_empty(previous) {
+        let message = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == status::condition::EMPTY_ALLOWLIST)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        events.push(EventNote {
+            type_: EventType::Warning,
+            reason: "EmptyAllowlist".into(),
+            action: "UpdateAllowlist".into(),
+            note: message,
+        });
+    }
+    events
 }
 
 async fn publish_events(
@@ -452,42 +529,8 @@ async fn publish_events(
     previous: Option<&MCPServerStatus>,
     status: &MCPServerStatus,
 ) {
-    let mut events = Vec::new();
-    let hosts = entry_values(&status.allowed_hosts);
-    let origins = entry_values(&status.allowed_origins);
-    let changed = previous.is_none_or(|p| {
-        entry_values(&p.allowed_hosts) != hosts || entry_values(&p.allowed_origins) != origins
-    });
-    if changed && !hosts.is_empty() {
-        events.push(Event {
-            type_: EventType::Normal,
-            reason: "AllowlistUpdated".into(),
-            note: Some(format!(
-                "Allowed hosts: {}; origins: {}",
-                short_list(&hosts),
-                short_list(&origins)
-            )),
-            action: "UpdateAllowlist".into(),
-            secondary: None,
-        });
-    }
-    if hosts.is_empty() && !was_empty(previous) {
-        let message = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == status::condition::EMPTY_ALLOWLIST)
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
-        events.push(Event {
-            type_: EventType::Warning,
-            reason: "EmptyAllowlist".into(),
-            note: Some(message.chars().take(1000).collect()),
-            action: "UpdateAllowlist".into(),
-            secondary: None,
-        });
-    }
     let reference = server.object_ref(&());
-    for ev in events {
+    for ev in events_for(previous, status) {
         ctx.metrics
             .events
             .get_or_create(&EventLabels {
@@ -599,7 +642,6 @@ pub fn map_route(
     let name = route.name_any();
     let mut now: Vec<_> = allowlist::route_backend_services(route)
         .iter()
-        .filter(|(svc_ns, _)| *svc_ns == ns)
         .flat_map(|(svc_ns, svc)| servers_for_service_name(stores, svc_ns, svc))
         .collect();
     now.extend(
@@ -628,6 +670,29 @@ pub fn map_pod(stores: &Stores, index: &Mutex<DependencyIndex>, pod: &Pod) -> Ve
     )
 }
 
+/// MCPServer changed (spec) or deleted → the other MCPServers of its namespace whose selectors overlap it now, and
+/// those whose last derivation found it overlapping.
+pub fn map_server_overlaps(
+    servers: &Store<MCPServer>,
+    index: &Mutex<DependencyIndex>,
+    server: &MCPServer,
+    deleted: bool,
+) -> Vec<ObjectRef<MCPServer>> {
+    let ns = server.namespace().unwrap_or_default();
+    let name = server.name_any();
+    let now: Vec<_> = if deleted {
+        Vec::new()
+    } else {
+        servers_in(servers, &ns)
+            .into_iter()
+            .filter(|s| s.name_any() != name)
+            .filter(|s| crate::selector::common_pod(&server.spec.selector, &s.spec.selector).is_some())
+            .map(|s| ObjectRef::from_obj(&*s))
+            .collect()
+    };
+    with_dependents(index, Dependency::new(DepKind::MCPServer, Some(&ns), &name), now)
+}
+
 /// Gateway changed → MCPServers whose routes referenced it.
 pub fn map_gateway(index: &Mutex<DependencyIndex>, gw: &Gateway) -> Vec<ObjectRef<MCPServer>> {
     let ns = gw.namespace().unwrap_or_default();
@@ -636,6 +701,35 @@ pub fn map_gateway(index: &Mutex<DependencyIndex>, gw: &Gateway) -> Vec<ObjectRe
         Dependency::new(DepKind::Gateway, Some(&ns), &gw.name_any()),
         Vec::new(),
     )
+}
+
+/// The last generation seen of each policy, to tell spec changes from status-only updates.
+#[derive(Default)]
+pub struct PolicyGenerations(HashMap<String, (Option<String>, Option<i64>)>);
+
+impl PolicyGenerations {
+    /// Whether this watch event of a policy may matter to MCPServers: a new policy, a new generation, a deletion
+    /// (`exists` false). A status-only update of a known policy does not.
+    pub fn spec_changed(&mut self, policy: &MCPGuardPolicy, exists: bool) -> bool {
+        let name = policy.name_any();
+        if !exists {
+            self.0.remove(&name);
+            return true;
+        }
+        let seen = (policy.metadata.uid.clone(), policy.metadata.generation);
+        self.0.insert(name, seen.clone()) != Some(seen)
+    }
+}
+
+/// IngressClass changed (created, deleted, made default) → every MCPServer: which Ingresses count may change
+/// anywhere, and IngressClasses change rarely.
+pub fn all_servers(stores: &Stores) -> Vec<ObjectRef<MCPServer>> {
+    stores
+        .servers
+        .state()
+        .iter()
+        .map(|s| ObjectRef::from_obj(&**s))
+        .collect()
 }
 
 /// Policy changed → MCPServers referencing it.
@@ -650,7 +744,74 @@ pub fn map_policy(stores: &Stores, policy: &MCPGuardPolicy) -> Vec<ObjectRef<MCP
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// MCPGuardPolicy status.
+
+/// Writes the status of every MCPGuardPolicy whose validity or users changed (from the caches; no reads).
+async fn write_policy_statuses(client: &Client, stores: &Stores) {
+    let servers = stores.servers.state();
+    for policy in stores.policies.state() {
+        let name = policy.name_any();
+        let mut users: Vec<String> = servers
+            .iter()
+            .filter(|s| s.metadata.deletion_timestamp.is_none() && s.spec.policy_name() == name)
+            .map(|s| format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()))
+            .collect();
+        users.sort();
+        let errors = validate_policy(&policy.spec);
+        let status = build_policy_status(&PolicyStatusInput {
+            name: &name,
+            generation: policy.metadata.generation,
+            previous: policy.status.as_ref(),
+            now: Time(k8s_openapi::jiff::Timestamp::now()),
+            errors: &errors,
+            users: &users,
+        });
+        if policy.status.as_ref() == Some(&status) {
+            continue;
+        }
+        let body = serde_json::json!({
+            "apiVersion": MCPGuardPolicy::api_version(&()),
+            "kind": MCPGuardPolicy::kind(&()),
+            "status": status,
+        });
+        if let Err(e) = Api::<MCPGuardPolicy>::all(client.clone())
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+        {
+            warn!(policy = %name, error = %e, "writing MCPGuardPolicy status failed");
+        }
+    }
+}
+
+/// Keeps MCPGuardPolicy statuses current: after the caches synced, and on every wake-up (a policy changed, an
+/// MCPServer was reconciled or deleted), coalescing bursts.
+async fn run_policy_status(client: Client, stores: Stores, trigger: Arc<tokio::sync::Notify>) {
+    stores.wait_synced().await;
+    loop {
+        write_policy_statuses(&client, &stores).await;
+        trigger.notified().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Running.
+
+/// Whether ReferenceGrants (`gateway.networking.k8s.io/v1beta1`) are served.
+pub async fn reference_grants_served(client: &Client) -> Result<bool, kube::Error> {
+    match client
+        .list_api_group_resources("gateway.networking.k8s.io/v1beta1")
+        .await
+    {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == "referencegrants")),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
 
 /// Whether the Gateway API (HTTPRoute and Gateway, `gateway.networking.k8s.io/v1`) is served.
 pub async fn gateway_api_installed(client: &Client) -> Result<bool, kube::Error> {
@@ -743,25 +904,60 @@ pub async fn run_once(
     let index = Arc::new(Mutex::new(DependencyIndex::default()));
     let empty: Arc<Mutex<HashSet<ObjectRef<MCPServer>>>> = Arc::default();
     let written: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // Policy statuses count every MCPServer using a policy: only an operator that watches all namespaces can.
+    let policy_status = ns.is_none().then(|| Arc::new(tokio::sync::Notify::new()));
     // MCPServers: the Controller's own stream; deletions also clean the reverse index and per-server metrics
     // (a deleted object is never reconciled).
     let (servers, server_writer) = reflector::store();
+    // A spec change or deletion of one MCPServer re-reconciles the others its selector overlaps (or overlapped),
+    // whose SelectorOverlap condition may change.
+    let (overlap_tx, overlap_rx) = futures::channel::mpsc::unbounded::<ObjectRef<MCPServer>>();
     let server_stream = {
         let mut track = tracker.track::<MCPServer>();
         let (index, empty, metrics) = (index.clone(), empty.clone(), metrics.clone());
+        let policy_status = policy_status.clone();
+        let store = servers.clone();
+        let mut generations: HashMap<ObjectRef<MCPServer>, Option<i64>> = HashMap::new();
         watcher(scoped::<MCPServer>(&client, ns), cfg.clone())
             .default_backoff()
             .reflect(server_writer)
             .inspect(move |event| {
                 track(event);
-                if let Ok(watcher::Event::Delete(server)) = event {
-                    forget_server(server, &index, &empty, &metrics);
+                let partners = match event {
+                    Ok(watcher::Event::InitApply(server)) => {
+                        generations.insert(ObjectRef::from_obj(server), server.metadata.generation);
+                        Vec::new()
+                    }
+                    Ok(watcher::Event::Apply(server)) => {
+                        let seen =
+                            generations.insert(ObjectRef::from_obj(server), server.metadata.generation);
+                        if seen == Some(server.metadata.generation) {
+                            Vec::new()
+                        } else {
+                            map_server_overlaps(&store, &index, server, false)
+                        }
+                    }
+                    Ok(watcher::Event::Delete(server)) => {
+                        generations.remove(&ObjectRef::from_obj(server));
+                        let partners = map_server_overlaps(&store, &index, server, true);
+                        forget_server(server, &index, &empty, &metrics);
+                        if let Some(trigger) = &policy_status {
+                            trigger.notify_one();
+                        }
+                        partners
+                    }
+                    _ => Vec::new(),
+                };
+                for p in partners {
+                    let _ = overlap_tx.unbounded_send(p);
                 }
             })
             .touched_objects()
     };
     let (services, service_stream) = reflect(scoped::<Service>(&client, ns), cfg.clone(), &tracker);
     let (ingresses, ingress_stream) = reflect(scoped::<Ingress>(&client, ns), cfg.clone(), &tracker);
+    let (ingress_classes, ingress_class_stream) =
+        reflect(Api::<IngressClass>::all(client.clone()), cfg.clone(), &tracker);
     let (policies, policy_stream) =
         reflect(Api::<MCPGuardPolicy>::all(client.clone()), cfg.clone(), &tracker);
     let (config_maps, cm_stream) = reflect(
@@ -779,15 +975,30 @@ pub async fn run_once(
     } else {
         (None, None, None, None)
     };
+    let (reference_grants, grant_stream) = if gateway_api && reference_grants_served(&client).await? {
+        let (g, stream) = reflect(scoped::<ReferenceGrant>(&client, ns), cfg.clone(), &tracker);
+        (Some(g), Some(stream.boxed()))
+    } else {
+        (None, None)
+    };
+    let (namespaces, namespace_stream) = if gateway_api {
+        let (n, stream) = reflect(Api::<Namespace>::all(client.clone()), cfg.clone(), &tracker);
+        (Some(n), Some(stream.boxed()))
+    } else {
+        (None, None)
+    };
     let stores = Stores {
         servers: servers.clone(),
         services,
         ingresses,
+        ingress_classes,
         policies,
         config_maps,
         pods,
         routes,
         gateways,
+        reference_grants,
+        namespaces,
         synced: synced_rx,
     };
 
@@ -802,13 +1013,7 @@ pub async fn run_once(
         });
     }
 
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(settings.identity.clone()),
-        },
-    );
+    let recorder = Recorder::new(client.clone(), FIELD_MANAGER, &settings.identity);
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder,
@@ -818,31 +1023,47 @@ pub async fn run_once(
         index: index.clone(),
         written: written.clone(),
         empty: empty.clone(),
+        policy_status: policy_status.clone(),
     });
+    let policy_writer = policy_status
+        .clone()
+        .map(|trigger| tokio::spawn(run_policy_status(client.clone(), stores.clone(), trigger)));
 
-    // Stop when asked, or when the Gateway API availability changes.
+    // Stop when asked, or when the Gateway API (or its ReferenceGrants) appear or go away.
     let (changed_tx, changed_rx) = tokio::sync::oneshot::channel::<()>();
     let discovery = {
         let client = client.clone();
         let interval = settings.discovery_interval;
         let fixed = settings.gateway_api.is_some();
+        let grants = stores.reference_grants.is_some();
         tokio::spawn(async move {
-            if fixed {
+            if fixed && !gateway_api {
                 return futures::future::pending::<()>().await;
             }
             loop {
                 tokio::time::sleep(interval).await;
-                match gateway_api_installed(&client).await {
-                    Ok(now) if now != gateway_api => {
+                let now = if fixed {
+                    Ok(gateway_api)
+                } else {
+                    gateway_api_installed(&client).await
+                };
+                let grants_now = if gateway_api {
+                    reference_grants_served(&client).await
+                } else {
+                    Ok(grants)
+                };
+                match (now, grants_now) {
+                    (Ok(now), Ok(grants_now)) if now != gateway_api || grants_now != grants => {
                         info!(
                             gateway_api = now,
+                            reference_grants = grants_now,
                             "Gateway API availability changed; restarting the controller"
                         );
                         let _ = changed_tx.send(());
                         return;
                     }
-                    Ok(_) => {}
-                    Err(e) => debug!(error = %e, "Gateway API discovery failed"),
+                    (Err(e), _) | (_, Err(e)) => debug!(error = %e, "Gateway API discovery failed"),
+                    _ => {}
                 }
             }
         })
@@ -866,6 +1087,7 @@ pub async fn run_once(
         servers,
     )
     .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+    .reconcile_on(overlap_rx)
     .owns_stream({
         // Our own writes come back as watch events; only changes by others (edits, deletion) need a reconcile.
         let written = written.clone();
@@ -891,9 +1113,25 @@ pub async fn run_once(
         let (stores, index) = (stores.clone(), index.clone());
         move |ing: Ingress| after_sync(&stores, || map_ingress(&stores, &index, &ing))
     })
+    .watches_stream(ingress_class_stream, {
+        let stores = stores.clone();
+        move |_: IngressClass| after_sync(&stores, || all_servers(&stores))
+    })
     .watches_stream(policy_stream, {
         let stores = stores.clone();
-        move |p: MCPGuardPolicy| after_sync(&stores, || map_policy(&stores, &p))
+        let trigger = policy_status.clone();
+        let seen = Mutex::new(PolicyGenerations::default());
+        move |p: MCPGuardPolicy| {
+            // A status write (ours) changes no generation and concerns no MCPServer; a deletion does.
+            let exists = stores.policies.get(&ObjectRef::from_obj(&p)).is_some();
+            if seen.lock().is_ok_and(|mut seen| !seen.spec_changed(&p, exists)) {
+                return Vec::new();
+            }
+            if let Some(trigger) = &trigger {
+                trigger.notify_one();
+            }
+            after_sync(&stores, || map_policy(&stores, &p))
+        }
     });
     controller = controller.watches_stream(pod_stream, {
         let (stores, index) = (stores.clone(), index.clone());
@@ -903,6 +1141,30 @@ pub async fn run_once(
         let (stores, index) = (stores.clone(), index.clone());
         controller = controller.watches_stream(rs, move |r: HTTPRoute| {
             after_sync(&stores, || map_route(&stores, &index, &r))
+        });
+    }
+    if let Some(stream) = grant_stream {
+        // ReferenceGrant changed → the MCPServers of its namespace (routes elsewhere may now reach them, or not).
+        let stores = stores.clone();
+        controller = controller.watches_stream(stream, move |g: ReferenceGrant| {
+            after_sync(&stores, || {
+                servers_in(&stores.servers, &g.namespace().unwrap_or_default())
+                    .iter()
+                    .map(|s| ObjectRef::from_obj(&**s))
+                    .collect()
+            })
+        });
+    }
+    if let Some(ns_stream) = namespace_stream {
+        // Relabelled namespace → its MCPServers (a listener's namespace selector may now admit its routes).
+        let stores = stores.clone();
+        controller = controller.watches_stream(ns_stream, move |n: Namespace| {
+            after_sync(&stores, || {
+                servers_in(&stores.servers, &n.name_any())
+                    .iter()
+                    .map(|s| ObjectRef::from_obj(&**s))
+                    .collect()
+            })
         });
     }
     if let Some(gs) = gateway_stream {
@@ -925,6 +1187,9 @@ pub async fn run_once(
         .await;
     discovery.abort();
     stopper.abort();
+    if let Some(writer) = policy_writer {
+        writer.abort();
+    }
     readiness.leading.store(false, Ordering::Relaxed);
     readiness.synced.store(false, Ordering::Relaxed);
     info!("MCPServer controller stopped");

@@ -2,9 +2,10 @@
 //! group `mcpguard.dev`, version `v1alpha1`.
 //!
 //! The YAML in `crds/` is generated from these types by `cargo run -p mcp-guard-operator --bin crdgen` and a test
-//! (`crds_are_up_to_date`) fails when it drifts. Field-level schema validation (formats, ranges, enums, CEL) lives
-//! here; the full Host/Origin syntax check that a regex cannot express is [`crate::validate::validate_spec`],
-//! which the validating webhook calls.
+//! (`crds_are_up_to_date`) fails when it drifts. Field-level schema validation (ranges, lengths, CEL rules whose
+//! messages say the fix) lives here; the full Host/Origin syntax check is the guard's own parser in
+//! [`crate::validate::validate_spec`], which the validating webhook calls (a regex in the schema would answer
+//! first, with the regex as its message).
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -27,14 +28,63 @@ pub fn config_map_name(server: &str) -> String {
     format!("{server}{CONFIG_MAP_SUFFIX}")
 }
 
-/// A host pattern as written in the guard config (see `mcp_guard_config`): `example.com`, `example.com:8080`,
-/// `example.com:*`, `*.example.com` (one label), `**.example.com` (one or more labels), IPv4 or `[IPv6]`.
-/// The apiserver checks the shape; `validate_spec` (validating webhook) checks the rest (port range, label
-/// lengths).
-pub const HOST_PATTERN_REGEX: &str = r"^((\*\*?\.)?[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])(:([0-9]{1,5}|\*))?$";
+/// What a bare `*` in a host list means, as the CRD says it (the guard's parser says the same).
+const BARE_WILDCARD_MESSAGE: &str = "a bare * would allow every host, which is what the guard exists to prevent; \
+     list the hostnames clients use (wildcards like *.example.com are fine), or set mode: audit";
+/// A URL in a host list.
+const HOST_SCHEME_MESSAGE: &str = "a host has no scheme: write mcp.example.com, not https://mcp.example.com";
+/// An origin without a scheme.
+const ORIGIN_SCHEME_MESSAGE: &str =
+    "an origin needs a scheme: write https://app.example.com (or the literal null), not app.example.com";
 
-/// An origin pattern: `scheme://host[:port]` with the host as in [`HOST_PATTERN_REGEX`], or the literal `null`.
-pub const ORIGIN_PATTERN_REGEX: &str = r"^(null|[A-Za-z][A-Za-z0-9+.-]*://((\*\*?\.)?[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])(:([0-9]{1,5}|\*))?)$";
+/// A list of host patterns (guard syntax). The API server refuses only what is certainly wrong, with a message
+/// that says the fix (a bare `*`, a URL); the full syntax is checked by the guard's own parser in the validating
+/// webhook ([`crate::validate::validate_spec`]), which names the entry and the fix, instead of a regex the user
+/// would have to read.
+fn host_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 256,
+        "items": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 261,
+            "x-kubernetes-validations": [
+                { "rule": "self != '*'", "message": BARE_WILDCARD_MESSAGE },
+                { "rule": "!self.contains('://')", "message": HOST_SCHEME_MESSAGE }
+            ]
+        }
+    })
+}
+
+/// A list of origin patterns; as [`host_list_schema`].
+fn origin_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 256,
+        "items": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 300,
+            "x-kubernetes-validations": [
+                { "rule": "self == 'null' || self.contains('://')", "message": ORIGIN_SCHEME_MESSAGE }
+            ]
+        }
+    })
+}
+
+/// An optional mode. Checked by a CEL rule rather than an `enum`: the API server then answers `mode: block` with
+/// this message alone, not with an enum that lists `null` plus "some validation rules were not checked".
+fn mode_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "nullable": true,
+        "x-kubernetes-validations": [{
+            "rule": "self == 'enforce' || self == 'audit'",
+            "messageExpression": "'must be enforce (refuse requests whose Host or Origin is not allowed) or audit (forward them and log); got ' + self"
+        }]
+    })
+}
 
 /// A DNS-1123 subdomain (object names).
 pub const NAME_REGEX: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
@@ -94,18 +144,19 @@ pub struct MCPServerSpec {
     pub selector: LabelSelector,
 
     /// The port the MCP server listens on inside its container (1-65535).
-    #[schemars(range(min = 1, max = 65535))]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 65535")
+        .message("must be the port the MCP server listens on in its container, 1-65535"))]
     pub port: i32,
 
     /// Extra allowed hosts (guard host pattern syntax: `mcp.example.com`, `mcp.example.com:8443`,
     /// `*.example.com`, `**.example.com`, `10.0.0.1`, `[::1]:8080`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256), inner(length(min = 1, max = 261), regex(pattern = HOST_PATTERN_REGEX)))]
+    #[schemars(schema_with = "host_list_schema")]
     pub hosts: Vec<String>,
 
     /// Extra allowed origins (`https://app.example.com`, `http://localhost:3000`, `null`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256), inner(length(min = 1, max = 300), regex(pattern = ORIGIN_PATTERN_REGEX)))]
+    #[schemars(schema_with = "origin_list_schema")]
     pub origins: Vec<String>,
 
     /// Services (by name, this namespace) to use instead of discovering those whose selector matches.
@@ -125,6 +176,7 @@ pub struct MCPServerSpec {
 
     /// `enforce` or `audit`; default: the policy's `defaultMode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "mode_schema")]
     pub mode: Option<GuardMode>,
 
     /// Name of the cluster-scoped MCPGuardPolicy to use; default `default`.
@@ -160,6 +212,7 @@ pub struct MCPServerStatus {
     pub observed_generation: Option<i64>,
     /// Effective mode (`enforce` or `audit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "mode_schema")]
     pub mode: Option<GuardMode>,
     /// Comma-separated effective hosts, shortened for `kubectl get` (full list in `allowedHosts`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -253,35 +306,62 @@ fn default_true() -> bool {
     singular = "mcpguardpolicy",
     shortname = "mcpgp",
     category = "mcpguard",
+    status = "MCPGuardPolicyStatus",
     derive = "PartialEq",
     derive = "Default",
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.defaultMode"}"#,
     printcolumn = r#"{"name":"ServiceDNS","type":"boolean","jsonPath":".spec.allowServiceDNSNames"}"#,
+    printcolumn = r#"{"name":"Valid","type":"string","jsonPath":".status.conditions[?(@.type==\"Valid\")].status"}"#,
+    printcolumn = r#"{"name":"MCPServers","type":"integer","jsonPath":".status.mcpServers","description":"MCPServers using this policy"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MCPGuardPolicySpec {
     /// Mode for MCPServers that do not set `spec.mode`; default `enforce`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "mode_schema")]
     pub default_mode: Option<GuardMode>,
     /// Hosts always allowed for every MCPServer using this policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256), inner(length(min = 1, max = 261), regex(pattern = HOST_PATTERN_REGEX)))]
+    #[schemars(schema_with = "host_list_schema")]
     pub allowed_hosts: Vec<String>,
     /// Origins always allowed for every MCPServer using this policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256), inner(length(min = 1, max = 300), regex(pattern = ORIGIN_PATTERN_REGEX)))]
+    #[schemars(schema_with = "origin_list_schema")]
     pub allowed_origins: Vec<String>,
     /// Allow the Service DNS names (`svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.<cluster-domain>`) of the
     /// Services that route to a server; default `true`.
     #[serde(default = "default_true", rename = "allowServiceDNSNames")]
     pub allow_service_dns_names: bool,
+    /// Count only Ingresses of these classes (by `spec.ingressClassName`, the legacy annotation
+    /// `kubernetes.io/ingress.class`, or the default IngressClass); Ingresses without any class are then not
+    /// counted. Default: every Ingress whose class an IngressClass serves, and those without a class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
+    pub ingress_classes: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sidecar: Option<SidecarSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub injection: Option<InjectionSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<PolicyLimits>,
+}
+
+/// Observed state of an MCPGuardPolicy, written by the operator (when it watches all namespaces).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MCPGuardPolicyStatus {
+    /// The `metadata.generation` this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// How many MCPServers use this policy (by `spec.policyRef`, or by default for the policy named `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_servers: Option<i32>,
+    /// `Valid` (every entry is one the guard loads; the message names each that is not, and the fix) and
+    /// `InUse` (which MCPServers use it).
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
 }
 
 impl Default for MCPGuardPolicySpec {
@@ -291,6 +371,7 @@ impl Default for MCPGuardPolicySpec {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             allow_service_dns_names: true,
+            ingress_classes: None,
             sidecar: None,
             injection: None,
             limits: None,

@@ -90,9 +90,12 @@ pub fn controller_permissions(
         perms.push(scoped(verb, "", "pods"));
         perms.push(scoped(verb, "", "configmaps"));
         perms.push(scoped(verb, "networking.k8s.io", "ingresses"));
+        perms.push(p(verb, "networking.k8s.io", "ingressclasses"));
         if gateway_api {
             perms.push(scoped(verb, "gateway.networking.k8s.io", "httproutes"));
             perms.push(p(verb, "gateway.networking.k8s.io", "gateways"));
+            perms.push(p(verb, "", "namespaces"));
+            perms.push(scoped(verb, "gateway.networking.k8s.io", "referencegrants"));
         }
     }
     perms.push(scoped("create", "", "configmaps"));
@@ -101,6 +104,13 @@ pub fn controller_permissions(
         subresource: Some("status"),
         ..scoped("patch", "mcpguard.dev", "mcpservers")
     });
+    if watch_namespace.is_none() {
+        // MCPGuardPolicy status (Valid, InUse): written only by an operator that sees every MCPServer.
+        perms.push(Permission {
+            subresource: Some("status"),
+            ..p("patch", "mcpguard.dev", "mcpguardpolicies")
+        });
+    }
     perms.push(scoped("create", "events.k8s.io", "events"));
     perms.push(scoped("patch", "events.k8s.io", "events"));
     if let Some((ns, name)) = lease {

@@ -1,9 +1,11 @@
 //! Builds an MCPServer's status from a derivation: pure, so the condition logic is tested without a cluster.
 
+use std::time::Duration;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::allowlist::Derivation;
-use crate::crd::{AllowlistEntry, MCPServerStatus};
+use crate::crd::{AllowlistEntry, MCPGuardPolicyStatus, MCPServerStatus};
 use crate::validate::FieldError;
 
 /// Condition types written by the operator.
@@ -16,10 +18,33 @@ pub mod condition {
     pub const CATCH_ALL_INGRESS_RULE: &str = "CatchAllIngressRule";
     /// An Ingress or HTTPRoute backend names a server Service on a port that does not reach the server.
     pub const INGRESS_BACKEND_PORT_MISMATCH: &str = "IngressBackendPortMismatch";
+    /// An Ingress routing to the server is not counted (its class is not served, or not one the policy counts).
+    pub const INGRESS_NOT_COUNTED: &str = "IngressNotCounted";
+    /// Another MCPServer of the namespace can select the same pods.
+    pub const SELECTOR_OVERLAP: &str = "SelectorOverlap";
     /// A Service reaches the pods on a port the guard does not cover.
     pub const GUARD_BYPASS: &str = "GuardBypass";
     /// Something could not be resolved or was skipped (missing explicit references, invalid entries).
     pub const DEGRADED: &str = "Degraded";
+}
+
+/// Condition types of an MCPGuardPolicy.
+pub mod policy_condition {
+    /// Every allowed host and origin is one the guard loads.
+    pub const VALID: &str = "Valid";
+    /// At least one MCPServer uses the policy.
+    pub const IN_USE: &str = "InUse";
+}
+
+/// Reasons of the `EmptyAllowlist` condition.
+pub mod reason {
+    /// Empty for less than the grace period: Services, Ingresses or routes applied together with the MCPServer
+    /// may still be on their way. No Warning yet.
+    pub const NO_HOSTS_YET: &str = "NoHostsYet";
+    /// Empty for longer than the grace period (or empty again after a warning): a Warning Event is published.
+    pub const NO_HOSTS_FOUND: &str = "NoHostsFound";
+    /// At least one host is allowed.
+    pub const HOSTS_FOUND: &str = "HostsFound";
 }
 
 /// Longest condition message written (the API allows 32 KiB; keep `kubectl describe` readable).
@@ -37,6 +62,8 @@ pub struct StatusInput<'a> {
     pub policy_explicit: bool,
     pub server_port: i32,
     pub spec_errors: &'a [FieldError],
+    /// How long an empty allowlist is `NoHostsYet` before it is `NoHostsFound` (and a Warning).
+    pub empty_grace: Duration,
 }
 
 fn truncate(mut s: String) -> String {
@@ -52,20 +79,113 @@ fn truncate(mut s: String) -> String {
 }
 
 fn condition(type_: &str, status: bool, reason: &str, message: String, input: &StatusInput<'_>) -> Condition {
-    let status = if status { "True" } else { "False" }.to_string();
-    let last_transition_time = input
+    let previous = input
         .previous
-        .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
+    make_condition(
+        previous,
+        input.generation,
+        &input.now,
+        (type_, status, reason),
+        message,
+    )
+}
+
+/// A condition whose `lastTransitionTime` moves only when its status flips from the one in `previous`.
+fn make_condition(
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: &Time,
+    (type_, status, reason): (&str, bool, &str),
+    message: String,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_)
         .filter(|c| c.status == status)
         .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| input.now.clone());
+        .unwrap_or_else(|| now.clone());
     Condition {
         type_: type_.to_string(),
         status,
         reason: reason.to_string(),
         message: truncate(message),
-        observed_generation: input.generation,
+        observed_generation: generation,
         last_transition_time,
+    }
+}
+
+/// The inputs of [`build_policy_status`].
+pub struct PolicyStatusInput<'a> {
+    pub name: &'a str,
+    pub generation: Option<i64>,
+    pub previous: Option<&'a MCPGuardPolicyStatus>,
+    pub now: Time,
+    pub errors: &'a [FieldError],
+    /// `namespace/name` of the MCPServers using the policy, sorted.
+    pub users: &'a [String],
+}
+
+/// The status of an MCPGuardPolicy: `Valid` (naming each entry the guard would not load, and the fix) and
+/// `InUse` (how many MCPServers use it, and which).
+pub fn build_policy_status(input: &PolicyStatusInput<'_>) -> MCPGuardPolicyStatus {
+    const SHOWN: usize = 10;
+    let previous = input
+        .previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
+    let cond = |kind, message| make_condition(previous, input.generation, &input.now, kind, message);
+    let valid = if input.errors.is_empty() {
+        cond(
+            (policy_condition::VALID, true, "AllEntriesValid"),
+            "Every allowed host and origin is one the guard loads".into(),
+        )
+    } else {
+        let errors: Vec<String> = input.errors.iter().map(ToString::to_string).collect();
+        cond(
+            (policy_condition::VALID, false, "InvalidEntries"),
+            format!(
+                "The operator skips these entries for every MCPServer using this policy: {}",
+                errors.join("; ")
+            ),
+        )
+    };
+    let n = input.users.len();
+    let in_use = if n == 0 {
+        cond(
+            (policy_condition::IN_USE, false, "Unused"),
+            format!(
+                "No MCPServer uses this policy: an MCPServer uses the policy named in its spec.policyRef, or the \
+                 policy named \"default\" without one{}",
+                if input.name == crate::crd::DEFAULT_POLICY_NAME {
+                    ""
+                } else {
+                    "; set spec.policyRef on the MCPServers that should use it"
+                }
+            ),
+        )
+    } else {
+        let mut shown = input
+            .users
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if n > SHOWN {
+            shown.push_str(&format!(" (+{} more)", n - SHOWN));
+        }
+        cond(
+            (policy_condition::IN_USE, true, "UsedByMCPServers"),
+            format!("Used by {n} MCPServer{}: {shown}", if n == 1 { "" } else { "s" }),
+        )
+    };
+    MCPGuardPolicyStatus {
+        observed_generation: input.generation,
+        mcp_servers: Some(i32::try_from(n).unwrap_or(i32::MAX)),
+        conditions: vec![valid, in_use],
     }
 }
 
@@ -125,16 +245,72 @@ pub fn empty_allowlist_message(d: &Derivation, input: &StatusInput<'_>) -> Strin
     m
 }
 
+/// Since when the allowlist has been empty without a break, according to the previous status.
+fn empty_since(previous: Option<&MCPServerStatus>) -> Option<&Time> {
+    previous?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::EMPTY_ALLOWLIST && c.status == "True")
+        .map(|c| &c.last_transition_time)
+}
+
+fn elapsed(since: &Time, now: &Time) -> Duration {
+    let secs = now.0.as_millisecond().saturating_sub(since.0.as_millisecond());
+    Duration::from_millis(u64::try_from(secs).unwrap_or(0))
+}
+
+/// Whether an empty allowlist is still within its grace period: it became empty less than `empty_grace` ago and
+/// has not been reported as `NoHostsFound` since (once warned, a server stays warned until it has hosts).
+pub fn empty_is_pending(previous: Option<&MCPServerStatus>, now: &Time, grace: Duration) -> bool {
+    let warned = previous.is_some_and(|p| {
+        p.conditions.iter().any(|c| {
+            c.type_ == condition::EMPTY_ALLOWLIST && c.status == "True" && c.reason == reason::NO_HOSTS_FOUND
+        })
+    });
+    let empty_for = empty_since(previous).map_or(Duration::ZERO, |since| elapsed(since, now));
+    !warned && empty_for < grace
+}
+
+/// When a status with a pending empty allowlist must be looked at again to turn it into a warning: the rest of
+/// the grace period. `None` when nothing is pending.
+pub fn recheck_after(status: &MCPServerStatus, now: &Time, grace: Duration) -> Option<Duration> {
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::EMPTY_ALLOWLIST && c.reason == reason::NO_HOSTS_YET)?;
+    Some(grace.saturating_sub(elapsed(&c.last_transition_time, now)))
+}
+
+/// The message of `EmptyAllowlist=True` within the grace period.
+pub fn pending_message(d: &Derivation, input: &StatusInput<'_>) -> String {
+    format!(
+        "No host is allowed yet, so the guard rejects every request for now. Objects applied together with the \
+         MCPServer (Services, Ingresses, HTTPRoutes) may still be arriving; if none routes to the server within {} s \
+         of the allowlist becoming empty, this becomes a warning. {}",
+        input.empty_grace.as_secs(),
+        empty_allowlist_message(d, input)
+    )
+}
+
 /// The complete status for a derivation.
 pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus {
     let empty = d.hosts.is_empty();
+    let pending = empty && empty_is_pending(input.previous, &input.now, input.empty_grace);
     let mut conditions = Vec::new();
 
-    conditions.push(if empty {
+    conditions.push(if pending {
         condition(
             condition::EMPTY_ALLOWLIST,
             true,
-            "NoHostsFound",
+            reason::NO_HOSTS_YET,
+            pending_message(d, input),
+            input,
+        )
+    } else if empty {
+        condition(
+            condition::EMPTY_ALLOWLIST,
+            true,
+            reason::NO_HOSTS_FOUND,
             empty_allowlist_message(d, input),
             input,
         )
@@ -142,7 +318,7 @@ pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus 
         condition(
             condition::EMPTY_ALLOWLIST,
             false,
-            "HostsFound",
+            reason::HOSTS_FOUND,
             format!("{} hosts and {} origins allowed", d.hosts.len(), d.origins.len()),
             input,
         )
@@ -165,6 +341,26 @@ pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus 
             "Every Ingress/HTTPRoute backend on the server's Services reaches the server's port",
         ),
         "BackendPortMismatch",
+        input,
+    ));
+    conditions.push(problem_condition(
+        condition::INGRESS_NOT_COUNTED,
+        &d.ignored_ingresses,
+        (
+            "AllIngressesCounted",
+            "Every Ingress routing to the server's Services is counted",
+        ),
+        "IngressesNotCounted",
+        input,
+    ));
+    conditions.push(problem_condition(
+        condition::SELECTOR_OVERLAP,
+        &d.overlaps,
+        (
+            "NoOverlap",
+            "No other MCPServer of the namespace can select the same pods",
+        ),
+        "SelectorsOverlap",
         input,
     ));
     conditions.push(problem_condition(
@@ -213,6 +409,14 @@ pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus 
                 "MCPGuardPolicy {} (spec.policyRef) does not exist; create it or remove spec.policyRef",
                 input.policy_name
             ),
+            input,
+        )
+    } else if pending {
+        condition(
+            condition::READY,
+            false,
+            "WaitingForHosts",
+            pending_message(d, input),
             input,
         )
     } else if empty {
@@ -273,6 +477,7 @@ mod tests {
             policy_explicit: false,
             server_port: 8000,
             spec_errors: errors,
+            empty_grace: Duration::ZERO,
         }
     }
 
@@ -360,5 +565,119 @@ mod tests {
             "True",
             "missing default policy: built-in defaults"
         );
+    }
+
+    fn empty_condition(s: &MCPServerStatus) -> (&str, &str) {
+        let c = cond(s, condition::EMPTY_ALLOWLIST);
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn an_empty_allowlist_waits_out_the_grace_period_before_it_is_a_warning() {
+        let grace = Duration::from_secs(10);
+        let with_grace = |previous, now| StatusInput {
+            empty_grace: grace,
+            ..input(previous, now, &[])
+        };
+        let empty = Derivation::default();
+        let hosts = Derivation {
+            hosts: vec![entry("a.example.com")],
+            ..Default::default()
+        };
+
+        // (previous status, seconds since the allowlist became empty, expected EmptyAllowlist, Ready reason)
+        let first = build_status(&empty, &with_grace(None, 100));
+        assert_eq!(empty_condition(&first), ("True", reason::NO_HOSTS_YET));
+        assert_eq!(cond(&first, condition::READY).reason, "WaitingForHosts");
+        assert_eq!(cond(&first, condition::READY).status, "False");
+        assert!(cond(&first, condition::READY).message.contains("10 s"));
+        assert_eq!(
+            recheck_after(&first, &time(100), grace),
+            Some(Duration::from_secs(10))
+        );
+
+        // Still empty 9 s later: still pending, and the transition time is kept.
+        let later = build_status(&empty, &with_grace(Some(&first), 109));
+        assert_eq!(empty_condition(&later), ("True", reason::NO_HOSTS_YET));
+        assert_eq!(
+            recheck_after(&later, &time(109), grace),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            cond(&later, condition::EMPTY_ALLOWLIST).last_transition_time,
+            time(100)
+        );
+
+        // The Service arrives within the grace period: never a warning.
+        let found = build_status(&hosts, &with_grace(Some(&later), 105));
+        assert_eq!(empty_condition(&found), ("False", reason::HOSTS_FOUND));
+        assert_eq!(recheck_after(&found, &time(105), grace), None);
+
+        // Nothing arrives: after the grace period it is NoHostsFound, and stays so.
+        let warned = build_status(&empty, &with_grace(Some(&later), 110));
+        assert_eq!(empty_condition(&warned), ("True", reason::NO_HOSTS_FOUND));
+        assert_eq!(cond(&warned, condition::READY).reason, "EmptyAllowlist");
+        assert_eq!(recheck_after(&warned, &time(110), grace), None);
+        let still = build_status(&empty, &with_grace(Some(&warned), 111));
+        assert_eq!(empty_condition(&still), ("True", reason::NO_HOSTS_FOUND));
+
+        // A server that had hosts and loses them gets a new grace period.
+        let lost = build_status(&empty, &with_grace(Some(&found), 200));
+        assert_eq!(empty_condition(&lost), ("True", reason::NO_HOSTS_YET));
+
+        // No grace: warned at once.
+        let at_once = build_status(&empty, &input(None, 100, &[]));
+        assert_eq!(empty_condition(&at_once), ("True", reason::NO_HOSTS_FOUND));
+    }
+
+    #[test]
+    fn policy_status_says_validity_and_users() {
+        let errors = [FieldError {
+            field: "spec.allowedHosts[1]".into(),
+            message: "invalid host pattern \"*\": a bare `*` would allow every host".into(),
+        }];
+        let users = ["a/one".to_string(), "b/two".to_string()];
+        let input = |previous, now, errors, users| PolicyStatusInput {
+            name: "strict",
+            generation: Some(2),
+            previous,
+            now: time(now),
+            errors,
+            users,
+        };
+        let s = build_policy_status(&input(None, 10, &errors, &users));
+        let valid = &s.conditions[0];
+        assert_eq!(
+            (valid.type_.as_str(), valid.status.as_str(), valid.reason.as_str()),
+            ("Valid", "False", "InvalidEntries")
+        );
+        assert!(
+            valid
+                .message
+                .contains("spec.allowedHosts[1]: invalid host pattern"),
+            "{}",
+            valid.message
+        );
+        let in_use = &s.conditions[1];
+        assert_eq!(
+            (in_use.status.as_str(), in_use.reason.as_str()),
+            ("True", "UsedByMCPServers")
+        );
+        assert_eq!(in_use.message, "Used by 2 MCPServers: a/one, b/two");
+        assert_eq!(s.mcp_servers, Some(2));
+        assert_eq!(s.observed_generation, Some(2));
+
+        let fixed = build_policy_status(&input(Some(&s), 20, &[], &[]));
+        assert_eq!(fixed.conditions[0].status, "True");
+        assert_eq!(fixed.conditions[0].last_transition_time, time(20));
+        assert_eq!(fixed.conditions[1].reason, "Unused");
+        assert!(
+            fixed.conditions[1].message.contains("spec.policyRef"),
+            "{}",
+            fixed.conditions[1].message
+        );
+        assert_eq!(fixed.mcp_servers, Some(0));
+        let again = build_policy_status(&input(Some(&fixed), 30, &[], &[]));
+        assert_eq!(again, fixed, "same inputs, same status: no write");
     }
 }

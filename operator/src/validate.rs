@@ -1,11 +1,11 @@
-//! Pure validation of an MCPServer spec, beyond what the CRD schema can say. The validating webhook
+//! Pure validation of MCPServer and MCPGuardPolicy specs, beyond what the CRD schema can say. The validating webhook
 //! (`/validate-mcpserver`) turns the returned errors into a denial; the controller reports them in status.
 
 use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::crd::MCPServerSpec;
+use crate::crd::{MCPGuardPolicySpec, MCPServerSpec};
 
 #[cfg(test)]
 mod tests;
@@ -58,22 +58,18 @@ pub fn validate_spec(spec: &MCPServerSpec) -> Vec<FieldError> {
             format!("must be between 1 and 65535, got {}", spec.port),
         ));
     }
-    for (i, h) in spec.hosts.iter().enumerate() {
-        if let Err(e) = check_host_pattern(h) {
-            errors.push(FieldError::new(
-                format!("spec.hosts[{i}]"),
-                format!("invalid host pattern {h:?}: {e}"),
-            ));
-        }
-    }
-    for (i, o) in spec.origins.iter().enumerate() {
-        if let Err(e) = check_origin_pattern(o) {
-            errors.push(FieldError::new(
-                format!("spec.origins[{i}]"),
-                format!("invalid origin pattern {o:?}: {e}"),
-            ));
-        }
-    }
+    check_patterns(
+        "spec.hosts",
+        &spec.hosts,
+        ("host", check_host_pattern),
+        &mut errors,
+    );
+    check_patterns(
+        "spec.origins",
+        &spec.origins,
+        ("origin", check_origin_pattern),
+        &mut errors,
+    );
     for (field, names) in [
         ("spec.services", &spec.services),
         ("spec.ingresses", &spec.ingresses),
@@ -96,6 +92,44 @@ pub fn validate_spec(spec: &MCPServerSpec) -> Vec<FieldError> {
             format!("invalid policy name {p:?}: {e}"),
         ));
     }
+    errors
+}
+
+/// A pattern checker: [`check_host_pattern`] or [`check_origin_pattern`].
+type PatternCheck = fn(&str) -> Result<(), String>;
+
+fn check_patterns(
+    field: &str,
+    values: &[String],
+    (what, check): (&str, PatternCheck),
+    errors: &mut Vec<FieldError>,
+) {
+    for (i, v) in values.iter().enumerate() {
+        if let Err(e) = check(v) {
+            errors.push(FieldError::new(
+                format!("{field}[{i}]"),
+                format!("invalid {what} pattern {v:?}: {e}"),
+            ));
+        }
+    }
+}
+
+/// Every problem in an MCPGuardPolicy spec (empty when valid): entries the guard would not load (the operator
+/// skips them for every MCPServer using the policy).
+pub fn validate_policy(spec: &MCPGuardPolicySpec) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    check_patterns(
+        "spec.allowedHosts",
+        &spec.allowed_hosts,
+        ("host", check_host_pattern),
+        &mut errors,
+    );
+    check_patterns(
+        "spec.allowedOrigins",
+        &spec.allowed_origins,
+        ("origin", check_origin_pattern),
+        &mut errors,
+    );
     errors
 }
 

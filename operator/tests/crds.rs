@@ -79,7 +79,10 @@ fn crds_carry_validation_and_printer_columns() {
             "printer column {col}"
         );
     }
-    assert!(server.contains(r#""maximum":65535"#) && server.contains(r#""minimum":1"#));
+    assert!(server.contains("self >= 1 && self <= 65535"), "port range");
+    assert!(server.contains("self != '*'"), "no bare * host");
+    assert!(!server.contains(r#""pattern":"^(("#), "no host regex");
+    assert!(!server.contains(r#""enum""#), "no enum with null");
     let policy = serde_json::to_string(&crds[1].1).expect("json");
     assert!(policy.contains(r#""scope":"Cluster""#));
     assert!(policy.contains("allowServiceDNSNames"));

@@ -209,8 +209,25 @@ impl Cluster {
 
     /// Applies every CRD in the repository's `crds/` and waits until each is established.
     pub async fn apply_crds(&self) -> anyhow::Result<()> {
-        let dir = workspace_root().join("crds");
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        self.apply_crd_files(&workspace_root().join("crds")).await
+    }
+
+    /// Applies the real Gateway API CRDs (standard channel, the release `tools/gateway-api/go.mod` pins) that
+    /// `make setup` copied into the cache.
+    pub async fn apply_gateway_api_crds(&self) -> anyhow::Result<()> {
+        let dir = crate::tools::cache_dir().join("gateway-api-crds");
+        if !dir.exists() {
+            bail!(
+                "no Gateway API CRDs at {}: run `make setup` (tools/setup.sh) first",
+                dir.display()
+            );
+        }
+        self.apply_crd_files(&dir).await
+    }
+
+    /// Applies every CRD in the YAML files of `dir` and waits until each is established.
+    pub async fn apply_crd_files(&self, dir: &Path) -> anyhow::Result<()> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| format!("read {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))

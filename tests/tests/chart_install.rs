@@ -17,7 +17,7 @@ use chart_common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
-use kube::api::ListParams;
+use kube::api::{ListParams, PostParams};
 use mcp_guard_operator::crd::{MCPGuardPolicy, MCPServer};
 use serde_json::Value;
 use testkit::cluster::{Cluster, config_from};
@@ -326,11 +326,21 @@ async fn install_reconcile_upgrade_uninstall() {
         .clone();
 
     // --- the operator, as the chart's ServiceAccount -------------------------------------------------------------
-    // Gateway API CRDs (schema-less stand-ins, as a Gateway implementation would install them), so that the
-    // operator watches HTTPRoutes and Gateways with the chart's RBAC and the HTTPRoute example can be applied.
-    for (plural, kind) in [("httproutes", "HTTPRoute"), ("gateways", "Gateway")] {
-        cluster.apply_crd(&gateway_crd(plural, kind)).await.unwrap();
-    }
+    // The real Gateway API CRDs (as a Gateway implementation would install them), so that the operator watches
+    // HTTPRoutes, Gateways and ReferenceGrants with the chart's RBAC and the HTTPRoute example can be applied.
+    cluster.apply_gateway_api_crds().await.unwrap();
+    // The IngressClass the example's Ingress names, as ingress-nginx installs it: an Ingress of a class that no
+    // IngressClass serves does not count.
+    let nginx_class: k8s_openapi::api::networking::v1::IngressClass =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": { "name": "nginx" }, "spec": { "controller": "k8s.io/ingress-nginx" }
+        }))
+        .unwrap();
+    Api::all(client.clone())
+        .create(&PostParams::default(), &nginx_class)
+        .await
+        .unwrap();
 
     let operator = start_operator(cluster, &helm, webhook_port, dir.path()).await;
 
@@ -837,26 +847,6 @@ async fn service_account_gets_exactly_what_the_operator_needs() {
     }
     helm.run(&["uninstall", release, "-n", ns, "--wait"]);
     assert_nothing_left(cluster, release, ns).await;
-}
-
-/// A schema-less stand-in for a Gateway API CRD (`gateway.networking.k8s.io/v1`).
-fn gateway_crd(plural: &str, kind: &str) -> CustomResourceDefinition {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": format!("{plural}.gateway.networking.k8s.io"),
-            // The real Gateway API CRDs carry it too: *.k8s.io groups need an approved API review.
-            "annotations": { "api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/gateway-api/pull/2466" }
-        },
-        "spec": {
-            "group": "gateway.networking.k8s.io",
-            "names": { "plural": plural, "kind": kind, "singular": kind.to_lowercase() },
-            "scope": "Namespaced",
-            "versions": [{ "name": "v1", "served": true, "storage": true,
-                "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }]
-        }
-    }))
-    .expect("a CRD")
 }
 
 /// A schema-less stand-in CRD for an optional integration (cert-manager, Prometheus Operator).

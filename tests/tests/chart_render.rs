@@ -409,6 +409,8 @@ fn default_policy_is_built_from_values() {
         "--set",
         "policy.allowServiceDNSNames=false",
         "--set",
+        "policy.ingressClasses={nginx}",
+        "--set",
         "policy.sidecar.image.repository=registry.example.com/guard",
         "--set",
         "policy.sidecar.image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
@@ -430,6 +432,7 @@ fn default_policy_is_built_from_values() {
     );
     assert_eq!(spec["allowedOrigins"], json!(["https://claude.ai"]));
     assert_eq!(spec["allowServiceDNSNames"], false);
+    assert_eq!(spec["ingressClasses"], json!(["nginx"]));
     let image =
         "registry.example.com/guard@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     assert_eq!(spec["sidecar"]["image"], image);

@@ -11,8 +11,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use mcp_guard_config::Mode;
 use mcp_guard_operator::crd::{MCPGuardPolicy, MCPServer};
 use mcp_guard_operator::gateway::{Gateway, HTTPRoute};
@@ -24,7 +23,6 @@ use tokio::sync::OnceCell;
 
 /// Propagation deadline used in assertions: generous for a loaded CI machine; the measured latency is printed.
 const PROPAGATION: Duration = Duration::from_secs(5);
-const SETUP: Duration = Duration::from_secs(30);
 
 async fn cluster() -> &'static Cluster {
     static CRDS: OnceCell<()> = OnceCell::const_new();
@@ -32,31 +30,6 @@ async fn cluster() -> &'static Cluster {
     CRDS.get_or_init(|| async { cluster.apply_crds().await.expect("apply crds/") })
         .await;
     cluster
-}
-
-fn condition<'a>(server: &'a MCPServer, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
-    server
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
-}
-
-async fn server_with(
-    api: &Api<MCPServer>,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&MCPServer) -> bool,
-) -> MCPServer {
-    eventually(SETUP, what, || async {
-        api.get_opt(name)
-            .await
-            .expect("get MCPServer")
-            .filter(|s| pred(s))
-    })
-    .await
 }
 
 async fn events(client: &kube::Client, ns: &str, reason: &str) -> Vec<Event> {
@@ -228,6 +201,23 @@ async fn ingress_to_configmap_status_update_and_cleanup() {
     .await;
     let latency = started.elapsed();
     println!("Ingress host edit → ConfigMap update: {latency:?}");
+    // The Event says what this edit changed, not what the first allowlist was (the recorder would keep the
+    // first note of a series).
+    eventually(
+        PROPAGATION,
+        "an AllowlistUpdated Event naming the edit",
+        || async {
+            let evs = events(&client, &ns, "AllowlistUpdated").await;
+            evs.iter()
+                .any(|e| {
+                    let note = e.note.as_deref().unwrap_or("");
+                    note.contains("hosts added: new.example.com")
+                        && note.contains("hosts removed: mcp.example.com")
+                })
+                .then_some(())
+        },
+    )
+    .await;
     assert!(
         !cfg.allowed_hosts.iter().any(|h| h == "mcp.example.com"),
         "old host removed: {cfg:?}"
@@ -265,8 +255,16 @@ async fn ingress_to_configmap_status_update_and_cleanup() {
         c.allowed_hosts.is_empty()
     })
     .await;
+    // First within the grace period (no Warning yet), then for good.
     let server = server_with(&servers, "weather", "EmptyAllowlist=True", |s| {
         condition(s, "EmptyAllowlist").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    if let Some((_, "NoHostsYet", _)) = condition(&server, "EmptyAllowlist") {
+        assert_eq!(condition(&server, "Ready").map(|c| c.1), Some("WaitingForHosts"));
+    }
+    let server = server_with(&servers, "weather", "EmptyAllowlist=True/NoHostsFound", |s| {
+        condition(s, "EmptyAllowlist").is_some_and(|c| c.1 == "NoHostsFound")
     })
     .await;
     let (ready, reason, _) = condition(&server, "Ready").expect("Ready");
@@ -301,6 +299,126 @@ async fn ingress_to_configmap_status_update_and_cleanup() {
     )
     .await;
     assert!(op.reconciles() > 0);
+    op.stop().await;
+}
+
+/// Events about one MCPServer, of one reason.
+async fn events_about(client: &kube::Client, ns: &str, server: &str, reason: &str) -> Vec<Event> {
+    events(client, ns, reason)
+        .await
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(server))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_applied_together_raise_no_empty_allowlist_warning() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("op-together").await;
+    let op = Operator::start(client.clone(), &ns, None, Some(false));
+    let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
+
+    // As `kubectl apply -f` a file with the MCPServer first: the operator sees the MCPServer alone for a moment.
+    apply::<MCPServer>(&client, &ns, mcpserver("weather", "weather", 8000, json!({}))).await;
+    apply::<MCPServer>(&client, &ns, mcpserver("lonely", "lonely", 8000, json!({}))).await;
+    let pending = server_with(&servers, "weather", "a status for the lone MCPServer", |s| {
+        condition(s, "EmptyAllowlist").is_some()
+    })
+    .await;
+    assert_eq!(
+        condition(&pending, "EmptyAllowlist").map(|c| (c.0, c.1)),
+        Some(("True", "NoHostsYet")),
+        "{:?}",
+        pending.status
+    );
+    assert_eq!(condition(&pending, "Ready").map(|c| c.1), Some("WaitingForHosts"));
+    apply::<Service>(
+        &client,
+        &ns,
+        service("weather", "weather", json!([{ "port": 80, "targetPort": 8000 }])),
+    )
+    .await;
+    apply::<Ingress>(
+        &client,
+        &ns,
+        ingress("web", json!([rule(Some("mcp.example.com"), "weather", 80)]), &[]),
+    )
+    .await;
+    wait_config(&client, &ns, "weather", SETUP, "the Ingress host", |c| {
+        c.allowed_hosts.iter().any(|h| h == "mcp.example.com")
+    })
+    .await;
+
+    // The lone one is warned about once the grace period is over; the other never.
+    let lonely = server_with(&servers, "lonely", "lonely: NoHostsFound", |s| {
+        condition(s, "EmptyAllowlist").is_some_and(|c| c.1 == "NoHostsFound")
+    })
+    .await;
+    assert_eq!(condition(&lonely, "Ready").map(|c| c.1), Some("EmptyAllowlist"));
+    eventually(PROPAGATION, "the Warning about the lone MCPServer", || async {
+        let evs = events_about(&client, &ns, "lonely", "EmptyAllowlist").await;
+        evs.iter()
+            .any(|e| e.type_.as_deref() == Some("Warning"))
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(EMPTY_GRACE + Duration::from_secs(1)).await;
+    let false_alarms = events_about(&client, &ns, "weather", "EmptyAllowlist").await;
+    assert!(
+        false_alarms.is_empty(),
+        "false EmptyAllowlist warnings: {false_alarms:?}"
+    );
+    let weather = servers.get("weather").await.expect("get");
+    assert_eq!(condition(&weather, "Ready").map(|c| c.0), Some("True"));
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_selectors_are_reported_without_pods() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("op-overlap").await;
+    let op = Operator::start(client.clone(), &ns, None, Some(false));
+    let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
+    // No webhook here (as when it was down): the controller still says so, on both MCPServers.
+    apply::<MCPServer>(&client, &ns, mcpserver("weather", "weather", 8000, json!({}))).await;
+    server_with(&servers, "weather", "weather: NoOverlap", |s| {
+        condition(s, "SelectorOverlap").is_some_and(|c| c.0 == "False")
+    })
+    .await;
+    let mut narrow = mcpserver("weather-mcp", "weather", 9000, json!({}));
+    narrow["spec"]["selector"]["matchLabels"]["tier"] = json!("mcp");
+    apply::<MCPServer>(&client, &ns, narrow).await;
+    let s = server_with(&servers, "weather-mcp", "weather-mcp: SelectorOverlap", |s| {
+        condition(s, "SelectorOverlap").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    let (_, reason, message) = condition(&s, "SelectorOverlap").expect("condition");
+    assert_eq!(reason, "SelectorsOverlap");
+    assert!(
+        message.contains("every pod spec.selector selects is also selected by MCPServer \"weather\""),
+        "{message}"
+    );
+    let s = server_with(&servers, "weather", "weather: SelectorOverlap too", |s| {
+        condition(s, "SelectorOverlap").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    assert!(
+        condition(&s, "SelectorOverlap")
+            .is_some_and(|c| c.2.contains("selects every pod of MCPServer \"weather-mcp\"")),
+        "{:?}",
+        s.status
+    );
+    // The narrower one goes: the other is told the overlap is over.
+    servers
+        .delete("weather-mcp", &DeleteParams::default())
+        .await
+        .expect("delete");
+    server_with(&servers, "weather", "weather: NoOverlap again", |s| {
+        condition(s, "SelectorOverlap").is_some_and(|c| c.0 == "False")
+    })
+    .await;
     op.stop().await;
 }
 
@@ -534,25 +652,6 @@ async fn policy_changes_update_allowlists() {
     op.stop().await;
 }
 
-fn gateway_crd(plural: &str, kind: &str) -> CustomResourceDefinition {
-    serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": format!("{plural}.gateway.networking.k8s.io"),
-            // The real Gateway API CRDs carry it too: *.k8s.io groups need an approved API review.
-            "annotations": { "api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/gateway-api/pull/2466" }
-        },
-        "spec": {
-            "group": "gateway.networking.k8s.io",
-            "names": { "plural": plural, "kind": kind, "singular": kind.to_lowercase() },
-            "scope": "Namespaced",
-            "versions": [{ "name": "v1", "served": true, "storage": true,
-                "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }]
-        }
-    }))
-    .expect("CRD")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_routes_when_the_gateway_api_appears() {
     let cluster = cluster().await;
@@ -573,10 +672,9 @@ async fn http_routes_when_the_gateway_api_appears() {
     })
     .await;
 
-    for (plural, kind) in [("gateways", "Gateway"), ("httproutes", "HTTPRoute")] {
-        if let Err(e) = cluster.apply_crd(&gateway_crd(plural, kind)).await {
-            panic!("install the {kind} CRD: {e:#}");
-        }
+    // The real CRDs of the pinned Gateway API release (their schemas and CEL rules apply to what follows).
+    if let Err(e) = cluster.apply_gateway_api_crds().await {
+        panic!("install the Gateway API CRDs: {e:#}");
     }
 
     apply::<Gateway>(
@@ -586,7 +684,8 @@ async fn http_routes_when_the_gateway_api_appears() {
             "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
             "metadata": { "name": "gw" },
             "spec": { "gatewayClassName": "test", "listeners": [
-                { "name": "https", "port": 443, "protocol": "HTTPS", "hostname": "*.gw.example.com" }
+                { "name": "https", "port": 443, "protocol": "HTTPS", "hostname": "*.gw.example.com",
+                  "tls": { "certificateRefs": [{ "name": "gw-cert" }] } }
             ] }
         }),
     )
@@ -600,7 +699,10 @@ async fn http_routes_when_the_gateway_api_appears() {
             "spec": {
                 "parentRefs": [{ "name": "gw" }],
                 "hostnames": ["mcp.gw.example.com", "*.apps.gw.example.com", "elsewhere.example.org"],
-                "rules": [{ "backendRefs": [{ "name": "weather", "port": 80 }] }]
+                "rules": [{
+                    "backendRefs": [{ "name": "weather", "port": 80 }],
+                    "filters": [{ "type": "URLRewrite", "urlRewrite": { "hostname": "weather.internal" } }]
+                }]
             }
         }),
     )
@@ -622,6 +724,16 @@ async fn http_routes_when_the_gateway_api_appears() {
             .contains(&"https://mcp.gw.example.com".to_string()),
         "{cfg:?}"
     );
+    assert!(
+        cfg.allowed_hosts.contains(&"weather.internal".to_string()),
+        "the URLRewrite hostname is the Host the server sees: {cfg:?}"
+    );
+    let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
+    let server = server_with(&servers, "weather", "the dropped hostname reported", |s| {
+        condition(s, "Degraded").is_some_and(|c| c.2.contains("were dropped: elsewhere.example.org"))
+    })
+    .await;
+    assert_eq!(condition(&server, "Degraded").map(|c| c.0), Some("True"));
 
     // A Gateway listener change reaches the MCPServer through the route.
     apply::<Gateway>(
@@ -649,6 +761,57 @@ async fn http_routes_when_the_gateway_api_appears() {
             .contains(&"http://elsewhere.example.org".to_string()),
         "{cfg:?}"
     );
+
+    // The Gateway's controller refuses the route (its status says so): its hosts go; accepted again, they return.
+    let routes = Api::<HTTPRoute>::namespaced(client.clone(), &ns);
+    let accepted = |status: &str| {
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "status": { "parents": [{
+                "parentRef": { "name": "gw" },
+                "controllerName": "example.com/gateway-controller",
+                "conditions": [{
+                    "type": "Accepted", "status": status, "reason": if status == "True" { "Accepted" } else { "NotAllowedByListeners" },
+                    "message": "decided by the test", "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1
+                }]
+            }] }
+        })
+    };
+    routes
+        .patch_status(
+            "mcp",
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&accepted("False")),
+        )
+        .await
+        .expect("route status");
+    let server = server_with(&servers, "weather", "the refusal reported", |s| {
+        condition(s, "Degraded").is_some_and(|c| c.2.contains("is not accepted by Gateway"))
+    })
+    .await;
+    let cfg = guard_config(&client, &ns, "weather").await.expect("config");
+    assert!(
+        !cfg.allowed_hosts.contains(&"elsewhere.example.org".to_string()),
+        "{cfg:?} / {:?}",
+        server.status
+    );
+    routes
+        .patch_status(
+            "mcp",
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&accepted("True")),
+        )
+        .await
+        .expect("route status");
+    wait_config(
+        &client,
+        &ns,
+        "weather",
+        PROPAGATION,
+        "the accepted route's hosts",
+        |c| c.allowed_hosts.contains(&"elsewhere.example.org".to_string()),
+    )
+    .await;
 
     // Deleting the route removes its hosts.
     Api::<HTTPRoute>::namespaced(client.clone(), &ns)
@@ -766,21 +929,24 @@ async fn crd_schema_rejects_invalid_specs() {
             json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 70000 }),
             "spec.port",
         ),
+        // The schema refuses what is certainly wrong, saying the fix; the rest of the Host/Origin syntax is the
+        // validating webhook's (the guard's parser), so no regex ever reaches the user.
         (
-            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80, "hosts": ["*"] }),
-            "spec.hosts[0]",
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80, "hosts": ["ok.example.com", "*"] }),
+            "spec.hosts[1]: Invalid value: \"string\": a bare * would allow every host",
         ),
         (
-            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80, "hosts": ["a b"] }),
-            "spec.hosts[0]",
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80, "hosts": ["https://a.example.com"] }),
+            "spec.hosts[0]: Invalid value: \"string\": a host has no scheme: write mcp.example.com",
         ),
         (
             json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80, "origins": ["example.com"] }),
-            "spec.origins[0]",
+            "spec.origins[0]: Invalid value: \"string\": an origin needs a scheme",
         ),
         (
             json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80, "mode": "block" }),
-            "spec.mode",
+            "spec.mode: Invalid value: \"string\": must be enforce (refuse requests whose Host or Origin is not \
+             allowed) or audit (forward them and log); got block",
         ),
         (
             json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80, "ingresses": ["Bad_Name"] }),
@@ -797,7 +963,18 @@ async fn crd_schema_rejects_invalid_specs() {
             .create(&Default::default(), &obj)
             .await
             .expect_err(&format!("case {i} must be rejected"));
-        assert!(err.to_string().contains(want), "case {i}: {want:?} not in {err}");
+        let err = err.to_string();
+        assert!(err.contains(want), "case {i}: {want:?} not in {err}");
+        // Object names keep the API's own DNS-name pattern, as Kubernetes' own fields do.
+        if !want.starts_with("spec.ingresses") {
+            for noise in [
+                "should match",
+                "supported values",
+                "some validation rules were not checked",
+            ] {
+                assert!(!err.contains(noise), "case {i}: {noise:?} in {err}");
+            }
+        }
     }
     let ok: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPServer", "metadata": { "name": "good" },

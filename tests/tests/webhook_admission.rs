@@ -303,6 +303,28 @@ async fn bad_and_overlapping_mcpservers_are_refused_with_the_webhooks_message() 
     );
     assert!(e.message.contains("99999"), "message must say why: {}", e.message);
 
+    // The CRD schema no longer answers Host syntax with a regex: the webhook explains, naming the entry.
+    let err = create_mcpserver(
+        &client,
+        &ns,
+        "bad-path",
+        json!({ "selector": { "matchLabels": { "app": "weather" } }, "port": 8000,
+                "hosts": ["mcp.example.com/mcp"] }),
+    )
+    .await
+    .expect_err("a host with a path must be refused");
+    let kube::Error::Api(e) = &err else {
+        panic!("unexpected error {err:?}")
+    };
+    assert!(
+        e.message.contains("validate.mcpserver.mcpguard.dev")
+            && e.message
+                .contains("spec.hosts[0]: invalid host pattern \"mcp.example.com/mcp\"")
+            && !e.message.contains("should match"),
+        "not the webhook's explanation: {}",
+        e.message
+    );
+
     // kubectl shows the same message to a person.
     let out = env
         .cluster
@@ -348,6 +370,20 @@ async fn bad_and_overlapping_mcpservers_are_refused_with_the_webhooks_message() 
     .expect_err("same selector");
     assert!(
         err.to_string().contains("same selector as MCPServer \"weather\""),
+        "{err}"
+    );
+    // No pod yet: a selector within another's is refused from the selectors alone (before, only its pods were).
+    let err = create_mcpserver(
+        &client,
+        &ns,
+        "weather-mcp",
+        json!({ "selector": { "matchLabels": { "app": "weather", "tier": "mcp" } }, "port": 9000 }),
+    )
+    .await
+    .expect_err("a selector within another's");
+    assert!(
+        err.to_string()
+            .contains("every pod it selects is also selected by MCPServer \"weather\""),
         "{err}"
     );
 

@@ -4,15 +4,18 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
-    IngressSpec, IngressTLS, ServiceBackendPort,
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressClass, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
 use crate::crd::PolicyLimits;
-use crate::gateway::{BackendRef, GatewaySpec, HTTPRouteRule, HTTPRouteSpec, Listener, ParentReference};
+use crate::gateway::{
+    AllowedRoutes, BackendRef, GatewaySpec, HTTPRouteFilter, HTTPRouteRule, HTTPRouteSpec, HTTPRouteStatus,
+    HTTPURLRewriteFilter, Listener, ParentReference, RouteGroupKind, RouteNamespaces, RouteParentStatus,
+};
 
 const NS: &str = "team-a";
 
@@ -142,6 +145,7 @@ fn route(
             hostnames: hostnames.iter().map(|s| s.to_string()).collect(),
             rules: vec![HTTPRouteRule {
                 backend_refs: backends,
+                filters: Vec::new(),
             }],
         },
     );
@@ -178,6 +182,14 @@ fn gateway(ns: &str, name: &str, listeners: &[(&str, Option<&str>, &str)]) -> Ga
                     hostname: h.map(str::to_string),
                     port: if *proto == "HTTPS" { 443 } else { 80 },
                     protocol: proto.to_string(),
+                    // Most rows put the Gateway elsewhere; allowedRoutes has rows of its own.
+                    allowed_routes: Some(AllowedRoutes {
+                        namespaces: Some(RouteNamespaces {
+                            from: Some("All".into()),
+                            selector: None,
+                        }),
+                        kinds: Vec::new(),
+                    }),
                 })
                 .collect(),
         },
@@ -191,10 +203,14 @@ fn gateway(ns: &str, name: &str, listeners: &[(&str, Option<&str>, &str)]) -> Ga
 struct World {
     services: Vec<Service>,
     ingresses: Vec<Ingress>,
+    ingress_classes: Vec<IngressClass>,
     routes: Vec<HTTPRoute>,
     gateways: Vec<Gateway>,
     pods: Vec<Pod>,
     policy: Option<MCPGuardPolicySpec>,
+    namespace_labels: Option<BTreeMap<String, String>>,
+    grants: Vec<crate::gateway::ReferenceGrant>,
+    others: Vec<(String, LabelSelector)>,
 }
 
 impl World {
@@ -206,9 +222,13 @@ impl World {
             policy: self.policy.as_ref(),
             services: self.services.iter().collect(),
             ingresses: self.ingresses.iter().collect(),
+            ingress_classes: self.ingress_classes.iter().collect(),
             http_routes: self.routes.iter().collect(),
+            reference_grants: self.grants.iter().collect(),
             gateways: self.gateways.iter().collect(),
             pods: self.pods.iter().collect(),
+            namespace_labels: self.namespace_labels.as_ref(),
+            other_servers: self.others.iter().map(|(n, s)| (n.as_str(), s)).collect(),
             cluster_domain: "cluster.local",
         })
     }
@@ -1043,4 +1063,420 @@ fn spec_port_not_declared_is_reported() {
         ..Default::default()
     };
     assert!(world.derive(&spec(&[("app", "weather")])).problems.is_empty());
+}
+
+fn ingress_class(name: &str, default: bool, created: i64) -> IngressClass {
+    IngressClass {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            annotations: default
+                .then(|| BTreeMap::from([(DEFAULT_CLASS_ANNOTATION.to_string(), "true".to_string())])),
+            creation_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_second(created).expect("ts"),
+            )),
+            ..Default::default()
+        },
+        spec: None,
+    }
+}
+
+/// An Ingress to `weather:80` for `host`, with a class by field and/or annotation.
+fn classed_ingress(name: &str, host: &str, field: Option<&str>, annotation: Option<&str>) -> Ingress {
+    let mut ing = ingress(
+        name,
+        vec![rule(Some(host), vec![backend("weather", num(80))])],
+        &[],
+    );
+    if let Some(spec) = ing.spec.as_mut() {
+        spec.ingress_class_name = field.map(str::to_string);
+    }
+    if let Some(a) = annotation {
+        ing.metadata.annotations = Some(BTreeMap::from([(
+            INGRESS_CLASS_ANNOTATION.to_string(),
+            a.to_string(),
+        )]));
+    }
+    ing
+}
+
+#[test]
+fn ingress_class_is_the_field_then_the_annotation_then_the_default() {
+    let nginx = ingress_class("nginx", false, 1);
+    let old_default = ingress_class("old", true, 1);
+    let new_default = ingress_class("new", true, 2);
+    let classes = [&nginx, &old_default, &new_default];
+    // (field, annotation, classes, class)
+    let cases = [
+        (
+            Some("a"),
+            Some("b"),
+            &classes[..],
+            IngressClassOf::Field("a".into()),
+        ),
+        (
+            None,
+            Some("b"),
+            &classes[..],
+            IngressClassOf::Annotation("b".into()),
+        ),
+        (None, None, &classes[..], IngressClassOf::Default("new".into())),
+        (None, None, &classes[..1], IngressClassOf::None),
+    ];
+    for (field, annotation, classes, want) in cases {
+        let ing = classed_ingress("web", "a.example.com", field, annotation);
+        assert_eq!(ingress_class_of(&ing, classes), want, "{field:?} {annotation:?}");
+    }
+}
+
+#[test]
+fn which_ingresses_count() {
+    let nginx = ingress_class("nginx", false, 1);
+    let default = ingress_class("internal", true, 1);
+    let only_nginx = ["nginx".to_string()];
+    // (field, annotation, classes, policy's ingressClasses, Ok or a part of the reason)
+    type Case<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Vec<&'a IngressClass>,
+        Option<&'a [String]>,
+        Result<(), &'a str>,
+    );
+    let cases: [Case<'_>; 9] = [
+        (Some("nginx"), None, vec![&nginx], None, Ok(())),
+        (None, Some("nginx"), vec![&nginx], None, Ok(())),
+        (
+            Some("gone"),
+            None,
+            vec![&nginx],
+            None,
+            Err("class \"gone\" (spec.ingressClassName) is served by no IngressClass"),
+        ),
+        (
+            None,
+            Some("gone"),
+            vec![&nginx],
+            None,
+            Err("annotation kubernetes.io/ingress.class"),
+        ),
+        (None, None, vec![&nginx], None, Ok(())),
+        (
+            None,
+            None,
+            vec![&nginx],
+            Some(&only_nginx),
+            Err("it has no class"),
+        ),
+        (
+            None,
+            None,
+            vec![&nginx, &default],
+            Some(&only_nginx),
+            Err("class \"internal\" (the default IngressClass) is not one the policy counts"),
+        ),
+        (Some("nginx"), None, vec![], Some(&only_nginx), Ok(())),
+        (
+            Some("traefik"),
+            None,
+            vec![&nginx],
+            Some(&only_nginx),
+            Err("another controller serves it"),
+        ),
+    ];
+    for (i, (field, annotation, classes, only, want)) in cases.into_iter().enumerate() {
+        let ing = classed_ingress("web", "a.example.com", field, annotation);
+        match (ingress_counts(&ing, &classes, only), want) {
+            (Ok(()), Ok(())) => {}
+            (Err(got), Err(part)) => assert!(got.contains(part), "case {i}: {got:?} lacks {part:?}"),
+            (got, want) => panic!("case {i}: {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn ingresses_not_counted_are_reported_and_upstream_vhost_is_allowed() {
+    let mut vhost = classed_ingress("vhost", "public.example.com", Some("nginx"), None);
+    vhost.metadata.annotations = Some(BTreeMap::from([(
+        UPSTREAM_VHOST_ANNOTATION.to_string(),
+        "weather.internal".to_string(),
+    )]));
+    let world = World {
+        services: vec![web_service()],
+        ingresses: vec![
+            classed_ingress("served", "mcp.example.com", Some("nginx"), None),
+            classed_ingress("orphan", "orphan.example.com", Some("gone"), None),
+            vhost,
+        ],
+        ingress_classes: vec![ingress_class("nginx", false, 1)],
+        policy: no_dns(),
+        ..Default::default()
+    };
+    let d = world.derive(&spec(&[("app", "weather")]));
+    assert_eq!(
+        values(&d.hosts),
+        vec!["mcp.example.com", "public.example.com", "weather.internal"]
+    );
+    assert_eq!(
+        sources_of(&d.hosts, "weather.internal"),
+        vec!["Ingress team-a/vhost (nginx.ingress.kubernetes.io/upstream-vhost)"]
+    );
+    assert_eq!(d.ignored_ingresses.len(), 1, "{:?}", d.ignored_ingresses);
+    assert!(
+        d.ignored_ingresses[0].starts_with("Ingress team-a/orphan is not counted: its class \"gone\""),
+        "{:?}",
+        d.ignored_ingresses
+    );
+    assert!(
+        d.dependencies
+            .contains(&Dependency::new(DepKind::Ingress, Some(NS), "orphan")),
+        "a class fix on the Ingress reaches the server"
+    );
+
+    // The policy counts only another class: nothing from Ingresses, each one reported.
+    let world = World {
+        policy: Some(MCPGuardPolicySpec {
+            allow_service_dns_names: false,
+            ingress_classes: Some(vec!["external".into()]),
+            ..Default::default()
+        }),
+        ..world
+    };
+    let d = world.derive(&spec(&[("app", "weather")]));
+    assert!(d.hosts.is_empty(), "{:?}", d.hosts);
+    assert_eq!(d.ignored_ingresses.len(), 3, "{:?}", d.ignored_ingresses);
+}
+
+fn listener_with(from: Option<&str>, selector: Option<&[(&str, &str)]>, kinds: &[&str]) -> Listener {
+    Listener {
+        name: "http".into(),
+        hostname: None,
+        port: 80,
+        protocol: "HTTP".into(),
+        allowed_routes: Some(AllowedRoutes {
+            namespaces: Some(RouteNamespaces {
+                from: from.map(str::to_string),
+                selector: selector.map(|l| LabelSelector {
+                    match_labels: Some(labels(l)),
+                    match_expressions: None,
+                }),
+            }),
+            kinds: kinds
+                .iter()
+                .map(|k| RouteGroupKind {
+                    group: None,
+                    kind: k.to_string(),
+                })
+                .collect(),
+        }),
+    }
+}
+
+#[test]
+fn listeners_admit_routes_as_allowed_routes_says() {
+    let team = labels(&[("team", "a")]);
+    let other = labels(&[("team", "b")]);
+    let team_a: &[(&str, &str)] = &[("team", "a")];
+    // (listener, gateway namespace, namespace labels, Ok or a part of the reason)
+    let cases = [
+        (listener_with(None, None, &[]), NS, Some(&team), Ok(())),
+        (
+            listener_with(None, None, &[]),
+            "infra",
+            Some(&team),
+            Err("from: Same"),
+        ),
+        (
+            listener_with(Some("Same"), None, &[]),
+            "infra",
+            None,
+            Err("its own namespace infra"),
+        ),
+        (listener_with(Some("All"), None, &[]), "infra", None, Ok(())),
+        (
+            listener_with(Some("Selector"), Some(team_a), &[]),
+            "infra",
+            Some(&team),
+            Ok(()),
+        ),
+        (
+            listener_with(Some("Selector"), Some(team_a), &[]),
+            "infra",
+            Some(&other),
+            Err("which team-a does not"),
+        ),
+        (
+            listener_with(Some("Selector"), Some(team_a), &[]),
+            "infra",
+            None,
+            Err("are unknown"),
+        ),
+        (
+            listener_with(Some("All"), None, &["GRPCRoute"]),
+            "infra",
+            None,
+            Err("allows only GRPCRoute"),
+        ),
+        (
+            listener_with(Some("All"), None, &["GRPCRoute", "HTTPRoute"]),
+            "infra",
+            None,
+            Ok(()),
+        ),
+    ];
+    for (i, (listener, gw_ns, ns_labels, want)) in cases.into_iter().enumerate() {
+        match (listener_admits(&listener, gw_ns, NS, ns_labels), want) {
+            (Ok(()), Ok(())) => {}
+            (Err(got), Err(part)) => assert!(got.contains(part), "case {i}: {got:?} lacks {part:?}"),
+            (got, want) => panic!("case {i}: {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn routes_refused_by_their_gateway_rewritten_and_partly_outside_their_listeners() {
+    let mut gw = gateway("infra", "gw", &[("http", Some("*.example.com"), "HTTP")]);
+    gw.spec.listeners.push(listener_with(Some("Same"), None, &[]));
+    gw.spec.listeners[1].name = "internal".into();
+    let mut accepted = route(
+        "mcp",
+        &["mcp.example.com", "elsewhere.example.org"],
+        vec![parent("gw", Some("infra"), None)],
+        vec![svc_ref("weather", Some(80))],
+    );
+    accepted.spec.rules[0].filters = vec![HTTPRouteFilter {
+        type_: "URLRewrite".into(),
+        url_rewrite: Some(HTTPURLRewriteFilter {
+            hostname: Some("weather.internal".into()),
+        }),
+    }];
+    let mut refused = route(
+        "refused",
+        &["refused.example.com"],
+        vec![parent("gw", Some("infra"), None)],
+        vec![svc_ref("weather", Some(80))],
+    );
+    refused.status = Some(HTTPRouteStatus {
+        parents: vec![RouteParentStatus {
+            parent_ref: parent("gw", Some("infra"), None),
+            controller_name: "example.com/gateway".into(),
+            conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: "Accepted".into(),
+                status: "False".into(),
+                reason: "NotAllowedByListeners".into(),
+                message: "no listener admits it".into(),
+                observed_generation: None,
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ),
+            }],
+        }],
+    });
+    let world = World {
+        services: vec![web_service()],
+        routes: vec![accepted, refused],
+        gateways: vec![gw],
+        policy: no_dns(),
+        ..Default::default()
+    };
+    let d = world.derive(&spec(&[("app", "weather")]));
+    assert_eq!(values(&d.hosts), vec!["mcp.example.com", "weather.internal"]);
+    assert_eq!(
+        sources_of(&d.hosts, "weather.internal"),
+        vec!["HTTPRoute team-a/mcp (URLRewrite hostname)"]
+    );
+    assert_eq!(values(&d.origins), vec!["http://mcp.example.com"]);
+    let problems = d.problems.join("\n");
+    for part in [
+        "HTTPRoute team-a/mcp: hostnames outside every listener it is attached to were dropped: elsewhere.example.org",
+        "HTTPRoute team-a/mcp: listener internal of Gateway infra/gw allows routes from its own namespace infra only",
+        "HTTPRoute team-a/refused is not accepted by Gateway infra/gw (Accepted=False, NotAllowedByListeners: no \
+         listener admits it)",
+    ] {
+        assert!(problems.contains(part), "{part:?} not in {problems}");
+    }
+}
+
+#[test]
+fn routes_from_other_namespaces_need_a_reference_grant() {
+    use crate::gateway::{ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo};
+    let mut elsewhere = route(
+        "edge-route",
+        &["edge.example.com"],
+        vec![],
+        vec![BackendRef {
+            namespace: Some(NS.into()),
+            ..svc_ref("weather", Some(80))
+        }],
+    );
+    elsewhere.metadata.namespace = Some("edge".into());
+    let world = World {
+        services: vec![web_service()],
+        routes: vec![elsewhere],
+        policy: no_dns(),
+        ..Default::default()
+    };
+    let d = world.derive(&spec(&[("app", "weather")]));
+    assert!(d.hosts.is_empty(), "{:?}", d.hosts);
+    assert!(
+        d.problems.iter().any(|p| p.contains(
+            "HTTPRoute edge/edge-route refers to Service team-a/weather from another namespace, and no ReferenceGrant"
+        )),
+        "{:?}",
+        d.problems
+    );
+    let grant = ReferenceGrant {
+        metadata: meta("edge-routes"),
+        spec: ReferenceGrantSpec {
+            from: vec![ReferenceGrantFrom {
+                group: "gateway.networking.k8s.io".into(),
+                kind: "HTTPRoute".into(),
+                namespace: "edge".into(),
+            }],
+            to: vec![ReferenceGrantTo {
+                group: String::new(),
+                kind: "Service".into(),
+                name: Some("weather".into()),
+            }],
+        },
+    };
+    let world = World {
+        grants: vec![grant],
+        ..world
+    };
+    let d = world.derive(&spec(&[("app", "weather")]));
+    assert_eq!(values(&d.hosts), vec!["edge.example.com"]);
+    assert_eq!(
+        sources_of(&d.hosts, "edge.example.com"),
+        vec!["HTTPRoute edge/edge-route"]
+    );
+}
+
+#[test]
+fn overlapping_mcpservers_are_reported_without_pods() {
+    let world = World {
+        others: vec![
+            ("all-weather".into(), spec(&[("app", "weather")]).selector),
+            ("cache".into(), spec(&[("tier", "cache")]).selector),
+            ("files".into(), spec(&[("app", "files")]).selector),
+        ],
+        ..Default::default()
+    };
+    let d = world.derive(&spec(&[("app", "weather"), ("tier", "mcp")]));
+    assert_eq!(d.overlaps.len(), 1, "{:?}", d.overlaps);
+    assert!(
+        d.overlaps[0]
+            .starts_with("every pod spec.selector selects is also selected by MCPServer \"all-weather\""),
+        "{:?}",
+        d.overlaps
+    );
+    assert!(
+        d.dependencies
+            .contains(&Dependency::new(DepKind::MCPServer, Some(NS), "all-weather"))
+    );
+    let d = world.derive(&spec(&[("app", "weather")]));
+    let overlaps = d.overlaps.join("\n");
+    assert!(
+        overlaps.contains("a pod labelled app=weather,tier=cache"),
+        "{overlaps}"
+    );
+    assert!(!overlaps.contains("files"), "{overlaps}");
 }

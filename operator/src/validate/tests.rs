@@ -124,3 +124,46 @@ fn names_are_dns_subdomains() {
     s.policy_ref = Some("".into());
     assert_eq!(fields(&s), vec!["spec.ingresses[1]", "spec.policyRef"]);
 }
+
+/// The CRD's CEL rules refuse a bare `*` and URLs as hosts, and origins without a scheme, before the webhook
+/// sees them: each must be something the guard's parser refuses too, or the CRD would refuse a valid spec.
+#[test]
+fn what_the_crd_refuses_the_guard_refuses_too() {
+    for host in ["*", "https://a.example.com", "http://a.example.com:8080"] {
+        assert!(check_host_pattern(host).is_err(), "host {host:?}");
+    }
+    for origin in ["example.com", "example.com:443", "*.example.com"] {
+        assert!(check_origin_pattern(origin).is_err(), "origin {origin:?}");
+    }
+    assert!(check_origin_pattern("null").is_ok());
+}
+
+#[test]
+fn policy_entries_are_checked_with_the_guards_parser() {
+    let policy = MCPGuardPolicySpec {
+        allowed_hosts: vec![
+            "gateway.internal".into(),
+            "*".into(),
+            "a.example.com:99999".into(),
+        ],
+        allowed_origins: vec!["https://ok.example.com".into(), "ok.example.com".into()],
+        ..Default::default()
+    };
+    let errors = validate_policy(&policy);
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        vec![
+            "spec.allowedHosts[1]",
+            "spec.allowedHosts[2]",
+            "spec.allowedOrigins[1]"
+        ]
+    );
+    assert!(
+        errors[0].message.contains("would allow every host"),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[2].message.contains("needs a scheme"), "{}", errors[2]);
+    assert_eq!(validate_policy(&MCPGuardPolicySpec::default()), vec![]);
+}

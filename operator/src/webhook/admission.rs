@@ -11,6 +11,7 @@ use kube::core::{DynamicObject, Selector};
 use super::inject::{self, InjectionInput, InjectionPlan, NAMESPACE_INJECTION_LABEL, SkipReason};
 use super::{Read, WebhookState};
 use crate::crd::MCPServer;
+use crate::selector;
 
 const MUTATE: &str = "mutate-pods";
 const VALIDATE: &str = "validate-mcpserver";
@@ -218,6 +219,30 @@ pub fn check_mcpserver(server: &MCPServer, ctx: &McpServerContext<'_>) -> McpSer
                 pod.name_any(),
                 other.name_any()
             ));
+            continue;
+        }
+        // No such pod yet: judge the selectors themselves.
+        let (other_name, theirs) = (other.name_any(), &other.spec.selector);
+        match (
+            selector::overlap(&server.spec.selector, theirs),
+            selector::overlap(theirs, &server.spec.selector),
+        ) {
+            (selector::Overlap::Disjoint, _) => {}
+            (selector::Overlap::Within, _) => v.errors.push(format!(
+                "spec.selector: every pod it selects is also selected by MCPServer {other_name:?}, so the pod \
+                 webhook would refuse each of them (each pod can be guarded by exactly one MCPServer); make the \
+                 selectors disjoint, e.g. with a label that only one of them requires"
+            )),
+            (_, selector::Overlap::Within) => v.errors.push(format!(
+                "spec.selector: selects every pod of MCPServer {other_name:?}, so the pod webhook would refuse its \
+                 pods from now on (each pod can be guarded by exactly one MCPServer); make the selectors disjoint, \
+                 e.g. with a label that only one of them requires"
+            )),
+            (selector::Overlap::Possible(labels), _) => v.warnings.push(format!(
+                "spec.selector: a pod labelled {} would be selected by this MCPServer and by MCPServer \
+                 {other_name:?}, and the pod webhook would refuse it; keep their pods' labels apart",
+                selector::describe(&labels)
+            )),
         }
     }
     if ctx.policy_exists == Some(false) {

@@ -6,10 +6,12 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
 use mcp_guard_config::{CONFIG_KEY, GuardConfig};
 use mcp_guard_operator::controller::{ControllerReadiness, ControllerSettings};
+use mcp_guard_operator::crd::{MCPGuardPolicy, MCPServer};
 use mcp_guard_operator::leader::LeaseSettings;
 use mcp_guard_operator::metrics::ControllerMetrics;
 use mcp_guard_operator::run::{ControllerOptions, run_controller};
@@ -19,6 +21,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub const MANAGER: &str = "operator-tests";
+/// Deadline for objects to be set up and first reconciled.
+pub const SETUP: Duration = Duration::from_secs(30);
+/// How long the test operators let an allowlist be empty before warning (the default is 10 s).
+pub const EMPTY_GRACE: Duration = Duration::from_secs(2);
 
 /// An operator (controller only) running in this test's runtime.
 pub struct Operator {
@@ -36,12 +42,24 @@ impl Operator {
         lease: Option<LeaseSettings>,
         gateway_api: Option<bool>,
     ) -> Operator {
+        Self::start_in(client, Some(namespace), lease, gateway_api)
+    }
+
+    /// Starts a controller watching `namespace`, or every namespace with `None` (it then also writes
+    /// MCPGuardPolicy statuses: a test binary of its own, so that it shares no cluster with namespaced ones).
+    pub fn start_in(
+        client: Client,
+        namespace: Option<&str>,
+        lease: Option<LeaseSettings>,
+        gateway_api: Option<bool>,
+    ) -> Operator {
         // Operator logs on stderr with RUST_LOG (e.g. RUST_LOG=mcp_guard_operator=debug); quiet otherwise.
         mcp_guard_operator::cli::init_logging(mcp_guard_operator::cli::LogFormat::Text, "error");
         let settings = ControllerSettings {
-            namespace: Some(namespace.to_string()),
+            namespace: namespace.map(str::to_string),
             gateway_api,
             discovery_interval: Duration::from_secs(1),
+            empty_allowlist_grace: EMPTY_GRACE,
             identity: lease
                 .as_ref()
                 .map_or_else(|| "operator-tests".to_string(), |l| l.identity.clone()),
@@ -83,6 +101,40 @@ impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
     }
+}
+
+/// `(status, reason, message)` of the condition `type_` in `conditions`.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+}
+
+/// `(status, reason, message)` of an MCPServer's condition `type_`.
+pub fn condition<'a>(server: &'a MCPServer, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    find_condition(&server.status.as_ref()?.conditions, type_)
+}
+
+/// `(status, reason, message)` of an MCPGuardPolicy's condition `type_`.
+pub fn policy_condition<'a>(policy: &'a MCPGuardPolicy, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    find_condition(&policy.status.as_ref()?.conditions, type_)
+}
+
+/// Waits (up to [`SETUP`]) until MCPServer `name` satisfies `pred`.
+pub async fn server_with(
+    api: &Api<MCPServer>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&MCPServer) -> bool,
+) -> MCPServer {
+    eventually(SETUP, what, || async {
+        api.get_opt(name)
+            .await
+            .expect("get MCPServer")
+            .filter(|s| pred(s))
+    })
+    .await
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, panicking with `what` after `timeout`.
