@@ -15,7 +15,7 @@ lint:
 
 test: setup lint
 	cargo build --workspace --bins
-	cargo test --workspace
+	cargo test --workspace --no-fail-fast
 
 # Benchmarks print ratios measured side by side in one run; none of them is part of `make test`.
 bench: setup

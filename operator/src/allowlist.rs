@@ -216,11 +216,6 @@ impl PodPorts<'_> {
     }
 }
 
-/// Where a Service port's traffic goes in the pod (no pods known: names are assumed to be the server's port).
-pub fn port_target(port: &ServicePort, server_port: i32) -> PortTarget {
-    port_target_in(port, server_port, &PodPorts::default())
-}
-
 /// Where a Service port's traffic goes, resolving names through the selected pods' container ports.
 pub fn port_target_in(port: &ServicePort, server_port: i32, pods: &PodPorts<'_>) -> PortTarget {
     match &port.target_port {
