@@ -201,8 +201,8 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
-/// Fields the guard sets itself or derives from its own decision: a client cannot have them removed (by naming
-/// them in `Connection`) nor pass its own on.
+/// Fields the guard decides on itself (sets, rewrites or drops): a client can neither pass its own on nor have
+/// the guard's removed by naming them in `Connection`.
 fn is_set_by_guard(name: &HeaderName) -> bool {
     name == header::HOST
         || name == header::ORIGIN
