@@ -417,9 +417,12 @@ pub fn inject(pod: &Pod, server: &GuardedServer, native_sidecars: bool) -> Resul
     });
     volumes.push(Volume {
         name: NO_TOKEN_VOLUME_NAME.into(),
+        // In memory: an empty directory on a disk filesystem counts its own blocks (4 KiB on ext4, more with larger
+        // blocks), which the kubelet measures against the size limit and evicts for; an empty tmpfs counts none.
+        // Mounted read-only in the guard alone, so nothing is ever written to it.
         empty_dir: Some(EmptyDirVolumeSource {
-            size_limit: Some(Quantity("1Ki".into())),
-            ..Default::default()
+            medium: Some("Memory".into()),
+            size_limit: Some(Quantity("4Ki".into())),
         }),
         ..Default::default()
     });
