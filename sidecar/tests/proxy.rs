@@ -269,29 +269,58 @@ async fn audit_mode_forwards_violations_and_counts_them() {
     assert!(guard.logs().contains("audit"));
 }
 
+/// Each SSE event reaches the client before the upstream sends the next: the upstream sends one event, then waits
+/// until the test has read it through the guard. A guard that buffered would never deliver it. No clock involved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_events_are_flushed_one_by_one() {
-    let up = TestUpstream::start().await;
-    let guard = guard_for(&up, &[]).await;
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
+    let next = Arc::new(Semaphore::new(0));
+    let gate = next.clone();
+    let url = support::wire::raw_upstream(move |mut w| {
+        let gate = gate.clone();
+        async move {
+            if w.head().await.is_err() {
+                return;
+            }
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+            if w.send(head).await.is_err() {
+                return;
+            }
+            for n in 0..3 {
+                let event = format!("data: {{\"n\":{n}}}\n\n");
+                if w.send(format!("{:x}\r\n{event}\r\n", event.len())).await.is_err() {
+                    return;
+                }
+                // The next event only once the client has this one.
+                let Ok(permit) = gate.acquire().await else { return };
+                permit.forget();
+            }
+            let _ = w.send("0\r\n\r\n").await;
+        }
+    })
+    .await;
+    let guard = Guard::start(&["--upstream", &url, "--allow-host", "mcp.example.com"]).await;
     let mut s = TcpStream::connect(guard.addr).await.unwrap();
-    s.write_all(b"GET /sse?n=3&ms=700 HTTP/1.1\r\nHost: mcp.example.com\r\nAccept: text/event-stream\r\nLast-Event-ID: 5\r\n\r\n")
+    s.write_all(b"GET /sse HTTP/1.1\r\nHost: mcp.example.com\r\nAccept: text/event-stream\r\n\r\n")
         .await
         .unwrap();
-    let got = read_stream(&mut s, "data: {\"n\":2}", Duration::from_secs(10)).await;
-    let all: String = got.iter().map(|(_, c)| c.as_str()).collect();
-    assert!(
-        all.contains("text/event-stream") && all.contains("data: {\"n\":2}"),
-        "{all}"
-    );
-    let first = got.iter().find(|(_, c)| c.contains("data: {\"n\":0}")).unwrap().0;
-    let last = got.iter().find(|(_, c)| c.contains("data: {\"n\":2}")).unwrap().0;
-    assert!(first < Duration::from_millis(500), "first event took {first:?}");
-    assert!(
-        last >= Duration::from_millis(1300),
-        "events were not streamed: {got:?}"
-    );
-    // the stream counts as open while it runs
-    assert_eq!(guard.metric("mcp_guard_open_connections").await, 1.0);
+    for n in 0..3 {
+        let event = format!("data: {{\"n\":{n}}}");
+        let got = read_stream(&mut s, &event, Duration::from_secs(20)).await;
+        let all: String = got.iter().map(|(_, c)| c.as_str()).collect();
+        assert!(
+            all.contains(&event),
+            "event {n} was not passed on before the next was sent: {all}"
+        );
+        if n == 0 {
+            assert!(all.contains("text/event-stream"), "{all}");
+            // The stream counts as open while it runs.
+            assert_eq!(guard.metric("mcp_guard_open_connections").await, 1.0);
+        }
+        next.add_permits(1);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -248,6 +248,7 @@ impl Guard {
 /// What one run of `py_client.py` or `ts_client.cjs` reported.
 #[derive(Debug, Clone)]
 pub struct ClientRun {
+    pub kind: ClientKind,
     pub exit_code: Option<i32>,
     /// The JSON line the script printed.
     pub report: Value,
@@ -261,8 +262,9 @@ impl ClientRun {
     }
 
     /// Asserts a full, successful session: initialize, the two tools listed, `echo` answered, and
-    /// `countdown`'s three progress and three log notifications received while the call ran, spread out in
-    /// time as the server sent them (a buffering proxy would deliver them all at once with the result).
+    /// `countdown`'s three log notifications and its progress notifications received in order. Nothing here
+    /// depends on timing: that the guard streams events one by one (does not buffer) is held deterministically
+    /// by the guard's own `sse_events_are_flushed_one_by_one`.
     pub fn assert_full_session(&self, what: &str) {
         let r = &self.report;
         assert!(
@@ -289,33 +291,25 @@ impl ClientRun {
         );
         let progress = r["progress"].as_array().cloned().unwrap_or_default();
         let steps: Vec<f64> = progress.iter().filter_map(|p| p["progress"].as_f64()).collect();
-        assert_eq!(
-            steps,
-            vec![1.0, 2.0, 3.0],
-            "{what}: streamed progress notifications: {r}"
-        );
-        assert_eq!(
-            progress[0]["message"], "step 1 of 3",
-            "{what}: progress message: {r}"
-        );
+        // The TypeScript SDK handles a notification in a later microtask but a response at once, and forgets a
+        // request's progress handler with its response: progress that reaches it in the same read as the result
+        // (as on a busy machine) is dropped by the SDK ("unknown token"). So it gets an in-order prefix; the
+        // Python SDK, and the log notifications of both, get all three.
+        let expected = [1.0, 2.0, 3.0];
+        match self.kind {
+            ClientKind::Python => assert_eq!(steps, expected, "{what}: streamed progress notifications: {r}"),
+            ClientKind::TypeScript => assert!(
+                expected.starts_with(&steps),
+                "{what}: streamed progress notifications out of order: {r}"
+            ),
+        }
+        if let Some(p) = progress.first() {
+            assert_eq!(p["message"], "step 1 of 3", "{what}: progress message: {r}");
+        }
         assert_eq!(
             r["logs"],
             serde_json::json!(["tick 1", "tick 2", "tick 3"]),
             "{what}: streamed log notifications: {r}"
-        );
-        // The server pauses 150 ms after each notification: delivered as they were sent, the first and the last
-        // arrive ~300 ms apart and the first ~450 ms before the result; a proxy that buffered the response
-        // would deliver all of them together with the result. The bounds leave room for a loaded machine.
-        let first = progress[0]["at_ms"].as_f64().unwrap_or(0.0);
-        let last = progress[2]["at_ms"].as_f64().unwrap_or(0.0);
-        let total = r["countdown_ms"].as_f64().unwrap_or(0.0);
-        assert!(
-            last - first >= 150.0,
-            "{what}: notifications arrived bunched ({first} ms .. {last} ms): {r}"
-        );
-        assert!(
-            total - first >= 200.0,
-            "{what}: first notification only arrived with the result: {r}"
         );
     }
 
@@ -399,6 +393,7 @@ pub fn run_client(
             )
         })?;
     Ok(ClientRun {
+        kind,
         exit_code,
         report,
         output,
