@@ -52,33 +52,13 @@ impl Proxy {
         };
         match policy::decide(&mut head, &allowlist, &hop) {
             Decision::Refuse(denial) => {
-                let origin = head.headers.get(http::header::ORIGIN).map(HeaderValue::as_bytes);
-                log_denial(
-                    &denial,
-                    head.method.as_str(),
-                    head.uri.path(),
-                    origin,
-                    &peer,
-                    true,
-                );
+                self.violation(&denial, &head, &peer, true);
                 debug!(headers = ?head.headers, "rejected request headers");
-                self.metrics.request(Outcome::Rejected, Some(denial.reason));
                 return refuse(&allowlist, &denial);
             }
             Decision::Forward {
                 audited: Some(denial),
-            } => {
-                let origin = head.headers.get(http::header::ORIGIN).map(HeaderValue::as_bytes);
-                log_denial(
-                    &denial,
-                    head.method.as_str(),
-                    head.uri.path(),
-                    origin,
-                    &peer,
-                    false,
-                );
-                self.metrics.request(Outcome::Audited, Some(denial.reason));
-            }
+            } => self.violation(&denial, &head, &peer, false),
             Decision::Forward { audited: None } => self.metrics.request(Outcome::Allowed, None),
         }
         let limit = policy::body_limit(&allowlist);
@@ -102,6 +82,25 @@ impl Proxy {
                 self.upstream_failed(&allowlist, &err, fault, &method, path, &peer, limit)
             }
         }
+    }
+
+    /// Logs and counts a request the allowlist or the policy refused (`enforce`), or that audit mode let through.
+    fn violation(&self, denial: &Denial, head: &http::request::Parts, peer: &Peer, enforce: bool) {
+        let origin = head.headers.get(http::header::ORIGIN).map(HeaderValue::as_bytes);
+        log_denial(
+            denial,
+            head.method.as_str(),
+            head.uri.path(),
+            origin,
+            peer,
+            enforce,
+        );
+        let outcome = if enforce {
+            Outcome::Rejected
+        } else {
+            Outcome::Audited
+        };
+        self.metrics.request(outcome, Some(denial.reason));
     }
 
     /// Answers a failed exchange: the client's own body at fault is its error (`413`/`400`), anything else the
