@@ -4,6 +4,7 @@
 //! connection goes to the worker's idle list for the next client. An h2c upstream gets one multiplexed
 //! connection per worker.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -48,6 +49,15 @@ pub struct UpstreamPool {
     shared_h2: Mutex<Option<H2Sender>>,
 }
 
+/// Drives an upstream connection in a task of its own until it ends.
+fn run_connection(conn: impl Future<Output = hyper::Result<()>> + Send + 'static) {
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind; keep using it.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -87,11 +97,7 @@ impl UpstreamPool {
             .handshake(self.connect().await?)
             .await
             .map_err(SendError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
+        run_connection(conn);
         Ok(sender)
     }
 
@@ -104,11 +110,7 @@ impl UpstreamPool {
             .handshake(self.connect().await?)
             .await
             .map_err(SendError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, "upstream h2c connection ended with an error");
-            }
-        });
+        run_connection(conn);
         *lock(&self.shared_h2) = Some(sender.clone());
         Ok(sender)
     }
