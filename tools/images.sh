@@ -100,6 +100,25 @@ pause_image
 python_base
 binary_image mcp-guard mcp-guard mcp-guard dist "$ROOT/sidecar/Dockerfile"
 binary_image mcp-guard-operator mcp-guard-operator mcp-guard-operator release "$ROOT/operator/Dockerfile"
-build example-server "$ROOT/examples/server/Dockerfile" "$ROOT/examples/server" "$ROOT/examples/server/server.py" \
-  -- "BASE_IMAGE=$BASE"
+# The example server, with the MCP SDK from a wheelhouse pip downloads on the host (the build's own TLS trust is
+# Debian's, and nothing in the image should depend on this machine's network).
+example_image() {
+  local mcp wheels ctx
+  mcp=$(awk -F'==' '$1 == "mcp" { print $2 }' "$ROOT/tests/mcp/requirements.txt")
+  wheels=$CACHE/wheels-mcp-$mcp-$(key_of <(python3 --version; uname -m))
+  if [ ! -f "$wheels/.complete" ]; then
+    rm -rf "$wheels"
+    "$CACHE/venv/bin/pip" download -q --disable-pip-version-check --dest "$wheels" "mcp==$mcp"
+    touch "$wheels/.complete"
+  fi
+  ctx=$IMAGES/context-example-server
+  rm -rf "$ctx"
+  mkdir -p "$ctx"
+  cp "$ROOT/examples/server/server.py" "$ctx/"
+  cp -r "$wheels" "$ctx/wheels"
+  build example-server "$ROOT/examples/server/Dockerfile" "$ctx" "$ROOT/examples/server/server.py" -- \
+    "BASE_IMAGE=$BASE" "MCP_VERSION=$mcp" "PIP_INSTALL_ARGS=--no-index --find-links /build/wheels"
+  rm -rf "$ctx"
+}
+example_image
 log "ready: $(cd "$IMAGES" && ls ./*.tar | grep -v -- '-[0-9a-f]\{12\}\.tar$' | tr '\n' ' ')in $IMAGES"
