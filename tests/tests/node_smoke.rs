@@ -18,7 +18,8 @@ fn sh(script: &str) -> String {
 /// What a node could leave behind on this machine.
 fn host_state() -> (String, String, String) {
     (
-        sh("iptables-save | grep '^:' | cut -d' ' -f1 | sort"),
+        // User-defined chains only (policy "-"): the kernel's built-in chains appear once a table is first used.
+        sh("iptables-save | grep '^:' | grep ' - ' | cut -d' ' -f1 | sort"),
         sh("ls /run/netns 2>/dev/null; ip -o link show | grep -c veth || true"),
         sh("sysctl -n vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward"),
     )
@@ -130,7 +131,7 @@ async fn a_pod_runs_on_the_real_node_and_teardown_leaves_nothing() {
         "iptables chains, netns/veths or sysctls differ after teardown"
     );
     assert!(
-        sh("pgrep -f 'containerd-shim.*mcp-guard-cluster-'")
+        sh("pgrep -f '[c]ontainerd-shim.*mcp-guard-cluster-'")
             .trim()
             .is_empty(),
         "shims left behind"
