@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Both install what they need first (idempotent,
 # cached in ~/.cache/mcp-guard). CI runs `make test` (see .ci/run).
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench images
 
 setup:
 	tools/setup.sh
@@ -16,6 +16,11 @@ lint:
 test: setup lint
 	cargo build --workspace --bins
 	cargo test --workspace --no-fail-fast
+
+# The guard, operator and example-server images, built by buildah from the project's Dockerfiles with base images
+# made on this machine (offline), and imported into the node's containerd when it runs (tools/images.sh).
+images: setup
+	tools/images.sh
 
 # Benchmarks print ratios measured side by side in one run; none of them is part of `make test`.
 bench: setup

@@ -2,7 +2,8 @@
 # Installs everything the demo and the tests need, idempotently. Heavy outputs (Go-built binaries, the Python
 # venv, npm packages) are cached outside the repo in $MCP_GUARD_CACHE (default ~/.cache/mcp-guard), keyed by
 # the pinned versions, so a warm run rebuilds nothing. Stable paths for the tests:
-#   $CACHE/bin/{kube-apiserver,kube-controller-manager,kubectl,etcd,helm}, $CACHE/venv, $CACHE/node
+#   $CACHE/bin/{kube-apiserver,kube-controller-manager,kubectl,kubelet,kube-scheduler,kube-proxy,etcd,helm},
+#   $CACHE/venv, $CACHE/node
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -10,8 +11,11 @@ CACHE=${MCP_GUARD_CACHE:-$HOME/.cache/mcp-guard}
 mkdir -p "$CACHE/bin"
 
 # Debian packages the tests drive: nginx (reverse proxy in front of the guard), chromium (DNS-rebinding attack
-# from a real browser), wrk (benchmarks).
-APT_PACKAGES="nginx chromium wrk ca-certificates"
+# from a real browser), wrk (benchmarks); and for the real node: containerd + runc (the container runtime), the
+# bridge/host-local/loopback CNI plugins, iptables and conntrack (kube-proxy), buildah (builds the images from the
+# project's Dockerfiles), mmdebstrap (the offline base images), musl-tools (static Rust binaries for the images).
+APT_PACKAGES="nginx chromium wrk ca-certificates containerd runc containernetworking-plugins iptables conntrack
+  buildah mmdebstrap musl-tools"
 
 log() { echo "setup: $*" >&2; }
 
@@ -76,7 +80,8 @@ install_go_tools() {
     -X k8s.io/component-base/version.gitTreeState=clean \
     -X k8s.io/client-go/pkg/version.gitVersion=$k8s \
     -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy
   etcd=$(pinned etcd go.etcd.io/etcd/server/v3)
   go_build etcd etcd-"$etcd" "-s -w" go.etcd.io/etcd/server/v3
   helm=$(pinned helm helm.sh/helm/v3)

@@ -90,6 +90,9 @@ impl Cluster {
             format!("--service-account-signing-key-file={}", files.sa_key.display()),
             "--service-cluster-ip-range=10.96.0.0/16".to_string(),
             "--allow-privileged=true".to_string(),
+            // The test node registers its bridge address as InternalIP (kubectl logs and exec reach it there;
+            // the default order would look its name up in DNS first).
+            "--kubelet-preferred-address-types=InternalIP".to_string(),
             "--profiling=false".to_string(),
             "--v=0".to_string(),
         ]);

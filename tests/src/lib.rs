@@ -6,5 +6,6 @@ pub mod cluster;
 pub mod http;
 pub mod mcp;
 pub mod nginx;
+pub mod node;
 pub mod process;
 pub mod tools;

@@ -36,6 +36,8 @@ pub const CONFIG_VOLUME_NAME: &str = "mcp-guard-config";
 /// ServiceAccount admission (which skips containers that already mount that path) never hands the guard the
 /// pod's token: the guard talks to no API.
 pub const NO_TOKEN_VOLUME_NAME: &str = "mcp-guard-no-token";
+/// The size of the memory-backed token-masking volume: one page, the least a tmpfs holds.
+pub const NO_TOKEN_VOLUME_SIZE: &str = "4Ki";
 /// Where kubelet mounts the ServiceAccount token.
 pub const SERVICE_ACCOUNT_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// Where the ConfigMap is mounted (a directory: no `subPath`, so kubelet's symlink swap reaches the guard).
@@ -415,14 +417,14 @@ pub fn inject(pod: &Pod, server: &GuardedServer, native_sidecars: bool) -> Resul
         }),
         ..Default::default()
     });
+    // Memory-backed: an empty tmpfs counts 0 bytes where an empty directory on ext4 counts its 4 KiB block, so
+    // no node filesystem makes the kubelet's eviction manager see it over its limit; the tmpfs itself is capped
+    // at the limit, and the guard mounts it read-only (see docs/webhook.md).
     volumes.push(Volume {
         name: NO_TOKEN_VOLUME_NAME.into(),
-        // In memory: an empty directory on a disk filesystem counts its own blocks (4 KiB on ext4, more with larger
-        // blocks), which the kubelet measures against the size limit and evicts for; an empty tmpfs counts none.
-        // Mounted read-only in the guard alone, so nothing is ever written to it.
         empty_dir: Some(EmptyDirVolumeSource {
             medium: Some("Memory".into()),
-            size_limit: Some(Quantity("4Ki".into())),
+            size_limit: Some(Quantity(NO_TOKEN_VOLUME_SIZE.into())),
         }),
         ..Default::default()
     });
