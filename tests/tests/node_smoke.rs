@@ -1,6 +1,7 @@
 //! The real node: it registers and turns Ready, runs a pod from an image `make images` built (the example
 //! server, the MCP SDK baked in) on the harness's bridge, serves it through a ClusterIP, and its teardown leaves
 //! nothing behind.
+#![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 use std::time::{Duration, Instant};
