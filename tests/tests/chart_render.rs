@@ -740,11 +740,32 @@ fn dockerfiles_build_static_non_root_images() {
         ),
     ] {
         let text = std::fs::read_to_string(workspace_root().join(file)).unwrap();
+        // A build stage from source, a `prebuilt` stage for the offline build (the host's static musl binary),
+        // the stage the BINARY_FROM argument picks, and the runtime stage on BASE_IMAGE (distroless/static unless
+        // the offline build passes `scratch`).
         let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
-        assert_eq!(froms.len(), 2, "{file}: a build stage and a runtime stage");
+        assert_eq!(
+            froms,
+            [
+                "FROM ${RUST_IMAGE} AS build",
+                "FROM scratch AS prebuilt",
+                "FROM ${BINARY_FROM} AS binary",
+                "FROM ${BASE_IMAGE}",
+            ],
+            "{file}: build, prebuilt, the chosen binary, runtime"
+        );
         assert!(
-            froms[1].contains("distroless/static"),
-            "{file}: runtime base must be distroless/static"
+            text.lines()
+                .any(|l| l.starts_with("ARG BASE_IMAGE=") && l.contains("distroless/static")),
+            "{file}: runtime base must default to distroless/static"
+        );
+        assert!(
+            text.contains("ARG BINARY_FROM=build"),
+            "{file}: builds from source by default"
+        );
+        assert!(
+            text.contains("COPY --from=binary"),
+            "{file}: the runtime stage takes the chosen binary"
         );
         assert!(
             text.contains(&format!("-p {package} --bin {binary}")),
