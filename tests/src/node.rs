@@ -239,14 +239,7 @@ fn watch_parent_and_teardown(dir: &Path) {
         dir.join(TEARDOWN).display(),
         dir.display()
     );
-    use std::os::unix::process::CommandExt;
-    let _ = Command::new("sh")
-        .args(["-c", &script])
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
+    crate::process::spawn_watchdog(&script);
 }
 
 /// The pods' bridge, made before the kubelet starts so that the node IP exists (the bridge plugin reuses it).

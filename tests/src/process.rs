@@ -132,11 +132,16 @@ fn watch_parent(child: u32) {
         "while kill -0 {parent} 2>/dev/null && kill -0 {child} 2>/dev/null; do sleep 1; done; \
          kill -9 -{child} 2>/dev/null || kill -9 {child} 2>/dev/null"
     );
-    // The watchdog is tiny and exits by itself once either side is gone; it is deliberately not tracked. It
-    // gets a process group of its own so that killing the test's group (timeout, Ctrl-C) does not take it out.
+    spawn_watchdog(&script);
+}
+
+/// Starts a watchdog shell script that outlives the test process. It is tiny and exits by itself once its work is
+/// done; it is deliberately not tracked. It gets a process group of its own so that killing the test's group
+/// (timeout, Ctrl-C) does not take it out.
+pub(crate) fn spawn_watchdog(script: &str) {
     use std::os::unix::process::CommandExt;
     let _ = Command::new("sh")
-        .args(["-c", &script])
+        .args(["-c", script])
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
