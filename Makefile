@@ -13,7 +13,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: setup lint
+test: setup lint images
 	cargo build --workspace --bins
 	cargo test --workspace --no-fail-fast
 

@@ -11,12 +11,12 @@
 #
 # Each image is written as an OCI archive to $CACHE/images/<name>-<key>.tar (key: the inputs), and linked as
 # $CACHE/images/<name>.tar; `ctr -n k8s.io images import` takes them (the test node does). Prints nothing else.
-# Environment: MCP_GUARD_CACHE (default ~/.cache/mcp-guard).
+# Environment: MCP_GUARD_CACHE (default ~/.cache/mcp-guard), MCP_GUARD_IMAGES (default $CACHE/images).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${MCP_GUARD_CACHE:-$HOME/.cache/mcp-guard}
-IMAGES=$CACHE/images
+IMAGES=${MCP_GUARD_IMAGES:-$CACHE/images}
 TAG=$(awk '$1 == "appVersion:" { gsub(/"/, "", $2); print $2 }' "$ROOT/charts/mcp-guard/Chart.yaml")
 MUSL=x86_64-unknown-linux-musl
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}

@@ -29,6 +29,13 @@ link() {
   ln -sfn "$target" "$name"
 }
 
+# The static (musl) target the images' binaries are built for.
+install_rust_target() {
+  rustup target list --installed | grep -qx x86_64-unknown-linux-musl && return
+  log "adding the Rust target x86_64-unknown-linux-musl"
+  rustup target add x86_64-unknown-linux-musl
+}
+
 install_apt() {
   local missing=() pkg
   for pkg in $APT_PACKAGES; do
@@ -149,6 +156,7 @@ install_node() {
 }
 
 install_apt
+install_rust_target
 install_go_tools
 install_gateway_api_crds
 install_python

@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Node as NodeObject;
 use kube::api::Api;
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::cluster::Cluster;
 use crate::process::{Proc, wait_for_tcp};
-use crate::tools::{bin, cache_dir, free_port};
+use crate::tools::{bin, cache_dir, free_port, images_dir};
 
 /// The pods' subnet: an unusual private /24 on a bridge this harness creates, with [`NODE_IP`] as its gateway.
 pub const POD_SUBNET: &str = "10.217.33.0/24";
@@ -46,6 +47,10 @@ const SYSCTLS: &[&str] = &[
     "net.bridge.bridge-nf-call-iptables",
 ];
 
+/// Held for a node's lifetime: the bridge, the subnet and the iptables chains are the machine's, so one node runs
+/// at a time on it, whichever test binary or checkout starts it.
+const MACHINE_LOCK: &str = "/run/mcp-guard-node.lock";
+
 /// A running node. Dropping it tears everything down.
 pub struct Node {
     dir: PathBuf,
@@ -54,12 +59,15 @@ pub struct Node {
     _kubelet: Proc,
     _scheduler: Proc,
     _containerd: Proc,
+    // Declared last: released only after the fields above have stopped their processes and teardown has run.
+    _machine: Flock<std::fs::File>,
 }
 
 impl Node {
     /// Starts containerd, the kubelet, kube-scheduler and kube-proxy against `cluster`, imports the images that
     /// `make images` built, and waits until the node is Ready.
     pub async fn start(cluster: &Cluster) -> anyhow::Result<Node> {
+        let machine = lock_machine()?;
         let started = Instant::now();
         let dir = cluster.dir().join("node");
         std::fs::create_dir_all(&dir)?;
@@ -80,6 +88,7 @@ impl Node {
             _kubelet: kubelet,
             _scheduler: scheduler,
             _containerd: containerd,
+            _machine: machine,
         };
         node.wait_ready(cluster, Duration::from_secs(120)).await?;
         eprintln!(
@@ -148,6 +157,17 @@ impl Drop for Node {
             eprintln!("node teardown failed ({status:?}); see {}", self.dir.display());
         }
     }
+}
+
+/// Waits for (and takes) the machine's node lock; the kernel releases it when the holder exits, however it ends.
+fn lock_machine() -> anyhow::Result<Flock<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(MACHINE_LOCK)
+        .with_context(|| format!("opening {MACHINE_LOCK}"))?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| anyhow::anyhow!("flock {MACHINE_LOCK}: {e}"))
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
@@ -319,7 +339,7 @@ state = "{state}"
 
 /// The OCI archives `make images` wrote into the cache (`images/*.tar`), imported into the node's containerd.
 fn import_images(socket: &Path) -> anyhow::Result<()> {
-    let images = cache_dir().join("images");
+    let images = images_dir();
     for name in ["pause", "mcp-guard", "mcp-guard-operator", "example-server"] {
         let tar = images.join(format!("{name}.tar"));
         if !tar.exists() {

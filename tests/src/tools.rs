@@ -13,6 +13,11 @@ pub fn cache_dir() -> PathBuf {
     Path::new(&home).join(".cache/mcp-guard")
 }
 
+/// Where `make images` writes the images' OCI archives: `$MCP_GUARD_IMAGES`, else `<cache>/images`.
+pub fn images_dir() -> PathBuf {
+    std::env::var_os("MCP_GUARD_IMAGES").map_or_else(|| cache_dir().join("images"), PathBuf::from)
+}
+
 fn must_exist(path: PathBuf, what: &str) -> PathBuf {
     assert!(
         path.exists(),
