@@ -26,7 +26,7 @@ log() { echo "images: $*" >&2; }
 key_of() { cat "$@" | sha256sum | cut -c1-12; }
 
 # buildah with its own storage under the cache (vfs: works as root in any container, no overlay needed).
-STORAGE=$CACHE/buildah
+STORAGE=$IMAGES/buildah
 bh() {
   buildah --root "$STORAGE/root" --runroot "$STORAGE/run" --storage-driver vfs "$@"
 }
