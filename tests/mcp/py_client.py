@@ -7,6 +7,9 @@ progress and log notifications streamed while it runs. Prints one JSON line on s
     {"ok": false, "error": "...", "status": 421, "body": "..."}   (exit code 1)
 
     python py_client.py --transport streamable-http|sse --url URL [--header 'Name: value']...
+
+With `--call TOOL --arguments JSON` it calls that tool instead of `echo` and `countdown` (for servers other than
+the tests' own, such as the examples' weather server) and reports its text as "call".
 """
 
 import argparse
@@ -77,6 +80,11 @@ async def run(args: argparse.Namespace) -> dict:
             out["protocol_version"] = client.protocol_version
             tools = await client.list_tools()
             out["tools"] = sorted(t.name for t in tools.tools)
+            if args.call:
+                res = await client.call_tool(args.call, json.loads(args.arguments))
+                out["call"] = "".join(c.text for c in res.content if isinstance(c, types.TextContent))
+                out["ok"] = True
+                return out
             res = await client.call_tool("echo", {"text": "hello through the guard"})
             out["echo"] = "".join(c.text for c in res.content if isinstance(c, types.TextContent))
             started = time.monotonic()
@@ -95,6 +103,8 @@ def main() -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--timeout", type=float, default=30)
+    parser.add_argument("--call")
+    parser.add_argument("--arguments", default="{}")
     args = parser.parse_args()
     try:
         out = anyio.run(run, args)

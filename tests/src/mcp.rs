@@ -355,6 +355,36 @@ pub fn run_client(
     url: &str,
     headers: &[&str],
 ) -> anyhow::Result<ClientRun> {
+    run_client_with(kind, transport, url, headers, &[])
+}
+
+/// A session that lists the tools and calls `tool` with `arguments` (instead of the test server's `echo` and
+/// `countdown`): for servers other than the tests' own, such as the examples' weather server. The tool's text is
+/// in `report["call"]`.
+pub fn call_tool(
+    kind: ClientKind,
+    url: &str,
+    headers: &[&str],
+    tool: &str,
+    arguments: &Value,
+) -> anyhow::Result<ClientRun> {
+    let arguments = arguments.to_string();
+    run_client_with(
+        kind,
+        Transport::StreamableHttp,
+        url,
+        headers,
+        &["--call", tool, "--arguments", &arguments],
+    )
+}
+
+fn run_client_with(
+    kind: ClientKind,
+    transport: Transport,
+    url: &str,
+    headers: &[&str],
+    extra: &[&str],
+) -> anyhow::Result<ClientRun> {
     let mut cmd = match kind {
         ClientKind::Python => {
             let mut c = Command::new(tools::python());
@@ -369,6 +399,7 @@ pub fn run_client(
         }
     };
     cmd.args(["--transport", transport.arg(), "--url", url, "--timeout", "45"]);
+    cmd.args(extra);
     for h in headers {
         cmd.arg("--header").arg(h);
     }
