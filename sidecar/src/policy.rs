@@ -12,6 +12,9 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Method, Version};
 use mcp_guard_config::{Allowlist, Denial, HeaderSeen, Mode, Reason, RequestFacts, Verdict};
 
+pub mod peek;
+pub mod rate;
+
 use crate::upstream::Upstream;
 
 /// Used when neither the config nor a flag sets `maxRequestBodyBytes`.
