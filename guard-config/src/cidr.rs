@@ -29,7 +29,11 @@ fn bits(ip: IpAddr) -> (u128, u8) {
 }
 
 fn mask(prefix: u8, width: u8) -> u128 {
-    let all = if width == 32 { u128::from(u32::MAX) } else { u128::MAX };
+    let all = if width == 32 {
+        u128::from(u32::MAX)
+    } else {
+        u128::MAX
+    };
     match prefix {
         0 => 0,
         p => all & !((1u128 << (width - p)) - 1) & all,
@@ -134,7 +138,11 @@ mod tests {
             ("::/0", "10.0.0.1", false),
         ];
         for (net, addr, want) in cases {
-            assert_eq!(Cidr::parse(net).unwrap().contains(ip(addr)), want, "{net} ∋ {addr}");
+            assert_eq!(
+                Cidr::parse(net).unwrap().contains(ip(addr)),
+                want,
+                "{net} ∋ {addr}"
+            );
         }
     }
 }

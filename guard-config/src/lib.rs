@@ -122,7 +122,9 @@ pub enum ConfigError {
     ZeroLimit { field: String },
     #[error("limits.{field}: a method or tool name must not be empty")]
     EmptyName { field: String },
-    #[error("trustedProxies[{index}] {entry:?} is not a CIDR: {source} (write 10.0.0.0/8, 192.0.2.7 or fd00::/8)")]
+    #[error(
+        "trustedProxies[{index}] {entry:?} is not a CIDR: {source} (write 10.0.0.0/8, 192.0.2.7 or fd00::/8)"
+    )]
     InvalidTrustedProxy {
         index: usize,
         entry: String,
@@ -264,7 +266,10 @@ impl Limits {
             }
         }
         for (v, field) in [
-            (self.max_concurrent_requests_per_client, "maxConcurrentRequestsPerClient"),
+            (
+                self.max_concurrent_requests_per_client,
+                "maxConcurrentRequestsPerClient",
+            ),
             (self.max_streams_per_client, "maxStreamsPerClient"),
             (self.max_tracked_clients, "maxTrackedClients"),
         ] {

@@ -205,7 +205,9 @@ impl OriginPattern {
     pub fn matches(&self, origin: &Origin<'_>) -> bool {
         match (self, origin) {
             (OriginPattern::Null, Origin::Null) => true,
-            (OriginPattern::AnyOfScheme(scheme), Origin::Tuple { scheme: s, .. }) => s.eq_ignore_ascii_case(scheme),
+            (OriginPattern::AnyOfScheme(scheme), Origin::Tuple { scheme: s, .. }) => {
+                s.eq_ignore_ascii_case(scheme)
+            }
             (
                 OriginPattern::Tuple {
                     scheme,

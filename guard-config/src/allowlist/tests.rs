@@ -326,7 +326,11 @@ fn rate_limits_and_trusted_proxies_parse_as_documented() {
     let list = GuardConfig::from_json(json).unwrap().compile().unwrap();
     let limits = &list.limits;
     assert_eq!(limits.per_client.unwrap().burst(), 100);
-    assert_eq!(limits.per_method["tools/call"].burst(), 120, "burst defaults to a minute's worth");
+    assert_eq!(
+        limits.per_method["tools/call"].burst(),
+        120,
+        "burst defaults to a minute's worth"
+    );
     assert_eq!(limits.per_tool["render_report"].burst(), 2);
     assert!(limits.limits_clients() && limits.needs_method());
     assert!(list.trusts("10.1.2.3".parse().unwrap()));
@@ -337,17 +341,35 @@ fn rate_limits_and_trusted_proxies_parse_as_documented() {
 #[test]
 fn bad_rate_limits_and_trusted_proxies_name_the_field() {
     let cases: &[(&str, &str)] = &[
-        (r#""limits": {"perClient": {"requestsPerMinute": 0}}"#, "limits.perClient.requestsPerMinute"),
+        (
+            r#""limits": {"perClient": {"requestsPerMinute": 0}}"#,
+            "limits.perClient.requestsPerMinute",
+        ),
         (
             r#""limits": {"perMethod": {"tools/call": {"requestsPerMinute": 1, "burst": 0}}}"#,
             "limits.perMethod[\"tools/call\"].burst",
         ),
-        (r#""limits": {"perTool": {" ": {"requestsPerMinute": 1}}}"#, "limits.perTool: a method or tool name"),
-        (r#""limits": {"maxStreamsPerClient": 0}"#, "limits.maxStreamsPerClient must be greater than 0"),
-        (r#""limits": {"maxConcurrentRequestsPerClient": 0}"#, "maxConcurrentRequestsPerClient"),
-        (r#""trustedProxies": ["10.0.0.1/8"]"#, "trustedProxies[0] \"10.0.0.1/8\" is not a CIDR"),
+        (
+            r#""limits": {"perTool": {" ": {"requestsPerMinute": 1}}}"#,
+            "limits.perTool: a method or tool name",
+        ),
+        (
+            r#""limits": {"maxStreamsPerClient": 0}"#,
+            "limits.maxStreamsPerClient must be greater than 0",
+        ),
+        (
+            r#""limits": {"maxConcurrentRequestsPerClient": 0}"#,
+            "maxConcurrentRequestsPerClient",
+        ),
+        (
+            r#""trustedProxies": ["10.0.0.1/8"]"#,
+            "trustedProxies[0] \"10.0.0.1/8\" is not a CIDR",
+        ),
         (r#""trustedProxies": ["proxy"]"#, "trustedProxies[0]"),
-        (r#""limits": {"perClient": {"requestsPerMinute": 1, "brust": 2}}"#, "unknown field `brust`"),
+        (
+            r#""limits": {"perClient": {"requestsPerMinute": 1, "brust": 2}}"#,
+            "unknown field `brust`",
+        ),
     ];
     for (fields, want) in cases {
         let json = format!(r#"{{"allowedHosts": ["a.com"], {fields}}}"#);
@@ -372,7 +394,11 @@ fn server_limits_fall_back_to_the_policy_per_setting() {
     let policy = Limits {
         max_request_body_bytes: Some(1024),
         per_client: Some(rate(99)),
-        per_method: [("tools/call".to_owned(), rate(99)), ("tools/list".to_owned(), rate(5))].into(),
+        per_method: [
+            ("tools/call".to_owned(), rate(99)),
+            ("tools/list".to_owned(), rate(5)),
+        ]
+        .into(),
         max_streams_per_client: Some(2),
         ..Limits::default()
     };

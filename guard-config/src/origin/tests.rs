@@ -111,12 +111,20 @@ const MATCHES: &[(&str, &str, bool)] = &[
         true,
     ),
     // The opt-in per-scheme wildcard: any host of that scheme, nothing of another.
-    ("chrome-extension://*", "chrome-extension://aaaabbbbccccddddeeeeffffgggghhhh", true),
+    (
+        "chrome-extension://*",
+        "chrome-extension://aaaabbbbccccddddeeeeffffgggghhhh",
+        true,
+    ),
     ("chrome-extension://*", "CHROME-EXTENSION://abc", true),
     ("chrome-extension://*", "moz-extension://abc", false),
     ("chrome-extension://*", "https://abc", false),
     ("chrome-extension://*", "null", false),
-    ("moz-extension://*", "moz-extension://5d5e8f6c-3c0b-4a8e-9b64-1f2e3d4c5b6a", true),
+    (
+        "moz-extension://*",
+        "moz-extension://5d5e8f6c-3c0b-4a8e-9b64-1f2e3d4c5b6a",
+        true,
+    ),
     ("vscode-webview://*", "vscode-webview://x1", true),
 ];
 

@@ -20,7 +20,9 @@ pub struct Peeked {
 impl Peeked {
     /// Whether reading further could still tell something the limits need.
     pub fn wants_more(&self) -> bool {
-        !self.complete && (self.method.is_none() || (self.method.as_deref() == Some("tools/call") && self.name.is_none()))
+        !self.complete
+            && (self.method.is_none()
+                || (self.method.as_deref() == Some("tools/call") && self.name.is_none()))
     }
 }
 
@@ -50,7 +52,11 @@ fn set_once(slot: &mut Option<String>, seen: &mut bool, value: Option<String>) {
 
 impl Scanner<'_> {
     fn ws(&mut self) {
-        while self.b.get(self.i).is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')) {
+        while self
+            .b
+            .get(self.i)
+            .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        {
             self.i += 1;
         }
     }
@@ -76,7 +82,11 @@ impl Scanner<'_> {
             self.eat(b':')?;
             match key.as_str() {
                 "method" => {
-                    let v = if self.peek()? == b'"' { Some(self.string()?) } else { self.skip().map(|_| None)? };
+                    let v = if self.peek()? == b'"' {
+                        Some(self.string()?)
+                    } else {
+                        self.skip().map(|_| None)?
+                    };
                     set_once(&mut out.method, &mut method_seen, v);
                 }
                 "params" if self.peek()? == b'{' => {
@@ -112,7 +122,11 @@ impl Scanner<'_> {
             let key = self.string()?;
             self.eat(b':')?;
             if key == "name" {
-                let v = if self.peek()? == b'"' { Some(self.string()?) } else { self.skip().map(|_| None)? };
+                let v = if self.peek()? == b'"' {
+                    Some(self.string()?)
+                } else {
+                    self.skip().map(|_| None)?
+                };
                 set_once(&mut out.name, &mut name_seen, v);
             } else {
                 self.skip()?;
@@ -196,7 +210,10 @@ impl Scanner<'_> {
 mod tests {
     use super::*;
 
-    fn found(body: &str) -> (Option<String>, Option<String>, bool) {
+    /// (method, tool, complete)
+    type Found = (Option<String>, Option<String>, bool);
+
+    fn found(body: &str) -> Found {
         let p = scan(body.as_bytes());
         (p.method, p.name, p.complete)
     }
@@ -207,7 +224,7 @@ mod tests {
 
     #[test]
     fn finds_method_and_tool_wherever_the_sdks_put_them() {
-        let cases: &[(&str, (Option<String>, Option<String>, bool))] = &[
+        let cases: &[(&str, Found)] = &[
             (
                 r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"render","arguments":{"a":[1,{"b":"}"}]}}}"#,
                 (s("tools/call"), s("render"), true),
@@ -217,12 +234,21 @@ mod tests {
                 (s("tools/call"), s("search"), true),
             ),
             (r#" { "id" : 1 , "method" : "ping" } "#, (s("ping"), None, true)),
-            (r#"{"method":"tools\/call","params":{"name":"r\u00e9sum\u00e9"}}"#, (s("tools/call"), s("résumé"), true)),
-            (r#"{"method":"notifications/initialized"}"#, (s("notifications/initialized"), None, true)),
+            (
+                r#"{"method":"tools\/call","params":{"name":"r\u00e9sum\u00e9"}}"#,
+                (s("tools/call"), s("résumé"), true),
+            ),
+            (
+                r#"{"method":"notifications/initialized"}"#,
+                (s("notifications/initialized"), None, true),
+            ),
             (r#"{"result":{},"id":1,"jsonrpc":"2.0"}"#, (None, None, true)),
             (r#"{}"#, (None, None, true)),
             // Cut off: what was read before the cut counts.
-            (r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"ren"#, (s("tools/call"), None, false)),
+            (
+                r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"ren"#,
+                (s("tools/call"), None, false),
+            ),
             (r#"{"id":1,"params":{"arguments":{"x":"#, (None, None, false)),
             (r#"{"id":12"#, (None, None, false)),
             // Not a request object.
@@ -231,7 +257,10 @@ mod tests {
             (r#"{"method":7}"#, (None, None, true)),
             // Twice: parsers disagree on which wins, so neither is believed.
             (r#"{"method":"ping","method":"tools/call"}"#, (None, None, true)),
-            (r#"{"method":"tools/call","params":{"name":"a","name":"b"}}"#, (s("tools/call"), None, true)),
+            (
+                r#"{"method":"tools/call","params":{"name":"a","name":"b"}}"#,
+                (s("tools/call"), None, true),
+            ),
         ];
         for (body, want) in cases {
             assert_eq!(&found(body), want, "{body}");

@@ -34,7 +34,13 @@ const STREAM: RequestClass<'static> = RequestClass {
 };
 
 /// Admits and releases at once (a request that finished), returning the refusal if any.
-fn request(t: &mut ClientTable, c: ClientKey, class: &RequestClass<'_>, l: &Limits, now: Duration) -> Option<Refusal> {
+fn request(
+    t: &mut ClientTable,
+    c: ClientKey,
+    class: &RequestClass<'_>,
+    l: &Limits,
+    now: Duration,
+) -> Option<Refusal> {
     match t.admit(c, class, l, now) {
         Ok(slot) => {
             t.release(slot);
@@ -65,7 +71,11 @@ fn a_bucket_allows_its_burst_then_one_request_per_interval() {
     let refused = request(&mut t, a, &PLAIN, &limits, at(400)).unwrap();
     assert_eq!(refused.retry_after, at(600));
     assert_eq!(refused.retry_after_secs(), 1, "rounded up");
-    assert_eq!(request(&mut t, a, &PLAIN, &limits, at(1000)), None, "after Retry-After");
+    assert_eq!(
+        request(&mut t, a, &PLAIN, &limits, at(1000)),
+        None,
+        "after Retry-After"
+    );
     assert!(request(&mut t, a, &PLAIN, &limits, at(1000)).is_some());
     // A quiet spell refills the burst, and no more.
     for _ in 0..3 {
@@ -84,17 +94,33 @@ fn clients_have_buckets_of_their_own_and_ipv6_clients_are_their_64() {
     let now = Duration::ZERO;
     assert_eq!(request(&mut t, client("10.0.0.1"), &PLAIN, &limits, now), None);
     assert!(request(&mut t, client("10.0.0.1"), &PLAIN, &limits, now).is_some());
-    assert!(request(&mut t, client("::ffff:10.0.0.1"), &PLAIN, &limits, now).is_some(), "v4-mapped is v4");
+    assert!(
+        request(&mut t, client("::ffff:10.0.0.1"), &PLAIN, &limits, now).is_some(),
+        "v4-mapped is v4"
+    );
     assert_eq!(request(&mut t, client("10.0.0.2"), &PLAIN, &limits, now), None);
-    assert_eq!(request(&mut t, client("2001:db8:0:1::1"), &PLAIN, &limits, now), None);
+    assert_eq!(
+        request(&mut t, client("2001:db8:0:1::1"), &PLAIN, &limits, now),
+        None
+    );
     assert!(
         request(&mut t, client("2001:db8:0:1:ffff::9"), &PLAIN, &limits, now).is_some(),
         "same /64"
     );
-    assert_eq!(request(&mut t, client("2001:db8:0:2::1"), &PLAIN, &limits, now), None);
+    assert_eq!(
+        request(&mut t, client("2001:db8:0:2::1"), &PLAIN, &limits, now),
+        None
+    );
     assert_eq!(client("2001:db8:0:1::1").to_string(), "2001:db8:0:1::/64");
     // 1/min: the wait is the rest of the minute.
-    let r = request(&mut t, client("10.0.0.1"), &PLAIN, &limits, Duration::from_secs(15)).unwrap();
+    let r = request(
+        &mut t,
+        client("10.0.0.1"),
+        &PLAIN,
+        &limits,
+        Duration::from_secs(15),
+    )
+    .unwrap();
     assert_eq!(r.retry_after_secs(), 45);
 }
 
@@ -102,24 +128,40 @@ fn clients_have_buckets_of_their_own_and_ipv6_clients_are_their_64() {
 fn method_and_tool_buckets_are_charged_only_where_configured() {
     let limits = Limits {
         per_client: Some(rate(600, 100)),
-        per_method: [("tools/call".to_owned(), rate(60, 2)), ("tools/list".to_owned(), rate(60, 1))].into(),
+        per_method: [
+            ("tools/call".to_owned(), rate(60, 2)),
+            ("tools/list".to_owned(), rate(60, 1)),
+        ]
+        .into(),
         per_tool: [("render".to_owned(), rate(60, 1))].into(),
         ..Limits::default()
     };
     let (mut t, a, now) = (ClientTable::default(), client("10.0.0.1"), Duration::ZERO);
     // The tool bucket (burst 1) refuses the second render; the method bucket (burst 2) is then still one short.
-    assert_eq!(request(&mut t, a, &call("tools/call", Some("render")), &limits, now), None);
+    assert_eq!(
+        request(&mut t, a, &call("tools/call", Some("render")), &limits, now),
+        None
+    );
     let r = request(&mut t, a, &call("tools/call", Some("render")), &limits, now).unwrap();
-    assert_eq!((r.reason, r.detail.as_str()), (Reason::RateLimited, "perTool[\"render\"]: 60/min, burst 1"));
+    assert_eq!(
+        (r.reason, r.detail.as_str()),
+        (Reason::RateLimited, "perTool[\"render\"]: 60/min, burst 1")
+    );
     // Another tool is limited only by tools/call's bucket, which the refused render did not drain.
-    assert_eq!(request(&mut t, a, &call("tools/call", Some("search")), &limits, now), None);
+    assert_eq!(
+        request(&mut t, a, &call("tools/call", Some("search")), &limits, now),
+        None
+    );
     let r = request(&mut t, a, &call("tools/call", Some("search")), &limits, now).unwrap();
     assert_eq!(r.detail, "perMethod[\"tools/call\"]: 60/min, burst 2");
     // Other methods: their own bucket or none; a tool name on another method is not a tool.
     assert_eq!(request(&mut t, a, &call("tools/list", None), &limits, now), None);
     assert!(request(&mut t, a, &call("tools/list", None), &limits, now).is_some());
     for _ in 0..5 {
-        assert_eq!(request(&mut t, a, &call("ping", Some("render")), &limits, now), None);
+        assert_eq!(
+            request(&mut t, a, &call("ping", Some("render")), &limits, now),
+            None
+        );
     }
 }
 
@@ -131,7 +173,10 @@ fn the_longest_wait_of_the_buckets_refusing_is_the_retry_after() {
         ..Limits::default()
     };
     let (mut t, a) = (ClientTable::default(), client("10.0.0.1"));
-    assert_eq!(request(&mut t, a, &call("tools/call", None), &limits, Duration::ZERO), None);
+    assert_eq!(
+        request(&mut t, a, &call("tools/call", None), &limits, Duration::ZERO),
+        None
+    );
     let r = request(&mut t, a, &call("tools/call", None), &limits, Duration::ZERO).unwrap();
     assert_eq!(r.retry_after_secs(), 10, "{r:?}");
 }
@@ -139,8 +184,16 @@ fn the_longest_wait_of_the_buckets_refusing_is_the_retry_after() {
 #[test]
 fn an_unreadable_method_or_tool_pays_the_strictest_limit() {
     let limits = Limits {
-        per_method: [("tools/call".to_owned(), rate(600, 10)), ("ping".to_owned(), rate(60, 5))].into(),
-        per_tool: [("cheap".to_owned(), rate(600, 10)), ("costly".to_owned(), rate(6, 1))].into(),
+        per_method: [
+            ("tools/call".to_owned(), rate(600, 10)),
+            ("ping".to_owned(), rate(60, 5)),
+        ]
+        .into(),
+        per_tool: [
+            ("cheap".to_owned(), rate(600, 10)),
+            ("costly".to_owned(), rate(6, 1)),
+        ]
+        .into(),
         ..Limits::default()
     };
     let (mut t, a, now) = (ClientTable::default(), client("10.0.0.1"), Duration::ZERO);
@@ -173,12 +226,24 @@ fn caps_count_open_requests_and_streams_apart() {
     assert_eq!(r.retry_after_secs(), 1);
     // Streams are counted apart: two requests in flight do not stop a stream.
     let stream = t.admit(a, &STREAM, &limits, now).unwrap();
-    assert_eq!(t.admit(a, &STREAM, &limits, now).unwrap_err().reason, Reason::TooManyStreams);
-    assert!(t.admit(client("10.0.0.2"), &STREAM, &limits, now).is_ok(), "another client's streams");
+    assert_eq!(
+        t.admit(a, &STREAM, &limits, now).unwrap_err().reason,
+        Reason::TooManyStreams
+    );
+    assert!(
+        t.admit(client("10.0.0.2"), &STREAM, &limits, now).is_ok(),
+        "another client's streams"
+    );
     t.release(stream);
-    assert!(t.admit(a, &STREAM, &limits, now).is_ok(), "a closed stream frees its slot");
+    assert!(
+        t.admit(a, &STREAM, &limits, now).is_ok(),
+        "a closed stream frees its slot"
+    );
     t.release(first);
-    assert!(t.admit(a, &PLAIN, &limits, now).is_ok(), "a finished request frees its slot");
+    assert!(
+        t.admit(a, &PLAIN, &limits, now).is_ok(),
+        "a finished request frees its slot"
+    );
 }
 
 #[test]
@@ -192,7 +257,10 @@ fn audit_holds_count_past_the_cap() {
     assert!(t.admit(a, &PLAIN, &limits, now).is_err());
     let s2 = t.hold(a, false);
     t.release(s1);
-    assert!(t.admit(a, &PLAIN, &limits, now).is_err(), "the audited request still counts");
+    assert!(
+        t.admit(a, &PLAIN, &limits, now).is_err(),
+        "the audited request still counts"
+    );
     t.release(s2);
     assert!(t.admit(a, &PLAIN, &limits, now).is_ok());
 }
@@ -222,7 +290,13 @@ fn the_table_forgets_idle_clients_first_and_never_one_with_a_request_open() {
     assert_eq!(t.len(), 1);
     // Clients with empty buckets are forgotten oldest first when they must be: the table stays bounded.
     for i in 0..100 {
-        let _ = request(&mut t, c(100 + i), &PLAIN, &limits, 61 * SEC + Duration::from_millis(u64::from(i)));
+        let _ = request(
+            &mut t,
+            c(100 + i),
+            &PLAIN,
+            &limits,
+            61 * SEC + Duration::from_millis(u64::from(i)),
+        );
         assert!(t.len() <= 32, "{}", t.len());
     }
     let newest = c(199);
