@@ -355,6 +355,18 @@ pub fn run_client(
     url: &str,
     headers: &[&str],
 ) -> anyhow::Result<ClientRun> {
+    run_client_from(kind, transport, url, headers, None)
+}
+
+/// [`run_client`] connecting from `local_address` (another loopback address is another client to the guard's
+/// rate limits); the Python client only.
+pub fn run_client_from(
+    kind: ClientKind,
+    transport: Transport,
+    url: &str,
+    headers: &[&str],
+    local_address: Option<&str>,
+) -> anyhow::Result<ClientRun> {
     let mut cmd = match kind {
         ClientKind::Python => {
             let mut c = Command::new(tools::python());
@@ -371,6 +383,13 @@ pub fn run_client(
     cmd.args(["--transport", transport.arg(), "--url", url, "--timeout", "45"]);
     for h in headers {
         cmd.arg("--header").arg(h);
+    }
+    if let Some(addr) = local_address {
+        anyhow::ensure!(
+            kind == ClientKind::Python,
+            "only the Python client takes a local address"
+        );
+        cmd.arg("--local-address").arg(addr);
     }
     let name = match kind {
         ClientKind::Python => "py-client",
