@@ -952,6 +952,25 @@ async fn crd_schema_rejects_invalid_specs() {
             json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80, "ingresses": ["Bad_Name"] }),
             "spec.ingresses[0]",
         ),
+        (
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80,
+                    "rateLimits": { "perTool": { "render": { "requestsPerMinute": 0 } } } }),
+            "spec.rateLimits.perTool[render].requestsPerMinute: Invalid value: \"integer\": requestsPerMinute must be at least 1",
+        ),
+        (
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80,
+                    "rateLimits": { "maxStreamsPerClient": 0 } }),
+            "maxStreamsPerClient must be at least 1",
+        ),
+        (
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80,
+                    "rateLimits": { "perMethod": { "": { "requestsPerMinute": 1 } } } }),
+            "a method or tool name must be 1-256 characters",
+        ),
+        (
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80, "trustedProxies": ["proxy.internal"] }),
+            "spec.trustedProxies[0]: Invalid value: \"string\": must be a CIDR such as 10.0.0.0/8",
+        ),
     ];
     for (i, (spec, want)) in cases.into_iter().enumerate() {
         let obj: DynamicObject = serde_json::from_value(json!({
@@ -980,7 +999,12 @@ async fn crd_schema_rejects_invalid_specs() {
         "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPServer", "metadata": { "name": "good" },
         "spec": { "selector": { "matchExpressions": [{ "key": "app", "operator": "In", "values": ["x"] }] },
                   "port": 65535, "hosts": ["*.a.example.com", "**.b.example.com:*", "[::1]:8080", "10.0.0.1"],
-                  "origins": ["https://a.example.com", "null"], "mode": "audit", "policyRef": "strict" }
+                  "origins": ["https://a.example.com", "null", "chrome-extension://*"], "mode": "audit",
+                  "policyRef": "strict", "trustedProxies": ["10.0.0.0/8", "192.0.2.7", "fd00::/8"],
+                  "rateLimits": { "perClient": { "requestsPerMinute": 600, "burst": 100 },
+                                  "perMethod": { "tools/call": { "requestsPerMinute": 60 } },
+                                  "perTool": { "render": { "requestsPerMinute": 6, "burst": 2 } },
+                                  "maxConcurrentRequestsPerClient": 16, "maxStreamsPerClient": 4 } }
     }))
     .expect("object");
     api.create(&Default::default(), &ok)
