@@ -429,3 +429,63 @@ fn the_upstream_gets_the_exact_body_whatever_the_guard_peeked() {
         .unwrap();
     drop(g);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_reload_and_a_bad_one_keeps_the_last_good_config() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let limited = r#"{"allowedHosts":["mcp.example.com"],"limits":{"perClient":{"requestsPerMinute":1}}}"#;
+    write_configmap(dir.path(), 1, r#"{"allowedHosts":["mcp.example.com"]}"#);
+    let config = dir.path().join("guard.json");
+    let g = Guard::start(&[
+        "--upstream",
+        &upstream.url(),
+        "--config",
+        config.to_str().unwrap(),
+        "--config-poll-interval",
+        "100ms",
+    ])
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            request_from("127.0.0.1", g.addr, &get_request("")).await.status(),
+            200,
+            "no limit yet"
+        );
+    }
+    write_configmap(dir.path(), 2, limited);
+    // The new limit applies once loaded: a client spends its one token and is then refused.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            request_from("127.0.0.1", g.addr, &get_request("")).await.status() == 429
+        })
+        .await,
+        "{}",
+        g.logs()
+    );
+    write_configmap(
+        dir.path(),
+        3,
+        r#"{"allowedHosts":["mcp.example.com"],"limits":{"perClient":{"requestsPerMinute":0}}}"#,
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            g.metric("mcp_guard_config_reloads_total{result=\"failed\"}")
+                .await
+                >= 1.0
+        })
+        .await,
+        "{}",
+        g.logs()
+    );
+    assert!(
+        g.logs()
+            .contains("limits.perClient.requestsPerMinute must be greater than 0"),
+        "{}",
+        g.logs()
+    );
+    assert_eq!(g.metric("mcp_guard_config_last_reload_ok").await, 0.0);
+    // Still limited: the last good config, never none.
+    let r = request_from("127.0.0.1", g.addr, &get_request("")).await;
+    assert_rejection(&r, 429, "rate_limited");
+}

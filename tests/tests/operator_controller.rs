@@ -589,7 +589,9 @@ async fn policy_changes_update_allowlists() {
             "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPGuardPolicy",
             "metadata": { "name": policy_name },
             "spec": { "allowedHosts": ["policy.example.com"], "allowedOrigins": ["https://portal.example.com"],
-                      "allowServiceDNSNames": false, "limits": { "maxRequestBodyBytes": 65536 } }
+                      "allowServiceDNSNames": false, "limits": { "maxRequestBodyBytes": 65536 },
+                      "rateLimits": { "perClient": { "requestsPerMinute": 600 }, "maxStreamsPerClient": 8 },
+                      "trustedProxies": ["10.0.5.0/24"] }
         }),
     )
     .await;
@@ -602,7 +604,14 @@ async fn policy_changes_update_allowlists() {
     apply::<MCPServer>(
         &client,
         &ns,
-        mcpserver("weather", "weather", 8000, json!({ "policyRef": policy_name })),
+        mcpserver(
+            "weather",
+            "weather",
+            8000,
+            json!({ "policyRef": policy_name, "trustedProxies": ["192.0.2.7"],
+                    "rateLimits": { "perTool": { "render": { "requestsPerMinute": 6, "burst": 2 } },
+                                    "maxStreamsPerClient": 2 } }),
+        ),
     )
     .await;
 
@@ -615,6 +624,16 @@ async fn policy_changes_update_allowlists() {
         vec!["https://portal.example.com".to_string()]
     );
     assert_eq!(cfg.limits.max_request_body_bytes, Some(65536));
+    // Rate limits: the server's settings over the policy's, per setting; trusted proxies add up.
+    let limits = &cfg.limits;
+    assert_eq!(
+        limits.per_client.map(|r| r.requests_per_minute),
+        Some(600),
+        "{cfg:?}"
+    );
+    assert_eq!(limits.per_tool["render"].burst(), 2, "{cfg:?}");
+    assert_eq!(limits.max_streams_per_client, Some(2), "{cfg:?}");
+    assert_eq!(cfg.trusted_proxies, ["10.0.5.0/24", "192.0.2.7"]);
 
     // Edit the policy: hosts, mode and Service DNS names follow.
     let started = Instant::now();
