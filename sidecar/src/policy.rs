@@ -263,25 +263,38 @@ pub fn mcp_call(head: &Parts, body: Option<&peek::Peeked>) -> Result<McpCall, De
             tool: tool.map(str::to_owned),
         });
     };
+    let call = body_call(body);
     let mismatch = |field: &HeaderName, header: &str, body: &str| {
         Denial::new(Reason::McpHeaderMismatch, header.to_owned())
             .with_detail(format!("{field} {header:?} but the body says {body:?}"))
     };
-    let method = match (&body.method, header_method) {
-        (Some(m), Some(h)) if m != h => return Err(mismatch(&MCP_METHOD, h, m)),
-        (Some(m), _) => Some(m.clone()),
+    if let (Some(m), Some(h)) = (&body.method, header_method)
+        && m != h
+    {
+        return Err(mismatch(&MCP_METHOD, h, m));
+    }
+    if let (Some(n), Some(h), Some("tools/call")) = (&body.name, header_name, call.method.as_deref())
+        && n != h
+    {
+        return Err(mismatch(&MCP_NAME, h, n));
+    }
+    Ok(call)
+}
+
+/// What a request is charged to by its body prefix alone (audit mode charges a request whose headers disagree
+/// with its body by the body, which is what the server runs).
+pub fn body_call(body: &peek::Peeked) -> McpCall {
+    let method = match &body.method {
+        Some(m) => Some(m.clone()),
         // A complete body without a method is a JSON-RPC response (or not JSON-RPC at all): no method to charge.
-        (None, _) if body.complete => None,
-        (None, _) => Some(rate::UNKNOWN_METHOD.to_owned()),
+        None if body.complete => None,
+        None => Some(rate::UNKNOWN_METHOD.to_owned()),
     };
-    let tool = match method.as_deref() {
-        Some("tools/call") => match (&body.name, header_name) {
-            (Some(n), Some(h)) if n != h => return Err(mismatch(&MCP_NAME, h, n)),
-            (n, _) => n.clone(),
-        },
-        _ => None,
-    };
-    Ok(McpCall { method, tool })
+    let tool = body
+        .name
+        .clone()
+        .filter(|_| method.as_deref() == Some("tools/call"));
+    McpCall { method, tool }
 }
 
 /// The largest request body the allowlist's limits let through.

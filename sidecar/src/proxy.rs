@@ -15,7 +15,7 @@ use crate::config::LiveAllowlist;
 use crate::limiter::{Limiter, SlotGuard};
 use crate::metrics::{Metrics, Outcome, UpstreamError};
 use crate::policy::rate::ClientKey;
-use crate::policy::{self, Decision, Hop, McpCall, peek};
+use crate::policy::{self, Decision, Hop, peek};
 use crate::pool::{Paired, SendError, UpstreamPool};
 use crate::upstream::Upstream;
 
@@ -173,7 +173,7 @@ impl Proxy {
             Err(denial) => {
                 self.violation(&denial, head, peer, false);
                 audited = true;
-                McpCall::default()
+                peeked.as_ref().map(policy::body_call).unwrap_or_default()
             }
         };
         let client = ClientKey::of(client);

@@ -685,4 +685,10 @@ fn the_body_decides_what_a_call_is_charged_to_and_a_disagreeing_header_is_refuse
             (got, want) => panic!("{f:?} {body:?}: got {got:?}, want {want:?}"),
         }
     }
+    // Audit mode forwards a request whose headers disagree, charged by its body: what the server runs.
+    assert_eq!(
+        body_call(&scanned(render)),
+        call(Some("tools/call"), Some("render"))
+    );
+    assert_eq!(body_call(&scanned(cut)), call(Some(rate::UNKNOWN_METHOD), None));
 }
