@@ -255,7 +255,8 @@ fn mcp_header<'a>(head: &'a Parts, name: &HeaderName) -> Result<Option<&'a str>,
 /// body read (no method or tool limit, or a request without a body) the headers are taken as they are.
 pub fn mcp_call(head: &Parts, body: Option<&peek::Peeked>) -> Result<McpCall, Denial> {
     let header_method = mcp_header(head, &MCP_METHOD)?;
-    let header_name = mcp_header(head, &MCP_NAME)?;
+    let header_name = mcp_header(head, &MCP_NAME)?.map(decode_mcp_name).transpose()?;
+    let header_name = header_name.as_deref();
     let Some(body) = body else {
         let tool = header_name.filter(|_| header_method == Some("tools/call"));
         return Ok(McpCall {
@@ -279,6 +280,23 @@ pub fn mcp_call(head: &Parts, body: Option<&peek::Peeked>) -> Result<McpCall, De
         return Err(mismatch(&MCP_NAME, h, n));
     }
     Ok(call)
+}
+
+/// An `Mcp-Name` value as the client meant it: SEP-2243 wraps a name that is not plain printable ASCII as
+/// `=?base64?<base64 of its UTF-8>?=`, and servers compare the decoded name.
+fn decode_mcp_name(value: &str) -> Result<String, Denial> {
+    use base64::Engine as _;
+    let Some(encoded) = value.strip_prefix("=?base64?").and_then(|v| v.strip_suffix("?=")) else {
+        return Ok(value.to_owned());
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| {
+            Denial::new(Reason::McpHeaderMismatch, value.to_owned())
+                .with_detail("mcp-name is marked =?base64?...?= but is not base64 of UTF-8 text")
+        })
 }
 
 /// What a request is charged to by its body prefix alone (audit mode charges a request whose headers disagree

@@ -9,6 +9,7 @@ mod support;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use futures::StreamExt;
 use support::wire::{Msg, Wire, assert_rejection, recording_upstream};
 use support::*;
 use tokio::net::{TcpSocket, TcpStream};
@@ -488,4 +489,50 @@ async fn rate_limits_reload_and_a_bad_one_keeps_the_last_good_config() {
     // Still limited: the last good config, never none.
     let r = request_from("127.0.0.1", g.addr, &get_request("")).await;
     assert_rejection(&r, 429, "rate_limited");
+}
+
+/// HTTP/2 clients (h2c) go through the same limits: the body is read from DATA frames, replayed whole, and a
+/// refusal is the same 429 on one stream while the connection stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_clients_are_limited_by_the_body_they_stream() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let (url, seen) = recording_upstream().await;
+    let g = guard(&url, &["--rate-limit-tool", "render=60:1"]).await;
+    let stream = connect_from("127.0.0.1", g.addr).await;
+    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let body = tools_call("render");
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        // The body in two DATA frames, cut inside the tool's name.
+        let (a, b) = body.split_at(body.find("render").unwrap() + 3);
+        let frames = futures::stream::iter([Bytes::from(a.to_owned()), Bytes::from(b.to_owned())])
+            .map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b)));
+        let req = http::Request::post("http://mcp.example.com/mcp")
+            .header("content-type", "application/json")
+            .body(StreamBody::new(frames))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let retry = resp.headers().get("retry-after").cloned();
+        let json: serde_json::Value =
+            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap_or_default();
+        statuses.push((status, retry.is_some(), json["error"]["data"]["reason"].clone()));
+    }
+    assert_eq!(
+        statuses,
+        [
+            (200, false, serde_json::Value::Null),
+            (429, true, serde_json::json!("rate_limited"))
+        ]
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.requests.len(), 1);
+    assert_eq!(seen.requests[0].body, body.as_bytes());
 }
