@@ -9,8 +9,8 @@ use mcp_guard_config::{Mode, Rate};
 
 /// mcp-guard: a streaming reverse proxy that enforces a Host/Origin allowlist in front of an MCP server.
 ///
-/// Flags and the --config file are merged: allowed hosts and origins are the union of both; --mode and
-/// --max-request-body-bytes, when given, override the file. The file is re-read when it changes.
+/// Flags and the --config file are merged: allowed hosts, origins and trusted proxies are the union of both;
+/// --mode and each limit flag, when given, override the file's setting. The file is re-read when it changes.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "mcp-guard", version, about, long_about = None)]
 pub struct Args {

@@ -265,7 +265,7 @@ async fn run_control(args: Args) -> Result<(), StartError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
     let mut addr = args.listen;
-    let limiter = limiter::Limiter::new(metrics.rate_limited_clients.clone());
+    let limiter = limiter::Limiter::new(metrics.rate_limit_tracked_clients.clone());
     if workers > 1 {
         // The workers share the port through SO_REUSEPORT, which would also let a second process of the same user
         // (another guard started on the same port by mistake) silently take part of the connections. A plain bind

@@ -232,13 +232,15 @@ impl ClientTable {
     }
 
     /// Takes a slot without checking any limit: audit mode lets a refused request through, and its slot still
-    /// counts.
+    /// counts. A client the table had no room for stays untracked (its slot counts for nothing), so audit mode
+    /// cannot grow the table past `maxTrackedClients` either.
     pub fn hold(&mut self, client: ClientKey, stream: bool) -> Slot {
-        let state = self.clients.entry(client).or_default();
-        if stream {
-            state.streams += 1;
-        } else {
-            state.in_flight += 1;
+        if let Some(state) = self.clients.get_mut(&client) {
+            if stream {
+                state.streams += 1;
+            } else {
+                state.in_flight += 1;
+            }
         }
         Slot { client, stream }
     }

@@ -282,6 +282,10 @@ fn the_table_forgets_idle_clients_first_and_never_one_with_a_request_open() {
     assert_eq!(r.reason, Reason::RateLimited);
     assert!(r.detail.contains("maxTrackedClients: 32"), "{r:?}");
     assert_eq!(t.len(), 32);
+    // Audit mode lets it through, still without growing the table.
+    let untracked = t.hold(c(99), false);
+    assert_eq!(t.len(), 32);
+    t.release(untracked);
     for s in slots {
         t.release(s);
     }
