@@ -232,6 +232,8 @@ async fn run_control(args: Args) -> Result<(), StartError> {
         hosts = %allowlist.hosts().iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         origins = %allowlist.origins().iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         mode = ?allowlist.mode,
+        trusted_proxies = %allowlist.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        rate_limits = allowlist.limits.limits_clients(),
         config = ?args.config,
         "allowlist loaded"
     );

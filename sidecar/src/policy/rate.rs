@@ -109,8 +109,31 @@ impl ClientState {
 
 /// One bucket to charge: where its arrival time lives, and its shape.
 struct Charge<'a> {
-    label: String,
+    label: Label<'a>,
     rate: &'a Rate,
+}
+
+/// Which limit a bucket is, as the refusal names it; formatted only when it refuses.
+enum Label<'a> {
+    PerClient,
+    PerMethod(&'a str),
+    PerTool(&'a str),
+    StrictestMethodOrTool,
+    StrictestTool,
+}
+
+impl std::fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Label::PerClient => f.write_str("perClient"),
+            Label::PerMethod(name) => write!(f, "perMethod[{name:?}]"),
+            Label::PerTool(name) => write!(f, "perTool[{name:?}]"),
+            Label::StrictestMethodOrTool => {
+                f.write_str("the strictest perMethod/perTool limit (method not readable)")
+            }
+            Label::StrictestTool => f.write_str("the strictest perTool limit (tool not readable)"),
+        }
+    }
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -130,7 +153,7 @@ fn conform(tat: u64, now: u64, rate: &Rate) -> Result<u64, u64> {
     }
 }
 
-fn describe(label: &str, rate: &Rate) -> String {
+fn describe(label: &Label<'_>, rate: &Rate) -> String {
     format!(
         "{label}: {}/min, burst {}",
         rate.requests_per_minute,
@@ -308,7 +331,7 @@ fn charges<'a>(class: &RequestClass<'a>, limits: &'a Limits) -> Vec<(Bucket<'a>,
         out.push((
             Bucket::Client,
             Charge {
-                label: "perClient".into(),
+                label: Label::PerClient,
                 rate,
             },
         ));
@@ -324,7 +347,7 @@ fn charges<'a>(class: &RequestClass<'a>, limits: &'a Limits) -> Vec<(Bucket<'a>,
                 out.push((
                     Bucket::Method(UNKNOWN_METHOD),
                     Charge {
-                        label: "the strictest perMethod/perTool limit (method not readable)".into(),
+                        label: Label::StrictestMethodOrTool,
                         rate,
                     },
                 ));
@@ -335,7 +358,7 @@ fn charges<'a>(class: &RequestClass<'a>, limits: &'a Limits) -> Vec<(Bucket<'a>,
                 out.push((
                     Bucket::Method(name),
                     Charge {
-                        label: format!("perMethod[{name:?}]"),
+                        label: Label::PerMethod(name),
                         rate,
                     },
                 ));
@@ -349,7 +372,7 @@ fn charges<'a>(class: &RequestClass<'a>, limits: &'a Limits) -> Vec<(Bucket<'a>,
                         out.push((
                             Bucket::Tool(name),
                             Charge {
-                                label: format!("perTool[{name:?}]"),
+                                label: Label::PerTool(name),
                                 rate,
                             },
                         ));
@@ -365,7 +388,7 @@ fn charges<'a>(class: &RequestClass<'a>, limits: &'a Limits) -> Vec<(Bucket<'a>,
                         out.push((
                             Bucket::Tool(UNKNOWN_METHOD),
                             Charge {
-                                label: "the strictest perTool limit (tool not readable)".into(),
+                                label: Label::StrictestTool,
                                 rate,
                             },
                         ));
