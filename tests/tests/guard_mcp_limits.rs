@@ -112,6 +112,7 @@ fn host_rewriting_nginx(guard: &Guard) -> Nginx {
             proxy_http_version 1.1;
             proxy_set_header Host backend.internal;
             proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header Forwarded "";
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header Connection "";
             proxy_buffering off;
