@@ -28,6 +28,7 @@ fn bits(ip: IpAddr) -> (u128, u8) {
     }
 }
 
+/// The network bits of a `width`-bit address with a `prefix`-bit prefix.
 fn mask(prefix: u8, width: u8) -> u128 {
     let all = if width == 32 {
         u128::from(u32::MAX)
@@ -36,7 +37,7 @@ fn mask(prefix: u8, width: u8) -> u128 {
     };
     match prefix {
         0 => 0,
-        p => all & !((1u128 << (width - p)) - 1) & all,
+        p => all & !((1u128 << (width - p)) - 1),
     }
 }
 
