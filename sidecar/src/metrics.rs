@@ -50,6 +50,7 @@ pub struct Metrics {
     reloads_failed: Counter,
     pub open_connections: Gauge,
     pub open_streams: Gauge,
+    pub rate_limit_tracked_clients: Gauge,
     pub allowed_hosts: Gauge,
     pub allowed_origins: Gauge,
     pub config_last_reload_ok: Gauge,
@@ -116,6 +117,12 @@ impl Metrics {
             "Responses currently streaming from the upstream to clients (SSE streams included)",
             open_streams.clone(),
         );
+        let rate_limit_tracked_clients = Gauge::default();
+        registry.register(
+            "rate_limit_tracked_clients",
+            "Clients whose rate-limit buckets and counters the guard keeps (bounded by maxTrackedClients)",
+            rate_limit_tracked_clients.clone(),
+        );
         let allowed_hosts = Gauge::default();
         registry.register(
             "allowed_hosts",
@@ -145,6 +152,7 @@ impl Metrics {
             reloads_failed,
             open_connections,
             open_streams,
+            rate_limit_tracked_clients,
             allowed_hosts,
             allowed_origins,
             config_last_reload_ok,

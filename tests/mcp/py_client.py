@@ -7,6 +7,7 @@ progress and log notifications streamed while it runs. Prints one JSON line on s
     {"ok": false, "error": "...", "status": 421, "body": "..."}   (exit code 1)
 
     python py_client.py --transport streamable-http|sse --url URL [--header 'Name: value']...
+        [--local-address 127.0.0.2]   (connect from another loopback address: another client to the guard)
 
 With `--call TOOL --arguments JSON` it calls that tool instead of `echo` and `countdown` (for servers other than
 the tests' own, such as the examples' weather server) and reports its text as "call".
@@ -49,9 +50,12 @@ async def run(args: argparse.Namespace) -> dict:
             REJECTION["status"] = response.status_code
             REJECTION["content_type"] = response.headers.get("content-type")
             REJECTION["body"] = response.text
+            REJECTION["retry_after"] = response.headers.get("retry-after")
 
     def make_client(**kwargs) -> httpx2.AsyncClient:
         kwargs["headers"] = {**(kwargs.get("headers") or {}), **headers}
+        if args.local_address:
+            kwargs["transport"] = httpx2.AsyncHTTPTransport(local_address=args.local_address)
         return httpx2.AsyncClient(event_hooks={"response": [record_rejection]}, **kwargs)
 
     if args.transport == "sse":
@@ -105,6 +109,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=30)
     parser.add_argument("--call")
     parser.add_argument("--arguments", default="{}")
+    parser.add_argument("--local-address", default=None)
     args = parser.parse_args()
     try:
         out = anyio.run(run, args)

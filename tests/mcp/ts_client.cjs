@@ -68,6 +68,7 @@ async function main() {
       rejection.status = res.status;
       rejection.content_type = res.headers.get("content-type");
       rejection.body = await res.clone().text();
+      rejection.retry_after = res.headers.get("retry-after");
     }
     return res;
   };

@@ -355,7 +355,19 @@ pub fn run_client(
     url: &str,
     headers: &[&str],
 ) -> anyhow::Result<ClientRun> {
-    run_client_with(kind, transport, url, headers, &[])
+    run_client_with(kind, transport, url, headers, None, &[])
+}
+
+/// [`run_client`] connecting from `local_address` (another loopback address is another client to the guard's
+/// rate limits); the Python client only.
+pub fn run_client_from(
+    kind: ClientKind,
+    transport: Transport,
+    url: &str,
+    headers: &[&str],
+    local_address: Option<&str>,
+) -> anyhow::Result<ClientRun> {
+    run_client_with(kind, transport, url, headers, local_address, &[])
 }
 
 /// A session that lists the tools and calls `tool` with `arguments` (instead of the test server's `echo` and
@@ -374,6 +386,7 @@ pub fn call_tool(
         Transport::StreamableHttp,
         url,
         headers,
+        None,
         &["--call", tool, "--arguments", &arguments],
     )
 }
@@ -383,6 +396,7 @@ fn run_client_with(
     transport: Transport,
     url: &str,
     headers: &[&str],
+    local_address: Option<&str>,
     extra: &[&str],
 ) -> anyhow::Result<ClientRun> {
     let mut cmd = match kind {
@@ -402,6 +416,13 @@ fn run_client_with(
     cmd.args(extra);
     for h in headers {
         cmd.arg("--header").arg(h);
+    }
+    if let Some(addr) = local_address {
+        anyhow::ensure!(
+            kind == ClientKind::Python,
+            "only the Python client takes a local address"
+        );
+        cmd.arg("--local-address").arg(addr);
     }
     let name = match kind {
         ClientKind::Python => "py-client",

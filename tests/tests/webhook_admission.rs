@@ -816,6 +816,7 @@ fn start_injected_guard(
             name: name.into(),
         }),
         limits: Default::default(),
+        trusted_proxies: Vec::new(),
     };
     std::fs::write(
         dir.path().join(mcp_guard_config::CONFIG_KEY),
