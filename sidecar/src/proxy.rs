@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -43,6 +44,7 @@ impl Peer {
 impl Proxy {
     /// Handles one request; never fails (errors become JSON answers).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Arc<Peer>) -> Response<ResponseBody> {
+        let started = Instant::now();
         let allowlist: Arc<Allowlist> = self.live.borrow().clone();
         let (mut head, body) = req.into_parts();
         let hop = Hop {
@@ -50,17 +52,25 @@ impl Proxy {
             peer_ip: &peer.ip,
             preserve_host: self.preserve_host,
         };
-        match policy::decide(&mut head, &allowlist, &hop) {
+        let outcome = match policy::decide(&mut head, &allowlist, &hop) {
             Decision::Refuse(denial) => {
                 self.violation(&denial, &head, &peer, true);
                 debug!(headers = ?head.headers, "rejected request headers");
-                return refuse(&allowlist, &denial);
+                let refusal = refuse(&allowlist, &denial);
+                self.metrics.request_duration(Outcome::Rejected, started);
+                return refusal;
             }
             Decision::Forward {
                 audited: Some(denial),
-            } => self.violation(&denial, &head, &peer, false),
-            Decision::Forward { audited: None } => self.metrics.request(Outcome::Allowed, None),
-        }
+            } => {
+                self.violation(&denial, &head, &peer, false);
+                Outcome::Audited
+            }
+            Decision::Forward { audited: None } => {
+                self.metrics.request(Outcome::Allowed, None);
+                Outcome::Allowed
+            }
+        };
         let limit = policy::body_limit(&allowlist);
         let method = head.method.clone();
         let fault = (!http_body::Body::is_end_stream(&body)).then(FaultSlot::default);
@@ -68,7 +78,7 @@ impl Proxy {
         let path = upstream_req.uri().path_and_query().cloned();
         // Boxed: hyper keeps the allocation of the service future for the connection's lifetime, so the
         // exchange's state must not be part of it.
-        match Box::pin(peer.upstream.send(upstream_req)).await {
+        let response = match Box::pin(peer.upstream.send(upstream_req)).await {
             Ok(resp) => {
                 let count = StreamCount::new(&self.metrics.open_streams);
                 let (mut parts, inner) = resp.into_parts();
@@ -81,7 +91,10 @@ impl Proxy {
                 let fault = fault.as_ref().and_then(|f| f.get());
                 self.upstream_failed(&allowlist, &err, fault, &method, path, &peer, limit)
             }
-        }
+        };
+        // Under the policy's verdict, also when the exchange failed: the client waited that long for its answer.
+        self.metrics.request_duration(outcome, started);
+        response
     }
 
     /// Logs and counts a request the allowlist or the policy refused (`enforce`), or that audit mode let through.
