@@ -108,7 +108,7 @@ install_go_tools() {
     github.com/rhysd/actionlint/cmd/actionlint
   # promtool checks and unit-tests the chart's alerting rules. Only cmd/promtool of the big Prometheus module,
   # and without the service-discovery plugins it registers for `check config` (remove_all_sd): a cold build
-  # takes about PROMTOOL_COLD on 2 shared cores.
+  # took about 5 minutes on 2 cores shared with other builds (actionlint: seconds).
   local prometheus
   prometheus=$(pinned promtool github.com/prometheus/prometheus)
   GO_TAGS=remove_all_sd go_build promtool promtool-"$prometheus" "-s -w" github.com/prometheus/prometheus/cmd/promtool
