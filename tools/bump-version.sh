@@ -7,7 +7,8 @@
 # Written in: Cargo.toml (workspace.package.version, which every crate inherits) and Cargo.lock's entries of
 # the workspace's crates; charts/mcp-guard/Chart.yaml (version and appVersion: the images' tag); every
 # "ghcr.io/mcp-guard/<image>:<old>" in tracked files (the operator's default sidecar image, examples, docs,
-# tests); the image tags of examples/policy/values-production.yaml. The test `version` holds them together.
+# tests); the image tags of examples/policy/values-production.yaml; the chart version and .deb name in the
+# docs' install commands. tests/tests/release.rs holds them together.
 # Then commit, tag vX.Y.Z and push the tag: .github/workflows/release.yml does the rest (docs/releasing.md).
 set -euo pipefail
 
@@ -44,6 +45,9 @@ sed -i -e "s/^version: .*/version: $NEW/" -e "s/^appVersion: .*/appVersion: \"$N
 git ls-files -z | xargs -0 grep -lZ -E "ghcr\.io/mcp-guard/[a-z0-9-]+:$old_re\b" -- 2>/dev/null |
   grep -zv '^CHANGELOG.md$' | xargs -0 -r sed -i -E "s#(ghcr\.io/mcp-guard/[a-z0-9-]+):$old_re\b#\1:$NEW#g"
 sed -i -E "s/^(  +tag: )\"$old_re\"/\1\"$NEW\"/" examples/policy/values-production.yaml
+# The install commands of the docs: the chart's --version and the .deb's file name.
+sed -i -E -e "s/(oci:\/\/ghcr\.io\/mcp-guard\/charts\/mcp-guard --version )$old_re\b/\1$NEW/g" \
+  -e "s/mcp-guard_$old_re-1_/mcp-guard_$NEW-1_/g" README.md docs/*.md
 
 # CHANGELOG.md: "## [Unreleased]" becomes "## [NEW] - DATE" under a new empty Unreleased; the link references
 # at the bottom follow (compare views between tags).

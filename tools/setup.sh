@@ -13,9 +13,10 @@ mkdir -p "$CACHE/bin"
 # Debian packages the tests drive: nginx (reverse proxy in front of the guard), chromium (DNS-rebinding attack
 # from a real browser), wrk (benchmarks); and for the real node: containerd + runc (the container runtime), the
 # bridge/host-local/loopback CNI plugins, iptables and conntrack (kube-proxy), buildah (builds the images from the
-# project's Dockerfiles), mmdebstrap (the offline base images), musl-tools (static Rust binaries for the images).
+# project's Dockerfiles), mmdebstrap (the offline base images), musl-tools (static Rust binaries for the images);
+# systemd for `systemd-analyze verify` of the guard's unit (nothing starts it: the machine's init stays as it is).
 APT_PACKAGES="nginx chromium wrk ca-certificates containerd runc containernetworking-plugins iptables conntrack
-  buildah mmdebstrap musl-tools"
+  buildah mmdebstrap musl-tools systemd"
 
 log() { echo "setup: $*" >&2; }
 

@@ -84,6 +84,27 @@ fn check_versions(root: &Path) -> String {
         }
     }
 
+    // The install commands of the docs.
+    for doc in ["README.md", "docs/install.md", "docs/guard.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        for (i, _) in text.match_indices("charts/mcp-guard --version ") {
+            let v: String = text[i + 27..]
+                .chars()
+                .take_while(|c| !c.is_whitespace())
+                .collect();
+            assert_eq!(v, version, "{doc}: the chart version to install");
+        }
+        for (i, _) in text.match_indices("mcp-guard_") {
+            if let Some(v) = text[i + 10..]
+                .split("-1_")
+                .next()
+                .filter(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+            {
+                assert_eq!(v, version, "{doc}: the .deb's name");
+            }
+        }
+    }
+
     let changelog = std::fs::read_to_string(root.join("CHANGELOG.md")).unwrap();
     assert!(changelog.contains("Keep a Changelog"), "the format is named");
     let entries: Vec<&str> = changelog.lines().filter(|l| l.starts_with("## [")).collect();
@@ -179,10 +200,9 @@ fn bump_version_sets_it_everywhere() {
     );
     assert!(changelog.contains("[9.8.7]: https://github.com/mcp-guard/mcp-guard/releases/tag/v9.8.7"));
     let webhook = std::fs::read_to_string(copy.join("operator/src/webhook.rs")).unwrap();
-    assert!(
-        webhook.contains("\"ghcr.io/mcp-guard/mcp-guard:9.8.7\""),
-        "the default sidecar image"
-    );
+    // Spelled in two parts: this file is one of those checked for image references.
+    let image = format!("\"{}:9.8.7\"", "ghcr.io/mcp-guard/mcp-guard");
+    assert!(webhook.contains(&image), "the default sidecar image");
     let lock = std::fs::read_to_string(copy.join("Cargo.lock")).unwrap();
     assert!(lock.contains("name = \"mcp-guard\"\nversion = \"9.8.7\""));
     assert!(!lock.contains(&format!("name = \"mcp-guard\"\nversion = \"{before}\"")));
