@@ -33,8 +33,10 @@ struct Context {
     servers: Vec<MCPServer>,
     guarded: Vec<GuardedServer>,
     native_sidecars: bool,
-    /// From the registered webhook's namespaceSelector (`None`: no webhook registered, or not readable).
+    /// The namespaces the registered webhook excludes (`Err`: why they are unknown, with a warning to print).
     webhook: Result<Vec<String>, String>,
+    /// No MutatingWebhookConfiguration calls the webhook: new pods are not injected.
+    webhook_missing: bool,
 }
 
 impl Context {
@@ -62,8 +64,7 @@ pub async fn run(kube: &Kube, target: &str) -> anyhow::Result<Report> {
     let injected = match kind {
         "pod" | "pods" | "po" => {
             let pod = Api::<Pod>::namespaced(kube.client.clone(), ns).get(name).await?;
-            let injected = explain_pod(&mut out, &ctx, &pod, &format!("pod {ns}/{name}"));
-            injected && ctx.webhook.is_ok()
+            explain_pod(&mut out, &ctx, &pod, &format!("pod {ns}/{name}"))
         }
         "deployment" | "deployments" | "deploy" | "deployment.apps" => {
             let deploy = Api::<Deployment>::namespaced(kube.client.clone(), ns)
@@ -104,7 +105,7 @@ pub async fn run(kube: &Kube, target: &str) -> anyhow::Result<Report> {
                 let _ = write!(out, "  ");
                 all &= explain_pod(&mut out, &ctx, pod, &format!("pod {ns}/{}", pod.name_any()));
             }
-            all && ctx.webhook.is_ok()
+            all && !ctx.webhook_missing
         }
         other => anyhow::bail!("{other:?} is not a pod or a deployment (try pod/NAME or deployment/NAME)"),
     };
@@ -204,7 +205,17 @@ async fn context(kube: &Kube) -> anyhow::Result<Context> {
     }
     let version = client.apiserver_version().await?;
     let native_sidecars = supports_native_sidecars(&version.major, &version.minor);
-    let webhook = registered_webhook(client).await;
+    let (webhook, webhook_missing) = match registered_webhook(client).await {
+        Ok(Some(excluded)) => (Ok(excluded), false),
+        Ok(None) => (
+            Err(format!(
+                "no mutating webhook calls {MUTATE_PODS_PATH}: nothing injects pods (is the chart installed with \
+                 webhook.enabled?); the answers below are what the webhook would do"
+            )),
+            true,
+        ),
+        Err(why) => (Err(why), false),
+    };
     Ok(Context {
         namespace: ns,
         namespace_labels,
@@ -212,12 +223,13 @@ async fn context(kube: &Kube) -> anyhow::Result<Context> {
         guarded,
         native_sidecars,
         webhook,
+        webhook_missing,
     })
 }
 
-/// The namespaces the registered pod-injecting webhook excludes (`kubernetes.io/metadata.name NotIn [...]`), or
-/// why there is no such webhook to ask.
-async fn registered_webhook(client: &kube::Client) -> Result<Vec<String>, String> {
+/// The namespaces the registered pod-injecting webhook excludes (`kubernetes.io/metadata.name NotIn [...]`);
+/// `None`: no webhook calls `/mutate-pods`; `Err`: the configurations cannot be read.
+async fn registered_webhook(client: &kube::Client) -> Result<Option<Vec<String>>, String> {
     let configs = Api::<MutatingWebhookConfiguration>::all(client.clone())
         .list(&ListParams::default())
         .await
@@ -234,10 +246,7 @@ async fn registered_webhook(client: &kube::Client) -> Result<Vec<String>, String
                 || cc.url.as_deref().is_some_and(|u| u.ends_with(MUTATE_PODS_PATH))
         });
     let Some(hook) = hook else {
-        return Err(format!(
-            "no mutating webhook calls {MUTATE_PODS_PATH}: nothing injects pods (is the chart installed with \
-             webhook.enabled?); the answers below are what the webhook would do"
-        ));
+        return Ok(None);
     };
     Ok(hook
         .namespace_selector
@@ -245,5 +254,6 @@ async fn registered_webhook(client: &kube::Client) -> Result<Vec<String>, String
         .flat_map(|s| s.match_expressions.iter().flatten())
         .filter(|e| e.key == "kubernetes.io/metadata.name" && e.operator == "NotIn")
         .flat_map(|e| e.values.clone().unwrap_or_default())
-        .collect())
+        .collect::<Vec<_>>()
+        .into())
 }
