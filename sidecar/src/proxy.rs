@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -47,6 +48,7 @@ impl Peer {
 impl Proxy {
     /// Handles one request; never fails (errors become JSON answers).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Arc<Peer>) -> Response<ResponseBody> {
+        let started = Instant::now();
         let allowlist: Arc<Allowlist> = self.live.borrow().clone();
         let (mut head, mut body) = req.into_parts();
         let trusted_proxy = allowlist.trusts(peer.addr.ip());
@@ -62,21 +64,22 @@ impl Proxy {
             preserve_host: self.preserve_host,
             trusted_proxy,
         };
-        let mut allowed = true;
-        match policy::decide(&mut head, &allowlist, &hop) {
+        let mut outcome = match policy::decide(&mut head, &allowlist, &hop) {
             Decision::Refuse(denial) => {
                 self.violation(&denial, &head, &peer, true);
                 debug!(headers = ?head.headers, "rejected request headers");
-                return refuse(&allowlist, &denial);
+                let refusal = refuse(&allowlist, &denial);
+                self.metrics.request_duration(Outcome::Rejected, started);
+                return refusal;
             }
             Decision::Forward {
                 audited: Some(denial),
             } => {
                 self.violation(&denial, &head, &peer, false);
-                allowed = false;
+                Outcome::Audited
             }
-            Decision::Forward { audited: None } => {}
-        }
+            Decision::Forward { audited: None } => Outcome::Allowed,
+        };
         let limit = policy::body_limit(&allowlist);
         let (prefix, slot) = if allowlist.limits.limits_clients() {
             match self
@@ -88,15 +91,20 @@ impl Proxy {
                     slot,
                     audited,
                 }) => {
-                    allowed &= !audited;
+                    if audited {
+                        outcome = Outcome::Audited;
+                    }
                     (prefix, Some(slot))
                 }
-                Err(answer) => return answer,
+                Err(answer) => {
+                    self.metrics.request_duration(Outcome::Rejected, started);
+                    return answer;
+                }
             }
         } else {
             (None, None)
         };
-        if allowed {
+        if matches!(outcome, Outcome::Allowed) {
             self.metrics.request(Outcome::Allowed, None);
         }
         let method = head.method.clone();
@@ -107,7 +115,7 @@ impl Proxy {
         let path = upstream_req.uri().path_and_query().cloned();
         // Boxed: hyper keeps the allocation of the service future for the connection's lifetime, so the
         // exchange's state must not be part of it.
-        match Box::pin(peer.upstream.send(upstream_req)).await {
+        let response = match Box::pin(peer.upstream.send(upstream_req)).await {
             Ok(resp) => {
                 let count = StreamCount::new(&self.metrics.open_streams);
                 let (mut parts, inner) = resp.into_parts();
@@ -125,7 +133,10 @@ impl Proxy {
                 let fault = fault.as_ref().and_then(|f| f.get());
                 self.upstream_failed(&allowlist, &err, fault, &method, path, &peer, limit)
             }
-        }
+        };
+        // Under the policy's verdict, also when the exchange failed: the client waited that long for its answer.
+        self.metrics.request_duration(outcome, started);
+        response
     }
 
     /// The rate limits and caps: reads the body's prefix if a method or tool limit needs it, checks the

@@ -558,6 +558,16 @@ async fn conditions_explain_catch_all_mismatch_and_bypass() {
         message.contains("weather-unguarded") && message.contains("restart"),
         "{message}"
     );
+    // The gauge the MCPGuardMissingFromPods alert reads follows the condition.
+    let bypass_labels = mcp_guard_operator::metrics::ServerLabels {
+        namespace: ns.clone(),
+        name: "weather".into(),
+    };
+    let bypassed = || op.metrics.guard_bypassed.get_or_create(&bypass_labels).get();
+    eventually(SETUP, "guard_bypassed 1", || async {
+        (bypassed() == 1).then_some(())
+    })
+    .await;
     Api::<Pod>::namespaced(client.clone(), &ns)
         .delete(
             "weather-unguarded",
@@ -570,6 +580,10 @@ async fn conditions_explain_catch_all_mismatch_and_bypass() {
         .expect("delete pod");
     server_with(&servers, "weather", "GuardBypass to clear", |s| {
         condition(s, "GuardBypass").is_some_and(|c| c.0 == "False")
+    })
+    .await;
+    eventually(SETUP, "guard_bypassed 0", || async {
+        (bypassed() == 0).then_some(())
     })
     .await;
     op.stop().await;
