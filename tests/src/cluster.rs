@@ -145,6 +145,7 @@ impl Cluster {
             "--v=0".to_string(),
         ]);
         let controller_manager = Proc::spawn("kube-controller-manager", cm_cmd)?;
+        remove_when_parent_exits(dir.path());
 
         let cluster = Cluster {
             server_url,
@@ -460,6 +461,19 @@ fn client_cert(
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A shared cluster lives in a static and is never dropped, so its directory (etcd's data, ~100 MiB) would stay
+/// behind: a watchdog removes it once the test process is gone, after a node's teardown (its script lives there).
+fn remove_when_parent_exits(dir: &Path) {
+    let parent = std::process::id();
+    let teardown = dir.join("node").join(crate::node::TEARDOWN);
+    crate::process::spawn_watchdog(&format!(
+        "while kill -0 {parent} 2>/dev/null; do sleep 1; done; \
+         while [ -f {t} ]; do sleep 1; done; rm -rf {d}",
+        t = teardown.display(),
+        d = dir.display()
+    ));
 }
 
 impl Pki {
