@@ -167,3 +167,24 @@ fn policy_entries_are_checked_with_the_guards_parser() {
     assert!(errors[2].message.contains("needs a scheme"), "{}", errors[2]);
     assert_eq!(validate_policy(&MCPGuardPolicySpec::default()), vec![]);
 }
+
+#[test]
+fn traffic_guard_port_is_checked() {
+    use crate::crd::{TrafficLayout, TrafficSpec};
+    let with = |layout, guard_port| MCPServerSpec {
+        traffic: Some(TrafficSpec { layout, guard_port }),
+        ..spec()
+    };
+    assert!(fields(&with(Some(TrafficLayout::GuardPort), None)).is_empty());
+    assert!(fields(&with(Some(TrafficLayout::GuardPort), Some(18080))).is_empty());
+    assert_eq!(fields(&with(None, Some(18080))), vec!["spec.traffic.guardPort"]);
+    assert_eq!(
+        fields(&with(Some(TrafficLayout::GuardPort), Some(15081))),
+        vec!["spec.traffic.guardPort"]
+    );
+    let same = MCPServerSpec {
+        port: 15080,
+        ..with(Some(TrafficLayout::GuardPort), None)
+    };
+    assert_eq!(fields(&same), vec!["spec.traffic.guardPort"]);
+}
