@@ -605,19 +605,18 @@ fn take_over_port(
     }
     let app_port = i32::from(app_port);
     let mut old_name = None;
-    if let Some(c) = spec.containers.iter_mut().find(|c| c.name == app) {
-        if let Some(p) = c
-            .ports
-            .iter_mut()
-            .flatten()
-            .find(|p| p.container_port == app_port && p.name.is_some())
-        {
-            old_name = p.name.replace(UNGUARDED_PORT_NAME.into());
-            status.renamed_port = old_name.clone().map(|name| RenamedPort {
-                container: app.to_string(),
-                name,
-            });
-        }
+    if let Some(p) = spec
+        .containers
+        .iter_mut()
+        .filter(|c| c.name == app)
+        .flat_map(|c| c.ports.iter_mut().flatten())
+        .find(|p| p.container_port == app_port && p.name.is_some())
+    {
+        old_name = p.name.replace(UNGUARDED_PORT_NAME.into());
+        status.renamed_port = old_name.clone().map(|name| RenamedPort {
+            container: app.to_string(),
+            name,
+        });
     }
     // Probes of every container on the app's port: they share the pod's network, and kubelet resolves a named
     // probe port in the probe's own container, where the renamed name no longer exists.
