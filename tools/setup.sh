@@ -61,11 +61,13 @@ go_build() {
     (cd "$module" && GOFLAGS=-mod=readonly go build -ldflags "$ldflags" -o "$out/" "$@")
     # go names a binary after its package's last path element, skipping a major-version suffix.
     [ -x "$out/server" ] && mv "$out/server" "$out/etcd"
+    [ "$name" = "${name#kube-network-policies-}" ] || mv "$out/cmd" "$out/kube-network-policies"
     touch "$out/.complete"
   fi
   for pkg in "$@"; do
     bin=${pkg##*/}
     [ "$pkg" = go.etcd.io/etcd/server/v3 ] && bin=etcd
+    [ "$pkg" = sigs.k8s.io/kube-network-policies/cmd ] && bin=kube-network-policies
     [ -x "$out/$bin" ] || { log "expected $out/$bin after building $pkg"; exit 1; }
     ln -sfn "$out/$bin" "$CACHE/bin/$bin"
   done
@@ -91,6 +93,10 @@ install_go_tools() {
     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy
   etcd=$(pinned etcd go.etcd.io/etcd/server/v3)
   go_build etcd etcd-"$etcd" "-s -w" go.etcd.io/etcd/server/v3
+  # The test node's NetworkPolicy enforcer (nftables + nfqueue; tests/src/node.rs starts it on request).
+  local knp
+  knp=$(pinned kube-network-policies sigs.k8s.io/kube-network-policies)
+  go_build kube-network-policies kube-network-policies-"$knp" "-s -w" sigs.k8s.io/kube-network-policies/cmd
   helm=$(pinned helm helm.sh/helm/v3)
   # As helm's own Makefile does: the Kubernetes version `helm template` and `helm lint` assume is the one of
   # the client-go it was built with (otherwise v1.20, and charts with a kubeVersion constraint fail).

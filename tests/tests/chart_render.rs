@@ -217,10 +217,14 @@ fn rbac_is_least_privilege() {
             group != "*" && resource != "*" && !verbs.iter().any(|v| v == "*"),
             "wildcard grant {resource}"
         );
+        // The one deletion: the operator's own NetworkPolicies, when a policy switches them off.
+        let may_delete = group == "networking.k8s.io" && resource == "networkpolicies";
         assert!(
-            !verbs
-                .iter()
-                .any(|v| v == "delete" || v == "deletecollection" || v == "escalate" || v == "bind")
+            !verbs.iter().any(|v| (v == "delete" && !may_delete)
+                || v == "deletecollection"
+                || v == "escalate"
+                || v == "bind"),
+            "{group}/{resource}: {verbs:?}"
         );
     }
     let find =
@@ -255,6 +259,12 @@ fn rbac_is_least_privilege() {
         find(&cluster, "", "configmaps"),
         vec!["create", "get", "list", "patch", "watch"]
     );
+    assert_eq!(
+        find(&cluster, "networking.k8s.io", "networkpolicies"),
+        vec!["create", "delete", "get", "list", "patch", "watch"]
+    );
+    // The nodes' kubelet versions decide native sidecars: read only.
+    assert_eq!(find(&cluster, "", "nodes"), vec!["list", "watch"]);
     assert_eq!(find(&cluster, "events.k8s.io", "events"), vec!["create", "patch"]);
     assert_eq!(find(&cluster, "", "events"), vec!["create", "patch"]);
     // No Secrets, Leases or webhook configurations cluster-wide.
