@@ -846,7 +846,12 @@ fn start_injected_guard_at(
         args.iter().any(|a| a == &format!("[{pod_ip}]:{admin_port}")),
         "admin listener on the pod IP: {args:?}"
     );
-    let readyz = format!("http://{pod_ip}:{admin_port}/readyz");
+    let host = if pod_ip.contains(':') {
+        format!("[{pod_ip}]")
+    } else {
+        pod_ip.to_string()
+    };
+    let readyz = format!("http://{host}:{admin_port}/readyz");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !matches!(testkit::http::get(&readyz), Ok(r) if r.status == 200) {
         proc.ensure_running().expect("guard running");
@@ -995,6 +1000,61 @@ async fn guard_port_layout_guards_a_server_bound_to_all_interfaces() {
         spec.containers.first().map(|c| c.name.as_str()),
         Some("mcp-guard")
     );
+    drop(server);
+}
+
+/// An IPv6 pod, as far as this machine can stand one in: the guard of an injected pod started with `::1` as its
+/// pod IP (the node harness is IPv4 only). Its listeners follow the pod's family — `[$(POD_IP)]` for the guarded
+/// port and the admin port alike (an admin listener on `0.0.0.0` would never answer kubelet's probes of an IPv6
+/// pod IP) — and a probe-like request with `Host: [::1]:PORT` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_guard_follows_an_ipv6_pod_ip() {
+    use testkit::mcp::{ClientKind, PyServer, Transport, run_client};
+    let env = env().await;
+    let client = env.cluster.client();
+    let server = PyServer::start(Transport::StreamableHttp).expect("start the MCP Python SDK server");
+    let port = server.port;
+    let ns = opted_in_namespace(env.cluster, "wh-ipv6", &[]).await;
+    create_mcpserver(
+        &client,
+        &ns,
+        "weather",
+        json!({ "selector": { "matchLabels": { "app": "weather" } }, "port": port }),
+    )
+    .await
+    .expect("create MCPServer");
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &deployment_json("weather", "weather", 1, port),
+        )
+        .await
+        .expect("create Deployment");
+    let pod = wait_for_pods(&client, &ns, "weather", 1).await.remove(0);
+    // start_injected_guard_at waits for /readyz on [::1]:15081 and checks the admin address is the pod IP's.
+    let (mut proc, args, _config_dir) = start_injected_guard_at(&pod, &ns, "weather", "::1");
+    assert!(args.iter().any(|a| a == &format!("[::1]:{port}")), "{args:?}");
+    let url = format!("http://[::1]:{port}/mcp");
+    run_client(
+        ClientKind::Python,
+        Transport::StreamableHttp,
+        &url,
+        &[&format!("Host: weather.{ns}.svc:{port}")],
+    )
+    .expect("client")
+    .assert_full_session("MCP client to an IPv6 pod IP");
+    let probe = testkit::http::raw(
+        format!("[::1]:{port}").parse().expect("addr"),
+        &testkit::mcp::initialize_request("/mcp", &format!("[::1]:{port}"), &[]),
+    )
+    .expect("probe-like request");
+    assert_eq!(
+        probe.status,
+        200,
+        "Host [pod IP]:PORT must pass: {}",
+        probe.text()
+    );
+    proc.kill();
     drop(server);
 }
 
