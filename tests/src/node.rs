@@ -8,14 +8,22 @@
 //! the bridge, the iptables chains kube-proxy and the CNI plugins added, the kubelet's cgroups, and restores the
 //! sysctls they changed. `Drop` runs it, and a watchdog runs it when the test process dies however it ended.
 //! When the node cannot start (a missing package or kernel feature), [`Node::start`] fails loudly.
+//!
+//! On request ([`NodeOptions::network_policies`]) the node also runs a NetworkPolicy enforcer:
+//! kube-network-policies (SIG Network's reference implementation, built by `make setup`), which decides each new
+//! connection to or from a pod in nftables (+ nfqueue) from the cluster's NetworkPolicies. kube-router's, the
+//! other candidate, is served here only at v2.1.0, which has reported security flaws. The enforcer only takes
+//! in-cluster credentials, so it runs in a mount namespace of its own where a tmpfs over `/run` holds a
+//! ServiceAccount token; its nftables tables go with the teardown.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::Node as NodeObject;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{Node as NodeObject, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::api::{Api, Patch, PatchParams};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::cluster::Cluster;
@@ -51,10 +59,18 @@ const SYSCTLS: &[&str] = &[
 /// at a time on it, whichever test binary or checkout starts it.
 const MACHINE_LOCK: &str = "/run/mcp-guard-node.lock";
 
+/// What a node runs besides the kubelet, the scheduler and kube-proxy.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeOptions {
+    /// Enforce NetworkPolicies (kube-network-policies).
+    pub network_policies: bool,
+}
+
 /// A running node. Dropping it tears everything down.
 pub struct Node {
     dir: PathBuf,
     socket: PathBuf,
+    _enforcer: Option<Proc>,
     _kube_proxy: Proc,
     _kubelet: Proc,
     _scheduler: Proc,
@@ -67,6 +83,11 @@ impl Node {
     /// Starts containerd, the kubelet, kube-scheduler and kube-proxy against `cluster`, imports the images that
     /// `make images` built, and waits until the node is Ready.
     pub async fn start(cluster: &Cluster) -> anyhow::Result<Node> {
+        Node::start_with(cluster, NodeOptions::default()).await
+    }
+
+    /// As [`Node::start`], with what `options` adds.
+    pub async fn start_with(cluster: &Cluster, options: NodeOptions) -> anyhow::Result<Node> {
         let machine = lock_machine()?;
         let started = Instant::now();
         let dir = cluster.dir().join("node");
@@ -81,9 +102,15 @@ impl Node {
         let kubelet = start_kubelet(&dir, &socket, cluster)?;
         let scheduler = start_scheduler(cluster)?;
         let kube_proxy = start_kube_proxy(&dir, cluster)?;
+        let enforcer = if options.network_policies {
+            Some(start_enforcer(&dir, cluster).await?)
+        } else {
+            None
+        };
         let mut node = Node {
             dir,
             socket,
+            _enforcer: enforcer,
             _kube_proxy: kube_proxy,
             _kubelet: kubelet,
             _scheduler: scheduler,
@@ -152,6 +179,9 @@ impl Drop for Node {
         self._kubelet.kill();
         self._kube_proxy.kill();
         self._scheduler.kill();
+        if let Some(enforcer) = self._enforcer.as_mut() {
+            enforcer.kill();
+        }
         let status = Command::new("sh").arg(self.dir.join(TEARDOWN)).status();
         if !matches!(status, Ok(s) if s.success()) {
             eprintln!("node teardown failed ({status:?}); see {}", self.dir.display());
@@ -196,6 +226,9 @@ fn write_teardown(dir: &Path, socket: &Path) -> anyhow::Result<()> {
     }
     let chains_before = run(Command::new("sh").args(["-c", "iptables-save | grep '^:' | cut -d' ' -f1"]))?;
     let netns_before = run(Command::new("sh").args(["-c", "ls /run/netns 2>/dev/null || true"]))?;
+    // nftables tables (the enforcer's), as `family name` lines; empty where nft is not installed.
+    let nft_before = run(Command::new("sh").args(["-c", NFT_TABLES]))?;
+    std::fs::write(dir.join("nft.before"), nft_before)?;
     std::fs::write(dir.join("chains.before"), chains_before)?;
     std::fs::write(dir.join("netns.before"), netns_before)?;
     let dir_s = dir.display();
@@ -231,6 +264,10 @@ for table in filter nat mangle; do
   for c in $chains; do grep -qx ":$c" "$D/chains.before" || iptables -t $table -F "$c" 2>/dev/null; done
   for c in $chains; do grep -qx ":$c" "$D/chains.before" || iptables -t $table -X "$c" 2>/dev/null; done
 done
+# 2b. nftables tables that appeared while the node ran (the NetworkPolicy enforcer's).
+{nft_tables} | while read -r family name; do
+  grep -qx "$family $name" "$D/nft.before" || nft delete table "$family" "$name" 2>/dev/null
+done
 # 3. Mounts under the node's directory (pod volumes, rootfs, shm), deepest first, and the pods' netns.
 for m in $(awk -v d="$D" 'index($5, d) == 1 {{ print $5 }}' /proc/self/mountinfo | sort -r); do umount -l "$m" 2>/dev/null; done
 for ns in $(ls /run/netns 2>/dev/null); do
@@ -245,10 +282,14 @@ done
 {sysctls}exit 0
 "#,
         kube_proxy = cache_dir().join("bin/kube-proxy").display(),
+        nft_tables = NFT_TABLES,
     );
     std::fs::write(dir.join(TEARDOWN), script)?;
     Ok(())
 }
+
+/// Lists nftables tables as `family name` lines (nothing when nft is missing).
+pub const NFT_TABLES: &str = "(nft list tables 2>/dev/null || true) | awk '$1 == \"table\" { print $2, $3 }'";
 
 /// Runs the teardown script once this test process is gone, however it ended (the processes themselves are
 /// killed by their own watchdogs, see `process.rs`).
@@ -440,6 +481,78 @@ fn start_kube_proxy(dir: &Path, cluster: &Cluster) -> anyhow::Result<Proc> {
                 proc.log_path().display()
             );
         }
+    }
+    Ok(proc)
+}
+
+/// The ServiceAccount the enforcer runs as (kube-system, bound to `cluster-admin`: a throw-away test cluster; the
+/// enforcer reads Pods, Namespaces, Nodes and NetworkPolicies).
+const ENFORCER_SA: &str = "mcp-guard-node-network-policies";
+
+/// Starts kube-network-policies for this node: in-cluster credentials in a private mount namespace (a tmpfs over
+/// `/run` holding the token and CA where client-go looks for them), NRI off (containerd 1.6 has none), metrics on
+/// a free loopback port. Waits until its nftables table exists.
+async fn start_enforcer(dir: &Path, cluster: &Cluster) -> anyhow::Result<Proc> {
+    let client = cluster.client();
+    let pp = PatchParams::apply("mcp-guard-node").force();
+    Api::<ServiceAccount>::namespaced(client.clone(), "kube-system")
+        .patch(
+            ENFORCER_SA,
+            &pp,
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": ENFORCER_SA }
+            })),
+        )
+        .await?;
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .patch(
+            ENFORCER_SA,
+            &pp,
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": { "name": ENFORCER_SA },
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin" },
+                "subjects": [{ "kind": "ServiceAccount", "name": ENFORCER_SA, "namespace": "kube-system" }]
+            })),
+        )
+        .await?;
+    let token = cluster.service_account_token("kube-system", ENFORCER_SA).await?;
+    let creds = dir.join("enforcer-sa");
+    std::fs::create_dir_all(&creds)?;
+    std::fs::write(creds.join("token"), token)?;
+    std::fs::write(creds.join("ca.crt"), cluster.ca_pem())?;
+    let port = cluster
+        .server_url()
+        .rsplit(':')
+        .next()
+        .context("API server URL without a port")?
+        .to_string();
+    let sa_dir = "/run/secrets/kubernetes.io/serviceaccount";
+    let script = format!(
+        "mount -t tmpfs -o size=1m,mode=0755 mcp-guard-enforcer /run && mkdir -p {sa_dir} && cp {creds}/token \
+         {creds}/ca.crt {sa_dir}/ && exec \"$0\" \"$@\"",
+        creds = creds.display(),
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .arg(bin("kube-network-policies"))
+        .arg(format!("--hostname-override={NODE_NAME}"))
+        .arg("--disable-nri")
+        .arg(format!("--metrics-bind-address=127.0.0.1:{}", free_port()))
+        .arg("--v=2")
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", port);
+    let mut proc = Proc::spawn("kube-network-policies", cmd)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !run(Command::new("sh").args(["-c", NFT_TABLES]))?.contains("kube-network-policies") {
+        proc.ensure_running()?;
+        if Instant::now() > deadline {
+            bail!(
+                "kube-network-policies made no nftables table in 60s; log: {}",
+                proc.log_path().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
     Ok(proc)
 }
