@@ -12,10 +12,11 @@ mkdir -p "$CACHE/bin"
 
 # Debian packages the tests drive: nginx (reverse proxy in front of the guard), chromium (DNS-rebinding attack
 # from a real browser), wrk (benchmarks); and for the real node: containerd + runc (the container runtime), the
-# bridge/host-local/loopback CNI plugins, iptables and conntrack (kube-proxy), buildah (builds the images from the
+# bridge/host-local/loopback CNI plugins, iptables and conntrack (kube-proxy), nftables (the NetworkPolicy
+# enforcer's tables, removed at teardown), buildah (builds the images from the
 # project's Dockerfiles), mmdebstrap (the offline base images), musl-tools (static Rust binaries for the images).
 APT_PACKAGES="nginx chromium wrk ca-certificates containerd runc containernetworking-plugins iptables conntrack
-  buildah mmdebstrap musl-tools"
+  nftables buildah mmdebstrap musl-tools"
 
 log() { echo "setup: $*" >&2; }
 
