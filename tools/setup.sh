@@ -12,11 +12,11 @@ mkdir -p "$CACHE/bin"
 
 # Debian packages the tests drive: nginx (reverse proxy in front of the guard), chromium (DNS-rebinding attack
 # from a real browser), wrk (benchmarks); and for the real node: containerd + runc (the container runtime), the
-# bridge/host-local/loopback CNI plugins, iptables and conntrack (kube-proxy), nftables (the NetworkPolicy
-# enforcer's tables, removed at teardown), buildah (builds the images from the
+# bridge/host-local/loopback CNI plugins, iptables and conntrack (kube-proxy), ipset (the NetworkPolicy
+# enforcer's, kube-router), buildah (builds the images from the
 # project's Dockerfiles), mmdebstrap (the offline base images), musl-tools (static Rust binaries for the images).
 APT_PACKAGES="nginx chromium wrk ca-certificates containerd runc containernetworking-plugins iptables conntrack
-  nftables buildah mmdebstrap musl-tools"
+  ipset buildah mmdebstrap musl-tools"
 
 log() { echo "setup: $*" >&2; }
 
@@ -62,13 +62,11 @@ go_build() {
     (cd "$module" && GOFLAGS=-mod=readonly go build -ldflags "$ldflags" -o "$out/" "$@")
     # go names a binary after its package's last path element, skipping a major-version suffix.
     [ -x "$out/server" ] && mv "$out/server" "$out/etcd"
-    [ "$name" = "${name#kube-network-policies-}" ] || mv "$out/cmd" "$out/kube-network-policies"
     touch "$out/.complete"
   fi
   for pkg in "$@"; do
     bin=${pkg##*/}
     [ "$pkg" = go.etcd.io/etcd/server/v3 ] && bin=etcd
-    [ "$pkg" = sigs.k8s.io/kube-network-policies/cmd ] && bin=kube-network-policies
     [ -x "$out/$bin" ] || { log "expected $out/$bin after building $pkg"; exit 1; }
     ln -sfn "$out/$bin" "$CACHE/bin/$bin"
   done
@@ -94,10 +92,11 @@ install_go_tools() {
     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy
   etcd=$(pinned etcd go.etcd.io/etcd/server/v3)
   go_build etcd etcd-"$etcd" "-s -w" go.etcd.io/etcd/server/v3
-  # The test node's NetworkPolicy enforcer (nftables + nfqueue; tests/src/node.rs starts it on request).
-  local knp
-  knp=$(pinned kube-network-policies sigs.k8s.io/kube-network-policies)
-  go_build kube-network-policies kube-network-policies-"$knp" "-s -w" sigs.k8s.io/kube-network-policies/cmd
+  # The test node's NetworkPolicy enforcer: kube-router's firewall only (iptables + ipset; tests/src/node.rs
+  # starts it on request).
+  local kr
+  kr=$(pinned kube-router github.com/cloudnativelabs/kube-router/v2)
+  go_build kube-router kube-router-"$kr" "-s -w" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
   helm=$(pinned helm helm.sh/helm/v3)
   # As helm's own Makefile does: the Kubernetes version `helm template` and `helm lint` assume is the one of
   # the client-go it was built with (otherwise v1.20, and charts with a kubeVersion constraint fail).

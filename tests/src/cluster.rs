@@ -287,17 +287,6 @@ impl Cluster {
     /// A kubeconfig that authenticates as ServiceAccount `namespace/name` (which must exist) with a bound
     /// token from the TokenRequest API: what a pod running as that ServiceAccount gets.
     pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> anyhow::Result<PathBuf> {
-        let token = self.service_account_token(namespace, name).await?;
-        let path = self.dir().join(format!("sa-{namespace}-{name}.kubeconfig"));
-        std::fs::write(
-            &path,
-            kubeconfig_yaml(&self.server_url, &self.ca_pem, &User::Token(&token)),
-        )?;
-        Ok(path)
-    }
-
-    /// A bound token (one hour) for ServiceAccount `namespace/name` (which must exist), from the TokenRequest API.
-    pub async fn service_account_token(&self, namespace: &str, name: &str) -> anyhow::Result<String> {
         let api = Api::<ServiceAccount>::namespaced(self.client(), namespace);
         let request = TokenRequest {
             spec: TokenRequestSpec {
@@ -313,7 +302,12 @@ impl Cluster {
             .status
             .context("TokenRequest without status")?
             .token;
-        Ok(token)
+        let path = self.dir().join(format!("sa-{namespace}-{name}.kubeconfig"));
+        std::fs::write(
+            &path,
+            kubeconfig_yaml(&self.server_url, &self.ca_pem, &User::Token(&token)),
+        )?;
+        Ok(path)
     }
 
     /// A kubeconfig for a user with a client certificate for `user` in `groups`, signed by the cluster CA.

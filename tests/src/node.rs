@@ -9,21 +9,20 @@
 //! sysctls they changed. `Drop` runs it, and a watchdog runs it when the test process dies however it ended.
 //! When the node cannot start (a missing package or kernel feature), [`Node::start`] fails loudly.
 //!
-//! On request ([`NodeOptions::network_policies`]) the node also runs a NetworkPolicy enforcer:
-//! kube-network-policies (SIG Network's reference implementation, built by `make setup`), which decides each new
-//! connection to or from a pod in nftables (+ nfqueue) from the cluster's NetworkPolicies. kube-router's, the
-//! other candidate, is served here only at v2.1.0, which has reported security flaws. The enforcer only takes
-//! in-cluster credentials, so it runs in a mount namespace of its own where a tmpfs over `/run` holds a
-//! ServiceAccount token; its nftables tables go with the teardown.
+//! On request ([`NodeOptions::network_policies`]) the node also runs a NetworkPolicy enforcer: kube-router's
+//! network-policy controller alone (`--run-firewall`, no routing, no service proxy; built by `make setup`), which
+//! writes iptables chains and ipsets from the cluster's NetworkPolicies. kube-network-policies (SIG Network's,
+//! nftables + nfqueue) was the first choice, but this kernel has no nftables `queue` expression. kube-router is
+//! served here only at v2.1.0, for which security flaws are reported; it runs only in this test, against a
+//! throw-away cluster. Its chains and ipsets go with the teardown.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::{Node as NodeObject, ServiceAccount};
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Node as NodeObject;
+use kube::api::Api;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::cluster::Cluster;
@@ -62,7 +61,7 @@ const MACHINE_LOCK: &str = "/run/mcp-guard-node.lock";
 /// What a node runs besides the kubelet, the scheduler and kube-proxy.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NodeOptions {
-    /// Enforce NetworkPolicies (kube-network-policies).
+    /// Enforce NetworkPolicies (kube-router's firewall).
     pub network_policies: bool,
 }
 
@@ -103,7 +102,7 @@ impl Node {
         let scheduler = start_scheduler(cluster)?;
         let kube_proxy = start_kube_proxy(&dir, cluster)?;
         let enforcer = if options.network_policies {
-            Some(start_enforcer(&dir, cluster).await?)
+            Some(start_enforcer(cluster)?)
         } else {
             None
         };
@@ -226,9 +225,9 @@ fn write_teardown(dir: &Path, socket: &Path) -> anyhow::Result<()> {
     }
     let chains_before = run(Command::new("sh").args(["-c", "iptables-save | grep '^:' | cut -d' ' -f1"]))?;
     let netns_before = run(Command::new("sh").args(["-c", "ls /run/netns 2>/dev/null || true"]))?;
-    // nftables tables (the enforcer's), as `family name` lines; empty where nft is not installed.
-    let nft_before = run(Command::new("sh").args(["-c", NFT_TABLES]))?;
-    std::fs::write(dir.join("nft.before"), nft_before)?;
+    // ipsets (the enforcer's); empty where ipset is not installed.
+    let ipsets_before = run(Command::new("sh").args(["-c", IPSETS]))?;
+    std::fs::write(dir.join("ipsets.before"), ipsets_before)?;
     std::fs::write(dir.join("chains.before"), chains_before)?;
     std::fs::write(dir.join("netns.before"), netns_before)?;
     let dir_s = dir.display();
@@ -264,10 +263,8 @@ for table in filter nat mangle; do
   for c in $chains; do grep -qx ":$c" "$D/chains.before" || iptables -t $table -F "$c" 2>/dev/null; done
   for c in $chains; do grep -qx ":$c" "$D/chains.before" || iptables -t $table -X "$c" 2>/dev/null; done
 done
-# 2b. nftables tables that appeared while the node ran (the NetworkPolicy enforcer's).
-{nft_tables} | while read -r family name; do
-  grep -qx "$family $name" "$D/nft.before" || nft delete table "$family" "$name" 2>/dev/null
-done
+# 2b. ipsets that appeared while the node ran (the NetworkPolicy enforcer's), now that no rule uses them.
+for s in $({ipsets}); do grep -qx "$s" "$D/ipsets.before" || ipset destroy "$s" 2>/dev/null; done
 # 3. Mounts under the node's directory (pod volumes, rootfs, shm), deepest first, and the pods' netns.
 for m in $(awk -v d="$D" 'index($5, d) == 1 {{ print $5 }}' /proc/self/mountinfo | sort -r); do umount -l "$m" 2>/dev/null; done
 for ns in $(ls /run/netns 2>/dev/null); do
@@ -282,14 +279,14 @@ done
 {sysctls}exit 0
 "#,
         kube_proxy = cache_dir().join("bin/kube-proxy").display(),
-        nft_tables = NFT_TABLES,
+        ipsets = IPSETS,
     );
     std::fs::write(dir.join(TEARDOWN), script)?;
     Ok(())
 }
 
-/// Lists nftables tables as `family name` lines (nothing when nft is missing).
-pub const NFT_TABLES: &str = "(nft list tables 2>/dev/null || true) | awk '$1 == \"table\" { print $2, $3 }'";
+/// Lists the ipsets by name (nothing when ipset is missing).
+pub const IPSETS: &str = "ipset list -n 2>/dev/null || true";
 
 /// Runs the teardown script once this test process is gone, however it ended (the processes themselves are
 /// killed by their own watchdogs, see `process.rs`).
@@ -485,70 +482,31 @@ fn start_kube_proxy(dir: &Path, cluster: &Cluster) -> anyhow::Result<Proc> {
     Ok(proc)
 }
 
-/// The ServiceAccount the enforcer runs as (kube-system, bound to `cluster-admin`: a throw-away test cluster; the
-/// enforcer reads Pods, Namespaces, Nodes and NetworkPolicies).
-const ENFORCER_SA: &str = "mcp-guard-node-network-policies";
-
-/// Starts kube-network-policies for this node: in-cluster credentials in a private mount namespace (a tmpfs over
-/// `/run` holding the token and CA where client-go looks for them), NRI off (containerd 1.6 has none), metrics on
-/// a free loopback port. Waits until its nftables table exists.
-async fn start_enforcer(dir: &Path, cluster: &Cluster) -> anyhow::Result<Proc> {
-    let client = cluster.client();
-    let pp = PatchParams::apply("mcp-guard-node").force();
-    Api::<ServiceAccount>::namespaced(client.clone(), "kube-system")
-        .patch(
-            ENFORCER_SA,
-            &pp,
-            &Patch::Apply(serde_json::json!({
-                "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": ENFORCER_SA }
-            })),
-        )
-        .await?;
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .patch(
-            ENFORCER_SA,
-            &pp,
-            &Patch::Apply(serde_json::json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                "metadata": { "name": ENFORCER_SA },
-                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin" },
-                "subjects": [{ "kind": "ServiceAccount", "name": ENFORCER_SA, "namespace": "kube-system" }]
-            })),
-        )
-        .await?;
-    let token = cluster.service_account_token("kube-system", ENFORCER_SA).await?;
-    let creds = dir.join("enforcer-sa");
-    std::fs::create_dir_all(&creds)?;
-    std::fs::write(creds.join("token"), token)?;
-    std::fs::write(creds.join("ca.crt"), cluster.ca_pem())?;
-    let port = cluster
-        .server_url()
-        .rsplit(':')
-        .next()
-        .context("API server URL without a port")?
-        .to_string();
-    let sa_dir = "/run/secrets/kubernetes.io/serviceaccount";
-    let script = format!(
-        "mount -t tmpfs -o size=1m,mode=0755 mcp-guard-enforcer /run && mkdir -p {sa_dir} && cp {creds}/token \
-         {creds}/ca.crt {sa_dir}/ && exec \"$0\" \"$@\"",
-        creds = creds.display(),
-    );
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .arg(bin("kube-network-policies"))
+/// Starts kube-router's network-policy controller for this node (with the admin kubeconfig, as a node agent's
+/// DaemonSet would with its ServiceAccount) and waits until it has hooked its chain into FORWARD.
+fn start_enforcer(cluster: &Cluster) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(bin("kube-router"));
+    cmd.arg(format!("--kubeconfig={}", cluster.kubeconfig().display()))
         .arg(format!("--hostname-override={NODE_NAME}"))
-        .arg("--disable-nri")
-        .arg(format!("--metrics-bind-address=127.0.0.1:{}", free_port()))
-        .arg("--v=2")
-        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
-        .env("KUBERNETES_SERVICE_PORT", port);
-    let mut proc = Proc::spawn("kube-network-policies", cmd)?;
+        .args([
+            "--run-firewall=true",
+            "--run-router=false",
+            "--run-service-proxy=false",
+            "--run-loadbalancer=false",
+            "--enable-cni=false",
+            "--enable-ipv6=false",
+            "--metrics-port=0",
+        ])
+        .arg(format!("--health-port={}", free_port()))
+        .arg("--v=1");
+    let mut proc = Proc::spawn("kube-router", cmd)?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !run(Command::new("sh").args(["-c", NFT_TABLES]))?.contains("kube-network-policies") {
+    while !run(&mut Command::new("iptables-save").args(["-t", "filter"]))?.contains("-j KUBE-ROUTER-FORWARD")
+    {
         proc.ensure_running()?;
         if Instant::now() > deadline {
             bail!(
-                "kube-network-policies made no nftables table in 60s; log: {}",
+                "kube-router hooked no KUBE-ROUTER-FORWARD chain in 60s; log: {}",
                 proc.log_path().display()
             );
         }

@@ -1,4 +1,4 @@
-//! On the real node with a real NetworkPolicy enforcer (kube-network-policies, see `testkit::node`), the operator
+//! On the real node with a real NetworkPolicy enforcer (kube-router's firewall, see `testkit::node`), the operator
 //! (controller and webhook, in this process) guards servers that run unchanged in their images:
 //! - `GuardPort`: a server bound to `0.0.0.0:8080`. A client through the Service (named `targetPort`) reaches the
 //!   guard and initializes an MCP session; a forged Host gets `421`; another pod that dials the server's own port
@@ -7,7 +7,7 @@
 //! - `SharedPort` (the default): the example server on `127.0.0.1:8000`. The same client succeeds, a forged Host
 //!   gets `421` through the Service and at the pod IP alike.
 //!
-//! Then the node's teardown leaves nothing behind, the enforcer's nftables table included.
+//! Then the node's teardown leaves nothing behind, the enforcer's chains and ipsets included.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use mcp_guard_operator::crd::{MCPGuardPolicy, MCPServer};
 use serde_json::json;
-use testkit::node::{NFT_TABLES, Node, NodeOptions};
+use testkit::node::{IPSETS, Node, NodeOptions};
 
 mod operator_common;
 mod webhook_common;
@@ -169,7 +169,14 @@ async fn probe_exit_code(pods: &Api<Pod>, name: &str) -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_policy_closes_the_server_port_on_the_real_node() {
-    let nft_before = sh(NFT_TABLES);
+    // User-defined chains only (policy "-"), as node_smoke compares them, and the ipsets.
+    let host_state = || {
+        (
+            sh("iptables-save | grep '^:' | grep ' - ' | cut -d' ' -f1 | sort"),
+            sh(IPSETS),
+        )
+    };
+    let before = host_state();
     let env = webhook_common::env().await;
     let cluster = env.cluster;
     let client = cluster.client();
@@ -181,7 +188,10 @@ async fn network_policy_closes_the_server_port_on_the_real_node() {
     )
     .await
     .expect("start the real node with its NetworkPolicy enforcer");
-    assert!(sh(NFT_TABLES).contains("kube-network-policies"), "enforcer table");
+    assert!(
+        sh("iptables-save -t filter").contains("KUBE-ROUTER-FORWARD"),
+        "enforcer chains"
+    );
 
     // The guard image this node imported (the webhook test module's policy names one that is not on the node).
     Api::<MCPGuardPolicy>::all(client.clone())
@@ -318,11 +328,7 @@ async fn network_policy_closes_the_server_port_on_the_real_node() {
 
     op.stop().await;
     drop(node);
-    assert_eq!(
-        sh(NFT_TABLES),
-        nft_before,
-        "nftables tables left behind by the enforcer"
-    );
+    assert_eq!(host_state(), before, "iptables chains or ipsets left behind");
     assert!(
         sh("ip -o link").find(testkit::node::BRIDGE).is_none(),
         "bridge left behind"
