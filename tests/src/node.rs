@@ -501,8 +501,7 @@ fn start_enforcer(cluster: &Cluster) -> anyhow::Result<Proc> {
         .arg("--v=1");
     let mut proc = Proc::spawn("kube-router", cmd)?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !run(&mut Command::new("iptables-save").args(["-t", "filter"]))?.contains("-j KUBE-ROUTER-FORWARD")
-    {
+    while !run(Command::new("iptables-save").args(["-t", "filter"]))?.contains("-j KUBE-ROUTER-FORWARD") {
         proc.ensure_running()?;
         if Instant::now() > deadline {
             bail!(
