@@ -43,7 +43,7 @@ pub enum NetworkPolicyOutcome {
 
 /// The operator cannot see the network plugin; every NetworkPolicy message says so.
 pub const ENFORCEMENT_CAVEAT: &str = "it is enforced only if the cluster's network plugin enforces NetworkPolicies \
-     (Calico, Cilium, kube-router, ...; kindnet and flannel alone do not), which the operator cannot tell";
+     (Calico, Cilium, kube-router, ...; flannel alone does not), which the operator cannot tell";
 
 /// Condition types of an MCPGuardPolicy.
 pub mod policy_condition {
