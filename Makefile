@@ -5,7 +5,7 @@
 setup:
 	tools/setup.sh
 
-demo: setup
+demo: setup images
 	cargo build --workspace --bins
 	tools/demo.sh
 

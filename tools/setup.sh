@@ -12,11 +12,12 @@ mkdir -p "$CACHE/bin"
 
 # Debian packages the tests drive: nginx (reverse proxy in front of the guard), chromium (DNS-rebinding attack
 # from a real browser), wrk (benchmarks); and for the real node: containerd + runc (the container runtime), the
-# bridge/host-local/loopback CNI plugins, iptables and conntrack (kube-proxy), ipset (the NetworkPolicy
-# enforcer's, kube-router), buildah (builds the images from the
-# project's Dockerfiles), mmdebstrap (the offline base images), musl-tools (static Rust binaries for the images).
+# bridge/host-local/loopback CNI plugins, iptables and conntrack (kube-proxy), ipset (kube-router, the node's
+# NetworkPolicy enforcer), buildah (builds the images from the
+# project's Dockerfiles), mmdebstrap (the offline base images), musl-tools (static Rust binaries for the images);
+# systemd for `systemd-analyze verify` of the guard's unit (nothing starts it: the machine's init stays as it is).
 APT_PACKAGES="nginx chromium wrk ca-certificates containerd runc containernetworking-plugins iptables conntrack
-  ipset buildah mmdebstrap musl-tools"
+  ipset buildah mmdebstrap musl-tools systemd"
 
 log() { echo "setup: $*" >&2; }
 
@@ -51,15 +52,17 @@ install_apt() {
 }
 
 # go_build MODULE_DIR NAME LDFLAGS PACKAGE... — builds the packages of a pinned tools module into
-# $CACHE/NAME-<key>/ and links each binary into $CACHE/bin/.
+# $CACHE/NAME-<key>/ and links each binary into $CACHE/bin/. GO_TAGS (optional) are build tags, part of the key.
 go_build() {
   local module=$ROOT/tools/$1 name=$2 ldflags=$3; shift 3
-  local out=$CACHE/$name-$(key_of "$module/go.mod" "$module/go.sum" <(go version; echo "$ldflags"))
+  local tags=${GO_TAGS:-}
+  # Without tags the key is the one it always was (no rebuild of the tools cached before tags existed).
+  local out=$CACHE/$name-$(key_of "$module/go.mod" "$module/go.sum" <(go version; echo "$ldflags"; [ -z "$tags" ] || echo "tags $tags"))
   local pkg bin
   if [ ! -f "$out/.complete" ]; then
     log "building $name (cold builds take a while on 2 cores; cached in $out)"
     rm -rf "$out"
-    (cd "$module" && GOFLAGS=-mod=readonly go build -ldflags "$ldflags" -o "$out/" "$@")
+    (cd "$module" && GOFLAGS=-mod=readonly go build -tags "$tags" -ldflags "$ldflags" -o "$out/" "$@")
     # go names a binary after its package's last path element, skipping a major-version suffix.
     [ -x "$out/server" ] && mv "$out/server" "$out/etcd"
     touch "$out/.complete"
@@ -105,6 +108,30 @@ install_go_tools() {
     -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor \
     -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor" \
     helm.sh/helm/v3/cmd/helm
+  # actionlint checks .github/workflows (the release workflow cannot run here; the test holds it to this).
+  local actionlint
+  actionlint=$(pinned actionlint github.com/rhysd/actionlint)
+  go_build actionlint actionlint-"$actionlint" "-s -w -X github.com/rhysd/actionlint.version=$actionlint" \
+    github.com/rhysd/actionlint/cmd/actionlint
+  # promtool checks and unit-tests the chart's alerting rules. Only cmd/promtool of the big Prometheus module,
+  # and without the service-discovery plugins it registers for `check config` (remove_all_sd): a cold build
+  # took about 5 minutes on 2 cores shared with other builds (actionlint: seconds).
+  local prometheus
+  prometheus=$(pinned promtool github.com/prometheus/prometheus)
+  GO_TAGS=remove_all_sd go_build promtool promtool-"$prometheus" "-s -w" github.com/prometheus/prometheus/cmd/promtool
+}
+
+# cargo-deb (crates.io) builds the standalone guard's Debian package; installed into its own versioned root.
+CARGO_DEB_VERSION=3.8.0
+install_cargo_deb() {
+  local out=$CACHE/cargo-deb-$CARGO_DEB_VERSION
+  if [ ! -f "$out/.complete" ]; then
+    log "installing cargo-deb $CARGO_DEB_VERSION (cached in $out)"
+    rm -rf "$out"
+    cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION" --root "$out"
+    touch "$out/.complete"
+  fi
+  ln -sfn "$out/bin/cargo-deb" "$CACHE/bin/cargo-deb"
 }
 
 # The real Gateway API CRDs (standard channel) of the pinned release, for the tests: the module carries them
@@ -164,6 +191,7 @@ install_node() {
 install_apt
 install_rust_target
 install_go_tools
+install_cargo_deb
 install_gateway_api_crds
 install_python
 install_node

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use crate::cidr::Cidr;
 use crate::host::{Authority, HostPattern};
 use crate::origin::{Origin, OriginPattern, default_port};
 use crate::{ConfigError, ConfigSource, GuardConfig, Limits, Mode};
@@ -17,6 +18,8 @@ pub struct Allowlist {
     origins: Vec<OriginPattern>,
     pub source: Option<ConfigSource>,
     pub limits: Limits,
+    /// Peers whose forwarded host is checked instead of `Host`.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// How often a header occurred in a request, and its first value.
@@ -73,10 +76,18 @@ pub enum Reason {
     MalformedRequest,
     /// Set by the proxy: the request head is larger than allowed, or has too many header fields.
     RequestHeadersTooLarge,
+    /// Set by the rate limits: a token bucket of the client (overall, per method or per tool) is empty.
+    RateLimited,
+    /// Set by the rate limits: the client has `maxConcurrentRequestsPerClient` requests in flight.
+    TooManyConcurrentRequests,
+    /// Set by the rate limits: the client has `maxStreamsPerClient` SSE streams open.
+    TooManyStreams,
+    /// Set by the proxy: the `Mcp-Method` / `Mcp-Name` header says another method or tool than the body.
+    McpHeaderMismatch,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 15] = [
         Reason::HostNotAllowed,
         Reason::OriginNotAllowed,
         Reason::MalformedHost,
@@ -88,6 +99,10 @@ impl Reason {
         Reason::UpstreamUnavailable,
         Reason::MalformedRequest,
         Reason::RequestHeadersTooLarge,
+        Reason::RateLimited,
+        Reason::TooManyConcurrentRequests,
+        Reason::TooManyStreams,
+        Reason::McpHeaderMismatch,
     ];
 
     /// The machine-readable reason, as in the JSON body, logs and metrics.
@@ -104,6 +119,10 @@ impl Reason {
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::MalformedRequest => "malformed_request",
             Reason::RequestHeadersTooLarge => "request_headers_too_large",
+            Reason::RateLimited => "rate_limited",
+            Reason::TooManyConcurrentRequests => "too_many_concurrent_requests",
+            Reason::TooManyStreams => "too_many_streams",
+            Reason::McpHeaderMismatch => "mcp_header_mismatch",
         }
     }
 
@@ -117,10 +136,12 @@ impl Reason {
             | Reason::MalformedOrigin
             | Reason::MultipleHostHeaders
             | Reason::MultipleOriginHeaders
-            | Reason::MalformedRequest => 400,
+            | Reason::MalformedRequest
+            | Reason::McpHeaderMismatch => 400,
             Reason::RequestBodyTooLarge => 413,
             Reason::UpstreamUnavailable => 502,
             Reason::RequestHeadersTooLarge => 431,
+            Reason::RateLimited | Reason::TooManyConcurrentRequests | Reason::TooManyStreams => 429,
         }
     }
 
@@ -138,6 +159,10 @@ impl Reason {
             Reason::UpstreamUnavailable => "Bad gateway: the MCP server is not reachable",
             Reason::MalformedRequest => "Bad request: malformed HTTP request",
             Reason::RequestHeadersTooLarge => "Request header fields too large",
+            Reason::RateLimited => "Too many requests: rate limit exceeded",
+            Reason::TooManyConcurrentRequests => "Too many requests: too many requests in flight",
+            Reason::TooManyStreams => "Too many requests: too many open SSE streams",
+            Reason::McpHeaderMismatch => "Bad request: Mcp-Method/Mcp-Name header does not match the body",
         }
     }
 }
@@ -216,15 +241,26 @@ impl Allowlist {
         if hosts.is_empty() {
             return Err(ConfigError::NoAllowedHosts);
         }
-        if config.limits.max_request_body_bytes == Some(0) {
-            return Err(ConfigError::ZeroBodyLimit);
-        }
+        config.limits.validate()?;
+        let trusted_proxies = config
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| {
+                Cidr::parse(entry).map_err(|source| ConfigError::InvalidTrustedProxy {
+                    index,
+                    entry: entry.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Allowlist {
             mode: config.mode,
             hosts,
             origins,
             source: config.source.clone(),
             limits: config.limits.clone(),
+            trusted_proxies,
         })
     }
 
@@ -234,6 +270,11 @@ impl Allowlist {
 
     pub fn origins(&self) -> &[OriginPattern] {
         &self.origins
+    }
+
+    /// Whether a peer is one of the trusted proxies.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(peer))
     }
 
     /// Whether an authority (host and port) matches an allowed host.
@@ -393,6 +434,26 @@ impl Allowlist {
             ),
             Reason::RequestHeadersTooLarge => hint.push_str(
                 "send fewer or smaller header fields, or raise the guard's --max-header-bytes / --max-headers",
+            ),
+            Reason::RateLimited | Reason::TooManyConcurrentRequests | Reason::TooManyStreams => {
+                let setting = match denial.reason {
+                    Reason::RateLimited => "perClient, perMethod or perTool",
+                    Reason::TooManyConcurrentRequests => "maxConcurrentRequestsPerClient",
+                    _ => "maxStreamsPerClient",
+                };
+                let place = match source {
+                    Some(src) => format!("spec.rateLimits of {src} or of its MCPGuardPolicy"),
+                    None => "the guard's rate-limit flags or limits in the --config file".to_owned(),
+                };
+                let _ = write!(
+                    hint,
+                    "retry after the time in Retry-After (or once a request or stream of yours ends); to raise the \
+                     limit change {setting} in {place}"
+                );
+            }
+            Reason::McpHeaderMismatch => hint.push_str(
+                "send Mcp-Method equal to the JSON-RPC method and Mcp-Name equal to params.name (MCP 2026-07-28), \
+                 or leave the headers out",
             ),
         }
         hint

@@ -12,9 +12,22 @@
 //!   "allowedHosts": ["mcp.example.com", "*.apps.example.com", "**.gw.example.com", "web.ns.svc:8080"],
 //!   "allowedOrigins": ["https://mcp.example.com", "https://*.apps.example.com"],
 //!   "source": { "kind": "MCPServer", "namespace": "team-a", "name": "weather" },
-//!   "limits": { "maxRequestBodyBytes": 4194304 }
+//!   "limits": {
+//!     "maxRequestBodyBytes": 4194304,
+//!     "perClient": { "requestsPerMinute": 600, "burst": 100 },
+//!     "perMethod": { "tools/call": { "requestsPerMinute": 120 } },
+//!     "perTool": { "render_report": { "requestsPerMinute": 6, "burst": 2 } },
+//!     "maxConcurrentRequestsPerClient": 16,
+//!     "maxStreamsPerClient": 4
+//!   },
+//!   "trustedProxies": ["10.0.0.0/8", "fd00::/8"]
 //! }
 //! ```
+//!
+//! Rate limits are token buckets per client address (an IPv6 client by its /64): `perClient` for every request,
+//! `perMethod` per JSON-RPC method, `perTool` per tool of `tools/call`. A bucket holds `burst` requests (default:
+//! `requestsPerMinute`) and refills at `requestsPerMinute`. `trustedProxies` lists the peers (CIDRs) whose
+//! `X-Forwarded-Host` / `Forwarded: host=` is checked instead of `Host`.
 //!
 //! Host pattern syntax (matching is case-insensitive and ignores one trailing dot):
 //! - `example.com` — that host on any port; `example.com:*` — the same, spelled out; `example.com:8080` — only
@@ -28,13 +41,17 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 pub mod allowlist;
+pub mod cidr;
 pub mod host;
 pub mod origin;
 
 pub use allowlist::{Allowlist, Denial, HeaderSeen, Reason, RequestFacts, Verdict};
+pub use cidr::{Cidr, CidrError};
 pub use host::{Authority, AuthorityError, Host, HostMatch, HostPattern, PortMatch};
 pub use origin::{Origin, OriginError, OriginPattern};
 
@@ -63,6 +80,12 @@ pub enum PatternError {
         "a wildcard may only be the whole first label: `*.example.com` (one label) or `**.example.com` (one or more)"
     )]
     MisplacedWildcard,
+    #[error(
+        "`{0}://*` would allow every web page, which is what the guard exists to prevent; list the origins \
+         (wildcards like `{0}://*.example.com` are fine). `scheme://*` is only for extension and webview schemes \
+         such as `chrome-extension://*`"
+    )]
+    WebSchemeWildcard(String),
     #[error("wildcards apply to DNS names, not to IP addresses")]
     WildcardIp,
     #[error("{0}")]
@@ -95,6 +118,19 @@ pub enum ConfigError {
     NoAllowedHosts,
     #[error("limits.maxRequestBodyBytes must be greater than 0")]
     ZeroBodyLimit,
+    #[error("limits.{field} must be greater than 0 (leave it out for no limit)")]
+    ZeroLimit { field: String },
+    #[error("limits.{field}: a method or tool name must not be empty")]
+    EmptyName { field: String },
+    #[error(
+        "trustedProxies[{index}] {entry:?} is not a CIDR: {source} (write 10.0.0.0/8, 192.0.2.7 or fd00::/8)"
+    )]
+    InvalidTrustedProxy {
+        index: usize,
+        entry: String,
+        #[source]
+        source: CidrError,
+    },
 }
 
 impl GuardConfig {
@@ -129,6 +165,9 @@ pub struct GuardConfig {
     pub source: Option<ConfigSource>,
     #[serde(default)]
     pub limits: Limits,
+    /// Peers (CIDRs) whose forwarded host is checked instead of `Host`; empty: none (forwarding fields dropped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `enforce` rejects violations; `audit` forwards them, still logging and counting them.
@@ -156,4 +195,118 @@ pub struct ConfigSource {
 pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_request_body_bytes: Option<u64>,
+    /// Every request of one client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_client: Option<Rate>,
+    /// Requests of one client per JSON-RPC method (`tools/call`, `resources/read`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_method: BTreeMap<String, Rate>,
+    /// `tools/call` requests of one client per tool (`params.name`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_tool: BTreeMap<String, Rate>,
+    /// Requests of one client in flight at once (SSE streams are counted by `maxStreamsPerClient` instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_requests_per_client: Option<u32>,
+    /// SSE streams (`GET` with `Accept: text/event-stream`) of one client open at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams_per_client: Option<u32>,
+    /// Clients whose buckets and counters are kept; past it, idle ones are forgotten first. Default 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tracked_clients: Option<u32>,
+}
+
+impl Limits {
+    /// Whether any per-client limit is set (otherwise the guard keeps no per-client state at all).
+    pub fn limits_clients(&self) -> bool {
+        self.per_client.is_some()
+            || !self.per_method.is_empty()
+            || !self.per_tool.is_empty()
+            || self.max_concurrent_requests_per_client.is_some()
+            || self.max_streams_per_client.is_some()
+    }
+
+    /// Whether a limit needs the request's MCP method (and so may read a prefix of its body).
+    pub fn needs_method(&self) -> bool {
+        !self.per_method.is_empty() || !self.per_tool.is_empty()
+    }
+
+    /// Fills each setting `self` leaves unset from `defaults` (an MCPServer's limits over its policy's); the
+    /// method and tool maps are merged, `self`'s entries winning.
+    pub fn or(mut self, defaults: &Limits) -> Limits {
+        self.max_request_body_bytes = self.max_request_body_bytes.or(defaults.max_request_body_bytes);
+        self.per_client = self.per_client.or(defaults.per_client);
+        for (k, v) in &defaults.per_method {
+            self.per_method.entry(k.clone()).or_insert(*v);
+        }
+        for (k, v) in &defaults.per_tool {
+            self.per_tool.entry(k.clone()).or_insert(*v);
+        }
+        self.max_concurrent_requests_per_client = self
+            .max_concurrent_requests_per_client
+            .or(defaults.max_concurrent_requests_per_client);
+        self.max_streams_per_client = self.max_streams_per_client.or(defaults.max_streams_per_client);
+        self.max_tracked_clients = self.max_tracked_clients.or(defaults.max_tracked_clients);
+        self
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_request_body_bytes == Some(0) {
+            return Err(ConfigError::ZeroBodyLimit);
+        }
+        let zero = |field: String| Err(ConfigError::ZeroLimit { field });
+        if let Some(r) = &self.per_client {
+            r.validate("perClient")?;
+        }
+        for (map, field) in [(&self.per_method, "perMethod"), (&self.per_tool, "perTool")] {
+            for (name, rate) in map {
+                if name.trim().is_empty() {
+                    return Err(ConfigError::EmptyName { field: field.into() });
+                }
+                rate.validate(&format!("{field}[{name:?}]"))?;
+            }
+        }
+        for (v, field) in [
+            (
+                self.max_concurrent_requests_per_client,
+                "maxConcurrentRequestsPerClient",
+            ),
+            (self.max_streams_per_client, "maxStreamsPerClient"),
+            (self.max_tracked_clients, "maxTrackedClients"),
+        ] {
+            if v == Some(0) {
+                return zero(field.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A token bucket's shape: refilled at `requestsPerMinute`, holding at most `burst` requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rate {
+    pub requests_per_minute: u32,
+    /// Requests allowed at once after a quiet spell; default `requestsPerMinute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+impl Rate {
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or(self.requests_per_minute).max(1)
+    }
+
+    fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        if self.requests_per_minute == 0 {
+            return Err(ConfigError::ZeroLimit {
+                field: format!("{field}.requestsPerMinute"),
+            });
+        }
+        if self.burst == Some(0) {
+            return Err(ConfigError::ZeroLimit {
+                field: format!("{field}.burst"),
+            });
+        }
+        Ok(())
+    }
 }

@@ -131,12 +131,19 @@ fn validate_scheme(scheme: &str) -> Result<(), OriginError> {
     }
 }
 
+/// Schemes whose origins are web pages: a wildcard over all of them is every site on the web.
+const WEB_SCHEMES: [&str; 4] = ["http", "https", "ws", "wss"];
+
 /// An allowed-origin entry: `https://mcp.example.com`, `http://localhost:3000`, `https://*.example.com`,
-/// `http://localhost:*`, or the literal `null`. Without a port the scheme's default port is meant.
+/// `http://localhost:*`, `chrome-extension://*`, or the literal `null`. Without a port the scheme's default port
+/// is meant.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum OriginPattern {
     /// Allows the `null` origin.
     Null,
+    /// `chrome-extension://*`: every origin of one non-web scheme (every installed extension or webview), opted
+    /// into explicitly. Web schemes are refused: their wildcard is every page on the web.
+    AnyOfScheme(String),
     Tuple {
         /// Lowercase scheme.
         scheme: String,
@@ -166,6 +173,13 @@ impl OriginPattern {
         let (scheme, rest) = s.split_once("://").ok_or(PatternError::NoScheme)?;
         validate_scheme(scheme).map_err(|_| PatternError::InvalidScheme(scheme.to_owned()))?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest == "*" {
+            let scheme = scheme.to_ascii_lowercase();
+            if WEB_SCHEMES.contains(&scheme.as_str()) {
+                return Err(PatternError::WebSchemeWildcard(scheme));
+            }
+            return Ok(OriginPattern::AnyOfScheme(scheme));
+        }
         if rest.contains(['/', '?', '#']) {
             return Err(PatternError::OriginHasPath);
         }
@@ -191,6 +205,9 @@ impl OriginPattern {
     pub fn matches(&self, origin: &Origin<'_>) -> bool {
         match (self, origin) {
             (OriginPattern::Null, Origin::Null) => true,
+            (OriginPattern::AnyOfScheme(scheme), Origin::Tuple { scheme: s, .. }) => {
+                s.eq_ignore_ascii_case(scheme)
+            }
             (
                 OriginPattern::Tuple {
                     scheme,
@@ -226,6 +243,7 @@ impl fmt::Display for OriginPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OriginPattern::Null => f.write_str("null"),
+            OriginPattern::AnyOfScheme(scheme) => write!(f, "{scheme}://*"),
             OriginPattern::Tuple {
                 scheme,
                 host,

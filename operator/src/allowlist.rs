@@ -39,7 +39,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use mcp_guard_config::{ConfigSource, GuardConfig, Limits};
 
-use crate::crd::{AllowlistEntry, GuardMode, MCPGuardPolicySpec, MCPServerSpec, TrafficLayout};
+use crate::crd::{
+    AllowlistEntry, GuardMode, MCPGuardPolicySpec, MCPServerSpec, RateLimitSpec, TrafficLayout,
+};
 use crate::gateway::{
     Gateway, HTTPRoute, ParentReference, ReferenceGrant, grants_route_to_service, listener_admits,
 };
@@ -115,6 +117,8 @@ pub struct Derivation {
     pub hosts: Vec<AllowlistEntry>,
     pub origins: Vec<AllowlistEntry>,
     pub limits: Limits,
+    /// Trusted proxy CIDRs (the policy's, then the server's).
+    pub trusted_proxies: Vec<String>,
     /// Names of the Services that route to the server.
     pub services: Vec<String>,
     /// Ingress rules / routes that accept any host (`CatchAllIngressRule`).
@@ -148,6 +152,7 @@ impl Derivation {
                 name: name.into(),
             }),
             limits: self.limits.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
         }
     }
 }
@@ -771,13 +776,40 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
     // The port Services must target to reach the guard: the server's in SharedPort, the guard's own in GuardPort.
     let layout = spec.layout(Some(policy));
     let server_port = spec.guarded_port(Some(policy));
-    d.limits = Limits {
+    // Rate limits: each setting the MCPServer leaves out comes from the policy.
+    let policy_limits = Limits {
         max_request_body_bytes: policy
             .limits
             .as_ref()
             .and_then(|l| l.max_request_body_bytes)
             .and_then(|n| u64::try_from(n).ok()),
+        ..policy
+            .rate_limits
+            .as_ref()
+            .map(RateLimitSpec::to_limits)
+            .unwrap_or_default()
     };
+    d.limits = spec
+        .rate_limits
+        .as_ref()
+        .map(RateLimitSpec::to_limits)
+        .unwrap_or_default()
+        .or(&policy_limits);
+    // Trusted proxies: the policy's and the server's, only those the guard will load.
+    for (entries, source) in [
+        (&policy.trusted_proxies, "MCPGuardPolicy"),
+        (&spec.trusted_proxies, "MCPServer"),
+    ] {
+        for p in entries {
+            match mcp_guard_config::Cidr::parse(p) {
+                Ok(_) if !d.trusted_proxies.contains(p) => d.trusted_proxies.push(p.clone()),
+                Ok(_) => {}
+                Err(err) => d
+                    .problems
+                    .push(format!("skipped trusted proxy {p:?} from {source}: {err}")),
+            }
+        }
+    }
 
     // Pods the server selects (running or pending) and what would bypass the guard on them.
     let selected: Vec<&Pod> = input

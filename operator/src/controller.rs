@@ -434,6 +434,10 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         .allowlist_origins
         .get_or_create(&labels)
         .set(d.origins.len() as i64);
+    ctx.metrics
+        .guard_bypassed
+        .get_or_create(&labels)
+        .set(i64::from(!d.bypasses.is_empty()));
     if let Ok(mut empty) = ctx.empty.lock() {
         if d.hosts.is_empty() {
             empty.insert(oref.clone());
@@ -543,6 +547,7 @@ fn forget_server(
     };
     metrics.allowlist_hosts.remove(&labels);
     metrics.allowlist_origins.remove(&labels);
+    metrics.guard_bypassed.remove(&labels);
 }
 
 fn warned_empty(status: Option<&MCPServerStatus>) -> bool {

@@ -7,6 +7,8 @@
 //! [`crate::validate::validate_spec`], which the validating webhook calls (a regex in the schema would answer
 //! first, with the regex as its message).
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::api::networking::v1::{NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -103,6 +105,38 @@ fn layout_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "x-kubernetes-validations": [{
             "rule": "self == 'SharedPort' || self == 'GuardPort'",
             "messageExpression": "'must be SharedPort (the server on 127.0.0.1, the guard on the pod IP at the same port) or GuardPort (a server bound to all interfaces; the guard on a port of its own); got ' + self"
+        }]
+    })
+}
+
+/// Trusted proxy entries: a CIDR or a single address. The API server's CEL IP/CIDR library refuses what is
+/// certainly not one; the webhook's check (the guard's parser) also refuses host bits past the prefix.
+fn trusted_proxies_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 64,
+        "items": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64,
+            "x-kubernetes-validations": [{
+                "rule": "isIP(self) || isCIDR(self)",
+                "messageExpression": "'must be a CIDR such as 10.0.0.0/8 or fd00::/8, or one address such as 192.0.2.7; got ' + self"
+            }]
+        }
+    })
+}
+
+/// A map of method or tool names to rates.
+fn named_rates_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let rate = generator.subschema_for::<RateSpec>();
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": rate,
+        "x-kubernetes-validations": [{
+            "rule": "self.all(k, size(k) > 0 && size(k) <= 256)",
+            "message": "a method or tool name must be 1-256 characters (tools/call, resources/read, or a tool's name)"
         }]
     })
 }
@@ -214,6 +248,16 @@ pub struct MCPServerSpec {
     /// policy's `networkPolicy.enabled` is true, the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkSpec>,
+    /// Rate limits and per-client caps; each setting left out comes from the policy's `rateLimits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimitSpec>,
+
+    /// Proxies (CIDRs) in front of this server whose `X-Forwarded-Host` / `Forwarded: host=` the guard checks
+    /// instead of `Host`, added to the policy's. Only for proxies that must rewrite Host: see
+    /// docs/reverse-proxy.md.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "trusted_proxies_schema")]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl MCPServerSpec {
@@ -456,6 +500,83 @@ pub struct PolicyLimits {
     pub max_request_body_bytes: Option<i64>,
 }
 
+/// A token bucket: refilled at `requestsPerMinute`, holding at most `burst` requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateSpec {
+    /// Requests per minute the bucket refills with (at least 1).
+    #[x_kube(validation = kube::core::Rule::new("self >= 1")
+        .message("requestsPerMinute must be at least 1; leave the limit out for none"))]
+    pub requests_per_minute: i32,
+    /// Requests allowed at once after a quiet spell; default `requestsPerMinute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1")
+        .message("burst must be at least 1 (1 = no burst: one request per interval)"))]
+    pub burst: Option<i32>,
+}
+
+/// Rate limits and caps the guard enforces per client address (an IPv6 client by its /64; behind trusted
+/// proxies, the client they forwarded for). Over a limit: `429` with `Retry-After`; `audit` mode counts instead.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    /// Every request of one client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_client: Option<RateSpec>,
+    /// Per JSON-RPC method (`tools/call`, `resources/read`, ...), read from `Mcp-Method` or the body.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "named_rates_schema")]
+    pub per_method: BTreeMap<String, RateSpec>,
+    /// Per tool of `tools/call` (`params.name`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "named_rates_schema")]
+    pub per_tool: BTreeMap<String, RateSpec>,
+    /// Requests of one client in flight at once (SSE streams not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1")
+        .message("maxConcurrentRequestsPerClient must be at least 1; leave it out for no cap"))]
+    pub max_concurrent_requests_per_client: Option<i32>,
+    /// SSE streams of one client open at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1")
+        .message("maxStreamsPerClient must be at least 1; leave it out for no cap"))]
+    pub max_streams_per_client: Option<i32>,
+    /// Clients whose state the guard keeps (default 10000); idle ones are forgotten first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 1000000")
+        .message("maxTrackedClients must be between 1 and 1000000"))]
+    pub max_tracked_clients: Option<i32>,
+}
+
+fn positive(n: i32) -> Option<u32> {
+    u32::try_from(n).ok().filter(|n| *n > 0)
+}
+
+impl From<&RateSpec> for mcp_guard_config::Rate {
+    fn from(r: &RateSpec) -> Self {
+        mcp_guard_config::Rate {
+            requests_per_minute: positive(r.requests_per_minute).unwrap_or(1),
+            burst: r.burst.and_then(positive),
+        }
+    }
+}
+
+impl RateLimitSpec {
+    /// The guard config's limits for these settings (`maxRequestBodyBytes` left unset).
+    pub fn to_limits(&self) -> mcp_guard_config::Limits {
+        let rates = |m: &BTreeMap<String, RateSpec>| m.iter().map(|(k, v)| (k.clone(), v.into())).collect();
+        mcp_guard_config::Limits {
+            max_request_body_bytes: None,
+            per_client: self.per_client.as_ref().map(Into::into),
+            per_method: rates(&self.per_method),
+            per_tool: rates(&self.per_tool),
+            max_concurrent_requests_per_client: self.max_concurrent_requests_per_client.and_then(positive),
+            max_streams_per_client: self.max_streams_per_client.and_then(positive),
+            max_tracked_clients: self.max_tracked_clients.and_then(positive),
+        }
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -514,6 +635,13 @@ pub struct MCPGuardPolicySpec {
     /// Default: enabled, admin port open to every source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicySettings>,
+    /// Default rate limits and caps for every MCPServer using this policy (each overridable per MCPServer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimitSpec>,
+    /// Proxies (CIDRs) trusted for every MCPServer using this policy; see MCPServer `spec.trustedProxies`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "trusted_proxies_schema")]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Observed state of an MCPGuardPolicy, written by the operator (when it watches all namespaces).
@@ -546,6 +674,8 @@ impl Default for MCPGuardPolicySpec {
             limits: None,
             traffic: None,
             network_policy: None,
+            rate_limits: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct ControllerMetrics {
     pub allowlist_origins: Family<ServerLabels, Gauge>,
     /// MCPServers whose allowlist is empty.
     pub empty_allowlists: Gauge,
+    /// 1 per MCPServer whose GuardBypass condition is True (the alert MCPGuardMissingFromPods reads it).
+    pub guard_bypassed: Family<ServerLabels, Gauge>,
     /// Events published, by reason.
     pub events: Family<EventLabels, Counter>,
     /// 1 while this replica holds the leader Lease.
@@ -58,6 +60,7 @@ impl Default for ControllerMetrics {
             allowlist_hosts: Family::default(),
             allowlist_origins: Family::default(),
             empty_allowlists: Gauge::default(),
+            guard_bypassed: Family::default(),
             events: Family::default(),
             leader: Gauge::default(),
             leader_transitions: Counter::default(),
@@ -93,6 +96,11 @@ impl ControllerMetrics {
             "empty_allowlists",
             "MCPServers with an empty allowlist",
             self.empty_allowlists.clone(),
+        );
+        r.register(
+            "guard_bypassed",
+            "1 while the MCPServer's GuardBypass condition is True: traffic can reach selected pods without its guard",
+            self.guard_bypassed.clone(),
         );
         r.register(
             "events",

@@ -5,7 +5,7 @@ use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::crd::{MCPGuardPolicySpec, MCPServerSpec};
+use crate::crd::{MCPGuardPolicySpec, MCPServerSpec, RateLimitSpec, RateSpec};
 
 #[cfg(test)]
 mod tests;
@@ -109,6 +109,8 @@ pub fn validate_spec(spec: &MCPServerSpec) -> Vec<FieldError> {
             }
         }
     }
+    validate_rate_limits("spec.rateLimits", spec.rate_limits.as_ref(), &mut errors);
+    check_trusted_proxies("spec.trustedProxies", &spec.trusted_proxies, &mut errors);
     if let Some(p) = &spec.policy_ref
         && let Err(e) = check_dns_subdomain(p)
     {
@@ -155,7 +157,68 @@ pub fn validate_policy(spec: &MCPGuardPolicySpec) -> Vec<FieldError> {
         ("origin", check_origin_pattern),
         &mut errors,
     );
+    validate_rate_limits("spec.rateLimits", spec.rate_limits.as_ref(), &mut errors);
+    check_trusted_proxies("spec.trustedProxies", &spec.trusted_proxies, &mut errors);
     errors
+}
+
+/// Trusted proxy entries, with the guard's own CIDR parser (which also refuses host bits past the prefix).
+fn check_trusted_proxies(field: &str, values: &[String], errors: &mut Vec<FieldError>) {
+    for (i, v) in values.iter().enumerate() {
+        if let Err(e) = mcp_guard_config::Cidr::parse(v) {
+            errors.push(FieldError::new(
+                format!("{field}[{i}]"),
+                format!("invalid trusted proxy {v:?}: {e} (write 10.0.0.0/8, 192.0.2.7 or fd00::/8)"),
+            ));
+        }
+    }
+}
+
+/// Rate limits: every rate and cap at least 1, names not empty (the CRD's CEL rules say the same).
+fn validate_rate_limits(field: &str, limits: Option<&RateLimitSpec>, errors: &mut Vec<FieldError>) {
+    let Some(limits) = limits else { return };
+    let mut rate = |at: String, r: &RateSpec| {
+        if r.requests_per_minute < 1 {
+            errors.push(FieldError::new(
+                format!("{at}.requestsPerMinute"),
+                "must be at least 1",
+            ));
+        }
+        if r.burst.is_some_and(|b| b < 1) {
+            errors.push(FieldError::new(format!("{at}.burst"), "must be at least 1"));
+        }
+    };
+    if let Some(r) = &limits.per_client {
+        rate(format!("{field}.perClient"), r);
+    }
+    for (map, name) in [(&limits.per_method, "perMethod"), (&limits.per_tool, "perTool")] {
+        for (k, r) in map {
+            rate(format!("{field}.{name}[{k:?}]"), r);
+        }
+    }
+    for (map, name) in [(&limits.per_method, "perMethod"), (&limits.per_tool, "perTool")] {
+        if map.keys().any(|k| k.trim().is_empty()) {
+            errors.push(FieldError::new(
+                format!("{field}.{name}"),
+                "a method or tool name must not be empty",
+            ));
+        }
+    }
+    for (v, name) in [
+        (
+            limits.max_concurrent_requests_per_client,
+            "maxConcurrentRequestsPerClient",
+        ),
+        (limits.max_streams_per_client, "maxStreamsPerClient"),
+        (limits.max_tracked_clients, "maxTrackedClients"),
+    ] {
+        if v.is_some_and(|n| n < 1) {
+            errors.push(FieldError::new(
+                format!("{field}.{name}"),
+                "must be at least 1 (leave it out for no cap)",
+            ));
+        }
+    }
 }
 
 fn validate_selector(sel: &LabelSelector, errors: &mut Vec<FieldError>) {

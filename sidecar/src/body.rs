@@ -1,6 +1,7 @@
 //! Streaming bodies: nothing is collected; frames pass through as hyper decodes them, and hyper encodes them
 //! again for the other side.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -34,8 +35,56 @@ pub enum ClientFault {
 
 pub type FaultSlot = Arc<OnceLock<ClientFault>>;
 
+/// The first frames of a client's body, read to learn its MCP method: passed on first, unchanged, then the rest.
+#[derive(Debug, Default)]
+pub struct Prefix {
+    frames: VecDeque<Frame<Bytes>>,
+    /// The data of those frames, contiguous, for the scanner.
+    pub data: Vec<u8>,
+    /// The body ended within the prefix.
+    pub ended: bool,
+}
+
+/// Reads `body` until `enough` says so, [`crate::policy::peek::PEEK_LIMIT`] bytes have come, or the body ends.
+/// Holds at most one frame past the limit (hyper's frames are bounded by its read buffer), never the body.
+pub async fn peek(
+    body: &mut Incoming,
+    limit: u64,
+    mut enough: impl FnMut(&[u8]) -> bool + Send,
+) -> Result<Prefix, ClientFault> {
+    let mut prefix = Prefix::default();
+    while prefix.data.len() < crate::policy::peek::PEEK_LIMIT {
+        match http_body_util::BodyExt::frame(body).await {
+            None => {
+                prefix.ended = true;
+                break;
+            }
+            Some(Err(e)) => return Err(ClientFault::Malformed(crate::error::chain(&ClientBodyError(e)))),
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    prefix.data.extend_from_slice(data);
+                    if prefix.data.len() as u64 > limit {
+                        return Err(ClientFault::TooLarge);
+                    }
+                }
+                let trailers = frame.is_trailers();
+                prefix.frames.push_back(frame);
+                if trailers {
+                    prefix.ended = true;
+                    break;
+                }
+                if enough(&prefix.data) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(prefix)
+}
+
 /// A client's request body on its way to the upstream, cut off with [`BodyTooLarge`] past the limit.
 pub struct RequestBody {
+    prefix: Prefix,
     inner: Incoming,
     seen: u64,
     limit: u64,
@@ -45,9 +94,15 @@ pub struct RequestBody {
 impl RequestBody {
     /// `fault` learns why the body failed, if it does (a body that is already complete needs none).
     pub fn new(inner: Incoming, limit: u64, fault: Option<FaultSlot>) -> Self {
+        Self::with_prefix(Prefix::default(), inner, limit, fault)
+    }
+
+    /// A body whose first frames were already read (and counted against the limit) by [`peek`].
+    pub fn with_prefix(prefix: Prefix, inner: Incoming, limit: u64, fault: Option<FaultSlot>) -> Self {
         RequestBody {
+            seen: prefix.data.len() as u64,
+            prefix,
             inner,
-            seen: 0,
             limit,
             fault,
         }
@@ -69,6 +124,12 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(frame) = this.prefix.frames.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        if this.prefix.ended {
+            return Poll::Ready(None);
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -91,11 +152,28 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.prefix.frames.is_empty() && (self.prefix.ended || self.inner.is_end_stream())
     }
 
+    /// The prefix still to send plus what hyper says of the rest (which it counts down as it reads): exact when
+    /// the client's length was, so the upstream gets a `Content-Length` body exactly when the client sent one.
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let queued: u64 = self
+            .prefix
+            .frames
+            .iter()
+            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+            .sum();
+        if self.prefix.ended {
+            return SizeHint::with_exact(queued);
+        }
+        let rest = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + queued);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + queued);
+        }
+        hint
     }
 }
 
@@ -117,7 +195,12 @@ impl Drop for StreamCount {
 
 /// What the guard answers with: the upstream's streaming body, or a small body of its own.
 pub enum ResponseBody {
-    Upstream { inner: Incoming, _count: StreamCount },
+    Upstream {
+        inner: Incoming,
+        _count: StreamCount,
+        /// The request's place in its client's caps, held until the response ends.
+        _slot: Option<crate::limiter::SlotGuard>,
+    },
     Full(Option<Bytes>),
 }
 

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use mcp_guard_config::Mode;
+use mcp_guard_config::{Mode, Rate};
 
 /// mcp-guard: a streaming reverse proxy that enforces a Host/Origin allowlist in front of an MCP server.
 ///
-/// Flags and the --config file are merged: allowed hosts and origins are the union of both; --mode and
-/// --max-request-body-bytes, when given, override the file. The file is re-read when it changes.
+/// Flags and the --config file are merged: allowed hosts, origins and trusted proxies are the union of both;
+/// --mode and each limit flag, when given, override the file's setting. The file is re-read when it changes.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "mcp-guard", version, about, long_about = None)]
 pub struct Args {
@@ -63,6 +63,40 @@ pub struct Args {
     /// Largest request body accepted (bytes); larger ones get 413. Overrides the file's limit.
     #[arg(long, env = "MCP_GUARD_MAX_REQUEST_BODY_BYTES")]
     pub max_request_body_bytes: Option<u64>,
+
+    /// Rate limit for every request of one client (an IPv6 client by its /64): `REQUESTS_PER_MINUTE[:BURST]`,
+    /// e.g. `600:100`; the burst defaults to a minute's worth. Over it: 429 with Retry-After.
+    #[arg(long, env = "MCP_GUARD_RATE_LIMIT_PER_CLIENT", value_parser = parse_rate)]
+    pub rate_limit_per_client: Option<Rate>,
+
+    /// Rate limit per client for one JSON-RPC method (repeatable): `tools/call=120:10`.
+    #[arg(long = "rate-limit-method", env = "MCP_GUARD_RATE_LIMIT_METHODS", value_delimiter = ',', value_parser = parse_named_rate)]
+    pub rate_limit_methods: Vec<(String, Rate)>,
+
+    /// Rate limit per client for one tool of `tools/call` (repeatable): `render_report=6:2`.
+    #[arg(long = "rate-limit-tool", env = "MCP_GUARD_RATE_LIMIT_TOOLS", value_delimiter = ',', value_parser = parse_named_rate)]
+    pub rate_limit_tools: Vec<(String, Rate)>,
+
+    /// Most requests of one client in flight at once (SSE streams are counted by --max-streams-per-client).
+    #[arg(long, env = "MCP_GUARD_MAX_CONCURRENT_REQUESTS_PER_CLIENT")]
+    pub max_concurrent_requests_per_client: Option<u32>,
+
+    /// Most SSE streams (`GET` with `Accept: text/event-stream`) of one client open at once.
+    #[arg(long, env = "MCP_GUARD_MAX_STREAMS_PER_CLIENT")]
+    pub max_streams_per_client: Option<u32>,
+
+    /// Most clients whose rate-limit state is kept (default 10000); idle ones are forgotten first.
+    #[arg(long, env = "MCP_GUARD_MAX_TRACKED_CLIENTS")]
+    pub max_tracked_clients: Option<u32>,
+
+    /// A proxy (CIDR or address, repeatable) whose `X-Forwarded-Host` / `Forwarded: host=` is checked instead of
+    /// `Host`, and whose `X-Forwarded-For` names the client for the rate limits. See docs/reverse-proxy.md.
+    #[arg(
+        long = "trusted-proxy",
+        env = "MCP_GUARD_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
 
     /// Largest request head (request line and headers, bytes); larger ones get 431.
     #[arg(long, env = "MCP_GUARD_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
@@ -165,6 +199,34 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// Parses `REQUESTS_PER_MINUTE[:BURST]`.
+pub fn parse_rate(s: &str) -> Result<Rate, String> {
+    let bad = || {
+        format!("{s:?} is not a rate: write REQUESTS_PER_MINUTE[:BURST], e.g. 600 or 600:100 (both above 0)")
+    };
+    let (rpm, burst) = match s.trim().split_once(':') {
+        Some((r, b)) => (r, Some(b)),
+        None => (s.trim(), None),
+    };
+    let requests_per_minute: u32 = rpm.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
+    let burst = burst
+        .map(|b| b.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(bad))
+        .transpose()?;
+    Ok(Rate {
+        requests_per_minute,
+        burst,
+    })
+}
+
+/// Parses `NAME=REQUESTS_PER_MINUTE[:BURST]`.
+pub fn parse_named_rate(s: &str) -> Result<(String, Rate), String> {
+    let (name, rate) = s
+        .rsplit_once('=')
+        .filter(|(n, _)| !n.trim().is_empty())
+        .ok_or_else(|| format!("{s:?}: write NAME=REQUESTS_PER_MINUTE[:BURST], e.g. tools/call=120:10"))?;
+    Ok((name.trim().to_owned(), parse_rate(rate)?))
+}
+
 /// The most header fields `--max-headers` may allow in an HTTP/1.1 request.
 pub const MAX_HEADERS: usize = 256;
 
@@ -237,5 +299,33 @@ mod tests {
         assert_eq!(with("256").unwrap().max_headers, 256);
         assert!(with("257").is_err());
         assert!(with("0").is_err());
+    }
+
+    #[test]
+    fn rate_limit_flags_parse() {
+        let a = Args::try_parse_from([
+            "mcp-guard",
+            "--upstream",
+            "http://a:1",
+            "--rate-limit-per-client",
+            "600:100",
+            "--rate-limit-method",
+            "tools/call=120,tools/list=60:5",
+            "--rate-limit-tool",
+            "a=b=6:2",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+        ])
+        .unwrap();
+        assert_eq!(a.rate_limit_per_client.unwrap().burst(), 100);
+        assert_eq!(a.rate_limit_methods.len(), 2);
+        assert_eq!(a.rate_limit_methods[1].1.burst(), 5);
+        assert_eq!(a.rate_limit_tools[0].0, "a=b", "the last = splits");
+        assert_eq!(a.trusted_proxies, ["10.0.0.0/8"]);
+        for bad in ["0", "10:0", "x", "10:", ""] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+        assert!(parse_named_rate("=10").is_err());
+        assert!(parse_named_rate("tools/call").is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! Where the live allowlist comes from: flags merged with the `--config` file, reloaded when the file changes.
 //!
-//! Merge rules: allowed hosts and origins are the union of the flags and the file; `--mode` and
-//! `--max-request-body-bytes`, when given, override the file; `source` comes from the file.
+//! Merge rules: allowed hosts, origins and trusted proxies are the union of the flags and the file; `--mode` and
+//! each limit flag (`--max-request-body-bytes`, the rate limits), when given, override the file's setting (a
+//! `--rate-limit-method` flag overrides that method's entry only); `source` comes from the file.
 //!
 //! Reload: the file's content is read every poll interval through its path (so kubelet's ConfigMap update, an
 //! atomic swap of the `..data` symlink, is seen like any edit). A changed content is parsed and compiled; a
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_guard_config::{Allowlist, ConfigError, GuardConfig, Mode};
+use mcp_guard_config::{Allowlist, ConfigError, GuardConfig, Limits, Mode};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -43,7 +44,9 @@ pub struct ConfigSources {
     pub allow_hosts: Vec<String>,
     pub allow_origins: Vec<String>,
     pub mode: Option<Mode>,
-    pub max_request_body_bytes: Option<u64>,
+    /// Limits given by flags (`--max-request-body-bytes`, the rate limits): each set one overrides the file's.
+    pub limits: Limits,
+    pub trusted_proxies: Vec<String>,
     pub file: Option<PathBuf>,
 }
 
@@ -64,8 +67,11 @@ impl ConfigSources {
         if let Some(mode) = self.mode {
             config.mode = mode;
         }
-        if let Some(limit) = self.max_request_body_bytes {
-            config.limits.max_request_body_bytes = Some(limit);
+        config.limits = self.limits.clone().or(&config.limits);
+        for p in &self.trusted_proxies {
+            if !config.trusted_proxies.contains(p) {
+                config.trusted_proxies.push(p.clone());
+            }
         }
         config
     }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod idle;
+pub mod limiter;
 pub mod metrics;
 pub mod policy;
 pub mod pool;
@@ -67,7 +68,16 @@ impl ConfigSources {
                 .filter(|s| !s.is_empty())
                 .collect(),
             mode: args.mode.map(Into::into),
-            max_request_body_bytes: args.max_request_body_bytes,
+            limits: mcp_guard_config::Limits {
+                max_request_body_bytes: args.max_request_body_bytes,
+                per_client: args.rate_limit_per_client,
+                per_method: args.rate_limit_methods.iter().cloned().collect(),
+                per_tool: args.rate_limit_tools.iter().cloned().collect(),
+                max_concurrent_requests_per_client: args.max_concurrent_requests_per_client,
+                max_streams_per_client: args.max_streams_per_client,
+                max_tracked_clients: args.max_tracked_clients,
+            },
+            trusted_proxies: args.trusted_proxies.clone(),
             file: args.config.clone(),
         }
     }
@@ -129,6 +139,7 @@ struct WorkerSpec {
     connect_timeout: Duration,
     read_buffer: usize,
     metrics: Arc<Metrics>,
+    limiter: Arc<limiter::Limiter>,
     limits: server::Limits,
     drain_timeout: Duration,
     shutdown: watch::Receiver<bool>,
@@ -167,6 +178,7 @@ fn start_worker(
                 upstream: spec.upstream,
                 preserve_host: spec.preserve_host,
                 metrics: spec.metrics,
+                limiter: spec.limiter,
             });
             let mut shutdown = spec.shutdown;
             let stop = async move {
@@ -220,6 +232,8 @@ async fn run_control(args: Args) -> Result<(), StartError> {
         hosts = %allowlist.hosts().iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         origins = %allowlist.origins().iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         mode = ?allowlist.mode,
+        trusted_proxies = %allowlist.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        rate_limits = allowlist.limits.limits_clients(),
         config = ?args.config,
         "allowlist loaded"
     );
@@ -253,6 +267,7 @@ async fn run_control(args: Args) -> Result<(), StartError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
     let mut addr = args.listen;
+    let limiter = limiter::Limiter::new(metrics.rate_limit_tracked_clients.clone());
     if workers > 1 {
         // The workers share the port through SO_REUSEPORT, which would also let a second process of the same user
         // (another guard started on the same port by mistake) silently take part of the connections. A plain bind
@@ -272,6 +287,7 @@ async fn run_control(args: Args) -> Result<(), StartError> {
             connect_timeout: args.upstream_connect_timeout,
             read_buffer: args.upstream_read_buffer,
             metrics: metrics.clone(),
+            limiter: limiter.clone(),
             limits: server::Limits {
                 // the connection limit is shared out between the workers
                 max_connections: (limits.max_connections / workers).max(1),

@@ -1,6 +1,12 @@
-//! Prometheus metrics. Counters for the hot path are created once and kept, so counting is one atomic add.
+//! Prometheus metrics. Counters for the hot path are created once and kept, so counting is one atomic add; the
+//! latency histogram is fixed buckets of atomics (prometheus-client's own takes a lock per observation).
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -24,12 +30,95 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    verdict: &'static str,
+}
+
 /// What the request was: forwarded because allowed, refused, or forwarded in audit mode despite a violation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Allowed,
     Rejected,
     Audited,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 3] = [Outcome::Allowed, Outcome::Rejected, Outcome::Audited];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Rejected => "rejected",
+            Outcome::Audited => "audited",
+        }
+    }
+}
+
+/// Upper bounds of the latency buckets in seconds: from the guard's own refusals (well under a millisecond) to a
+/// slow upstream. A forwarded request is timed to the upstream's response head, so a long SSE stream counts as
+/// fast to start, not as slow.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A classic histogram of fixed buckets, each an atomic count; the sum is kept in nanoseconds.
+#[derive(Debug)]
+struct Latency {
+    bounds_nanos: [u64; LATENCY_BUCKETS.len()],
+    /// Per bucket (not cumulative), the last one for values above every bound (`+Inf`).
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Latency {
+    fn new() -> Self {
+        Latency {
+            bounds_nanos: LATENCY_BUCKETS.map(|s| (s * 1e9) as u64),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let i = self.bounds_nanos.partition_point(|b| *b < nanos);
+        // Relaxed: a scrape may see a bucket and the sum of slightly different instants, as with any histogram.
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let counts = self.buckets.each_ref().map(|b| b.load(Ordering::Relaxed));
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(counts)
+            .collect();
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, counts.iter().sum(), &buckets, None)
+    }
+}
+
+/// Request latency by verdict, encoded as one histogram family with a `verdict` label.
+#[derive(Clone, Debug)]
+struct RequestDurations(Arc<[Latency; 3]>);
+
+impl EncodeMetric for RequestDurations {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (outcome, latency) in Outcome::ALL.iter().zip(self.0.iter()) {
+            let labels = VerdictLabels {
+                verdict: outcome.as_str(),
+            };
+            latency.encode(encoder.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 /// Kinds of upstream failure.
@@ -48,8 +137,10 @@ pub struct Metrics {
     upstream_errors: [Counter; 3],
     reloads_ok: Counter,
     reloads_failed: Counter,
+    durations: RequestDurations,
     pub open_connections: Gauge,
     pub open_streams: Gauge,
+    pub rate_limit_tracked_clients: Gauge,
     pub allowed_hosts: Gauge,
     pub allowed_origins: Gauge,
     pub config_last_reload_ok: Gauge,
@@ -104,6 +195,13 @@ impl Metrics {
         let reloads_ok = reloads.get_or_create(&ResultLabels { result: "ok" }).clone();
         let reloads_failed = reloads.get_or_create(&ResultLabels { result: "failed" }).clone();
 
+        let durations = RequestDurations(Arc::new(std::array::from_fn(|_| Latency::new())));
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's head to the guard's answer: its refusal, or the upstream's response head; by verdict",
+            durations.clone(),
+        );
+
         let open_connections = Gauge::default();
         registry.register(
             "open_connections",
@@ -115,6 +213,12 @@ impl Metrics {
             "open_streams",
             "Responses currently streaming from the upstream to clients (SSE streams included)",
             open_streams.clone(),
+        );
+        let rate_limit_tracked_clients = Gauge::default();
+        registry.register(
+            "rate_limit_tracked_clients",
+            "Clients whose rate-limit buckets and counters the guard keeps (bounded by maxTrackedClients)",
+            rate_limit_tracked_clients.clone(),
         );
         let allowed_hosts = Gauge::default();
         registry.register(
@@ -143,8 +247,10 @@ impl Metrics {
             upstream_errors,
             reloads_ok,
             reloads_failed,
+            durations,
             open_connections,
             open_streams,
+            rate_limit_tracked_clients,
             allowed_hosts,
             allowed_origins,
             config_last_reload_ok,
@@ -158,6 +264,12 @@ impl Metrics {
             (Outcome::Rejected, Some(r)) => self.rejected[index(r)].inc(),
             (Outcome::Audited, Some(r)) => self.audited[index(r)].inc(),
         };
+    }
+
+    /// Times a request from `started` (when its head was read) to now, under its verdict.
+    pub fn request_duration(&self, outcome: Outcome, started: Instant) {
+        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.durations.0[i].observe(started.elapsed());
     }
 
     pub fn upstream_error(&self, kind: UpstreamError) {
@@ -187,5 +299,92 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The value of one sample line of the exposition, e.g. `mcp_guard_request_duration_seconds_count{verdict="allowed"}`.
+    fn sample(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn latency_lands_in_the_first_bucket_at_or_above_it() {
+        let latency = Latency::new();
+        latency.observe(Duration::from_micros(500)); // exactly a bound: le is inclusive
+        latency.observe(Duration::from_micros(501));
+        latency.observe(Duration::from_millis(30));
+        latency.observe(Duration::from_secs(60)); // above every bound
+        let counts: Vec<u64> = latency
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(counts[0], 1, "{counts:?}");
+        assert_eq!(counts[1], 1, "{counts:?}");
+        assert_eq!(counts[6], 1, "0.05 bucket: {counts:?}");
+        assert_eq!(counts[LATENCY_BUCKETS.len()], 1, "+Inf: {counts:?}");
+        assert_eq!(counts.iter().sum::<u64>(), 4);
+    }
+
+    #[test]
+    fn durations_are_exposed_per_verdict_as_cumulative_buckets() {
+        let metrics = Metrics::new();
+        let long_ago = Instant::now() - Duration::from_millis(20);
+        metrics.request_duration(Outcome::Rejected, long_ago);
+        metrics.request_duration(Outcome::Rejected, Instant::now());
+        metrics.request_duration(Outcome::Allowed, long_ago);
+        let text = metrics.encode();
+        assert!(
+            text.contains("# TYPE mcp_guard_request_duration_seconds histogram"),
+            "{text}"
+        );
+        let name = "mcp_guard_request_duration_seconds";
+        assert_eq!(
+            sample(&text, &format!("{name}_count{{verdict=\"rejected\"}}")),
+            2.0
+        );
+        assert_eq!(
+            sample(&text, &format!("{name}_count{{verdict=\"allowed\"}}")),
+            1.0
+        );
+        assert_eq!(
+            sample(&text, &format!("{name}_count{{verdict=\"audited\"}}")),
+            0.0
+        );
+        // Cumulative: the 20 ms one is above le=0.01 and at or below le=0.025 (a loaded machine may add more
+        // than 5 ms, so only +Inf and the sum's lower bound are exact).
+        let rejected_sum = sample(&text, &format!("{name}_sum{{verdict=\"rejected\"}}"));
+        assert!(rejected_sum >= 0.02, "{rejected_sum}");
+        assert_eq!(
+            sample(
+                &text,
+                &format!("{name}_bucket{{le=\"0.01\",verdict=\"allowed\"}}")
+            ),
+            0.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("{name}_bucket{{le=\"+Inf\",verdict=\"rejected\"}}")
+            ),
+            2.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("{name}_bucket{{le=\"+Inf\",verdict=\"allowed\"}}")
+            ),
+            1.0
+        );
     }
 }

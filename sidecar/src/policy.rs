@@ -12,6 +12,9 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Method, Version};
 use mcp_guard_config::{Allowlist, Denial, HeaderSeen, Mode, Reason, RequestFacts, Verdict};
 
+pub mod peek;
+pub mod rate;
+
 use crate::upstream::Upstream;
 
 /// Used when neither the config nor a flag sets `maxRequestBodyBytes`.
@@ -20,12 +23,17 @@ pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 4 * 1024 * 1024;
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// MCP 2026-07-28: the JSON-RPC method, and the tool (or prompt, resource) it names, mirrored into headers.
+pub static MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+pub static MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 
 /// Where the request goes and what the guard knows of the hop it came over.
 pub struct Hop<'a> {
     pub upstream: &'a Upstream,
-    /// The client's address, as `X-Forwarded-For` gets it.
+    /// The client's address, as `X-Forwarded-For` gets it (see [`client_address`]).
     pub peer_ip: &'a HeaderValue,
+    /// The peer is a trusted proxy: its forwarded host is what is checked (see [`forwarded_host`]).
+    pub trusted_proxy: bool,
     /// Send the client's (checked) Host and Origin on instead of the upstream's own.
     pub preserve_host: bool,
 }
@@ -47,7 +55,25 @@ pub fn decide(head: &mut Parts, allowlist: &Allowlist, hop: &Hop<'_>) -> Decisio
     if let Err(denial) = refuse_ambiguous(head) {
         return Decision::Refuse(denial);
     }
-    let audited = match allowlist.check(&facts(head)) {
+    let forwarded = match hop.trusted_proxy {
+        true => match forwarded_host(&head.headers) {
+            Ok(f) => f,
+            Err(denial) => return Decision::Refuse(denial),
+        },
+        false => None,
+    };
+    let mut facts = facts(head);
+    if let Some(host) = &forwarded {
+        // What the client addressed, as the nearest trusted proxy saw it; the proxy's own Host says only where
+        // the proxy sent the request.
+        facts.target_authority = None;
+        facts.http2 = false;
+        facts.host = HeaderSeen {
+            first: Some(host.as_bytes()),
+            count: 1,
+        };
+    }
+    let audited = match allowlist.check(&facts) {
         Verdict::Allow => None,
         Verdict::Deny(denial) if allowlist.mode == Mode::Enforce => return Decision::Refuse(denial),
         Verdict::Deny(denial) => Some(denial),
@@ -60,8 +86,233 @@ pub fn decide(head: &mut Parts, allowlist: &Allowlist, hop: &Hop<'_>) -> Decisio
             .with_detail(format!("limit {limit} bytes"));
         return Decision::Refuse(denial);
     }
-    rewrite(head, hop, audited.is_none());
+    rewrite(head, hop, audited.is_none(), forwarded.as_deref());
     Decision::Forward { audited }
+}
+
+/// The host a trusted proxy forwarded: the last `X-Forwarded-Host` entry or the `host=` of the last `Forwarded`
+/// element, which is what the nearest proxy added (entries further left came from hops before it, or from the
+/// client). `None` when it sent neither; refused when it sent both and they differ, or a `Forwarded` the guard
+/// cannot read.
+pub fn forwarded_host(headers: &HeaderMap) -> Result<Option<String>, Denial> {
+    let last_entry = |name: &HeaderName| -> Option<String> {
+        let values = headers.get_all(name);
+        let last = values.iter().next_back()?;
+        let text = String::from_utf8_lossy(last.as_bytes()).into_owned();
+        Some(text)
+    };
+    let x_forwarded =
+        last_entry(&X_FORWARDED_HOST).map(|v| v.rsplit(',').next().unwrap_or_default().trim().to_owned());
+    let forwarded = match last_entry(&header::FORWARDED) {
+        None => None,
+        Some(v) => forwarded_element_host(&v).map_err(|detail| {
+            Denial::new(Reason::MalformedHost, v.clone())
+                .with_detail(format!("Forwarded from a trusted proxy: {detail}"))
+        })?,
+    };
+    match (x_forwarded, forwarded) {
+        (Some(x), Some(f)) if !x.eq_ignore_ascii_case(&f) => Err(Denial::new(Reason::MalformedHost, x)
+            .with_detail(format!(
+                "X-Forwarded-Host and Forwarded host={f:?} from a trusted proxy differ"
+            ))),
+        (Some(x), _) => Ok(Some(x)),
+        (None, f) => Ok(f),
+    }
+}
+
+/// The `host=` parameter of the last element of a `Forwarded` field value (RFC 7239 §4), if it has one.
+fn forwarded_element_host(value: &str) -> Result<Option<String>, &'static str> {
+    // Split on commas (elements) and semicolons (pairs) outside quoted strings.
+    let mut elements: Vec<Vec<String>> = vec![vec![String::new()]];
+    let (mut quoted, mut escaped) = (false, false);
+    for c in value.chars() {
+        let Some(params) = elements.last_mut() else { break };
+        match c {
+            ';' if !quoted => params.push(String::new()),
+            ',' if !quoted => elements.push(vec![String::new()]),
+            c => {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' if quoted => escaped = true,
+                    '"' => quoted = !quoted,
+                    _ => {}
+                }
+                if let Some(p) = params.last_mut() {
+                    p.push(c);
+                }
+            }
+        }
+    }
+    if quoted {
+        return Err("an unterminated quoted string");
+    }
+    let mut host = None;
+    for pair in elements.last().into_iter().flatten() {
+        let pair = pair.trim();
+        if pair.is_empty() {
+            continue;
+        }
+        let (name, v) = pair.split_once('=').ok_or("a parameter without a value")?;
+        if name.trim().eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Err("host= twice in one element");
+            }
+            let v = v.trim();
+            let v = match v.strip_prefix('"') {
+                Some(q) => q.strip_suffix('"').ok_or("a bad quoted string")?,
+                None => v,
+            };
+            host = Some(v.to_owned());
+        }
+    }
+    Ok(host)
+}
+
+/// The client's address: the peer, or behind trusted proxies the rightmost `X-Forwarded-For` entry that is
+/// not a trusted proxy itself (entries further left are whatever the client claimed). An entry that is not an
+/// address ends the walk at the hop that added it.
+pub fn client_address(
+    headers: &HeaderMap,
+    allowlist: &Allowlist,
+    peer: std::net::IpAddr,
+) -> std::net::IpAddr {
+    if !allowlist.trusts(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let fields: Vec<&HeaderValue> = headers.get_all(&X_FORWARDED_FOR).iter().collect();
+    for field in fields.iter().rev() {
+        let Ok(text) = field.to_str() else { return client };
+        for entry in text.rsplit(',') {
+            let entry = entry.trim();
+            // `1.2.3.4:5678` and `[::1]:5678`, which some proxies write, are the address too.
+            let ip = entry
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()));
+            let Some(ip) = ip else { return client };
+            client = ip;
+            if !allowlist.trusts(ip) {
+                return client;
+            }
+        }
+    }
+    client
+}
+
+/// Whether a request opens an SSE stream (Streamable HTTP's `GET`, the SSE transport's `GET /sse`): what
+/// `maxStreamsPerClient` counts.
+pub fn is_stream(head: &Parts) -> bool {
+    head.method == Method::GET
+        && head.headers.get_all(header::ACCEPT).iter().any(|v| {
+            v.as_bytes()
+                .windows(17)
+                .any(|w| w.eq_ignore_ascii_case(b"text/event-stream"))
+        })
+}
+
+/// The MCP method and tool a request is charged to by the rate limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct McpCall {
+    /// `None` for a request without a JSON-RPC method (a `GET`, a response the client sends back);
+    /// [`rate::UNKNOWN_METHOD`] when the body should name one within the peeked prefix and does not.
+    pub method: Option<String>,
+    pub tool: Option<String>,
+}
+
+impl McpCall {
+    pub fn class(&self, stream: bool) -> rate::RequestClass<'_> {
+        rate::RequestClass {
+            stream,
+            method: self.method.as_deref(),
+            tool: self.tool.as_deref(),
+        }
+    }
+}
+
+/// One `Mcp-Method` / `Mcp-Name` value: `Ok(None)` when absent, an error when repeated or not text.
+fn mcp_header<'a>(head: &'a Parts, name: &HeaderName) -> Result<Option<&'a str>, Denial> {
+    let mut values = head.headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    let lossy = || String::from_utf8_lossy(first.as_bytes()).into_owned();
+    if values.next().is_some() {
+        return Err(Denial::new(Reason::McpHeaderMismatch, lossy())
+            .with_detail(format!("more than one {name} header")));
+    }
+    first.to_str().map(Some).map_err(|_| {
+        Denial::new(Reason::McpHeaderMismatch, lossy()).with_detail(format!("{name} is not text"))
+    })
+}
+
+/// What a request is charged to, from its body prefix (`body`, when the guard read one) and its `Mcp-Method`
+/// / `Mcp-Name` headers (MCP 2026-07-28).
+///
+/// The body is what the server executes, so the body decides: a header that names another method or tool than
+/// the body is refused (`400 mcp_header_mismatch`, as the spec tells servers to), and a header alone never
+/// lowers the charge of a body whose method the guard could not read (that pays the strictest limit). Without a
+/// body read (no method or tool limit, or a request without a body) the headers are taken as they are.
+pub fn mcp_call(head: &Parts, body: Option<&peek::Peeked>) -> Result<McpCall, Denial> {
+    let header_method = mcp_header(head, &MCP_METHOD)?;
+    let header_name = mcp_header(head, &MCP_NAME)?.map(decode_mcp_name).transpose()?;
+    let header_name = header_name.as_deref();
+    let Some(body) = body else {
+        let tool = header_name.filter(|_| header_method == Some("tools/call"));
+        return Ok(McpCall {
+            method: header_method.map(str::to_owned),
+            tool: tool.map(str::to_owned),
+        });
+    };
+    let call = body_call(body);
+    let mismatch = |field: &HeaderName, header: &str, body: &str| {
+        Denial::new(Reason::McpHeaderMismatch, header.to_owned())
+            .with_detail(format!("{field} {header:?} but the body says {body:?}"))
+    };
+    if let (Some(m), Some(h)) = (&body.method, header_method)
+        && m != h
+    {
+        return Err(mismatch(&MCP_METHOD, h, m));
+    }
+    if let (Some(n), Some(h), Some("tools/call")) = (&body.name, header_name, call.method.as_deref())
+        && n != h
+    {
+        return Err(mismatch(&MCP_NAME, h, n));
+    }
+    Ok(call)
+}
+
+/// An `Mcp-Name` value as the client meant it: SEP-2243 wraps a name that is not plain printable ASCII as
+/// `=?base64?<base64 of its UTF-8>?=`, and servers compare the decoded name.
+fn decode_mcp_name(value: &str) -> Result<String, Denial> {
+    use base64::Engine as _;
+    let Some(encoded) = value.strip_prefix("=?base64?").and_then(|v| v.strip_suffix("?=")) else {
+        return Ok(value.to_owned());
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| {
+            Denial::new(Reason::McpHeaderMismatch, value.to_owned())
+                .with_detail("mcp-name is marked =?base64?...?= but is not base64 of UTF-8 text")
+        })
+}
+
+/// What a request is charged to by its body prefix alone (audit mode charges a request whose headers disagree
+/// with its body by the body, which is what the server runs).
+pub fn body_call(body: &peek::Peeked) -> McpCall {
+    let method = match &body.method {
+        Some(m) => Some(m.clone()),
+        // A complete body without a method is a JSON-RPC response (or not JSON-RPC at all): no method to charge.
+        None if body.complete => None,
+        None => Some(rate::UNKNOWN_METHOD.to_owned()),
+    };
+    let tool = body
+        .name
+        .clone()
+        .filter(|_| method.as_deref() == Some("tools/call"));
+    McpCall { method, tool }
 }
 
 /// The largest request body the allowlist's limits let through.
@@ -213,13 +464,14 @@ fn is_set_by_guard(name: &HeaderName) -> bool {
         || name.as_str() == "x-original-host"
 }
 
-/// Rewrites the client's head into the upstream's.
-fn rewrite(head: &mut Parts, hop: &Hop<'_>, allowed: bool) {
+/// Rewrites the client's head into the upstream's. `forwarded` is the host a trusted proxy forwarded.
+fn rewrite(head: &mut Parts, hop: &Hop<'_>, allowed: bool, forwarded: Option<&str>) {
     let upstream = hop.upstream;
     // The authority the client addressed: what the check looked at.
-    let client_authority = match head.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => head.headers.get(header::HOST).cloned(),
+    let client_authority = match (forwarded, head.uri.authority()) {
+        (Some(f), _) => HeaderValue::from_str(f).ok(),
+        (None, Some(a)) => HeaderValue::from_str(a.as_str()).ok(),
+        (None, None) => head.headers.get(header::HOST).cloned(),
     };
     let preserved = client_authority.as_ref().filter(|_| hop.preserve_host && allowed);
 

@@ -2,18 +2,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use mcp_guard_config::{Allowlist, Denial, Reason};
+use mcp_guard_config::{Allowlist, Denial, Mode, Reason};
 use tracing::{debug, warn};
 
-use crate::body::{ClientFault, FaultSlot, RequestBody, ResponseBody, StreamCount};
+use crate::body::{ClientFault, FaultSlot, Prefix, RequestBody, ResponseBody, StreamCount};
 use crate::config::LiveAllowlist;
+use crate::limiter::{Limiter, SlotGuard};
 use crate::metrics::{Metrics, Outcome, UpstreamError};
-use crate::policy::{self, Decision, Hop};
+use crate::policy::rate::ClientKey;
+use crate::policy::{self, Decision, Hop, peek};
 use crate::pool::{Paired, SendError, UpstreamPool};
 use crate::upstream::Upstream;
 
@@ -24,6 +27,8 @@ pub struct Proxy {
     pub upstream: Upstream,
     pub preserve_host: bool,
     pub metrics: Arc<Metrics>,
+    /// The rate limits' state, shared by every worker.
+    pub limiter: Arc<Limiter>,
 }
 
 /// One client connection: facts computed once, and its side of the upstream.
@@ -43,45 +48,168 @@ impl Peer {
 impl Proxy {
     /// Handles one request; never fails (errors become JSON answers).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Arc<Peer>) -> Response<ResponseBody> {
+        let started = Instant::now();
         let allowlist: Arc<Allowlist> = self.live.borrow().clone();
-        let (mut head, body) = req.into_parts();
+        let (mut head, mut body) = req.into_parts();
+        let trusted_proxy = allowlist.trusts(peer.addr.ip());
+        // Behind a trusted proxy the client is whom it forwarded for: that is who the rate limits count.
+        let client = policy::client_address(&head.headers, &allowlist, peer.addr.ip());
+        let client_ip = match trusted_proxy {
+            true => HeaderValue::try_from(client.to_string()).unwrap_or_else(|_| peer.ip.clone()),
+            false => peer.ip.clone(),
+        };
         let hop = Hop {
             upstream: &self.upstream,
-            peer_ip: &peer.ip,
+            peer_ip: &client_ip,
             preserve_host: self.preserve_host,
+            trusted_proxy,
         };
-        match policy::decide(&mut head, &allowlist, &hop) {
+        let mut outcome = match policy::decide(&mut head, &allowlist, &hop) {
             Decision::Refuse(denial) => {
                 self.violation(&denial, &head, &peer, true);
                 debug!(headers = ?head.headers, "rejected request headers");
-                return refuse(&allowlist, &denial);
+                let refusal = refuse(&allowlist, &denial);
+                self.metrics.request_duration(Outcome::Rejected, started);
+                return refusal;
             }
             Decision::Forward {
                 audited: Some(denial),
-            } => self.violation(&denial, &head, &peer, false),
-            Decision::Forward { audited: None } => self.metrics.request(Outcome::Allowed, None),
-        }
+            } => {
+                self.violation(&denial, &head, &peer, false);
+                Outcome::Audited
+            }
+            Decision::Forward { audited: None } => Outcome::Allowed,
+        };
         let limit = policy::body_limit(&allowlist);
+        let (prefix, slot) = if allowlist.limits.limits_clients() {
+            match self
+                .limit(&allowlist, &head, &mut body, &peer, client, limit)
+                .await
+            {
+                Ok(Admitted {
+                    prefix,
+                    slot,
+                    audited,
+                }) => {
+                    if audited {
+                        outcome = Outcome::Audited;
+                    }
+                    (prefix, Some(slot))
+                }
+                Err(answer) => {
+                    self.metrics.request_duration(Outcome::Rejected, started);
+                    return answer;
+                }
+            }
+        } else {
+            (None, None)
+        };
+        if matches!(outcome, Outcome::Allowed) {
+            self.metrics.request(Outcome::Allowed, None);
+        }
         let method = head.method.clone();
-        let fault = (!http_body::Body::is_end_stream(&body)).then(FaultSlot::default);
-        let upstream_req = Request::from_parts(head, RequestBody::new(body, limit, fault.clone()));
+        let body_done = prefix.as_ref().is_some_and(|p| p.ended) || http_body::Body::is_end_stream(&body);
+        let fault = (!body_done).then(FaultSlot::default);
+        let body = RequestBody::with_prefix(prefix.unwrap_or_default(), body, limit, fault.clone());
+        let upstream_req = Request::from_parts(head, body);
         let path = upstream_req.uri().path_and_query().cloned();
         // Boxed: hyper keeps the allocation of the service future for the connection's lifetime, so the
         // exchange's state must not be part of it.
-        match Box::pin(peer.upstream.send(upstream_req)).await {
+        let response = match Box::pin(peer.upstream.send(upstream_req)).await {
             Ok(resp) => {
                 let count = StreamCount::new(&self.metrics.open_streams);
                 let (mut parts, inner) = resp.into_parts();
                 policy::strip_response(&mut parts.headers);
                 parts.version = Version::HTTP_11;
-                Response::from_parts(parts, ResponseBody::Upstream { inner, _count: count })
+                let body = ResponseBody::Upstream {
+                    inner,
+                    _count: count,
+                    _slot: slot,
+                };
+                Response::from_parts(parts, body)
             }
             Err(err) => {
                 let path = path.as_ref().map_or("/", |p| p.path());
                 let fault = fault.as_ref().and_then(|f| f.get());
                 self.upstream_failed(&allowlist, &err, fault, &method, path, &peer, limit)
             }
+        };
+        // Under the policy's verdict, also when the exchange failed: the client waited that long for its answer.
+        self.metrics.request_duration(outcome, started);
+        response
+    }
+
+    /// The rate limits and caps: reads the body's prefix if a method or tool limit needs it, checks the
+    /// `Mcp-Method`/`Mcp-Name` headers against it, and takes the client's slot, or answers the refusal.
+    async fn limit(
+        &self,
+        allowlist: &Allowlist,
+        head: &http::request::Parts,
+        body: &mut Incoming,
+        peer: &Peer,
+        client: std::net::IpAddr,
+        limit: u64,
+    ) -> Result<Admitted, Response<ResponseBody>> {
+        let limits = &allowlist.limits;
+        let enforce = allowlist.mode == Mode::Enforce;
+        let stream = policy::is_stream(head);
+        let mut prefix = None;
+        if limits.needs_method() && !stream && !http_body::Body::is_end_stream(body) {
+            // Scanned again only every 256 bytes: a client sending its body byte by byte costs no more.
+            let mut scanned_at = 0usize;
+            let enough = move |data: &[u8]| {
+                if scanned_at != 0 && data.len() < scanned_at + 256 {
+                    return false;
+                }
+                scanned_at = data.len().max(1);
+                !peek::scan(data).wants_more()
+            };
+            match crate::body::peek(body, limit, enough).await {
+                Ok(p) => prefix = Some(p),
+                Err(fault) => {
+                    let denial = client_fault(&fault, limit);
+                    self.violation(&denial, head, peer, true);
+                    return Err(refuse(allowlist, &denial));
+                }
+            }
         }
+        let peeked = prefix.as_ref().map(|p| peek::scan(&p.data));
+        let mut audited = false;
+        let call = match policy::mcp_call(head, peeked.as_ref()) {
+            Ok(call) => call,
+            Err(denial) if enforce => {
+                self.violation(&denial, head, peer, true);
+                return Err(refuse(allowlist, &denial));
+            }
+            Err(denial) => {
+                self.violation(&denial, head, peer, false);
+                audited = true;
+                peeked.as_ref().map(policy::body_call).unwrap_or_default()
+            }
+        };
+        let client = ClientKey::of(client);
+        let slot = match self.limiter.admit(client, &call.class(stream), limits) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                let denial = Denial::new(refusal.reason, client.to_string()).with_detail(&refusal.detail);
+                self.violation(&denial, head, peer, enforce);
+                if enforce {
+                    let mut answer = reject(allowlist, &denial);
+                    answer.headers_mut().insert(
+                        http::header::RETRY_AFTER,
+                        HeaderValue::from(refusal.retry_after_secs()),
+                    );
+                    return Err(answer);
+                }
+                audited = true;
+                self.limiter.hold(client, stream)
+            }
+        };
+        Ok(Admitted {
+            prefix,
+            slot,
+            audited,
+        })
     }
 
     /// Logs and counts a request the allowlist or the policy refused (`enforce`), or that audit mode let through.
@@ -116,17 +244,7 @@ impl Proxy {
         peer: &Peer,
         limit: u64,
     ) -> Response<ResponseBody> {
-        let client_fault = match fault {
-            Some(ClientFault::TooLarge) => Some(
-                Denial::new(Reason::RequestBodyTooLarge, format!("more than {limit} bytes"))
-                    .with_detail(format!("limit {limit} bytes")),
-            ),
-            Some(ClientFault::Malformed(detail)) => {
-                Some(Denial::new(Reason::MalformedRequest, "request body").with_detail(detail))
-            }
-            None => None,
-        };
-        if let Some(denial) = client_fault {
+        if let Some(denial) = fault.map(|f| client_fault(f, limit)) {
             log_denial(&denial, method.as_str(), path, None, peer, true);
             self.metrics.request(Outcome::Rejected, Some(denial.reason));
             return refuse(allowlist, &denial);
@@ -149,6 +267,25 @@ impl Proxy {
             reason: Reason::UpstreamUnavailable,
             received: self.upstream.authority.to_string(),
             detail: Some(detail),
+        }
+    }
+}
+
+/// What the limits let through: the body's peeked prefix, the client's slot, and whether audit mode let a
+/// refusal pass.
+struct Admitted {
+    prefix: Option<Prefix>,
+    slot: SlotGuard,
+    audited: bool,
+}
+
+/// The refusal for a client's body at fault: too large (`413`) or not valid (`400`).
+fn client_fault(fault: &ClientFault, limit: u64) -> Denial {
+    match fault {
+        ClientFault::TooLarge => Denial::new(Reason::RequestBodyTooLarge, format!("more than {limit} bytes"))
+            .with_detail(format!("limit {limit} bytes")),
+        ClientFault::Malformed(detail) => {
+            Denial::new(Reason::MalformedRequest, "request body").with_detail(detail)
         }
     }
 }
@@ -211,6 +348,10 @@ struct ErrorData<'a> {
 pub fn error_body(allowlist: Option<&Allowlist>, denial: &Denial) -> Bytes {
     let code = match denial.reason {
         Reason::UpstreamUnavailable => -32603,
+        // The code ToolHive's users asked for (stacklok/toolhive), in JSON-RPC's server-defined range.
+        Reason::RateLimited | Reason::TooManyConcurrentRequests | Reason::TooManyStreams => -32029,
+        // MCP 2026-07-28's HeaderMismatch.
+        Reason::McpHeaderMismatch => -32020,
         _ => -32600,
     };
     let envelope = ErrorEnvelope {

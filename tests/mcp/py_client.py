@@ -7,6 +7,10 @@ progress and log notifications streamed while it runs. Prints one JSON line on s
     {"ok": false, "error": "...", "status": 421, "body": "..."}   (exit code 1)
 
     python py_client.py --transport streamable-http|sse --url URL [--header 'Name: value']...
+        [--local-address 127.0.0.2]   (connect from another loopback address: another client to the guard)
+
+With `--call TOOL --arguments JSON` it calls that tool instead of `echo` and `countdown` (for servers other than
+the tests' own, such as the examples' weather server) and reports its text as "call".
 """
 
 import argparse
@@ -46,9 +50,12 @@ async def run(args: argparse.Namespace) -> dict:
             REJECTION["status"] = response.status_code
             REJECTION["content_type"] = response.headers.get("content-type")
             REJECTION["body"] = response.text
+            REJECTION["retry_after"] = response.headers.get("retry-after")
 
     def make_client(**kwargs) -> httpx2.AsyncClient:
         kwargs["headers"] = {**(kwargs.get("headers") or {}), **headers}
+        if args.local_address:
+            kwargs["transport"] = httpx2.AsyncHTTPTransport(local_address=args.local_address)
         return httpx2.AsyncClient(event_hooks={"response": [record_rejection]}, **kwargs)
 
     if args.transport == "sse":
@@ -77,6 +84,11 @@ async def run(args: argparse.Namespace) -> dict:
             out["protocol_version"] = client.protocol_version
             tools = await client.list_tools()
             out["tools"] = sorted(t.name for t in tools.tools)
+            if args.call:
+                res = await client.call_tool(args.call, json.loads(args.arguments))
+                out["call"] = "".join(c.text for c in res.content if isinstance(c, types.TextContent))
+                out["ok"] = True
+                return out
             res = await client.call_tool("echo", {"text": "hello through the guard"})
             out["echo"] = "".join(c.text for c in res.content if isinstance(c, types.TextContent))
             started = time.monotonic()
@@ -95,6 +107,9 @@ def main() -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--timeout", type=float, default=30)
+    parser.add_argument("--call")
+    parser.add_argument("--arguments", default="{}")
+    parser.add_argument("--local-address", default=None)
     args = parser.parse_args()
     try:
         out = anyio.run(run, args)

@@ -3,6 +3,9 @@
 // `countdown` while collecting streamed progress and log notifications; print one JSON line.
 //
 //   NODE_PATH=<node_modules> node ts_client.cjs --transport streamable-http|sse --url URL [--header 'Name: value']...
+//
+// With `--call TOOL --arguments JSON` it calls that tool instead of `echo` and `countdown` (for servers other than
+// the tests' own, such as the examples' weather server) and reports its text as "call".
 "use strict";
 
 const { Client } = require("@modelcontextprotocol/sdk/client/index.js");
@@ -11,12 +14,14 @@ const { SSEClientTransport } = require("@modelcontextprotocol/sdk/client/sse.js"
 const { LoggingMessageNotificationSchema } = require("@modelcontextprotocol/sdk/types.js");
 
 function parseArgs(argv) {
-  const args = { transport: "streamable-http", url: null, headers: {}, timeoutMs: 30000 };
+  const args = { transport: "streamable-http", url: null, headers: {}, timeoutMs: 30000, call: null, arguments: "{}" };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--transport") args.transport = argv[++i];
     else if (a === "--url") args.url = argv[++i];
     else if (a === "--timeout") args.timeoutMs = Number(argv[++i]) * 1000;
+    else if (a === "--call") args.call = argv[++i];
+    else if (a === "--arguments") args.arguments = argv[++i];
     else if (a === "--header") {
       const h = argv[++i];
       const idx = h.indexOf(":");
@@ -63,6 +68,7 @@ async function main() {
       rejection.status = res.status;
       rejection.content_type = res.headers.get("content-type");
       rejection.body = await res.clone().text();
+      rejection.retry_after = res.headers.get("retry-after");
     }
     return res;
   };
@@ -88,6 +94,15 @@ async function main() {
     out.protocol_version = transport.protocolVersion ?? null;
     const tools = await client.listTools();
     out.tools = tools.tools.map((t) => t.name).sort();
+    if (args.call) {
+      const res = await client.callTool({ name: args.call, arguments: JSON.parse(args.arguments) });
+      out.call = res.content.filter((c) => c.type === "text").map((c) => c.text).join("");
+      out.ok = true;
+      await client.close();
+      clearTimeout(timer);
+      console.log(JSON.stringify(out));
+      process.exit(0);
+    }
     const echo = await client.callTool({ name: "echo", arguments: { text: "hello through the guard" } });
     out.echo = echo.content.filter((c) => c.type === "text").map((c) => c.text).join("");
     const progress = [];

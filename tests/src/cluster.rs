@@ -1,6 +1,7 @@
 //! A real Kubernetes control plane for tests: etcd, kube-apiserver and kube-controller-manager, built from the
 //! official Go modules by `make setup`, started on 127.0.0.1 with their own CA, client-certificate
-//! authentication and RBAC on. No scheduler and no kubelet: pods are created and stored, never run.
+//! authentication and RBAC on. No scheduler and no kubelet: pods are created and stored, never run, unless a
+//! test starts the real node next to it (`crate::node`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +23,12 @@ use crate::process::{Proc, wait_for_tcp};
 use crate::tools::{bin, free_port, workspace_root};
 
 const FIELD_MANAGER: &str = "mcp-guard-tests";
+
+/// The Services' ClusterIP range: an unusual one, so that nothing in the product may assume a default such as
+/// 10.96.0.0/12; routed to the node from the pods (and only this range leaves the pods' subnet).
+pub const SERVICE_CIDR: &str = "10.217.128.0/20";
+/// The `kubernetes` Service's ClusterIP: the range's first address.
+const KUBERNETES_SERVICE_IP: &str = "10.217.128.1";
 
 /// A running control plane. Dropping it stops the processes and removes its files.
 pub struct Cluster {
@@ -50,9 +57,15 @@ impl Cluster {
 
     /// A dedicated control plane, torn down when dropped.
     pub async fn start() -> anyhow::Result<Cluster> {
+        Cluster::start_at("127.0.0.1").await
+    }
+
+    /// A dedicated control plane whose API server listens on (and advertises) `address`, which must be an
+    /// address of this machine: pods reach the `kubernetes` Service there (the real node's bridge address).
+    pub async fn start_at(address: &str) -> anyhow::Result<Cluster> {
         let started = Instant::now();
         let dir = tempfile::Builder::new().prefix("mcp-guard-cluster-").tempdir()?;
-        let pki = Pki::generate()?;
+        let pki = Pki::generate(address)?;
         let files = pki.write(dir.path())?;
 
         let etcd_port = free_port();
@@ -77,8 +90,8 @@ impl Cluster {
         let mut api_cmd = Command::new(bin("kube-apiserver"));
         api_cmd.args([
             format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
-            "--bind-address=127.0.0.1".to_string(),
-            "--advertise-address=127.0.0.1".to_string(),
+            format!("--bind-address={address}"),
+            format!("--advertise-address={address}"),
             format!("--secure-port={api_port}"),
             format!("--cert-dir={}", dir.path().join("apiserver").display()),
             format!("--tls-cert-file={}", files.serving_cert.display()),
@@ -88,7 +101,7 @@ impl Cluster {
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_string(),
             format!("--service-account-key-file={}", files.sa_pub.display()),
             format!("--service-account-signing-key-file={}", files.sa_key.display()),
-            "--service-cluster-ip-range=10.96.0.0/16".to_string(),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             "--allow-privileged=true".to_string(),
             // The test node registers its bridge address as InternalIP (kubectl logs and exec reach it there;
             // the default order would look its name up in DNS first).
@@ -97,7 +110,7 @@ impl Cluster {
             "--v=0".to_string(),
         ]);
         let mut apiserver = Proc::spawn("kube-apiserver", api_cmd)?;
-        let server_url = format!("https://127.0.0.1:{api_port}");
+        let server_url = format!("https://{address}:{api_port}");
 
         let kubeconfig = dir.path().join("admin.kubeconfig");
         std::fs::write(
@@ -169,7 +182,7 @@ impl Cluster {
         &self.kubeconfig
     }
 
-    /// `https://127.0.0.1:<port>`.
+    /// `https://<address>:<port>` (127.0.0.1 unless started with [`Cluster::start_at`]).
     pub fn server_url(&self) -> &str {
         &self.server_url
     }
@@ -450,20 +463,21 @@ fn client_cert(
 }
 
 impl Pki {
-    fn generate() -> anyhow::Result<Pki> {
+    fn generate(address: &str) -> anyhow::Result<Pki> {
         let ca_key = KeyPair::generate()?;
         let ca_cert = ca_params().self_signed(&ca_key)?;
         let ca_key_pem = ca_key.serialize_pem();
         let issuer = Issuer::new(ca_params(), ca_key);
 
         let mut serving = CertificateParams::new(vec![
+            address.to_string(),
             "127.0.0.1".to_string(),
             "localhost".to_string(),
             "kubernetes".to_string(),
             "kubernetes.default".to_string(),
             "kubernetes.default.svc".to_string(),
             "kubernetes.default.svc.cluster.local".to_string(),
-            "10.96.0.1".to_string(),
+            KUBERNETES_SERVICE_IP.to_string(),
         ])?;
         serving
             .distinguished_name

@@ -355,6 +355,50 @@ pub fn run_client(
     url: &str,
     headers: &[&str],
 ) -> anyhow::Result<ClientRun> {
+    run_client_with(kind, transport, url, headers, None, &[])
+}
+
+/// [`run_client`] connecting from `local_address` (another loopback address is another client to the guard's
+/// rate limits); the Python client only.
+pub fn run_client_from(
+    kind: ClientKind,
+    transport: Transport,
+    url: &str,
+    headers: &[&str],
+    local_address: Option<&str>,
+) -> anyhow::Result<ClientRun> {
+    run_client_with(kind, transport, url, headers, local_address, &[])
+}
+
+/// A session that lists the tools and calls `tool` with `arguments` (instead of the test server's `echo` and
+/// `countdown`): for servers other than the tests' own, such as the examples' weather server. The tool's text is
+/// in `report["call"]`.
+pub fn call_tool(
+    kind: ClientKind,
+    url: &str,
+    headers: &[&str],
+    tool: &str,
+    arguments: &Value,
+) -> anyhow::Result<ClientRun> {
+    let arguments = arguments.to_string();
+    run_client_with(
+        kind,
+        Transport::StreamableHttp,
+        url,
+        headers,
+        None,
+        &["--call", tool, "--arguments", &arguments],
+    )
+}
+
+fn run_client_with(
+    kind: ClientKind,
+    transport: Transport,
+    url: &str,
+    headers: &[&str],
+    local_address: Option<&str>,
+    extra: &[&str],
+) -> anyhow::Result<ClientRun> {
     let mut cmd = match kind {
         ClientKind::Python => {
             let mut c = Command::new(tools::python());
@@ -369,8 +413,16 @@ pub fn run_client(
         }
     };
     cmd.args(["--transport", transport.arg(), "--url", url, "--timeout", "45"]);
+    cmd.args(extra);
     for h in headers {
         cmd.arg("--header").arg(h);
+    }
+    if let Some(addr) = local_address {
+        anyhow::ensure!(
+            kind == ClientKind::Python,
+            "only the Python client takes a local address"
+        );
+        cmd.arg("--local-address").arg(addr);
     }
     let name = match kind {
         ClientKind::Python => "py-client",

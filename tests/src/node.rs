@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::Node as NodeObject;
 use kube::api::Api;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, SERVICE_CIDR};
 use crate::process::{Proc, wait_for_tcp};
 use crate::tools::{bin, cache_dir, free_port, images_dir};
 
@@ -88,13 +88,21 @@ impl Node {
     /// As [`Node::start`], with what `options` adds.
     pub async fn start_with(cluster: &Cluster, options: NodeOptions) -> anyhow::Result<Node> {
         let machine = lock_machine()?;
+        create_bridge()?;
+        Node::start_locked(cluster, machine, options).await
+    }
+
+    async fn start_locked(
+        cluster: &Cluster,
+        machine: Flock<std::fs::File>,
+        options: NodeOptions,
+    ) -> anyhow::Result<Node> {
         let started = Instant::now();
         let dir = cluster.dir().join("node");
         std::fs::create_dir_all(&dir)?;
         let socket = dir.join("containerd.sock");
         write_teardown(&dir, &socket)?;
-        watch_parent_and_teardown(&dir);
-        create_bridge()?;
+        watch_parent_and_teardown(&dir, &machine)?;
 
         let containerd = start_containerd(&dir, &socket)?;
         import_images(&socket)?;
@@ -181,10 +189,36 @@ impl Drop for Node {
         if let Some(enforcer) = self._enforcer.as_mut() {
             enforcer.kill();
         }
-        let status = Command::new("sh").arg(self.dir.join(TEARDOWN)).status();
-        if !matches!(status, Ok(s) if s.success()) {
+        let teardown = self.dir.join(TEARDOWN);
+        let status = Command::new("sh").arg(&teardown).status();
+        if matches!(status, Ok(s) if s.success()) {
+            let _ = std::fs::remove_file(&teardown);
+        } else {
             eprintln!("node teardown failed ({status:?}); see {}", self.dir.display());
         }
+    }
+}
+
+/// A control plane whose API server listens on the node's address, so that pods reach it (in-cluster clients
+/// such as the operator's Deployment), and the node. Field order is drop order: the node goes first.
+pub struct NodeCluster {
+    pub node: Node,
+    pub cluster: Cluster,
+}
+
+impl NodeCluster {
+    pub async fn start() -> anyhow::Result<NodeCluster> {
+        let machine = lock_machine()?;
+        create_bridge()?;
+        let cluster = match Cluster::start_at(NODE_IP).await {
+            Ok(cluster) => cluster,
+            Err(e) => {
+                let _ = Command::new("ip").args(["link", "delete", BRIDGE]).output();
+                return Err(e);
+            }
+        };
+        let node = Node::start_locked(&cluster, machine, NodeOptions::default()).await?;
+        Ok(NodeCluster { node, cluster })
     }
 }
 
@@ -289,15 +323,22 @@ done
 pub const IPSETS: &str = "ipset list -n 2>/dev/null || true";
 
 /// Runs the teardown script once this test process is gone, however it ended (the processes themselves are
-/// killed by their own watchdogs, see `process.rs`).
-fn watch_parent_and_teardown(dir: &Path) {
+/// killed by their own watchdogs, see `process.rs`) and Drop has not run it. The watchdog inherits the machine
+/// lock, so the next node starts only once this one's teardown is over, however the test process ended.
+fn watch_parent_and_teardown(dir: &Path, machine: &Flock<std::fs::File>) -> anyhow::Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
     let parent = std::process::id();
+    let teardown = dir.join(TEARDOWN);
     let script = format!(
-        "while kill -0 {parent} 2>/dev/null; do sleep 1; done; sleep 2; sh {}; rm -rf {}",
-        dir.join(TEARDOWN).display(),
-        dir.display()
+        "while kill -0 {parent} 2>/dev/null; do sleep 1; done; if [ -f {t} ]; then sh {t}; fi; rm -rf {d}",
+        t = teardown.display(),
+        d = dir.display()
     );
+    // Only this spawn inherits the lock's descriptor: close-on-exec is off just around it.
+    fcntl(&**machine, FcntlArg::F_SETFD(FdFlag::empty()))?;
     crate::process::spawn_watchdog(&script);
+    fcntl(&**machine, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    Ok(())
 }
 
 /// The pods' bridge, made before the kubelet starts so that the node IP exists (the bridge plugin reuses it).
@@ -326,6 +367,9 @@ fn start_containerd(dir: &Path, socket: &Path) -> anyhow::Result<Proc> {
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{ "subnet": POD_SUBNET, "gateway": NODE_IP }]],
+                    // ClusterIPs through the node (kube-proxy's DNAT); no default route: pods reach the node,
+                    // each other and Services, nothing beyond this machine.
+                    "routes": [{ "dst": SERVICE_CIDR }],
                     "dataDir": dir.join("cni-ipam"),
                 },
             }],
@@ -420,6 +464,8 @@ fn start_kubelet(dir: &Path, socket: &Path, cluster: &Cluster) -> anyhow::Result
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "serializeImagePulls": false,
+        // ConfigMap volumes are rewritten on the pod's periodic sync (default 1m): the same path, sooner.
+        "syncFrequency": "10s",
     });
     std::fs::write(&config, serde_yaml::to_string(&doc)?)?;
     let mut cmd = Command::new(bin("kubelet"));

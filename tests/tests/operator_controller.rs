@@ -558,6 +558,16 @@ async fn conditions_explain_catch_all_mismatch_and_bypass() {
         message.contains("weather-unguarded") && message.contains("restart"),
         "{message}"
     );
+    // The gauge the MCPGuardMissingFromPods alert reads follows the condition.
+    let bypass_labels = mcp_guard_operator::metrics::ServerLabels {
+        namespace: ns.clone(),
+        name: "weather".into(),
+    };
+    let bypassed = || op.metrics.guard_bypassed.get_or_create(&bypass_labels).get();
+    eventually(SETUP, "guard_bypassed 1", || async {
+        (bypassed() == 1).then_some(())
+    })
+    .await;
     Api::<Pod>::namespaced(client.clone(), &ns)
         .delete(
             "weather-unguarded",
@@ -570,6 +580,10 @@ async fn conditions_explain_catch_all_mismatch_and_bypass() {
         .expect("delete pod");
     server_with(&servers, "weather", "GuardBypass to clear", |s| {
         condition(s, "GuardBypass").is_some_and(|c| c.0 == "False")
+    })
+    .await;
+    eventually(SETUP, "guard_bypassed 0", || async {
+        (bypassed() == 0).then_some(())
     })
     .await;
     op.stop().await;
@@ -589,7 +603,9 @@ async fn policy_changes_update_allowlists() {
             "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPGuardPolicy",
             "metadata": { "name": policy_name },
             "spec": { "allowedHosts": ["policy.example.com"], "allowedOrigins": ["https://portal.example.com"],
-                      "allowServiceDNSNames": false, "limits": { "maxRequestBodyBytes": 65536 } }
+                      "allowServiceDNSNames": false, "limits": { "maxRequestBodyBytes": 65536 },
+                      "rateLimits": { "perClient": { "requestsPerMinute": 600 }, "maxStreamsPerClient": 8 },
+                      "trustedProxies": ["10.0.5.0/24"] }
         }),
     )
     .await;
@@ -602,7 +618,14 @@ async fn policy_changes_update_allowlists() {
     apply::<MCPServer>(
         &client,
         &ns,
-        mcpserver("weather", "weather", 8000, json!({ "policyRef": policy_name })),
+        mcpserver(
+            "weather",
+            "weather",
+            8000,
+            json!({ "policyRef": policy_name, "trustedProxies": ["192.0.2.7"],
+                    "rateLimits": { "perTool": { "render": { "requestsPerMinute": 6, "burst": 2 } },
+                                    "maxStreamsPerClient": 2 } }),
+        ),
     )
     .await;
 
@@ -615,6 +638,16 @@ async fn policy_changes_update_allowlists() {
         vec!["https://portal.example.com".to_string()]
     );
     assert_eq!(cfg.limits.max_request_body_bytes, Some(65536));
+    // Rate limits: the server's settings over the policy's, per setting; trusted proxies add up.
+    let limits = &cfg.limits;
+    assert_eq!(
+        limits.per_client.map(|r| r.requests_per_minute),
+        Some(600),
+        "{cfg:?}"
+    );
+    assert_eq!(limits.per_tool["render"].burst(), 2, "{cfg:?}");
+    assert_eq!(limits.max_streams_per_client, Some(2), "{cfg:?}");
+    assert_eq!(cfg.trusted_proxies, ["10.0.5.0/24", "192.0.2.7"]);
 
     // Edit the policy: hosts, mode and Service DNS names follow.
     let started = Instant::now();
@@ -1086,6 +1119,25 @@ async fn crd_schema_rejects_invalid_specs() {
             json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80, "ingresses": ["Bad_Name"] }),
             "spec.ingresses[0]",
         ),
+        (
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80,
+                    "rateLimits": { "perTool": { "render": { "requestsPerMinute": 0 } } } }),
+            "spec.rateLimits.perTool[render].requestsPerMinute: Invalid value: \"integer\": requestsPerMinute must be at least 1",
+        ),
+        (
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80,
+                    "rateLimits": { "maxStreamsPerClient": 0 } }),
+            "maxStreamsPerClient must be at least 1",
+        ),
+        (
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80,
+                    "rateLimits": { "perMethod": { "": { "requestsPerMinute": 1 } } } }),
+            "a method or tool name must be 1-256 characters",
+        ),
+        (
+            json!({ "selector": { "matchLabels": { "app": "x" } }, "port": 80, "trustedProxies": ["proxy.internal"] }),
+            "spec.trustedProxies[0]: Invalid value: \"string\": must be a CIDR such as 10.0.0.0/8",
+        ),
     ];
     for (i, (spec, want)) in cases.into_iter().enumerate() {
         let obj: DynamicObject = serde_json::from_value(json!({
@@ -1114,7 +1166,12 @@ async fn crd_schema_rejects_invalid_specs() {
         "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPServer", "metadata": { "name": "good" },
         "spec": { "selector": { "matchExpressions": [{ "key": "app", "operator": "In", "values": ["x"] }] },
                   "port": 65535, "hosts": ["*.a.example.com", "**.b.example.com:*", "[::1]:8080", "10.0.0.1"],
-                  "origins": ["https://a.example.com", "null"], "mode": "audit", "policyRef": "strict" }
+                  "origins": ["https://a.example.com", "null", "chrome-extension://*"], "mode": "audit",
+                  "policyRef": "strict", "trustedProxies": ["10.0.0.0/8", "192.0.2.7", "fd00::/8"],
+                  "rateLimits": { "perClient": { "requestsPerMinute": 600, "burst": 100 },
+                                  "perMethod": { "tools/call": { "requestsPerMinute": 60 } },
+                                  "perTool": { "render": { "requestsPerMinute": 6, "burst": 2 } },
+                                  "maxConcurrentRequestsPerClient": 16, "maxStreamsPerClient": 4 } }
     }))
     .expect("object");
     api.create(&Default::default(), &ok)

@@ -828,6 +828,7 @@ fn start_injected_guard_at(
             name: name.into(),
         }),
         limits: Default::default(),
+        trusted_proxies: Vec::new(),
     };
     std::fs::write(
         dir.path().join(mcp_guard_config::CONFIG_KEY),

@@ -1,5 +1,5 @@
 use super::*;
-use crate::PatternError;
+use crate::{PatternError, Rate};
 
 fn allowlist(hosts: &[&str], origins: &[&str]) -> Allowlist {
     Allowlist::compile(&GuardConfig {
@@ -307,4 +307,105 @@ fn documented_example_parses() {
         )),
         Verdict::Allow
     );
+}
+
+#[test]
+fn rate_limits_and_trusted_proxies_parse_as_documented() {
+    let json = br#"{
+      "allowedHosts": ["mcp.example.com"],
+      "limits": {
+        "maxRequestBodyBytes": 4194304,
+        "perClient": { "requestsPerMinute": 600, "burst": 100 },
+        "perMethod": { "tools/call": { "requestsPerMinute": 120 } },
+        "perTool": { "render_report": { "requestsPerMinute": 6, "burst": 2 } },
+        "maxConcurrentRequestsPerClient": 16,
+        "maxStreamsPerClient": 4
+      },
+      "trustedProxies": ["10.0.0.0/8", "fd00::/8"]
+    }"#;
+    let list = GuardConfig::from_json(json).unwrap().compile().unwrap();
+    let limits = &list.limits;
+    assert_eq!(limits.per_client.unwrap().burst(), 100);
+    assert_eq!(
+        limits.per_method["tools/call"].burst(),
+        120,
+        "burst defaults to a minute's worth"
+    );
+    assert_eq!(limits.per_tool["render_report"].burst(), 2);
+    assert!(limits.limits_clients() && limits.needs_method());
+    assert!(list.trusts("10.1.2.3".parse().unwrap()));
+    assert!(!list.trusts("192.0.2.1".parse().unwrap()));
+    assert!(!Limits::default().limits_clients());
+}
+
+#[test]
+fn bad_rate_limits_and_trusted_proxies_name_the_field() {
+    let cases: &[(&str, &str)] = &[
+        (
+            r#""limits": {"perClient": {"requestsPerMinute": 0}}"#,
+            "limits.perClient.requestsPerMinute",
+        ),
+        (
+            r#""limits": {"perMethod": {"tools/call": {"requestsPerMinute": 1, "burst": 0}}}"#,
+            "limits.perMethod[\"tools/call\"].burst",
+        ),
+        (
+            r#""limits": {"perTool": {" ": {"requestsPerMinute": 1}}}"#,
+            "limits.perTool: a method or tool name",
+        ),
+        (
+            r#""limits": {"maxStreamsPerClient": 0}"#,
+            "limits.maxStreamsPerClient must be greater than 0",
+        ),
+        (
+            r#""limits": {"maxConcurrentRequestsPerClient": 0}"#,
+            "maxConcurrentRequestsPerClient",
+        ),
+        (
+            r#""trustedProxies": ["10.0.0.1/8"]"#,
+            "trustedProxies[0] \"10.0.0.1/8\" is not a CIDR",
+        ),
+        (r#""trustedProxies": ["proxy"]"#, "trustedProxies[0]"),
+        (
+            r#""limits": {"perClient": {"requestsPerMinute": 1, "brust": 2}}"#,
+            "unknown field `brust`",
+        ),
+    ];
+    for (fields, want) in cases {
+        let json = format!(r#"{{"allowedHosts": ["a.com"], {fields}}}"#);
+        let err = GuardConfig::from_json(json.as_bytes())
+            .and_then(|c| c.compile())
+            .unwrap_err();
+        assert!(err.to_string().contains(want), "{fields}: {err}");
+    }
+}
+
+#[test]
+fn server_limits_fall_back_to_the_policy_per_setting() {
+    let rate = |n| Rate {
+        requests_per_minute: n,
+        burst: None,
+    };
+    let server = Limits {
+        per_client: Some(rate(10)),
+        per_method: [("tools/call".to_owned(), rate(1))].into(),
+        ..Limits::default()
+    };
+    let policy = Limits {
+        max_request_body_bytes: Some(1024),
+        per_client: Some(rate(99)),
+        per_method: [
+            ("tools/call".to_owned(), rate(99)),
+            ("tools/list".to_owned(), rate(5)),
+        ]
+        .into(),
+        max_streams_per_client: Some(2),
+        ..Limits::default()
+    };
+    let merged = server.or(&policy);
+    assert_eq!(merged.per_client, Some(rate(10)));
+    assert_eq!(merged.per_method["tools/call"], rate(1));
+    assert_eq!(merged.per_method["tools/list"], rate(5));
+    assert_eq!(merged.max_streams_per_client, Some(2));
+    assert_eq!(merged.max_request_body_bytes, Some(1024));
 }

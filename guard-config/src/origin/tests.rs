@@ -89,6 +89,43 @@ const MATCHES: &[(&str, &str, bool)] = &[
     ("https://a.com", "null", false),
     ("chrome-extension://abc", "chrome-extension://abc", true),
     ("chrome-extension://abc", "chrome-extension://abc:1", false),
+    // Extension and webview origins as browsers and editors send them: exact entries match only themselves.
+    (
+        "chrome-extension://mhjfbmdgcfjbbpaeojofohoefgiehjai",
+        "chrome-extension://mhjfbmdgcfjbbpaeojofohoefgiehjai",
+        true,
+    ),
+    (
+        "chrome-extension://mhjfbmdgcfjbbpaeojofohoefgiehjai",
+        "chrome-extension://aaaabbbbccccddddeeeeffffgggghhhh",
+        false,
+    ),
+    (
+        "moz-extension://5d5e8f6c-3c0b-4a8e-9b64-1f2e3d4c5b6a",
+        "moz-extension://5D5E8F6C-3C0B-4A8E-9B64-1F2E3D4C5B6A",
+        true,
+    ),
+    (
+        "vscode-webview://1ccsq3cs7d1c5crnmv8cbg1hgnl69vnuhmasab8m1htsqjkmg1ql",
+        "vscode-webview://1ccsq3cs7d1c5crnmv8cbg1hgnl69vnuhmasab8m1htsqjkmg1ql",
+        true,
+    ),
+    // The opt-in per-scheme wildcard: any host of that scheme, nothing of another.
+    (
+        "chrome-extension://*",
+        "chrome-extension://aaaabbbbccccddddeeeeffffgggghhhh",
+        true,
+    ),
+    ("chrome-extension://*", "CHROME-EXTENSION://abc", true),
+    ("chrome-extension://*", "moz-extension://abc", false),
+    ("chrome-extension://*", "https://abc", false),
+    ("chrome-extension://*", "null", false),
+    (
+        "moz-extension://*",
+        "moz-extension://5d5e8f6c-3c0b-4a8e-9b64-1f2e3d4c5b6a",
+        true,
+    ),
+    ("vscode-webview://*", "vscode-webview://x1", true),
 ];
 
 #[test]
@@ -105,7 +142,11 @@ fn origin_patterns_reject_bad_entries() {
     let cases: &[(&str, PatternError)] = &[
         ("", PatternError::Empty),
         ("*", PatternError::BareWildcard),
-        ("https://*", PatternError::BareWildcard),
+        ("https://*", PatternError::WebSchemeWildcard("https".into())),
+        ("HTTP://*", PatternError::WebSchemeWildcard("http".into())),
+        ("wss://*/", PatternError::WebSchemeWildcard("wss".into())),
+        ("chrome-extension://*:1", PatternError::BareWildcard),
+        ("chrome-extension://**", PatternError::BareWildcard),
         ("a.com", PatternError::NoScheme),
         ("1x://a.com", PatternError::InvalidScheme("1x".into())),
         ("https://a.com/app", PatternError::OriginHasPath),
@@ -128,6 +169,7 @@ fn origin_patterns_display_normalised() {
         ("http://localhost:*", "http://localhost:*"),
         ("null", "null"),
         ("chrome-extension://abc", "chrome-extension://abc"),
+        ("Chrome-Extension://*", "chrome-extension://*"),
     ];
     for (input, shown) in cases {
         let p: OriginPattern = input.parse().unwrap();

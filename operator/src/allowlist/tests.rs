@@ -1482,6 +1482,70 @@ fn overlapping_mcpservers_are_reported_without_pods() {
 }
 
 #[test]
+fn rate_limits_fall_back_to_the_policy_and_trusted_proxies_add_up_in_the_guard_config() {
+    use crate::crd::{RateLimitSpec, RateSpec};
+    let rate = |requests_per_minute, burst| RateSpec {
+        requests_per_minute,
+        burst,
+    };
+    let mut s = spec(&[("app", "weather")]);
+    s.hosts = vec!["mcp.example.com".into()];
+    s.rate_limits = Some(RateLimitSpec {
+        per_tool: BTreeMap::from([("render".to_string(), rate(6, Some(2)))]),
+        max_streams_per_client: Some(2),
+        ..Default::default()
+    });
+    s.trusted_proxies = vec!["10.0.0.0/8".into()];
+    let world = World {
+        policy: Some(MCPGuardPolicySpec {
+            allow_service_dns_names: false,
+            rate_limits: Some(RateLimitSpec {
+                per_client: Some(rate(600, None)),
+                per_tool: BTreeMap::from([
+                    ("render".to_string(), rate(60, None)),
+                    ("search".to_string(), rate(30, None)),
+                ]),
+                max_streams_per_client: Some(8),
+                ..Default::default()
+            }),
+            trusted_proxies: vec!["192.0.2.0/24".into(), "10.0.0.0/8".into(), "10.1.2.3/8".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let d = world.derive(&s);
+    let config = d.guard_config("team-a", "weather");
+    let limits = &config.limits;
+    assert_eq!(
+        limits.per_client.map(|r| r.requests_per_minute),
+        Some(600),
+        "from the policy"
+    );
+    assert_eq!(
+        limits.per_tool["render"].requests_per_minute, 6,
+        "the server's own wins"
+    );
+    assert_eq!(limits.per_tool["search"].requests_per_minute, 30);
+    assert_eq!(limits.max_streams_per_client, Some(2));
+    assert_eq!(config.trusted_proxies, ["192.0.2.0/24", "10.0.0.0/8"]);
+    assert!(
+        d.problems
+            .iter()
+            .any(|p| p.contains("skipped trusted proxy \"10.1.2.3/8\"")),
+        "{:?}",
+        d.problems
+    );
+    // What the operator writes, the guard loads.
+    let json = serde_json::to_vec(&config).expect("serialise");
+    let loaded = mcp_guard_config::GuardConfig::from_json(&json)
+        .expect("parse")
+        .compile()
+        .expect("compile");
+    assert_eq!(loaded.limits, *limits);
+    assert!(loaded.trusts("10.9.9.9".parse().expect("address")));
+}
+
+#[test]
 fn guard_port_layout_judges_services_by_the_guards_port() {
     use crate::crd::{TrafficLayout, TrafficSpec};
     let guard_port_spec = MCPServerSpec {

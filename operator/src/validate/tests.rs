@@ -169,6 +169,74 @@ fn policy_entries_are_checked_with_the_guards_parser() {
 }
 
 #[test]
+fn rate_limits_and_trusted_proxies_are_checked_per_field() {
+    let rate = |requests_per_minute, burst| RateSpec {
+        requests_per_minute,
+        burst,
+    };
+    let mut s = spec();
+    s.rate_limits = Some(RateLimitSpec {
+        per_client: Some(rate(600, Some(100))),
+        per_method: BTreeMap::from([("tools/call".to_string(), rate(60, None))]),
+        per_tool: BTreeMap::from([("render".to_string(), rate(6, Some(2)))]),
+        max_concurrent_requests_per_client: Some(16),
+        max_streams_per_client: Some(4),
+        max_tracked_clients: None,
+    });
+    s.trusted_proxies = vec!["10.0.0.0/8".into(), "192.0.2.7".into(), "fd00::/8".into()];
+    assert_eq!(fields(&s), Vec::<String>::new());
+
+    s.rate_limits = Some(RateLimitSpec {
+        per_client: Some(rate(0, None)),
+        per_method: BTreeMap::from([
+            ("tools/call".to_string(), rate(60, Some(0))),
+            (String::new(), rate(1, None)),
+        ]),
+        max_streams_per_client: Some(0),
+        ..Default::default()
+    });
+    s.trusted_proxies = vec!["10.0.0.1/8".into(), "proxy.internal".into()];
+    assert_eq!(
+        fields(&s),
+        vec![
+            "spec.rateLimits.perClient.requestsPerMinute",
+            "spec.rateLimits.perMethod[\"tools/call\"].burst",
+            "spec.rateLimits.perMethod",
+            "spec.rateLimits.maxStreamsPerClient",
+            "spec.trustedProxies[0]",
+            "spec.trustedProxies[1]",
+        ]
+    );
+    let errors = validate_spec(&s);
+    assert!(
+        errors[4].message.contains("did you mean 10.0.0.0/8"),
+        "{}",
+        errors[4]
+    );
+
+    let policy = MCPGuardPolicySpec {
+        trusted_proxies: vec!["10.0.0.0/33".into()],
+        ..Default::default()
+    };
+    let errors = validate_policy(&policy);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].field, "spec.trustedProxies[0]");
+}
+
+#[test]
+fn extension_origins_pass_and_a_web_wildcard_does_not() {
+    for ok in [
+        "chrome-extension://mhjfbmdgcfjbbpaeojofohoefgiehjai",
+        "moz-extension://*",
+        "vscode-webview://*",
+    ] {
+        assert!(check_origin_pattern(ok).is_ok(), "{ok}");
+    }
+    let err = check_origin_pattern("https://*").expect_err("a web wildcard");
+    assert!(err.contains("would allow every web page"), "{err}");
+}
+
+#[test]
 fn traffic_guard_port_is_checked() {
     use crate::crd::{TrafficLayout, TrafficSpec};
     let with = |layout, guard_port| MCPServerSpec {

@@ -38,6 +38,7 @@ fn run_with(mut h: Parts, upstream: &str, preserve_host: bool, mode: Mode) -> Ru
         upstream: &upstream,
         peer_ip: &ip,
         preserve_host,
+        trusted_proxy: false,
     };
     let decision = decide(&mut h, &allowlist(mode), &hop);
     Run { decision, head: h }
@@ -358,4 +359,336 @@ fn response_heads_lose_hop_by_hop_fields_only() {
     let mut left: Vec<_> = h.keys().map(HeaderName::as_str).collect();
     left.sort_unstable();
     assert_eq!(left, ["content-length", "content-type", "mcp-session-id"]);
+}
+
+/// Header fields of a table case.
+type Fields = &'static [(&'static str, &'static str)];
+
+/// An allowlist trusting the proxies in 10.0.0.0/8, with extension origins: one exact, one per-scheme wildcard.
+fn behind_proxies() -> Allowlist {
+    Allowlist::compile(&GuardConfig {
+        allowed_hosts: vec!["mcp.example.com".into()],
+        allowed_origins: vec![
+            "chrome-extension://mhjfbmdgcfjbbpaeojofohoefgiehjai".into(),
+            "moz-extension://*".into(),
+        ],
+        trusted_proxies: vec!["10.0.0.0/8".into()],
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn decide_from(peer: &str, h: &mut Parts, allowlist: &Allowlist) -> Decision {
+    let upstream = Upstream::parse("http://127.0.0.1:8000", false).unwrap();
+    let peer: std::net::IpAddr = peer.parse().unwrap();
+    let client = client_address(&h.headers, allowlist, peer);
+    let ip = HeaderValue::try_from(client.to_string()).unwrap();
+    let hop = Hop {
+        upstream: &upstream,
+        peer_ip: &ip,
+        preserve_host: false,
+        trusted_proxy: allowlist.trusts(peer),
+    };
+    decide(h, allowlist, &hop)
+}
+
+#[test]
+fn a_trusted_proxys_forwarded_host_is_checked_instead_of_host() {
+    let allowlist = behind_proxies();
+    let ok = Decision::Forward { audited: None };
+    let host = |d: Decision| match d {
+        Decision::Refuse(d) => Some(d.reason),
+        Decision::Forward { audited: None } => None,
+        other => panic!("{other:?}"),
+    };
+    // (peer, fields, refusal)
+    let cases: &[(&str, Fields, Option<Reason>)] = &[
+        // The proxy rewrote Host; its X-Forwarded-Host says what the client addressed.
+        (
+            "10.0.0.5",
+            &[
+                ("host", "backend.internal"),
+                ("x-forwarded-host", "mcp.example.com"),
+            ],
+            None,
+        ),
+        (
+            "10.0.0.5",
+            &[("host", "mcp.example.com"), ("x-forwarded-host", "evil.example")],
+            Some(Reason::HostNotAllowed),
+        ),
+        // The nearest hop's entry is the last one; what the client sent sits to its left.
+        (
+            "10.0.0.5",
+            &[
+                ("host", "b"),
+                ("x-forwarded-host", "evil.example, mcp.example.com"),
+            ],
+            None,
+        ),
+        (
+            "10.0.0.5",
+            &[
+                ("host", "b"),
+                ("x-forwarded-host", "mcp.example.com"),
+                ("x-forwarded-host", "evil.example"),
+            ],
+            Some(Reason::HostNotAllowed),
+        ),
+        (
+            "10.0.0.5",
+            &[
+                ("host", "b"),
+                (
+                    "forwarded",
+                    "host=evil.example, for=10.0.0.9;host=\"mcp.example.com:443\"",
+                ),
+            ],
+            None,
+        ),
+        (
+            "10.0.0.5",
+            &[("host", "b"), ("forwarded", "for=10.0.0.9;host=evil.example")],
+            Some(Reason::HostNotAllowed),
+        ),
+        (
+            "10.0.0.5",
+            &[
+                ("host", "b"),
+                ("forwarded", "for=10.0.0.9"),
+                ("x-forwarded-host", "mcp.example.com"),
+            ],
+            None,
+        ),
+        // Both, disagreeing: which one the proxy wrote is a guess the guard does not make.
+        (
+            "10.0.0.5",
+            &[
+                ("host", "b"),
+                ("forwarded", "host=mcp.example.com"),
+                ("x-forwarded-host", "evil.example"),
+            ],
+            Some(Reason::MalformedHost),
+        ),
+        (
+            "10.0.0.5",
+            &[("host", "b"), ("forwarded", "host=\"mcp.example.com")],
+            Some(Reason::MalformedHost),
+        ),
+        (
+            "10.0.0.5",
+            &[("host", "b"), ("x-forwarded-host", "mcp.example.com:80.evil")],
+            Some(Reason::MalformedHost),
+        ),
+        // A trusted proxy that forwards nothing passed the client's Host on: that is checked.
+        ("10.0.0.5", &[("host", "mcp.example.com")], None),
+        (
+            "10.0.0.5",
+            &[("host", "evil.example")],
+            Some(Reason::HostNotAllowed),
+        ),
+        // Any other peer: its forwarding fields are ignored, as before.
+        (
+            "192.0.2.1",
+            &[
+                ("host", "backend.internal"),
+                ("x-forwarded-host", "mcp.example.com"),
+            ],
+            Some(Reason::HostNotAllowed),
+        ),
+        (
+            "192.0.2.1",
+            &[("host", "mcp.example.com"), ("x-forwarded-host", "evil.example")],
+            None,
+        ),
+        (
+            "192.0.2.1",
+            &[("host", "mcp.example.com"), ("forwarded", "host=\"broken")],
+            None,
+        ),
+    ];
+    for (peer, f, want) in cases {
+        let mut h = get(f);
+        assert_eq!(host(decide_from(peer, &mut h, &allowlist)), *want, "{peer} {f:?}");
+    }
+    // What the upstream is told: the checked host, and the client the proxy forwarded for.
+    let mut h = get(&[
+        ("host", "backend.internal"),
+        ("x-forwarded-host", "mcp.example.com"),
+        ("x-forwarded-for", "203.0.113.7, 10.0.0.9"),
+    ]);
+    assert_eq!(decide_from("10.0.0.5", &mut h, &allowlist), ok);
+    assert_eq!(
+        fields(&h),
+        sorted([
+            "host: 127.0.0.1:8000",
+            "x-forwarded-for: 203.0.113.7",
+            "x-forwarded-host: mcp.example.com",
+            "x-forwarded-proto: http",
+        ])
+    );
+}
+
+#[test]
+fn the_client_behind_trusted_proxies_is_the_nearest_untrusted_hop() {
+    let allowlist = behind_proxies();
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("10.0.0.5", &["203.0.113.7"], "203.0.113.7"),
+        (
+            "10.0.0.5",
+            &["198.51.100.1, 203.0.113.7, 10.0.0.9"],
+            "203.0.113.7",
+        ),
+        (
+            "10.0.0.5",
+            &["198.51.100.1", "203.0.113.7, 10.0.0.9"],
+            "203.0.113.7",
+        ),
+        ("10.0.0.5", &["10.0.0.8, 10.0.0.9"], "10.0.0.8"),
+        ("10.0.0.5", &["203.0.113.7:4711"], "203.0.113.7"),
+        ("10.0.0.5", &["[2001:db8::1]:4711"], "2001:db8::1"),
+        // Not an address: the walk ends at the trusted hop that added it.
+        ("10.0.0.5", &["unknown, 10.0.0.9"], "10.0.0.9"),
+        ("10.0.0.5", &[], "10.0.0.5"),
+        // An untrusted peer is the client, whatever it claims.
+        ("192.0.2.1", &["203.0.113.7"], "192.0.2.1"),
+    ];
+    for (peer, xff, want) in cases {
+        let mut b = http::Request::builder();
+        for v in *xff {
+            b = b.header("x-forwarded-for", *v);
+        }
+        let h = b.body(()).unwrap().into_parts().0;
+        let got = client_address(&h.headers, &allowlist, peer.parse().unwrap());
+        assert_eq!(got.to_string(), *want, "{peer} {xff:?}");
+    }
+}
+
+#[test]
+fn extension_and_webview_origins_are_allowed_only_as_listed() {
+    let allowlist = behind_proxies();
+    let cases: &[(&str, Option<Reason>)] = &[
+        ("chrome-extension://mhjfbmdgcfjbbpaeojofohoefgiehjai", None),
+        (
+            "chrome-extension://aaaabbbbccccddddeeeeffffgggghhhh",
+            Some(Reason::OriginNotAllowed),
+        ),
+        ("moz-extension://5d5e8f6c-3c0b-4a8e-9b64-1f2e3d4c5b6a", None),
+        (
+            "vscode-webview://1ccsq3cs7d1c5crnmv8cbg1hgnl69vnuhmasab8m1htsqjkmg1ql",
+            Some(Reason::OriginNotAllowed),
+        ),
+        ("https://evil.example", Some(Reason::OriginNotAllowed)),
+    ];
+    for (origin, want) in cases {
+        let mut h = get(&[("host", "mcp.example.com"), ("origin", origin)]);
+        let got = match decide_from("192.0.2.1", &mut h, &allowlist) {
+            Decision::Refuse(d) => Some(d.reason),
+            Decision::Forward { audited: None } => None,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(got, *want, "{origin}");
+    }
+}
+
+#[test]
+fn sse_streams_are_gets_that_accept_an_event_stream() {
+    let cases: &[(&str, Fields, bool)] = &[
+        ("GET", &[("accept", "text/event-stream")], true),
+        ("GET", &[("accept", "application/json, Text/Event-Stream")], true),
+        ("GET", &[("accept", "application/json")], false),
+        ("GET", &[], false),
+        (
+            "POST",
+            &[("accept", "application/json, text/event-stream")],
+            false,
+        ),
+    ];
+    for (method, f, want) in cases {
+        assert_eq!(
+            is_stream(&head(method, "/mcp", Version::HTTP_11, f)),
+            *want,
+            "{method} {f:?}"
+        );
+    }
+}
+
+#[test]
+fn the_body_decides_what_a_call_is_charged_to_and_a_disagreeing_header_is_refused() {
+    let scanned = |body: &str| peek::scan(body.as_bytes());
+    let call = |m: Option<&str>, t: Option<&str>| McpCall {
+        method: m.map(str::to_owned),
+        tool: t.map(str::to_owned),
+    };
+    let render = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"render"}}"#;
+    let cut = r#"{"jsonrpc":"2.0","id":1,"params":{"arguments":{"pad":"xxxx"#;
+    // (headers, body read, charged to, or refused)
+    let cases: &[(Fields, Option<&str>, Result<McpCall, &str>)] = &[
+        (&[], Some(render), Ok(call(Some("tools/call"), Some("render")))),
+        (
+            &[("mcp-method", "tools/call"), ("mcp-name", "render")],
+            Some(render),
+            Ok(call(Some("tools/call"), Some("render"))),
+        ),
+        (
+            &[("mcp-method", "tools/list")],
+            Some(render),
+            Err("mcp-method \"tools/list\" but the body says \"tools/call\""),
+        ),
+        (
+            &[("mcp-method", "tools/call"), ("mcp-name", "search")],
+            Some(render),
+            Err("mcp-name \"search\" but the body says \"render\""),
+        ),
+        (
+            &[("mcp-method", "ping"), ("mcp-method", "ping")],
+            Some(render),
+            Err("more than one mcp-method header"),
+        ),
+        // The method is past the prefix: a header alone does not buy a looser limit.
+        (
+            &[("mcp-method", "ping")],
+            Some(cut),
+            Ok(call(Some(rate::UNKNOWN_METHOD), None)),
+        ),
+        (&[], Some(cut), Ok(call(Some(rate::UNKNOWN_METHOD), None))),
+        // A response the client sends back (to a server's request) names no method.
+        (
+            &[],
+            Some(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#),
+            Ok(call(None, None)),
+        ),
+        // No body read (no method limit, or no body): the headers as sent; a name is a tool only on tools/call.
+        (
+            &[("mcp-method", "tools/call"), ("mcp-name", "render")],
+            None,
+            Ok(call(Some("tools/call"), Some("render"))),
+        ),
+        (
+            &[("mcp-method", "prompts/get"), ("mcp-name", "draft")],
+            None,
+            Ok(call(Some("prompts/get"), None)),
+        ),
+        (&[], None, Ok(call(None, None))),
+    ];
+    for (f, body, want) in cases {
+        let h = head("POST", "/mcp", Version::HTTP_11, f);
+        let peeked = body.map(scanned);
+        let got = mcp_call(&h, peeked.as_ref());
+        match (got, want) {
+            (Ok(got), Ok(want)) => assert_eq!(&got, want, "{f:?} {body:?}"),
+            (Err(d), Err(detail)) => {
+                assert_eq!(d.reason, Reason::McpHeaderMismatch);
+                assert_eq!(d.status(), 400);
+                assert_eq!(d.detail.as_deref(), Some(*detail), "{f:?}");
+            }
+            (got, want) => panic!("{f:?} {body:?}: got {got:?}, want {want:?}"),
+        }
+    }
+    // Audit mode forwards a request whose headers disagree, charged by its body: what the server runs.
+    assert_eq!(
+        body_call(&scanned(render)),
+        call(Some("tools/call"), Some("render"))
+    );
+    assert_eq!(body_call(&scanned(cut)), call(Some(rate::UNKNOWN_METHOD), None));
 }

@@ -1,0 +1,402 @@
+//! Rate limits and per-client caps, as a pure state machine: the caller passes the clock (`now`, time since the
+//! table's epoch), so the bucket math is tested without sleeping.
+//!
+//! Buckets are GCRA (the generic cell rate algorithm, a token bucket kept as one number): each holds the
+//! "theoretical arrival time" of the next request. A request conforms when that time is at most
+//! `(burst - 1)` emission intervals ahead of now; then it moves one interval on. A refused request changes
+//! nothing. A bucket whose time has passed is full, which is the same as no bucket: such a client can be
+//! forgotten without changing any answer, which is how the table bounds its memory.
+//!
+//! Keys are bounded too: a client is its address (an IPv6 client by its /64, which one host usually holds
+//! whole), and its method and tool buckets exist only for the names the config lists.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use mcp_guard_config::{Limits, Rate, Reason};
+
+#[cfg(test)]
+mod tests;
+
+/// Clients tracked when `maxTrackedClients` is not set.
+pub const DEFAULT_MAX_TRACKED_CLIENTS: u32 = 10_000;
+
+/// The method name used for requests whose method the guard could not read.
+pub const UNKNOWN_METHOD: &str = "?";
+
+/// Who a client is for the limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientKey(IpAddr);
+
+impl ClientKey {
+    /// An IPv4 client by its address (an IPv4-mapped IPv6 one too), an IPv6 client by its /64.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => ClientKey(ip),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => ClientKey(IpAddr::V4(v4)),
+                None => ClientKey(IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into())),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V6(a) => write!(f, "{a}/64"),
+            a => write!(f, "{a}"),
+        }
+    }
+}
+
+/// What the limits need to know about one request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestClass<'a> {
+    /// An SSE stream (`GET` with `Accept: text/event-stream`): counted against `maxStreamsPerClient`.
+    pub stream: bool,
+    /// The JSON-RPC method, when the request carries one; [`UNKNOWN_METHOD`] when it should but could not be read.
+    pub method: Option<&'a str>,
+    /// The tool of a `tools/call`.
+    pub tool: Option<&'a str>,
+}
+
+/// What a request holds while it is in flight; give it back with [`ClientTable::release`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub client: ClientKey,
+    pub stream: bool,
+}
+
+/// A refused request: why, and when the client may try again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: Reason,
+    pub retry_after: Duration,
+    /// Which limit, for the JSON body and the log (`perTool["render"]: 6/min, burst 2`).
+    pub detail: String,
+}
+
+impl Refusal {
+    /// `Retry-After` in whole seconds, rounded up, at least 1.
+    pub fn retry_after_secs(&self) -> u64 {
+        let d = self.retry_after;
+        (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+    }
+}
+
+#[derive(Debug, Default)]
+struct ClientState {
+    /// Arrival times (nanoseconds since the epoch) of the client's own bucket and of its method and tool buckets.
+    client: u64,
+    methods: Vec<(Box<str>, u64)>,
+    tools: Vec<(Box<str>, u64)>,
+    in_flight: u32,
+    streams: u32,
+    last_seen: u64,
+}
+
+impl ClientState {
+    /// Nothing to remember: no request in flight and every bucket full.
+    fn idle(&self, now: u64) -> bool {
+        self.in_flight == 0
+            && self.streams == 0
+            && self.client <= now
+            && self.methods.iter().chain(&self.tools).all(|(_, t)| *t <= now)
+    }
+}
+
+/// One bucket to charge: where its arrival time lives, and its shape.
+struct Charge<'a> {
+    label: Label<'a>,
+    rate: &'a Rate,
+}
+
+/// Which limit a bucket is, as the refusal names it; formatted only when it refuses.
+enum Label<'a> {
+    PerClient,
+    PerMethod(&'a str),
+    PerTool(&'a str),
+    StrictestMethodOrTool,
+    StrictestTool,
+}
+
+impl std::fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Label::PerClient => f.write_str("perClient"),
+            Label::PerMethod(name) => write!(f, "perMethod[{name:?}]"),
+            Label::PerTool(name) => write!(f, "perTool[{name:?}]"),
+            Label::StrictestMethodOrTool => {
+                f.write_str("the strictest perMethod/perTool limit (method not readable)")
+            }
+            Label::StrictestTool => f.write_str("the strictest perTool limit (tool not readable)"),
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The GCRA step: the bucket's new arrival time if the request conforms, else how long until it would.
+fn conform(tat: u64, now: u64, rate: &Rate) -> Result<u64, u64> {
+    let interval = 60_000_000_000 / u64::from(rate.requests_per_minute.max(1));
+    let tolerance = interval.saturating_mul(u64::from(rate.burst() - 1));
+    let tat = tat.max(now);
+    let ahead = tat - now;
+    if ahead > tolerance {
+        Err(ahead - tolerance)
+    } else {
+        Ok(tat.saturating_add(interval))
+    }
+}
+
+fn describe(label: &Label<'_>, rate: &Rate) -> String {
+    format!(
+        "{label}: {}/min, burst {}",
+        rate.requests_per_minute,
+        rate.burst()
+    )
+}
+
+fn tat_of<'s>(buckets: &'s mut Vec<(Box<str>, u64)>, name: &str) -> &'s mut u64 {
+    let i = match buckets.iter().position(|(n, _)| &**n == name) {
+        Some(i) => i,
+        None => {
+            buckets.push((name.into(), 0));
+            buckets.len() - 1
+        }
+    };
+    &mut buckets[i].1
+}
+
+/// The per-client state of every client the limits track.
+#[derive(Debug, Default)]
+pub struct ClientTable {
+    clients: HashMap<ClientKey, ClientState>,
+}
+
+impl ClientTable {
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    /// Admits a request (taking a slot and one token of each bucket it is charged to) or refuses it, changing
+    /// nothing. The caps come first, so a refused request never costs a token.
+    pub fn admit(
+        &mut self,
+        client: ClientKey,
+        class: &RequestClass<'_>,
+        limits: &Limits,
+        now: Duration,
+    ) -> Result<Slot, Refusal> {
+        let now = nanos(now);
+        self.make_room(client, limits, now)?;
+        let state = self.clients.entry(client).or_default();
+        state.last_seen = now;
+        let retry_soon = Duration::from_secs(1);
+        if class.stream {
+            if let Some(max) = limits.max_streams_per_client
+                && state.streams >= max
+            {
+                return Err(Refusal {
+                    reason: Reason::TooManyStreams,
+                    retry_after: retry_soon,
+                    detail: format!("maxStreamsPerClient: {max} open"),
+                });
+            }
+        } else if let Some(max) = limits.max_concurrent_requests_per_client
+            && state.in_flight >= max
+        {
+            return Err(Refusal {
+                reason: Reason::TooManyConcurrentRequests,
+                retry_after: retry_soon,
+                detail: format!("maxConcurrentRequestsPerClient: {max} in flight"),
+            });
+        }
+
+        let charges = charges(class, limits);
+        // Check every bucket first and commit only when all conform: a refusal costs nothing anywhere.
+        let mut wait: Option<(u64, &Charge<'_>)> = None;
+        let mut updates = Vec::with_capacity(charges.len());
+        for (bucket, charge) in &charges {
+            let tat = match bucket {
+                Bucket::Client => state.client,
+                Bucket::Method(m) => *tat_of(&mut state.methods, m),
+                Bucket::Tool(t) => *tat_of(&mut state.tools, t),
+            };
+            match conform(tat, now, charge.rate) {
+                Ok(next) => updates.push(next),
+                Err(w) if wait.is_none_or(|(longest, _)| w > longest) => wait = Some((w, charge)),
+                Err(_) => {}
+            }
+        }
+        if let Some((w, charge)) = wait {
+            return Err(Refusal {
+                reason: Reason::RateLimited,
+                retry_after: Duration::from_nanos(w),
+                detail: describe(&charge.label, charge.rate),
+            });
+        }
+        for ((bucket, _), next) in charges.iter().zip(updates) {
+            match bucket {
+                Bucket::Client => state.client = next,
+                Bucket::Method(m) => *tat_of(&mut state.methods, m) = next,
+                Bucket::Tool(t) => *tat_of(&mut state.tools, t) = next,
+            }
+        }
+        Ok(self.hold(client, class.stream))
+    }
+
+    /// Takes a slot without checking any limit: audit mode lets a refused request through, and its slot still
+    /// counts. A client the table had no room for stays untracked (its slot counts for nothing), so audit mode
+    /// cannot grow the table past `maxTrackedClients` either.
+    pub fn hold(&mut self, client: ClientKey, stream: bool) -> Slot {
+        if let Some(state) = self.clients.get_mut(&client) {
+            if stream {
+                state.streams += 1;
+            } else {
+                state.in_flight += 1;
+            }
+        }
+        Slot { client, stream }
+    }
+
+    /// Gives a slot back when its request (or stream) ends.
+    pub fn release(&mut self, slot: Slot) {
+        if let Some(state) = self.clients.get_mut(&slot.client) {
+            let n = if slot.stream {
+                &mut state.streams
+            } else {
+                &mut state.in_flight
+            };
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Keeps the table within `maxTrackedClients` before a new client is added: forgets idle clients (which
+    /// changes no answer) and, if that frees too little, those seen longest ago with nothing in flight (as
+    /// nginx's `limit_req` zone does). Refuses the newcomer only when every tracked client has a request open.
+    fn make_room(&mut self, client: ClientKey, limits: &Limits, now: u64) -> Result<(), Refusal> {
+        let max = limits.max_tracked_clients.unwrap_or(DEFAULT_MAX_TRACKED_CLIENTS) as usize;
+        if self.clients.len() < max || self.clients.contains_key(&client) {
+            return Ok(());
+        }
+        self.clients.retain(|_, s| !s.idle(now));
+        // Free a sixteenth at once, so that a flood of new addresses costs one sweep per many clients.
+        let target = max - (max / 16).max(1);
+        if self.clients.len() > target {
+            let mut evictable: Vec<(u64, ClientKey)> = self
+                .clients
+                .iter()
+                .filter(|(_, s)| s.in_flight == 0 && s.streams == 0)
+                .map(|(k, s)| (s.last_seen, *k))
+                .collect();
+            let excess = (self.clients.len() - target).min(evictable.len());
+            if excess > 0 {
+                evictable.select_nth_unstable_by_key(excess - 1, |(seen, _)| *seen);
+                for (_, k) in &evictable[..excess] {
+                    self.clients.remove(k);
+                }
+            }
+        }
+        if self.clients.len() >= max {
+            return Err(Refusal {
+                reason: Reason::RateLimited,
+                retry_after: Duration::from_secs(1),
+                detail: format!("maxTrackedClients: {max} clients with requests in flight"),
+            });
+        }
+        Ok(())
+    }
+}
+
+enum Bucket<'a> {
+    Client,
+    Method(&'a str),
+    Tool(&'a str),
+}
+
+/// The buckets a request is charged to. A request whose method could not be read is charged to the strictest
+/// method or tool limit, so that hiding the method (past the peeked prefix) never buys a looser one.
+fn charges<'a>(class: &RequestClass<'a>, limits: &'a Limits) -> Vec<(Bucket<'a>, Charge<'a>)> {
+    let mut out = Vec::with_capacity(3);
+    if let Some(rate) = &limits.per_client {
+        out.push((
+            Bucket::Client,
+            Charge {
+                label: Label::PerClient,
+                rate,
+            },
+        ));
+    }
+    match class.method {
+        Some(UNKNOWN_METHOD) => {
+            let strictest = limits
+                .per_method
+                .values()
+                .chain(limits.per_tool.values())
+                .min_by_key(|r| (r.requests_per_minute, r.burst()));
+            if let Some(rate) = strictest {
+                out.push((
+                    Bucket::Method(UNKNOWN_METHOD),
+                    Charge {
+                        label: Label::StrictestMethodOrTool,
+                        rate,
+                    },
+                ));
+            }
+        }
+        Some(method) => {
+            if let Some((name, rate)) = limits.per_method.get_key_value(method) {
+                out.push((
+                    Bucket::Method(name),
+                    Charge {
+                        label: Label::PerMethod(name),
+                        rate,
+                    },
+                ));
+            }
+            if method != "tools/call" {
+                return out;
+            }
+            match class.tool {
+                Some(tool) => {
+                    if let Some((name, rate)) = limits.per_tool.get_key_value(tool) {
+                        out.push((
+                            Bucket::Tool(name),
+                            Charge {
+                                label: Label::PerTool(name),
+                                rate,
+                            },
+                        ));
+                    }
+                }
+                // A tools/call whose tool could not be read: the strictest tool limit.
+                None => {
+                    let strictest = limits
+                        .per_tool
+                        .values()
+                        .min_by_key(|r| (r.requests_per_minute, r.burst()));
+                    if let Some(rate) = strictest {
+                        out.push((
+                            Bucket::Tool(UNKNOWN_METHOD),
+                            Charge {
+                                label: Label::StrictestTool,
+                                rate,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        None => {}
+    }
+    out
+}
