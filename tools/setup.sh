@@ -12,11 +12,12 @@ mkdir -p "$CACHE/bin"
 
 # Debian packages the tests drive: nginx (reverse proxy in front of the guard), chromium (DNS-rebinding attack
 # from a real browser), wrk (benchmarks); and for the real node: containerd + runc (the container runtime), the
-# bridge/host-local/loopback CNI plugins, iptables and conntrack (kube-proxy), buildah (builds the images from the
+# bridge/host-local/loopback CNI plugins, iptables and conntrack (kube-proxy), ipset (kube-router, the node's
+# NetworkPolicy enforcer), buildah (builds the images from the
 # project's Dockerfiles), mmdebstrap (the offline base images), musl-tools (static Rust binaries for the images);
 # systemd for `systemd-analyze verify` of the guard's unit (nothing starts it: the machine's init stays as it is).
 APT_PACKAGES="nginx chromium wrk ca-certificates containerd runc containernetworking-plugins iptables conntrack
-  buildah mmdebstrap musl-tools systemd"
+  ipset buildah mmdebstrap musl-tools systemd"
 
 log() { echo "setup: $*" >&2; }
 
@@ -94,6 +95,11 @@ install_go_tools() {
     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy
   etcd=$(pinned etcd go.etcd.io/etcd/server/v3)
   go_build etcd etcd-"$etcd" "-s -w" go.etcd.io/etcd/server/v3
+  # The test node's NetworkPolicy enforcer: kube-router's firewall only (iptables + ipset; tests/src/node.rs
+  # starts it on request).
+  local kr
+  kr=$(pinned kube-router github.com/cloudnativelabs/kube-router/v2)
+  go_build kube-router kube-router-"$kr" "-s -w" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
   helm=$(pinned helm helm.sh/helm/v3)
   # As helm's own Makefile does: the Kubernetes version `helm template` and `helm lint` assume is the one of
   # the client-go it was built with (otherwise v1.20, and charts with a kubeVersion constraint fail).

@@ -39,7 +39,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use mcp_guard_config::{ConfigSource, GuardConfig, Limits};
 
-use crate::crd::{AllowlistEntry, GuardMode, MCPGuardPolicySpec, MCPServerSpec, RateLimitSpec};
+use crate::crd::{
+    AllowlistEntry, GuardMode, MCPGuardPolicySpec, MCPServerSpec, RateLimitSpec, TrafficLayout,
+};
 use crate::gateway::{
     Gateway, HTTPRoute, ParentReference, ReferenceGrant, grants_route_to_service, listener_admits,
 };
@@ -255,6 +257,24 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
     let non_empty = selector.match_labels.as_ref().is_some_and(|m| !m.is_empty())
         || selector.match_expressions.as_ref().is_some_and(|m| !m.is_empty());
     non_empty && labels_ok && exprs_ok
+}
+
+/// The exact `targetPort` to write for a Service port in the `GuardPort` layout: the name the guard took over
+/// (as the injected pods declare it on the guard's port), or the guard's port number.
+fn guard_port_target(pods: &PodPorts<'_>, guard_port: i32) -> String {
+    let name = pods
+        .containers()
+        .filter(|c| c.name == SIDECAR_NAME)
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.container_port == guard_port)
+        .and_then(|p| p.name.clone());
+    match name {
+        Some(n) => format!("{n:?} (the name the guard's port {guard_port} took over) or {guard_port}"),
+        None => format!(
+            "{guard_port} (the guard's port), or to the name of the server's container port, which the guard \
+             takes over"
+        ),
+    }
 }
 
 fn target_number(n: i32, server_port: i32) -> PortTarget {
@@ -736,7 +756,6 @@ fn selector_overlaps(spec: &MCPServerSpec, others: &[(&str, &LabelSelector)], ns
 pub fn derive(input: &DeriveInput<'_>) -> Derivation {
     let ns = input.namespace;
     let spec = input.spec;
-    let server_port = spec.port;
     let mut d = Derivation::default();
     let mut hosts = Collected::default();
     let mut origins = Collected::default();
@@ -754,6 +773,9 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
         }
     };
     d.mode = spec.mode.or(policy.default_mode).unwrap_or_default();
+    // The port Services must target to reach the guard: the server's in SharedPort, the guard's own in GuardPort.
+    let layout = spec.layout(Some(policy));
+    let server_port = spec.guarded_port(Some(policy));
     // Rate limits: each setting the MCPServer leaves out comes from the policy.
     let policy_limits = Limits {
         max_request_body_bytes: policy
@@ -821,11 +843,12 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
         .filter(|c| c.name != SIDECAR_NAME)
         .flat_map(|c| c.ports.iter().flatten().map(|p| p.container_port))
         .collect();
-    if !app_ports.is_empty() && !app_ports.contains(&server_port) {
+    if !app_ports.is_empty() && !app_ports.contains(&spec.port) {
         let declared: Vec<String> = app_ports.iter().map(ToString::to_string).collect();
         d.problems.push(format!(
-            "no container of the selected pods declares port {server_port} (spec.port); they declare {}: check \
+            "no container of the selected pods declares port {} (spec.port); they declare {}: check \
              spec.port",
+            spec.port,
             declared.join(", ")
         ));
     }
@@ -864,6 +887,15 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
                 .map_or_else(|| p.port.to_string(), |n| format!("{n:?} ({})", p.port));
             match svc.target(p, server_port) {
                 PortTarget::Server => reaches = true,
+                PortTarget::Other(t) if layout == TrafficLayout::GuardPort && t == spec.port => {
+                    d.bypasses.push(format!(
+                        "Service {ns}/{} port {port_desc} targets port {t}, the server's own port, which the \
+                         GuardPort layout leaves unguarded (and the operator's NetworkPolicy closes): set its \
+                         targetPort to {}",
+                        svc.name,
+                        guard_port_target(&pod_ports, server_port),
+                    ));
+                }
                 PortTarget::Other(t) if pod_ports.pods.is_empty() => d.bypasses.push(format!(
                     "Service {ns}/{} port {port_desc} targets pod port {t}, not the server's port {server_port} \
                      that the guard listens on; anything listening on {t} on all interfaces is reachable without \

@@ -29,14 +29,16 @@ pub enum GatewayApi {
 #[derive(Clone, Debug, Parser)]
 #[command(name = "mcp-guard-operator", version, about)]
 pub struct Cli {
-    /// Admin listener: /livez, /readyz, /metrics.
-    #[arg(long, env = "MCP_GUARD_OPERATOR_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    /// Admin listener: /livez, /readyz, /metrics. An IPv4 address may be bracketed as IPv6 ones are, so that the
+    /// chart's `[$(POD_IP)]:8080` serves pods of either family.
+    #[arg(long, env = "MCP_GUARD_OPERATOR_ADMIN_LISTEN", default_value = "0.0.0.0:8080", value_parser = parse_listen)]
     pub admin_listen: SocketAddr,
-    /// Webhook listener (HTTPS): /mutate-pods, /validate-mcpserver.
+    /// Webhook listener (HTTPS): /mutate-pods, /validate-mcpserver. Bracketed IPv4 as for `--admin-listen`.
     #[arg(
         long,
         env = "MCP_GUARD_OPERATOR_WEBHOOK_LISTEN",
-        default_value = "0.0.0.0:9443"
+        default_value = "0.0.0.0:9443",
+        value_parser = parse_listen
     )]
     pub webhook_listen: SocketAddr,
     /// Webhook serving certificate (PEM).
@@ -211,4 +213,53 @@ pub async fn shutdown_signal() {
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
     });
+}
+
+/// A listen address: `10.0.0.7:9443`, `[fd00::7]:9443`, or a bracketed IPv4 address `[10.0.0.7]:9443` (what
+/// `[$(POD_IP)]:9443` becomes on an IPv4 pod).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.strip_prefix('[')
+        .and_then(|rest| rest.split_once("]:"))
+        .and_then(|(ip, port)| {
+            Some(SocketAddr::new(
+                ip.parse::<std::net::Ipv4Addr>().ok()?.into(),
+                port.parse().ok()?,
+            ))
+        })
+        .ok_or_else(|| {
+            format!("{s:?} is not an address:port (10.0.0.7:9443, [fd00::7]:9443 or [10.0.0.7]:9443)")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_listen;
+
+    #[test]
+    fn listen_addresses_of_either_family() {
+        assert_eq!(
+            parse_listen("0.0.0.0:8080").map(|a| a.to_string()),
+            Ok("0.0.0.0:8080".into())
+        );
+        assert_eq!(
+            parse_listen("[fd00::7]:9443").map(|a| a.to_string()),
+            Ok("[fd00::7]:9443".into())
+        );
+        assert_eq!(
+            parse_listen("[10.0.0.7]:9443").map(|a| a.to_string()),
+            Ok("10.0.0.7:9443".into())
+        );
+        for bad in [
+            "[10.0.0.7]",
+            "10.0.0.7",
+            "[10.0.0.7]:x",
+            "[$(POD_IP)]:8080",
+            "[::1",
+        ] {
+            assert!(parse_listen(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
-use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -29,7 +29,9 @@ use crate::crd::{MCPGuardPolicy, MCPServer, MCPServerStatus, config_map_name};
 use crate::events::{EventNote, EventType, Recorder, allowlist_change_note};
 use crate::gateway::{Gateway, HTTPRoute, ReferenceGrant};
 use crate::metrics::{ControllerMetrics, EventLabels, ServerLabels};
-use crate::status::{self, PolicyStatusInput, StatusInput, build_policy_status, build_status};
+use crate::status::{
+    self, NetworkPolicyOutcome, PolicyStatusInput, StatusInput, build_policy_status, build_status,
+};
 use crate::validate::{validate_policy, validate_spec};
 
 #[cfg(test)]
@@ -150,6 +152,8 @@ pub struct Stores {
     pub ingress_classes: Store<IngressClass>,
     pub policies: Store<MCPGuardPolicy>,
     pub config_maps: Store<ConfigMap>,
+    /// The NetworkPolicies this operator wrote (by label).
+    pub network_policies: Store<NetworkPolicy>,
     pub pods: Store<Pod>,
     /// `None` when the Gateway API is not installed.
     pub routes: Option<Store<HTTPRoute>>,
@@ -377,6 +381,8 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         debug!(namespace = %ns, name = %cm_name, "applied guard ConfigMap");
     }
 
+    let network_policy = apply_network_policy(&ctx, &server, &ns, policy.as_deref().map(|p| &p.spec)).await;
+
     // Status.
     let previous = server.status.as_ref();
     let status = build_status(
@@ -391,6 +397,7 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
             server_port: spec.port,
             spec_errors: &spec_errors,
             empty_grace: ctx.settings.empty_allowlist_grace,
+            network_policy,
         },
     );
     if previous != Some(&status) {
@@ -455,6 +462,68 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
             None => Action::await_change(),
         },
     )
+}
+
+/// Writes (or, when the policy switches it off, deletes) the server's NetworkPolicy. A failure is reported in
+/// the status rather than failing the reconcile: the guard config matters more than the extra fence.
+async fn apply_network_policy(
+    ctx: &Context,
+    server: &MCPServer,
+    ns: &str,
+    policy: Option<&crate::crd::MCPGuardPolicySpec>,
+) -> NetworkPolicyOutcome {
+    let name = crate::crd::network_policy_name(&server.name_any());
+    let labels = [
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+        (SERVER_LABEL.to_string(), server.name_any()),
+    ]
+    .into();
+    let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), ns);
+    let existing = ctx.stores.network_policies.get(&ObjectRef::new(&name).within(ns));
+    let Some(desired) = crate::netpol::desired(server, ns, policy, labels) else {
+        // Only ever ours: the store holds NetworkPolicies with the operator's label, owned by this server.
+        let owned = existing.as_ref().is_some_and(|np| {
+            np.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == server.metadata.uid.as_ref())
+        });
+        if owned && let Err(e) = api.delete(&name, &Default::default()).await {
+            warn!(namespace = %ns, name = %name, error = %e, "deleting NetworkPolicy failed");
+        }
+        return NetworkPolicyOutcome::Disabled {
+            policy: server.spec.policy_name().to_string(),
+        };
+    };
+    let admits = crate::netpol::describe(&desired, server, policy);
+    if crate::netpol::is_current(existing.as_deref(), &desired) {
+        return NetworkPolicyOutcome::Written { name, admits };
+    }
+    match api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+    {
+        Ok(applied) => {
+            if let (Some(rv), Ok(mut written)) = (applied.metadata.resource_version, ctx.written.lock()) {
+                if written.len() >= 100_000 {
+                    written.clear();
+                }
+                written.insert(rv);
+            }
+            debug!(namespace = %ns, name = %name, "applied NetworkPolicy");
+            NetworkPolicyOutcome::Written { name, admits }
+        }
+        Err(e) => {
+            warn!(namespace = %ns, name = %name, error = %e, "writing NetworkPolicy failed");
+            NetworkPolicyOutcome::Failed {
+                name,
+                error: e.to_string(),
+            }
+        }
+    }
 }
 
 /// Drops a deleted MCPServer from the reverse index and its per-server metrics.
@@ -866,6 +935,26 @@ where
     (reader, stream)
 }
 
+/// Our own writes come back as watch events; only changes by others (edits, deletion) need a reconcile.
+/// (resourceVersions are unique across kinds, so ConfigMaps and NetworkPolicies share one set.)
+fn not_our_write<K: Resource>(
+    written: Arc<Mutex<HashSet<String>>>,
+) -> impl FnMut(&Result<K, watcher::Error>) -> std::future::Ready<bool> {
+    move |obj| {
+        let ours = match (obj, written.lock()) {
+            (Ok(obj), Ok(mut written)) => {
+                obj.meta()
+                    .resource_version
+                    .as_ref()
+                    .is_some_and(|rv| written.remove(rv))
+                    && obj.meta().deletion_timestamp.is_none()
+            }
+            _ => false,
+        };
+        std::future::ready(!ours)
+    }
+}
+
 /// Readiness of the controller: caches synced while leading (a standby replica is ready too).
 #[derive(Clone, Default)]
 pub struct ControllerReadiness {
@@ -971,6 +1060,12 @@ pub async fn run_once(
             .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
         &tracker,
     );
+    let (network_policies, np_stream) = reflect(
+        scoped::<NetworkPolicy>(&client, ns),
+        cfg.clone()
+            .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
+        &tracker,
+    );
     // Pods: only what the bypass check reads (labels, annotations, containers and their ports, statuses).
     let (pods, pod_stream) = reflect(scoped::<Pod>(&client, ns), cfg.clone(), &tracker);
     let (routes, route_stream, gateways, gateway_stream) = if gateway_api {
@@ -999,6 +1094,7 @@ pub async fn run_once(
         ingress_classes,
         policies,
         config_maps,
+        network_policies,
         pods,
         routes,
         gateways,
@@ -1093,23 +1189,8 @@ pub async fn run_once(
     )
     .with_config(ControllerConfig::default().concurrency(settings.concurrency))
     .reconcile_on(overlap_rx)
-    .owns_stream({
-        // Our own writes come back as watch events; only changes by others (edits, deletion) need a reconcile.
-        let written = written.clone();
-        cm_stream.filter(move |cm| {
-            let ours = match (cm, written.lock()) {
-                (Ok(cm), Ok(mut written)) => {
-                    cm.metadata
-                        .resource_version
-                        .as_ref()
-                        .is_some_and(|rv| written.remove(rv))
-                        && cm.metadata.deletion_timestamp.is_none()
-                }
-                _ => false,
-            };
-            std::future::ready(!ours)
-        })
-    })
+    .owns_stream(cm_stream.filter(not_our_write(written.clone())))
+    .owns_stream(np_stream.filter(not_our_write(written.clone())))
     .watches_stream(service_stream, {
         let (stores, index) = (stores.clone(), index.clone());
         move |svc: Service| after_sync(&stores, || map_service(&stores, &index, &svc))

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::networking::v1::{NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
@@ -29,6 +30,14 @@ pub const CONFIG_MAP_SUFFIX: &str = "-mcp-guard";
 pub fn config_map_name(server: &str) -> String {
     format!("{server}{CONFIG_MAP_SUFFIX}")
 }
+
+/// The NetworkPolicy name for an MCPServer named `server` (the same `<name>-mcp-guard` as its ConfigMap).
+pub fn network_policy_name(server: &str) -> String {
+    format!("{server}{CONFIG_MAP_SUFFIX}")
+}
+
+/// The port the guard listens on in the `GuardPort` layout when `spec.traffic.guardPort` is not set.
+pub const DEFAULT_GUARD_PORT: u16 = 15080;
 
 /// What a bare `*` in a host list means, as the CRD says it (the guard's parser says the same).
 const BARE_WILDCARD_MESSAGE: &str = "a bare * would allow every host, which is what the guard exists to prevent; \
@@ -84,6 +93,18 @@ fn mode_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "x-kubernetes-validations": [{
             "rule": "self == 'enforce' || self == 'audit'",
             "messageExpression": "'must be enforce (refuse requests whose Host or Origin is not allowed) or audit (forward them and log); got ' + self"
+        }]
+    })
+}
+
+/// An optional traffic layout, checked by a CEL rule rather than an `enum` (as [`mode_schema`]).
+fn layout_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "nullable": true,
+        "x-kubernetes-validations": [{
+            "rule": "self == 'SharedPort' || self == 'GuardPort'",
+            "messageExpression": "'must be SharedPort (the server on 127.0.0.1, the guard on the pod IP at the same port) or GuardPort (a server bound to all interfaces; the guard on a port of its own); got ' + self"
         }]
     })
 }
@@ -218,6 +239,15 @@ pub struct MCPServerSpec {
     #[schemars(length(min = 1, max = 253), regex(pattern = NAME_REGEX))]
     pub policy_ref: Option<String>,
 
+    /// How traffic reaches the guard in the pod; default: the policy's `traffic.defaultLayout`, else
+    /// `SharedPort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficSpec>,
+
+    /// Who may reach the pods, written into the NetworkPolicy the operator keeps for this server (when the
+    /// policy's `networkPolicy.enabled` is true, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkSpec>,
     /// Rate limits and per-client caps; each setting left out comes from the policy's `rateLimits`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<RateLimitSpec>,
@@ -235,6 +265,94 @@ impl MCPServerSpec {
     pub fn policy_name(&self) -> &str {
         self.policy_ref.as_deref().unwrap_or(DEFAULT_POLICY_NAME)
     }
+
+    /// The layout this server uses: its own `traffic.layout`, else the policy's default, else `SharedPort`.
+    pub fn layout(&self, policy: Option<&MCPGuardPolicySpec>) -> TrafficLayout {
+        self.traffic
+            .as_ref()
+            .and_then(|t| t.layout)
+            .or_else(|| {
+                policy
+                    .and_then(|p| p.traffic.as_ref())
+                    .and_then(|t| t.default_layout)
+            })
+            .unwrap_or_default()
+    }
+
+    /// The port that clients reach the guard on: `spec.port` in `SharedPort`, the guard's own port in
+    /// `GuardPort`.
+    pub fn guarded_port(&self, policy: Option<&MCPGuardPolicySpec>) -> i32 {
+        match self.layout(policy) {
+            TrafficLayout::SharedPort => self.port,
+            TrafficLayout::GuardPort => self.guard_port(),
+        }
+    }
+
+    /// The guard's own port in the `GuardPort` layout (`traffic.guardPort`, default 15080).
+    pub fn guard_port(&self) -> i32 {
+        self.traffic
+            .as_ref()
+            .and_then(|t| t.guard_port)
+            .unwrap_or(i32::from(DEFAULT_GUARD_PORT))
+    }
+}
+
+/// How traffic reaches the guard inside the pod.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum TrafficLayout {
+    /// The server listens on `127.0.0.1:<port>` (its SDK's default); the guard listens on the pod IP at the same
+    /// port. Nothing else changes. A server bound to all interfaces (`0.0.0.0`) cannot start in this layout.
+    #[default]
+    SharedPort,
+    /// For servers bound to all interfaces, unchanged: the guard listens on a port of its own
+    /// (`traffic.guardPort`) and takes over the name of the server's container port, so Services with a named
+    /// `targetPort` reach the guard; the server's port is renamed and kept, closed to other pods by the
+    /// NetworkPolicy.
+    GuardPort,
+}
+
+impl std::fmt::Display for TrafficLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TrafficLayout::SharedPort => "SharedPort",
+            TrafficLayout::GuardPort => "GuardPort",
+        })
+    }
+}
+
+/// An MCPServer's traffic layout.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.guardPort) || (has(self.layout) && self.layout == 'GuardPort')"
+).message("traffic.guardPort applies to the GuardPort layout only: set traffic.layout: GuardPort, or remove traffic.guardPort"))]
+pub struct TrafficSpec {
+    /// `SharedPort` (server on 127.0.0.1, guard on the pod IP at the same port) or `GuardPort` (server bound to
+    /// all interfaces, guard on a port of its own that takes over the server port's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "layout_schema")]
+    pub layout: Option<TrafficLayout>,
+    /// `GuardPort` layout: the port the guard listens on (1024-65535, not 15081 and not `spec.port`); default 15080.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1024 && self <= 65535 && self != 15081")
+        .message("traffic.guardPort must be 1024-65535 and not 15081 (the guard's admin port)"))]
+    pub guard_port: Option<i32>,
+}
+
+/// Who may reach an MCPServer's pods (the NetworkPolicy the operator writes).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSpec {
+    /// Peers allowed to reach the guarded port (NetworkPolicy `from` syntax); empty: every source (the guard
+    /// still checks Host and Origin).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub ingress_from: Vec<NetworkPolicyPeer>,
+    /// More ports of the pods to admit from every source (e.g. an app's metrics port). Ports not listed, other
+    /// than the guard's, are closed to other pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub additional_ports: Vec<NetworkPolicyPort>,
 }
 
 /// One allowed host or origin and where it came from.
@@ -271,6 +389,9 @@ pub struct MCPServerStatus {
     /// The ConfigMap holding the guard config (`<name>-mcp-guard`, key `guard.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<String>,
+    /// The NetworkPolicy the operator wrote for the pods (none when the policy disables it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<String>,
     /// `Ready`, `EmptyAllowlist`, `CatchAllIngressRule`, `IngressBackendPortMismatch`, `GuardBypass`, ...
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -312,19 +433,61 @@ pub struct SidecarSpec {
     pub log_level: Option<LogLevel>,
 }
 
-/// What the API server does when the injection webhook is unreachable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum FailurePolicy {
-    Fail,
-    Ignore,
+/// Whether the guard is injected as a native sidecar (an init container with `restartPolicy: Always`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum NativeSidecars {
+    /// When the API server is 1.29 or newer and every node's kubelet is too (a kubelet older than its API
+    /// server, as during an upgrade, would keep the pod in `Init`).
+    #[default]
+    Auto,
+    /// Always a native sidecar.
+    Always,
+    /// Always an ordinary container.
+    Never,
 }
 
 /// Injection settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InjectionSpec {
+    /// `Auto` (default), `Always` or `Never`; a pod's annotation `mcpguard.dev/native-sidecar: "true"|"false"`
+    /// overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_policy: Option<FailurePolicy>,
+    pub native_sidecars: Option<NativeSidecars>,
+}
+
+/// Traffic defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyTrafficSpec {
+    /// Layout of MCPServers that do not set `spec.traffic.layout`: `SharedPort` (default) or `GuardPort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "layout_schema")]
+    pub default_layout: Option<TrafficLayout>,
+}
+
+/// The NetworkPolicy the operator writes per MCPServer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySettings {
+    /// Write a NetworkPolicy per MCPServer admitting ingress only on the guard's ports and the MCPServer's
+    /// `network.additionalPorts`; default `true`. It takes effect only where the cluster's network plugin
+    /// enforces NetworkPolicies.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Peers allowed to reach the guard's admin port 15081 (`/livez`, `/readyz`, `/metrics`); empty: every source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub admin_ingress_from: Vec<NetworkPolicyPeer>,
+}
+
+impl Default for NetworkPolicySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            admin_ingress_from: Vec::new(),
+        }
+    }
 }
 
 /// Request limits enforced by the guard.
@@ -467,6 +630,11 @@ pub struct MCPGuardPolicySpec {
     pub injection: Option<InjectionSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<PolicyLimits>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<PolicyTrafficSpec>,
+    /// Default: enabled, admin port open to every source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySettings>,
     /// Default rate limits and caps for every MCPServer using this policy (each overridable per MCPServer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<RateLimitSpec>,
@@ -504,6 +672,8 @@ impl Default for MCPGuardPolicySpec {
             sidecar: None,
             injection: None,
             limits: None,
+            traffic: None,
+            network_policy: None,
             rate_limits: None,
             trusted_proxies: Vec::new(),
         }

@@ -13,6 +13,7 @@ pub mod events;
 pub mod gateway;
 pub mod leader;
 pub mod metrics;
+pub mod netpol;
 pub mod preflight;
 pub mod run;
 pub mod selector;

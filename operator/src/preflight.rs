@@ -89,6 +89,7 @@ pub fn controller_permissions(
         perms.push(scoped(verb, "", "services"));
         perms.push(scoped(verb, "", "pods"));
         perms.push(scoped(verb, "", "configmaps"));
+        perms.push(scoped(verb, "networking.k8s.io", "networkpolicies"));
         perms.push(scoped(verb, "networking.k8s.io", "ingresses"));
         perms.push(p(verb, "networking.k8s.io", "ingressclasses"));
         if gateway_api {
@@ -100,6 +101,9 @@ pub fn controller_permissions(
     }
     perms.push(scoped("create", "", "configmaps"));
     perms.push(scoped("patch", "", "configmaps"));
+    for verb in ["create", "patch", "delete"] {
+        perms.push(scoped(verb, "networking.k8s.io", "networkpolicies"));
+    }
     perms.push(Permission {
         subresource: Some("status"),
         ..scoped("patch", "mcpguard.dev", "mcpservers")

@@ -26,7 +26,24 @@ pub mod condition {
     pub const GUARD_BYPASS: &str = "GuardBypass";
     /// Something could not be resolved or was skipped (missing explicit references, invalid entries).
     pub const DEGRADED: &str = "Degraded";
+    /// The operator wrote the pods' NetworkPolicy (True), or did not (False: switched off, or the write failed).
+    pub const NETWORK_POLICY: &str = "NetworkPolicy";
 }
+
+/// What became of an MCPServer's NetworkPolicy in this reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetworkPolicyOutcome {
+    /// Written (or already current): its name and what it admits.
+    Written { name: String, admits: String },
+    /// The policy's `networkPolicy.enabled` is false.
+    Disabled { policy: String },
+    /// The write failed (e.g. the operator may not write NetworkPolicies).
+    Failed { name: String, error: String },
+}
+
+/// The operator cannot see the network plugin; every NetworkPolicy message says so.
+pub const ENFORCEMENT_CAVEAT: &str = "it is enforced only if the cluster's network plugin enforces NetworkPolicies \
+     (Calico, Cilium, kube-router, ...; flannel alone does not), which the operator cannot tell";
 
 /// Condition types of an MCPGuardPolicy.
 pub mod policy_condition {
@@ -64,6 +81,7 @@ pub struct StatusInput<'a> {
     pub spec_errors: &'a [FieldError],
     /// How long an empty allowlist is `NoHostsYet` before it is `NoHostsFound` (and a Warning).
     pub empty_grace: Duration,
+    pub network_policy: NetworkPolicyOutcome,
 }
 
 fn truncate(mut s: String) -> String {
@@ -383,6 +401,35 @@ pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus 
             ),
         );
     }
+    conditions.push(match &input.network_policy {
+        NetworkPolicyOutcome::Written { name, admits } => condition(
+            condition::NETWORK_POLICY,
+            true,
+            "Written",
+            format!("NetworkPolicy {name} {admits}; {ENFORCEMENT_CAVEAT}"),
+            input,
+        ),
+        NetworkPolicyOutcome::Disabled { policy } => condition(
+            condition::NETWORK_POLICY,
+            false,
+            "Disabled",
+            format!(
+                "MCPGuardPolicy {policy} sets networkPolicy.enabled: false; every port of the pods is reachable \
+                 from other pods unless another NetworkPolicy closes it"
+            ),
+            input,
+        ),
+        NetworkPolicyOutcome::Failed { name, error } => condition(
+            condition::NETWORK_POLICY,
+            false,
+            "WriteFailed",
+            format!(
+                "cannot write NetworkPolicy {name}: {error}; give the operator networkpolicies get/list/watch/\
+                 create/patch/delete (the chart's ClusterRole does)"
+            ),
+            input,
+        ),
+    });
     conditions.push(problem_condition(
         condition::DEGRADED,
         &problems,
@@ -450,6 +497,10 @@ pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus 
         allowed_hosts: d.hosts.clone(),
         allowed_origins: d.origins.clone(),
         config_map: Some(input.config_map.to_string()),
+        network_policy: match &input.network_policy {
+            NetworkPolicyOutcome::Written { name, .. } => Some(name.clone()),
+            _ => None,
+        },
         conditions,
     }
 }
@@ -478,7 +529,62 @@ mod tests {
             server_port: 8000,
             spec_errors: errors,
             empty_grace: Duration::ZERO,
+            network_policy: NetworkPolicyOutcome::Written {
+                name: "weather-mcp-guard".into(),
+                admits: "admits ingress only on port 8000 (guard) from every source".into(),
+            },
         }
+    }
+
+    #[test]
+    fn network_policy_condition_names_what_was_written_and_the_caveat() {
+        let d = Derivation::default();
+        let s = build_status(&d, &input(None, 0, &[]));
+        let c = cond(&s, condition::NETWORK_POLICY);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "Written"));
+        assert!(
+            c.message
+                .contains("weather-mcp-guard admits ingress only on port 8000"),
+            "{}",
+            c.message
+        );
+        assert!(
+            c.message.contains("network plugin enforces NetworkPolicies"),
+            "{}",
+            c.message
+        );
+        assert_eq!(s.network_policy.as_deref(), Some("weather-mcp-guard"));
+
+        let off = StatusInput {
+            network_policy: NetworkPolicyOutcome::Disabled {
+                policy: "default".into(),
+            },
+            ..input(None, 0, &[])
+        };
+        let s = build_status(&d, &off);
+        let c = cond(&s, condition::NETWORK_POLICY);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Disabled"));
+        assert!(
+            c.message.contains("networkPolicy.enabled: false"),
+            "{}",
+            c.message
+        );
+        assert_eq!(s.network_policy, None);
+
+        let failed = StatusInput {
+            network_policy: NetworkPolicyOutcome::Failed {
+                name: "weather-mcp-guard".into(),
+                error: "forbidden".into(),
+            },
+            ..input(None, 0, &[])
+        };
+        let c = cond(&build_status(&d, &failed), condition::NETWORK_POLICY).clone();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "WriteFailed"));
+        assert!(
+            c.message.contains("forbidden") && c.message.contains("networkpolicies"),
+            "{}",
+            c.message
+        );
     }
 
     fn cond<'a>(s: &'a MCPServerStatus, t: &str) -> &'a Condition {

@@ -58,6 +58,31 @@ pub fn validate_spec(spec: &MCPServerSpec) -> Vec<FieldError> {
             format!("must be between 1 and 65535, got {}", spec.port),
         ));
     }
+    if let Some(t) = &spec.traffic {
+        if let Some(g) = t.guard_port {
+            if t.layout != Some(crate::crd::TrafficLayout::GuardPort) {
+                errors.push(FieldError::new(
+                    "spec.traffic.guardPort",
+                    "applies to the GuardPort layout only: set spec.traffic.layout: GuardPort, or remove it",
+                ));
+            }
+            if !(1024..=65535).contains(&g) || g == i32::from(crate::webhook::inject::ADMIN_PORT) {
+                errors.push(FieldError::new(
+                    "spec.traffic.guardPort",
+                    format!("must be 1024-65535 and not 15081 (the guard's admin port), got {g}"),
+                ));
+            }
+        }
+        if t.layout == Some(crate::crd::TrafficLayout::GuardPort) && spec.guard_port() == spec.port {
+            errors.push(FieldError::new(
+                "spec.traffic.guardPort",
+                format!(
+                    "is spec.port ({}); the guard needs a port of its own in the GuardPort layout",
+                    spec.port
+                ),
+            ));
+        }
+    }
     check_patterns(
         "spec.hosts",
         &spec.hosts,

@@ -10,13 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::ListParams;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
-use crate::crd::{ImagePullPolicy, LogLevel, MCPGuardPolicy, MCPGuardPolicySpec, MCPServer};
+use crate::crd::{
+    ImagePullPolicy, LogLevel, MCPGuardPolicy, MCPGuardPolicySpec, MCPServer, NativeSidecars, TrafficLayout,
+};
 
 pub mod admission;
 pub mod inject;
@@ -27,7 +29,9 @@ pub mod tls;
 #[cfg(test)]
 mod tests;
 
-pub use inject::{GuardedServer, InjectionPlan, InjectionStatus, SidecarSettings, SkipReason, guarded_by};
+pub use inject::{
+    GuardedServer, InjectionPlan, InjectionStatus, Layout, SidecarSettings, SkipReason, guarded_by,
+};
 pub use metrics::WebhookMetrics;
 pub use server::{WebhookServer, serve};
 
@@ -75,7 +79,7 @@ pub enum Read {
 pub struct WebhookSettings {
     /// Image when the policy's `sidecar.image` is unset.
     pub default_sidecar_image: String,
-    /// `None`: detect from the API server's version (native sidecars from 1.29).
+    /// `None`: detect from the API server's version and the nodes' kubelet versions (native sidecars from 1.29).
     pub native_sidecars: Option<bool>,
     /// Namespaces never injected besides kube-system & co (the operator's own).
     pub excluded_namespaces: Vec<String>,
@@ -96,7 +100,11 @@ impl Default for WebhookSettings {
 pub struct WebhookState {
     client: Client,
     settings: WebhookSettings,
+    /// What the API server's version allows (or the `--native-sidecars` flag).
     native_sidecars: bool,
+    /// The nodes' kubelet versions (`None`: nodes cannot be listed, e.g. RBAC without `nodes`; the API server's
+    /// version then decides alone).
+    nodes: Option<Cache<Node>>,
     namespaces: Cache<Namespace>,
     servers: Cache<MCPServer>,
     policies: Cache<MCPGuardPolicy>,
@@ -165,7 +173,24 @@ impl WebhookState {
                 }
             },
         };
+        // A kubelet may be older than its API server (version skew during an upgrade), and one without native
+        // sidecars would keep the pod in Init: watch the nodes' versions, when allowed to.
+        let nodes = if settings.native_sidecars.is_none() && native_sidecars {
+            let api = Api::<Node>::all(client.clone());
+            let lp = ListParams::default().limit(1);
+            match tokio::time::timeout(VERSION_TIMEOUT, api.list_metadata(&lp)).await {
+                Ok(Ok(_)) => Some(Cache::spawn(Api::all(client.clone()), "Node")),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot list nodes; native sidecars are chosen from the API server's version alone");
+                    None
+                }
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
         Arc::new(Self {
+            nodes,
             namespaces: Cache::spawn(Api::all(client.clone()), "Namespace"),
             servers: Cache::spawn(Api::all(client.clone()), "MCPServer"),
             policies: Cache::spawn(Api::all(client.clone()), "MCPGuardPolicy"),
@@ -176,9 +201,28 @@ impl WebhookState {
         })
     }
 
-    /// Whether the injection uses native sidecars.
+    /// Whether the cluster runs native sidecars: the API server's version (or the flag) and, when nodes can be
+    /// read, every node's kubelet (a pod's annotation and the policy may still override it).
     pub fn native_sidecars(&self) -> bool {
-        self.native_sidecars
+        match &self.nodes {
+            Some(nodes) if nodes.synced() => {
+                let versions: Vec<String> = nodes
+                    .store
+                    .state()
+                    .iter()
+                    .map(|n| {
+                        n.status
+                            .as_ref()
+                            .and_then(|s| s.node_info.as_ref())
+                            .map(|i| i.kubelet_version.clone())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                self.native_sidecars && kubelets_support_native_sidecars(versions.iter().map(String::as_str))
+            }
+            // Not synced yet: the API server's answer, as before the node watch existed.
+            _ => self.native_sidecars,
+        }
     }
 
     /// All caches have synced (answers are then served without live reads).
@@ -276,10 +320,23 @@ pub fn guarded_server(
     default_image: &str,
 ) -> Option<GuardedServer> {
     let port = u16::try_from(server.spec.port).ok().filter(|p| *p > 0)?;
+    let layout = match server.spec.layout(Some(policy)) {
+        TrafficLayout::SharedPort => Layout::SharedPort,
+        TrafficLayout::GuardPort => Layout::GuardPort {
+            guard_port: u16::try_from(server.spec.guard_port()).ok().filter(|p| *p > 0)?,
+        },
+    };
+    let native_sidecars = match policy.injection.as_ref().and_then(|i| i.native_sidecars) {
+        None | Some(NativeSidecars::Auto) => None,
+        Some(NativeSidecars::Always) => Some(true),
+        Some(NativeSidecars::Never) => Some(false),
+    };
     Some(GuardedServer {
         name: server.name_any(),
         selector: server.spec.selector.clone(),
         port,
+        layout,
+        native_sidecars,
         sidecar: sidecar_settings(policy, default_image),
     })
 }
@@ -309,6 +366,19 @@ pub fn sidecar_settings(policy: &MCPGuardPolicySpec, default_image: &str) -> Sid
             .to_string()
         }),
     }
+}
+
+/// Every kubelet runs native sidecars: versions like `v1.34.4` (or `v1.29.0-eks-1`), each 1.29 or newer. An
+/// empty or unreadable version counts as too old (an ordinary container works everywhere).
+pub fn kubelets_support_native_sidecars<'a>(versions: impl IntoIterator<Item = &'a str>) -> bool {
+    versions.into_iter().all(|v| {
+        let v = v.trim_start_matches('v');
+        let mut parts = v.splitn(3, '.');
+        match (parts.next(), parts.next()) {
+            (Some(major), Some(minor)) => supports_native_sidecars(major, minor),
+            _ => false,
+        }
+    })
 }
 
 /// Native sidecars are on by default from Kubernetes 1.29 (`minor` may read like `"29+"`).

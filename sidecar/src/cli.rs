@@ -43,8 +43,9 @@ pub struct Args {
     #[arg(long, env = "MCP_GUARD_MODE", value_enum)]
     pub mode: Option<ModeArg>,
 
-    /// Address of the admin listener (`/livez`, `/readyz`, `/metrics`); none when not given.
-    #[arg(long, env = "MCP_GUARD_ADMIN_LISTEN")]
+    /// Address of the admin listener (`/livez`, `/readyz`, `/metrics`); none when not given. Bracketed IPv4 as for
+    /// `--listen` (`[$(POD_IP)]:15081`).
+    #[arg(long, env = "MCP_GUARD_ADMIN_LISTEN", value_parser = parse_listen)]
     pub admin_listen: Option<SocketAddr>,
 
     /// Forward the client's Host (and Origin) unchanged instead of rewriting them to the upstream's.

@@ -8,6 +8,13 @@
 //! the bridge, the iptables chains kube-proxy and the CNI plugins added, the kubelet's cgroups, and restores the
 //! sysctls they changed. `Drop` runs it, and a watchdog runs it when the test process dies however it ended.
 //! When the node cannot start (a missing package or kernel feature), [`Node::start`] fails loudly.
+//!
+//! On request ([`NodeOptions::network_policies`]) the node also runs a NetworkPolicy enforcer: kube-router's
+//! network-policy controller alone (`--run-firewall`, no routing, no service proxy; built by `make setup`), which
+//! writes iptables chains and ipsets from the cluster's NetworkPolicies. kube-network-policies (SIG Network's,
+//! nftables + nfqueue) was the first choice, but this kernel has no nftables `queue` expression. kube-router is
+//! served here only at v2.1.0, for which security flaws are reported; it runs only in this test, against a
+//! throw-away cluster. Its chains and ipsets go with the teardown.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -51,10 +58,18 @@ const SYSCTLS: &[&str] = &[
 /// at a time on it, whichever test binary or checkout starts it.
 const MACHINE_LOCK: &str = "/run/mcp-guard-node.lock";
 
+/// What a node runs besides the kubelet, the scheduler and kube-proxy.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeOptions {
+    /// Enforce NetworkPolicies (kube-router's firewall).
+    pub network_policies: bool,
+}
+
 /// A running node. Dropping it tears everything down.
 pub struct Node {
     dir: PathBuf,
     socket: PathBuf,
+    _enforcer: Option<Proc>,
     _kube_proxy: Proc,
     _kubelet: Proc,
     _scheduler: Proc,
@@ -67,12 +82,21 @@ impl Node {
     /// Starts containerd, the kubelet, kube-scheduler and kube-proxy against `cluster`, imports the images that
     /// `make images` built, and waits until the node is Ready.
     pub async fn start(cluster: &Cluster) -> anyhow::Result<Node> {
-        let machine = lock_machine()?;
-        create_bridge()?;
-        Node::start_locked(cluster, machine).await
+        Node::start_with(cluster, NodeOptions::default()).await
     }
 
-    async fn start_locked(cluster: &Cluster, machine: Flock<std::fs::File>) -> anyhow::Result<Node> {
+    /// As [`Node::start`], with what `options` adds.
+    pub async fn start_with(cluster: &Cluster, options: NodeOptions) -> anyhow::Result<Node> {
+        let machine = lock_machine()?;
+        create_bridge()?;
+        Node::start_locked(cluster, machine, options).await
+    }
+
+    async fn start_locked(
+        cluster: &Cluster,
+        machine: Flock<std::fs::File>,
+        options: NodeOptions,
+    ) -> anyhow::Result<Node> {
         let started = Instant::now();
         let dir = cluster.dir().join("node");
         std::fs::create_dir_all(&dir)?;
@@ -85,9 +109,15 @@ impl Node {
         let kubelet = start_kubelet(&dir, &socket, cluster)?;
         let scheduler = start_scheduler(cluster)?;
         let kube_proxy = start_kube_proxy(&dir, cluster)?;
+        let enforcer = if options.network_policies {
+            Some(start_enforcer(cluster)?)
+        } else {
+            None
+        };
         let mut node = Node {
             dir,
             socket,
+            _enforcer: enforcer,
             _kube_proxy: kube_proxy,
             _kubelet: kubelet,
             _scheduler: scheduler,
@@ -156,6 +186,9 @@ impl Drop for Node {
         self._kubelet.kill();
         self._kube_proxy.kill();
         self._scheduler.kill();
+        if let Some(enforcer) = self._enforcer.as_mut() {
+            enforcer.kill();
+        }
         let teardown = self.dir.join(TEARDOWN);
         let status = Command::new("sh").arg(&teardown).status();
         if matches!(status, Ok(s) if s.success()) {
@@ -184,7 +217,7 @@ impl NodeCluster {
                 return Err(e);
             }
         };
-        let node = Node::start_locked(&cluster, machine).await?;
+        let node = Node::start_locked(&cluster, machine, NodeOptions::default()).await?;
         Ok(NodeCluster { node, cluster })
     }
 }
@@ -226,6 +259,9 @@ fn write_teardown(dir: &Path, socket: &Path) -> anyhow::Result<()> {
     }
     let chains_before = run(Command::new("sh").args(["-c", "iptables-save | grep '^:' | cut -d' ' -f1"]))?;
     let netns_before = run(Command::new("sh").args(["-c", "ls /run/netns 2>/dev/null || true"]))?;
+    // ipsets (the enforcer's); empty where ipset is not installed.
+    let ipsets_before = run(Command::new("sh").args(["-c", IPSETS]))?;
+    std::fs::write(dir.join("ipsets.before"), ipsets_before)?;
     std::fs::write(dir.join("chains.before"), chains_before)?;
     std::fs::write(dir.join("netns.before"), netns_before)?;
     let dir_s = dir.display();
@@ -261,6 +297,8 @@ for table in filter nat mangle; do
   for c in $chains; do grep -qx ":$c" "$D/chains.before" || iptables -t $table -F "$c" 2>/dev/null; done
   for c in $chains; do grep -qx ":$c" "$D/chains.before" || iptables -t $table -X "$c" 2>/dev/null; done
 done
+# 2b. ipsets that appeared while the node ran (the NetworkPolicy enforcer's), now that no rule uses them.
+for s in $({ipsets}); do grep -qx "$s" "$D/ipsets.before" || ipset destroy "$s" 2>/dev/null; done
 # 3. Mounts under the node's directory (pod volumes, rootfs, shm), deepest first, and the pods' netns.
 for m in $(awk -v d="$D" 'index($5, d) == 1 {{ print $5 }}' /proc/self/mountinfo | sort -r); do umount -l "$m" 2>/dev/null; done
 for ns in $(ls /run/netns 2>/dev/null); do
@@ -275,10 +313,14 @@ done
 {sysctls}exit 0
 "#,
         kube_proxy = cache_dir().join("bin/kube-proxy").display(),
+        ipsets = IPSETS,
     );
     std::fs::write(dir.join(TEARDOWN), script)?;
     Ok(())
 }
+
+/// Lists the ipsets by name (nothing when ipset is missing).
+pub const IPSETS: &str = "ipset list -n 2>/dev/null || true";
 
 /// Runs the teardown script once this test process is gone, however it ended (the processes themselves are
 /// killed by their own watchdogs, see `process.rs`) and Drop has not run it. The watchdog inherits the machine
@@ -482,6 +524,38 @@ fn start_kube_proxy(dir: &Path, cluster: &Cluster) -> anyhow::Result<Proc> {
                 proc.log_path().display()
             );
         }
+    }
+    Ok(proc)
+}
+
+/// Starts kube-router's network-policy controller for this node (with the admin kubeconfig, as a node agent's
+/// DaemonSet would with its ServiceAccount) and waits until it has hooked its chain into FORWARD.
+fn start_enforcer(cluster: &Cluster) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(bin("kube-router"));
+    cmd.arg(format!("--kubeconfig={}", cluster.kubeconfig().display()))
+        .arg(format!("--hostname-override={NODE_NAME}"))
+        .args([
+            "--run-firewall=true",
+            "--run-router=false",
+            "--run-service-proxy=false",
+            "--run-loadbalancer=false",
+            "--enable-cni=false",
+            "--enable-ipv6=false",
+            "--metrics-port=0",
+        ])
+        .arg(format!("--health-port={}", free_port()))
+        .arg("--v=1");
+    let mut proc = Proc::spawn("kube-router", cmd)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !run(Command::new("iptables-save").args(["-t", "filter"]))?.contains("-j KUBE-ROUTER-FORWARD") {
+        proc.ensure_running()?;
+        if Instant::now() > deadline {
+            bail!(
+                "kube-router hooked no KUBE-ROUTER-FORWARD chain in 60s; log: {}",
+                proc.log_path().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
     Ok(proc)
 }

@@ -161,8 +161,8 @@ async fn start_operator(cluster: &Cluster, helm: &Helm<'_>, webhook_port: u16, d
     let args: Vec<String> = args_of(container)
         .into_iter()
         .map(|a| {
-            a.replace("0.0.0.0:8080", &admin)
-                .replace("0.0.0.0:9443", &format!("127.0.0.1:{webhook_port}"))
+            a.replace("[$(POD_IP)]:8080", &admin)
+                .replace("[$(POD_IP)]:9443", &format!("127.0.0.1:{webhook_port}"))
                 .replace("/tls/", &format!("{}/", tls.display()))
         })
         .collect();

@@ -134,6 +134,8 @@ fn operator_deployment_is_highly_available_and_restricted() {
     };
     assert_eq!(field("POD_NAME"), Some(json!("metadata.name")));
     assert_eq!(field("POD_NAMESPACE"), Some(json!("metadata.namespace")));
+    // The listeners' address, whichever the pod's family (`0.0.0.0` is IPv4 only).
+    assert_eq!(field("POD_IP"), Some(json!("status.podIP")));
 
     // Probes on the admin port.
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/livez");
@@ -158,8 +160,8 @@ fn operator_deployment_is_highly_available_and_restricted() {
     // The operator CLI contract.
     let args = args_of(c);
     for want in [
-        "--admin-listen=0.0.0.0:8080",
-        "--webhook-listen=0.0.0.0:9443",
+        "--admin-listen=[$(POD_IP)]:8080",
+        "--webhook-listen=[$(POD_IP)]:9443",
         "--tls-cert-file=/tls/tls.crt",
         "--tls-key-file=/tls/tls.key",
         "--lease-name=mcp-guard-operator",
@@ -215,10 +217,14 @@ fn rbac_is_least_privilege() {
             group != "*" && resource != "*" && !verbs.iter().any(|v| v == "*"),
             "wildcard grant {resource}"
         );
+        // The one deletion: the operator's own NetworkPolicies, when a policy switches them off.
+        let may_delete = group == "networking.k8s.io" && resource == "networkpolicies";
         assert!(
-            !verbs
-                .iter()
-                .any(|v| v == "delete" || v == "deletecollection" || v == "escalate" || v == "bind")
+            !verbs.iter().any(|v| (v == "delete" && !may_delete)
+                || v == "deletecollection"
+                || v == "escalate"
+                || v == "bind"),
+            "{group}/{resource}: {verbs:?}"
         );
     }
     let find =
@@ -253,6 +259,12 @@ fn rbac_is_least_privilege() {
         find(&cluster, "", "configmaps"),
         vec!["create", "get", "list", "patch", "watch"]
     );
+    assert_eq!(
+        find(&cluster, "networking.k8s.io", "networkpolicies"),
+        vec!["create", "delete", "get", "list", "patch", "watch"]
+    );
+    // The nodes' kubelet versions decide native sidecars: read only.
+    assert_eq!(find(&cluster, "", "nodes"), vec!["list", "watch"]);
     assert_eq!(find(&cluster, "events.k8s.io", "events"), vec!["create", "patch"]);
     assert_eq!(find(&cluster, "", "events"), vec!["create", "patch"]);
     // No Secrets, Leases or webhook configurations cluster-wide.
@@ -393,7 +405,10 @@ fn default_policy_is_built_from_values() {
     assert_eq!(spec["allowedHosts"], json!([]));
     assert_eq!(spec["allowServiceDNSNames"], true);
     assert_eq!(spec["sidecar"]["image"], "ghcr.io/mcp-guard/mcp-guard:0.1.0");
-    assert_eq!(spec["injection"]["failurePolicy"], "Fail");
+    // failurePolicy is the MutatingWebhookConfiguration's, not a policy field.
+    assert_eq!(spec["injection"], json!({"nativeSidecars": "Auto"}));
+    assert_eq!(spec["traffic"]["defaultLayout"], "SharedPort");
+    assert_eq!(spec["networkPolicy"], json!({"enabled": true}));
     assert_eq!(spec["limits"]["maxRequestBodyBytes"], 4194304);
     // It is what the operator's types accept.
     let _: mcp_guard_operator::crd::MCPGuardPolicy =
@@ -438,7 +453,7 @@ fn default_policy_is_built_from_values() {
     assert_eq!(spec["sidecar"]["image"], image);
     assert_eq!(spec["sidecar"]["logLevel"], "debug");
     assert_eq!(spec["sidecar"]["imagePullPolicy"], "Always");
-    assert_eq!(spec["injection"]["failurePolicy"], "Ignore");
+    assert_eq!(spec["injection"].get("failurePolicy"), None);
     assert_eq!(spec["limits"]["maxRequestBodyBytes"], 1048576);
     let _: mcp_guard_operator::crd::MCPGuardPolicy = serde_json::from_value(policy.clone()).unwrap();
     // The operator's default sidecar image and the webhook's failure policy follow.

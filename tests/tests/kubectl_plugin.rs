@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, PostParams};
 use mcp_guard_operator::crd::MCPServer;
-use mcp_guard_operator::webhook::inject::{GuardedServer, SidecarSettings, inject};
+use mcp_guard_operator::webhook::inject::{GuardedServer, Layout, SidecarSettings, inject};
 use operator_common::*;
 use serde_json::json;
 use testkit::cluster::Cluster;
@@ -360,6 +360,8 @@ async fn check_inject_says_whether_and_why_not() {
         name: "weather".into(),
         selector: serde_json::from_value(json!({ "matchLabels": { "app": "weather" } })).unwrap(),
         port: 8000,
+        layout: Layout::SharedPort,
+        native_sidecars: None,
         sidecar: SidecarSettings {
             image: "example/guard:1".into(),
             image_pull_policy: None,

@@ -15,7 +15,7 @@ use std::process::Command;
 use chart_common::*;
 use mcp_guard_operator::metrics::{ControllerMetrics, ServerLabels};
 use mcp_guard_operator::webhook::WebhookMetrics;
-use mcp_guard_operator::webhook::inject::{ADMIN_PORT_NAME, GuardedServer, SidecarSettings, inject};
+use mcp_guard_operator::webhook::inject::{ADMIN_PORT_NAME, GuardedServer, Layout, SidecarSettings, inject};
 use mcp_guard_operator::webhook::metrics::{AdmissionLabels, SkipLabels, WebhookLabels};
 use serde_json::{Value, json};
 use testkit::mcp::{Guard, GuardOptions};
@@ -130,6 +130,8 @@ fn monitoring_is_off_by_default_and_renders_when_enabled() {
         name: "weather".into(),
         selector: serde_json::from_value(json!({ "matchLabels": { "app": "weather" } })).unwrap(),
         port: 8000,
+        layout: Layout::SharedPort,
+        native_sidecars: None,
         sidecar: SidecarSettings {
             image: "g:1".into(),
             image_pull_policy: None,

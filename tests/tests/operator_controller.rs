@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use mcp_guard_config::Mode;
 use mcp_guard_operator::crd::{MCPGuardPolicy, MCPServer};
@@ -682,6 +682,140 @@ async fn policy_changes_update_allowlists() {
         condition(s, "Ready").is_some_and(|c| c.1 == "PolicyNotFound")
     })
     .await;
+    op.stop().await;
+}
+
+/// The ports of each ingress rule of a NetworkPolicy.
+fn rule_ports(np: &NetworkPolicy) -> Vec<Vec<String>> {
+    let value = serde_json::to_value(np.spec.as_ref().and_then(|s| s.ingress.clone())).expect("json");
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            r["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| p["port"].to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_policy_per_mcpserver_follows_the_layout_and_the_policy() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("op-netpol").await;
+    let policy_name = format!("{ns}-policy");
+    let op = Operator::start(client.clone(), &ns, None, Some(false));
+    let policy = |enabled: bool| {
+        json!({
+            "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPGuardPolicy",
+            "metadata": { "name": policy_name },
+            "spec": { "networkPolicy": { "enabled": enabled,
+                      "adminIngressFrom": [{ "namespaceSelector": { "matchLabels": { "team": "monitoring" } } }] } }
+        })
+    };
+    apply_cluster::<MCPGuardPolicy>(&client, policy(true)).await;
+    // A Service whose numeric targetPort is still the app's own port: unguarded in the GuardPort layout.
+    apply::<Service>(
+        &client,
+        &ns,
+        service("unifi", "unifi", json!([{ "port": 80, "targetPort": 8080 }])),
+    )
+    .await;
+    apply::<MCPServer>(
+        &client,
+        &ns,
+        mcpserver(
+            "unifi",
+            "unifi",
+            8080,
+            json!({ "policyRef": policy_name, "hosts": ["unifi.example.com"],
+                    "traffic": { "layout": "GuardPort" },
+                    "network": { "ingressFrom": [{ "podSelector": { "matchLabels": { "role": "client" } } }],
+                                 "additionalPorts": [{ "port": 9090, "protocol": "TCP" }] } }),
+        ),
+    )
+    .await;
+    let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
+    let server = server_with(&servers, "unifi", "NetworkPolicy=True", |s| {
+        condition(s, "NetworkPolicy").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    let (_, reason, message) = condition(&server, "NetworkPolicy").expect("condition");
+    assert_eq!(reason, "Written");
+    assert!(
+        message.contains("own port 8080 is closed to other pods"),
+        "{message}"
+    );
+    assert!(
+        message.contains("network plugin enforces NetworkPolicies"),
+        "{message}"
+    );
+    assert_eq!(
+        server.status.as_ref().and_then(|s| s.network_policy.as_deref()),
+        Some("unifi-mcp-guard")
+    );
+    let (status, _, bypass) = condition(&server, "GuardBypass").expect("GuardBypass");
+    assert_eq!(status, "True");
+    assert!(bypass.contains("set its targetPort to 15080"), "{bypass}");
+
+    let nps = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
+    let np = nps.get("unifi-mcp-guard").await.expect("NetworkPolicy");
+    assert_eq!(rule_ports(&np), vec![vec!["15080"], vec!["15081"], vec!["9090"]]);
+    let owner = np.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owner.first().map(|o| o.uid.clone()), server.metadata.uid.clone());
+    let spec = np.spec.clone().expect("spec");
+    assert_eq!(spec.pod_selector, Some(server.spec.selector.clone()));
+    let rules = spec.ingress.clone().unwrap_or_default();
+    let peer = |i: usize| serde_json::to_value(&rules[i].from).expect("json");
+    assert_eq!(
+        peer(0),
+        json!([{ "podSelector": { "matchLabels": { "role": "client" } } }])
+    );
+    assert_eq!(
+        peer(1),
+        json!([{ "namespaceSelector": { "matchLabels": { "team": "monitoring" } } }])
+    );
+    assert_eq!(peer(2), json!(null));
+
+    // Deleted by hand: written again (the operator owns it).
+    nps.delete("unifi-mcp-guard", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually(PROPAGATION, "the NetworkPolicy written again", || async {
+        nps.get_opt("unifi-mcp-guard")
+            .await
+            .expect("get")
+            .filter(|np| np.metadata.deletion_timestamp.is_none())
+    })
+    .await;
+
+    // Switched off in the policy: removed, and the status says so.
+    apply_cluster::<MCPGuardPolicy>(&client, policy(false)).await;
+    let server = server_with(&servers, "unifi", "NetworkPolicy=False/Disabled", |s| {
+        condition(s, "NetworkPolicy").is_some_and(|c| c.1 == "Disabled")
+    })
+    .await;
+    assert_eq!(
+        server.status.as_ref().and_then(|s| s.network_policy.clone()),
+        None
+    );
+    eventually(PROPAGATION, "the NetworkPolicy removed", || async {
+        nps.get_opt("unifi-mcp-guard")
+            .await
+            .expect("get")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    Api::<MCPGuardPolicy>::all(client.clone())
+        .delete(&policy_name, &DeleteParams::default())
+        .await
+        .expect("delete policy");
     op.stop().await;
 }
 

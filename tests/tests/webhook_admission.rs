@@ -595,13 +595,14 @@ fn kubelet_style_expansion() {
 fn guard_command(
     container: &Container,
     mounts: &BTreeMap<String, PathBuf>,
+    pod_ip: &str,
 ) -> (Vec<String>, BTreeMap<String, String>) {
     let mut env = BTreeMap::new();
     for e in container.env.iter().flatten() {
         let value = match (&e.value, &e.value_from) {
             (Some(v), _) => v.clone(),
             (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
-                Some("status.podIP") => POD_IP.to_string(),
+                Some("status.podIP") => pod_ip.to_string(),
                 other => panic!("env {} from {other:?}: not mapped in this test", e.name),
             },
             (None, None) => String::new(),
@@ -783,6 +784,17 @@ fn start_injected_guard(
     ns: &str,
     name: &str,
 ) -> (testkit::process::Proc, Vec<String>, tempfile::TempDir) {
+    start_injected_guard_at(pod, ns, name, POD_IP)
+}
+
+/// As [`start_injected_guard`], with `pod_ip` standing in for the pod IP (tests running at once each take their
+/// own, as the admin port is the same in every pod).
+fn start_injected_guard_at(
+    pod: &Pod,
+    ns: &str,
+    name: &str,
+    pod_ip: &str,
+) -> (testkit::process::Proc, Vec<String>, tempfile::TempDir) {
     let guard = guard_container(pod)
         .expect("the stored pod carries the guard")
         .clone();
@@ -824,13 +836,23 @@ fn start_injected_guard(
     )
     .expect("write guard.json");
     let mounts = BTreeMap::from([("mcp-guard-config".to_string(), dir.path().to_path_buf())]);
-    let (args, container_env) = guard_command(&guard, &mounts);
+    let (args, container_env) = guard_command(&guard, &mounts, pod_ip);
 
     let mut cmd = Command::new(testkit::tools::cargo_bin("mcp-guard"));
     cmd.args(&args).envs(&container_env).env("RUST_BACKTRACE", "1");
     let mut proc = testkit::process::Proc::spawn("mcp-guard-injected", cmd).expect("start the guard");
+    // The admin listener is on the pod IP too (kubelet probes the pod IP, whichever its family).
     let admin_port = admin_port(&args);
-    let readyz = format!("http://127.0.0.1:{admin_port}/readyz");
+    assert!(
+        args.iter().any(|a| a == &format!("[{pod_ip}]:{admin_port}")),
+        "admin listener on the pod IP: {args:?}"
+    );
+    let host = if pod_ip.contains(':') {
+        format!("[{pod_ip}]")
+    } else {
+        pod_ip.to_string()
+    };
+    let readyz = format!("http://{host}:{admin_port}/readyz");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !matches!(testkit::http::get(&readyz), Ok(r) if r.status == 200) {
         proc.ensure_running().expect("guard running");
@@ -839,6 +861,202 @@ fn start_injected_guard(
     }
 
     (proc, args, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guard_port_layout_guards_a_server_bound_to_all_interfaces() {
+    use testkit::mcp::{ClientKind, PyServer, Transport, run_client};
+    // This test's stand-in pod IP (another test's injected guard may hold 127.0.0.2:15081 at the same time).
+    const IP: &str = "127.0.0.3";
+    let env = env().await;
+    let client = env.cluster.client();
+
+    // A server bound to all interfaces: its SDK's own Host/Origin check is off, and it holds 0.0.0.0:PORT.
+    let server =
+        PyServer::start_on(Transport::StreamableHttp, "0.0.0.0").expect("start the server on 0.0.0.0");
+    let port = server.port;
+    let guard_port = testkit::tools::free_port();
+
+    let ns = opted_in_namespace(env.cluster, "wh-guardport", &[]).await;
+    create_mcpserver(
+        &client,
+        &ns,
+        "unifi",
+        json!({ "selector": { "matchLabels": { "app": "unifi" } }, "port": port,
+                "traffic": { "layout": "GuardPort", "guardPort": guard_port } }),
+    )
+    .await
+    .expect("create MCPServer");
+    // The API server's own schema refuses a guardPort without the layout, naming both fields.
+    let err = create_mcpserver(
+        &client,
+        &ns,
+        "bad",
+        json!({ "selector": { "matchLabels": { "app": "bad" } }, "port": port,
+                "traffic": { "guardPort": guard_port } }),
+    )
+    .await
+    .expect_err("guardPort without GuardPort");
+    assert!(
+        err.to_string()
+            .contains("traffic.guardPort applies to the GuardPort layout only"),
+        "{err}"
+    );
+
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &deployment_json("unifi", "unifi", 1, port),
+        )
+        .await
+        .expect("create Deployment");
+    let pod = wait_for_pods(&client, &ns, "unifi", 1).await.remove(0);
+    let spec = pod.spec.as_ref().expect("spec");
+    let guard = guard_container(&pod).expect("guard");
+    // The guard took over the port name the Service targets; the app's port is renamed, and its probe (on the
+    // port's name) now goes to the guard's port.
+    let guard_ports: Vec<(Option<String>, i32)> = guard
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone(), p.container_port))
+        .collect();
+    assert!(
+        guard_ports.contains(&(Some("mcp".into()), i32::from(guard_port))),
+        "{guard_ports:?}"
+    );
+    let app = spec.containers.iter().find(|c| c.name == "server").expect("app");
+    let app_ports: Vec<(Option<String>, i32)> = app
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone(), p.container_port))
+        .collect();
+    assert_eq!(app_ports, vec![(Some("mcp-unguarded".into()), i32::from(port))]);
+    let probe_port = app
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .map(|h| h.port.clone());
+    assert_eq!(
+        probe_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(
+            i32::from(guard_port)
+        ))
+    );
+
+    let (mut proc, args, _config_dir) = start_injected_guard_at(&pod, &ns, "unifi", IP);
+    assert!(
+        args.iter().any(|a| a == &format!("[{IP}]:{guard_port}")),
+        "listen on the pod IP at the guard's own port: {args:?}"
+    );
+    assert!(
+        args.iter().any(|a| a == &format!("http://127.0.0.1:{port}")),
+        "upstream over loopback to the app's port: {args:?}"
+    );
+    let url = format!("http://{IP}:{guard_port}/mcp");
+    let svc_host = format!("Host: unifi.{ns}.svc.cluster.local:{guard_port}");
+    run_client(ClientKind::Python, Transport::StreamableHttp, &url, &[&svc_host])
+        .expect("client")
+        .assert_full_session("MCP client through the guard's port");
+    // kubelet's httpGet probe, now on the guard's port: Host <pod IP>:<guard port> passes to the server.
+    let probe = testkit::http::raw(
+        format!("{IP}:{guard_port}").parse().expect("addr"),
+        &testkit::mcp::initialize_request("/mcp", &format!("{IP}:{guard_port}"), &[]),
+    )
+    .expect("probe-like request");
+    assert_eq!(probe.status, 200, "{}", probe.text());
+    run_client(
+        ClientKind::Python,
+        Transport::StreamableHttp,
+        &url,
+        &["Host: attacker.test"],
+    )
+    .expect("client")
+    .assert_rejected("forged Host", 421, "host_not_allowed");
+    proc.kill();
+
+    // The pod's annotation chooses an ordinary container although the API server runs native sidecars.
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": { "name": "legacy", "labels": { "app": "unifi" },
+                              "annotations": { "mcpguard.dev/native-sidecar": "false" } },
+                "spec": { "containers": [restricted_container("server", port)] }
+            }))
+            .expect("pod json"),
+        )
+        .await
+        .expect("create pod");
+    let spec = pod.spec.as_ref().expect("spec");
+    assert!(
+        spec.init_containers
+            .iter()
+            .flatten()
+            .all(|c| c.name != "mcp-guard")
+    );
+    assert_eq!(
+        spec.containers.first().map(|c| c.name.as_str()),
+        Some("mcp-guard")
+    );
+    drop(server);
+}
+
+/// An IPv6 pod, as far as this machine can stand one in: the guard of an injected pod started with `::1` as its
+/// pod IP (the node harness is IPv4 only). Its listeners follow the pod's family — `[$(POD_IP)]` for the guarded
+/// port and the admin port alike (an admin listener on `0.0.0.0` would never answer kubelet's probes of an IPv6
+/// pod IP) — and a probe-like request with `Host: [::1]:PORT` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_guard_follows_an_ipv6_pod_ip() {
+    use testkit::mcp::{ClientKind, PyServer, Transport, run_client};
+    let env = env().await;
+    let client = env.cluster.client();
+    let server = PyServer::start(Transport::StreamableHttp).expect("start the MCP Python SDK server");
+    let port = server.port;
+    let ns = opted_in_namespace(env.cluster, "wh-ipv6", &[]).await;
+    create_mcpserver(
+        &client,
+        &ns,
+        "weather",
+        json!({ "selector": { "matchLabels": { "app": "weather" } }, "port": port }),
+    )
+    .await
+    .expect("create MCPServer");
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &deployment_json("weather", "weather", 1, port),
+        )
+        .await
+        .expect("create Deployment");
+    let pod = wait_for_pods(&client, &ns, "weather", 1).await.remove(0);
+    // start_injected_guard_at waits for /readyz on [::1]:15081 and checks the admin address is the pod IP's.
+    let (mut proc, args, _config_dir) = start_injected_guard_at(&pod, &ns, "weather", "::1");
+    assert!(args.iter().any(|a| a == &format!("[::1]:{port}")), "{args:?}");
+    let url = format!("http://[::1]:{port}/mcp");
+    run_client(
+        ClientKind::Python,
+        Transport::StreamableHttp,
+        &url,
+        &[&format!("Host: weather.{ns}.svc:{port}")],
+    )
+    .expect("client")
+    .assert_full_session("MCP client to an IPv6 pod IP");
+    let probe = testkit::http::raw(
+        format!("[::1]:{port}").parse().expect("addr"),
+        &testkit::mcp::initialize_request("/mcp", &format!("[::1]:{port}"), &[]),
+    )
+    .expect("probe-like request");
+    assert_eq!(
+        probe.status,
+        200,
+        "Host [pod IP]:PORT must pass: {}",
+        probe.text()
+    );
+    proc.kill();
+    drop(server);
 }
 
 fn admin_port(args: &[String]) -> u16 {

@@ -1544,3 +1544,91 @@ fn rate_limits_fall_back_to_the_policy_and_trusted_proxies_add_up_in_the_guard_c
     assert_eq!(loaded.limits, *limits);
     assert!(loaded.trusts("10.9.9.9".parse().expect("address")));
 }
+
+#[test]
+fn guard_port_layout_judges_services_by_the_guards_port() {
+    use crate::crd::{TrafficLayout, TrafficSpec};
+    let guard_port_spec = MCPServerSpec {
+        port: 8080,
+        traffic: Some(TrafficSpec {
+            layout: Some(TrafficLayout::GuardPort),
+            guard_port: None,
+        }),
+        ..spec(&[("app", "unifi")])
+    };
+    // An injected pod as the webhook leaves it (World derives MCPServer "weather"): the app's port renamed, the guard's port 15080 named "http".
+    let mut injected = pod(
+        "u-1",
+        &[("app", "unifi")],
+        Some("weather"),
+        &[("mcp-unguarded", 8080)],
+    );
+    if let Some(guard) = injected
+        .spec
+        .as_mut()
+        .and_then(|s| s.init_containers.as_mut())
+        .and_then(|c| c.first_mut())
+    {
+        guard.ports.get_or_insert_with(Vec::new).push(
+            serde_json::from_value(serde_json::json!({ "name": "http", "containerPort": 15080 }))
+                .expect("port"),
+        );
+    }
+    // (targetPort, reaches the guard?, bypass message contains)
+    let cases: Vec<(IntOrString, bool, Option<&str>)> = vec![
+        (IntOrString::String("http".into()), true, None),
+        (IntOrString::Int(15080), true, None),
+        (
+            IntOrString::Int(8080),
+            false,
+            Some("set its targetPort to \"http\" (the name the guard's port 15080 took over) or 15080"),
+        ),
+        (
+            IntOrString::String("mcp-unguarded".into()),
+            false,
+            Some("targetPort to \"http\""),
+        ),
+    ];
+    for (i, (target, reaches, bypass)) in cases.into_iter().enumerate() {
+        let world = World {
+            services: vec![service(
+                "weather",
+                &[("app", "unifi")],
+                vec![sport(80, Some(target), None)],
+            )],
+            pods: vec![injected.clone()],
+            ..Default::default()
+        };
+        let d = world.derive(&guard_port_spec);
+        assert_eq!(!d.services.is_empty(), reaches, "case {i}: {:?}", d.bypasses);
+        match bypass {
+            None => assert!(d.bypasses.is_empty(), "case {i}: {:?}", d.bypasses),
+            Some(text) => assert!(
+                d.bypasses.iter().any(|b| b.contains(text)),
+                "case {i}: {:?}",
+                d.bypasses
+            ),
+        }
+        // spec.port is still the app's own port: no "check spec.port" problem.
+        assert!(
+            d.problems.iter().all(|p| !p.contains("spec.port")),
+            "case {i}: {:?}",
+            d.problems
+        );
+    }
+    // Before any pod exists the message still says what to write.
+    let world = World {
+        services: vec![service(
+            "weather",
+            &[("app", "unifi")],
+            vec![sport(8080, None, None)],
+        )],
+        ..Default::default()
+    };
+    let d = world.derive(&guard_port_spec);
+    assert!(
+        d.bypasses.iter().any(|b| b.contains("15080 (the guard's port)")),
+        "{:?}",
+        d.bypasses
+    );
+}

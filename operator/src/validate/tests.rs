@@ -235,3 +235,24 @@ fn extension_origins_pass_and_a_web_wildcard_does_not() {
     let err = check_origin_pattern("https://*").expect_err("a web wildcard");
     assert!(err.contains("would allow every web page"), "{err}");
 }
+
+#[test]
+fn traffic_guard_port_is_checked() {
+    use crate::crd::{TrafficLayout, TrafficSpec};
+    let with = |layout, guard_port| MCPServerSpec {
+        traffic: Some(TrafficSpec { layout, guard_port }),
+        ..spec()
+    };
+    assert!(fields(&with(Some(TrafficLayout::GuardPort), None)).is_empty());
+    assert!(fields(&with(Some(TrafficLayout::GuardPort), Some(18080))).is_empty());
+    assert_eq!(fields(&with(None, Some(18080))), vec!["spec.traffic.guardPort"]);
+    assert_eq!(
+        fields(&with(Some(TrafficLayout::GuardPort), Some(15081))),
+        vec!["spec.traffic.guardPort"]
+    );
+    let same = MCPServerSpec {
+        port: 15080,
+        ..with(Some(TrafficLayout::GuardPort), None)
+    };
+    assert_eq!(fields(&same), vec!["spec.traffic.guardPort"]);
+}

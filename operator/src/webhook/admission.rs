@@ -107,7 +107,7 @@ async fn mutate_request(
                 return (resp.deny("mcp-guard: cannot encode the pod"), "error");
             };
             let patch = json_patch::diff(&before, &after);
-            tracing::info!(namespace = %ns, pod = %pod_name, mcpserver = %injection.server, native = state.native_sidecars(), "injecting the guard");
+            tracing::info!(namespace = %ns, pod = %pod_name, mcpserver = %injection.server, native = !injection.status.init_containers.is_empty(), "injecting the guard");
             resp.audit_annotations
                 .insert("injection".into(), format!("injected: {}", injection.server));
             match resp.with_patch(patch) {

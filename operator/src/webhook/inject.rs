@@ -1,11 +1,14 @@
 //! The injection planner: a pure function from (pod, namespace labels, MCPServers, sidecar settings) to a
 //! decision — skip with a reason, deny with a message, or the injected pod.
 //!
-//! The traffic approach ("port split"; see `docs/webhook.md`): the MCP server keeps its SDK default
-//! `127.0.0.1:<port>`; the guard listens on `$(POD_IP):<port>` (the pod IP from the downward API) — the same
-//! port number on the pod's own address — and forwards to `http://127.0.0.1:<port>`. Services, Ingresses and
-//! Routes (numeric or named `targetPort`) and kubelet probes reach the pod IP, hence the guard. No iptables, no
-//! NET_ADMIN, no change to the app container or to Services.
+//! Two traffic layouts (see `docs/webhook.md`), neither with iptables or NET_ADMIN:
+//! - `SharedPort` (default): the MCP server keeps its SDK default `127.0.0.1:<port>`; the guard listens on
+//!   `$(POD_IP):<port>` (the pod IP from the downward API) — the same port number on the pod's own address — and
+//!   forwards to `http://127.0.0.1:<port>`. Services, Ingresses and Routes (numeric or named `targetPort`) and
+//!   kubelet probes reach the pod IP, hence the guard. The app container is not changed.
+//! - `GuardPort`, for servers bound to all interfaces: the guard listens on `$(POD_IP):<guard port>` and takes
+//!   over the *name* of the app's container port (the app's port is renamed [`UNGUARDED_PORT_NAME`]), so Services
+//!   with a named `targetPort` reach the guard; httpGet probes on the app port are pointed at the guard's port.
 
 use std::collections::BTreeMap;
 
@@ -46,6 +49,13 @@ pub const CONFIG_MOUNT_PATH: &str = "/etc/mcp-guard";
 pub const ADMIN_PORT: u16 = 15081;
 /// Name of the admin port (at most 15 characters, unique in the pod).
 pub const ADMIN_PORT_NAME: &str = "mcp-guard-admin";
+/// The new name of the app's container port in the `GuardPort` layout (the guard takes over the old one).
+pub const UNGUARDED_PORT_NAME: &str = "mcp-unguarded";
+/// Name of the guard's port in the `GuardPort` layout when the app's port had no name to take over.
+pub const GUARD_PORT_NAME: &str = "mcp-guard";
+/// Pod annotation choosing a native sidecar (`"true"`) or an ordinary container (`"false"`) for this pod,
+/// whatever the policy and the cluster's versions say.
+pub const NATIVE_SIDECAR_ANNOTATION: &str = "mcpguard.dev/native-sidecar";
 /// Environment variable holding the pod IP (downward API `status.podIP`) in the guard container.
 pub const POD_IP_ENV: &str = "POD_IP";
 /// The uid/gid the guard runs as (distroless `nonroot`).
@@ -60,9 +70,31 @@ pub const PROTECTED_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-
 pub struct GuardedServer {
     pub name: String,
     pub selector: LabelSelector,
-    /// The port the server listens on (on 127.0.0.1 inside the pod).
+    /// The port the server listens on (on 127.0.0.1 inside the pod in `SharedPort`, any address in `GuardPort`).
     pub port: u16,
+    pub layout: Layout,
+    /// The policy's `injection.nativeSidecars`: `None` = `Auto` (the cluster decides).
+    pub native_sidecars: Option<bool>,
     pub sidecar: SidecarSettings,
+}
+
+/// Where the guard listens (the MCPServer's `traffic`, resolved).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// The guard on `$(POD_IP):<port>`, the server on `127.0.0.1:<port>`.
+    SharedPort,
+    /// The guard on `$(POD_IP):<guard_port>` with the name of the server's port; the server where it binds.
+    GuardPort { guard_port: u16 },
+}
+
+impl GuardedServer {
+    /// The port the guard listens on.
+    pub fn listen_port(&self) -> u16 {
+        match self.layout {
+            Layout::SharedPort => self.port,
+            Layout::GuardPort { guard_port } => guard_port,
+        }
+    }
 }
 
 /// The guard container's settings (from the MCPGuardPolicy's `sidecar`, defaults filled in).
@@ -85,8 +117,9 @@ pub struct InjectionInput<'a> {
     pub namespace_labels: &'a BTreeMap<String, String>,
     /// The MCPServers in the pod's namespace.
     pub servers: &'a [GuardedServer],
-    /// The API server runs native sidecars (Kubernetes ≥ 1.29): inject an init container with
-    /// `restartPolicy: Always` instead of an ordinary container.
+    /// The cluster runs native sidecars (API server and every kubelet ≥ 1.29): inject an init container with
+    /// `restartPolicy: Always` instead of an ordinary container, unless the policy or the pod's
+    /// [`NATIVE_SIDECAR_ANNOTATION`] says otherwise ([`native_sidecar_choice`]).
     pub native_sidecars: bool,
     /// Extra namespaces never injected (the operator's own).
     pub excluded_namespaces: &'a [String],
@@ -190,6 +223,32 @@ pub struct InjectionStatus {
     /// Set when the webhook added `kubectl.kubernetes.io/default-container` (value = this container).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_container: Option<String>,
+    /// `GuardPort` layout: the app's container port the webhook renamed to [`UNGUARDED_PORT_NAME`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_port: Option<RenamedPort>,
+    /// `GuardPort` layout: probes the webhook pointed elsewhere, with their original port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeRewrite>,
+}
+
+/// A container port renamed by the injection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenamedPort {
+    pub container: String,
+    /// Its name before (now the guard's port's name).
+    pub name: String,
+}
+
+/// A probe whose port the injection changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeRewrite {
+    pub container: String,
+    /// `startupProbe`, `livenessProbe` or `readinessProbe`.
+    pub probe: String,
+    /// Its port before.
+    pub port: IntOrString,
 }
 
 impl InjectionStatus {
@@ -268,10 +327,23 @@ pub fn plan(input: &InjectionInput<'_>) -> InjectionPlan {
     matching.sort_by(|a, b| a.name.cmp(&b.name));
     match matching.as_slice() {
         [] => InjectionPlan::Skip(SkipReason::NoMatchingServer),
-        [server] => match inject(pod, server, input.native_sidecars) {
-            Ok(injection) => InjectionPlan::Inject(Box::new(injection)),
-            Err(message) => InjectionPlan::Deny(message),
-        },
+        [server] => {
+            let annotation = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(NATIVE_SIDECAR_ANNOTATION))
+                .map(String::as_str);
+            let native =
+                match native_sidecar_choice(annotation, server.native_sidecars, input.native_sidecars) {
+                    Ok(n) => n,
+                    Err(message) => return InjectionPlan::Deny(message),
+                };
+            match inject(pod, server, native) {
+                Ok(injection) => InjectionPlan::Inject(Box::new(injection)),
+                Err(message) => InjectionPlan::Deny(message),
+            }
+        }
         several => {
             let names: Vec<String> = several.iter().map(|s| format!("{:?}", s.name)).collect();
             InjectionPlan::Deny(format!(
@@ -280,6 +352,25 @@ pub fn plan(input: &InjectionInput<'_>) -> InjectionPlan {
                 names.join(", ")
             ))
         }
+    }
+}
+
+/// Native sidecar or ordinary container: the pod's annotation, else the policy's `injection.nativeSidecars`,
+/// else what the cluster supports. An annotation other than `"true"`/`"false"` is an error (a denial message):
+/// guessing could keep the pod in `Init` on an old kubelet.
+pub fn native_sidecar_choice(
+    annotation: Option<&str>,
+    policy: Option<bool>,
+    cluster: bool,
+) -> Result<bool, String> {
+    match annotation {
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(format!(
+            "annotation {NATIVE_SIDECAR_ANNOTATION}: {other:?} must be \"true\" (native sidecar) or \"false\" \
+             (ordinary container); remove it to let the policy and the cluster decide"
+        )),
+        None => Ok(policy.unwrap_or(cluster)),
     }
 }
 
@@ -302,6 +393,27 @@ pub fn strip(pod: &Pod) -> Pod {
         return pod;
     };
     if let Some(spec) = pod.spec.as_mut() {
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            if let Some(r) = status.renamed_port.as_ref().filter(|r| r.container == c.name)
+                && let Some(p) = c
+                    .ports
+                    .iter_mut()
+                    .flatten()
+                    .find(|p| p.name.as_deref() == Some(UNGUARDED_PORT_NAME))
+            {
+                p.name = Some(r.name.clone());
+            }
+            let name = c.name.clone();
+            for rw in status.probes.iter().filter(|rw| rw.container == name) {
+                if let Some(probe) = probe_mut(c, &rw.probe) {
+                    set_probe_port(probe, rw.port.clone());
+                }
+            }
+        }
         if let Some(init) = spec.init_containers.as_mut() {
             init.retain(|c| !status.init_containers.contains(&c.name));
             if init.is_empty() {
@@ -365,7 +477,7 @@ pub fn inject(pod: &Pod, server: &GuardedServer, native_sidecars: bool) -> Resul
         .chain(spec.init_containers.iter().flatten())
         .flat_map(|c| c.ports.iter().flatten())
         .any(|p| p.container_port == i32::from(ADMIN_PORT) || p.name.as_deref() == Some(ADMIN_PORT_NAME));
-    if port_taken || server.port == ADMIN_PORT {
+    if port_taken || server.port == ADMIN_PORT || server.listen_port() == ADMIN_PORT {
         return Err(format!(
             "port {ADMIN_PORT} (the guard's admin port) is already used in the pod; label the pod \
              {POD_INJECT_LABEL}=false or move the app off that port"
@@ -395,7 +507,21 @@ pub fn inject(pod: &Pod, server: &GuardedServer, native_sidecars: bool) -> Resul
         containers: Vec::new(),
         volumes: vec![CONFIG_VOLUME_NAME.to_string(), NO_TOKEN_VOLUME_NAME.to_string()],
         default_container: None,
+        renamed_port: None,
+        probes: Vec::new(),
     };
+    if let Layout::GuardPort { guard_port } = server.layout {
+        let guard_port_name = take_over_port(spec, &app, server.port, guard_port, &mut status)?;
+        guard.ports.get_or_insert_with(Vec::new).insert(
+            0,
+            ContainerPort {
+                name: Some(guard_port_name),
+                container_port: i32::from(guard_port),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        );
+    }
     if native_sidecars {
         // Last among the init containers: regular init containers finish first, then the guard starts and (its
         // startupProbe passing) binds the port before any app container starts.
@@ -441,6 +567,118 @@ pub fn inject(pod: &Pod, server: &GuardedServer, native_sidecars: bool) -> Resul
         pod,
         status,
     })
+}
+
+/// `GuardPort` layout: renames the app's port (the guard takes over its name, returned) and points the probes
+/// on the app's port at the guard's, recording both in `status` so that [`strip`] restores them.
+fn take_over_port(
+    spec: &mut k8s_openapi::api::core::v1::PodSpec,
+    app: &str,
+    app_port: u16,
+    guard_port: u16,
+    status: &mut InjectionStatus,
+) -> Result<String, String> {
+    let all_ports = || {
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .flat_map(|c| c.ports.iter().flatten())
+    };
+    if guard_port == app_port {
+        return Err(format!(
+            "spec.traffic.guardPort {guard_port} is the server's own port; the GuardPort layout needs another port"
+        ));
+    }
+    if all_ports().any(|p| p.container_port == i32::from(guard_port)) {
+        return Err(format!(
+            "port {guard_port} (the guard's port, spec.traffic.guardPort) is already used in the pod; choose another \
+             spec.traffic.guardPort"
+        ));
+    }
+    if let Some(p) =
+        all_ports().find(|p| matches!(p.name.as_deref(), Some(UNGUARDED_PORT_NAME | GUARD_PORT_NAME)))
+    {
+        return Err(format!(
+            "the pod already has a port named {:?}, which the GuardPort layout uses; rename it",
+            p.name.as_deref().unwrap_or_default()
+        ));
+    }
+    let app_port = i32::from(app_port);
+    let mut old_name = None;
+    if let Some(p) = spec
+        .containers
+        .iter_mut()
+        .filter(|c| c.name == app)
+        .flat_map(|c| c.ports.iter_mut().flatten())
+        .find(|p| p.container_port == app_port && p.name.is_some())
+    {
+        old_name = p.name.replace(UNGUARDED_PORT_NAME.into());
+        status.renamed_port = old_name.clone().map(|name| RenamedPort {
+            container: app.to_string(),
+            name,
+        });
+    }
+    // Probes of every container on the app's port: they share the pod's network, and kubelet resolves a named
+    // probe port in the probe's own container, where the renamed name no longer exists.
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        for kind in ["startupProbe", "livenessProbe", "readinessProbe"] {
+            let name = c.name.clone();
+            let Some(probe) = probe_mut(c, kind) else { continue };
+            let Some(port) = probe_port(probe) else { continue };
+            let on_app = match &port {
+                IntOrString::Int(n) => *n == app_port,
+                IntOrString::String(s) => Some(s) == old_name.as_ref() && name == app,
+            };
+            if !on_app {
+                continue;
+            }
+            // httpGet goes through the guard (the pod IP is an allowed Host); a TCP or gRPC probe keeps checking
+            // the app itself, by number.
+            let new = if probe.http_get.is_some() {
+                IntOrString::Int(i32::from(guard_port))
+            } else {
+                IntOrString::Int(app_port)
+            };
+            if new == port {
+                continue;
+            }
+            set_probe_port(probe, new);
+            status.probes.push(ProbeRewrite {
+                container: name,
+                probe: kind.into(),
+                port,
+            });
+        }
+    }
+    Ok(old_name.unwrap_or_else(|| GUARD_PORT_NAME.into()))
+}
+
+fn probe_mut<'a>(c: &'a mut Container, kind: &str) -> Option<&'a mut Probe> {
+    match kind {
+        "startupProbe" => c.startup_probe.as_mut(),
+        "livenessProbe" => c.liveness_probe.as_mut(),
+        "readinessProbe" => c.readiness_probe.as_mut(),
+        _ => None,
+    }
+}
+
+fn probe_port(p: &Probe) -> Option<IntOrString> {
+    if let Some(h) = &p.http_get {
+        return Some(h.port.clone());
+    }
+    p.tcp_socket.as_ref().map(|t| t.port.clone())
+}
+
+fn set_probe_port(p: &mut Probe, port: IntOrString) {
+    if let Some(h) = p.http_get.as_mut() {
+        h.port = port;
+    } else if let Some(t) = p.tcp_socket.as_mut() {
+        t.port = port;
+    }
 }
 
 /// Requests/limits when the policy sets none: small, with a memory limit so a leak cannot starve the app.
@@ -494,18 +732,20 @@ fn admin_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
 
 /// The guard container for a server (without `restartPolicy`; [`inject`] sets it for native sidecars).
 pub fn guard_container(server: &GuardedServer) -> Container {
-    let port = server.port;
+    let listen_port = server.listen_port();
     let mut args = vec![
         // The pod IP in brackets, as IPv6 addresses are written; the guard takes a bracketed IPv4 address as well,
         // so that one spelling serves IPv4 and IPv6 pods.
         "--listen".to_string(),
-        format!("[$({POD_IP_ENV})]:{port}"),
+        format!("[$({POD_IP_ENV})]:{listen_port}"),
         "--upstream".into(),
-        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{}", server.port),
         "--config".into(),
         format!("{CONFIG_MOUNT_PATH}/{}", mcp_guard_config::CONFIG_KEY),
+        // On the pod IP as well, so that kubelet's probes (which dial the pod IP) reach it on IPv4 and IPv6 pods
+        // alike; `0.0.0.0` is IPv4 only.
         "--admin-listen".into(),
-        format!("0.0.0.0:{ADMIN_PORT}"),
+        format!("[$({POD_IP_ENV})]:{ADMIN_PORT}"),
         // kubelet's HTTP probes on the server port carry `Host: <pod IP>:<port>`; an IP literal cannot be
         // forged by DNS rebinding (the browser sends the attacker's name), so allowing it is safe.
         "--allow-host".into(),
@@ -543,7 +783,7 @@ pub fn guard_container(server: &GuardedServer) -> Container {
         liveness_probe: Some(admin_probe("/livez", 10, 3)),
         readiness_probe: Some(admin_probe("/readyz", 5, 2)),
         resources: Some(server.sidecar.resources.clone().unwrap_or_else(default_resources)),
-        security_context: Some(guard_security_context(port)),
+        security_context: Some(guard_security_context(listen_port)),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: CONFIG_VOLUME_NAME.into(),

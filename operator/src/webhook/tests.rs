@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, Probe};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::admission::{McpServerContext, check_mcpserver};
 use super::inject::*;
@@ -22,6 +23,8 @@ fn server(name: &str, app: &str, port: u16) -> GuardedServer {
             ..Default::default()
         },
         port,
+        layout: Layout::SharedPort,
+        native_sidecars: None,
         sidecar: SidecarSettings {
             image: TEST_IMAGE.into(),
             image_pull_policy: Some("IfNotPresent".into()),
@@ -32,7 +35,14 @@ fn server(name: &str, app: &str, port: u16) -> GuardedServer {
 }
 
 fn servers() -> Vec<GuardedServer> {
-    vec![server("weather", "weather", 8000), server("files", "files", 80)]
+    vec![
+        server("weather", "weather", 8000),
+        server("files", "files", 80),
+        GuardedServer {
+            layout: Layout::GuardPort { guard_port: 15080 },
+            ..server("unifi", "unifi", 8080)
+        },
+    ]
 }
 
 fn enabled() -> BTreeMap<String, String> {
@@ -71,6 +81,8 @@ const CASES: &[(&str, bool, Option<SkipReason>)] = &[
     ("init-containers", true, None),
     ("legacy-sidecar", false, None),
     ("privileged-port", true, None),
+    ("guard-port", true, None),
+    ("guard-port-unnamed", true, None),
     ("opted-out", true, Some(SkipReason::PodOptedOut)),
     ("host-network", true, Some(SkipReason::HostNetwork)),
     ("not-selected", true, Some(SkipReason::NoMatchingServer)),
@@ -123,14 +135,22 @@ fn golden_files() {
             let server = servers()
                 .into_iter()
                 .find(|s| Some(&s.name) == inject_status(&out).as_ref().map(|s| &s.mcp_server));
-            let again = inject(&out, &server.expect("server"), native)
+            // As the planner chose: the pod's native-sidecar annotation may override the cluster.
+            let annotation = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(NATIVE_SIDECAR_ANNOTATION))
+                .map(String::as_str);
+            let effective = native_sidecar_choice(annotation, None, native).expect("annotation");
+            let again = inject(&out, &server.expect("server"), effective)
                 .expect("re-inject")
                 .pod;
             assert_eq!(again, out, "{case}: re-injection is not idempotent");
-            let expected = if case == "privileged-port" {
-                "files"
-            } else {
-                "weather"
+            let expected = match case {
+                "privileged-port" => "files",
+                "guard-port" | "guard-port-unnamed" => "unifi",
+                _ => "weather",
             };
             assert_eq!(guarded_by(&out).as_deref(), Some(expected), "{case}");
             assert_eq!(guarded_by(&pod), None, "{case}");
@@ -209,7 +229,8 @@ fn native_sidecar_shape() {
     assert_eq!(arg("--listen").as_deref(), Some("[$(POD_IP)]:8000"));
     assert_eq!(arg("--upstream").as_deref(), Some("http://127.0.0.1:8000"));
     assert_eq!(arg("--config").as_deref(), Some("/etc/mcp-guard/guard.json"));
-    assert_eq!(arg("--admin-listen").as_deref(), Some("0.0.0.0:15081"));
+    // On the pod IP, whichever its family (kubelet probes the pod IP; `0.0.0.0` would be IPv4 only).
+    assert_eq!(arg("--admin-listen").as_deref(), Some("[$(POD_IP)]:15081"));
     let vol = spec
         .volumes
         .iter()
@@ -556,4 +577,191 @@ mod tls_files {
         assert_eq!(handshake(c2).await.expect("v2 handshake"), Some(b"h2".to_vec()));
         assert!(handshake(c1).await.is_err(), "v1 is no longer served");
     }
+}
+
+fn guard_args(pod: &Pod) -> Vec<String> {
+    let spec = pod.spec.as_ref().expect("spec");
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .find(|c| c.name == SIDECAR_NAME)
+        .and_then(|c| c.args.clone())
+        .expect("guard args")
+}
+
+fn arg_of(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+#[test]
+fn guard_port_layout_takes_over_the_port_name() {
+    let pod: Pod = serde_yaml::from_str(include_str!("golden/guard-port.pod.yaml")).expect("pod");
+    let out = admit(&pod, true);
+    let args = guard_args(&out);
+    assert_eq!(arg_of(&args, "--listen").as_deref(), Some("[$(POD_IP)]:15080"));
+    // Loopback inside the pod's network namespace: the app bound 0.0.0.0:8080 answers there too.
+    assert_eq!(
+        arg_of(&args, "--upstream").as_deref(),
+        Some("http://127.0.0.1:8080")
+    );
+    let spec = out.spec.as_ref().expect("spec");
+    let guard = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == SIDECAR_NAME)
+        .expect("guard");
+    let guard_ports: Vec<(Option<&str>, i32)> = guard
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.as_deref(), p.container_port))
+        .collect();
+    assert_eq!(
+        guard_ports,
+        vec![(Some("http"), 15080), (Some(ADMIN_PORT_NAME), 15081)]
+    );
+    let app = &spec.containers[0];
+    let app_ports: Vec<(Option<&str>, i32)> = app
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.as_deref(), p.container_port))
+        .collect();
+    assert_eq!(
+        app_ports,
+        vec![(Some(UNGUARDED_PORT_NAME), 8080), (Some("metrics"), 9090)]
+    );
+    let http_port = |p: &Option<Probe>| {
+        p.as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .map(|h| h.port.clone())
+    };
+    assert_eq!(http_port(&app.readiness_probe), Some(IntOrString::Int(15080)));
+    assert_eq!(http_port(&app.startup_probe), Some(IntOrString::Int(15080)));
+    let tcp = app
+        .liveness_probe
+        .as_ref()
+        .and_then(|p| p.tcp_socket.as_ref())
+        .map(|t| t.port.clone());
+    assert_eq!(
+        tcp,
+        Some(IntOrString::Int(8080)),
+        "a named TCP probe must keep resolving after the rename"
+    );
+    // Another container's probe on another port is left alone.
+    assert_eq!(
+        http_port(&spec.containers[1].readiness_probe),
+        Some(IntOrString::Int(9090))
+    );
+}
+
+#[test]
+fn guard_port_layout_without_a_port_name_and_with_clashes() {
+    let pod: Pod = serde_yaml::from_str(include_str!("golden/guard-port-unnamed.pod.yaml")).expect("pod");
+    let out = admit(&pod, true);
+    let spec = out.spec.as_ref().expect("spec");
+    // The annotation chose an ordinary container although the cluster runs native sidecars.
+    assert!(spec.init_containers.is_none());
+    let guard = spec
+        .containers
+        .iter()
+        .find(|c| c.name == SIDECAR_NAME)
+        .expect("guard");
+    assert_eq!(
+        guard
+            .ports
+            .iter()
+            .flatten()
+            .next()
+            .map(|p| (p.name.as_deref(), p.container_port)),
+        Some((Some(GUARD_PORT_NAME), 15080))
+    );
+
+    // The guard's port already taken, or equal to the app's: denied with the field to change.
+    let mut taken = pod.clone();
+    taken.spec.as_mut().expect("spec").containers[0].ports = Some(vec![ContainerPort {
+        container_port: 15080,
+        ..Default::default()
+    }]);
+    assert!(matches!(plan_for(&taken, true), InjectionPlan::Deny(m) if m.contains("spec.traffic.guardPort")));
+    let same = [GuardedServer {
+        layout: Layout::GuardPort { guard_port: 8080 },
+        ..server("unifi", "unifi", 8080)
+    }];
+    let p = plan(&InjectionInput {
+        pod: &pod,
+        namespace: "team-a",
+        namespace_labels: &enabled(),
+        servers: &same,
+        native_sidecars: true,
+        excluded_namespaces: &[],
+    });
+    assert!(matches!(p, InjectionPlan::Deny(m) if m.contains("server's own port")));
+}
+
+#[test]
+fn native_sidecar_choice_annotation_then_policy_then_cluster() {
+    // (annotation, policy, cluster) -> native
+    let table: &[(Option<&str>, Option<bool>, bool, bool)] = &[
+        (None, None, true, true),
+        (None, None, false, false),
+        (None, Some(false), true, false),
+        (None, Some(true), false, true),
+        (Some("false"), Some(true), true, false),
+        (Some("true"), Some(false), false, true),
+    ];
+    for &(annotation, policy, cluster, want) in table {
+        assert_eq!(
+            native_sidecar_choice(annotation, policy, cluster),
+            Ok(want),
+            "{annotation:?} {policy:?} {cluster}"
+        );
+    }
+    let err = native_sidecar_choice(Some("yes"), None, true).expect_err("bad value");
+    assert!(
+        err.contains(NATIVE_SIDECAR_ANNOTATION) && err.contains("\"false\""),
+        "{err}"
+    );
+
+    // Through the planner: a policy's Never wins over the cluster, and a bad annotation denies the pod.
+    let mut pod: Pod = serde_yaml::from_str(include_str!("golden/fastmcp-deployment.pod.yaml")).expect("pod");
+    let never = [GuardedServer {
+        native_sidecars: Some(false),
+        ..server("weather", "weather", 8000)
+    }];
+    let run = |pod: &Pod| {
+        plan(&InjectionInput {
+            pod,
+            namespace: "team-a",
+            namespace_labels: &enabled(),
+            servers: &never,
+            native_sidecars: true,
+            excluded_namespaces: &[],
+        })
+    };
+    let InjectionPlan::Inject(i) = run(&pod) else {
+        panic!("not injected")
+    };
+    assert_eq!(i.status.containers, vec![SIDECAR_NAME.to_string()]);
+    pod.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(NATIVE_SIDECAR_ANNOTATION.into(), "maybe".into());
+    assert!(matches!(run(&pod), InjectionPlan::Deny(m) if m.contains(NATIVE_SIDECAR_ANNOTATION)));
+}
+
+#[test]
+fn kubelet_versions_decide_native_sidecars() {
+    assert!(kubelets_support_native_sidecars(["v1.34.4", "v1.29.0-eks-1"]));
+    assert!(kubelets_support_native_sidecars(std::iter::empty::<&str>()));
+    // One node still on 1.28 during an upgrade: ordinary containers for every pod.
+    assert!(!kubelets_support_native_sidecars(["v1.34.4", "v1.28.9"]));
+    // Unreadable counts as too old.
+    assert!(!kubelets_support_native_sidecars(["v1.34.4", ""]));
+    assert!(!kubelets_support_native_sidecars(["garbage"]));
 }
