@@ -77,11 +77,14 @@ build() {
 binary_image() {
   local name=$1 crate=$2 bin=$3 profile=$4 dockerfile=$5
   local flag=--profile=$profile
-  (cd "$ROOT" && nice cargo build -q --locked --target $MUSL "$flag" -p "$crate" --bin "$bin")
+  # Their own target directory in the cache: a fresh clone (CI) reuses the optimised static builds, and the
+  # workspace's debug target directory stays as the tests left it.
+  local target=$CACHE/cargo-target-images
+  (cd "$ROOT" && CARGO_TARGET_DIR=$target nice cargo build -q --locked --target $MUSL "$flag" -p "$crate" --bin "$bin")
   local ctx=$IMAGES/context-$name
   rm -rf "$ctx"
   mkdir -p "$ctx/target/$MUSL/$profile"
-  cp "$ROOT/target/$MUSL/$profile/$bin" "$ctx/target/$MUSL/$profile/"
+  cp "$target/$MUSL/$profile/$bin" "$ctx/target/$MUSL/$profile/"
   build "$name" "$dockerfile" "$ctx" "$ctx/target/$MUSL/$profile/$bin" -- BINARY_FROM=prebuilt BASE_IMAGE=scratch
   rm -rf "$ctx"
 }

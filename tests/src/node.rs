@@ -74,8 +74,28 @@ pub struct Node {
     _kubelet: Proc,
     _scheduler: Proc,
     _containerd: Proc,
+    stopped: bool,
     // Declared last: released only after the fields above have stopped their processes and teardown has run.
-    _machine: Flock<std::fs::File>,
+    machine: Option<MachineLock>,
+}
+
+/// The machine's node lock ([`MACHINE_LOCK`]). A test that compares the machine's state before and after a node
+/// holds it around both, so that no other node (another test binary, another checkout) runs in between.
+pub struct MachineLock(Flock<std::fs::File>);
+
+impl MachineLock {
+    /// Waits for (and takes) the lock; the kernel releases it when the holder exits, however it ends.
+    pub fn acquire() -> anyhow::Result<MachineLock> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(MACHINE_LOCK)
+            .with_context(|| format!("opening {MACHINE_LOCK}"))?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map(MachineLock)
+            .map_err(|(_, e)| anyhow::anyhow!("flock {MACHINE_LOCK}: {e}"))
+    }
 }
 
 impl Node {
@@ -87,14 +107,52 @@ impl Node {
 
     /// As [`Node::start`], with what `options` adds.
     pub async fn start_with(cluster: &Cluster, options: NodeOptions) -> anyhow::Result<Node> {
-        let machine = lock_machine()?;
+        Node::start_holding(cluster, MachineLock::acquire()?, options).await
+    }
+
+    /// As [`Node::start_with`], with the machine's lock already taken by the caller.
+    pub async fn start_holding(
+        cluster: &Cluster,
+        machine: MachineLock,
+        options: NodeOptions,
+    ) -> anyhow::Result<Node> {
         create_bridge()?;
         Node::start_locked(cluster, machine, options).await
     }
 
+    /// Tears the node down as dropping it does, and hands back the machine's lock, still held.
+    pub fn stop(mut self) -> MachineLock {
+        self.shut_down();
+        self.machine
+            .take()
+            .expect("a running node holds the machine lock")
+    }
+
+    fn shut_down(&mut self) {
+        if std::mem::replace(&mut self.stopped, true) {
+            return;
+        }
+        // The node's agents first (so none re-adds what the script removes); containerd stays up until the
+        // script has stopped the containers through it.
+        self._kubelet.kill();
+        self._kube_proxy.kill();
+        self._scheduler.kill();
+        if let Some(enforcer) = self._enforcer.as_mut() {
+            enforcer.kill();
+        }
+        let teardown = self.dir.join(TEARDOWN);
+        let status = Command::new("sh").arg(&teardown).status();
+        if matches!(status, Ok(s) if s.success()) {
+            let _ = std::fs::remove_file(&teardown);
+        } else {
+            eprintln!("node teardown failed ({status:?}); see {}", self.dir.display());
+        }
+        self._containerd.kill();
+    }
+
     async fn start_locked(
         cluster: &Cluster,
-        machine: Flock<std::fs::File>,
+        machine: MachineLock,
         options: NodeOptions,
     ) -> anyhow::Result<Node> {
         let started = Instant::now();
@@ -122,7 +180,8 @@ impl Node {
             _kubelet: kubelet,
             _scheduler: scheduler,
             _containerd: containerd,
-            _machine: machine,
+            stopped: false,
+            machine: Some(machine),
         };
         node.wait_ready(cluster, Duration::from_secs(120)).await?;
         eprintln!(
@@ -181,21 +240,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        // The node's agents first (so none re-adds what the script removes); containerd stays up until the
-        // script has stopped the containers through it.
-        self._kubelet.kill();
-        self._kube_proxy.kill();
-        self._scheduler.kill();
-        if let Some(enforcer) = self._enforcer.as_mut() {
-            enforcer.kill();
-        }
-        let teardown = self.dir.join(TEARDOWN);
-        let status = Command::new("sh").arg(&teardown).status();
-        if matches!(status, Ok(s) if s.success()) {
-            let _ = std::fs::remove_file(&teardown);
-        } else {
-            eprintln!("node teardown failed ({status:?}); see {}", self.dir.display());
-        }
+        self.shut_down();
     }
 }
 
@@ -208,7 +253,7 @@ pub struct NodeCluster {
 
 impl NodeCluster {
     pub async fn start() -> anyhow::Result<NodeCluster> {
-        let machine = lock_machine()?;
+        let machine = MachineLock::acquire()?;
         create_bridge()?;
         let cluster = match Cluster::start_at(NODE_IP).await {
             Ok(cluster) => cluster,
@@ -220,17 +265,6 @@ impl NodeCluster {
         let node = Node::start_locked(&cluster, machine, NodeOptions::default()).await?;
         Ok(NodeCluster { node, cluster })
     }
-}
-
-/// Waits for (and takes) the machine's node lock; the kernel releases it when the holder exits, however it ends.
-fn lock_machine() -> anyhow::Result<Flock<std::fs::File>> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(MACHINE_LOCK)
-        .with_context(|| format!("opening {MACHINE_LOCK}"))?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| anyhow::anyhow!("flock {MACHINE_LOCK}: {e}"))
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
@@ -325,7 +359,7 @@ pub const IPSETS: &str = "ipset list -n 2>/dev/null || true";
 /// Runs the teardown script once this test process is gone, however it ended (the processes themselves are
 /// killed by their own watchdogs, see `process.rs`) and Drop has not run it. The watchdog inherits the machine
 /// lock, so the next node starts only once this one's teardown is over, however the test process ended.
-fn watch_parent_and_teardown(dir: &Path, machine: &Flock<std::fs::File>) -> anyhow::Result<()> {
+fn watch_parent_and_teardown(dir: &Path, machine: &MachineLock) -> anyhow::Result<()> {
     use nix::fcntl::{FcntlArg, FdFlag, fcntl};
     let parent = std::process::id();
     let teardown = dir.join(TEARDOWN);
@@ -335,9 +369,9 @@ fn watch_parent_and_teardown(dir: &Path, machine: &Flock<std::fs::File>) -> anyh
         d = dir.display()
     );
     // Only this spawn inherits the lock's descriptor: close-on-exec is off just around it.
-    fcntl(&**machine, FcntlArg::F_SETFD(FdFlag::empty()))?;
+    fcntl(&*machine.0, FcntlArg::F_SETFD(FdFlag::empty()))?;
     crate::process::spawn_watchdog(&script);
-    fcntl(&**machine, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    fcntl(&*machine.0, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     Ok(())
 }
 

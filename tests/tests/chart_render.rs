@@ -410,6 +410,8 @@ fn default_policy_is_built_from_values() {
     assert_eq!(spec["traffic"]["defaultLayout"], "SharedPort");
     assert_eq!(spec["networkPolicy"], json!({"enabled": true}));
     assert_eq!(spec["limits"]["maxRequestBodyBytes"], 4194304);
+    assert_eq!(spec.get("rateLimits"), None, "no rate limits unless set");
+    assert_eq!(spec.get("trustedProxies"), None, "no trusted proxies unless set");
     // It is what the operator's types accept.
     let _: mcp_guard_operator::crd::MCPGuardPolicy =
         serde_json::from_value(policy.clone()).expect("the rendered policy deserialises as MCPGuardPolicy");
@@ -437,6 +439,12 @@ fn default_policy_is_built_from_values() {
         "policy.injection.failurePolicy=Ignore",
         "--set",
         "policy.limits.maxRequestBodyBytes=1048576",
+        "--set",
+        "policy.rateLimits.perClient.requestsPerMinute=120",
+        "--set",
+        "policy.rateLimits.maxStreamsPerClient=4",
+        "--set",
+        "policy.trustedProxies={10.0.0.0/8}",
     ]);
     let policy = one(&docs, "MCPGuardPolicy");
     let spec = &policy["spec"];
@@ -455,7 +463,16 @@ fn default_policy_is_built_from_values() {
     assert_eq!(spec["sidecar"]["imagePullPolicy"], "Always");
     assert_eq!(spec["injection"].get("failurePolicy"), None);
     assert_eq!(spec["limits"]["maxRequestBodyBytes"], 1048576);
-    let _: mcp_guard_operator::crd::MCPGuardPolicy = serde_json::from_value(policy.clone()).unwrap();
+    assert_eq!(
+        spec["rateLimits"],
+        json!({"perClient": {"requestsPerMinute": 120}, "maxStreamsPerClient": 4})
+    );
+    assert_eq!(spec["trustedProxies"], json!(["10.0.0.0/8"]));
+    let parsed: mcp_guard_operator::crd::MCPGuardPolicy = serde_json::from_value(policy.clone()).unwrap();
+    assert!(
+        parsed.spec.rate_limits.is_some(),
+        "the rate limits reach the policy's type"
+    );
     // The operator's default sidecar image and the webhook's failure policy follow.
     assert!(args_of(operator_container(&docs)).contains(&format!("--default-sidecar-image={image}")));
     assert_eq!(

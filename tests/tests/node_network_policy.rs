@@ -177,12 +177,15 @@ async fn network_policy_closes_the_server_port_on_the_real_node() {
             sh(IPSETS),
         )
     };
+    // The machine's node lock around the before/after comparison: no other node may run in between.
+    let lock = testkit::node::MachineLock::acquire().expect("the machine's node lock");
     let before = enforcer_state();
     let env = webhook_common::env().await;
     let cluster = env.cluster;
     let client = cluster.client();
-    let node = Node::start_with(
+    let node = Node::start_holding(
         cluster,
+        lock,
         NodeOptions {
             network_policies: true,
         },
@@ -328,7 +331,7 @@ async fn network_policy_closes_the_server_port_on_the_real_node() {
     );
 
     op.stop().await;
-    drop(node);
+    let lock = node.stop();
     assert_eq!(
         enforcer_state(),
         before,
@@ -338,4 +341,5 @@ async fn network_policy_closes_the_server_port_on_the_real_node() {
         sh("ip -o link").find(testkit::node::BRIDGE).is_none(),
         "bridge left behind"
     );
+    drop(lock);
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, PostParams};
 use testkit::cluster::Cluster;
-use testkit::node::{BRIDGE, Node};
+use testkit::node::{BRIDGE, MachineLock, Node, NodeOptions};
 
 fn sh(script: &str) -> String {
     let out = Command::new("sh").args(["-c", script]).output().expect("run sh");
@@ -28,9 +28,13 @@ fn host_state() -> (String, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_runs_on_the_real_node_and_teardown_leaves_nothing() {
+    // The machine's node lock around the before/after comparison: no other node may run in between.
+    let lock = MachineLock::acquire().expect("the machine's node lock");
     let before = host_state();
     let cluster = Cluster::start().await.expect("start a control plane");
-    let node = Node::start(&cluster).await.expect("start the real node");
+    let node = Node::start_holding(&cluster, lock, NodeOptions::default())
+        .await
+        .expect("start the real node");
     let node_dir = node.dir().to_path_buf();
 
     let ns = cluster.namespace("node-smoke").await;
@@ -113,7 +117,7 @@ async fn a_pod_runs_on_the_real_node_and_teardown_leaves_nothing() {
         }
     }
 
-    drop(node);
+    let lock = node.stop();
     drop(cluster);
     assert!(
         sh(&format!("ip link show {BRIDGE} 2>&1")).contains("does not exist")
@@ -137,4 +141,5 @@ async fn a_pod_runs_on_the_real_node_and_teardown_leaves_nothing() {
             .is_empty(),
         "shims left behind"
     );
+    drop(lock);
 }
