@@ -272,14 +272,17 @@ pub fn desired_config_map(server: &MCPServer, ns: &str, json: String) -> Result<
 
 fn config_map_current(existing: Option<&ConfigMap>, desired: &ConfigMap) -> bool {
     let Some(existing) = existing else { return false };
-    existing.data == desired.data
-        && existing.metadata.owner_references == desired.metadata.owner_references
+    existing.data == desired.data && metadata_current(&existing.metadata, &desired.metadata)
+}
+
+/// Whether an object the operator writes still has the owners and (at least) the labels it would write.
+pub(crate) fn metadata_current(existing: &ObjectMeta, desired: &ObjectMeta) -> bool {
+    existing.owner_references == desired.owner_references
         && desired
-            .metadata
             .labels
             .iter()
             .flatten()
-            .all(|(k, v)| existing.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v))
+            .all(|(k, v)| existing.labels.as_ref().and_then(|l| l.get(k)) == Some(v))
 }
 
 /// Reconciles one MCPServer.

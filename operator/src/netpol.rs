@@ -113,13 +113,7 @@ pub fn describe(np: &NetworkPolicy, server: &MCPServer, policy: Option<&MCPGuard
 pub fn is_current(existing: Option<&NetworkPolicy>, desired: &NetworkPolicy) -> bool {
     let Some(existing) = existing else { return false };
     existing.spec == desired.spec
-        && existing.metadata.owner_references == desired.metadata.owner_references
-        && desired
-            .metadata
-            .labels
-            .iter()
-            .flatten()
-            .all(|(k, v)| existing.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v))
+        && crate::controller::metadata_current(&existing.metadata, &desired.metadata)
 }
 
 #[cfg(test)]

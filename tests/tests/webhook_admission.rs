@@ -631,17 +631,10 @@ fn guard_command(
     (args, env)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn injected_pod_runs_for_real_in_front_of_the_python_sdk() {
-    use testkit::mcp::{ClientKind, PyServer, Transport, run_client};
-    let env = env().await;
-    let client = env.cluster.client();
-
-    // The MCP server at its SDK defaults: 127.0.0.1, the SDK's own localhost-only check on.
-    let server = PyServer::start(Transport::StreamableHttp).expect("start the MCP Python SDK server");
-    let port = server.port;
-
-    let ns = opted_in_namespace(env.cluster, "wh-run", &[]).await;
+/// An opted-in namespace with MCPServer `weather` on `port` and its Deployment's one pod, as stored (injected).
+async fn injected_weather_pod(cluster: &testkit::cluster::Cluster, prefix: &str, port: u16) -> (String, Pod) {
+    let client = cluster.client();
+    let ns = opted_in_namespace(cluster, prefix, &[]).await;
     create_mcpserver(
         &client,
         &ns,
@@ -658,6 +651,20 @@ async fn injected_pod_runs_for_real_in_front_of_the_python_sdk() {
         .await
         .expect("create Deployment");
     let pod = wait_for_pods(&client, &ns, "weather", 1).await.remove(0);
+    (ns, pod)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_pod_runs_for_real_in_front_of_the_python_sdk() {
+    use testkit::mcp::{ClientKind, PyServer, Transport, run_client};
+    let env = env().await;
+    let client = env.cluster.client();
+
+    // The MCP server at its SDK defaults: 127.0.0.1, the SDK's own localhost-only check on.
+    let server = PyServer::start(Transport::StreamableHttp).expect("start the MCP Python SDK server");
+    let port = server.port;
+
+    let (ns, pod) = injected_weather_pod(env.cluster, "wh-run", port).await;
     let (mut proc, args, _config_dir) = start_injected_guard(&pod, &ns, "weather");
     assert!(
         args.iter().any(|a| a == &format!("[{POD_IP}]:{port}")),
@@ -1012,26 +1019,9 @@ async fn guard_port_layout_guards_a_server_bound_to_all_interfaces() {
 async fn injected_guard_follows_an_ipv6_pod_ip() {
     use testkit::mcp::{ClientKind, PyServer, Transport, run_client};
     let env = env().await;
-    let client = env.cluster.client();
     let server = PyServer::start(Transport::StreamableHttp).expect("start the MCP Python SDK server");
     let port = server.port;
-    let ns = opted_in_namespace(env.cluster, "wh-ipv6", &[]).await;
-    create_mcpserver(
-        &client,
-        &ns,
-        "weather",
-        json!({ "selector": { "matchLabels": { "app": "weather" } }, "port": port }),
-    )
-    .await
-    .expect("create MCPServer");
-    Api::<Deployment>::namespaced(client.clone(), &ns)
-        .create(
-            &PostParams::default(),
-            &deployment_json("weather", "weather", 1, port),
-        )
-        .await
-        .expect("create Deployment");
-    let pod = wait_for_pods(&client, &ns, "weather", 1).await.remove(0);
+    let (ns, pod) = injected_weather_pod(env.cluster, "wh-ipv6", port).await;
     // start_injected_guard_at waits for /readyz on [::1]:15081 and checks the admin address is the pod IP's.
     let (mut proc, args, _config_dir) = start_injected_guard_at(&pod, &ns, "weather", "::1");
     assert!(args.iter().any(|a| a == &format!("[::1]:{port}")), "{args:?}");
