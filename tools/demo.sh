@@ -196,26 +196,25 @@ fi
 # ---------------------------------------------------------------------------------------------------------------
 step "6. A DNS-rebinding attack"
 URL=http://$CLUSTER_IP/mcp
+# expect_refusal NAME STATUS REASON TITLE CURL_ARGS...: an attack request, its JSON answer, and the verdict.
+expect_refusal() {
+  local name=$1 status=$2 reason=$3 title=$4 code; shift 4
+  code=$(mcp_post "$URL" "$WORK/$name.json" "$@")
+  "$PY" -m json.tool "$WORK/$name.json" 2>/dev/null | sed 's/^/      /' || sed 's/^/      /' "$WORK/$name.json"
+  if [ "$code" = "$status" ] && grep -q "$reason" "$WORK/$name.json"; then
+    ok "HTTP $code $reason"
+    result "$title" ok
+  else
+    bad "HTTP $code"
+    result "$title" FAILED
+  fi
+}
 info "A page on http://$ATTACKER rebinds its name to the server and POSTs (forged Host and Origin):"
-CODE=$(mcp_post "$URL" "$WORK/rebind-host.json" -H "Host: $ATTACKER" -H "Origin: http://$ATTACKER")
-"$PY" -m json.tool "$WORK/rebind-host.json" 2>/dev/null | sed 's/^/      /' || sed 's/^/      /' "$WORK/rebind-host.json"
-if [ "$CODE" = 421 ] && grep -q host_not_allowed "$WORK/rebind-host.json"; then
-  ok "HTTP $CODE host_not_allowed"
-  result "DNS rebinding (forged Host) blocked: 421" ok
-else
-  bad "HTTP $CODE"
-  result "DNS rebinding (forged Host) blocked: 421" FAILED
-fi
+expect_refusal rebind-host 421 host_not_allowed "DNS rebinding (forged Host) blocked: 421" \
+  -H "Host: $ATTACKER" -H "Origin: http://$ATTACKER"
 info "The same page with the right Host but its own Origin (e.g. through a proxy that rewrites Host):"
-CODE=$(mcp_post "$URL" "$WORK/rebind-origin.json" -H "Host: $PUBLIC_HOST" -H "Origin: http://$ATTACKER")
-"$PY" -m json.tool "$WORK/rebind-origin.json" 2>/dev/null | sed 's/^/      /' || sed 's/^/      /' "$WORK/rebind-origin.json"
-if [ "$CODE" = 403 ] && grep -q origin_not_allowed "$WORK/rebind-origin.json"; then
-  ok "HTTP $CODE origin_not_allowed"
-  result "DNS rebinding (forged Origin) blocked: 403" ok
-else
-  bad "HTTP $CODE"
-  result "DNS rebinding (forged Origin) blocked: 403" FAILED
-fi
+expect_refusal rebind-origin 403 origin_not_allowed "DNS rebinding (forged Origin) blocked: 403" \
+  -H "Host: $PUBLIC_HOST" -H "Origin: http://$ATTACKER"
 info "the guards counted them (admin port 15081 of each pod, /metrics):"
 for ip in $(kubectl -n "$APP_NS" get pods -l "app=$APP" -o jsonpath='{.items[*].status.podIP}'); do
   curl -s "http://$ip:15081/metrics" | grep -E '^mcp_guard_requests_total\{' | grep -v ' 0$' | sed "s/^/      $ip /" || true

@@ -52,34 +52,6 @@ impl Helm<'_> {
     }
 }
 
-fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
-    let mut cmd: Command = cluster.kubectl();
-    cmd.args(args);
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed:\n{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => panic!("{what}: not after {timeout:?}: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
-
 /// The operator process, started as the chart's Deployment would start it, but on 127.0.0.1.
 struct Operator {
     proc: Proc,

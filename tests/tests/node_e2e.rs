@@ -15,10 +15,9 @@ mod chart_common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use chart_common::{chart_dir, helm, run, text};
+use chart_common::{chart_dir, eventually_or, helm, kubectl_or, run, text};
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -46,17 +45,7 @@ const ADMIN_PORT: u16 = 15081;
 const SOAK: Duration = Duration::from_secs(125);
 
 fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
-    let mut cmd: Command = cluster.kubectl();
-    cmd.args(args);
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed:\n{}\n{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr),
-        diagnose(cluster)
-    );
-    text(&out.stdout)
+    kubectl_or(cluster, args, || diagnose(cluster))
 }
 
 /// What a person would look at when something here does not come up: pods, events, the operator's log.
@@ -82,21 +71,12 @@ fn diagnose(cluster: &Cluster) -> String {
 }
 
 /// Polls `f` until it returns Ok, failing with its last error and the cluster's state after `timeout`.
-async fn eventually<T, F, Fut>(cluster: &Cluster, what: &str, timeout: Duration, mut f: F) -> T
+async fn eventually<T, F, Fut>(cluster: &Cluster, what: &str, timeout: Duration, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => {
-                panic!("{what}: not after {timeout:?}: {e}\n{}", diagnose(cluster))
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
+    eventually_or(what, timeout, || diagnose(cluster), f).await
 }
 
 fn statuses(pod: &Pod) -> Vec<ContainerStatus> {

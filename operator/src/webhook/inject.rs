@@ -56,6 +56,15 @@ pub const GUARD_PORT_NAME: &str = "mcp-guard";
 /// Pod annotation choosing a native sidecar (`"true"`) or an ordinary container (`"false"`) for this pod,
 /// whatever the policy and the cluster's versions say.
 pub const NATIVE_SIDECAR_ANNOTATION: &str = "mcpguard.dev/native-sidecar";
+
+/// The pod's [`NATIVE_SIDECAR_ANNOTATION`], if it has one.
+pub fn native_sidecar_annotation(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NATIVE_SIDECAR_ANNOTATION))
+        .map(String::as_str)
+}
 /// Environment variable holding the pod IP (downward API `status.podIP`) in the guard container.
 pub const POD_IP_ENV: &str = "POD_IP";
 /// The uid/gid the guard runs as (distroless `nonroot`).
@@ -328,17 +337,14 @@ pub fn plan(input: &InjectionInput<'_>) -> InjectionPlan {
     match matching.as_slice() {
         [] => InjectionPlan::Skip(SkipReason::NoMatchingServer),
         [server] => {
-            let annotation = pod
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(NATIVE_SIDECAR_ANNOTATION))
-                .map(String::as_str);
-            let native =
-                match native_sidecar_choice(annotation, server.native_sidecars, input.native_sidecars) {
-                    Ok(n) => n,
-                    Err(message) => return InjectionPlan::Deny(message),
-                };
+            let native = match native_sidecar_choice(
+                native_sidecar_annotation(pod),
+                server.native_sidecars,
+                input.native_sidecars,
+            ) {
+                Ok(n) => n,
+                Err(message) => return InjectionPlan::Deny(message),
+            };
             match inject(pod, server, native) {
                 Ok(injection) => InjectionPlan::Inject(Box::new(injection)),
                 Err(message) => InjectionPlan::Deny(message),

@@ -136,13 +136,8 @@ fn golden_files() {
                 .into_iter()
                 .find(|s| Some(&s.name) == inject_status(&out).as_ref().map(|s| &s.mcp_server));
             // As the planner chose: the pod's native-sidecar annotation may override the cluster.
-            let annotation = pod
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(NATIVE_SIDECAR_ANNOTATION))
-                .map(String::as_str);
-            let effective = native_sidecar_choice(annotation, None, native).expect("annotation");
+            let effective =
+                native_sidecar_choice(native_sidecar_annotation(&pod), None, native).expect("annotation");
             let again = inject(&out, &server.expect("server"), effective)
                 .expect("re-inject")
                 .pod;

@@ -4,8 +4,10 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use testkit::cluster::Cluster;
 use testkit::tools::{bin, workspace_root};
 
 /// The release namespace the render tests use.
@@ -34,6 +36,58 @@ pub fn run(mut cmd: Command) -> Output {
 
 pub fn text(out: &[u8]) -> String {
     String::from_utf8_lossy(out).into_owned()
+}
+
+/// `kubectl <args>` against `cluster` as its admin: the output, or a panic with kubectl's.
+pub fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
+    kubectl_or(cluster, args, String::new)
+}
+
+/// [`kubectl`], adding `context()` (e.g. the cluster's state) to the panic message when kubectl fails.
+pub fn kubectl_or(cluster: &Cluster, args: &[&str], context: impl FnOnce() -> String) -> String {
+    let mut cmd = cluster.kubectl();
+    cmd.args(args);
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\n{}\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        context()
+    );
+    text(&out.stdout)
+}
+
+/// Polls `f` until it returns Ok; after `timeout`, panics with its last error.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    eventually_or(what, timeout, String::new, f).await
+}
+
+/// [`eventually`], adding `context()` (e.g. the cluster's state) to the panic message.
+pub async fn eventually_or<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    context: impl FnOnce() -> String,
+    mut f: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => {
+                panic!("{what}: not after {timeout:?}: {e}\n{}", context())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
 }
 
 /// Parses a multi-document YAML stream into JSON values, skipping empty documents.
