@@ -115,12 +115,13 @@ result "cluster with a real node" ok
 
 # ---------------------------------------------------------------------------------------------------------------
 step "2. helm install $RELEASE charts/mcp-guard (the operator and its webhook in-cluster)"
-# One replica: one node with two cores. Everything else is the chart's defaults.
+# One replica: one node with two cores. Everything else is the chart's defaults. Helm returns once the webhooks
+# answer through the API server (the chart's webhook-check hook Job), so the `kubectl apply` below needs no retry.
 if helm install "$RELEASE" "$ROOT/charts/mcp-guard" --namespace "$RELEASE_NS" --create-namespace \
   --set replicaCount=1 --wait --timeout 5m >"$WORK/helm-install.log" 2>&1; then
   ok "$(grep -m1 '^STATUS' "$WORK/helm-install.log")"
   kubectl -n "$RELEASE_NS" get pods -o wide | indent
-  result "helm install (operator Running)" ok
+  result "helm install (operator Running, webhooks answering)" ok
 else
   cat "$WORK/helm-install.log" >&2
   kubectl -n "$RELEASE_NS" get pods,events >&2 || true

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::controller::ControllerSettings;
 use crate::leader::LeaseSettings;
@@ -124,6 +124,30 @@ pub struct Cli {
     /// Seconds to drain on SIGTERM before exiting (a second signal exits at once).
     #[arg(long, env = "MCP_GUARD_OPERATOR_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
+    /// Run a one-off command instead of the operator.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Wait until the admission webhooks answer through the API server, then exit 0; exit 1 with the last
+    /// reason after `--timeout-seconds`. The chart's post-install/post-upgrade hook runs it, so that
+    /// `helm install --wait` returns only when `kubectl apply` of an MCPServer reaches the webhook.
+    CheckWebhooks(CheckWebhooksArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct CheckWebhooksArgs {
+    /// Namespace of the dry-run probe (the release namespace; env POD_NAMESPACE, else the kubeconfig's).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// How long to keep trying.
+    #[arg(long, default_value_t = 180)]
+    pub timeout_seconds: u64,
+    /// Seconds between probes.
+    #[arg(long, default_value_t = 2)]
+    pub interval_seconds: u64,
 }
 
 impl Cli {

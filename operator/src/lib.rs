@@ -20,3 +20,4 @@ pub mod selector;
 pub mod status;
 pub mod validate;
 pub mod webhook;
+pub mod webhook_check;

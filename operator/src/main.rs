@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use mcp_guard_operator::admin::{self, AdminState};
-use mcp_guard_operator::cli::{Cli, init_logging, shutdown_signal};
+use mcp_guard_operator::cli::{Cli, Command, init_logging, shutdown_signal};
 use mcp_guard_operator::controller::ControllerReadiness;
 use mcp_guard_operator::metrics::ControllerMetrics;
 use mcp_guard_operator::run::{ControllerOptions, run_controller, wait_true};
-use mcp_guard_operator::webhook;
+use mcp_guard_operator::{webhook, webhook_check};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -24,6 +24,21 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes client configuration (set KUBECONFIG or run in a pod)")?;
+    if let Some(Command::CheckWebhooks(args)) = &cli.command {
+        let namespace = args
+            .namespace
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        webhook_check::wait_for_webhooks(
+            client,
+            &namespace,
+            Duration::from_secs(args.timeout_seconds),
+            Duration::from_secs(args.interval_seconds.max(1)),
+        )
+        .await?;
+        return Ok(());
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut registry = prometheus_client::registry::Registry::default();
     let mut readiness: Vec<admin::ReadinessCheck> = Vec::new();

@@ -237,6 +237,9 @@ async fn install_reconcile_upgrade_uninstall() {
         &webhook_url,
         "--set",
         "webhook.certificate.extraIPAddresses={127.0.0.1}",
+        // The hook Job needs a node to run on (node_e2e runs it); the command it runs is checked below.
+        "--set",
+        "webhook.check.enabled=false",
     ]);
     assert!(out.contains("STATUS: deployed"), "{out}");
     assert!(
@@ -314,7 +317,27 @@ async fn install_reconcile_upgrade_uninstall() {
         .await
         .unwrap();
 
+    // The hook's command, before the webhook serves: the API server cannot call it, and the command says so.
+    let check = |timeout: &str| {
+        let out = Command::new(cargo_bin("mcp-guard-operator"))
+            .args(["check-webhooks", "--namespace", RELEASE_NS])
+            .args(["--timeout-seconds", timeout, "--interval-seconds", "1"])
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out.stderr))
+    };
+    let (ok, log) = check("3");
+    assert!(!ok, "answered with no webhook serving:\n{log}");
+    assert!(
+        log.contains("did not answer") && log.contains("failed calling webhook"),
+        "the reason is shown:\n{log}"
+    );
+
     let operator = start_operator(cluster, &helm, webhook_port, dir.path()).await;
+    let (ok, log) = check("60");
+    assert!(ok, "the webhook serves, yet the check failed:\n{log}");
+    assert!(log.contains("answered"), "{log}");
 
     // --- an example, applied as a user would ---------------------------------------------------------------------
     let example = workspace_root().join(EXAMPLE);
@@ -877,6 +900,8 @@ async fn cert_manager_and_service_monitor_install_and_uninstall() {
         "webhook.mutating.namespaceSelector.matchLabels.chart-integrations-test=never",
         "--set",
         "webhook.validating.failurePolicy=Ignore",
+        "--set",
+        "webhook.check.enabled=false",
     ]);
     let fullname = format!("{release}-mcp-guard");
     for (kind, name) in [

@@ -58,6 +58,7 @@ fn default_render_has_every_part() {
         "MutatingWebhookConfiguration",
         "ValidatingWebhookConfiguration",
         "MCPGuardPolicy",
+        "Job",
     ] {
         assert!(kinds.contains(kind), "no {kind} in the default render: {kinds:?}");
     }
@@ -211,7 +212,7 @@ fn grants(doc: &Value) -> Vec<(String, String, Vec<String>, Vec<String>)> {
 fn rbac_is_least_privilege() {
     let docs = render_ok(&[]);
     let cluster = grants(one(&docs, "ClusterRole"));
-    let role = grants(one(&docs, "Role"));
+    let role = grants(named(&docs, "Role", "mcp-guard"));
     for (group, resource, verbs, _) in cluster.iter().chain(role.iter()) {
         assert!(
             group != "*" && resource != "*" && !verbs.iter().any(|v| v == "*"),
@@ -300,9 +301,86 @@ fn rbac_is_least_privilege() {
         ]
     );
     assert!(find(&cluster, "mcpguard.dev", "mcpservers/finalizers").is_empty());
-    let binding = one(&docs, "RoleBinding");
+    let binding = named(&docs, "RoleBinding", "mcp-guard");
     assert_eq!(binding["subjects"][0]["name"], "mcp-guard");
     assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
+}
+
+/// The post-install/post-upgrade hook that makes `helm install` wait until the webhooks answer through the API
+/// server (issue: a Ready operator pod is not yet reachable through its Service).
+#[test]
+fn the_install_waits_until_the_webhooks_answer() {
+    let docs = render_ok(&[]);
+    let hook = |doc: &Value| {
+        (
+            doc["metadata"]["annotations"]["helm.sh/hook"].clone(),
+            doc["metadata"]["annotations"]["helm.sh/hook-weight"]
+                .as_str()
+                .and_then(|w| w.parse::<i32>().ok()),
+        )
+    };
+    let job = named(&docs, "Job", "mcp-guard-webhook-check");
+    let (when, job_weight) = hook(job);
+    assert_eq!(when, "post-install,post-upgrade");
+    assert_eq!(
+        job["metadata"]["annotations"]["helm.sh/hook-delete-policy"], "before-hook-creation,hook-succeeded",
+        "kept after a failure so that its log tells why"
+    );
+    // Its RBAC exists before it runs (Helm runs hooks in weight order) and grants one thing.
+    for kind in ["ServiceAccount", "Role", "RoleBinding"] {
+        let (when, weight) = hook(named(&docs, kind, "mcp-guard-webhook-check"));
+        assert_eq!(when, "post-install,post-upgrade", "{kind}");
+        assert!(
+            weight < job_weight,
+            "{kind} weight {weight:?} vs the Job's {job_weight:?}"
+        );
+    }
+    assert_eq!(
+        grants(named(&docs, "Role", "mcp-guard-webhook-check")),
+        vec![(
+            "mcpguard.dev".to_string(),
+            "mcpservers".to_string(),
+            vec!["create".to_string()],
+            vec![]
+        )]
+    );
+    let pod = &job["spec"]["template"];
+    assert_eq!(pod["metadata"]["labels"]["mcpguard.dev/inject"], "false");
+    // Not one of the operator's pods: the webhook Service must never route to it.
+    assert_ne!(
+        pod["metadata"]["labels"]["app.kubernetes.io/component"],
+        one(&docs, "Deployment")["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]
+    );
+    let pod = &pod["spec"];
+    assert_eq!(pod["serviceAccountName"], "mcp-guard-webhook-check");
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], "ghcr.io/mcp-guard/mcp-guard-operator:0.1.0");
+    assert_eq!(
+        args_of(c),
+        vec![
+            "check-webhooks",
+            "--namespace=mcp-guard-system",
+            "--timeout-seconds=180"
+        ]
+    );
+    let csc = &c["securityContext"];
+    assert_eq!(csc["allowPrivilegeEscalation"], false);
+    assert_eq!(csc["readOnlyRootFilesystem"], true);
+    assert_eq!(csc["capabilities"]["drop"], json!(["ALL"]));
+
+    // Off with the webhook, or when asked; without rbac.create it runs as the operator's ServiceAccount.
+    for off in ["webhook.enabled=false", "webhook.check.enabled=false"] {
+        assert!(all(&render_ok(&["--set", off]), "Job").is_empty(), "{off}");
+    }
+    let docs = render_ok(&["--set", "rbac.create=false"]);
+    assert!(all(&docs, "Role").is_empty(), "{:?}", kinds(&docs));
+    assert_eq!(
+        one(&docs, "Job")["spec"]["template"]["spec"]["serviceAccountName"],
+        "mcp-guard"
+    );
 }
 
 /// Checks that `cert_pem` is signed by `ca_pem` and valid for `name`, the way the API server will.
@@ -504,7 +582,7 @@ fn non_default_values_render() {
         args.contains(&"--no-webhook".to_string()) && !args.iter().any(|a| a.starts_with("--webhook-listen"))
     );
     assert!(
-        !grants(one(&docs, "Role"))
+        !grants(named(&docs, "Role", "mcp-guard"))
             .iter()
             .any(|(_, r, _, _)| r == "secrets")
     );

@@ -320,6 +320,33 @@ async fn the_chart_and_the_example_run_on_a_real_node() {
         text(&out.stderr),
         diagnose(cluster)
     );
+    // Helm returned because the chart's hook Job saw the webhooks answer through the API server (a Ready operator
+    // pod alone is not reachable through its Service yet): the Job ran to completion and was deleted after it.
+    let job_events = kubectl_or(
+        cluster,
+        &[
+            "-n",
+            RELEASE_NS,
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=Job,involvedObject.name=mcp-guard-webhook-check",
+            "-o",
+            "jsonpath={range .items[*]}{.reason} {end}",
+        ],
+        || diagnose(cluster),
+    );
+    assert!(
+        job_events.contains("Completed"),
+        "the webhook-check hook Job did not complete: {job_events:?}\n{}",
+        diagnose(cluster)
+    );
+    let mut job = cluster.kubectl();
+    job.args(["-n", RELEASE_NS, "get", "job", "mcp-guard-webhook-check"]);
+    assert!(
+        !run(job).status.success(),
+        "the hook Job is deleted once it succeeded"
+    );
 
     // The cluster's ingress controller would bring its class; the operator counts Ingresses of known classes.
     let class: IngressClass = serde_json::from_value(json!({
