@@ -300,7 +300,8 @@ fn decode_mcp_name(value: &str) -> Result<String, Denial> {
 /// from the server's parser: Python's `json` also reads UTF-16 and UTF-32). Audit mode charges such a body as
 /// one unreadable call.
 pub fn body_calls(body: &peek::Peeked) -> Result<Vec<rate::Call>, Denial> {
-    let uncountable = |detail: String| Denial::new(Reason::UncountableBody, "request body").with_detail(detail);
+    let uncountable =
+        |detail: String| Denial::new(Reason::UncountableBody, "request body").with_detail(detail);
     if body.batch {
         if body.broken || !body.complete {
             return Err(uncountable(format!(
@@ -344,7 +345,9 @@ pub fn watch(scanner: peek::Scanner, calls: &[rate::Call]) -> Option<peek::Watch
         return None;
     }
     match calls {
-        [rate::Call::Method { method, tool }] => Some(peek::Watch::new(scanner, method.clone(), tool.clone())),
+        [rate::Call::Method { method, tool }] => {
+            Some(peek::Watch::new(scanner, method.clone(), tool.clone()))
+        }
         _ => None,
     }
 }

@@ -121,9 +121,9 @@ impl Proxy {
                 {
                     let path = path.as_ref().map_or("/", |p| p.path());
                     match self.stream_cap(&allowlist, slot, &method, path, &peer, client) {
-                        Ok(false) => {}
-                        Ok(true) => outcome = Outcome::Audited,
-                        Err(answer) => {
+                        StreamCap::Within => {}
+                        StreamCap::Audited => outcome = Outcome::Audited,
+                        StreamCap::Over(answer) => {
                             // The stream is dropped unread: the upstream sees its client go away.
                             self.metrics.request_duration(Outcome::Rejected, started);
                             return answer;
@@ -212,7 +212,7 @@ impl Proxy {
                 }
             }
         };
-        if let Some(p) = prefix.as_mut().filter(|_| enforce && !p.ended) {
+        if let Some(p) = prefix.as_mut().filter(|p| enforce && !p.ended) {
             p.watch = policy::watch(scanner, &calls);
         }
         let class = RequestClass {
@@ -240,8 +240,7 @@ impl Proxy {
     }
 
     /// Counts a request whose response turned out to be an event stream against `maxStreamsPerClient` (the
-    /// cap counts what the response is, not what the request's `Accept` claimed): `Ok(true)` when audit mode let
-    /// it past the cap, the `429` when it is over.
+    /// cap counts what the response is, not what the request's `Accept` claimed).
     fn stream_cap(
         &self,
         allowlist: &Allowlist,
@@ -250,19 +249,20 @@ impl Proxy {
         path: &str,
         peer: &Peer,
         client: std::net::IpAddr,
-    ) -> Result<bool, Response<ResponseBody>> {
+    ) -> StreamCap {
         let enforce = allowlist.mode == Mode::Enforce;
         let Err(refusal) = slot.become_stream(&allowlist.limits, enforce) else {
-            return Ok(false);
+            return StreamCap::Within;
         };
-        let denial = Denial::new(refusal.reason, ClientKey::of(client).to_string()).with_detail(&refusal.detail);
+        let denial =
+            Denial::new(refusal.reason, ClientKey::of(client).to_string()).with_detail(&refusal.detail);
         log_denial(&denial, method.as_str(), path, None, peer, enforce);
         if !enforce {
             self.metrics.request(Outcome::Audited, Some(denial.reason));
-            return Ok(true);
+            return StreamCap::Audited;
         }
         self.metrics.request(Outcome::Rejected, Some(denial.reason));
-        Err(retry_later(allowlist, &denial, &refusal))
+        StreamCap::Over(retry_later(allowlist, &denial, &refusal))
     }
 
     /// Logs and counts a request the allowlist or the policy refused (`enforce`), or that audit mode let through.
@@ -330,6 +330,15 @@ struct Admitted {
     prefix: Option<Prefix>,
     slot: SlotGuard,
     audited: bool,
+}
+
+/// A response that turned out to be an event stream, and the stream cap.
+enum StreamCap {
+    Within,
+    /// Over the cap, let through by audit mode.
+    Audited,
+    /// Over the cap: the `429` to answer instead.
+    Over(Response<ResponseBody>),
 }
 
 /// A refusal by the rate limits: `429` with `Retry-After`.

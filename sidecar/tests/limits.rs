@@ -377,29 +377,54 @@ async fn the_stream_cap_counts_event_streams_whatever_the_request_accepted() {
     let bare_sse = "GET /sse?n=1000&ms=50 HTTP/1.1\r\nHost: mcp.example.com\r\nConnection: close\r\n\r\n";
     let refused = request_from("127.0.0.1", g.addr, bare_sse).await;
     assert_rejection(&refused, 429, "too_many_streams");
-    assert_eq!(refused.json()["error"]["data"]["detail"], "maxStreamsPerClient: 2 open");
+    assert_eq!(
+        refused.json()["error"]["data"]["detail"],
+        "maxStreamsPerClient: 2 open"
+    );
     assert_eq!(retry_after(&refused), 1);
     // Claimed by Accept, it is refused before it reaches the upstream; a request that is no stream goes through.
     let accepted = "GET /sse?n=1 HTTP/1.1\r\nHost: mcp.example.com\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n";
-    assert_rejection(&request_from("127.0.0.1", g.addr, accepted).await, 429, "too_many_streams");
-    assert_eq!(request_from("127.0.0.1", g.addr, &get_request("")).await.status(), 200);
+    assert_rejection(
+        &request_from("127.0.0.1", g.addr, accepted).await,
+        429,
+        "too_many_streams",
+    );
+    assert_eq!(
+        request_from("127.0.0.1", g.addr, &get_request("")).await.status(),
+        200
+    );
     // The open streams keep flowing; closing one frees its place (the guard learns of it at its next write).
     let got = read_stream(&mut streams[1], "data: {\"n\":3}", Duration::from_secs(10)).await;
     assert!(got.iter().any(|(_, c)| c.contains("data: {\"n\":3}")), "{got:?}");
     streams.truncate(1);
     assert!(
         eventually(Duration::from_secs(10), || async {
-            request_from("127.0.0.1", g.addr, "GET /sse?n=1 HTTP/1.1\r\nHost: mcp.example.com\r\nConnection: close\r\n\r\n")
-                .await
-                .status()
+            request_from(
+                "127.0.0.1",
+                g.addr,
+                "GET /sse?n=1 HTTP/1.1\r\nHost: mcp.example.com\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .status()
                 == 200
         })
         .await
     );
     assert_eq!(
-        g.metric("mcp_guard_requests_total{verdict=\"rejected\",reason=\"too_many_streams\"}").await,
+        g.metric("mcp_guard_requests_total{verdict=\"rejected\",reason=\"too_many_streams\"}")
+            .await,
         2.0
     );
+}
+
+/// When a test client sends the rest of a body after its first piece.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rest {
+    Now,
+    /// Once the upstream has the request's head: the guard has charged it and is streaming the body.
+    AfterUpstreamHead,
+    /// Not at all: the guard must decide on the first piece (more than it reads) alone.
+    Never,
 }
 
 /// The calls the upstream was sent whole, as its JSON parser (last key wins) reads them: (client, method, tool)
@@ -408,7 +433,9 @@ fn executed(seen: &support::wire::Seen) -> Vec<(String, String, Option<String>)>
     let mut out = Vec::new();
     for m in &seen.requests {
         let client = m.header("x-forwarded-for").unwrap_or_default().to_owned();
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.body) else { continue };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.body) else {
+            continue;
+        };
         let messages = match v.as_array() {
             Some(batch) => batch.clone(),
             None => vec![v],
@@ -445,31 +472,32 @@ async fn no_way_of_writing_a_body_runs_a_tool_past_its_limit() {
     let pad = "x".repeat(9 * 1024);
     let render = tools_call("render");
     let cut = |body: String, at: usize| vec![body[..at].to_owned(), body[at..].to_owned()];
-    // (what, the body in pieces, wait for the upstream to get the head before sending the rest, renders run)
-    let attacks: Vec<(&str, Vec<String>, bool, usize)> = vec![
-        ("plain", vec![render.clone()], false, 1),
+    // (what, the body in pieces, when to send the pieces after the first, renders run)
+    use Rest::*;
+    let attacks: Vec<(&str, Vec<String>, Rest, usize)> = vec![
+        ("plain", vec![render.clone()], Now, 1),
         (
             "method twice",
             vec![r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"tools/call","params":{"name":"render","arguments":{}}}"#.into()],
-            false,
+            Now,
             1,
         ),
         (
             "method twice, escaped",
             vec![r#"{"jsonrpc":"2.0","id":1,"method":"ping","m\u0065thod":"tools/call","params":{"name":"render"}}"#.into()],
-            false,
+            Now,
             1,
         ),
         (
             "name twice",
             vec![r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"cheap","name":"render"}}"#.into()],
-            false,
+            Now,
             1,
         ),
         (
             "params twice",
             vec![r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"cheap"},"params":{"name":"render"}}"#.into()],
-            false,
+            Now,
             1,
         ),
         (
@@ -478,10 +506,10 @@ async fn no_way_of_writing_a_body_runs_a_tool_past_its_limit() {
                 format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"arguments":{{"pad":"{pad}"}},"name":"render"}}}}"#),
                 6000,
             ),
-            false,
+            Now,
             1,
         ),
-        ("a batch of ten", vec![format!("[{}]", vec![render.as_str(); 10].join(","))], false, 0),
+        ("a batch of ten", vec![format!("[{}]", [render.as_str(); 10].join(","))], Now, 0),
         // Charged as `cheap` from the prefix; the second `params` comes once the upstream has the head.
         (
             "another name after the charge",
@@ -489,17 +517,17 @@ async fn no_way_of_writing_a_body_runs_a_tool_past_its_limit() {
                 format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"cheap","arguments":{{"pad":"{pad}"}}}},"params":{{"name":"render"}}}}"#),
                 100,
             ),
-            true,
+            AfterUpstreamHead,
             0,
         ),
         (
             "a batch past 8 KiB",
             cut(format!(r#"[{{"method":"ping","params":{{"pad":"{pad}"}}}},{render}]"#), 8500),
-            false,
+            Never,
             0,
         ),
     ];
-    let attempt = |source: String, pieces: Vec<String>, wait: bool| {
+    let attempt = |source: String, pieces: Vec<String>, rest: Rest| {
         let seen = seen.clone();
         async move {
             let len: usize = pieces.iter().map(String::len).sum();
@@ -511,8 +539,13 @@ async fn no_way_of_writing_a_body_runs_a_tool_past_its_limit() {
             ))
             .await
             .unwrap();
-            if wait {
-                let forwarded = eventually(Duration::from_secs(10), || async { seen.lock().unwrap().heads.len() > heads });
+            if rest == Never {
+                return w.response(false).await.unwrap();
+            }
+            if rest == AfterUpstreamHead {
+                let forwarded = eventually(Duration::from_secs(10), || async {
+                    seen.lock().unwrap().heads.len() > heads
+                });
                 assert!(forwarded.await, "the guard forwards once it has charged");
             }
             for p in &pieces[1..] {
@@ -531,46 +564,58 @@ async fn no_way_of_writing_a_body_runs_a_tool_past_its_limit() {
             })
             .count()
     };
-    for (i, (attack, pieces, wait, expected)) in attacks.iter().enumerate() {
+    for (i, (attack, pieces, rest, expected)) in attacks.iter().enumerate() {
         let source = format!("127.0.0.{}", 10 + i);
         let mut statuses = Vec::new();
         for _ in 0..3 {
-            statuses.push(attempt(source.clone(), pieces.clone(), *wait).await.status());
+            statuses.push(attempt(source.clone(), pieces.clone(), *rest).await.status());
         }
         assert_eq!(runs_of(&source), *expected, "{attack}: statuses {statuses:?}");
-        assert_eq!(statuses.iter().filter(|s| **s == 200).count(), *expected, "{attack}: {statuses:?}");
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            *expected,
+            "{attack}: {statuses:?}"
+        );
     }
     // Padding buys no bucket of its own: after one render, every unreadable form of it is refused too.
     let unreadable_forms = [
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"NAME":"render"}}"#.to_owned(),
-        format!(r#"{{"jsonrpc":"2.0","id":1,"params":{{"arguments":{{"pad":"{pad}"}},"name":"render"}},"method":"tools/call"}}"#),
-        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"arguments":{{"pad":"{pad}"}},"name":"render"}}}}"#),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"params":{{"arguments":{{"pad":"{pad}"}},"name":"render"}},"method":"tools/call"}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"arguments":{{"pad":"{pad}"}},"name":"render"}}}}"#
+        ),
     ];
     let source = "127.0.0.98".to_owned();
-    assert_eq!(attempt(source.clone(), vec![render.clone()], false).await.status(), 200);
+    assert_eq!(
+        attempt(source.clone(), vec![render.clone()], Now).await.status(),
+        200
+    );
     for body in &unreadable_forms {
-        let r = attempt(source.clone(), vec![body.clone()], false).await;
+        let r = attempt(source.clone(), vec![body.clone()], Now).await;
         assert_rejection(&r, 429, "rate_limited");
     }
     assert_eq!(runs_of(&source), 1);
     // How each was refused: a batch that never fits the burst, a body that named another tool after the charge,
     // a batch the guard cannot count.
-    let r = attempt("127.0.0.99".into(), attacks[6].1.clone(), false).await;
+    let r = attempt("127.0.0.99".into(), attacks[6].1.clone(), Now).await;
     assert_rejection(&r, 429, "rate_limited");
     assert_eq!(
         r.json()["error"]["data"]["detail"],
         "perTool[\"render\"]: 6/min, burst 1 (this request carries 10 calls for it: more than the burst never fits)"
     );
-    let r = attempt("127.0.0.99".into(), attacks[7].1.clone(), true).await;
+    let r = attempt("127.0.0.99".into(), attacks[7].1.clone(), AfterUpstreamHead).await;
     assert_rejection(&r, 400, "uncountable_body");
     assert_eq!(
         r.json()["error"]["data"]["detail"],
         "the request body names another tool after the part of it that the rate limits charged"
     );
-    let r = attempt("127.0.0.99".into(), attacks[8].1.clone(), false).await;
+    let r = attempt("127.0.0.99".into(), attacks[8].1.clone(), Never).await;
     assert_rejection(&r, 400, "uncountable_body");
     assert_eq!(
-        g.metric("mcp_guard_requests_total{verdict=\"rejected\",reason=\"uncountable_body\"}").await,
+        g.metric("mcp_guard_requests_total{verdict=\"rejected\",reason=\"uncountable_body\"}")
+            .await,
         8.0
     );
 }

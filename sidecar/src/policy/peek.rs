@@ -319,10 +319,7 @@ impl Scanner {
     }
 
     fn start_string(&mut self, role: Role) {
-        self.token = Token::Str {
-            role,
-            escaped: false,
-        };
+        self.token = Token::Str { role, escaped: false };
         self.raw.clear();
         self.overflow = false;
     }

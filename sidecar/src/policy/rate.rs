@@ -173,7 +173,9 @@ fn describe(charge: &Charge<'_>) -> String {
     let (rate, tokens) = (charge.rate, charge.tokens);
     let calls = match tokens {
         1 => String::new(),
-        n if n > rate.burst() => format!(" (this request carries {n} calls for it: more than the burst never fits)"),
+        n if n > rate.burst() => {
+            format!(" (this request carries {n} calls for it: more than the burst never fits)")
+        }
         n => format!(" (this request carries {n} calls for it)"),
     };
     format!(
@@ -377,12 +379,17 @@ impl ClientTable {
 /// name (past the peeked prefix, behind a duplicate key) never buys a looser limit or a bucket of its own.
 fn charges<'a>(class: &RequestClass<'_>, limits: &'a Limits) -> Vec<Charge<'a>> {
     let mut out: Vec<Charge<'a>> = Vec::new();
-    let mut add = |bucket: Bucket<'a>, rate: &'a Rate, tokens: u32| match out.iter_mut().find(|c| c.bucket == bucket) {
-        Some(c) => c.tokens = c.tokens.saturating_add(tokens),
-        None => out.push(Charge { bucket, rate, tokens }),
-    };
+    let mut add =
+        |bucket: Bucket<'a>, rate: &'a Rate, tokens: u32| match out.iter_mut().find(|c| c.bucket == bucket) {
+            Some(c) => c.tokens = c.tokens.saturating_add(tokens),
+            None => out.push(Charge { bucket, rate, tokens }),
+        };
     if let Some(rate) = &limits.per_client {
-        add(Bucket::Client, rate, u32::try_from(class.calls.len().max(1)).unwrap_or(u32::MAX));
+        add(
+            Bucket::Client,
+            rate,
+            u32::try_from(class.calls.len().max(1)).unwrap_or(u32::MAX),
+        );
     }
     let every_tool = |add: &mut dyn FnMut(Bucket<'a>, &'a Rate, u32)| {
         for (name, rate) in &limits.per_tool {

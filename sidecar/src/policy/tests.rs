@@ -617,7 +617,11 @@ fn sse_streams_are_gets_that_accept_an_event_stream() {
 fn a_response_counts_as_a_stream_by_its_content_type_unless_it_answers_a_post() {
     let cases: &[(&str, Fields, bool)] = &[
         ("GET", &[("content-type", "text/event-stream")], true),
-        ("GET", &[("content-type", "Text/Event-Stream; charset=utf-8")], true),
+        (
+            "GET",
+            &[("content-type", "Text/Event-Stream; charset=utf-8")],
+            true,
+        ),
         ("DELETE", &[("content-type", "text/event-stream")], true),
         ("GET", &[("content-type", "application/json")], false),
         ("GET", &[("content-type", "text/event-streams")], false),
@@ -638,9 +642,11 @@ fn the_body_decides_what_a_call_is_charged_to_and_a_disagreeing_header_is_refuse
     let render = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"render"}}"#;
     let cut = r#"{"jsonrpc":"2.0","id":1,"params":{"arguments":{"pad":"xxxx"#;
     let twice = r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call","params":{"name":"cheap","name":"render"}}"#;
-    let batch = r#"[{"method":"tools/call","params":{"name":"render"}},{"method":"ping"},{"id":2,"result":{}},7]"#;
+    let batch =
+        r#"[{"method":"tools/call","params":{"name":"render"}},{"method":"ping"},{"id":2,"result":{}},7]"#;
     // (headers, body read, charged to, or refused with this detail)
-    let cases: &[(Fields, Option<&str>, Result<Vec<Call>, &str>)] = &[
+    type Charged = Result<Vec<Call>, &'static str>;
+    let cases: &[(Fields, Option<&str>, Charged)] = &[
         (&[], Some(render), Ok(call("tools/call", Some("render")))),
         (
             &[("mcp-method", "tools/call"), ("mcp-name", "render")],
@@ -676,7 +682,10 @@ fn the_body_decides_what_a_call_is_charged_to_and_a_disagreeing_header_is_refuse
         (
             &[],
             Some(batch),
-            Ok(vec![Call::method("tools/call", Some("render")), Call::method("ping", None)]),
+            Ok(vec![
+                Call::method("tools/call", Some("render")),
+                Call::method("ping", None),
+            ]),
         ),
         (
             &[("mcp-method", "tools/call")],
@@ -713,7 +722,10 @@ fn the_body_decides_what_a_call_is_charged_to_and_a_disagreeing_header_is_refuse
         }
     }
     // Audit mode forwards a request whose headers disagree, charged by its body: what the server runs.
-    assert_eq!(body_calls(&scanned(render)), Ok(call("tools/call", Some("render"))));
+    assert_eq!(
+        body_calls(&scanned(render)),
+        Ok(call("tools/call", Some("render")))
+    );
     assert_eq!(body_calls(&scanned(cut)), Ok(vec![Call::Unreadable]));
 }
 

@@ -51,7 +51,10 @@ fn finds_method_and_tool_wherever_the_sdks_put_them() {
         (r#"{"id":12"#, (None, None, false)),
         (r#"{"method":7}"#, (None, None, true)),
         // Twice: the last one wins, as in every common JSON parser; a later params replaces the name too.
-        (r#"{"method":"ping","method":"tools/call"}"#, (s("tools/call"), None, true)),
+        (
+            r#"{"method":"ping","method":"tools/call"}"#,
+            (s("tools/call"), None, true),
+        ),
         (
             r#"{"method":"tools/call","params":{"name":"a","name":"b"}}"#,
             (s("tools/call"), s("b"), true),
@@ -159,11 +162,7 @@ fn junk() -> impl Strategy<Value = String> {
     leaf.prop_recursive(3, 12, 4, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
-            proptest::collection::vec(
-                (key(&["method", "name", "params", "a"]), inner),
-                0..4
-            )
-            .prop_map(|v| {
+            proptest::collection::vec((key(&["method", "name", "params", "a"]), inner), 0..4).prop_map(|v| {
                 let members: Vec<String> = v.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
                 format!("{{{}}}", members.join(","))
             }),
@@ -188,13 +187,8 @@ fn params() -> impl Strategy<Value = String> {
     let member = prop_oneof![
         (
             key(&["name", "n\\u0061me", "NAME", "name"]),
-            proptest::sample::select(vec![
-                r#""render""#,
-                r#""cheap""#,
-                r#""r\u0065nder""#,
-                "7",
-            ])
-            .prop_map(str::to_owned)
+            proptest::sample::select(vec![r#""render""#, r#""cheap""#, r#""r\u0065nder""#, "7",])
+                .prop_map(str::to_owned)
         ),
         (key(&["arguments", "_meta"]), junk()),
     ];
@@ -219,10 +213,16 @@ pub fn message() -> impl Strategy<Value = String> {
             ])
             .prop_map(str::to_owned)
         ),
-        (key(&["params", "p\\u0061rams", "params"]), prop_oneof![params(), junk()]),
+        (
+            key(&["params", "p\\u0061rams", "params"]),
+            prop_oneof![params(), junk()]
+        ),
         (key(&["id", "jsonrpc", "pad"]), junk()),
         // Padding that pushes what follows past the peeked prefix.
-        (key(&["pad"]), (0usize..12_000).prop_map(|n| format!("\"{}\"", "p".repeat(n)))),
+        (
+            key(&["pad"]),
+            (0usize..12_000).prop_map(|n| format!("\"{}\"", "p".repeat(n)))
+        ),
     ];
     (
         proptest::collection::vec(member, 0..6),
