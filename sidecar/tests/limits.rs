@@ -262,15 +262,18 @@ async fn streams_and_requests_in_flight_are_capped_per_client() {
         })
         .await
     );
-    let reopened = request_from(
-        "127.0.0.1",
-        g.addr,
-        "GET /sse?n=1 HTTP/1.1\r\nHost: mcp.example.com\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n",
+    let reopen = "GET /sse?n=1 HTTP/1.1\r\nHost: mcp.example.com\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n";
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            request_from("127.0.0.1", g.addr, reopen).await.status() == 200
+        })
+        .await,
+        "a closed stream gave its slot back"
     );
-    assert_eq!(reopened.await.status(), 200, "a closed stream gave its slot back");
+    // At least the refusals above; the polls may add some while the guard has not yet noticed a close.
     for reason in ["too_many_streams", "too_many_concurrent_requests"] {
         let sample = format!("mcp_guard_requests_total{{verdict=\"rejected\",reason=\"{reason}\"}}");
-        assert_eq!(g.metric(&sample).await, 1.0, "{reason}");
+        assert!(g.metric(&sample).await >= 1.0, "{reason}");
     }
 }
 
@@ -410,10 +413,12 @@ async fn the_stream_cap_counts_event_streams_whatever_the_request_accepted() {
         })
         .await
     );
-    assert_eq!(
-        g.metric("mcp_guard_requests_total{verdict=\"rejected\",reason=\"too_many_streams\"}")
-            .await,
-        2.0
+    let refused = g
+        .metric("mcp_guard_requests_total{verdict=\"rejected\",reason=\"too_many_streams\"}")
+        .await;
+    assert!(
+        refused >= 2.0,
+        "the two refusals above (and polls before the guard noticed the close): {refused}"
     );
 }
 
