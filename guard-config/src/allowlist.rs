@@ -84,10 +84,14 @@ pub enum Reason {
     TooManyStreams,
     /// Set by the proxy: the `Mcp-Method` / `Mcp-Name` header says another method or tool than the body.
     McpHeaderMismatch,
+    /// Set by the rate limits: they cannot count the JSON-RPC calls in the request body (a batch that does not end
+    /// within the prefix the guard reads, a body that is not a JSON object or array, a body that names another
+    /// call after the prefix was charged).
+    UncountableBody,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::HostNotAllowed,
         Reason::OriginNotAllowed,
         Reason::MalformedHost,
@@ -103,6 +107,7 @@ impl Reason {
         Reason::TooManyConcurrentRequests,
         Reason::TooManyStreams,
         Reason::McpHeaderMismatch,
+        Reason::UncountableBody,
     ];
 
     /// The machine-readable reason, as in the JSON body, logs and metrics.
@@ -123,6 +128,7 @@ impl Reason {
             Reason::TooManyConcurrentRequests => "too_many_concurrent_requests",
             Reason::TooManyStreams => "too_many_streams",
             Reason::McpHeaderMismatch => "mcp_header_mismatch",
+            Reason::UncountableBody => "uncountable_body",
         }
     }
 
@@ -137,7 +143,8 @@ impl Reason {
             | Reason::MultipleHostHeaders
             | Reason::MultipleOriginHeaders
             | Reason::MalformedRequest
-            | Reason::McpHeaderMismatch => 400,
+            | Reason::McpHeaderMismatch
+            | Reason::UncountableBody => 400,
             Reason::RequestBodyTooLarge => 413,
             Reason::UpstreamUnavailable => 502,
             Reason::RequestHeadersTooLarge => 431,
@@ -163,6 +170,7 @@ impl Reason {
             Reason::TooManyConcurrentRequests => "Too many requests: too many requests in flight",
             Reason::TooManyStreams => "Too many requests: too many open SSE streams",
             Reason::McpHeaderMismatch => "Bad request: Mcp-Method/Mcp-Name header does not match the body",
+            Reason::UncountableBody => "Bad request: the rate limits cannot count the calls in this body",
         }
     }
 }
@@ -454,6 +462,10 @@ impl Allowlist {
             Reason::McpHeaderMismatch => hint.push_str(
                 "send Mcp-Method equal to the JSON-RPC method and Mcp-Name equal to params.name (MCP 2026-07-28), \
                  or leave the headers out",
+            ),
+            Reason::UncountableBody => hint.push_str(
+                "send one JSON-RPC message as UTF-8 JSON, or a batch that ends within the first 8 KiB (the rate \
+                 limits charge every call of a batch), with each key once",
             ),
         }
         hint

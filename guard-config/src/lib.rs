@@ -230,6 +230,12 @@ impl Limits {
         !self.per_method.is_empty() || !self.per_tool.is_empty()
     }
 
+    /// Whether a rate limit counts the JSON-RPC calls of a request body (every bucket charges a batch call by
+    /// call), so the guard reads a prefix of it.
+    pub fn reads_body(&self) -> bool {
+        self.per_client.is_some() || self.needs_method()
+    }
+
     /// Fills each setting `self` leaves unset from `defaults` (an MCPServer's limits over its policy's); the
     /// method and tool maps are merged, `self`'s entries winning.
     pub fn or(mut self, defaults: &Limits) -> Limits {

@@ -31,6 +31,8 @@ pub struct ClientBodyError(#[source] pub hyper::Error);
 pub enum ClientFault {
     TooLarge,
     Malformed(String),
+    /// The body named another call after the rate limits charged its prefix (see [`crate::policy::peek::Watch`]).
+    Uncountable(String),
 }
 
 pub type FaultSlot = Arc<OnceLock<ClientFault>>;
@@ -43,6 +45,8 @@ pub struct Prefix {
     pub data: Vec<u8>,
     /// The body ended within the prefix.
     pub ended: bool,
+    /// What the rest of the body must not contradict: it is cut (never sent whole) when it does.
+    pub watch: Option<crate::policy::peek::Watch>,
 }
 
 /// Reads `body` until `enough` says so, [`crate::policy::peek::PEEK_LIMIT`] bytes have come, or the body ends.
@@ -137,6 +141,11 @@ impl Body for RequestBody {
                     if this.seen > this.limit {
                         this.failed(ClientFault::TooLarge);
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: this.limit }))));
+                    }
+                    if let Some(Err(why)) = this.prefix.watch.as_mut().map(|w| w.feed(data)) {
+                        // This frame is not sent: the server never gets a whole body to run.
+                        this.failed(ClientFault::Uncountable(why.clone()));
+                        return Poll::Ready(Some(Err(why.into())));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))

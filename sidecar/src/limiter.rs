@@ -68,6 +68,19 @@ pub struct SlotGuard {
     slot: Slot,
 }
 
+impl SlotGuard {
+    /// Counts the request as the event stream its response turned out to be (see
+    /// [`ClientTable::become_stream`]); `enforce: false` moves it past the cap (audit mode) after saying so.
+    pub fn become_stream(&mut self, limits: &Limits, enforce: bool) -> Result<(), Refusal> {
+        let mut table = self.limiter.table();
+        let checked = table.become_stream(&mut self.slot, limits);
+        if checked.is_err() && !enforce {
+            table.move_to_streams(&mut self.slot);
+        }
+        checked
+    }
+}
+
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         self.limiter.table().release(self.slot);

@@ -200,8 +200,9 @@ pub fn client_address(
     client
 }
 
-/// Whether a request opens an SSE stream (Streamable HTTP's `GET`, the SSE transport's `GET /sse`): what
-/// `maxStreamsPerClient` counts.
+/// Whether a request claims to open an SSE stream (Streamable HTTP's `GET`, the SSE transport's `GET /sse`):
+/// such a request is admitted against `maxStreamsPerClient` up front. What its response turns out to be decides
+/// in the end (see [`counts_as_stream`]).
 pub fn is_stream(head: &Parts) -> bool {
     head.method == Method::GET
         && head.headers.get_all(header::ACCEPT).iter().any(|v| {
@@ -211,23 +212,14 @@ pub fn is_stream(head: &Parts) -> bool {
         })
 }
 
-/// The MCP method and tool a request is charged to by the rate limits.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct McpCall {
-    /// `None` for a request without a JSON-RPC method (a `GET`, a response the client sends back);
-    /// [`rate::UNKNOWN_METHOD`] when the body should name one within the peeked prefix and does not.
-    pub method: Option<String>,
-    pub tool: Option<String>,
-}
-
-impl McpCall {
-    pub fn class(&self, stream: bool) -> rate::RequestClass<'_> {
-        rate::RequestClass {
-            stream,
-            method: self.method.as_deref(),
-            tool: self.tool.as_deref(),
-        }
-    }
+/// Whether a response is an event stream that `maxStreamsPerClient` counts, whatever the request's `Accept`
+/// said: any `text/event-stream` answer but a `POST`'s (that is one call's answer, a request in flight).
+pub fn counts_as_stream(method: &Method, response: &HeaderMap) -> bool {
+    *method != Method::POST
+        && response.get_all(header::CONTENT_TYPE).iter().any(|v| {
+            let media = v.as_bytes().split(|&b| b == b';').next().unwrap_or_default();
+            media.trim_ascii().eq_ignore_ascii_case(b"text/event-stream")
+        })
 }
 
 /// One `Mcp-Method` / `Mcp-Name` value: `Ok(None)` when absent, an error when repeated or not text.
@@ -246,40 +238,41 @@ fn mcp_header<'a>(head: &'a Parts, name: &HeaderName) -> Result<Option<&'a str>,
     })
 }
 
-/// What a request is charged to, from its body prefix (`body`, when the guard read one) and its `Mcp-Method`
-/// / `Mcp-Name` headers (MCP 2026-07-28).
+/// The calls a request is charged for, from its body (`body`, when the guard read a prefix of one) and its
+/// `Mcp-Method` / `Mcp-Name` headers (MCP 2026-07-28).
 ///
 /// The body is what the server executes, so the body decides: a header that names another method or tool than
-/// the body is refused (`400 mcp_header_mismatch`, as the spec tells servers to), and a header alone never
-/// lowers the charge of a body whose method the guard could not read (that pays the strictest limit). Without a
-/// body read (no method or tool limit, or a request without a body) the headers are taken as they are.
-pub fn mcp_call(head: &Parts, body: Option<&peek::Peeked>) -> Result<McpCall, Denial> {
+/// the body (than any message of a batch) is refused (`400 mcp_header_mismatch`, as the spec tells servers to),
+/// and a header never lowers the charge of a body the guard could not read. Without a body (a `GET`, a
+/// `DELETE`) the headers are taken as they are.
+pub fn mcp_calls(head: &Parts, body: Option<&peek::Peeked>) -> Result<Vec<rate::Call>, Denial> {
     let header_method = mcp_header(head, &MCP_METHOD)?;
     let header_name = mcp_header(head, &MCP_NAME)?.map(decode_mcp_name).transpose()?;
     let header_name = header_name.as_deref();
     let Some(body) = body else {
         let tool = header_name.filter(|_| header_method == Some("tools/call"));
-        return Ok(McpCall {
-            method: header_method.map(str::to_owned),
-            tool: tool.map(str::to_owned),
-        });
+        return Ok(header_method
+            .map(|m| rate::Call::method(m, tool))
+            .into_iter()
+            .collect());
     };
-    let call = body_call(body);
     let mismatch = |field: &HeaderName, header: &str, body: &str| {
         Denial::new(Reason::McpHeaderMismatch, header.to_owned())
             .with_detail(format!("{field} {header:?} but the body says {body:?}"))
     };
-    if let (Some(m), Some(h)) = (&body.method, header_method)
-        && m != h
-    {
-        return Err(mismatch(&MCP_METHOD, h, m));
+    for m in &body.messages {
+        if let (Some(b), Some(h)) = (&m.method, header_method)
+            && b != h
+        {
+            return Err(mismatch(&MCP_METHOD, h, b));
+        }
+        if let (Some(n), Some(h), Some("tools/call")) = (&m.name, header_name, m.method.as_deref())
+            && n != h
+        {
+            return Err(mismatch(&MCP_NAME, h, n));
+        }
     }
-    if let (Some(n), Some(h), Some("tools/call")) = (&body.name, header_name, call.method.as_deref())
-        && n != h
-    {
-        return Err(mismatch(&MCP_NAME, h, n));
-    }
-    Ok(call)
+    body_calls(body)
 }
 
 /// An `Mcp-Name` value as the client meant it: SEP-2243 wraps a name that is not plain printable ASCII as
@@ -299,20 +292,64 @@ fn decode_mcp_name(value: &str) -> Result<String, Denial> {
         })
 }
 
-/// What a request is charged to by its body prefix alone (audit mode charges a request whose headers disagree
-/// with its body by the body, which is what the server runs).
-pub fn body_call(body: &peek::Peeked) -> McpCall {
-    let method = match &body.method {
-        Some(m) => Some(m.clone()),
-        // A complete body without a method is a JSON-RPC response (or not JSON-RPC at all): no method to charge.
-        None if body.complete => None,
-        None => Some(rate::UNKNOWN_METHOD.to_owned()),
-    };
-    let tool = body
-        .name
-        .clone()
-        .filter(|_| method.as_deref() == Some("tools/call"));
-    McpCall { method, tool }
+/// The calls a body carries as its prefix tells them, last key winning as in the server's JSON parser: one per
+/// request object, one per element of a batch (each element runs), none for a JSON-RPC response the client
+/// sends back. A call the prefix does not show whole is [`rate::Call::Unreadable`]. Refused when the guard
+/// cannot count the calls: a batch that does not end within the prefix (it could carry any number of them), or a
+/// body that is not a JSON object or array at all (another encoding could hide a batch from the guard and not
+/// from the server's parser: Python's `json` also reads UTF-16 and UTF-32). Audit mode charges such a body as
+/// one unreadable call.
+pub fn body_calls(body: &peek::Peeked) -> Result<Vec<rate::Call>, Denial> {
+    let uncountable =
+        |detail: String| Denial::new(Reason::UncountableBody, "request body").with_detail(detail);
+    if body.batch {
+        if body.broken || !body.complete {
+            return Err(uncountable(format!(
+                "a JSON-RPC batch that does not end, as valid JSON, within the first {} bytes",
+                peek::PEEK_LIMIT
+            )));
+        }
+        return Ok(body.messages.iter().filter_map(message_call).collect());
+    }
+    match body.messages.first() {
+        None => Err(uncountable(format!(
+            "the body does not start with a JSON object or array (UTF-8) within the first {} bytes",
+            peek::PEEK_LIMIT
+        ))),
+        Some(_) if body.broken => Ok(vec![rate::Call::Unreadable]),
+        Some(m) => Ok(message_call(m).into_iter().collect()),
+    }
+}
+
+/// The call one message makes, if any.
+fn message_call(m: &peek::Message) -> Option<rate::Call> {
+    if m.ambiguous {
+        return Some(rate::Call::Unreadable);
+    }
+    match &m.method {
+        Some(method) => Some(rate::Call::method(
+            method,
+            m.name.as_deref().filter(|_| method == "tools/call"),
+        )),
+        // A whole object without a method is a JSON-RPC response (or no JSON-RPC at all): it runs nothing.
+        None if m.ended => None,
+        None => Some(rate::Call::Unreadable),
+    }
+}
+
+/// What must watch the rest of a body after its prefix was charged: a single call read before its object
+/// ended, which a later key could still change. `None` when nothing later can lower the charge.
+pub fn watch(scanner: peek::Scanner, calls: &[rate::Call]) -> Option<peek::Watch> {
+    let p = scanner.peeked();
+    if p.complete || p.batch {
+        return None;
+    }
+    match calls {
+        [rate::Call::Method { method, tool }] => {
+            Some(peek::Watch::new(scanner, method.clone(), tool.clone()))
+        }
+        _ => None,
+    }
 }
 
 /// The largest request body the allowlist's limits let through.

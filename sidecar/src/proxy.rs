@@ -15,7 +15,7 @@ use crate::body::{ClientFault, FaultSlot, Prefix, RequestBody, ResponseBody, Str
 use crate::config::LiveAllowlist;
 use crate::limiter::{Limiter, SlotGuard};
 use crate::metrics::{Metrics, Outcome, UpstreamError};
-use crate::policy::rate::ClientKey;
+use crate::policy::rate::{Call, ClientKey, Refusal, RequestClass};
 use crate::policy::{self, Decision, Hop, peek};
 use crate::pool::{Paired, SendError, UpstreamPool};
 use crate::upstream::Upstream;
@@ -104,9 +104,6 @@ impl Proxy {
         } else {
             (None, None)
         };
-        if matches!(outcome, Outcome::Allowed) {
-            self.metrics.request(Outcome::Allowed, None);
-        }
         let method = head.method.clone();
         let body_done = prefix.as_ref().is_some_and(|p| p.ended) || http_body::Body::is_end_stream(&body);
         let fault = (!body_done).then(FaultSlot::default);
@@ -115,10 +112,28 @@ impl Proxy {
         let path = upstream_req.uri().path_and_query().cloned();
         // Boxed: hyper keeps the allocation of the service future for the connection's lifetime, so the
         // exchange's state must not be part of it.
+        let mut slot = slot;
         let response = match Box::pin(peer.upstream.send(upstream_req)).await {
             Ok(resp) => {
-                let count = StreamCount::new(&self.metrics.open_streams);
                 let (mut parts, inner) = resp.into_parts();
+                if let Some(slot) = slot.as_mut()
+                    && policy::counts_as_stream(&method, &parts.headers)
+                {
+                    let path = path.as_ref().map_or("/", |p| p.path());
+                    match self.stream_cap(&allowlist, slot, &method, path, &peer, client) {
+                        StreamCap::Within => {}
+                        StreamCap::Audited => outcome = Outcome::Audited,
+                        StreamCap::Over(answer) => {
+                            // The stream is dropped unread: the upstream sees its client go away.
+                            self.metrics.request_duration(Outcome::Rejected, started);
+                            return answer;
+                        }
+                    }
+                }
+                if matches!(outcome, Outcome::Allowed) {
+                    self.metrics.request(Outcome::Allowed, None);
+                }
+                let count = StreamCount::new(&self.metrics.open_streams);
                 policy::strip_response(&mut parts.headers);
                 parts.version = Version::HTTP_11;
                 let body = ResponseBody::Upstream {
@@ -129,6 +144,9 @@ impl Proxy {
                 Response::from_parts(parts, body)
             }
             Err(err) => {
+                if matches!(outcome, Outcome::Allowed) {
+                    self.metrics.request(Outcome::Allowed, None);
+                }
                 let path = path.as_ref().map_or("/", |p| p.path());
                 let fault = fault.as_ref().and_then(|f| f.get());
                 self.upstream_failed(&allowlist, &err, fault, &method, path, &peer, limit)
@@ -139,8 +157,9 @@ impl Proxy {
         response
     }
 
-    /// The rate limits and caps: reads the body's prefix if a method or tool limit needs it, checks the
-    /// `Mcp-Method`/`Mcp-Name` headers against it, and takes the client's slot, or answers the refusal.
+    /// The rate limits and caps: reads the body's prefix if a rate limit needs to count its calls, checks the
+    /// `Mcp-Method`/`Mcp-Name` headers against it, and takes the client's slot, or answers the refusal. A single
+    /// call charged before its body ended is watched to the end of the body.
     async fn limit(
         &self,
         allowlist: &Allowlist,
@@ -154,15 +173,13 @@ impl Proxy {
         let enforce = allowlist.mode == Mode::Enforce;
         let stream = policy::is_stream(head);
         let mut prefix = None;
-        if limits.needs_method() && !stream && !http_body::Body::is_end_stream(body) {
-            // Scanned again only every 256 bytes: a client sending its body byte by byte costs no more.
-            let mut scanned_at = 0usize;
-            let enough = move |data: &[u8]| {
-                if scanned_at != 0 && data.len() < scanned_at + 256 {
-                    return false;
-                }
-                scanned_at = data.len().max(1);
-                !peek::scan(data).wants_more()
+        let mut scanner = peek::Scanner::default();
+        if limits.reads_body() && !stream && !http_body::Body::is_end_stream(body) {
+            let mut fed = 0;
+            let enough = |data: &[u8]| {
+                scanner.feed(&data[fed..]);
+                fed = data.len();
+                !scanner.peeked().wants_more()
             };
             match crate::body::peek(body, limit, enough).await {
                 Ok(p) => prefix = Some(p),
@@ -173,10 +190,14 @@ impl Proxy {
                 }
             }
         }
-        let peeked = prefix.as_ref().map(|p| peek::scan(&p.data));
+        // A body that ended with nothing but whitespace carries no call.
+        let peeked = prefix
+            .as_ref()
+            .filter(|p| !(p.ended && p.data.trim_ascii().is_empty()))
+            .map(|_| scanner.peeked());
         let mut audited = false;
-        let call = match policy::mcp_call(head, peeked.as_ref()) {
-            Ok(call) => call,
+        let calls = match policy::mcp_calls(head, peeked) {
+            Ok(calls) => calls,
             Err(denial) if enforce => {
                 self.violation(&denial, head, peer, true);
                 return Err(refuse(allowlist, &denial));
@@ -184,22 +205,28 @@ impl Proxy {
             Err(denial) => {
                 self.violation(&denial, head, peer, false);
                 audited = true;
-                peeked.as_ref().map(policy::body_call).unwrap_or_default()
+                match peeked.map(policy::body_calls) {
+                    Some(Ok(calls)) => calls,
+                    Some(Err(_)) => vec![Call::Unreadable],
+                    None => Vec::new(),
+                }
             }
         };
+        if let Some(p) = prefix.as_mut().filter(|p| enforce && !p.ended) {
+            p.watch = policy::watch(scanner, &calls);
+        }
+        let class = RequestClass {
+            stream,
+            calls: &calls,
+        };
         let client = ClientKey::of(client);
-        let slot = match self.limiter.admit(client, &call.class(stream), limits) {
+        let slot = match self.limiter.admit(client, &class, limits) {
             Ok(slot) => slot,
             Err(refusal) => {
                 let denial = Denial::new(refusal.reason, client.to_string()).with_detail(&refusal.detail);
                 self.violation(&denial, head, peer, enforce);
                 if enforce {
-                    let mut answer = reject(allowlist, &denial);
-                    answer.headers_mut().insert(
-                        http::header::RETRY_AFTER,
-                        HeaderValue::from(refusal.retry_after_secs()),
-                    );
-                    return Err(answer);
+                    return Err(retry_later(allowlist, &denial, &refusal));
                 }
                 audited = true;
                 self.limiter.hold(client, stream)
@@ -210,6 +237,32 @@ impl Proxy {
             slot,
             audited,
         })
+    }
+
+    /// Counts a request whose response turned out to be an event stream against `maxStreamsPerClient` (the
+    /// cap counts what the response is, not what the request's `Accept` claimed).
+    fn stream_cap(
+        &self,
+        allowlist: &Allowlist,
+        slot: &mut SlotGuard,
+        method: &http::Method,
+        path: &str,
+        peer: &Peer,
+        client: std::net::IpAddr,
+    ) -> StreamCap {
+        let enforce = allowlist.mode == Mode::Enforce;
+        let Err(refusal) = slot.become_stream(&allowlist.limits, enforce) else {
+            return StreamCap::Within;
+        };
+        let denial =
+            Denial::new(refusal.reason, ClientKey::of(client).to_string()).with_detail(&refusal.detail);
+        log_denial(&denial, method.as_str(), path, None, peer, enforce);
+        if !enforce {
+            self.metrics.request(Outcome::Audited, Some(denial.reason));
+            return StreamCap::Audited;
+        }
+        self.metrics.request(Outcome::Rejected, Some(denial.reason));
+        StreamCap::Over(retry_later(allowlist, &denial, &refusal))
     }
 
     /// Logs and counts a request the allowlist or the policy refused (`enforce`), or that audit mode let through.
@@ -279,6 +332,25 @@ struct Admitted {
     audited: bool,
 }
 
+/// A response that turned out to be an event stream, and the stream cap.
+enum StreamCap {
+    Within,
+    /// Over the cap, let through by audit mode.
+    Audited,
+    /// Over the cap: the `429` to answer instead.
+    Over(Response<ResponseBody>),
+}
+
+/// A refusal by the rate limits: `429` with `Retry-After`.
+fn retry_later(allowlist: &Allowlist, denial: &Denial, refusal: &Refusal) -> Response<ResponseBody> {
+    let mut answer = reject(allowlist, denial);
+    answer.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from(refusal.retry_after_secs()),
+    );
+    answer
+}
+
 /// The refusal for a client's body at fault: too large (`413`) or not valid (`400`).
 fn client_fault(fault: &ClientFault, limit: u64) -> Denial {
     match fault {
@@ -286,6 +358,9 @@ fn client_fault(fault: &ClientFault, limit: u64) -> Denial {
             .with_detail(format!("limit {limit} bytes")),
         ClientFault::Malformed(detail) => {
             Denial::new(Reason::MalformedRequest, "request body").with_detail(detail)
+        }
+        ClientFault::Uncountable(detail) => {
+            Denial::new(Reason::UncountableBody, "request body").with_detail(detail)
         }
     }
 }
@@ -377,7 +452,7 @@ fn refuse(allowlist: &Allowlist, denial: &Denial) -> Response<ResponseBody> {
     let mut answer = reject(allowlist, denial);
     if matches!(
         denial.reason,
-        Reason::MalformedRequest | Reason::RequestBodyTooLarge
+        Reason::MalformedRequest | Reason::RequestBodyTooLarge | Reason::UncountableBody
     ) {
         answer
             .headers_mut()

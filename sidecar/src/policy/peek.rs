@@ -1,299 +1,431 @@
-//! Reading a JSON-RPC request's `method` and `params.name` from a prefix of its body, without parsing (or
-//! having) the rest: the guard peeks at most [`PEEK_LIMIT`] bytes and passes every byte on unchanged.
+//! Reading the JSON-RPC calls of a request body as the server's JSON parser will read them, from the bytes that
+//! have come so far: the guard peeks at most [`PEEK_LIMIT`] bytes before it charges the rate limits, and passes
+//! every byte on unchanged.
 //!
-//! The scanner walks the top-level object and the `params` object and skips every other value (strings with
-//! their escapes, nested objects and arrays); a value cut off by the end of the prefix just ends the scan. A
-//! key that occurs twice counts as unreadable, since parsers disagree on which one wins.
+//! [`Scanner`] is fed the body in pieces (it keeps its place across them) and follows the top-level value, a
+//! batch's elements, each request object and its `params` object; every other value is skipped (strings with
+//! their escapes, nested objects and arrays). Keys are compared decoded (`"m\u0065thod"` is `method`), and a key
+//! that occurs again replaces the earlier value, as in every common JSON parser (Python's `json`, JavaScript's
+//! `JSON.parse`, `serde_json::Value`): the last one wins. A key that is `method`, `params` or `name` but for
+//! case (Go's `encoding/json` matches struct fields case-insensitively, `ſ` and `K` included) makes the message
+//! ambiguous.
+//!
+//! A reading taken before the body ended can still be changed by a later key; [`Watch`] keeps scanning the rest
+//! of the body and says when it does, so that the request is cut before the server gets a complete body.
 
-/// The most bytes of a request body the guard holds back to read its method.
+/// The most bytes of a request body the guard holds back to read its calls.
 pub const PEEK_LIMIT: usize = 8 * 1024;
 
-/// What the prefix tells.
+/// Raw (escaped) key bytes kept: the longest key the scanner looks for, `params`, is at most 6 × 6 bytes escaped.
+const MAX_KEY: usize = 64;
+/// Raw bytes kept of a method or tool name; a longer one is not read (MCP tool names have at most 128 chars).
+const MAX_VALUE: usize = 1024;
+
+/// One JSON-RPC message of the body as far as it was read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    /// `method` as a parser reads it: the last `method` key's value; `None` when absent or not a string.
+    pub method: Option<String>,
+    /// `params.name` likewise (a later `params` replaces the whole object).
+    pub name: Option<String>,
+    /// Some parser may read the message otherwise: a key that is `method`, `params` or `name` but for case, or a
+    /// method or name the guard could not decode.
+    pub ambiguous: bool,
+    /// The object ended: no later key can change it.
+    pub ended: bool,
+}
+
+/// What the bytes so far tell.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Peeked {
-    pub method: Option<String>,
-    pub name: Option<String>,
-    /// The top-level value ended within the prefix: nothing more is to be learned.
+    /// The request object, or a batch's object elements in order.
+    pub messages: Vec<Message>,
+    /// The top-level value is an array: a JSON-RPC batch.
+    pub batch: bool,
+    /// The top-level value ended: nothing more is to be learned (anything after it makes the body invalid).
     pub complete: bool,
+    /// Not JSON the scanner can follow: not an object or array (another encoding, say), or a syntax error.
+    pub broken: bool,
 }
 
 impl Peeked {
     /// Whether reading further could still tell something the limits need.
     pub fn wants_more(&self) -> bool {
-        !self.complete
-            && (self.method.is_none()
-                || (self.method.as_deref() == Some("tools/call") && self.name.is_none()))
+        if self.complete || self.broken {
+            return false;
+        }
+        if self.batch {
+            return true;
+        }
+        self.messages.first().is_none_or(|m| {
+            !m.ambiguous
+                && (m.method.is_none() || (m.method.as_deref() == Some("tools/call") && m.name.is_none()))
+        })
     }
 }
 
-/// Scans a body prefix.
+/// Scans a whole body prefix at once.
 pub fn scan(prefix: &[u8]) -> Peeked {
-    let mut s = Scanner { b: prefix, i: 0 };
-    let mut out = Peeked::default();
-    let _ = s.top(&mut out);
-    out
+    let mut s = Scanner::default();
+    s.feed(prefix);
+    s.out
 }
 
-/// `None`: the prefix ended or the JSON is not what a request looks like; scanning stops.
-struct Scanner<'a> {
-    b: &'a [u8],
-    i: usize,
+/// A container the scanner follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Batch,
+    Request,
+    Params,
 }
 
-/// A key seen twice makes its value unreadable.
-fn set_once(slot: &mut Option<String>, seen: &mut bool, value: Option<String>) {
-    if *seen {
-        *slot = None;
-    } else {
-        *slot = value;
-        *seen = true;
-    }
+/// Where within a container the scanner is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum At {
+    /// After `{`: a key or `}`; after `[`: a value or `]`.
+    Open,
+    /// After `,` in an object.
+    Key,
+    Colon,
+    Value,
+    /// After a value: `,` or the end.
+    Next,
 }
 
-impl Scanner<'_> {
-    fn ws(&mut self) {
-        while self
-            .b
-            .get(self.i)
-            .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
-        {
-            self.i += 1;
+/// The keys that decide a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Key {
+    Method,
+    Params,
+    Name,
+    Other,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Level {
+    kind: Kind,
+    at: At,
+    key: Key,
+}
+
+/// The string being read: a key, the method or name value, or one to skip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Key,
+    Method,
+    Name,
+    Skip,
+}
+
+#[derive(Clone, Debug, Default)]
+enum Token {
+    #[default]
+    Between,
+    Str {
+        role: Role,
+        escaped: bool,
+    },
+    /// A number or literal, up to the next delimiter.
+    Bare,
+}
+
+/// A push scanner: feed it the body in pieces.
+#[derive(Clone, Debug, Default)]
+pub struct Scanner {
+    out: Peeked,
+    /// The containers open, outermost first (at most a batch, a request and its params).
+    levels: Vec<Level>,
+    /// Inside a value nobody reads: how many brackets deep.
+    skipping: usize,
+    token: Token,
+    /// The raw bytes of the key or value being read, and whether they overflowed their bound.
+    raw: Vec<u8>,
+    overflow: bool,
+}
+
+fn is_ws(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// The JSON string `raw` (between its quotes, escapes as written) decoded, as a JSON parser decodes it.
+fn decode(raw: &[u8]) -> Option<String> {
+    let mut quoted = Vec::with_capacity(raw.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(raw);
+    quoted.push(b'"');
+    serde_json::from_slice(&quoted).ok()
+}
+
+/// Unicode simple case folding as far as a case-insensitive key match needs it (`ſ` → `s`, `K` → `k`).
+fn fold(s: &str) -> String {
+    s.chars()
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Which deciding key `key` is in a container of `kind`: exactly it, or it but for case (ambiguous: `None`).
+fn key_of(kind: Kind, key: &str) -> Option<Key> {
+    let targets: &[(&str, Key)] = match kind {
+        Kind::Request => &[("method", Key::Method), ("params", Key::Params)],
+        Kind::Params => &[("name", Key::Name)],
+        Kind::Batch => &[],
+    };
+    for (name, k) in targets {
+        if key == *name {
+            return Some(*k);
+        }
+        if fold(key) == *name {
+            return None;
         }
     }
+    Some(Key::Other)
+}
 
-    fn peek(&mut self) -> Option<u8> {
-        self.ws();
-        self.b.get(self.i).copied()
+impl Scanner {
+    /// What the bytes fed so far tell.
+    pub fn peeked(&self) -> &Peeked {
+        &self.out
     }
 
-    fn eat(&mut self, c: u8) -> Option<()> {
-        (self.peek()? == c).then(|| self.i += 1)
-    }
-
-    fn top(&mut self, out: &mut Peeked) -> Option<()> {
-        let (mut method_seen, mut params_seen) = (false, false);
-        self.eat(b'{')?;
-        if self.eat(b'}').is_some() {
-            out.complete = true;
-            return Some(());
-        }
-        loop {
-            let key = self.string()?;
-            self.eat(b':')?;
-            match key.as_str() {
-                "method" => {
-                    let v = if self.peek()? == b'"' {
-                        Some(self.string()?)
-                    } else {
-                        self.skip().map(|_| None)?
-                    };
-                    set_once(&mut out.method, &mut method_seen, v);
-                }
-                "params" if self.peek()? == b'{' => {
-                    if params_seen {
-                        out.name = None;
-                        self.skip()?;
-                    } else {
-                        params_seen = true;
-                        self.params(out)?;
-                    }
-                }
-                _ => self.skip()?,
+    /// Reads the next piece of the body.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for &c in bytes {
+            if self.out.complete || self.out.broken {
+                return;
             }
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    out.complete = true;
-                    return Some(());
-                }
-                _ => return None,
-            }
+            self.byte(c);
         }
     }
 
-    fn params(&mut self, out: &mut Peeked) -> Option<()> {
-        let mut name_seen = false;
-        self.eat(b'{')?;
-        if self.eat(b'}').is_some() {
-            return Some(());
-        }
-        loop {
-            let key = self.string()?;
-            self.eat(b':')?;
-            if key == "name" {
-                let v = if self.peek()? == b'"' {
-                    Some(self.string()?)
-                } else {
-                    self.skip().map(|_| None)?
-                };
-                set_once(&mut out.name, &mut name_seen, v);
-            } else {
-                self.skip()?;
-            }
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+    fn message(&mut self) -> Option<&mut Message> {
+        self.out.messages.last_mut()
     }
 
-    /// A JSON string, unescaped.
-    fn string(&mut self) -> Option<String> {
-        self.eat(b'"')?;
-        let mut raw = Vec::new();
-        loop {
-            let c = *self.b.get(self.i)?;
-            self.i += 1;
+    fn broken(&mut self) {
+        self.out.broken = true;
+    }
+
+    fn byte(&mut self, c: u8) {
+        match self.token {
+            Token::Str { role, escaped } => return self.string_byte(role, escaped, c),
+            Token::Bare if matches!(c, b',' | b'}' | b']') || is_ws(c) => {
+                self.token = Token::Between;
+                self.value_done();
+            }
+            Token::Bare => return,
+            Token::Between => {}
+        }
+        if self.skipping > 0 {
             match c {
-                b'"' => break,
-                b'\\' => {
-                    raw.push(c);
-                    raw.push(*self.b.get(self.i)?);
-                    self.i += 1;
+                b'"' => self.start_string(Role::Skip),
+                b'{' | b'[' => self.skipping += 1,
+                b'}' | b']' => {
+                    self.skipping -= 1;
+                    if self.skipping == 0 {
+                        self.value_done();
+                    }
                 }
-                c if c < 0x20 => return None,
-                c => raw.push(c),
+                _ => {}
             }
+            return;
         }
-        // The escapes (`\u00xx`, surrogate pairs) decoded as a JSON parser decodes them.
-        raw.insert(0, b'"');
-        raw.push(b'"');
-        serde_json::from_slice(&raw).ok()
+        if is_ws(c) {
+            return;
+        }
+        let Some(level) = self.levels.last().copied() else {
+            // The top-level value: a request object or a batch.
+            return match c {
+                b'{' => self.open_request(),
+                b'[' => {
+                    self.out.batch = true;
+                    self.push(Kind::Batch);
+                }
+                _ => self.broken(),
+            };
+        };
+        let object = level.kind != Kind::Batch;
+        match (level.at, c) {
+            (At::Open, b'}') if object => self.close(),
+            (At::Open, b']') if !object => self.close(),
+            (At::Open | At::Key, b'"') if object => self.start_string(Role::Key),
+            (At::Colon, b':') => self.set_at(At::Value),
+            (At::Open | At::Value, _) if !object => match c {
+                b'{' => self.open_request(),
+                _ => self.skip_value(c),
+            },
+            (At::Value, _) => self.value(level, c),
+            (At::Next, b',') => self.set_at(if object { At::Key } else { At::Value }),
+            (At::Next, b'}') if object => self.close(),
+            (At::Next, b']') if !object => self.close(),
+            _ => self.broken(),
+        }
     }
 
-    /// Skips one value of any kind.
-    fn skip(&mut self) -> Option<()> {
-        match self.peek()? {
-            b'"' => self.string().map(|_| ()),
-            b'{' | b'[' => {
-                let mut depth = 0usize;
-                loop {
-                    match *self.b.get(self.i)? {
-                        b'"' => {
-                            self.string()?;
-                            continue;
-                        }
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                self.i += 1;
-                                return Some(());
-                            }
-                        }
-                        _ => {}
-                    }
-                    self.i += 1;
+    fn set_at(&mut self, at: At) {
+        if let Some(level) = self.levels.last_mut() {
+            level.at = at;
+        }
+    }
+
+    fn push(&mut self, kind: Kind) {
+        self.levels.push(Level {
+            kind,
+            at: At::Open,
+            key: Key::Other,
+        });
+    }
+
+    fn open_request(&mut self) {
+        self.out.messages.push(Message::default());
+        self.push(Kind::Request);
+    }
+
+    /// The value of a key in a request or params object.
+    fn value(&mut self, level: Level, c: u8) {
+        match (level.key, c) {
+            (Key::Method, b'"') => self.start_string(Role::Method),
+            (Key::Name, b'"') => self.start_string(Role::Name),
+            (Key::Params, b'{') => self.push(Kind::Params),
+            _ => self.skip_value(c),
+        }
+    }
+
+    fn skip_value(&mut self, c: u8) {
+        match c {
+            b'"' => self.start_string(Role::Skip),
+            b'{' | b'[' => self.skipping = 1,
+            b'}' | b']' | b',' | b':' => self.broken(),
+            _ => self.token = Token::Bare,
+        }
+    }
+
+    /// A value ended in the innermost container (or the top-level value ended).
+    fn value_done(&mut self) {
+        match self.levels.last_mut() {
+            Some(level) => level.at = At::Next,
+            None => self.out.complete = true,
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(level) = self.levels.pop()
+            && level.kind == Kind::Request
+            && let Some(m) = self.message()
+        {
+            m.ended = true;
+        }
+        self.value_done();
+    }
+
+    fn start_string(&mut self, role: Role) {
+        self.token = Token::Str { role, escaped: false };
+        self.raw.clear();
+        self.overflow = false;
+    }
+
+    fn string_byte(&mut self, role: Role, escaped: bool, c: u8) {
+        let end = !escaped && c == b'"';
+        if !escaped && c < 0x20 {
+            return self.broken();
+        }
+        if !end {
+            self.token = Token::Str {
+                role,
+                escaped: !escaped && c == b'\\',
+            };
+            let bound = if role == Role::Key { MAX_KEY } else { MAX_VALUE };
+            if role != Role::Skip {
+                if self.raw.len() < bound {
+                    self.raw.push(c);
+                } else {
+                    self.overflow = true;
                 }
             }
-            _ => {
-                // A number or literal: up to the next delimiter, which must be within the prefix.
-                let start = self.i;
-                while let Some(c) = self.b.get(self.i) {
-                    if matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
-                        return (self.i > start).then_some(());
+            return;
+        }
+        self.token = Token::Between;
+        let text = (!self.overflow).then(|| decode(&self.raw)).flatten();
+        match role {
+            Role::Skip if self.skipping > 0 => {}
+            Role::Skip => self.value_done(),
+            Role::Key => self.key(text),
+            Role::Method | Role::Name => {
+                let unreadable = text.is_none();
+                if let Some(m) = self.message() {
+                    m.ambiguous |= unreadable;
+                    match role {
+                        Role::Method => m.method = text,
+                        _ => m.name = text,
                     }
-                    self.i += 1;
                 }
-                None
+                self.value_done();
             }
         }
+    }
+
+    /// A key read: the value it names starts over (the last key wins).
+    fn key(&mut self, text: Option<String>) {
+        let Some(level) = self.levels.last().copied() else {
+            return;
+        };
+        // A key that cannot be decoded, or is too long to be one of those looked for, is no deciding key.
+        let key = text.map_or(Some(Key::Other), |k| key_of(level.kind, &k));
+        if let Some(m) = self.message() {
+            match key {
+                Some(Key::Method) => m.method = None,
+                Some(Key::Params | Key::Name) => m.name = None,
+                Some(Key::Other) => {}
+                None => m.ambiguous = true,
+            }
+        }
+        if let Some(l) = self.levels.last_mut() {
+            l.key = key.unwrap_or(Key::Other);
+            l.at = At::Colon;
+        }
+    }
+}
+
+/// The rest of a body whose call was charged before it ended: it must not name another method or tool.
+#[derive(Clone, Debug)]
+pub struct Watch {
+    scanner: Scanner,
+    method: String,
+    tool: Option<String>,
+}
+
+impl Watch {
+    /// Watches a single request charged as `method` (and `tool`, when the charge named one), the scanner having
+    /// read the prefix.
+    pub fn new(scanner: Scanner, method: String, tool: Option<String>) -> Self {
+        Watch {
+            scanner,
+            method,
+            tool,
+        }
+    }
+
+    /// Reads the next piece; an error says why the body now names another call than the one charged.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.scanner.feed(bytes);
+        let p = &self.scanner.out;
+        let m = p.messages.first();
+        let why = if p.broken {
+            "is not JSON the guard can follow"
+        } else if m.is_none_or(|m| m.ambiguous) {
+            "has a key that parsers read differently"
+        } else if m.and_then(|m| m.method.as_deref()) != Some(&self.method) {
+            "names another method"
+        } else if self.tool.is_some() && m.and_then(|m| m.name.as_ref()) != self.tool.as_ref() {
+            "names another tool"
+        } else {
+            return Ok(());
+        };
+        Err(format!(
+            "the request body {why} after the part of it that the rate limits charged"
+        ))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// (method, tool, complete)
-    type Found = (Option<String>, Option<String>, bool);
-
-    fn found(body: &str) -> Found {
-        let p = scan(body.as_bytes());
-        (p.method, p.name, p.complete)
-    }
-
-    fn s(v: &str) -> Option<String> {
-        Some(v.to_owned())
-    }
-
-    #[test]
-    fn finds_method_and_tool_wherever_the_sdks_put_them() {
-        let cases: &[(&str, Found)] = &[
-            (
-                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"render","arguments":{"a":[1,{"b":"}"}]}}}"#,
-                (s("tools/call"), s("render"), true),
-            ),
-            (
-                r#"{"method":"tools/call","params":{"_meta":{"progressToken":7},"arguments":{"name":"not me"},"name":"search"},"jsonrpc":"2.0","id":"x"}"#,
-                (s("tools/call"), s("search"), true),
-            ),
-            (r#" { "id" : 1 , "method" : "ping" } "#, (s("ping"), None, true)),
-            (
-                r#"{"method":"tools\/call","params":{"name":"r\u00e9sum\u00e9"}}"#,
-                (s("tools/call"), s("résumé"), true),
-            ),
-            (
-                r#"{"method":"notifications/initialized"}"#,
-                (s("notifications/initialized"), None, true),
-            ),
-            (r#"{"result":{},"id":1,"jsonrpc":"2.0"}"#, (None, None, true)),
-            (r#"{}"#, (None, None, true)),
-            // Cut off: what was read before the cut counts.
-            (
-                r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"ren"#,
-                (s("tools/call"), None, false),
-            ),
-            (r#"{"id":1,"params":{"arguments":{"x":"#, (None, None, false)),
-            (r#"{"id":12"#, (None, None, false)),
-            // Not a request object.
-            (r#"[{"method":"ping"}]"#, (None, None, false)),
-            ("not json", (None, None, false)),
-            (r#"{"method":7}"#, (None, None, true)),
-            // Twice: parsers disagree on which wins, so neither is believed.
-            (r#"{"method":"ping","method":"tools/call"}"#, (None, None, true)),
-            (
-                r#"{"method":"tools/call","params":{"name":"a","name":"b"}}"#,
-                (s("tools/call"), None, true),
-            ),
-        ];
-        for (body, want) in cases {
-            assert_eq!(&found(body), want, "{body}");
-        }
-    }
-
-    #[test]
-    fn wants_more_until_the_limits_have_what_they_need() {
-        assert!(scan(br#"{"id":1,"#).wants_more());
-        assert!(!scan(br#"{"method":"ping","#).wants_more());
-        assert!(scan(br#"{"method":"tools/call","#).wants_more());
-        assert!(!scan(br#"{"method":"tools/call","params":{"name":"x""#).wants_more());
-        assert!(!scan(br#"{"id":1}"#).wants_more(), "complete");
-    }
-
-    #[test]
-    fn agrees_with_serde_on_whole_bodies_and_any_prefix_of_them() {
-        let bodies = [
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"render","arguments":{"q":"a \"quoted\" } ] value","n":[1,2.5e3,true,null]}}}"#,
-            r#"{"params":{"arguments":{},"name":"x"},"method":"tools/call","id":"é"}"#,
-        ];
-        for body in bodies {
-            let v: serde_json::Value = serde_json::from_str(body).unwrap();
-            let whole = scan(body.as_bytes());
-            assert_eq!(whole.method.as_deref(), v["method"].as_str(), "{body}");
-            assert_eq!(whole.name.as_deref(), v["params"]["name"].as_str(), "{body}");
-            for cut in 0..body.len() {
-                let part = scan(&body.as_bytes()[..cut]);
-                // A prefix never tells something the whole body does not.
-                assert!(part.method.is_none() || part.method == whole.method, "{cut}");
-                assert!(part.name.is_none() || part.name == whole.name, "{cut}");
-                assert!(!part.complete, "{cut}");
-            }
-        }
-    }
-}
+pub(crate) mod tests;

@@ -22,8 +22,25 @@ mod tests;
 /// Clients tracked when `maxTrackedClients` is not set.
 pub const DEFAULT_MAX_TRACKED_CLIENTS: u32 = 10_000;
 
-/// The method name used for requests whose method the guard could not read.
-pub const UNKNOWN_METHOD: &str = "?";
+/// One JSON-RPC call, as the limits charge it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// A call whose method the guard read; for `tools/call` the tool, or `None` when it could not be read (then
+    /// it is charged to every tool limit).
+    Method { method: String, tool: Option<String> },
+    /// A call the guard could not read: it may be any method and any tool, so it is charged to every method and
+    /// tool limit and can never be cheaper than a call it could be.
+    Unreadable,
+}
+
+impl Call {
+    pub fn method(method: &str, tool: Option<&str>) -> Self {
+        Call::Method {
+            method: method.to_owned(),
+            tool: tool.map(str::to_owned),
+        }
+    }
+}
 
 /// Who a client is for the limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,10 +73,9 @@ impl std::fmt::Display for ClientKey {
 pub struct RequestClass<'a> {
     /// An SSE stream (`GET` with `Accept: text/event-stream`): counted against `maxStreamsPerClient`.
     pub stream: bool,
-    /// The JSON-RPC method, when the request carries one; [`UNKNOWN_METHOD`] when it should but could not be read.
-    pub method: Option<&'a str>,
-    /// The tool of a `tools/call`.
-    pub tool: Option<&'a str>,
+    /// The JSON-RPC calls the request carries: none (a `GET`, a response the client sends back), one, or one
+    /// per element of a batch.
+    pub calls: &'a [Call],
 }
 
 /// What a request holds while it is in flight; give it back with [`ClientTable::release`].
@@ -107,31 +123,27 @@ impl ClientState {
     }
 }
 
-/// One bucket to charge: where its arrival time lives, and its shape.
+/// One bucket to charge: which it is (where its arrival time lives), its shape, and how many tokens.
 struct Charge<'a> {
-    label: Label<'a>,
+    bucket: Bucket<'a>,
     rate: &'a Rate,
+    tokens: u32,
 }
 
-/// Which limit a bucket is, as the refusal names it; formatted only when it refuses.
-enum Label<'a> {
-    PerClient,
-    PerMethod(&'a str),
-    PerTool(&'a str),
-    StrictestMethodOrTool,
-    StrictestTool,
+/// Which limit a bucket is; as the refusal names it, formatted only when it refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bucket<'a> {
+    Client,
+    Method(&'a str),
+    Tool(&'a str),
 }
 
-impl std::fmt::Display for Label<'_> {
+impl std::fmt::Display for Bucket<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Label::PerClient => f.write_str("perClient"),
-            Label::PerMethod(name) => write!(f, "perMethod[{name:?}]"),
-            Label::PerTool(name) => write!(f, "perTool[{name:?}]"),
-            Label::StrictestMethodOrTool => {
-                f.write_str("the strictest perMethod/perTool limit (method not readable)")
-            }
-            Label::StrictestTool => f.write_str("the strictest perTool limit (tool not readable)"),
+            Bucket::Client => f.write_str("perClient"),
+            Bucket::Method(name) => write!(f, "perMethod[{name:?}]"),
+            Bucket::Tool(name) => write!(f, "perTool[{name:?}]"),
         }
     }
 }
@@ -140,22 +152,35 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The GCRA step: the bucket's new arrival time if the request conforms, else how long until it would.
-fn conform(tat: u64, now: u64, rate: &Rate) -> Result<u64, u64> {
+/// The GCRA step for `tokens` requests at once: the bucket's new arrival time if they all conform, else how long
+/// until they would (more tokens than the burst never do).
+fn conform(tat: u64, now: u64, rate: &Rate, tokens: u32) -> Result<u64, u64> {
     let interval = 60_000_000_000 / u64::from(rate.requests_per_minute.max(1));
     let tolerance = interval.saturating_mul(u64::from(rate.burst() - 1));
-    let tat = tat.max(now);
-    let ahead = tat - now;
+    // The arrival time of the last of them.
+    let last = tat
+        .max(now)
+        .saturating_add(interval.saturating_mul(u64::from(tokens.max(1) - 1)));
+    let ahead = last - now;
     if ahead > tolerance {
         Err(ahead - tolerance)
     } else {
-        Ok(tat.saturating_add(interval))
+        Ok(last.saturating_add(interval))
     }
 }
 
-fn describe(label: &Label<'_>, rate: &Rate) -> String {
+fn describe(charge: &Charge<'_>) -> String {
+    let (rate, tokens) = (charge.rate, charge.tokens);
+    let calls = match tokens {
+        1 => String::new(),
+        n if n > rate.burst() => {
+            format!(" (this request carries {n} calls for it: more than the burst never fits)")
+        }
+        n => format!(" (this request carries {n} calls for it)"),
+    };
     format!(
-        "{label}: {}/min, burst {}",
+        "{}: {}/min, burst {}{calls}",
+        charge.bucket,
         rate.requests_per_minute,
         rate.burst()
     )
@@ -225,13 +250,13 @@ impl ClientTable {
         // Check every bucket first and commit only when all conform: a refusal costs nothing anywhere.
         let mut wait: Option<(u64, &Charge<'_>)> = None;
         let mut updates = Vec::with_capacity(charges.len());
-        for (bucket, charge) in &charges {
-            let tat = match bucket {
+        for charge in &charges {
+            let tat = match charge.bucket {
                 Bucket::Client => state.client,
                 Bucket::Method(m) => *tat_of(&mut state.methods, m),
                 Bucket::Tool(t) => *tat_of(&mut state.tools, t),
             };
-            match conform(tat, now, charge.rate) {
+            match conform(tat, now, charge.rate, charge.tokens) {
                 Ok(next) => updates.push(next),
                 Err(w) if wait.is_none_or(|(longest, _)| w > longest) => wait = Some((w, charge)),
                 Err(_) => {}
@@ -241,11 +266,11 @@ impl ClientTable {
             return Err(Refusal {
                 reason: Reason::RateLimited,
                 retry_after: Duration::from_nanos(w),
-                detail: describe(&charge.label, charge.rate),
+                detail: describe(charge),
             });
         }
-        for ((bucket, _), next) in charges.iter().zip(updates) {
-            match bucket {
+        for (charge, next) in charges.iter().zip(updates) {
+            match charge.bucket {
                 Bucket::Client => state.client = next,
                 Bucket::Method(m) => *tat_of(&mut state.methods, m) = next,
                 Bucket::Tool(t) => *tat_of(&mut state.tools, t) = next,
@@ -278,6 +303,37 @@ impl ClientTable {
             };
             *n = n.saturating_sub(1);
         }
+    }
+
+    /// A request admitted as one in flight whose response turned out to be an event stream: from now on it counts
+    /// against `maxStreamsPerClient`, which it must fit (what the response is decides, not what the request's
+    /// `Accept` claimed). Refused, nothing changes: the request still holds its slot until it is released.
+    pub fn become_stream(&mut self, slot: &mut Slot, limits: &Limits) -> Result<(), Refusal> {
+        if let Some(state) = self.clients.get(&slot.client)
+            && !slot.stream
+            && let Some(max) = limits.max_streams_per_client
+            && state.streams >= max
+        {
+            return Err(Refusal {
+                reason: Reason::TooManyStreams,
+                retry_after: Duration::from_secs(1),
+                detail: format!("maxStreamsPerClient: {max} open"),
+            });
+        }
+        self.move_to_streams(slot);
+        Ok(())
+    }
+
+    /// Counts a request's slot as a stream without checking the cap (audit mode).
+    pub fn move_to_streams(&mut self, slot: &mut Slot) {
+        if slot.stream {
+            return;
+        }
+        if let Some(state) = self.clients.get_mut(&slot.client) {
+            state.in_flight = state.in_flight.saturating_sub(1);
+            state.streams += 1;
+        }
+        slot.stream = true;
     }
 
     /// Keeps the table within `maxTrackedClients` before a new client is added: forgets idle clients (which
@@ -317,86 +373,54 @@ impl ClientTable {
     }
 }
 
-enum Bucket<'a> {
-    Client,
-    Method(&'a str),
-    Tool(&'a str),
-}
-
-/// The buckets a request is charged to. A request whose method could not be read is charged to the strictest
-/// method or tool limit, so that hiding the method (past the peeked prefix) never buys a looser one.
-fn charges<'a>(class: &RequestClass<'a>, limits: &'a Limits) -> Vec<(Bucket<'a>, Charge<'a>)> {
-    let mut out = Vec::with_capacity(3);
+/// The buckets a request is charged to, each with as many tokens as the request carries calls for it. Every
+/// request costs `perClient` at least one token. A call whose method could not be read is charged to every
+/// method and tool limit, and a `tools/call` whose tool could not be read to every tool limit, so that hiding a
+/// name (past the peeked prefix, behind a duplicate key) never buys a looser limit or a bucket of its own.
+fn charges<'a>(class: &RequestClass<'_>, limits: &'a Limits) -> Vec<Charge<'a>> {
+    let mut out: Vec<Charge<'a>> = Vec::new();
+    let mut add =
+        |bucket: Bucket<'a>, rate: &'a Rate, tokens: u32| match out.iter_mut().find(|c| c.bucket == bucket) {
+            Some(c) => c.tokens = c.tokens.saturating_add(tokens),
+            None => out.push(Charge { bucket, rate, tokens }),
+        };
     if let Some(rate) = &limits.per_client {
-        out.push((
+        add(
             Bucket::Client,
-            Charge {
-                label: Label::PerClient,
-                rate,
-            },
-        ));
+            rate,
+            u32::try_from(class.calls.len().max(1)).unwrap_or(u32::MAX),
+        );
     }
-    match class.method {
-        Some(UNKNOWN_METHOD) => {
-            let strictest = limits
-                .per_method
-                .values()
-                .chain(limits.per_tool.values())
-                .min_by_key(|r| (r.requests_per_minute, r.burst()));
-            if let Some(rate) = strictest {
-                out.push((
-                    Bucket::Method(UNKNOWN_METHOD),
-                    Charge {
-                        label: Label::StrictestMethodOrTool,
-                        rate,
-                    },
-                ));
-            }
+    let every_tool = |add: &mut dyn FnMut(Bucket<'a>, &'a Rate, u32)| {
+        for (name, rate) in &limits.per_tool {
+            add(Bucket::Tool(name), rate, 1);
         }
-        Some(method) => {
-            if let Some((name, rate)) = limits.per_method.get_key_value(method) {
-                out.push((
-                    Bucket::Method(name),
-                    Charge {
-                        label: Label::PerMethod(name),
-                        rate,
-                    },
-                ));
-            }
-            if method != "tools/call" {
-                return out;
-            }
-            match class.tool {
-                Some(tool) => {
-                    if let Some((name, rate)) = limits.per_tool.get_key_value(tool) {
-                        out.push((
-                            Bucket::Tool(name),
-                            Charge {
-                                label: Label::PerTool(name),
-                                rate,
-                            },
-                        ));
-                    }
+    };
+    for call in class.calls {
+        match call {
+            Call::Unreadable => {
+                for (name, rate) in &limits.per_method {
+                    add(Bucket::Method(name), rate, 1);
                 }
-                // A tools/call whose tool could not be read: the strictest tool limit.
-                None => {
-                    let strictest = limits
-                        .per_tool
-                        .values()
-                        .min_by_key(|r| (r.requests_per_minute, r.burst()));
-                    if let Some(rate) = strictest {
-                        out.push((
-                            Bucket::Tool(UNKNOWN_METHOD),
-                            Charge {
-                                label: Label::StrictestTool,
-                                rate,
-                            },
-                        ));
+                every_tool(&mut add);
+            }
+            Call::Method { method, tool } => {
+                if let Some((name, rate)) = limits.per_method.get_key_value(method.as_str()) {
+                    add(Bucket::Method(name), rate, 1);
+                }
+                if method != "tools/call" {
+                    continue;
+                }
+                match tool {
+                    Some(tool) => {
+                        if let Some((name, rate)) = limits.per_tool.get_key_value(tool.as_str()) {
+                            add(Bucket::Tool(name), rate, 1);
+                        }
                     }
+                    None => every_tool(&mut add),
                 }
             }
         }
-        None => {}
     }
     out
 }

@@ -614,21 +614,44 @@ fn sse_streams_are_gets_that_accept_an_event_stream() {
 }
 
 #[test]
+fn a_response_counts_as_a_stream_by_its_content_type_unless_it_answers_a_post() {
+    let cases: &[(&str, Fields, bool)] = &[
+        ("GET", &[("content-type", "text/event-stream")], true),
+        (
+            "GET",
+            &[("content-type", "Text/Event-Stream; charset=utf-8")],
+            true,
+        ),
+        ("DELETE", &[("content-type", "text/event-stream")], true),
+        ("GET", &[("content-type", "application/json")], false),
+        ("GET", &[("content-type", "text/event-streams")], false),
+        ("GET", &[], false),
+        ("POST", &[("content-type", "text/event-stream")], false),
+    ];
+    for (method, f, want) in cases {
+        let h = head(method, "/mcp", Version::HTTP_11, f);
+        assert_eq!(counts_as_stream(&h.method, &h.headers), *want, "{method} {f:?}");
+    }
+}
+
+#[test]
 fn the_body_decides_what_a_call_is_charged_to_and_a_disagreeing_header_is_refused() {
+    use rate::Call;
     let scanned = |body: &str| peek::scan(body.as_bytes());
-    let call = |m: Option<&str>, t: Option<&str>| McpCall {
-        method: m.map(str::to_owned),
-        tool: t.map(str::to_owned),
-    };
+    let call = |m: &str, t: Option<&str>| vec![Call::method(m, t)];
     let render = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"render"}}"#;
     let cut = r#"{"jsonrpc":"2.0","id":1,"params":{"arguments":{"pad":"xxxx"#;
-    // (headers, body read, charged to, or refused)
-    let cases: &[(Fields, Option<&str>, Result<McpCall, &str>)] = &[
-        (&[], Some(render), Ok(call(Some("tools/call"), Some("render")))),
+    let twice = r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call","params":{"name":"cheap","name":"render"}}"#;
+    let batch =
+        r#"[{"method":"tools/call","params":{"name":"render"}},{"method":"ping"},{"id":2,"result":{}},7]"#;
+    // (headers, body read, charged to, or refused with this detail)
+    type Charged = Result<Vec<Call>, &'static str>;
+    let cases: &[(Fields, Option<&str>, Charged)] = &[
+        (&[], Some(render), Ok(call("tools/call", Some("render")))),
         (
             &[("mcp-method", "tools/call"), ("mcp-name", "render")],
             Some(render),
-            Ok(call(Some("tools/call"), Some("render"))),
+            Ok(call("tools/call", Some("render"))),
         ),
         (
             &[("mcp-method", "tools/list")],
@@ -645,36 +668,49 @@ fn the_body_decides_what_a_call_is_charged_to_and_a_disagreeing_header_is_refuse
             Some(render),
             Err("more than one mcp-method header"),
         ),
-        // The method is past the prefix: a header alone does not buy a looser limit.
+        // Duplicate keys: the last wins, as the server's JSON parser reads them; the headers are held to that.
+        (&[], Some(twice), Ok(call("tools/call", Some("render")))),
         (
-            &[("mcp-method", "ping")],
-            Some(cut),
-            Ok(call(Some(rate::UNKNOWN_METHOD), None)),
+            &[("mcp-method", "tools/call"), ("mcp-name", "cheap")],
+            Some(twice),
+            Err("mcp-name \"cheap\" but the body says \"render\""),
         ),
-        (&[], Some(cut), Ok(call(Some(rate::UNKNOWN_METHOD), None))),
-        // A response the client sends back (to a server's request) names no method.
+        // The method is past the prefix: a header alone does not buy a looser limit.
+        (&[("mcp-method", "ping")], Some(cut), Ok(vec![Call::Unreadable])),
+        (&[], Some(cut), Ok(vec![Call::Unreadable])),
+        // A batch: one call per element that is a request.
         (
             &[],
-            Some(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#),
-            Ok(call(None, None)),
+            Some(batch),
+            Ok(vec![
+                Call::method("tools/call", Some("render")),
+                Call::method("ping", None),
+            ]),
         ),
-        // No body read (no method limit, or no body): the headers as sent; a name is a tool only on tools/call.
+        (
+            &[("mcp-method", "tools/call")],
+            Some(batch),
+            Err("mcp-method \"tools/call\" but the body says \"ping\""),
+        ),
+        // A response the client sends back (to a server's request) names no method.
+        (&[], Some(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#), Ok(vec![])),
+        // No body read (no rate limit, or no body): the headers as sent; a name is a tool only on tools/call.
         (
             &[("mcp-method", "tools/call"), ("mcp-name", "render")],
             None,
-            Ok(call(Some("tools/call"), Some("render"))),
+            Ok(call("tools/call", Some("render"))),
         ),
         (
             &[("mcp-method", "prompts/get"), ("mcp-name", "draft")],
             None,
-            Ok(call(Some("prompts/get"), None)),
+            Ok(call("prompts/get", None)),
         ),
-        (&[], None, Ok(call(None, None))),
+        (&[], None, Ok(vec![])),
     ];
     for (f, body, want) in cases {
         let h = head("POST", "/mcp", Version::HTTP_11, f);
         let peeked = body.map(scanned);
-        let got = mcp_call(&h, peeked.as_ref());
+        let got = mcp_calls(&h, peeked.as_ref());
         match (got, want) {
             (Ok(got), Ok(want)) => assert_eq!(&got, want, "{f:?} {body:?}"),
             (Err(d), Err(detail)) => {
@@ -687,8 +723,40 @@ fn the_body_decides_what_a_call_is_charged_to_and_a_disagreeing_header_is_refuse
     }
     // Audit mode forwards a request whose headers disagree, charged by its body: what the server runs.
     assert_eq!(
-        body_call(&scanned(render)),
-        call(Some("tools/call"), Some("render"))
+        body_calls(&scanned(render)),
+        Ok(call("tools/call", Some("render")))
     );
-    assert_eq!(body_call(&scanned(cut)), call(Some(rate::UNKNOWN_METHOD), None));
+    assert_eq!(body_calls(&scanned(cut)), Ok(vec![Call::Unreadable]));
+}
+
+#[test]
+fn bodies_whose_calls_cannot_be_counted_are_refused() {
+    let long_batch = format!(
+        "[{}]",
+        vec![r#"{"method":"tools/call","params":{"name":"render"}}"#; 300].join(",")
+    );
+    let cases: &[(&[u8], &str)] = &[
+        (
+            &long_batch.as_bytes()[..peek::PEEK_LIMIT],
+            "a JSON-RPC batch that does not end, as valid JSON, within the first 8192 bytes",
+        ),
+        (
+            br#"[{"method":"ping"} {"method":"ping"}]"#,
+            "a JSON-RPC batch that does not end, as valid JSON, within the first 8192 bytes",
+        ),
+        // UTF-16 (Python's json reads it): the guard cannot see whether it is a batch.
+        (
+            b"\xff\xfe[\x00{\x00",
+            "the body does not start with a JSON object or array (UTF-8) within the first 8192 bytes",
+        ),
+        (
+            b"method=tools/call",
+            "the body does not start with a JSON object or array (UTF-8) within the first 8192 bytes",
+        ),
+    ];
+    for (body, detail) in cases {
+        let d = body_calls(&peek::scan(body)).unwrap_err();
+        assert_eq!((d.reason, d.status()), (Reason::UncountableBody, 400));
+        assert_eq!(d.detail.as_deref(), Some(*detail));
+    }
 }

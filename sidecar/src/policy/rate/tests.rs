@@ -13,24 +13,26 @@ fn client(s: &str) -> ClientKey {
     ClientKey::of(s.parse().unwrap())
 }
 
-fn call<'a>(method: &'a str, tool: Option<&'a str>) -> RequestClass<'a> {
+/// A request of one call; leaked, which a test can afford, so that it can be passed around like a constant.
+fn call(method: &str, tool: Option<&str>) -> RequestClass<'static> {
+    calls(vec![Call::method(method, tool)])
+}
+
+fn calls(calls: Vec<Call>) -> RequestClass<'static> {
     RequestClass {
         stream: false,
-        method: Some(method),
-        tool,
+        calls: Vec::leak(calls),
     }
 }
 
 const PLAIN: RequestClass<'static> = RequestClass {
     stream: false,
-    method: None,
-    tool: None,
+    calls: &[],
 };
 
 const STREAM: RequestClass<'static> = RequestClass {
     stream: true,
-    method: None,
-    tool: None,
+    calls: &[],
 };
 
 /// Admits and releases at once (a request that finished), returning the refusal if any.
@@ -182,8 +184,9 @@ fn the_longest_wait_of_the_buckets_refusing_is_the_retry_after() {
 }
 
 #[test]
-fn an_unreadable_method_or_tool_pays_the_strictest_limit() {
+fn an_unreadable_call_is_charged_to_every_bucket_it_could_belong_to() {
     let limits = Limits {
+        per_client: Some(rate(600, 100)),
         per_method: [
             ("tools/call".to_owned(), rate(600, 10)),
             ("ping".to_owned(), rate(60, 5)),
@@ -197,18 +200,59 @@ fn an_unreadable_method_or_tool_pays_the_strictest_limit() {
         ..Limits::default()
     };
     let (mut t, a, now) = (ClientTable::default(), client("10.0.0.1"), Duration::ZERO);
-    let unknown = RequestClass {
-        stream: false,
-        method: Some(UNKNOWN_METHOD),
-        tool: None,
-    };
+    let unknown = calls(vec![Call::Unreadable]);
     assert_eq!(request(&mut t, a, &unknown, &limits, now), None);
+    // It took costly's only token: neither another unreadable call nor a readable costly one gets through, so
+    // each unreadable form costs what the call it hides costs, never a bucket of its own.
     let r = request(&mut t, a, &unknown, &limits, now).unwrap();
-    assert!(r.detail.contains("6/min, burst 1"), "{r:?}");
-    // A tools/call without a readable tool name: the strictest tool limit.
-    assert_eq!(request(&mut t, a, &call("tools/call", None), &limits, now), None);
-    let r = request(&mut t, a, &call("tools/call", None), &limits, now).unwrap();
-    assert!(r.detail.contains("strictest perTool"), "{r:?}");
+    assert_eq!(r.detail, "perTool[\"costly\"]: 6/min, burst 1");
+    assert!(request(&mut t, a, &call("tools/call", Some("costly")), &limits, now).is_some());
+    assert!(request(&mut t, a, &call("tools/call", None), &limits, now).is_some());
+    // And it was charged to ping's bucket too: four pings left of five.
+    for _ in 0..4 {
+        assert_eq!(request(&mut t, a, &call("ping", None), &limits, now), None);
+    }
+    assert!(request(&mut t, a, &call("ping", None), &limits, now).is_some());
+    // A tools/call without a readable tool name: every tool limit.
+    let b = client("10.0.0.2");
+    assert_eq!(request(&mut t, b, &call("tools/call", None), &limits, now), None);
+    let r = request(&mut t, b, &call("tools/call", Some("costly")), &limits, now).unwrap();
+    assert!(r.detail.contains("perTool[\"costly\"]"), "{r:?}");
+    assert_eq!(
+        request(&mut t, b, &call("tools/call", Some("cheap")), &limits, now),
+        None
+    );
+}
+
+#[test]
+fn a_batch_is_charged_call_by_call_and_one_larger_than_a_burst_never_fits() {
+    let limits = Limits {
+        per_client: Some(rate(600, 20)),
+        per_tool: [("render".to_owned(), rate(6, 3))].into(),
+        ..Limits::default()
+    };
+    let (mut t, a, now) = (ClientTable::default(), client("10.0.0.1"), Duration::ZERO);
+    let renders = |n: usize| calls(vec![Call::method("tools/call", Some("render")); n]);
+    assert_eq!(request(&mut t, a, &renders(2), &limits, now), None);
+    let r = request(&mut t, a, &renders(2), &limits, now).unwrap();
+    assert_eq!(
+        r.detail,
+        "perTool[\"render\"]: 6/min, burst 3 (this request carries 2 calls for it)"
+    );
+    assert_eq!(r.retry_after_secs(), 10, "one more token");
+    assert_eq!(request(&mut t, a, &renders(1), &limits, now), None);
+    let b = client("10.0.0.2");
+    let r = request(&mut t, b, &renders(4), &limits, now).unwrap();
+    assert!(
+        r.detail
+            .ends_with("(this request carries 4 calls for it: more than the burst never fits)"),
+        "{r:?}"
+    );
+    // perClient counts calls too, and a request without any one.
+    let c = client("10.0.0.3");
+    let pings = calls(vec![Call::method("ping", None); 20]);
+    assert_eq!(request(&mut t, c, &pings, &limits, now), None);
+    assert!(request(&mut t, c, &PLAIN, &limits, now).is_some());
 }
 
 #[test]
@@ -308,4 +352,125 @@ fn the_table_forgets_idle_clients_first_and_never_one_with_a_request_open() {
         request(&mut t, newest, &PLAIN, &limits, 62 * SEC).is_some(),
         "the most recent client is remembered"
     );
+}
+
+#[test]
+fn a_request_whose_response_is_an_event_stream_becomes_a_stream_within_the_cap() {
+    let limits = Limits {
+        max_concurrent_requests_per_client: Some(5),
+        max_streams_per_client: Some(1),
+        ..Limits::default()
+    };
+    let (mut t, a, now) = (ClientTable::default(), client("10.0.0.1"), Duration::ZERO);
+    let mut first = t.admit(a, &PLAIN, &limits, now).unwrap();
+    assert_eq!(t.become_stream(&mut first, &limits), Ok(()));
+    assert!(first.stream);
+    // The cap is full now, for streams admitted as such and for those found out by their response.
+    assert_eq!(
+        t.admit(a, &STREAM, &limits, now).unwrap_err().reason,
+        Reason::TooManyStreams
+    );
+    let mut second = t.admit(a, &PLAIN, &limits, now).unwrap();
+    let r = t.become_stream(&mut second, &limits).unwrap_err();
+    assert_eq!(
+        (r.reason, r.detail.as_str()),
+        (Reason::TooManyStreams, "maxStreamsPerClient: 1 open")
+    );
+    assert!(!second.stream, "refused, it is still the request it was");
+    // Releasing each as what it is now leaves nothing behind.
+    t.release(second);
+    t.release(first);
+    assert!(t.clients[&a].idle(0), "{:?}", t.clients[&a]);
+    // Audit mode moves it past the cap, and it counts.
+    let mut s1 = t.admit(a, &STREAM, &limits, now).unwrap();
+    let mut s2 = t.admit(a, &PLAIN, &limits, now).unwrap();
+    t.move_to_streams(&mut s2);
+    assert_eq!(t.clients[&a].streams, 2);
+    assert_eq!(t.become_stream(&mut s1, &limits), Ok(()), "already a stream");
+    t.release(s1);
+    t.release(s2);
+    assert!(t.clients[&a].idle(0));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 512,
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Generated bodies (key order, duplicates, escapes, case, padding, batches), arriving in generated pieces
+    /// and read as the proxy reads them (a prefix until the scanner has enough, the rest watched): every bucket
+    /// is charged at least one token for each call the server runs on it, the server being serde_json (last
+    /// key wins) over the whole body, one call per batch element. A refused or cut body runs nothing.
+    #[test]
+    fn tokens_taken_are_never_fewer_than_the_calls_the_server_runs(
+        body in crate::policy::peek::tests::body(),
+        cuts in proptest::collection::vec(1usize..3_000, 0..8),
+    ) {
+        use crate::policy::{self, peek};
+        let limits = Limits {
+            per_client: Some(rate(600, 100)),
+            per_method: [("tools/call".to_owned(), rate(60, 10)), ("ping".to_owned(), rate(60, 10))].into(),
+            per_tool: [("render".to_owned(), rate(6, 1)), ("cheap".to_owned(), rate(600, 10))].into(),
+            ..Limits::default()
+        };
+        let bytes = body.as_bytes();
+        let mut frames = Vec::new();
+        let mut at = 0;
+        for c in &cuts {
+            let end = (at + c).min(bytes.len());
+            frames.push(&bytes[at..end]);
+            at = end;
+        }
+        frames.push(&bytes[at..]);
+        // crate::body::peek: a frame at a time while under the limit, until the scanner has enough.
+        let (mut scanner, mut fed, mut read) = (peek::Scanner::default(), 0, 0);
+        let mut ended = false;
+        while fed < peek::PEEK_LIMIT {
+            let Some(frame) = frames.get(read) else {
+                ended = true;
+                break;
+            };
+            scanner.feed(frame);
+            fed += frame.len();
+            read += 1;
+            if !scanner.peeked().wants_more() {
+                break;
+            }
+        }
+        let peeked = (!(ended && bytes[..fed].trim_ascii().is_empty())).then(|| scanner.peeked());
+        let head = http::Request::post("/mcp").body(()).unwrap().into_parts().0;
+        let Ok(calls) = policy::mcp_calls(&head, peeked) else {
+            return Ok(()); // refused: nothing reaches the server
+        };
+        let class = RequestClass { stream: false, calls: &calls };
+        let tokens = |bucket: Bucket<'_>| {
+            charges(&class, &limits).iter().find(|c| c.bucket == bucket).map_or(0, |c| c.tokens) as usize
+        };
+        if !ended && let Some(mut watch) = policy::watch(scanner, &calls)
+            && frames[read..].iter().any(|f| watch.feed(f).is_err())
+        {
+            return Ok(()); // cut: the server never gets a whole body
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+            return Ok(()); // the server runs nothing
+        };
+        let run: Vec<(&str, Option<&str>)> = match v.as_array() {
+            Some(batch) => batch.iter().collect(),
+            None => vec![&v],
+        }
+        .into_iter()
+        .filter_map(|m| Some((m.get("method")?.as_str()?, m["params"]["name"].as_str())))
+        .collect();
+        proptest::prop_assert!(tokens(Bucket::Client) >= run.len().max(1), "{calls:?} vs {run:?}");
+        for m in ["tools/call", "ping"] {
+            let n = run.iter().filter(|(method, _)| *method == m).count();
+            proptest::prop_assert!(tokens(Bucket::Method(m)) >= n, "{m}: {calls:?} vs {run:?}");
+        }
+        for t in ["render", "cheap"] {
+            let n = run.iter().filter(|c| **c == ("tools/call", Some(t))).count();
+            proptest::prop_assert!(tokens(Bucket::Tool(t)) >= n, "{t}: {calls:?} vs {run:?}");
+        }
+    }
 }
