@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod proxy;
+pub mod refusal;
 pub mod server;
 pub mod upstream;
 

@@ -4,9 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
+use http::header::HeaderValue;
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use mcp_guard_config::{Allowlist, Denial, Mode, Reason};
 use tracing::{debug, warn};
@@ -18,6 +17,7 @@ use crate::metrics::{Metrics, Outcome, UpstreamError};
 use crate::policy::rate::{Call, ClientKey, Refusal, RequestClass};
 use crate::policy::{self, Decision, Hop, peek};
 use crate::pool::{Paired, SendError, UpstreamPool};
+use crate::refusal;
 use crate::upstream::Upstream;
 
 /// Everything the request path needs; shared by the connections of a worker.
@@ -302,7 +302,7 @@ impl Proxy {
             self.metrics.request(Outcome::Rejected, Some(denial.reason));
             return refuse(allowlist, &denial);
         }
-        reject(allowlist, &self.upstream_failure(err, method, path, peer))
+        refuse(allowlist, &self.upstream_failure(err, method, path, peer))
     }
 
     /// Logs and counts a failed upstream exchange; the refusal to answer with.
@@ -343,12 +343,7 @@ enum StreamCap {
 
 /// A refusal by the rate limits: `429` with `Retry-After`.
 fn retry_later(allowlist: &Allowlist, denial: &Denial, refusal: &Refusal) -> Response<ResponseBody> {
-    let mut answer = reject(allowlist, denial);
-    answer.headers_mut().insert(
-        http::header::RETRY_AFTER,
-        HeaderValue::from(refusal.retry_after_secs()),
-    );
-    answer
+    refusal::render(allowlist, denial, Some(refusal.retry_after_secs()))
 }
 
 /// The refusal for a client's body at fault: too large (`413`) or not valid (`400`).
@@ -395,116 +390,7 @@ pub fn log_denial(
     );
 }
 
-#[derive(serde::Serialize)]
-struct ErrorEnvelope<'a> {
-    jsonrpc: &'static str,
-    id: Option<()>,
-    error: ErrorObject<'a>,
-}
-
-#[derive(serde::Serialize)]
-struct ErrorObject<'a> {
-    code: i32,
-    message: &'static str,
-    data: ErrorData<'a>,
-}
-
-#[derive(serde::Serialize)]
-struct ErrorData<'a> {
-    reason: &'static str,
-    received: &'a str,
-    hint: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<&'a str>,
-}
-
-/// The JSON-RPC error body the guard answers refusals with:
-/// `{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":..,"data":{"reason":..,"received":..,"hint":..}}}`.
-pub fn error_body(allowlist: Option<&Allowlist>, denial: &Denial) -> Bytes {
-    let code = match denial.reason {
-        Reason::UpstreamUnavailable => -32603,
-        // The code ToolHive's users asked for (stacklok/toolhive), in JSON-RPC's server-defined range.
-        Reason::RateLimited | Reason::TooManyConcurrentRequests | Reason::TooManyStreams => -32029,
-        // MCP 2026-07-28's HeaderMismatch.
-        Reason::McpHeaderMismatch => -32020,
-        _ => -32600,
-    };
-    let envelope = ErrorEnvelope {
-        jsonrpc: "2.0",
-        id: None,
-        error: ErrorObject {
-            code,
-            message: denial.reason.message(),
-            data: ErrorData {
-                reason: denial.reason.as_str(),
-                received: &denial.received,
-                hint: allowlist.map(|a| a.hint(denial)).unwrap_or_default(),
-                detail: denial.detail.as_deref(),
-            },
-        },
-    };
-    Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
-}
-
-/// A refusal of the client's request. One whose framing, body or size was refused leaves bytes nobody should read
-/// on as a request: the connection closes after the answer.
+/// A refusal of the client's request, rendered by [`refusal::render`].
 fn refuse(allowlist: &Allowlist, denial: &Denial) -> Response<ResponseBody> {
-    let mut answer = reject(allowlist, denial);
-    if matches!(
-        denial.reason,
-        Reason::MalformedRequest | Reason::RequestBodyTooLarge | Reason::UncountableBody
-    ) {
-        answer
-            .headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    answer
-}
-
-/// A refusal as an HTTP response: the reason's status, `content-type: application/json`, the JSON-RPC body.
-pub fn reject(allowlist: &Allowlist, denial: &Denial) -> Response<ResponseBody> {
-    json_response(denial.status(), error_body(Some(allowlist), denial))
-}
-
-/// The header fields of every answer the guard gives itself.
-pub const JSON_ANSWER_FIELDS: [(&str, &str); 2] = [
-    ("content-type", "application/json"),
-    ("cache-control", "no-store"),
-];
-
-pub fn json_response(status: u16, body: Bytes) -> Response<ResponseBody> {
-    let mut resp = Response::new(ResponseBody::full(body));
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    for (name, value) in JSON_ANSWER_FIELDS {
-        resp.headers_mut()
-            .insert(HeaderName::from_static(name), HeaderValue::from_static(value));
-    }
-    resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_body_shape() {
-        let allowlist = Allowlist::compile(&mcp_guard_config::GuardConfig {
-            allowed_hosts: vec!["a.com".into()],
-            ..Default::default()
-        })
-        .unwrap();
-        let d = Denial::new(Reason::HostNotAllowed, "evil.com");
-        let v: serde_json::Value = serde_json::from_slice(&error_body(Some(&allowlist), &d)).unwrap();
-        assert_eq!(v["jsonrpc"], "2.0");
-        assert!(v["id"].is_null());
-        assert_eq!(v["error"]["code"], -32600);
-        assert_eq!(v["error"]["data"]["reason"], "host_not_allowed");
-        assert_eq!(v["error"]["data"]["received"], "evil.com");
-        assert!(
-            v["error"]["data"]["hint"]
-                .as_str()
-                .unwrap()
-                .contains("--allow-host evil.com")
-        );
-    }
+    refusal::render(allowlist, denial, None)
 }

@@ -73,7 +73,7 @@ async fn a_client_over_its_rate_gets_429_and_gets_through_after_retry_after() {
     let refused = request_from("127.0.0.1", g.addr, &get_request("")).await;
     assert_rejection(&refused, 429, "rate_limited");
     let body = refused.json();
-    assert_eq!(body["error"]["code"], -32029, "{body}");
+    assert_eq!(body["error"]["code"], -32010, "{body}");
     assert_eq!(
         body["error"]["data"]["detail"], "perClient: 60/min, burst 2",
         "{body}"

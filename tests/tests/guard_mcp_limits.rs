@@ -36,7 +36,7 @@ fn assert_rate_limited(run: &ClientRun, what: &str) -> u64 {
     let body: serde_json::Value = serde_json::from_str(r["body"].as_str().unwrap_or_default())
         .unwrap_or_else(|e| panic!("{what}: body is not JSON ({e}): {r}"));
     assert_guard_error_body(&body, "rate_limited", what);
-    assert_eq!(body["error"]["code"], -32029, "{what}: {body}");
+    assert_eq!(body["error"]["code"], -32010, "{what}: {body}");
     assert_eq!(
         body["error"]["data"]["detail"], "perTool[\"echo\"]: 4/min, burst 1",
         "{what}: {body}"
