@@ -175,3 +175,35 @@ pub async fn watch_file(
         last = Some(content);
     }
 }
+
+impl ConfigSources {
+    /// The sources the command line names.
+    pub fn from_args(args: &crate::cli::Args) -> Self {
+        ConfigSources {
+            allow_hosts: args
+                .allow_hosts
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            allow_origins: args
+                .allow_origins
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            mode: args.mode.map(Into::into),
+            limits: mcp_guard_config::Limits {
+                max_request_body_bytes: args.max_request_body_bytes,
+                per_client: args.rate_limit_per_client,
+                per_method: args.rate_limit_methods.iter().cloned().collect(),
+                per_tool: args.rate_limit_tools.iter().cloned().collect(),
+                max_concurrent_requests_per_client: args.max_concurrent_requests_per_client,
+                max_streams_per_client: args.max_streams_per_client,
+                max_tracked_clients: args.max_tracked_clients,
+            },
+            trusted_proxies: args.trusted_proxies.clone(),
+            file: args.config.clone(),
+        }
+    }
+}
