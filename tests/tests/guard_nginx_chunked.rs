@@ -6,9 +6,10 @@
 //! nginx 1.22 does not forward a client's chunked bytes verbatim: it decodes them (reading a bare LF as a line end)
 //! and sends chunks of its own, without extensions or trailers. So the attack cannot pass through it; the direct
 //! tests (`sidecar/tests/smuggling.rs`) send the bytes to the guard itself.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use testkit::mcp::{Guard, GuardOptions};
@@ -186,8 +187,11 @@ fn nginx_and_the_guard_count_the_same_requests_whatever_the_line_ends() {
             );
         }
     }
-    // The issue's bytes through nginx: two POSTs for nginx, the same two for the guard and the back end.
-    let answers = stack.exchange(HEAD, &cases[0].1);
+    // The issue's bytes in one write, as the issue sends them: two POSTs for nginx, the same two for the guard and
+    // the back end. (Sent apart, nginx streams the first body chunked, the back end answers it before the body has
+    // ended, and nginx closes the client connection after that one answer: one request each then, as the loop
+    // above checks.)
+    let answers = stack.exchange(&format!("{HEAD}{}", cases[0].1), "");
     assert_eq!(
         answers,
         vec![(200, "POST /mcp".to_owned()), (200, "POST /mcp".to_owned())],
