@@ -142,17 +142,17 @@ kubectl apply -f "$EXAMPLE" | indent
 ingress_host_allowed() {
   kubectl -n "$APP_NS" get configmap "$APP-mcp-guard" -o jsonpath='{.data.guard\.json}' | grep -q "\"$PUBLIC_HOST\""
 }
-if kubectl -n "$APP_NS" wait "mcpserver/$APP" --for=condition=Ready --timeout=120s >/dev/null &&
+if kubectl -n "$APP_NS" wait "mcpservers.mcpguard.dev/$APP" --for=condition=Ready --timeout=120s >/dev/null &&
   TIMEOUT=60 wait_for ingress_host_allowed; then
-  kubectl -n "$APP_NS" get mcps | indent
+  kubectl -n "$APP_NS" get mcpservers.mcpguard.dev | indent
   info "where each allowed host comes from:"
-  kubectl -n "$APP_NS" get mcpserver "$APP" -o json | "$PY" -c '
+  kubectl -n "$APP_NS" get mcpservers.mcpguard.dev "$APP" -o json | "$PY" -c '
 import json, sys
 for e in json.load(sys.stdin)["status"].get("allowedHosts", []):
     print("      %-48s <- %s" % (e["value"], ", ".join(e.get("sources", []))))'
   result "MCPServer reconciled (allowlist from the Ingress and Service)" ok
 else
-  kubectl -n "$APP_NS" get mcpserver "$APP" -o yaml | indent
+  kubectl -n "$APP_NS" get mcpservers.mcpguard.dev "$APP" -o yaml | indent
   die "MCPServer $APP_NS/$APP did not become Ready"
 fi
 
@@ -224,8 +224,8 @@ done
 # ---------------------------------------------------------------------------------------------------------------
 step "7. A new allowed host, without touching the pods"
 NEW_HOST=mcp.internal.example.com
-info "kubectl patch mcpserver $APP: spec.hosts += $NEW_HOST"
-kubectl -n "$APP_NS" patch mcpserver "$APP" --type merge -p "{\"spec\":{\"hosts\":[\"$NEW_HOST\"]}}" >/dev/null
+info "kubectl patch mcpservers.mcpguard.dev $APP: spec.hosts += $NEW_HOST"
+kubectl -n "$APP_NS" patch mcpservers.mcpguard.dev "$APP" --type merge -p "{\"spec\":{\"hosts\":[\"$NEW_HOST\"]}}" >/dev/null
 allowed_now() { [ "$(mcp_post "http://$POD_IP:$PORT/mcp" /dev/null -H "Host: $NEW_HOST")" = 200 ]; }
 info "the operator rewrites the ConfigMap; the kubelet updates the pods' volume; the guard reloads it"
 if TIMEOUT=120 wait_for allowed_now; then

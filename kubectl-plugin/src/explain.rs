@@ -264,7 +264,7 @@ fn host_remedies(out: &mut String, facts: &Facts, host: &str) {
     let bare = host_without_port(host);
     let _ = writeln!(
         out,
-        "  - spec.hosts of MCPServer {ns}/{name}: add {bare:?}\n      kubectl patch mcps -n {ns} {name} --type=json -p \
+        "  - spec.hosts of MCPServer {ns}/{name}: add {bare:?}\n      kubectl patch mcpservers.mcpguard.dev -n {ns} {name} --type=json -p \
          '[{{\"op\":\"add\",\"path\":\"/spec/hosts/-\",\"value\":\"{bare}\"}}]'"
     );
     if facts.services.is_empty() {
@@ -365,7 +365,7 @@ fn origin_remedies(out: &mut String, facts: &Facts, origin: &str) {
     let name = facts.server.name_any();
     let _ = writeln!(
         out,
-        "  - spec.origins of MCPServer {ns}/{name}: add {origin:?}\n      kubectl patch mcps -n {ns} {name} --type=json -p \
+        "  - spec.origins of MCPServer {ns}/{name}: add {origin:?}\n      kubectl patch mcpservers.mcpguard.dev -n {ns} {name} --type=json -p \
          '[{{\"op\":\"add\",\"path\":\"/spec/origins/-\",\"value\":\"{origin}\"}}]'"
     );
     if let Some(host) = origin.split_once("://").map(|(_, h)| h) {

@@ -41,7 +41,8 @@ enum Command {
     /// Whether the guard of an MCPServer would allow a request with this Host (or URL) and Origin, and if not,
     /// what would allow it.
     Explain {
-        /// The MCPServer (name, or mcps/NAME).
+        /// The MCPServer of mcpguard.dev: NAME, or TYPE/NAME with TYPE one of mcpservers.mcpguard.dev, mcpgs,
+        /// mcpserver, mcpservers (only ours is meant here, whichever other MCPServer kinds the cluster has).
         mcpserver: String,
         /// A Host header value (`mcp.example.com`, `mcp.example.com:8443`) or a URL (`https://mcp.example.com/mcp`).
         target: String,
@@ -77,6 +78,27 @@ fn main() -> ExitCode {
 }
 
 /// `Ok(true)`: allowed / injected.
+/// The name in `NAME` or `TYPE/NAME`. A type of another group (`mcpservers.kagent.dev/x`, kagent's short name
+/// `mcps`) is refused rather than read as ours.
+fn mcpserver_name(arg: &str) -> anyhow::Result<&str> {
+    const OURS: [&str; 5] = [
+        "mcpservers.mcpguard.dev",
+        "mcpserver.mcpguard.dev",
+        "mcpgs",
+        "mcpserver",
+        "mcpservers",
+    ];
+    match arg.split_once('/') {
+        None => Ok(arg),
+        Some((kind, name)) if OURS.contains(&kind.to_ascii_lowercase().as_str()) && !name.is_empty() => {
+            Ok(name)
+        }
+        Some((kind, _)) => anyhow::bail!(
+            "{arg:?}: {kind:?} is not mcp-guard's MCPServer; write NAME or mcpservers.mcpguard.dev/NAME"
+        ),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     let kube =
         cluster::Kube::connect(cli.kubeconfig.as_deref(), cli.context.as_deref(), cli.namespace).await?;
@@ -86,10 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             target,
             origin,
         } => {
-            let name = mcpserver
-                .strip_prefix("mcps/")
-                .or_else(|| mcpserver.strip_prefix("mcpserver/"))
-                .unwrap_or(&mcpserver);
+            let name = mcpserver_name(&mcpserver)?;
             let facts = explain::fetch(&kube, name).await?;
             let request = explain::Request::parse(&target, origin.as_deref())?;
             let report = explain::report(&facts, &request);
@@ -100,6 +119,32 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let report = check_inject::run(&kube, &target).await?;
             print!("{}", report.text);
             Ok(report.injected)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mcpserver_name;
+
+    #[test]
+    fn only_our_mcpserver_kind_is_read() {
+        for ours in [
+            "weather",
+            "mcpservers.mcpguard.dev/weather",
+            "mcpgs/weather",
+            "mcpserver/weather",
+            "MCPServers/weather",
+        ] {
+            assert_eq!(mcpserver_name(ours).ok(), Some("weather"), "{ours}");
+        }
+        for other in [
+            "mcps/weather",
+            "mcpservers.kagent.dev/weather",
+            "mcpservers.mcp.x-k8s.io/weather",
+            "mcpgs/",
+        ] {
+            assert!(mcpserver_name(other).is_err(), "{other}");
         }
     }
 }

@@ -1,5 +1,7 @@
-//! The custom resources: `MCPServer` (namespaced, short name `mcps`) and `MCPGuardPolicy` (cluster-scoped),
-//! group `mcpguard.dev`, version `v1alpha1`.
+//! The custom resources: `MCPServer` (namespaced, short name `mcpgs`) and `MCPGuardPolicy` (cluster-scoped),
+//! group `mcpguard.dev`, version `v1alpha1`. The kind `MCPServer` exists in other groups too (`mcp.x-k8s.io`,
+//! `toolhive.stacklok.dev`, `kagent.dev`, whose short name is `mcps`): docs and tools name ours fully,
+//! `mcpservers.mcpguard.dev`.
 //!
 //! The YAML in `crds/` is generated from these types by `cargo run -p mcp-guard-operator --bin crdgen` and a test
 //! (`crds_are_up_to_date`) fails when it drifts. Field-level schema validation (ranges, lengths, CEL rules whose
@@ -180,7 +182,7 @@ impl std::fmt::Display for GuardMode {
     plural = "mcpservers",
     singular = "mcpserver",
     namespaced,
-    shortname = "mcps",
+    shortname = "mcpgs",
     category = "mcpguard",
     status = "MCPServerStatus",
     derive = "PartialEq",

@@ -72,7 +72,7 @@ fn crds_carry_validation_and_printer_columns() {
     let crds = all_crds();
     let server = serde_json::to_string(&crds[0].1).expect("json");
     assert!(server.contains("x-kubernetes-validations"), "selector CEL rule");
-    assert!(server.contains(r#""shortNames":["mcps"]"#));
+    assert!(server.contains(r#""shortNames":["mcpgs"]"#));
     for col in ["Hosts", "Mode", "Ready", "Age"] {
         assert!(
             server.contains(&format!(r#""name":"{col}""#)),

@@ -129,6 +129,8 @@ pub async fn watch_file(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut read_failing = false;
+    // Whether `last` compiled: the start-up content did, or the guard would not have started.
+    let mut last_valid = true;
     loop {
         ticker.tick().await;
         if tx.is_closed() {
@@ -150,8 +152,14 @@ pub async fn watch_file(
             }
             Err(_) => continue,
         };
-        read_failing = false;
+        let recovered = std::mem::take(&mut read_failing);
         if last.as_deref() == Some(content.as_slice()) {
+            if recovered {
+                // The file is back as it was: the live config is again the one it holds (or, if that one was
+                // invalid, still the last good one).
+                info!(path = %path.display(), valid = last_valid, "config file readable again, unchanged");
+                metrics.config_last_reload_ok.set(i64::from(last_valid));
+            }
             continue;
         }
         match sources.compile(Some(&content)) {
@@ -166,10 +174,12 @@ pub async fn watch_file(
                 describe(&metrics, &allowlist);
                 metrics.reload(true);
                 tx.send_replace(Arc::new(allowlist));
+                last_valid = true;
             }
             Err(e) => {
                 error!(path = %path.display(), error = %e, "new config is invalid; keeping the last good config");
                 metrics.reload(false);
+                last_valid = false;
             }
         }
         last = Some(content);

@@ -381,7 +381,7 @@ pub fn facts(head: &Parts) -> RequestFacts<'_> {
     }
 }
 
-fn malformed(received: impl Into<String>, detail: &str) -> Denial {
+fn malformed(received: impl Into<String>, detail: impl ToString) -> Denial {
     Denial::new(Reason::MalformedRequest, received).with_detail(detail)
 }
 
@@ -445,6 +445,12 @@ fn refuse_ambiguous(head: &Parts) -> Result<(), Denial> {
             ));
         }
     }
+    if let Some((name, field)) = head.headers.keys().find_map(|n| look_alike(n).map(|f| (n, f))) {
+        return Err(malformed(
+            name.as_str(),
+            format!("header {name} is {field} to servers that read _ as - (CGI, WSGI, PHP)"),
+        ));
+    }
     let mut lengths = head.headers.get_all(header::CONTENT_LENGTH).iter();
     if let Some(first) = lengths.next() {
         let n = parse_content_length(first.as_bytes()).ok_or_else(|| {
@@ -463,6 +469,27 @@ fn refuse_ambiguous(head: &Parts) -> Result<(), Denial> {
         }
     }
     Ok(())
+}
+
+/// The field the guard decides on that `name` spells with `_` for `-` (`Transfer_Encoding`, `X_Forwarded_For`).
+/// hyper reads it as an ordinary field, but servers that map header names to CGI-style variables
+/// (`HTTP_TRANSFER_ENCODING`) read it as that very field: it would frame, address or forward past the guard's
+/// checks. Other names with `_` are ordinary end-to-end fields either way, and pass.
+fn look_alike(name: &HeaderName) -> Option<HeaderName> {
+    if !name.as_str().contains('_') {
+        return None;
+    }
+    let field = HeaderName::try_from(name.as_str().replace('_', "-")).ok()?;
+    let decided =
+        is_hop_by_hop(&field) || is_set_by_guard(&field) || field == MCP_METHOD || field == MCP_NAME;
+    decided.then_some(field)
+}
+
+/// Whether the client's body is chunked (HTTP/1.1): nothing the guard answers it with keeps the connection open
+/// (see `docs/guard.md`, "Chunked request bodies"), and a trailer section is refused, because that is where
+/// hyper's chunked decoder and its field parser disagree about where the message ends.
+pub fn is_chunked(version: Version, headers: &HeaderMap) -> bool {
+    version < Version::HTTP_2 && headers.contains_key(header::TRANSFER_ENCODING)
 }
 
 /// RFC 9110 §8.6: one or more digits, nothing else.

@@ -46,8 +46,26 @@ impl Peer {
 }
 
 impl Proxy {
-    /// Handles one request; never fails (errors become JSON answers).
+    /// Handles one request; never fails (errors become JSON answers). Whatever the answer to a chunked body, the
+    /// connection closes after it, so nothing hyper read past such a body is ever taken as a request (see
+    /// `docs/guard.md`, "Chunked request bodies").
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Arc<Peer>) -> Response<ResponseBody> {
+        let chunked = policy::is_chunked(req.version(), req.headers());
+        let mut answer = self.exchange(req, peer, chunked).await;
+        if chunked {
+            answer
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        answer
+    }
+
+    async fn exchange(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: Arc<Peer>,
+        chunked: bool,
+    ) -> Response<ResponseBody> {
         let started = Instant::now();
         let allowlist: Arc<Allowlist> = self.live.borrow().clone();
         let (mut head, mut body) = req.into_parts();
@@ -106,8 +124,10 @@ impl Proxy {
         };
         let method = head.method.clone();
         let body_done = prefix.as_ref().is_some_and(|p| p.ended) || http_body::Body::is_end_stream(&body);
-        let fault = (!body_done).then(FaultSlot::default);
-        let body = RequestBody::with_prefix(prefix.unwrap_or_default(), body, limit, fault.clone());
+        // A chunked body read whole by the peek can still be refused for its trailer section.
+        let fault = (!body_done || chunked).then(FaultSlot::default);
+        let body = RequestBody::with_prefix(prefix.unwrap_or_default(), body, limit, fault.clone())
+            .refusing_trailers(chunked);
         let upstream_req = Request::from_parts(head, body);
         let path = upstream_req.uri().path_and_query().cloned();
         // Boxed: hyper keeps the allocation of the service future for the connection's lifetime, so the

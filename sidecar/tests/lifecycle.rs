@@ -266,6 +266,70 @@ async fn plain_file_edits_are_reloaded() {
     assert!(guard.logs().contains("cannot read config file"));
 }
 
+/// A config file that vanishes and comes back unchanged is in effect again: `config_last_reload_ok` says so (the
+/// documented alert stops), unless the content that came back is the invalid one the guard had refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_back_unchanged_is_in_effect_again() {
+    let up = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("guard.json");
+    let good = r#"{"allowedHosts":["one.example.com"]}"#;
+    std::fs::write(&config, good).unwrap();
+    let guard = Guard::start(&[
+        "--upstream",
+        &up.url(),
+        "--config",
+        config.to_str().unwrap(),
+        "--config-poll-interval",
+        "100ms",
+    ])
+    .await;
+    let back_again = |n: usize| {
+        let guard = &guard;
+        async move { guard.logs().matches("config file readable again").count() == n }
+    };
+    let gauge = || guard.metric("mcp_guard_config_last_reload_ok");
+
+    std::fs::remove_file(&config).unwrap();
+    assert!(eventually(Duration::from_secs(5), || async { gauge().await == 0.0 }).await);
+    std::fs::write(&config, good).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || back_again(1)).await,
+        "{}",
+        guard.logs()
+    );
+    assert_eq!(gauge().await, 1.0, "{}", guard.logs());
+    assert_eq!(
+        get_with(guard.addr, "/", &["Host: one.example.com"]).await.status,
+        200
+    );
+
+    // The invalid content vanishing and coming back changes nothing: the last good config is still in effect.
+    let invalid = r#"{"allowedHosts":[]}"#;
+    std::fs::write(&config, invalid).unwrap();
+    assert!(eventually(Duration::from_secs(5), || async { gauge().await == 0.0 }).await);
+    std::fs::remove_file(&config).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            guard.logs().matches("cannot read config file").count() == 2
+        })
+        .await,
+        "{}",
+        guard.logs()
+    );
+    std::fs::write(&config, invalid).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || back_again(2)).await,
+        "{}",
+        guard.logs()
+    );
+    assert_eq!(gauge().await, 0.0, "{}", guard.logs());
+    assert_eq!(
+        get_with(guard.addr, "/", &["Host: one.example.com"]).await.status,
+        200
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_is_not_ready_and_502_json_and_recovers() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -250,7 +250,7 @@ fn cases() -> Vec<Case> {
                 target: "/conn-te",
                 body: b"hello",
             },
-            false,
+            true,
         ),
         case(
             "Connection names Host",
@@ -270,7 +270,7 @@ fn cases() -> Vec<Case> {
                 target: "/ext",
                 body: b"hello",
             },
-            false,
+            true,
         ),
         case(
             "chunk extensions beyond hyper's limit",
@@ -313,16 +313,15 @@ fn cases() -> Vec<Case> {
             Refused(400),
             true,
         ),
+        // A trailer section is where hyper's chunked decoder and its field parser disagree (see the line-end
+        // table below): refused, well-formed or not.
         case(
             "trailer field",
             format!(
                 "POST /trailer HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Checksum: 1\r\n\r\n"
             ),
-            Forwarded {
-                target: "/trailer",
-                body: b"hello",
-            },
-            false,
+            Refused(400),
+            true,
         ),
         case(
             "trailer line that is a request",
@@ -370,6 +369,15 @@ fn cases() -> Vec<Case> {
                 body: b"hello",
             },
             false,
+        ),
+        // `_` for `-`: an ordinary field to hyper, the framing field itself to CGI-style servers.
+        case(
+            "Transfer_Encoding",
+            format!(
+                "POST /te HTTP/1.1\r\nHost: {h}\r\nTransfer_Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello"
+            ),
+            Refused(400),
+            true,
         ),
         case(
             "obs-fold",
@@ -798,4 +806,131 @@ fn the_upstream_sees_the_clients_intent_or_nothing() {
         Ok(())
     });
     result.unwrap();
+}
+
+/// The first request of the issue's attack, up to the line end after its last chunk.
+const CHUNKED_HEAD: &str =
+    "POST /mcp HTTP/1.1\r\nHost: mcp.example.com\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+/// What a client pipelines after a chunked body: a request the guard allows, one it refuses, and the issue's
+/// carrier (a front proxy reads `GET /SMUGGLED` as its body).
+const FOLLOWERS: [(&str, &str); 3] = [
+    ("allowed", "GET /next HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n"),
+    (
+        "forbidden",
+        "GET /forbidden HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+    ),
+    (
+        "carrier",
+        "POST /mcp HTTP/1.1\r\nHost: mcp.example.com\r\nContent-Length: 49\r\n\r\nGET /SMUGGLED HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n",
+    ),
+];
+
+/// Sends `bytes` as one write and reads every answer until the guard closes the connection. A connection left
+/// open with nothing more to say (the guard waiting for bytes a front proxy would think were all sent) fails.
+async fn answers_until_closed(guard: &Guard, bytes: &str, what: &str) -> Vec<Msg> {
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(bytes).await.unwrap();
+    let mut answers = Vec::new();
+    loop {
+        match c.response(false).await {
+            Ok(m) => answers.push(m),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                panic!("{what}: the connection hangs after {answers:?}: {e}")
+            }
+            // EOF or a reset: closed.
+            Err(_) => return answers,
+        }
+    }
+}
+
+/// The issue's bytes: the front proxy (reading a bare LF as a line end, as nginx does) sees `POST /mcp` with
+/// `hello`, then `POST /mcp` with `GET /SMUGGLED ...` as its body. The guard refuses the first (its trailer
+/// section is where hyper reads on past the front proxy's end) and closes: `GET /SMUGGLED` never reaches the
+/// upstream, and no request is left unanswered on an open connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_issues_bare_lf_after_the_last_chunk_smuggles_nothing() {
+    let (url, log) = h1_recorder().await;
+    let guard = Guard::start(&["--upstream", &url, "--allow-host", HOST]).await;
+    let bytes = format!("{CHUNKED_HEAD}5\r\nhello\r\n0\r\n\n{}", FOLLOWERS[2].1);
+    let answers = answers_until_closed(&guard, &bytes, "the issue's bytes").await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_rejection(&answers[0], 400, "malformed_request");
+    assert!(answers[0].text().contains("trailer section"), "{answers:?}");
+    assert_eq!(answers[0].header("connection"), Some("close"), "{answers:?}");
+    let seen = log.lock().unwrap().clone();
+    assert!(
+        seen.is_empty(),
+        "no complete request reached the upstream: {seen:?}"
+    );
+}
+
+/// Where a line end of a chunked body is varied (`{E}`), and whether the body has a trailer section.
+const PLACES: [(&str, &str, bool); 8] = [
+    ("chunk-size line", "5{E}hello\r\n0\r\n\r\n", false),
+    ("chunk-extension line", "5;ext=1{E}hello\r\n0\r\n\r\n", false),
+    ("chunk data end", "5\r\nhello{E}0\r\n\r\n", false),
+    ("last-chunk line", "5\r\nhello\r\n0{E}\r\n", false),
+    ("last-chunk extension", "5\r\nhello\r\n0;ext=1{E}\r\n", false),
+    ("end of the body", "5\r\nhello\r\n0\r\n{E}", false),
+    ("trailer line", "5\r\nhello\r\n0\r\nX-T: 1{E}\r\n", true),
+    ("end of the trailers", "5\r\nhello\r\n0\r\nX-T: 1\r\n{E}", true),
+];
+
+/// Every line end of one to three CRs and LFs.
+fn line_ends() -> Vec<String> {
+    (1..=3)
+        .flat_map(|n| {
+            (0..1u32 << n).map(move |bits| {
+                (0..n)
+                    .map(|i| if bits >> i & 1 == 1 { '\n' } else { '\r' })
+                    .collect()
+            })
+        })
+        .collect()
+}
+
+/// Issue 20: every line end of one to three CRs and LFs in every line of a chunked body (chunk size, extension,
+/// data end, last chunk, trailer), followed by a pipelined request. Whatever a front proxy makes of the bytes, the
+/// guard's reading never gives the upstream a request the client did not send as one, nor one the guard did not
+/// check: only the well-formed body (CRLF everywhere, no trailers) is forwarded, anything else is refused with
+/// `400`, and the connection closes after the one answer, so the pipelined request is neither smuggled, nor
+/// swallowed with the connection left open until the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_line_end_in_a_chunked_body_desynchronises_the_guard() {
+    let (url, log) = h1_recorder().await;
+    let guard = Guard::start(&["--upstream", &url, "--allow-host", HOST]).await;
+    let mut cases = 0;
+    for (place, template, trailers) in PLACES {
+        for end in line_ends() {
+            for (follower, next) in FOLLOWERS {
+                let what = format!("{place} ending {end:?}, then the {follower} request");
+                log.lock().unwrap().clear();
+                let bytes = format!("{CHUNKED_HEAD}{}{next}", template.replace("{E}", &end));
+                let answers = answers_until_closed(&guard, &bytes, &what).await;
+                let seen = log.lock().unwrap().clone();
+                assert_eq!(answers.len(), 1, "{what}: one answer, then closed: {answers:?}");
+                let answer = &answers[0];
+                assert_eq!(answer.header("connection"), Some("close"), "{what}: {answer:?}");
+                // Well-formed: CRLF where a line ends, no trailers; a body that ends well-formed may be followed
+                // by stray line ends, which nothing reads (the connection closes after the answer).
+                let well_formed =
+                    !trailers && (end == "\r\n" || (template.ends_with("{E}") && end.starts_with("\r\n")));
+                if well_formed {
+                    assert_eq!(answer.status(), 200, "{what}: {answer:?}");
+                    assert_eq!(seen.len(), 1, "{what}: {seen:?}");
+                    assert_eq!(
+                        (seen[0].target.as_str(), seen[0].body.as_slice()),
+                        ("/mcp", &b"hello"[..]),
+                        "{what}"
+                    );
+                } else {
+                    assert_rejection(answer, 400, "malformed_request");
+                    assert!(seen.is_empty(), "{what}: nothing reached the upstream: {seen:?}");
+                }
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(cases, PLACES.len() * 14 * FOLLOWERS.len());
 }

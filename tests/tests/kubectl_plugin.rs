@@ -156,7 +156,7 @@ async fn explain_says_what_the_guard_decides_and_what_would_allow_it() {
     let (code, out) = plugin(
         cluster,
         &ns,
-        &["explain", "mcps/weather", "other.example.com:8080"],
+        &["explain", "mcpgs/weather", "other.example.com:8080"],
     );
     assert_eq!(code, 1, "{out}");
     assert!(

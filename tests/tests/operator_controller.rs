@@ -143,7 +143,7 @@ async fn ingress_to_configmap_status_update_and_cleanup() {
         .args([
             "wait",
             "--for=condition=Ready",
-            "mcps/weather",
+            "mcpservers.mcpguard.dev/weather",
             "-n",
             &ns,
             "--timeout=20s",
@@ -157,7 +157,7 @@ async fn ingress_to_configmap_status_update_and_cleanup() {
     );
     let out = cluster
         .kubectl()
-        .args(["get", "mcps", "-n", &ns])
+        .args(["get", "mcpgs", "-n", &ns])
         .output()
         .expect("run kubectl get");
     let table = String::from_utf8_lossy(&out.stdout);

@@ -760,3 +760,50 @@ fn bodies_whose_calls_cannot_be_counted_are_refused() {
         assert_eq!(d.detail.as_deref(), Some(*detail));
     }
 }
+
+#[test]
+fn fields_the_guard_decides_on_spelled_with_underscores_are_refused() {
+    // The name sent, and the field it reads as to a server that takes `_` for `-` (`None`: passes unchanged).
+    let table = [
+        ("Transfer_Encoding", Some("transfer-encoding")),
+        ("content_length", Some("content-length")),
+        ("x_forwarded_for", Some("x-forwarded-for")),
+        ("X_Forwarded_Host", Some("x-forwarded-host")),
+        ("x-forwarded_proto", Some("x-forwarded-proto")),
+        ("x_forwarded_anything", Some("x-forwarded-anything")),
+        ("x_original_host", Some("x-original-host")),
+        ("proxy_connection", Some("proxy-connection")),
+        ("keep_alive", Some("keep-alive")),
+        ("Mcp_Method", Some("mcp-method")),
+        ("mcp_name", Some("mcp-name")),
+        // Not the name of a field the guard decides on, with or without the `_`.
+        ("host_", None),
+        ("_origin", None),
+        ("x_api_key", None),
+        ("user_agent", None),
+    ];
+    for (name, field) in table {
+        let h = get(&[("host", "mcp.example.com"), (name, "chunked")]);
+        let sent = name.to_ascii_lowercase();
+        match field {
+            Some(field) => {
+                let d = refused(h);
+                assert_eq!(
+                    (d.reason, d.received.as_str()),
+                    (Reason::MalformedRequest, sent.as_str()),
+                    "{name}"
+                );
+                let detail = d.detail.unwrap_or_default();
+                assert!(
+                    detail.contains(&format!("is {field} to servers")),
+                    "{name}: {detail}"
+                );
+            }
+            None => {
+                let r = run(h);
+                assert_eq!(r.decision, Decision::Forward { audited: None }, "{name}");
+                assert_eq!(r.head.headers[sent.as_str()], "chunked", "{name}");
+            }
+        }
+    }
+}
