@@ -8,6 +8,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -23,7 +25,7 @@ pub struct BodyTooLarge {
 /// The client's body could not be read (a bad chunk, a body cut short): the client's error, not the upstream's.
 #[derive(Debug, thiserror::Error)]
 #[error("reading the client's request body: {0}")]
-pub struct ClientBodyError(#[source] pub hyper::Error);
+pub struct ClientBodyError(#[source] pub BoxError);
 
 /// A chunked request body ended in a trailer section, which the guard refuses: hyper's chunked decoder reads the
 /// section up to CRLF CRLF, taking a bare LF as part of a line, while the field parser it then hands the section
@@ -45,81 +47,43 @@ pub enum ClientFault {
 
 pub type FaultSlot = Arc<OnceLock<ClientFault>>;
 
-/// The first frames of a client's body, read to learn its MCP method: passed on first, unchanged, then the rest.
-#[derive(Debug, Default)]
-pub struct Prefix {
-    frames: VecDeque<Frame<Bytes>>,
-    /// The data of those frames, contiguous, for the scanner.
-    pub data: Vec<u8>,
-    /// The body ended within the prefix.
-    pub ended: bool,
-    /// What the rest of the body must not contradict: it is cut (never sent whole) when it does.
-    pub watch: Option<crate::policy::peek::Watch>,
-}
+/// A client's request body as hyper (or a test) hands it over, boxed: the request path is generic over the body
+/// type and the upstream connections are not.
+pub type ClientBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// Reads `body` until `enough` says so, [`crate::policy::peek::PEEK_LIMIT`] bytes have come, or the body ends.
-/// Holds at most one frame past the limit (hyper's frames are bounded by its read buffer), never the body.
-pub async fn peek(
-    body: &mut Incoming,
-    limit: u64,
-    mut enough: impl FnMut(&[u8]) -> bool + Send,
-) -> Result<Prefix, ClientFault> {
-    let mut prefix = Prefix::default();
-    while prefix.data.len() < crate::policy::peek::PEEK_LIMIT {
-        match http_body_util::BodyExt::frame(body).await {
-            None => {
-                prefix.ended = true;
-                break;
-            }
-            Some(Err(e)) => return Err(ClientFault::Malformed(crate::error::chain(&ClientBodyError(e)))),
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    prefix.data.extend_from_slice(data);
-                    if prefix.data.len() as u64 > limit {
-                        return Err(ClientFault::TooLarge);
-                    }
-                }
-                let trailers = frame.is_trailers();
-                prefix.frames.push_back(frame);
-                if trailers {
-                    prefix.ended = true;
-                    break;
-                }
-                if enough(&prefix.data) {
-                    break;
-                }
-            }
-        }
-    }
-    Ok(prefix)
-}
-
-/// A client's request body on its way to the upstream, cut off with [`BodyTooLarge`] past the limit.
+/// A client's request body on its way to the upstream: the frames [`RequestBody::peek`] read ahead first,
+/// unchanged, then the rest. Every frame passes [`RequestBody::admit`], the one place the body is held to
+/// `maxRequestBodyBytes`, its framing and what the rate limits charged; a refused frame is never sent.
 pub struct RequestBody {
-    prefix: Prefix,
-    inner: Incoming,
+    /// Frames read ahead, to be sent first.
+    queued: VecDeque<Frame<Bytes>>,
+    /// The body ended within what was read ahead.
+    ended: bool,
+    inner: ClientBody,
     seen: u64,
     limit: u64,
     fault: Option<FaultSlot>,
     /// Refuse a trailer section ([`TrailersRefused`]): the body is chunked.
     refuse_trailers: bool,
+    /// What the rest of the body must not contradict: it is cut (never sent whole) when it does.
+    watch: Option<crate::policy::peek::Watch>,
 }
 
 impl RequestBody {
-    /// `fault` learns why the body failed, if it does (a body that is already complete needs none).
-    pub fn new(inner: Incoming, limit: u64, fault: Option<FaultSlot>) -> Self {
-        Self::with_prefix(Prefix::default(), inner, limit, fault)
-    }
-
-    /// A body whose first frames were already read (and counted against the limit) by [`peek`].
-    pub fn with_prefix(prefix: Prefix, inner: Incoming, limit: u64, fault: Option<FaultSlot>) -> Self {
+    pub fn new<B>(inner: B, limit: u64) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         RequestBody {
-            seen: prefix.data.len() as u64,
-            prefix,
-            inner,
+            queued: VecDeque::new(),
+            ended: false,
+            inner: inner.map_err(Into::into).boxed_unsync(),
+            seen: 0,
             limit,
-            fault,
+            fault: None,
             refuse_trailers: false,
+            watch: None,
         }
     }
 
@@ -129,20 +93,98 @@ impl RequestBody {
         self
     }
 
-    /// Passes a frame on, or fails the body with [`TrailersRefused`].
-    fn pass(&self, frame: Frame<Bytes>) -> Result<Frame<Bytes>, BoxError> {
-        if self.refuse_trailers && frame.is_trailers() {
-            self.failed(ClientFault::Malformed(TrailersRefused.to_string()));
-            return Err(Box::new(TrailersRefused));
-        }
-        Ok(frame)
+    /// `fault` learns why the body failed as it streams, if it does (a body that is already whole needs none).
+    pub fn reporting_to(&mut self, fault: Option<FaultSlot>) {
+        self.fault = fault;
     }
 
-    fn failed(&self, fault: ClientFault) {
+    /// Watches the rest of the body (see [`crate::policy::watch`]).
+    pub fn watch(&mut self, watch: Option<crate::policy::peek::Watch>) {
+        self.watch = watch;
+    }
+
+    /// Whether no frame is left to send.
+    pub fn is_done(&self) -> bool {
+        self.queued.is_empty() && (self.ended || self.inner.is_end_stream())
+    }
+
+    /// Reads ahead until `enough` says so, [`crate::policy::peek::PEEK_LIMIT`] bytes have come, or the body ends,
+    /// and returns what was read (the frames are sent first, unchanged). Holds at most one frame past the limit
+    /// (hyper's frames are bounded by its read buffer), never the body.
+    pub async fn peek(
+        &mut self,
+        mut enough: impl FnMut(&[u8]) -> bool + Send,
+    ) -> Result<Peeked, ClientFault> {
+        let mut data = Vec::new();
+        while data.len() < crate::policy::peek::PEEK_LIMIT {
+            match http_body_util::BodyExt::frame(&mut self.inner).await {
+                None => {
+                    self.ended = true;
+                    break;
+                }
+                Some(Err(e)) => return Err(ClientFault::Malformed(crate::error::chain(&ClientBodyError(e)))),
+                Some(Ok(frame)) => {
+                    self.admit(&frame)?;
+                    if let Some(d) = frame.data_ref() {
+                        data.extend_from_slice(d);
+                    }
+                    let trailers = frame.is_trailers();
+                    self.queued.push_back(frame);
+                    if trailers {
+                        self.ended = true;
+                        break;
+                    }
+                    if enough(&data) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(Peeked {
+            data,
+            ended: self.ended,
+        })
+    }
+
+    /// Holds one frame from the client to the limit, the framing and the watch: the one place they are checked,
+    /// whether the frame was read ahead or streams.
+    fn admit(&mut self, frame: &Frame<Bytes>) -> Result<(), ClientFault> {
+        if self.refuse_trailers && frame.is_trailers() {
+            return Err(ClientFault::Malformed(TrailersRefused.to_string()));
+        }
+        let Some(data) = frame.data_ref() else {
+            return Ok(());
+        };
+        self.seen += data.len() as u64;
+        if self.seen > self.limit {
+            return Err(ClientFault::TooLarge);
+        }
+        match self.watch.as_mut().map(|w| w.feed(data)) {
+            // This frame is not sent: the server never gets a whole body to run.
+            Some(Err(why)) => Err(ClientFault::Uncountable(why.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Fails the body: `fault` says why to the request path, the error to the upstream exchange.
+    fn fail(&self, fault: ClientFault) -> BoxError {
+        let error: BoxError = match &fault {
+            ClientFault::TooLarge => Box::new(BodyTooLarge { limit: self.limit }),
+            ClientFault::Malformed(why) | ClientFault::Uncountable(why) => why.clone().into(),
+        };
         if let Some(slot) = &self.fault {
             let _ = slot.set(fault);
         }
+        error
     }
+}
+
+/// The data [`RequestBody::peek`] read ahead.
+#[derive(Debug, Default)]
+pub struct Peeked {
+    pub data: Vec<u8>,
+    /// The body ended within it.
+    pub ended: bool,
 }
 
 impl Body for RequestBody {
@@ -154,31 +196,21 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if let Some(frame) = this.prefix.frames.pop_front() {
-            return Poll::Ready(Some(this.pass(frame)));
+        if let Some(frame) = this.queued.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
         }
-        if this.prefix.ended {
+        if this.ended {
             return Poll::Ready(None);
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.seen += data.len() as u64;
-                    if this.seen > this.limit {
-                        this.failed(ClientFault::TooLarge);
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: this.limit }))));
-                    }
-                    if let Some(Err(why)) = this.prefix.watch.as_mut().map(|w| w.feed(data)) {
-                        // This frame is not sent: the server never gets a whole body to run.
-                        this.failed(ClientFault::Uncountable(why.clone()));
-                        return Poll::Ready(Some(Err(why.into())));
-                    }
-                }
-                Poll::Ready(Some(this.pass(frame)))
-            }
+            Poll::Ready(Some(Ok(frame))) => match this.admit(&frame) {
+                Ok(()) => Poll::Ready(Some(Ok(frame))),
+                Err(fault) => Poll::Ready(Some(Err(this.fail(fault)))),
+            },
             Poll::Ready(Some(Err(e))) => {
                 let e = ClientBodyError(e);
-                this.failed(ClientFault::Malformed(crate::error::chain(&e)));
+                let fault = ClientFault::Malformed(crate::error::chain(&e));
+                this.fail(fault);
                 Poll::Ready(Some(Err(Box::new(e))))
             }
             Poll::Ready(None) => Poll::Ready(None),
@@ -187,19 +219,19 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.prefix.frames.is_empty() && (self.prefix.ended || self.inner.is_end_stream())
+        self.is_done()
     }
 
-    /// The prefix still to send plus what hyper says of the rest (which it counts down as it reads): exact when
-    /// the client's length was, so the upstream gets a `Content-Length` body exactly when the client sent one.
+    /// The frames still queued plus what the client's body says of the rest (hyper counts it down as it reads):
+    /// exact when the client's length was, so the upstream gets a `Content-Length` body exactly when the client
+    /// sent one.
     fn size_hint(&self) -> SizeHint {
         let queued: u64 = self
-            .prefix
-            .frames
+            .queued
             .iter()
             .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
             .sum();
-        if self.prefix.ended {
+        if self.ended {
             return SizeHint::with_exact(queued);
         }
         let rest = self.inner.size_hint();

@@ -1,8 +1,10 @@
 //! mcp-guard: a streaming reverse proxy that enforces a Host/Origin allowlist in front of an MCP server.
 //!
-//! Pure core, thin I/O shell: every per-request decision lives in [`policy::decide`] (which asks
-//! [`mcp_guard_config::Allowlist::check`]); hyper serves every connection, HTTP/1.1 and h2c, client side and
-//! upstream side, and owns the framing. The rest streams bodies, reloads the config and reports metrics.
+//! Pure core, thin I/O shell: every admission rule lives in [`policy`] (which asks
+//! [`mcp_guard_config::Allowlist::check`]), whose one audit/enforce fold ([`policy::fold`]) says which refusals
+//! audit mode forwards; [`refusal`] renders every refusal; [`proxy`] only moves requests and bodies; [`runtime`]
+//! starts the threads. hyper serves every connection, HTTP/1.1 and h2c, client side and upstream side, and owns
+//! the framing.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;

@@ -38,6 +38,98 @@ pub struct Hop<'a> {
     pub preserve_host: bool,
 }
 
+/// The admission rules a request is held to, in the order they are checked. Each names what it judges, so the
+/// audit/enforce fold ([`fold`]) states in one place which refusals audit mode lets through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// Request shapes where two parsers may disagree (request smuggling), targets the guard does not proxy, and
+    /// a client body that breaks its framing while it streams.
+    Framing,
+    /// The host a trusted proxy forwarded, which the guard cannot read.
+    ForwardedHost,
+    /// The Host/Origin allowlist (and with it a CORS preflight from an origin it does not allow).
+    Allowlist,
+    /// `maxRequestBodyBytes`: on the declared length, and counted as the body streams.
+    BodyLimit,
+    /// The calls a body carries: `Mcp-Method` / `Mcp-Name` against the body, and whether the rate limits can
+    /// count them at all.
+    McpCalls,
+    /// A body that names another call after the rate limits charged its prefix (found while it streams).
+    BodyWatch,
+    /// The token buckets and the cap on requests in flight.
+    RateLimits,
+    /// The cap on open event streams.
+    StreamCap,
+}
+
+impl Rule {
+    /// Whether audit mode forwards a request this rule refuses. The rules that judge who may call what and how
+    /// often do (that is what audit mode is for: to see what enforcing would refuse; under audit a body is not
+    /// watched at all); a request whose framing or size is refused cannot be forwarded as the client sent it.
+    pub const fn audit_forwards(self) -> bool {
+        match self {
+            Rule::Allowlist | Rule::McpCalls | Rule::BodyWatch | Rule::RateLimits | Rule::StreamCap => true,
+            Rule::Framing | Rule::ForwardedHost | Rule::BodyLimit => false,
+        }
+    }
+}
+
+/// A rule's refusal under the mode.
+#[derive(Debug, PartialEq)]
+pub enum Fold {
+    /// Refused: answer the refusal.
+    Refuse(Denial),
+    /// Audit mode lets it through: log and count the violation, forward the request.
+    Audit(Denial),
+}
+
+/// The audit/enforce fold, the one place that decides whether a rule's refusal refuses: always in enforce mode,
+/// in audit mode only for the rules that audit mode may not forward.
+pub fn refuses(mode: Mode, rule: Rule) -> bool {
+    mode == Mode::Enforce || !rule.audit_forwards()
+}
+
+/// A rule's refusal under the mode (see [`refuses`]).
+pub fn fold(mode: Mode, rule: Rule, denial: Denial) -> Fold {
+    match refuses(mode, rule) {
+        true => Fold::Refuse(denial),
+        false => Fold::Audit(denial),
+    }
+}
+
+/// A request on its way through the rules: each rule's result is folded ([`fold`]), and the violations audit mode
+/// let through are kept.
+#[derive(Debug)]
+pub struct Admission {
+    mode: Mode,
+    /// The violations audit mode let through, in the order found.
+    pub audited: Vec<Denial>,
+}
+
+impl Admission {
+    pub fn new(mode: Mode) -> Self {
+        Admission {
+            mode,
+            audited: Vec::new(),
+        }
+    }
+
+    /// Folds one rule's result: `Err` when it refuses the request, `Ok(None)` when audit mode lets its refusal
+    /// through.
+    pub fn check<T>(&mut self, rule: Rule, result: Result<T, Denial>) -> Result<Option<T>, Denial> {
+        match result {
+            Ok(v) => Ok(Some(v)),
+            Err(denial) => match fold(self.mode, rule, denial) {
+                Fold::Refuse(denial) => Err(denial),
+                Fold::Audit(denial) => {
+                    self.audited.push(denial);
+                    Ok(None)
+                }
+            },
+        }
+    }
+}
+
 /// What to do with a request.
 #[derive(Debug, PartialEq)]
 pub enum Decision {
@@ -48,18 +140,31 @@ pub enum Decision {
     Refuse(Denial),
 }
 
-/// Decides on one request. On [`Decision::Forward`] `head` has become the upstream's request head (an absolute
-/// URI naming the upstream, or with `preserve_host` the checked client authority); on [`Decision::Refuse`] it
-/// is as received.
+/// Decides on one request head. On [`Decision::Forward`] `head` has become the upstream's request head (an
+/// absolute URI naming the upstream, or with `preserve_host` the checked client authority); on
+/// [`Decision::Refuse`] it is as received.
 pub fn decide(head: &mut Parts, allowlist: &Allowlist, hop: &Hop<'_>) -> Decision {
-    if let Err(denial) = refuse_ambiguous(head) {
-        return Decision::Refuse(denial);
-    }
-    let forwarded = match hop.trusted_proxy {
-        true => match forwarded_host(&head.headers) {
-            Ok(f) => f,
-            Err(denial) => return Decision::Refuse(denial),
+    let mut admission = Admission::new(allowlist.mode);
+    match admit_head(head, allowlist, hop, &mut admission) {
+        Ok(()) => Decision::Forward {
+            audited: admission.audited.into_iter().next(),
         },
+        Err(denial) => Decision::Refuse(denial),
+    }
+}
+
+/// The rules on the request head, in order; rewrites the head for the upstream once they let it through.
+fn admit_head(
+    head: &mut Parts,
+    allowlist: &Allowlist,
+    hop: &Hop<'_>,
+    admission: &mut Admission,
+) -> Result<(), Denial> {
+    admission.check(Rule::Framing, refuse_ambiguous(head))?;
+    let forwarded = match hop.trusted_proxy {
+        true => admission
+            .check(Rule::ForwardedHost, forwarded_host(&head.headers))?
+            .flatten(),
         false => None,
     };
     let mut facts = facts(head);
@@ -73,21 +178,34 @@ pub fn decide(head: &mut Parts, allowlist: &Allowlist, hop: &Hop<'_>) -> Decisio
             count: 1,
         };
     }
-    let audited = match allowlist.check(&facts) {
-        Verdict::Allow => None,
-        Verdict::Deny(denial) if allowlist.mode == Mode::Enforce => return Decision::Refuse(denial),
-        Verdict::Deny(denial) => Some(denial),
+    let verdict = match allowlist.check(&facts) {
+        Verdict::Allow => Ok(()),
+        Verdict::Deny(denial) => Err(denial),
     };
-    let limit = body_limit(allowlist);
-    if let Some(len) = content_length(&head.headers)
-        && len > limit
-    {
-        let denial = Denial::new(Reason::RequestBodyTooLarge, len.to_string())
-            .with_detail(format!("limit {limit} bytes"));
-        return Decision::Refuse(denial);
+    let allowed = admission.check(Rule::Allowlist, verdict)?.is_some();
+    admission.check(
+        Rule::BodyLimit,
+        declared_length(&head.headers, body_limit(allowlist)),
+    )?;
+    rewrite(head, hop, allowed, forwarded.as_deref());
+    Ok(())
+}
+
+/// A body's declared length against `maxRequestBodyBytes`.
+fn declared_length(headers: &HeaderMap, limit: u64) -> Result<(), Denial> {
+    match content_length(headers) {
+        Some(len) if len > limit => {
+            Err(body_too_large(limit).with_detail(format!("content-length {len}, limit {limit} bytes")))
+        }
+        _ => Ok(()),
     }
-    rewrite(head, hop, audited.is_none(), forwarded.as_deref());
-    Decision::Forward { audited }
+}
+
+/// The refusal of a body over `maxRequestBodyBytes`, whether its length said so up front or the guard counted
+/// past the limit as it streamed.
+pub fn body_too_large(limit: u64) -> Denial {
+    Denial::new(Reason::RequestBodyTooLarge, format!("more than {limit} bytes"))
+        .with_detail(format!("limit {limit} bytes"))
 }
 
 /// The host a trusted proxy forwarded: the last `X-Forwarded-Host` entry or the `host=` of the last `Forwarded`
@@ -273,6 +391,23 @@ pub fn mcp_calls(head: &Parts, body: Option<&peek::Peeked>) -> Result<Vec<rate::
         }
     }
     body_calls(body)
+}
+
+/// The calls a request is charged for under the mode: [`mcp_calls`], folded by [`Rule::McpCalls`]. What audit mode
+/// lets through is charged as the body shows it (a body the limits cannot count: one unreadable call).
+pub fn charged_calls(
+    head: &Parts,
+    body: Option<&peek::Peeked>,
+    admission: &mut Admission,
+) -> Result<Vec<rate::Call>, Denial> {
+    if let Some(calls) = admission.check(Rule::McpCalls, mcp_calls(head, body))? {
+        return Ok(calls);
+    }
+    Ok(match body.map(body_calls) {
+        Some(Ok(calls)) => calls,
+        Some(Err(_)) => vec![rate::Call::Unreadable],
+        None => Vec::new(),
+    })
 }
 
 /// An `Mcp-Name` value as the client meant it: SEP-2243 wraps a name that is not plain printable ASCII as

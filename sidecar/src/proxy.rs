@@ -1,21 +1,22 @@
-//! The request path: the policy decides, hyper streams the request to the upstream and the response back.
+//! The request path, IO only: the policy decides ([`crate::policy`]), [`crate::refusal`] renders what it refuses,
+//! and hyper streams the request to the upstream and the response back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
-use mcp_guard_config::{Allowlist, Denial, Mode, Reason};
+use mcp_guard_config::{Allowlist, Denial, Reason};
 use tracing::{debug, warn};
 
-use crate::body::{ClientFault, FaultSlot, Prefix, RequestBody, ResponseBody, StreamCount};
+use crate::body::{BoxError, ClientFault, FaultSlot, RequestBody, ResponseBody, StreamCount};
 use crate::config::LiveAllowlist;
 use crate::limiter::{Limiter, SlotGuard};
 use crate::metrics::{Metrics, Outcome, UpstreamError};
-use crate::policy::rate::{Call, ClientKey, Refusal, RequestClass};
-use crate::policy::{self, Decision, Hop, peek};
+use crate::policy::rate::{ClientKey, RequestClass};
+use crate::policy::{self, Admission, Decision, Fold, Hop, Rule, peek};
 use crate::pool::{Paired, SendError, UpstreamPool};
 use crate::refusal;
 use crate::upstream::Upstream;
@@ -46,12 +47,20 @@ impl Peer {
 }
 
 impl Proxy {
-    /// Handles one request; never fails (errors become JSON answers). Whatever the answer to a chunked body, the
-    /// connection closes after it, so nothing hyper read past such a body is ever taken as a request (see
-    /// `docs/guard.md`, "Chunked request bodies").
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Arc<Peer>) -> Response<ResponseBody> {
+    /// Handles one request; never fails (errors become JSON answers). Generic over the body, as hyper hands it
+    /// over or as a test builds it in memory. Whatever the answer to a chunked body, the connection closes after
+    /// it, so nothing hyper read past such a body is ever taken as a request (see `docs/guard.md`, "Chunked
+    /// request bodies").
+    pub async fn handle<B>(self: Arc<Self>, req: Request<B>, peer: Arc<Peer>) -> Response<ResponseBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let allowlist: Arc<Allowlist> = self.live.borrow().clone();
         let chunked = policy::is_chunked(req.version(), req.headers());
-        let mut answer = self.exchange(req, peer, chunked).await;
+        let (head, body) = req.into_parts();
+        let body = RequestBody::new(body, policy::body_limit(&allowlist)).refusing_trailers(chunked);
+        let mut answer = self.exchange(allowlist, head, body, peer).await;
         if chunked {
             answer
                 .headers_mut()
@@ -62,13 +71,12 @@ impl Proxy {
 
     async fn exchange(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        allowlist: Arc<Allowlist>,
+        mut head: http::request::Parts,
+        mut body: RequestBody,
         peer: Arc<Peer>,
-        chunked: bool,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
-        let allowlist: Arc<Allowlist> = self.live.borrow().clone();
-        let (mut head, mut body) = req.into_parts();
         let trusted_proxy = allowlist.trusts(peer.addr.ip());
         // Behind a trusted proxy the client is whom it forwarded for: that is who the rate limits count.
         let client = policy::client_address(&head.headers, &allowlist, peer.addr.ip());
@@ -86,9 +94,8 @@ impl Proxy {
             Decision::Refuse(denial) => {
                 self.violation(&denial, &head, &peer, true);
                 debug!(headers = ?head.headers, "rejected request headers");
-                let refusal = refuse(&allowlist, &denial);
                 self.metrics.request_duration(Outcome::Rejected, started);
-                return refusal;
+                return refusal::render(&allowlist, &denial, None);
             }
             Decision::Forward {
                 audited: Some(denial),
@@ -98,48 +105,39 @@ impl Proxy {
             }
             Decision::Forward { audited: None } => Outcome::Allowed,
         };
-        let limit = policy::body_limit(&allowlist);
-        let (prefix, slot) = if allowlist.limits.limits_clients() {
-            match self
-                .limit(&allowlist, &head, &mut body, &peer, client, limit)
-                .await
-            {
+        let mut slot = None;
+        if allowlist.limits.limits_clients() {
+            match self.limit(&allowlist, &head, &mut body, &peer, client).await {
                 Ok(Admitted {
-                    prefix,
-                    slot,
+                    slot: admitted,
                     audited,
                 }) => {
                     if audited {
                         outcome = Outcome::Audited;
                     }
-                    (prefix, Some(slot))
+                    slot = Some(admitted);
                 }
                 Err(answer) => {
                     self.metrics.request_duration(Outcome::Rejected, started);
                     return answer;
                 }
             }
-        } else {
-            (None, None)
-        };
+        }
         let method = head.method.clone();
-        let body_done = prefix.as_ref().is_some_and(|p| p.ended) || http_body::Body::is_end_stream(&body);
-        // A chunked body read whole by the peek can still be refused for its trailer section.
-        let fault = (!body_done || chunked).then(FaultSlot::default);
-        let body = RequestBody::with_prefix(prefix.unwrap_or_default(), body, limit, fault.clone())
-            .refusing_trailers(chunked);
+        // A body already read whole cannot fail on its way any more.
+        let fault = (!body.is_done()).then(FaultSlot::default);
+        body.reporting_to(fault.clone());
         let upstream_req = Request::from_parts(head, body);
         let path = upstream_req.uri().path_and_query().cloned();
+        let path = path.as_ref().map_or("/", |p| p.path());
         // Boxed: hyper keeps the allocation of the service future for the connection's lifetime, so the
         // exchange's state must not be part of it.
-        let mut slot = slot;
         let response = match Box::pin(peer.upstream.send(upstream_req)).await {
             Ok(resp) => {
                 let (mut parts, inner) = resp.into_parts();
                 if let Some(slot) = slot.as_mut()
                     && policy::counts_as_stream(&method, &parts.headers)
                 {
-                    let path = path.as_ref().map_or("/", |p| p.path());
                     match self.stream_cap(&allowlist, slot, &method, path, &peer, client) {
                         StreamCap::Within => {}
                         StreamCap::Audited => outcome = Outcome::Audited,
@@ -163,13 +161,20 @@ impl Proxy {
                 };
                 Response::from_parts(parts, body)
             }
+            // The client's own body at fault: its refusal, counted once, as rejected.
+            Err(_) if let Some(fault) = fault.as_ref().and_then(|f| f.get()) => {
+                let denial = client_fault(fault, policy::body_limit(&allowlist));
+                log_denial(&denial, method.as_str(), path, None, &peer, true);
+                self.metrics.request(Outcome::Rejected, Some(denial.reason));
+                outcome = Outcome::Rejected;
+                refusal::render(&allowlist, &denial, None)
+            }
             Err(err) => {
                 if matches!(outcome, Outcome::Allowed) {
                     self.metrics.request(Outcome::Allowed, None);
                 }
-                let path = path.as_ref().map_or("/", |p| p.path());
-                let fault = fault.as_ref().and_then(|f| f.get());
-                self.upstream_failed(&allowlist, &err, fault, &method, path, &peer, limit)
+                let denial = self.upstream_failure(&err, &method, path, &peer);
+                refusal::render(&allowlist, &denial, None)
             }
         };
         // Under the policy's verdict, also when the exchange failed: the client waited that long for its answer.
@@ -184,56 +189,48 @@ impl Proxy {
         &self,
         allowlist: &Allowlist,
         head: &http::request::Parts,
-        body: &mut Incoming,
+        body: &mut RequestBody,
         peer: &Peer,
         client: std::net::IpAddr,
-        limit: u64,
     ) -> Result<Admitted, Response<ResponseBody>> {
         let limits = &allowlist.limits;
-        let enforce = allowlist.mode == Mode::Enforce;
+        let mut admission = Admission::new(allowlist.mode);
         let stream = policy::is_stream(head);
-        let mut prefix = None;
         let mut scanner = peek::Scanner::default();
-        if limits.reads_body() && !stream && !http_body::Body::is_end_stream(body) {
+        let mut read = None;
+        if limits.reads_body() && !stream && !body.is_done() {
             let mut fed = 0;
             let enough = |data: &[u8]| {
                 scanner.feed(&data[fed..]);
                 fed = data.len();
                 !scanner.peeked().wants_more()
             };
-            match crate::body::peek(body, limit, enough).await {
-                Ok(p) => prefix = Some(p),
+            match body.peek(enough).await {
+                Ok(p) => read = Some(p),
                 Err(fault) => {
-                    let denial = client_fault(&fault, limit);
+                    let denial = client_fault(&fault, policy::body_limit(allowlist));
                     self.violation(&denial, head, peer, true);
-                    return Err(refuse(allowlist, &denial));
+                    return Err(refusal::render(allowlist, &denial, None));
                 }
             }
         }
         // A body that ended with nothing but whitespace carries no call.
-        let peeked = prefix
+        let peeked = read
             .as_ref()
             .filter(|p| !(p.ended && p.data.trim_ascii().is_empty()))
             .map(|_| scanner.peeked());
-        let mut audited = false;
-        let calls = match policy::mcp_calls(head, peeked) {
+        let calls = match policy::charged_calls(head, peeked, &mut admission) {
             Ok(calls) => calls,
-            Err(denial) if enforce => {
-                self.violation(&denial, head, peer, true);
-                return Err(refuse(allowlist, &denial));
-            }
             Err(denial) => {
-                self.violation(&denial, head, peer, false);
-                audited = true;
-                match peeked.map(policy::body_calls) {
-                    Some(Ok(calls)) => calls,
-                    Some(Err(_)) => vec![Call::Unreadable],
-                    None => Vec::new(),
-                }
+                self.violation(&denial, head, peer, true);
+                return Err(refusal::render(allowlist, &denial, None));
             }
         };
-        if let Some(p) = prefix.as_mut().filter(|p| enforce && !p.ended) {
-            p.watch = policy::watch(scanner, &calls);
+        for denial in &admission.audited {
+            self.violation(denial, head, peer, false);
+        }
+        if read.as_ref().is_some_and(|p| !p.ended) && policy::refuses(allowlist.mode, Rule::BodyWatch) {
+            body.watch(policy::watch(scanner, &calls));
         }
         let class = RequestClass {
             stream,
@@ -244,18 +241,26 @@ impl Proxy {
             Ok(slot) => slot,
             Err(refusal) => {
                 let denial = Denial::new(refusal.reason, client.to_string()).with_detail(&refusal.detail);
-                self.violation(&denial, head, peer, enforce);
-                if enforce {
-                    return Err(retry_later(allowlist, &denial, &refusal));
+                match policy::fold(allowlist.mode, Rule::RateLimits, denial) {
+                    Fold::Refuse(denial) => {
+                        self.violation(&denial, head, peer, true);
+                        return Err(refusal::render(
+                            allowlist,
+                            &denial,
+                            Some(refusal.retry_after_secs()),
+                        ));
+                    }
+                    Fold::Audit(denial) => {
+                        self.violation(&denial, head, peer, false);
+                        admission.audited.push(denial);
+                        self.limiter.hold(client, stream)
+                    }
                 }
-                audited = true;
-                self.limiter.hold(client, stream)
             }
         };
         Ok(Admitted {
-            prefix,
             slot,
-            audited,
+            audited: !admission.audited.is_empty(),
         })
     }
 
@@ -270,19 +275,27 @@ impl Proxy {
         peer: &Peer,
         client: std::net::IpAddr,
     ) -> StreamCap {
-        let enforce = allowlist.mode == Mode::Enforce;
+        let enforce = policy::refuses(allowlist.mode, Rule::StreamCap);
         let Err(refusal) = slot.become_stream(&allowlist.limits, enforce) else {
             return StreamCap::Within;
         };
         let denial =
             Denial::new(refusal.reason, ClientKey::of(client).to_string()).with_detail(&refusal.detail);
         log_denial(&denial, method.as_str(), path, None, peer, enforce);
-        if !enforce {
-            self.metrics.request(Outcome::Audited, Some(denial.reason));
-            return StreamCap::Audited;
+        match policy::fold(allowlist.mode, Rule::StreamCap, denial) {
+            Fold::Audit(denial) => {
+                self.metrics.request(Outcome::Audited, Some(denial.reason));
+                StreamCap::Audited
+            }
+            Fold::Refuse(denial) => {
+                self.metrics.request(Outcome::Rejected, Some(denial.reason));
+                StreamCap::Over(refusal::render(
+                    allowlist,
+                    &denial,
+                    Some(refusal.retry_after_secs()),
+                ))
+            }
         }
-        self.metrics.request(Outcome::Rejected, Some(denial.reason));
-        StreamCap::Over(retry_later(allowlist, &denial, &refusal))
     }
 
     /// Logs and counts a request the allowlist or the policy refused (`enforce`), or that audit mode let through.
@@ -304,27 +317,6 @@ impl Proxy {
         self.metrics.request(outcome, Some(denial.reason));
     }
 
-    /// Answers a failed exchange: the client's own body at fault is its error (`413`/`400`), anything else the
-    /// upstream's (`502`).
-    #[allow(clippy::too_many_arguments)]
-    fn upstream_failed(
-        &self,
-        allowlist: &Allowlist,
-        err: &SendError,
-        fault: Option<&ClientFault>,
-        method: &http::Method,
-        path: &str,
-        peer: &Peer,
-        limit: u64,
-    ) -> Response<ResponseBody> {
-        if let Some(denial) = fault.map(|f| client_fault(f, limit)) {
-            log_denial(&denial, method.as_str(), path, None, peer, true);
-            self.metrics.request(Outcome::Rejected, Some(denial.reason));
-            return refuse(allowlist, &denial);
-        }
-        refuse(allowlist, &self.upstream_failure(err, method, path, peer))
-    }
-
     /// Logs and counts a failed upstream exchange; the refusal to answer with.
     fn upstream_failure(&self, err: &SendError, method: &http::Method, path: &str, peer: &Peer) -> Denial {
         let kind = match err {
@@ -344,10 +336,8 @@ impl Proxy {
     }
 }
 
-/// What the limits let through: the body's peeked prefix, the client's slot, and whether audit mode let a
-/// refusal pass.
+/// What the limits let through: the client's slot, and whether audit mode let a refusal pass.
 struct Admitted {
-    prefix: Option<Prefix>,
     slot: SlotGuard,
     audited: bool,
 }
@@ -361,16 +351,11 @@ enum StreamCap {
     Over(Response<ResponseBody>),
 }
 
-/// A refusal by the rate limits: `429` with `Retry-After`.
-fn retry_later(allowlist: &Allowlist, denial: &Denial, refusal: &Refusal) -> Response<ResponseBody> {
-    refusal::render(allowlist, denial, Some(refusal.retry_after_secs()))
-}
-
-/// The refusal for a client's body at fault: too large (`413`) or not valid (`400`).
+/// The refusal for a client's body at fault: too large (`413`), not valid (`400`), or naming another call than
+/// the one charged (`400`).
 fn client_fault(fault: &ClientFault, limit: u64) -> Denial {
     match fault {
-        ClientFault::TooLarge => Denial::new(Reason::RequestBodyTooLarge, format!("more than {limit} bytes"))
-            .with_detail(format!("limit {limit} bytes")),
+        ClientFault::TooLarge => policy::body_too_large(limit),
         ClientFault::Malformed(detail) => {
             Denial::new(Reason::MalformedRequest, "request body").with_detail(detail)
         }
@@ -408,9 +393,4 @@ pub fn log_denial(
         mode,
         "{message}"
     );
-}
-
-/// A refusal of the client's request, rendered by [`refusal::render`].
-fn refuse(allowlist: &Allowlist, denial: &Denial) -> Response<ResponseBody> {
-    refusal::render(allowlist, denial, None)
 }

@@ -807,3 +807,33 @@ fn fields_the_guard_decides_on_spelled_with_underscores_are_refused() {
         }
     }
 }
+
+/// The one audit/enforce fold: enforce refuses whatever a rule refuses; audit forwards exactly the rules that judge
+/// who may call what and how often, never a request whose framing, forwarded host or size is refused.
+#[test]
+fn audit_forwards_only_the_rules_that_judge_callers() {
+    let all = [
+        Rule::Framing,
+        Rule::ForwardedHost,
+        Rule::Allowlist,
+        Rule::BodyLimit,
+        Rule::McpCalls,
+        Rule::BodyWatch,
+        Rule::RateLimits,
+        Rule::StreamCap,
+    ];
+    let d = || Denial::new(Reason::HostNotAllowed, "x");
+    for rule in all {
+        assert_eq!(fold(Mode::Enforce, rule, d()), Fold::Refuse(d()), "{rule:?}");
+        let audited = matches!(fold(Mode::Audit, rule, d()), Fold::Audit(_));
+        let expected = !matches!(rule, Rule::Framing | Rule::ForwardedHost | Rule::BodyLimit);
+        assert_eq!(audited, expected, "{rule:?} under audit");
+    }
+    // In audit mode, a request over the declared limit is refused even though its host is also not allowed.
+    let h = get(&[("host", "evil.example"), ("content-length", "4194305")]);
+    let Decision::Refuse(d) = run_with(h, "http://127.0.0.1:8000", false, Mode::Audit).decision else {
+        panic!("a body over the limit is refused in audit mode too");
+    };
+    assert_eq!(d.reason, Reason::RequestBodyTooLarge);
+    assert_eq!(d.received, "more than 4194304 bytes");
+}
