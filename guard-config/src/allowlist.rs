@@ -20,6 +20,8 @@ pub struct Allowlist {
     pub limits: Limits,
     /// Peers whose forwarded host is checked instead of `Host`.
     pub trusted_proxies: Vec<Cidr>,
+    /// Answer CORS on the allowed origins.
+    pub cors: bool,
 }
 
 /// How often a header occurred in a request, and its first value.
@@ -269,6 +271,7 @@ impl Allowlist {
             source: config.source.clone(),
             limits: config.limits.clone(),
             trusted_proxies,
+            cors: config.cors,
         })
     }
 

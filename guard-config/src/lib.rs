@@ -168,6 +168,10 @@ pub struct GuardConfig {
     /// Peers (CIDRs) whose forwarded host is checked instead of `Host`; empty: none (forwarding fields dropped).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<String>,
+    /// Answer CORS for browser clients on the allowed origins (preflights, and the CORS fields of responses);
+    /// off by default, because it lets pages on those origins read what the server answers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cors: bool,
 }
 
 /// `enforce` rejects violations; `audit` forwards them, still logging and counting them.

@@ -153,6 +153,7 @@ impl Derivation {
             }),
             limits: self.limits.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
+            cors: false,
         }
     }
 }

@@ -98,6 +98,11 @@ pub struct Args {
     )]
     pub trusted_proxies: Vec<String>,
 
+    /// Answer CORS for browser-based MCP clients on the allowed origins: preflights get `204` from the guard,
+    /// responses the `Access-Control-*` fields. Off by default; see docs/guard.md ("CORS").
+    #[arg(long, env = "MCP_GUARD_CORS")]
+    pub cors: bool,
+
     /// Largest request head (request line and headers, bytes); larger ones get 431.
     #[arg(long, env = "MCP_GUARD_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
     pub max_header_bytes: usize,

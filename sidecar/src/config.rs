@@ -47,6 +47,8 @@ pub struct ConfigSources {
     /// Limits given by flags (`--max-request-body-bytes`, the rate limits): each set one overrides the file's.
     pub limits: Limits,
     pub trusted_proxies: Vec<String>,
+    /// `--cors`: answers CORS whatever the file says.
+    pub cors: bool,
     pub file: Option<PathBuf>,
 }
 
@@ -68,6 +70,7 @@ impl ConfigSources {
             config.mode = mode;
         }
         config.limits = self.limits.clone().or(&config.limits);
+        config.cors |= self.cors;
         for p in &self.trusted_proxies {
             if !config.trusted_proxies.contains(p) {
                 config.trusted_proxies.push(p.clone());
@@ -213,6 +216,7 @@ impl ConfigSources {
                 max_tracked_clients: args.max_tracked_clients,
             },
             trusted_proxies: args.trusted_proxies.clone(),
+            cors: args.cors,
             file: args.config.clone(),
         }
     }

@@ -139,6 +139,8 @@ pub struct Metrics {
     reloads_failed: Counter,
     durations: RequestDurations,
     pub open_connections: Gauge,
+    /// CORS preflights the guard answered itself.
+    pub cors_preflights: Counter,
     pub open_streams: Gauge,
     pub rate_limit_tracked_clients: Gauge,
     pub allowed_hosts: Gauge,
@@ -208,6 +210,12 @@ impl Metrics {
             "Client connections currently open",
             open_connections.clone(),
         );
+        let cors_preflights = Counter::default();
+        registry.register(
+            "cors_preflights",
+            "CORS preflights from allowed origins that the guard answered itself (--cors)",
+            cors_preflights.clone(),
+        );
         let open_streams = Gauge::default();
         registry.register(
             "open_streams",
@@ -248,6 +256,7 @@ impl Metrics {
             reloads_ok,
             reloads_failed,
             durations,
+            cors_preflights,
             open_connections,
             open_streams,
             rate_limit_tracked_clients,

@@ -12,6 +12,7 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Method, Version};
 use mcp_guard_config::{Allowlist, Denial, HeaderSeen, Mode, Reason, RequestFacts, Verdict};
 
+pub mod cors;
 pub mod peek;
 pub mod rate;
 
@@ -138,6 +139,8 @@ pub enum Decision {
         audited: Option<Denial>,
     },
     Refuse(Denial),
+    /// A CORS preflight from an allowed origin, with CORS on: the guard answers `204` with these fields.
+    Preflight(HeaderMap),
 }
 
 /// Decides on one request head. On [`Decision::Forward`] `head` has become the upstream's request head (an
@@ -146,20 +149,31 @@ pub enum Decision {
 pub fn decide(head: &mut Parts, allowlist: &Allowlist, hop: &Hop<'_>) -> Decision {
     let mut admission = Admission::new(allowlist.mode);
     match admit_head(head, allowlist, hop, &mut admission) {
-        Ok(()) => Decision::Forward {
+        Ok(Some(preflight)) => Decision::Preflight(preflight),
+        Ok(None) => Decision::Forward {
             audited: admission.audited.into_iter().next(),
         },
         Err(denial) => Decision::Refuse(denial),
     }
 }
 
-/// The rules on the request head, in order; rewrites the head for the upstream once they let it through.
+/// The origin whose page may read the response, when CORS is on: the request's `Origin`, once the allowlist let
+/// it through without a violation (see [`cors`]).
+pub fn cors_origin(head: &Parts, allowlist: &Allowlist) -> Option<HeaderValue> {
+    match allowlist.cors {
+        true => head.headers.get(header::ORIGIN).cloned(),
+        false => None,
+    }
+}
+
+/// The rules on the request head, in order; rewrites the head for the upstream once they let it through, or
+/// returns the fields of the answer to a CORS preflight the guard answers itself.
 fn admit_head(
     head: &mut Parts,
     allowlist: &Allowlist,
     hop: &Hop<'_>,
     admission: &mut Admission,
-) -> Result<(), Denial> {
+) -> Result<Option<HeaderMap>, Denial> {
     admission.check(Rule::Framing, refuse_ambiguous(head))?;
     let forwarded = match hop.trusted_proxy {
         true => admission
@@ -183,12 +197,18 @@ fn admit_head(
         Verdict::Deny(denial) => Err(denial),
     };
     let allowed = admission.check(Rule::Allowlist, verdict)?.is_some();
+    if allowed
+        && cors::is_preflight(head)
+        && let Some(origin) = cors_origin(head, allowlist)
+    {
+        return Ok(Some(cors::preflight_fields(&origin, &head.headers)));
+    }
     admission.check(
         Rule::BodyLimit,
         declared_length(&head.headers, body_limit(allowlist)),
     )?;
     rewrite(head, hop, allowed, forwarded.as_deref());
-    Ok(())
+    Ok(None)
 }
 
 /// A body's declared length against `maxRequestBodyBytes`.

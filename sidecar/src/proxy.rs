@@ -90,7 +90,14 @@ impl Proxy {
             preserve_host: self.preserve_host,
             trusted_proxy,
         };
+        let mut cors = policy::cors_origin(&head, &allowlist);
         let mut outcome = match policy::decide(&mut head, &allowlist, &hop) {
+            Decision::Preflight(fields) => {
+                self.metrics.cors_preflights.inc();
+                self.metrics.request(Outcome::Allowed, None);
+                self.metrics.request_duration(Outcome::Allowed, started);
+                return refusal::preflight(fields);
+            }
             Decision::Refuse(denial) => {
                 self.violation(&denial, &head, &peer, true);
                 debug!(headers = ?head.headers, "rejected request headers");
@@ -101,85 +108,95 @@ impl Proxy {
                 audited: Some(denial),
             } => {
                 self.violation(&denial, &head, &peer, false);
+                // What audit mode forwards despite the allowlist is never shown to a page.
+                cors = None;
                 Outcome::Audited
             }
             Decision::Forward { audited: None } => Outcome::Allowed,
         };
-        let mut slot = None;
-        if allowlist.limits.limits_clients() {
-            match self.limit(&allowlist, &head, &mut body, &peer, client).await {
-                Ok(Admitted {
-                    slot: admitted,
-                    audited,
-                }) => {
-                    if audited {
-                        outcome = Outcome::Audited;
+        // From here on the allowlist let the request through: with CORS on, its page may read every answer.
+        let mut answer = async {
+            let mut slot = None;
+            if allowlist.limits.limits_clients() {
+                match self.limit(&allowlist, &head, &mut body, &peer, client).await {
+                    Ok(Admitted {
+                        slot: admitted,
+                        audited,
+                    }) => {
+                        if audited {
+                            outcome = Outcome::Audited;
+                        }
+                        slot = Some(admitted);
                     }
-                    slot = Some(admitted);
-                }
-                Err(answer) => {
-                    self.metrics.request_duration(Outcome::Rejected, started);
-                    return answer;
+                    Err(answer) => {
+                        self.metrics.request_duration(Outcome::Rejected, started);
+                        return answer;
+                    }
                 }
             }
-        }
-        let method = head.method.clone();
-        // A body already read whole cannot fail on its way any more.
-        let fault = (!body.is_done()).then(FaultSlot::default);
-        body.reporting_to(fault.clone());
-        let upstream_req = Request::from_parts(head, body);
-        let path = upstream_req.uri().path_and_query().cloned();
-        let path = path.as_ref().map_or("/", |p| p.path());
-        // Boxed: hyper keeps the allocation of the service future for the connection's lifetime, so the
-        // exchange's state must not be part of it.
-        let response = match Box::pin(peer.upstream.send(upstream_req)).await {
-            Ok(resp) => {
-                let (mut parts, inner) = resp.into_parts();
-                if let Some(slot) = slot.as_mut()
-                    && policy::counts_as_stream(&method, &parts.headers)
-                {
-                    match self.stream_cap(&allowlist, slot, &method, path, &peer, client) {
-                        StreamCap::Within => {}
-                        StreamCap::Audited => outcome = Outcome::Audited,
-                        StreamCap::Over(answer) => {
-                            // The stream is dropped unread: the upstream sees its client go away.
-                            self.metrics.request_duration(Outcome::Rejected, started);
-                            return answer;
+            let method = head.method.clone();
+            // A body already read whole cannot fail on its way any more.
+            let fault = (!body.is_done()).then(FaultSlot::default);
+            body.reporting_to(fault.clone());
+            let upstream_req = Request::from_parts(head, body);
+            let path = upstream_req.uri().path_and_query().cloned();
+            let path = path.as_ref().map_or("/", |p| p.path());
+            // Boxed: hyper keeps the allocation of the service future for the connection's lifetime, so the
+            // exchange's state must not be part of it.
+            let response = match Box::pin(peer.upstream.send(upstream_req)).await {
+                Ok(resp) => {
+                    let (mut parts, inner) = resp.into_parts();
+                    if let Some(slot) = slot.as_mut()
+                        && policy::counts_as_stream(&method, &parts.headers)
+                    {
+                        match self.stream_cap(&allowlist, slot, &method, path, &peer, client) {
+                            StreamCap::Within => {}
+                            StreamCap::Audited => outcome = Outcome::Audited,
+                            StreamCap::Over(answer) => {
+                                // The stream is dropped unread: the upstream sees its client go away.
+                                self.metrics.request_duration(Outcome::Rejected, started);
+                                return answer;
+                            }
                         }
                     }
+                    if matches!(outcome, Outcome::Allowed) {
+                        self.metrics.request(Outcome::Allowed, None);
+                    }
+                    let count = StreamCount::new(&self.metrics.open_streams);
+                    policy::strip_response(&mut parts.headers);
+                    parts.version = Version::HTTP_11;
+                    let body = ResponseBody::Upstream {
+                        inner,
+                        _count: count,
+                        _slot: slot,
+                    };
+                    Response::from_parts(parts, body)
                 }
-                if matches!(outcome, Outcome::Allowed) {
-                    self.metrics.request(Outcome::Allowed, None);
+                // The client's own body at fault: its refusal, counted once, as rejected.
+                Err(_) if let Some(fault) = fault.as_ref().and_then(|f| f.get()) => {
+                    let denial = client_fault(fault, policy::body_limit(&allowlist));
+                    log_denial(&denial, method.as_str(), path, None, &peer, true);
+                    self.metrics.request(Outcome::Rejected, Some(denial.reason));
+                    outcome = Outcome::Rejected;
+                    refusal::render(&allowlist, &denial, None)
                 }
-                let count = StreamCount::new(&self.metrics.open_streams);
-                policy::strip_response(&mut parts.headers);
-                parts.version = Version::HTTP_11;
-                let body = ResponseBody::Upstream {
-                    inner,
-                    _count: count,
-                    _slot: slot,
-                };
-                Response::from_parts(parts, body)
-            }
-            // The client's own body at fault: its refusal, counted once, as rejected.
-            Err(_) if let Some(fault) = fault.as_ref().and_then(|f| f.get()) => {
-                let denial = client_fault(fault, policy::body_limit(&allowlist));
-                log_denial(&denial, method.as_str(), path, None, &peer, true);
-                self.metrics.request(Outcome::Rejected, Some(denial.reason));
-                outcome = Outcome::Rejected;
-                refusal::render(&allowlist, &denial, None)
-            }
-            Err(err) => {
-                if matches!(outcome, Outcome::Allowed) {
-                    self.metrics.request(Outcome::Allowed, None);
+                Err(err) => {
+                    if matches!(outcome, Outcome::Allowed) {
+                        self.metrics.request(Outcome::Allowed, None);
+                    }
+                    let denial = self.upstream_failure(&err, &method, path, &peer);
+                    refusal::render(&allowlist, &denial, None)
                 }
-                let denial = self.upstream_failure(&err, &method, path, &peer);
-                refusal::render(&allowlist, &denial, None)
-            }
-        };
-        // Under the policy's verdict, also when the exchange failed: the client waited that long for its answer.
-        self.metrics.request_duration(outcome, started);
-        response
+            };
+            // Under the policy's verdict, also when the exchange failed: the client waited that long for its answer.
+            self.metrics.request_duration(outcome, started);
+            response
+        }
+        .await;
+        if let Some(origin) = &cors {
+            policy::cors::add_response_fields(origin, answer.headers_mut());
+        }
+        answer
     }
 
     /// The rate limits and caps: reads the body's prefix if a rate limit needs to count its calls, checks the

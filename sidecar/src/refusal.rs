@@ -1,6 +1,7 @@
-//! How every refusal the guard answers itself looks on the wire: the reason's HTTP status, a JSON-RPC error body
-//! with its code, the hint, `Retry-After` for the limits, and `connection: close` where the client's bytes cannot
-//! be trusted to frame a next request. Nothing else builds a refusal.
+//! How every answer the guard gives itself looks on the wire. A refusal: the reason's HTTP status, a JSON-RPC
+//! error body with its code, the hint, `Retry-After` for the limits, and `connection: close` where the client's
+//! bytes cannot be trusted to frame a next request; nothing else builds a refusal. And the `204` to a CORS
+//! preflight.
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -110,7 +111,15 @@ pub fn render(
     answer
 }
 
-/// The header fields of every answer the guard gives itself.
+/// The answer to a CORS preflight the guard answers itself: `204` with the fields [`crate::policy::cors`] chose.
+pub fn preflight(fields: http::HeaderMap) -> Response<ResponseBody> {
+    let mut answer = Response::new(ResponseBody::Full(None));
+    *answer.status_mut() = StatusCode::NO_CONTENT;
+    *answer.headers_mut() = fields;
+    answer
+}
+
+/// The header fields of every JSON answer the guard gives itself.
 pub const JSON_ANSWER_FIELDS: [(&str, &str); 2] = [
     ("content-type", "application/json"),
     ("cache-control", "no-store"),

@@ -19,12 +19,18 @@ use mcp_guard_config::{Allowlist, GuardConfig, Limits};
 use support::TestUpstream;
 
 fn proxy(upstream: &TestUpstream, limits: Limits) -> Arc<Proxy> {
-    let allowlist = Allowlist::compile(&GuardConfig {
-        allowed_hosts: vec!["mcp.example.com".into()],
-        limits,
-        ..Default::default()
-    })
-    .unwrap();
+    proxy_with(
+        upstream,
+        GuardConfig {
+            allowed_hosts: vec!["mcp.example.com".into()],
+            limits,
+            ..Default::default()
+        },
+    )
+}
+
+fn proxy_with(upstream: &TestUpstream, config: GuardConfig) -> Arc<Proxy> {
+    let allowlist = Allowlist::compile(&config).unwrap();
     let (tx, live) = tokio::sync::watch::channel(Arc::new(allowlist));
     std::mem::forget(tx);
     let upstream = Upstream::parse(&upstream.url(), false).unwrap();
@@ -138,4 +144,57 @@ async fn a_declared_length_over_the_limit_says_the_same() {
         "{json}"
     );
     assert_eq!(upstream.accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// With CORS on: a preflight from an allowed origin is answered by the guard (the upstream never sees it), an
+/// actual response carries the origin and the exposed fields, and a page on another origin gets nothing.
+#[tokio::test]
+async fn cors_is_answered_for_allowed_origins_only() {
+    let upstream = TestUpstream::start().await;
+    let proxy = proxy_with(
+        &upstream,
+        GuardConfig {
+            allowed_hosts: vec!["mcp.example.com".into()],
+            allowed_origins: vec!["https://app.example.com".into()],
+            cors: true,
+            ..Default::default()
+        },
+    );
+    let preflight = |origin: &str| {
+        Request::options("/mcp")
+            .header("host", "mcp.example.com")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type,mcp-protocol-version,mcp-param-region")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let resp = proxy.clone().handle(preflight("https://app.example.com"), peer(&proxy)).await;
+    assert_eq!(resp.status(), 204);
+    let h = resp.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    assert!(h["access-control-allow-headers"].to_str().unwrap().contains("mcp-param-region"));
+    assert_eq!(upstream.accepted.load(std::sync::atomic::Ordering::SeqCst), 0, "answered by the guard");
+
+    let resp = proxy.clone().handle(preflight("https://evil.example"), peer(&proxy)).await;
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(upstream.accepted.load(std::sync::atomic::Ordering::SeqCst), 0, "refused by the guard");
+
+    let req = Request::post("/echo")
+        .header("host", "mcp.example.com")
+        .header("origin", "https://app.example.com")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let resp = proxy.clone().handle(req, peer(&proxy)).await;
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(h["access-control-expose-headers"], "WWW-Authenticate, Mcp-Session-Id");
+    assert!(h.get_all("vary").iter().any(|v| v == "Origin"));
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo["method"], "POST", "forwarded: {echo}");
+    let counted = proxy.metrics.encode();
+    assert!(counted.contains("mcp_guard_cors_preflights_total 1"), "{counted}");
 }

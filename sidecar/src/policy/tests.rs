@@ -837,3 +837,79 @@ fn audit_forwards_only_the_rules_that_judge_callers() {
     assert_eq!(d.reason, Reason::RequestBodyTooLarge);
     assert_eq!(d.received, "more than 4194304 bytes");
 }
+
+fn with_cors(mode: Mode, cors: bool) -> Allowlist {
+    Allowlist::compile(&GuardConfig {
+        mode,
+        cors,
+        allowed_hosts: vec!["mcp.example.com".into()],
+        allowed_origins: vec!["https://app.example.com".into()],
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn decide_with(allowlist: &Allowlist, mut h: Parts) -> Decision {
+    let upstream = Upstream::parse("http://127.0.0.1:8000", false).unwrap();
+    let ip = HeaderValue::from_static("10.1.2.3");
+    let hop = Hop {
+        upstream: &upstream,
+        peer_ip: &ip,
+        preserve_host: false,
+        trusted_proxy: false,
+    };
+    decide(&mut h, allowlist, &hop)
+}
+
+fn preflight_from(origin: &str) -> Parts {
+    head(
+        "OPTIONS",
+        "/mcp",
+        Version::HTTP_11,
+        &[
+            ("host", "mcp.example.com"),
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "content-type, mcp-name"),
+        ],
+    )
+}
+
+/// With CORS on, the guard answers a preflight from an allowed origin itself; one from another origin is refused
+/// like any request from it; with CORS off (the default), or in audit mode for an origin not allowed, the
+/// preflight is forwarded as before and the guard grants nothing.
+#[test]
+fn cors_preflights_are_answered_from_the_origin_allowlist() {
+    let on = with_cors(Mode::Enforce, true);
+    let Decision::Preflight(fields) = decide_with(&on, preflight_from("https://app.example.com")) else {
+        panic!("answered by the guard");
+    };
+    assert_eq!(fields["access-control-allow-origin"], "https://app.example.com");
+    // Same-origin pages of an allowed host are allowed origins too.
+    assert!(matches!(
+        decide_with(&on, preflight_from("https://mcp.example.com")),
+        Decision::Preflight(_)
+    ));
+    let Decision::Refuse(d) = decide_with(&on, preflight_from("https://evil.example")) else {
+        panic!("refused");
+    };
+    assert_eq!(d.reason, Reason::OriginNotAllowed);
+    let off = with_cors(Mode::Enforce, false);
+    assert_eq!(
+        decide_with(&off, preflight_from("https://app.example.com")),
+        Decision::Forward { audited: None }
+    );
+    let audit = with_cors(Mode::Audit, true);
+    assert!(matches!(
+        decide_with(&audit, preflight_from("https://evil.example")),
+        Decision::Forward { audited: Some(_) }
+    ));
+    // An OPTIONS without Access-Control-Request-Method is no preflight: forwarded.
+    let plain = head(
+        "OPTIONS",
+        "/mcp",
+        Version::HTTP_11,
+        &[("host", "mcp.example.com"), ("origin", "https://app.example.com")],
+    );
+    assert_eq!(decide_with(&on, plain), Decision::Forward { audited: None });
+}
