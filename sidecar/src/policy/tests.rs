@@ -1,5 +1,6 @@
 use super::*;
 use mcp_guard_config::GuardConfig;
+use proptest::prelude::*;
 
 fn allowlist(mode: Mode) -> Allowlist {
     Allowlist::compile(&GuardConfig {
@@ -912,4 +913,126 @@ fn cors_preflights_are_answered_from_the_origin_allowlist() {
         &[("host", "mcp.example.com"), ("origin", "https://app.example.com")],
     );
     assert_eq!(decide_with(&on, plain), Decision::Forward { audited: None });
+}
+
+/// SEP-2243 as the MCP Python SDK's server reads `Mcp-Name` (`mcp.shared.inbound.decode_header_value`): verbatim,
+/// unless the whole value is `=?base64?PAYLOAD?=` (that exact case), then PAYLOAD as canonical, padded base64 of
+/// UTF-8, and `None` (matching no name) when it is not.
+fn sdk_decode(value: &str) -> Option<String> {
+    use base64::Engine as _;
+    let Some(payload) = value.strip_prefix("=?base64?").and_then(|v| v.strip_suffix("?=")) else {
+        return Some(value.to_owned());
+    };
+    let engine = base64::engine::general_purpose::STANDARD;
+    let bytes = engine.decode(payload).ok()?;
+    // Python's `b64decode(validate=True)` plus the SDK's own check that re-encoding gives the payload back.
+    if engine.encode(&bytes) != payload {
+        return None;
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// How a client might write a tool's name into `Mcp-Name`, right or wrong.
+fn header_forms(name: String, other: String) -> impl Strategy<Value = String> {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let unpadded = b64(&name).trim_end_matches('=').to_owned();
+    prop_oneof![
+        Just(name.clone()),
+        Just(format!("=?base64?{}?=", b64(&name))),
+        Just(format!("=?BASE64?{}?=", b64(&name))),
+        Just(format!("=?base64?{unpadded}?=")),
+        Just(format!("=?base64?{}?=", b64(&other))),
+        Just(other.clone()),
+        Just(name.to_uppercase()),
+        Just(format!(" {name}\t")),
+        Just(format!("=?base64? {}?=", b64(&name))),
+        // A flipped last payload character: another name, or non-canonical trailing bits.
+        Just({
+            let mut p = b64(&name).into_bytes();
+            if let Some(i) = p.iter().rposition(|&c| c != b'=') {
+                p[i] = if p[i] == b'A' { b'B' } else { b'A' };
+            }
+            format!("=?base64?{}?=", String::from_utf8(p).unwrap())
+        }),
+    ]
+}
+
+/// Tool names: plain, with edge whitespace, case, and non-ASCII (which SEP-2243 carries base64-encoded).
+fn tool_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z_]{1,12}",
+        "[A-Za-z0-9 ._-]{0,10}",
+        "[ \t]?[a-zé漢🙂]{1,6}[ \t]?",
+        Just("=?base64?cmVuZGVy?=".to_owned()),
+        Just(String::new()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Whatever a client writes into `Mcp-Name` (and however its body spells the tool, `\u` escapes included),
+    /// the guard lets a `tools/call` through only if the server would read the header as the very tool the body
+    /// names, so a per-tool limit charged by the body's name is never one the header disagreed with; and it
+    /// refuses no header the server reads as that tool.
+    #[test]
+    fn mcp_name_is_let_through_only_when_the_server_reads_the_bodys_tool(
+        (name, header) in (tool_name(), tool_name())
+            .prop_flat_map(|(name, other)| (Just(name.clone()), header_forms(name, other))),
+        escape_unicode in any::<bool>(),
+    ) {
+        // What hyper hands over: edge whitespace (OWS) is not part of a field value.
+        let header = header.trim_matches([' ', '\t']).to_owned();
+        if HeaderValue::from_str(&header).is_err() {
+            // Not a field value hyper would hand over (raw non-ASCII): nothing to check.
+            return Ok(());
+        }
+        let mut quoted = serde_json::to_string(&name).unwrap();
+        if escape_unicode {
+            quoted = quoted
+                .chars()
+                .map(|c| match c.is_ascii() {
+                    true => c.to_string(),
+                    false => c.encode_utf16(&mut [0; 2]).iter().map(|u| format!("\\u{u:04x}")).collect(),
+                })
+                .collect();
+        }
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":{quoted},"arguments":{{}}}}}}"#
+        );
+        let mut scanner = peek::Scanner::default();
+        scanner.feed(body.as_bytes());
+        let h = head(
+            "POST",
+            "/mcp",
+            Version::HTTP_11,
+            &[("mcp-method", "tools/call"), ("mcp-name", &header)],
+        );
+        let server_reads = match header.is_ascii() {
+            true => sdk_decode(&header),
+            false => sdk_decode(&header.bytes().map(char::from).collect::<String>()),
+        };
+        match mcp_calls(&h, Some(scanner.peeked())) {
+            Ok(calls) => {
+                prop_assert_eq!(
+                    server_reads.as_deref(), Some(name.as_str()),
+                    "let through, but the server reads Mcp-Name {:?} as another tool than {:?}", header, name
+                );
+                prop_assert_eq!(calls, vec![rate::Call::method("tools/call", Some(&name))]);
+            }
+            // Raw non-ASCII bytes: the SDK's server (Starlette) reads them as Latin-1, so no UTF-8 name matches
+            // them as written; the guard refuses them all, never guessing at an encoding.
+            Err(denial) if !header.is_ascii() => {
+                prop_assert_eq!(denial.reason, Reason::McpHeaderMismatch);
+            }
+            Err(denial) => {
+                prop_assert_eq!(denial.reason, Reason::McpHeaderMismatch);
+                prop_assert_ne!(
+                    server_reads.as_deref(), Some(name.as_str()),
+                    "refused, but the server reads Mcp-Name {:?} as the body's tool {:?}", header, name
+                );
+            }
+        }
+    }
 }
