@@ -165,21 +165,43 @@ async fn cors_is_answered_for_allowed_origins_only() {
             .header("host", "mcp.example.com")
             .header("origin", origin)
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "content-type,mcp-protocol-version,mcp-param-region")
+            .header(
+                "access-control-request-headers",
+                "content-type,mcp-protocol-version,mcp-param-region",
+            )
             .body(Full::new(Bytes::new()))
             .unwrap()
     };
-    let resp = proxy.clone().handle(preflight("https://app.example.com"), peer(&proxy)).await;
+    let resp = proxy
+        .clone()
+        .handle(preflight("https://app.example.com"), peer(&proxy))
+        .await;
     assert_eq!(resp.status(), 204);
     let h = resp.headers();
     assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
-    assert!(h["access-control-allow-headers"].to_str().unwrap().contains("mcp-param-region"));
-    assert_eq!(upstream.accepted.load(std::sync::atomic::Ordering::SeqCst), 0, "answered by the guard");
+    assert!(
+        h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("mcp-param-region")
+    );
+    assert_eq!(
+        upstream.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "answered by the guard"
+    );
 
-    let resp = proxy.clone().handle(preflight("https://evil.example"), peer(&proxy)).await;
+    let resp = proxy
+        .clone()
+        .handle(preflight("https://evil.example"), peer(&proxy))
+        .await;
     assert_eq!(resp.status(), 403);
     assert!(resp.headers().get("access-control-allow-origin").is_none());
-    assert_eq!(upstream.accepted.load(std::sync::atomic::Ordering::SeqCst), 0, "refused by the guard");
+    assert_eq!(
+        upstream.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "refused by the guard"
+    );
 
     let req = Request::post("/echo")
         .header("host", "mcp.example.com")
@@ -190,7 +212,10 @@ async fn cors_is_answered_for_allowed_origins_only() {
     assert_eq!(resp.status(), 200);
     let h = resp.headers();
     assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
-    assert_eq!(h["access-control-expose-headers"], "WWW-Authenticate, Mcp-Session-Id");
+    assert_eq!(
+        h["access-control-expose-headers"],
+        "WWW-Authenticate, Mcp-Session-Id"
+    );
     assert!(h.get_all("vary").iter().any(|v| v == "Origin"));
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -40,7 +40,17 @@ def main() -> None:
     parser.add_argument("--transport", choices=["streamable-http", "sse"], default="streamable-http")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--sse-ping-interval",
+        type=float,
+        help="seconds between the SSE keep-alive comments of a 2026-07-28 response stream (the SDK's default: 15)",
+    )
     args = parser.parse_args()
+    if args.sse_ping_interval is not None:
+        # The SDK reads this module constant each time it waits, so a shorter period applies to every stream.
+        import mcp.server._streamable_http_modern as modern
+
+        modern._SSE_PING_INTERVAL = args.sse_ping_interval
     # Only host and port are passed: everything else (including transport_security) stays at the SDK default.
     server.run(args.transport, host=args.host, port=args.port)
 

@@ -61,7 +61,8 @@ impl Chromium {
             "--disable-dev-shm-usage",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--host-resolver-rules=MAP {ATTACKER_HOST} 127.0.0.1"))
+        // Every `*.test` name (the attacker's, and the pages of the CORS tests) is 127.0.0.1.
+        .arg("--host-resolver-rules=MAP *.test 127.0.0.1")
         .arg(url);
         let proc = Proc::spawn("chromium", cmd)?;
         Ok(Chromium {
@@ -371,3 +372,65 @@ pub fn run_attack(
         }
     }
 }
+
+/// Serves `page` as `http://HOST:PORT/` for any `HOST` that Chromium maps to 127.0.0.1 (`*.test`); nothing else.
+pub fn page_server(page: String) -> anyhow::Result<RebindingFront> {
+    RebindingFront::start(page, Vec::new())
+}
+
+/// Opens `url` in Chromium and returns the report its page sends to `collector`.
+pub fn open_and_report(
+    url: &str,
+    collector: &Collector,
+    timeout: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let mut chromium = Chromium::open(url)?;
+    match collector.wait(timeout) {
+        Ok(report) => Ok(report),
+        Err(e) => {
+            let _ = chromium.proc.ensure_running();
+            bail!("{e}; chromium log:\n{}", tail(&chromium.proc.logs(), 30))
+        }
+    }
+}
+
+/// A web-based MCP client: from its own origin it calls the MCP server at `?server=URL` (cross-origin, so the
+/// browser sends a CORS preflight before each request that is not "simple") with `fetch` — initialize,
+/// `notifications/initialized`, then `tools/call` of `echo` with MCP 2026-07-28's `Mcp-Method`/`Mcp-Name`
+/// headers — reading the session id from the response, then reports to `collector_url`.
+pub fn cors_client_page(collector_url: &str) -> String {
+    CORS_CLIENT_PAGE.replace("__COLLECTOR__", collector_url)
+}
+
+const CORS_CLIENT_PAGE: &str = r#"<!doctype html>
+<html><head><title>web client</title></head><body><pre id="out">running</pre>
+<script>
+const COLLECTOR = "__COLLECTOR__";
+const SERVER = new URLSearchParams(location.search).get("server");
+const H = { "content-type": "application/json", "accept": "application/json, text/event-stream" };
+function messages(text) {
+  try { return [JSON.parse(text)]; } catch (_) {}
+  return text.split("\n").filter(l => l.startsWith("data:")).map(l => { try { return JSON.parse(l.slice(5)); } catch (_) { return null; } }).filter(Boolean);
+}
+(async () => {
+  const r = { page_origin: location.origin };
+  try {
+    const init = await fetch(SERVER, { method: "POST", headers: H, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize",
+      params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "web-client", version: "1" } } }) });
+    r.initialize_status = init.status;
+    r.session = init.headers.get("mcp-session-id");
+    await init.text();
+    const h = { ...H, "mcp-protocol-version": "2025-06-18" };
+    if (r.session) h["mcp-session-id"] = r.session;
+    await fetch(SERVER, { method: "POST", headers: h, body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }) });
+    const call = await fetch(SERVER, { method: "POST", headers: { ...h, "mcp-method": "tools/call", "mcp-name": "echo" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "echo", arguments: { text: "from the page" } } }) });
+    r.call_status = call.status;
+    const m = messages(await call.text()).find(m => m.id === 2);
+    r.echo = m && m.result ? m.result.content.map(c => c.text).join("") : null;
+  } catch (e) { r.error = String(e); }
+  document.getElementById("out").textContent = JSON.stringify(r);
+  await fetch(COLLECTOR, { method: "POST", mode: "no-cors", headers: { "content-type": "text/plain" }, body: JSON.stringify(r) });
+})();
+</script></body></html>
+"#;

@@ -92,11 +92,17 @@ impl PyServer {
 
     /// Starts it bound to `host` (`0.0.0.0` switches the SDK's own protection off).
     pub fn start_on(transport: Transport, host: &str) -> anyhow::Result<PyServer> {
+        Self::start_with(transport, host, &[])
+    }
+
+    /// Starts it bound to `host` with more arguments of `py_server.py` (`--sse-ping-interval 0.2`).
+    pub fn start_with(transport: Transport, host: &str, extra: &[&str]) -> anyhow::Result<PyServer> {
         let port = tools::free_port();
         let mut cmd = Command::new(tools::python());
         cmd.arg(scripts_dir().join("py_server.py"))
             .args(["--transport", transport.arg(), "--host", host, "--port"])
             .arg(port.to_string())
+            .args(extra)
             .env("PYTHONUNBUFFERED", "1");
         let proc = spawn_listening(&format!("py-server-{}", transport.arg()), cmd, loopback(port))?;
         Ok(PyServer {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use testkit::browser::run_attack;
+use testkit::browser::{Collector, cors_client_page, open_and_report, page_server, run_attack};
 use testkit::mcp::{Guard, GuardOptions, PyServer, Transport, assert_guard_error_body, loopback};
 
 const ATTACK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -113,4 +113,87 @@ fn guard_blocks_the_rebinding_attack_over_sse() {
         !upstream_log.contains("GET /sse"),
         "the server never saw the attack:\n{upstream_log}"
     );
+}
+
+/// A web-based MCP client on `http://app.test:P` calls a tool of the SDK server through the guard with `--cors`:
+/// the browser's preflights are answered by the guard (the server never sees an `OPTIONS`), and the page reads
+/// the session id and the tool's answer. The same page served from another origin is refused at its first
+/// preflight, before any request reaches the server.
+#[test]
+fn a_page_on_an_allowed_origin_calls_a_tool_through_the_guard_with_cors() {
+    let server = PyServer::start(Transport::StreamableHttp).expect("start server");
+    let collector = Collector::start().expect("collector");
+    let pages = page_server(cors_client_page(&collector.url())).expect("page server");
+    let allowed = format!("http://app.test:{}", pages.port);
+    let guard = Guard::start(
+        &server.base_url(),
+        &GuardOptions {
+            extra_args: vec!["--cors".into()],
+            ..GuardOptions::hosts(&["127.0.0.1"]).origins(&[&allowed])
+        },
+    )
+    .expect("start mcp-guard");
+    let endpoint = format!("{}/mcp", guard.base_url());
+
+    let report = open_and_report(
+        &format!("{allowed}/?server={endpoint}"),
+        &collector,
+        ATTACK_TIMEOUT,
+    )
+    .expect("the page reported");
+    assert_eq!(report["page_origin"], allowed.as_str(), "{report}");
+    assert_eq!(report["initialize_status"], 200, "{report}");
+    assert!(
+        report["session"].as_str().is_some_and(|s| !s.is_empty()),
+        "the page read Mcp-Session-Id (exposed): {report}"
+    );
+    assert_eq!(report["echo"], "echo: from the page", "{report}");
+    let metrics = guard.metrics().expect("guard metrics");
+    let preflights = metric(&metrics, "mcp_guard_cors_preflights_total");
+    assert!(preflights >= 1.0, "the guard answered the preflights:\n{metrics}");
+    let log = server.proc.logs();
+    assert!(log.contains("POST /mcp"), "the server got the calls:\n{log}");
+    assert!(
+        !log.contains("OPTIONS"),
+        "no preflight reached the server:\n{log}"
+    );
+
+    // The same page on an origin that is not allowed.
+    let posts_before = log.matches("POST /mcp").count();
+    let other = format!("http://other.test:{}", pages.port);
+    let report = open_and_report(&format!("{other}/?server={endpoint}"), &collector, ATTACK_TIMEOUT)
+        .expect("the page reported");
+    assert_eq!(report["page_origin"], other.as_str(), "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Failed to fetch"))
+            && report["initialize_status"].is_null(),
+        "the browser refused the page its request: {report}"
+    );
+    let metrics = guard.metrics().expect("guard metrics");
+    let refused = r#"mcp_guard_requests_total{verdict="rejected",reason="origin_not_allowed"}"#;
+    assert!(
+        metric(&metrics, refused) >= 1.0,
+        "the guard refused the preflight:\n{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "mcp_guard_cors_preflights_total"),
+        preflights,
+        "no preflight from the other origin was answered:\n{metrics}"
+    );
+    let log = server.proc.logs();
+    assert_eq!(
+        log.matches("POST /mcp").count(),
+        posts_before,
+        "nothing reached the server:\n{log}"
+    );
+    assert!(!log.contains("OPTIONS"), "{log}");
+}
+
+/// The value of one sample line of a Prometheus text (0 when absent).
+fn metric(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
