@@ -34,6 +34,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: mcp-guard
 {{- end }}
 
+{{- /* The webhook-check hook's objects: the chart's labels, with a component of their own (never the operator's
+  selector, so that no Service or PodDisruptionBudget of the operator ever counts the hook's pod). */}}
+{{- define "mcp-guard.webhookCheckLabels" -}}
+helm.sh/chart: {{ include "mcp-guard.chart" . }}
+app.kubernetes.io/name: {{ include "mcp-guard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: webhook-check
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: mcp-guard
+{{- end }}
+
 {{- define "mcp-guard.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "mcp-guard.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
