@@ -114,7 +114,7 @@ impl RequestBody {
     pub async fn peek(
         &mut self,
         mut enough: impl FnMut(&[u8]) -> bool + Send,
-    ) -> Result<Peeked, ClientFault> {
+    ) -> Result<ReadAhead, ClientFault> {
         let mut data = Vec::new();
         while data.len() < crate::policy::peek::PEEK_LIMIT {
             match http_body_util::BodyExt::frame(&mut self.inner).await {
@@ -140,7 +140,7 @@ impl RequestBody {
                 }
             }
         }
-        Ok(Peeked {
+        Ok(ReadAhead {
             data,
             ended: self.ended,
         })
@@ -181,7 +181,7 @@ impl RequestBody {
 
 /// The data [`RequestBody::peek`] read ahead.
 #[derive(Debug, Default)]
-pub struct Peeked {
+pub struct ReadAhead {
     pub data: Vec<u8>,
     /// The body ended within it.
     pub ended: bool,

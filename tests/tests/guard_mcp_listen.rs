@@ -56,8 +56,10 @@ fn a_listen_stream_outlives_every_guard_timeout_and_its_pings_pass_as_they_come(
 
     let mut conn = TcpStream::connect(guard.addr()).expect("connect");
     // Generous: a ping held back by the guard would never come, and this turns that into a failure.
-    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    conn.write_all(listen_request(guard.port).as_bytes()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    conn.write_all(listen_request(guard.port).as_bytes())
+        .expect("send the listen request");
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     let mut first_ping = None;
