@@ -47,10 +47,12 @@ fn mcpserver_names_in(file: &Path, text: &str) -> Vec<(String, String)> {
         if !line.contains("kubectl") {
             continue;
         }
-        for word in line.split(|c: char| c.is_whitespace() || matches!(c, '`' | '"' | '\'' | '(' | ')')) {
-            let kind = word.split('/').next().unwrap_or_default().to_ascii_lowercase();
-            if kind == "mcps" || kind.starts_with("mcpserver") || kind == "mcpgs" {
-                found.push((kind, format!("{}:{}", file.display(), i + 1)));
+        // Resource names are lower case on kubectl's command line; prose writes the kind, `MCPServer`.
+        for word in line.split(|c: char| c.is_whitespace() || matches!(c, '`' | '"' | '\'' | '(' | ')' | ','))
+        {
+            let kind = word.split('/').next().unwrap_or_default();
+            if kind == "mcps" || kind == "mcpgs" || kind.starts_with("mcpserver") {
+                found.push((kind.to_string(), format!("{}:{}", file.display(), i + 1)));
             }
         }
     }
