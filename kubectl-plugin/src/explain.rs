@@ -12,11 +12,13 @@ use kube::api::{Api, ListParams};
 use mcp_guard_config::{
     Authority, CONFIG_KEY, GuardConfig, HeaderSeen, HostPattern, Mode, Reason, RequestFacts, Verdict,
 };
-use mcp_guard_operator::allowlist::{
-    gateway_host, ingress_backend_services, route_backend_services, service_is_candidate,
-};
 use mcp_guard_operator::crd::{MCPServer, config_map_name};
 use mcp_guard_operator::gateway::HTTPRoute;
+use mcp_guard_operator::sources::{
+    http_routes::{gateway_host, route_backend_services},
+    ingresses::ingress_backend_services,
+    services::service_is_candidate,
+};
 
 use crate::cluster::Kube;
 

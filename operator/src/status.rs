@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::allowlist::Derivation;
 use crate::crd::{AllowlistEntry, MCPGuardPolicyStatus, MCPServerStatus};
+use crate::sources::Derivation;
 use crate::validate::FieldError;
 
 /// Condition types written by the operator.

@@ -10,8 +10,15 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::http_routes::intersect_hostnames;
+use super::ingresses::{
+    DEFAULT_CLASS_ANNOTATION, INGRESS_CLASS_ANNOTATION, IngressClassOf, UPSTREAM_VHOST_ANNOTATION,
+    ingress_class_of, ingress_counts,
+};
+use super::services::service_selects_server;
 use super::*;
 use crate::crd::PolicyLimits;
+use crate::gateway::listener_admits;
 use crate::gateway::{
     AllowedRoutes, BackendRef, GatewaySpec, HTTPRouteFilter, HTTPRouteRule, HTTPRouteSpec, HTTPRouteStatus,
     HTTPURLRewriteFilter, Listener, ParentReference, RouteGroupKind, RouteNamespaces, RouteParentStatus,
@@ -219,6 +226,7 @@ impl World {
             namespace: NS,
             name: "weather",
             spec,
+            settings: &crate::settings::resolve(spec, self.policy.as_ref(), "img"),
             policy: self.policy.as_ref(),
             services: self.services.iter().collect(),
             ingresses: self.ingresses.iter().collect(),
