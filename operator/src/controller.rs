@@ -28,7 +28,7 @@ use crate::events::{EventNote, EventType, Recorder, allowlist_change_note};
 use crate::metrics::{ControllerMetrics, EventLabels, ServerLabels};
 use crate::settings::{self, DEFAULT_SIDECAR_IMAGE, Settings};
 use crate::sources::policy::PolicyGenerations;
-use crate::sources::{self, DependencyIndex, Derivation, DeriveInput, http_routes};
+use crate::sources::{self, DependencyIndex, Derivation, DeriveInput, FindingKind, http_routes};
 use crate::status::{
     self, NetworkPolicyOutcome, PolicyStatusInput, StatusInput, build_policy_status, build_status,
 };
@@ -325,7 +325,7 @@ fn record_metrics(ctx: &Context, server: &MCPServer, d: &Derivation) {
         .set(d.origins.len() as i64);
     m.guard_bypassed
         .get_or_create(&labels)
-        .set(i64::from(!d.bypasses.is_empty()));
+        .set(i64::from(d.has(FindingKind::Bypass)));
     let oref = ObjectRef::from_obj(server);
     let mut empty = lock(&ctx.empty, "empty allowlists");
     if d.hosts.is_empty() {

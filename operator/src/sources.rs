@@ -22,6 +22,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use mcp_guard_config::{ConfigSource, GuardConfig, Limits};
 
+pub use self::findings::{Finding, FindingKind};
 use crate::crd::{AllowlistEntry, GuardMode, MCPGuardPolicySpec, MCPServer, MCPServerSpec};
 use crate::gateway::{Gateway, HTTPRoute, ReferenceGrant};
 use crate::settings::Settings;
@@ -29,6 +30,7 @@ use crate::stores::{Stores, in_namespace};
 use crate::validate::{check_host_pattern, check_origin_pattern};
 
 pub mod explicit;
+pub mod findings;
 pub mod http_routes;
 pub mod ingresses;
 pub mod pods;
@@ -112,18 +114,8 @@ pub struct Derivation {
     pub trusted_proxies: Vec<String>,
     /// Names of the Services that route to the server.
     pub services: Vec<String>,
-    /// Ingress rules / routes that accept any host (`CatchAllIngressRule`).
-    pub catch_all: Vec<String>,
-    /// Ingress/Route backends on a Service port that does not reach the server (`IngressBackendPortMismatch`).
-    pub port_mismatches: Vec<String>,
-    /// Service ports that reach the pods without passing the guard (`GuardBypass`).
-    pub bypasses: Vec<String>,
-    /// Other MCPServers whose selectors overlap this one's (`SelectorOverlap`).
-    pub overlaps: Vec<String>,
-    /// Ingresses routing to the server that were not counted, each with why (`IngressNotCounted`).
-    pub ignored_ingresses: Vec<String>,
-    /// Other problems: missing explicit references, skipped invalid entries, routes outside their listeners.
-    pub problems: Vec<String>,
+    /// What the sources found, in the order they found it.
+    pub findings: Vec<Finding>,
     /// Whether the referenced policy was missing.
     pub policy_missing: bool,
     /// Objects whose change may change this derivation (for mapping watch events back to the MCPServer).
@@ -147,6 +139,21 @@ impl Derivation {
         }
     }
 
+    /// The messages of the findings of one kind.
+    pub fn messages(&self, kind: FindingKind) -> Vec<String> {
+        self.of_kind(kind).map(Finding::message).collect()
+    }
+
+    /// The findings of one kind.
+    pub fn of_kind(&self, kind: FindingKind) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(move |f| f.kind() == kind)
+    }
+
+    /// Whether there is a finding of this kind.
+    pub fn has(&self, kind: FindingKind) -> bool {
+        self.of_kind(kind).next().is_some()
+    }
+
     fn depend(&mut self, kind: DepKind, namespace: Option<&str>, name: &str) {
         self.dependencies.insert(Dependency::new(kind, namespace, name));
     }
@@ -167,17 +174,17 @@ impl Collected {
         self,
         what: &str,
         check: fn(&str) -> Result<(), String>,
-        problems: &mut Vec<String>,
+        findings: &mut Vec<Finding>,
     ) -> Vec<AllowlistEntry> {
         let mut entries = Vec::new();
         for (value, sources) in self.0 {
             let sources: Vec<String> = sources.into_iter().collect();
             match check(&value) {
                 Ok(()) => entries.push(AllowlistEntry { value, sources }),
-                Err(err) => problems.push(format!(
+                Err(err) => findings.push(Finding::problem(format!(
                     "skipped {what} {value:?} from {}: {err}",
                     sources.join(", ")
-                )),
+                ))),
             }
         }
         entries
@@ -190,6 +197,33 @@ pub struct Fold {
     pub(crate) d: Derivation,
     pub(crate) hosts: Collected,
     pub(crate) origins: Collected,
+}
+
+impl Fold {
+    pub(crate) fn find(&mut self, finding: Finding) {
+        self.d.findings.push(finding);
+    }
+
+    pub(crate) fn problem(&mut self, about: &Dependency, message: String) {
+        self.find(Finding::Problem {
+            about: Some(about.clone()),
+            message,
+        });
+    }
+
+    pub(crate) fn catch_all(&mut self, route: &Dependency, message: String) {
+        self.find(Finding::CatchAll {
+            route: route.clone(),
+            message,
+        });
+    }
+
+    pub(crate) fn port_mismatch(&mut self, route: &Dependency, message: String) {
+        self.find(Finding::PortMismatch {
+            route: route.clone(),
+            message,
+        });
+    }
 }
 
 /// Derives the allowlist and everything status reports about it: each source in turn.
@@ -209,8 +243,8 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
         hosts,
         origins,
     } = fold;
-    d.hosts = hosts.into_entries("host", check_host_pattern, &mut d.problems);
-    d.origins = origins.into_entries("origin", check_origin_pattern, &mut d.problems);
+    d.hosts = hosts.into_entries("host", check_host_pattern, &mut d.findings);
+    d.origins = origins.into_entries("origin", check_origin_pattern, &mut d.findings);
     d
 }
 
@@ -227,10 +261,10 @@ fn referenced<'a, K: ResourceExt<DynamicType = ()>>(
     for n in names.into_iter().flatten() {
         d.depend(kind, Some(ns), n);
         if !all.iter().any(|o| o.name_any() == *n) {
-            d.problems.push(format!(
-                "{} {ns}/{n} (listed in {field}) does not exist",
-                K::kind(&())
-            ));
+            d.findings.push(Finding::Problem {
+                about: Some(Dependency::new(kind, Some(ns), n)),
+                message: format!("{} {ns}/{n} (listed in {field}) does not exist", K::kind(&())),
+            });
         }
     }
     let mut selected: Vec<&K> = all

@@ -130,7 +130,7 @@ fn judge_backends<'a>(
     input: &DeriveInput<'_>,
     services: &ServerServices<'_>,
     route: &'a HTTPRoute,
-    source: &str,
+    dep: &Dependency,
     fold: &mut Fold,
 ) -> Backends<'a> {
     let ns = input.namespace;
@@ -149,8 +149,8 @@ fn judge_backends<'a>(
             if !granted {
                 if services.contains(&b.name) {
                     out.involved = true;
-                    fold.d.problems.push(format!(
-                        "{source} refers to Service {ns}/{} from another namespace, and no ReferenceGrant in {ns} \
+                    fold.problem(dep, format!(
+                        "{dep} refers to Service {ns}/{} from another namespace, and no ReferenceGrant in {ns} \
                          lets HTTPRoutes from {route_ns} use it, so the gateway sends nothing there; create one \
                          (from HTTPRoute in {route_ns}, to Service {})",
                         b.name, b.name
@@ -167,7 +167,7 @@ fn judge_backends<'a>(
                 }
                 BackendVerdict::Mismatch(m) => {
                     out.involved = true;
-                    fold.d.port_mismatches.push(format!("{source}: {m}"));
+                    fold.port_mismatch(dep, format!("{dep}: {m}"));
                 }
             }
         }
@@ -181,7 +181,7 @@ fn judge_backends<'a>(
 fn attached_listeners<'a>(
     input: &DeriveInput<'a>,
     route: &HTTPRoute,
-    source: &str,
+    dep: &Dependency,
     fold: &mut Fold,
 ) -> Option<Vec<(Option<&'a str>, &'a str)>> {
     let route_ns = route.namespace().unwrap_or_else(|| input.namespace.to_string());
@@ -192,11 +192,14 @@ fn attached_listeners<'a>(
         fold.d.depend(DepKind::Gateway, Some(gw_ns), &parent.name);
         if let Some(refused) = route_refused_by(route, parent, &route_ns) {
             known_parent = true;
-            fold.d.problems.push(format!(
-                "{source} is not accepted by Gateway {gw_ns}/{} ({refused}); its hostnames are not allowed \
+            fold.problem(
+                dep,
+                format!(
+                    "{dep} is not accepted by Gateway {gw_ns}/{} ({refused}); its hostnames are not allowed \
                  through it",
-                parent.name
-            ));
+                    parent.name
+                ),
+            );
             continue;
         }
         let Some(gw) = input
@@ -214,10 +217,13 @@ fn attached_listeners<'a>(
                 continue;
             }
             if let Err(why) = listener_admits(l, gw_ns, &route_ns, input.namespace_labels) {
-                fold.d.problems.push(format!(
-                    "{source}: listener {} of Gateway {gw_ns}/{} {why}, so the route is not attached to it",
-                    l.name, parent.name
-                ));
+                fold.problem(
+                    dep,
+                    format!(
+                        "{dep}: listener {} of Gateway {gw_ns}/{} {why}, so the route is not attached to it",
+                        l.name, parent.name
+                    ),
+                );
                 continue;
             }
             listeners.push((
@@ -251,10 +257,11 @@ fn contribute_route(
 ) {
     let name = route.name_any();
     let route_ns = route.namespace().unwrap_or_else(|| input.namespace.to_string());
-    let source = format!("HTTPRoute {route_ns}/{name}");
-    let backends = judge_backends(input, services, route, &source, fold);
+    let dep = Dependency::new(DepKind::HTTPRoute, Some(&route_ns), &name);
+    let source = dep.to_string();
+    let backends = judge_backends(input, services, route, &dep, fold);
     if backends.reaches || backends.involved {
-        fold.d.depend(DepKind::HTTPRoute, Some(&route_ns), &name);
+        fold.d.dependencies.insert(dep.clone());
     }
     if !backends.reaches {
         return;
@@ -267,9 +274,9 @@ fn contribute_route(
         .filter(|h| !h.is_empty())
         .collect();
     let rewrite_source = format!("{source} (URLRewrite hostname)");
-    let Some(listeners) = attached_listeners(input, route, &source, fold) else {
+    let Some(listeners) = attached_listeners(input, route, &dep, fold) else {
         if route_hosts.is_empty() {
-            fold.d.catch_all.push(format!(
+            fold.catch_all(&dep, format!(
                 "{source} has no hostnames and no known parent Gateway listener hostname, so it accepts any host; \
                  set spec.hostnames on the route (or add the hostnames clients use to spec.hosts)"
             ));
@@ -286,7 +293,7 @@ fn contribute_route(
     let mut kept: BTreeSet<&str> = BTreeSet::new();
     for (listener_host, protocol) in listeners {
         match (listener_host, route_hosts.is_empty()) {
-            (None, true) => fold.d.catch_all.push(format!(
+            (None, true) => fold.catch_all(&dep, format!(
                 "{source}: neither the route nor its Gateway listener sets a hostname, so it accepts any host; set \
                  spec.hostnames on the route or hostname on the listener"
             )),
@@ -317,10 +324,13 @@ fn contribute_route(
             .filter(|h| !kept.contains(h))
             .collect();
         if !dropped.is_empty() {
-            fold.d.problems.push(format!(
-                "{source}: hostnames outside every listener it is attached to were dropped: {}",
-                dropped.join(", ")
-            ));
+            fold.problem(
+                &dep,
+                format!(
+                    "{source}: hostnames outside every listener it is attached to were dropped: {}",
+                    dropped.join(", ")
+                ),
+            );
         }
     }
 }

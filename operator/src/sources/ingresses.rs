@@ -16,7 +16,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::services::{BackendVerdict, ServerServices, map_routing};
-use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Fold, referenced};
+use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Finding, Fold, referenced};
 use crate::crd::MCPServer;
 use crate::stores::{Stores, Triggers, Watch};
 
@@ -150,7 +150,7 @@ pub fn contribute(input: &DeriveInput<'_>, services: &ServerServices<'_>, fold: 
     );
     let only_classes = input.policy.and_then(|p| p.ingress_classes.as_deref());
     for ing in ingresses {
-        let name = ing.name_any();
+        let ingress = Dependency::new(DepKind::Ingress, Some(ns), &ing.name_any());
         let Some(ispec) = &ing.spec else { continue };
         let involved = match ingress_counts(ing, &input.ingress_classes, only_classes) {
             // Reported only for Ingresses that name one of the server's Services (an IngressClass change
@@ -160,23 +160,23 @@ pub fn contribute(input: &DeriveInput<'_>, services: &ServerServices<'_>, fold: 
                     .iter()
                     .any(|svc| services.contains(svc));
                 if routes_here {
-                    fold.d
-                        .ignored_ingresses
-                        .push(format!("Ingress {ns}/{name} is not counted: {why}"));
+                    fold.find(Finding::IngressNotCounted {
+                        ingress: ingress.clone(),
+                        why,
+                    });
                 }
                 routes_here
             }
             Ok(()) => {
-                let source = format!("Ingress {ns}/{name}");
-                let mut involved = default_backend(ispec.default_backend.as_ref(), &source, services, fold);
+                let mut involved = default_backend(ispec.default_backend.as_ref(), &ingress, services, fold);
                 for (i, rule) in ispec.rules.iter().flatten().enumerate() {
-                    involved |= contribute_rule(ing, (i, rule), &source, services, fold);
+                    involved |= contribute_rule(ing, (i, rule), &ingress, services, fold);
                 }
                 involved
             }
         };
         if involved {
-            fold.d.depend(DepKind::Ingress, Some(ns), &name);
+            fold.d.dependencies.insert(ingress);
         }
     }
 }
@@ -184,7 +184,7 @@ pub fn contribute(input: &DeriveInput<'_>, services: &ServerServices<'_>, fold: 
 /// A `defaultBackend` to the server accepts any host. Whether it names one of the server's Services.
 fn default_backend(
     backend: Option<&k8s_openapi::api::networking::v1::IngressBackend>,
-    source: &str,
+    ingress: &Dependency,
     services: &ServerServices<'_>,
     fold: &mut Fold,
 ) -> bool {
@@ -194,17 +194,18 @@ fn default_backend(
     match judge(services, b) {
         BackendVerdict::Unrelated => false,
         BackendVerdict::Server => {
-            fold.d.catch_all.push(format!(
-                "{source}: defaultBackend sends requests for any host to Service {}; list the hostnames clients \
+            fold.catch_all(
+                ingress,
+                format!(
+                "{ingress}: defaultBackend sends requests for any host to Service {}; list the hostnames clients \
                  use in Ingress rules or in spec.hosts",
                 b.name
-            ));
+            ),
+            );
             true
         }
         BackendVerdict::Mismatch(m) => {
-            fold.d
-                .port_mismatches
-                .push(format!("{source} defaultBackend: {m}"));
+            fold.port_mismatch(ingress, format!("{ingress} defaultBackend: {m}"));
             true
         }
     }
@@ -214,7 +215,7 @@ fn default_backend(
 fn contribute_rule(
     ing: &Ingress,
     (i, rule): (usize, &IngressRule),
-    source: &str,
+    ingress: &Dependency,
     services: &ServerServices<'_>,
     fold: &mut Fold,
 ) -> bool {
@@ -228,16 +229,15 @@ fn contribute_rule(
             BackendVerdict::Mismatch(m) => {
                 involved = true;
                 let host = rule.host.as_deref().unwrap_or("*");
-                fold.d.port_mismatches.push(format!(
-                    "{source} rule {host} path {}: {m}",
-                    path.path.as_deref().unwrap_or("/")
-                ));
+                let path = path.path.as_deref().unwrap_or("/");
+                fold.port_mismatch(ingress, format!("{ingress} rule {host} path {path}: {m}"));
             }
         }
     }
     if !routes {
         return involved;
     }
+    let source = &ingress.to_string();
     // ingress-nginx sends this Host upstream for every rule: that is what the guard sees. Added beside the rule
     // hosts (other controllers ignore the annotation).
     let vhost = ing
@@ -259,10 +259,13 @@ fn contribute_rule(
             let scheme = if https { "https" } else { "http" };
             fold.origins.add(&format!("{scheme}://{host}"), source);
         }
-        None => fold.d.catch_all.push(format!(
+        None => fold.catch_all(
+            ingress,
+            format!(
             "{source}: rule {i} has no host, so it routes requests for any host to the server; set `host` on the \
              rule (or add the hostnames clients use to spec.hosts)"
-        )),
+        ),
+        ),
     }
     true
 }

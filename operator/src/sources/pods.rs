@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Fold, servers_where};
+use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Finding, Fold, servers_where};
 use crate::crd::MCPServer;
 use crate::pod_contract::{SIDECAR_NAME, guarded_by};
 use crate::stores::{Stores, Triggers, Watch};
@@ -68,7 +68,8 @@ pub fn contribute<'a>(input: &DeriveInput<'a>, fold: &mut Fold) -> PodPorts<'a> 
         .copied()
         .filter(|p| is_selected(p, input))
         .collect();
-    bypasses(&selected, input.name, &mut d.bypasses);
+    d.findings
+        .extend(bypasses(&selected, input.name).into_iter().map(Finding::Bypass));
     for p in &selected {
         d.depend(DepKind::Pod, Some(input.namespace), &p.name_any());
     }
@@ -82,11 +83,11 @@ pub fn contribute<'a>(input: &DeriveInput<'a>, fold: &mut Fold) -> PodPorts<'a> 
     let port = input.spec.port;
     if !app_ports.is_empty() && !app_ports.contains(&port) {
         let declared: Vec<String> = app_ports.iter().map(ToString::to_string).collect();
-        d.problems.push(format!(
+        d.findings.push(Finding::problem(format!(
             "no container of the selected pods declares port {port} (spec.port); they declare {}: check \
              spec.port",
             declared.join(", ")
-        ));
+        )));
     }
     pods
 }
@@ -117,7 +118,8 @@ fn guard_lags(pod: &Pod) -> bool {
 
 /// Pods that the guard does not protect (docs/webhook.md "What the operator's GuardBypass condition should
 /// detect"): no guard, another MCPServer's guard, or a guard that is not ready while the app runs.
-fn bypasses(pods: &[&Pod], server: &str, out: &mut Vec<String>) {
+fn bypasses(pods: &[&Pod], server: &str) -> Vec<String> {
+    let mut out = Vec::new();
     let mut unguarded = Vec::new();
     let mut foreign: Vec<String> = Vec::new();
     let mut not_ready = Vec::new();
@@ -155,6 +157,7 @@ fn bypasses(pods: &[&Pod], server: &str, out: &mut Vec<String>) {
             short_names(&not_ready)
         ));
     }
+    out
 }
 
 /// Pods of the operator's scope. The derivation reads their labels, containers and ports, and statuses.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use super::{DepKind, DeriveInput, Fold};
+use super::{DepKind, DeriveInput, Finding, Fold};
 use crate::crd::{MCPGuardPolicy, MCPServer};
 use crate::stores::Stores;
 
@@ -19,7 +19,8 @@ pub fn settle(input: &DeriveInput<'_>, fold: &mut Fold) {
     d.mode = settings.mode;
     d.limits = settings.limits.clone();
     d.trusted_proxies = settings.trusted_proxies.clone();
-    d.problems.extend(settings.rejected_proxies.iter().cloned());
+    d.findings
+        .extend(settings.rejected_proxies.iter().cloned().map(Finding::problem));
 }
 
 /// The policy's `allowedHosts` and `allowedOrigins`, added as written.

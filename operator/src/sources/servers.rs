@@ -4,7 +4,7 @@
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Fold};
+use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Finding, Fold};
 use crate::crd::MCPServer;
 use crate::selector::{Overlap, common_pod, describe, overlap};
 use crate::stores::in_namespace;
@@ -34,7 +34,10 @@ pub fn contribute(input: &DeriveInput<'_>, fold: &mut Fold) {
                 describe(&labels)
             ),
         };
-        fold.d.overlaps.push(message);
+        fold.find(Finding::SelectorOverlap {
+            other: other.to_string(),
+            message,
+        });
         fold.d.depend(DepKind::MCPServer, Some(input.namespace), other);
     }
 }

@@ -21,7 +21,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::pods::PodPorts;
-use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Fold, servers_where};
+use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Finding, Fold, servers_where};
 use crate::crd::{MCPServer, MCPServerSpec, TrafficLayout};
 use crate::pod_contract::SIDECAR_NAME;
 use crate::stores::{Stores, Triggers, Watch};
@@ -263,9 +263,11 @@ pub fn contribute<'a>(
     for n in spec.services.iter().flatten() {
         fold.d.depend(DepKind::Service, Some(ns), n);
         if !input.services.iter().any(|s| s.name_any() == *n) {
-            fold.d.problems.push(format!(
-                "Service {ns}/{n} (listed in spec.services) does not exist"
-            ));
+            let listed = Dependency::new(DepKind::Service, Some(ns), n);
+            fold.problem(
+                &listed,
+                format!("{listed} (listed in spec.services) does not exist"),
+            );
         }
     }
     let mut list: Vec<ServerService<'a>> = input
@@ -288,7 +290,9 @@ pub fn contribute<'a>(
             match svc.target(port, guarded_port) {
                 PortTarget::Server => reaches = true,
                 PortTarget::Other(t) => {
-                    fold.d.bypasses.extend(bypass(input, svc, port, t, pods));
+                    if let Some(why) = bypass(input, svc, port, t, pods) {
+                        fold.find(Finding::Bypass(why));
+                    }
                 }
                 PortTarget::Unresolved(_) => {}
             }

@@ -400,7 +400,12 @@ fn service_port_targets_table() {
         };
         let d = world.derive(&spec(&[("app", "weather")]));
         assert_eq!(!d.services.is_empty(), routes, "case {i}");
-        assert_eq!(!d.bypasses.is_empty(), bypass, "case {i}: {:?}", d.bypasses);
+        assert_eq!(
+            !d.messages(FindingKind::Bypass).is_empty(),
+            bypass,
+            "case {i}: {:?}",
+            d.messages(FindingKind::Bypass)
+        );
     }
 }
 
@@ -528,12 +533,17 @@ fn ingress_hosts_and_origins_table() {
         let d = world.derive(&spec(&[("app", "weather")]));
         assert_eq!(values(&d.hosts), want_hosts, "case {i}");
         assert_eq!(values(&d.origins), want_origins, "case {i}");
-        assert_eq!(!d.catch_all.is_empty(), catch_all, "case {i}: {:?}", d.catch_all);
         assert_eq!(
-            !d.port_mismatches.is_empty(),
+            !d.messages(FindingKind::CatchAll).is_empty(),
+            catch_all,
+            "case {i}: {:?}",
+            d.messages(FindingKind::CatchAll)
+        );
+        assert_eq!(
+            !d.messages(FindingKind::PortMismatch).is_empty(),
             mismatch,
             "case {i}: {:?}",
-            d.port_mismatches
+            d.messages(FindingKind::PortMismatch)
         );
         assert!(!values(&d.hosts).contains(&"*"), "never a bare wildcard");
         for h in &d.hosts {
@@ -554,8 +564,12 @@ fn ingress_default_backend_is_catch_all() {
     };
     let d = world.derive(&spec(&[("app", "weather")]));
     assert!(d.hosts.is_empty());
-    assert_eq!(d.catch_all.len(), 1);
-    assert!(d.catch_all[0].contains("defaultBackend"), "{:?}", d.catch_all);
+    assert_eq!(d.messages(FindingKind::CatchAll).len(), 1);
+    assert!(
+        d.messages(FindingKind::CatchAll)[0].contains("defaultBackend"),
+        "{:?}",
+        d.messages(FindingKind::CatchAll)
+    );
 }
 
 #[test]
@@ -719,8 +733,18 @@ fn http_route_table() {
         let d = world.derive(&spec(&[("app", "weather")]));
         assert_eq!(values(&d.hosts), want_hosts, "case {i}");
         assert_eq!(values(&d.origins), want_origins, "case {i}");
-        assert_eq!(!d.catch_all.is_empty(), catch_all, "case {i}: {:?}", d.catch_all);
-        assert_eq!(!d.problems.is_empty(), problems, "case {i}: {:?}", d.problems);
+        assert_eq!(
+            !d.messages(FindingKind::CatchAll).is_empty(),
+            catch_all,
+            "case {i}: {:?}",
+            d.messages(FindingKind::CatchAll)
+        );
+        assert_eq!(
+            !d.messages(FindingKind::Problem).is_empty(),
+            problems,
+            "case {i}: {:?}",
+            d.messages(FindingKind::Problem)
+        );
         assert!(
             d.dependencies
                 .contains(&Dependency::new(DepKind::HTTPRoute, Some(NS), "mcp"))
@@ -767,8 +791,13 @@ fn http_route_backend_mismatch_and_unrelated() {
     };
     let d = world.derive(&spec(&[("app", "weather")]));
     assert!(d.hosts.is_empty(), "{:?}", d.hosts);
-    assert_eq!(d.port_mismatches.len(), 1, "{:?}", d.port_mismatches);
-    assert!(d.port_mismatches[0].contains("HTTPRoute team-a/wrong-port"));
+    assert_eq!(
+        d.messages(FindingKind::PortMismatch).len(),
+        1,
+        "{:?}",
+        d.messages(FindingKind::PortMismatch)
+    );
+    assert!(d.messages(FindingKind::PortMismatch)[0].contains("HTTPRoute team-a/wrong-port"));
 }
 
 #[test]
@@ -802,9 +831,22 @@ fn explicit_references_filter_and_report_missing() {
     };
     let d = world.derive(&s);
     assert_eq!(values(&d.hosts), vec!["mcp.example.com"]);
-    assert_eq!(d.problems.len(), 2, "{:?}", d.problems);
-    assert!(d.problems.iter().any(|p| p.contains("Service team-a/gone")));
-    assert!(d.problems.iter().any(|p| p.contains("Ingress team-a/missing")));
+    assert_eq!(
+        d.messages(FindingKind::Problem).len(),
+        2,
+        "{:?}",
+        d.messages(FindingKind::Problem)
+    );
+    assert!(
+        d.messages(FindingKind::Problem)
+            .iter()
+            .any(|p| p.contains("Service team-a/gone"))
+    );
+    assert!(
+        d.messages(FindingKind::Problem)
+            .iter()
+            .any(|p| p.contains("Ingress team-a/missing"))
+    );
 }
 
 #[test]
@@ -979,9 +1021,9 @@ fn pods_without_the_guard_are_a_bypass() {
             ..Default::default()
         };
         let d = world.derive(&spec(&[("app", "weather")]));
-        let all = d.bypasses.join("; ");
+        let all = d.messages(FindingKind::Bypass).join("; ");
         if want.is_empty() {
-            assert!(d.bypasses.is_empty(), "case {i}: {all}");
+            assert!(d.messages(FindingKind::Bypass).is_empty(), "case {i}: {all}");
         }
         for w in want {
             assert!(all.contains(w), "case {i}: {w:?} not in {all}");
@@ -1022,17 +1064,28 @@ fn named_target_ports_resolve_through_pods() {
     };
     let d = world.derive(&spec(&[("app", "weather")]));
     assert_eq!(values(&d.hosts), vec!["mcp.example.com"]);
-    assert_eq!(d.bypasses.len(), 1, "{:?}", d.bypasses);
-    assert!(
-        d.bypasses[0].contains("container \"server\"") && d.bypasses[0].contains("9090"),
+    assert_eq!(
+        d.messages(FindingKind::Bypass).len(),
+        1,
         "{:?}",
-        d.bypasses
+        d.messages(FindingKind::Bypass)
     );
-    assert_eq!(d.port_mismatches.len(), 1, "{:?}", d.port_mismatches);
     assert!(
-        d.port_mismatches[0].contains("\"nope\""),
+        d.messages(FindingKind::Bypass)[0].contains("container \"server\"")
+            && d.messages(FindingKind::Bypass)[0].contains("9090"),
         "{:?}",
-        d.port_mismatches
+        d.messages(FindingKind::Bypass)
+    );
+    assert_eq!(
+        d.messages(FindingKind::PortMismatch).len(),
+        1,
+        "{:?}",
+        d.messages(FindingKind::PortMismatch)
+    );
+    assert!(
+        d.messages(FindingKind::PortMismatch)[0].contains("\"nope\""),
+        "{:?}",
+        d.messages(FindingKind::PortMismatch)
     );
     assert!(
         d.dependencies
@@ -1056,11 +1109,11 @@ fn spec_port_not_declared_is_reported() {
     };
     let d = world.derive(&spec(&[("app", "weather")]));
     assert!(
-        d.problems
+        d.messages(FindingKind::Problem)
             .iter()
             .any(|p| p.contains("declares port 8000") || p.contains("port 8000 (spec.port)")),
         "{:?}",
-        d.problems
+        d.messages(FindingKind::Problem)
     );
     // Pods that declare no ports at all say nothing either way.
     let pods = vec![pod("w-1", &[("app", "weather")], Some("weather"), &[])];
@@ -1070,7 +1123,12 @@ fn spec_port_not_declared_is_reported() {
         policy: no_dns(),
         ..Default::default()
     };
-    assert!(world.derive(&spec(&[("app", "weather")])).problems.is_empty());
+    assert!(
+        world
+            .derive(&spec(&[("app", "weather")]))
+            .messages(FindingKind::Problem)
+            .is_empty()
+    );
 }
 
 fn ingress_class(name: &str, default: bool, created: i64) -> IngressClass {
@@ -1227,11 +1285,27 @@ fn ingresses_not_counted_are_reported_and_upstream_vhost_is_allowed() {
         sources_of(&d.hosts, "weather.internal"),
         vec!["Ingress team-a/vhost (nginx.ingress.kubernetes.io/upstream-vhost)"]
     );
-    assert_eq!(d.ignored_ingresses.len(), 1, "{:?}", d.ignored_ingresses);
-    assert!(
-        d.ignored_ingresses[0].starts_with("Ingress team-a/orphan is not counted: its class \"gone\""),
+    assert_eq!(
+        d.messages(FindingKind::IngressNotCounted).len(),
+        1,
         "{:?}",
-        d.ignored_ingresses
+        d.messages(FindingKind::IngressNotCounted)
+    );
+    assert!(
+        d.messages(FindingKind::IngressNotCounted)[0]
+            .starts_with("Ingress team-a/orphan is not counted: its class \"gone\""),
+        "{:?}",
+        d.messages(FindingKind::IngressNotCounted)
+    );
+    // Typed: which Ingress, and why, without reading the message.
+    let orphan = Dependency::new(DepKind::Ingress, Some(NS), "orphan");
+    assert!(
+        matches!(
+            d.of_kind(FindingKind::IngressNotCounted).next(),
+            Some(Finding::IngressNotCounted { ingress, why }) if *ingress == orphan && why.contains("\"gone\"")
+        ),
+        "{:?}",
+        d.findings
     );
     assert!(
         d.dependencies
@@ -1250,7 +1324,12 @@ fn ingresses_not_counted_are_reported_and_upstream_vhost_is_allowed() {
     };
     let d = world.derive(&spec(&[("app", "weather")]));
     assert!(d.hosts.is_empty(), "{:?}", d.hosts);
-    assert_eq!(d.ignored_ingresses.len(), 3, "{:?}", d.ignored_ingresses);
+    assert_eq!(
+        d.messages(FindingKind::IngressNotCounted).len(),
+        3,
+        "{:?}",
+        d.messages(FindingKind::IngressNotCounted)
+    );
 }
 
 fn listener_with(from: Option<&str>, selector: Option<&[(&str, &str)]>, kinds: &[&str]) -> Listener {
@@ -1392,7 +1471,7 @@ fn routes_refused_by_their_gateway_rewritten_and_partly_outside_their_listeners(
         vec!["HTTPRoute team-a/mcp (URLRewrite hostname)"]
     );
     assert_eq!(values(&d.origins), vec!["http://mcp.example.com"]);
-    let problems = d.problems.join("\n");
+    let problems = d.messages(FindingKind::Problem).join("\n");
     for part in [
         "HTTPRoute team-a/mcp: hostnames outside every listener it is attached to were dropped: elsewhere.example.org",
         "HTTPRoute team-a/mcp: listener internal of Gateway infra/gw allows routes from its own namespace infra only",
@@ -1425,11 +1504,11 @@ fn routes_from_other_namespaces_need_a_reference_grant() {
     let d = world.derive(&spec(&[("app", "weather")]));
     assert!(d.hosts.is_empty(), "{:?}", d.hosts);
     assert!(
-        d.problems.iter().any(|p| p.contains(
+        d.messages(FindingKind::Problem).iter().any(|p| p.contains(
             "HTTPRoute edge/edge-route refers to Service team-a/weather from another namespace, and no ReferenceGrant"
         )),
         "{:?}",
-        d.problems
+        d.messages(FindingKind::Problem)
     );
     let grant = ReferenceGrant {
         metadata: meta("edge-routes"),
@@ -1469,19 +1548,24 @@ fn overlapping_mcpservers_are_reported_without_pods() {
         ..Default::default()
     };
     let d = world.derive(&spec(&[("app", "weather"), ("tier", "mcp")]));
-    assert_eq!(d.overlaps.len(), 1, "{:?}", d.overlaps);
+    assert_eq!(
+        d.messages(FindingKind::SelectorOverlap).len(),
+        1,
+        "{:?}",
+        d.messages(FindingKind::SelectorOverlap)
+    );
     assert!(
-        d.overlaps[0]
+        d.messages(FindingKind::SelectorOverlap)[0]
             .starts_with("every pod spec.selector selects is also selected by MCPServer \"all-weather\""),
         "{:?}",
-        d.overlaps
+        d.messages(FindingKind::SelectorOverlap)
     );
     assert!(
         d.dependencies
             .contains(&Dependency::new(DepKind::MCPServer, Some(NS), "all-weather"))
     );
     let d = world.derive(&spec(&[("app", "weather")]));
-    let overlaps = d.overlaps.join("\n");
+    let overlaps = d.messages(FindingKind::SelectorOverlap).join("\n");
     assert!(
         overlaps.contains("a pod labelled app=weather,tier=cache"),
         "{overlaps}"
@@ -1537,11 +1621,11 @@ fn rate_limits_fall_back_to_the_policy_and_trusted_proxies_add_up_in_the_guard_c
     assert_eq!(limits.max_streams_per_client, Some(2));
     assert_eq!(config.trusted_proxies, ["192.0.2.0/24", "10.0.0.0/8"]);
     assert!(
-        d.problems
+        d.messages(FindingKind::Problem)
             .iter()
             .any(|p| p.contains("skipped trusted proxy \"10.1.2.3/8\"")),
         "{:?}",
-        d.problems
+        d.messages(FindingKind::Problem)
     );
     // What the operator writes, the guard loads.
     let json = serde_json::to_vec(&config).expect("serialise");
@@ -1608,20 +1692,31 @@ fn guard_port_layout_judges_services_by_the_guards_port() {
             ..Default::default()
         };
         let d = world.derive(&guard_port_spec);
-        assert_eq!(!d.services.is_empty(), reaches, "case {i}: {:?}", d.bypasses);
+        assert_eq!(
+            !d.services.is_empty(),
+            reaches,
+            "case {i}: {:?}",
+            d.messages(FindingKind::Bypass)
+        );
         match bypass {
-            None => assert!(d.bypasses.is_empty(), "case {i}: {:?}", d.bypasses),
-            Some(text) => assert!(
-                d.bypasses.iter().any(|b| b.contains(text)),
+            None => assert!(
+                d.messages(FindingKind::Bypass).is_empty(),
                 "case {i}: {:?}",
-                d.bypasses
+                d.messages(FindingKind::Bypass)
+            ),
+            Some(text) => assert!(
+                d.messages(FindingKind::Bypass).iter().any(|b| b.contains(text)),
+                "case {i}: {:?}",
+                d.messages(FindingKind::Bypass)
             ),
         }
         // spec.port is still the app's own port: no "check spec.port" problem.
         assert!(
-            d.problems.iter().all(|p| !p.contains("spec.port")),
+            d.messages(FindingKind::Problem)
+                .iter()
+                .all(|p| !p.contains("spec.port")),
             "case {i}: {:?}",
-            d.problems
+            d.messages(FindingKind::Problem)
         );
     }
     // Before any pod exists the message still says what to write.
@@ -1635,8 +1730,10 @@ fn guard_port_layout_judges_services_by_the_guards_port() {
     };
     let d = world.derive(&guard_port_spec);
     assert!(
-        d.bypasses.iter().any(|b| b.contains("15080 (the guard's port)")),
+        d.messages(FindingKind::Bypass)
+            .iter()
+            .any(|b| b.contains("15080 (the guard's port)")),
         "{:?}",
-        d.bypasses
+        d.messages(FindingKind::Bypass)
     );
 }
