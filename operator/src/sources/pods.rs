@@ -177,42 +177,4 @@ pub fn map(stores: &Stores, index: &DependencyIndex, pod: &Pod) -> Vec<ObjectRef
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sources::testkit::{Pairs, Want, World, names, pod, server};
-
-    #[test]
-    fn a_pod_maps_to_the_servers_selecting_it_now_and_before() {
-        let world = World {
-            servers: vec![
-                server("ns", "a", &[("app", "a")]),
-                server("ns", "b", &[("app", "b")]),
-                server("other", "a2", &[("app", "a")]),
-            ],
-            ..Default::default()
-        };
-        let stores = world.stores();
-        let mut index = DependencyIndex::default();
-        // Server b's last derivation saw pod "was-b" (it was relabelled since).
-        index.record(
-            &ObjectRef::new("b").within("ns"),
-            &[Dependency::new(DepKind::Pod, Some("ns"), "was-b")].into(),
-        );
-        // (pod name, its labels, servers to reconcile)
-        let table: &[(&str, Pairs, Want)] = &[
-            ("p", &[("app", "a")], &["ns/a"]),
-            ("p", &[("app", "a"), ("x", "y")], &["ns/a"]),
-            ("p", &[("app", "c")], &[]),
-            ("p", &[], &[]),
-            ("was-b", &[("app", "a")], &["ns/a", "ns/b"]),
-            ("was-b", &[], &["ns/b"]),
-        ];
-        for (name, labels, want) in table {
-            assert_eq!(
-                names(map(&stores, &index, &pod("ns", name, labels))),
-                *want,
-                "pod {name} {labels:?}"
-            );
-        }
-    }
-}
+mod tests;

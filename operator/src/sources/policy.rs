@@ -65,47 +65,4 @@ impl PolicyGenerations {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::crd::MCPGuardPolicySpec;
-    use crate::sources::testkit::{World, names, server};
-
-    #[test]
-    fn a_policy_maps_to_the_servers_that_use_it() {
-        let mut uses_team = server("ns", "a", &[("app", "a")]);
-        uses_team.spec.policy_ref = Some("team".into());
-        let world = World {
-            servers: vec![
-                uses_team,
-                server("ns", "b", &[("app", "b")]),
-                server("other", "c", &[("app", "c")]),
-            ],
-            ..Default::default()
-        };
-        let stores = world.stores();
-        let policy = |name: &str| MCPGuardPolicy::new(name, MCPGuardPolicySpec::default());
-        // (policy, servers to reconcile)
-        let table: &[(&str, &[&str])] = &[
-            ("team", &["ns/a"]),
-            ("default", &["ns/b", "other/c"]),
-            ("unused", &[]),
-        ];
-        for (name, want) in table {
-            assert_eq!(names(map(&stores, &policy(name))), *want, "policy {name}");
-        }
-    }
-
-    #[test]
-    fn only_spec_changes_and_deletions_of_a_policy_matter() {
-        let mut seen = PolicyGenerations::default();
-        let mut p = MCPGuardPolicy::new("default", MCPGuardPolicySpec::default());
-        p.metadata.uid = Some("u1".into());
-        p.metadata.generation = Some(1);
-        assert!(seen.spec_changed(&p, true), "new");
-        assert!(!seen.spec_changed(&p, true), "status-only update");
-        p.metadata.generation = Some(2);
-        assert!(seen.spec_changed(&p, true), "spec edit");
-        assert!(seen.spec_changed(&p, false), "deleted");
-        assert!(seen.spec_changed(&p, true), "re-created");
-    }
-}
+mod tests;

@@ -66,44 +66,4 @@ pub fn map(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sources::testkit::{Pairs, Want, World, names, server};
-
-    #[test]
-    fn a_server_maps_to_those_it_overlaps_now_and_before() {
-        let world = World {
-            servers: vec![
-                server("ns", "app-a", &[("app", "a")]),
-                server("ns", "app-b", &[("app", "b")]),
-                server("ns", "tier", &[("tier", "mcp")]),
-                server("other", "app-a", &[("app", "a")]),
-            ],
-            ..Default::default()
-        };
-        let stores = world.stores();
-        let mut index = DependencyIndex::default();
-        // app-b's last derivation found "moved" overlapping it.
-        index.record(
-            &ObjectRef::new("app-b").within("ns"),
-            &[Dependency::new(DepKind::MCPServer, Some("ns"), "moved")].into(),
-        );
-        // (server, its selector, deleted, servers to reconcile)
-        let table: &[(&str, Pairs, bool, Want)] = &[
-            ("new", &[("app", "a")], false, &["ns/app-a", "ns/tier"]),
-            ("new", &[("app", "a"), ("tier", "web")], false, &["ns/app-a"]),
-            ("new", &[("app", "c"), ("tier", "web")], false, &[]),
-            ("app-a", &[("app", "a")], false, &["ns/tier"]),
-            ("moved", &[("app", "z"), ("tier", "z")], false, &["ns/app-b"]),
-            ("moved", &[("app", "a")], true, &["ns/app-b"]),
-        ];
-        for (name, selector, deleted, want) in table {
-            let s = server("ns", name, selector);
-            assert_eq!(
-                names(map(&stores.servers, &index, &s, *deleted)),
-                *want,
-                "{name} {selector:?} deleted={deleted}"
-            );
-        }
-    }
-}
+mod tests;
