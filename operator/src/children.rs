@@ -1,5 +1,5 @@
 //! The objects the operator writes for each MCPServer (its ConfigMap here, its NetworkPolicy in
-//! [`crate::netpol`]): their labels, their owner, and whether one already says what it should.
+//! `netpol.rs`): their labels, their owner, and whether one already says what it should.
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

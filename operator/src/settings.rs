@@ -45,7 +45,7 @@ pub struct Settings {
 pub struct SidecarSettings {
     pub image: String,
     pub image_pull_policy: Option<String>,
-    /// `None`: [`crate::webhook::inject::default_resources`].
+    /// `None`: the webhook's default requests and limits.
     pub resources: Option<ResourceRequirements>,
     /// `None`: the guard's default.
     pub log_level: Option<String>,

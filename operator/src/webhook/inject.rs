@@ -329,40 +329,7 @@ pub fn inject(pod: &Pod, server: &GuardedServer, native_sidecars: bool) -> Resul
     let Some(spec) = pod.spec.as_mut() else {
         return Err("pod has no spec".into());
     };
-    let clash = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .any(|c| c.name == SIDECAR_NAME);
-    if clash {
-        return Err(format!(
-            "pod already has a container named {SIDECAR_NAME:?} that the webhook did not inject; rename it, or label \
-             the pod {POD_INJECT_LABEL}=false"
-        ));
-    }
-    if let Some(v) = spec
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == CONFIG_VOLUME_NAME || v.name == NO_TOKEN_VOLUME_NAME)
-    {
-        return Err(format!(
-            "pod already has a volume named {:?}; rename it, or label the pod {POD_INJECT_LABEL}=false",
-            v.name
-        ));
-    }
-    let port_taken = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .flat_map(|c| c.ports.iter().flatten())
-        .any(|p| p.container_port == i32::from(ADMIN_PORT) || p.name.as_deref() == Some(ADMIN_PORT_NAME));
-    if port_taken || server.port == ADMIN_PORT || server.listen_port() == ADMIN_PORT {
-        return Err(format!(
-            "port {ADMIN_PORT} (the guard's admin port) is already used in the pod; label the pod \
-             {POD_INJECT_LABEL}=false or move the app off that port"
-        ));
-    }
+    refuse_clashes(spec, server)?;
 
     // The app container: the one declaring the server's port, else the first.
     let app = spec
@@ -414,26 +381,9 @@ pub fn inject(pod: &Pod, server: &GuardedServer, native_sidecars: bool) -> Resul
         spec.containers.insert(0, guard);
         status.containers.push(SIDECAR_NAME.into());
     }
-    let volumes = spec.volumes.get_or_insert_with(Vec::new);
-    volumes.push(Volume {
-        name: CONFIG_VOLUME_NAME.into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: crate::crd::config_map_name(&server.name),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    // Memory-backed: an empty tmpfs counts 0 bytes where an empty directory on ext4 counts its 4 KiB block, so
-    // no node filesystem makes the kubelet's eviction manager see it over its limit; the tmpfs itself is capped
-    // at the limit, and the guard mounts it read-only (see docs/webhook.md).
-    volumes.push(Volume {
-        name: NO_TOKEN_VOLUME_NAME.into(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            medium: Some("Memory".into()),
-            size_limit: Some(Quantity(NO_TOKEN_VOLUME_SIZE.into())),
-        }),
-        ..Default::default()
-    });
+    spec.volumes
+        .get_or_insert_with(Vec::new)
+        .extend(guard_volumes(&server.name));
 
     let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
     if !annotations.contains_key(DEFAULT_CONTAINER_ANNOTATION) {
@@ -447,6 +397,71 @@ pub fn inject(pod: &Pod, server: &GuardedServer, native_sidecars: bool) -> Resul
         pod,
         status,
     })
+}
+
+/// Refuses a pod that already has what the injection would add: a container or volume of the guard's names, or
+/// the guard's admin port.
+fn refuse_clashes(spec: &k8s_openapi::api::core::v1::PodSpec, server: &GuardedServer) -> Result<(), String> {
+    let clash = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .any(|c| c.name == SIDECAR_NAME);
+    if clash {
+        return Err(format!(
+            "pod already has a container named {SIDECAR_NAME:?} that the webhook did not inject; rename it, or label \
+             the pod {POD_INJECT_LABEL}=false"
+        ));
+    }
+    if let Some(v) = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == CONFIG_VOLUME_NAME || v.name == NO_TOKEN_VOLUME_NAME)
+    {
+        return Err(format!(
+            "pod already has a volume named {:?}; rename it, or label the pod {POD_INJECT_LABEL}=false",
+            v.name
+        ));
+    }
+    let port_taken = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten())
+        .any(|p| p.container_port == i32::from(ADMIN_PORT) || p.name.as_deref() == Some(ADMIN_PORT_NAME));
+    if port_taken || server.port == ADMIN_PORT || server.listen_port() == ADMIN_PORT {
+        return Err(format!(
+            "port {ADMIN_PORT} (the guard's admin port) is already used in the pod; label the pod \
+             {POD_INJECT_LABEL}=false or move the app off that port"
+        ));
+    }
+    Ok(())
+}
+
+/// The guard's volumes: the server's ConfigMap, and the empty volume masking the ServiceAccount token.
+fn guard_volumes(server: &str) -> [Volume; 2] {
+    [
+        Volume {
+            name: CONFIG_VOLUME_NAME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: crate::crd::config_map_name(server),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        // Memory-backed: an empty tmpfs counts 0 bytes where an empty directory on ext4 counts its 4 KiB block, so
+        // no node filesystem makes the kubelet's eviction manager see it over its limit; the tmpfs itself is capped
+        // at the limit, and the guard mounts it read-only (see docs/webhook.md).
+        Volume {
+            name: NO_TOKEN_VOLUME_NAME.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(Quantity(NO_TOKEN_VOLUME_SIZE.into())),
+            }),
+            ..Default::default()
+        },
+    ]
 }
 
 /// `GuardPort` layout: renames the app's port (the guard takes over its name, returned) and points the probes
