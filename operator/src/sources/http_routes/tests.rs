@@ -26,19 +26,20 @@ fn intersect_hostnames_table() {
     }
 }
 
-#[test]
-fn http_route_table() {
-    // (route hostnames, parents, gateways, expected hosts, expected origins, catch-all?, problems?)
-    type Case = (
-        Vec<&'static str>,
-        Vec<ParentReference>,
-        Vec<Gateway>,
-        Vec<&'static str>,
-        Vec<&'static str>,
-        bool,
-        bool,
-    );
-    let cases: Vec<Case> = vec![
+/// One HTTPRoute shape and what it gives: (route hostnames, parents, gateways, expected hosts, expected origins,
+/// catch-all?, problems?).
+type RouteRow = (
+    Vec<&'static str>,
+    Vec<ParentReference>,
+    Vec<Gateway>,
+    Vec<&'static str>,
+    Vec<&'static str>,
+    bool,
+    bool,
+);
+
+fn route_rows() -> Vec<RouteRow> {
+    vec![
         // No known Gateway: route hostnames alone, Gateway wildcard semantics, both schemes.
         (
             vec!["mcp.example.com", "*.gw.example.com"],
@@ -143,7 +144,12 @@ fn http_route_table() {
             false,
             true,
         ),
-    ];
+    ]
+}
+
+#[test]
+fn http_route_table() {
+    let cases = route_rows();
     for (i, (hostnames, parents, gateways, want_hosts, want_origins, catch_all, problems)) in
         cases.into_iter().enumerate()
     {

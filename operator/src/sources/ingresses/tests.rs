@@ -1,18 +1,19 @@
 use super::*;
 use crate::sources::testkit::*;
 
-#[test]
-fn ingress_hosts_and_origins_table() {
-    // (rules, tls hosts, expected hosts, expected origins, catch-all?, mismatch?)
-    type Case = (
-        Vec<IngressRule>,
-        Vec<&'static str>,
-        Vec<&'static str>,
-        Vec<&'static str>,
-        bool,
-        bool,
-    );
-    let cases: Vec<Case> = vec![
+/// One Ingress shape and what it gives: (rules, tls hosts, expected hosts, expected origins, catch-all?,
+/// mismatch?).
+type IngressRow = (
+    Vec<IngressRule>,
+    Vec<&'static str>,
+    Vec<&'static str>,
+    Vec<&'static str>,
+    bool,
+    bool,
+);
+
+fn ingress_rows() -> Vec<IngressRow> {
+    vec![
         (
             vec![rule(Some("mcp.example.com"), vec![backend("weather", num(80))])],
             vec![],
@@ -104,7 +105,12 @@ fn ingress_hosts_and_origins_table() {
             false,
             false,
         ),
-    ];
+    ]
+}
+
+#[test]
+fn ingress_hosts_and_origins_table() {
+    let cases = ingress_rows();
     for (i, (rules, tls, want_hosts, want_origins, catch_all, mismatch)) in cases.into_iter().enumerate() {
         let world = World {
             services: vec![
