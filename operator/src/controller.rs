@@ -1,10 +1,11 @@
-//! The controller: for each MCPServer, derive the allowlist from reflector caches, write the ConfigMap
-//! `<name>-mcp-guard` (server-side apply, owned by the MCPServer), the status and Events.
+//! The controller: for each MCPServer, gather its policy and settings, derive its allowlist from the reflector
+//! caches ([`crate::sources::derive`]), apply the ConfigMap `<name>-mcp-guard` and the NetworkPolicy (server-side
+//! apply, owned by the MCPServer), and report the status, Events and metrics.
 //!
-//! Reacts to changes of Services, Ingresses, Pods, HTTPRoutes, Gateways and MCPGuardPolicies through `watches_stream`
-//! mappers that combine a forward match (which MCPServers could this object route to now) with a reverse index
-//! of what each MCPServer's last derivation depended on (which MCPServers did it route to before), so edits
-//! and deletions both reach the right MCPServers without periodic rescans.
+//! Each source's watch is wired to that source's reverse mapper, which combines a forward match (which
+//! MCPServers could this object concern now) with the reverse index of what each MCPServer's last derivation
+//! depended on (which did it concern before), so edits and deletions both reach the right MCPServers without
+//! periodic rescans.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

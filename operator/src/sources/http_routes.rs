@@ -149,12 +149,13 @@ fn judge_backends<'a>(
             if !granted {
                 if services.contains(&b.name) {
                     out.involved = true;
-                    fold.problem(dep, format!(
+                    let message = format!(
                         "{dep} refers to Service {ns}/{} from another namespace, and no ReferenceGrant in {ns} \
                          lets HTTPRoutes from {route_ns} use it, so the gateway sends nothing there; create one \
                          (from HTTPRoute in {route_ns}, to Service {})",
                         b.name, b.name
-                    ));
+                    );
+                    fold.problem(dep, message);
                 }
                 continue;
             }
@@ -192,14 +193,12 @@ fn attached_listeners<'a>(
         fold.d.depend(DepKind::Gateway, Some(gw_ns), &parent.name);
         if let Some(refused) = route_refused_by(route, parent, &route_ns) {
             known_parent = true;
-            fold.problem(
-                dep,
-                format!(
-                    "{dep} is not accepted by Gateway {gw_ns}/{} ({refused}); its hostnames are not allowed \
+            let message = format!(
+                "{dep} is not accepted by Gateway {gw_ns}/{} ({refused}); its hostnames are not allowed \
                  through it",
-                    parent.name
-                ),
+                parent.name
             );
+            fold.problem(dep, message);
             continue;
         }
         let Some(gw) = input
@@ -217,13 +216,11 @@ fn attached_listeners<'a>(
                 continue;
             }
             if let Err(why) = listener_admits(l, gw_ns, &route_ns, input.namespace_labels) {
-                fold.problem(
-                    dep,
-                    format!(
-                        "{dep}: listener {} of Gateway {gw_ns}/{} {why}, so the route is not attached to it",
-                        l.name, parent.name
-                    ),
+                let message = format!(
+                    "{dep}: listener {} of Gateway {gw_ns}/{} {why}, so the route is not attached to it",
+                    l.name, parent.name
                 );
+                fold.problem(dep, message);
                 continue;
             }
             listeners.push((
@@ -276,10 +273,11 @@ fn contribute_route(
     let rewrite_source = format!("{source} (URLRewrite hostname)");
     let Some(listeners) = attached_listeners(input, route, &dep, fold) else {
         if route_hosts.is_empty() {
-            fold.catch_all(&dep, format!(
+            let message = format!(
                 "{source} has no hostnames and no known parent Gateway listener hostname, so it accepts any host; \
                  set spec.hostnames on the route (or add the hostnames clients use to spec.hosts)"
-            ));
+            );
+            fold.catch_all(&dep, message);
         }
         for h in &route_hosts {
             add_host(fold, &source, h, None);
@@ -293,10 +291,13 @@ fn contribute_route(
     let mut kept: BTreeSet<&str> = BTreeSet::new();
     for (listener_host, protocol) in listeners {
         match (listener_host, route_hosts.is_empty()) {
-            (None, true) => fold.catch_all(&dep, format!(
-                "{source}: neither the route nor its Gateway listener sets a hostname, so it accepts any host; set \
-                 spec.hostnames on the route or hostname on the listener"
-            )),
+            (None, true) => {
+                let message = format!(
+                    "{source}: neither the route nor its Gateway listener sets a hostname, so it accepts any host; set \
+                     spec.hostnames on the route or hostname on the listener"
+                );
+                fold.catch_all(&dep, message);
+            }
             (Some(l), true) => add_host(fold, &source, l, Some(protocol)),
             (None, false) => {
                 for h in &route_hosts {
@@ -324,13 +325,11 @@ fn contribute_route(
             .filter(|h| !kept.contains(h))
             .collect();
         if !dropped.is_empty() {
-            fold.problem(
-                &dep,
-                format!(
-                    "{source}: hostnames outside every listener it is attached to were dropped: {}",
-                    dropped.join(", ")
-                ),
+            let message = format!(
+                "{source}: hostnames outside every listener it is attached to were dropped: {}",
+                dropped.join(", ")
             );
+            fold.problem(&dep, message);
         }
     }
 }

@@ -194,14 +194,12 @@ fn default_backend(
     match judge(services, b) {
         BackendVerdict::Unrelated => false,
         BackendVerdict::Server => {
-            fold.catch_all(
-                ingress,
-                format!(
+            let message = format!(
                 "{ingress}: defaultBackend sends requests for any host to Service {}; list the hostnames clients \
                  use in Ingress rules or in spec.hosts",
                 b.name
-            ),
             );
+            fold.catch_all(ingress, message);
             true
         }
         BackendVerdict::Mismatch(m) => {
@@ -259,13 +257,13 @@ fn contribute_rule(
             let scheme = if https { "https" } else { "http" };
             fold.origins.add(&format!("{scheme}://{host}"), source);
         }
-        None => fold.catch_all(
-            ingress,
-            format!(
-            "{source}: rule {i} has no host, so it routes requests for any host to the server; set `host` on the \
-             rule (or add the hostnames clients use to spec.hosts)"
-        ),
-        ),
+        None => {
+            let message = format!(
+                "{source}: rule {i} has no host, so it routes requests for any host to the server; set `host` on the \
+                 rule (or add the hostnames clients use to spec.hosts)"
+            );
+            fold.catch_all(ingress, message);
+        }
     }
     true
 }
