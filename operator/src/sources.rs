@@ -10,7 +10,7 @@
 //! - [`http_routes`]: HTTPRoutes (with their Gateways, ReferenceGrants and namespaces);
 //! - [`explicit`]: the MCPServer's own `spec.hosts` and `spec.origins`.
 //!
-//! [`derive`] folds them in that order: a pure function from plain objects, no client. The rules are
+//! [`derive()`] folds them in that order: a pure function from plain objects, no client. The rules are
 //! documented for users in `docs/operator.md`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
