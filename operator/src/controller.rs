@@ -30,11 +30,9 @@ use crate::metrics::{ControllerMetrics, EventLabels, ServerLabels};
 use crate::settings::{self, DEFAULT_SIDECAR_IMAGE, Settings};
 use crate::sources::policy::PolicyGenerations;
 use crate::sources::{self, DependencyIndex, Derivation, DeriveInput, FindingKind, http_routes};
-use crate::status::{
-    self, NetworkPolicyOutcome, PolicyStatusInput, StatusInput, build_policy_status, build_status,
-};
+use crate::status::{self, NetworkPolicyOutcome, StatusInput, build_status};
 use crate::stores::{Stores, SyncTracker, Triggers, Watch, in_namespace, scoped};
-use crate::validate::{validate_policy, validate_spec};
+use crate::validate::validate_spec;
 
 #[cfg(test)]
 mod tests;
@@ -508,61 +506,6 @@ pub fn error_policy(server: Arc<MCPServer>, error: &Error, ctx: Arc<Context>) ->
 // Mappers: watch event on another object → MCPServers to reconcile.
 
 // ---------------------------------------------------------------------------------------------------------
-// MCPGuardPolicy status.
-
-/// Writes the status of every MCPGuardPolicy whose validity or users changed (from the caches; no reads).
-async fn write_policy_statuses(client: &Client, stores: &Stores) {
-    let servers = stores.servers.state();
-    for policy in stores.policies.state() {
-        let name = policy.name_any();
-        let mut users: Vec<String> = servers
-            .iter()
-            .filter(|s| s.metadata.deletion_timestamp.is_none() && s.spec.policy_name() == name)
-            .map(|s| format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()))
-            .collect();
-        users.sort();
-        let errors = validate_policy(&policy.spec);
-        let status = build_policy_status(&PolicyStatusInput {
-            name: &name,
-            generation: policy.metadata.generation,
-            previous: policy.status.as_ref(),
-            now: Time(k8s_openapi::jiff::Timestamp::now()),
-            errors: &errors,
-            users: &users,
-        });
-        if policy.status.as_ref() == Some(&status) {
-            continue;
-        }
-        let body = serde_json::json!({
-            "apiVersion": MCPGuardPolicy::api_version(&()),
-            "kind": MCPGuardPolicy::kind(&()),
-            "status": status,
-        });
-        if let Err(e) = Api::<MCPGuardPolicy>::all(client.clone())
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-        {
-            warn!(policy = %name, error = %e, "writing MCPGuardPolicy status failed");
-        }
-    }
-}
-
-/// Keeps MCPGuardPolicy statuses current: after the caches synced, and on every wake-up (a policy changed, an
-/// MCPServer was reconciled or deleted), coalescing bursts.
-async fn run_policy_status(client: Client, stores: Stores, trigger: Arc<tokio::sync::Notify>) {
-    stores.wait_synced().await;
-    loop {
-        write_policy_statuses(&client, &stores).await;
-        trigger.notified().await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------
 // Running.
 
 /// Our own writes come back as watch events; only changes by others (edits, deletion) need a reconcile.
@@ -909,7 +852,7 @@ pub async fn run_once(
     let policy_writer = shared
         .policy_status
         .clone()
-        .map(|trigger| tokio::spawn(run_policy_status(client.clone(), stores.clone(), trigger)));
+        .map(|trigger| tokio::spawn(crate::policy_status::run(client.clone(), stores.clone(), trigger)));
 
     // Stop when asked, or when the Gateway API (or its ReferenceGrants) appear or go away.
     let changed = Arc::new(AtomicBool::new(false));

@@ -18,6 +18,7 @@ pub mod leader;
 pub mod metrics;
 pub mod netpol;
 pub mod pod_contract;
+pub mod policy_status;
 pub mod preflight;
 pub mod run;
 pub mod selector;
