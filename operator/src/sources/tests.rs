@@ -103,3 +103,22 @@ fn dependencies_cover_everything_consulted() {
         ]
     );
 }
+
+#[test]
+fn an_ingress_class_maps_to_every_server_and_a_namespace_to_its_own() {
+    let cache = Cache {
+        servers: vec![
+            server("a", "one", &[("app", "1")]),
+            server("a", "two", &[("app", "2")]),
+            server("b", "three", &[("app", "3")]),
+        ],
+        ..Default::default()
+    };
+    let stores = cache.stores();
+    assert_eq!(names(all_servers(&stores)), ["a/one", "a/two", "b/three"]);
+    // (namespace, servers to reconcile)
+    let table: &[(&str, Want)] = &[("a", &["a/one", "a/two"]), ("b", &["b/three"]), ("c", &[])];
+    for (ns, want) in table {
+        assert_eq!(names(servers_of_namespace(&stores, ns)), *want, "namespace {ns}");
+    }
+}
