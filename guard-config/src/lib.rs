@@ -193,7 +193,13 @@ pub struct ConfigSource {
     pub name: String,
 }
 
-/// Request limits; `None` means the guard's built-in default.
+/// The guard's built-in `maxRequestBodyBytes`, used when neither the config nor a flag sets one.
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 4 * 1024 * 1024;
+/// The guard's built-in `maxTrackedClients`: clients whose rate-limit state is kept.
+pub const DEFAULT_MAX_TRACKED_CLIENTS: u32 = 10_000;
+
+/// Request limits; `None` means the guard's built-in default ([`DEFAULT_MAX_REQUEST_BODY_BYTES`],
+/// [`DEFAULT_MAX_TRACKED_CLIENTS`]; no rate limit otherwise).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Limits {

@@ -5,18 +5,23 @@
 use std::fmt::Write as _;
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use mcp_guard_config::{
     Authority, CONFIG_KEY, GuardConfig, HeaderSeen, HostPattern, Mode, Reason, RequestFacts, Verdict,
 };
-use mcp_guard_operator::allowlist::{
-    gateway_host, ingress_backend_services, route_backend_services, service_is_candidate,
-};
+use mcp_guard_operator::crd::MCPGuardPolicy;
 use mcp_guard_operator::crd::{MCPServer, config_map_name};
 use mcp_guard_operator::gateway::HTTPRoute;
+use mcp_guard_operator::gateway::{Gateway, ReferenceGrant};
+use mcp_guard_operator::sources::{
+    DepKind, Dependency, DeriveInput, Finding,
+    http_routes::{gateway_host, route_backend_services},
+    ingresses::ingress_backend_services,
+    services::service_is_candidate,
+};
 
 use crate::cluster::Kube;
 
@@ -31,6 +36,8 @@ pub struct Facts {
     pub ingresses: Vec<Ingress>,
     /// `None`: the Gateway API is not installed.
     pub routes: Option<Vec<HTTPRoute>>,
+    /// What the operator's derivation finds, run here over the same objects (typed: read, never parsed).
+    pub findings: Vec<Finding>,
 }
 
 /// The request to explain, as the guard would see it.
@@ -112,10 +119,11 @@ pub async fn fetch(kube: &Kube, name: &str) -> anyhow::Result<Facts> {
             }
         },
     };
-    let services = Api::<Service>::namespaced(client.clone(), ns)
+    let all_services = Api::<Service>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await?
-        .items
+        .items;
+    let services = all_services
         .iter()
         .filter(|s| service_is_candidate(s, &server.spec))
         .map(|s| s.name_any())
@@ -133,6 +141,7 @@ pub async fn fetch(kube: &Kube, name: &str) -> anyhow::Result<Facts> {
         Err(kube::Error::Api(e)) if e.code == 404 => None,
         Err(e) => return Err(e.into()),
     };
+    let findings = derive_findings(kube, &server, &all_services, &ingresses, routes.as_deref()).await?;
     Ok(Facts {
         namespace: ns.clone(),
         server,
@@ -140,7 +149,84 @@ pub async fn fetch(kube: &Kube, name: &str) -> anyhow::Result<Facts> {
         services,
         ingresses,
         routes,
+        findings,
     })
+}
+
+/// The objects of a kind, or none when the kind is not served or the user may not list it (the derivation then
+/// goes without them, as the operator does without an optional API).
+async fn list_or_none<K>(api: Api<K>) -> anyhow::Result<Vec<K>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.list(&ListParams::default()).await {
+        Ok(list) => Ok(list.items),
+        Err(kube::Error::Api(e)) if e.code == 403 || e.code == 404 => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The operator's findings for the server: its derivation run over the objects it reads.
+async fn derive_findings(
+    kube: &Kube,
+    server: &MCPServer,
+    services: &[Service],
+    ingresses: &[Ingress],
+    routes: Option<&[HTTPRoute]>,
+) -> anyhow::Result<Vec<Finding>> {
+    let (ns, client) = (&kube.namespace, &kube.client);
+    let policy = Api::<MCPGuardPolicy>::all(client.clone())
+        .get_opt(server.spec.policy_name())
+        .await
+        .ok()
+        .flatten();
+    let policy = policy.as_ref().map(|p| &p.spec);
+    let classes = list_or_none(Api::<IngressClass>::all(client.clone())).await?;
+    let pods = list_or_none(Api::<Pod>::namespaced(client.clone(), ns)).await?;
+    let others = list_or_none(Api::<MCPServer>::namespaced(client.clone(), ns)).await?;
+    let gateways = list_or_none(Api::<Gateway>::all(client.clone())).await?;
+    let grants = list_or_none(Api::<ReferenceGrant>::namespaced(client.clone(), ns)).await?;
+    let namespace = Api::<Namespace>::all(client.clone())
+        .get_opt(ns)
+        .await
+        .ok()
+        .flatten();
+    let name = server.name_any();
+    let settings = mcp_guard_operator::settings::resolve(
+        &server.spec,
+        policy,
+        mcp_guard_operator::settings::DEFAULT_SIDECAR_IMAGE,
+    );
+    let d = mcp_guard_operator::sources::derive(&DeriveInput {
+        namespace: ns,
+        name: &name,
+        spec: &server.spec,
+        settings: &settings,
+        policy,
+        services: services.iter().collect(),
+        ingresses: ingresses.iter().collect(),
+        ingress_classes: classes.iter().collect(),
+        http_routes: routes
+            .into_iter()
+            .flatten()
+            .filter(|r| {
+                r.namespace().as_deref() == Some(ns.as_str())
+                    || route_backend_services(r).iter().any(|(svc_ns, _)| svc_ns == ns)
+            })
+            .collect(),
+        reference_grants: grants.iter().collect(),
+        gateways: gateways.iter().collect(),
+        other_servers: others
+            .iter()
+            .filter(|o| o.name_any() != name && o.metadata.deletion_timestamp.is_none())
+            .map(|o| (o.metadata.name.as_deref().unwrap_or_default(), &o.spec.selector))
+            .collect(),
+        namespace_labels: namespace.as_ref().map(|n| n.labels()),
+        pods: pods.iter().collect(),
+        // Only the Service DNS names depend on it, and they are not what explain looks at.
+        cluster_domain: "cluster.local",
+    });
+    Ok(d.findings)
 }
 
 /// The answer: the guard's verdict, the current entries and their sources, and what would allow a refusal.
@@ -309,10 +395,13 @@ fn host_remedies(out: &mut String, facts: &Facts, host: &str) {
                 continue;
             }
             let backends: Vec<String> = ingress_backend_services(ing).into_iter().collect();
+            let ingress = Dependency::new(DepKind::Ingress, Some(ns), &ing.name_any());
+            let listed = facts.server.spec.ingresses.as_ref();
             seen.push(why_not_counted(
-                &format!("Ingress {ns}/{} has a rule for {h:?}", ing.name_any()),
+                &format!("{ingress} has a rule for {h:?}"),
+                (&ingress, listed),
                 &backends,
-                &facts.services,
+                facts,
             ));
         }
     }
@@ -326,10 +415,13 @@ fn host_remedies(out: &mut String, facts: &Facts, host: &str) {
                 .into_iter()
                 .map(|(bns, b)| if bns == *ns { b } else { format!("{bns}/{b}") })
                 .collect();
+            let route_ref = Dependency::new(DepKind::HTTPRoute, Some(&rns), &route.name_any());
+            let listed = facts.server.spec.http_routes.as_ref();
             seen.push(why_not_counted(
-                &format!("HTTPRoute {rns}/{} has hostname {h:?}", route.name_any()),
+                &format!("{route_ref} has hostname {h:?}"),
+                (&route_ref, listed),
                 &backends,
-                &facts.services,
+                facts,
             ));
         }
     }
@@ -341,12 +433,34 @@ fn host_remedies(out: &mut String, facts: &Facts, host: &str) {
     }
 }
 
-/// Why an Ingress or route for the host did not make it into the allowlist.
-fn why_not_counted(what: &str, backends: &[String], services: &[String]) -> String {
-    if backends.iter().any(|b| services.contains(b)) {
+/// Why an Ingress or route for the host did not make it into the allowlist: what the operator's derivation
+/// found about it, else whether a spec list leaves it out, else where it routes instead.
+fn why_not_counted(
+    what: &str,
+    (object, listed): (&Dependency, Option<&Vec<String>>),
+    backends: &[String],
+    facts: &Facts,
+) -> String {
+    let found: Vec<String> = facts
+        .findings
+        .iter()
+        .filter(|f| f.about() == Some(object))
+        .map(Finding::message)
+        .collect();
+    if !found.is_empty() {
+        return format!("{what}, and the operator finds: {}", found.join("; "));
+    }
+    if listed.is_some_and(|names| !names.contains(&object.name)) {
+        let field = match object.kind {
+            DepKind::Ingress => "spec.ingresses",
+            _ => "spec.httpRoutes",
+        };
+        return format!("{what}, but the MCPServer's {field} does not list it, so only those it lists count");
+    }
+    if backends.iter().any(|b| facts.services.contains(b)) {
         format!(
-            "{what} and routes to the server's Service: the operator does not count it; its conditions (below) say \
-             why (class not served, a refused parent, spec.ingresses / spec.httpRoutes naming others)"
+            "{what} and routes to the server's Service; the operator counts it, and has not written it into the \
+             guard config yet (is it running?)"
         )
     } else {
         format!(
@@ -422,5 +536,80 @@ mod tests {
         assert_eq!(host_without_port("mcp.example.com"), "mcp.example.com");
         assert_eq!(host_without_port("[::1]:8080"), "[::1]");
         assert_eq!(host_without_port("[::1]"), "[::1]");
+    }
+
+    fn ingress(name: &str, host: &str, backend: &str) -> Ingress {
+        use k8s_openapi::api::networking::v1::{
+            HTTPIngressPath, HTTPIngressRuleValue, IngressBackend, IngressRule, IngressServiceBackend,
+            IngressSpec,
+        };
+        Ingress {
+            metadata: kube::core::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            spec: Some(IngressSpec {
+                rules: Some(vec![IngressRule {
+                    host: Some(host.into()),
+                    http: Some(HTTPIngressRuleValue {
+                        paths: vec![HTTPIngressPath {
+                            path: Some("/".into()),
+                            path_type: "Prefix".into(),
+                            backend: IngressBackend {
+                                service: Some(IngressServiceBackend {
+                                    name: backend.into(),
+                                    port: None,
+                                }),
+                                resource: None,
+                            },
+                        }],
+                    }),
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_ingress_naming_the_host_is_explained_by_the_operators_findings() {
+        let server = MCPServer::new("weather", Default::default());
+        let not_counted = Dependency::new(DepKind::Ingress, Some("ns"), "classless");
+        let facts = Facts {
+            namespace: "ns".into(),
+            server,
+            config: Ok(GuardConfig {
+                allowed_hosts: vec!["mcp.example.com".into()],
+                ..Default::default()
+            }),
+            services: vec!["weather".into()],
+            ingresses: vec![
+                ingress("classless", "other.example.com", "weather"),
+                ingress("elsewhere", "other.example.com", "billing"),
+            ],
+            routes: None,
+            findings: vec![Finding::IngressNotCounted {
+                ingress: not_counted,
+                why: "its class \"gone\" is served by no IngressClass".into(),
+            }],
+        };
+        let report = report(&facts, &Request::parse("other.example.com", None).unwrap());
+        assert!(!report.allowed, "{}", report.text);
+        assert!(
+            report.text.contains(
+                "Ingress ns/classless has a rule for \"other.example.com\", and the operator finds: Ingress \
+                 ns/classless is not counted: its class \"gone\" is served by no IngressClass"
+            ),
+            "{}",
+            report.text
+        );
+        assert!(
+            report.text.contains(
+                "Ingress ns/elsewhere has a rule for \"other.example.com\" but routes to Service billing"
+            ),
+            "{}",
+            report.text
+        );
     }
 }

@@ -267,36 +267,6 @@ impl MCPServerSpec {
     pub fn policy_name(&self) -> &str {
         self.policy_ref.as_deref().unwrap_or(DEFAULT_POLICY_NAME)
     }
-
-    /// The layout this server uses: its own `traffic.layout`, else the policy's default, else `SharedPort`.
-    pub fn layout(&self, policy: Option<&MCPGuardPolicySpec>) -> TrafficLayout {
-        self.traffic
-            .as_ref()
-            .and_then(|t| t.layout)
-            .or_else(|| {
-                policy
-                    .and_then(|p| p.traffic.as_ref())
-                    .and_then(|t| t.default_layout)
-            })
-            .unwrap_or_default()
-    }
-
-    /// The port that clients reach the guard on: `spec.port` in `SharedPort`, the guard's own port in
-    /// `GuardPort`.
-    pub fn guarded_port(&self, policy: Option<&MCPGuardPolicySpec>) -> i32 {
-        match self.layout(policy) {
-            TrafficLayout::SharedPort => self.port,
-            TrafficLayout::GuardPort => self.guard_port(),
-        }
-    }
-
-    /// The guard's own port in the `GuardPort` layout (`traffic.guardPort`, default 15080).
-    pub fn guard_port(&self) -> i32 {
-        self.traffic
-            .as_ref()
-            .and_then(|t| t.guard_port)
-            .unwrap_or(i32::from(DEFAULT_GUARD_PORT))
-    }
 }
 
 /// How traffic reaches the guard inside the pod.

@@ -244,7 +244,7 @@ pub fn listener_admits(
             match (selector, route_ns_labels) {
                 // An empty selector selects every namespace.
                 (Some(_), _) if everything => Ok(()),
-                (Some(sel), Some(labels)) if crate::allowlist::selector_matches(sel, labels) => Ok(()),
+                (Some(sel), Some(labels)) if crate::selector::matches(sel, labels) => Ok(()),
                 (Some(_), Some(_)) => Err(format!(
                     "allows routes from namespaces its allowedRoutes.namespaces.selector matches, which {route_ns} \
                      does not"

@@ -1,10 +1,13 @@
 //! mcp-guard-operator: derives each MCPServer's Host/Origin allowlist from the cluster and injects the guard.
 //!
-//! Pure core, thin IO shell: [`allowlist`] derives an allowlist from plain objects, [`validate`] checks a spec;
-//! [`controller`] fetches (from reflector caches), calls them and writes the ConfigMap, status and Events.
+//! Pure core, thin IO shell. The data flow, in module names: [`stores`] (the watched objects) → [`sources`] (one
+//! module per input kind, folded by [`sources::derive`] into an allowlist and findings, with [`settings`]
+//! resolving each server's settings over its policy) → [`controller`] (writes the ConfigMap of [`children`], the
+//! NetworkPolicy of [`netpol`], the status of [`status`] and Events). The [`webhook`] injects the guard into pods
+//! by the [`pod_contract`] the sources read back; [`selector`] is the one label matcher of both.
 
 pub mod admin;
-pub mod allowlist;
+pub mod children;
 pub mod cli;
 pub mod controller;
 pub mod crd;
@@ -14,10 +17,15 @@ pub mod gateway;
 pub mod leader;
 pub mod metrics;
 pub mod netpol;
+pub mod pod_contract;
+pub mod policy_status;
 pub mod preflight;
 pub mod run;
 pub mod selector;
+pub mod settings;
+pub mod sources;
 pub mod status;
+pub mod stores;
 pub mod validate;
 pub mod webhook;
 pub mod webhook_check;

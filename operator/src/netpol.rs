@@ -13,42 +13,41 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{MCPGuardPolicySpec, MCPServer, TrafficLayout, network_policy_name};
-use crate::webhook::inject::ADMIN_PORT;
+use crate::crd::{MCPServer, TrafficLayout, network_policy_name};
+use crate::pod_contract::ADMIN_PORT;
+use crate::settings::Settings;
 
 /// The NetworkPolicy for a server, or `None` when its policy switches NetworkPolicies off. `labels` mark it as
 /// the operator's (its watch is restricted to them).
 pub fn desired(
     server: &MCPServer,
     ns: &str,
-    policy: Option<&MCPGuardPolicySpec>,
+    settings: &Settings,
     labels: std::collections::BTreeMap<String, String>,
 ) -> Option<NetworkPolicy> {
-    let settings = policy.and_then(|p| p.network_policy.clone()).unwrap_or_default();
-    if !settings.enabled {
+    let network = &settings.network;
+    if !network.enabled {
         return None;
     }
-    let spec = &server.spec;
-    let network = spec.network.clone().unwrap_or_default();
     let tcp = |port: i32| NetworkPolicyPort {
         port: Some(IntOrString::Int(port)),
         protocol: Some("TCP".into()),
         ..Default::default()
     };
-    let from = |peers: Vec<NetworkPolicyPeer>| (!peers.is_empty()).then_some(peers);
+    let from = |peers: &[NetworkPolicyPeer]| (!peers.is_empty()).then(|| peers.to_vec());
     let mut ingress = vec![
         NetworkPolicyIngressRule {
-            ports: Some(vec![tcp(spec.guarded_port(policy))]),
-            from: from(network.ingress_from),
+            ports: Some(vec![tcp(settings.guarded_port)]),
+            from: from(&network.ingress_from),
         },
         NetworkPolicyIngressRule {
             ports: Some(vec![tcp(i32::from(ADMIN_PORT))]),
-            from: from(settings.admin_ingress_from),
+            from: from(&network.admin_ingress_from),
         },
     ];
     if !network.additional_ports.is_empty() {
         ingress.push(NetworkPolicyIngressRule {
-            ports: Some(network.additional_ports),
+            ports: Some(network.additional_ports.clone()),
             from: None,
         });
     }
@@ -61,7 +60,7 @@ pub fn desired(
             ..Default::default()
         },
         spec: Some(NetworkPolicySpec {
-            pod_selector: Some(spec.selector.clone()),
+            pod_selector: Some(server.spec.selector.clone()),
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(ingress),
             ..Default::default()
@@ -70,7 +69,7 @@ pub fn desired(
 }
 
 /// What a NetworkPolicy admits, for the status: `port 8000 (guard) from every source; ...`.
-pub fn describe(np: &NetworkPolicy, server: &MCPServer, policy: Option<&MCPGuardPolicySpec>) -> String {
+pub fn describe(np: &NetworkPolicy, settings: &Settings) -> String {
     let rules = np.spec.as_ref().and_then(|s| s.ingress.as_ref());
     let parts: Vec<String> = rules
         .into_iter()
@@ -100,10 +99,10 @@ pub fn describe(np: &NetworkPolicy, server: &MCPServer, policy: Option<&MCPGuard
         })
         .collect();
     let mut s = format!("admits ingress only on {}", parts.join("; "));
-    if server.spec.layout(policy) == TrafficLayout::GuardPort {
+    if settings.layout == TrafficLayout::GuardPort {
         s.push_str(&format!(
             "; the server's own port {} is closed to other pods",
-            server.spec.port
+            settings.server_port
         ));
     }
     s
@@ -112,8 +111,7 @@ pub fn describe(np: &NetworkPolicy, server: &MCPServer, policy: Option<&MCPGuard
 /// Whether the existing object already says what `desired` says (no write needed).
 pub fn is_current(existing: Option<&NetworkPolicy>, desired: &NetworkPolicy) -> bool {
     let Some(existing) = existing else { return false };
-    existing.spec == desired.spec
-        && crate::controller::metadata_current(&existing.metadata, &desired.metadata)
+    existing.spec == desired.spec && crate::children::metadata_current(&existing.metadata, &desired.metadata)
 }
 
 #[cfg(test)]
@@ -123,7 +121,9 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
     use super::*;
-    use crate::crd::{MCPServerSpec, NetworkPolicySettings, NetworkSpec, PolicyTrafficSpec, TrafficSpec};
+    use crate::crd::{
+        MCPGuardPolicySpec, MCPServerSpec, NetworkPolicySettings, NetworkSpec, PolicyTrafficSpec, TrafficSpec,
+    };
 
     fn server(traffic: Option<TrafficSpec>, network: Option<NetworkSpec>) -> MCPServer {
         let mut s = MCPServer::new(
@@ -142,6 +142,10 @@ mod tests {
         s.metadata.namespace = Some("team-a".into());
         s.metadata.uid = Some("u-1".into());
         s
+    }
+
+    fn resolve(s: &MCPServer, policy: Option<&MCPGuardPolicySpec>) -> Settings {
+        crate::settings::resolve(&s.spec, policy, "img")
     }
 
     fn ports(np: &NetworkPolicy) -> Vec<Vec<i32>> {
@@ -166,7 +170,7 @@ mod tests {
     #[test]
     fn shared_port_admits_the_server_port_and_the_admin_port() {
         let s = server(None, None);
-        let np = desired(&s, "team-a", None, BTreeMap::new()).expect("on by default");
+        let np = desired(&s, "team-a", &resolve(&s, None), BTreeMap::new()).expect("on by default");
         assert_eq!(np.metadata.name.as_deref(), Some("unifi-mcp-guard"));
         assert_eq!(
             np.metadata.owner_references.as_ref().map(|o| o[0].uid.as_str()),
@@ -208,7 +212,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let np = desired(&s, "team-a", Some(&policy), BTreeMap::new()).expect("enabled");
+        let np = desired(&s, "team-a", &resolve(&s, Some(&policy)), BTreeMap::new()).expect("enabled");
         assert_eq!(ports(&np), vec![vec![18080], vec![15081], vec![9090]]);
         let rules = np.spec.as_ref().and_then(|s| s.ingress.clone()).expect("rules");
         assert_eq!(rules[0].from, Some(vec![peer.clone()]));
@@ -218,7 +222,7 @@ mod tests {
             !ports(&np).concat().contains(&8080),
             "the app's own port must not be admitted"
         );
-        let text = describe(&np, &s, Some(&policy));
+        let text = describe(&np, &resolve(&s, Some(&policy)));
         assert!(
             text.contains("port 18080 (guard) from 1 listed peer(s)"),
             "{text}"
@@ -235,7 +239,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let np = desired(&s, "team-a", Some(&policy), BTreeMap::new()).expect("enabled");
+        let np = desired(&s, "team-a", &resolve(&s, Some(&policy)), BTreeMap::new()).expect("enabled");
         assert_eq!(ports(&np), vec![vec![15080], vec![15081]]);
         let off = MCPGuardPolicySpec {
             network_policy: Some(NetworkPolicySettings {
@@ -244,7 +248,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(desired(&s, "team-a", Some(&off), BTreeMap::new()), None);
+        assert_eq!(
+            desired(&s, "team-a", &resolve(&s, Some(&off)), BTreeMap::new()),
+            None
+        );
         assert!(is_current(Some(&np), &np));
         assert!(!is_current(None, &np));
     }

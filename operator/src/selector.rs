@@ -58,7 +58,7 @@ impl KeyRule {
 }
 
 /// The per-key rules of a selector, added to `rules`. `false` when it uses an unknown operator (such a selector
-/// selects nothing, as in [`crate::allowlist::selector_matches`]).
+/// selects nothing, as in [`matches`]).
 fn add_rules(sel: &LabelSelector, rules: &mut BTreeMap<String, KeyRule>) -> bool {
     for (k, v) in sel.match_labels.iter().flatten() {
         rules.entry(k.clone()).or_default().allow([v.clone()]);
@@ -89,6 +89,31 @@ fn labels_conflict(a: &LabelSelector, b: &LabelSelector) -> bool {
         return false;
     };
     a.iter().any(|(k, v)| b.get(k).is_some_and(|w| w != v))
+}
+
+/// Whether a selector selects a pod (or namespace) with these labels: the one matcher of the controller and the
+/// webhook. An empty selector, or one with an unknown operator, selects nothing here (validation rejects both; an
+/// empty one would otherwise select every pod in the namespace).
+pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = selector.match_expressions.iter().flatten().all(|e| {
+        match (e.operator.as_str(), e.values.as_deref()) {
+            ("In", Some(values)) => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            ("NotIn", Some(values)) => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            ("Exists", _) => labels.contains_key(&e.key),
+            ("DoesNotExist", _) => !labels.contains_key(&e.key),
+            // `In`/`NotIn` without values, or an unknown operator: a malformed selector (kube's parser refuses
+            // it), which selects nothing.
+            _ => false,
+        }
+    });
+    let non_empty = selector.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+        || selector.match_expressions.as_ref().is_some_and(|m| !m.is_empty());
+    non_empty && labels_ok && exprs_ok
 }
 
 /// Labels of a pod that both selectors select, if one can exist.

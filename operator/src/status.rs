@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::allowlist::Derivation;
 use crate::crd::{AllowlistEntry, MCPGuardPolicyStatus, MCPServerStatus};
+use crate::sources::{Derivation, FindingKind};
 use crate::validate::FieldError;
 
 /// Condition types written by the operator.
@@ -14,18 +14,7 @@ pub mod condition {
     pub const READY: &str = "Ready";
     /// No host is allowed: the guard would reject every request.
     pub const EMPTY_ALLOWLIST: &str = "EmptyAllowlist";
-    /// An Ingress rule / route accepts any host; its hosts cannot be derived.
-    pub const CATCH_ALL_INGRESS_RULE: &str = "CatchAllIngressRule";
-    /// An Ingress or HTTPRoute backend names a server Service on a port that does not reach the server.
-    pub const INGRESS_BACKEND_PORT_MISMATCH: &str = "IngressBackendPortMismatch";
-    /// An Ingress routing to the server is not counted (its class is not served, or not one the policy counts).
-    pub const INGRESS_NOT_COUNTED: &str = "IngressNotCounted";
-    /// Another MCPServer of the namespace can select the same pods.
-    pub const SELECTOR_OVERLAP: &str = "SelectorOverlap";
-    /// A Service reaches the pods on a port the guard does not cover.
-    pub const GUARD_BYPASS: &str = "GuardBypass";
-    /// Something could not be resolved or was skipped (missing explicit references, invalid entries).
-    pub const DEGRADED: &str = "Degraded";
+    pub use crate::sources::findings::condition::*;
     /// The operator wrote the pods' NetworkPolicy (True), or did not (False: switched off, or the write failed).
     pub const NETWORK_POLICY: &str = "NetworkPolicy";
 }
@@ -257,8 +246,9 @@ pub fn empty_allowlist_message(d: &Derivation, input: &StatusInput<'_>) -> Strin
             d.services.join(", ")
         ));
     }
-    if !d.catch_all.is_empty() {
-        m.push_str(&format!("; rules without a host: {}", d.catch_all.join("; ")));
+    if d.has(FindingKind::CatchAll) {
+        let rules = d.messages(FindingKind::CatchAll);
+        m.push_str(&format!("; rules without a host: {}", rules.join("; ")));
     }
     m
 }
@@ -314,131 +304,91 @@ pub fn pending_message(d: &Derivation, input: &StatusInput<'_>) -> String {
 pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus {
     let empty = d.hosts.is_empty();
     let pending = empty && empty_is_pending(input.previous, &input.now, input.empty_grace);
-    let mut conditions = Vec::new();
-
-    conditions.push(if pending {
-        condition(
-            condition::EMPTY_ALLOWLIST,
-            true,
-            reason::NO_HOSTS_YET,
-            pending_message(d, input),
-            input,
-        )
-    } else if empty {
-        condition(
-            condition::EMPTY_ALLOWLIST,
-            true,
-            reason::NO_HOSTS_FOUND,
-            empty_allowlist_message(d, input),
-            input,
-        )
-    } else {
-        condition(
-            condition::EMPTY_ALLOWLIST,
-            false,
-            reason::HOSTS_FOUND,
-            format!("{} hosts and {} origins allowed", d.hosts.len(), d.origins.len()),
-            input,
-        )
-    });
-    conditions.push(problem_condition(
-        condition::CATCH_ALL_INGRESS_RULE,
-        &d.catch_all,
-        (
-            "AllRulesHaveHosts",
-            "Every Ingress rule and route routing to the server names its hosts",
-        ),
-        "RuleWithoutHost",
-        input,
-    ));
-    conditions.push(problem_condition(
-        condition::INGRESS_BACKEND_PORT_MISMATCH,
-        &d.port_mismatches,
-        (
-            "BackendPortsMatch",
-            "Every Ingress/HTTPRoute backend on the server's Services reaches the server's port",
-        ),
-        "BackendPortMismatch",
-        input,
-    ));
-    conditions.push(problem_condition(
-        condition::INGRESS_NOT_COUNTED,
-        &d.ignored_ingresses,
-        (
-            "AllIngressesCounted",
-            "Every Ingress routing to the server's Services is counted",
-        ),
-        "IngressesNotCounted",
-        input,
-    ));
-    conditions.push(problem_condition(
-        condition::SELECTOR_OVERLAP,
-        &d.overlaps,
-        (
-            "NoOverlap",
-            "No other MCPServer of the namespace can select the same pods",
-        ),
-        "SelectorsOverlap",
-        input,
-    ));
-    conditions.push(problem_condition(
-        condition::GUARD_BYPASS,
-        &d.bypasses,
-        (
-            "NoBypass",
-            "Every port of the Services selecting the pods targets the server's port, which the guard listens on",
-        ),
-        "GuardBypassed",
-        input,
-    ));
-    let mut problems: Vec<String> = d.problems.clone();
-    if d.policy_missing && input.policy_explicit {
-        problems.insert(
-            0,
-            format!(
-                "MCPGuardPolicy {} (spec.policyRef) does not exist; using built-in defaults",
-                input.policy_name
-            ),
-        );
+    let mut conditions = vec![
+        ready_condition(d, input, pending),
+        empty_allowlist_condition(d, input, pending),
+    ];
+    // One condition per kind of finding (Degraded last, after NetworkPolicy, as it has always been listed).
+    for kind in FindingKind::ALL {
+        if kind == FindingKind::Problem {
+            conditions.push(network_policy_condition(input));
+        }
+        let mut messages = d.messages(kind);
+        if kind == FindingKind::Problem && d.policy_missing && input.policy_explicit {
+            messages.insert(
+                0,
+                format!(
+                    "MCPGuardPolicy {} (spec.policyRef) does not exist; using built-in defaults",
+                    input.policy_name
+                ),
+            );
+        }
+        conditions.push(finding_condition(kind, &messages, input));
     }
-    conditions.push(match &input.network_policy {
-        NetworkPolicyOutcome::Written { name, admits } => condition(
-            condition::NETWORK_POLICY,
+    MCPServerStatus {
+        observed_generation: input.generation,
+        mode: Some(d.mode),
+        hosts: Some(hosts_summary(&d.hosts)),
+        allowed_hosts: d.hosts.clone(),
+        allowed_origins: d.origins.clone(),
+        config_map: Some(input.config_map.to_string()),
+        network_policy: match &input.network_policy {
+            NetworkPolicyOutcome::Written { name, .. } => Some(name.clone()),
+            _ => None,
+        },
+        conditions,
+    }
+}
+
+/// `EmptyAllowlist`: pending within the grace period, then a warning.
+fn empty_allowlist_condition(d: &Derivation, input: &StatusInput<'_>, pending: bool) -> Condition {
+    let (status, reason, message) = if pending {
+        (true, reason::NO_HOSTS_YET, pending_message(d, input))
+    } else if d.hosts.is_empty() {
+        (true, reason::NO_HOSTS_FOUND, empty_allowlist_message(d, input))
+    } else {
+        let message = format!("{} hosts and {} origins allowed", d.hosts.len(), d.origins.len());
+        (false, reason::HOSTS_FOUND, message)
+    };
+    condition(condition::EMPTY_ALLOWLIST, status, reason, message, input)
+}
+
+/// The condition of one kind of finding: `True` with the findings' messages while there are any.
+fn finding_condition(kind: FindingKind, messages: &[String], input: &StatusInput<'_>) -> Condition {
+    problem_condition(kind.condition(), messages, kind.fine(), kind.reason(), input)
+}
+
+fn network_policy_condition(input: &StatusInput<'_>) -> Condition {
+    let (status, reason, message) = match &input.network_policy {
+        NetworkPolicyOutcome::Written { name, admits } => (
             true,
             "Written",
             format!("NetworkPolicy {name} {admits}; {ENFORCEMENT_CAVEAT}"),
-            input,
         ),
-        NetworkPolicyOutcome::Disabled { policy } => condition(
-            condition::NETWORK_POLICY,
+        NetworkPolicyOutcome::Disabled { policy } => (
             false,
             "Disabled",
             format!(
                 "MCPGuardPolicy {policy} sets networkPolicy.enabled: false; every port of the pods is reachable \
                  from other pods unless another NetworkPolicy closes it"
             ),
-            input,
         ),
-        NetworkPolicyOutcome::Failed { name, error } => condition(
-            condition::NETWORK_POLICY,
+        NetworkPolicyOutcome::Failed { name, error } => (
             false,
             "WriteFailed",
             format!(
                 "cannot write NetworkPolicy {name}: {error}; give the operator networkpolicies get/list/watch/\
                  create/patch/delete (the chart's ClusterRole does)"
             ),
-            input,
         ),
-    });
-    conditions.push(problem_condition(
-        condition::DEGRADED,
-        &problems,
-        ("AllResolved", "All references resolved; no entry skipped"),
-        "Unresolved",
-        input,
-    ));
+    };
+    condition(condition::NETWORK_POLICY, status, reason, message, input)
+}
 
-    let ready = if !input.spec_errors.is_empty() {
+/// `Ready`: the spec is valid, the policy exists, and hosts are allowed.
+fn ready_condition(d: &Derivation, input: &StatusInput<'_>, pending: bool) -> Condition {
+    let empty = d.hosts.is_empty();
+    if !input.spec_errors.is_empty() {
         let errors: Vec<String> = input.spec_errors.iter().map(|e| e.to_string()).collect();
         condition(
             condition::READY,
@@ -487,21 +437,6 @@ pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus 
             ),
             input,
         )
-    };
-    conditions.insert(0, ready);
-
-    MCPServerStatus {
-        observed_generation: input.generation,
-        mode: Some(d.mode),
-        hosts: Some(hosts_summary(&d.hosts)),
-        allowed_hosts: d.hosts.clone(),
-        allowed_origins: d.origins.clone(),
-        config_map: Some(input.config_map.to_string()),
-        network_policy: match &input.network_policy {
-            NetworkPolicyOutcome::Written { name, .. } => Some(name.clone()),
-            _ => None,
-        },
-        conditions,
     }
 }
 
@@ -604,7 +539,10 @@ mod tests {
     #[test]
     fn empty_allowlist_is_not_ready_and_explains() {
         let d = Derivation {
-            catch_all: vec!["Ingress a/b: rule 0 has no host".into()],
+            findings: vec![crate::sources::Finding::CatchAll {
+                route: crate::sources::Dependency::new(crate::sources::DepKind::Ingress, Some("a"), "b"),
+                message: "Ingress a/b: rule 0 has no host".into(),
+            }],
             ..Default::default()
         };
         let s = build_status(&d, &input(None, 100, &[]));

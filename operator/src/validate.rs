@@ -66,14 +66,16 @@ pub fn validate_spec(spec: &MCPServerSpec) -> Vec<FieldError> {
                     "applies to the GuardPort layout only: set spec.traffic.layout: GuardPort, or remove it",
                 ));
             }
-            if !(1024..=65535).contains(&g) || g == i32::from(crate::webhook::inject::ADMIN_PORT) {
+            if !(1024..=65535).contains(&g) || g == i32::from(crate::pod_contract::ADMIN_PORT) {
                 errors.push(FieldError::new(
                     "spec.traffic.guardPort",
                     format!("must be 1024-65535 and not 15081 (the guard's admin port), got {g}"),
                 ));
             }
         }
-        if t.layout == Some(crate::crd::TrafficLayout::GuardPort) && spec.guard_port() == spec.port {
+        if t.layout == Some(crate::crd::TrafficLayout::GuardPort)
+            && crate::settings::guard_port(spec) == spec.port
+        {
             errors.push(FieldError::new(
                 "spec.traffic.guardPort",
                 format!(

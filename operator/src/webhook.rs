@@ -16,9 +16,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
-use crate::crd::{
-    ImagePullPolicy, LogLevel, MCPGuardPolicy, MCPGuardPolicySpec, MCPServer, NativeSidecars, TrafficLayout,
-};
+use crate::crd::{MCPGuardPolicy, MCPGuardPolicySpec, MCPServer, TrafficLayout};
 
 pub mod admission;
 pub mod inject;
@@ -39,8 +37,7 @@ pub use server::{WebhookServer, serve};
 pub const MUTATE_PODS_PATH: &str = "/mutate-pods";
 /// Path of the MCPServer-validating webhook.
 pub const VALIDATE_MCPSERVER_PATH: &str = "/validate-mcpserver";
-/// The image injected when the policy names none (overridden by `--default-sidecar-image`).
-pub const DEFAULT_SIDECAR_IMAGE: &str = "ghcr.io/mcp-guard/mcp-guard:0.1.0";
+pub use crate::settings::DEFAULT_SIDECAR_IMAGE;
 /// How long start-up waits for the API server's version.
 pub const VERSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// First Kubernetes minor version (1.x) with native sidecars on by default.
@@ -319,53 +316,22 @@ pub fn guarded_server(
     policy: &MCPGuardPolicySpec,
     default_image: &str,
 ) -> Option<GuardedServer> {
-    let port = u16::try_from(server.spec.port).ok().filter(|p| *p > 0)?;
-    let layout = match server.spec.layout(Some(policy)) {
+    let settings = crate::settings::resolve(&server.spec, Some(policy), default_image);
+    let port = u16::try_from(settings.server_port).ok().filter(|p| *p > 0)?;
+    let layout = match settings.layout {
         TrafficLayout::SharedPort => Layout::SharedPort,
         TrafficLayout::GuardPort => Layout::GuardPort {
-            guard_port: u16::try_from(server.spec.guard_port()).ok().filter(|p| *p > 0)?,
+            guard_port: u16::try_from(settings.guarded_port).ok().filter(|p| *p > 0)?,
         },
-    };
-    let native_sidecars = match policy.injection.as_ref().and_then(|i| i.native_sidecars) {
-        None | Some(NativeSidecars::Auto) => None,
-        Some(NativeSidecars::Always) => Some(true),
-        Some(NativeSidecars::Never) => Some(false),
     };
     Some(GuardedServer {
         name: server.name_any(),
         selector: server.spec.selector.clone(),
         port,
         layout,
-        native_sidecars,
-        sidecar: sidecar_settings(policy, default_image),
+        native_sidecars: settings.native_sidecars,
+        sidecar: settings.sidecar,
     })
-}
-
-/// The policy's `sidecar` with defaults filled in.
-pub fn sidecar_settings(policy: &MCPGuardPolicySpec, default_image: &str) -> SidecarSettings {
-    let sidecar = policy.sidecar.clone().unwrap_or_default();
-    SidecarSettings {
-        image: sidecar.image.unwrap_or_else(|| default_image.to_string()),
-        image_pull_policy: sidecar.image_pull_policy.map(|p| {
-            match p {
-                ImagePullPolicy::Always => "Always",
-                ImagePullPolicy::IfNotPresent => "IfNotPresent",
-                ImagePullPolicy::Never => "Never",
-            }
-            .to_string()
-        }),
-        resources: sidecar.resources,
-        log_level: sidecar.log_level.map(|l| {
-            match l {
-                LogLevel::Error => "error",
-                LogLevel::Warn => "warn",
-                LogLevel::Info => "info",
-                LogLevel::Debug => "debug",
-                LogLevel::Trace => "trace",
-            }
-            .to_string()
-        }),
-    }
 }
 
 /// Every kubelet runs native sidecars: versions like `v1.34.4` (or `v1.29.0-eks-1`), each 1.29 or newer. An

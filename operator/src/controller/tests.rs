@@ -1,4 +1,5 @@
 use super::*;
+use crate::sources::{DepKind, Dependency};
 
 #[test]
 fn dependency_index_records_and_forgets() {

@@ -211,7 +211,7 @@ pub fn check_mcpserver(server: &MCPServer, ctx: &McpServerContext<'_>) -> McpSer
         if let Some(pod) = ctx
             .selected_pods
             .iter()
-            .find(|p| inject::selects(&other.spec.selector, p.labels()))
+            .find(|p| selector::matches(&other.spec.selector, p.labels()))
         {
             v.errors.push(format!(
                 "spec.selector: selects pod {:?}, which MCPServer {:?} already selects; each pod can be guarded by \

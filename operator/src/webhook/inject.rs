@@ -20,39 +20,20 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::core::{Selector, SelectorExt};
-use serde::{Deserialize, Serialize};
+
+pub use crate::pod_contract::{
+    ADMIN_PORT, ADMIN_PORT_NAME, CONFIG_MOUNT_PATH, CONFIG_VOLUME_NAME, GUARD_PORT_NAME, INJECTED_ANNOTATION,
+    InjectionStatus, NO_TOKEN_VOLUME_NAME, NO_TOKEN_VOLUME_SIZE, ProbeRewrite, RenamedPort,
+    SERVICE_ACCOUNT_TOKEN_PATH, SIDECAR_NAME, STATUS_VERSION, UNGUARDED_PORT_NAME, guarded_by,
+};
+pub use crate::settings::SidecarSettings;
 
 /// Namespace label that opts a namespace in (`enabled`) or out (`disabled`).
 pub const NAMESPACE_INJECTION_LABEL: &str = "mcpguard.dev/injection";
 /// Pod label that opts a pod out (`"false"`).
 pub const POD_INJECT_LABEL: &str = "mcpguard.dev/inject";
-/// Pod annotation recording what was injected ([`InjectionStatus`] as JSON).
-pub const INJECTED_ANNOTATION: &str = "mcpguard.dev/injected";
 /// The annotation `kubectl logs/exec` use to pick a container.
 pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
-/// Name of the injected guard container.
-pub const SIDECAR_NAME: &str = "mcp-guard";
-/// Name of the injected ConfigMap volume.
-pub const CONFIG_VOLUME_NAME: &str = "mcp-guard-config";
-/// An empty volume mounted over the ServiceAccount token path in the guard container, so that the API server's
-/// ServiceAccount admission (which skips containers that already mount that path) never hands the guard the
-/// pod's token: the guard talks to no API.
-pub const NO_TOKEN_VOLUME_NAME: &str = "mcp-guard-no-token";
-/// The size of the memory-backed token-masking volume: one page, the least a tmpfs holds.
-pub const NO_TOKEN_VOLUME_SIZE: &str = "4Ki";
-/// Where kubelet mounts the ServiceAccount token.
-pub const SERVICE_ACCOUNT_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-/// Where the ConfigMap is mounted (a directory: no `subPath`, so kubelet's symlink swap reaches the guard).
-pub const CONFIG_MOUNT_PATH: &str = "/etc/mcp-guard";
-/// The guard's admin port (`/livez`, `/readyz`, `/metrics`) inside the pod.
-pub const ADMIN_PORT: u16 = 15081;
-/// Name of the admin port (at most 15 characters, unique in the pod).
-pub const ADMIN_PORT_NAME: &str = "mcp-guard-admin";
-/// The new name of the app's container port in the `GuardPort` layout (the guard takes over the old one).
-pub const UNGUARDED_PORT_NAME: &str = "mcp-unguarded";
-/// Name of the guard's port in the `GuardPort` layout when the app's port had no name to take over.
-pub const GUARD_PORT_NAME: &str = "mcp-guard";
 /// Pod annotation choosing a native sidecar (`"true"`) or an ordinary container (`"false"`) for this pod,
 /// whatever the policy and the cluster's versions say.
 pub const NATIVE_SIDECAR_ANNOTATION: &str = "mcpguard.dev/native-sidecar";
@@ -69,8 +50,6 @@ pub fn native_sidecar_annotation(pod: &Pod) -> Option<&str> {
 pub const POD_IP_ENV: &str = "POD_IP";
 /// The uid/gid the guard runs as (distroless `nonroot`).
 pub const GUARD_UID: i64 = 65532;
-/// Version of the [`InjectionStatus`] format.
-pub const STATUS_VERSION: u32 = 1;
 /// Namespaces never injected, whatever their labels say.
 pub const PROTECTED_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
 
@@ -104,17 +83,6 @@ impl GuardedServer {
             Layout::GuardPort { guard_port } => guard_port,
         }
     }
-}
-
-/// The guard container's settings (from the MCPGuardPolicy's `sidecar`, defaults filled in).
-#[derive(Clone, Debug, PartialEq)]
-pub struct SidecarSettings {
-    pub image: String,
-    pub image_pull_policy: Option<String>,
-    /// `None`: [`default_resources`].
-    pub resources: Option<ResourceRequirements>,
-    /// `None`: the guard's default.
-    pub log_level: Option<String>,
 }
 
 /// Everything the planner looks at.
@@ -213,91 +181,6 @@ pub struct Injection {
     pub status: InjectionStatus,
 }
 
-/// The `mcpguard.dev/injected` annotation: exactly what was added, so that re-injection removes it first.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InjectionStatus {
-    pub version: u32,
-    /// The MCPServer whose ConfigMap the guard reads.
-    pub mcp_server: String,
-    pub image: String,
-    /// Names added to `spec.initContainers` (native sidecar).
-    #[serde(default)]
-    pub init_containers: Vec<String>,
-    /// Names added to `spec.containers` (clusters without native sidecars).
-    #[serde(default)]
-    pub containers: Vec<String>,
-    #[serde(default)]
-    pub volumes: Vec<String>,
-    /// Set when the webhook added `kubectl.kubernetes.io/default-container` (value = this container).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_container: Option<String>,
-    /// `GuardPort` layout: the app's container port the webhook renamed to [`UNGUARDED_PORT_NAME`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub renamed_port: Option<RenamedPort>,
-    /// `GuardPort` layout: probes the webhook pointed elsewhere, with their original port.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub probes: Vec<ProbeRewrite>,
-}
-
-/// A container port renamed by the injection.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RenamedPort {
-    pub container: String,
-    /// Its name before (now the guard's port's name).
-    pub name: String,
-}
-
-/// A probe whose port the injection changed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProbeRewrite {
-    pub container: String,
-    /// `startupProbe`, `livenessProbe` or `readinessProbe`.
-    pub probe: String,
-    /// Its port before.
-    pub port: IntOrString,
-}
-
-impl InjectionStatus {
-    /// Parses the annotation of a pod, if present and well-formed.
-    pub fn of(pod: &Pod) -> Option<Result<InjectionStatus, serde_json::Error>> {
-        let raw = pod.metadata.annotations.as_ref()?.get(INJECTED_ANNOTATION)?;
-        Some(serde_json::from_str(raw))
-    }
-
-    /// Whether everything this status says was injected is in the pod.
-    fn is_present_in(&self, pod: &Pod) -> bool {
-        let Some(spec) = pod.spec.as_ref() else {
-            return false;
-        };
-        let has = |list: Option<&Vec<Container>>, name: &str| {
-            list.is_some_and(|l| l.iter().any(|c| c.name == name))
-        };
-        !(self.init_containers.is_empty() && self.containers.is_empty())
-            && self
-                .init_containers
-                .iter()
-                .all(|n| has(spec.init_containers.as_ref(), n))
-            && self.containers.iter().all(|n| has(Some(&spec.containers), n))
-            && self
-                .volumes
-                .iter()
-                .all(|n| spec.volumes.iter().flatten().any(|v| &v.name == n))
-    }
-}
-
-/// The MCPServer whose guard a pod carries: the status annotation is valid and the containers it names are in
-/// the pod. `None` for a pod without the guard — what the operator's `GuardBypass` condition looks for among
-/// the pods an MCPServer selects (docs/webhook.md).
-pub fn guarded_by(pod: &Pod) -> Option<String> {
-    match InjectionStatus::of(pod) {
-        Some(Ok(status)) if status.is_present_in(pod) => Some(status.mcp_server),
-        _ => None,
-    }
-}
-
 /// Decides what to do with a pod. Pure: same input, same answer.
 pub fn plan(input: &InjectionInput<'_>) -> InjectionPlan {
     let pod = input.pod;
@@ -331,7 +214,7 @@ pub fn plan(input: &InjectionInput<'_>) -> InjectionPlan {
     let mut matching: Vec<&GuardedServer> = input
         .servers
         .iter()
-        .filter(|s| selects(&s.selector, &labels))
+        .filter(|s| crate::selector::matches(&s.selector, &labels))
         .collect();
     matching.sort_by(|a, b| a.name.cmp(&b.name));
     match matching.as_slice() {
@@ -377,15 +260,6 @@ pub fn native_sidecar_choice(
              (ordinary container); remove it to let the policy and the cluster decide"
         )),
         None => Ok(policy.unwrap_or(cluster)),
-    }
-}
-
-/// Whether a selector selects these labels. An empty or unparsable selector selects nothing here (validation
-/// rejects both; an empty one would otherwise select every pod in the namespace).
-pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    match Selector::try_from(selector.clone()) {
-        Ok(sel) => !sel.selects_all() && sel.matches(labels),
-        Err(_) => false,
     }
 }
 
@@ -455,40 +329,7 @@ pub fn inject(pod: &Pod, server: &GuardedServer, native_sidecars: bool) -> Resul
     let Some(spec) = pod.spec.as_mut() else {
         return Err("pod has no spec".into());
     };
-    let clash = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .any(|c| c.name == SIDECAR_NAME);
-    if clash {
-        return Err(format!(
-            "pod already has a container named {SIDECAR_NAME:?} that the webhook did not inject; rename it, or label \
-             the pod {POD_INJECT_LABEL}=false"
-        ));
-    }
-    if let Some(v) = spec
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == CONFIG_VOLUME_NAME || v.name == NO_TOKEN_VOLUME_NAME)
-    {
-        return Err(format!(
-            "pod already has a volume named {:?}; rename it, or label the pod {POD_INJECT_LABEL}=false",
-            v.name
-        ));
-    }
-    let port_taken = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .flat_map(|c| c.ports.iter().flatten())
-        .any(|p| p.container_port == i32::from(ADMIN_PORT) || p.name.as_deref() == Some(ADMIN_PORT_NAME));
-    if port_taken || server.port == ADMIN_PORT || server.listen_port() == ADMIN_PORT {
-        return Err(format!(
-            "port {ADMIN_PORT} (the guard's admin port) is already used in the pod; label the pod \
-             {POD_INJECT_LABEL}=false or move the app off that port"
-        ));
-    }
+    refuse_clashes(spec, server)?;
 
     // The app container: the one declaring the server's port, else the first.
     let app = spec
@@ -540,26 +381,9 @@ pub fn inject(pod: &Pod, server: &GuardedServer, native_sidecars: bool) -> Resul
         spec.containers.insert(0, guard);
         status.containers.push(SIDECAR_NAME.into());
     }
-    let volumes = spec.volumes.get_or_insert_with(Vec::new);
-    volumes.push(Volume {
-        name: CONFIG_VOLUME_NAME.into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: crate::crd::config_map_name(&server.name),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    // Memory-backed: an empty tmpfs counts 0 bytes where an empty directory on ext4 counts its 4 KiB block, so
-    // no node filesystem makes the kubelet's eviction manager see it over its limit; the tmpfs itself is capped
-    // at the limit, and the guard mounts it read-only (see docs/webhook.md).
-    volumes.push(Volume {
-        name: NO_TOKEN_VOLUME_NAME.into(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            medium: Some("Memory".into()),
-            size_limit: Some(Quantity(NO_TOKEN_VOLUME_SIZE.into())),
-        }),
-        ..Default::default()
-    });
+    spec.volumes
+        .get_or_insert_with(Vec::new)
+        .extend(guard_volumes(&server.name));
 
     let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
     if !annotations.contains_key(DEFAULT_CONTAINER_ANNOTATION) {
@@ -573,6 +397,71 @@ pub fn inject(pod: &Pod, server: &GuardedServer, native_sidecars: bool) -> Resul
         pod,
         status,
     })
+}
+
+/// Refuses a pod that already has what the injection would add: a container or volume of the guard's names, or
+/// the guard's admin port.
+fn refuse_clashes(spec: &k8s_openapi::api::core::v1::PodSpec, server: &GuardedServer) -> Result<(), String> {
+    let clash = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .any(|c| c.name == SIDECAR_NAME);
+    if clash {
+        return Err(format!(
+            "pod already has a container named {SIDECAR_NAME:?} that the webhook did not inject; rename it, or label \
+             the pod {POD_INJECT_LABEL}=false"
+        ));
+    }
+    if let Some(v) = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == CONFIG_VOLUME_NAME || v.name == NO_TOKEN_VOLUME_NAME)
+    {
+        return Err(format!(
+            "pod already has a volume named {:?}; rename it, or label the pod {POD_INJECT_LABEL}=false",
+            v.name
+        ));
+    }
+    let port_taken = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten())
+        .any(|p| p.container_port == i32::from(ADMIN_PORT) || p.name.as_deref() == Some(ADMIN_PORT_NAME));
+    if port_taken || server.port == ADMIN_PORT || server.listen_port() == ADMIN_PORT {
+        return Err(format!(
+            "port {ADMIN_PORT} (the guard's admin port) is already used in the pod; label the pod \
+             {POD_INJECT_LABEL}=false or move the app off that port"
+        ));
+    }
+    Ok(())
+}
+
+/// The guard's volumes: the server's ConfigMap, and the empty volume masking the ServiceAccount token.
+fn guard_volumes(server: &str) -> [Volume; 2] {
+    [
+        Volume {
+            name: CONFIG_VOLUME_NAME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: crate::crd::config_map_name(server),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        // Memory-backed: an empty tmpfs counts 0 bytes where an empty directory on ext4 counts its 4 KiB block, so
+        // no node filesystem makes the kubelet's eviction manager see it over its limit; the tmpfs itself is capped
+        // at the limit, and the guard mounts it read-only (see docs/webhook.md).
+        Volume {
+            name: NO_TOKEN_VOLUME_NAME.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(Quantity(NO_TOKEN_VOLUME_SIZE.into())),
+            }),
+            ..Default::default()
+        },
+    ]
 }
 
 /// `GuardPort` layout: renames the app's port (the guard takes over its name, returned) and points the probes

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, Probe};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::admission::{McpServerContext, check_mcpserver};
@@ -334,26 +334,6 @@ fn hand_made_container_named_mcp_guard_is_refused() {
         ..Default::default()
     });
     assert!(matches!(plan_for(&pod, true), InjectionPlan::Deny(m) if m.contains("mcp-guard")));
-}
-
-#[test]
-fn empty_selector_selects_nothing() {
-    assert!(!selects(
-        &LabelSelector::default(),
-        &BTreeMap::from([("a".to_string(), "b".to_string())])
-    ));
-    let sel = LabelSelector {
-        match_expressions: Some(vec![LabelSelectorRequirement {
-            key: "tier".into(),
-            operator: "In".into(),
-            values: Some(vec!["mcp".into()]),
-        }]),
-        ..Default::default()
-    };
-    assert!(selects(
-        &sel,
-        &BTreeMap::from([("tier".to_string(), "mcp".to_string())])
-    ));
 }
 
 #[test]

@@ -1,0 +1,357 @@
+//! What an MCPServer's allowlist is derived from, one module per kind of input. Each module owns, for its kind,
+//! what it adds to the derivation (forwards), which MCPServers a change of one of its objects concerns (the
+//! reverse mapper the controller's watch calls, backwards), and the tests of both:
+//!
+//! - [`policy`]: the MCPGuardPolicy (settings, always-allowed hosts and origins);
+//! - [`pods`]: the pods the server selects (who would bypass the guard, what their ports are called);
+//! - [`servers`]: the other MCPServers of the namespace (selectors that overlap);
+//! - [`services`]: the Services that route to the pods (their DNS names, ports that bypass the guard);
+//! - [`ingresses`]: Ingresses (and IngressClasses) routing to those Services;
+//! - [`http_routes`]: HTTPRoutes (with their Gateways, ReferenceGrants and namespaces);
+//! - [`explicit`]: the MCPServer's own `spec.hosts` and `spec.origins`.
+//!
+//! [`derive()`] folds them in that order: a pure function from plain objects, no client. The rules are
+//! documented for users in `docs/operator.md`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use mcp_guard_config::{ConfigSource, GuardConfig, Limits};
+
+pub use self::findings::{Finding, FindingKind};
+use crate::crd::{AllowlistEntry, GuardMode, MCPGuardPolicySpec, MCPServer, MCPServerSpec};
+use crate::gateway::{Gateway, HTTPRoute, ReferenceGrant};
+use crate::settings::Settings;
+use crate::stores::{Stores, in_namespace};
+use crate::validate::{check_host_pattern, check_origin_pattern};
+
+pub mod explicit;
+pub mod findings;
+pub mod http_routes;
+pub mod ingresses;
+pub mod pods;
+pub mod policy;
+pub mod servers;
+pub mod services;
+
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod tests;
+
+/// Everything a derivation reads. Lists hold the objects of the MCPServer's namespace (Gateways: any).
+#[derive(Clone, Debug)]
+pub struct DeriveInput<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub spec: &'a MCPServerSpec,
+    /// The server's settings resolved over its policy ([`crate::settings::resolve`]).
+    pub settings: &'a Settings,
+    /// The policy the server references; `None` when it does not exist (built-in defaults apply).
+    pub policy: Option<&'a MCPGuardPolicySpec>,
+    pub services: Vec<&'a Service>,
+    pub ingresses: Vec<&'a Ingress>,
+    /// The cluster's IngressClasses (cluster-scoped).
+    pub ingress_classes: Vec<&'a IngressClass>,
+    /// HTTPRoutes of the namespace, and those of other namespaces with a backendRef into it.
+    pub http_routes: Vec<&'a HTTPRoute>,
+    /// ReferenceGrants of the namespace (which routes elsewhere may use its Services).
+    pub reference_grants: Vec<&'a ReferenceGrant>,
+    pub gateways: Vec<&'a Gateway>,
+    /// The other MCPServers of the namespace: `(name, selector)`.
+    pub other_servers: Vec<(&'a str, &'a LabelSelector)>,
+    /// Labels of the MCPServer's namespace (for listeners' `allowedRoutes.namespaces.selector`); `None`: unknown.
+    pub namespace_labels: Option<&'a BTreeMap<String, String>>,
+    /// Pods of the namespace (the derivation picks those the selector matches); empty when not watched.
+    pub pods: Vec<&'a Pod>,
+    pub cluster_domain: &'a str,
+}
+
+/// The kind of an object a derivation depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DepKind {
+    Pod,
+    Service,
+    Ingress,
+    HTTPRoute,
+    Gateway,
+    MCPGuardPolicy,
+    /// Another MCPServer of the namespace whose selector overlaps.
+    MCPServer,
+}
+
+/// An object (existing or only referenced) whose change can change the derivation.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dependency {
+    pub kind: DepKind,
+    /// `None` for cluster-scoped objects.
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl Dependency {
+    pub fn new(kind: DepKind, namespace: Option<&str>, name: &str) -> Self {
+        Self {
+            kind,
+            namespace: namespace.map(str::to_string),
+            name: name.to_string(),
+        }
+    }
+}
+
+/// The result of a derivation: the allowlist plus everything status should explain.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Derivation {
+    pub mode: GuardMode,
+    pub hosts: Vec<AllowlistEntry>,
+    pub origins: Vec<AllowlistEntry>,
+    pub limits: Limits,
+    /// Trusted proxy CIDRs (the policy's, then the server's).
+    pub trusted_proxies: Vec<String>,
+    /// Names of the Services that route to the server.
+    pub services: Vec<String>,
+    /// What the sources found, in the order they found it.
+    pub findings: Vec<Finding>,
+    /// Whether the referenced policy was missing.
+    pub policy_missing: bool,
+    /// Objects whose change may change this derivation (for mapping watch events back to the MCPServer).
+    pub dependencies: BTreeSet<Dependency>,
+}
+
+impl Derivation {
+    /// The guard config the operator writes into the ConfigMap.
+    pub fn guard_config(&self, namespace: &str, name: &str) -> GuardConfig {
+        GuardConfig {
+            mode: self.mode.into(),
+            allowed_hosts: self.hosts.iter().map(|e| e.value.clone()).collect(),
+            allowed_origins: self.origins.iter().map(|e| e.value.clone()).collect(),
+            source: Some(ConfigSource {
+                kind: "MCPServer".into(),
+                namespace: Some(namespace.into()),
+                name: name.into(),
+            }),
+            limits: self.limits.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
+            cors: false,
+        }
+    }
+
+    /// The messages of the findings of one kind.
+    pub fn messages(&self, kind: FindingKind) -> Vec<String> {
+        self.of_kind(kind).map(Finding::message).collect()
+    }
+
+    /// The findings of one kind.
+    pub fn of_kind(&self, kind: FindingKind) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(move |f| f.kind() == kind)
+    }
+
+    /// Whether there is a finding of this kind.
+    pub fn has(&self, kind: FindingKind) -> bool {
+        self.of_kind(kind).next().is_some()
+    }
+
+    fn depend(&mut self, kind: DepKind, namespace: Option<&str>, name: &str) {
+        self.dependencies.insert(Dependency::new(kind, namespace, name));
+    }
+}
+
+/// Values keyed by pattern, each with its sorted sources.
+#[derive(Default)]
+pub(crate) struct Collected(BTreeMap<String, BTreeSet<String>>);
+
+impl Collected {
+    pub(crate) fn add(&mut self, value: &str, source: &str) {
+        let value = value.to_ascii_lowercase();
+        self.0.entry(value).or_default().insert(source.to_string());
+    }
+
+    /// The entries the guard will load; each one it would not is a problem naming where it came from.
+    fn into_entries(
+        self,
+        what: &str,
+        check: fn(&str) -> Result<(), String>,
+        findings: &mut Vec<Finding>,
+    ) -> Vec<AllowlistEntry> {
+        let mut entries = Vec::new();
+        for (value, sources) in self.0 {
+            let sources: Vec<String> = sources.into_iter().collect();
+            match check(&value) {
+                Ok(()) => entries.push(AllowlistEntry { value, sources }),
+                Err(err) => findings.push(Finding::problem(format!(
+                    "skipped {what} {value:?} from {}: {err}",
+                    sources.join(", ")
+                ))),
+            }
+        }
+        entries
+    }
+}
+
+/// A derivation being built: what the sources found so far, and the hosts and origins they added.
+#[derive(Default)]
+pub struct Fold {
+    pub(crate) d: Derivation,
+    pub(crate) hosts: Collected,
+    pub(crate) origins: Collected,
+}
+
+impl Fold {
+    pub(crate) fn find(&mut self, finding: Finding) {
+        self.d.findings.push(finding);
+    }
+
+    pub(crate) fn problem(&mut self, about: &Dependency, message: String) {
+        self.find(Finding::Problem {
+            about: Some(about.clone()),
+            message,
+        });
+    }
+
+    pub(crate) fn catch_all(&mut self, route: &Dependency, message: String) {
+        self.find(Finding::CatchAll {
+            route: route.clone(),
+            message,
+        });
+    }
+
+    pub(crate) fn port_mismatch(&mut self, route: &Dependency, message: String) {
+        self.find(Finding::PortMismatch {
+            route: route.clone(),
+            message,
+        });
+    }
+}
+
+/// Derives the allowlist and everything status reports about it: each source in turn.
+pub fn derive(input: &DeriveInput<'_>) -> Derivation {
+    let mut fold = Fold::default();
+    policy::settle(input, &mut fold);
+    let pods = pods::contribute(input, &mut fold);
+    servers::contribute(input, &mut fold);
+    let services = services::contribute(input, &pods, &mut fold);
+    ingresses::contribute(input, &services, &mut fold);
+    http_routes::contribute(input, &services, &mut fold);
+    explicit::contribute(input, &mut fold);
+    policy::contribute(input, &mut fold);
+    // Keep only what the guard will load; say what was dropped.
+    let Fold {
+        mut d,
+        hosts,
+        origins,
+    } = fold;
+    d.hosts = hosts.into_entries("host", check_host_pattern, &mut d.findings);
+    d.origins = origins.into_entries("origin", check_origin_pattern, &mut d.findings);
+    d
+}
+
+/// The objects of one kind a derivation looks at, sorted by name: those an explicit spec list names (`field`),
+/// or all of them when there is no list. A named object that does not exist is a problem, and a dependency, so
+/// that its creation triggers a new derivation.
+fn referenced<'a, K: ResourceExt<DynamicType = ()>>(
+    all: &[&'a K],
+    names: Option<&[String]>,
+    (kind, field): (DepKind, &str),
+    ns: &str,
+    d: &mut Derivation,
+) -> Vec<&'a K> {
+    for n in names.into_iter().flatten() {
+        d.depend(kind, Some(ns), n);
+        if !all.iter().any(|o| o.name_any() == *n) {
+            d.findings.push(Finding::Problem {
+                about: Some(Dependency::new(kind, Some(ns), n)),
+                message: format!("{} {ns}/{n} (listed in {field}) does not exist", K::kind(&())),
+            });
+        }
+    }
+    let mut selected: Vec<&K> = all
+        .iter()
+        .copied()
+        .filter(|o| names.is_none_or(|names| names.iter().any(|n| *n == o.name_any())))
+        .collect();
+    selected.sort_by_key(|o| o.name_any());
+    selected
+}
+
+/// Which MCPServers each dependency was consulted by (reverse index of the last derivations).
+#[derive(Default, Debug)]
+pub struct DependencyIndex {
+    by_dep: HashMap<Dependency, HashSet<ObjectRef<MCPServer>>>,
+    by_server: HashMap<ObjectRef<MCPServer>, BTreeSet<Dependency>>,
+}
+
+impl DependencyIndex {
+    /// Records a server's dependencies, replacing the previous set.
+    pub fn record(&mut self, server: &ObjectRef<MCPServer>, deps: &BTreeSet<Dependency>) {
+        self.forget(server);
+        for d in deps {
+            self.by_dep.entry(d.clone()).or_default().insert(server.clone());
+        }
+        self.by_server.insert(server.clone(), deps.clone());
+    }
+
+    /// Drops a server from the index.
+    pub fn forget(&mut self, server: &ObjectRef<MCPServer>) {
+        if let Some(old) = self.by_server.remove(server) {
+            for d in old {
+                if let Some(set) = self.by_dep.get_mut(&d) {
+                    set.remove(server);
+                    if set.is_empty() {
+                        self.by_dep.remove(&d);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Servers whose last derivation consulted this object.
+    pub fn dependents(&self, dep: &Dependency) -> Vec<ObjectRef<MCPServer>> {
+        self.by_dep
+            .get(dep)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// `now` (the servers an object concerns as it is) and the servers whose last derivation consulted it (as it
+    /// was: edits and deletions reach them too), sorted, each once.
+    pub fn with_dependents(
+        &self,
+        dep: Dependency,
+        mut now: Vec<ObjectRef<MCPServer>>,
+    ) -> Vec<ObjectRef<MCPServer>> {
+        now.extend(self.dependents(&dep));
+        now.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        now.dedup();
+        now
+    }
+}
+
+/// The MCPServers of a namespace that satisfy `keep`, as references.
+fn servers_where(stores: &Stores, ns: &str, keep: impl Fn(&MCPServer) -> bool) -> Vec<ObjectRef<MCPServer>> {
+    in_namespace(&stores.servers, ns)
+        .into_iter()
+        .filter(|s| keep(s))
+        .map(|s| ObjectRef::from_obj(&*s))
+        .collect()
+}
+
+/// Every MCPServer of a namespace (a ReferenceGrant or the namespace's labels changed: routes from elsewhere may
+/// now reach them, or not).
+pub fn servers_of_namespace(stores: &Stores, ns: &str) -> Vec<ObjectRef<MCPServer>> {
+    servers_where(stores, ns, |_| true)
+}
+
+/// Every MCPServer (an IngressClass changed: which Ingresses count may change anywhere, and IngressClasses change
+/// rarely).
+pub fn all_servers(stores: &Stores) -> Vec<ObjectRef<MCPServer>> {
+    stores
+        .servers
+        .state()
+        .iter()
+        .map(|s| ObjectRef::from_obj(&**s))
+        .collect()
+}

@@ -1,0 +1,13 @@
+//! The MCPServer's own `spec.hosts` and `spec.origins`, added as written (the guard's parser still checks them:
+//! an entry it would refuse is skipped and reported).
+
+use super::{DeriveInput, Fold};
+
+pub fn contribute(input: &DeriveInput<'_>, fold: &mut Fold) {
+    for h in &input.spec.hosts {
+        fold.hosts.add(h, "MCPServer spec.hosts");
+    }
+    for o in &input.spec.origins {
+        fold.origins.add(o, "MCPServer spec.origins");
+    }
+}
