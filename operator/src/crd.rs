@@ -260,6 +260,21 @@ pub struct MCPServerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "trusted_proxies_schema")]
     pub trusted_proxies: Vec<String>,
+    /// CORS for browser-based MCP clients on this server's allowed origins; left out: the policy's `cors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsSpec>,
+}
+
+/// CORS, answered by the guard from the Origin allowlist (docs/guard.md, "CORS").
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsSpec {
+    /// Answer CORS preflights from allowed Origins and let their pages read the answers. Off unless set: it
+    /// lets a page on an allowed origin call tools and read results, which is what a browser-based MCP client
+    /// needs and what a page that only links to the server does not. The page's origin must be allowed (an
+    /// allowed host's own origin, or `origins`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
 }
 
 impl MCPServerSpec {
@@ -614,6 +629,9 @@ pub struct MCPGuardPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "trusted_proxies_schema")]
     pub trusted_proxies: Vec<String>,
+    /// CORS for every MCPServer using this policy that does not set its own (default: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsSpec>,
 }
 
 /// Observed state of an MCPGuardPolicy, written by the operator (when it watches all namespaces).
@@ -648,6 +666,7 @@ impl Default for MCPGuardPolicySpec {
             network_policy: None,
             rate_limits: None,
             trusted_proxies: Vec::new(),
+            cors: None,
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct Settings {
     /// The policy's `injection.nativeSidecars`: `None` = `Auto` (the cluster decides).
     pub native_sidecars: Option<bool>,
     pub network: NetworkSettings,
+    /// CORS answered by the guard: the server's `cors.enabled`, else the policy's, else off.
+    pub cors: bool,
 }
 
 /// The guard container's settings (from the MCPGuardPolicy's `sidecar`, defaults filled in).
@@ -101,6 +103,10 @@ pub fn resolve(spec: &MCPServerSpec, policy: Option<&MCPGuardPolicySpec>, defaul
             admin_ingress_from: np.admin_ingress_from,
             additional_ports: network.additional_ports,
         },
+        cors: [&spec.cors, &policy.cors]
+            .into_iter()
+            .find_map(|c| c.as_ref().and_then(|c| c.enabled))
+            .unwrap_or(false),
     }
 }
 

@@ -112,6 +112,8 @@ pub struct Derivation {
     pub limits: Limits,
     /// Trusted proxy CIDRs (the policy's, then the server's).
     pub trusted_proxies: Vec<String>,
+    /// Whether the guard answers CORS (the settings' `cors`).
+    pub cors: bool,
     /// Names of the Services that route to the server.
     pub services: Vec<String>,
     /// What the sources found, in the order they found it.
@@ -136,7 +138,7 @@ impl Derivation {
             }),
             limits: self.limits.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
-            cors: false,
+            cors: self.cors,
         }
     }
 

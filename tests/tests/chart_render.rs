@@ -490,6 +490,11 @@ fn default_policy_is_built_from_values() {
     assert_eq!(spec["limits"]["maxRequestBodyBytes"], 4194304);
     assert_eq!(spec.get("rateLimits"), None, "no rate limits unless set");
     assert_eq!(spec.get("trustedProxies"), None, "no trusted proxies unless set");
+    assert_eq!(
+        spec["cors"],
+        json!({"enabled": false}),
+        "CORS off unless asked for"
+    );
     // It is what the operator's types accept.
     let _: mcp_guard_operator::crd::MCPGuardPolicy =
         serde_json::from_value(policy.clone()).expect("the rendered policy deserialises as MCPGuardPolicy");
@@ -523,9 +528,12 @@ fn default_policy_is_built_from_values() {
         "policy.rateLimits.maxStreamsPerClient=4",
         "--set",
         "policy.trustedProxies={10.0.0.0/8}",
+        "--set",
+        "policy.cors.enabled=true",
     ]);
     let policy = one(&docs, "MCPGuardPolicy");
     let spec = &policy["spec"];
+    assert_eq!(spec["cors"], json!({"enabled": true}));
     assert_eq!(spec["defaultMode"], "audit");
     assert_eq!(
         spec["allowedHosts"],

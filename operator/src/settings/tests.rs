@@ -102,3 +102,27 @@ fn the_server_wins_over_its_policy_setting_by_setting() {
     assert!(!s.network.enabled);
     assert_eq!(s.network.additional_ports.len(), 1);
 }
+
+#[test]
+fn cors_is_off_unless_the_server_or_its_policy_turns_it_on() {
+    use crate::crd::CorsSpec;
+    let on = |enabled| Some(CorsSpec { enabled });
+    let spec = |cors| MCPServerSpec {
+        port: 8000,
+        cors,
+        ..Default::default()
+    };
+    let policy = |cors| MCPGuardPolicySpec {
+        cors,
+        ..Default::default()
+    };
+    assert!(!resolve(&spec(None), None, "img").cors);
+    assert!(!resolve(&spec(on(None)), Some(&policy(on(None))), "img").cors);
+    assert!(resolve(&spec(None), Some(&policy(on(Some(true)))), "img").cors);
+    assert!(resolve(&spec(on(Some(true))), None, "img").cors);
+    // The server's own setting wins either way.
+    assert!(!resolve(&spec(on(Some(false))), Some(&policy(on(Some(true)))), "img").cors);
+    assert!(resolve(&spec(on(Some(true))), Some(&policy(on(Some(false)))), "img").cors);
+    // An empty `cors: {}` on the server leaves it to the policy.
+    assert!(resolve(&spec(on(None)), Some(&policy(on(Some(true)))), "img").cors);
+}

@@ -10,7 +10,7 @@ use super::{DepKind, DeriveInput, Finding, Fold};
 use crate::crd::{MCPGuardPolicy, MCPServer};
 use crate::stores::Stores;
 
-/// The settings the policy gives (mode, limits, trusted proxies) and the dependency on it, first.
+/// The settings the policy gives (mode, limits, trusted proxies, CORS) and the dependency on it, first.
 pub fn settle(input: &DeriveInput<'_>, fold: &mut Fold) {
     let d = &mut fold.d;
     d.depend(DepKind::MCPGuardPolicy, None, input.spec.policy_name());
@@ -19,6 +19,7 @@ pub fn settle(input: &DeriveInput<'_>, fold: &mut Fold) {
     d.mode = settings.mode;
     d.limits = settings.limits.clone();
     d.trusted_proxies = settings.trusted_proxies.clone();
+    d.cors = settings.cors;
     d.findings
         .extend(settings.rejected_proxies.iter().cloned().map(Finding::problem));
 }

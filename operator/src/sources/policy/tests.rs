@@ -155,3 +155,24 @@ fn only_spec_changes_and_deletions_of_a_policy_matter() {
     assert!(seen.spec_changed(&p, false), "deleted");
     assert!(seen.spec_changed(&p, true), "re-created");
 }
+
+#[test]
+fn cors_reaches_the_guard_config_from_the_policy() {
+    use crate::crd::CorsSpec;
+    let mut s = spec(&[("app", "weather")]);
+    s.hosts = vec!["mcp.example.com".into()];
+    let world = |enabled| World {
+        policy: Some(MCPGuardPolicySpec {
+            cors: Some(CorsSpec { enabled }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert!(!world(None).derive(&s).guard_config("team-a", "weather").cors);
+    assert!(
+        world(Some(true))
+            .derive(&s)
+            .guard_config("team-a", "weather")
+            .cors
+    );
+}
