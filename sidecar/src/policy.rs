@@ -18,8 +18,8 @@ pub mod rate;
 
 use crate::upstream::Upstream;
 
-/// Used when neither the config nor a flag sets `maxRequestBodyBytes`.
-pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 4 * 1024 * 1024;
+/// Used when neither the config nor a flag sets `maxRequestBodyBytes` (one default, in the config format).
+pub use mcp_guard_config::DEFAULT_MAX_REQUEST_BODY_BYTES;
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

@@ -199,10 +199,10 @@ fn bump_version_sets_it_everywhere() {
         "{changelog}"
     );
     assert!(changelog.contains("[9.8.7]: https://github.com/mcp-guard/mcp-guard/releases/tag/v9.8.7"));
-    let webhook = std::fs::read_to_string(copy.join("operator/src/webhook.rs")).unwrap();
+    let settings = std::fs::read_to_string(copy.join("operator/src/settings.rs")).unwrap();
     // Spelled in two parts: this file is one of those checked for image references.
     let image = format!("\"{}:9.8.7\"", "ghcr.io/mcp-guard/mcp-guard");
-    assert!(webhook.contains(&image), "the default sidecar image");
+    assert!(settings.contains(&image), "the default sidecar image");
     let lock = std::fs::read_to_string(copy.join("Cargo.lock")).unwrap();
     assert!(lock.contains("name = \"mcp-guard\"\nversion = \"9.8.7\""));
     assert!(!lock.contains(&format!("name = \"mcp-guard\"\nversion = \"{before}\"")));

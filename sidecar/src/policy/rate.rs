@@ -19,8 +19,8 @@ use mcp_guard_config::{Limits, Rate, Reason};
 #[cfg(test)]
 mod tests;
 
-/// Clients tracked when `maxTrackedClients` is not set.
-pub const DEFAULT_MAX_TRACKED_CLIENTS: u32 = 10_000;
+/// Clients tracked when `maxTrackedClients` is not set (one default, in the config format).
+pub use mcp_guard_config::DEFAULT_MAX_TRACKED_CLIENTS;
 
 /// One JSON-RPC call, as the limits charge it.
 #[derive(Clone, Debug, PartialEq, Eq)]
