@@ -388,7 +388,14 @@ async fn apply_network_policy(
             policy: server.spec.policy_name().to_string(),
         };
     };
-    let admits = crate::netpol::describe(&desired, settings);
+    let mut admits = crate::netpol::describe(&desired, settings);
+    if let Some(theirs) = sig_servers::referenced_name(&server.spec) {
+        // NetworkPolicies add up: theirs still admits the server's own port.
+        admits.push_str(&format!(
+            " by this NetworkPolicy (the NetworkPolicy the lifecycle operator keeps for MCPServer.mcp.x-k8s.io \
+             {ns}/{theirs} still admits it)"
+        ));
+    }
     if crate::netpol::is_current(existing.as_deref(), &desired) {
         return NetworkPolicyOutcome::Written { name, admits };
     }
