@@ -137,7 +137,10 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
     let policy = policy.as_deref().map(|p| &p.spec);
     // A `spec.serverRef` stands for the referenced server's selector and port from here on.
     let sig_server = sig_servers::lookup(&ctx.stores, &ns, &server.spec);
-    let resolved = sig_servers::resolved(&server, &ctx.stores);
+    let resolved = sig_servers::with_spec(
+        &server,
+        sig_servers::effective(&server.spec, sig_server.as_deref()),
+    );
     // The controller injects nothing: the sidecar image is not read here.
     let settings = settings::resolve(&resolved.spec, policy, DEFAULT_SIDECAR_IMAGE);
 
