@@ -13,6 +13,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::core::Selector;
 use mcp_guard_operator::crd::{MCPGuardPolicy, MCPServer};
+use mcp_guard_operator::sources::sig_servers;
 use mcp_guard_operator::webhook::inject::{InjectionInput, InjectionPlan, SkipReason, plan};
 use mcp_guard_operator::webhook::{
     DEFAULT_SIDECAR_IMAGE, GuardedServer, MUTATE_PODS_PATH, guarded_by, guarded_server,
@@ -199,6 +200,9 @@ async fn context(kube: &Kube) -> anyhow::Result<Context> {
             .await?
             .map(|p| p.spec)
             .unwrap_or_default();
+        // A `spec.serverRef` stands for the referenced server's selector and port, as in the webhook.
+        let theirs = sig_servers::fetch(client, s).await?;
+        let s = &*sig_servers::with_spec(s, sig_servers::effective(&s.spec, theirs.as_ref()));
         if let Some(g) = guarded_server(s, &policy, DEFAULT_SIDECAR_IMAGE) {
             guarded.push(g);
         }

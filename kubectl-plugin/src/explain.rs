@@ -21,6 +21,7 @@ use mcp_guard_operator::sources::{
     http_routes::{gateway_host, route_backend_services},
     ingresses::ingress_backend_services,
     services::service_is_candidate,
+    sig_servers,
 };
 
 use crate::cluster::Kube;
@@ -123,9 +124,11 @@ pub async fn fetch(kube: &Kube, name: &str) -> anyhow::Result<Facts> {
         .list(&ListParams::default())
         .await?
         .items;
+    // A `spec.serverRef` selects the referenced server's pods.
+    let selecting = sig_servers::with_selector(&server);
     let services = all_services
         .iter()
-        .filter(|s| service_is_candidate(s, &server.spec))
+        .filter(|s| service_is_candidate(s, &selecting.spec))
         .map(|s| s.name_any())
         .collect();
     let ingresses = Api::<Ingress>::namespaced(client.clone(), ns)
@@ -192,6 +195,10 @@ async fn derive_findings(
         .ok()
         .flatten();
     let name = server.name_any();
+    // A `spec.serverRef` stands for the referenced server's selector and port, as in the operator.
+    let sig_server = sig_servers::fetch(client, server).await.ok().flatten();
+    let server = &*sig_servers::with_spec(server, sig_servers::effective(&server.spec, sig_server.as_ref()));
+    let others: Vec<_> = others.iter().map(sig_servers::with_selector).collect();
     let settings = mcp_guard_operator::settings::resolve(
         &server.spec,
         policy,
@@ -225,6 +232,7 @@ async fn derive_findings(
         pods: pods.iter().collect(),
         // Only the Service DNS names depend on it, and they are not what explain looks at.
         cluster_domain: "cluster.local",
+        sig_server: sig_server.as_ref(),
     });
     Ok(d.findings)
 }

@@ -29,6 +29,7 @@ use crate::events::{EventNote, EventType, Recorder, allowlist_change_note};
 use crate::metrics::{ControllerMetrics, EventLabels, ServerLabels};
 use crate::settings::{self, DEFAULT_SIDECAR_IMAGE, Settings};
 use crate::sources::policy::PolicyGenerations;
+use crate::sources::sig_servers::{self, SigMCPServer};
 use crate::sources::{self, DependencyIndex, Derivation, DeriveInput, FindingKind, http_routes};
 use crate::status::{self, NetworkPolicyOutcome, StatusInput, build_status};
 use crate::stores::{Stores, SyncTracker, Triggers, Watch, in_namespace, scoped};
@@ -134,16 +135,22 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         .policies
         .get(&ObjectRef::new(server.spec.policy_name()));
     let policy = policy.as_deref().map(|p| &p.spec);
+    // A `spec.serverRef` stands for the referenced server's selector and port from here on.
+    let sig_server = sig_servers::lookup(&ctx.stores, &ns, &server.spec);
+    let resolved = sig_servers::with_spec(
+        &server,
+        sig_servers::effective(&server.spec, sig_server.as_deref()),
+    );
     // The controller injects nothing: the sidecar image is not read here.
-    let settings = settings::resolve(&server.spec, policy, DEFAULT_SIDECAR_IMAGE);
+    let settings = settings::resolve(&resolved.spec, policy, DEFAULT_SIDECAR_IMAGE);
 
-    let d = derive_from_caches(&ctx, &server, &ns, &settings, policy);
+    let d = derive_from_caches(&ctx, &resolved, sig_server.as_deref(), &ns, &settings, policy);
     lock(&ctx.index, "dependency index").record(&ObjectRef::from_obj(&*server), &d.dependencies);
 
     let config_map = apply_config_map(&ctx, &server, &ns, &d).await?;
-    let network_policy = apply_network_policy(&ctx, &server, &ns, &settings).await;
+    let network_policy = apply_network_policy(&ctx, &resolved, &ns, &settings).await;
 
-    let status = write_status(&ctx, &server, &ns, &d, &config_map, network_policy).await?;
+    let status = write_status(&ctx, &server, &ns, &d, &config_map, network_policy, &settings).await?;
     publish_events(&ctx, &server, server.status.as_ref(), &status).await;
     record_metrics(&ctx, &server, &d);
     ctx.metrics
@@ -168,6 +175,7 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
 fn derive_from_caches(
     ctx: &Context,
     server: &MCPServer,
+    sig_server: Option<&SigMCPServer>,
     ns: &str,
     settings: &Settings,
     policy: Option<&MCPGuardPolicySpec>,
@@ -194,6 +202,7 @@ fn derive_from_caches(
         .as_ref()
         .and_then(|s| s.get(&ObjectRef::new(ns)));
     let others = in_namespace(&stores.servers, ns);
+    let others: Vec<_> = others.iter().map(|o| sig_servers::resolved(o, stores)).collect();
     sources::derive(&DeriveInput {
         namespace: ns,
         name: &name,
@@ -214,6 +223,7 @@ fn derive_from_caches(
             .map(|o| (o.metadata.name.as_deref().unwrap_or_default(), &o.spec.selector))
             .collect(),
         cluster_domain: &ctx.settings.cluster_domain,
+        sig_server,
     })
 }
 
@@ -268,7 +278,9 @@ async fn write_status(
     d: &Derivation,
     config_map: &str,
     network_policy: NetworkPolicyOutcome,
+    settings: &Settings,
 ) -> Result<MCPServerStatus, Error> {
+    // The spec as written (a `serverRef` is validated as such); the port as resolved.
     let spec = &server.spec;
     let previous = server.status.as_ref();
     let spec_errors = validate_spec(spec);
@@ -281,7 +293,7 @@ async fn write_status(
             config_map,
             policy_name: spec.policy_name(),
             policy_explicit: spec.policy_ref.is_some(),
-            server_port: spec.port,
+            server_port: settings.server_port,
             spec_errors: &spec_errors,
             empty_grace: ctx.settings.empty_allowlist_grace,
             network_policy,
@@ -379,7 +391,14 @@ async fn apply_network_policy(
             policy: server.spec.policy_name().to_string(),
         };
     };
-    let admits = crate::netpol::describe(&desired, settings);
+    let mut admits = crate::netpol::describe(&desired, settings);
+    if let Some(theirs) = sig_servers::referenced_name(&server.spec) {
+        // NetworkPolicies add up: theirs still admits the server's own port.
+        admits.push_str(&format!(
+            " by this NetworkPolicy (the NetworkPolicy the lifecycle operator keeps for MCPServer.mcp.x-k8s.io \
+             {ns}/{theirs} still admits it)"
+        ));
+    }
     if crate::netpol::is_current(existing.as_deref(), &desired) {
         return NetworkPolicyOutcome::Written { name, admits };
     }
@@ -696,6 +715,9 @@ fn wire(
             trigger(stores, shared, |stores, _, g| http_routes::map_grant(stores, g)),
         );
     }
+    if let Some(s) = streams.sig_servers {
+        controller = controller.watches_stream(s, trigger(stores, shared, sig_servers::map));
+    }
     if let Some(s) = routes.namespaces {
         controller = controller.watches_stream(
             s,
@@ -715,6 +737,8 @@ struct SourceStreams {
     ingresses: Triggers<Ingress>,
     ingress_classes: Triggers<IngressClass>,
     routes: http_routes::Streams,
+    /// The SIG's MCPServers, when their API is served.
+    sig_servers: Option<Triggers<SigMCPServer>>,
     config_maps: Triggers<ConfigMap>,
     network_policies: Triggers<NetworkPolicy>,
 }
@@ -732,6 +756,12 @@ async fn watch_sources(
     let (services, service_stream) = sources::services::watch(w);
     let (ingresses, ingress_stream, ingress_classes, class_stream) = sources::ingresses::watch(w);
     let (routes, route_streams) = http_routes::watch(w, gateway_api).await?;
+    let (sig_servers, sig_stream) = if sig_servers::served(w.client).await? {
+        let (store, stream) = sig_servers::watch(w);
+        (Some(store), Some(stream))
+    } else {
+        (None, None)
+    };
     let (config_maps, cm_stream) = w.labelled::<ConfigMap>(&ours);
     let (network_policies, np_stream) = w.labelled::<NetworkPolicy>(&ours);
     let stores = Stores {
@@ -747,6 +777,7 @@ async fn watch_sources(
         gateways: routes.gateways,
         reference_grants: routes.reference_grants,
         namespaces: routes.namespaces,
+        sig_servers,
         synced,
     };
     let streams = SourceStreams {
@@ -756,19 +787,24 @@ async fn watch_sources(
         ingresses: ingress_stream,
         ingress_classes: class_stream,
         routes: route_streams,
+        sig_servers: sig_stream,
         config_maps: cm_stream,
         network_policies: np_stream,
     };
     Ok((stores, streams))
 }
 
-/// Resolves when the Gateway API (or its ReferenceGrants) appear or go away: the controller must restart to
-/// watch them (or stop watching them). Never when the Gateway API is fixed off by a flag.
-async fn availability_changed(client: Client, settings: ControllerSettings, gateway_api: bool, grants: bool) {
+/// Resolves when the Gateway API (or its ReferenceGrants) or the SIG's MCPServers (`sig`) appear or go away: the
+/// controller must restart to watch them (or stop watching them). The Gateway API is not looked for when a flag
+/// fixes it.
+async fn availability_changed(
+    client: Client,
+    settings: ControllerSettings,
+    gateway_api: bool,
+    grants: bool,
+    sig: bool,
+) {
     let fixed = settings.gateway_api.is_some();
-    if fixed && !gateway_api {
-        return futures::future::pending::<()>().await;
-    }
     loop {
         tokio::time::sleep(settings.discovery_interval).await;
         let now = if fixed {
@@ -781,23 +817,27 @@ async fn availability_changed(client: Client, settings: ControllerSettings, gate
         } else {
             Ok(grants)
         };
-        match (now, grants_now) {
-            (Ok(now), Ok(grants_now)) if now != gateway_api || grants_now != grants => {
+        let sig_now = sig_servers::served(&client).await;
+        match (now, grants_now, sig_now) {
+            (Ok(now), Ok(grants_now), Ok(sig_now))
+                if now != gateway_api || grants_now != grants || sig_now != sig =>
+            {
                 info!(
                     gateway_api = now,
                     reference_grants = grants_now,
-                    "Gateway API availability changed; restarting the controller"
+                    sig_mcp_servers = sig_now,
+                    "Gateway API or mcp.x-k8s.io availability changed; restarting the controller"
                 );
                 return;
             }
-            (Err(e), _) | (_, Err(e)) => debug!(error = %e, "Gateway API discovery failed"),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => debug!(error = %e, "API discovery failed"),
             _ => {}
         }
     }
 }
 
-/// Runs the controller until `stop` resolves (or the Gateway API appears/disappears, which returns
-/// `Ok(true)`: run again to pick the change up).
+/// Runs the controller until `stop` resolves (or the Gateway API or the SIG's MCPServers appear/disappear,
+/// which returns `Ok(true)`: run again to pick the change up).
 pub async fn run_once(
     client: Client,
     settings: ControllerSettings,
@@ -854,13 +894,14 @@ pub async fn run_once(
         .clone()
         .map(|trigger| tokio::spawn(crate::policy_status::run(client.clone(), stores.clone(), trigger)));
 
-    // Stop when asked, or when the Gateway API (or its ReferenceGrants) appear or go away.
+    // Stop when asked, or when the Gateway API (or its ReferenceGrants) or the SIG's MCPServers appear or go away.
     let changed = Arc::new(AtomicBool::new(false));
     let availability = availability_changed(
         client.clone(),
         settings.clone(),
         gateway_api,
         stores.reference_grants.is_some(),
+        stores.sig_servers.is_some(),
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stopper = {

@@ -192,18 +192,37 @@ impl std::fmt::Display for GuardMode {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "has(self.serverRef) || (has(self.selector) && has(self.port))"
+).message(SERVER_FORM_MESSAGE))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.serverRef) || (!has(self.selector) && !has(self.port))"
+).message(SERVER_REF_EXCLUSIVE_MESSAGE))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.serverRef) || !has(self.traffic) || !has(self.traffic.layout) || self.traffic.layout == 'GuardPort'"
+).message(SERVER_REF_LAYOUT_MESSAGE))]
 pub struct MCPServerSpec {
     /// Selects the pods that run this MCP server (same namespace). At least one of `matchLabels` or
-    /// `matchExpressions` must be set: an empty selector would select every pod.
+    /// `matchExpressions` must be set: an empty selector would select every pod. Required unless `serverRef`
+    /// is set (then it must be left out).
+    #[serde(default, skip_serializing_if = "selector_is_unset")]
     #[x_kube(validation = kube::core::Rule::new(
         "(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)"
     ).message("selector must set matchLabels or matchExpressions; an empty selector selects every pod"))]
     pub selector: LabelSelector,
 
-    /// The port the MCP server listens on inside its container (1-65535).
+    /// The port the MCP server listens on inside its container (1-65535). Required unless `serverRef` is set
+    /// (then it must be left out).
+    #[serde(default, skip_serializing_if = "port_is_unset")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 65535")
         .message("must be the port the MCP server listens on in its container, 1-65535"))]
     pub port: i32,
+
+    /// A server deployed by another operator to guard, instead of `selector` and `port`, which are then read
+    /// from it. Supported: `{apiGroup: mcp.x-k8s.io, kind: MCPServer, name: <name>}` (the Kubernetes SIG's
+    /// mcp-lifecycle-operator, same namespace); the layout is then `GuardPort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_ref: Option<ServerRef>,
 
     /// Extra allowed hosts (guard host pattern syntax: `mcp.example.com`, `mcp.example.com:8443`,
     /// `*.example.com`, `**.example.com`, `10.0.0.1`, `[::1]:8080`).
@@ -263,6 +282,41 @@ pub struct MCPServerSpec {
     /// CORS for browser-based MCP clients on this server's allowed origins; left out: the policy's `cors`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsSpec>,
+}
+
+/// Neither form of saying which server to guard.
+const SERVER_FORM_MESSAGE: &str = "set spec.selector and spec.port (the pods and port of your server), or \
+     spec.serverRef (a server of the SIG's lifecycle operator: {apiGroup: mcp.x-k8s.io, kind: MCPServer, name: ...})";
+/// Both forms at once.
+const SERVER_REF_EXCLUSIVE_MESSAGE: &str = "spec.serverRef takes the pods and port from the referenced server: \
+     remove spec.selector and spec.port, or remove spec.serverRef";
+/// A layout other than GuardPort for a referenced server.
+const SERVER_REF_LAYOUT_MESSAGE: &str = "a server of the SIG's lifecycle operator listens on all interfaces \
+     behind the port name mcp, which only the GuardPort layout fits: set traffic.layout: GuardPort or remove it";
+
+fn selector_is_unset(s: &LabelSelector) -> bool {
+    s.match_labels.is_none() && s.match_expressions.is_none()
+}
+
+fn port_is_unset(p: &i32) -> bool {
+    *p == 0
+}
+
+/// A server another operator deployed (`spec.serverRef`).
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerRef {
+    /// `mcp.x-k8s.io` (the Kubernetes SIG's mcp-lifecycle-operator).
+    #[x_kube(validation = kube::core::Rule::new("self == 'mcp.x-k8s.io'")
+        .message("serverRef.apiGroup must be mcp.x-k8s.io (the SIG's mcp-lifecycle-operator), the only kind of server that can be referenced; for other servers set spec.selector and spec.port"))]
+    pub api_group: String,
+    /// `MCPServer`.
+    #[x_kube(validation = kube::core::Rule::new("self == 'MCPServer'")
+        .message("serverRef.kind must be MCPServer"))]
+    pub kind: String,
+    /// The referenced server's name (same namespace).
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_REGEX))]
+    pub name: String,
 }
 
 /// CORS, answered by the guard from the Origin allowlist (docs/guard.md, "CORS").

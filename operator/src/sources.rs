@@ -3,6 +3,7 @@
 //! reverse mapper the controller's watch calls, backwards), and the tests of both:
 //!
 //! - [`policy`]: the MCPGuardPolicy (settings, always-allowed hosts and origins);
+//! - [`sig_servers`]: the SIG's MCPServer that `spec.serverRef` names (its pods, port and handshake Host);
 //! - [`pods`]: the pods the server selects (who would bypass the guard, what their ports are called);
 //! - [`servers`]: the other MCPServers of the namespace (selectors that overlap);
 //! - [`services`]: the Services that route to the pods (their DNS names, ports that bypass the guard);
@@ -37,6 +38,7 @@ pub mod pods;
 pub mod policy;
 pub mod servers;
 pub mod services;
+pub mod sig_servers;
 
 #[cfg(test)]
 mod testkit;
@@ -69,6 +71,8 @@ pub struct DeriveInput<'a> {
     /// Pods of the namespace (the derivation picks those the selector matches); empty when not watched.
     pub pods: Vec<&'a Pod>,
     pub cluster_domain: &'a str,
+    /// The SIG MCPServer `spec.serverRef` names, when it exists (`spec` is already [`sig_servers::effective`]).
+    pub sig_server: Option<&'a sig_servers::SigMCPServer>,
 }
 
 /// The kind of an object a derivation depends on.
@@ -82,6 +86,8 @@ pub enum DepKind {
     MCPGuardPolicy,
     /// Another MCPServer of the namespace whose selector overlaps.
     MCPServer,
+    /// The SIG's MCPServer (`mcp.x-k8s.io`) that `spec.serverRef` names.
+    SigMCPServer,
 }
 
 /// An object (existing or only referenced) whose change can change the derivation.
@@ -233,6 +239,7 @@ impl Fold {
 pub fn derive(input: &DeriveInput<'_>) -> Derivation {
     let mut fold = Fold::default();
     policy::settle(input, &mut fold);
+    sig_servers::contribute(input, &mut fold);
     let pods = pods::contribute(input, &mut fold);
     servers::contribute(input, &mut fold);
     let services = services::contribute(input, &pods, &mut fold);
@@ -332,11 +339,12 @@ impl DependencyIndex {
     }
 }
 
-/// The MCPServers of a namespace that satisfy `keep`, as references.
+/// The MCPServers of a namespace that satisfy `keep` (each as it resolves: a `spec.serverRef` read as the
+/// selector and port it stands for), as references.
 fn servers_where(stores: &Stores, ns: &str, keep: impl Fn(&MCPServer) -> bool) -> Vec<ObjectRef<MCPServer>> {
     in_namespace(&stores.servers, ns)
         .into_iter()
-        .filter(|s| keep(s))
+        .filter(|s| keep(&sig_servers::resolved(s, stores)))
         .map(|s| ObjectRef::from_obj(&*s))
         .collect()
 }

@@ -34,6 +34,8 @@ pub struct Stores {
     pub reference_grants: Option<Store<ReferenceGrant>>,
     /// Namespaces (their labels, for listeners' `allowedRoutes.namespaces.selector`); with the Gateway API only.
     pub namespaces: Option<Store<Namespace>>,
+    /// The SIG's MCPServers (`mcp.x-k8s.io`); `None` when their API is not served.
+    pub sig_servers: Option<Store<crate::sources::sig_servers::SigMCPServer>>,
     /// `true` once every watch stream finished its initial list.
     pub synced: tokio::sync::watch::Receiver<bool>,
 }

@@ -48,15 +48,65 @@ pub fn check_origin_pattern(s: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// `spec.selector` and `spec.port`: the pods and port of the user's own server.
+fn validate_server_form(spec: &MCPServerSpec, errors: &mut Vec<FieldError>) {
+    validate_selector(&spec.selector, errors);
+    if !(1..=65535).contains(&spec.port) {
+        let message = if spec.port == 0 {
+            "must be set: the port the MCP server listens on in its container, 1-65535 (or set spec.serverRef \
+             instead of spec.selector and spec.port, to guard a server of the SIG's lifecycle operator)"
+                .to_string()
+        } else {
+            format!("must be between 1 and 65535, got {}", spec.port)
+        };
+        errors.push(FieldError::new("spec.port", message));
+    }
+}
+
+/// `spec.serverRef`: a server of the SIG's lifecycle operator, which stands for the selector and the port.
+fn validate_server_ref(spec: &MCPServerSpec, r: &crate::crd::ServerRef, errors: &mut Vec<FieldError>) {
+    let exclusive = "spec.serverRef takes it from the referenced server: remove it, or remove spec.serverRef";
+    if spec.selector.match_labels.is_some() || spec.selector.match_expressions.is_some() {
+        errors.push(FieldError::new("spec.selector", exclusive));
+    }
+    if spec.port != 0 {
+        errors.push(FieldError::new("spec.port", exclusive));
+    }
+    if r.api_group != crate::sources::sig_servers::GROUP {
+        errors.push(FieldError::new(
+            "spec.serverRef.apiGroup",
+            format!(
+                "must be mcp.x-k8s.io (the SIG's mcp-lifecycle-operator), the only kind of server that can be \
+                 referenced, got {:?}; for other servers set spec.selector and spec.port",
+                r.api_group
+            ),
+        ));
+    }
+    if r.kind != "MCPServer" {
+        errors.push(FieldError::new(
+            "spec.serverRef.kind",
+            format!("must be MCPServer, got {:?}", r.kind),
+        ));
+    }
+    // The name is also the value of the label on their pods.
+    if let Err(e) = check_dns_subdomain(&r.name).and_then(|()| check_label_value(&r.name)) {
+        errors.push(FieldError::new("spec.serverRef.name", e));
+    }
+    if spec.traffic.as_ref().and_then(|t| t.layout) == Some(crate::crd::TrafficLayout::SharedPort) {
+        errors.push(FieldError::new(
+            "spec.traffic.layout",
+            "a server of the SIG's lifecycle operator listens on all interfaces behind the port name mcp, which \
+             only the GuardPort layout fits: set GuardPort or remove it",
+        ));
+    }
+}
+
 /// Every problem in an MCPServer spec (empty when valid).
 pub fn validate_spec(spec: &MCPServerSpec) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    validate_selector(&spec.selector, &mut errors);
-    if !(1..=65535).contains(&spec.port) {
-        errors.push(FieldError::new(
-            "spec.port",
-            format!("must be between 1 and 65535, got {}", spec.port),
-        ));
+    match &spec.server_ref {
+        Some(r) => validate_server_ref(spec, r, &mut errors),
+        None => validate_server_form(spec, &mut errors),
     }
     if let Some(t) = &spec.traffic {
         if let Some(g) = t.guard_port {
@@ -74,6 +124,7 @@ pub fn validate_spec(spec: &MCPServerSpec) -> Vec<FieldError> {
             }
         }
         if t.layout == Some(crate::crd::TrafficLayout::GuardPort)
+            && spec.server_ref.is_none()
             && crate::settings::guard_port(spec) == spec.port
         {
             errors.push(FieldError::new(

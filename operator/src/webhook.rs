@@ -17,6 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::crd::{MCPGuardPolicy, MCPGuardPolicySpec, MCPServer, TrafficLayout};
+use crate::sources::sig_servers;
 
 pub mod admission;
 pub mod inject;
@@ -302,6 +303,8 @@ impl WebhookState {
         let mut out = Vec::with_capacity(servers.len());
         for s in servers {
             let policy = self.policy(s.spec.policy_name()).await?.unwrap_or_default();
+            let theirs = sig_servers::fetch(&self.client, s).await?;
+            let s = &*sig_servers::with_spec(s, sig_servers::effective(&s.spec, theirs.as_ref()));
             if let Some(g) = guarded_server(s, &policy, &self.settings.default_sidecar_image) {
                 out.push(g);
             }

@@ -253,6 +253,7 @@ fn rbac_is_least_privilege() {
         ("networking.k8s.io", "ingresses"),
         ("gateway.networking.k8s.io", "httproutes"),
         ("gateway.networking.k8s.io", "gateways"),
+        ("mcp.x-k8s.io", "mcpservers"),
     ] {
         assert_eq!(find(&cluster, g, r), read, "{g}/{r}");
     }

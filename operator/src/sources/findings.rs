@@ -166,6 +166,7 @@ impl fmt::Display for Dependency {
             DepKind::Gateway => "Gateway",
             DepKind::MCPGuardPolicy => "MCPGuardPolicy",
             DepKind::MCPServer => "MCPServer",
+            DepKind::SigMCPServer => "MCPServer.mcp.x-k8s.io",
         };
         match &self.namespace {
             Some(ns) => write!(f, "{kind} {ns}/{}", self.name),

@@ -40,6 +40,7 @@ pub struct Cache {
     pub services: Vec<Service>,
     pub ingresses: Vec<Ingress>,
     pub routes: Vec<HTTPRoute>,
+    pub sig_servers: Vec<crate::sources::sig_servers::SigMCPServer>,
 }
 
 fn store<K>(objects: &[K]) -> Store<K>
@@ -69,6 +70,7 @@ impl Cache {
             gateways: Some(store(&[])),
             reference_grants: Some(store(&[])),
             namespaces: Some(store(&[])),
+            sig_servers: Some(store(&self.sig_servers)),
             synced: tokio::sync::watch::channel(true).1,
         }
     }
@@ -325,10 +327,14 @@ pub struct World {
     pub namespace_labels: Option<BTreeMap<String, String>>,
     pub grants: Vec<crate::gateway::ReferenceGrant>,
     pub others: Vec<(String, LabelSelector)>,
+    /// The SIG MCPServer a `spec.serverRef` names.
+    pub sig_server: Option<crate::sources::sig_servers::SigMCPServer>,
 }
 
 impl World {
+    /// The derivation of `spec` as the controller gathers it (a `serverRef` resolved first).
     pub fn derive(&self, spec: &MCPServerSpec) -> Derivation {
+        let spec = &*crate::sources::sig_servers::effective(spec, self.sig_server.as_ref());
         derive(&DeriveInput {
             namespace: NS,
             name: "weather",
@@ -345,6 +351,7 @@ impl World {
             namespace_labels: self.namespace_labels.as_ref(),
             other_servers: self.others.iter().map(|(n, s)| (n.as_str(), s)).collect(),
             cluster_domain: "cluster.local",
+            sig_server: self.sig_server.as_ref(),
         })
     }
 }

@@ -256,3 +256,62 @@ fn traffic_guard_port_is_checked() {
     };
     assert_eq!(fields(&same), vec!["spec.traffic.guardPort"]);
 }
+
+#[test]
+fn server_ref_stands_alone() {
+    let reference = |group: &str, kind: &str, name: &str| MCPServerSpec {
+        server_ref: Some(crate::crd::ServerRef {
+            api_group: group.into(),
+            kind: kind.into(),
+            name: name.into(),
+        }),
+        ..Default::default()
+    };
+    let ok = reference("mcp.x-k8s.io", "MCPServer", "fetch");
+    assert!(validate_spec(&ok).is_empty(), "{:?}", validate_spec(&ok));
+    // GuardPort may be written out (with its own guard port); SharedPort does not fit their servers.
+    let mut s = ok.clone();
+    s.traffic = Some(crate::crd::TrafficSpec {
+        layout: Some(crate::crd::TrafficLayout::GuardPort),
+        guard_port: Some(9000),
+    });
+    assert!(validate_spec(&s).is_empty());
+    s.traffic = Some(crate::crd::TrafficSpec {
+        layout: Some(crate::crd::TrafficLayout::SharedPort),
+        guard_port: None,
+    });
+    assert_eq!(fields(&s), vec!["spec.traffic.layout"]);
+    assert!(validate_spec(&s)[0].message.contains("GuardPort"));
+
+    // Both forms at once: each extra field is named, with the fix.
+    let mut s = spec();
+    s.server_ref = ok.server_ref.clone();
+    assert_eq!(fields(&s), vec!["spec.selector", "spec.port"]);
+    assert!(
+        validate_spec(&s)[0]
+            .message
+            .contains("remove it, or remove spec.serverRef")
+    );
+
+    // Neither form: the missing port says the alternative.
+    let neither = MCPServerSpec::default();
+    assert_eq!(fields(&neither), vec!["spec.selector", "spec.port"]);
+    assert!(validate_spec(&neither)[1].message.contains("spec.serverRef"));
+
+    // Only the SIG's MCPServers can be referenced, by a name that is also a label value.
+    assert_eq!(
+        fields(&reference("toolhive.stacklok.dev", "MCPServer", "fetch")),
+        vec!["spec.serverRef.apiGroup"]
+    );
+    assert_eq!(
+        fields(&reference("mcp.x-k8s.io", "Deployment", "fetch")),
+        vec!["spec.serverRef.kind"]
+    );
+    for bad in ["Fetch", "", &"a".repeat(64)] {
+        assert_eq!(
+            fields(&reference("mcp.x-k8s.io", "MCPServer", bad)),
+            vec!["spec.serverRef.name"],
+            "{bad:?}"
+        );
+    }
+}

@@ -12,6 +12,7 @@ use super::inject::{self, InjectionInput, InjectionPlan, NAMESPACE_INJECTION_LAB
 use super::{Read, WebhookState};
 use crate::crd::MCPServer;
 use crate::selector;
+use crate::sources::sig_servers;
 
 const MUTATE: &str = "mutate-pods";
 const VALIDATE: &str = "validate-mcpserver";
@@ -198,9 +199,13 @@ pub fn check_mcpserver(server: &MCPServer, ctx: &McpServerContext<'_>) -> McpSer
             .iter()
             .map(ToString::to_string),
     );
+    // A `spec.serverRef` selects the referenced server's pods.
+    let resolved = sig_servers::with_selector(server);
+    let server = &*resolved;
+    let others: Vec<_> = ctx.others.iter().map(sig_servers::with_selector).collect();
     let name = server.name_any();
     let mine = normalized(&server.spec.selector);
-    for other in ctx.others.iter().filter(|o| o.name_any() != name) {
+    for other in others.iter().filter(|o| o.name_any() != name) {
         if mine.is_some() && normalized(&other.spec.selector) == mine {
             v.errors.push(format!(
                 "spec.selector: the same selector as MCPServer {:?}; each pod can be guarded by exactly one MCPServer",
@@ -375,7 +380,7 @@ async fn gather(state: &WebhookState, server: &MCPServer, ns: &str) -> Gathered 
     }
     let has_others = g.others.iter().any(|o| o.name_any() != server.name_any());
     if has_others
-        && let Some(sel) = Selector::try_from(server.spec.selector.clone())
+        && let Some(sel) = Selector::try_from(sig_servers::with_selector(server).spec.selector.clone())
             .ok()
             .filter(|s| !s.selects_all())
     {
