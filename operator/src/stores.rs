@@ -160,15 +160,10 @@ impl Watch<'_> {
             + 'static,
         K::DynamicType: Default + std::hash::Hash + Eq + Clone + Send + Sync,
     {
-        let (store, stream) = reflect(
-            scoped::<K>(self.client, self.namespace),
-            self.config.clone(),
-            self.tracker,
-        );
-        (store, stream.boxed())
+        self.labelled("")
     }
 
-    /// A namespaced kind in the operator's scope, only the objects with these labels.
+    /// A namespaced kind in the operator's scope, only the objects with these labels (none: every object).
     pub fn labelled<K>(&self, labels: &str) -> (Store<K>, Triggers<K>)
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
@@ -180,7 +175,10 @@ impl Watch<'_> {
             + 'static,
         K::DynamicType: Default + std::hash::Hash + Eq + Clone + Send + Sync,
     {
-        let config = self.config.clone().labels(labels);
+        let mut config = self.config.clone();
+        if !labels.is_empty() {
+            config = config.labels(labels);
+        }
         let (store, stream) = reflect(scoped::<K>(self.client, self.namespace), config, self.tracker);
         (store, stream.boxed())
     }

@@ -685,24 +685,6 @@ async fn policy_changes_update_allowlists() {
     op.stop().await;
 }
 
-/// The ports of each ingress rule of a NetworkPolicy.
-fn rule_ports(np: &NetworkPolicy) -> Vec<Vec<String>> {
-    let value = serde_json::to_value(np.spec.as_ref().and_then(|s| s.ingress.clone())).expect("json");
-    value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            r["ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| p["port"].to_string())
-                .collect()
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_policy_per_mcpserver_follows_the_layout_and_the_policy() {
     let cluster = cluster().await;

@@ -110,24 +110,6 @@ fn guarding(name: &str, theirs: &str) -> serde_json::Value {
     })
 }
 
-/// The ports of each ingress rule of a NetworkPolicy.
-fn rule_ports(np: &NetworkPolicy) -> Vec<Vec<String>> {
-    let value = serde_json::to_value(np.spec.as_ref().and_then(|s| s.ingress.clone())).expect("json");
-    value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            r["ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| p["port"].to_string())
-                .collect()
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reference_guards_their_server_with_their_handshake_host() {
     let cluster = cluster().await;

@@ -270,3 +270,21 @@ pub fn rule(host: Option<&str>, svc: &str, port: i32) -> serde_json::Value {
     }
     r
 }
+
+/// The ports of each ingress rule of a NetworkPolicy.
+pub fn rule_ports(np: &k8s_openapi::api::networking::v1::NetworkPolicy) -> Vec<Vec<String>> {
+    let value = serde_json::to_value(np.spec.as_ref().and_then(|s| s.ingress.clone())).expect("json");
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            r["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| p["port"].to_string())
+                .collect()
+        })
+        .collect()
+}
