@@ -270,8 +270,8 @@ async fn initialize(addr: SocketAddr, host: &str) -> (u16, String) {
 
 /// A pod (not their server's: not injected, outside every NetworkPolicy's selector) that sends what their
 /// verifier sends, an MCP `initialize` to the Service with the handshake Host, then the same with a forged Host;
-/// its exit code says which answer was wrong, its log shows both. Each request is bounded to 5 s, the whole to
-/// about 30 s.
+/// its exit code says which answer was wrong, its log shows both. Each attempt is bounded to 5 s, six attempts
+/// per request while the connection fails.
 fn probe_pod(service_ip: &str, handshake: &str) -> Value {
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}"#;
     let script = format!(
@@ -475,8 +475,9 @@ async fn the_chart_guards_a_sig_server_on_a_real_node() {
     .expect("run the MCP client")
     .assert_rejected("Python SDK, forged Host", 421, "host_not_allowed");
 
-    // From another pod, as their verifier runs: through the enforcer, their NetworkPolicy (port 8080 only) and
-    // ours (the guard's port) together admit the Service's traffic to the guard.
+    // From another pod, as their verifier runs: through the enforcer, which exempts the host's own traffic but
+    // not a pod's. Their NetworkPolicy alone (port 8080) refuses the Service's traffic to the guard's port (with
+    // the chart's `policy.networkPolicy.enabled=false` this pod is refused); ours admits it.
     let pods = Api::<Pod>::namespaced(client.clone(), NS);
     pods.create(
         &PostParams::default(),
