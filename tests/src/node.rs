@@ -253,6 +253,11 @@ pub struct NodeCluster {
 
 impl NodeCluster {
     pub async fn start() -> anyhow::Result<NodeCluster> {
+        NodeCluster::start_with(NodeOptions::default()).await
+    }
+
+    /// As [`NodeCluster::start`], with what `options` adds to the node.
+    pub async fn start_with(options: NodeOptions) -> anyhow::Result<NodeCluster> {
         let machine = MachineLock::acquire()?;
         create_bridge()?;
         let cluster = match Cluster::start_at(NODE_IP).await {
@@ -262,7 +267,7 @@ impl NodeCluster {
                 return Err(e);
             }
         };
-        let node = Node::start_locked(&cluster, machine, NodeOptions::default()).await?;
+        let node = Node::start_locked(&cluster, machine, options).await?;
         Ok(NodeCluster { node, cluster })
     }
 }
