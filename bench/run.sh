@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # mcp-guard benchmark (`make bench`): builds the guard as shipped (`--profile dist`: release with LTO), then runs bench/bench.py, which
-# measures direct vs mcp-guard vs nginx-with-the-same-check in one run and writes docs/performance.md.
-# Not part of `make test`. Needs nginx and wrk (`make setup`). Takes about eight minutes on 2 cores.
+# measures direct vs mcp-guard vs nginx, HAProxy and Envoy doing the same check, and a byte relay, in one run,
+# and writes docs/performance.md. Not part of `make test`. Needs nginx and wrk (`make setup`); installs HAProxy and
+# Envoy for the bench only (bench/setup-peers.sh). Takes about twelve minutes on 2 cores.
 #   BENCH_SECONDS=4    seconds of load per target and round
 #   BENCH_ROUNDS=5     rounds (targets interleaved; medians reported)
 #   BENCH_STREAMS=9900 concurrent SSE streams for the per-stream memory measure
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bench/setup-peers.sh
 CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --profile dist -p mcp-guard --bin mcp-guard --example relay
 exec python3 bench/bench.py "$@"
