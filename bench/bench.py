@@ -598,7 +598,8 @@ def start_relay(
 
 
 def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, workdir: Path) -> dict:
-    """direct, guard, nginx, HAProxy and Envoy (check) and the relay under the same wrk load, rounds interleaved; medians, CPU per request."""
+    """direct, guard, nginx, HAProxy and Envoy (check) and the relay under the same wrk load, rounds interleaved;
+    medians, CPU per request, idle and peak RSS."""
     # Layout "pinned": the load generator (1 wrk thread) and the upstream share CPU 0; the system under test
     # (guard with 1 worker thread, nginx with 1 worker, HAProxy with 1 thread, Envoy with concurrency 1; for
     # "direct" a second upstream instance) gets CPU 1 to itself, so each proxy is measured on one dedicated core
@@ -782,8 +783,10 @@ def throughput_table(run: dict) -> list[str]:
     ]
     for name in ("direct", "guard", *PEERS, "relay"):
         t = run["throughput"][name]
+        # A target answering errors under load would look fast: say so where its requests/s stand.
+        errors = f" ({t['non_2xx']:,} not 2xx)" if t["non_2xx"] else ""
         rows.append(
-            f"| {t['label']} | {t['rps']:,.0f} | {t['p50_ms']:.2f} ms | {t['p99_ms']:.2f} ms | "
+            f"| {t['label']} | {t['rps']:,.0f}{errors} | {t['p50_ms']:.2f} ms | {t['p99_ms']:.2f} ms | "
             f"{t['cpu_ms_per_1k']:.1f} µs ({t['cpu_user_ms_per_1k']:.1f} µs user) | {mib(t.get('idle_rss_kib'))} | "
             f"{mib(t.get('peak_rss_kib'))} |"
         )
