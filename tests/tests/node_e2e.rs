@@ -17,7 +17,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use chart_common::{chart_dir, eventually_or, helm, kubectl_or, run, text};
+use chart_common::{NAMESPACE, eventually_or, kubectl_or, run, text};
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -31,8 +31,6 @@ use testkit::mcp::{ClientKind, call_tool, initialize_request};
 use testkit::node::NodeCluster;
 use testkit::tools::workspace_root;
 
-const RELEASE: &str = "mcp-guard";
-const RELEASE_NS: &str = "mcp-guard-system";
 const EXAMPLE: &str = "examples/ingress/weather.yaml";
 const NS: &str = "mcp-weather";
 const PORT: u16 = 8000;
@@ -54,7 +52,7 @@ fn diagnose(cluster: &Cluster) -> String {
     for args in [
         &["get", "pods", "-A", "-o", "wide"][..],
         &["get", "events", "-A", "--sort-by=.lastTimestamp"][..],
-        &["-n", RELEASE_NS, "logs", "deploy/mcp-guard", "--tail=40"][..],
+        &["-n", NAMESPACE, "logs", "deploy/mcp-guard", "--tail=40"][..],
         &["-n", NS, "logs", "deploy/weather", "-c", "mcp-guard", "--tail=40"][..],
     ] {
         let mut cmd = cluster.kubectl();
@@ -292,41 +290,14 @@ async fn the_chart_and_the_example_run_on_a_real_node() {
     let client = cluster.client();
 
     // --- helm install, the operator in-cluster ---------------------------------------------------------------
-    kubectl(cluster, &["create", "namespace", RELEASE_NS]);
-    kubectl(
-        cluster,
-        &[
-            "label",
-            "namespace",
-            RELEASE_NS,
-            "pod-security.kubernetes.io/enforce=restricted",
-        ],
-    );
-    let helm_home = tempfile::tempdir().unwrap();
-    let mut install = helm(helm_home.path());
-    install
-        .arg("--kubeconfig")
-        .arg(cluster.kubeconfig())
-        .args(["install", RELEASE])
-        .arg(chart_dir())
-        .args(["-n", RELEASE_NS, "--wait", "--timeout", "5m"])
-        // One replica: one node, two cores. The webhook's Service and certificate are the chart's defaults.
-        .args(["--set", "replicaCount=1"]);
-    let out = run(install);
-    assert!(
-        out.status.success(),
-        "helm install --wait: {}\n{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr),
-        diagnose(cluster)
-    );
+    chart_common::install_on_node(cluster, || diagnose(cluster));
     // Helm returned because the chart's hook Job saw the webhooks answer through the API server (a Ready operator
     // pod alone is not reachable through its Service yet): the Job ran to completion and was deleted after it.
     let job_events = kubectl_or(
         cluster,
         &[
             "-n",
-            RELEASE_NS,
+            NAMESPACE,
             "get",
             "events",
             "--field-selector",
@@ -342,7 +313,7 @@ async fn the_chart_and_the_example_run_on_a_real_node() {
         diagnose(cluster)
     );
     let mut job = cluster.kubectl();
-    job.args(["-n", RELEASE_NS, "get", "job", "mcp-guard-webhook-check"]);
+    job.args(["-n", NAMESPACE, "get", "job", "mcp-guard-webhook-check"]);
     assert!(
         !run(job).status.success(),
         "the hook Job is deleted once it succeeded"

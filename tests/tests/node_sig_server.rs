@@ -16,7 +16,7 @@ mod chart_common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chart_common::{chart_dir, eventually_or, helm, kubectl_or, run, text};
+use chart_common::{NAMESPACE, eventually_or, kubectl_or, run, text};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -30,8 +30,6 @@ use testkit::mcp::{ClientKind, call_tool, initialize_request};
 use testkit::node::{NodeCluster, NodeOptions};
 use testkit::tools::workspace_root;
 
-const RELEASE: &str = "mcp-guard";
-const RELEASE_NS: &str = "mcp-guard-system";
 const NS: &str = "sig-tools";
 /// Their MCPServer, and so their Deployment, Service and NetworkPolicy.
 const THEIRS: &str = "fetch";
@@ -56,7 +54,7 @@ fn diagnose(cluster: &Cluster) -> String {
         &["get", "pods", "-A", "-o", "wide"][..],
         &["get", "events", "-A", "--sort-by=.lastTimestamp"][..],
         &["-n", NS, "get", "mcpservers.mcpguard.dev", "-o", "yaml"][..],
-        &["-n", RELEASE_NS, "logs", "deploy/mcp-guard", "--tail=40"][..],
+        &["-n", NAMESPACE, "logs", "deploy/mcp-guard", "--tail=40"][..],
         &[
             "-n",
             NS,
@@ -107,37 +105,6 @@ where
         .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&value))
         .await
         .unwrap_or_else(|e| panic!("apply {name}: {e}"))
-}
-
-/// `helm install --wait` of the chart, one replica (one node, two cores), everything else its defaults.
-fn install_chart(cluster: &Cluster) {
-    kubectl(cluster, &["create", "namespace", RELEASE_NS]);
-    kubectl(
-        cluster,
-        &[
-            "label",
-            "namespace",
-            RELEASE_NS,
-            "pod-security.kubernetes.io/enforce=restricted",
-        ],
-    );
-    let helm_home = tempfile::tempdir().unwrap();
-    let mut install = helm(helm_home.path());
-    install
-        .arg("--kubeconfig")
-        .arg(cluster.kubeconfig())
-        .args(["install", RELEASE])
-        .arg(chart_dir())
-        .args(["-n", RELEASE_NS, "--wait", "--timeout", "5m"])
-        .args(["--set", "replicaCount=1"]);
-    let out = run(install);
-    assert!(
-        out.status.success(),
-        "helm install --wait: {}\n{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr),
-        diagnose(cluster)
-    );
 }
 
 /// Their MCPServer with the status their controller writes once it created the Service.
@@ -347,7 +314,7 @@ async fn the_chart_guards_a_sig_server_on_a_real_node() {
         .apply_crd_files(&workspace_root().join("tests/fixtures/sig-mcp-lifecycle"))
         .await
         .expect("apply the mcp.x-k8s.io fixture CRD");
-    install_chart(cluster);
+    chart_common::install_on_node(cluster, || diagnose(cluster));
 
     Api::<Namespace>::all(client.clone())
         .create(

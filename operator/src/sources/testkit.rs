@@ -363,6 +363,13 @@ pub fn no_dns() -> Option<MCPGuardPolicySpec> {
     })
 }
 
+/// Asserts whether a table row's derivation found anything of `kind`, naming the row and what was found.
+#[track_caller]
+pub fn assert_finds(d: &Derivation, kind: FindingKind, want: bool, case: usize) {
+    let found = d.messages(kind);
+    assert_eq!(!found.is_empty(), want, "case {case}: {kind:?}: {found:?}");
+}
+
 pub fn values(entries: &[AllowlistEntry]) -> Vec<&str> {
     entries.iter().map(|e| e.value.as_str()).collect()
 }

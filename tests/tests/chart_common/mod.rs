@@ -91,6 +91,40 @@ where
 }
 
 /// Parses a multi-document YAML stream into JSON values, skipping empty documents.
+/// `helm install --wait` of the chart on a real node, as docs/install.md says: the release namespace
+/// [`NAMESPACE`] under Pod Security "restricted", one replica (one node, two cores), everything else the chart's
+/// defaults. `context()` (the cluster's state) is added to a failure.
+pub fn install_on_node(cluster: &Cluster, context: impl Fn() -> String) {
+    kubectl_or(cluster, &["create", "namespace", NAMESPACE], &context);
+    kubectl_or(
+        cluster,
+        &[
+            "label",
+            "namespace",
+            NAMESPACE,
+            "pod-security.kubernetes.io/enforce=restricted",
+        ],
+        &context,
+    );
+    let helm_home = tempfile::tempdir().expect("a Helm home");
+    let mut install = helm(helm_home.path());
+    install
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig())
+        .args(["install", RELEASE])
+        .arg(chart_dir())
+        .args(["-n", NAMESPACE, "--wait", "--timeout", "5m"])
+        .args(["--set", "replicaCount=1"]);
+    let out = run(install);
+    assert!(
+        out.status.success(),
+        "helm install --wait: {}\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        context()
+    );
+}
+
 pub fn parse_docs(yaml: &str) -> Vec<Value> {
     use serde::Deserialize;
     serde_yaml::Deserializer::from_str(yaml)

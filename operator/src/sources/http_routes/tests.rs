@@ -168,18 +168,8 @@ fn http_route_table() {
         let d = world.derive(&spec(&[("app", "weather")]));
         assert_eq!(values(&d.hosts), want_hosts, "case {i}");
         assert_eq!(values(&d.origins), want_origins, "case {i}");
-        assert_eq!(
-            !d.messages(FindingKind::CatchAll).is_empty(),
-            catch_all,
-            "case {i}: {:?}",
-            d.messages(FindingKind::CatchAll)
-        );
-        assert_eq!(
-            !d.messages(FindingKind::Problem).is_empty(),
-            problems,
-            "case {i}: {:?}",
-            d.messages(FindingKind::Problem)
-        );
+        assert_finds(&d, FindingKind::CatchAll, catch_all, i);
+        assert_finds(&d, FindingKind::Problem, problems, i);
         assert!(
             d.dependencies
                 .contains(&Dependency::new(DepKind::HTTPRoute, Some(NS), "mcp"))

@@ -131,18 +131,8 @@ fn ingress_hosts_and_origins_table() {
         let d = world.derive(&spec(&[("app", "weather")]));
         assert_eq!(values(&d.hosts), want_hosts, "case {i}");
         assert_eq!(values(&d.origins), want_origins, "case {i}");
-        assert_eq!(
-            !d.messages(FindingKind::CatchAll).is_empty(),
-            catch_all,
-            "case {i}: {:?}",
-            d.messages(FindingKind::CatchAll)
-        );
-        assert_eq!(
-            !d.messages(FindingKind::PortMismatch).is_empty(),
-            mismatch,
-            "case {i}: {:?}",
-            d.messages(FindingKind::PortMismatch)
-        );
+        assert_finds(&d, FindingKind::CatchAll, catch_all, i);
+        assert_finds(&d, FindingKind::PortMismatch, mismatch, i);
         assert!(!values(&d.hosts).contains(&"*"), "never a bare wildcard");
         for h in &d.hosts {
             assert_eq!(h.sources, vec!["Ingress team-a/web"], "case {i}");

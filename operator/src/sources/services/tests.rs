@@ -140,12 +140,7 @@ fn service_port_targets_table() {
         };
         let d = world.derive(&spec(&[("app", "weather")]));
         assert_eq!(!d.services.is_empty(), routes, "case {i}");
-        assert_eq!(
-            !d.messages(FindingKind::Bypass).is_empty(),
-            bypass,
-            "case {i}: {:?}",
-            d.messages(FindingKind::Bypass)
-        );
+        assert_finds(&d, FindingKind::Bypass, bypass, i);
     }
 }
 
