@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use crate::auth::AuthPolicy;
 use crate::cidr::Cidr;
 use crate::host::{Authority, HostPattern};
 use crate::origin::{Origin, OriginPattern, default_port};
@@ -22,6 +23,8 @@ pub struct Allowlist {
     pub trusted_proxies: Vec<Cidr>,
     /// Answer CORS on the allowed origins.
     pub cors: bool,
+    /// Bearer-token authentication, when configured.
+    pub auth: Option<AuthPolicy>,
 }
 
 /// How often a header occurred in a request, and its first value.
@@ -90,10 +93,29 @@ pub enum Reason {
     /// within the prefix the guard reads, a body that is not a JSON object or array, a body that names another
     /// call after the prefix was charged).
     UncountableBody,
+    /// Set by the authentication: no bearer token (`401`, the challenge names the resource metadata).
+    Unauthenticated,
+    /// Set by the authentication: the token is malformed, not signed by a trusted issuer's key, or not for an
+    /// algorithm the issuer allows.
+    InvalidToken,
+    TokenExpired,
+    TokenNotYetValid,
+    /// Set by the authentication: the token was issued for another resource.
+    TokenAudienceMismatch,
+    /// Set by the authentication: two `Authorization` headers, or a token in the query string.
+    InvalidAuthRequest,
+    /// Set by the scopes: the token lacks a scope the request needs (step-up).
+    InsufficientScope,
+    /// Set by the authentication: a verified identity that `serviceAccounts` does not allow.
+    IdentityNotAllowed,
+    /// Set by the authentication: the request's host is allowed but is not one of the server's resources.
+    NoResourceForHost,
+    /// Set by the authentication: the guard has no keys of the token's issuer yet.
+    AuthKeysUnavailable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 26] = [
         Reason::HostNotAllowed,
         Reason::OriginNotAllowed,
         Reason::MalformedHost,
@@ -110,6 +132,16 @@ impl Reason {
         Reason::TooManyStreams,
         Reason::McpHeaderMismatch,
         Reason::UncountableBody,
+        Reason::Unauthenticated,
+        Reason::InvalidToken,
+        Reason::TokenExpired,
+        Reason::TokenNotYetValid,
+        Reason::TokenAudienceMismatch,
+        Reason::InvalidAuthRequest,
+        Reason::InsufficientScope,
+        Reason::IdentityNotAllowed,
+        Reason::NoResourceForHost,
+        Reason::AuthKeysUnavailable,
     ];
 
     /// The machine-readable reason, as in the JSON body, logs and metrics.
@@ -131,6 +163,16 @@ impl Reason {
             Reason::TooManyStreams => "too_many_streams",
             Reason::McpHeaderMismatch => "mcp_header_mismatch",
             Reason::UncountableBody => "uncountable_body",
+            Reason::Unauthenticated => "unauthenticated",
+            Reason::InvalidToken => "invalid_token",
+            Reason::TokenExpired => "token_expired",
+            Reason::TokenNotYetValid => "token_not_yet_valid",
+            Reason::TokenAudienceMismatch => "token_audience_mismatch",
+            Reason::InvalidAuthRequest => "invalid_auth_request",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::IdentityNotAllowed => "identity_not_allowed",
+            Reason::NoResourceForHost => "no_resource_for_host",
+            Reason::AuthKeysUnavailable => "auth_keys_unavailable",
         }
     }
 
@@ -146,7 +188,15 @@ impl Reason {
             | Reason::MultipleOriginHeaders
             | Reason::MalformedRequest
             | Reason::McpHeaderMismatch
-            | Reason::UncountableBody => 400,
+            | Reason::UncountableBody
+            | Reason::InvalidAuthRequest => 400,
+            Reason::Unauthenticated
+            | Reason::InvalidToken
+            | Reason::TokenExpired
+            | Reason::TokenNotYetValid
+            | Reason::TokenAudienceMismatch => 401,
+            Reason::InsufficientScope | Reason::IdentityNotAllowed | Reason::NoResourceForHost => 403,
+            Reason::AuthKeysUnavailable => 503,
             Reason::RequestBodyTooLarge => 413,
             Reason::UpstreamUnavailable => 502,
             Reason::RequestHeadersTooLarge => 431,
@@ -173,6 +223,16 @@ impl Reason {
             Reason::TooManyStreams => "Too many requests: too many open SSE streams",
             Reason::McpHeaderMismatch => "Bad request: Mcp-Method/Mcp-Name header does not match the body",
             Reason::UncountableBody => "Bad request: the rate limits cannot count the calls in this body",
+            Reason::Unauthenticated => "Unauthorized: a bearer token is required",
+            Reason::InvalidToken => "Unauthorized: invalid token",
+            Reason::TokenExpired => "Unauthorized: the token has expired",
+            Reason::TokenNotYetValid => "Unauthorized: the token is not valid yet",
+            Reason::TokenAudienceMismatch => "Unauthorized: the token was issued for another resource",
+            Reason::InvalidAuthRequest => "Bad request: invalid authorization",
+            Reason::InsufficientScope => "Forbidden: the token lacks a required scope",
+            Reason::IdentityNotAllowed => "Forbidden: this identity may not call this server",
+            Reason::NoResourceForHost => "Forbidden: this host is not one of the server's resource URIs",
+            Reason::AuthKeysUnavailable => "Service unavailable: the token issuer's keys are not available yet",
         }
     }
 }
@@ -272,6 +332,7 @@ impl Allowlist {
             limits: config.limits.clone(),
             trusted_proxies,
             cors: config.cors,
+            auth: config.auth.as_ref().map(|a| a.compile()).transpose()?,
         })
     }
 
@@ -469,6 +530,36 @@ impl Allowlist {
             Reason::UncountableBody => hint.push_str(
                 "send one JSON-RPC message as UTF-8 JSON, or a batch that ends within the first 8 KiB (the rate \
                  limits charge every call of a batch), with each key once",
+            ),
+            Reason::Unauthenticated
+            | Reason::InvalidToken
+            | Reason::TokenExpired
+            | Reason::TokenNotYetValid
+            | Reason::TokenAudienceMismatch => hint.push_str(
+                "get an access token for this server from one of the authorization servers its metadata lists                  (the URL in WWW-Authenticate resource_metadata), with `resource` set to the metadata's resource,                  and send it as Authorization: Bearer <token>",
+            ),
+            Reason::InvalidAuthRequest => {
+                hint.push_str("send the token in exactly one Authorization: Bearer header, never in the URL")
+            }
+            Reason::InsufficientScope => hint.push_str(
+                "get a token with every scope in the WWW-Authenticate scope parameter (step-up authorization)",
+            ),
+            Reason::IdentityNotAllowed => {
+                let place = match &source {
+                    Some(src) => format!("spec.auth.serviceAccounts of {src}"),
+                    None => "auth.serviceAccounts in the --config file".to_owned(),
+                };
+                let _ = write!(hint, "to let this service account call, add it to {place}");
+            }
+            Reason::NoResourceForHost => {
+                let place = match &source {
+                    Some(src) => format!("route the host to {src} through an Ingress or HTTPRoute, or add it to its spec.hosts"),
+                    None => "start mcp-guard with --auth-resource https://HOST/PATH (or add it to auth.resources in the --config file)".to_owned(),
+                };
+                let _ = write!(hint, "this host has no resource URI for tokens to be issued for: {place}");
+            }
+            Reason::AuthKeysUnavailable => hint.push_str(
+                "the guard has not fetched the token issuer's keys yet: check that the issuer is reachable from                  the guard (its /readyz and logs say why), then retry",
             ),
         }
         hint

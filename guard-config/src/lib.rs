@@ -20,7 +20,12 @@
 //!     "maxConcurrentRequestsPerClient": 16,
 //!     "maxStreamsPerClient": 4
 //!   },
-//!   "trustedProxies": ["10.0.0.0/8", "fd00::/8"]
+//!   "trustedProxies": ["10.0.0.0/8", "fd00::/8"],
+//!   "auth": {
+//!     "resources": ["https://mcp.example.com/mcp"],
+//!     "issuers": [{ "issuer": "https://auth.example.com" }],
+//!     "toolScopes": { "deploy": ["deploy:write"] }
+//!   }
 //! }
 //! ```
 //!
@@ -36,6 +41,8 @@
 //! - `**.example.com` — one or more labels (Gateway API hostname wildcard semantics).
 //! - A bare `*` is not a pattern: "allow every host" is what the guard exists to prevent; use audit mode instead.
 //!
+//! `auth` makes the guard the server's OAuth resource server: see [`auth`].
+//!
 //! Origin pattern syntax: `scheme://host[:port]` with the host as above (wildcards included); default ports are
 //! normalised (`https://a.com` = `https://a.com:443`). The literal `null` allows the `null` origin.
 
@@ -46,11 +53,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod allowlist;
+pub mod auth;
 pub mod cidr;
 pub mod host;
 pub mod origin;
 
 pub use allowlist::{Allowlist, Denial, HeaderSeen, Reason, RequestFacts, Verdict};
+pub use auth::{AuthConfig, AuthConfigError, AuthPolicy, IssuerConfig};
 pub use cidr::{Cidr, CidrError};
 pub use host::{Authority, AuthorityError, Host, HostMatch, HostPattern, PortMatch};
 pub use origin::{Origin, OriginError, OriginPattern};
@@ -131,6 +140,8 @@ pub enum ConfigError {
         #[source]
         source: CidrError,
     },
+    #[error("{0}")]
+    Auth(#[from] AuthConfigError),
 }
 
 impl GuardConfig {
@@ -172,6 +183,9 @@ pub struct GuardConfig {
     /// off by default, because it lets pages on those origins read what the server answers.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cors: bool,
+    /// Bearer-token authentication (the guard as the server's OAuth resource server); absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
 }
 
 /// `enforce` rejects violations; `audit` forwards them, still logging and counting them.
