@@ -232,7 +232,9 @@ impl Reason {
             Reason::InsufficientScope => "Forbidden: the token lacks a required scope",
             Reason::IdentityNotAllowed => "Forbidden: this identity may not call this server",
             Reason::NoResourceForHost => "Forbidden: this host is not one of the server's resource URIs",
-            Reason::AuthKeysUnavailable => "Service unavailable: the token issuer's keys are not available yet",
+            Reason::AuthKeysUnavailable => {
+                "Service unavailable: the token issuer's keys are not available yet"
+            }
         }
     }
 }
