@@ -20,6 +20,10 @@ pub const HEADER_MISMATCH: i32 = -32020;
 /// in the implementation-defined range MCP 2026-07-28 leaves to servers (−32000…−32019; −32020…−32099 are the
 /// specification's). Clear of −32000 and −32001, which the MCP SDKs use for a closed connection and a timeout.
 pub const TOO_MANY_REQUESTS: i32 = -32010;
+/// The guard's code for "who are you": no bearer token, or one it does not accept (HTTP `401`).
+pub const UNAUTHORIZED: i32 = -32011;
+/// The guard's code for "not you": a verified caller without the scope or permission the request needs (`403`).
+pub const FORBIDDEN: i32 = -32012;
 
 /// The JSON-RPC error code a refusal carries.
 pub fn code(reason: Reason) -> i32 {
@@ -27,6 +31,14 @@ pub fn code(reason: Reason) -> i32 {
         Reason::UpstreamUnavailable => INTERNAL_ERROR,
         Reason::RateLimited | Reason::TooManyConcurrentRequests | Reason::TooManyStreams => TOO_MANY_REQUESTS,
         Reason::McpHeaderMismatch => HEADER_MISMATCH,
+        Reason::Unauthenticated
+        | Reason::InvalidToken
+        | Reason::TokenExpired
+        | Reason::TokenNotYetValid
+        | Reason::TokenAudienceMismatch => UNAUTHORIZED,
+        Reason::InsufficientScope | Reason::IdentityNotAllowed | Reason::NoResourceForHost => FORBIDDEN,
+        Reason::AuthKeysUnavailable => INTERNAL_ERROR,
+        Reason::InvalidAuthRequest => INVALID_REQUEST,
         Reason::HostNotAllowed
         | Reason::OriginNotAllowed
         | Reason::MalformedHost
