@@ -35,6 +35,8 @@ pub use token::{Algorithm, Jwt, MAX_TOKEN_BYTES, TokenFormatError};
 
 /// The default allowance for clock differences between the issuer and the guard.
 pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 60;
+/// The most keys one token's signature is checked against (a token without a `kid`, several keys that fit).
+const MAX_CANDIDATE_KEYS: usize = 4;
 /// RFC 9728 §3: where a resource publishes its metadata (the resource's path is appended to it).
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
@@ -592,7 +594,12 @@ impl AuthPolicy {
                 )
             })?,
         };
-        let mut candidates = key_set.candidates(jwt.kid.as_deref(), jwt.alg).peekable();
+        // A token without a `kid` is tried against each key that fits its algorithm, but only a few: a forged
+        // token must not cost a signature check per key of a large set.
+        let mut candidates = key_set
+            .candidates(jwt.kid.as_deref(), jwt.alg)
+            .take(MAX_CANDIDATE_KEYS)
+            .peekable();
         if candidates.peek().is_none() {
             return Err(AuthDenial::new(
                 AuthError::UnknownKey,
