@@ -145,6 +145,7 @@ impl Derivation {
             limits: self.limits.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
             cors: self.cors,
+            auth: None,
         }
     }
 
