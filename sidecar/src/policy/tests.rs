@@ -27,6 +27,21 @@ fn get(fields: &[(&str, &str)]) -> Parts {
     head("GET", "/mcp", Version::HTTP_11, fields)
 }
 
+/// No keys of any issuer, at the epoch.
+fn no_tokens() -> TokenCheck<'static> {
+    struct NoKeys;
+    impl mcp_guard_config::auth::KeySource for NoKeys {
+        fn keys(&self, _: &str) -> Option<std::sync::Arc<mcp_guard_config::auth::KeySet>> {
+            None
+        }
+    }
+    TokenCheck {
+        keys: &NoKeys,
+        now: 0,
+        refetched: false,
+    }
+}
+
 struct Run {
     decision: Decision,
     head: Parts,
@@ -41,7 +56,7 @@ fn run_with(mut h: Parts, upstream: &str, preserve_host: bool, mode: Mode) -> Ru
         preserve_host,
         trusted_proxy: false,
     };
-    let decision = decide(&mut h, &allowlist(mode), &hop);
+    let decision = decide(&mut h, &allowlist(mode), &hop, &no_tokens());
     Run { decision, head: h }
 }
 
@@ -82,7 +97,13 @@ fn an_allowed_request_becomes_the_upstreams_head() {
         ("content-length", "0"),
         ("accept", "text/event-stream"),
     ]));
-    assert_eq!(r.decision, Decision::Forward { audited: None });
+    assert_eq!(
+        r.decision,
+        Decision::Forward {
+            audited: None,
+            caller: None
+        }
+    );
     assert_eq!(r.head.uri, "/mcp");
     assert_eq!(r.head.version, Version::HTTP_11);
     assert_eq!(
@@ -134,7 +155,14 @@ fn absolute_targets_are_forwarded_in_origin_form_with_their_query() {
             Version::HTTP_11,
             &[("host", "ignored.example")],
         ));
-        assert_eq!(r.decision, Decision::Forward { audited: None }, "{target}");
+        assert_eq!(
+            r.decision,
+            Decision::Forward {
+                audited: None,
+                caller: None
+            },
+            "{target}"
+        );
         assert_eq!(r.head.uri, upstream_uri, "{target}");
         assert_eq!(r.head.headers["x-forwarded-host"], "mcp.example.com");
     }
@@ -237,7 +265,13 @@ fn what_the_guard_will_not_guess_about_is_refused() {
         ("host", "mcp.example.com"),
         ("transfer-encoding", "Chunked"),
     ]));
-    assert_eq!(r.decision, Decision::Forward { audited: None });
+    assert_eq!(
+        r.decision,
+        Decision::Forward {
+            audited: None,
+            caller: None
+        }
+    );
     assert_eq!(r.head.headers["transfer-encoding"], "chunked");
     // An h2c upstream has no transfer codings.
     let r = run_with(
@@ -270,7 +304,7 @@ fn the_allowlist_decides_and_audit_mode_forwards_unchanged_origins() {
         Mode::Audit,
     );
     match r.decision {
-        Decision::Forward { audited: Some(d) } => assert_eq!(d.reason, Reason::OriginNotAllowed),
+        Decision::Forward { audited: Some(d), .. } => assert_eq!(d.reason, Reason::OriginNotAllowed),
         other => panic!("{other:?}"),
     }
     // Not rewritten: a server with its own check still sees the origin that failed.
@@ -282,7 +316,13 @@ fn bodies_over_the_limit_are_refused_by_their_declared_length() {
     let d = refused(get(&[("host", "mcp.example.com"), ("content-length", "4194305")]));
     assert_eq!(d.reason, Reason::RequestBodyTooLarge);
     let r = run(get(&[("host", "mcp.example.com"), ("content-length", "4194304")]));
-    assert_eq!(r.decision, Decision::Forward { audited: None });
+    assert_eq!(
+        r.decision,
+        Decision::Forward {
+            audited: None,
+            caller: None
+        }
+    );
 }
 
 #[test]
@@ -390,16 +430,22 @@ fn decide_from(peer: &str, h: &mut Parts, allowlist: &Allowlist) -> Decision {
         preserve_host: false,
         trusted_proxy: allowlist.trusts(peer),
     };
-    decide(h, allowlist, &hop)
+    decide(h, allowlist, &hop, &no_tokens())
 }
 
 #[test]
 fn a_trusted_proxys_forwarded_host_is_checked_instead_of_host() {
     let allowlist = behind_proxies();
-    let ok = Decision::Forward { audited: None };
+    let ok = Decision::Forward {
+        audited: None,
+        caller: None,
+    };
     let host = |d: Decision| match d {
         Decision::Refuse(d) => Some(d.reason),
-        Decision::Forward { audited: None } => None,
+        Decision::Forward {
+            audited: None,
+            caller: None,
+        } => None,
         other => panic!("{other:?}"),
     };
     // (peer, fields, refusal)
@@ -585,7 +631,10 @@ fn extension_and_webview_origins_are_allowed_only_as_listed() {
         let mut h = get(&[("host", "mcp.example.com"), ("origin", origin)]);
         let got = match decide_from("192.0.2.1", &mut h, &allowlist) {
             Decision::Refuse(d) => Some(d.reason),
-            Decision::Forward { audited: None } => None,
+            Decision::Forward {
+                audited: None,
+                caller: None,
+            } => None,
             other => panic!("{other:?}"),
         };
         assert_eq!(got, *want, "{origin}");
@@ -802,7 +851,14 @@ fn fields_the_guard_decides_on_spelled_with_underscores_are_refused() {
             }
             None => {
                 let r = run(h);
-                assert_eq!(r.decision, Decision::Forward { audited: None }, "{name}");
+                assert_eq!(
+                    r.decision,
+                    Decision::Forward {
+                        audited: None,
+                        caller: None
+                    },
+                    "{name}"
+                );
                 assert_eq!(r.head.headers[sent.as_str()], "chunked", "{name}");
             }
         }
@@ -818,8 +874,10 @@ fn audit_forwards_only_the_rules_that_judge_callers() {
         Rule::ForwardedHost,
         Rule::Allowlist,
         Rule::BodyLimit,
+        Rule::Authentication,
         Rule::McpCalls,
         Rule::BodyWatch,
+        Rule::Scopes,
         Rule::RateLimits,
         Rule::StreamCap,
     ];
@@ -859,7 +917,7 @@ fn decide_with(allowlist: &Allowlist, mut h: Parts) -> Decision {
         preserve_host: false,
         trusted_proxy: false,
     };
-    decide(&mut h, allowlist, &hop)
+    decide(&mut h, allowlist, &hop, &no_tokens())
 }
 
 fn preflight_from(origin: &str) -> Parts {
@@ -898,12 +956,15 @@ fn cors_preflights_are_answered_from_the_origin_allowlist() {
     let off = with_cors(Mode::Enforce, false);
     assert_eq!(
         decide_with(&off, preflight_from("https://app.example.com")),
-        Decision::Forward { audited: None }
+        Decision::Forward {
+            audited: None,
+            caller: None
+        }
     );
     let audit = with_cors(Mode::Audit, true);
     assert!(matches!(
         decide_with(&audit, preflight_from("https://evil.example")),
-        Decision::Forward { audited: Some(_) }
+        Decision::Forward { audited: Some(_), .. }
     ));
     // An OPTIONS without Access-Control-Request-Method is no preflight: forwarded.
     let plain = head(
@@ -912,7 +973,13 @@ fn cors_preflights_are_answered_from_the_origin_allowlist() {
         Version::HTTP_11,
         &[("host", "mcp.example.com"), ("origin", "https://app.example.com")],
     );
-    assert_eq!(decide_with(&on, plain), Decision::Forward { audited: None });
+    assert_eq!(
+        decide_with(&on, plain),
+        Decision::Forward {
+            audited: None,
+            caller: None
+        }
+    );
 }
 
 /// SEP-2243 as the MCP Python SDK's server reads `Mcp-Name` (`mcp.shared.inbound.decode_header_value`): verbatim,
