@@ -1103,3 +1103,172 @@ proptest! {
         }
     }
 }
+
+mod auth {
+    use super::*;
+    use mcp_guard_config::auth::testing::{self, TestKey};
+    use serde_json::json;
+
+    const ISSUER: &str = "https://auth.example.com";
+
+    fn guarded(key: &TestKey, pass_token: bool, mode: Mode) -> Allowlist {
+        Allowlist::compile(
+            &serde_json::from_value::<GuardConfig>(json!({
+                "mode": mode,
+                "allowedHosts": ["mcp.example.com"],
+                "auth": {
+                    "resources": ["https://mcp.example.com/mcp"],
+                    "issuers": [{"issuer": ISSUER, "jwks": testing::jwks(&[key])}],
+                    "requiredScopes": ["mcp"],
+                    "methodScopes": {"tools/call": ["tools"]},
+                    "toolScopes": {"deploy": ["deploy:write"], "read": ["read"]},
+                    "passToken": pass_token
+                }
+            }))
+            .unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn token(key: &TestKey) -> String {
+        key.sign(
+            &json!({"iss": ISSUER, "sub": "alice", "aud": "https://mcp.example.com/mcp",
+                         "exp": 2_000_000_000u64, "scope": "mcp tools"}),
+        )
+    }
+
+    fn decide_at(allowlist: &Allowlist, mut h: Parts) -> (Decision, Parts) {
+        let upstream = Upstream::parse("http://127.0.0.1:8000", false).unwrap();
+        let ip = HeaderValue::from_static("10.1.2.3");
+        let hop = Hop {
+            upstream: &upstream,
+            peer_ip: &ip,
+            preserve_host: false,
+            trusted_proxy: false,
+        };
+        let mut tokens = no_tokens();
+        tokens.now = 1_900_000_000;
+        (decide(&mut h, allowlist, &hop, &tokens), h)
+    }
+
+    #[test]
+    fn the_token_is_stripped_and_the_identity_set_by_the_guard_alone() {
+        let key = TestKey::es256("k1");
+        let bearer = format!("Bearer {}", token(&key));
+        let fields = [
+            ("host", "mcp.example.com"),
+            ("authorization", bearer.as_str()),
+            ("mcp-guard-subject", "root"),
+            ("mcp-guard-service-account", "kube-system/admin"),
+            ("connection", "mcp-guard-subject"),
+        ];
+        let (d, h) = decide_at(&guarded(&key, false, Mode::Enforce), get(&fields));
+        assert!(
+            matches!(
+                d,
+                Decision::Forward {
+                    audited: None,
+                    caller: Some(_)
+                }
+            ),
+            "{d:?}"
+        );
+        assert_eq!(h.headers["mcp-guard-subject"], "alice");
+        assert_eq!(h.headers["mcp-guard-scopes"], "mcp tools");
+        assert!(!h.headers.contains_key("mcp-guard-service-account"));
+        assert!(!h.headers.contains_key("authorization"));
+        let (_, h) = decide_at(&guarded(&key, true, Mode::Enforce), get(&fields));
+        assert_eq!(h.headers["authorization"], bearer.as_str(), "passToken");
+
+        // Audit mode forwards a bad token, but neither the token nor any identity.
+        let forged = format!("Bearer {}", TestKey::es256("k1").sign(&json!({"iss": ISSUER})));
+        let fields = [
+            ("host", "mcp.example.com"),
+            ("authorization", forged.as_str()),
+            ("mcp-guard-subject", "root"),
+        ];
+        let (d, h) = decide_at(&guarded(&key, false, Mode::Audit), get(&fields));
+        let Decision::Forward {
+            audited: Some(denial),
+            caller: None,
+        } = d
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!(denial.reason, Reason::InvalidToken);
+        assert!(
+            !h.headers
+                .keys()
+                .any(|k| k.as_str().starts_with("mcp-guard-") || k == "authorization"),
+            "{h:?}"
+        );
+        // Spelled with underscores, an identity header is what CGI-style servers read as the guard's: refused.
+        let fields = [("host", "mcp.example.com"), ("mcp_guard_subject", "root")];
+        let (d, _) = decide_at(&guarded(&key, false, Mode::Enforce), get(&fields));
+        assert!(
+            matches!(d, Decision::Refuse(ref d) if d.reason == Reason::MalformedRequest),
+            "{d:?}"
+        );
+    }
+
+    /// `authorize` is `AuthPolicy::authorize` for every call it can read; a call it cannot read needs every scope.
+    #[test]
+    fn the_scopes_of_calls_agree_with_the_policy_and_unreadable_calls_need_all() {
+        let key = TestKey::es256("k1");
+        let allowlist = guarded(&key, false, Mode::Enforce);
+        let auth = allowlist.auth.as_ref().unwrap();
+        let scope_sets: [&[&str]; 5] = [
+            &[],
+            &["mcp"],
+            &["mcp", "tools"],
+            &["mcp", "tools", "deploy:write"],
+            &["mcp", "tools", "deploy:write", "read"],
+        ];
+        let calls = [
+            rate::Call::method("tools/list", None),
+            rate::Call::method("tools/call", Some("deploy")),
+            rate::Call::method("tools/call", Some("read")),
+            rate::Call::method("tools/call", Some("other")),
+            rate::Call::method("resources/read", Some("deploy")),
+        ];
+        for scopes in scope_sets {
+            let identity = Identity {
+                issuer: ISSUER.into(),
+                subject: None,
+                client_id: None,
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                service_account: None,
+                expires_at: 0,
+            };
+            for n in 0..(1 << calls.len()) {
+                let picked: Vec<rate::Call> = calls
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| n & (1 << i) != 0)
+                    .map(|(_, c)| c.clone())
+                    .collect();
+                let pairs = picked.iter().map(|c| match c {
+                    rate::Call::Method { method, tool } => (Some(method.as_str()), tool.as_deref()),
+                    rate::Call::Unreadable => unreachable!(),
+                });
+                assert_eq!(
+                    authorize(auth, &identity, &picked),
+                    auth.authorize(&identity, pairs),
+                    "{scopes:?} {picked:?}"
+                );
+            }
+            let all = scopes.len() == 4;
+            for unreadable in [rate::Call::Unreadable, rate::Call::method("tools/call", None)] {
+                let result = authorize(
+                    auth,
+                    &identity,
+                    &[rate::Call::method("tools/list", None), unreadable],
+                );
+                assert_eq!(result.is_ok(), all, "{scopes:?}");
+                if let Err(d) = result {
+                    assert_eq!(d.scope.as_deref(), Some("deploy:write mcp read tools"));
+                }
+            }
+        }
+    }
+}
