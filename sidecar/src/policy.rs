@@ -274,11 +274,14 @@ fn admit_head(
         Verdict::Allow => Ok(()),
         Verdict::Deny(denial) => Err(denial),
     };
-    // The resource of the host the allowlist checked (as a trusted proxy forwarded it).
+    // The host the allowlist checked (as a trusted proxy forwarded it), and its resource.
+    let checked = checked_authority(&facts);
     let resource = allowlist
         .auth
         .as_ref()
-        .and_then(|auth| auth.resource_for(&checked_authority(&facts)?));
+        .zip(checked.as_ref())
+        .and_then(|(auth, authority)| auth.resource_for(authority));
+    let checked = checked.map(|a| a.to_string()).unwrap_or_default();
     let allowed = admission.check(Rule::Allowlist, verdict)?.is_some();
     if allowed
         && cors::is_preflight(head)
@@ -301,7 +304,7 @@ fn admit_head(
     )?;
     let mut caller = None;
     if let Some(auth) = &allowlist.auth {
-        let verified = match authenticate(head, auth, resource, tokens) {
+        let verified = match authenticate(head, auth, &checked, resource, tokens) {
             Authn::Refetch(issuer) => return Ok(Admitted::RefetchKeys(issuer)),
             Authn::Verified(caller) => Ok(caller),
             Authn::Denied(refusal) => Err(refusal),
@@ -345,16 +348,11 @@ enum Authn {
 fn authenticate(
     head: &Parts,
     auth: &AuthPolicy,
+    host: &str,
     resource: Option<Resource>,
     tokens: &TokenCheck<'_>,
 ) -> Authn {
     let Some(resource) = resource else {
-        let host = head
-            .headers
-            .get(header::HOST)
-            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
-            .or_else(|| head.uri.authority().map(|a| a.to_string()))
-            .unwrap_or_default();
         return Authn::Denied(Denial::new(Reason::NoResourceForHost, host).into());
     };
     let authorization: Vec<&[u8]> = head

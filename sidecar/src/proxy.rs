@@ -135,7 +135,13 @@ impl Proxy {
                 // Never the headers: they hold the token.
                 self.violation(&denial, &head, &peer, true);
                 self.metrics.request_duration(Outcome::Rejected, started);
-                return refusal::render_challenge(&allowlist, &denial, &challenge);
+                // Only enforce mode refuses here, so the allowlist let the request through: with CORS on, a
+                // browser-based client reads the challenge (`WWW-Authenticate` is exposed) to find the metadata.
+                let mut answer = refusal::render_challenge(&allowlist, &denial, &challenge);
+                if let Some(origin) = &cors {
+                    policy::cors::add_response_fields(origin, answer.headers_mut());
+                }
+                return answer;
             }
             // Not after a refetch; refused all the same should it ever come.
             Decision::RefetchKeys { issuer } => {
