@@ -35,7 +35,11 @@ fn hydra_issues_jwt_access_tokens_for_an_audience_and_rotates_its_key() {
     let claims = jwt_claims(&token).expect("token claims");
     assert_eq!(header["alg"], "RS256", "header: {header}");
     assert_eq!(claims["iss"], issuer.as_str(), "claims: {claims}");
-    assert_eq!(audiences(&claims), [resource], "aud is the requested audience only: {claims}");
+    assert_eq!(
+        audiences(&claims),
+        [resource],
+        "aud is the requested audience only: {claims}"
+    );
     assert_eq!(claims["client_id"], client.id.as_str(), "claims: {claims}");
     assert_eq!(claims["scp"], serde_json::json!(["mcp"]), "claims: {claims}");
     let first_kid = header["kid"].as_str().expect("kid").to_owned();
@@ -53,9 +57,14 @@ fn hydra_issues_jwt_access_tokens_for_an_audience_and_rotates_its_key() {
     // An audience the client may not ask for is refused, so a test's "token for another resource" is one
     // Hydra deliberately issued.
     let refused = hydra.token(&client, &["http://127.0.0.1:11/mcp"], &[]);
-    assert!(refused.is_err(), "an audience not on the client's list: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "an audience not on the client's list: {refused:?}"
+    );
 
-    hydra.rotate_signing_key("rotated-key-1").expect("rotate the signing key");
+    hydra
+        .rotate_signing_key("rotated-key-1")
+        .expect("rotate the signing key");
     let after = hydra.token(&client, &[other], &[]).expect("token after rotation");
     assert_eq!(
         jwt_header(&after).expect("header")["kid"],

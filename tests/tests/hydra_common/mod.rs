@@ -149,7 +149,11 @@ impl Hydra {
 
     /// A confidential client for `client_credentials` (`client_secret_basic`) that may ask for `audiences` and
     /// `scopes`.
-    pub fn client_credentials_client(&self, audiences: &[&str], scopes: &[&str]) -> anyhow::Result<OAuthClient> {
+    pub fn client_credentials_client(
+        &self,
+        audiences: &[&str],
+        scopes: &[&str],
+    ) -> anyhow::Result<OAuthClient> {
         self.create_client(&json!({
             "client_name": "mcp-guard-tests machine client",
             "grant_types": ["client_credentials"],
@@ -160,8 +164,16 @@ impl Hydra {
         }))
     }
 
-    /// A public client for authorization code + PKCE (no secret) redirecting to `redirect_uri`.
-    pub fn pkce_client(&self, redirect_uri: &str, audiences: &[&str], scopes: &[&str]) -> anyhow::Result<OAuthClient> {
+    /// A public client for authorization code + PKCE (no secret) redirecting to `redirect_uri`. It may also ask
+    /// for `offline_access` (a refresh token), which the MCP SDKs add whenever Hydra offers it.
+    pub fn pkce_client(
+        &self,
+        redirect_uri: &str,
+        audiences: &[&str],
+        scopes: &[&str],
+    ) -> anyhow::Result<OAuthClient> {
+        let mut scopes = scopes.to_vec();
+        scopes.push("offline_access");
         self.create_client(&json!({
             "client_name": "mcp-guard-tests interactive client",
             "grant_types": ["authorization_code", "refresh_token"],
@@ -311,4 +323,140 @@ fn string_field(v: &Value, name: &str) -> anyhow::Result<String> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| anyhow!("no string {name:?} in {v}"))
+}
+
+/// What one run of `tests/mcp/py_oauth_client.py` or `ts_oauth_client.cjs` reported.
+#[derive(Debug, Clone)]
+pub struct OAuthRun {
+    pub exit_code: Option<i32>,
+    /// The JSON line the script printed: `ok`, `call`, `exchanges` (every HTTP exchange of the MCP client:
+    /// `method`, `url` without query, `bearer`, `status`, `www_authenticate`, `form` of a token request),
+    /// `token_header`, `token_claims`, and for authorization code `user` (the user's steps at Hydra).
+    pub report: Value,
+    pub output: String,
+}
+
+impl OAuthRun {
+    pub fn ok(&self) -> bool {
+        self.exit_code == Some(0) && self.report["ok"] == Value::Bool(true)
+    }
+
+    /// Panics with the report and output unless the run succeeded.
+    pub fn assert_ok(&self, what: &str) {
+        assert!(
+            self.ok(),
+            "{what}: client failed: {}\n{}",
+            serde_json::to_string_pretty(&self.report).unwrap_or_default(),
+            tail(&self.output, 30)
+        );
+    }
+
+    pub fn exchanges(&self) -> Vec<Value> {
+        self.report["exchanges"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The token requests the SDK sent to `token_endpoint` (their forms).
+    pub fn token_requests(&self, token_endpoint: &str) -> Vec<Value> {
+        self.exchanges()
+            .into_iter()
+            .filter(|e| e["method"] == "POST" && e["url"] == token_endpoint)
+            .map(|e| e["form"].clone())
+            .collect()
+    }
+}
+
+/// Which OAuth client to run.
+#[derive(Debug, Clone)]
+pub enum OAuthFlow<'a> {
+    /// The Python SDK's `ClientCredentialsOAuthProvider`.
+    PythonClientCredentials { client: &'a OAuthClient },
+    /// The TypeScript SDK's `ClientCredentialsProvider`; it asks for the scope it is configured with (1.32.2 does
+    /// not take the scope from the 401 or the resource metadata for client credentials).
+    TypeScriptClientCredentials { client: &'a OAuthClient, scope: &'a str },
+    /// The Python SDK's `OAuthClientProvider` (authorization code + PKCE), the script playing `subject` at
+    /// Hydra.
+    PythonAuthorizationCode {
+        client: &'a OAuthClient,
+        redirect_uri: &'a str,
+        subject: &'a str,
+    },
+}
+
+/// Runs an OAuth MCP client against `url` (the guard's `/mcp`) with tokens from `hydra`, calling `tool` with
+/// `arguments`; `initial_token` (Python only) is a token the client starts with.
+pub fn run_oauth_client(
+    hydra: &Hydra,
+    flow: &OAuthFlow,
+    url: &str,
+    tool: &str,
+    arguments: &Value,
+    initial_token: Option<&str>,
+) -> anyhow::Result<OAuthRun> {
+    let scripts = testkit::mcp::scripts_dir();
+    let (mut cmd, client) = match flow {
+        OAuthFlow::PythonClientCredentials { client } | OAuthFlow::PythonAuthorizationCode { client, .. } => {
+            let mut c = Command::new(tools::python());
+            c.arg(scripts.join("py_oauth_client.py"));
+            (c, *client)
+        }
+        OAuthFlow::TypeScriptClientCredentials { client, scope } => {
+            let mut c = Command::new("node");
+            c.arg(scripts.join("ts_oauth_client.cjs"))
+                .env("NODE_PATH", tools::node_modules())
+                .arg(format!("--scope={scope}"));
+            (c, *client)
+        }
+    };
+    cmd.arg(format!("--url={url}"))
+        .arg(format!("--issuer={}", hydra.issuer()))
+        .arg(format!("--client-id={}", client.id))
+        .arg(format!("--call={tool}"))
+        .arg(format!("--arguments={arguments}"));
+    match flow {
+        OAuthFlow::PythonAuthorizationCode {
+            redirect_uri,
+            subject,
+            ..
+        } => {
+            cmd.arg(format!("--redirect-uri={redirect_uri}"))
+                .arg(format!("--hydra-admin={}", hydra.admin_url()))
+                .arg(format!("--subject={subject}"));
+        }
+        _ => {
+            let secret = client
+                .secret
+                .as_deref()
+                .ok_or_else(|| anyhow!("client {} has no secret", client.id))?;
+            // `=`: a generated secret may start with `-`.
+            cmd.arg(format!("--client-secret={secret}"));
+        }
+    }
+    if let Some(token) = initial_token {
+        ensure!(
+            !matches!(flow, OAuthFlow::TypeScriptClientCredentials { .. }),
+            "only the Python client takes an initial token"
+        );
+        cmd.arg(format!("--initial-token={token}"));
+    }
+    let (exit_code, output) = testkit::mcp::run_bounded("oauth-client", cmd, testkit::mcp::CLIENT_TIMEOUT)?;
+    let report = output
+        .lines()
+        .rev()
+        .filter(|l| l.starts_with('{'))
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(|v| v.get("ok").is_some())
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "the OAuth client printed no report (exit {exit_code:?}):\n{}",
+                tail(&output, 40)
+            )
+        })?;
+    Ok(OAuthRun {
+        exit_code,
+        report,
+        output,
+    })
 }
