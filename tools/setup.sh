@@ -122,7 +122,7 @@ install_go_tools() {
   GO_TAGS=remove_all_sd go_build promtool promtool-"$prometheus" "-s -w" github.com/prometheus/prometheus/cmd/promtool
   # Ory Hydra, the real OAuth authorization server of the guard's OAuth tests (tests/tests/hydra_common). Its
   # go.mod has replace directives, so it cannot be `go install`ed: tools/hydra repeats its replace for pop. The
-  # sqlite tags make `DSN=memory` work (cgo); a cold build takes about 4 minutes on 2 busy cores.
+  # sqlite tags make `DSN=memory` work (cgo); a cold build takes 1 to 4 minutes on 2 cores, by how busy they are.
   local hydra
   hydra=$(pinned hydra github.com/ory/hydra/v2)
   CGO_ENABLED=1 GO_TAGS=sqlite,sqlite_omit_load_extension go_build hydra hydra-"$hydra" \

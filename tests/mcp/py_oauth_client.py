@@ -173,6 +173,8 @@ def leaf_errors(exc: BaseException) -> list[BaseException]:
 
 EXCHANGES: list[dict] = []
 USER_STEPS: list[dict] = []
+# The entry of each request in flight (MCP requests may overlap: the SDK's GET stream runs beside its POSTs).
+IN_FLIGHT: dict[int, dict] = {}
 
 
 async def record_request(request: httpx2.Request) -> None:
@@ -186,17 +188,18 @@ async def record_request(request: httpx2.Request) -> None:
             k: (v if k in REPORTED_FIELDS else "<redacted>") for k, v in parse_qsl(request.content.decode())
         }
     EXCHANGES.append(entry)
+    IN_FLIGHT[id(request)] = entry
 
 
 async def record_response(response: httpx2.Response) -> None:
-    for entry in reversed(EXCHANGES):
-        if "status" not in entry:
-            entry["status"] = response.status_code
-            entry["www_authenticate"] = response.headers.get("www-authenticate")
-            if response.status_code >= 400:
-                await response.aread()
-                entry["body"] = response.text[:2000]
-            break
+    entry = IN_FLIGHT.pop(id(response.request), None)
+    if entry is None:
+        return
+    entry["status"] = response.status_code
+    entry["www_authenticate"] = response.headers.get("www-authenticate")
+    if response.status_code >= 400:
+        await response.aread()
+        entry["body"] = response.text[:2000]
 
 
 def provider_for(args: argparse.Namespace) -> tuple[OAuthClientProvider, MemoryStorage]:
