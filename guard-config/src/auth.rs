@@ -531,7 +531,8 @@ impl AuthPolicy {
         all.into_iter().collect()
     }
 
-    /// Checks the request's bearer token. `now` is Unix seconds.
+    /// Checks the request's bearer token: [`AuthPolicy::bearer`], then [`AuthPolicy::verify`]. `now` is Unix
+    /// seconds.
     pub fn authenticate(
         &self,
         credentials: Credentials<'_>,
@@ -539,6 +540,12 @@ impl AuthPolicy {
         keys: &dyn KeySource,
         now: u64,
     ) -> Result<Identity, AuthDenial> {
+        let token = Self::bearer(credentials)?;
+        self.verify(token, resource, keys, now)
+    }
+
+    /// The request's one bearer token: exactly one `Authorization: Bearer` header, and no token in the query.
+    pub fn bearer<'a>(credentials: Credentials<'a>) -> Result<&'a str, AuthDenial> {
         if let Some(query) = credentials.query
             && query
                 .split('&')
@@ -569,6 +576,18 @@ impl AuthPolicy {
                     .detail("send an OAuth access token: Authorization: Bearer <token>"),
             );
         };
+        Ok(token)
+    }
+
+    /// Checks a bearer token for `resource`: its signature by a trusted issuer's key, its times, its audience,
+    /// and (for a Kubernetes issuer) its service account.
+    pub fn verify(
+        &self,
+        token: &str,
+        resource: &Resource,
+        keys: &dyn KeySource,
+        now: u64,
+    ) -> Result<Identity, AuthDenial> {
         let jwt = Jwt::decode(token).map_err(|e| AuthDenial::new(AuthError::InvalidToken, e.to_string()))?;
         let iss = jwt
             .string("iss")

@@ -98,6 +98,8 @@ struct Issuer {
     /// When a refetch was last asked for, and the fetch number that answers it.
     last_demand: Mutex<Option<(Instant, u64)>>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// The store's [`KeyStore::generation`], bumped when these keys change.
+    generation: Arc<AtomicU64>,
 }
 
 impl Issuer {
@@ -114,6 +116,8 @@ fn same_fetch(a: &IssuerPolicy, b: &IssuerPolicy) -> bool {
 /// The keys of the issuers the guard fetches, shared by every worker.
 pub struct KeyStore {
     issuers: RwLock<BTreeMap<String, Arc<Issuer>>>,
+    /// Changes whenever any issuer's keys change or an issuer goes: what a cached verification depended on.
+    generation: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
 }
 
@@ -128,8 +132,14 @@ impl KeyStore {
     pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(KeyStore {
             issuers: RwLock::new(BTreeMap::new()),
+            generation: Arc::new(AtomicU64::new(0)),
             metrics,
         })
+    }
+
+    /// A number that changes whenever the keys of any issuer change (or an issuer is no longer fetched).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// Starts a fetcher for each issuer of `auth` that has no inline keys and stops those of issuers no longer
@@ -150,6 +160,7 @@ impl KeyStore {
                     task.abort();
                 }
                 self.metrics.auth_issuer_gone(name);
+                self.generation.fetch_add(1, Ordering::SeqCst);
             }
             keep
         });
@@ -166,6 +177,7 @@ impl KeyStore {
                 completed: watch::channel(0).0,
                 last_demand: Mutex::new(None),
                 task: Mutex::new(None),
+                generation: self.generation.clone(),
             });
             let task = tokio::spawn(fetch_forever(Arc::downgrade(&issuer), self.metrics.clone()));
             if let Ok(mut slot) = issuer.task.lock() {
@@ -232,8 +244,11 @@ async fn fetch_forever(issuer: std::sync::Weak<Issuer>, metrics: Arc<Metrics>) {
             Ok(keys) => {
                 info!(issuer = %name, keys = keys.len(), skipped = ?keys.skipped, "fetched the token issuer's keys");
                 metrics.auth_key_fetch(&name, true, Some(&keys));
-                if let Ok(mut slot) = entry.keys.write() {
+                if let Ok(mut slot) = entry.keys.write()
+                    && slot.as_deref() != Some(&keys)
+                {
                     *slot = Some(Arc::new(keys));
+                    entry.generation.fetch_add(1, Ordering::SeqCst);
                 }
                 if let Ok(mut e) = entry.last_error.lock() {
                     *e = None;

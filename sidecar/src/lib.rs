@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod refusal;
 pub mod runtime;
 pub mod server;
+pub mod token_cache;
 pub mod upstream;
 
 pub use crate::error::chain as error_chain;

@@ -20,6 +20,7 @@ pub mod cors;
 pub mod peek;
 pub mod rate;
 
+use crate::token_cache::{Epoch, TokenCache};
 use crate::upstream::Upstream;
 
 /// Used when neither the config nor a flag sets `maxRequestBodyBytes` (one default, in the config format).
@@ -152,6 +153,8 @@ pub struct TokenCheck<'a> {
     pub now: u64,
     /// The guard already refetched the keys for this request: a key it still lacks is refused, not refetched.
     pub refetched: bool,
+    /// Tokens verified lately, and what their checks depended on (`None`: check every token).
+    pub cache: Option<(&'a TokenCache, Epoch<'a>)>,
 }
 
 /// A verified caller: who, and for which resource (the scopes are checked once the calls are known).
@@ -365,11 +368,20 @@ fn authenticate(
         authorization: &authorization,
         query: head.uri.query(),
     };
-    let denied = match auth.authenticate(credentials, &resource, tokens.keys, tokens.now) {
-        Ok(identity) => match identity_fields(&identity) {
-            Ok(_) => return Authn::Verified(Caller { identity, resource }),
-            Err(why) => AuthDenial::new(AuthError::InvalidToken, why),
-        },
+    let verified = AuthPolicy::bearer(credentials).and_then(|token| {
+        let cached = tokens.cache.as_ref();
+        if let Some(identity) = cached.and_then(|(c, epoch)| c.get(epoch, token, &resource.uri, tokens.now)) {
+            return Ok(identity);
+        }
+        let identity = auth.verify(token, &resource, tokens.keys, tokens.now)?;
+        identity_fields(&identity).map_err(|why| AuthDenial::new(AuthError::InvalidToken, why))?;
+        if let Some((cache, epoch)) = cached {
+            cache.insert(epoch, token, &resource.uri, &identity, tokens.now);
+        }
+        Ok(identity)
+    });
+    let denied = match verified {
+        Ok(identity) => return Authn::Verified(Caller { identity, resource }),
         Err(d) => d,
     };
     if denied.error == AuthError::UnknownKey

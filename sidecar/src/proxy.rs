@@ -20,6 +20,7 @@ use crate::policy::rate::{ClientKey, RequestClass};
 use crate::policy::{self, Admission, Caller, Decision, Fold, Hop, Rule, TokenCheck, peek};
 use crate::pool::{Paired, SendError, UpstreamPool};
 use crate::refusal;
+use crate::token_cache::{Epoch, TokenCache};
 use crate::upstream::Upstream;
 
 /// Everything the request path needs; shared by the connections of a worker.
@@ -33,6 +34,8 @@ pub struct Proxy {
     pub limiter: Arc<Limiter>,
     /// The token issuers' keys, shared by every worker.
     pub keys: Arc<KeyStore>,
+    /// Tokens verified lately, shared by every worker.
+    pub tokens: Arc<TokenCache>,
 }
 
 /// One client connection: facts computed once, and its side of the upstream.
@@ -99,6 +102,13 @@ impl Proxy {
             keys: &*self.keys,
             now: keys::unix_now(),
             refetched,
+            cache: Some((
+                &*self.tokens,
+                Epoch {
+                    config: &allowlist,
+                    keys: self.keys.generation(),
+                },
+            )),
         };
         let decision = match policy::decide(&mut head, &allowlist, &hop, &tokens(false)) {
             // A key the guard lacks: the issuer may have rotated its keys; fetch them (or wait for the fetch

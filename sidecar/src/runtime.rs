@@ -16,6 +16,7 @@ use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::pool::UpstreamPool;
 use crate::proxy::Proxy;
+use crate::token_cache::TokenCache;
 use crate::upstream::Upstream;
 use crate::{StartError, admin, limiter, server};
 
@@ -77,6 +78,7 @@ struct WorkerSpec {
     metrics: Arc<Metrics>,
     limiter: Arc<limiter::Limiter>,
     keys: Arc<KeyStore>,
+    tokens: Arc<TokenCache>,
     limits: server::Limits,
     drain_timeout: Duration,
     shutdown: watch::Receiver<bool>,
@@ -117,6 +119,7 @@ fn start_worker(
                 metrics: spec.metrics,
                 limiter: spec.limiter,
                 keys: spec.keys,
+                tokens: spec.tokens,
             });
             let mut shutdown = spec.shutdown;
             let stop = async move {
@@ -186,6 +189,7 @@ async fn run_control(args: Args) -> Result<(), StartError> {
     );
     // The issuers' keys are fetched on this (control) runtime, and again whenever a new config names others.
     let keys = KeyStore::new(metrics.clone());
+    let tokens = Arc::new(TokenCache::default());
     keys.sync(allowlist.auth.as_ref());
     let (tx, rx) = watch::channel(Arc::new(allowlist));
     let key_sync = tokio::spawn(sync_keys(keys.clone(), rx.clone()));
@@ -241,6 +245,7 @@ async fn run_control(args: Args) -> Result<(), StartError> {
             metrics: metrics.clone(),
             limiter: limiter.clone(),
             keys: keys.clone(),
+            tokens: tokens.clone(),
             limits: server::Limits {
                 // the connection limit is shared out between the workers
                 max_connections: (limits.max_connections / workers).max(1),

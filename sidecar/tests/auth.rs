@@ -417,6 +417,29 @@ async fn an_unknown_key_is_refetched_once_so_rotation_works_and_keys_survive_an_
     );
 }
 
+/// The guard remembers tokens it verified (so that a client's next request skips the signature check), but never
+/// across a change of the issuer's keys: a key withdrawn (say, after a leak) refuses its tokens at the next fetch.
+#[tokio::test]
+async fn a_remembered_token_is_checked_again_once_its_key_is_withdrawn() {
+    let (k1, k2) = (TestKey::es256("k1"), TestKey::es256("k2"));
+    let issuer = Issuer::start(&[&k1]).await;
+    let upstream = Recorder::start().await;
+    let (u, i) = (upstream.url(), issuer.url.clone());
+    let guard = Guard::start(&auth_args(&u, &i)).await;
+    let old = k1.sign(&claims(&i));
+    for _ in 0..3 {
+        let r = call(&guard, &old).await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    // The issuer withdraws k1; a token of its new key makes the guard fetch the keys again.
+    issuer.publish(&[&k2]);
+    let r = call(&guard, &k2.sign(&claims(&i))).await;
+    assert_eq!(r.status, 200, "{r:?}\n{}", guard.logs());
+    let r = call(&guard, &old).await;
+    assert_eq!((r.status, reason(&r).as_str()), (401, "invalid_token"), "{r:?}");
+    assert_eq!(upstream.count(), 4);
+}
+
 #[tokio::test]
 async fn an_issuer_down_at_start_means_not_ready_and_503_until_its_keys_arrive() {
     let key = TestKey::ed25519("k1");
@@ -683,6 +706,7 @@ mod mutations {
             preserve_host: false,
             limiter: mcp_guard::limiter::Limiter::new(metrics.rate_limit_tracked_clients.clone()),
             keys: mcp_guard::keys::KeyStore::new(metrics.clone()),
+            tokens: Default::default(),
             metrics,
         })
     }

@@ -42,6 +42,7 @@ fn proxy_with(upstream: &TestUpstream, config: GuardConfig) -> Arc<Proxy> {
         preserve_host: false,
         limiter: mcp_guard::limiter::Limiter::new(metrics.rate_limit_tracked_clients.clone()),
         keys: mcp_guard::keys::KeyStore::new(metrics.clone()),
+        tokens: Default::default(),
         metrics,
     })
 }

@@ -39,6 +39,7 @@ fn no_tokens() -> TokenCheck<'static> {
         keys: &NoKeys,
         now: 0,
         refetched: false,
+        cache: None,
     }
 }
 
