@@ -41,7 +41,7 @@ pub mod services;
 pub mod sig_servers;
 
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
 
@@ -145,6 +145,7 @@ impl Derivation {
             limits: self.limits.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
             cors: self.cors,
+            auth: None,
         }
     }
 
