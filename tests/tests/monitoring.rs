@@ -283,6 +283,12 @@ fn every_metric_the_rules_and_dashboard_use_is_exported() {
     controller.allowlist_origins.get_or_create(&server).set(1);
     controller.guard_bypassed.get_or_create(&server).set(1);
     controller
+        .unguarded_servers
+        .get_or_create(&mcp_guard_operator::metrics::NamespaceLabels {
+            namespace: "ns".into(),
+        })
+        .set(1);
+    controller
         .events
         .get_or_create(&mcp_guard_operator::metrics::EventLabels { reason: "R".into() })
         .inc();
