@@ -193,7 +193,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     let dir = rules_dir(&[]);
     let (ok, out) = promtool(&["check", "rules", "rules.yaml"], dir.path());
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 5 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
     let (ok, out) = promtool(&["test", "rules", "alerts.test.yaml"], dir.path());
     assert!(ok, "{out}");
 
