@@ -12,7 +12,7 @@
 //! The scan reports the three MCP servers and not `web`; the probe (a JSON-RPC `ping` through the API server's
 //! Service proxy) finds that `open` answers a forged Host and a forged Origin, that the guard refuses them
 //! (421, 403) and that the SDK's own check refuses the forged Host (421), reported as not answering. The
-//! operator's `unguarded_servers` gauge counts `open` and `localhost`.
+//! operator's `unguarded_servers` gauge (this branch's controller, run here) counts `open` and `localhost`.
 #![allow(clippy::unwrap_used)]
 
 mod chart_common;
@@ -20,11 +20,14 @@ mod chart_common;
 use std::process::Command;
 use std::time::Duration;
 
-use chart_common::{NAMESPACE, eventually_or, kubectl_or, run, text};
+use chart_common::{NAMESPACE, eventually_or, run, text};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use mcp_guard_operator::controller::{ControllerReadiness, ControllerSettings};
 use mcp_guard_operator::crd::MCPServer;
+use mcp_guard_operator::metrics::{ControllerMetrics, NamespaceLabels};
+use mcp_guard_operator::run::{ControllerOptions, run_controller};
 use serde_json::{Value, json};
 use testkit::cluster::Cluster;
 use testkit::node::NodeCluster;
@@ -34,8 +37,6 @@ const NS: &str = "scan-fleet";
 const IMAGE: &str = "ghcr.io/mcp-guard/example-server:0.1.0";
 const PORT: i32 = 8000;
 const MANAGER: &str = "node-scan";
-/// The operator's admin Service (its `/metrics`), as the chart names it.
-const ADMIN: &str = "mcp-guard-admin:admin";
 
 fn diagnose(cluster: &Cluster) -> String {
     let mut out = String::new();
@@ -312,25 +313,44 @@ async fn scan_finds_the_unguarded_servers_on_a_real_node() {
     assert!(row("service/guarded:mcp").contains("no (421)"), "{table}");
     assert!(!table.contains("service/web"), "{table}");
 
-    // The operator counts the two unguarded Services without probing (from its caches, within its period).
-    let path = format!("/api/v1/namespaces/{NAMESPACE}/services/{ADMIN}/proxy/metrics");
-    let sample = format!("mcp_guard_operator_unguarded_servers{{namespace=\"{NS}\"}} 2");
+    // The operator counts the two unguarded Services without probing, from its caches. The chart's operator
+    // runs the image `make images` built from main; this branch's controller runs here, scoped to the namespace,
+    // against the same API server (it writes what the chart's writes for `guarded`).
+    let metrics = ControllerMetrics::default();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let controller = tokio::spawn(run_controller(
+        client.clone(),
+        ControllerOptions {
+            settings: ControllerSettings {
+                namespace: Some(NS.into()),
+                discovery_interval: Duration::from_secs(1),
+                identity: MANAGER.into(),
+                ..Default::default()
+            },
+            lease: None,
+        },
+        metrics.clone(),
+        ControllerReadiness::default(),
+        stopped,
+    ));
+    let unguarded = || {
+        metrics
+            .unguarded_servers
+            .get(&NamespaceLabels { namespace: NS.into() })
+            .map(|g| g.get())
+    };
     eventually_or(
-        "the operator's unguarded_servers gauge",
-        Duration::from_secs(120),
+        "the unguarded_servers gauge counts open and localhost",
+        Duration::from_secs(60),
         context,
         || async {
-            let metrics = kubectl_or(cluster, &["get", "--raw", &path], context);
-            if metrics.lines().any(|l| l == sample) {
-                Ok(())
-            } else {
-                Err(metrics
-                    .lines()
-                    .filter(|l| l.contains("unguarded"))
-                    .collect::<Vec<_>>()
-                    .join("\n"))
+            match unguarded() {
+                Some(2) => Ok(()),
+                other => Err(format!("{other:?}")),
             }
         },
     )
     .await;
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(20), controller).await;
 }
