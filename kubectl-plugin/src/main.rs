@@ -4,8 +4,11 @@
 //! - `explain MCPSERVER HOST|URL [--origin O]`: would the guard allow this request, and if not, which field,
 //!   Ingress or Route would; where the current entries come from.
 //! - `check-inject POD|deployment/NAME`: is the pod injected, or would it be, and why not.
+//! - `scan [-A] [--probe] [-o table|json]`: the MCP servers in the namespace (or all), whether each is guarded,
+//!   and whether each answers a forged Host or Origin.
 //!
-//! Exit status: 0 allowed / injected, 1 refused / not injected, 2 the question could not be answered.
+//! Exit status: 0 allowed / injected / every server guarded, 1 refused / not injected / a server unguarded,
+//! 2 the question could not be answered.
 //! docs/kubectl-plugin.md.
 
 use std::process::ExitCode;
@@ -15,6 +18,7 @@ use clap::{Parser, Subcommand};
 mod check_inject;
 mod cluster;
 mod explain;
+mod scan;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,6 +58,23 @@ enum Command {
     CheckInject {
         /// A pod (NAME or pod/NAME) or a Deployment (deployment/NAME, deploy/NAME).
         target: String,
+    },
+    /// The MCP servers in the namespace (or every namespace), whether mcp-guard guards each, and with --probe
+    /// whether each answers a request with a forged Host or a forged Origin.
+    Scan {
+        /// Every namespace the user may list.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Send each MCP port a JSON-RPC ping with a forged Host, then a forged Origin, through the API server's
+        /// Service proxy (needs `create services/proxy`).
+        #[arg(long)]
+        probe: bool,
+        /// How long each probe request may take.
+        #[arg(long, default_value = "5", value_name = "SECONDS")]
+        probe_timeout: u64,
+        /// `table` (for people) or `json`.
+        #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
     },
 }
 
@@ -119,6 +140,29 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let report = check_inject::run(&kube, &target).await?;
             print!("{}", report.text);
             Ok(report.injected)
+        }
+        Command::Scan {
+            all_namespaces,
+            probe,
+            probe_timeout,
+            output,
+        } => {
+            let namespace = (!all_namespaces).then_some(kube.namespace.as_str());
+            let cluster = scan::fetch(&kube, namespace).await?;
+            let mut found = scan::discover(&cluster);
+            if probe {
+                scan::probe(
+                    &kube.client,
+                    &mut found,
+                    std::time::Duration::from_secs(probe_timeout),
+                )
+                .await;
+            }
+            match output.as_str() {
+                "json" => print!("{}", scan::json(&found)),
+                _ => print!("{}", scan::table(&found, probe)),
+            }
+            Ok(found.iter().all(|f| f.guard.is_guarded()))
         }
     }
 }

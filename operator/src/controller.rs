@@ -893,6 +893,12 @@ pub async fn run_once(
         .policy_status
         .clone()
         .map(|trigger| tokio::spawn(crate::policy_status::run(client.clone(), stores.clone(), trigger)));
+    let ctx_metrics = ctx.metrics.clone();
+    let unguarded = tokio::spawn(crate::fleet::run(
+        stores.clone(),
+        ctx_metrics.clone(),
+        settings.discovery_interval,
+    ));
 
     // Stop when asked, or when the Gateway API (or its ReferenceGrants) or the SIG's MCPServers appear or go away.
     let changed = Arc::new(AtomicBool::new(false));
@@ -938,6 +944,9 @@ pub async fn run_once(
     if let Some(writer) = policy_writer {
         writer.abort();
     }
+    unguarded.abort();
+    // Only the leader's count is current: a replica that stopped leading reports none.
+    ctx_metrics.unguarded_servers.clear();
     readiness.leading.store(false, Ordering::Relaxed);
     readiness.synced.store(false, Ordering::Relaxed);
     info!("MCPServer controller stopped");

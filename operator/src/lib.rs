@@ -13,6 +13,7 @@ pub mod controller;
 pub mod crd;
 pub mod crd_reference;
 pub mod events;
+pub mod fleet;
 pub mod gateway;
 pub mod leader;
 pub mod metrics;

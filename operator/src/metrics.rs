@@ -20,6 +20,11 @@ pub struct ServerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
     pub reason: String,
 }
@@ -44,6 +49,8 @@ pub struct ControllerMetrics {
     pub empty_allowlists: Gauge,
     /// 1 per MCPServer whose GuardBypass condition is True (the alert MCPGuardMissingFromPods reads it).
     pub guard_bypassed: Family<ServerLabels, Gauge>,
+    /// MCP Services per namespace that no MCPServer selects (`fleet`; the alert MCPGuardUnguardedServers).
+    pub unguarded_servers: Family<NamespaceLabels, Gauge>,
     /// Events published, by reason.
     pub events: Family<EventLabels, Counter>,
     /// 1 while this replica holds the leader Lease.
@@ -61,6 +68,7 @@ impl Default for ControllerMetrics {
             allowlist_origins: Family::default(),
             empty_allowlists: Gauge::default(),
             guard_bypassed: Family::default(),
+            unguarded_servers: Family::default(),
             events: Family::default(),
             leader: Gauge::default(),
             leader_transitions: Counter::default(),
@@ -101,6 +109,11 @@ impl ControllerMetrics {
             "guard_bypassed",
             "1 while the MCPServer's GuardBypass condition is True: traffic can reach selected pods without its guard",
             self.guard_bypassed.clone(),
+        );
+        r.register(
+            "unguarded_servers",
+            "MCP Services (appProtocol mcp, a port named mcp, another operator's MCP server) that no MCPServer selects, per namespace",
+            self.unguarded_servers.clone(),
         );
         r.register(
             "events",

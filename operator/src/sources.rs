@@ -41,7 +41,7 @@ pub mod services;
 pub mod sig_servers;
 
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
 
