@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use crate::access::{AccessConfigError, AccessPolicy};
 use crate::auth::AuthPolicy;
 use crate::cidr::Cidr;
 use crate::host::{Authority, HostPattern};
@@ -25,6 +26,8 @@ pub struct Allowlist {
     pub cors: bool,
     /// Bearer-token authentication, when configured.
     pub auth: Option<AuthPolicy>,
+    /// Access rules, when configured (they need `auth`).
+    pub access: Option<AccessPolicy>,
 }
 
 /// How often a header occurred in a request, and its first value.
@@ -112,10 +115,14 @@ pub enum Reason {
     NoResourceForHost,
     /// Set by the authentication: the guard has no keys of the token's issuer yet.
     AuthKeysUnavailable,
+    /// Set by the access rules: no rule lets this caller call this tool (or prompt, or resource).
+    ToolNotAllowed,
+    /// Set by the access rules: no rule lets this caller call this method.
+    MethodNotAllowed,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 28] = [
         Reason::HostNotAllowed,
         Reason::OriginNotAllowed,
         Reason::MalformedHost,
@@ -142,6 +149,8 @@ impl Reason {
         Reason::IdentityNotAllowed,
         Reason::NoResourceForHost,
         Reason::AuthKeysUnavailable,
+        Reason::ToolNotAllowed,
+        Reason::MethodNotAllowed,
     ];
 
     /// The machine-readable reason, as in the JSON body, logs and metrics.
@@ -173,6 +182,8 @@ impl Reason {
             Reason::IdentityNotAllowed => "identity_not_allowed",
             Reason::NoResourceForHost => "no_resource_for_host",
             Reason::AuthKeysUnavailable => "auth_keys_unavailable",
+            Reason::ToolNotAllowed => "tool_not_allowed",
+            Reason::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -195,7 +206,11 @@ impl Reason {
             | Reason::TokenExpired
             | Reason::TokenNotYetValid
             | Reason::TokenAudienceMismatch => 401,
-            Reason::InsufficientScope | Reason::IdentityNotAllowed | Reason::NoResourceForHost => 403,
+            Reason::InsufficientScope
+            | Reason::IdentityNotAllowed
+            | Reason::NoResourceForHost
+            | Reason::ToolNotAllowed
+            | Reason::MethodNotAllowed => 403,
             Reason::AuthKeysUnavailable => 503,
             Reason::RequestBodyTooLarge => 413,
             Reason::UpstreamUnavailable => 502,
@@ -235,6 +250,8 @@ impl Reason {
             Reason::AuthKeysUnavailable => {
                 "Service unavailable: the token issuer's keys are not available yet"
             }
+            Reason::ToolNotAllowed => "Forbidden: no access rule lets this caller call this tool",
+            Reason::MethodNotAllowed => "Forbidden: no access rule lets this caller call this method",
         }
     }
 }
@@ -335,6 +352,11 @@ impl Allowlist {
             trusted_proxies,
             cors: config.cors,
             auth: config.auth.as_ref().map(|a| a.compile()).transpose()?,
+            access: match (&config.access, &config.auth) {
+                (None, _) => None,
+                (Some(_), None) => return Err(AccessConfigError::NeedsAuth.into()),
+                (Some(access), Some(_)) => Some(access.compile()?),
+            },
         })
     }
 
@@ -566,6 +588,17 @@ impl Allowlist {
                 "the guard has not fetched the token issuer's keys yet: check that the issuer is reachable from \
                  the guard (its /readyz and logs say why), then retry",
             ),
+            Reason::ToolNotAllowed | Reason::MethodNotAllowed => {
+                let place = match &source {
+                    Some(src) => format!("spec.access of {src} (or its MCPGuardPolicy)"),
+                    None => "access.rules in the --config file".to_owned(),
+                };
+                let _ = write!(
+                    hint,
+                    "to let this caller make this call, add a rule to {place} whose `from` matches the caller \
+                     and whose `to` names the method (and the tool, prompt or resource)"
+                );
+            }
         }
         hint
     }

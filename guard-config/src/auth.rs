@@ -210,6 +210,8 @@ pub struct Identity {
     /// `client_id` (RFC 9068), or `azp` where an issuer writes that instead.
     pub client_id: Option<String>,
     pub scopes: Vec<String>,
+    /// The token's `groups` claim (an array of strings, as Keycloak, Dex and Entra ID write it).
+    pub groups: Vec<String>,
     /// `namespace/name`, for tokens of a Kubernetes issuer.
     pub service_account: Option<String>,
     /// `exp`: a cached verification must not outlive it.
@@ -687,6 +689,7 @@ impl AuthPolicy {
                 .or_else(|| jwt.string("azp"))
                 .map(str::to_owned),
             scopes: jwt.scopes(),
+            groups: jwt.groups(),
             service_account,
             expires_at: exp,
         })

@@ -52,12 +52,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod access;
 pub mod allowlist;
 pub mod auth;
 pub mod cidr;
 pub mod host;
 pub mod origin;
 
+pub use access::{AccessConfig, AccessConfigError, AccessPolicy};
 pub use allowlist::{Allowlist, Denial, HeaderSeen, Reason, RequestFacts, Verdict};
 pub use auth::{AuthConfig, AuthConfigError, AuthPolicy, IssuerConfig};
 pub use cidr::{Cidr, CidrError};
@@ -142,6 +144,8 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Auth(#[from] AuthConfigError),
+    #[error("{0}")]
+    Access(#[from] AccessConfigError),
 }
 
 impl GuardConfig {
@@ -186,6 +190,9 @@ pub struct GuardConfig {
     /// Bearer-token authentication (the guard as the server's OAuth resource server); absent: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthConfig>,
+    /// Access rules: which verified callers may call which methods and tools; absent: any verified caller may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessConfig>,
 }
 
 /// `enforce` rejects violations; `audit` forwards them, still logging and counting them.

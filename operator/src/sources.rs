@@ -146,6 +146,7 @@ impl Derivation {
             trusted_proxies: self.trusted_proxies.clone(),
             cors: self.cors,
             auth: None,
+            access: None,
         }
     }
 

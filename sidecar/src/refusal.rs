@@ -35,7 +35,11 @@ pub fn code(reason: Reason) -> i32 {
         | Reason::TokenExpired
         | Reason::TokenNotYetValid
         | Reason::TokenAudienceMismatch => UNAUTHORIZED,
-        Reason::InsufficientScope | Reason::IdentityNotAllowed | Reason::NoResourceForHost => FORBIDDEN,
+        Reason::InsufficientScope
+        | Reason::IdentityNotAllowed
+        | Reason::NoResourceForHost
+        | Reason::ToolNotAllowed
+        | Reason::MethodNotAllowed => FORBIDDEN,
         Reason::RateLimited | Reason::TooManyConcurrentRequests | Reason::TooManyStreams => TOO_MANY_REQUESTS,
         Reason::McpHeaderMismatch => HEADER_MISMATCH,
         Reason::HostNotAllowed

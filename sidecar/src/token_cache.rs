@@ -124,6 +124,7 @@ mod tests {
             subject: Some("user".into()),
             client_id: None,
             scopes: vec!["mcp".into()],
+            groups: Vec::new(),
             service_account: None,
             expires_at: exp,
         }

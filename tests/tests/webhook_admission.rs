@@ -838,6 +838,7 @@ fn start_injected_guard_at(
         trusted_proxies: Vec::new(),
         cors: false,
         auth: None,
+        access: None,
     };
     std::fs::write(
         dir.path().join(mcp_guard_config::CONFIG_KEY),

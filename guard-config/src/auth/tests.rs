@@ -411,6 +411,7 @@ fn scopes_are_required_per_server_method_and_tool() {
         subject: None,
         client_id: None,
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        groups: Vec::new(),
         service_account: None,
         expires_at: NOW + 1,
     };

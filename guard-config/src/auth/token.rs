@@ -201,6 +201,17 @@ impl<'a> Jwt<'a> {
         }
     }
 
+    /// The `groups` claim: an array of strings (or one string).
+    pub fn groups(&self) -> Vec<String> {
+        match self.claims.get("groups") {
+            Some(serde_json::Value::Array(a)) => {
+                a.iter().filter_map(|v| v.as_str()).map(str::to_owned).collect()
+            }
+            Some(serde_json::Value::String(s)) => vec![s.clone()],
+            _ => Vec::new(),
+        }
+    }
+
     /// The granted scopes: `scope` (space-separated, RFC 8693 / RFC 9068) or `scp` (an array, as Hydra and
     /// Entra ID write it; or a string).
     pub fn scopes(&self) -> Vec<String> {

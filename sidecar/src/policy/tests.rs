@@ -1238,6 +1238,7 @@ mod auth {
                 subject: None,
                 client_id: None,
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                groups: Vec::new(),
                 service_account: None,
                 expires_at: 0,
             };
