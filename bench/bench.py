@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""mcp-guard benchmark: one run, six targets, same upstream, same load, ratios printed and written down.
+"""mcp-guard benchmark: one run, seven targets, same upstream, same load, ratios printed and written down.
 
 Targets (all on 127.0.0.1, driven by wrk with the same MCP-shaped POST, Host and Origin):
   direct  wrk -> upstream (nginx `return 200`, 1 worker)
@@ -7,6 +7,8 @@ Targets (all on 127.0.0.1, driven by wrk with the same MCP-shaped POST, Host and
   nginx   wrk -> nginx doing the same Host/Origin check (map on $host and $http_origin) -> upstream
   haproxy wrk -> HAProxy 2.6 doing the same check (ACLs, `http-request return`) -> upstream
   envoy   wrk -> Envoy doing the same check (virtual host, Origin header routes, direct_response) -> upstream
+  guard_auth  the guard with bearer-token authentication on (an RS256 JWT checked against the issuer's key on
+          every request; the same request carries the token for every target)
   relay   wrk -> a byte relay that does no HTTP work (sidecar/examples/relay.rs) -> upstream: the floor of what
           any proxy reaches on this machine
 
@@ -151,11 +153,15 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     return sum(status_kib(p, field) for p in process_tree(pid))
 
 
-def http(port: int, host: str, origin: str | None = None, method: str = "POST") -> tuple[int, str]:
+def http(
+    port: int, host: str, origin: str | None = None, method: str = "POST", authorization: str | None = None
+) -> tuple[int, str]:
     body = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
     req = f"{method} /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nConnection: close\r\n"
     if origin:
         req += f"Origin: {origin}\r\n"
+    if authorization:
+        req += f"Authorization: {authorization}\r\n"
     req += f"Content-Length: {len(body)}\r\n\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(req.encode() + body)
@@ -464,6 +470,52 @@ def start_guard(
     return proc, port
 
 
+BENCH_ISSUER = "https://issuer.bench.test"
+
+
+def b64url(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def auth_setup(workdir: Path) -> tuple[Path, str]:
+    """A guard config with authentication on (an issuer whose RS256 key is inline, so nothing is fetched during
+    the run) and the `Authorization` value of a token it accepts: made with openssl, as an issuer would."""
+    key = workdir / "issuer.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    modulus = subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-noout", "-modulus"], check=True, capture_output=True, text=True
+    ).stdout.strip().split("=", 1)[1]
+    jwk = {"kty": "RSA", "kid": "bench", "use": "sig", "alg": "RS256",
+           "n": b64url(bytes.fromhex(modulus)), "e": b64url((65537).to_bytes(3, "big"))}  # fmt: skip
+    resource = f"http://{PUBLIC_HOST}/mcp"
+    header = {"alg": "RS256", "kid": "bench", "typ": "JWT"}
+    now = int(time.time())
+    claims = {"iss": BENCH_ISSUER, "sub": "bench", "client_id": "bench", "aud": resource,
+              "iat": now, "exp": now + 6 * 3600, "scope": "mcp"}  # fmt: skip
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+    signature = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-sign", str(key)], input=signing_input.encode(), check=True,
+        capture_output=True,
+    ).stdout  # fmt: skip
+    config = workdir / "guard-auth.json"
+    config.write_text(json.dumps({
+        "allowedHosts": [PUBLIC_HOST],
+        "auth": {"resources": [resource], "issuers": [{"issuer": BENCH_ISSUER, "jwks": {"keys": [jwk]}}]},
+    }))  # fmt: skip
+    return config, f"Bearer {signing_input}.{b64url(signature)}"
+
+
+def verify_auth(name: str, port: int, authorization: str) -> None:
+    """The guard with authentication on really checks the token: without one 401, with it 200."""
+    without = http(port, PUBLIC_HOST, APP_ORIGIN)
+    with_token = http(port, PUBLIC_HOST, APP_ORIGIN, authorization=authorization)
+    log(f"{name}: no token {without[0]}, token {with_token[0]}")
+    if (without[0], with_token[0]) != (401, 200):
+        raise RuntimeError(f"{name} does not check tokens (want 401, 200): {without}, {with_token}")
+
+
 # ---------------------------------------------------------------------------------------------------- wrk
 
 
@@ -491,13 +543,18 @@ def parse_wrk(out: str) -> dict:
     return res
 
 
+# The bearer token every request carries (all targets get the same request; only guard_auth checks it).
+WRK_ENV: dict[str, str] = {}
+
+
 def run_wrk(port: int, seconds: int, connections: int, threads: int, cpus: str | None = None) -> dict:
     cmd = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
         "-s", str(BENCH / "post.lua"), f"http://127.0.0.1:{port}/mcp",
     ]  # fmt: skip
     cmd = pinned(cmd, cpus)
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
+    env = {**os.environ, **WRK_ENV}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30, env=env).stdout
     res = parse_wrk(out)
     res["raw"] = out
     return res
@@ -621,6 +678,11 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
     direct_port = free_port()
     direct_up = start_nginx(f"upstream-direct-{layout}", workdir, 1, upstream_body(direct_port), direct_port, sut_cpu)
     guard, guard_port = start_guard(guard_bin, workdir, f"guard-{layout}", up_port, sut_cpu, guard_extra)
+    auth_config, authorization = auth_setup(workdir)
+    WRK_ENV["MCP_GUARD_BENCH_AUTHORIZATION"] = authorization
+    guard_auth, guard_auth_port = start_guard(
+        guard_bin, workdir, f"guard-auth-{layout}", up_port, sut_cpu, (*guard_extra, "--config", str(auth_config))
+    )
     ngx_port = free_port()
     ngx = start_nginx(
         f"nginx-check-{layout}", workdir, ngx_workers, checking_proxy_body(ngx_port, up_port), ngx_port, sut_cpu
@@ -631,9 +693,11 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
     try:
         for name, port in (("guard", guard_port), ("nginx", ngx_port), ("haproxy", hap_port), ("envoy", envoy_port)):
             verify_check(name, port)
+        verify_auth("guard_auth", guard_auth_port, authorization)
         targets = {
             "direct": ("direct to upstream", direct_port, direct_up.pid),
             "guard": ("through mcp-guard", guard_port, guard.pid),
+            "guard_auth": ("through mcp-guard, authentication on (RS256 JWT)", guard_auth_port, guard_auth.pid),
             "nginx": ("through nginx (check)", ngx_port, ngx.pid),
             "haproxy": ("through HAProxy (check)", hap_port, hap.pid),
             "envoy": ("through Envoy (check)", envoy_port, envoy.pid),
@@ -679,7 +743,7 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
             med["peak_rss_kib"] = rss_kib(pid, "VmHWM") if name != "direct" else None
             throughput[name] = med
     finally:
-        for proc in (guard, ngx, hap, envoy, relay, upstream, direct_up):
+        for proc in (guard, guard_auth, ngx, hap, envoy, relay, upstream, direct_up):
             stop(proc)
     tp = throughput
     run["throughput"] = tp
@@ -688,6 +752,10 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
         "nginx_vs_direct_rps": tp["nginx"]["rps"] / tp["direct"]["rps"],
         "relay_vs_direct_rps": tp["relay"]["rps"] / tp["direct"]["rps"],
         "guard_vs_relay_cpu_per_request": tp["guard"]["cpu_ms_per_1k"] / tp["relay"]["cpu_ms_per_1k"],
+        "guard_auth_vs_guard_rps": tp["guard_auth"]["rps"] / tp["guard"]["rps"],
+        "guard_auth_vs_nginx_rps": tp["guard_auth"]["rps"] / tp["nginx"]["rps"],
+        # What checking the token adds to each request, in µs of the guard's CPU time.
+        "auth_cpu_us_per_request": tp["guard_auth"]["cpu_ms_per_1k"] - tp["guard"]["cpu_ms_per_1k"],
     }
     for peer in PEERS:
         ratios[f"guard_vs_{peer}_rps"] = tp["guard"]["rps"] / tp[peer]["rps"]
@@ -781,7 +849,7 @@ def throughput_table(run: dict) -> list[str]:
         "| target | requests/s | p50 | p99 | its CPU time per request | idle RSS | peak RSS under load |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name in ("direct", "guard", *PEERS, "relay"):
+    for name in ("direct", "guard", "guard_auth", *PEERS, "relay"):
         t = run["throughput"][name]
         # A target answering errors under load would look fast: say so where its requests/s stand.
         errors = f" ({t['non_2xx']:,} not 2xx)" if t["non_2xx"] else ""
@@ -806,6 +874,10 @@ def throughput_table(run: dict) -> list[str]:
         f"Guard / direct {r['guard_vs_direct_rps']:.2f}× the requests/s (nginx / direct {r['nginx_vs_direct_rps']:.2f}×, "
         f"the byte relay / direct {r['relay_vs_direct_rps']:.2f}×); the guard's CPU time per request is "
         f"{r['guard_vs_relay_cpu_per_request']:.2f}× the relay's. {busy_text(run)}",
+        "",
+        f"Authentication on: {r['guard_auth_vs_guard_rps']:.2f}× the requests/s of the guard without it "
+        f"({r['guard_auth_vs_nginx_rps']:.2f}× nginx's check); checking the token costs "
+        f"{r['auth_cpu_us_per_request']:.1f} µs of CPU time per request.",
     ]
     return rows
 
@@ -898,6 +970,9 @@ def render(results: dict) -> str:
         f"{verdict(t['guard_vs_nginx_cpu_per_request'])} |",
         f"| guard / nginx p99 latency | {per_layout('guard_vs_nginx_p99')} | ≤ 1.0× | {verdict(t['guard_vs_nginx_p99'])} |",
         f"| guard / direct throughput | {per_layout('guard_vs_direct_rps')} | — | |",
+        f"| guard with authentication / guard without | {per_layout('guard_auth_vs_guard_rps')} | — | |",
+        f"| guard with authentication / nginx (check, no authentication) | {per_layout('guard_auth_vs_nginx_rps')} "
+        "| — | |",
         f"| byte relay / direct throughput (the floor) | {per_layout('relay_vs_direct_rps')} | — | |",
         f"| guard idle RSS | {results['idle_rss_kib'] / 1024:.1f} MiB | ≤ 8 MiB | {verdict(t['idle_rss'])} |",
         f"| guard memory per open SSE stream | {g['kib_per_stream']:.1f} KiB | ≤ 24 KiB | {verdict(t['per_stream'])} |",

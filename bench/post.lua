@@ -5,3 +5,8 @@ wrk.headers["Host"] = "mcp.example.test"
 wrk.headers["Origin"] = "https://app.example.test"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
+-- A bearer token (bench.py makes one): every target gets it; only the guard with authentication on checks it.
+local authorization = os.getenv("MCP_GUARD_BENCH_AUTHORIZATION")
+if authorization then
+  wrk.headers["Authorization"] = authorization
+end

@@ -69,6 +69,7 @@ go_build() {
   fi
   for pkg in "$@"; do
     bin=${pkg##*/}
+    if [[ $bin =~ ^v[0-9]+$ ]]; then bin=${pkg%/*} && bin=${bin##*/}; fi
     [ "$pkg" = go.etcd.io/etcd/server/v3 ] && bin=etcd
     [ -x "$out/$bin" ] || { log "expected $out/$bin after building $pkg"; exit 1; }
     ln -sfn "$out/$bin" "$CACHE/bin/$bin"
@@ -119,6 +120,13 @@ install_go_tools() {
   local prometheus
   prometheus=$(pinned promtool github.com/prometheus/prometheus)
   GO_TAGS=remove_all_sd go_build promtool promtool-"$prometheus" "-s -w" github.com/prometheus/prometheus/cmd/promtool
+  # Ory Hydra, the real OAuth authorization server of the guard's OAuth tests (tests/tests/hydra_common). Its
+  # go.mod has replace directives, so it cannot be `go install`ed: tools/hydra repeats its replace for pop. The
+  # sqlite tags make `DSN=memory` work (cgo); a cold build takes 1 to 4 minutes on 2 cores, by how busy they are.
+  local hydra
+  hydra=$(pinned hydra github.com/ory/hydra/v2)
+  CGO_ENABLED=1 GO_TAGS=sqlite,sqlite_omit_load_extension go_build hydra hydra-"$hydra" \
+    "-s -w -X github.com/ory/hydra/v2/driver/config.Version=$hydra" github.com/ory/hydra/v2
 }
 
 # cargo-deb (crates.io) builds the standalone guard's Debian package; installed into its own versioned root.

@@ -232,7 +232,9 @@ impl Reason {
             Reason::InsufficientScope => "Forbidden: the token lacks a required scope",
             Reason::IdentityNotAllowed => "Forbidden: this identity may not call this server",
             Reason::NoResourceForHost => "Forbidden: this host is not one of the server's resource URIs",
-            Reason::AuthKeysUnavailable => "Service unavailable: the token issuer's keys are not available yet",
+            Reason::AuthKeysUnavailable => {
+                "Service unavailable: the token issuer's keys are not available yet"
+            }
         }
     }
 }
@@ -536,7 +538,9 @@ impl Allowlist {
             | Reason::TokenExpired
             | Reason::TokenNotYetValid
             | Reason::TokenAudienceMismatch => hint.push_str(
-                "get an access token for this server from one of the authorization servers its metadata lists                  (the URL in WWW-Authenticate resource_metadata), with `resource` set to the metadata's resource,                  and send it as Authorization: Bearer <token>",
+                "get an access token for this server from one of the authorization servers its metadata lists \
+                 (the URL in WWW-Authenticate resource_metadata), with `resource` set to the metadata's resource, \
+                 and send it as Authorization: Bearer <token>",
             ),
             Reason::InvalidAuthRequest => {
                 hint.push_str("send the token in exactly one Authorization: Bearer header, never in the URL")
@@ -559,7 +563,8 @@ impl Allowlist {
                 let _ = write!(hint, "this host has no resource URI for tokens to be issued for: {place}");
             }
             Reason::AuthKeysUnavailable => hint.push_str(
-                "the guard has not fetched the token issuer's keys yet: check that the issuer is reachable from                  the guard (its /readyz and logs say why), then retry",
+                "the guard has not fetched the token issuer's keys yet: check that the issuer is reachable from \
+                 the guard (its /readyz and logs say why), then retry",
             ),
         }
         hint

@@ -35,6 +35,8 @@ pub use token::{Algorithm, Jwt, MAX_TOKEN_BYTES, TokenFormatError};
 
 /// The default allowance for clock differences between the issuer and the guard.
 pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 60;
+/// The most keys one token's signature is checked against (a token without a `kid`, several keys that fit).
+const MAX_CANDIDATE_KEYS: usize = 4;
 /// RFC 9728 §3: where a resource publishes its metadata (the resource's path is appended to it).
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
@@ -119,11 +121,19 @@ pub enum AuthConfigError {
     )]
     NoResources,
     #[error("auth.resources[{index}] {entry:?}: {why}")]
-    Resource { index: usize, entry: String, why: String },
+    Resource {
+        index: usize,
+        entry: String,
+        why: String,
+    },
     #[error("auth.issuers is empty: name at least one token issuer")]
     NoIssuers,
     #[error("auth.issuers[{index}].issuer {entry:?}: {why}")]
-    Issuer { index: usize, entry: String, why: String },
+    Issuer {
+        index: usize,
+        entry: String,
+        why: String,
+    },
     #[error("auth.issuers[{index}]: {why}")]
     IssuerField { index: usize, why: String },
     #[error("auth.{field}: a scope must be a non-empty token without spaces or quotes, not {scope:?}")]
@@ -248,17 +258,19 @@ impl AuthConfig {
             .enumerate()
             .map(|(index, i)| i.compile(index))
             .collect::<Result<Vec<_>, _>>()?;
-        let check_scopes = |field: String, scopes: &[String]| {
-            match scopes.iter().find(|s| !is_scope_token(s)) {
-                Some(bad) => Err(AuthConfigError::Scope {
-                    field,
-                    scope: bad.clone(),
-                }),
-                None => Ok(()),
-            }
+        let check_scopes = |field: String, scopes: &[String]| match scopes.iter().find(|s| !is_scope_token(s))
+        {
+            Some(bad) => Err(AuthConfigError::Scope {
+                field,
+                scope: bad.clone(),
+            }),
+            None => Ok(()),
         };
         check_scopes("requiredScopes".into(), &self.required_scopes)?;
-        for (field, map) in [("methodScopes", &self.method_scopes), ("toolScopes", &self.tool_scopes)] {
+        for (field, map) in [
+            ("methodScopes", &self.method_scopes),
+            ("toolScopes", &self.tool_scopes),
+        ] {
             for (name, scopes) in map {
                 check_scopes(format!("{field}[{name:?}]"), scopes)?;
             }
@@ -352,7 +364,8 @@ fn check_fetch_url(url: &str, allow_http: bool) -> Result<(), String> {
         "http" if allow_http => {}
         "http" => {
             return Err(
-                "http:// would let anyone on the path swap the keys; use https (or allowHttp for a lab)".into(),
+                "http:// would let anyone on the path swap the keys; use https (or allowHttp for a lab)"
+                    .into(),
             );
         }
         other => return Err(format!("scheme {other:?} is not https")),
@@ -417,7 +430,9 @@ fn parse_service_account(entry: &str) -> Option<ServiceAccountPattern> {
 
 /// RFC 6749 §3.3 scope-token: printable ASCII but space, `"` and `\`.
 fn is_scope_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
 }
 
 /// An audience as compared: an http(s) URI in RFC 8707 canonical form (lowercase scheme and host, no default
@@ -463,7 +478,10 @@ impl AuthPolicy {
             .iter()
             .find(|r| r.host.matches(authority, default_port(r.scheme)))?;
         let host = authority.host.to_string().to_ascii_lowercase();
-        let origin = match authority.port.filter(|p| Some(*p) != default_port(pattern.scheme)) {
+        let origin = match authority
+            .port
+            .filter(|p| Some(*p) != default_port(pattern.scheme))
+        {
             Some(p) => format!("{}://{host}:{p}", pattern.scheme),
             None => format!("{}://{host}", pattern.scheme),
         };
@@ -526,15 +544,19 @@ impl AuthPolicy {
                 .split('&')
                 .any(|pair| pair.split('=').next() == Some("access_token"))
         {
-            return Err(AuthDenial::new(AuthError::InvalidRequest, "a token in the query string")
-                .detail("the MCP authorization spec allows the token only in the Authorization header"));
+            return Err(
+                AuthDenial::new(AuthError::InvalidRequest, "a token in the query string")
+                    .detail("the MCP authorization spec allows the token only in the Authorization header"),
+            );
         }
         let value = match credentials.authorization {
             [] => return Err(AuthDenial::new(AuthError::NoToken, "no Authorization header")),
             [one] => *one,
             _ => {
-                return Err(AuthDenial::new(AuthError::InvalidRequest, "several Authorization headers")
-                    .detail("send one Authorization: Bearer header"));
+                return Err(
+                    AuthDenial::new(AuthError::InvalidRequest, "several Authorization headers")
+                        .detail("send one Authorization: Bearer header"),
+                );
             }
         };
         let Some(token) = bearer_token(value) else {
@@ -548,9 +570,14 @@ impl AuthPolicy {
             );
         };
         let jwt = Jwt::decode(token).map_err(|e| AuthDenial::new(AuthError::InvalidToken, e.to_string()))?;
-        let iss = jwt.string("iss").ok_or_else(|| AuthDenial::new(AuthError::InvalidToken, "no iss claim"))?;
+        let iss = jwt
+            .string("iss")
+            .ok_or_else(|| AuthDenial::new(AuthError::InvalidToken, "no iss claim"))?;
         let issuer = self.issuers.iter().find(|i| i.issuer == iss).ok_or_else(|| {
-            AuthDenial::new(AuthError::InvalidToken, format!("issuer {:?} is not trusted", clip(iss)))
+            AuthDenial::new(
+                AuthError::InvalidToken,
+                format!("issuer {:?} is not trusted", clip(iss)),
+            )
         })?;
         if !issuer.algorithms.contains(&jwt.alg) {
             return Err(AuthDenial::new(
@@ -561,34 +588,57 @@ impl AuthPolicy {
         let key_set = match &issuer.inline_keys {
             Some(inline) => std::sync::Arc::new(inline.clone()),
             None => keys.keys(&issuer.issuer).ok_or_else(|| {
-                AuthDenial::new(AuthError::KeysUnavailable, format!("no keys yet from {}", issuer.issuer))
+                AuthDenial::new(
+                    AuthError::KeysUnavailable,
+                    format!("no keys yet from {}", issuer.issuer),
+                )
             })?,
         };
-        let mut candidates = key_set.candidates(jwt.kid.as_deref(), jwt.alg).peekable();
+        // A token without a `kid` is tried against each key that fits its algorithm, but only a few: a forged
+        // token must not cost a signature check per key of a large set.
+        let mut candidates = key_set
+            .candidates(jwt.kid.as_deref(), jwt.alg)
+            .take(MAX_CANDIDATE_KEYS)
+            .peekable();
         if candidates.peek().is_none() {
             return Err(AuthDenial::new(
                 AuthError::UnknownKey,
                 format!(
                     "no {} key {} of issuer {}",
                     jwt.alg,
-                    jwt.kid.as_deref().map(|k| format!("{:?}", clip(k))).unwrap_or_default(),
+                    jwt.kid
+                        .as_deref()
+                        .map(|k| format!("{:?}", clip(k)))
+                        .unwrap_or_default(),
                     issuer.issuer
                 ),
             ));
         }
         if !candidates.any(|k| k.verify(jwt.alg, jwt.signing_input, &jwt.signature)) {
-            return Err(AuthDenial::new(AuthError::InvalidToken, "the signature does not verify"));
+            return Err(AuthDenial::new(
+                AuthError::InvalidToken,
+                "the signature does not verify",
+            ));
         }
         // Signed by the issuer: the claims can be believed now.
         let invalid = |why: String| AuthDenial::new(AuthError::InvalidToken, why);
-        let exp = jwt.time("exp").map_err(invalid)?.ok_or_else(|| invalid("no exp claim".into()))?;
+        let exp = jwt
+            .time("exp")
+            .map_err(invalid)?
+            .ok_or_else(|| invalid("no exp claim".into()))?;
         if now > exp.saturating_add(self.clock_skew) {
-            return Err(AuthDenial::new(AuthError::Expired, format!("expired {}s ago", now - exp)));
+            return Err(AuthDenial::new(
+                AuthError::Expired,
+                format!("expired {}s ago", now - exp),
+            ));
         }
         if let Some(nbf) = jwt.time("nbf").map_err(invalid)?
             && now.saturating_add(self.clock_skew) < nbf
         {
-            return Err(AuthDenial::new(AuthError::NotYetValid, format!("valid in {}s", nbf - now)));
+            return Err(AuthDenial::new(
+                AuthError::NotYetValid,
+                format!("valid in {}s", nbf - now),
+            ));
         }
         let audiences = jwt.audiences().map_err(invalid)?;
         let fits = audiences.iter().any(|a| {
@@ -596,7 +646,11 @@ impl AuthPolicy {
             a == resource.uri || issuer.audiences.contains(&a)
         });
         if !fits {
-            let seen: Vec<String> = audiences.iter().take(4).map(|a| format!("{:?}", clip(a))).collect();
+            let seen: Vec<String> = audiences
+                .iter()
+                .take(4)
+                .map(|a| format!("{:?}", clip(a)))
+                .collect();
             return Err(AuthDenial::new(
                 AuthError::AudienceMismatch,
                 format!("aud [{}], this server is {}", seen.join(", "), resource.uri),
@@ -609,7 +663,10 @@ impl AuthPolicy {
         Ok(Identity {
             issuer: issuer.issuer.clone(),
             subject: jwt.string("sub").map(str::to_owned),
-            client_id: jwt.string("client_id").or_else(|| jwt.string("azp")).map(str::to_owned),
+            client_id: jwt
+                .string("client_id")
+                .or_else(|| jwt.string("azp"))
+                .map(str::to_owned),
             scopes: jwt.scopes(),
             service_account,
             expires_at: exp,
@@ -637,7 +694,10 @@ impl AuthPolicy {
                 .any(|p| p.namespace == ns && p.name.as_deref().is_none_or(|n| n == name));
         match allowed {
             true => Ok(format!("{ns}/{name}")),
-            false => Err(AuthDenial::new(AuthError::NotAllowed, format!("service account {ns}/{name}"))),
+            false => Err(AuthDenial::new(
+                AuthError::NotAllowed,
+                format!("service account {ns}/{name}"),
+            )),
         }
     }
 

@@ -28,6 +28,9 @@ pub struct AdminState {
     /// The upstream's address: ready also means that it accepts connections, so that a ready guard does not
     /// answer `502` because its server is still starting.
     pub upstream: String,
+    /// Ready also means that the guard holds keys of every token issuer it fetches keys from (it refuses their
+    /// tokens until it does).
+    pub keys: Arc<crate::keys::KeyStore>,
 }
 
 /// How long `/readyz` waits for the upstream to accept a connection.
@@ -38,6 +41,9 @@ impl AdminState {
     pub async fn not_ready(&self) -> Option<String> {
         if !self.serving.load(Ordering::Relaxed) {
             return Some("not ready: the guard is starting or draining\n".into());
+        }
+        if let Some(why) = self.keys.not_ready() {
+            return Some(why);
         }
         match tokio::time::timeout(UPSTREAM_PROBE_TIMEOUT, TcpStream::connect(&self.upstream)).await {
             Ok(Ok(_)) => None,

@@ -103,6 +103,51 @@ pub struct Args {
     #[arg(long, env = "MCP_GUARD_CORS")]
     pub cors: bool,
 
+    /// A token issuer whose JWT access tokens the guard accepts (repeatable): `https://auth.example.com`. Turns
+    /// on bearer-token authentication; its keys are discovered (RFC 8414 / OpenID Connect) and fetched by the
+    /// guard. See docs/guard.md ("Authentication").
+    #[arg(long = "auth-issuer", env = "MCP_GUARD_AUTH_ISSUERS", value_delimiter = ',')]
+    pub auth_issuers: Vec<String>,
+
+    /// A resource URI of this server (repeatable), `scheme://HOST[:port]/path` with HOST an allowed-host pattern:
+    /// `https://mcp.example.com/mcp`, `https://*.apps.example.com/mcp`. Tokens must be issued for it.
+    #[arg(
+        long = "auth-resource",
+        env = "MCP_GUARD_AUTH_RESOURCES",
+        value_delimiter = ','
+    )]
+    pub auth_resources: Vec<String>,
+
+    /// An audience the --auth-issuer issuers' tokens may carry instead of the resource URI (repeatable).
+    #[arg(
+        long = "auth-audience",
+        env = "MCP_GUARD_AUTH_AUDIENCES",
+        value_delimiter = ','
+    )]
+    pub auth_audiences: Vec<String>,
+
+    /// A scope every request's token must hold (repeatable).
+    #[arg(
+        long = "auth-required-scope",
+        env = "MCP_GUARD_AUTH_REQUIRED_SCOPES",
+        value_delimiter = ','
+    )]
+    pub auth_required_scopes: Vec<String>,
+
+    /// Let the --auth-issuer issuers be fetched over plain http:// (a lab only: anyone on the path could swap
+    /// the keys).
+    #[arg(long, env = "MCP_GUARD_AUTH_ALLOW_HTTP_ISSUER")]
+    pub auth_allow_http_issuer: bool,
+
+    /// A PEM file of CA certificates for the --auth-issuer issuers' TLS, besides the built-in web roots.
+    #[arg(long, env = "MCP_GUARD_AUTH_CA_FILE")]
+    pub auth_ca_file: Option<String>,
+
+    /// Forward the client's Authorization header to the server (default: stripped; the server gets the verified
+    /// identity in mcp-guard-* headers instead).
+    #[arg(long, env = "MCP_GUARD_AUTH_PASS_TOKEN")]
+    pub auth_pass_token: bool,
+
     /// Largest request head (request line and headers, bytes); larger ones get 431.
     #[arg(long, env = "MCP_GUARD_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
     pub max_header_bytes: usize,

@@ -2,7 +2,8 @@
 //!
 //! Merge rules: allowed hosts, origins and trusted proxies are the union of the flags and the file; `--mode` and
 //! each limit flag (`--max-request-body-bytes`, the rate limits), when given, override the file's setting (a
-//! `--rate-limit-method` flag overrides that method's entry only); `source` comes from the file.
+//! `--rate-limit-method` flag overrides that method's entry only); `source` comes from the file. The `--auth-*`
+//! flags add their resources, issuers and required scopes to the file's `auth` section (or make one).
 //!
 //! Reload: the file's content is read every poll interval through its path (so kubelet's ConfigMap update, an
 //! atomic swap of the `..data` symlink, is seen like any edit). A changed content is parsed and compiled; a
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_guard_config::{Allowlist, ConfigError, GuardConfig, Limits, Mode};
+use mcp_guard_config::{Allowlist, AuthConfig, ConfigError, GuardConfig, IssuerConfig, Limits, Mode};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -36,6 +37,8 @@ pub enum LoadError {
     },
     #[error("{0}")]
     Flags(#[source] ConfigError),
+    #[error("{0}")]
+    AuthFlags(String),
 }
 
 /// The config given on the command line, and the file to merge it with.
@@ -49,6 +52,8 @@ pub struct ConfigSources {
     pub trusted_proxies: Vec<String>,
     /// `--cors`: answers CORS whatever the file says.
     pub cors: bool,
+    /// The `--auth-*` flags, as an `auth` section (merged with the file's, see [`ConfigSources::merge`]).
+    pub auth: Option<AuthConfig>,
     pub file: Option<PathBuf>,
 }
 
@@ -71,6 +76,9 @@ impl ConfigSources {
         }
         config.limits = self.limits.clone().or(&config.limits);
         config.cors |= self.cors;
+        if let Some(flags) = &self.auth {
+            config.auth = Some(merge_auth(config.auth.take(), flags));
+        }
         for p in &self.trusted_proxies {
             if !config.trusted_proxies.contains(p) {
                 config.trusted_proxies.push(p.clone());
@@ -109,6 +117,87 @@ impl ConfigSources {
         let allowlist = self.compile(content.as_deref())?;
         Ok((allowlist, content))
     }
+}
+
+/// The `--auth-*` flags over the file's `auth` section: resources, issuers (by `issuer`) and required scopes are
+/// the union of both; `--auth-pass-token` turns passing the token on.
+fn merge_auth(file: Option<AuthConfig>, flags: &AuthConfig) -> AuthConfig {
+    let Some(mut auth) = file else {
+        return flags.clone();
+    };
+    for r in &flags.resources {
+        if !auth.resources.contains(r) {
+            auth.resources.push(r.clone());
+        }
+    }
+    for i in &flags.issuers {
+        if !auth.issuers.iter().any(|f| f.issuer == i.issuer) {
+            auth.issuers.push(i.clone());
+        }
+    }
+    for s in &flags.required_scopes {
+        if !auth.required_scopes.contains(s) {
+            auth.required_scopes.push(s.clone());
+        }
+    }
+    auth.pass_token |= flags.pass_token;
+    auth
+}
+
+/// The `auth` section the `--auth-*` flags make, if they make one. The settings of issuers given by flags
+/// (`--auth-audience`, `--auth-allow-http-issuer`, `--auth-ca-file`) without `--auth-issuer` are an error: they would
+/// silently apply to nothing.
+pub fn auth_from_flags(args: &crate::cli::Args) -> Result<Option<AuthConfig>, LoadError> {
+    let list = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let issuers = list(&args.auth_issuers);
+    let resources = list(&args.auth_resources);
+    let audiences = list(&args.auth_audiences);
+    let required_scopes = list(&args.auth_required_scopes);
+    if issuers.is_empty() {
+        let per_issuer = [
+            (!audiences.is_empty(), "--auth-audience"),
+            (args.auth_allow_http_issuer, "--auth-allow-http-issuer"),
+            (args.auth_ca_file.is_some(), "--auth-ca-file"),
+        ];
+        if let Some((_, flag)) = per_issuer.iter().find(|(set, _)| *set) {
+            return Err(LoadError::AuthFlags(format!(
+                "{flag} applies to the issuers of --auth-issuer, and none is given: add --auth-issuer URL \
+                 (issuers in the --config file set audiences, allowHttp and caFile themselves)"
+            )));
+        }
+        if resources.is_empty() && required_scopes.is_empty() && !args.auth_pass_token {
+            return Ok(None);
+        }
+        if args.config.is_none() {
+            return Err(LoadError::AuthFlags(
+                "--auth-resource, --auth-required-scope and --auth-pass-token need a token issuer: add \
+                 --auth-issuer URL"
+                    .into(),
+            ));
+        }
+    }
+    let issuers = issuers
+        .into_iter()
+        .map(|issuer| IssuerConfig {
+            issuer,
+            audiences: audiences.clone(),
+            allow_http: args.auth_allow_http_issuer,
+            ca_file: args.auth_ca_file.clone(),
+            ..Default::default()
+        })
+        .collect();
+    Ok(Some(AuthConfig {
+        resources,
+        issuers,
+        required_scopes,
+        pass_token: args.auth_pass_token,
+        ..Default::default()
+    }))
 }
 
 /// The live allowlist, shared by all connections; readers borrow it per request.
@@ -191,8 +280,8 @@ pub async fn watch_file(
 
 impl ConfigSources {
     /// The sources the command line names.
-    pub fn from_args(args: &crate::cli::Args) -> Self {
-        ConfigSources {
+    pub fn from_args(args: &crate::cli::Args) -> Result<Self, LoadError> {
+        Ok(ConfigSources {
             allow_hosts: args
                 .allow_hosts
                 .iter()
@@ -217,7 +306,8 @@ impl ConfigSources {
             },
             trusted_proxies: args.trusted_proxies.clone(),
             cors: args.cors,
+            auth: auth_from_flags(args)?,
             file: args.config.clone(),
-        }
+        })
     }
 }

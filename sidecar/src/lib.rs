@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod idle;
+pub mod keys;
 pub mod limiter;
 pub mod metrics;
 pub mod policy;

@@ -30,6 +30,18 @@ struct ResultLabels {
     result: &'static str,
 }
 
+/// An issuer of the `auth` section, as configured (never anything from a token).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabels {
+    issuer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerResultLabels {
+    issuer: String,
+    result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabels {
     verdict: &'static str,
@@ -146,6 +158,9 @@ pub struct Metrics {
     pub allowed_hosts: Gauge,
     pub allowed_origins: Gauge,
     pub config_last_reload_ok: Gauge,
+    auth_key_fetches: Family<IssuerResultLabels, Counter>,
+    auth_keys: Family<IssuerLabels, Gauge>,
+    auth_keys_fetched: Family<IssuerLabels, Gauge>,
 }
 
 impl Metrics {
@@ -247,6 +262,24 @@ impl Metrics {
             config_last_reload_ok.clone(),
         );
         config_last_reload_ok.set(1);
+        let auth_key_fetches = Family::<IssuerResultLabels, Counter>::default();
+        registry.register(
+            "auth_key_fetches",
+            "Fetches of a token issuer's keys (discovery and JWKS), by issuer and result (ok, failed)",
+            auth_key_fetches.clone(),
+        );
+        let auth_keys = Family::<IssuerLabels, Gauge>::default();
+        registry.register(
+            "auth_keys",
+            "Usable signature keys the guard holds of each token issuer it fetches keys from",
+            auth_keys.clone(),
+        );
+        let auth_keys_fetched = Family::<IssuerLabels, Gauge>::default();
+        registry.register(
+            "auth_keys_fetched_timestamp_seconds",
+            "When the keys of each token issuer were last fetched successfully (Unix time; age = time() - this)",
+            auth_keys_fetched.clone(),
+        );
         Metrics {
             registry,
             allowed,
@@ -263,7 +296,40 @@ impl Metrics {
             allowed_hosts,
             allowed_origins,
             config_last_reload_ok,
+            auth_key_fetches,
+            auth_keys,
+            auth_keys_fetched,
         }
+    }
+
+    /// Counts a fetch of an issuer's keys; a good one also sets how many keys it holds and when.
+    pub fn auth_key_fetch(&self, issuer: &str, ok: bool, keys: Option<&mcp_guard_config::auth::KeySet>) {
+        let result = if ok { "ok" } else { "failed" };
+        self.auth_key_fetches
+            .get_or_create(&IssuerResultLabels {
+                issuer: issuer.to_owned(),
+                result,
+            })
+            .inc();
+        let labels = IssuerLabels {
+            issuer: issuer.to_owned(),
+        };
+        if let Some(keys) = keys {
+            self.auth_keys.get_or_create(&labels).set(keys.len() as i64);
+            let now = crate::keys::unix_now();
+            self.auth_keys_fetched
+                .get_or_create(&labels)
+                .set(i64::try_from(now).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Drops the gauges of an issuer the config no longer names.
+    pub fn auth_issuer_gone(&self, issuer: &str) {
+        let labels = IssuerLabels {
+            issuer: issuer.to_owned(),
+        };
+        self.auth_keys.remove(&labels);
+        self.auth_keys_fetched.remove(&labels);
     }
 
     pub fn request(&self, outcome: Outcome, reason: Option<Reason>) {

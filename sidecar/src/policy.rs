@@ -10,6 +10,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Method, Version};
+use mcp_guard_config::auth::identity_headers;
+use mcp_guard_config::auth::{
+    AuthDenial, AuthError, AuthPolicy, Credentials, Identity, Jwt, KeySource, Resource,
+};
 use mcp_guard_config::{Allowlist, Denial, HeaderSeen, Mode, Reason, RequestFacts, Verdict};
 
 pub mod cors;
@@ -52,11 +56,15 @@ pub enum Rule {
     Allowlist,
     /// `maxRequestBodyBytes`: on the declared length, and counted as the body streams.
     BodyLimit,
+    /// The bearer token (when `auth` is configured): a verified identity, for a resource of this host.
+    Authentication,
     /// The calls a body carries: `Mcp-Method` / `Mcp-Name` against the body, and whether the rate limits can
     /// count them at all.
     McpCalls,
     /// A body that names another call after the rate limits charged its prefix (found while it streams).
     BodyWatch,
+    /// The scopes the server, each call's method and tool require of the token.
+    Scopes,
     /// The token buckets and the cap on requests in flight.
     RateLimits,
     /// The cap on open event streams.
@@ -69,7 +77,13 @@ impl Rule {
     /// watched at all); a request whose framing or size is refused cannot be forwarded as the client sent it.
     pub const fn audit_forwards(self) -> bool {
         match self {
-            Rule::Allowlist | Rule::McpCalls | Rule::BodyWatch | Rule::RateLimits | Rule::StreamCap => true,
+            Rule::Allowlist
+            | Rule::Authentication
+            | Rule::McpCalls
+            | Rule::BodyWatch
+            | Rule::Scopes
+            | Rule::RateLimits
+            | Rule::StreamCap => true,
             Rule::Framing | Rule::ForwardedHost | Rule::BodyLimit => false,
         }
     }
@@ -131,29 +145,92 @@ impl Admission {
     }
 }
 
+/// What the authentication checks a token against: the issuers' keys the guard holds, and the time.
+pub struct TokenCheck<'a> {
+    pub keys: &'a (dyn KeySource + Sync),
+    /// Unix seconds.
+    pub now: u64,
+    /// The guard already refetched the keys for this request: a key it still lacks is refused, not refetched.
+    pub refetched: bool,
+}
+
+/// A verified caller: who, and for which resource (the scopes are checked once the calls are known).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub identity: Identity,
+    pub resource: Resource,
+}
+
 /// What to do with a request.
 #[derive(Debug, PartialEq)]
 pub enum Decision {
-    /// Send the (rewritten) head upstream; `audited` holds the violation that audit mode lets through.
+    /// Send the (rewritten) head upstream; `audited` holds the violation that audit mode lets through, `caller`
+    /// the verified identity when `auth` is configured.
     Forward {
         audited: Option<Denial>,
+        caller: Option<Caller>,
     },
     Refuse(Denial),
+    /// Refused by the authentication: answer with this `WWW-Authenticate` challenge.
+    Challenge {
+        denial: Denial,
+        challenge: String,
+    },
     /// A CORS preflight from an allowed origin, with CORS on: the guard answers `204` with these fields.
     Preflight(HeaderMap),
+    /// A `GET` of the RFC 9728 metadata of this host's resource: the guard answers it with this document.
+    Metadata(serde_json::Value),
+    /// The token names a key the guard lacks of an issuer it fetches keys from: refetch them, then decide again
+    /// (with [`TokenCheck::refetched`]). The head is as received.
+    RefetchKeys {
+        issuer: String,
+    },
+}
+
+/// A rule's refusal, with the challenge the authentication answers with.
+struct Refusal {
+    denial: Denial,
+    challenge: Option<String>,
+}
+
+impl From<Denial> for Refusal {
+    fn from(denial: Denial) -> Self {
+        Refusal {
+            denial,
+            challenge: None,
+        }
+    }
+}
+
+/// What the head rules let through, short of forwarding.
+enum Admitted {
+    Forward(Option<Caller>),
+    Preflight(HeaderMap),
+    Metadata(serde_json::Value),
+    RefetchKeys(String),
 }
 
 /// Decides on one request head. On [`Decision::Forward`] `head` has become the upstream's request head (an
-/// absolute URI naming the upstream, or with `preserve_host` the checked client authority); on
-/// [`Decision::Refuse`] it is as received.
-pub fn decide(head: &mut Parts, allowlist: &Allowlist, hop: &Hop<'_>) -> Decision {
+/// absolute URI naming the upstream, or with `preserve_host` the checked client authority); otherwise it is as
+/// received.
+pub fn decide(head: &mut Parts, allowlist: &Allowlist, hop: &Hop<'_>, tokens: &TokenCheck<'_>) -> Decision {
     let mut admission = Admission::new(allowlist.mode);
-    match admit_head(head, allowlist, hop, &mut admission) {
-        Ok(Some(preflight)) => Decision::Preflight(preflight),
-        Ok(None) => Decision::Forward {
+    match admit_head(head, allowlist, hop, tokens, &mut admission) {
+        Ok(Admitted::Preflight(fields)) => Decision::Preflight(fields),
+        Ok(Admitted::Metadata(doc)) => Decision::Metadata(doc),
+        Ok(Admitted::RefetchKeys(issuer)) => Decision::RefetchKeys { issuer },
+        Ok(Admitted::Forward(caller)) => Decision::Forward {
             audited: admission.audited.into_iter().next(),
+            caller,
         },
-        Err(denial) => Decision::Refuse(denial),
+        Err(Refusal {
+            denial,
+            challenge: None,
+        }) => Decision::Refuse(denial),
+        Err(Refusal {
+            denial,
+            challenge: Some(challenge),
+        }) => Decision::Challenge { denial, challenge },
     }
 }
 
@@ -172,8 +249,9 @@ fn admit_head(
     head: &mut Parts,
     allowlist: &Allowlist,
     hop: &Hop<'_>,
+    tokens: &TokenCheck<'_>,
     admission: &mut Admission,
-) -> Result<Option<HeaderMap>, Denial> {
+) -> Result<Admitted, Refusal> {
     admission.check(Rule::Framing, refuse_ambiguous(head))?;
     let forwarded = match hop.trusted_proxy {
         true => admission
@@ -196,19 +274,205 @@ fn admit_head(
         Verdict::Allow => Ok(()),
         Verdict::Deny(denial) => Err(denial),
     };
+    // The host the allowlist checked (as a trusted proxy forwarded it), and its resource.
+    let checked = checked_authority(&facts);
+    let resource = allowlist
+        .auth
+        .as_ref()
+        .zip(checked.as_ref())
+        .and_then(|(auth, authority)| auth.resource_for(authority));
+    let checked = checked.map(|a| a.to_string()).unwrap_or_default();
     let allowed = admission.check(Rule::Allowlist, verdict)?.is_some();
     if allowed
         && cors::is_preflight(head)
         && let Some(origin) = cors_origin(head, allowlist)
     {
-        return Ok(Some(cors::preflight_fields(&origin, &head.headers)));
+        return Ok(Admitted::Preflight(cors::preflight_fields(
+            &origin,
+            &head.headers,
+        )));
+    }
+    if let (true, Some(auth), Some(resource)) = (allowed, &allowlist.auth, &resource)
+        && head.method == Method::GET
+        && AuthPolicy::is_metadata_path(head.uri.path(), resource)
+    {
+        return Ok(Admitted::Metadata(auth.metadata(resource)));
     }
     admission.check(
         Rule::BodyLimit,
         declared_length(&head.headers, body_limit(allowlist)),
     )?;
-    rewrite(head, hop, allowed, forwarded.as_deref());
-    Ok(None)
+    let mut caller = None;
+    if let Some(auth) = &allowlist.auth {
+        let verified = match authenticate(head, auth, &checked, resource, tokens) {
+            Authn::Refetch(issuer) => return Ok(Admitted::RefetchKeys(issuer)),
+            Authn::Verified(caller) => Ok(caller),
+            Authn::Denied(refusal) => Err(refusal),
+        };
+        caller = match verified {
+            Ok(c) => Some(c),
+            Err(Refusal { denial, challenge }) => admission
+                .check::<Caller>(Rule::Authentication, Err(denial))
+                .map_err(|denial| Refusal { denial, challenge })?,
+        };
+    }
+    let identity = caller.as_ref().map(|c| &c.identity);
+    rewrite(
+        head,
+        hop,
+        allowed,
+        forwarded.as_deref(),
+        allowlist.auth.as_ref(),
+        identity,
+    );
+    Ok(Admitted::Forward(caller))
+}
+
+/// The authority the allowlist checked: the target's (HTTP/2, absolute-form), or the Host (or the host a
+/// trusted proxy forwarded, already put in its place).
+fn checked_authority<'a>(facts: &RequestFacts<'a>) -> Option<mcp_guard_config::Authority<'a>> {
+    match facts.target_authority {
+        Some(target) => mcp_guard_config::Authority::parse(target).ok(),
+        None => mcp_guard_config::Authority::parse_bytes(facts.host.first?).ok(),
+    }
+}
+
+/// The outcome of [`authenticate`].
+enum Authn {
+    Verified(Caller),
+    Refetch(String),
+    Denied(Refusal),
+}
+
+/// [`Rule::Authentication`]: the request's bearer token, for the resource of its host.
+fn authenticate(
+    head: &Parts,
+    auth: &AuthPolicy,
+    host: &str,
+    resource: Option<Resource>,
+    tokens: &TokenCheck<'_>,
+) -> Authn {
+    let Some(resource) = resource else {
+        return Authn::Denied(Denial::new(Reason::NoResourceForHost, host).into());
+    };
+    let authorization: Vec<&[u8]> = head
+        .headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let credentials = Credentials {
+        authorization: &authorization,
+        query: head.uri.query(),
+    };
+    let denied = match auth.authenticate(credentials, &resource, tokens.keys, tokens.now) {
+        Ok(identity) => match identity_fields(&identity) {
+            Ok(_) => return Authn::Verified(Caller { identity, resource }),
+            Err(why) => AuthDenial::new(AuthError::InvalidToken, why),
+        },
+        Err(d) => d,
+    };
+    if denied.error == AuthError::UnknownKey
+        && !tokens.refetched
+        && let Some(issuer) = fetched_issuer(auth, &authorization)
+    {
+        return Authn::Refetch(issuer);
+    }
+    // A 401 names the scopes every request needs, so that the client asks for them up front.
+    let required: Vec<&str> = auth.scopes_needed(None, None).into_iter().collect();
+    let required = required.join(" ");
+    let challenge = denied.challenge(&resource, Some(required.as_str()).filter(|s| !s.is_empty()));
+    Authn::Denied(Refusal {
+        denial: denied.denial(),
+        challenge: Some(challenge),
+    })
+}
+
+/// The issuer of a token whose key the guard lacks, when the guard fetches that issuer's keys (a made-up `iss`
+/// or an issuer with inline keys never causes a fetch).
+fn fetched_issuer(auth: &AuthPolicy, authorization: &[&[u8]]) -> Option<String> {
+    let [value] = authorization else { return None };
+    let (_, token) = std::str::from_utf8(value).ok()?.split_once(' ')?;
+    let jwt = Jwt::decode(token.trim_matches(' ')).ok()?;
+    let iss = jwt.string("iss")?;
+    auth.issuers()
+        .iter()
+        .find(|i| i.issuer == iss && i.inline_keys.is_none())
+        .map(|i| i.issuer.clone())
+}
+
+/// The identity headers the guard sets for a verified caller. A claim that cannot be a header value (control
+/// characters) is refused rather than dropped: the server would take a missing header for "no subject".
+pub fn identity_fields(identity: &Identity) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let mut fields = Vec::with_capacity(5);
+    let scopes = identity.scopes.join(" ");
+    let values = [
+        (identity_headers::SUBJECT, identity.subject.as_deref()),
+        (identity_headers::CLIENT_ID, identity.client_id.as_deref()),
+        (identity_headers::ISSUER, Some(identity.issuer.as_str())),
+        (
+            identity_headers::SCOPES,
+            Some(scopes.as_str()).filter(|s| !s.is_empty()),
+        ),
+        (
+            identity_headers::SERVICE_ACCOUNT,
+            identity.service_account.as_deref(),
+        ),
+    ];
+    for (name, value) in values {
+        let Some(value) = value else { continue };
+        let value = HeaderValue::from_bytes(value.as_bytes())
+            .map_err(|_| format!("a claim for {name} holds characters a header cannot carry"))?;
+        fields.push((HeaderName::from_static(name), value));
+    }
+    Ok(fields)
+}
+
+/// [`Rule::Scopes`]: whether the caller's token holds every scope its calls need. A call the guard could not
+/// read whole (its method, or the tool of a `tools/call`) could be any: it needs every scope the config names.
+pub fn authorize(auth: &AuthPolicy, identity: &Identity, calls: &[rate::Call]) -> Result<(), AuthDenial> {
+    let mut pairs = Vec::with_capacity(calls.len());
+    for call in calls {
+        match call {
+            rate::Call::Method { method, tool } if method != "tools/call" || tool.is_some() => {
+                pairs.push((Some(method.as_str()), tool.as_deref()))
+            }
+            _ => return authorize_every_scope(auth, identity),
+        }
+    }
+    auth.authorize(identity, pairs)
+}
+
+/// [`authorize`] for a call that could be any: every scope the config names.
+fn authorize_every_scope(auth: &AuthPolicy, identity: &Identity) -> Result<(), AuthDenial> {
+    if identity.service_account.is_some() {
+        // As `AuthPolicy::authorize`: service accounts are governed by `serviceAccounts`, not scopes.
+        return Ok(());
+    }
+    let all = auth.scopes_supported();
+    let missing: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|s| !identity.scopes.iter().any(|g| g == s))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(AuthDenial {
+        error: AuthError::InsufficientScope,
+        received: format!("scopes [{}]", identity.scopes.join(" ")),
+        detail: Some(format!(
+            "missing [{}] (a call the guard could not read whole needs every scope)",
+            missing.join(" ")
+        )),
+        scope: Some(all.join(" ")),
+    })
+}
+
+/// Whether the scopes depend on the calls (some method or tool needs a scope beyond the server's required
+/// ones): then the guard reads the body's prefix to know them.
+pub fn scopes_read_calls(auth: &AuthPolicy) -> bool {
+    auth.scopes_supported().len() > auth.scopes_needed(None, None).len()
 }
 
 /// A body's declared length against `maxRequestBodyBytes`.
@@ -681,10 +945,18 @@ fn is_set_by_guard(name: &HeaderName) -> bool {
         || name == header::EXPECT
         || name.as_str().starts_with("x-forwarded-")
         || name.as_str() == "x-original-host"
+        || name.as_str().starts_with(identity_headers::PREFIX)
 }
 
 /// Rewrites the client's head into the upstream's. `forwarded` is the host a trusted proxy forwarded.
-fn rewrite(head: &mut Parts, hop: &Hop<'_>, allowed: bool, forwarded: Option<&str>) {
+fn rewrite(
+    head: &mut Parts,
+    hop: &Hop<'_>,
+    allowed: bool,
+    forwarded: Option<&str>,
+    auth: Option<&AuthPolicy>,
+    identity: Option<&Identity>,
+) {
     let upstream = hop.upstream;
     // The authority the client addressed: what the check looked at.
     let client_authority = match (forwarded, head.uri.authority()) {
@@ -741,6 +1013,18 @@ fn rewrite(head: &mut Parts, hop: &Hop<'_>, allowed: bool, forwarded: Option<&st
         headers.insert(X_FORWARDED_HOST.clone(), client);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    if auth.is_some_and(|a| !a.pass_token) {
+        // MCP authorization: a token received is never passed through (unless the server asks for it).
+        headers.remove(header::AUTHORIZATION);
+    }
+    // Checked when the token was verified: a claim that cannot be a header refused it.
+    for (name, value) in identity
+        .map(identity_fields)
+        .and_then(Result::ok)
+        .unwrap_or_default()
+    {
+        headers.insert(name, value);
+    }
 }
 
 /// Removes hop-by-hop fields, the fields `Connection` names (but never one the guard decides on), framing

@@ -8,15 +8,16 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Request, Response, Version};
-use mcp_guard_config::{Allowlist, Denial, Reason};
+use mcp_guard_config::{Allowlist, AuthPolicy, Denial, Reason};
 use tracing::{debug, warn};
 
 use crate::body::{BoxError, ClientFault, FaultSlot, RequestBody, ResponseBody, StreamCount};
 use crate::config::LiveAllowlist;
+use crate::keys::{self, KeyStore};
 use crate::limiter::{Limiter, SlotGuard};
 use crate::metrics::{Metrics, Outcome, UpstreamError};
 use crate::policy::rate::{ClientKey, RequestClass};
-use crate::policy::{self, Admission, Decision, Fold, Hop, Rule, peek};
+use crate::policy::{self, Admission, Caller, Decision, Fold, Hop, Rule, TokenCheck, peek};
 use crate::pool::{Paired, SendError, UpstreamPool};
 use crate::refusal;
 use crate::upstream::Upstream;
@@ -30,6 +31,8 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     /// The rate limits' state, shared by every worker.
     pub limiter: Arc<Limiter>,
+    /// The token issuers' keys, shared by every worker.
+    pub keys: Arc<KeyStore>,
 }
 
 /// One client connection: facts computed once, and its side of the upstream.
@@ -91,34 +94,92 @@ impl Proxy {
             trusted_proxy,
         };
         let mut cors = policy::cors_origin(&head, &allowlist);
-        let mut outcome = match policy::decide(&mut head, &allowlist, &hop) {
+        let verified: Option<Caller>;
+        let tokens = |refetched| TokenCheck {
+            keys: &*self.keys,
+            now: keys::unix_now(),
+            refetched,
+        };
+        let decision = match policy::decide(&mut head, &allowlist, &hop, &tokens(false)) {
+            // A key the guard lacks: the issuer may have rotated its keys; fetch them (or wait for the fetch
+            // another request asked for) and decide once more.
+            Decision::RefetchKeys { issuer } => {
+                self.keys.refetch(&issuer).await;
+                policy::decide(&mut head, &allowlist, &hop, &tokens(true))
+            }
+            decision => decision,
+        };
+        let mut outcome = match decision {
             Decision::Preflight(fields) => {
                 self.metrics.cors_preflights.inc();
                 self.metrics.request(Outcome::Allowed, None);
                 self.metrics.request_duration(Outcome::Allowed, started);
                 return refusal::preflight(fields);
             }
+            Decision::Metadata(document) => {
+                self.metrics.request(Outcome::Allowed, None);
+                self.metrics.request_duration(Outcome::Allowed, started);
+                let mut answer = refusal::metadata(&document);
+                if let Some(origin) = &cors {
+                    policy::cors::add_response_fields(origin, answer.headers_mut());
+                }
+                return answer;
+            }
             Decision::Refuse(denial) => {
                 self.violation(&denial, &head, &peer, true);
-                debug!(headers = ?head.headers, "rejected request headers");
+                debug!(headers = ?redacted(&head.headers), "rejected request headers");
+                self.metrics.request_duration(Outcome::Rejected, started);
+                return refusal::render(&allowlist, &denial, None);
+            }
+            Decision::Challenge { denial, challenge } => {
+                // Never the headers: they hold the token.
+                self.violation(&denial, &head, &peer, true);
+                self.metrics.request_duration(Outcome::Rejected, started);
+                // Only enforce mode refuses here, so the allowlist let the request through: with CORS on, a
+                // browser-based client reads the challenge (`WWW-Authenticate` is exposed) to find the metadata.
+                let mut answer = refusal::render_challenge(&allowlist, &denial, &challenge);
+                if let Some(origin) = &cors {
+                    policy::cors::add_response_fields(origin, answer.headers_mut());
+                }
+                return answer;
+            }
+            // Not after a refetch; refused all the same should it ever come.
+            Decision::RefetchKeys { issuer } => {
+                let denial = Denial::new(Reason::InvalidToken, format!("a key of {issuer} the guard lacks"));
+                self.violation(&denial, &head, &peer, true);
                 self.metrics.request_duration(Outcome::Rejected, started);
                 return refusal::render(&allowlist, &denial, None);
             }
             Decision::Forward {
                 audited: Some(denial),
+                caller,
             } => {
                 self.violation(&denial, &head, &peer, false);
                 // What audit mode forwards despite the allowlist is never shown to a page.
                 cors = None;
+                verified = caller;
                 Outcome::Audited
             }
-            Decision::Forward { audited: None } => Outcome::Allowed,
+            Decision::Forward {
+                audited: None,
+                caller,
+            } => {
+                verified = caller;
+                Outcome::Allowed
+            }
         };
         // From here on the allowlist let the request through: with CORS on, its page may read every answer.
         let mut answer = async {
             let mut slot = None;
-            if allowlist.limits.limits_clients() {
-                match self.limit(&allowlist, &head, &mut body, &peer, client).await {
+            let scopes = verified
+                .as_ref()
+                .zip(allowlist.auth.as_ref())
+                .filter(|(_, auth)| auth.has_scopes());
+            if allowlist.limits.limits_clients() || scopes.is_some() {
+                match self
+                    .admit_calls(&allowlist, &head, &mut body, &peer, client, scopes)
+                    .await
+                {
                     Ok(Admitted {
                         slot: admitted,
                         audited,
@@ -126,7 +187,7 @@ impl Proxy {
                         if audited {
                             outcome = Outcome::Audited;
                         }
-                        slot = Some(admitted);
+                        slot = admitted;
                     }
                     Err(answer) => {
                         self.metrics.request_duration(Outcome::Rejected, started);
@@ -199,23 +260,27 @@ impl Proxy {
         answer
     }
 
-    /// The rate limits and caps: reads the body's prefix if a rate limit needs to count its calls, checks the
-    /// `Mcp-Method`/`Mcp-Name` headers against it, and takes the client's slot, or answers the refusal. A single
-    /// call charged before its body ended is watched to the end of the body.
-    async fn limit(
+    /// The rules on the calls a request carries: reads the body's prefix if the scopes or a rate limit need to
+    /// know its calls, checks the `Mcp-Method`/`Mcp-Name` headers against it, then the caller's scopes, then takes
+    /// the client's slot of the rate limits (if any), or answers the refusal. A single call read before its body
+    /// ended is watched to the end of the body.
+    async fn admit_calls(
         &self,
         allowlist: &Allowlist,
         head: &http::request::Parts,
         body: &mut RequestBody,
         peer: &Peer,
         client: std::net::IpAddr,
+        scopes: Option<(&Caller, &AuthPolicy)>,
     ) -> Result<Admitted, Response<ResponseBody>> {
         let limits = &allowlist.limits;
         let mut admission = Admission::new(allowlist.mode);
         let stream = policy::is_stream(head);
         let mut scanner = peek::Scanner::default();
         let mut read = None;
-        if limits.reads_body() && !stream && !body.is_done() {
+        let reads_body =
+            limits.reads_body() || scopes.is_some_and(|(_, auth)| policy::scopes_read_calls(auth));
+        if reads_body && !stream && !body.is_done() {
             let mut fed = 0;
             let enough = |data: &[u8]| {
                 scanner.feed(&data[fed..]);
@@ -246,8 +311,29 @@ impl Proxy {
         for denial in &admission.audited {
             self.violation(denial, head, peer, false);
         }
+        if let Some((caller, auth)) = scopes
+            && let Err(refused) = policy::authorize(auth, &caller.identity, &calls)
+        {
+            match policy::fold(allowlist.mode, Rule::Scopes, refused.denial()) {
+                Fold::Refuse(denial) => {
+                    self.violation(&denial, head, peer, true);
+                    let challenge = refused.challenge(&caller.resource, None);
+                    return Err(refusal::render_challenge(allowlist, &denial, &challenge));
+                }
+                Fold::Audit(denial) => {
+                    self.violation(&denial, head, peer, false);
+                    admission.audited.push(denial);
+                }
+            }
+        }
         if read.as_ref().is_some_and(|p| !p.ended) && policy::refuses(allowlist.mode, Rule::BodyWatch) {
             body.watch(policy::watch(scanner, &calls));
+        }
+        if !limits.limits_clients() {
+            return Ok(Admitted {
+                slot: None,
+                audited: !admission.audited.is_empty(),
+            });
         }
         let class = RequestClass {
             stream,
@@ -276,7 +362,7 @@ impl Proxy {
             }
         };
         Ok(Admitted {
-            slot,
+            slot: Some(slot),
             audited: !admission.audited.is_empty(),
         })
     }
@@ -353,9 +439,10 @@ impl Proxy {
     }
 }
 
-/// What the limits let through: the client's slot, and whether audit mode let a refusal pass.
+/// What the calls' rules let through: the client's slot of the rate limits, and whether audit mode let a refusal
+/// pass.
 struct Admitted {
-    slot: SlotGuard,
+    slot: Option<SlotGuard>,
     audited: bool,
 }
 
@@ -380,6 +467,23 @@ fn client_fault(fault: &ClientFault, limit: u64) -> Denial {
             Denial::new(Reason::UncountableBody, "request body").with_detail(detail)
         }
     }
+}
+
+/// Request headers as the debug log shows them: credentials replaced by their length.
+fn redacted(headers: &http::HeaderMap) -> Vec<(&str, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let shown = match *name == http::header::AUTHORIZATION
+                || *name == http::header::COOKIE
+                || *name == http::header::PROXY_AUTHORIZATION
+            {
+                true => format!("<{} bytes>", value.len()),
+                false => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            };
+            (name.as_str(), shown)
+        })
+        .collect()
 }
 
 /// Logs a refusal (or, in audit mode, a violation let through) with what the client sent.

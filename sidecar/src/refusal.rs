@@ -20,11 +20,22 @@ pub const HEADER_MISMATCH: i32 = -32020;
 /// in the implementation-defined range MCP 2026-07-28 leaves to servers (−32000…−32019; −32020…−32099 are the
 /// specification's). Clear of −32000 and −32001, which the MCP SDKs use for a closed connection and a timeout.
 pub const TOO_MANY_REQUESTS: i32 = -32010;
+/// The guard's code for "who are you": no token, or one it does not accept (`401`). Ours, as above.
+pub const UNAUTHORIZED: i32 = -32011;
+/// The guard's code for "not you, not this": a token without the scopes the call needs, an identity the config
+/// does not allow, a host without a resource URI (`403`). Ours, as above.
+pub const FORBIDDEN: i32 = -32012;
 
 /// The JSON-RPC error code a refusal carries.
 pub fn code(reason: Reason) -> i32 {
     match reason {
-        Reason::UpstreamUnavailable => INTERNAL_ERROR,
+        Reason::UpstreamUnavailable | Reason::AuthKeysUnavailable => INTERNAL_ERROR,
+        Reason::Unauthenticated
+        | Reason::InvalidToken
+        | Reason::TokenExpired
+        | Reason::TokenNotYetValid
+        | Reason::TokenAudienceMismatch => UNAUTHORIZED,
+        Reason::InsufficientScope | Reason::IdentityNotAllowed | Reason::NoResourceForHost => FORBIDDEN,
         Reason::RateLimited | Reason::TooManyConcurrentRequests | Reason::TooManyStreams => TOO_MANY_REQUESTS,
         Reason::McpHeaderMismatch => HEADER_MISMATCH,
         Reason::HostNotAllowed
@@ -37,7 +48,8 @@ pub fn code(reason: Reason) -> i32 {
         | Reason::RequestBodyTooLarge
         | Reason::MalformedRequest
         | Reason::RequestHeadersTooLarge
-        | Reason::UncountableBody => INVALID_REQUEST,
+        | Reason::UncountableBody
+        | Reason::InvalidAuthRequest => INVALID_REQUEST,
     }
 }
 
@@ -109,6 +121,22 @@ pub fn render(
         headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
     answer
+}
+
+/// The answer to a request the authentication or the scopes refused: [`render`], plus the `WWW-Authenticate`
+/// challenge that tells the client where the resource metadata is and what went wrong (RFC 6750 §3, RFC 9728
+/// §5.1).
+pub fn render_challenge(allowlist: &Allowlist, denial: &Denial, challenge: &str) -> Response<ResponseBody> {
+    let mut answer = render(allowlist, denial, None);
+    if let Ok(value) = HeaderValue::from_str(challenge) {
+        answer.headers_mut().insert(http::header::WWW_AUTHENTICATE, value);
+    }
+    answer
+}
+
+/// The RFC 9728 protected resource metadata, answered by the guard itself.
+pub fn metadata(document: &serde_json::Value) -> Response<ResponseBody> {
+    json_response(200, Bytes::from(document.to_string()))
 }
 
 /// The answer to a CORS preflight the guard answers itself: `204` with the fields [`crate::policy::cors`] chose.

@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 use crate::admin::AdminState;
 use crate::cli::Args;
 use crate::config::{self, ConfigSources};
+use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::pool::UpstreamPool;
 use crate::proxy::Proxy;
@@ -75,6 +76,7 @@ struct WorkerSpec {
     read_buffer: usize,
     metrics: Arc<Metrics>,
     limiter: Arc<limiter::Limiter>,
+    keys: Arc<KeyStore>,
     limits: server::Limits,
     drain_timeout: Duration,
     shutdown: watch::Receiver<bool>,
@@ -114,6 +116,7 @@ fn start_worker(
                 preserve_host: spec.preserve_host,
                 metrics: spec.metrics,
                 limiter: spec.limiter,
+                keys: spec.keys,
             });
             let mut shutdown = spec.shutdown;
             let stop = async move {
@@ -133,6 +136,14 @@ fn start_worker(
         });
         })?;
     Ok(Worker { thread })
+}
+
+/// Starts and stops the key fetchers as reloaded configs name other issuers.
+async fn sync_keys(keys: Arc<KeyStore>, mut live: config::LiveAllowlist) {
+    while live.changed().await.is_ok() {
+        let allowlist = live.borrow_and_update().clone();
+        keys.sync(allowlist.auth.as_ref());
+    }
 }
 
 /// How many workers (threads) to run: `--worker-threads`, or one per CPU up to 2.
@@ -158,7 +169,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
 }
 
 async fn run_control(args: Args) -> Result<(), StartError> {
-    let sources = ConfigSources::from_args(&args);
+    let sources = ConfigSources::from_args(&args)?;
     let (allowlist, content) = sources.load()?;
     let upstream = Upstream::parse(&args.upstream, args.upstream_h2c)?;
     let metrics = Arc::new(Metrics::new());
@@ -169,16 +180,22 @@ async fn run_control(args: Args) -> Result<(), StartError> {
         mode = ?allowlist.mode,
         trusted_proxies = %allowlist.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         rate_limits = allowlist.limits.limits_clients(),
+        auth = allowlist.auth.is_some(),
         config = ?args.config,
         "allowlist loaded"
     );
+    // The issuers' keys are fetched on this (control) runtime, and again whenever a new config names others.
+    let keys = KeyStore::new(metrics.clone());
+    keys.sync(allowlist.auth.as_ref());
     let (tx, rx) = watch::channel(Arc::new(allowlist));
+    let key_sync = tokio::spawn(sync_keys(keys.clone(), rx.clone()));
 
     let admin_state = Arc::new(AdminState {
         metrics: metrics.clone(),
         started: false.into(),
         serving: false.into(),
         upstream: upstream.authority.to_string(),
+        keys: keys.clone(),
     });
     let admin_task = match args.admin_listen {
         Some(addr) => {
@@ -223,6 +240,7 @@ async fn run_control(args: Args) -> Result<(), StartError> {
             read_buffer: args.upstream_read_buffer,
             metrics: metrics.clone(),
             limiter: limiter.clone(),
+            keys: keys.clone(),
             limits: server::Limits {
                 // the connection limit is shared out between the workers
                 max_connections: (limits.max_connections / workers).max(1),
@@ -285,6 +303,7 @@ async fn run_control(args: Args) -> Result<(), StartError> {
         }
     }
     watcher.abort();
+    key_sync.abort();
     if let Some(t) = admin_task {
         t.abort();
     }

@@ -41,6 +41,7 @@ fn proxy_with(upstream: &TestUpstream, config: GuardConfig) -> Arc<Proxy> {
         upstream,
         preserve_host: false,
         limiter: mcp_guard::limiter::Limiter::new(metrics.rate_limit_tracked_clients.clone()),
+        keys: mcp_guard::keys::KeyStore::new(metrics.clone()),
         metrics,
     })
 }

@@ -4,10 +4,11 @@ It keeps the SDK's defaults unless told otherwise: bound to 127.0.0.1 the SDK sw
 localhost-only Host/Origin protection, which is exactly the configuration that must keep working
 behind the guard. Bound to 0.0.0.0 it accepts any Host and Origin (the unprotected case).
 
-    python py_server.py --transport streamable-http|sse --port N [--host 127.0.0.1]
+    python py_server.py --transport streamable-http|sse --port N [--host 127.0.0.1] [--whoami]
 """
 
 import argparse
+import json
 
 import anyio
 
@@ -35,6 +36,14 @@ async def countdown(n: int, ctx: Context, delay_ms: int = 150) -> str:
     return f"countdown {n} done"
 
 
+def whoami(ctx: Context) -> str:
+    """The identity the guard forwarded with this request (its mcp-guard-* headers) and whether an
+    Authorization header reached the server, as JSON."""
+    headers = {k.lower(): v for k, v in (ctx.headers or {}).items()}
+    identity = {k: v for k, v in headers.items() if k.startswith("mcp-guard-")}
+    return json.dumps({"identity": identity, "authorization": "authorization" in headers}, sort_keys=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--transport", choices=["streamable-http", "sse"], default="streamable-http")
@@ -45,7 +54,14 @@ def main() -> None:
         type=float,
         help="seconds between the SSE keep-alive comments of a 2026-07-28 response stream (the SDK's default: 15)",
     )
+    parser.add_argument(
+        "--whoami",
+        action="store_true",
+        help="also offer the tool `whoami` (the OAuth tests: what the guard forwarded about the caller)",
+    )
     args = parser.parse_args()
+    if args.whoami:
+        server.tool()(whoami)
     if args.sse_ping_interval is not None:
         # The SDK reads this module constant each time it waits, so a shorter period applies to every stream.
         import mcp.server._streamable_http_modern as modern

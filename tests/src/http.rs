@@ -49,6 +49,12 @@ pub fn raw(addr: SocketAddr, request: &[u8]) -> anyhow::Result<Response> {
 
 /// `GET url` with `Connection: close`; `url` is `http://host:port/path`.
 pub fn get(url: &str) -> anyhow::Result<Response> {
+    request("GET", url, &[], b"")
+}
+
+/// `METHOD url` with `headers` (`"Name: value"`) and `body` (its `Content-Length` added), `Connection: close`;
+/// `url` is `http://host:port/path`.
+pub fn request(method: &str, url: &str, headers: &[&str], body: &[u8]) -> anyhow::Result<Response> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| anyhow!("only http:// URLs: {url}"))?;
@@ -58,10 +64,18 @@ pub fn get(url: &str) -> anyhow::Result<Response> {
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| anyhow!("no address for {authority}"))?;
-    raw(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    if !body.is_empty() || !matches!(method, "GET" | "HEAD" | "DELETE") {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    raw(addr, &bytes)
 }
 
 fn parse(buf: &[u8]) -> anyhow::Result<Response> {

@@ -837,6 +837,7 @@ fn start_injected_guard_at(
         limits: Default::default(),
         trusted_proxies: Vec::new(),
         cors: false,
+        auth: None,
     };
     std::fs::write(
         dir.path().join(mcp_guard_config::CONFIG_KEY),

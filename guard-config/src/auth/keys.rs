@@ -39,7 +39,10 @@ pub struct PublicKey {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Material {
-    Rsa { n: Vec<u8>, e: Vec<u8> },
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
     /// The uncompressed point `04 || x || y`.
     EcP256(Vec<u8>),
     EcP384(Vec<u8>),
@@ -84,7 +87,9 @@ impl PublicKey {
                     Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
                     _ => return false,
                 };
-                sig::RsaPublicKeyComponents { n, e }.verify(params, message, signature).is_ok()
+                sig::RsaPublicKeyComponents { n, e }
+                    .verify(params, message, signature)
+                    .is_ok()
             }
             Material::EcP256(point) => sig::UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, point)
                 .verify(message, signature)

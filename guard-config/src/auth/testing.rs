@@ -9,8 +9,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{self as sig, KeyPair as _};
 use serde_json::{Value, json};
 
-/// A 2048-bit RSA key made once with `openssl genpkey` (ring cannot generate RSA keys); for tests only.
-const RSA_PKCS8_B64: &str = include_str!("testdata/rsa-2048.pk8.b64");
+/// A 2048-bit RSA key (PKCS#1 DER) made once with `openssl genpkey` (ring cannot generate RSA keys); for tests only.
+const RSA_DER_B64: &str = include_str!("testdata/rsa-2048.der.b64");
 
 enum Pair {
     Es256(sig::EcdsaKeyPair),
@@ -39,10 +39,10 @@ impl TestKey {
 
     /// The fixed RSA key (every `rs256` key is the same key, whatever its `kid`).
     pub fn rs256(kid: &str) -> TestKey {
-        let der = STANDARD.decode(RSA_PKCS8_B64.trim()).unwrap();
+        let der = STANDARD.decode(RSA_DER_B64.trim()).unwrap();
         TestKey {
             kid: kid.into(),
-            pair: Pair::Rs256(sig::RsaKeyPair::from_pkcs8(&der).unwrap()),
+            pair: Pair::Rs256(sig::RsaKeyPair::from_der(&der).unwrap()),
         }
     }
 
@@ -101,7 +101,8 @@ impl TestKey {
             Pair::Es256(p) => p.sign(&rng, input.as_bytes()).unwrap().as_ref().to_vec(),
             Pair::Rs256(p) => {
                 let mut s = vec![0; p.public().modulus_len()];
-                p.sign(&sig::RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut s).unwrap();
+                p.sign(&sig::RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut s)
+                    .unwrap();
                 s
             }
             Pair::Ed25519(p) => p.sign(input.as_bytes()).as_ref().to_vec(),
@@ -126,7 +127,11 @@ pub fn signing_input(header: &Value, claims: &Value) -> String {
 
 /// A token with any signature bytes (empty for `alg: none`).
 pub fn with_signature(header: &Value, claims: &Value, signature: &[u8]) -> String {
-    format!("{}.{}", signing_input(header, claims), URL_SAFE_NO_PAD.encode(signature))
+    format!(
+        "{}.{}",
+        signing_input(header, claims),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
 }
 
 /// An HS256 token made with `secret` (the algorithm-confusion attack uses a public key as the secret).

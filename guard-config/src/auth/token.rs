@@ -128,7 +128,8 @@ impl<'a> Jwt<'a> {
             return Err(TokenFormatError::TooLong);
         }
         let mut parts = token.split('.');
-        let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(TokenFormatError::NotThreeParts);
         };
         let b64 = |part: &str, what| {
@@ -151,8 +152,9 @@ impl<'a> Jwt<'a> {
                 return Err(TokenFormatError::Type(typ));
             }
         }
-        let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&b64(c, "claims")?)
-            .map_err(|e| TokenFormatError::NotJson("claims", e.to_string()))?;
+        let claims: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&b64(c, "claims")?)
+                .map_err(|e| TokenFormatError::NotJson("claims", e.to_string()))?;
         let signature = b64(s, "signature")?;
         if signature.is_empty() {
             return Err(TokenFormatError::NoSignature);
@@ -190,7 +192,10 @@ impl<'a> Jwt<'a> {
             Some(serde_json::Value::String(s)) => Ok(vec![s.as_str()]),
             Some(serde_json::Value::Array(a)) => a
                 .iter()
-                .map(|v| v.as_str().ok_or_else(|| "aud holds something that is not a string".to_owned()))
+                .map(|v| {
+                    v.as_str()
+                        .ok_or_else(|| "aud holds something that is not a string".to_owned())
+                })
                 .collect(),
             Some(_) => Err("aud is neither a string nor an array of strings".into()),
         }

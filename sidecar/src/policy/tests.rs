@@ -27,6 +27,21 @@ fn get(fields: &[(&str, &str)]) -> Parts {
     head("GET", "/mcp", Version::HTTP_11, fields)
 }
 
+/// No keys of any issuer, at the epoch.
+fn no_tokens() -> TokenCheck<'static> {
+    struct NoKeys;
+    impl mcp_guard_config::auth::KeySource for NoKeys {
+        fn keys(&self, _: &str) -> Option<std::sync::Arc<mcp_guard_config::auth::KeySet>> {
+            None
+        }
+    }
+    TokenCheck {
+        keys: &NoKeys,
+        now: 0,
+        refetched: false,
+    }
+}
+
 struct Run {
     decision: Decision,
     head: Parts,
@@ -41,7 +56,7 @@ fn run_with(mut h: Parts, upstream: &str, preserve_host: bool, mode: Mode) -> Ru
         preserve_host,
         trusted_proxy: false,
     };
-    let decision = decide(&mut h, &allowlist(mode), &hop);
+    let decision = decide(&mut h, &allowlist(mode), &hop, &no_tokens());
     Run { decision, head: h }
 }
 
@@ -82,7 +97,13 @@ fn an_allowed_request_becomes_the_upstreams_head() {
         ("content-length", "0"),
         ("accept", "text/event-stream"),
     ]));
-    assert_eq!(r.decision, Decision::Forward { audited: None });
+    assert_eq!(
+        r.decision,
+        Decision::Forward {
+            audited: None,
+            caller: None
+        }
+    );
     assert_eq!(r.head.uri, "/mcp");
     assert_eq!(r.head.version, Version::HTTP_11);
     assert_eq!(
@@ -134,7 +155,14 @@ fn absolute_targets_are_forwarded_in_origin_form_with_their_query() {
             Version::HTTP_11,
             &[("host", "ignored.example")],
         ));
-        assert_eq!(r.decision, Decision::Forward { audited: None }, "{target}");
+        assert_eq!(
+            r.decision,
+            Decision::Forward {
+                audited: None,
+                caller: None
+            },
+            "{target}"
+        );
         assert_eq!(r.head.uri, upstream_uri, "{target}");
         assert_eq!(r.head.headers["x-forwarded-host"], "mcp.example.com");
     }
@@ -237,7 +265,13 @@ fn what_the_guard_will_not_guess_about_is_refused() {
         ("host", "mcp.example.com"),
         ("transfer-encoding", "Chunked"),
     ]));
-    assert_eq!(r.decision, Decision::Forward { audited: None });
+    assert_eq!(
+        r.decision,
+        Decision::Forward {
+            audited: None,
+            caller: None
+        }
+    );
     assert_eq!(r.head.headers["transfer-encoding"], "chunked");
     // An h2c upstream has no transfer codings.
     let r = run_with(
@@ -270,7 +304,7 @@ fn the_allowlist_decides_and_audit_mode_forwards_unchanged_origins() {
         Mode::Audit,
     );
     match r.decision {
-        Decision::Forward { audited: Some(d) } => assert_eq!(d.reason, Reason::OriginNotAllowed),
+        Decision::Forward { audited: Some(d), .. } => assert_eq!(d.reason, Reason::OriginNotAllowed),
         other => panic!("{other:?}"),
     }
     // Not rewritten: a server with its own check still sees the origin that failed.
@@ -282,7 +316,13 @@ fn bodies_over_the_limit_are_refused_by_their_declared_length() {
     let d = refused(get(&[("host", "mcp.example.com"), ("content-length", "4194305")]));
     assert_eq!(d.reason, Reason::RequestBodyTooLarge);
     let r = run(get(&[("host", "mcp.example.com"), ("content-length", "4194304")]));
-    assert_eq!(r.decision, Decision::Forward { audited: None });
+    assert_eq!(
+        r.decision,
+        Decision::Forward {
+            audited: None,
+            caller: None
+        }
+    );
 }
 
 #[test]
@@ -390,16 +430,22 @@ fn decide_from(peer: &str, h: &mut Parts, allowlist: &Allowlist) -> Decision {
         preserve_host: false,
         trusted_proxy: allowlist.trusts(peer),
     };
-    decide(h, allowlist, &hop)
+    decide(h, allowlist, &hop, &no_tokens())
 }
 
 #[test]
 fn a_trusted_proxys_forwarded_host_is_checked_instead_of_host() {
     let allowlist = behind_proxies();
-    let ok = Decision::Forward { audited: None };
+    let ok = Decision::Forward {
+        audited: None,
+        caller: None,
+    };
     let host = |d: Decision| match d {
         Decision::Refuse(d) => Some(d.reason),
-        Decision::Forward { audited: None } => None,
+        Decision::Forward {
+            audited: None,
+            caller: None,
+        } => None,
         other => panic!("{other:?}"),
     };
     // (peer, fields, refusal)
@@ -585,7 +631,10 @@ fn extension_and_webview_origins_are_allowed_only_as_listed() {
         let mut h = get(&[("host", "mcp.example.com"), ("origin", origin)]);
         let got = match decide_from("192.0.2.1", &mut h, &allowlist) {
             Decision::Refuse(d) => Some(d.reason),
-            Decision::Forward { audited: None } => None,
+            Decision::Forward {
+                audited: None,
+                caller: None,
+            } => None,
             other => panic!("{other:?}"),
         };
         assert_eq!(got, *want, "{origin}");
@@ -802,7 +851,14 @@ fn fields_the_guard_decides_on_spelled_with_underscores_are_refused() {
             }
             None => {
                 let r = run(h);
-                assert_eq!(r.decision, Decision::Forward { audited: None }, "{name}");
+                assert_eq!(
+                    r.decision,
+                    Decision::Forward {
+                        audited: None,
+                        caller: None
+                    },
+                    "{name}"
+                );
                 assert_eq!(r.head.headers[sent.as_str()], "chunked", "{name}");
             }
         }
@@ -818,8 +874,10 @@ fn audit_forwards_only_the_rules_that_judge_callers() {
         Rule::ForwardedHost,
         Rule::Allowlist,
         Rule::BodyLimit,
+        Rule::Authentication,
         Rule::McpCalls,
         Rule::BodyWatch,
+        Rule::Scopes,
         Rule::RateLimits,
         Rule::StreamCap,
     ];
@@ -859,7 +917,7 @@ fn decide_with(allowlist: &Allowlist, mut h: Parts) -> Decision {
         preserve_host: false,
         trusted_proxy: false,
     };
-    decide(&mut h, allowlist, &hop)
+    decide(&mut h, allowlist, &hop, &no_tokens())
 }
 
 fn preflight_from(origin: &str) -> Parts {
@@ -898,12 +956,15 @@ fn cors_preflights_are_answered_from_the_origin_allowlist() {
     let off = with_cors(Mode::Enforce, false);
     assert_eq!(
         decide_with(&off, preflight_from("https://app.example.com")),
-        Decision::Forward { audited: None }
+        Decision::Forward {
+            audited: None,
+            caller: None
+        }
     );
     let audit = with_cors(Mode::Audit, true);
     assert!(matches!(
         decide_with(&audit, preflight_from("https://evil.example")),
-        Decision::Forward { audited: Some(_) }
+        Decision::Forward { audited: Some(_), .. }
     ));
     // An OPTIONS without Access-Control-Request-Method is no preflight: forwarded.
     let plain = head(
@@ -912,7 +973,13 @@ fn cors_preflights_are_answered_from_the_origin_allowlist() {
         Version::HTTP_11,
         &[("host", "mcp.example.com"), ("origin", "https://app.example.com")],
     );
-    assert_eq!(decide_with(&on, plain), Decision::Forward { audited: None });
+    assert_eq!(
+        decide_with(&on, plain),
+        Decision::Forward {
+            audited: None,
+            caller: None
+        }
+    );
 }
 
 /// SEP-2243 as the MCP Python SDK's server reads `Mcp-Name` (`mcp.shared.inbound.decode_header_value`): verbatim,
@@ -1032,6 +1099,175 @@ proptest! {
                     server_reads.as_deref(), Some(name.as_str()),
                     "refused, but the server reads Mcp-Name {:?} as the body's tool {:?}", header, name
                 );
+            }
+        }
+    }
+}
+
+mod auth {
+    use super::*;
+    use mcp_guard_config::auth::testing::{self, TestKey};
+    use serde_json::json;
+
+    const ISSUER: &str = "https://auth.example.com";
+
+    fn guarded(key: &TestKey, pass_token: bool, mode: Mode) -> Allowlist {
+        Allowlist::compile(
+            &serde_json::from_value::<GuardConfig>(json!({
+                "mode": mode,
+                "allowedHosts": ["mcp.example.com"],
+                "auth": {
+                    "resources": ["https://mcp.example.com/mcp"],
+                    "issuers": [{"issuer": ISSUER, "jwks": testing::jwks(&[key])}],
+                    "requiredScopes": ["mcp"],
+                    "methodScopes": {"tools/call": ["tools"]},
+                    "toolScopes": {"deploy": ["deploy:write"], "read": ["read"]},
+                    "passToken": pass_token
+                }
+            }))
+            .unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn token(key: &TestKey) -> String {
+        key.sign(
+            &json!({"iss": ISSUER, "sub": "alice", "aud": "https://mcp.example.com/mcp",
+                         "exp": 2_000_000_000u64, "scope": "mcp tools"}),
+        )
+    }
+
+    fn decide_at(allowlist: &Allowlist, mut h: Parts) -> (Decision, Parts) {
+        let upstream = Upstream::parse("http://127.0.0.1:8000", false).unwrap();
+        let ip = HeaderValue::from_static("10.1.2.3");
+        let hop = Hop {
+            upstream: &upstream,
+            peer_ip: &ip,
+            preserve_host: false,
+            trusted_proxy: false,
+        };
+        let mut tokens = no_tokens();
+        tokens.now = 1_900_000_000;
+        (decide(&mut h, allowlist, &hop, &tokens), h)
+    }
+
+    #[test]
+    fn the_token_is_stripped_and_the_identity_set_by_the_guard_alone() {
+        let key = TestKey::es256("k1");
+        let bearer = format!("Bearer {}", token(&key));
+        let fields = [
+            ("host", "mcp.example.com"),
+            ("authorization", bearer.as_str()),
+            ("mcp-guard-subject", "root"),
+            ("mcp-guard-service-account", "kube-system/admin"),
+            ("connection", "mcp-guard-subject"),
+        ];
+        let (d, h) = decide_at(&guarded(&key, false, Mode::Enforce), get(&fields));
+        assert!(
+            matches!(
+                d,
+                Decision::Forward {
+                    audited: None,
+                    caller: Some(_)
+                }
+            ),
+            "{d:?}"
+        );
+        assert_eq!(h.headers["mcp-guard-subject"], "alice");
+        assert_eq!(h.headers["mcp-guard-scopes"], "mcp tools");
+        assert!(!h.headers.contains_key("mcp-guard-service-account"));
+        assert!(!h.headers.contains_key("authorization"));
+        let (_, h) = decide_at(&guarded(&key, true, Mode::Enforce), get(&fields));
+        assert_eq!(h.headers["authorization"], bearer.as_str(), "passToken");
+
+        // Audit mode forwards a bad token, but neither the token nor any identity.
+        let forged = format!("Bearer {}", TestKey::es256("k1").sign(&json!({"iss": ISSUER})));
+        let fields = [
+            ("host", "mcp.example.com"),
+            ("authorization", forged.as_str()),
+            ("mcp-guard-subject", "root"),
+        ];
+        let (d, h) = decide_at(&guarded(&key, false, Mode::Audit), get(&fields));
+        let Decision::Forward {
+            audited: Some(denial),
+            caller: None,
+        } = d
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!(denial.reason, Reason::InvalidToken);
+        assert!(
+            !h.headers
+                .keys()
+                .any(|k| k.as_str().starts_with("mcp-guard-") || k == "authorization"),
+            "{h:?}"
+        );
+        // Spelled with underscores, an identity header is what CGI-style servers read as the guard's: refused.
+        let fields = [("host", "mcp.example.com"), ("mcp_guard_subject", "root")];
+        let (d, _) = decide_at(&guarded(&key, false, Mode::Enforce), get(&fields));
+        assert!(
+            matches!(d, Decision::Refuse(ref d) if d.reason == Reason::MalformedRequest),
+            "{d:?}"
+        );
+    }
+
+    /// `authorize` is `AuthPolicy::authorize` for every call it can read; a call it cannot read needs every scope.
+    #[test]
+    fn the_scopes_of_calls_agree_with_the_policy_and_unreadable_calls_need_all() {
+        let key = TestKey::es256("k1");
+        let allowlist = guarded(&key, false, Mode::Enforce);
+        let auth = allowlist.auth.as_ref().unwrap();
+        let scope_sets: [&[&str]; 5] = [
+            &[],
+            &["mcp"],
+            &["mcp", "tools"],
+            &["mcp", "tools", "deploy:write"],
+            &["mcp", "tools", "deploy:write", "read"],
+        ];
+        let calls = [
+            rate::Call::method("tools/list", None),
+            rate::Call::method("tools/call", Some("deploy")),
+            rate::Call::method("tools/call", Some("read")),
+            rate::Call::method("tools/call", Some("other")),
+            rate::Call::method("resources/read", Some("deploy")),
+        ];
+        for scopes in scope_sets {
+            let identity = Identity {
+                issuer: ISSUER.into(),
+                subject: None,
+                client_id: None,
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                service_account: None,
+                expires_at: 0,
+            };
+            for n in 0..(1 << calls.len()) {
+                let picked: Vec<rate::Call> = calls
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| n & (1 << i) != 0)
+                    .map(|(_, c)| c.clone())
+                    .collect();
+                let pairs = picked.iter().map(|c| match c {
+                    rate::Call::Method { method, tool } => (Some(method.as_str()), tool.as_deref()),
+                    rate::Call::Unreadable => unreachable!(),
+                });
+                assert_eq!(
+                    authorize(auth, &identity, &picked),
+                    auth.authorize(&identity, pairs),
+                    "{scopes:?} {picked:?}"
+                );
+            }
+            let all = scopes.len() == 4;
+            for unreadable in [rate::Call::Unreadable, rate::Call::method("tools/call", None)] {
+                let result = authorize(
+                    auth,
+                    &identity,
+                    &[rate::Call::method("tools/list", None), unreadable],
+                );
+                assert_eq!(result.is_ok(), all, "{scopes:?}");
+                if let Err(d) = result {
+                    assert_eq!(d.scope.as_deref(), Some("deploy:write mcp read tools"));
+                }
             }
         }
     }

@@ -179,6 +179,8 @@ pub struct Guard {
 enum Ready {
     Yes,
     AllButUpstream,
+    /// Serving, and `/readyz` answers 503 saying this.
+    NotReadyBecause(&'static str),
 }
 
 impl Guard {
@@ -193,6 +195,11 @@ impl Guard {
     /// `/readyz` says that only the upstream is missing.
     pub async fn start_without_upstream(args: &[&str]) -> Guard {
         Self::start_until(args, Ready::AllButUpstream).await
+    }
+
+    /// Starts the guard and waits until it serves while `/readyz` answers 503 with a body that contains `why`.
+    pub async fn start_not_ready(args: &[&str], why: &'static str) -> Guard {
+        Self::start_until(args, Ready::NotReadyBecause(why)).await
     }
 
     async fn start_until(args: &[&str], ready: Ready) -> Guard {
@@ -246,6 +253,7 @@ impl Guard {
                     Ready::AllButUpstream => {
                         r.status == 503 && r.body.contains("does not accept connections")
                     }
+                    Ready::NotReadyBecause(why) => r.status == 503 && r.body.contains(why),
                 };
                 if done {
                     return Some(guard);
