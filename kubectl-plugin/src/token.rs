@@ -271,7 +271,7 @@ mod tests {
             ),
             (
                 sa_token(
-                    &TestKey::rs256("k1"),
+                    &TestKey::es256("k1"),
                     "agent",
                     "https://mcp.example.com/mcp",
                     NOW + 60,
