@@ -124,11 +124,12 @@ fn issuer_config(i: &IssuerSpec) -> IssuerConfig {
 }
 
 /// The resource URIs of a server's endpoints (`scheme://HOST[:port]`), each endpoint's authority once: `https`
-/// when it is reached both ways (the public one), exact hosts before wildcards (the guard takes the first entry
-/// whose host matches).
+/// when it is reached both ways (the public one). The guard takes the first entry whose host matches, so the
+/// more specific come first: exact hosts before wildcards, and a host with a port before the same host on any
+/// port.
 pub fn resource_uris(endpoints: &[AllowlistEntry], resource_path: &str) -> Vec<String> {
     let path = resource_path.trim_end_matches('/');
-    let mut by_authority: BTreeMap<(u8, &str), &str> = BTreeMap::new();
+    let mut by_authority: BTreeMap<(u8, bool, &str), &str> = BTreeMap::new();
     for e in endpoints {
         let Some((scheme, authority)) = e.value.split_once("://") else {
             continue;
@@ -138,14 +139,17 @@ pub fn resource_uris(endpoints: &[AllowlistEntry], resource_path: &str) -> Vec<S
             a if a.starts_with("*.") => 1,
             _ => 0,
         };
-        let slot = by_authority.entry((rank, authority)).or_insert(scheme);
+        let any_port = authority
+            .rsplit_once(':')
+            .is_none_or(|(_, p)| p.parse::<u16>().is_err());
+        let slot = by_authority.entry((rank, any_port, authority)).or_insert(scheme);
         if scheme == "https" {
             *slot = scheme;
         }
     }
     by_authority
         .into_iter()
-        .map(|((_, authority), scheme)| format!("{scheme}://{authority}{path}"))
+        .map(|((_, _, authority), scheme)| format!("{scheme}://{authority}{path}"))
         .collect()
 }
 

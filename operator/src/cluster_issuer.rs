@@ -19,6 +19,8 @@ use tracing::{info, warn};
 pub const REFRESH: Duration = Duration::from_secs(300);
 /// How soon a failed fetch is retried.
 pub const RETRY: Duration = Duration::from_secs(15);
+/// How long one fetch may take (a reconcile waits for the first).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The API server's OIDC discovery document.
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 /// The API server's service-account keys (served at this path whatever `--service-account-jwks-uri` says).
@@ -53,6 +55,8 @@ pub enum DiscoveryError {
         #[source]
         source: kube::Error,
     },
+    #[error("GET {path}: no answer within {FETCH_TIMEOUT:?}")]
+    Timeout { path: &'static str },
     #[error("{path} is not what the API server serves there: {why}")]
     Invalid { path: &'static str, why: String },
 }
@@ -71,9 +75,9 @@ pub async fn discover(client: &Client) -> Result<ClusterIssuer, DiscoveryError> 
                 path,
                 why: e.to_string(),
             })?;
-        client
-            .request_text(request)
+        tokio::time::timeout(FETCH_TIMEOUT, client.request_text(request))
             .await
+            .map_err(|_| DiscoveryError::Timeout { path })?
             .map_err(|source| DiscoveryError::Fetch { path, source })
     };
     let discovery = get(DISCOVERY_PATH).await?;

@@ -116,6 +116,48 @@ fn a_host_reached_both_ways_is_its_https_resource_and_exact_hosts_come_before_wi
 }
 
 #[test]
+fn a_host_with_a_port_comes_before_the_same_host_on_any_port() {
+    let entries: Vec<AllowlistEntry> = [
+        "http://mcp.example.com",
+        "https://mcp.example.com:8443",
+        "http://*.example.com",
+    ]
+    .iter()
+    .map(|v| AllowlistEntry {
+        value: v.to_string(),
+        sources: vec![],
+    })
+    .collect();
+    let uris = resource_uris(&entries, "/mcp");
+    assert_eq!(
+        uris,
+        vec![
+            "https://mcp.example.com:8443/mcp",
+            "http://mcp.example.com/mcp",
+            "http://*.example.com/mcp"
+        ]
+    );
+    let config = AuthConfig {
+        resources: uris,
+        issuers: vec![IssuerConfig {
+            issuer: "https://idp.example.com".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let policy = config.compile().unwrap();
+    let at = |host: &str| {
+        policy
+            .resource_for(&mcp_guard_config::Authority::parse(host).unwrap())
+            .unwrap()
+            .uri
+    };
+    assert_eq!(at("mcp.example.com:8443"), "https://mcp.example.com:8443/mcp");
+    assert_eq!(at("mcp.example.com"), "http://mcp.example.com/mcp");
+    assert_eq!(at("a.example.com"), "http://a.example.com/mcp");
+}
+
+#[test]
 fn route_hostnames_take_the_scheme_and_port_of_their_listener() {
     let mut gw = gateway(
         "infra",
@@ -244,12 +286,12 @@ fn listed_hosts_take_the_scheme_their_origins_or_their_form_say() {
     assert_eq!(
         resources(&d),
         vec![
-            "http://10.0.0.7/mcp",
             "http://[::1]:8080/mcp",
+            "http://localhost:3000/mcp",
+            "http://10.0.0.7/mcp",
             "http://db.team-a.svc/mcp",
             "https://edge.example.com/mcp",
             "http://lab.example.com/mcp",
-            "http://localhost:3000/mcp",
             "https://mcp.example.com/mcp",
         ]
     );
