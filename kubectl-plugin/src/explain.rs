@@ -233,6 +233,8 @@ async fn derive_findings(
         // Only the Service DNS names depend on it, and they are not what explain looks at.
         cluster_domain: "cluster.local",
         sig_server: sig_server.as_ref(),
+        // Authentication is read from the guard config the operator wrote, not derived here.
+        cluster_issuer: &Default::default(),
     });
     Ok(d.findings)
 }

@@ -1,8 +1,9 @@
 //! `kubectl mcp-guard`: answers the two questions people ask of mcp-guard in a cluster, from the live objects and
 //! with the operator's own rules (no copy of them here):
 //!
-//! - `explain MCPSERVER HOST|URL [--origin O]`: would the guard allow this request, and if not, which field,
-//!   Ingress or Route would; where the current entries come from.
+//! - `explain MCPSERVER HOST|URL [--origin O] [--token-file FILE|-]`: would the guard allow this request, and if
+//!   not, which field, Ingress or Route would; where the current entries come from; with a token, whether the
+//!   guard would accept it and why not (issuer, alg, aud against the server's resource URIs, exp, scopes).
 //! - `check-inject POD|deployment/NAME`: is the pod injected, or would it be, and why not.
 //! - `scan [-A] [--probe] [-o table|json]`: the MCP servers in the namespace (or all), whether each is guarded,
 //!   and whether each answers a forged Host or Origin.
@@ -19,6 +20,7 @@ mod check_inject;
 mod cluster;
 mod explain;
 mod scan;
+mod token;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,6 +55,18 @@ enum Command {
         /// The request's Origin header, as a browser sends it (`https://app.example.com`).
         #[arg(long)]
         origin: Option<String>,
+        /// A bearer token to check as the guard would (a file, or `-` for stdin; never printed).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<String>,
+        /// The JWKS of an issuer whose keys the guard fetches itself (the cluster's are in the guard config).
+        #[arg(long, value_name = "FILE", requires = "token_file")]
+        jwks: Option<std::path::PathBuf>,
+        /// The JSON-RPC method of the call, for its scopes (`tools/call`).
+        #[arg(long, requires = "token_file")]
+        method: Option<String>,
+        /// The tool of a `tools/call`, for its scopes.
+        #[arg(long, requires = "token_file")]
+        tool: Option<String>,
     },
     /// Whether a pod (or a Deployment's pods) is or would be injected with the guard, and why not.
     CheckInject {
@@ -128,13 +142,40 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             mcpserver,
             target,
             origin,
+            token_file,
+            jwks,
+            method,
+            tool,
         } => {
             let name = mcpserver_name(&mcpserver)?;
+            // Read first: a token that cannot be read is a usage error before any cluster work.
+            let token = token_file.as_deref().map(token::read_token).transpose()?;
+            let keys = match &jwks {
+                None => None,
+                Some(path) => {
+                    let bytes = std::fs::read(path)
+                        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                    let set = mcp_guard_config::auth::KeySet::from_jwks_json(&bytes)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    Some(std::sync::Arc::new(set))
+                }
+            };
             let facts = explain::fetch(&kube, name).await?;
             let request = explain::Request::parse(&target, origin.as_deref())?;
             let report = explain::report(&facts, &request);
             print!("{}", report.text);
-            Ok(report.allowed)
+            let Some(token) = token else {
+                return Ok(report.allowed);
+            };
+            let auth = facts.config.as_ref().ok().and_then(|c| c.auth.as_ref());
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            let calls = [(method.as_deref(), tool.as_deref())];
+            let (accepted, text) =
+                token::explain(auth, &request.host, &token, &token::GivenKeys(keys), &calls, now);
+            print!("{text}");
+            Ok(report.allowed && accepted)
         }
         Command::CheckInject { target } => {
             let report = check_inject::run(&kube, &target).await?;

@@ -24,6 +24,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use crate::children::{config_map_current, desired_config_map};
+use crate::cluster_issuer::{self, IssuerState};
 use crate::crd::{MCPGuardPolicy, MCPGuardPolicySpec, MCPServer, MCPServerStatus, config_map_name};
 use crate::events::{EventNote, EventType, Recorder, allowlist_change_note};
 use crate::metrics::{ControllerMetrics, EventLabels, ServerLabels};
@@ -112,6 +113,8 @@ pub struct Context {
     pub empty: Arc<Mutex<HashSet<ObjectRef<MCPServer>>>>,
     /// Wakes the MCPGuardPolicy status writer (`None` when watching one namespace: it cannot count every user).
     pub policy_status: Option<Arc<tokio::sync::Notify>>,
+    /// The cluster's service-account issuer, as [`cluster_issuer::refresh`] last fetched it.
+    pub cluster_issuer: tokio::sync::watch::Receiver<IssuerState>,
 }
 
 fn entry_values(entries: &[crate::crd::AllowlistEntry]) -> Vec<&str> {
@@ -144,7 +147,15 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
     // The controller injects nothing: the sidecar image is not read here.
     let settings = settings::resolve(&resolved.spec, policy, DEFAULT_SIDECAR_IMAGE);
 
-    let d = derive_from_caches(&ctx, &resolved, sig_server.as_deref(), &ns, &settings, policy);
+    let cluster_issuer = cluster_issuer_for(&ctx, &server, &ns, &settings).await;
+    let d = derive_from_caches(
+        &ctx,
+        (&resolved, sig_server.as_deref()),
+        &ns,
+        &settings,
+        policy,
+        &cluster_issuer,
+    );
     lock(&ctx.index, "dependency index").record(&ObjectRef::from_obj(&*server), &d.dependencies);
 
     let config_map = apply_config_map(&ctx, &server, &ns, &d).await?;
@@ -171,14 +182,40 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
     )
 }
 
+/// The cluster's service-account issuer for a server that trusts it: what the operator fetched (after its first
+/// attempt), else the keys its ConfigMap already holds (an operator that restarted while the API server's
+/// discovery fails keeps the guard's keys).
+async fn cluster_issuer_for(ctx: &Context, server: &MCPServer, ns: &str, settings: &Settings) -> IssuerState {
+    if !settings.auth.as_ref().is_some_and(|a| a.kubernetes) {
+        return IssuerState::default();
+    }
+    let mut rx = ctx.cluster_issuer.clone();
+    // Err: the refresher is gone (shutting down); what it last published stands.
+    let _ = rx.wait_for(|s| s.attempted).await;
+    let state = rx.borrow().clone();
+    if state.current.is_some() {
+        return state;
+    }
+    let written = ctx
+        .stores
+        .config_maps
+        .get(&ObjectRef::new(&config_map_name(&server.name_any())).within(ns))
+        .and_then(|cm| cm.data.as_ref()?.get(mcp_guard_config::CONFIG_KEY).cloned())
+        .and_then(|json| cluster_issuer::from_guard_config(&json));
+    IssuerState {
+        current: written,
+        ..state
+    }
+}
+
 /// The derivation over the objects of the server's namespace in the caches.
 fn derive_from_caches(
     ctx: &Context,
-    server: &MCPServer,
-    sig_server: Option<&SigMCPServer>,
+    (server, sig_server): (&MCPServer, Option<&SigMCPServer>),
     ns: &str,
     settings: &Settings,
     policy: Option<&MCPGuardPolicySpec>,
+    cluster_issuer: &IssuerState,
 ) -> Derivation {
     let stores = &ctx.stores;
     let name = server.name_any();
@@ -224,6 +261,7 @@ fn derive_from_caches(
             .collect(),
         cluster_domain: &ctx.settings.cluster_domain,
         sig_server,
+        cluster_issuer,
     })
 }
 
@@ -878,7 +916,15 @@ pub async fn run_once(
             synced.store(true, Ordering::Relaxed);
         });
     }
+    // The cluster's issuer: fetched while this replica leads; each change reconciles every MCPServer (rare:
+    // a key rotation, an outage, a recovery).
+    let (issuer_tx, issuer_rx) = tokio::sync::watch::channel(IssuerState::default());
+    let issuer_changes = futures::stream::unfold(issuer_rx.clone(), |mut rx| async move {
+        rx.changed().await.ok()?;
+        Some(((), rx))
+    });
     let ctx = Arc::new(Context {
+        cluster_issuer: issuer_rx,
         client: client.clone(),
         recorder: Recorder::new(client.clone(), FIELD_MANAGER, &settings.identity),
         metrics,
@@ -889,6 +935,7 @@ pub async fn run_once(
         empty: shared.empty.clone(),
         policy_status: shared.policy_status.clone(),
     });
+    let issuer_refresh = tokio::spawn(cluster_issuer::refresh(client.clone(), issuer_tx));
     let policy_writer = shared
         .policy_status
         .clone()
@@ -925,7 +972,8 @@ pub async fn run_once(
         servers,
     )
     .with_config(ControllerConfig::default().concurrency(settings.concurrency))
-    .reconcile_on(overlap_rx);
+    .reconcile_on(overlap_rx)
+    .reconcile_all_on(issuer_changes);
     wire(controller, streams, &stores, &shared)
         .graceful_shutdown_on(stop_rx.map(|_| ()))
         .run(reconcile, error_policy, ctx)
@@ -941,6 +989,7 @@ pub async fn run_once(
         })
         .await;
     stopper.abort();
+    issuer_refresh.abort();
     if let Some(writer) = policy_writer {
         writer.abort();
     }

@@ -188,6 +188,7 @@ impl std::fmt::Display for GuardMode {
     derive = "PartialEq",
     printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".status.hosts","description":"Effective allowed hosts"}"#,
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".status.mode","description":"enforce or audit"}"#,
+    printcolumn = r#"{"name":"Auth","type":"string","jsonPath":".status.auth.mode","description":"Tokens the guard requires: oauth, kubernetes or oauth+kubernetes"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -282,6 +283,10 @@ pub struct MCPServerSpec {
     /// CORS for browser-based MCP clients on this server's allowed origins; left out: the policy's `cors`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsSpec>,
+    /// Bearer-token authentication: the guard as this server's OAuth resource server (docs/authentication.md).
+    /// Each field left out comes from the policy's `auth`; a server with `auth` (even `{}`) turns it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
 }
 
 /// Neither form of saying which server to guard.
@@ -433,6 +438,9 @@ pub struct MCPServerStatus {
     /// The NetworkPolicy the operator wrote for the pods (none when the policy disables it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<String>,
+    /// Authentication as the guard enforces it (absent: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthStatus>,
     /// `Ready`, `EmptyAllowlist`, `CatchAllIngressRule`, `IngressBackendPortMismatch`, `GuardBypass`, ...
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -686,6 +694,11 @@ pub struct MCPGuardPolicySpec {
     /// CORS for every MCPServer using this policy that does not set its own (default: off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsSpec>,
+    /// Authentication defaults for every MCPServer using this policy (e.g. the cluster's identity provider);
+    /// each field an MCPServer's `spec.auth` sets wins. Applies to the servers that set `spec.auth`, or to all
+    /// of them with `enabled: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
 }
 
 /// Observed state of an MCPGuardPolicy, written by the operator (when it watches all namespaces).
@@ -721,8 +734,172 @@ impl Default for MCPGuardPolicySpec {
             rate_limits: None,
             trusted_proxies: Vec::new(),
             cors: None,
+            auth: None,
         }
     }
+}
+
+/// Scopes: OAuth scope tokens (RFC 6749 §3.3), checked fully by the webhook with the guard's parser.
+fn scopes_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 64,
+        "items": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 256,
+            "x-kubernetes-validations": [{
+                "rule": "!self.contains(' ')",
+                "messageExpression": "'a scope is one token without spaces (RFC 6749), got ' + self"
+            }]
+        }
+    })
+}
+
+/// Method or tool names to the scopes they need.
+fn named_scopes_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let scopes = scopes_schema(generator);
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 128,
+        "additionalProperties": scopes,
+        "x-kubernetes-validations": [{
+            "rule": "self.all(k, size(k) > 0 && size(k) <= 256)",
+            "message": "a method or tool name must be 1-256 characters (tools/call, resources/read, or a tool's name)"
+        }]
+    })
+}
+
+/// `namespace/name` or `namespace/*`.
+fn service_accounts_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 256,
+        "items": {
+            "type": "string",
+            "minLength": 3,
+            "maxLength": 507,
+            "x-kubernetes-validations": [{
+                "rule": "self.matches('^[a-z0-9.-]+/([a-z0-9.-]+|[*])$')",
+                "messageExpression": "'write namespace/name or namespace/* (a service account, or every one of a namespace), got ' + self"
+            }]
+        }
+    })
+}
+
+/// The message of an `http://` issuer or JWKS URI without `allowHttp`.
+const HTTP_ISSUER_MESSAGE: &str = "an issuer and its jwksUri must be https:// URLs (http would let anyone on the \
+     path swap the keys); set allowHttp: true only for a lab";
+
+/// A token issuer (an OAuth 2.0 authorization server / OpenID Provider) the guard trusts.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "self.issuer.startsWith('https://') || (has(self.allowHttp) && self.allowHttp && self.issuer.startsWith('http://'))"
+).message(HTTP_ISSUER_MESSAGE))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.jwksUri) || self.jwksUri.startsWith('https://') || (has(self.allowHttp) && self.allowHttp && self.jwksUri.startsWith('http://'))"
+).message(HTTP_ISSUER_MESSAGE))]
+pub struct IssuerSpec {
+    /// The issuer identifier, exactly as its tokens' `iss` claim says it (`https://auth.example.com`,
+    /// `https://login.microsoftonline.com/<tenant>/v2.0`); its keys are found by discovery (RFC 8414 / OpenID
+    /// Connect) from it.
+    #[schemars(length(min = 1, max = 512))]
+    pub issuer: String,
+    /// Where its keys (JWKS) are, to skip discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub jwks_uri: Option<String>,
+    /// Audiences accepted besides the server's resource URI (an issuer that cannot put the resource URI in
+    /// `aud`, e.g. Entra ID's `api://<app-id>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 512)))]
+    pub audiences: Vec<String>,
+    /// Signature algorithms accepted (`RS256`, `PS256`, `ES256`, `EdDSA`, ...); default: every asymmetric one.
+    /// Never `none` or `HS*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 9))]
+    #[x_kube(validation = kube::core::Rule::new(
+        "self.all(a, a in ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'EdDSA'])"
+    ).message("algorithms: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA (never none or HS*: the guard checks signatures with the issuer's public keys)"))]
+    pub algorithms: Vec<String>,
+    /// Accept an `http://` issuer and JWKS URI: a lab only (the keys then travel unprotected).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_http: bool,
+}
+
+/// Authentication settings (docs/authentication.md). On an MCPServer each field it sets wins over its policy's;
+/// lists replace the policy's, scope maps are merged (the server's entries winning).
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Require a token. Default: on for an MCPServer that has `spec.auth`; a policy with `enabled: true` turns it
+    /// on for every MCPServer using it (an MCPServer opts out with `enabled: false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Token issuers trusted (OAuth authorization servers: Hydra, Keycloak, Entra ID, Dex, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub issuers: Option<Vec<IssuerSpec>>,
+    /// Trust the cluster's own service-account issuer: pods call with a projected ServiceAccount token whose
+    /// audience is the server's resource URI. The operator fetches its keys and hands them to the guard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<bool>,
+    /// Scopes every request needs (OAuth tokens; service-account tokens carry none and are governed by
+    /// `serviceAccounts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_scopes_schema")]
+    pub required_scopes: Option<Vec<String>>,
+    /// Scopes per JSON-RPC method (`tools/call`, `resources/read`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "named_scopes_schema")]
+    pub method_scopes: BTreeMap<String, Vec<String>>,
+    /// Scopes per tool of `tools/call`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "named_scopes_schema")]
+    pub tool_scopes: BTreeMap<String, Vec<String>>,
+    /// Service accounts (`namespace/name`, `namespace/*`) whose tokens from the cluster's issuer are accepted;
+    /// empty or left out: every service account of the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_service_accounts_schema")]
+    pub service_accounts: Option<Vec<String>>,
+    /// Forward the client's `Authorization` header to the server; default false: the server never sees the
+    /// token (the MCP authorization spec forbids passing it through), only the identity headers the guard sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_token: Option<bool>,
+    /// The path of the MCP endpoint in the resource URIs (`https://HOST/mcp`); default `/mcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = kube::core::Rule::new("self.startsWith('/') && !self.contains('?') && !self.contains('#')")
+        .message("resourcePath is the path of the MCP endpoint: it starts with / and has no query or fragment, e.g. /mcp"))]
+    pub resource_path: Option<String>,
+}
+
+fn optional_scopes_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = scopes_schema(generator);
+    schema.insert("nullable".into(), true.into());
+    schema
+}
+
+fn optional_service_accounts_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = service_accounts_schema(generator);
+    schema.insert("nullable".into(), true.into());
+    schema
+}
+
+/// Authentication as the guard enforces it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthStatus {
+    /// `oauth` (issuers), `kubernetes` (the cluster's service-account issuer) or `oauth+kubernetes`.
+    pub mode: String,
+    /// The resource URIs the guard serves (RFC 8707/9728): a token's `aud` must hold the one the client used.
+    /// Derived from the Ingresses, HTTPRoutes and Services, like the allowed hosts.
+    #[serde(default, rename = "resourceURIs")]
+    pub resource_uris: Vec<String>,
+    /// The issuers whose tokens are accepted.
+    #[serde(default)]
+    pub issuers: Vec<String>,
 }
 
 /// Both CRDs, in the order `crdgen` writes them: `(file name, CRD)`.

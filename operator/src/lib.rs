@@ -4,11 +4,14 @@
 //! module per input kind, folded by [`sources::derive`] into an allowlist and findings, with [`settings`]
 //! resolving each server's settings over its policy) → [`controller`] (writes the ConfigMap of [`children`], the
 //! NetworkPolicy of [`netpol`], the status of [`status`] and Events). The [`webhook`] injects the guard into pods
-//! by the [`pod_contract`] the sources read back; [`selector`] is the one label matcher of both.
+//! by the [`pod_contract`] the sources read back; [`selector`] is the one label matcher of both. [`auth`] builds
+//! each server's authentication (resource URIs, issuers) with the keys [`cluster_issuer`] fetches.
 
 pub mod admin;
+pub mod auth;
 pub mod children;
 pub mod cli;
+pub mod cluster_issuer;
 pub mod controller;
 pub mod crd;
 pub mod crd_reference;

@@ -7,8 +7,8 @@ use k8s_openapi::api::networking::v1::{NetworkPolicyPeer, NetworkPolicyPort};
 use mcp_guard_config::Limits;
 
 use crate::crd::{
-    DEFAULT_GUARD_PORT, GuardMode, ImagePullPolicy, LogLevel, MCPGuardPolicySpec, MCPServerSpec,
-    NativeSidecars, RateLimitSpec, TrafficLayout,
+    AuthSpec, DEFAULT_GUARD_PORT, GuardMode, ImagePullPolicy, IssuerSpec, LogLevel, MCPGuardPolicySpec,
+    MCPServerSpec, NativeSidecars, RateLimitSpec, TrafficLayout,
 };
 
 #[cfg(test)]
@@ -40,6 +40,25 @@ pub struct Settings {
     pub network: NetworkSettings,
     /// CORS answered by the guard: the server's `cors.enabled`, else the policy's, else off.
     pub cors: bool,
+    /// Authentication, when on (`None`: the guard checks no tokens).
+    pub auth: Option<AuthSettings>,
+}
+
+/// The path of the MCP endpoint in resource URIs when `auth.resourcePath` is not set.
+pub const DEFAULT_RESOURCE_PATH: &str = "/mcp";
+
+/// An MCPServer's authentication: its `spec.auth` over its policy's, field by field.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthSettings {
+    pub issuers: Vec<IssuerSpec>,
+    /// Trust the cluster's service-account issuer.
+    pub kubernetes: bool,
+    pub required_scopes: Vec<String>,
+    pub method_scopes: std::collections::BTreeMap<String, Vec<String>>,
+    pub tool_scopes: std::collections::BTreeMap<String, Vec<String>>,
+    pub service_accounts: Vec<String>,
+    pub pass_token: bool,
+    pub resource_path: String,
 }
 
 /// The guard container's settings (from the MCPGuardPolicy's `sidecar`, defaults filled in).
@@ -107,7 +126,48 @@ pub fn resolve(spec: &MCPServerSpec, policy: Option<&MCPGuardPolicySpec>, defaul
             .into_iter()
             .find_map(|c| c.as_ref().and_then(|c| c.enabled))
             .unwrap_or(false),
+        auth: auth(spec.auth.as_ref(), policy.auth.as_ref()),
     }
+}
+
+/// Authentication: on when the server's `enabled` says so, else the policy's, else when the server has
+/// `spec.auth` at all (a policy's issuers alone are defaults, not a switch). Each field the server sets wins;
+/// the scope maps are merged, the server's entries winning.
+pub fn auth(server: Option<&AuthSpec>, policy: Option<&AuthSpec>) -> Option<AuthSettings> {
+    let enabled = server
+        .and_then(|a| a.enabled)
+        .or_else(|| policy.and_then(|a| a.enabled))
+        .unwrap_or(server.is_some());
+    if !enabled {
+        return None;
+    }
+    let empty = AuthSpec::default();
+    let (s, p) = (server.unwrap_or(&empty), policy.unwrap_or(&empty));
+    let list =
+        |f: fn(&AuthSpec) -> &Option<Vec<String>>| f(s).clone().or_else(|| f(p).clone()).unwrap_or_default();
+    let merged = |f: fn(&AuthSpec) -> &std::collections::BTreeMap<String, Vec<String>>| {
+        let mut m = f(p).clone();
+        m.extend(f(s).clone());
+        m
+    };
+    Some(AuthSettings {
+        issuers: s
+            .issuers
+            .clone()
+            .or_else(|| p.issuers.clone())
+            .unwrap_or_default(),
+        kubernetes: s.kubernetes.or(p.kubernetes).unwrap_or(false),
+        required_scopes: list(|a| &a.required_scopes),
+        method_scopes: merged(|a| &a.method_scopes),
+        tool_scopes: merged(|a| &a.tool_scopes),
+        service_accounts: list(|a| &a.service_accounts),
+        pass_token: s.pass_token.or(p.pass_token).unwrap_or(false),
+        resource_path: s
+            .resource_path
+            .clone()
+            .or_else(|| p.resource_path.clone())
+            .unwrap_or_else(|| DEFAULT_RESOURCE_PATH.to_string()),
+    })
 }
 
 /// The guard's own port in the `GuardPort` layout (`traffic.guardPort`, default 15080).

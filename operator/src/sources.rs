@@ -73,6 +73,8 @@ pub struct DeriveInput<'a> {
     pub cluster_domain: &'a str,
     /// The SIG MCPServer `spec.serverRef` names, when it exists (`spec` is already [`sig_servers::effective`]).
     pub sig_server: Option<&'a sig_servers::SigMCPServer>,
+    /// The cluster's service-account issuer as the operator knows it (for `auth.kubernetes`).
+    pub cluster_issuer: &'a crate::cluster_issuer::IssuerState,
 }
 
 /// The kind of an object a derivation depends on.
@@ -120,6 +122,11 @@ pub struct Derivation {
     pub trusted_proxies: Vec<String>,
     /// Whether the guard answers CORS (the settings' `cors`).
     pub cors: bool,
+    /// Where clients reach the server, `scheme://HOST[:port]`, with where each came from (the resource URIs
+    /// are these plus the resource path: [`crate::auth`]).
+    pub endpoints: Vec<AllowlistEntry>,
+    /// Authentication, when on.
+    pub auth: Option<crate::auth::DerivedAuth>,
     /// Names of the Services that route to the server.
     pub services: Vec<String>,
     /// What the sources found, in the order they found it.
@@ -145,7 +152,7 @@ impl Derivation {
             limits: self.limits.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
             cors: self.cors,
-            auth: None,
+            auth: self.auth.as_ref().map(|a| a.config.clone()),
             access: None,
         }
     }
@@ -208,6 +215,11 @@ pub struct Fold {
     pub(crate) d: Derivation,
     pub(crate) hosts: Collected,
     pub(crate) origins: Collected,
+    /// `scheme://HOST[:port]` where the sources found the server reachable.
+    pub(crate) endpoints: Collected,
+    /// Hosts a person listed (`spec.hosts`, the policy's `allowedHosts`) with their source: their scheme is
+    /// decided once every source has added its origins ([`crate::auth::listed_host_scheme`]).
+    pub(crate) listed_hosts: Vec<(String, String)>,
 }
 
 impl Fold {
@@ -227,6 +239,22 @@ impl Fold {
             route: route.clone(),
             message,
         });
+    }
+
+    /// A host a person listed: allowed, and an endpoint whose scheme is decided at the end.
+    pub(crate) fn listed_host(&mut self, host: &str, source: &str) {
+        self.hosts.add(host, source);
+        self.listed_hosts
+            .push((host.to_ascii_lowercase(), source.to_string()));
+    }
+
+    /// An endpoint `scheme://HOST[:port]` (the port left out when it is the scheme's default).
+    pub(crate) fn endpoint(&mut self, scheme: &str, host: &str, port: Option<i32>, source: &str) {
+        let default = if scheme == "https" { 443 } else { 80 };
+        match port.filter(|p| *p != default) {
+            Some(p) => self.endpoints.add(&format!("{scheme}://{host}:{p}"), source),
+            None => self.endpoints.add(&format!("{scheme}://{host}"), source),
+        }
     }
 
     pub(crate) fn port_mismatch(&mut self, route: &Dependency, message: String) {
@@ -254,9 +282,26 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
         mut d,
         hosts,
         origins,
+        mut endpoints,
+        listed_hosts,
     } = fold;
+    // A listed host the sources did not find reachable: the scheme its origins (or its form) say.
+    for (host, source) in listed_hosts {
+        let known = |scheme: &str| endpoints.0.contains_key(&format!("{scheme}://{host}"));
+        if !known("http") && !known("https") {
+            let scheme = crate::auth::listed_host_scheme(&host, |o| origins.0.contains_key(o));
+            endpoints.add(&format!("{scheme}://{host}"), &source);
+        }
+    }
     d.hosts = hosts.into_entries("host", check_host_pattern, &mut d.findings);
     d.origins = origins.into_entries("origin", check_origin_pattern, &mut d.findings);
+    // Endpoints of skipped hosts are skipped with them (already reported).
+    d.endpoints = endpoints.into_entries("endpoint", crate::auth::check_endpoint, &mut Vec::new());
+    d.auth = input
+        .settings
+        .auth
+        .as_ref()
+        .map(|a| crate::auth::derive(a, &d.endpoints, input.cluster_issuer));
     d
 }
 

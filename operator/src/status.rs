@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{AllowlistEntry, MCPGuardPolicyStatus, MCPServerStatus};
+use crate::crd::{AllowlistEntry, AuthStatus, MCPGuardPolicyStatus, MCPServerStatus};
 use crate::sources::{Derivation, FindingKind};
 use crate::validate::FieldError;
 
@@ -17,6 +17,19 @@ pub mod condition {
     pub use crate::sources::findings::condition::*;
     /// The operator wrote the pods' NetworkPolicy (True), or did not (False: switched off, or the write failed).
     pub const NETWORK_POLICY: &str = "NetworkPolicy";
+    /// The guard requires tokens (True), does not (False, `Disabled`), or cannot as asked (False: an issuer not
+    /// discovered, an invalid section).
+    pub const AUTHENTICATION: &str = "Authentication";
+}
+
+/// Reasons of the `Authentication` condition.
+pub mod auth_reason {
+    pub const ENABLED: &str = "Enabled";
+    pub const DISABLED: &str = "Disabled";
+    /// The cluster's service-account issuer (its discovery or keys) could not be fetched.
+    pub const ISSUER_NOT_DISCOVERED: &str = "IssuerNotDiscovered";
+    /// The effective `auth` section is one the guard does not load (no issuer, no resource URI, a bad entry).
+    pub const INVALID: &str = "InvalidAuth";
 }
 
 /// What became of an MCPServer's NetworkPolicy in this reconcile.
@@ -307,6 +320,7 @@ pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus 
     let mut conditions = vec![
         ready_condition(d, input, pending),
         empty_allowlist_condition(d, input, pending),
+        auth_condition(d, input),
     ];
     // One condition per kind of finding (Degraded last, after NetworkPolicy, as it has always been listed).
     for kind in FindingKind::ALL {
@@ -336,8 +350,68 @@ pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus 
             NetworkPolicyOutcome::Written { name, .. } => Some(name.clone()),
             _ => None,
         },
+        auth: d.auth.as_ref().map(|a| AuthStatus {
+            mode: a.mode.clone(),
+            resource_uris: a.config.resources.clone(),
+            issuers: a.config.issuers.iter().map(|i| i.issuer.clone()).collect(),
+        }),
         conditions,
     }
+}
+
+/// `Authentication`: whether the guard requires tokens, of whom, for which resource URIs; or why it cannot.
+fn auth_condition(d: &Derivation, input: &StatusInput<'_>) -> Condition {
+    let Some(auth) = &d.auth else {
+        let message =
+            "The guard checks no tokens: set spec.auth (or enabled: true in the MCPGuardPolicy's auth) to \
+                       require them"
+                .to_string();
+        return condition(
+            condition::AUTHENTICATION,
+            false,
+            auth_reason::DISABLED,
+            message,
+            input,
+        );
+    };
+    if !auth.problems.is_empty() {
+        let reason = match auth.issuer_not_discovered {
+            true => auth_reason::ISSUER_NOT_DISCOVERED,
+            false => auth_reason::INVALID,
+        };
+        return condition(
+            condition::AUTHENTICATION,
+            false,
+            reason,
+            auth.problems.join("; "),
+            input,
+        );
+    }
+    let issuers: Vec<String> = auth
+        .config
+        .issuers
+        .iter()
+        .map(|i| match i.kubernetes {
+            true => format!("{} (the cluster's service accounts)", i.issuer),
+            false => i.issuer.clone(),
+        })
+        .collect();
+    let mut message = format!(
+        "The guard requires a bearer token ({}) from {}, with aud one of {} (or an issuer's audiences)",
+        auth.mode,
+        issuers.join(", "),
+        auth.config.resources.join(", ")
+    );
+    for note in &auth.notes {
+        message.push_str(&format!("; {note}"));
+    }
+    condition(
+        condition::AUTHENTICATION,
+        true,
+        auth_reason::ENABLED,
+        message,
+        input,
+    )
 }
 
 /// `EmptyAllowlist`: pending within the grace period, then a warning.
@@ -395,6 +469,18 @@ fn ready_condition(d: &Derivation, input: &StatusInput<'_>, pending: bool) -> Co
             false,
             "InvalidSpec",
             format!("Invalid spec (invalid entries skipped): {}", errors.join("; ")),
+            input,
+        )
+    } else if let Some(problems) = d.auth.as_ref().map(|a| &a.problems).filter(|p| !p.is_empty()) {
+        condition(
+            condition::READY,
+            false,
+            "AuthNotReady",
+            format!(
+                "Authentication is on but the guard cannot enforce it, so it refuses requests (or keeps its last \
+                 config): {}",
+                problems.join("; ")
+            ),
             input,
         )
     } else if d.policy_missing && input.policy_explicit {

@@ -164,6 +164,9 @@ pub fn validate_spec(spec: &MCPServerSpec) -> Vec<FieldError> {
     }
     validate_rate_limits("spec.rateLimits", spec.rate_limits.as_ref(), &mut errors);
     check_trusted_proxies("spec.trustedProxies", &spec.trusted_proxies, &mut errors);
+    if let Some(auth) = &spec.auth {
+        errors.extend(crate::auth::validate("spec.auth", auth));
+    }
     if let Some(p) = &spec.policy_ref
         && let Err(e) = check_dns_subdomain(p)
     {
@@ -212,6 +215,9 @@ pub fn validate_policy(spec: &MCPGuardPolicySpec) -> Vec<FieldError> {
     );
     validate_rate_limits("spec.rateLimits", spec.rate_limits.as_ref(), &mut errors);
     check_trusted_proxies("spec.trustedProxies", &spec.trusted_proxies, &mut errors);
+    if let Some(auth) = &spec.auth {
+        errors.extend(crate::auth::validate("spec.auth", auth));
+    }
     errors
 }
 

@@ -269,6 +269,22 @@ fn rbac_is_least_privilege() {
     assert_eq!(find(&cluster, "", "nodes"), vec!["list", "watch"]);
     assert_eq!(find(&cluster, "events.k8s.io", "events"), vec!["create", "patch"]);
     assert_eq!(find(&cluster, "", "events"), vec!["create", "patch"]);
+    // The cluster's service-account issuer: get on its two documents, nothing else outside the API.
+    let urls: Vec<(Vec<String>, Vec<String>)> = rules(one(&docs, "ClusterRole"))
+        .iter()
+        .filter(|r| !r["nonResourceURLs"].is_null())
+        .map(|r| (strings(&r["nonResourceURLs"]), strings(&r["verbs"])))
+        .collect();
+    assert_eq!(
+        urls,
+        vec![(
+            vec![
+                "/.well-known/openid-configuration".to_string(),
+                "/openid/v1/jwks".to_string()
+            ],
+            vec!["get".to_string()]
+        )]
+    );
     // No Secrets, Leases or webhook configurations cluster-wide.
     for (g, r) in [
         ("", "secrets"),

@@ -5,7 +5,7 @@ use super::{DeriveInput, Fold};
 
 pub fn contribute(input: &DeriveInput<'_>, fold: &mut Fold) {
     for h in &input.spec.hosts {
-        fold.hosts.add(h, "MCPServer spec.hosts");
+        fold.listed_host(h, "MCPServer spec.hosts");
     }
     for o in &input.spec.origins {
         fold.origins.add(o, "MCPServer spec.origins");

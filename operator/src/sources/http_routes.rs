@@ -176,7 +176,15 @@ fn judge_backends<'a>(
     out
 }
 
-/// The listeners a route is attached to: `(hostname, protocol)` of each listener of a known parent Gateway that
+/// What a route takes of a listener it is attached to.
+#[derive(Clone, Copy)]
+struct AttachedListener<'a> {
+    hostname: Option<&'a str>,
+    protocol: &'a str,
+    port: i32,
+}
+
+/// The listeners a route is attached to: hostname, protocol and port of each listener of a known parent Gateway that
 /// admits the route, whose Gateway did not refuse it (the route's Accepted condition for that parent). `None`
 /// when no parent is known.
 fn attached_listeners<'a>(
@@ -184,7 +192,7 @@ fn attached_listeners<'a>(
     route: &HTTPRoute,
     dep: &Dependency,
     fold: &mut Fold,
-) -> Option<Vec<(Option<&'a str>, &'a str)>> {
+) -> Option<Vec<AttachedListener<'a>>> {
     let route_ns = route.namespace().unwrap_or_else(|| input.namespace.to_string());
     let mut listeners = Vec::new();
     let mut known_parent = false;
@@ -223,25 +231,35 @@ fn attached_listeners<'a>(
                 fold.problem(dep, message);
                 continue;
             }
-            listeners.push((
-                l.hostname.as_deref().filter(|h| !h.is_empty()),
-                l.protocol.as_str(),
-            ));
+            listeners.push(AttachedListener {
+                hostname: l.hostname.as_deref().filter(|h| !h.is_empty()),
+                protocol: l.protocol.as_str(),
+                port: l.port,
+            });
         }
     }
     known_parent.then_some(listeners)
 }
 
-/// Adds a route hostname (Gateway syntax) with the origins its listener's protocol gives (both when unknown).
-fn add_host(fold: &mut Fold, source: &str, host: &str, protocol: Option<&str>) {
+/// Adds a route hostname (Gateway syntax) with the origins its listener's protocol gives (both when unknown),
+/// and where clients reach it: at the listener's scheme and port (`https` when the listener is unknown: a
+/// Gateway in front of a server is a public door, and the guard takes `https` for a host reached both ways).
+fn add_host(fold: &mut Fold, source: &str, host: &str, listener: Option<AttachedListener<'_>>) {
     let h = gateway_host(host);
     fold.hosts.add(&h, source);
-    match protocol {
-        Some("HTTPS") | Some("TLS") => fold.origins.add(&format!("https://{h}"), source),
-        Some(_) => fold.origins.add(&format!("http://{h}"), source),
+    match listener.map(|l| (l.protocol, l.port)) {
+        Some(("HTTPS" | "TLS", port)) => {
+            fold.origins.add(&format!("https://{h}"), source);
+            fold.endpoint("https", &h, Some(port), source);
+        }
+        Some((_, port)) => {
+            fold.origins.add(&format!("http://{h}"), source);
+            fold.endpoint("http", &h, Some(port), source);
+        }
         None => {
             fold.origins.add(&format!("https://{h}"), source);
             fold.origins.add(&format!("http://{h}"), source);
+            fold.endpoint("https", &h, None, source);
         }
     }
 }
@@ -289,8 +307,8 @@ fn contribute_route(
     };
     let attached = !listeners.is_empty();
     let mut kept: BTreeSet<&str> = BTreeSet::new();
-    for (listener_host, protocol) in listeners {
-        match (listener_host, route_hosts.is_empty()) {
+    for listener in listeners {
+        match (listener.hostname, route_hosts.is_empty()) {
             (None, true) => {
                 let message = format!(
                     "{source}: neither the route nor its Gateway listener sets a hostname, so it accepts any host; set \
@@ -298,18 +316,18 @@ fn contribute_route(
                 );
                 fold.catch_all(&dep, message);
             }
-            (Some(l), true) => add_host(fold, &source, l, Some(protocol)),
+            (Some(l), true) => add_host(fold, &source, l, Some(listener)),
             (None, false) => {
                 for h in &route_hosts {
                     kept.insert(h);
-                    add_host(fold, &source, h, Some(protocol));
+                    add_host(fold, &source, h, Some(listener));
                 }
             }
             (Some(l), false) => {
                 for h in &route_hosts {
                     if let Some(i) = intersect_hostnames(l, h) {
                         kept.insert(h);
-                        add_host(fold, &source, &i, Some(protocol));
+                        add_host(fold, &source, &i, Some(listener));
                     }
                 }
             }

@@ -256,6 +256,7 @@ fn contribute_rule(
                 .any(|t| tls_covers(t, host));
             let scheme = if https { "https" } else { "http" };
             fold.origins.add(&format!("{scheme}://{host}"), source);
+            fold.endpoint(scheme, host, None, source);
         }
         None => {
             let message = format!(

@@ -29,7 +29,7 @@ pub fn contribute(input: &DeriveInput<'_>, fold: &mut Fold) {
     let Some(policy) = input.policy else { return };
     let source = format!("MCPGuardPolicy {}", input.spec.policy_name());
     for h in &policy.allowed_hosts {
-        fold.hosts.add(h, &source);
+        fold.listed_host(h, &source);
     }
     for o in &policy.allowed_origins {
         fold.origins.add(o, &source);

@@ -285,10 +285,10 @@ pub fn contribute<'a>(
     let allow_dns = input.policy.is_none_or(|p| p.allow_service_dns_names);
     for svc in &list {
         fold.d.depend(DepKind::Service, Some(ns), &svc.name);
-        let mut reaches = false;
+        let mut reaching_ports = Vec::new();
         for port in svc.ports() {
             match svc.target(port, guarded_port) {
-                PortTarget::Server => reaches = true,
+                PortTarget::Server => reaching_ports.push(port.port),
                 PortTarget::Other(t) => {
                     if let Some(why) = bypass(input, svc, port, t, pods) {
                         fold.find(Finding::Bypass(why));
@@ -297,12 +297,16 @@ pub fn contribute<'a>(
                 PortTarget::Unresolved(_) => {}
             }
         }
-        if reaches {
+        if !reaching_ports.is_empty() {
             fold.d.services.push(svc.name.clone());
             if allow_dns {
                 let source = format!("Service {ns}/{}", svc.name);
                 for h in dns_names(&svc.name, ns, input.cluster_domain) {
                     fold.hosts.add(&h, &source);
+                    // In the cluster, plain http on each Service port that reaches the server.
+                    for port in &reaching_ports {
+                        fold.endpoint("http", &h, Some(*port), &source);
+                    }
                 }
             }
         }

@@ -329,6 +329,8 @@ pub struct World {
     pub others: Vec<(String, LabelSelector)>,
     /// The SIG MCPServer a `spec.serverRef` names.
     pub sig_server: Option<crate::sources::sig_servers::SigMCPServer>,
+    /// The cluster's service-account issuer.
+    pub cluster_issuer: crate::cluster_issuer::IssuerState,
 }
 
 impl World {
@@ -352,6 +354,7 @@ impl World {
             other_servers: self.others.iter().map(|(n, s)| (n.as_str(), s)).collect(),
             cluster_domain: "cluster.local",
             sig_server: self.sig_server.as_ref(),
+            cluster_issuer: &self.cluster_issuer,
         })
     }
 }
