@@ -174,7 +174,10 @@ pub struct IssuerPolicy {
     pub issuer: String,
     pub jwks_uri: Option<String>,
     /// Inline keys: when set, the guard fetches nothing for this issuer.
-    pub inline_keys: Option<KeySet>,
+    /// Inline keys: when set, the guard fetches nothing for this issuer. Empty (`"jwks": {"keys": []}`): the
+    /// keys are not known yet, and the issuer's tokens are refused until they are (what the operator writes before
+    /// it has read the cluster's service-account keys: closed, never the last config without authentication).
+    pub inline_keys: Option<std::sync::Arc<KeySet>>,
     pub audiences: Vec<String>,
     pub algorithms: Vec<Algorithm>,
     pub kubernetes: bool,
@@ -317,12 +320,15 @@ impl IssuerConfig {
         }
         let inline_keys = match &self.jwks {
             None => None,
-            Some(doc) => Some(KeySet::from_jwks_json(doc.to_string().as_bytes()).map_err(|e| {
-                AuthConfigError::IssuerField {
-                    index,
-                    why: format!("jwks: {e}"),
-                }
-            })?),
+            Some(doc) if *doc == serde_json::json!({"keys": []}) => Some(Default::default()),
+            Some(doc) => Some(std::sync::Arc::new(
+                KeySet::from_jwks_json(doc.to_string().as_bytes()).map_err(|e| {
+                    AuthConfigError::IssuerField {
+                        index,
+                        why: format!("jwks: {e}"),
+                    }
+                })?,
+            )),
         };
         let algorithms = match self.algorithms.is_empty() {
             true => Algorithm::ALL.to_vec(),
@@ -607,7 +613,13 @@ impl AuthPolicy {
             ));
         }
         let key_set = match &issuer.inline_keys {
-            Some(inline) => std::sync::Arc::new(inline.clone()),
+            Some(inline) if inline.is_empty() => {
+                return Err(AuthDenial::new(
+                    AuthError::KeysUnavailable,
+                    format!("the keys of {} are not in the config yet", issuer.issuer),
+                ));
+            }
+            Some(inline) => inline.clone(),
             None => keys.keys(&issuer.issuer).ok_or_else(|| {
                 AuthDenial::new(
                     AuthError::KeysUnavailable,

@@ -36,6 +36,10 @@ pub struct DerivedAuth {
     pub notes: Vec<String>,
 }
 
+/// The issuer written while the cluster's own is not discovered yet (with no keys: its tokens are refused). Most
+/// clusters' issuer is this URL, so that their service-account tokens are then refused as "keys not yet known".
+pub const UNDISCOVERED_CLUSTER_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
 /// The `auth` section for a server: its resource URIs (from `endpoints`, see the module docs), its issuers, and
 /// the cluster's service-account issuer with the operator's keys when `kubernetes` is on.
 pub fn derive(settings: &AuthSettings, endpoints: &[AllowlistEntry], cluster: &IssuerState) -> DerivedAuth {
@@ -51,6 +55,15 @@ pub fn derive(settings: &AuthSettings, endpoints: &[AllowlistEntry], cluster: &I
                 ..Default::default()
             }),
             None => {
+                // Closed until the keys are known: an issuer without keys refuses its tokens, where a section
+                // without issuers would be refused by the guard, which would keep its last config (perhaps
+                // one without authentication).
+                issuers.push(IssuerConfig {
+                    issuer: UNDISCOVERED_CLUSTER_ISSUER.into(),
+                    jwks: Some(serde_json::json!({"keys": []})),
+                    kubernetes: true,
+                    ..Default::default()
+                });
                 issuer_not_discovered = true;
                 problems.push(format!(
                     "the cluster's service-account issuer is not discovered yet ({}), so service-account tokens \

@@ -322,6 +322,24 @@ fn keys_the_guard_lacks_are_told_apart_from_bad_signatures() {
 }
 
 #[test]
+fn an_issuer_whose_keys_are_not_known_yet_refuses_its_tokens() {
+    let mut c = config();
+    c.issuers[0].jwks = Some(json!({"keys": []}));
+    let p = c.compile().unwrap();
+    let key = TestKey::es256("k1");
+    let denial = refused(check(
+        &p,
+        &keys_of(ISSUER, &[&key]),
+        &[&bearer(&key.sign(&claims()))],
+        None,
+    ));
+    assert_eq!(denial.error, AuthError::KeysUnavailable);
+    // A document whose keys are all unusable is still an error: only an explicit empty set means "not yet".
+    c.issuers[0].jwks = Some(json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}));
+    assert!(c.compile().is_err());
+}
+
+#[test]
 fn the_clock_skew_is_allowed_both_ways() {
     let p = policy();
     let key = TestKey::es256("k1");

@@ -374,7 +374,8 @@ fn the_cluster_issuer_is_written_with_the_keys_the_operator_fetched() {
         serde_json::json!([])
     );
 
-    // Not discovered: the condition says why; no issuer is written in its place.
+    // Not discovered: the condition says why; an issuer without keys stands in its place, so that the guard
+    // loads the section and refuses service-account tokens (closed) instead of keeping an older config.
     world.cluster_issuer = IssuerState {
         current: None,
         error: Some("GET /openid/v1/jwks: 403 Forbidden".into()),
@@ -383,7 +384,18 @@ fn the_cluster_issuer_is_written_with_the_keys_the_operator_fetched() {
     let d = world.derive(&s);
     let auth = d.auth.as_ref().unwrap();
     assert!(auth.issuer_not_discovered);
-    assert!(auth.config.issuers.is_empty());
+    assert_eq!(auth.config.issuers.len(), 1);
+    assert_eq!(
+        auth.config.issuers[0].issuer,
+        crate::auth::UNDISCOVERED_CLUSTER_ISSUER
+    );
+    let compiled = auth.config.compile().expect("the guard loads the stand-in");
+    assert!(
+        compiled.issuers()[0]
+            .inline_keys
+            .as_ref()
+            .is_some_and(|k| k.is_empty())
+    );
     assert!(auth.problems[0].contains("403 Forbidden"), "{:?}", auth.problems);
     assert!(
         auth.problems[0].contains("nonResourceURLs"),
