@@ -41,7 +41,7 @@ pub struct TrailersRefused;
 pub enum ClientFault {
     TooLarge,
     Malformed(String),
-    /// The body named another call after the rate limits charged its prefix (see [`crate::policy::peek::Watch`]).
+    /// The body named another call after the guard decided on its prefix (see [`crate::policy::peek::Watch`]).
     Uncountable(String),
 }
 

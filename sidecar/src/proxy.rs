@@ -185,9 +185,10 @@ impl Proxy {
                 .as_ref()
                 .zip(allowlist.auth.as_ref())
                 .filter(|(_, auth)| auth.has_scopes());
-            if allowlist.limits.limits_clients() || scopes.is_some() {
+            if allowlist.limits.limits_clients() || scopes.is_some() || allowlist.access.is_some() {
+                let caller = verified.as_ref();
                 match self
-                    .admit_calls(&allowlist, &head, &mut body, &peer, client, scopes)
+                    .admit_calls(&allowlist, &head, &mut body, &peer, client, caller, scopes)
                     .await
                 {
                     Ok(Admitted {
@@ -270,10 +271,11 @@ impl Proxy {
         answer
     }
 
-    /// The rules on the calls a request carries: reads the body's prefix if the scopes or a rate limit need to
-    /// know its calls, checks the `Mcp-Method`/`Mcp-Name` headers against it, then the caller's scopes, then takes
-    /// the client's slot of the rate limits (if any), or answers the refusal. A single call read before its body
-    /// ended is watched to the end of the body.
+    /// The rules on the calls a request carries: reads the body's prefix if the scopes, the access rules or a
+    /// rate limit need to know its calls, checks the `Mcp-Method`/`Mcp-Name` headers against it, then the caller's
+    /// scopes, then the access rules, then takes the client's slot of the rate limits (if any), or answers the
+    /// refusal. A single call read before its body ended is watched to the end of the body.
+    #[allow(clippy::too_many_arguments)]
     async fn admit_calls(
         &self,
         allowlist: &Allowlist,
@@ -281,6 +283,7 @@ impl Proxy {
         body: &mut RequestBody,
         peer: &Peer,
         client: std::net::IpAddr,
+        caller: Option<&Caller>,
         scopes: Option<(&Caller, &AuthPolicy)>,
     ) -> Result<Admitted, Response<ResponseBody>> {
         let limits = &allowlist.limits;
@@ -288,9 +291,11 @@ impl Proxy {
         let stream = policy::is_stream(head);
         let mut scanner = peek::Scanner::default();
         let mut read = None;
-        let reads_body =
-            limits.reads_body() || scopes.is_some_and(|(_, auth)| policy::scopes_read_calls(auth));
-        if reads_body && !stream && !body.is_done() {
+        let reads_body = limits.reads_body()
+            || scopes.is_some_and(|(_, auth)| policy::scopes_read_calls(auth))
+            || allowlist.access.is_some();
+        // With access rules, even a stream's body is read: whatever a body carries is judged.
+        if reads_body && (!stream || allowlist.access.is_some()) && !body.is_done() {
             let mut fed = 0;
             let enough = |data: &[u8]| {
                 scanner.feed(&data[fed..]);
@@ -329,6 +334,20 @@ impl Proxy {
                     self.violation(&denial, head, peer, true);
                     let challenge = refused.challenge(&caller.resource, None);
                     return Err(refusal::render_challenge(allowlist, &denial, &challenge));
+                }
+                Fold::Audit(denial) => {
+                    self.violation(&denial, head, peer, false);
+                    admission.audited.push(denial);
+                }
+            }
+        }
+        if let Some(rules) = &allowlist.access
+            && let Err(denial) = policy::access(rules, caller.map(|c| &c.identity), peeked)
+        {
+            match policy::fold(allowlist.mode, Rule::Access, denial) {
+                Fold::Refuse(denial) => {
+                    self.violation(&denial, head, peer, true);
+                    return Err(refusal::render(allowlist, &denial, None));
                 }
                 Fold::Audit(denial) => {
                     self.violation(&denial, head, peer, false);
