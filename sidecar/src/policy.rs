@@ -17,6 +17,7 @@ use mcp_guard_config::auth::{
 use mcp_guard_config::{AccessPolicy, Allowlist, Denial, HeaderSeen, Mode, Reason, RequestFacts, Verdict};
 
 pub mod cors;
+pub mod lists;
 pub mod peek;
 pub mod rate;
 
@@ -632,11 +633,15 @@ pub fn is_stream(head: &Parts) -> bool {
 /// Whether a response is an event stream that `maxStreamsPerClient` counts, whatever the request's `Accept`
 /// said: any `text/event-stream` answer but a `POST`'s (that is one call's answer, a request in flight).
 pub fn counts_as_stream(method: &Method, response: &HeaderMap) -> bool {
-    *method != Method::POST
-        && response.get_all(header::CONTENT_TYPE).iter().any(|v| {
-            let media = v.as_bytes().split(|&b| b == b';').next().unwrap_or_default();
-            media.trim_ascii().eq_ignore_ascii_case(b"text/event-stream")
-        })
+    *method != Method::POST && is_event_stream(response)
+}
+
+/// Whether a response says it is an event stream (`text/event-stream`).
+pub fn is_event_stream(response: &HeaderMap) -> bool {
+    response.get_all(header::CONTENT_TYPE).iter().any(|v| {
+        let media = v.as_bytes().split(|&b| b == b';').next().unwrap_or_default();
+        media.trim_ascii().eq_ignore_ascii_case(b"text/event-stream")
+    })
 }
 
 /// One `Mcp-Method` / `Mcp-Name` value: `Ok(None)` when absent, an error when repeated or not text.

@@ -650,6 +650,124 @@ async fn audit_mode_forwards_denied_calls_and_counts_them() {
     );
 }
 
+fn names(v: &Value, key: &str, field: &str) -> Vec<String> {
+    v["result"][key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no result.{key}: {v}"))
+        .iter()
+        .map(|e| e[field].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn lists_show_each_caller_only_what_it_may_call_in_json_and_in_event_streams() {
+    let f = Fixture::start("enforce").await;
+    let agent = f.sa("team-a", "agent");
+    let sre = f.user("alice", &["sre"]);
+    let plain = f.user("bob", &[]);
+    let list = |cursor: Option<&str>| match cursor {
+        Some(c) => call(7, "tools/list", json!({ "cursor": c })),
+        None => call(7, "tools/list", json!({})),
+    };
+    // Both pages, each identity, JSON and SSE: the filter applies to every page, whoever's cursor it is.
+    for path in ["/mcp", "/sse"] {
+        for (token, want) in [
+            (&agent, vec!["read_file", "search", "echo"]),
+            (&sre, TOOLS.to_vec()),
+            (&plain, vec!["echo"]),
+        ] {
+            let mut shown = Vec::new();
+            for cursor in [None, Some("2")] {
+                let r = f.post(path, token, &list(cursor), &[]).await;
+                assert_eq!(r.status, 200, "{path}: {r:?}");
+                assert!(
+                    r.headers
+                        .get("content-length")
+                        .is_none_or(|l| l.to_str().unwrap() == r.body.as_ref().unwrap().len().to_string())
+                );
+                let answer = match path {
+                    "/sse" => {
+                        let events = r.events();
+                        assert_eq!(events[0]["method"], "notifications/progress", "{events:?}");
+                        events[1].clone()
+                    }
+                    _ => r.json(),
+                };
+                assert_eq!(answer["id"], 7);
+                assert_eq!(
+                    answer["result"].get("nextCursor").and_then(Value::as_str),
+                    cursor.is_none().then_some("2"),
+                    "pagination intact: {answer}"
+                );
+                shown.extend(names(&answer, "tools", "name"));
+            }
+            assert_eq!(shown, want, "{path}");
+        }
+    }
+    // The other lists, in one batch beside a call: each answer filtered by its own list.
+    let batch = format!(
+        "[{},{},{},{}]",
+        call(1, "prompts/list", json!({})),
+        call(2, "resources/list", json!({})),
+        call(3, "resources/templates/list", json!({})),
+        tool(4, "read_file")
+    );
+    for path in ["/mcp", "/sse"] {
+        let r = f.post(path, &agent, &batch, &[]).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let answers = match path {
+            "/sse" => r.events()[1..].to_vec(),
+            _ => r.json().as_array().unwrap().clone(),
+        };
+        assert_eq!(names(&answers[0], "prompts", "name"), Vec::<String>::new());
+        assert_eq!(
+            names(&answers[1], "resources", "uri"),
+            ["file:///docs/a.md", "file:///docs/b.md"]
+        );
+        assert_eq!(
+            names(&answers[2], "resourceTemplates", "uriTemplate"),
+            ["file:///docs/{path}"]
+        );
+        assert_eq!(answers[3]["result"]["method"], "tools/call");
+    }
+    let r = f
+        .post("/mcp", &sre, &call(1, "prompts/list", json!({})), &[])
+        .await;
+    assert_eq!(names(&r.json(), "prompts", "name"), PROMPTS);
+}
+
+#[tokio::test]
+async fn a_list_answer_over_the_bound_is_refused_and_audit_mode_shows_lists_whole() {
+    let f = Fixture::start("enforce").await;
+    let sre = f.user("alice", &["sre"]);
+    let r = f.post("/big", &sre, &call(1, "tools/list", json!({})), &[]).await;
+    assert_eq!(
+        (r.status, r.reason().as_str()),
+        (502, "list_not_filtered"),
+        "{r:?}"
+    );
+    assert!(
+        r.json()["error"]["data"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("bound of 4194304 bytes")
+    );
+    assert_eq!(
+        f.metric("mcp_guard_requests_total{verdict=\"rejected\",reason=\"list_not_filtered\"}"),
+        1.0
+    );
+    // The same server's other answers pass: only list answers are held.
+    let r = f.post("/big", &sre, &tool(1, "deploy"), &[]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+
+    let f = Fixture::start("audit").await;
+    let plain = f.user("bob", &[]);
+    let r = f
+        .post("/mcp", &plain, &call(1, "tools/list", json!({})), &[])
+        .await;
+    assert_eq!(names(&r.json(), "tools", "name"), TOOLS[..3]);
+}
+
 /// Identities for the property test: what each may call.
 fn identity_tokens(f: &Fixture) -> Vec<(String, Identity)> {
     let sa = |ns: &str, name: &str| Identity {
