@@ -449,7 +449,9 @@ async fn hostile_bodies_never_carry_a_denied_call_past_the_guard() {
     let f = Fixture::start("enforce").await;
     let agent = f.sa("team-a", "agent");
     let pad = "p".repeat(9000);
-    let hostile: Vec<(&str, String, &[(&str, &str)], u16, &str)> = vec![
+    /// What it is, the body, the extra headers, and the refusal.
+    type Hostile<'a> = (&'a str, String, &'a [(&'a str, &'a str)], u16, &'a str);
+    let hostile: Vec<Hostile> = vec![
         (
             "a batch mixing an allowed and a denied call",
             format!("[{},{}]", tool(1, "read_file"), tool(2, "delete_file")),
