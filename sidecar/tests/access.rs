@@ -42,7 +42,7 @@ const TEMPLATES: [&str; 2] = ["file:///docs/{path}", "file:///secrets/{name}"];
 /// above (a page of them: `params.cursor` "2" gives the second half and no `nextCursor`), other calls with
 /// their method. `/sse` answers as an event stream (a notification first, each answer its own event), `/big`
 /// answers `tools/list` with a list over the guard's bound.
-struct Upstream_ {
+struct McpUpstream {
     addr: SocketAddr,
     bodies: Arc<Mutex<Vec<Value>>>,
 }
@@ -102,8 +102,8 @@ fn answer(message: &Value, big: bool) -> Option<Value> {
     Some(json!({"jsonrpc": "2.0", "id": id, "result": list_result(method, cursor, big)}))
 }
 
-impl Upstream_ {
-    async fn start() -> Upstream_ {
+impl McpUpstream {
+    async fn start() -> McpUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let bodies = Arc::new(Mutex::new(Vec::new()));
@@ -161,7 +161,7 @@ impl Upstream_ {
                 );
             }
         });
-        Upstream_ { addr, bodies }
+        McpUpstream { addr, bodies }
     }
 
     fn url(&self) -> String {
@@ -194,7 +194,7 @@ fn rules() -> Value {
 
 struct Fixture {
     proxy: Arc<Proxy>,
-    upstream: Upstream_,
+    upstream: McpUpstream,
     kube: TestKey,
     oauth: TestKey,
 }
@@ -203,7 +203,7 @@ impl Fixture {
     async fn start(mode: &str) -> Fixture {
         let kube = TestKey::es256("kube");
         let oauth = TestKey::ed25519("oauth");
-        let upstream = Upstream_::start().await;
+        let upstream = McpUpstream::start().await;
         let config: GuardConfig = serde_json::from_value(json!({
             "mode": mode,
             "allowedHosts": ["mcp.example.com"],
