@@ -119,10 +119,13 @@ pub enum Reason {
     ToolNotAllowed,
     /// Set by the access rules: no rule lets this caller call this method.
     MethodNotAllowed,
+    /// Set by the proxy: a list answer the access rules filter that the guard cannot filter (over its bound, or
+    /// not JSON it can read).
+    ListNotFiltered,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 29] = [
         Reason::HostNotAllowed,
         Reason::OriginNotAllowed,
         Reason::MalformedHost,
@@ -151,6 +154,7 @@ impl Reason {
         Reason::AuthKeysUnavailable,
         Reason::ToolNotAllowed,
         Reason::MethodNotAllowed,
+        Reason::ListNotFiltered,
     ];
 
     /// The machine-readable reason, as in the JSON body, logs and metrics.
@@ -184,6 +188,7 @@ impl Reason {
             Reason::AuthKeysUnavailable => "auth_keys_unavailable",
             Reason::ToolNotAllowed => "tool_not_allowed",
             Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::ListNotFiltered => "list_not_filtered",
         }
     }
 
@@ -213,7 +218,7 @@ impl Reason {
             | Reason::MethodNotAllowed => 403,
             Reason::AuthKeysUnavailable => 503,
             Reason::RequestBodyTooLarge => 413,
-            Reason::UpstreamUnavailable => 502,
+            Reason::UpstreamUnavailable | Reason::ListNotFiltered => 502,
             Reason::RequestHeadersTooLarge => 431,
             Reason::RateLimited | Reason::TooManyConcurrentRequests | Reason::TooManyStreams => 429,
         }
@@ -252,6 +257,7 @@ impl Reason {
             }
             Reason::ToolNotAllowed => "Forbidden: no access rule lets this caller call this tool",
             Reason::MethodNotAllowed => "Forbidden: no access rule lets this caller call this method",
+            Reason::ListNotFiltered => "Bad gateway: the guard cannot filter the MCP server's list answer",
         }
     }
 }
@@ -599,6 +605,11 @@ impl Allowlist {
                      and whose `to` names the method (and the tool, prompt or resource)"
                 );
             }
+            Reason::ListNotFiltered => hint.push_str(
+                "with access rules the guard filters every list answer to what the caller may call, and passes \
+                 none it cannot read: have the server answer lists as JSON (no content-encoding) in pages the \
+                 guard's bound holds (nextCursor)",
+            ),
         }
         hint
     }

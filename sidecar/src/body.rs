@@ -41,7 +41,7 @@ pub struct TrailersRefused;
 pub enum ClientFault {
     TooLarge,
     Malformed(String),
-    /// The body named another call after the rate limits charged its prefix (see [`crate::policy::peek::Watch`]).
+    /// The body named another call after the guard decided on its prefix (see [`crate::policy::peek::Watch`]).
     Uncountable(String),
 }
 
@@ -268,6 +268,14 @@ pub enum ResponseBody {
         /// The request's place in its client's caps, held until the response ends.
         _slot: Option<crate::limiter::SlotGuard>,
     },
+    /// An event stream answering a request that carries list calls: filtered as it streams (see
+    /// [`crate::policy::lists::EventFilter`]); an event the guard cannot filter ends it.
+    Events {
+        inner: Incoming,
+        events: Box<crate::policy::lists::EventFilter>,
+        _count: StreamCount,
+        _slot: Option<crate::limiter::SlotGuard>,
+    },
     Full(Option<Bytes>),
 }
 
@@ -287,13 +295,37 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ResponseBody::Upstream { inner, .. } => Pin::new(inner).poll_frame(cx).map_err(Into::into),
+            ResponseBody::Events { inner, events, .. } => loop {
+                let frame = match std::task::ready!(Pin::new(&mut *inner).poll_frame(cx)) {
+                    None => {
+                        events.finish();
+                        return Poll::Ready(None);
+                    }
+                    Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                    Some(Ok(frame)) => frame,
+                };
+                let data = match frame.into_data() {
+                    Ok(data) => data,
+                    Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+                };
+                let mut out = Vec::new();
+                if let Err(why) = events.feed(&data, &mut out) {
+                    tracing::warn!(reason = "list_not_filtered", detail = %why, "list answer cut");
+                    return Poll::Ready(Some(Err(why.into())));
+                }
+                if !out.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                }
+            },
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ResponseBody::Upstream { inner, .. } | ResponseBody::Events { inner, .. } => {
+                inner.is_end_stream()
+            }
             ResponseBody::Full(b) => b.is_none(),
         }
     }
@@ -301,6 +333,8 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Upstream { inner, .. } => inner.size_hint(),
+            // Rewritten as it streams: its length is not known.
+            ResponseBody::Events { .. } => SizeHint::new(),
             ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResponseBody::Full(None) => SizeHint::with_exact(0),
         }

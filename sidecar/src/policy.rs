@@ -14,9 +14,10 @@ use mcp_guard_config::auth::identity_headers;
 use mcp_guard_config::auth::{
     AuthDenial, AuthError, AuthPolicy, Credentials, Identity, Jwt, KeySource, Resource,
 };
-use mcp_guard_config::{Allowlist, Denial, HeaderSeen, Mode, Reason, RequestFacts, Verdict};
+use mcp_guard_config::{AccessPolicy, Allowlist, Denial, HeaderSeen, Mode, Reason, RequestFacts, Verdict};
 
 pub mod cors;
+pub mod lists;
 pub mod peek;
 pub mod rate;
 
@@ -66,6 +67,8 @@ pub enum Rule {
     BodyWatch,
     /// The scopes the server, each call's method and tool require of the token.
     Scopes,
+    /// The access rules (when `access` is configured): every call the body carries, by the caller's identity.
+    Access,
     /// The token buckets and the cap on requests in flight.
     RateLimits,
     /// The cap on open event streams.
@@ -83,6 +86,7 @@ impl Rule {
             | Rule::McpCalls
             | Rule::BodyWatch
             | Rule::Scopes
+            | Rule::Access
             | Rule::RateLimits
             | Rule::StreamCap => true,
             Rule::Framing | Rule::ForwardedHost | Rule::BodyLimit => false,
@@ -629,11 +633,15 @@ pub fn is_stream(head: &Parts) -> bool {
 /// Whether a response is an event stream that `maxStreamsPerClient` counts, whatever the request's `Accept`
 /// said: any `text/event-stream` answer but a `POST`'s (that is one call's answer, a request in flight).
 pub fn counts_as_stream(method: &Method, response: &HeaderMap) -> bool {
-    *method != Method::POST
-        && response.get_all(header::CONTENT_TYPE).iter().any(|v| {
-            let media = v.as_bytes().split(|&b| b == b';').next().unwrap_or_default();
-            media.trim_ascii().eq_ignore_ascii_case(b"text/event-stream")
-        })
+    *method != Method::POST && is_event_stream(response)
+}
+
+/// Whether a response says it is an event stream (`text/event-stream`).
+pub fn is_event_stream(response: &HeaderMap) -> bool {
+    response.get_all(header::CONTENT_TYPE).iter().any(|v| {
+        let media = v.as_bytes().split(|&b| b == b';').next().unwrap_or_default();
+        media.trim_ascii().eq_ignore_ascii_case(b"text/event-stream")
+    })
 }
 
 /// One `Mcp-Method` / `Mcp-Name` value: `Ok(None)` when absent, an error when repeated or not text.
@@ -680,7 +688,8 @@ pub fn mcp_calls(head: &Parts, body: Option<&peek::Peeked>) -> Result<Vec<rate::
         {
             return Err(mismatch(&MCP_METHOD, h, b));
         }
-        if let (Some(n), Some(h), Some("tools/call")) = (&m.name, header_name, m.method.as_deref())
+        // The tool of a `tools/call`, the prompt of a `prompts/get`, the uri of a `resources/read`.
+        if let (Some(n), Some(h)) = (m.target(), header_name)
             && n != h
         {
             return Err(mismatch(&MCP_NAME, h, n));
@@ -768,6 +777,56 @@ fn message_call(m: &peek::Message) -> Option<rate::Call> {
     }
 }
 
+/// [`Rule::Access`]: every call a body carries, judged by the access rules for the caller (`None`: not
+/// verified, which no rule matches). A batch is judged call by call and refused whole when one call is denied;
+/// a notification (no `id`) is judged as any call; a call the guard cannot read (its method, or what it names,
+/// not within the prefix; a key parsers read differently; a batch that does not end within the prefix; a body
+/// that is no JSON object or array) is denied. A request without a body carries no call.
+pub fn access(
+    rules: &AccessPolicy,
+    identity: Option<&Identity>,
+    body: Option<&peek::Peeked>,
+) -> Result<(), Denial> {
+    let Some(body) = body else { return Ok(()) };
+    let unreadable = |why: &str| {
+        Denial::new(Reason::MethodNotAllowed, why).with_detail(format!(
+            "with access rules every call must be readable within the body's first {} bytes ({})",
+            peek::PEEK_LIMIT,
+            mcp_guard_config::access::who(identity)
+        ))
+    };
+    if body.batch && (body.broken || !body.complete) {
+        return Err(unreadable("a body the guard cannot read as JSON-RPC calls"));
+    }
+    if body.messages.is_empty() {
+        return Err(unreadable("a body that is no JSON object or array"));
+    }
+    let batch = body.batch.then_some(body.messages.len());
+    for (i, m) in body.messages.iter().enumerate() {
+        // A whole object without a method is a JSON-RPC response the client sends back: it runs nothing.
+        if m.method.is_none() && m.ended && !m.ambiguous && !body.broken {
+            continue;
+        }
+        let decided = match (m.ambiguous || body.broken, m.method.as_deref()) {
+            (false, Some(method)) => rules.decide(identity, Some(method), m.target()),
+            _ => Err(unreadable("a call whose method the guard cannot read")),
+        };
+        match (decided, batch) {
+            (Ok(_), _) => {}
+            (Err(denial), None) => return Err(denial),
+            (Err(mut denial), Some(n)) => {
+                let detail = denial.detail.take().unwrap_or_default();
+                denial.detail = Some(format!(
+                    "call {} of a batch of {n}: {detail}; one call denied refuses the whole batch",
+                    i + 1
+                ));
+                return Err(denial);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What must watch the rest of a body after its prefix was charged: a single call read before its object
 /// ended, which a later key could still change. `None` when nothing later can lower the charge.
 pub fn watch(scanner: peek::Scanner, calls: &[rate::Call]) -> Option<peek::Watch> {
@@ -776,8 +835,13 @@ pub fn watch(scanner: peek::Scanner, calls: &[rate::Call]) -> Option<peek::Watch
         return None;
     }
     match calls {
-        [rate::Call::Method { method, tool }] => {
-            Some(peek::Watch::new(scanner, method.clone(), tool.clone()))
+        [rate::Call::Method { method, .. }] => {
+            let target = p
+                .messages
+                .first()
+                .and_then(peek::Message::target)
+                .map(str::to_owned);
+            Some(peek::Watch::new(scanner, method.clone(), target))
         }
         _ => None,
     }

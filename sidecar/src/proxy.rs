@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Request, Response, Version};
+use http_body_util::BodyExt as _;
 use mcp_guard_config::{Allowlist, AuthPolicy, Denial, Reason};
 use tracing::{debug, warn};
 
@@ -16,6 +17,7 @@ use crate::config::LiveAllowlist;
 use crate::keys::{self, KeyStore};
 use crate::limiter::{Limiter, SlotGuard};
 use crate::metrics::{Metrics, Outcome, UpstreamError};
+use crate::policy::lists::{EventFilter, LIST_LIMIT, ListFilter};
 use crate::policy::rate::{ClientKey, RequestClass};
 use crate::policy::{self, Admission, Caller, Decision, Fold, Hop, Rule, TokenCheck, peek};
 use crate::pool::{Paired, SendError, UpstreamPool};
@@ -181,29 +183,37 @@ impl Proxy {
         // From here on the allowlist let the request through: with CORS on, its page may read every answer.
         let mut answer = async {
             let mut slot = None;
+            let mut lists = None;
             let scopes = verified
                 .as_ref()
                 .zip(allowlist.auth.as_ref())
                 .filter(|(_, auth)| auth.has_scopes());
-            if allowlist.limits.limits_clients() || scopes.is_some() {
+            if allowlist.limits.limits_clients() || scopes.is_some() || allowlist.access.is_some() {
+                let caller = verified.as_ref();
                 match self
-                    .admit_calls(&allowlist, &head, &mut body, &peer, client, scopes)
+                    .admit_calls(&allowlist, &head, &mut body, &peer, client, caller, scopes)
                     .await
                 {
                     Ok(Admitted {
                         slot: admitted,
                         audited,
+                        lists: filter,
                     }) => {
                         if audited {
                             outcome = Outcome::Audited;
                         }
                         slot = admitted;
+                        lists = filter;
                     }
                     Err(answer) => {
                         self.metrics.request_duration(Outcome::Rejected, started);
                         return answer;
                     }
                 }
+            }
+            if lists.is_some() {
+                // A list answer is filtered as JSON or events the guard reads: never one it cannot decode.
+                head.headers.remove(http::header::ACCEPT_ENCODING);
             }
             let method = head.method.clone();
             // A body already read whole cannot fail on its way any more.
@@ -236,12 +246,25 @@ impl Proxy {
                     let count = StreamCount::new(&self.metrics.open_streams);
                     policy::strip_response(&mut parts.headers);
                     parts.version = Version::HTTP_11;
-                    let body = ResponseBody::Upstream {
-                        inner,
-                        _count: count,
-                        _slot: slot,
-                    };
-                    Response::from_parts(parts, body)
+                    match lists.filter(|_| parts.status.is_success()) {
+                        Some(lists) => match filter_list(lists, &mut parts, inner, count, slot).await {
+                            Ok(body) => Response::from_parts(parts, body),
+                            Err(denial) => {
+                                log_denial(&denial, method.as_str(), path, None, &peer, true);
+                                self.metrics.request(Outcome::Rejected, Some(denial.reason));
+                                outcome = Outcome::Rejected;
+                                refusal::render(&allowlist, &denial, None)
+                            }
+                        },
+                        None => {
+                            let body = ResponseBody::Upstream {
+                                inner,
+                                _count: count,
+                                _slot: slot,
+                            };
+                            Response::from_parts(parts, body)
+                        }
+                    }
                 }
                 // The client's own body at fault: its refusal, counted once, as rejected.
                 Err(_) if let Some(fault) = fault.as_ref().and_then(|f| f.get()) => {
@@ -270,17 +293,19 @@ impl Proxy {
         answer
     }
 
-    /// The rules on the calls a request carries: reads the body's prefix if the scopes or a rate limit need to
-    /// know its calls, checks the `Mcp-Method`/`Mcp-Name` headers against it, then the caller's scopes, then takes
-    /// the client's slot of the rate limits (if any), or answers the refusal. A single call read before its body
-    /// ended is watched to the end of the body.
+    /// The rules on the calls a request carries: reads the body's prefix if the scopes, the access rules or a
+    /// rate limit need to know its calls, checks the `Mcp-Method`/`Mcp-Name` headers against it, then the caller's
+    /// scopes, then the access rules, then takes the client's slot of the rate limits (if any), or answers the
+    /// refusal. A single call read before its body ended is watched to the end of the body.
+    #[allow(clippy::too_many_arguments)]
     async fn admit_calls(
         &self,
-        allowlist: &Allowlist,
+        allowlist: &Arc<Allowlist>,
         head: &http::request::Parts,
         body: &mut RequestBody,
         peer: &Peer,
         client: std::net::IpAddr,
+        caller: Option<&Caller>,
         scopes: Option<(&Caller, &AuthPolicy)>,
     ) -> Result<Admitted, Response<ResponseBody>> {
         let limits = &allowlist.limits;
@@ -288,9 +313,11 @@ impl Proxy {
         let stream = policy::is_stream(head);
         let mut scanner = peek::Scanner::default();
         let mut read = None;
-        let reads_body =
-            limits.reads_body() || scopes.is_some_and(|(_, auth)| policy::scopes_read_calls(auth));
-        if reads_body && !stream && !body.is_done() {
+        let reads_body = limits.reads_body()
+            || scopes.is_some_and(|(_, auth)| policy::scopes_read_calls(auth))
+            || allowlist.access.is_some();
+        // With access rules, even a stream's body is read: whatever a body carries is judged.
+        if reads_body && (!stream || allowlist.access.is_some()) && !body.is_done() {
             let mut fed = 0;
             let enough = |data: &[u8]| {
                 scanner.feed(&data[fed..]);
@@ -336,6 +363,24 @@ impl Proxy {
                 }
             }
         }
+        if let Some(rules) = &allowlist.access
+            && let Err(denial) = policy::access(rules, caller.map(|c| &c.identity), peeked)
+        {
+            match policy::fold(allowlist.mode, Rule::Access, denial) {
+                Fold::Refuse(denial) => {
+                    self.violation(&denial, head, peer, true);
+                    return Err(refusal::render(allowlist, &denial, None));
+                }
+                Fold::Audit(denial) => {
+                    self.violation(&denial, head, peer, false);
+                    admission.audited.push(denial);
+                }
+            }
+        }
+        // Audit mode shows lists whole, as it forwards the calls it would deny.
+        let lists = peeked
+            .filter(|_| policy::refuses(allowlist.mode, Rule::Access))
+            .and_then(|p| ListFilter::new(p, allowlist.clone(), caller.map(|c| c.identity.clone())));
         if read.as_ref().is_some_and(|p| !p.ended) && policy::refuses(allowlist.mode, Rule::BodyWatch) {
             body.watch(policy::watch(scanner, &calls));
         }
@@ -343,6 +388,7 @@ impl Proxy {
             return Ok(Admitted {
                 slot: None,
                 audited: !admission.audited.is_empty(),
+                lists,
             });
         }
         let class = RequestClass {
@@ -374,6 +420,7 @@ impl Proxy {
         Ok(Admitted {
             slot: Some(slot),
             audited: !admission.audited.is_empty(),
+            lists,
         })
     }
 
@@ -449,11 +496,57 @@ impl Proxy {
     }
 }
 
-/// What the calls' rules let through: the client's slot of the rate limits, and whether audit mode let a refusal
-/// pass.
+/// What the calls' rules let through: the client's slot of the rate limits, whether audit mode let a refusal
+/// pass, and what filters the answers to the list calls the request carries.
 struct Admitted {
     slot: Option<SlotGuard>,
     audited: bool,
+    lists: Option<ListFilter>,
+}
+
+/// The answer to a request that carries list calls, filtered ([`crate::policy::lists`]): an event stream as it
+/// streams, anything else read whole (up to [`LIST_LIMIT`]) as JSON. Its length is hyper's to set again. An
+/// error: an answer the guard cannot filter, which is never passed on.
+async fn filter_list(
+    lists: ListFilter,
+    parts: &mut http::response::Parts,
+    inner: hyper::body::Incoming,
+    count: StreamCount,
+    slot: Option<SlotGuard>,
+) -> Result<ResponseBody, Denial> {
+    let refused = |detail: String| Denial::new(Reason::ListNotFiltered, "list answer").with_detail(detail);
+    let headers = &mut parts.headers;
+    if let Some(coding) = headers
+        .get(http::header::CONTENT_ENCODING)
+        .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        return Err(refused(format!(
+            "content-encoding {}",
+            String::from_utf8_lossy(coding.as_bytes())
+        )));
+    }
+    headers.remove(http::header::CONTENT_LENGTH);
+    if policy::is_event_stream(headers) {
+        return Ok(ResponseBody::Events {
+            inner,
+            events: Box::new(EventFilter::new(lists)),
+            _count: count,
+            _slot: slot,
+        });
+    }
+    let body = http_body_util::Limited::new(inner, LIST_LIMIT)
+        .collect()
+        .await
+        .map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+            Some(_) => format!("a list answer over the guard's bound of {LIST_LIMIT} bytes"),
+            None => format!("reading the list answer: {}", crate::error::chain(&*e)),
+        })
+        .map_err(refused)?
+        .to_bytes();
+    if body.is_empty() {
+        return Ok(ResponseBody::Full(None));
+    }
+    Ok(ResponseBody::full(lists.json(&body).map_err(refused)?))
 }
 
 /// A response that turned out to be an event stream, and the stream cap.

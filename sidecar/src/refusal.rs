@@ -29,7 +29,7 @@ pub const FORBIDDEN: i32 = -32012;
 /// The JSON-RPC error code a refusal carries.
 pub fn code(reason: Reason) -> i32 {
     match reason {
-        Reason::UpstreamUnavailable | Reason::AuthKeysUnavailable => INTERNAL_ERROR,
+        Reason::UpstreamUnavailable | Reason::AuthKeysUnavailable | Reason::ListNotFiltered => INTERNAL_ERROR,
         Reason::Unauthenticated
         | Reason::InvalidToken
         | Reason::TokenExpired

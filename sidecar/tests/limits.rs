@@ -614,7 +614,7 @@ async fn no_way_of_writing_a_body_runs_a_tool_past_its_limit() {
     assert_rejection(&r, 400, "uncountable_body");
     assert_eq!(
         r.json()["error"]["data"]["detail"],
-        "the request body names another tool after the part of it that the rate limits charged"
+        "the request body names another tool, prompt or resource after the part of it that the guard read to decide"
     );
     let r = attempt("127.0.0.99".into(), attacks[8].1.clone(), Never).await;
     assert_rejection(&r, 400, "uncountable_body");

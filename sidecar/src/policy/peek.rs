@@ -4,14 +4,17 @@
 //!
 //! [`Scanner`] is fed the body in pieces (it keeps its place across them) and follows the top-level value, a
 //! batch's elements, each request object and its `params` object; every other value is skipped (strings with
-//! their escapes, nested objects and arrays). Keys are compared decoded (`"m\u0065thod"` is `method`), and a key
-//! that occurs again replaces the earlier value, as in every common JSON parser (Python's `json`, JavaScript's
-//! `JSON.parse`, `serde_json::Value`): the last one wins. A key that is `method`, `params` or `name` but for
-//! case (Go's `encoding/json` matches struct fields case-insensitively, `ſ` and `K` included) makes the message
-//! ambiguous.
+//! their escapes, nested objects and arrays). It reads `method`, `id`, and `params.name` / `params.uri` (what
+//! `tools/call`, `prompts/get` and the `resources/` calls name). Keys are compared decoded (`"m\u0065thod"` is
+//! `method`), and a key that occurs again replaces the earlier value, as in every common JSON parser (Python's
+//! `json`, JavaScript's `JSON.parse`, `serde_json::Value`): the last one wins. A key that is `method`, `params`,
+//! `name` or `uri` but for case (Go's `encoding/json` matches struct fields case-insensitively, `ſ` and `K`
+//! included) makes the message ambiguous; one that is `id` but for case makes its id unsure.
 //!
 //! A reading taken before the body ended can still be changed by a later key; [`Watch`] keeps scanning the rest
 //! of the body and says when it does, so that the request is cut before the server gets a complete body.
+
+use mcp_guard_config::access::named_by;
 
 /// The most bytes of a request body the guard holds back to read its calls.
 pub const PEEK_LIMIT: usize = 8 * 1024;
@@ -28,11 +31,34 @@ pub struct Message {
     pub method: Option<String>,
     /// `params.name` likewise (a later `params` replaces the whole object).
     pub name: Option<String>,
-    /// Some parser may read the message otherwise: a key that is `method`, `params` or `name` but for case, or a
-    /// method or name the guard could not decode.
+    /// `params.uri` likewise.
+    pub uri: Option<String>,
+    /// `id` when it is a string or a number; `None` when absent or another value.
+    pub id: Option<serde_json::Value>,
+    /// A key that is `id` but for case: some parser may read another id.
+    pub id_unsure: bool,
+    /// Some parser may read the message otherwise: a key that is `method`, `params`, `name` or `uri` but for
+    /// case, or a method, name or uri the guard could not decode.
     pub ambiguous: bool,
     /// The object ended: no later key can change it.
     pub ended: bool,
+}
+
+impl Message {
+    /// What the call names, in the params field its method names it by ([`named_by`]): the tool of a
+    /// `tools/call`, the prompt of a `prompts/get`, the resource of a `resources/read`; `None` for other methods
+    /// and when it was not read.
+    pub fn target(&self) -> Option<&str> {
+        match named_by(self.method.as_deref()?)? {
+            "uri" => self.uri.as_deref(),
+            _ => self.name.as_deref(),
+        }
+    }
+
+    /// The id its answer carries, when the guard is sure of it (see [`Message::id`]).
+    pub fn sure_id(&self) -> Option<&serde_json::Value> {
+        self.id.as_ref().filter(|_| !self.id_unsure)
+    }
 }
 
 /// What the bytes so far tell.
@@ -59,7 +85,10 @@ impl Peeked {
         }
         self.messages.first().is_none_or(|m| {
             !m.ambiguous
-                && (m.method.is_none() || (m.method.as_deref() == Some("tools/call") && m.name.is_none()))
+                && match m.method.as_deref() {
+                    None => true,
+                    Some(method) => named_by(method).is_some() && m.target().is_none(),
+                }
         })
     }
 }
@@ -98,6 +127,8 @@ enum Key {
     Method,
     Params,
     Name,
+    Uri,
+    Id,
     Other,
 }
 
@@ -108,12 +139,14 @@ struct Level {
     key: Key,
 }
 
-/// The string being read: a key, the method or name value, or one to skip.
+/// The string being read: a key, the method, name, uri or id value, or one to skip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
     Key,
     Method,
     Name,
+    Uri,
+    Id,
     Skip,
 }
 
@@ -125,8 +158,10 @@ enum Token {
         role: Role,
         escaped: bool,
     },
-    /// A number or literal, up to the next delimiter.
-    Bare,
+    /// A number or literal, up to the next delimiter; `id` when it is the value of `id` (kept in `raw`).
+    Bare {
+        id: bool,
+    },
 }
 
 /// A push scanner: feed it the body in pieces.
@@ -167,8 +202,8 @@ fn fold(s: &str) -> String {
 /// Which deciding key `key` is in a container of `kind`: exactly it, or it but for case (ambiguous: `None`).
 fn key_of(kind: Kind, key: &str) -> Option<Key> {
     let targets: &[(&str, Key)] = match kind {
-        Kind::Request => &[("method", Key::Method), ("params", Key::Params)],
-        Kind::Params => &[("name", Key::Name)],
+        Kind::Request => &[("method", Key::Method), ("params", Key::Params), ("id", Key::Id)],
+        Kind::Params => &[("name", Key::Name), ("uri", Key::Uri)],
         Kind::Batch => &[],
     };
     for (name, k) in targets {
@@ -209,11 +244,15 @@ impl Scanner {
     fn byte(&mut self, c: u8) {
         match self.token {
             Token::Str { role, escaped } => return self.string_byte(role, escaped, c),
-            Token::Bare if matches!(c, b',' | b'}' | b']') || is_ws(c) => {
+            Token::Bare { id } if matches!(c, b',' | b'}' | b']') || is_ws(c) => {
                 self.token = Token::Between;
+                if id {
+                    self.read_id(serde_json::from_slice(&self.raw).ok());
+                }
                 self.value_done();
             }
-            Token::Bare => return,
+            Token::Bare { id: true } => return self.keep(Role::Id, c),
+            Token::Bare { id: false } => return,
             Token::Between => {}
         }
         if self.skipping > 0 {
@@ -286,6 +325,13 @@ impl Scanner {
         match (level.key, c) {
             (Key::Method, b'"') => self.start_string(Role::Method),
             (Key::Name, b'"') => self.start_string(Role::Name),
+            (Key::Uri, b'"') => self.start_string(Role::Uri),
+            (Key::Id, b'"') => self.start_string(Role::Id),
+            (Key::Id, b'-' | b'0'..=b'9') => {
+                self.start_string(Role::Id);
+                self.token = Token::Bare { id: true };
+                self.keep(Role::Id, c);
+            }
             (Key::Params, b'{') => self.push(Kind::Params),
             _ => self.skip_value(c),
         }
@@ -296,7 +342,25 @@ impl Scanner {
             b'"' => self.start_string(Role::Skip),
             b'{' | b'[' => self.skipping = 1,
             b'}' | b']' | b',' | b':' => self.broken(),
-            _ => self.token = Token::Bare,
+            _ => self.token = Token::Bare { id: false },
+        }
+    }
+
+    /// Keeps one raw byte of a key or value, up to its bound.
+    fn keep(&mut self, role: Role, c: u8) {
+        let bound = if role == Role::Key { MAX_KEY } else { MAX_VALUE };
+        if self.raw.len() < bound {
+            self.raw.push(c);
+        } else {
+            self.overflow = true;
+        }
+    }
+
+    /// The id of the message read (`None`: not one the guard could read).
+    fn read_id(&mut self, id: Option<serde_json::Value>) {
+        let id = id.filter(|_| !self.overflow);
+        if let Some(m) = self.message() {
+            m.id = id;
         }
     }
 
@@ -334,13 +398,8 @@ impl Scanner {
                 role,
                 escaped: !escaped && c == b'\\',
             };
-            let bound = if role == Role::Key { MAX_KEY } else { MAX_VALUE };
             if role != Role::Skip {
-                if self.raw.len() < bound {
-                    self.raw.push(c);
-                } else {
-                    self.overflow = true;
-                }
+                self.keep(role, c);
             }
             return;
         }
@@ -350,13 +409,18 @@ impl Scanner {
             Role::Skip if self.skipping > 0 => {}
             Role::Skip => self.value_done(),
             Role::Key => self.key(text),
-            Role::Method | Role::Name => {
+            Role::Id => {
+                self.read_id(text.map(serde_json::Value::String));
+                self.value_done();
+            }
+            Role::Method | Role::Name | Role::Uri => {
                 let unreadable = text.is_none();
                 if let Some(m) = self.message() {
                     m.ambiguous |= unreadable;
                     match role {
                         Role::Method => m.method = text,
-                        _ => m.name = text,
+                        Role::Name => m.name = text,
+                        _ => m.uri = text,
                     }
                 }
                 self.value_done();
@@ -370,12 +434,20 @@ impl Scanner {
             return;
         };
         // A key that cannot be decoded, or is too long to be one of those looked for, is no deciding key.
-        let key = text.map_or(Some(Key::Other), |k| key_of(level.kind, &k));
+        let text = text.as_deref();
+        let key = text.map_or(Some(Key::Other), |k| key_of(level.kind, k));
         if let Some(m) = self.message() {
             match key {
                 Some(Key::Method) => m.method = None,
-                Some(Key::Params | Key::Name) => m.name = None,
+                Some(Key::Params) => (m.name, m.uri) = (None, None),
+                Some(Key::Name) => m.name = None,
+                Some(Key::Uri) => m.uri = None,
+                Some(Key::Id) => m.id = None,
                 Some(Key::Other) => {}
+                // `ID` is another key to most parsers and the id to Go's: the answer's id is not sure.
+                None if level.kind == Kind::Request && text.is_some_and(|k| fold(k) == "id") => {
+                    m.id_unsure = true
+                }
                 None => m.ambiguous = true,
             }
         }
@@ -386,22 +458,23 @@ impl Scanner {
     }
 }
 
-/// The rest of a body whose call was charged before it ended: it must not name another method or tool.
+/// The rest of a body whose call was charged (and judged) before it ended: it must not name another method,
+/// tool, prompt or resource.
 #[derive(Clone, Debug)]
 pub struct Watch {
     scanner: Scanner,
     method: String,
-    tool: Option<String>,
+    target: Option<String>,
 }
 
 impl Watch {
-    /// Watches a single request charged as `method` (and `tool`, when the charge named one), the scanner having
-    /// read the prefix.
-    pub fn new(scanner: Scanner, method: String, tool: Option<String>) -> Self {
+    /// Watches a single request charged as `method` (and `target`, what it names, when that was read: see
+    /// [`Message::target`]), the scanner having read the prefix.
+    pub fn new(scanner: Scanner, method: String, target: Option<String>) -> Self {
         Watch {
             scanner,
             method,
-            tool,
+            target,
         }
     }
 
@@ -416,13 +489,13 @@ impl Watch {
             "has a key that parsers read differently"
         } else if m.and_then(|m| m.method.as_deref()) != Some(&self.method) {
             "names another method"
-        } else if self.tool.is_some() && m.and_then(|m| m.name.as_ref()) != self.tool.as_ref() {
-            "names another tool"
+        } else if self.target.is_some() && m.and_then(Message::target) != self.target.as_deref() {
+            "names another tool, prompt or resource"
         } else {
             return Ok(());
         };
         Err(format!(
-            "the request body {why} after the part of it that the rate limits charged"
+            "the request body {why} after the part of it that the guard read to decide"
         ))
     }
 }

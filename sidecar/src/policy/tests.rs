@@ -879,6 +879,7 @@ fn audit_forwards_only_the_rules_that_judge_callers() {
         Rule::McpCalls,
         Rule::BodyWatch,
         Rule::Scopes,
+        Rule::Access,
         Rule::RateLimits,
         Rule::StreamCap,
     ];

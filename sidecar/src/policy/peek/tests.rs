@@ -83,6 +83,31 @@ fn finds_method_and_tool_wherever_the_sdks_put_them() {
 }
 
 #[test]
+fn reads_the_uri_of_resource_calls_and_the_id_of_every_call() {
+    let p = scan(
+        br#"[{"id":"ab","method":"resources/read","params":{"name":"x","uri":"file:///a","uri":"file:///b"}},
+             {"id":-7.5e1,"method":"prompts/get","params":{"name":"greet"}},
+             {"method":"tools/call","id":3,"ID":4,"params":{"name":"t"}},
+             {"id":1,"id":null,"method":"tools/list"},
+             {"method":"resources/read","params":{"URI":"file:///c"}}]"#,
+    );
+    assert!(p.complete && !p.broken);
+    let m = &p.messages;
+    assert_eq!(m[0].target(), Some("file:///b"), "the uri, last one winning");
+    assert_eq!(m[0].sure_id(), Some(&serde_json::json!("ab")));
+    assert_eq!(m[1].target(), Some("greet"));
+    assert_eq!(m[1].sure_id(), Some(&serde_json::json!(-75.0)));
+    assert_eq!(m[2].target(), Some("t"));
+    assert!(m[2].id_unsure && m[2].sure_id().is_none(), "`ID` is the id to Go");
+    assert_eq!(m[3].id, None, "a later id that is no string or number");
+    assert!(m[4].ambiguous, "`URI` is the uri to Go");
+    // The guard reads on until it has what a resource call names.
+    assert!(scan(br#"{"method":"resources/read","params":{"name":"x""#).wants_more());
+    assert!(!scan(br#"{"method":"resources/read","params":{"uri":"file:///a""#).wants_more());
+    assert!(scan(br#"{"method":"prompts/get","#).wants_more());
+}
+
+#[test]
 fn batches_list_their_object_elements_and_anything_else_is_broken() {
     let p = scan(br#"[{"method":"ping"}, 7, {"method":"tools/call","params":{"name":"render"}}, [], {"id":1,"result":{}}]"#);
     assert!(p.batch && p.complete && !p.broken);
@@ -186,7 +211,7 @@ fn object(members: Vec<(String, String)>, ws: Vec<String>) -> String {
 fn params() -> impl Strategy<Value = String> {
     let member = prop_oneof![
         (
-            key(&["name", "n\\u0061me", "NAME", "name"]),
+            key(&["name", "n\\u0061me", "NAME", "name", "uri", "\\u0075ri", "Uri"]),
             proptest::sample::select(vec![r#""render""#, r#""cheap""#, r#""r\u0065nder""#, "7",])
                 .prop_map(str::to_owned)
         ),
@@ -209,6 +234,8 @@ pub fn message() -> impl Strategy<Value = String> {
                 r#""tools\/call""#,
                 r#""ping""#,
                 r#""tools/list""#,
+                r#""prompts/get""#,
+                r#""resources\/read""#,
                 "null",
             ])
             .prop_map(str::to_owned)
@@ -217,7 +244,7 @@ pub fn message() -> impl Strategy<Value = String> {
             key(&["params", "p\\u0061rams", "params"]),
             prop_oneof![params(), junk()]
         ),
-        (key(&["id", "jsonrpc", "pad"]), junk()),
+        (key(&["id", "jsonrpc", "pad", "ID", "\\u0069d"]), junk()),
         // Padding that pushes what follows past the peeked prefix.
         (
             key(&["pad"]),
@@ -264,6 +291,15 @@ proptest! {
                 if !m.ambiguous {
                     prop_assert_eq!(m.method.as_deref(), o["method"].as_str());
                     prop_assert_eq!(m.name.as_deref(), o["params"]["name"].as_str());
+                    prop_assert_eq!(m.uri.as_deref(), o["params"]["uri"].as_str());
+                }
+                // An id read is the one serde reads (an id too long to keep is not read).
+                if let Some(id) = &m.id {
+                    prop_assert_eq!(Some(id), o.get("id"));
+                }
+                let short = |v: &serde_json::Value| v.to_string().len() < 1000;
+                if !m.id_unsure && let Some(id) = o.get("id").filter(|v| (v.is_string() || v.is_number()) && short(v)) {
+                    prop_assert_eq!(m.id.as_ref(), Some(id));
                 }
             }
         }
@@ -278,14 +314,15 @@ proptest! {
         if let (false, Some(m)) = (early.batch || early.broken, early.messages.first())
             && let (false, Some(method)) = (m.ambiguous, m.method.clone())
         {
-            let tool = m.name.clone().filter(|_| method == "tools/call");
-            let mut watch = Watch::new(scanner, method.clone(), tool.clone());
+            let target = m.target().map(str::to_owned);
+            let mut watch = Watch::new(scanner, method.clone(), target.clone());
             if watch.feed(&bytes[at..]).is_ok()
                 && let Ok(v) = &parsed
             {
                 prop_assert_eq!(v["method"].as_str(), Some(method.as_str()));
-                if let Some(t) = &tool {
-                    prop_assert_eq!(v["params"]["name"].as_str(), Some(t.as_str()));
+                if let Some(t) = &target {
+                    let field = mcp_guard_config::access::named_by(&method).unwrap();
+                    prop_assert_eq!(v["params"][field].as_str(), Some(t.as_str()));
                 }
             }
         }
