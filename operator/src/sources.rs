@@ -147,6 +147,7 @@ impl Derivation {
             cors: self.cors,
             auth: None,
             access: None,
+            audit: None,
         }
     }
 
