@@ -267,6 +267,8 @@ pub enum ResponseBody {
         _count: StreamCount,
         /// The request's place in its client's caps, held until the response ends.
         _slot: Option<crate::limiter::SlotGuard>,
+        /// The request's audit lines, written when the response ends.
+        audit: Option<crate::audit::Ended>,
     },
     Full(Option<Bytes>),
 }

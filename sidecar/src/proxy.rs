@@ -11,6 +11,7 @@ use http::{Request, Response, Version};
 use mcp_guard_config::{Allowlist, AuthPolicy, Denial, Reason};
 use tracing::{debug, warn};
 
+use crate::audit::{AuditLog, Trail};
 use crate::body::{BoxError, ClientFault, FaultSlot, RequestBody, ResponseBody, StreamCount};
 use crate::config::LiveAllowlist;
 use crate::keys::{self, KeyStore};
@@ -36,6 +37,8 @@ pub struct Proxy {
     pub keys: Arc<KeyStore>,
     /// Tokens verified lately, shared by every worker.
     pub tokens: Arc<TokenCache>,
+    /// The audit log's queue, shared by every worker.
+    pub audit: Arc<AuditLog>,
 }
 
 /// One client connection: facts computed once, and its side of the upstream.
@@ -64,9 +67,13 @@ impl Proxy {
     {
         let allowlist: Arc<Allowlist> = self.live.borrow().clone();
         let chunked = policy::is_chunked(req.version(), req.headers());
-        let (head, body) = req.into_parts();
+        let (mut head, body) = req.into_parts();
         let body = RequestBody::new(body, policy::body_limit(&allowlist)).refusing_trailers(chunked);
+        let trail = Trail::begin(&self.audit, &allowlist, &mut head);
         let mut answer = self.exchange(allowlist, head, body, peer).await;
+        if let Some(trail) = trail {
+            trail.finish(&mut answer);
+        }
         if chunked {
             answer
                 .headers_mut()
@@ -86,6 +93,10 @@ impl Proxy {
         let trusted_proxy = allowlist.trusts(peer.addr.ip());
         // Behind a trusted proxy the client is whom it forwarded for: that is who the rate limits count.
         let client = policy::client_address(&head.headers, &allowlist, peer.addr.ip());
+        let trail = Trail::of(&head).cloned();
+        if let Some(trail) = &trail {
+            trail.client(client);
+        }
         let client_ip = match trusted_proxy {
             true => HeaderValue::try_from(client.to_string()).unwrap_or_else(|_| peer.ip.clone()),
             false => peer.ip.clone(),
@@ -178,6 +189,9 @@ impl Proxy {
                 Outcome::Allowed
             }
         };
+        if let Some(trail) = &trail {
+            trail.caller(verified.as_ref().map(|c| &c.identity));
+        }
         // From here on the allowlist let the request through: with CORS on, its page may read every answer.
         let mut answer = async {
             let mut slot = None;
@@ -185,7 +199,7 @@ impl Proxy {
                 .as_ref()
                 .zip(allowlist.auth.as_ref())
                 .filter(|(_, auth)| auth.has_scopes());
-            if allowlist.limits.limits_clients() || scopes.is_some() {
+            if allowlist.limits.limits_clients() || scopes.is_some() || trail.is_some() {
                 match self
                     .admit_calls(&allowlist, &head, &mut body, &peer, client, scopes)
                     .await
@@ -220,7 +234,7 @@ impl Proxy {
                     if let Some(slot) = slot.as_mut()
                         && policy::counts_as_stream(&method, &parts.headers)
                     {
-                        match self.stream_cap(&allowlist, slot, &method, path, &peer, client) {
+                        match self.stream_cap(&allowlist, slot, &method, path, &peer, client, trail.as_deref()) {
                             StreamCap::Within => {}
                             StreamCap::Audited => outcome = Outcome::Audited,
                             StreamCap::Over(answer) => {
@@ -240,6 +254,7 @@ impl Proxy {
                         inner,
                         _count: count,
                         _slot: slot,
+                        audit: None,
                     };
                     Response::from_parts(parts, body)
                 }
@@ -247,6 +262,9 @@ impl Proxy {
                 Err(_) if let Some(fault) = fault.as_ref().and_then(|f| f.get()) => {
                     let denial = client_fault(fault, policy::body_limit(&allowlist));
                     log_denial(&denial, method.as_str(), path, None, &peer, true);
+                    if let Some(trail) = &trail {
+                        trail.deny(&denial, true);
+                    }
                     self.metrics.request(Outcome::Rejected, Some(denial.reason));
                     outcome = Outcome::Rejected;
                     refusal::render(&allowlist, &denial, None)
@@ -288,14 +306,21 @@ impl Proxy {
         let stream = policy::is_stream(head);
         let mut scanner = peek::Scanner::default();
         let mut read = None;
-        let reads_body =
+        let rules_read =
             limits.reads_body() || scopes.is_some_and(|(_, auth)| policy::scopes_read_calls(auth));
-        if reads_body && !stream && !body.is_done() {
+        // The audit log reads the prefix too, to the end of the top-level value if it fits, but only for its
+        // lines: the rules judge the calls only when they asked for them.
+        let trail = Trail::of(head);
+        if (rules_read || trail.is_some()) && !stream && !body.is_done() {
             let mut fed = 0;
             let enough = |data: &[u8]| {
                 scanner.feed(&data[fed..]);
                 fed = data.len();
-                !scanner.peeked().wants_more()
+                let p = scanner.peeked();
+                match trail {
+                    Some(_) => p.complete || p.broken,
+                    None => !p.wants_more(),
+                }
             };
             match body.peek(enough).await {
                 Ok(p) => read = Some(p),
@@ -306,10 +331,13 @@ impl Proxy {
                 }
             }
         }
+        if let (Some(trail), Some(read)) = (trail, &read) {
+            trail.read(&read.data);
+        }
         // A body that ended with nothing but whitespace carries no call.
         let peeked = read
             .as_ref()
-            .filter(|p| !(p.ended && p.data.trim_ascii().is_empty()))
+            .filter(|p| rules_read && !(p.ended && p.data.trim_ascii().is_empty()))
             .map(|_| scanner.peeked());
         let calls = match policy::charged_calls(head, peeked, &mut admission) {
             Ok(calls) => calls,
@@ -336,7 +364,8 @@ impl Proxy {
                 }
             }
         }
-        if read.as_ref().is_some_and(|p| !p.ended) && policy::refuses(allowlist.mode, Rule::BodyWatch) {
+        if rules_read && read.as_ref().is_some_and(|p| !p.ended) && policy::refuses(allowlist.mode, Rule::BodyWatch)
+        {
             body.watch(policy::watch(scanner, &calls));
         }
         if !limits.limits_clients() {
@@ -387,6 +416,7 @@ impl Proxy {
         path: &str,
         peer: &Peer,
         client: std::net::IpAddr,
+        trail: Option<&Trail>,
     ) -> StreamCap {
         let enforce = policy::refuses(allowlist.mode, Rule::StreamCap);
         let Err(refusal) = slot.become_stream(&allowlist.limits, enforce) else {
@@ -395,6 +425,9 @@ impl Proxy {
         let denial =
             Denial::new(refusal.reason, ClientKey::of(client).to_string()).with_detail(&refusal.detail);
         log_denial(&denial, method.as_str(), path, None, peer, enforce);
+        if let Some(trail) = trail {
+            trail.deny(&denial, enforce);
+        }
         match policy::fold(allowlist.mode, Rule::StreamCap, denial) {
             Fold::Audit(denial) => {
                 self.metrics.request(Outcome::Audited, Some(denial.reason));
@@ -422,6 +455,9 @@ impl Proxy {
             peer,
             enforce,
         );
+        if let Some(trail) = Trail::of(head) {
+            trail.deny(denial, enforce);
+        }
         let outcome = if enforce {
             Outcome::Rejected
         } else {
