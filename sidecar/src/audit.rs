@@ -202,7 +202,11 @@ pub struct Trail {
 
 impl Trail {
     /// Starts the trail of a request when the config has the audit log on, and puts it in the head's extensions.
-    pub fn begin(log: &Arc<AuditLog>, allowlist: &Arc<Allowlist>, head: &mut http::request::Parts) -> Option<Arc<Self>> {
+    pub fn begin(
+        log: &Arc<AuditLog>,
+        allowlist: &Arc<Allowlist>,
+        head: &mut http::request::Parts,
+    ) -> Option<Arc<Self>> {
         let settings = allowlist.audit.clone()?;
         let trail = Arc::new(Trail {
             log: log.clone(),
@@ -225,7 +229,9 @@ impl Trail {
 
     fn facts(&self) -> std::sync::MutexGuard<'_, Facts> {
         // A panic elsewhere while the lock was held leaves plain data behind: keep using it.
-        self.facts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.facts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The client's address.
@@ -310,7 +316,10 @@ impl Trail {
         });
         for call in calls {
             if call.method.as_deref() == Some("tools/call") {
-                let tool = self.log.tools.label(call.name.as_deref(), verdict, &self.allowlist);
+                let tool = self
+                    .log
+                    .tools
+                    .label(call.name.as_deref(), verdict, &self.allowlist);
                 self.log.metrics.tool_call(&tool, verdict.as_str());
             }
             let line = Line {
@@ -476,11 +485,19 @@ impl ToolLabels {
             return name.into();
         }
         let known = |seen: &HashSet<String>| seen.contains(name);
-        if known(&self.seen.read().unwrap_or_else(std::sync::PoisonError::into_inner)) {
+        if known(
+            &self
+                .seen
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ) {
             return name.into();
         }
         if verdict == Verdict::Allowed {
-            let mut seen = self.seen.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut seen = self
+                .seen
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if known(&seen) || seen.len() < SEEN_TOOL_LABELS {
                 seen.insert(name.into());
                 return name.into();

@@ -234,7 +234,15 @@ impl Proxy {
                     if let Some(slot) = slot.as_mut()
                         && policy::counts_as_stream(&method, &parts.headers)
                     {
-                        match self.stream_cap(&allowlist, slot, &method, path, &peer, client, trail.as_deref()) {
+                        match self.stream_cap(
+                            &allowlist,
+                            slot,
+                            &method,
+                            path,
+                            &peer,
+                            client,
+                            trail.as_deref(),
+                        ) {
                             StreamCap::Within => {}
                             StreamCap::Audited => outcome = Outcome::Audited,
                             StreamCap::Over(answer) => {
@@ -364,7 +372,9 @@ impl Proxy {
                 }
             }
         }
-        if rules_read && read.as_ref().is_some_and(|p| !p.ended) && policy::refuses(allowlist.mode, Rule::BodyWatch)
+        if rules_read
+            && read.as_ref().is_some_and(|p| !p.ended)
+            && policy::refuses(allowlist.mode, Rule::BodyWatch)
         {
             body.watch(policy::watch(scanner, &calls));
         }

@@ -229,8 +229,12 @@ async fn run_control(args: Args) -> Result<(), StartError> {
     let mut addr = args.listen;
     let limiter = limiter::Limiter::new(metrics.rate_limit_tracked_clients.clone());
     // The audit log has stdout to itself: every other log goes to stderr.
-    let audit = AuditLog::start(Box::new(std::io::stdout()), args.audit_queue_lines, metrics.clone())
-        .map_err(StartError::AuditWriter)?;
+    let audit = AuditLog::start(
+        Box::new(std::io::stdout()),
+        args.audit_queue_lines,
+        metrics.clone(),
+    )
+    .map_err(StartError::AuditWriter)?;
     if workers > 1 {
         // The workers share the port through SO_REUSEPORT, which would also let a second process of the same user
         // (another guard started on the same port by mistake) silently take part of the connections. A plain bind
