@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::body::ResponseBody;
 use crate::metrics::Metrics;
+use crate::policy::peek::PEEK_LIMIT;
 
 pub mod calls;
 
@@ -250,8 +251,10 @@ impl Trail {
         caller.issuer = Some(capped(&id.issuer));
     }
 
-    /// The body prefix the guard read: the calls it carries.
+    /// The body prefix the guard read: the calls its first [`PEEK_LIMIT`] bytes carry (the read may hold a
+    /// little more, up to the end of the frame that crossed the limit; the log's contract is the limit).
     pub fn read(&self, prefix: &[u8]) {
+        let prefix = &prefix[..prefix.len().min(PEEK_LIMIT)];
         let calls = calls::read(prefix)
             .iter()
             .map(|facts| Call::new(facts, &self.settings))
