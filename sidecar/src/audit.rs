@@ -1,5 +1,5 @@
 //! The audit log: one JSON line on stdout per `tools/call`, `resources/read` and `prompts/get` (each call of a
-//! batch its own line) and per refused request, marked `"log":"mcp-guard.audit"` so that log collectors can
+//! batch its own line) and per refused request, marked `"logger":"mcp-guard.audit"` so that log collectors can
 //! select them (the guard's other logs go to stderr). See `docs/guard.md`, "Audit log".
 //!
 //! The request path never waits for it: a request's [`Trail`] gathers what the guard learns of it (its caller,
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::Response;
 use mcp_guard_config::auth::Identity;
-use mcp_guard_config::{Allowlist, AuditConfig, Denial, Reason};
+use mcp_guard_config::{Allowlist, AuditConfig, Reason};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -28,7 +28,8 @@ use crate::policy::peek::PEEK_LIMIT;
 
 pub mod calls;
 
-/// The value of `log` in every line of the audit log.
+/// The value of `logger` in every line of the audit log. Not `log`: Docker's json-file format and Fluent Bit's
+/// CRI parser keep the container's raw line under `log`, which a merged line would clash with.
 pub const LOG: &str = "mcp-guard.audit";
 /// Lines queued for the writer at most, by default (`--audit-queue-lines`).
 pub const DEFAULT_QUEUE_LINES: usize = 4096;
@@ -125,7 +126,7 @@ impl Call {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Line<'a> {
-    pub log: &'static str,
+    pub logger: &'static str,
     pub event: &'static str,
     pub time: &'a str,
     pub server: Option<&'a str>,
@@ -148,7 +149,7 @@ pub struct Line<'a> {
 
 /// The keys of every decision line, in order (the line format's contract; the tests hold lines to it).
 pub const LINE_FIELDS: [&str; 19] = [
-    "log",
+    "logger",
     "event",
     "time",
     "server",
@@ -173,7 +174,7 @@ pub const LINE_FIELDS: [&str; 19] = [
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct DropReport<'a> {
-    log: &'static str,
+    logger: &'static str,
     event: &'static str,
     time: &'a str,
     /// Lines dropped since the last report.
@@ -266,7 +267,7 @@ impl Trail {
 
     /// A refusal (`enforce`) or a violation audit mode let through. A refusal outranks what audit mode let
     /// through; of several of a kind, the first is kept.
-    pub fn deny(&self, denial: &Denial, enforce: bool) {
+    pub fn deny(&self, reason: Reason, enforce: bool) {
         let verdict = if enforce {
             Verdict::Denied
         } else {
@@ -276,7 +277,7 @@ impl Trail {
         match facts.verdict {
             Some((Verdict::Denied, _)) => {}
             Some((Verdict::Audited, _)) if !enforce => {}
-            _ => facts.verdict = Some((verdict, denial.reason)),
+            _ => facts.verdict = Some((verdict, reason)),
         }
     }
 
@@ -326,7 +327,7 @@ impl Trail {
                 self.log.metrics.tool_call(&tool, verdict.as_str());
             }
             let line = Line {
-                log: LOG,
+                logger: LOG,
                 event: "decision",
                 time: &time,
                 server: server.as_deref(),
@@ -458,7 +459,7 @@ impl Writer {
         }
         let time = rfc3339(SystemTime::now());
         let report = DropReport {
-            log: LOG,
+            logger: LOG,
             event: "dropped",
             time: &time,
             dropped,

@@ -234,21 +234,21 @@ impl Proxy {
                     if let Some(slot) = slot.as_mut()
                         && policy::counts_as_stream(&method, &parts.headers)
                     {
-                        match self.stream_cap(
-                            &allowlist,
-                            slot,
-                            &method,
-                            path,
-                            &peer,
-                            client,
-                            trail.as_deref(),
-                        ) {
+                        match self.stream_cap(&allowlist, slot, &method, path, &peer, client) {
                             StreamCap::Within => {}
-                            StreamCap::Audited => outcome = Outcome::Audited,
-                            StreamCap::Over(answer) => {
+                            StreamCap::Audited(reason) => {
+                                outcome = Outcome::Audited;
+                                if let Some(trail) = &trail {
+                                    trail.deny(reason, false);
+                                }
+                            }
+                            StreamCap::Over(answer, reason) => {
+                                if let Some(trail) = &trail {
+                                    trail.deny(reason, true);
+                                }
                                 // The stream is dropped unread: the upstream sees its client go away.
                                 self.metrics.request_duration(Outcome::Rejected, started);
-                                return answer;
+                                return *answer;
                             }
                         }
                     }
@@ -271,7 +271,7 @@ impl Proxy {
                     let denial = client_fault(fault, policy::body_limit(&allowlist));
                     log_denial(&denial, method.as_str(), path, None, &peer, true);
                     if let Some(trail) = &trail {
-                        trail.deny(&denial, true);
+                        trail.deny(denial.reason, true);
                     }
                     self.metrics.request(Outcome::Rejected, Some(denial.reason));
                     outcome = Outcome::Rejected;
@@ -341,6 +341,13 @@ impl Proxy {
         }
         if let (Some(trail), Some(read)) = (trail, &read) {
             trail.read(&read.data);
+        }
+        if !limits.limits_clients() && scopes.is_none() {
+            // Only the audit log asked for the calls: it judges nothing.
+            return Ok(Admitted {
+                slot: None,
+                audited: false,
+            });
         }
         // A body that ended with nothing but whitespace carries no call.
         let peeked = read
@@ -426,7 +433,6 @@ impl Proxy {
         path: &str,
         peer: &Peer,
         client: std::net::IpAddr,
-        trail: Option<&Trail>,
     ) -> StreamCap {
         let enforce = policy::refuses(allowlist.mode, Rule::StreamCap);
         let Err(refusal) = slot.become_stream(&allowlist.limits, enforce) else {
@@ -435,21 +441,15 @@ impl Proxy {
         let denial =
             Denial::new(refusal.reason, ClientKey::of(client).to_string()).with_detail(&refusal.detail);
         log_denial(&denial, method.as_str(), path, None, peer, enforce);
-        if let Some(trail) = trail {
-            trail.deny(&denial, enforce);
-        }
         match policy::fold(allowlist.mode, Rule::StreamCap, denial) {
             Fold::Audit(denial) => {
                 self.metrics.request(Outcome::Audited, Some(denial.reason));
-                StreamCap::Audited
+                StreamCap::Audited(denial.reason)
             }
             Fold::Refuse(denial) => {
                 self.metrics.request(Outcome::Rejected, Some(denial.reason));
-                StreamCap::Over(refusal::render(
-                    allowlist,
-                    &denial,
-                    Some(refusal.retry_after_secs()),
-                ))
+                let answer = refusal::render(allowlist, &denial, Some(refusal.retry_after_secs()));
+                StreamCap::Over(Box::new(answer), denial.reason)
             }
         }
     }
@@ -466,7 +466,7 @@ impl Proxy {
             enforce,
         );
         if let Some(trail) = Trail::of(head) {
-            trail.deny(denial, enforce);
+            trail.deny(denial.reason, enforce);
         }
         let outcome = if enforce {
             Outcome::Rejected
@@ -506,9 +506,9 @@ struct Admitted {
 enum StreamCap {
     Within,
     /// Over the cap, let through by audit mode.
-    Audited,
+    Audited(Reason),
     /// Over the cap: the `429` to answer instead.
-    Over(Response<ResponseBody>),
+    Over(Box<Response<ResponseBody>>, Reason),
 }
 
 /// The refusal for a client's body at fault: too large (`413`), not valid (`400`), or naming another call than

@@ -112,10 +112,10 @@ fn decisions(lines: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-/// Every line has exactly the fixed fields, `log` first.
+/// Every line has exactly the fixed fields, `logger` first.
 fn assert_shape(lines: &[Value], raw: &str) {
     for line in raw.lines() {
-        assert!(line.starts_with(r#"{"log":"mcp-guard.audit","#), "{line}");
+        assert!(line.starts_with(r#"{"logger":"mcp-guard.audit","#), "{line}");
     }
     for line in lines.iter().filter(|l| l["event"] == "decision") {
         let keys: Vec<&str> = line.as_object().unwrap().keys().map(String::as_str).collect();
@@ -218,7 +218,7 @@ async fn a_line_per_call_with_every_field_as_sent() {
     let lines = out.decisions(3).await;
     let after = rfc3339(SystemTime::now());
     let l = by_id(&lines, json!(42));
-    assert_eq!(l["log"], "mcp-guard.audit");
+    assert_eq!(l["logger"], "mcp-guard.audit");
     let time = l["time"].as_str().unwrap();
     assert!(
         before.as_str() <= time && time <= after.as_str(),
