@@ -30,7 +30,7 @@ pub mod calls;
 
 /// The value of `logger` in every line of the audit log. Not `log`: Docker's json-file format and Fluent Bit's
 /// CRI parser keep the container's raw line under `log`, which a merged line would clash with.
-pub const LOG: &str = "mcp-guard.audit";
+pub const LOGGER: &str = "mcp-guard.audit";
 /// Lines queued for the writer at most, by default (`--audit-queue-lines`).
 pub const DEFAULT_QUEUE_LINES: usize = 4096;
 /// Tool names seen in allowed calls that get a label of their own in `mcp_guard_tool_calls_total`, besides the
@@ -42,6 +42,10 @@ pub const OTHER_TOOL: &str = "other";
 pub const MAX_TEXT_BYTES: usize = 1024;
 /// The longest tool name that gets a label of its own (MCP tool names have at most 128 characters).
 const MAX_TOOL_LABEL_BYTES: usize = 128;
+/// The most lines a refused request gives (its first messages): a batch of many tiny messages must not turn one
+/// refusal into a flood that crowds other lines out of the queue. An allowed request has a line per logged call:
+/// each runs on the server, and the rate limits charge each.
+pub const MAX_REFUSED_LINES: usize = 64;
 /// How often, at most, the writer reports lines dropped.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(1);
 /// What replaces a redacted argument.
@@ -185,9 +189,8 @@ struct DropReport<'a> {
 #[derive(Debug, Default)]
 struct Facts {
     caller: CallerFields,
+    /// The calls in the body prefix, when the guard read one.
     calls: Vec<Call>,
-    /// Whether the guard read the body's prefix (so `calls` is what the body carries).
-    read: bool,
     verdict: Option<(Verdict, Reason)>,
 }
 
@@ -260,9 +263,7 @@ impl Trail {
             .iter()
             .map(|facts| Call::new(facts, &self.settings))
             .collect();
-        let mut facts = self.facts();
-        facts.calls = calls;
-        facts.read = true;
+        self.facts().calls = calls;
     }
 
     /// A refusal (`enforce`) or a violation audit mode let through. A refusal outranks what audit mode let
@@ -308,7 +309,7 @@ impl Trail {
                 .filter(|c| c.method.as_deref().is_some_and(is_audited_method))
                 .collect(),
             _ if facts.calls.is_empty() => unread.iter().collect(),
-            _ => facts.calls.iter().collect(),
+            _ => facts.calls.iter().take(MAX_REFUSED_LINES).collect(),
         };
         if calls.is_empty() {
             return;
@@ -327,7 +328,7 @@ impl Trail {
                 self.log.metrics.tool_call(&tool, verdict.as_str());
             }
             let line = Line {
-                logger: LOG,
+                logger: LOGGER,
                 event: "decision",
                 time: &time,
                 server: server.as_deref(),
@@ -459,7 +460,7 @@ impl Writer {
         }
         let time = rfc3339(SystemTime::now());
         let report = DropReport {
-            logger: LOG,
+            logger: LOGGER,
             event: "dropped",
             time: &time,
             dropped,

@@ -30,6 +30,18 @@ impl Write for Captured {
 }
 
 impl Captured {
+    /// Every line written, once the writer thread has ended (when every sender is gone) and dropped its copy.
+    fn all_when_closed(&self) -> Vec<Value> {
+        for _ in 0..2000 {
+            if Arc::strong_count(&self.0) == 1 {
+                let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+                return text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("the audit writer did not end");
+    }
+
     /// The lines written, once there are `n` (the writer thread writes them soon after they are queued).
     fn lines(&self, n: usize) -> Vec<Value> {
         for _ in 0..2000 {
@@ -217,6 +229,20 @@ fn a_refused_request_has_a_line_even_when_its_calls_were_not_read() {
 }
 
 #[test]
+fn a_refused_batch_of_many_messages_gives_a_bounded_number_of_lines() {
+    let (log, out, _) = log();
+    let allowlist = allowlist(json!({}));
+    let mut head = head();
+    let trail = Trail::begin(&log, &allowlist, &mut head).unwrap();
+    let batch = format!("[{}]", vec![r#"{"method":"x"}"#; 500].join(","));
+    trail.read(batch.as_bytes());
+    trail.deny(Reason::RateLimited, true);
+    trail.write(429);
+    drop((trail, head, log));
+    assert_eq!(out.all_when_closed().len(), MAX_REFUSED_LINES);
+}
+
+#[test]
 fn tool_labels_are_bounded_and_only_allowed_calls_take_a_place() {
     let labels = ToolLabels::default();
     let allowlist = allowlist(json!({}));
@@ -307,7 +333,7 @@ fn a_full_queue_drops_and_counts_and_the_writer_says_so() {
     let reports: Vec<_> = lines.iter().filter(|l| l["event"] == "dropped").collect();
     assert_eq!(reports.len(), 1, "{lines:?}");
     assert_eq!(reports[0]["dropped"], dropped);
-    assert_eq!(reports[0]["logger"], LOG);
+    assert_eq!(reports[0]["logger"], LOGGER);
     assert_eq!(lines.len(), 1 + capacity + 1);
 }
 
@@ -432,7 +458,7 @@ proptest! {
             let mut keys = keys;
             keys.sort_unstable();
             prop_assert_eq!(keys, fields);
-            prop_assert_eq!(&value["logger"], LOG);
+            prop_assert_eq!(&value["logger"], LOGGER);
             prop_assert_eq!(&value["decision"], "denied");
             match &value["arguments"] {
                 Value::Null => {}
