@@ -7,7 +7,7 @@ use crate::auth::AuthPolicy;
 use crate::cidr::Cidr;
 use crate::host::{Authority, HostPattern};
 use crate::origin::{Origin, OriginPattern, default_port};
-use crate::{ConfigError, ConfigSource, GuardConfig, Limits, Mode};
+use crate::{AuditConfig, ConfigError, ConfigSource, GuardConfig, Limits, Mode};
 
 #[cfg(test)]
 mod tests;
@@ -28,6 +28,8 @@ pub struct Allowlist {
     pub auth: Option<AuthPolicy>,
     /// Access rules, when configured (they need `auth`).
     pub access: Option<AccessPolicy>,
+    /// The audit log's settings, when it is on ([`AuditConfig::effective`]).
+    pub audit: Option<AuditConfig>,
 }
 
 /// How often a header occurred in a request, and its first value.
@@ -337,6 +339,9 @@ impl Allowlist {
             return Err(ConfigError::NoAllowedHosts);
         }
         config.limits.validate()?;
+        if let Some(audit) = &config.audit {
+            audit.validate()?;
+        }
         let trusted_proxies = config
             .trusted_proxies
             .iter()
@@ -363,6 +368,7 @@ impl Allowlist {
                 (Some(_), None) => return Err(AccessConfigError::NeedsAuth.into()),
                 (Some(access), Some(_)) => Some(access.compile()?),
             },
+            audit: AuditConfig::effective(config),
         })
     }
 

@@ -25,7 +25,8 @@
 //!     "resources": ["https://mcp.example.com/mcp"],
 //!     "issuers": [{ "issuer": "https://auth.example.com" }],
 //!     "toolScopes": { "deploy": ["deploy:write"] }
-//!   }
+//!   },
+//!   "audit": { "arguments": true, "maxArgumentBytes": 1024, "redact": ["ssn"] }
 //! }
 //! ```
 //!
@@ -41,7 +42,8 @@
 //! - `**.example.com` — one or more labels (Gateway API hostname wildcard semantics).
 //! - A bare `*` is not a pattern: "allow every host" is what the guard exists to prevent; use audit mode instead.
 //!
-//! `auth` makes the guard the server's OAuth resource server: see [`auth`].
+//! `auth` makes the guard the server's OAuth resource server: see [`auth`]. `audit` sets the audit log of calls and
+//! refusals (on by default with `auth`): see [`AuditConfig`].
 //!
 //! Origin pattern syntax: `scheme://host[:port]` with the host as above (wildcards included); default ports are
 //! normalised (`https://a.com` = `https://a.com:443`). The literal `null` allows the `null` origin.
@@ -142,6 +144,11 @@ pub enum ConfigError {
         #[source]
         source: CidrError,
     },
+    #[error(
+        "audit.redact[{index}] is empty: it would redact every argument field; name the fields to redact, or \
+         leave audit.arguments off"
+    )]
+    EmptyRedact { index: usize },
     #[error("{0}")]
     Auth(#[from] AuthConfigError),
     #[error("{0}")]
@@ -193,6 +200,97 @@ pub struct GuardConfig {
     /// Access rules: which verified callers may call which methods and tools; absent: any verified caller may.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<AccessConfig>,
+    /// The audit log of calls and refusals; absent: on exactly when `auth` is configured (see [`AuditConfig`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditConfig>,
+}
+
+/// The audit log: one JSON line on the guard's stdout per `tools/call`, `resources/read` and `prompts/get`, and
+/// per refused request. Without this section it is on exactly when `auth` is: a verified caller is what makes
+/// the log a record of who called what, and the body prefix it needs is read anyway for scopes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `false` switches the log off (also when `auth` is configured).
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// Also log each call's `params.arguments` (redacted, cut at `maxArgumentBytes`); off: only their digest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub arguments: bool,
+    /// The most bytes of a call's arguments logged; default [`DEFAULT_MAX_ARGUMENT_BYTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_argument_bytes: Option<u32>,
+    /// Argument fields (at any depth) whose values are never logged, matched case-insensitively as a part of the
+    /// field's name, in addition to [`REDACTED_ALWAYS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact: Vec<String>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            arguments: false,
+            max_argument_bytes: None,
+            redact: Vec::new(),
+        }
+    }
+}
+
+/// The most bytes of a call's arguments the audit log shows when `maxArgumentBytes` is not set.
+pub const DEFAULT_MAX_ARGUMENT_BYTES: u32 = 1024;
+
+/// Argument fields the audit log always redacts (a field whose name contains one, case-insensitively).
+pub const REDACTED_ALWAYS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "apikey",
+    "api_key",
+    "api-key",
+    "authorization",
+    "cookie",
+    "credential",
+];
+
+impl AuditConfig {
+    /// The audit settings in force for a config: its section if it has one (unless switched off), else the
+    /// defaults when `auth` is configured; `None`: no audit log.
+    pub fn effective(config: &GuardConfig) -> Option<AuditConfig> {
+        match &config.audit {
+            Some(audit) => audit.enabled.then(|| audit.clone()),
+            None => config.auth.is_some().then(AuditConfig::default),
+        }
+    }
+
+    /// The most bytes of a call's arguments logged.
+    pub fn max_argument_bytes(&self) -> usize {
+        self.max_argument_bytes.unwrap_or(DEFAULT_MAX_ARGUMENT_BYTES) as usize
+    }
+
+    /// Whether an argument field's value is redacted.
+    pub fn redacts(&self, field: &str) -> bool {
+        let field = field.to_lowercase();
+        REDACTED_ALWAYS.iter().any(|r| field.contains(r))
+            || self.redact.iter().any(|r| field.contains(&r.to_lowercase()))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_argument_bytes == Some(0) {
+            return Err(ConfigError::ZeroLimit {
+                field: "audit.maxArgumentBytes".into(),
+            });
+        }
+        if let Some(index) = self.redact.iter().position(|r| r.trim().is_empty()) {
+            return Err(ConfigError::EmptyRedact { index });
+        }
+        Ok(())
+    }
 }
 
 /// `enforce` rejects violations; `audit` forwards them, still logging and counting them.

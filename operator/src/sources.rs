@@ -154,6 +154,7 @@ impl Derivation {
             cors: self.cors,
             auth: self.auth.as_ref().map(|a| a.config.clone()),
             access: None,
+            audit: None,
         }
     }
 

@@ -267,6 +267,8 @@ pub enum ResponseBody {
         _count: StreamCount,
         /// The request's place in its client's caps, held until the response ends.
         _slot: Option<crate::limiter::SlotGuard>,
+        /// The request's audit lines, written when the response ends.
+        audit: Option<crate::audit::Ended>,
     },
     /// An event stream answering a request that carries list calls: filtered as it streams (see
     /// [`crate::policy::lists::EventFilter`]); an event the guard cannot filter ends it.
@@ -275,6 +277,8 @@ pub enum ResponseBody {
         events: Box<crate::policy::lists::EventFilter>,
         _count: StreamCount,
         _slot: Option<crate::limiter::SlotGuard>,
+        /// The request's audit lines, written when the response ends.
+        audit: Option<crate::audit::Ended>,
     },
     Full(Option<Bytes>),
 }

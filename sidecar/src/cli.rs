@@ -181,6 +181,10 @@ pub struct Args {
     #[arg(long, env = "MCP_GUARD_CONFIG_POLL_INTERVAL", value_parser = parse_duration, default_value = "1s")]
     pub config_poll_interval: Duration,
 
+    /// Audit log lines queued for the writer at most; past it, lines are dropped and counted (never waited for).
+    #[arg(long, env = "MCP_GUARD_AUDIT_QUEUE_LINES", default_value_t = crate::audit::DEFAULT_QUEUE_LINES)]
+    pub audit_queue_lines: usize,
+
     /// A fixed read buffer in bytes for upstream connections (0 = hyper's adaptive one).
     #[arg(long, env = "MCP_GUARD_UPSTREAM_READ_BUFFER", default_value_t = 0)]
     pub upstream_read_buffer: usize,

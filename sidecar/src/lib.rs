@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod audit;
 pub mod body;
 pub mod cli;
 pub mod config;
@@ -61,6 +62,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the audit log's writer thread: {0}")]
+    AuditWriter(#[source] std::io::Error),
     #[error("worker thread {index} ended before it was listening")]
     WorkerLost { index: usize },
 }

@@ -42,6 +42,13 @@ struct IssuerResultLabels {
     result: &'static str,
 }
 
+/// A tool (bounded: see [`crate::audit`]) and what the guard decided about a call of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabels {
+    tool: String,
+    decision: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabels {
     verdict: &'static str,
@@ -161,6 +168,9 @@ pub struct Metrics {
     auth_key_fetches: Family<IssuerResultLabels, Counter>,
     auth_keys: Family<IssuerLabels, Gauge>,
     auth_keys_fetched: Family<IssuerLabels, Gauge>,
+    tool_calls: Family<ToolLabels, Counter>,
+    /// Audit lines dropped because the writer's queue was full.
+    pub audit_lines_dropped: Counter,
 }
 
 impl Metrics {
@@ -280,8 +290,22 @@ impl Metrics {
             "When the keys of each token issuer were last fetched successfully (Unix time; age = time() - this)",
             auth_keys_fetched.clone(),
         );
+        let tool_calls = Family::<ToolLabels, Counter>::default();
+        registry.register(
+            "tool_calls",
+            "tools/call calls in the audit log, by tool (the config's and the first 64 allowed; the rest as other) and decision (allowed, denied, audited)",
+            tool_calls.clone(),
+        );
+        let audit_lines_dropped = Counter::default();
+        registry.register(
+            "audit_lines_dropped",
+            "Audit log lines dropped because the queue to the writer was full (stdout not read fast enough)",
+            audit_lines_dropped.clone(),
+        );
         Metrics {
             registry,
+            tool_calls,
+            audit_lines_dropped,
             allowed,
             rejected,
             audited,
@@ -300,6 +324,16 @@ impl Metrics {
             auth_keys,
             auth_keys_fetched,
         }
+    }
+
+    /// Counts a `tools/call` call the audit log records; `tool` is already bounded.
+    pub fn tool_call(&self, tool: &str, decision: &'static str) {
+        self.tool_calls
+            .get_or_create(&ToolLabels {
+                tool: tool.to_owned(),
+                decision,
+            })
+            .inc();
     }
 
     /// Counts a fetch of an issuer's keys; a good one also sets how many keys it holds and when.

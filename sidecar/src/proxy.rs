@@ -12,6 +12,7 @@ use http_body_util::BodyExt as _;
 use mcp_guard_config::{Allowlist, AuthPolicy, Denial, Reason};
 use tracing::{debug, warn};
 
+use crate::audit::{AuditLog, Trail};
 use crate::body::{BoxError, ClientFault, FaultSlot, RequestBody, ResponseBody, StreamCount};
 use crate::config::LiveAllowlist;
 use crate::keys::{self, KeyStore};
@@ -38,6 +39,8 @@ pub struct Proxy {
     pub keys: Arc<KeyStore>,
     /// Tokens verified lately, shared by every worker.
     pub tokens: Arc<TokenCache>,
+    /// The audit log's queue, shared by every worker.
+    pub audit: Arc<AuditLog>,
 }
 
 /// One client connection: facts computed once, and its side of the upstream.
@@ -66,9 +69,13 @@ impl Proxy {
     {
         let allowlist: Arc<Allowlist> = self.live.borrow().clone();
         let chunked = policy::is_chunked(req.version(), req.headers());
-        let (head, body) = req.into_parts();
+        let (mut head, body) = req.into_parts();
         let body = RequestBody::new(body, policy::body_limit(&allowlist)).refusing_trailers(chunked);
+        let trail = Trail::begin(&self.audit, &allowlist, &mut head);
         let mut answer = self.exchange(allowlist, head, body, peer).await;
+        if let Some(trail) = trail {
+            trail.finish(&mut answer);
+        }
         if chunked {
             answer
                 .headers_mut()
@@ -88,6 +95,10 @@ impl Proxy {
         let trusted_proxy = allowlist.trusts(peer.addr.ip());
         // Behind a trusted proxy the client is whom it forwarded for: that is who the rate limits count.
         let client = policy::client_address(&head.headers, &allowlist, peer.addr.ip());
+        let trail = Trail::of(&head).cloned();
+        if let Some(trail) = &trail {
+            trail.client(client);
+        }
         let client_ip = match trusted_proxy {
             true => HeaderValue::try_from(client.to_string()).unwrap_or_else(|_| peer.ip.clone()),
             false => peer.ip.clone(),
@@ -180,6 +191,9 @@ impl Proxy {
                 Outcome::Allowed
             }
         };
+        if let Some(trail) = &trail {
+            trail.caller(verified.as_ref().map(|c| &c.identity));
+        }
         // From here on the allowlist let the request through: with CORS on, its page may read every answer.
         let mut answer = async {
             let mut slot = None;
@@ -188,7 +202,11 @@ impl Proxy {
                 .as_ref()
                 .zip(allowlist.auth.as_ref())
                 .filter(|(_, auth)| auth.has_scopes());
-            if allowlist.limits.limits_clients() || scopes.is_some() || allowlist.access.is_some() {
+            if allowlist.limits.limits_clients()
+                || scopes.is_some()
+                || allowlist.access.is_some()
+                || trail.is_some()
+            {
                 let caller = verified.as_ref();
                 match self
                     .admit_calls(&allowlist, &head, &mut body, &peer, client, caller, scopes)
@@ -232,11 +250,19 @@ impl Proxy {
                     {
                         match self.stream_cap(&allowlist, slot, &method, path, &peer, client) {
                             StreamCap::Within => {}
-                            StreamCap::Audited => outcome = Outcome::Audited,
-                            StreamCap::Over(answer) => {
+                            StreamCap::Audited(reason) => {
+                                outcome = Outcome::Audited;
+                                if let Some(trail) = &trail {
+                                    trail.deny(reason, false);
+                                }
+                            }
+                            StreamCap::Over(answer, reason) => {
+                                if let Some(trail) = &trail {
+                                    trail.deny(reason, true);
+                                }
                                 // The stream is dropped unread: the upstream sees its client go away.
                                 self.metrics.request_duration(Outcome::Rejected, started);
-                                return answer;
+                                return *answer;
                             }
                         }
                     }
@@ -261,6 +287,7 @@ impl Proxy {
                                 inner,
                                 _count: count,
                                 _slot: slot,
+                                audit: None,
                             };
                             Response::from_parts(parts, body)
                         }
@@ -270,6 +297,9 @@ impl Proxy {
                 Err(_) if let Some(fault) = fault.as_ref().and_then(|f| f.get()) => {
                     let denial = client_fault(fault, policy::body_limit(&allowlist));
                     log_denial(&denial, method.as_str(), path, None, &peer, true);
+                    if let Some(trail) = &trail {
+                        trail.deny(denial.reason, true);
+                    }
                     self.metrics.request(Outcome::Rejected, Some(denial.reason));
                     outcome = Outcome::Rejected;
                     refusal::render(&allowlist, &denial, None)
@@ -313,16 +343,23 @@ impl Proxy {
         let stream = policy::is_stream(head);
         let mut scanner = peek::Scanner::default();
         let mut read = None;
-        let reads_body = limits.reads_body()
+        let rules_read = limits.reads_body()
             || scopes.is_some_and(|(_, auth)| policy::scopes_read_calls(auth))
             || allowlist.access.is_some();
-        // With access rules, even a stream's body is read: whatever a body carries is judged.
-        if reads_body && (!stream || allowlist.access.is_some()) && !body.is_done() {
+        // The audit log reads the prefix too, to the end of the top-level value if it fits, but only for its
+        // lines: the rules judge the calls only when they asked for them. With access rules, even a stream's body
+        // is read: whatever a body carries is judged.
+        let trail = Trail::of(head);
+        if (rules_read || trail.is_some()) && (!stream || allowlist.access.is_some()) && !body.is_done() {
             let mut fed = 0;
             let enough = |data: &[u8]| {
                 scanner.feed(&data[fed..]);
                 fed = data.len();
-                !scanner.peeked().wants_more()
+                let p = scanner.peeked();
+                match trail {
+                    Some(_) => p.complete || p.broken,
+                    None => !p.wants_more(),
+                }
             };
             match body.peek(enough).await {
                 Ok(p) => read = Some(p),
@@ -333,10 +370,21 @@ impl Proxy {
                 }
             }
         }
+        if let (Some(trail), Some(read)) = (trail, &read) {
+            trail.read(&read.data);
+        }
+        if !limits.limits_clients() && scopes.is_none() && allowlist.access.is_none() {
+            // Only the audit log asked for the calls: it judges nothing.
+            return Ok(Admitted {
+                slot: None,
+                audited: false,
+                lists: None,
+            });
+        }
         // A body that ended with nothing but whitespace carries no call.
         let peeked = read
             .as_ref()
-            .filter(|p| !(p.ended && p.data.trim_ascii().is_empty()))
+            .filter(|p| rules_read && !(p.ended && p.data.trim_ascii().is_empty()))
             .map(|_| scanner.peeked());
         let calls = match policy::charged_calls(head, peeked, &mut admission) {
             Ok(calls) => calls,
@@ -381,7 +429,10 @@ impl Proxy {
         let lists = peeked
             .filter(|_| policy::refuses(allowlist.mode, Rule::Access))
             .and_then(|p| ListFilter::new(p, allowlist.clone(), caller.map(|c| c.identity.clone())));
-        if read.as_ref().is_some_and(|p| !p.ended) && policy::refuses(allowlist.mode, Rule::BodyWatch) {
+        if rules_read
+            && read.as_ref().is_some_and(|p| !p.ended)
+            && policy::refuses(allowlist.mode, Rule::BodyWatch)
+        {
             body.watch(policy::watch(scanner, &calls));
         }
         if !limits.limits_clients() {
@@ -445,15 +496,12 @@ impl Proxy {
         match policy::fold(allowlist.mode, Rule::StreamCap, denial) {
             Fold::Audit(denial) => {
                 self.metrics.request(Outcome::Audited, Some(denial.reason));
-                StreamCap::Audited
+                StreamCap::Audited(denial.reason)
             }
             Fold::Refuse(denial) => {
                 self.metrics.request(Outcome::Rejected, Some(denial.reason));
-                StreamCap::Over(refusal::render(
-                    allowlist,
-                    &denial,
-                    Some(refusal.retry_after_secs()),
-                ))
+                let answer = refusal::render(allowlist, &denial, Some(refusal.retry_after_secs()));
+                StreamCap::Over(Box::new(answer), denial.reason)
             }
         }
     }
@@ -469,6 +517,9 @@ impl Proxy {
             peer,
             enforce,
         );
+        if let Some(trail) = Trail::of(head) {
+            trail.deny(denial.reason, enforce);
+        }
         let outcome = if enforce {
             Outcome::Rejected
         } else {
@@ -532,6 +583,7 @@ async fn filter_list(
             events: Box::new(EventFilter::new(lists)),
             _count: count,
             _slot: slot,
+            audit: None,
         });
     }
     let body = http_body_util::Limited::new(inner, LIST_LIMIT)
@@ -553,9 +605,9 @@ async fn filter_list(
 enum StreamCap {
     Within,
     /// Over the cap, let through by audit mode.
-    Audited,
+    Audited(Reason),
     /// Over the cap: the `429` to answer instead.
-    Over(Response<ResponseBody>),
+    Over(Box<Response<ResponseBody>>, Reason),
 }
 
 /// The refusal for a client's body at fault: too large (`413`), not valid (`400`), or naming another call than

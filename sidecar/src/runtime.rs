@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::admin::AdminState;
+use crate::audit::AuditLog;
 use crate::cli::Args;
 use crate::config::{self, ConfigSources};
 use crate::keys::KeyStore;
@@ -79,6 +80,7 @@ struct WorkerSpec {
     limiter: Arc<limiter::Limiter>,
     keys: Arc<KeyStore>,
     tokens: Arc<TokenCache>,
+    audit: Arc<AuditLog>,
     limits: server::Limits,
     drain_timeout: Duration,
     shutdown: watch::Receiver<bool>,
@@ -120,6 +122,7 @@ fn start_worker(
                 limiter: spec.limiter,
                 keys: spec.keys,
                 tokens: spec.tokens,
+                audit: spec.audit,
             });
             let mut shutdown = spec.shutdown;
             let stop = async move {
@@ -184,6 +187,7 @@ async fn run_control(args: Args) -> Result<(), StartError> {
         trusted_proxies = %allowlist.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         rate_limits = allowlist.limits.limits_clients(),
         auth = allowlist.auth.is_some(),
+        audit = allowlist.audit.is_some(),
         config = ?args.config,
         "allowlist loaded"
     );
@@ -224,6 +228,13 @@ async fn run_control(args: Args) -> Result<(), StartError> {
     let mut threads = Vec::with_capacity(workers);
     let mut addr = args.listen;
     let limiter = limiter::Limiter::new(metrics.rate_limit_tracked_clients.clone());
+    // The audit log has stdout to itself: every other log goes to stderr.
+    let audit = AuditLog::start(
+        Box::new(std::io::stdout()),
+        args.audit_queue_lines,
+        metrics.clone(),
+    )
+    .map_err(StartError::AuditWriter)?;
     if workers > 1 {
         // The workers share the port through SO_REUSEPORT, which would also let a second process of the same user
         // (another guard started on the same port by mistake) silently take part of the connections. A plain bind
@@ -246,6 +257,7 @@ async fn run_control(args: Args) -> Result<(), StartError> {
             limiter: limiter.clone(),
             keys: keys.clone(),
             tokens: tokens.clone(),
+            audit: audit.clone(),
             limits: server::Limits {
                 // the connection limit is shared out between the workers
                 max_connections: (limits.max_connections / workers).max(1),

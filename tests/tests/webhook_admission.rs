@@ -839,6 +839,7 @@ fn start_injected_guard_at(
         cors: false,
         auth: None,
         access: None,
+        audit: None,
     };
     std::fs::write(
         dir.path().join(mcp_guard_config::CONFIG_KEY),

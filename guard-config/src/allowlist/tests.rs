@@ -409,3 +409,76 @@ fn server_limits_fall_back_to_the_policy_per_setting() {
     assert_eq!(merged.max_streams_per_client, Some(2));
     assert_eq!(merged.max_request_body_bytes, Some(1024));
 }
+
+#[test]
+fn audit_is_on_with_auth_unless_switched_off() {
+    let config = |json: &str| GuardConfig::from_json(json.as_bytes()).unwrap().compile();
+    let auth = r#""auth": { "resources": ["https://mcp.example.com/mcp"],
+        "issuers": [{ "issuer": "https://auth.example.com" }] }"#;
+    let hosts = r#""allowedHosts": ["mcp.example.com"]"#;
+    assert_eq!(config(&format!("{{ {hosts} }}")).unwrap().audit, None);
+    let with_auth = config(&format!("{{ {hosts}, {auth} }}")).unwrap();
+    assert_eq!(with_auth.audit, Some(AuditConfig::default()));
+    let off = config(&format!(
+        r#"{{ {hosts}, {auth}, "audit": {{ "enabled": false }} }}"#
+    ))
+    .unwrap();
+    assert_eq!(off.audit, None);
+    let without_auth = config(&format!(r#"{{ {hosts}, "audit": {{ "arguments": true }} }}"#)).unwrap();
+    let audit = without_auth.audit.unwrap();
+    assert!(audit.arguments);
+    assert_eq!(
+        audit.max_argument_bytes(),
+        crate::DEFAULT_MAX_ARGUMENT_BYTES as usize
+    );
+}
+
+#[test]
+fn audit_settings_are_checked() {
+    let config = |audit: &str| {
+        GuardConfig::from_json(format!(r#"{{ "allowedHosts": ["a.com"], "audit": {audit} }}"#).as_bytes())
+            .and_then(|c| c.compile())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    assert!(
+        config(r#"{ "maxArgumentBytes": 0 }"#)
+            .unwrap_err()
+            .contains("audit.maxArgumentBytes")
+    );
+    assert!(
+        config(r#"{ "redact": ["ssn", " "] }"#)
+            .unwrap_err()
+            .contains("audit.redact[1]")
+    );
+    assert!(
+        config(r#"{ "argument": true }"#)
+            .unwrap_err()
+            .contains("unknown field")
+    );
+    assert_eq!(
+        config(r#"{ "arguments": true, "maxArgumentBytes": 64, "redact": ["ssn"] }"#),
+        Ok(())
+    );
+}
+
+#[test]
+fn audit_redacts_fields_containing_a_name() {
+    let audit = AuditConfig {
+        redact: vec!["SSN".into()],
+        ..AuditConfig::default()
+    };
+    for field in [
+        "password",
+        "access_token",
+        "X-Api-Key",
+        "apiKey",
+        "user_ssn",
+        "Cookie",
+    ] {
+        assert!(audit.redacts(field), "{field}");
+    }
+    for field in ["city", "query", "keyword"] {
+        assert!(!audit.redacts(field), "{field}");
+    }
+}

@@ -188,33 +188,38 @@ impl Guard {
     /// `free_port` handed out twice (to this guard and to another test's) makes the guard exit with `cannot
     /// listen on`: then again on other ports.
     pub async fn start(args: &[&str]) -> Guard {
-        Self::start_until(args, Ready::Yes).await
+        Self::start_until(args, Ready::Yes, false).await
+    }
+
+    /// Starts the guard as [`Guard::start`] does, its stdout (the audit log) a pipe: `child.stdout`.
+    pub async fn start_piped(args: &[&str]) -> Guard {
+        Self::start_until(args, Ready::Yes, true).await
     }
 
     /// Starts the guard in front of an upstream that does not listen (yet): waits until the guard serves and
     /// `/readyz` says that only the upstream is missing.
     pub async fn start_without_upstream(args: &[&str]) -> Guard {
-        Self::start_until(args, Ready::AllButUpstream).await
+        Self::start_until(args, Ready::AllButUpstream, false).await
     }
 
     /// Starts the guard and waits until it serves while `/readyz` answers 503 with a body that contains `why`.
     pub async fn start_not_ready(args: &[&str], why: &'static str) -> Guard {
-        Self::start_until(args, Ready::NotReadyBecause(why)).await
+        Self::start_until(args, Ready::NotReadyBecause(why), false).await
     }
 
-    async fn start_until(args: &[&str], ready: Ready) -> Guard {
+    async fn start_until(args: &[&str], ready: Ready, piped: bool) -> Guard {
         for _ in 0..2 {
-            if let Some(guard) = Self::try_start(args, ready).await {
+            if let Some(guard) = Self::try_start(args, ready, piped).await {
                 return guard;
             }
         }
-        Self::try_start(args, ready)
+        Self::try_start(args, ready, piped)
             .await
             .expect("mcp-guard could not bind its ports")
     }
 
     /// `None`: the guard could not bind its ports.
-    async fn try_start(args: &[&str], ready: Ready) -> Option<Guard> {
+    async fn try_start(args: &[&str], ready: Ready, piped: bool) -> Option<Guard> {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("guard.log");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -228,7 +233,7 @@ impl Guard {
             ])
             .args(args)
             .env_remove("MCP_GUARD_ALLOW_HOSTS")
-            .stdout(Stdio::null())
+            .stdout(if piped { Stdio::piped() } else { Stdio::null() })
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
