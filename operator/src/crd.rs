@@ -189,6 +189,7 @@ impl std::fmt::Display for GuardMode {
     printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".status.hosts","description":"Effective allowed hosts"}"#,
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".status.mode","description":"enforce or audit"}"#,
     printcolumn = r#"{"name":"Auth","type":"string","jsonPath":".status.auth.mode","description":"Tokens the guard requires: oauth, kubernetes or oauth+kubernetes"}"#,
+    printcolumn = r#"{"name":"Access","type":"string","jsonPath":".status.access.summary","description":"The access rules the guard enforces","priority":1}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -287,6 +288,15 @@ pub struct MCPServerSpec {
     /// Each field left out comes from the policy's `auth`; a server with `auth` (even `{}`) turns it on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
+    /// Who may call which tools, resources and prompts (docs/access.md). Once there are rules (here or in the
+    /// policy), `tools/call`, `resources/read` and `prompts/get` are denied unless a rule allows them. Needs
+    /// `spec.auth`: the guard must know who calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessSpec>,
+    /// The guard's audit log of calls and refusals; each field left out comes from the policy's `audit`. On by
+    /// default when authentication is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditSpec>,
 }
 
 /// Neither form of saying which server to guard.
@@ -441,6 +451,10 @@ pub struct MCPServerStatus {
     /// Authentication as the guard enforces it (absent: off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthStatus>,
+    /// The access rules the guard enforces, the server's then its policy's (absent: none, every caller the
+    /// authentication lets in may call anything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessStatus>,
     /// `Ready`, `EmptyAllowlist`, `CatchAllIngressRule`, `IngressBackendPortMismatch`, `GuardBypass`, ...
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -699,6 +713,14 @@ pub struct MCPGuardPolicySpec {
     /// of them with `enabled: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
+    /// Access rules for every MCPServer using this policy that has authentication on, added after the server's
+    /// own rules (a rule only ever allows, so a server cannot take one away; docs/access.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessSpec>,
+    /// Audit log defaults for every MCPServer using this policy; each field an MCPServer's `spec.audit` sets
+    /// wins, except `redact`, whose fields are added to the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditSpec>,
 }
 
 /// Observed state of an MCPGuardPolicy, written by the operator (when it watches all namespaces).
@@ -735,6 +757,8 @@ impl Default for MCPGuardPolicySpec {
             trusted_proxies: Vec::new(),
             cors: None,
             auth: None,
+            access: None,
+            audit: None,
         }
     }
 }
@@ -900,6 +924,144 @@ pub struct AuthStatus {
     /// The issuers whose tokens are accepted.
     #[serde(default)]
     pub issuers: Vec<String>,
+}
+
+/// The methods whose target is named (`params.name` or `params.uri`), so a target may list `names`; the guard's
+/// `named_by` says the same (a test holds them together).
+pub const NAMED_METHODS: [&str; 5] = [
+    "tools/call",
+    "prompts/get",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
+
+/// Access rules (docs/access.md): the shape of the Kubernetes SIG's `XAccessPolicy`, one to one.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessSpec {
+    /// Each rule allows its callers (`from`, any of them) its calls (`to`, any of them).
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = kube::core::Rule::new(
+        "self.all(r, !has(r.name) || self.exists_one(o, has(o.name) && o.name == r.name))"
+    ).message("rule names must be unique: the audit log and denials name the rule"))]
+    pub rules: Vec<AccessRuleSpec>,
+}
+
+/// One rule: these callers may make these calls.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessRuleSpec {
+    /// Shown in denials, the audit log, status and `kubectl mcp-guard explain`; default `rules[<index>]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub name: Option<String>,
+    /// Any of these callers.
+    #[schemars(length(min = 1, max = 32))]
+    pub from: Vec<AccessSourceSpec>,
+    /// Any of these calls.
+    #[schemars(length(min = 1, max = 32))]
+    pub to: Vec<AccessTargetSpec>,
+}
+
+/// A caller: every field set must match.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "has(self.serviceAccount) || has(self.subject) || has(self.clientId) || has(self.group) || has(self.scope) || (has(self.authenticated) && self.authenticated)"
+).message("a source sets nothing, so it would match nobody: set serviceAccount, subject, clientId, group, scope, or authenticated: true"))]
+pub struct AccessSourceSpec {
+    /// `namespace/name`, or `namespace/*` for every service account of a namespace (a projected
+    /// ServiceAccount token; the SPIFFE ID `spiffe://<trust domain>/ns/<ns>/sa/<name>` maps to `<ns>/<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 507))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9.-]+/([a-z0-9.-]+|[*])$')")
+        .message("write namespace/name or namespace/* (a service account, or every one of a namespace)"))]
+    pub service_account: Option<String>,
+    /// The token's `sub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub subject: Option<String>,
+    /// The token's `client_id` (or `azp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub client_id: Option<String>,
+    /// One of the token's `groups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub group: Option<String>,
+    /// One of the token's scopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub scope: Option<String>,
+    /// Any caller the authentication verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticated: Option<bool>,
+}
+
+/// A call: a JSON-RPC method and, for `tools/call`, `prompts/get` and `resources/read` (and
+/// `resources/subscribe`), the names it may name (globs: `*` any run of characters, `?` one); no names: any.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.names) || size(self.names) == 0 || self.method in ['tools/call', 'prompts/get', 'resources/read', 'resources/subscribe', 'resources/unsubscribe']"
+).message("names apply only to tools/call, prompts/get, resources/read and resources/subscribe: other methods name nothing"))]
+pub struct AccessTargetSpec {
+    /// `tools/call`, `resources/read`, `prompts/get`, or any other JSON-RPC method.
+    #[schemars(length(min = 1, max = 256))]
+    pub method: String,
+    /// Tool or prompt names, or resource URIs (`read_*`, `search`, `file:///docs/*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 256)))]
+    pub names: Vec<String>,
+}
+
+/// The guard's audit log (docs/guard.md "Audit log"): one JSON line per `tools/call`, `resources/read` and
+/// `prompts/get`, and per refused request, on the guard's stdout.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditSpec {
+    /// `false` switches the log off; default: on when authentication is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Also log each call's arguments (redacted, cut at `maxArgumentBytes`); default off: only their digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<bool>,
+    /// The most bytes of a call's arguments logged; default 1024.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 1048576")
+        .message("maxArgumentBytes must be 1-1048576 (leave it out for 1024)"))]
+    pub max_argument_bytes: Option<i32>,
+    /// Argument fields (at any depth, matched case-insensitively as part of the field's name) whose values are
+    /// never logged, besides those always redacted (password, secret, token, authorization, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 128)))]
+    pub redact: Vec<String>,
+}
+
+/// The access rules in force, as status lists them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessStatus {
+    /// The rules' names, comma-separated and shortened for `kubectl get`.
+    pub summary: String,
+    /// Every rule, in the order the guard tries them.
+    #[serde(default)]
+    pub rules: Vec<AccessRuleStatus>,
+}
+
+/// One effective access rule, as status lists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessRuleStatus {
+    /// The rule's name (`rules[<index>]` when it has none; `policy.rules[<index>]` for the policy's).
+    pub name: String,
+    /// `MCPServer` or `MCPGuardPolicy/<name>`.
+    pub source: String,
+    /// Its callers, compactly: `serviceAccount team-a/agent`, `group sre`, `authenticated`.
+    pub from: Vec<String>,
+    /// Its calls, compactly: `tools/call read_*,search`, `resources/read`.
+    pub to: Vec<String>,
 }
 
 /// Both CRDs, in the order `crdgen` writes them: `(file name, CRD)`.

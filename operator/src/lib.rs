@@ -7,6 +7,7 @@
 //! by the [`pod_contract`] the sources read back; [`selector`] is the one label matcher of both. [`auth`] builds
 //! each server's authentication (resource URIs, issuers) with the keys [`cluster_issuer`] fetches.
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod children;

@@ -127,6 +127,10 @@ pub struct Derivation {
     pub endpoints: Vec<AllowlistEntry>,
     /// Authentication, when on.
     pub auth: Option<crate::auth::DerivedAuth>,
+    /// Access rules, when there are any (the server's, then its policy's: [`crate::access`]).
+    pub access: Option<crate::access::DerivedAccess>,
+    /// The audit section, when the server or its policy sets one (else the guard's default).
+    pub audit: Option<mcp_guard_config::AuditConfig>,
     /// Names of the Services that route to the server.
     pub services: Vec<String>,
     /// What the sources found, in the order they found it.
@@ -153,8 +157,8 @@ impl Derivation {
             trusted_proxies: self.trusted_proxies.clone(),
             cors: self.cors,
             auth: self.auth.as_ref().map(|a| a.config.clone()),
-            access: None,
-            audit: None,
+            access: self.access.as_ref().map(|a| a.config.clone()),
+            audit: self.audit.clone(),
         }
     }
 
@@ -303,6 +307,19 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
         .auth
         .as_ref()
         .map(|a| crate::auth::derive(a, &d.endpoints, input.cluster_issuer));
+    let policy_name = input.spec.policy_name();
+    d.access = crate::access::derive(
+        input.spec.access.as_ref(),
+        input
+            .policy
+            .and_then(|p| p.access.as_ref())
+            .map(|a| (policy_name, a)),
+        d.auth.is_some(),
+    );
+    d.audit = crate::access::audit(
+        input.spec.audit.as_ref(),
+        input.policy.and_then(|p| p.audit.as_ref()),
+    );
     d
 }
 

@@ -355,6 +355,7 @@ pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus 
             resource_uris: a.config.resources.clone(),
             issuers: a.config.issuers.iter().map(|i| i.issuer.clone()).collect(),
         }),
+        access: d.access.as_ref().map(crate::access::DerivedAccess::status),
         conditions,
     }
 }

@@ -167,6 +167,13 @@ pub fn validate_spec(spec: &MCPServerSpec) -> Vec<FieldError> {
     if let Some(auth) = &spec.auth {
         errors.extend(crate::auth::validate("spec.auth", auth));
     }
+    if let Some(access) = &spec.access {
+        errors.extend(crate::access::validate("spec.access", access));
+    }
+    errors.extend(crate::access::validate_needs_auth(spec));
+    if let Some(audit) = &spec.audit {
+        errors.extend(crate::access::validate_audit("spec.audit", audit));
+    }
     if let Some(p) = &spec.policy_ref
         && let Err(e) = check_dns_subdomain(p)
     {
@@ -217,6 +224,12 @@ pub fn validate_policy(spec: &MCPGuardPolicySpec) -> Vec<FieldError> {
     check_trusted_proxies("spec.trustedProxies", &spec.trusted_proxies, &mut errors);
     if let Some(auth) = &spec.auth {
         errors.extend(crate::auth::validate("spec.auth", auth));
+    }
+    if let Some(access) = &spec.access {
+        errors.extend(crate::access::validate("spec.access", access));
+    }
+    if let Some(audit) = &spec.audit {
+        errors.extend(crate::access::validate_audit("spec.audit", audit));
     }
     errors
 }
