@@ -4,6 +4,8 @@
 //! - `explain MCPSERVER HOST|URL [--origin O] [--token-file FILE|-]`: would the guard allow this request, and if
 //!   not, which field, Ingress or Route would; where the current entries come from; with a token, whether the
 //!   guard would accept it and why not (issuer, alg, aud against the server's resource URIs, exp, scopes).
+//!   `explain MCPSERVER --as-service-account NS/NAME --tool NAME` (or `--as-subject`, `--as-group`, ...): may
+//!   this caller make this call under the access rules, by which rule, and if not what to add.
 //! - `check-inject POD|deployment/NAME`: is the pod injected, or would it be, and why not.
 //! - `scan [-A] [--probe] [-o table|json]`: the MCP servers in the namespace (or all), whether each is guarded,
 //!   and whether each answers a forged Host or Origin.
@@ -16,6 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod access;
 mod check_inject;
 mod cluster;
 mod explain;
@@ -42,6 +45,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Whether the guard of an MCPServer would allow a request with this Host (or URL) and Origin, and if not,
@@ -50,8 +55,10 @@ enum Command {
         /// The MCPServer of mcpguard.dev: NAME, or TYPE/NAME with TYPE one of mcpservers.mcpguard.dev, mcpgs,
         /// mcpserver, mcpservers (only ours is meant here, whichever other MCPServer kinds the cluster has).
         mcpserver: String,
-        /// A Host header value (`mcp.example.com`, `mcp.example.com:8443`) or a URL (`https://mcp.example.com/mcp`).
-        target: String,
+        /// A Host header value (`mcp.example.com`, `mcp.example.com:8443`) or a URL (`https://mcp.example.com/mcp`);
+        /// may be left out with a caller (`--as-...`) to ask about the access rules alone.
+        #[arg(required_unless_present_any = ["as_service_account", "as_subject", "as_client_id", "as_group", "as_scope"])]
+        target: Option<String>,
         /// The request's Origin header, as a browser sends it (`https://app.example.com`).
         #[arg(long)]
         origin: Option<String>,
@@ -61,12 +68,28 @@ enum Command {
         /// The JWKS of an issuer whose keys the guard fetches itself (the cluster's are in the guard config).
         #[arg(long, value_name = "FILE", requires = "token_file")]
         jwks: Option<std::path::PathBuf>,
-        /// The JSON-RPC method of the call, for its scopes (`tools/call`).
-        #[arg(long, requires = "token_file")]
+        /// The JSON-RPC method of the call, for its scopes and the access rules (default with --tool: `tools/call`).
+        #[arg(long)]
         method: Option<String>,
-        /// The tool of a `tools/call`, for its scopes.
-        #[arg(long, requires = "token_file")]
+        /// The tool of a `tools/call` (the prompt of `prompts/get`, the URI of `resources/read`), for its scopes and
+        /// the access rules.
+        #[arg(long, visible_alias = "name")]
         tool: Option<String>,
+        /// Ask for this caller under the access rules: the ServiceAccount NAMESPACE/NAME of a projected token.
+        #[arg(long, value_name = "NAMESPACE/NAME")]
+        as_service_account: Option<String>,
+        /// Ask for a token with this `sub`.
+        #[arg(long, value_name = "SUB")]
+        as_subject: Option<String>,
+        /// Ask for a token with this `client_id` (or `azp`).
+        #[arg(long, value_name = "CLIENT")]
+        as_client_id: Option<String>,
+        /// Ask for a token with this group (repeatable).
+        #[arg(long, value_name = "GROUP")]
+        as_group: Vec<String>,
+        /// Ask for a token with this scope (repeatable).
+        #[arg(long, value_name = "SCOPE")]
+        as_scope: Vec<String>,
     },
     /// Whether a pod (or a Deployment's pods) is or would be injected with the guard, and why not.
     CheckInject {
@@ -146,10 +169,42 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             jwks,
             method,
             tool,
+            as_service_account,
+            as_subject,
+            as_client_id,
+            as_group,
+            as_scope,
         } => {
             let name = mcpserver_name(&mcpserver)?;
-            // Read first: a token that cannot be read is a usage error before any cluster work.
+            let caller = access::Caller {
+                service_account: as_service_account,
+                subject: as_subject,
+                client_id: as_client_id,
+                groups: as_group,
+                scopes: as_scope,
+            };
+            // Usage errors before any cluster work: a token that cannot be read, a call that cannot be judged.
             let token = token_file.as_deref().map(token::read_token).transpose()?;
+            anyhow::ensure!(
+                token.is_none() || target.is_some(),
+                "--token-file needs the HOST or URL the token is sent to (its resource URI)"
+            );
+            anyhow::ensure!(
+                !caller.is_given() || token.is_none(),
+                "give a caller either with --as-... or with --token-file, not both"
+            );
+            anyhow::ensure!(
+                token.is_some() || caller.is_given() || (method.is_none() && tool.is_none()),
+                "--method and --tool need a caller: --token-file, or --as-service-account and the like"
+            );
+            // With a caller, the call must be one the rules can judge; with a token, `--method` alone may ask
+            // for scopes only.
+            let call = match (caller.is_given(), tool.is_some() || method.is_some()) {
+                (true, _) => Some(access::Call::new(method.as_deref(), tool.as_deref())?),
+                (false, true) => access::Call::new(method.as_deref(), tool.as_deref()).ok(),
+                (false, false) => None,
+            };
+            let caller_identity = caller.is_given().then(|| caller.identity()).transpose()?;
             let keys = match &jwks {
                 None => None,
                 Some(path) => {
@@ -161,21 +216,47 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 }
             };
             let facts = explain::fetch(&kube, name).await?;
-            let request = explain::Request::parse(&target, origin.as_deref())?;
-            let report = explain::report(&facts, &request);
-            print!("{}", report.text);
-            let Some(token) = token else {
-                return Ok(report.allowed);
-            };
-            let auth = facts.config.as_ref().ok().and_then(|c| c.auth.as_ref());
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs();
-            let calls = [(method.as_deref(), tool.as_deref())];
-            let (accepted, text) =
-                token::explain(auth, &request.host, &token, &token::GivenKeys(keys), &calls, now);
-            print!("{text}");
-            Ok(report.allowed && accepted)
+            let mut allowed = true;
+            let mut identity = caller_identity;
+            if let Some(target) = &target {
+                let request = explain::Request::parse(target, origin.as_deref())?;
+                let report = explain::report(&facts, &request);
+                print!("{}", report.text);
+                allowed &= report.allowed;
+                if let Some(token) = &token {
+                    let auth = facts.config.as_ref().ok().and_then(|c| c.auth.as_ref());
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)?
+                        .as_secs();
+                    let calls = [(method.as_deref(), tool.as_deref())];
+                    let (accepted, text, verified) =
+                        token::explain(auth, &request.host, token, &token::GivenKeys(keys), &calls, now);
+                    print!("{text}");
+                    allowed &= accepted;
+                    identity = identity.or(verified);
+                }
+            }
+            if let Some(call) = &call {
+                let config = facts.config.as_ref().map_err(|why| anyhow::anyhow!("{why}"))?;
+                match &identity {
+                    Some(id) => {
+                        let rules = facts
+                            .server
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.access.as_ref())
+                            .map(|a| a.rules.clone())
+                            .unwrap_or_default();
+                        let server = format!("{}/{name}", facts.namespace);
+                        let (ok, text) = access::explain(config, &server, &rules, id, call);
+                        print!("{text}");
+                        allowed &= ok;
+                    }
+                    // A token the guard refused: the access rules are never reached.
+                    None => allowed = false,
+                }
+            }
+            Ok(allowed)
         }
         Command::CheckInject { target } => {
             let report = check_inject::run(&kube, &target).await?;

@@ -42,11 +42,11 @@ pub fn explain(
     keys: &GivenKeys,
     calls: &[(Option<&str>, Option<&str>)],
     now: u64,
-) -> (bool, String) {
+) -> (bool, String, Option<mcp_guard_config::auth::Identity>) {
     let mut out = String::from("\nAuthentication:\n");
     let Some(auth) = auth else {
         out.push_str("  off: the guard checks no tokens (set spec.auth on the MCPServer or enabled: true in its policy)\n");
-        return (true, out);
+        return (true, out, None);
     };
     let policy = match auth.compile() {
         Ok(p) => p,
@@ -55,7 +55,7 @@ pub fn explain(
                 out,
                 "  cannot tell: the auth section is invalid ({e}); the guard keeps its last config"
             );
-            return (false, out);
+            return (false, out, None);
         }
     };
     let resource = Authority::parse(host).ok().and_then(|a| policy.resource_for(&a));
@@ -65,7 +65,7 @@ pub fn explain(
             "  Verdict: refused (no_resource_for_host): {host:?} is none of the server's resource URIs: {}",
             auth.resources.join(", ")
         );
-        return (false, out);
+        return (false, out, None);
     };
     let _ = writeln!(out, "  Resource URI of this host: {}", resource.uri);
     let header = format!("Bearer {token}");
@@ -94,7 +94,7 @@ pub fn explain(
             if !identity.scopes.is_empty() {
                 let _ = writeln!(out, "  scopes:  {}", identity.scopes.join(" "));
             }
-            (true, out)
+            (true, out, Some(identity))
         }
         Err(denial) => {
             let d = denial.denial();
@@ -119,7 +119,7 @@ pub fn explain(
                 );
             }
             claims(&mut out, auth, token, &resource.uri, now);
-            (false, out)
+            (false, out, None)
         }
     }
 }
@@ -249,7 +249,7 @@ mod tests {
         let auth = auth(&key);
         let none = GivenKeys(None);
         let good = sa_token(&key, "agent", "https://mcp.example.com/mcp", NOW + 60);
-        let (ok, text) = explain(Some(&auth), "mcp.example.com", &good, &none, &[], NOW);
+        let (ok, text, _) = explain(Some(&auth), "mcp.example.com", &good, &none, &[], NOW);
         assert!(ok, "{text}");
         assert!(text.contains("service account: team-a/agent"), "{text}");
 
@@ -281,7 +281,7 @@ mod tests {
             ),
         ];
         for (token, reason, why) in cases {
-            let (ok, text) = explain(Some(&auth), "mcp.example.com", &token, &none, &[], NOW);
+            let (ok, text, _) = explain(Some(&auth), "mcp.example.com", &token, &none, &[], NOW);
             assert!(!ok, "{text}");
             assert!(text.contains(reason), "{reason}: {text}");
             assert!(text.contains(why), "{why}: {text}");
@@ -293,22 +293,22 @@ mod tests {
             "iss": "https://idp.example.com", "aud": "https://mcp.example.com/mcp", "exp": NOW + 60,
             "client_id": "agent", "scope": "mcp"
         }));
-        let (ok, text) = explain(Some(&auth), "mcp.example.com", &oauth, &none, &[], NOW);
+        let (ok, text, _) = explain(Some(&auth), "mcp.example.com", &oauth, &none, &[], NOW);
         assert!(!ok && text.contains("--jwks"), "{text}");
         let given = GivenKeys(Some(Arc::new(
             KeySet::from_jwks_json(jwks(&[&idp]).to_string().as_bytes()).unwrap(),
         )));
-        let (ok, text) = explain(Some(&auth), "mcp.example.com", &oauth, &given, &[], NOW);
+        let (ok, text, _) = explain(Some(&auth), "mcp.example.com", &oauth, &given, &[], NOW);
         assert!(ok && text.contains("client id: agent"), "{text}");
         // Scopes of the call: step-up.
         let deploy = [(Some("tools/call"), Some("deploy"))];
-        let (ok, text) = explain(Some(&auth), "mcp.example.com", &oauth, &given, &deploy, NOW);
+        let (ok, text, _) = explain(Some(&auth), "mcp.example.com", &oauth, &given, &deploy, NOW);
         assert!(
             !ok && text.contains("insufficient_scope") && text.contains("deploy:write"),
             "{text}"
         );
         // A host that is no resource of the server.
-        let (ok, text) = explain(Some(&auth), "other.example.com", &good, &none, &[], NOW);
+        let (ok, text, _) = explain(Some(&auth), "other.example.com", &good, &none, &[], NOW);
         assert!(!ok && text.contains("no_resource_for_host"), "{text}");
         // Authentication off.
         assert!(explain(None, "mcp.example.com", &good, &none, &[], NOW).0);
