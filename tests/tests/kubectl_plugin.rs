@@ -442,3 +442,116 @@ async fn check_inject_says_whether_and_why_not() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_says_whether_a_service_account_may_call_a_tool_and_what_to_add() {
+    let cluster = Cluster::shared().await;
+    cluster.apply_crds().await.unwrap();
+    let client = cluster.client();
+    let ns = cluster.namespace("kplugin-access").await;
+    let _operator = Operator::start(client.clone(), &ns, None, Some(false));
+    apply::<Service>(
+        &client,
+        &ns,
+        service("weather", "weather", json!([{ "port": 80, "targetPort": 8000 }])),
+    )
+    .await;
+    apply::<MCPServer>(
+        &client,
+        &ns,
+        mcpserver(
+            "weather",
+            "weather",
+            8000,
+            json!({
+                "auth": { "kubernetes": true },
+                "access": { "rules": [
+                    { "name": "readers", "from": [{ "serviceAccount": format!("{ns}/reader") }],
+                      "to": [{ "method": "tools/call", "names": ["get_*"] }] }
+                ]}
+            }),
+        ),
+    )
+    .await;
+    let api = Api::<MCPServer>::namespaced(client.clone(), &ns);
+    server_with(&api, "weather", "status.access", |s| {
+        s.status.as_ref().is_some_and(|st| st.access.is_some())
+    })
+    .await;
+    let reader = format!("{ns}/reader");
+
+    let (code, out) = plugin(
+        cluster,
+        &ns,
+        &[
+            "explain",
+            "weather",
+            "--as-service-account",
+            &reader,
+            "--tool",
+            "get_forecast",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Verdict: allowed by rule \"readers\""), "{out}");
+    assert!(out.contains("readers (MCPServer): from serviceAccount"), "{out}");
+
+    let (code, out) = plugin(
+        cluster,
+        &ns,
+        &[
+            "explain",
+            "weather",
+            "--as-service-account",
+            &reader,
+            "--tool",
+            "delete",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("refused with 403 tool_not_allowed: \"tools/call delete\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("add \"delete\" to the names of rule \"readers\""),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "add a rule to spec.access.rules of MCPServer {ns}/weather"
+        )),
+        "{out}"
+    );
+
+    // With a host too: the allowlist's verdict first, then the access rules'.
+    let (code, out) = plugin(
+        cluster,
+        &ns,
+        &[
+            "explain",
+            "weather",
+            &format!("weather.{ns}.svc"),
+            "--as-service-account",
+            &format!("{ns}/stranger"),
+            "--tool",
+            "get_forecast",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("Verdict: allowed\n"), "{out}");
+    assert!(
+        out.contains(&format!("caller: service account {ns}/stranger")),
+        "{out}"
+    );
+    assert!(out.contains("tool_not_allowed"), "{out}");
+
+    // A method that names its target needs --tool: a usage error.
+    let (code, out) = plugin(
+        cluster,
+        &ns,
+        &["explain", "weather", "--as-service-account", &reader],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--tool NAME"), "{out}");
+}

@@ -240,6 +240,8 @@ fn dashboard_queries_are_valid_promql() {
         "mcp_guard_upstream_errors_total",
         "mcp_guard_operator_reconciles_total",
         "mcp_guard_webhook_admission_duration_seconds_bucket",
+        "mcp_guard_tool_calls_total",
+        "mcp_guard_audit_lines_dropped_total",
     ] {
         assert!(
             used.contains(name),
@@ -250,12 +252,35 @@ fn dashboard_queries_are_valid_promql() {
 
 #[test]
 fn every_metric_the_rules_and_dashboard_use_is_exported() {
-    // A real guard in front of something that accepts connections (its readiness needs that), after one
-    // allowed and one refused request.
+    // A real guard with the audit log on, in front of something that answers every request with `{}` (its
+    // readiness needs connections accepted; the tool-call counter needs a call answered), after one refused
+    // request and one tools/call.
     let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut conn in upstream.incoming().flatten() {
+            let mut buf = [0u8; 8192];
+            if conn.read(&mut buf).unwrap_or(0) > 0 {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+                );
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("guard.json");
+    std::fs::write(
+        &config,
+        r#"{"allowedHosts": ["mcp.example.com"], "audit": {"enabled": true}}"#,
+    )
+    .unwrap();
     let guard = Guard::start(
-        &format!("http://{}", upstream.local_addr().unwrap()),
-        &GuardOptions::hosts(&["mcp.example.com"]),
+        &format!("http://{upstream_addr}"),
+        &GuardOptions {
+            extra_args: vec!["--config".into(), config.display().to_string()],
+            ..GuardOptions::hosts(&["mcp.example.com"])
+        },
     )
     .unwrap();
     let refused = testkit::http::raw(
@@ -264,6 +289,15 @@ fn every_metric_the_rules_and_dashboard_use_is_exported() {
     )
     .unwrap();
     assert_eq!(refused.status, 421);
+    let call =
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_weather","arguments":{}}}"#;
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: mcp.example.com\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{call}",
+        call.len()
+    );
+    let answered = testkit::http::raw(guard.addr(), request.as_bytes()).unwrap();
+    assert_eq!(answered.status, 200, "{answered:?}");
     let mut exported = sample_names(&guard.metrics().unwrap());
 
     // The operator's registries as its main registers them, each family with one child (an empty family

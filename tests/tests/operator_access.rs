@@ -105,13 +105,20 @@ async fn the_guard_config_carries_the_servers_and_the_policys_rules_and_the_audi
     })
     .await;
     let access = config.access.clone().expect("access");
-    let names: Vec<_> = access.rules.iter().map(|r| r.name.clone().unwrap_or_default()).collect();
+    let names: Vec<_> = access
+        .rules
+        .iter()
+        .map(|r| r.name.clone().unwrap_or_default())
+        .collect();
     assert_eq!(
         names,
         ["readers", "rules[1]", "sre", &format!("policy/{policy}.rules[1]")],
         "the server's rules first, then the policy's, every one named"
     );
-    assert_eq!(access.rules[0].from[0].service_account, Some(format!("{ns}/reader")));
+    assert_eq!(
+        access.rules[0].from[0].service_account,
+        Some(format!("{ns}/reader"))
+    );
     assert_eq!(access.rules[0].to[0].names, ["get_*", "search"]);
     assert_eq!(access.rules[1].from[1].scope.as_deref(), Some("tools:write"));
     let audit = config.audit.clone().expect("audit");
@@ -130,14 +137,20 @@ async fn the_guard_config_carries_the_servers_and_the_policys_rules_and_the_audi
             })
             .map_err(|d| d.reason)
     };
-    assert_eq!(call(&format!("{ns}/reader"), "get_forecast"), Ok("readers".into()));
+    assert_eq!(
+        call(&format!("{ns}/reader"), "get_forecast"),
+        Ok("readers".into())
+    );
     assert_eq!(call(&format!("{ns}/reader"), "write"), Ok("rules[1]".into()));
     assert_eq!(call("elsewhere/reader", "write"), Err(Reason::ToolNotAllowed));
     assert_eq!(
         call("monitoring/prober", "health"),
         Ok(format!("policy/{policy}.rules[1]"))
     );
-    assert_eq!(call("monitoring/prober", "get_forecast"), Err(Reason::ToolNotAllowed));
+    assert_eq!(
+        call("monitoring/prober", "get_forecast"),
+        Err(Reason::ToolNotAllowed)
+    );
 
     // The status lists the rules with their sources.
     let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
@@ -158,13 +171,13 @@ async fn the_guard_config_carries_the_servers_and_the_policys_rules_and_the_audi
             ("readers", "MCPServer"),
             ("rules[1]", "MCPServer"),
             ("sre", format!("MCPGuardPolicy/{policy}").as_str()),
-            (format!("policy/{policy}.rules[1]").as_str(), format!("MCPGuardPolicy/{policy}").as_str()),
+            (
+                format!("policy/{policy}.rules[1]").as_str(),
+                format!("MCPGuardPolicy/{policy}").as_str()
+            ),
         ]
     );
-    assert_eq!(
-        status.rules[0].to,
-        ["tools/call get_*,search", "resources/read"]
-    );
+    assert_eq!(status.rules[0].to, ["tools/call get_*,search", "resources/read"]);
     assert_eq!(
         status.rules[1].from,
         [format!("serviceAccount {ns}/*"), "scope tools:write".into()]
@@ -172,7 +185,10 @@ async fn the_guard_config_carries_the_servers_and_the_policys_rules_and_the_audi
 
     let open = wait_config(&client, &ns, "open", SETUP, "a config", |_| true).await;
     assert_eq!(open.access, None, "no authentication: none of the policy's rules");
-    assert!(open.audit.is_some(), "the policy's audit section applies to every server");
+    assert!(
+        open.audit.is_some(),
+        "the policy's audit section applies to every server"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +230,10 @@ async fn the_api_server_refuses_rules_that_cannot_mean_anything() {
             ]),
             "rule names must be unique",
         ),
-        (json!([{ "from": [], "to": [{ "method": "tools/call" }] }]), "from"),
+        (
+            json!([{ "from": [], "to": [{ "method": "tools/call" }] }]),
+            "from",
+        ),
     ] {
         let err = servers
             .create(&PostParams::default(), &server(rules.clone()))
