@@ -103,12 +103,6 @@ pub fn explain(
     let mut out = String::from("\nAccess:\n");
     let who = mcp_guard_config::access::who(Some(identity));
     let _ = writeln!(out, "  {who}; call: {}", call.describe());
-    if config.auth.is_none() {
-        let _ = writeln!(
-            out,
-            "  note: the guard checks no tokens (spec.auth is off), so it cannot tell callers apart"
-        );
-    }
     let Some(access) = &config.access else {
         let _ = writeln!(
             out,
@@ -117,6 +111,14 @@ pub fn explain(
         );
         return (true, out);
     };
+    if config.auth.is_none() {
+        let _ = writeln!(
+            out,
+            "  Verdict: cannot tell: the config has access rules but no authentication, which the guard refuses \
+             (it keeps its last config); turn on spec.auth"
+        );
+        return (false, out);
+    }
     let policy = match access.compile() {
         Ok(p) => p,
         Err(e) => {
@@ -188,29 +190,21 @@ pub fn explain(
 /// or a new rule.
 fn remedies(out: &mut String, access: &AccessConfig, server: &str, identity: &Identity, call: &Call) {
     let _ = writeln!(out, "  What would allow it:");
-    // A rule whose callers include this one and whose calls include the method (by the guard's own matching:
-    // the rule alone, with the method for any name).
-    for (i, rule) in access.rules.iter().enumerate() {
-        let Some(name) = &call.name else { break };
-        let mut widened = rule.clone();
-        widened.to = vec![TargetConfig {
-            method: call.method.clone(),
-            names: Vec::new(),
-        }];
-        let one = AccessConfig { rules: vec![widened] };
-        let callers_match = one
-            .compile()
-            .is_ok_and(|p| p.decide(Some(identity), Some(&call.method), Some(name)).is_ok());
-        if callers_match && rule.to.iter().any(|t| t.method == call.method) {
-            let rule_name = rule.name.clone().unwrap_or_else(|| format!("rules[{i}]"));
-            let _ = writeln!(
-                out,
-                "    add {name:?} to the names of rule {rule_name:?} (it already lets this caller make some \
-                 {} calls), or",
-                call.method
-            );
-            break;
-        }
+    // A rule whose callers include this one and whose calls include the method.
+    if let Some(name) = &call.name
+        && let Some((i, rule)) = access
+            .rules
+            .iter()
+            .enumerate()
+            .find(|(_, rule)| widens(rule, identity, &call.method, name))
+    {
+        let rule_name = rule.name.clone().unwrap_or_else(|| format!("rules[{i}]"));
+        let _ = writeln!(
+            out,
+            "    add {name:?} to the names of rule {rule_name:?} (it already lets this caller make some {} \
+             calls), or",
+            call.method
+        );
     }
     let source = suggested_source(identity);
     let new = RuleConfig {
@@ -226,6 +220,21 @@ fn remedies(out: &mut String, access: &AccessConfig, server: &str, identity: &Id
     let to = serde_json::to_string(&new.to[0]).unwrap_or_default();
     let _ = writeln!(out, "      - from: [{from}]");
     let _ = writeln!(out, "        to: [{to}]");
+}
+
+/// Whether `rule` lets this caller make some `method` calls, so adding `name` to it would allow the call: by the
+/// guard's own matching, on the rule alone with its targets widened to the method for any name.
+fn widens(rule: &RuleConfig, identity: &Identity, method: &str, name: &str) -> bool {
+    let mut widened = rule.clone();
+    widened.to = vec![TargetConfig {
+        method: method.to_string(),
+        names: Vec::new(),
+    }];
+    let one = AccessConfig { rules: vec![widened] };
+    let caller_matches = one
+        .compile()
+        .is_ok_and(|p| p.decide(Some(identity), Some(method), Some(name)).is_ok());
+    caller_matches && rule.to.iter().any(|t| t.method == method)
 }
 
 /// The most specific source that names this caller: its service account, else subject, else client, else a

@@ -218,3 +218,21 @@ fn bad_flags_are_usage_errors() {
     let id = as_sa("team-a/agent");
     assert_eq!(id.subject.as_deref(), Some("system:serviceaccount:team-a:agent"));
 }
+
+#[test]
+fn rules_without_authentication_cannot_be_told() {
+    let mut config = rules();
+    config.auth = None;
+    let (ok, text) = explain(
+        &config,
+        "ns/s",
+        &[],
+        &as_sa("team-a/reader"),
+        &tool("get_forecast"),
+    );
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("cannot tell") && text.contains("turn on spec.auth"),
+        "{text}"
+    );
+}
