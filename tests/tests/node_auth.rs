@@ -16,10 +16,10 @@ mod chart_common;
 
 use std::time::Duration;
 
-use chart_common::{NAMESPACE, eventually_or, kubectl_or, run, text};
+use chart_common::{NAMESPACE, eventually_or, kubectl_or};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use mcp_guard_operator::crd::MCPServer;
 use mcp_guard_operator::pod_contract::SIDECAR_NAME;
 use serde_json::{Value, json};
@@ -114,34 +114,25 @@ sys.exit(0)
 "#;
 
 fn diagnose(cluster: &Cluster) -> String {
-    let mut out = String::new();
-    for args in [
-        &["get", "pods", "-A", "-o", "wide"][..],
-        &["get", "events", "-A", "--sort-by=.lastTimestamp"][..],
-        &["-n", NS, "get", "mcpservers.mcpguard.dev", "-o", "yaml"][..],
-        &["-n", NS, "get", "configmap", "weather-mcp-guard", "-o", "yaml"][..],
-        &["-n", NAMESPACE, "logs", "deploy/mcp-guard", "--tail=40"][..],
+    chart_common::kubectl_outputs(
+        cluster,
         &[
-            "-n",
-            NS,
-            "logs",
-            "deploy/weather",
-            "-c",
-            SIDECAR_NAME,
-            "--tail=40",
-        ][..],
-    ] {
-        let mut cmd = cluster.kubectl();
-        cmd.args(args);
-        let o = run(cmd);
-        out.push_str(&format!(
-            "--- kubectl {}\n{}{}\n",
-            args.join(" "),
-            text(&o.stdout),
-            text(&o.stderr)
-        ));
-    }
-    out
+            &["get", "pods", "-A", "-o", "wide"][..],
+            &["get", "events", "-A", "--sort-by=.lastTimestamp"][..],
+            &["-n", NS, "get", "mcpservers.mcpguard.dev", "-o", "yaml"][..],
+            &["-n", NS, "get", "configmap", "weather-mcp-guard", "-o", "yaml"][..],
+            &["-n", NAMESPACE, "logs", "deploy/mcp-guard", "--tail=40"][..],
+            &[
+                "-n",
+                NS,
+                "logs",
+                "deploy/weather",
+                "-c",
+                SIDECAR_NAME,
+                "--tail=40",
+            ][..],
+        ],
+    )
 }
 
 async fn eventually<T, F, Fut>(cluster: &Cluster, what: &str, timeout: Duration, f: F) -> T
@@ -152,20 +143,8 @@ where
     eventually_or(what, timeout, || diagnose(cluster), f).await
 }
 
-async fn apply<K>(client: &kube::Client, value: Value) -> K
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + serde::Serialize,
-    K::DynamicType: Default,
-{
-    let name = value["metadata"]["name"].as_str().unwrap().to_string();
-    Api::<K>::namespaced(client.clone(), NS)
-        .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&value))
-        .await
-        .unwrap_or_else(|e| panic!("apply {name}: {e}"))
+async fn apply<K: chart_common::Namespaced>(client: &kube::Client, value: Value) -> K {
+    chart_common::apply_in(client, NS, MANAGER, &value).await
 }
 
 /// A client pod of ServiceAccount `account` with projected tokens for `audience` (`token`) and for another

@@ -17,7 +17,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use chart_common::{NAMESPACE, eventually_or, kubectl_or, run, text};
+use chart_common::{NAMESPACE, eventually_or, kubectl_or, run};
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -48,24 +48,15 @@ fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
 
 /// What a person would look at when something here does not come up: pods, events, the operator's log.
 fn diagnose(cluster: &Cluster) -> String {
-    let mut out = String::new();
-    for args in [
-        &["get", "pods", "-A", "-o", "wide"][..],
-        &["get", "events", "-A", "--sort-by=.lastTimestamp"][..],
-        &["-n", NAMESPACE, "logs", "deploy/mcp-guard", "--tail=40"][..],
-        &["-n", NS, "logs", "deploy/weather", "-c", "mcp-guard", "--tail=40"][..],
-    ] {
-        let mut cmd = cluster.kubectl();
-        cmd.args(args);
-        let o = run(cmd);
-        out.push_str(&format!(
-            "--- kubectl {}\n{}{}\n",
-            args.join(" "),
-            text(&o.stdout),
-            text(&o.stderr)
-        ));
-    }
-    out
+    chart_common::kubectl_outputs(
+        cluster,
+        &[
+            &["get", "pods", "-A", "-o", "wide"][..],
+            &["get", "events", "-A", "--sort-by=.lastTimestamp"][..],
+            &["-n", NAMESPACE, "logs", "deploy/mcp-guard", "--tail=40"][..],
+            &["-n", NS, "logs", "deploy/weather", "-c", "mcp-guard", "--tail=40"][..],
+        ],
+    )
 }
 
 /// Polls `f` until it returns Ok, failing with its last error and the cluster's state after `timeout`.

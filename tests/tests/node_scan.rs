@@ -20,10 +20,10 @@ mod chart_common;
 use std::process::Command;
 use std::time::Duration;
 
-use chart_common::{NAMESPACE, eventually_or, run, text};
+use chart_common::{NAMESPACE, eventually_or, text};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use mcp_guard_operator::controller::{ControllerReadiness, ControllerSettings};
 use mcp_guard_operator::crd::MCPServer;
 use mcp_guard_operator::metrics::{ControllerMetrics, NamespaceLabels};
@@ -39,40 +39,19 @@ const PORT: i32 = 8000;
 const MANAGER: &str = "node-scan";
 
 fn diagnose(cluster: &Cluster) -> String {
-    let mut out = String::new();
-    for args in [
-        &["get", "pods", "-A", "-o", "wide"][..],
-        &["get", "events", "-n", NS, "--sort-by=.lastTimestamp"][..],
-        &["-n", NS, "get", "mcpservers.mcpguard.dev", "-o", "yaml"][..],
-        &["-n", NAMESPACE, "logs", "deploy/mcp-guard", "--tail=40"][..],
-    ] {
-        let mut cmd = cluster.kubectl();
-        cmd.args(args);
-        let o = run(cmd);
-        out.push_str(&format!(
-            "--- kubectl {}\n{}{}\n",
-            args.join(" "),
-            text(&o.stdout),
-            text(&o.stderr)
-        ));
-    }
-    out
+    chart_common::kubectl_outputs(
+        cluster,
+        &[
+            &["get", "pods", "-A", "-o", "wide"][..],
+            &["get", "events", "-n", NS, "--sort-by=.lastTimestamp"][..],
+            &["-n", NS, "get", "mcpservers.mcpguard.dev", "-o", "yaml"][..],
+            &["-n", NAMESPACE, "logs", "deploy/mcp-guard", "--tail=40"][..],
+        ],
+    )
 }
 
-async fn apply<K>(client: &kube::Client, value: Value)
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + serde::Serialize,
-    K::DynamicType: Default,
-{
-    let name = value["metadata"]["name"].as_str().unwrap().to_string();
-    Api::<K>::namespaced(client.clone(), NS)
-        .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&value))
-        .await
-        .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+async fn apply<K: chart_common::Namespaced>(client: &kube::Client, value: Value) {
+    chart_common::apply_in::<K>(client, NS, MANAGER, &value).await;
 }
 
 /// A Deployment of one pod labelled `app: <name>` running `command` (the image's own when `None`), its container

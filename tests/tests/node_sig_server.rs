@@ -16,7 +16,7 @@ mod chart_common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chart_common::{NAMESPACE, eventually_or, kubectl_or, run, text};
+use chart_common::{NAMESPACE, eventually_or, kubectl_or};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -49,33 +49,24 @@ const PROBE_FORGED_NOT_REFUSED: i32 = 21;
 /// What a person would look at when something here does not come up: pods, events, the operator's log, the
 /// guard's.
 fn diagnose(cluster: &Cluster) -> String {
-    let mut out = String::new();
-    for args in [
-        &["get", "pods", "-A", "-o", "wide"][..],
-        &["get", "events", "-A", "--sort-by=.lastTimestamp"][..],
-        &["-n", NS, "get", "mcpservers.mcpguard.dev", "-o", "yaml"][..],
-        &["-n", NAMESPACE, "logs", "deploy/mcp-guard", "--tail=40"][..],
+    chart_common::kubectl_outputs(
+        cluster,
         &[
-            "-n",
-            NS,
-            "logs",
-            &format!("deploy/{THEIRS}"),
-            "-c",
-            SIDECAR_NAME,
-            "--tail=40",
-        ][..],
-    ] {
-        let mut cmd = cluster.kubectl();
-        cmd.args(args);
-        let o = run(cmd);
-        out.push_str(&format!(
-            "--- kubectl {}\n{}{}\n",
-            args.join(" "),
-            text(&o.stdout),
-            text(&o.stderr)
-        ));
-    }
-    out
+            &["get", "pods", "-A", "-o", "wide"][..],
+            &["get", "events", "-A", "--sort-by=.lastTimestamp"][..],
+            &["-n", NS, "get", "mcpservers.mcpguard.dev", "-o", "yaml"][..],
+            &["-n", NAMESPACE, "logs", "deploy/mcp-guard", "--tail=40"][..],
+            &[
+                "-n",
+                NS,
+                "logs",
+                &format!("deploy/{THEIRS}"),
+                "-c",
+                SIDECAR_NAME,
+                "--tail=40",
+            ][..],
+        ],
+    )
 }
 
 fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
@@ -91,20 +82,8 @@ where
     eventually_or(what, timeout, || diagnose(cluster), f).await
 }
 
-async fn apply<K>(client: &kube::Client, value: Value) -> K
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + serde::Serialize,
-    K::DynamicType: Default,
-{
-    let name = value["metadata"]["name"].as_str().unwrap().to_string();
-    Api::<K>::namespaced(client.clone(), NS)
-        .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&value))
-        .await
-        .unwrap_or_else(|e| panic!("apply {name}: {e}"))
+async fn apply<K: chart_common::Namespaced>(client: &kube::Client, value: Value) -> K {
+    chart_common::apply_in(client, NS, MANAGER, &value).await
 }
 
 /// Their MCPServer with the status their controller writes once it created the Service.

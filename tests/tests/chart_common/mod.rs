@@ -212,3 +212,53 @@ pub fn strings(v: &Value) -> Vec<String> {
         .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
         .unwrap_or_default()
 }
+
+/// Each `kubectl` command's output, for the message of a node test that gave up waiting.
+pub fn kubectl_outputs(cluster: &Cluster, commands: &[&[&str]]) -> String {
+    let mut out = String::new();
+    for args in commands {
+        let mut cmd = cluster.kubectl();
+        cmd.args(*args);
+        let o = run(cmd);
+        out.push_str(&format!(
+            "--- kubectl {}\n{}{}\n",
+            args.join(" "),
+            text(&o.stdout),
+            text(&o.stderr)
+        ));
+    }
+    out
+}
+
+/// A namespaced Kubernetes object the tests apply (built-in kinds and the CRDs alike).
+pub trait Namespaced:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+{
+}
+
+impl<K> Namespaced for K where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+{
+}
+
+/// Server-side apply (forced, as `manager`) of a namespaced object, as `kubectl apply --server-side` does.
+#[allow(dead_code)] // not every test that includes this module applies objects
+pub async fn apply_in<K: Namespaced>(client: &kube::Client, ns: &str, manager: &str, value: &Value) -> K {
+    let name = value["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    kube::Api::<K>::namespaced(client.clone(), ns)
+        .patch(
+            &name,
+            &kube::api::PatchParams::apply(manager).force(),
+            &kube::api::Patch::Apply(value),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {name}: {e}"))
+}
