@@ -156,23 +156,14 @@ async fn apply<K: chart_common::Namespaced>(client: &kube::Client, value: Value)
 
 /// A client pod of ServiceAccount `account` with a projected token for `audience`, running [`CLIENT`].
 fn client_pod(account: &str, audience: &str, args: &[&str]) -> Value {
-    let mut command = vec!["/opt/mcp/bin/python".to_string(), "-c".into(), CLIENT.into()];
-    command.extend(args.iter().map(|a| a.to_string()));
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": { "name": account },
-        "spec": {
-            "restartPolicy": "Never",
-            "serviceAccountName": account,
-            "containers": [{
-                "name": "client", "image": SERVER_IMAGE, "imagePullPolicy": "Never", "command": command,
-                "volumeMounts": [{ "name": "mcp", "mountPath": "/var/run/secrets/mcp", "readOnly": true }],
-            }],
-            "volumes": [{ "name": "mcp", "projected": { "sources": [
-                { "serviceAccountToken": { "path": "token", "audience": audience, "expirationSeconds": 3600 } },
-            ] } }],
-        },
-    })
+    chart_common::python_pod(
+        account,
+        account,
+        SERVER_IMAGE,
+        CLIENT,
+        args,
+        &[("token", audience)],
+    )
 }
 
 /// The pod's exit code and IP, once it finished.
@@ -183,15 +174,8 @@ async fn finished(cluster: &Cluster, pods: &Api<Pod>, name: &str) -> (i32, Strin
         Duration::from_secs(180),
         || async {
             let p = pods.get(name).await.map_err(|e| e.to_string())?;
-            let status = p.status.clone().unwrap_or_default();
-            let code = status
-                .container_statuses
-                .as_ref()
-                .and_then(|c| c.first())
-                .and_then(|c| c.state.as_ref())
-                .and_then(|s| s.terminated.as_ref())
-                .map(|t| t.exit_code);
-            match (code, status.pod_ip) {
+            let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
+            match (chart_common::exit_code(&p), ip) {
                 (Some(code), Some(ip)) => Ok((code, ip)),
                 _ => Err(format!("{:?}", p.status.map(|s| s.phase))),
             }
@@ -256,30 +240,9 @@ async fn each_service_account_sees_and_calls_only_its_tools_and_the_audit_log_sa
         }),
     )
     .await;
-    let service = apply::<Service>(
-        &client,
-        json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": { "name": SERVER },
-            "spec": { "selector": { "app": SERVER },
-                      "ports": [{ "name": "http", "port": PORT, "targetPort": PORT, "protocol": "TCP" }] }
-        }),
-    )
-    .await;
-    apply::<Deployment>(
-        &client,
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": { "name": SERVER },
-            "spec": { "replicas": 1, "selector": { "matchLabels": { "app": SERVER } },
-                      "template": { "metadata": { "labels": { "app": SERVER } },
-                                    "spec": { "containers": [{
-                                        "name": "mcp-server", "image": SERVER_IMAGE, "imagePullPolicy": "Never",
-                                        "command": ["/opt/mcp/bin/python", "-c", TOOLS_SERVER],
-                                        "ports": [{ "name": "http", "containerPort": PORT, "protocol": "TCP" }] }] } } }
-        }),
-    )
-    .await;
+    let (service, deployment) = chart_common::python_server(SERVER, PORT, SERVER_IMAGE, TOOLS_SERVER);
+    let service = apply::<Service>(&client, service).await;
+    apply::<Deployment>(&client, deployment).await;
 
     // The status lists the rules, and the resource URI an agent asks its token for.
     let fqdn = format!("{SERVER}.{NS}.svc.cluster.local:{PORT}");

@@ -150,25 +150,11 @@ async fn apply<K: chart_common::Namespaced>(client: &kube::Client, value: Value)
 /// A client pod of ServiceAccount `account` with projected tokens for `audience` (`token`) and for another
 /// audience (`other-audience`), running [`CLIENT`].
 fn client_pod(name: &str, account: &str, audience: &str, args: &[&str]) -> Value {
-    let projected = |path: &str, audience: &str| json!({ "serviceAccountToken": { "path": path, "audience": audience, "expirationSeconds": 3600 } });
-    let mut command = vec!["/opt/mcp/bin/python".to_string(), "-c".into(), CLIENT.into()];
-    command.extend(args.iter().map(|a| a.to_string()));
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": { "name": name },
-        "spec": {
-            "restartPolicy": "Never",
-            "serviceAccountName": account,
-            "containers": [{
-                "name": "client", "image": SERVER_IMAGE, "imagePullPolicy": "Never", "command": command,
-                "volumeMounts": [{ "name": "mcp", "mountPath": "/var/run/secrets/mcp", "readOnly": true }],
-            }],
-            "volumes": [{ "name": "mcp", "projected": { "sources": [
-                projected("token", audience),
-                projected("other-audience", "https://other.example.com/mcp"),
-            ] } }],
-        },
-    })
+    let tokens = [
+        ("token", audience),
+        ("other-audience", "https://other.example.com/mcp"),
+    ];
+    chart_common::python_pod(name, account, SERVER_IMAGE, CLIENT, args, &tokens)
 }
 
 async fn exit_code(cluster: &Cluster, pods: &Api<Pod>, name: &str) -> i32 {
@@ -178,14 +164,7 @@ async fn exit_code(cluster: &Cluster, pods: &Api<Pod>, name: &str) -> i32 {
         Duration::from_secs(180),
         || async {
             let p = pods.get(name).await.map_err(|e| e.to_string())?;
-            p.status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|c| c.first())
-                .and_then(|c| c.state.as_ref())
-                .and_then(|s| s.terminated.as_ref())
-                .map(|t| t.exit_code)
-                .ok_or_else(|| format!("{:?}", p.status.map(|s| s.phase)))
+            chart_common::exit_code(&p).ok_or_else(|| format!("{:?}", p.status.map(|s| s.phase)))
         },
     )
     .await
@@ -229,30 +208,9 @@ async fn pods_call_a_guarded_server_with_their_service_account_tokens() {
         }),
     )
     .await;
-    let service = apply::<Service>(
-        &client,
-        json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": { "name": SERVER },
-            "spec": { "selector": { "app": SERVER },
-                      "ports": [{ "name": "http", "port": PORT, "targetPort": PORT, "protocol": "TCP" }] }
-        }),
-    )
-    .await;
-    apply::<Deployment>(
-        &client,
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": { "name": SERVER },
-            "spec": { "replicas": 1, "selector": { "matchLabels": { "app": SERVER } },
-                      "template": { "metadata": { "labels": { "app": SERVER } },
-                                    "spec": { "containers": [{
-                                        "name": "mcp-server", "image": SERVER_IMAGE, "imagePullPolicy": "Never",
-                                        "command": ["/opt/mcp/bin/python", "-c", WHOAMI_SERVER],
-                                        "ports": [{ "name": "http", "containerPort": PORT, "protocol": "TCP" }] }] } } }
-        }),
-    )
-    .await;
+    let (service, deployment) = chart_common::python_server(SERVER, PORT, SERVER_IMAGE, WHOAMI_SERVER);
+    let service = apply::<Service>(&client, service).await;
+    apply::<Deployment>(&client, deployment).await;
 
     // The status names the resource URI an agent asks its token for.
     let fqdn = format!("{SERVER}.{NS}.svc.cluster.local:{PORT}");

@@ -265,14 +265,7 @@ async fn probe_exit_code(cluster: &Cluster, pods: &Api<Pod>, name: &str) -> i32 
         Duration::from_secs(120),
         || async {
             let p = pods.get(name).await.map_err(|e| e.to_string())?;
-            p.status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|c| c.first())
-                .and_then(|c| c.state.as_ref())
-                .and_then(|s| s.terminated.as_ref())
-                .map(|t| t.exit_code)
-                .ok_or_else(|| format!("{:?}", p.status.map(|s| s.phase)))
+            chart_common::exit_code(&p).ok_or_else(|| format!("{:?}", p.status.map(|s| s.phase)))
         },
     )
     .await

@@ -262,3 +262,75 @@ pub async fn apply_in<K: Namespaced>(client: &kube::Client, ns: &str, manager: &
         .await
         .unwrap_or_else(|e| panic!("apply {name}: {e}"))
 }
+
+/// The exit code of a pod's first container, once it terminated.
+#[allow(dead_code)] // not every test that includes this module runs pods
+pub fn exit_code(pod: &k8s_openapi::api::core::v1::Pod) -> Option<i32> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
+        .map(|t| t.exit_code)
+}
+
+/// A pod that runs `script` (with `args`) once in the example-server image's Python, as ServiceAccount
+/// `account`, with a projected token per `(file, audience)` under /var/run/secrets/mcp.
+#[allow(dead_code)] // not every test that includes this module runs pods
+pub fn python_pod(
+    name: &str,
+    account: &str,
+    image: &str,
+    script: &str,
+    args: &[&str],
+    tokens: &[(&str, &str)],
+) -> Value {
+    let mut command = vec!["/opt/mcp/bin/python".to_string(), "-c".into(), script.into()];
+    command.extend(args.iter().map(|a| a.to_string()));
+    let sources: Vec<Value> = tokens
+        .iter()
+        .map(|(path, audience)| {
+            serde_json::json!({ "serviceAccountToken": { "path": path, "audience": audience, "expirationSeconds": 3600 } })
+        })
+        .collect();
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": name },
+        "spec": {
+            "restartPolicy": "Never",
+            "serviceAccountName": account,
+            "containers": [{
+                "name": "client", "image": image, "imagePullPolicy": "Never", "command": command,
+                "volumeMounts": [{ "name": "mcp", "mountPath": "/var/run/secrets/mcp", "readOnly": true }],
+            }],
+            "volumes": [{ "name": "mcp", "projected": { "sources": sources } }],
+        },
+    })
+}
+
+/// An MCP server made of `script` run by the example-server image's Python on `port`: its Service and its
+/// Deployment (pods labelled `app: <name>`).
+#[allow(dead_code)] // not every test that includes this module runs servers
+pub fn python_server(name: &str, port: u16, image: &str, script: &str) -> (Value, Value) {
+    let service = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": { "name": name },
+        "spec": { "selector": { "app": name },
+                  "ports": [{ "name": "http", "port": port, "targetPort": port, "protocol": "TCP" }] }
+    });
+    let deployment = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name },
+        "spec": { "replicas": 1, "selector": { "matchLabels": { "app": name } },
+                  "template": { "metadata": { "labels": { "app": name } },
+                                "spec": { "containers": [{
+                                    "name": "mcp-server", "image": image, "imagePullPolicy": "Never",
+                                    "command": ["/opt/mcp/bin/python", "-c", script],
+                                    "ports": [{ "name": "http", "containerPort": port, "protocol": "TCP" }] }] } } }
+    });
+    (service, deployment)
+}
