@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use chart_common::{NAMESPACE, eventually_or, kubectl_or};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
+use kube::api::{Api, PostParams};
 use mcp_guard_operator::crd::MCPServer;
 use mcp_guard_operator::pod_contract::SIDECAR_NAME;
 use serde_json::{Value, json};
@@ -178,17 +178,7 @@ async fn pods_call_a_guarded_server_with_their_service_account_tokens() {
     let cluster = &site.cluster;
     let client = cluster.client();
     chart_common::install_on_node(cluster, || diagnose(cluster));
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "v1", "kind": "Namespace",
-                "metadata": { "name": NS, "labels": { "mcpguard.dev/injection": "enabled" } },
-            }))
-            .unwrap(),
-        )
-        .await
-        .expect("the opted-in namespace");
+    chart_common::opted_in_namespace(&client, NS).await;
     for account in ["agent", "stranger"] {
         apply::<ServiceAccount>(
             &client,
@@ -242,29 +232,12 @@ async fn pods_call_a_guarded_server_with_their_service_account_tokens() {
 
     // The server's pod, injected and Ready (the guard has its keys from the config: nothing to fetch).
     let pods = Api::<Pod>::namespaced(client.clone(), NS);
+    let server_pods = format!("app={SERVER}");
     eventually(
         cluster,
         "the server's pod Ready",
         Duration::from_secs(240),
-        || async {
-            let list = pods
-                .list(&ListParams::default().labels(&format!("app={SERVER}")))
-                .await
-                .map_err(|e| e.to_string())?;
-            let ready = |p: &Pod| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            };
-            match list.items.as_slice() {
-                [pod] if ready(pod) => Ok(()),
-                other => Err(format!(
-                    "{:?}",
-                    other.iter().map(|p| p.status.clone()).collect::<Vec<_>>()
-                )),
-            }
-        },
+        || chart_common::one_pod_ready(&pods, &server_pods),
     )
     .await;
 

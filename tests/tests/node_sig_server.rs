@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use chart_common::{NAMESPACE, eventually_or, kubectl_or};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use mcp_guard_operator::crd::MCPServer;
@@ -154,13 +154,6 @@ async fn their_children(client: &kube::Client) -> Service {
     service
 }
 
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// Their server's pod, Ready with both its containers (the guard, the server) ready.
 async fn their_pod(cluster: &Cluster) -> Pod {
     let pods = Api::<Pod>::namespaced(cluster.client(), NS);
@@ -183,12 +176,18 @@ async fn their_pod(cluster: &Cluster) -> Pod {
                     .collect::<Vec<_>>()
             };
             match list.items.as_slice() {
-                [pod] if is_ready(pod) && status(pod).len() == 2 && status(pod).iter().all(|c| c.1) => {
+                [pod]
+                    if chart_common::is_ready(pod)
+                        && status(pod).len() == 2
+                        && status(pod).iter().all(|c| c.1) =>
+                {
                     Ok(pod.clone())
                 }
                 pods => Err(format!(
                     "{:?}",
-                    pods.iter().map(|p| (is_ready(p), status(p))).collect::<Vec<_>>()
+                    pods.iter()
+                        .map(|p| (chart_common::is_ready(p), status(p)))
+                        .collect::<Vec<_>>()
                 )),
             }
         },
@@ -288,17 +287,7 @@ async fn the_chart_guards_a_sig_server_on_a_real_node() {
         .expect("apply the mcp.x-k8s.io fixture CRD");
     chart_common::install_on_node(cluster, || diagnose(cluster));
 
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "v1", "kind": "Namespace",
-                "metadata": { "name": NS, "labels": { "mcpguard.dev/injection": "enabled" } },
-            }))
-            .unwrap(),
-        )
-        .await
-        .expect("the opted-in namespace");
+    chart_common::opted_in_namespace(&client, NS).await;
 
     // Theirs, then ours (before their pods: the webhook injects pods as they are created).
     their_server(&client).await;

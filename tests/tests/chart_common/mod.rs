@@ -334,3 +334,47 @@ pub fn python_server(name: &str, port: u16, image: &str, script: &str) -> (Value
     });
     (service, deployment)
 }
+
+/// Creates namespace `ns` opted in to injection (`mcpguard.dev/injection: enabled`).
+#[allow(dead_code)] // not every test that includes this module makes namespaces
+pub async fn opted_in_namespace(client: &kube::Client, ns: &str) {
+    let namespace = serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": { "name": ns, "labels": { "mcpguard.dev/injection": "enabled" } },
+    });
+    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(namespace).expect("a Namespace"),
+        )
+        .await
+        .expect("the opted-in namespace");
+}
+
+/// Whether the pod's `Ready` condition is true.
+#[allow(dead_code)] // not every test that includes this module runs pods
+pub fn is_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// `Ok` once exactly one pod matches `labels` and it is Ready; otherwise what the pods' statuses are.
+#[allow(dead_code)] // not every test that includes this module runs pods
+pub async fn one_pod_ready(
+    pods: &kube::Api<k8s_openapi::api::core::v1::Pod>,
+    labels: &str,
+) -> Result<(), String> {
+    let list = pods
+        .list(&kube::api::ListParams::default().labels(labels))
+        .await
+        .map_err(|e| e.to_string())?;
+    match list.items.as_slice() {
+        [pod] if is_ready(pod) => Ok(()),
+        other => Err(format!(
+            "{:?}",
+            other.iter().map(|p| p.status.clone()).collect::<Vec<_>>()
+        )),
+    }
+}
