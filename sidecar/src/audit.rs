@@ -191,7 +191,41 @@ struct Facts {
     caller: CallerFields,
     /// The calls in the body prefix, when the guard read one.
     calls: Vec<Call>,
+    /// What was refused (or let through by audit mode) of the request as a whole.
     verdict: Option<(Verdict, Reason)>,
+    /// The calls the rules refused (or audit mode let through) one by one, by their place in the body.
+    call_verdicts: Vec<(usize, Verdict, Reason)>,
+}
+
+/// The `reason` of a call that was refused only because another call of its batch was.
+pub const BATCH_REFUSED: &str = "batch_refused";
+
+impl Facts {
+    /// What the guard decided about the call at `index`: the whole request's refusal, its own, the refusal of
+    /// the batch it came in, what audit mode let through of it or of the request, or allowed.
+    fn decision(&self, index: usize) -> (Verdict, Option<&'static str>) {
+        let own = self
+            .call_verdicts
+            .iter()
+            .find(|(i, _, _)| *i == index)
+            .map(|(_, v, r)| (*v, *r));
+        let batch_refused = self.call_verdicts.iter().any(|(_, v, _)| *v == Verdict::Denied);
+        match (self.verdict, own) {
+            (Some((Verdict::Denied, reason)), _) | (_, Some((Verdict::Denied, reason))) => {
+                (Verdict::Denied, Some(reason.as_str()))
+            }
+            _ if batch_refused => (Verdict::Denied, Some(BATCH_REFUSED)),
+            (_, Some((verdict, reason))) | (Some((verdict, reason)), None) => {
+                (verdict, Some(reason.as_str()))
+            }
+            (None, None) => (Verdict::Allowed, None),
+        }
+    }
+
+    /// Whether the guard refused or audited anything of the request.
+    fn violated(&self) -> bool {
+        self.verdict.is_some() || !self.call_verdicts.is_empty()
+    }
 }
 
 /// One request's audit trail; reached from the request head's extensions ([`Trail::of`]) by the request path.
@@ -282,6 +316,23 @@ impl Trail {
         }
     }
 
+    /// Calls the rules refused (`enforce`) or that audit mode let through, one by one: `(place in the body,
+    /// reason)`. A batch refused for one call gives that call's line its reason and the others
+    /// [`BATCH_REFUSED`].
+    pub fn deny_calls(&self, calls: &[(usize, Reason)], enforce: bool) {
+        let verdict = if enforce {
+            Verdict::Denied
+        } else {
+            Verdict::Audited
+        };
+        let mut facts = self.facts();
+        for &(index, reason) in calls {
+            if !facts.call_verdicts.iter().any(|(i, _, _)| *i == index) {
+                facts.call_verdicts.push((index, verdict, reason));
+            }
+        }
+    }
+
     /// The answer is ready: its lines are written when its body ends (an upstream's streamed body), or now (the
     /// guard's own answers, which are sent at once).
     pub fn finish(self: Arc<Self>, answer: &mut Response<ResponseBody>) {
@@ -298,20 +349,24 @@ impl Trail {
     fn write(&self, status: u16) {
         let elapsed = self.started.elapsed();
         let facts = std::mem::take(&mut *self.facts());
-        let (verdict, reason) = match facts.verdict {
-            Some((verdict, reason)) => (verdict, Some(reason.as_str())),
-            None => (Verdict::Allowed, None),
-        };
-        // Allowed: the calls that are logged. Refused or audited: every call, or the request itself.
+        // A line per call that is logged when allowed, and per call refused or audited; when the request was
+        // refused before its calls were read, one for the request.
         let unread = [Call::default()];
-        let calls: Vec<&Call> = match verdict {
-            Verdict::Allowed => facts
+        let calls: Vec<(&Call, (Verdict, Option<&str>))> = match facts.calls.is_empty() {
+            true if facts.violated() => unread.iter().map(|c| (c, facts.decision(0))).collect(),
+            _ => facts
                 .calls
                 .iter()
-                .filter(|c| c.method.as_deref().is_some_and(is_audited_method))
+                .enumerate()
+                .map(|(i, c)| (c, facts.decision(i)))
+                .filter(|(c, (verdict, _))| {
+                    *verdict != Verdict::Allowed || c.method.as_deref().is_some_and(is_audited_method)
+                })
+                .take(match facts.violated() {
+                    true => MAX_REFUSED_LINES,
+                    false => usize::MAX,
+                })
                 .collect(),
-            _ if facts.calls.is_empty() => unread.iter().collect(),
-            _ => facts.calls.iter().take(MAX_REFUSED_LINES).collect(),
         };
         if calls.is_empty() {
             return;
@@ -321,7 +376,7 @@ impl Trail {
             Some(ns) => format!("{ns}/{}", s.name),
             None => s.name.clone(),
         });
-        for call in calls {
+        for (call, (verdict, reason)) in calls {
             if call.method.as_deref() == Some("tools/call") {
                 let tool = self
                     .log
@@ -361,6 +416,13 @@ impl Trail {
 pub struct Ended {
     trail: Arc<Trail>,
     status: u16,
+}
+
+impl Ended {
+    /// The guard cut the response after its head was sent (see [`Trail::deny`]).
+    pub fn deny(&self, reason: Reason) {
+        self.trail.deny(reason, true);
+    }
 }
 
 impl Drop for Ended {

@@ -11,7 +11,9 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
-use prometheus_client::metrics::gauge::Gauge;
+use mcp_guard_config::Reason;
+
+use crate::metrics::Metrics;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -244,19 +246,26 @@ impl Body for RequestBody {
     }
 }
 
-/// Counts a streaming response in a gauge for as long as it lives.
-pub struct StreamCount(Gauge);
+/// Counts a streaming response in `mcp_guard_open_streams` for as long as it lives, and in
+/// `mcp_guard_responses_cut_total` when it is cut.
+pub struct StreamCount(Arc<Metrics>);
 
 impl StreamCount {
-    pub fn new(gauge: &Gauge) -> Self {
-        gauge.inc();
-        StreamCount(gauge.clone())
+    pub fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.open_streams.inc();
+        StreamCount(metrics.clone())
+    }
+
+    /// The response was cut after its head was sent: by the upstream, or by the guard (an event it cannot filter).
+    fn cut(&self, reason: Reason, detail: &str) {
+        tracing::warn!(reason = reason.as_str(), detail, "response cut");
+        self.0.response_cut(reason);
     }
 }
 
 impl Drop for StreamCount {
     fn drop(&mut self) {
-        self.0.dec();
+        self.0.open_streams.dec();
     }
 }
 
@@ -264,18 +273,18 @@ impl Drop for StreamCount {
 pub enum ResponseBody {
     Upstream {
         inner: Incoming,
-        _count: StreamCount,
+        count: StreamCount,
         /// The request's place in its client's caps, held until the response ends.
         _slot: Option<crate::limiter::SlotGuard>,
         /// The request's audit lines, written when the response ends.
         audit: Option<crate::audit::Ended>,
     },
-    /// An event stream answering a request that carries list calls: filtered as it streams (see
+    /// An event stream with access rules on: filtered as it streams (see
     /// [`crate::policy::lists::EventFilter`]); an event the guard cannot filter ends it.
     Events {
         inner: Incoming,
         events: Box<crate::policy::lists::EventFilter>,
-        _count: StreamCount,
+        count: StreamCount,
         _slot: Option<crate::limiter::SlotGuard>,
         /// The request's audit lines, written when the response ends.
         audit: Option<crate::audit::Ended>,
@@ -298,14 +307,30 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ResponseBody::Upstream { inner, .. } => Pin::new(inner).poll_frame(cx).map_err(Into::into),
-            ResponseBody::Events { inner, events, .. } => loop {
+            ResponseBody::Upstream { inner, count, .. } => {
+                let polled = std::task::ready!(Pin::new(inner).poll_frame(cx));
+                if let Some(Err(e)) = &polled {
+                    count.cut(Reason::UpstreamUnavailable, &crate::error::chain(e));
+                }
+                Poll::Ready(polled.map(|r| r.map_err(Into::into)))
+            }
+            ResponseBody::Events {
+                inner,
+                events,
+                count,
+                audit,
+                ..
+            } => loop {
                 let frame = match std::task::ready!(Pin::new(&mut *inner).poll_frame(cx)) {
                     None => {
                         events.finish();
                         return Poll::Ready(None);
                     }
-                    Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                    Some(Err(e)) => {
+                        // An event the upstream did not finish is never sent: the client sees the stream end.
+                        count.cut(Reason::UpstreamUnavailable, &crate::error::chain(&e));
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
                     Some(Ok(frame)) => frame,
                 };
                 let data = match frame.into_data() {
@@ -314,7 +339,10 @@ impl Body for ResponseBody {
                 };
                 let mut out = Vec::new();
                 if let Err(why) = events.feed(&data, &mut out) {
-                    tracing::warn!(reason = "list_not_filtered", detail = %why, "list answer cut");
+                    count.cut(Reason::ListNotFiltered, &why);
+                    if let Some(audit) = audit {
+                        audit.deny(Reason::ListNotFiltered);
+                    }
                     return Poll::Ready(Some(Err(why.into())));
                 }
                 if !out.is_empty() {

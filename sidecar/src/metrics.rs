@@ -21,6 +21,11 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -171,6 +176,7 @@ pub struct Metrics {
     tool_calls: Family<ToolLabels, Counter>,
     /// Audit lines dropped because the writer's queue was full.
     pub audit_lines_dropped: Counter,
+    responses_cut: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -302,7 +308,20 @@ impl Metrics {
             "Audit log lines dropped because the queue to the writer was full (stdout not read fast enough)",
             audit_lines_dropped.clone(),
         );
+        let responses_cut = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "responses_cut",
+            "Responses cut after their head was sent (counted in requests as they began), by reason: upstream_unavailable (the upstream failed mid-body), list_not_filtered (an event the guard cannot filter, with access rules)",
+            responses_cut.clone(),
+        );
+        // Both series from the start, so that a rate over them is defined before the first cut.
+        for reason in [Reason::UpstreamUnavailable, Reason::ListNotFiltered] {
+            let _ = responses_cut.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            });
+        }
         Metrics {
+            responses_cut,
             registry,
             tool_calls,
             audit_lines_dropped,
@@ -373,6 +392,15 @@ impl Metrics {
             (Outcome::Rejected, Some(r)) => self.rejected[index(r)].inc(),
             (Outcome::Audited, Some(r)) => self.audited[index(r)].inc(),
         };
+    }
+
+    /// Counts a response cut after its head was sent.
+    pub fn response_cut(&self, reason: Reason) {
+        self.responses_cut
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     /// Times a request from `started` (when its head was read) to now, under its verdict.

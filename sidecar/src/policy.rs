@@ -786,7 +786,7 @@ pub fn access(
     rules: &AccessPolicy,
     identity: Option<&Identity>,
     body: Option<&peek::Peeked>,
-) -> Result<(), Denial> {
+) -> Result<(), AccessDenied> {
     let Some(body) = body else { return Ok(()) };
     let unreadable = |why: &str| {
         Denial::new(Reason::MethodNotAllowed, why).with_detail(format!(
@@ -795,13 +795,19 @@ pub fn access(
             mcp_guard_config::access::who(identity)
         ))
     };
+    let whole = |denial| AccessDenied {
+        denial,
+        calls: Vec::new(),
+    };
     if body.batch && (body.broken || !body.complete) {
-        return Err(unreadable("a body the guard cannot read as JSON-RPC calls"));
+        return Err(whole(unreadable(
+            "a body the guard cannot read as JSON-RPC calls",
+        )));
     }
     if body.messages.is_empty() {
-        return Err(unreadable("a body that is no JSON object or array"));
+        return Err(whole(unreadable("a body that is no JSON object or array")));
     }
-    let batch = body.batch.then_some(body.messages.len());
+    let mut denied: Option<AccessDenied> = None;
     for (i, m) in body.messages.iter().enumerate() {
         // A whole object without a method is a JSON-RPC response the client sends back: it runs nothing.
         if m.method.is_none() && m.ended && !m.ambiguous && !body.broken {
@@ -811,20 +817,36 @@ pub fn access(
             (false, Some(method)) => rules.decide(identity, Some(method), m.target()),
             _ => Err(unreadable("a call whose method the guard cannot read")),
         };
-        match (decided, batch) {
-            (Ok(_), _) => {}
-            (Err(denial), None) => return Err(denial),
-            (Err(mut denial), Some(n)) => {
-                let detail = denial.detail.take().unwrap_or_default();
-                denial.detail = Some(format!(
-                    "call {} of a batch of {n}: {detail}; one call denied refuses the whole batch",
-                    i + 1
-                ));
-                return Err(denial);
+        let Err(mut denial) = decided else { continue };
+        // Every call is judged, so that the audit log gives each its own decision; the first one denied
+        // refuses the request.
+        match &mut denied {
+            Some(first) => first.calls.push((i, denial.reason)),
+            None => {
+                if body.batch {
+                    let detail = denial.detail.take().unwrap_or_default();
+                    denial.detail = Some(format!(
+                        "call {} of a batch of {}: {detail}; one call denied refuses the whole batch",
+                        i + 1,
+                        body.messages.len()
+                    ));
+                }
+                denied = Some(AccessDenied {
+                    calls: vec![(i, denial.reason)],
+                    denial,
+                });
             }
         }
     }
-    Ok(())
+    denied.map_or(Ok(()), Err)
+}
+
+/// What the access rules deny of a body: the refusal (the first denied call's), and each denied call by its
+/// place among the body's messages (empty when the body as a whole cannot be read).
+#[derive(Debug)]
+pub struct AccessDenied {
+    pub denial: Denial,
+    pub calls: Vec<(usize, Reason)>,
 }
 
 /// What must watch the rest of a body after its prefix was charged: a single call read before its object

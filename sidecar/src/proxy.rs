@@ -230,7 +230,8 @@ impl Proxy {
                 }
             }
             if lists.is_some() {
-                // A list answer is filtered as JSON or events the guard reads: never one it cannot decode.
+                // A list answer, and any event stream, is filtered as JSON or events the guard reads: never one
+                // it cannot decode.
                 head.headers.remove(http::header::ACCEPT_ENCODING);
             }
             let method = head.method.clone();
@@ -266,17 +267,22 @@ impl Proxy {
                             }
                         }
                     }
-                    if matches!(outcome, Outcome::Allowed) {
-                        self.metrics.request(Outcome::Allowed, None);
-                    }
-                    let count = StreamCount::new(&self.metrics.open_streams);
+                    let count = StreamCount::new(&self.metrics);
                     policy::strip_response(&mut parts.headers);
                     parts.version = Version::HTTP_11;
-                    match lists.filter(|_| parts.status.is_success()) {
+                    // Every event stream may replay list answers (a resumed stream); a JSON answer is one to this
+                    // request's calls.
+                    let event_stream = policy::is_event_stream(&parts.headers);
+                    let answer = match lists
+                        .filter(|l| event_stream || (l.asks_for_list() && parts.status.is_success()))
+                    {
                         Some(lists) => match filter_list(lists, &mut parts, inner, count, slot).await {
                             Ok(body) => Response::from_parts(parts, body),
                             Err(denial) => {
                                 log_denial(&denial, method.as_str(), path, None, &peer, true);
+                                if let Some(trail) = &trail {
+                                    trail.deny(denial.reason, true);
+                                }
                                 self.metrics.request(Outcome::Rejected, Some(denial.reason));
                                 outcome = Outcome::Rejected;
                                 refusal::render(&allowlist, &denial, None)
@@ -285,13 +291,18 @@ impl Proxy {
                         None => {
                             let body = ResponseBody::Upstream {
                                 inner,
-                                _count: count,
+                                count,
                                 _slot: slot,
                                 audit: None,
                             };
                             Response::from_parts(parts, body)
                         }
+                    };
+                    // Counted once its answer is known: a list answer the guard refuses counts as rejected only.
+                    if matches!(outcome, Outcome::Allowed) {
+                        self.metrics.request(Outcome::Allowed, None);
                     }
+                    answer
                 }
                 // The client's own body at fault: its refusal, counted once, as rejected.
                 Err(_) if let Some(fault) = fault.as_ref().and_then(|f| f.get()) => {
@@ -412,23 +423,26 @@ impl Proxy {
             }
         }
         if let Some(rules) = &allowlist.access
-            && let Err(denial) = policy::access(rules, caller.map(|c| &c.identity), peeked)
+            && let Err(denied) = policy::access(rules, caller.map(|c| &c.identity), peeked)
         {
-            match policy::fold(allowlist.mode, Rule::Access, denial) {
-                Fold::Refuse(denial) => {
-                    self.violation(&denial, head, peer, true);
-                    return Err(refusal::render(allowlist, &denial, None));
+            let enforce = policy::refuses(allowlist.mode, Rule::Access);
+            match trail.filter(|_| !denied.calls.is_empty()) {
+                // The audit log gives each denied call its own line, and the others of a refused batch theirs.
+                Some(trail) => {
+                    self.report(&denied.denial, head, peer, enforce);
+                    trail.deny_calls(&denied.calls, enforce);
                 }
-                Fold::Audit(denial) => {
-                    self.violation(&denial, head, peer, false);
-                    admission.audited.push(denial);
-                }
+                None => self.violation(&denied.denial, head, peer, enforce),
+            }
+            match policy::fold(allowlist.mode, Rule::Access, denied.denial) {
+                Fold::Refuse(denial) => return Err(refusal::render(allowlist, &denial, None)),
+                Fold::Audit(denial) => admission.audited.push(denial),
             }
         }
         // Audit mode shows lists whole, as it forwards the calls it would deny.
-        let lists = peeked
-            .filter(|_| policy::refuses(allowlist.mode, Rule::Access))
-            .and_then(|p| ListFilter::new(p, allowlist.clone(), caller.map(|c| c.identity.clone())));
+        let lists = policy::refuses(allowlist.mode, Rule::Access)
+            .then(|| ListFilter::new(allowlist.clone(), caller.map(|c| c.identity.clone()), peeked))
+            .flatten();
         if rules_read
             && read.as_ref().is_some_and(|p| !p.ended)
             && policy::refuses(allowlist.mode, Rule::BodyWatch)
@@ -506,8 +520,17 @@ impl Proxy {
         }
     }
 
-    /// Logs and counts a request the allowlist or the policy refused (`enforce`), or that audit mode let through.
+    /// Logs, counts and audits a request the allowlist or the policy refused (`enforce`), or that audit mode let
+    /// through.
     fn violation(&self, denial: &Denial, head: &http::request::Parts, peer: &Peer, enforce: bool) {
+        self.report(denial, head, peer, enforce);
+        if let Some(trail) = Trail::of(head) {
+            trail.deny(denial.reason, enforce);
+        }
+    }
+
+    /// Logs and counts a refusal, or a violation audit mode let through.
+    fn report(&self, denial: &Denial, head: &http::request::Parts, peer: &Peer, enforce: bool) {
         let origin = head.headers.get(http::header::ORIGIN).map(HeaderValue::as_bytes);
         log_denial(
             denial,
@@ -517,9 +540,6 @@ impl Proxy {
             peer,
             enforce,
         );
-        if let Some(trail) = Trail::of(head) {
-            trail.deny(denial.reason, enforce);
-        }
         let outcome = if enforce {
             Outcome::Rejected
         } else {
@@ -548,16 +568,16 @@ impl Proxy {
 }
 
 /// What the calls' rules let through: the client's slot of the rate limits, whether audit mode let a refusal
-/// pass, and what filters the answers to the list calls the request carries.
+/// pass, and what filters list answers (with access rules enforced).
 struct Admitted {
     slot: Option<SlotGuard>,
     audited: bool,
     lists: Option<ListFilter>,
 }
 
-/// The answer to a request that carries list calls, filtered ([`crate::policy::lists`]): an event stream as it
-/// streams, anything else read whole (up to [`LIST_LIMIT`]) as JSON. Its length is hyper's to set again. An
-/// error: an answer the guard cannot filter, which is never passed on.
+/// An answer that may carry list answers, filtered ([`crate::policy::lists`]): an event stream as it streams,
+/// anything else read whole (up to [`LIST_LIMIT`]) as JSON. Its length is hyper's to set again. An error: an
+/// answer the guard cannot filter, which is never passed on.
 async fn filter_list(
     lists: ListFilter,
     parts: &mut http::response::Parts,
@@ -581,7 +601,7 @@ async fn filter_list(
         return Ok(ResponseBody::Events {
             inner,
             events: Box::new(EventFilter::new(lists)),
-            _count: count,
+            count,
             _slot: slot,
             audit: None,
         });

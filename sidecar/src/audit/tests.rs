@@ -228,6 +228,83 @@ fn a_refused_request_has_a_line_even_when_its_calls_were_not_read() {
     assert_eq!(lines[0]["httpMethod"], "POST");
 }
 
+/// The decision and reason of each line of a batch of an allowed `tools/call`, a denied one and a `ping`, after
+/// `record` on its trail.
+fn batch_lines(record: impl FnOnce(&Trail)) -> Vec<(String, String, Value)> {
+    let (log, out, _) = log();
+    let allowlist = allowlist(json!({}));
+    let mut head = head();
+    let trail = Trail::begin(&log, &allowlist, &mut head).unwrap();
+    trail.read(
+        br#"[{"id":1,"method":"tools/call","params":{"name":"read"}},
+             {"id":2,"method":"tools/call","params":{"name":"delete"}},
+             {"id":3,"method":"ping"}]"#,
+    );
+    record(&trail);
+    trail.write(403);
+    drop((trail, log, head));
+    out.all_when_closed()
+        .iter()
+        .map(|l| {
+            (
+                l["name"].to_string(),
+                l["decision"].to_string(),
+                l["reason"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn each_call_of_a_batch_has_its_own_decision() {
+    let line =
+        |name: &str, decision: &str, reason: Value| (name.to_owned(), format!("\"{decision}\""), reason);
+    // Refused for its second call: that call's line says why, the others that they were refused with it.
+    let refused = batch_lines(|t| t.deny_calls(&[(1, Reason::ToolNotAllowed)], true));
+    assert_eq!(
+        refused,
+        [
+            line("\"read\"", "denied", json!(BATCH_REFUSED)),
+            line("\"delete\"", "denied", json!("tool_not_allowed")),
+            line("null", "denied", json!(BATCH_REFUSED)),
+        ]
+    );
+    // Audit mode forwards the batch: the allowed call is allowed, the ping gives no line.
+    let audited = batch_lines(|t| t.deny_calls(&[(1, Reason::ToolNotAllowed)], false));
+    assert_eq!(
+        audited,
+        [
+            line("\"read\"", "allowed", Value::Null),
+            line("\"delete\"", "audited", json!("tool_not_allowed")),
+        ]
+    );
+    // What audit mode let through of the whole request stays on every call that has nothing of its own.
+    let both = batch_lines(|t| {
+        t.deny(Reason::HostNotAllowed, false);
+        t.deny_calls(&[(1, Reason::ToolNotAllowed)], false);
+    });
+    assert_eq!(
+        both,
+        [
+            line("\"read\"", "audited", json!("host_not_allowed")),
+            line("\"delete\"", "audited", json!("tool_not_allowed")),
+            line("null", "audited", json!("host_not_allowed")),
+        ]
+    );
+    // A refusal of the whole request (its body broken later, say) outranks what was audited of one call.
+    let later = batch_lines(|t| {
+        t.deny_calls(&[(1, Reason::ToolNotAllowed)], false);
+        t.deny(Reason::MalformedRequest, true);
+    });
+    assert_eq!(
+        later
+            .iter()
+            .map(|(_, d, r)| (d.as_str(), r.clone()))
+            .collect::<Vec<_>>(),
+        vec![("\"denied\"", json!("malformed_request")); 3]
+    );
+}
+
 #[test]
 fn a_refused_batch_of_many_messages_gives_a_bounded_number_of_lines() {
     let (log, out, _) = log();

@@ -1,12 +1,16 @@
 //! Filtered lists: the answers to `tools/list`, `prompts/list`, `resources/list` and `resources/templates/list`
-//! show a caller only what the access rules let it call. Pure: the calls a request carries and the caller in,
-//! rewritten answers out; [`EventFilter`] reads an event stream in pieces.
+//! show a caller only what the access rules let it call. Pure: a JSON-RPC message and the caller in, the message
+//! rewritten out; [`EventFilter`] reads an event stream in pieces.
 //!
-//! An answer is matched to its list call by the JSON-RPC `id` the guard read in the request body (numbers by
-//! value, so that a server that echoes `1.0` as `1` still matches); a list call whose id the guard is not sure
-//! of matches every answer. Filtering an answer that was not a list changes nothing: only `result.tools` (and
-//! `prompts`, `resources`, `resourceTemplates`) is touched, `nextCursor` never. Whatever the guard cannot read
-//! (JSON `serde_json` refuses, such as `NaN`, which Python's parser takes) is refused, never passed unfiltered.
+//! A list answer is recognised from the message itself, never from the request it answers: any message whose
+//! `result` carries a `tools`, `prompts`, `resources` or `resourceTemplates` member is filtered. Matching answers
+//! to the ids of the list calls the guard forwarded would miss what it never saw: a server replays the events of
+//! a stream to a client that resumes it (`GET` with `Last-Event-ID`), on another request, maybe another
+//! connection. Keys are matched as every client's parser may read them: `result` and the list members also when
+//! they are those names but for case (Go's `encoding/json` reads `RESULT` as `result`), and an entry is shown only
+//! when it names itself once, exactly, in the field the rules judge. Only those members are touched, `nextCursor`
+//! never. Whatever the guard cannot read (JSON `serde_json` refuses, such as `NaN`, which Python's parser takes)
+//! is refused, never passed unfiltered.
 
 use std::sync::Arc;
 
@@ -14,7 +18,7 @@ use mcp_guard_config::Allowlist;
 use mcp_guard_config::auth::Identity;
 use serde_json::Value;
 
-use super::peek::Peeked;
+use super::peek::{Peeked, fold};
 
 /// The most bytes of a list answer (a JSON body, or one event of a stream) the guard holds to filter it.
 pub const LIST_LIMIT: usize = 4 * 1024 * 1024;
@@ -29,7 +33,8 @@ enum List {
 }
 
 impl List {
-    fn of(method: &str) -> Option<List> {
+    /// The list a call asks for.
+    fn asked_by(method: &str) -> Option<List> {
         match method {
             "tools/list" => Some(List::Tools),
             "prompts/list" => Some(List::Prompts),
@@ -39,51 +44,61 @@ impl List {
         }
     }
 
-    /// The result's array, the call an entry is judged as, and the entry's field that names it. A resource
-    /// template is shown when a rule lets the caller read its `uriTemplate` as written (`file:///docs/*` matches
-    /// `file:///docs/{path}`); each URI read from it is judged on its own.
-    fn parts(self) -> (&'static str, &'static str, &'static str) {
+    /// The list a member of a result holds, its key case-folded.
+    fn held_in(folded_key: &str) -> Option<List> {
+        match folded_key {
+            "tools" => Some(List::Tools),
+            "prompts" => Some(List::Prompts),
+            "resources" => Some(List::Resources),
+            "resourcetemplates" => Some(List::Templates),
+            _ => None,
+        }
+    }
+
+    /// The call an entry is judged as, and the entry's field that names it. A resource template is shown when a
+    /// rule lets the caller read its `uriTemplate` as written (`file:///docs/*` matches `file:///docs/{path}`);
+    /// each URI read from it is judged on its own.
+    fn judged_as(self) -> (&'static str, &'static str) {
         match self {
-            List::Tools => ("tools", "tools/call", "name"),
-            List::Prompts => ("prompts", "prompts/get", "name"),
-            List::Resources => ("resources", "resources/read", "uri"),
-            List::Templates => ("resourceTemplates", "resources/read", "uriTemplate"),
+            List::Tools => ("tools/call", "name"),
+            List::Prompts => ("prompts/get", "name"),
+            List::Resources => ("resources/read", "uri"),
+            List::Templates => ("resources/read", "uriTemplate"),
         }
     }
 }
 
-/// What filters the answers to one request: its list calls, and who asked.
+/// What filters the answers to one request: the rules, who asked, and whether the request itself asks for a
+/// list.
 #[derive(Clone, Debug)]
 pub struct ListFilter {
-    /// Each list call and the id of its answer (`None`: not sure, any answer).
-    calls: Vec<(List, Option<Value>)>,
     allowlist: Arc<Allowlist>,
     identity: Option<Identity>,
-}
-
-/// Whether an answer's id is the one a request carried: strings exactly, numbers by value.
-fn same_id(asked: &Value, answered: &Value) -> bool {
-    match (asked.as_f64(), answered.as_f64()) {
-        (Some(a), Some(b)) => a == b,
-        _ => asked == answered,
-    }
+    /// The request body carries a list call: its `application/json` answer is read whole to be filtered. (An
+    /// event stream is filtered whatever the request: it may replay answers to other requests.)
+    asks_for_list: bool,
 }
 
 impl ListFilter {
-    /// The filter of a request whose body (as the guard read it) carries list calls; `None` when it carries
-    /// none, or when no access rules apply.
-    pub fn new(body: &Peeked, allowlist: Arc<Allowlist>, identity: Option<Identity>) -> Option<ListFilter> {
+    /// The filter of the answers to a request whose body the guard read as `body` (`None`: no body); `None`
+    /// when no access rules apply.
+    pub fn new(allowlist: Arc<Allowlist>, identity: Option<Identity>, body: Option<&Peeked>) -> Option<Self> {
         allowlist.access.as_ref()?;
-        let calls: Vec<(List, Option<Value>)> = body
-            .messages
-            .iter()
-            .filter_map(|m| Some((List::of(m.method.as_deref()?)?, m.sure_id().cloned())))
-            .collect();
-        (!calls.is_empty()).then_some(ListFilter {
-            calls,
+        let asks_for_list = body.is_some_and(|b| {
+            b.messages
+                .iter()
+                .any(|m| m.method.as_deref().and_then(List::asked_by).is_some())
+        });
+        Some(ListFilter {
             allowlist,
             identity,
+            asks_for_list,
         })
+    }
+
+    /// Whether the request asks for a list: its JSON answer is then read whole ([`ListFilter::json`]).
+    pub fn asks_for_list(&self) -> bool {
+        self.asks_for_list
     }
 
     /// Filters a JSON-RPC message, or a batch of them, in place.
@@ -95,26 +110,45 @@ impl ListFilter {
     }
 
     fn filter_one(&self, message: &mut Value) {
+        let Value::Object(message) = message else {
+            return;
+        };
+        let results = message
+            .iter_mut()
+            .filter(|(key, _)| fold(key) == "result")
+            .filter_map(|(_, result)| result.as_object_mut());
+        for result in results {
+            for (key, entries) in result.iter_mut() {
+                let Some(list) = List::held_in(&fold(key)) else {
+                    continue;
+                };
+                match entries {
+                    Value::Array(entries) => entries.retain(|e| self.shows(list, e)),
+                    // Not a list a client reads as one; emptied all the same, in case one does.
+                    other => *other = Value::Array(Vec::new()),
+                }
+            }
+        }
+    }
+
+    /// Whether the caller sees an entry of a list: it names itself once, in the exact field, with a name the
+    /// rules let the caller call. An entry without a readable name is not shown: the guard cannot tell whether it
+    /// may be called.
+    fn shows(&self, list: List, entry: &Value) -> bool {
         let Some(access) = &self.allowlist.access else {
-            return;
+            return true;
         };
-        let id = message.get("id").cloned().unwrap_or(Value::Null);
-        let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
-            return;
+        let (method, field) = list.judged_as();
+        let Some(entry) = entry.as_object() else {
+            return false;
         };
-        for (list, asked) in &self.calls {
-            if asked.as_ref().is_some_and(|a| !same_id(a, &id)) {
-                continue;
+        let folded = fold(field);
+        let mut names = entry.iter().filter(|(key, _)| fold(key) == folded);
+        match (names.next(), names.next()) {
+            (Some((key, Value::String(name))), None) if key == field => {
+                access.allows(self.identity.as_ref(), method, name)
             }
-            let (key, method, field) = list.parts();
-            if let Some(entries) = result.get_mut(key).and_then(Value::as_array_mut) {
-                // An entry without a readable name is not shown: the guard cannot tell whether it may be called.
-                entries.retain(|e| {
-                    e.get(field)
-                        .and_then(Value::as_str)
-                        .is_some_and(|name| access.allows(self.identity.as_ref(), method, name))
-                });
-            }
+            _ => false,
         }
     }
 
@@ -127,9 +161,10 @@ impl ListFilter {
     }
 }
 
-/// An event stream (`text/event-stream`) read in pieces: each event whose data is a JSON-RPC answer to a list
-/// call is filtered, and every event is written again from the lines the guard read (lines end in `\n`, a
-/// leading byte-order mark is dropped), so the client's parser sees the events the guard saw.
+/// An event stream (`text/event-stream`) read in pieces, every stream a server sends when access rules apply:
+/// each event whose data is JSON is filtered as a list answer may be, and every event is written again from the
+/// fields and comments the guard read (lines end in `\n`, a leading byte-order mark is dropped, lines that are
+/// no field a client reads are dropped), so the client's parser sees the events the guard saw.
 #[derive(Debug)]
 pub struct EventFilter {
     lists: ListFilter,
@@ -142,6 +177,33 @@ pub struct EventFilter {
     after_cr: bool,
     /// The first line has ended (a byte-order mark is only dropped from it).
     started: bool,
+}
+
+/// The fields of an event a client's parser reads (the WHATWG `EventSource` parsing rules).
+const FIELDS: [&[u8]; 4] = [b"data", b"event", b"id", b"retry"];
+
+/// A line's field name and value (one leading space dropped); a line without `:` is a name with an empty value.
+fn field(line: &[u8]) -> (&[u8], &[u8]) {
+    match line.iter().position(|&b| b == b':') {
+        Some(i) => {
+            let value = &line[i + 1..];
+            (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
+        }
+        None => (line, &[][..]),
+    }
+}
+
+/// Whether a client may read an event's data as a JSON-RPC message: its type (the last `event` field) is
+/// `message`, which it is when not set. Read loosely (case and surrounding space ignored), so that only an event a
+/// client surely reads otherwise (the legacy SSE transport's `endpoint`) may carry data that is not JSON.
+fn read_as_message(lines: &[Vec<u8>]) -> bool {
+    let kind = lines
+        .iter()
+        .map(|l| field(l))
+        .filter(|(name, _)| *name == b"event")
+        .last()
+        .map_or(&[][..], |(_, value)| value.trim_ascii());
+    kind.is_empty() || kind.eq_ignore_ascii_case(b"message")
 }
 
 impl EventFilter {
@@ -168,9 +230,7 @@ impl EventFilter {
                     self.line.push(c);
                     self.held += 1;
                     if self.held > LIST_LIMIT {
-                        return Err(format!(
-                            "an event of a list answer over the guard's bound of {LIST_LIMIT} bytes"
-                        ));
+                        return Err(format!("an event over the guard's bound of {LIST_LIMIT} bytes"));
                     }
                 }
             }
@@ -193,7 +253,11 @@ impl EventFilter {
             }
         }
         if !line.is_empty() {
-            self.event.push(line);
+            // A field no client reads is dropped, since some lax parser might read it after all (` data:`,
+            // `DATA:`). Comments stay: servers keep idle streams open with them.
+            if line.starts_with(b":") || FIELDS.contains(&field(&line).0) {
+                self.event.push(line);
+            }
             return Ok(());
         }
         let event = std::mem::take(&mut self.event);
@@ -203,31 +267,26 @@ impl EventFilter {
 
     /// Writes one event, its data filtered when it is JSON.
     fn dispatch(&self, event: Vec<Vec<u8>>, out: &mut Vec<u8>) -> Result<(), String> {
-        let data_of = |line: &[u8]| -> Option<Vec<u8>> {
-            let (name, value) = match line.iter().position(|&b| b == b':') {
-                Some(i) => (&line[..i], &line[i + 1..]),
-                None => (line, &[][..]),
-            };
-            (name == b"data").then(|| value.strip_prefix(b" ").unwrap_or(value).to_vec())
-        };
-        let data: Vec<Vec<u8>> = event.iter().filter_map(|l| data_of(l)).collect();
+        let is_data = |line: &[u8]| field(line).0 == b"data";
+        let data: Vec<&[u8]> = event.iter().filter(|l| is_data(l)).map(|l| field(l).1).collect();
         let joined = data.join(&b'\n');
         let filtered = match joined.trim_ascii().is_empty() {
-            // No data (a comment, a priming event with an id only): nothing a client reads as a message.
+            // No data (a priming event with an id only): nothing a client reads as a message.
             true => None,
-            false => {
-                let mut v: Value = serde_json::from_slice(&joined).map_err(|e| {
-                    format!("an event of a list answer that is not JSON the guard reads: {e}")
-                })?;
-                self.lists.filter(&mut v);
-                Some(serde_json::to_vec(&v).map_err(|e| e.to_string())?)
-            }
+            false => match serde_json::from_slice::<Value>(&joined) {
+                Ok(mut v) => {
+                    self.lists.filter(&mut v);
+                    Some(serde_json::to_vec(&v).map_err(|e| e.to_string())?)
+                }
+                Err(_) if !read_as_message(&event) => None,
+                Err(e) => return Err(format!("an event that is not JSON the guard reads: {e}")),
+            },
         };
         let mut wrote_data = false;
         for line in &event {
-            match (&filtered, data_of(line)) {
-                (Some(_), Some(_)) if wrote_data => {}
-                (Some(json), Some(_)) => {
+            match &filtered {
+                Some(_) if is_data(line) && wrote_data => {}
+                Some(json) if is_data(line) => {
                     out.extend_from_slice(b"data: ");
                     out.extend_from_slice(json);
                     out.push(b'\n');

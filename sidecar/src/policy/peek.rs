@@ -192,7 +192,7 @@ fn decode(raw: &[u8]) -> Option<String> {
 }
 
 /// Unicode simple case folding as far as a case-insensitive key match needs it (`ſ` → `s`, `K` → `k`).
-fn fold(s: &str) -> String {
+pub(crate) fn fold(s: &str) -> String {
     s.chars()
         .flat_map(char::to_uppercase)
         .flat_map(char::to_lowercase)
