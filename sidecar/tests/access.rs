@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -41,10 +42,12 @@ const TEMPLATES: [&str; 2] = ["file:///docs/{path}", "file:///secrets/{name}"];
 /// An MCP-ish upstream that records every body it gets and answers every call of it: lists from the constants
 /// above (a page of them: `params.cursor` "2" gives the second half and no `nextCursor`), other calls with
 /// their method. `/sse` answers as an event stream (a notification first, each answer its own event), `/big`
-/// answers `tools/list` with a list over the guard's bound.
+/// answers `tools/list` with a list over the guard's bound. A `GET` is a resumed stream ([`replay`]).
 struct McpUpstream {
     addr: SocketAddr,
     bodies: Arc<Mutex<Vec<Value>>>,
+    /// Ends `/resume-dies` with an error.
+    die: Arc<tokio::sync::Notify>,
 }
 
 fn list_result(method: &str, cursor: Option<&str>, big: bool) -> Value {
@@ -102,23 +105,87 @@ fn answer(message: &Value, big: bool) -> Option<Value> {
     Some(json!({"jsonrpc": "2.0", "id": id, "result": list_result(method, cursor, big)}))
 }
 
+type UpstreamBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+fn full(bytes: Bytes) -> UpstreamBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// An event of a stream, its JSON pretty-printed over several `data:` lines.
+fn event(id: &str, message: &Value) -> String {
+    let data: String = serde_json::to_string_pretty(message)
+        .unwrap()
+        .lines()
+        .map(|l| format!("data: {l}\r\n"))
+        .collect();
+    format!("id: {id}\r\n{data}\r\n")
+}
+
+/// What a server replays to a client that resumes a stream (`GET` with `Last-Event-ID`): the answers to list
+/// calls made on another request, which the guard never saw, under ids it never forwarded. `/resume` replays
+/// them whole; `/resume-big` replays a list over the guard's bound; `/resume-dies` dies in the middle of one when
+/// `die` is notified (after its head and first events are out).
+fn replay(path: &str, die: Arc<tokio::sync::Notify>) -> Response<UpstreamBody> {
+    let answer = |id: &str, method: &str| json!({"jsonrpc": "2.0", "id": id, "result": list_result(method, None, false)});
+    let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}});
+    let mut text = event("e2", &progress);
+    let body = match path {
+        "/resume" => {
+            text.push_str(": keep-alive\n\n");
+            text.push_str(&event("e3", &answer("earlier-1", "tools/list")));
+            text.push_str(&event("e4", &answer("earlier-2", "resources/list")));
+            // A server whose JSON a lax parser (Go's `encoding/json`) reads as a result of tools all the same.
+            let shouted = json!({"jsonrpc": "2.0", "id": 9, "RESULT": {"Tools": list_result("tools/list", Some("2"), false)["tools"]}});
+            text.push_str(&event("e5", &shouted));
+            full(Bytes::from(text))
+        }
+        "/resume-big" => {
+            text.push_str(&event(
+                "e3",
+                &json!({"id": 1, "result": list_result("tools/list", None, true)}),
+            ));
+            full(Bytes::from(text))
+        }
+        _ => {
+            let half = event("e3", &answer("earlier-1", "tools/list"));
+            let cut = half[..half.len() / 2].to_owned();
+            let frames = [text, cut].map(|t| Ok(http_body::Frame::data(Bytes::from(t))));
+            let death = futures::stream::once(async move {
+                die.notified().await;
+                Err(std::io::Error::other("the server died"))
+            });
+            BodyExt::boxed(http_body_util::StreamBody::new(
+                futures::stream::iter(frames).chain(death),
+            ))
+        }
+    };
+    let mut resp = Response::new(body);
+    resp.headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    resp
+}
+
 impl McpUpstream {
     async fn start() -> McpUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let bodies = Arc::new(Mutex::new(Vec::new()));
-        let seen = bodies.clone();
+        let die = Arc::new(tokio::sync::Notify::new());
+        let (seen, dying) = (bodies.clone(), die.clone());
         tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
-                let seen = seen.clone();
+                let (seen, dying) = (seen.clone(), dying.clone());
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let seen = seen.clone();
+                    let (seen, dying) = (seen.clone(), dying.clone());
                     async move {
                         let path = req.uri().path().to_owned();
+                        if req.method() == http::Method::GET {
+                            return Ok::<_, Infallible>(replay(&path, dying));
+                        }
                         // A body cut on its way never reached the server whole: not recorded.
                         let Ok(bytes) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
-                            return Ok(Response::new(Full::new(Bytes::new())));
+                            return Ok(Response::new(full(Bytes::new())));
                         };
                         let body: Value = serde_json::from_slice(&bytes)
                             .unwrap_or_else(|_| json!({ "unparsed": String::from_utf8_lossy(&bytes) }));
@@ -128,7 +195,7 @@ impl McpUpstream {
                             Value::Array(batch) => batch.iter().filter_map(|m| answer(m, big)).collect(),
                             m => answer(m, big).into_iter().collect(),
                         };
-                        let (content_type, text) = if path == "/sse" {
+                        let (content_type, text) = if path.starts_with("/sse") {
                             let mut text =
                                 "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n"
                                     .to_owned();
@@ -141,6 +208,10 @@ impl McpUpstream {
                                     rest.replace('\n', " ")
                                 ));
                             }
+                            if path == "/sse-stray" {
+                                let stray = json!({"jsonrpc": "2.0", "id": "stray", "result": list_result("tools/list", None, false)});
+                                text.push_str(&event("e9", &stray));
+                            }
                             ("text/event-stream", text)
                         } else if body.is_array() {
                             ("application/json", Value::from(answers).to_string())
@@ -148,10 +219,10 @@ impl McpUpstream {
                             let one = answers.into_iter().next().unwrap_or(Value::Null);
                             ("application/json", one.to_string())
                         };
-                        let mut resp = Response::new(Full::new(Bytes::from(text)));
+                        let mut resp = Response::new(full(Bytes::from(text)));
                         resp.headers_mut()
                             .insert("content-type", content_type.parse().unwrap());
-                        Ok::<_, Infallible>(resp)
+                        Ok(resp)
                     }
                 });
                 tokio::spawn(
@@ -161,7 +232,7 @@ impl McpUpstream {
                 );
             }
         });
-        McpUpstream { addr, bodies }
+        McpUpstream { addr, bodies, die }
     }
 
     fn url(&self) -> String {
@@ -197,6 +268,39 @@ struct Fixture {
     upstream: McpUpstream,
     kube: TestKey,
     oauth: TestKey,
+    /// What the audit log wrote.
+    audit: AuditOut,
+}
+
+/// The audit log's output, kept to read back.
+#[derive(Clone, Default)]
+struct AuditOut(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for AuditOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AuditOut {
+    /// The decision lines, once `enough` holds of them (the writer thread writes soon after a response ends).
+    async fn until(&self, enough: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let lines = || -> Vec<Value> {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        };
+        let done = support::eventually(Duration::from_secs(20), || {
+            let ok = enough(&lines());
+            async move { ok }
+        })
+        .await;
+        assert!(done, "the audit log: {:?}", lines());
+        lines()
+    }
 }
 
 impl Fixture {
@@ -218,6 +322,7 @@ impl Fixture {
         std::mem::forget(tx);
         let up = Upstream::parse(&upstream.url(), false).unwrap();
         let metrics = Arc::new(Metrics::new());
+        let audit = AuditOut::default();
         let proxy = Arc::new(Proxy {
             live,
             pool: UpstreamPool::new(&up, Duration::from_secs(5), 0),
@@ -226,7 +331,7 @@ impl Fixture {
             limiter: mcp_guard::limiter::Limiter::new(metrics.rate_limit_tracked_clients.clone()),
             keys: mcp_guard::keys::KeyStore::new(metrics.clone()),
             tokens: Default::default(),
-            audit: mcp_guard::audit::AuditLog::start(Box::new(std::io::sink()), 16, metrics.clone()).unwrap(),
+            audit: mcp_guard::audit::AuditLog::start(Box::new(audit.clone()), 64, metrics.clone()).unwrap(),
             metrics,
         });
         Fixture {
@@ -234,6 +339,7 @@ impl Fixture {
             upstream,
             kube,
             oauth,
+            audit,
         }
     }
 
@@ -255,7 +361,49 @@ impl Fixture {
     }
 
     async fn post(&self, path: &str, token: &str, body: &str, headers: &[(&str, &str)]) -> Answer {
-        let mut req = Request::post(path)
+        self.send(http::Method::POST, path, token, body, headers).await
+    }
+
+    /// A resumed event stream.
+    async fn resume(&self, path: &str, token: &str) -> Answer {
+        let headers = [("accept", "text/event-stream"), ("last-event-id", "e1")];
+        self.send(http::Method::GET, path, token, "", &headers).await
+    }
+
+    async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        token: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let resp = self.respond(method, path, token, body, headers).await;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = match resp.into_body().collect().await {
+            Ok(b) => Ok(String::from_utf8_lossy(&b.to_bytes()).into_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// The guard's response, its body not read yet.
+    async fn respond(
+        &self,
+        method: http::Method,
+        path: &str,
+        token: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Response<mcp_guard::body::ResponseBody> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
             .header("host", "mcp.example.com")
             .header("content-type", "application/json")
             .header("authorization", format!("Bearer {token}"));
@@ -271,18 +419,7 @@ impl Fixture {
             "127.0.0.1:40000".parse().unwrap(),
             Paired::new(self.proxy.pool.clone(), false),
         ));
-        let resp = self.proxy.clone().handle(req, peer).await;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = match resp.into_body().collect().await {
-            Ok(b) => Ok(String::from_utf8_lossy(&b.to_bytes()).into_owned()),
-            Err(e) => Err(e.to_string()),
-        };
-        Answer {
-            status,
-            headers,
-            body,
-        }
+        self.proxy.clone().handle(req, peer).await
     }
 
     fn metric(&self, sample: &str) -> f64 {
@@ -315,9 +452,9 @@ impl Answer {
             .to_owned()
     }
 
-    /// The JSON-RPC messages of an event stream, in order.
+    /// The JSON-RPC messages of an event stream, in order (its lines end in LF or, unfiltered, CRLF).
     fn events(&self) -> Vec<Value> {
-        let text = self.body.as_ref().unwrap();
+        let text = self.body.as_ref().unwrap().replace("\r\n", "\n");
         text.split("\n\n")
             .filter_map(|event| {
                 let data: Vec<&str> = event
@@ -769,6 +906,89 @@ async fn a_list_answer_over_the_bound_is_refused_and_audit_mode_shows_lists_whol
         .post("/mcp", &plain, &call(1, "tools/list", json!({})), &[])
         .await;
     assert_eq!(names(&r.json(), "tools", "name"), TOOLS[..3]);
+}
+
+#[tokio::test]
+async fn resumed_streams_replay_list_answers_filtered_and_a_cut_one_is_counted() {
+    let f = Fixture::start("enforce").await;
+    let agent = f.sa("team-a", "agent");
+    // Answers to list calls the guard never saw, replayed: filtered by what they are.
+    let r = f.resume("/resume", &agent).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let text = r.body.as_ref().unwrap();
+    for hidden in ["delete_file", "deploy", "file:///secrets"] {
+        assert!(!text.contains(hidden), "{hidden} in {text}");
+    }
+    let events = r.events();
+    assert_eq!(events.len(), 4, "{text}");
+    assert_eq!(events[0]["method"], "notifications/progress");
+    assert_eq!(events[1]["id"], "earlier-1");
+    assert_eq!(names(&events[1], "tools", "name"), ["read_file", "search"]);
+    assert_eq!(
+        names(&events[2], "resources", "uri"),
+        ["file:///docs/a.md", "file:///docs/b.md"]
+    );
+    assert_eq!(
+        events[3]["RESULT"]["Tools"],
+        json!([{"name": "echo", "inputSchema": {"type": "object"}}])
+    );
+    assert!(text.contains(": keep-alive\n"), "comments are kept: {text}");
+    assert!(text.contains("id: e3\n"), "event ids are kept: {text}");
+    // Whoever may call everything sees everything.
+    let sre = f.user("alice", &["sre"]);
+    let r = f.resume("/resume", &sre).await;
+    assert_eq!(names(&r.events()[1], "tools", "name"), TOOLS[..3]);
+
+    // A replayed list over the bound, and a server that dies in the middle of one: cut, never passed, counted.
+    let cut = |reason: &str| f.metric(&format!("mcp_guard_responses_cut_total{{reason=\"{reason}\"}}"));
+    assert_eq!(
+        (cut("list_not_filtered"), cut("upstream_unavailable")),
+        (0.0, 0.0)
+    );
+    let r = f.resume("/resume-big", &agent).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_err(), "{:?}", r.body.map(|b| b.len()));
+    assert_eq!(cut("list_not_filtered"), 1.0);
+    let headers = [("accept", "text/event-stream"), ("last-event-id", "e1")];
+    let resp = f
+        .respond(http::Method::GET, "/resume-dies", &agent, "", &headers)
+        .await;
+    assert_eq!(resp.status(), 200);
+    f.upstream.die.notify_one();
+    assert!(resp.into_body().collect().await.is_err());
+    assert_eq!(cut("upstream_unavailable"), 1.0);
+    assert_eq!(cut("list_not_filtered"), 1.0);
+    // The guard's cut is a refusal in the audit log; the server's death is not the guard's decision.
+    let lines = f
+        .audit
+        .until(|ls| ls.iter().any(|l| l["reason"] == "list_not_filtered"))
+        .await;
+    let cuts: Vec<&Value> = lines.iter().filter(|l| l["decision"] != "allowed").collect();
+    assert_eq!(cuts.len(), 1, "{lines:?}");
+    assert_eq!(
+        (&cuts[0]["httpMethod"], &cuts[0]["decision"], &cuts[0]["status"]),
+        (&json!("GET"), &json!("denied"), &json!(200))
+    );
+
+    // Audit mode shows replayed lists whole, as it does the others.
+    let f = Fixture::start("audit").await;
+    let plain = f.user("bob", &[]);
+    let r = f.resume("/resume", &plain).await;
+    assert_eq!(names(&r.events()[1], "tools", "name"), TOOLS[..3]);
+}
+
+#[tokio::test]
+async fn a_list_answer_on_a_call_s_event_stream_is_filtered_whatever_its_id() {
+    let f = Fixture::start("enforce").await;
+    let agent = f.sa("team-a", "agent");
+    // The server answers a tools/call and, in the same stream, a list under an id the client never sent (an
+    // answer to another request): filtered all the same.
+    let r = f.post("/sse-stray", &agent, &tool(4, "read_file"), &[]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let events = r.events();
+    assert_eq!(events[1]["result"]["method"], "tools/call");
+    assert_eq!(events[2]["id"], "stray");
+    assert_eq!(names(&events[2], "tools", "name"), ["read_file", "search"]);
 }
 
 /// Identities for the property test: what each may call.
