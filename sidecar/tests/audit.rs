@@ -402,6 +402,66 @@ async fn a_batch_has_a_line_per_call() {
 }
 
 #[tokio::test]
+async fn each_call_of_a_batch_has_its_own_decision() {
+    let (oauth, cluster) = (TestKey::es256("o1"), TestKey::es256("c1"));
+    let access = json!({"rules": [{"from": [{"subject": "alice"}], "to": [{"method": "tools/call", "names": ["a"]}]}]});
+    let batch = r#"[
+        {"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}},
+        {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"b"}},
+        {"jsonrpc":"2.0","id":3,"method":"ping"}
+    ]"#;
+    let seen = |lines: &[Value]| -> Vec<(Value, Value, Value, Value)> {
+        lines
+            .iter()
+            .map(|l| {
+                (
+                    l["id"].clone(),
+                    l["decision"].clone(),
+                    l["reason"].clone(),
+                    l["status"].clone(),
+                )
+            })
+            .collect()
+    };
+    // Enforced: the batch is refused for its second call; the others say they were refused with it.
+    let upstream = TestUpstream::start().await;
+    let config = config(&oauth, &cluster, json!({ "access": access }));
+    let (mut enforcing, _dir) = guard(&upstream, &config, &[]).await;
+    let out = Stdout::read(&mut enforcing);
+    assert_eq!(post(&enforcing, &oauth_token(&oauth), batch).await.status, 403);
+    let lines = out.decisions(3).await;
+    assert_eq!(
+        seen(&lines),
+        [
+            (json!(1), json!("denied"), json!("batch_refused"), json!(403)),
+            (json!(2), json!("denied"), json!("tool_not_allowed"), json!(403)),
+            (json!(3), json!("denied"), json!("batch_refused"), json!(403)),
+        ]
+    );
+    assert_shape(&lines, &out.text());
+    // Audit mode forwards the batch: the allowed call is allowed, the denied one audited, plumbing unlogged.
+    let upstream = TestUpstream::start().await;
+    let mut config = config;
+    config["mode"] = json!("audit");
+    let (mut audited, _dir) = guard(&upstream, &config, &[]).await;
+    let out = Stdout::read(&mut audited);
+    assert_eq!(post(&audited, &oauth_token(&oauth), batch).await.status, 200);
+    // A call after it: its line comes after every line of the batch.
+    let after = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"a"}}"#;
+    assert_eq!(post(&audited, &oauth_token(&oauth), after).await.status, 200);
+    let lines = out.decisions(3).await;
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[2]["id"], 9);
+    assert_eq!(
+        seen(&lines[..2]),
+        [
+            (json!(1), json!("allowed"), Value::Null, json!(200)),
+            (json!(2), json!("audited"), json!("tool_not_allowed"), json!(200)),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn arguments_only_with_opt_in_redacted_and_capped() {
     let upstream = TestUpstream::start().await;
     // The audit log without auth: on because the config has the section.
