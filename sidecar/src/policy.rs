@@ -644,6 +644,18 @@ pub fn is_event_stream(response: &HeaderMap) -> bool {
     })
 }
 
+/// Whether a client may read a response as an event stream: any `Content-Type` that starts with
+/// `text/event-stream` (the MCP Python SDK checks no more), so that the list filter misses none that
+/// [`is_event_stream`] would not call one.
+pub fn may_be_event_stream(response: &HeaderMap) -> bool {
+    const MEDIA: &[u8] = b"text/event-stream";
+    response.get_all(header::CONTENT_TYPE).iter().any(|v| {
+        let v = v.as_bytes().trim_ascii_start();
+        v.get(..MEDIA.len())
+            .is_some_and(|m| m.eq_ignore_ascii_case(MEDIA))
+    })
+}
+
 /// One `Mcp-Method` / `Mcp-Name` value: `Ok(None)` when absent, an error when repeated or not text.
 fn mcp_header<'a>(head: &'a Parts, name: &HeaderName) -> Result<Option<&'a str>, Denial> {
     let mut values = head.headers.get_all(name).iter();

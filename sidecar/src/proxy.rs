@@ -272,7 +272,7 @@ impl Proxy {
                     parts.version = Version::HTTP_11;
                     // Every event stream may replay list answers (a resumed stream); a JSON answer is one to this
                     // request's calls.
-                    let event_stream = policy::is_event_stream(&parts.headers);
+                    let event_stream = policy::may_be_event_stream(&parts.headers);
                     let answer = match lists
                         .filter(|l| event_stream || (l.asks_for_list() && parts.status.is_success()))
                     {
@@ -597,7 +597,7 @@ async fn filter_list(
         )));
     }
     headers.remove(http::header::CONTENT_LENGTH);
-    if policy::is_event_stream(headers) {
+    if policy::may_be_event_stream(headers) {
         return Ok(ResponseBody::Events {
             inner,
             events: Box::new(EventFilter::new(lists)),

@@ -896,6 +896,11 @@ async fn a_list_answer_over_the_bound_is_refused_and_audit_mode_shows_lists_whol
         f.metric("mcp_guard_requests_total{verdict=\"rejected\",reason=\"list_not_filtered\"}"),
         1.0
     );
+    assert_eq!(
+        f.metric("mcp_guard_requests_total{verdict=\"allowed\",reason=\"none\"}"),
+        0.0,
+        "counted once, as rejected"
+    );
     // The same server's other answers pass: only list answers are held.
     let r = f.post("/big", &sre, &tool(1, "deploy"), &[]).await;
     assert_eq!(r.status, 200, "{r:?}");

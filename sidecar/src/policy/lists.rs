@@ -200,8 +200,7 @@ fn read_as_message(lines: &[Vec<u8>]) -> bool {
     let kind = lines
         .iter()
         .map(|l| field(l))
-        .filter(|(name, _)| *name == b"event")
-        .last()
+        .rfind(|(name, _)| *name == b"event")
         .map_or(&[][..], |(_, value)| value.trim_ascii());
     kind.is_empty() || kind.eq_ignore_ascii_case(b"message")
 }

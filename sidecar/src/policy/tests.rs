@@ -686,6 +686,29 @@ fn a_response_counts_as_a_stream_by_its_content_type_unless_it_answers_a_post() 
 }
 
 #[test]
+fn the_list_filter_takes_for_an_event_stream_whatever_a_client_may_read_as_one() {
+    let cases: &[(Fields, bool)] = &[
+        (&[("content-type", "text/event-stream")], true),
+        (&[("content-type", " TEXT/EVENT-STREAM;charset=utf-8")], true),
+        (&[("content-type", "text/event-streams")], true),
+        (
+            &[
+                ("content-type", "application/json"),
+                ("content-type", "text/event-stream"),
+            ],
+            true,
+        ),
+        (&[("content-type", "application/json")], false),
+        (&[("content-type", "text/event")], false),
+        (&[], false),
+    ];
+    for (f, want) in cases {
+        let h = head("GET", "/mcp", Version::HTTP_11, f);
+        assert_eq!(may_be_event_stream(&h.headers), *want, "{f:?}");
+    }
+}
+
+#[test]
 fn the_body_decides_what_a_call_is_charged_to_and_a_disagreeing_header_is_refused() {
     use rate::Call;
     let scanned = |body: &str| peek::scan(body.as_bytes());
