@@ -349,25 +349,33 @@ impl Trail {
     fn write(&self, status: u16) {
         let elapsed = self.started.elapsed();
         let facts = std::mem::take(&mut *self.facts());
-        // A line per call that is logged when allowed, and per call refused or audited; when the request was
-        // refused before its calls were read, one for the request.
-        let unread = [Call::default()];
-        let calls: Vec<(&Call, (Verdict, Option<&str>))> = match facts.calls.is_empty() {
-            true if facts.violated() => unread.iter().map(|c| (c, facts.decision(0))).collect(),
-            _ => facts
-                .calls
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c, facts.decision(i)))
-                .filter(|(c, (verdict, _))| {
-                    *verdict != Verdict::Allowed || c.method.as_deref().is_some_and(is_audited_method)
-                })
-                .take(match facts.violated() {
-                    true => MAX_REFUSED_LINES,
-                    false => usize::MAX,
-                })
-                .collect(),
-        };
+        // A line per call that is logged when allowed, and per call refused or audited; a call the rules judged
+        // beyond the prefix this log reads gets one too (its method unread), and a request refused before its
+        // calls were read one for itself.
+        let unread = Call::default();
+        let read = facts
+            .calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c, facts.decision(i)));
+        let beyond = facts
+            .call_verdicts
+            .iter()
+            .filter(|(i, _, _)| *i >= facts.calls.len())
+            .map(|(_, verdict, reason)| (&unread, (*verdict, Some(reason.as_str()))));
+        let mut calls: Vec<(&Call, (Verdict, Option<&str>))> = read
+            .filter(|(c, (verdict, _))| {
+                *verdict != Verdict::Allowed || c.method.as_deref().is_some_and(is_audited_method)
+            })
+            .chain(beyond)
+            .take(match facts.violated() {
+                true => MAX_REFUSED_LINES,
+                false => usize::MAX,
+            })
+            .collect();
+        if let (true, Some((verdict, reason))) = (facts.calls.is_empty(), facts.verdict) {
+            calls.push((&unread, (verdict, Some(reason.as_str()))));
+        }
         if calls.is_empty() {
             return;
         }

@@ -291,6 +291,17 @@ fn each_call_of_a_batch_has_its_own_decision() {
             line("null", "audited", json!("host_not_allowed")),
         ]
     );
+    // A call the rules judged beyond the prefix the audit log reads still gets its line, with its reason.
+    let beyond = batch_lines(|t| t.deny_calls(&[(5, Reason::MethodNotAllowed)], true));
+    assert_eq!(
+        beyond,
+        [
+            line("\"read\"", "denied", json!(BATCH_REFUSED)),
+            line("\"delete\"", "denied", json!(BATCH_REFUSED)),
+            line("null", "denied", json!(BATCH_REFUSED)),
+            line("null", "denied", json!("method_not_allowed")),
+        ]
+    );
     // A refusal of the whole request (its body broken later, say) outranks what was audited of one call.
     let later = batch_lines(|t| {
         t.deny_calls(&[(1, Reason::ToolNotAllowed)], false);
