@@ -288,7 +288,6 @@ fn admit_head(
         .as_ref()
         .zip(checked.as_ref())
         .and_then(|(auth, authority)| auth.resource_for(authority));
-    let checked = checked.map(|a| a.to_string()).unwrap_or_default();
     let allowed = admission.check(Rule::Allowlist, verdict)?.is_some();
     if allowed
         && cors::is_preflight(head)
@@ -311,6 +310,7 @@ fn admit_head(
     )?;
     let mut caller = None;
     if let Some(auth) = &allowlist.auth {
+        let checked = checked.map(|a| a.to_string()).unwrap_or_default();
         let verified = match authenticate(head, auth, &checked, resource, tokens) {
             Authn::Refetch(issuer) => return Ok(Admitted::RefetchKeys(issuer)),
             Authn::Verified(caller) => Ok(caller),
@@ -1036,14 +1036,18 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) and the framing fields the library sets for the next hop.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+    HOP_BY_HOP.contains(&name.as_str())
 }
+
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+];
 
 /// Fields the guard decides on itself (sets, rewrites or drops): a client can neither pass its own on nor have
 /// the guard's removed by naming them in `Connection`.
@@ -1142,7 +1146,12 @@ fn rewrite(
 fn strip(headers: &mut HeaderMap) {
     // Every request has these; removing them by name saves collecting them.
     headers.remove(header::HOST);
-    headers.remove(header::CONTENT_LENGTH);
+    // One Content-Length in canonical form (digits, no leading zero) stays, for the proxy to keep only as the
+    // body's exact length ([`settle_length`]): then it is the field hyper would write, not built again.
+    let single = headers.get_all(header::CONTENT_LENGTH).iter().count() == 1;
+    let length = headers
+        .remove(header::CONTENT_LENGTH)
+        .filter(|v| single && canonical_length(v.as_bytes()).is_some());
     let mut remove: Vec<HeaderName> = Vec::new();
     for name in headers.keys() {
         if is_hop_by_hop(name) || (is_set_by_guard(name) && *name != header::ORIGIN) {
@@ -1153,6 +1162,26 @@ fn strip(headers: &mut HeaderMap) {
     for name in remove {
         headers.remove(&name);
     }
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, length);
+    }
+}
+
+/// A forwarded request's `Content-Length` stays only when it is `exact`, the length of the body the guard sends
+/// (hyper checks the client's framing; this checks the guard's body against the field). Otherwise hyper frames
+/// the body from its size, as for a request without one.
+pub fn settle_length(headers: &mut HeaderMap, exact: Option<u64>) {
+    let kept = headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| canonical_length(v.as_bytes()));
+    if kept.is_some_and(|n| n.is_none() || n != exact) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+}
+
+/// A length as hyper writes one: digits without a leading zero (or `0`).
+fn canonical_length(v: &[u8]) -> Option<u64> {
+    parse_content_length(v).filter(|_| v.len() == 1 || v[0] != b'0')
 }
 
 /// Removes the hop-by-hop fields of an upstream response (and those its `Connection` names) before hyper frames
@@ -1162,12 +1191,24 @@ pub fn strip_response(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let mut remove: Vec<HeaderName> = connection_named(headers)
-        .filter(|n| *n != header::CONTENT_LENGTH)
-        .collect();
-    remove.extend(headers.keys().filter(|k| is_hop_by_hop(k)).cloned());
-    for name in remove {
-        headers.remove(&name);
+    // By name, as text: removing by `&str` builds no `HeaderName` (most upstreams send `Connection: keep-alive`
+    // on every response, so this runs once per request).
+    let connection: Vec<HeaderValue> = match headers.get_all(header::CONNECTION).iter().count() {
+        0 => Vec::new(),
+        1 => headers.remove(header::CONNECTION).into_iter().collect(),
+        _ => headers.get_all(header::CONNECTION).iter().cloned().collect(),
+    };
+    for value in &connection {
+        for name in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if let Ok(name) = std::str::from_utf8(name)
+                && !name.eq_ignore_ascii_case(header::CONTENT_LENGTH.as_str())
+            {
+                headers.remove(name);
+            }
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
     }
 }
 

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Request, Response, Version};
 use http_body_util::BodyExt as _;
+use hyper::body::Body as _;
 use mcp_guard_config::{Allowlist, AuthPolicy, Denial, Reason};
 use tracing::{debug, warn};
 
@@ -234,6 +235,7 @@ impl Proxy {
                 // it cannot decode.
                 head.headers.remove(http::header::ACCEPT_ENCODING);
             }
+            policy::settle_length(&mut head.headers, body.size_hint().exact());
             let method = head.method.clone();
             // A body already read whole cannot fail on its way any more.
             let fault = (!body.is_done()).then(FaultSlot::default);

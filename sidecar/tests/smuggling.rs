@@ -601,7 +601,8 @@ struct Intent {
 #[derive(Clone, Debug)]
 enum Framing {
     None,
-    Length,
+    /// A Content-Length, after this many leading zeros (valid, not as hyper writes it).
+    Length(usize),
     /// Chunked, cut at these sizes (the rest in a last chunk).
     Chunked(Vec<usize>),
     /// Both: chunked, and a Content-Length that disagrees.
@@ -631,7 +632,7 @@ fn intent() -> impl proptest::strategy::Strategy<Value = Intent> {
     ];
     let framing = prop_oneof![
         Just(Framing::None),
-        Just(Framing::Length),
+        prop_oneof![3 => Just(0usize), 1 => 1usize..3].prop_map(Framing::Length),
         proptest::collection::vec(1usize..8, 0..4).prop_map(Framing::Chunked),
         (0usize..10).prop_map(Framing::Both),
     ];
@@ -694,7 +695,9 @@ impl Intent {
         let body = self.body();
         match &self.framing {
             Framing::None => {}
-            Framing::Length => lines.push(format!("Content-Length: {}", body.len())),
+            Framing::Length(zeros) => {
+                lines.push(format!("Content-Length: {}{}", "0".repeat(*zeros), body.len()))
+            }
             Framing::Chunked(_) => lines.push("Transfer-Encoding: chunked".into()),
             Framing::Both(cl) => {
                 lines.push(format!("Content-Length: {cl}"));
@@ -800,6 +803,15 @@ fn the_upstream_sees_the_clients_intent_or_nothing() {
             fields.sort();
             assert_eq!(fields, i.expected_fields(), "{s:?}");
             assert_eq!(s.header("host"), Some(url.trim_start_matches("http://")), "{s:?}");
+            // Framed again: a length is the body's, in hyper's form, whatever form the client's had.
+            match (&i.framing, s.header("content-length")) {
+                (Framing::Chunked(_) | Framing::Both(_), length) => {
+                    assert_eq!(length, None, "{s:?}");
+                    assert_eq!(s.header("transfer-encoding"), Some("chunked"), "{s:?}");
+                }
+                (_, Some(length)) => assert_eq!(length, body.len().to_string(), "{s:?}"),
+                (_, None) => assert!(body.is_empty(), "{s:?}"),
+            }
             assert_eq!(s.header("x-forwarded-for"), Some("127.0.0.1"), "{s:?}");
             assert_eq!(s.header("x-forwarded-host"), Some(HOST), "{s:?}");
         });

@@ -113,6 +113,8 @@ fn an_allowed_request_becomes_the_upstreams_head() {
             "origin: http://127.0.0.1:8000",
             "mcp-session-id: abc",
             "accept: text/event-stream",
+            // Kept for the proxy to settle against the body's length (`settle_length`).
+            "content-length: 0",
             "host: 127.0.0.1:8000",
             "x-forwarded-for: 10.1.2.3",
             "x-forwarded-host: MCP.example.com:8443",
@@ -353,6 +355,7 @@ fn hop_by_hop_and_connection_named_fields_stay_behind_but_never_the_guards_own()
             "mcp-session-id: abc",
             "mcp-protocol-version: 2025-06-18",
             "last-event-id: 7",
+            "content-length: 3",
             "host: 127.0.0.1:8000",
             "x-forwarded-for: 10.1.2.3",
             "x-forwarded-host: mcp.example.com",
@@ -1297,4 +1300,73 @@ mod auth {
             }
         }
     }
+}
+
+#[test]
+fn a_canonical_content_length_is_kept_only_as_the_bodys_exact_length() {
+    let stripped = |values: &[&'static str]| {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::CONTENT_LENGTH, HeaderValue::from_static(v));
+        }
+        strip(&mut h);
+        h.get_all(header::CONTENT_LENGTH)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(stripped(&["5"]), ["5"]);
+    assert_eq!(stripped(&["0"]), ["0"]);
+    assert_eq!(stripped(&["123456"]), ["123456"]);
+    // Not as hyper would write it: hyper writes its own.
+    for odd in [
+        &["05"][..],
+        &["00"],
+        &["+5"],
+        &[" 5"],
+        &["5 "],
+        &["5", "5"],
+        &["5", "6"],
+        &[""],
+    ] {
+        assert_eq!(stripped(odd), Vec::<String>::new(), "{odd:?}");
+    }
+    let settled = |value: &'static str, exact: Option<u64>| {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static(value));
+        settle_length(&mut h, exact);
+        h.get(header::CONTENT_LENGTH).cloned()
+    };
+    assert_eq!(settled("5", Some(5)), Some(HeaderValue::from_static("5")));
+    assert_eq!(settled("5", Some(4)), None);
+    assert_eq!(
+        settled("5", None),
+        None,
+        "a body of unknown length is framed by hyper"
+    );
+    assert_eq!(settled("05", Some(5)), None);
+}
+
+#[test]
+fn response_heads_lose_every_field_connection_names_in_any_case_and_list_shape() {
+    let mut h = HeaderMap::new();
+    for (n, v) in [
+        ("connection", "X-One ,, x-two,\tCONTENT-LENGTH , not a name"),
+        ("connection", "x-three"),
+        ("x-one", "1"),
+        ("x-two", "2"),
+        ("x-three", "3"),
+        ("upgrade", "h2c"),
+        ("proxy-connection", "keep-alive"),
+        ("te", "trailers"),
+        ("trailer", "x-t"),
+        ("content-length", "12"),
+        ("x-kept", "k"),
+    ] {
+        h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+    }
+    strip_response(&mut h);
+    let mut left: Vec<_> = h.keys().map(HeaderName::as_str).collect();
+    left.sort_unstable();
+    assert_eq!(left, ["content-length", "x-kept"]);
 }
