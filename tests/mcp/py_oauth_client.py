@@ -261,17 +261,19 @@ async def run(args: argparse.Namespace) -> dict:
         event_hooks={"request": [record_request], "response": [record_response]},
     )
     out = REPORT
-    with anyio.fail_after(args.timeout):
-        async with Client(streamable_http_client(args.url, http_client=http), mode="legacy") as client:
-            out["server"] = client.server_info.name if client.server_info else None
-            tools = await client.list_tools()
-            out["tools"] = sorted(t.name for t in tools.tools)
-            res = await client.call_tool(args.call, json.loads(args.arguments))
-            out["call"] = "".join(c.text for c in res.content if isinstance(c, types.TextContent))
-            out["call_is_error"] = bool(res.is_error)
-    if storage.tokens is not None:
-        out["token_header"] = jwt_part(storage.tokens.access_token, 0)
-        out["token_claims"] = jwt_part(storage.tokens.access_token, 1)
+    try:
+        with anyio.fail_after(args.timeout):
+            async with Client(streamable_http_client(args.url, http_client=http), mode="legacy") as client:
+                out["server"] = client.server_info.name if client.server_info else None
+                tools = await client.list_tools()
+                out["tools"] = sorted(t.name for t in tools.tools)
+                res = await client.call_tool(args.call, json.loads(args.arguments))
+                out["call"] = "".join(c.text for c in res.content if isinstance(c, types.TextContent))
+                out["call_is_error"] = bool(res.is_error)
+    finally:
+        if storage.tokens is not None:
+            out["token_header"] = jwt_part(storage.tokens.access_token, 0)
+            out["token_claims"] = jwt_part(storage.tokens.access_token, 1)
     out["ok"] = True
     return out
 

@@ -50,8 +50,13 @@ struct Lab {
 
 impl Lab {
     fn start() -> Lab {
+        Lab::start_with(|hook| hook.hydra_config())
+    }
+
+    /// A lab whose Hydra runs with the config `hydra_config` makes for the hook.
+    fn start_with(hydra_config: impl FnOnce(&TokenHook) -> Value) -> Lab {
         let hook = TokenHook::start().expect("start Hydra's token hook");
-        let hydra = Hydra::start_with_config(&hook.hydra_config()).expect("start Hydra");
+        let hydra = Hydra::start_with_config(&hydra_config(&hook)).expect("start Hydra");
         let server = PyServer::start_with(Transport::StreamableHttp, "127.0.0.1", &["--whoami"])
             .expect("start the MCP server");
         let config = tempfile::tempdir().expect("config dir");
@@ -472,5 +477,47 @@ fn rules_by_subject_by_client_id_and_by_a_group_granted_at_consent() {
         "countdown",
         "allowed",
         200,
+    );
+}
+
+#[test]
+fn groups_that_hydra_keeps_under_ext_grant_nothing() {
+    // Hydra's default: custom claims only under `ext` (not named in allowed_top_level_claims). The guard reads
+    // the top-level `groups` claim only, so the directory's group does not reach the rules.
+    let lab = Lab::start_with(|hook| {
+        let mut config = hook.hydra_config();
+        config["oauth2"]
+            .as_object_mut()
+            .expect("oauth2 section")
+            .retain(|key, _| key == "token_hook");
+        config
+    });
+    let client = lab.machine_client(&[SCOPE]);
+    lab.hook
+        .set_groups(&[(&client, &["sre"])])
+        .expect("write the group directory");
+
+    let run = lab.run(
+        &OAuthFlow::PythonClientCredentials { client: &client },
+        "whoami",
+        json!({}),
+        None,
+    );
+    let claims = &run.report["token_claims"];
+    assert_eq!(
+        claims["ext"]["groups"],
+        json!(["sre"]),
+        "the hook's groups are in the token: {claims}"
+    );
+    assert_eq!(claims.get("groups"), None, "not as a top-level claim: {claims}");
+    assert_eq!(tools_listed(&run), Vec::<String>::new(), "{}", run.report);
+    assert_call_refused(&run, &lab.resource(), "whoami", &client, "groups under ext");
+    assert_audit(
+        &lab.audit_line_of_call(&client.id, "whoami"),
+        &client.id,
+        &client,
+        "whoami",
+        "denied",
+        403,
     );
 }
