@@ -471,8 +471,7 @@ pub fn run_oauth_client(
 ) -> anyhow::Result<OAuthRun> {
     let scripts = testkit::mcp::scripts_dir();
     let (mut cmd, client) = match flow {
-        OAuthFlow::PythonClientCredentials { client, .. }
-        | OAuthFlow::PythonAuthorizationCode { client, .. } => {
+        OAuthFlow::PythonClientCredentials { client } | OAuthFlow::PythonAuthorizationCode { client, .. } => {
             let mut c = Command::new(tools::python());
             c.arg(scripts.join("py_oauth_client.py"));
             (c, *client)
@@ -504,7 +503,7 @@ pub fn run_oauth_client(
                 cmd.arg(format!("--groups={}", groups.join(",")));
             }
         }
-        OAuthFlow::PythonClientCredentials { .. } | OAuthFlow::TypeScriptClientCredentials { .. } => {
+        _ => {
             let secret = client
                 .secret
                 .as_deref()
