@@ -1126,7 +1126,7 @@ def render(results: dict) -> str:
         "## Filtering a large tools/list",
         "",
         f"An upstream (`bench/list_upstream.py`, Python) answers every POST with the same `tools/list` result of "
-        f"{results['lists']['tools']:,} tools (about 170 bytes each), as `application/json` and, in a second run, as one "
+        f"{results['lists']['tools']:,} tools (about 200 bytes each), as `application/json` and, in a second run, as one "
         "`text/event-stream` event. wrk sends `tools/list` with the token over 4 connections, pinned as the pinned "
         "layout (wrk and the upstream on CPU 0, the guard with 1 worker thread on CPU 1). *No rules*: the guard with "
         "authentication only passes the answer through as it streams. *Access rules*: the guard with the rules above "
