@@ -552,20 +552,19 @@ def verify_access(name: str, port: int, authorization: str, log_file: Path) -> N
     log(f"{name}: allowed tool {allowed[0]}, other tool {denied[0]}")
     if allowed[0] != 200 or denied[0] != 403 or '"tool_not_allowed"' not in denied[1]:
         raise RuntimeError(f"{name} does not apply its rules (want 200, 403 tool_not_allowed): {allowed}, {denied}")
+    want = {("echo", "allowed"), ("delete_all", "denied")}
     deadline = time.time() + 10
-    while audit_lines(log_file) < 2:
+    while not want <= {(line.get("name"), line.get("decision")) for line in audit_lines(log_file)}:
         if time.time() > deadline:
             raise RuntimeError(f"{name} wrote no audit lines for them: see {log_file}")
         time.sleep(0.05)
 
 
-AUDIT_PREFIX = b'{"logger":"mcp-guard.audit"'
-
-
-def audit_lines(log_file: Path) -> int:
-    """Decision lines of the guard's audit log (its stdout) in its log file."""
+def audit_lines(log_file: Path) -> list[dict]:
+    """The lines of the guard's audit log (its stdout, marked by their first field) in its log file."""
     with open(log_file, "rb") as f:
-        return sum(1 for line in f if line.startswith(AUDIT_PREFIX) and b'"event":"decision"' in line)
+        lines = [line for line in f if line.startswith(b'{"logger":"mcp-guard.audit"') and line.endswith(b"\n")]
+    return [json.loads(line) for line in lines]
 
 
 def verify_auth(name: str, port: int, authorization: str) -> None:
@@ -1126,8 +1125,8 @@ def render(results: dict) -> str:
         "## Filtering a large tools/list",
         "",
         f"An upstream (`bench/list_upstream.py`, Python) answers every POST with the same `tools/list` result of "
-        f"{results['lists']['tools']:,} tools (about 200 bytes each), as `application/json` and, in a second run, as one "
-        "`text/event-stream` event. wrk sends `tools/list` with the token over 4 connections, pinned as the pinned "
+        f"{results['lists']['tools']:,} tools (about 200 bytes each), as `application/json` and, in a second run, "
+        "as one `text/event-stream` event. wrk sends `tools/list` with the token over 4 connections, pinned as the pinned "
         "layout (wrk and the upstream on CPU 0, the guard with 1 worker thread on CPU 1). *No rules*: the guard with "
         "authentication only passes the answer through as it streams. *Access rules*: the guard with the rules above "
         f"reads each answer (JSON whole, SSE event by event, each at most 4 MiB), filters it to the "
