@@ -8,12 +8,17 @@ Targets (all on 127.0.0.1, driven by wrk with the same MCP-shaped POST, Host and
   haproxy wrk -> HAProxy 2.6 doing the same check (ACLs, `http-request return`) -> upstream
   envoy   wrk -> Envoy doing the same check (virtual host, Origin header routes, direct_response) -> upstream
   guard_auth  the guard with bearer-token authentication on (an RS256 JWT checked against the issuer's key on
-          every request; the same request carries the token for every target)
+          every request; the same request carries the token for every target), its audit log off
+  guard_access  the guard with authentication, access rules (the call allowed by the last of three rules) and
+          its audit log on (one JSON line per tools/call)
   relay   wrk -> a byte relay that does no HTTP work (sidecar/examples/relay.rs) -> upstream: the floor of what
           any proxy reaches on this machine
 
 Each proxy is verified to check (allowed passes, forged Host 421, forged Origin 403) before it is measured.
 Per target: requests/s, p50/p99, CPU time per request of its own processes, idle RSS and peak RSS under load.
+
+Then filtering a large `tools/list` (1,000 tools, as JSON and as an SSE event): the guard's CPU time per list,
+latency and peak RSS with access rules (the answer filtered to 100 tools) beside without (passed whole).
 
 Then memory: the guard's idle RSS, and RSS per open SSE stream with N concurrent streams (N as large as the
 20,000-descriptor limit allows: a proxy holds two sockets per stream) for the guard and the peers.
@@ -153,11 +158,21 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     return sum(status_kib(p, field) for p in process_tree(pid))
 
 
+PING = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+
+
 def http(
-    port: int, host: str, origin: str | None = None, method: str = "POST", authorization: str | None = None
+    port: int,
+    host: str,
+    origin: str | None = None,
+    method: str = "POST",
+    authorization: str | None = None,
+    body: bytes = PING,
 ) -> tuple[int, str]:
-    body = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
-    req = f"{method} /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    req = (
+        f"{method} /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        "Accept: application/json, text/event-stream\r\nConnection: close\r\n"
+    )
     if origin:
         req += f"Origin: {origin}\r\n"
     if authorization:
@@ -479,9 +494,9 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def auth_setup(workdir: Path) -> tuple[Path, str]:
-    """A guard config with authentication on (an issuer whose RS256 key is inline, so nothing is fetched during
-    the run) and the `Authorization` value of a token it accepts: made with openssl, as an issuer would."""
+def auth_setup(workdir: Path) -> tuple[dict, str]:
+    """The guard config's `auth` section (an issuer whose RS256 key is inline, so nothing is fetched during the
+    run) and the `Authorization` value of a token it accepts: made with openssl, as an issuer would."""
     key = workdir / "issuer.pem"
     subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
     modulus = subprocess.run(
@@ -499,12 +514,57 @@ def auth_setup(workdir: Path) -> tuple[Path, str]:
         ["openssl", "dgst", "-sha256", "-sign", str(key)], input=signing_input.encode(), check=True,
         capture_output=True,
     ).stdout  # fmt: skip
-    config = workdir / "guard-auth.json"
-    config.write_text(json.dumps({
-        "allowedHosts": [PUBLIC_HOST],
-        "auth": {"resources": [resource], "issuers": [{"issuer": BENCH_ISSUER, "jwks": {"keys": [jwk]}}]},
+    auth = {"resources": [resource], "issuers": [{"issuer": BENCH_ISSUER, "jwks": {"keys": [jwk]}}]}
+    return auth, f"Bearer {signing_input}.{b64url(signature)}"
+
+
+# The access rules of guard_access: the bench's token (client_id "bench") is allowed by the last rule, so every
+# call is matched against all three; `tool_00*` shows 100 of the list measure's 1,000 tools.
+ACCESS_RULES = [
+    {"name": "agents", "from": [{"serviceAccount": "team-a/agent"}, {"serviceAccount": "team-b/*"}],
+     "to": [{"method": "tools/call", "names": ["read_*", "search"]}, {"method": "resources/read"}]},
+    {"name": "sre", "from": [{"group": "sre"}], "to": [{"method": "tools/call"}, {"method": "prompts/get"}]},
+    {"name": "bench", "from": [{"clientId": "bench"}], "to": [{"method": "tools/call", "names": ["echo", "tool_00*"]}]},
+]  # fmt: skip
+LISTED_TOOLS, SHOWN_TOOLS = 1000, 100
+
+
+def guard_configs(workdir: Path, auth: dict) -> tuple[Path, Path]:
+    """guard_auth's config (authentication only: audit log off) and guard_access's (authentication, the access
+    rules, the audit log on with its defaults: one line per tools/call, arguments as a digest)."""
+    plain, access = workdir / "guard-auth.json", workdir / "guard-access.json"
+    plain.write_text(json.dumps({"allowedHosts": [PUBLIC_HOST], "auth": auth, "audit": {"enabled": False}}))
+    access.write_text(json.dumps({
+        "allowedHosts": [PUBLIC_HOST], "auth": auth, "access": {"rules": ACCESS_RULES}, "audit": {"enabled": True},
     }))  # fmt: skip
-    return config, f"Bearer {signing_input}.{b64url(signature)}"
+    return plain, access
+
+
+def tools_call(name: str) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name}}).encode()
+
+
+def verify_access(name: str, port: int, authorization: str, log_file: Path) -> None:
+    """The guard with access rules really decides: the bench's call allowed (200), another tool refused with
+    403 tool_not_allowed, and both written to the audit log."""
+    allowed = http(port, PUBLIC_HOST, APP_ORIGIN, authorization=authorization, body=tools_call("echo"))
+    denied = http(port, PUBLIC_HOST, APP_ORIGIN, authorization=authorization, body=tools_call("delete_all"))
+    log(f"{name}: allowed tool {allowed[0]}, other tool {denied[0]}")
+    if allowed[0] != 200 or denied[0] != 403 or '"tool_not_allowed"' not in denied[1]:
+        raise RuntimeError(f"{name} does not apply its rules (want 200, 403 tool_not_allowed): {allowed}, {denied}")
+    want = {("echo", "allowed"), ("delete_all", "denied")}
+    deadline = time.time() + 10
+    while not want <= {(line.get("name"), line.get("decision")) for line in audit_lines(log_file)}:
+        if time.time() > deadline:
+            raise RuntimeError(f"{name} wrote no audit lines for them: see {log_file}")
+        time.sleep(0.05)
+
+
+def audit_lines(log_file: Path) -> list[dict]:
+    """The lines of the guard's audit log (its stdout, marked by their first field) in its log file."""
+    with open(log_file, "rb") as f:
+        lines = [line for line in f if line.startswith(b'{"logger":"mcp-guard.audit"') and line.endswith(b"\n")]
+    return [json.loads(line) for line in lines]
 
 
 def verify_auth(name: str, port: int, authorization: str) -> None:
@@ -547,13 +607,15 @@ def parse_wrk(out: str) -> dict:
 WRK_ENV: dict[str, str] = {}
 
 
-def run_wrk(port: int, seconds: int, connections: int, threads: int, cpus: str | None = None) -> dict:
+def run_wrk(
+    port: int, seconds: int, connections: int, threads: int, cpus: str | None = None, env: dict | None = None
+) -> dict:
     cmd = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
         "-s", str(BENCH / "post.lua"), f"http://127.0.0.1:{port}/mcp",
     ]  # fmt: skip
     cmd = pinned(cmd, cpus)
-    env = {**os.environ, **WRK_ENV}
+    env = {**os.environ, **WRK_ENV, **(env or {})}
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30, env=env).stdout
     res = parse_wrk(out)
     res["raw"] = out
@@ -678,10 +740,14 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
     direct_port = free_port()
     direct_up = start_nginx(f"upstream-direct-{layout}", workdir, 1, upstream_body(direct_port), direct_port, sut_cpu)
     guard, guard_port = start_guard(guard_bin, workdir, f"guard-{layout}", up_port, sut_cpu, guard_extra)
-    auth_config, authorization = auth_setup(workdir)
+    auth, authorization = auth_setup(workdir)
+    auth_config, access_config = guard_configs(workdir, auth)
     WRK_ENV["MCP_GUARD_BENCH_AUTHORIZATION"] = authorization
     guard_auth, guard_auth_port = start_guard(
         guard_bin, workdir, f"guard-auth-{layout}", up_port, sut_cpu, (*guard_extra, "--config", str(auth_config))
+    )
+    guard_access, guard_access_port = start_guard(
+        guard_bin, workdir, f"guard-access-{layout}", up_port, sut_cpu, (*guard_extra, "--config", str(access_config))
     )
     ngx_port = free_port()
     ngx = start_nginx(
@@ -694,10 +760,15 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
         for name, port in (("guard", guard_port), ("nginx", ngx_port), ("haproxy", hap_port), ("envoy", envoy_port)):
             verify_check(name, port)
         verify_auth("guard_auth", guard_auth_port, authorization)
+        verify_auth("guard_access", guard_access_port, authorization)
+        verify_access("guard_access", guard_access_port, authorization, workdir / f"guard-access-{layout}.log")
         targets = {
             "direct": ("direct to upstream", direct_port, direct_up.pid),
             "guard": ("through mcp-guard", guard_port, guard.pid),
             "guard_auth": ("through mcp-guard, authentication on (RS256 JWT)", guard_auth_port, guard_auth.pid),
+            "guard_access": (
+                "through mcp-guard, authentication, access rules and audit log on", guard_access_port, guard_access.pid
+            ),
             "nginx": ("through nginx (check)", ngx_port, ngx.pid),
             "haproxy": ("through HAProxy (check)", hap_port, hap.pid),
             "envoy": ("through Envoy (check)", envoy_port, envoy.pid),
@@ -743,7 +814,7 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
             med["peak_rss_kib"] = rss_kib(pid, "VmHWM") if name != "direct" else None
             throughput[name] = med
     finally:
-        for proc in (guard, guard_auth, ngx, hap, envoy, relay, upstream, direct_up):
+        for proc in (guard, guard_auth, guard_access, ngx, hap, envoy, relay, upstream, direct_up):
             stop(proc)
     tp = throughput
     run["throughput"] = tp
@@ -756,6 +827,11 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
         "guard_auth_vs_nginx_rps": tp["guard_auth"]["rps"] / tp["nginx"]["rps"],
         # What checking the token adds to each request, in µs of the guard's CPU time.
         "auth_cpu_us_per_request": tp["guard_auth"]["cpu_ms_per_1k"] - tp["guard"]["cpu_ms_per_1k"],
+        "guard_access_vs_guard_rps": tp["guard_access"]["rps"] / tp["guard"]["rps"],
+        "guard_access_vs_guard_auth_rps": tp["guard_access"]["rps"] / tp["guard_auth"]["rps"],
+        "guard_access_vs_nginx_rps": tp["guard_access"]["rps"] / tp["nginx"]["rps"],
+        # What the rules and the audit line add to an authenticated request.
+        "access_cpu_us_per_request": tp["guard_access"]["cpu_ms_per_1k"] - tp["guard_auth"]["cpu_ms_per_1k"],
     }
     for peer in PEERS:
         ratios[f"guard_vs_{peer}_rps"] = tp["guard"]["rps"] / tp[peer]["rps"]
@@ -764,6 +840,93 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
         ratios[f"guard_vs_{peer}_idle_rss"] = tp["guard"]["idle_rss_kib"] / tp[peer]["idle_rss_kib"]
     run["ratios"] = ratios
     return run
+
+
+# ---------------------------------------------------------------------------------------------------- lists
+
+
+TOOLS_LIST = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
+
+
+def listed_tools(answer: str) -> int:
+    """How many tools a `tools/list` answer (a JSON body or one SSE event) shows."""
+    data = next((line[5:] for line in answer.splitlines() if line.startswith("data:")), answer)
+    return len(json.loads(data)["result"]["tools"])
+
+
+def measure_lists(args: argparse.Namespace, guard_bin: Path, workdir: Path) -> dict:
+    """Filtering a large `tools/list`: an upstream answering every POST with 1,000 tools (JSON, then one SSE event),
+    behind the guard with authentication only (the answer passed whole: unfiltered) and the guard with the access
+    rules (filtered to the 100 the bench's token may call). Pinned as the throughput's pinned layout: load and
+    upstream on CPU 0, the guard (1 worker thread) on CPU 1. Per guard: CPU time per list, latency, and peak RSS
+    (`VmHWM` of a guard started for this format)."""
+    auth, authorization = auth_setup(workdir)
+    auth_config, access_config = guard_configs(workdir, auth)
+    env = {"MCP_GUARD_BENCH_AUTHORIZATION": authorization, "MCP_GUARD_BENCH_BODY": TOOLS_LIST.decode()}
+    out: dict = {"tools": LISTED_TOOLS, "shown": SHOWN_TOOLS}
+    for fmt in ("json", "sse"):
+        up_port = free_port()
+        upstream = spawn(
+            pinned([sys.executable, str(BENCH / "list_upstream.py"), str(up_port), str(LISTED_TOOLS), fmt], "0"),
+            workdir / f"list-upstream-{fmt}.log",
+        )
+        wait_port(up_port)
+        guards = {
+            name: start_guard(guard_bin, workdir, f"guard-list-{name}-{fmt}", up_port, "1",
+                              ("--worker-threads", "1", "--config", str(config)))
+            for name, config in (("unfiltered", auth_config), ("filtered", access_config))
+        }  # fmt: skip
+        try:
+            for name, want in (("unfiltered", LISTED_TOOLS), ("filtered", SHOWN_TOOLS)):
+                status, answer = http(guards[name][1], PUBLIC_HOST, APP_ORIGIN, authorization=authorization,
+                                      body=TOOLS_LIST)  # fmt: skip
+                shown = listed_tools(answer) if status == 200 else None
+                log(f"lists {fmt} {name}: {status}, {shown} tools")
+                if shown != want:
+                    raise RuntimeError(f"{fmt} {name}: want {want} tools, got {status} {answer[:300]}")
+            runs: dict[str, list[dict]] = {name: [] for name in guards}
+            for _ in range(args.rounds):
+                for name, (proc, port) in guards.items():
+                    before = cpu_seconds(proc.pid)
+                    res = run_wrk(port, args.seconds, 4, 1, "0", env)
+                    after = cpu_seconds(proc.pid)
+                    res["cpu_s"] = sum(after) - sum(before)
+                    res.pop("raw", None)
+                    runs[name].append(res)
+                    log(f"lists {fmt} {name}: {res['rps']:.0f} lists/s, p50 {res['p50_ms']:.2f} ms")
+            out[fmt] = {}
+            for name, (proc, _) in guards.items():
+                total = sum(r["requests"] for r in runs[name])
+                out[fmt][name] = {
+                    "lists_per_s": statistics.median(r["rps"] for r in runs[name]),
+                    "p50_ms": statistics.median(r["p50_ms"] for r in runs[name]),
+                    "p99_ms": statistics.median(r["p99_ms"] for r in runs[name]),
+                    "non_2xx": sum(r["non_2xx"] for r in runs[name]),
+                    "cpu_us_per_list": 1e6 * sum(r["cpu_s"] for r in runs[name]) / max(total, 1),
+                    "peak_rss_kib": rss_kib(proc.pid, "VmHWM"),
+                }
+        finally:
+            for proc, _ in guards.values():
+                stop(proc)
+            stop(upstream)
+    return out
+
+
+def lists_table(lists: dict) -> list[str]:
+    rows = [
+        "| answer | guard | lists/s | p50 | p99 | the guard's CPU time per list | the guard's peak RSS |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for fmt, label in (("json", "`application/json`"), ("sse", "`text/event-stream` (one event)")):
+        for name in ("unfiltered", "filtered"):
+            r = lists[fmt][name]
+            what = f"access rules: {lists['shown']:,} of {lists['tools']:,} shown" if name == "filtered" else "no rules"
+            errors = f" ({r['non_2xx']:,} not 2xx)" if r["non_2xx"] else ""
+            rows.append(
+                f"| {label} | {what} | {r['lists_per_s']:,.0f}{errors} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | "
+                f"{r['cpu_us_per_list']:,.0f} µs | {mib(r['peak_rss_kib'])} |"
+            )
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -849,7 +1012,7 @@ def throughput_table(run: dict) -> list[str]:
         "| target | requests/s | p50 | p99 | its CPU time per request | idle RSS | peak RSS under load |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name in ("direct", "guard", "guard_auth", *PEERS, "relay"):
+    for name in ("direct", "guard", "guard_auth", "guard_access", *PEERS, "relay"):
         t = run["throughput"][name]
         # A target answering errors under load would look fast: say so where its requests/s stand.
         errors = f" ({t['non_2xx']:,} not 2xx)" if t["non_2xx"] else ""
@@ -878,6 +1041,11 @@ def throughput_table(run: dict) -> list[str]:
         f"Authentication on: {r['guard_auth_vs_guard_rps']:.2f}× the requests/s of the guard without it "
         f"({r['guard_auth_vs_nginx_rps']:.2f}× nginx's check); checking the token costs "
         f"{r['auth_cpu_us_per_request']:.1f} µs of CPU time per request.",
+        "",
+        f"Authentication, access rules and audit log on: {r['guard_access_vs_guard_rps']:.2f}× the requests/s of the "
+        f"guard without them ({r['guard_access_vs_guard_auth_rps']:.2f}× the guard with authentication only, "
+        f"{r['guard_access_vs_nginx_rps']:.2f}× nginx's check); deciding the call by the rules and writing its audit "
+        f"line cost {r['access_cpu_us_per_request']:.1f} µs of CPU time per request on top of the token check.",
     ]
     return rows
 
@@ -931,6 +1099,15 @@ def render(results: dict) -> str:
         "back, 4 system calls a request as the guard. It is the floor of any proxy on this machine: what relaying "
         "a request over two loopback connections costs in the kernel and the scheduler.",
         "",
+        "*Through mcp-guard, authentication on*: the guard with a config whose `auth` section has an issuer with its "
+        "RS256 key inline; every target gets the same request carrying a token that issuer signed (the others ignore "
+        "it); the audit log is off, so the row is the token check alone. *Through mcp-guard, authentication, access "
+        "rules and audit log on*: the same plus three access rules, the request's `tools/call` allowed by the last "
+        "(by the token's client id and a glob over the tool's name), and the audit log on (its defaults: one JSON "
+        "line per call on stdout, the arguments as a digest; written to a file here). Before measuring, the bench "
+        "checks that the first answers 401 without the token and 200 with it, and the second also refuses another "
+        "tool with `403 tool_not_allowed` and writes audit lines for both calls.",
+        "",
         "*Its CPU time per request*: user + system time of the target's own processes (the process and its "
         "children: nginx's master and workers; the guard, HAProxy, Envoy and the relay are one process each, all "
         "threads counted), read from `/proc/<pid>/stat` before and after each round, divided by the requests "
@@ -944,6 +1121,22 @@ def render(results: dict) -> str:
         return ", ".join(f"{r['ratios'][key]:.2f}× ({r['layout']})" for r in runs)
 
     lines += [
+        "",
+        "## Filtering a large tools/list",
+        "",
+        f"An upstream (`bench/list_upstream.py`, Python) answers every POST with the same `tools/list` result of "
+        f"{results['lists']['tools']:,} tools (about 200 bytes each), as `application/json` and, in a second run, "
+        "as one `text/event-stream` event. wrk sends `tools/list` with the token over 4 connections, pinned as the pinned "
+        "layout (wrk and the upstream on CPU 0, the guard with 1 worker thread on CPU 1). *No rules*: the guard with "
+        "authentication only passes the answer through as it streams. *Access rules*: the guard with the rules above "
+        f"reads each answer (JSON whole, SSE event by event, each at most 4 MiB), filters it to the "
+        f"{results['lists']['shown']:,} tools the token may call, and writes it again. The Python upstream caps the "
+        "lists per second; the guard's CPU time per list (from `/proc/<pid>/stat`, divided by the lists served) is "
+        "the measure of the filter, and its peak RSS (`VmHWM` of a guard started for that format) what filtering "
+        "holds in memory. Before measuring, the bench checks that each guard answers with the number of tools it "
+        "should show.",
+        "",
+        *lists_table(results["lists"]),
         "",
         "## Memory",
         "",
@@ -973,6 +1166,10 @@ def render(results: dict) -> str:
         f"| guard with authentication / guard without | {per_layout('guard_auth_vs_guard_rps')} | — | |",
         f"| guard with authentication / nginx (check, no authentication) | {per_layout('guard_auth_vs_nginx_rps')} "
         "| — | |",
+        f"| guard with authentication, access rules and audit log / guard without | "
+        f"{per_layout('guard_access_vs_guard_rps')} | — | |",
+        f"| guard with authentication, access rules and audit log / nginx (check) | "
+        f"{per_layout('guard_access_vs_nginx_rps')} | — | |",
         f"| byte relay / direct throughput (the floor) | {per_layout('relay_vs_direct_rps')} | — | |",
         f"| guard idle RSS | {results['idle_rss_kib'] / 1024:.1f} MiB | ≤ 8 MiB | {verdict(t['idle_rss'])} |",
         f"| guard memory per open SSE stream | {g['kib_per_stream']:.1f} KiB | ≤ 24 KiB | {verdict(t['per_stream'])} |",
@@ -1077,7 +1274,7 @@ def main() -> int:
     )
     ap.add_argument("--guard-arg", action="append", default=[], help="extra argument for mcp-guard (repeatable)")
     ap.add_argument(
-        "--only", choices=["all", "throughput", "streams"], default="all",
+        "--only", choices=["all", "throughput", "streams", "lists"], default="all",
         help="measure one part only (for iterating on the guard; prints JSON, writes no report)",
     )  # fmt: skip
     ap.add_argument(
@@ -1118,6 +1315,10 @@ def main() -> int:
             results["streams"] = measure_all_streams(args, guard_bin, workdir)
             print(json.dumps(results["streams"], indent=2))
             return 0
+        if args.only == "lists":
+            results["lists"] = measure_lists(args, guard_bin, workdir)
+            print(json.dumps(results["lists"], indent=2))
+            return 0
         layouts = ["shared", "pinned"] if args.layout == "both" else [args.layout]
         results["runs"] = [measure_throughput(args, layout, guard_bin, workdir) for layout in layouts]
         if args.only == "throughput":
@@ -1135,6 +1336,7 @@ def main() -> int:
         stop(guard)
         stop(upstream)
 
+        results["lists"] = measure_lists(args, guard_bin, workdir)
         results["streams"] = measure_all_streams(args, guard_bin, workdir)
 
         # ---- targets of issue 24: each ratio must hold in both layouts (in one run).

@@ -1,6 +1,8 @@
 -- wrk script: an MCP-shaped POST (JSON-RPC tools/call) with an allowed Host and Origin.
 wrk.method = "POST"
-wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}'
+-- MCP_GUARD_BENCH_BODY replaces the body (bench.py's list measure sends tools/list).
+wrk.body = os.getenv("MCP_GUARD_BENCH_BODY")
+  or '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}'
 wrk.headers["Host"] = "mcp.example.test"
 wrk.headers["Origin"] = "https://app.example.test"
 wrk.headers["Content-Type"] = "application/json"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # mcp-guard benchmark (`make bench`): builds the guard as shipped (`--profile dist`: release with LTO), then runs bench/bench.py, which
-# measures direct vs mcp-guard vs nginx, HAProxy and Envoy doing the same check, and a byte relay, in one run,
-# and writes docs/performance.md. Not part of `make test`. Needs nginx and wrk (`make setup`); installs HAProxy and
-# Envoy for the bench only (bench/setup-peers.sh). On 2 cores: about six minutes, plus 5-8 for a cold build.
+# measures direct vs mcp-guard (also with authentication, and with access rules and the audit log) vs nginx,
+# HAProxy and Envoy doing the same check, and a byte relay, in one run, then filtering a large tools/list, and
+# writes docs/performance.md. Not part of `make test`. Needs nginx and wrk (`make setup`); installs HAProxy and
+# Envoy for the bench only (bench/setup-peers.sh). On 2 cores: about eight minutes, plus 5-8 for a cold build.
 #   BENCH_SECONDS=4    seconds of load per target and round
 #   BENCH_ROUNDS=5     rounds (targets interleaved; medians reported)
 #   BENCH_STREAMS=9900 concurrent SSE streams for the per-stream memory measure

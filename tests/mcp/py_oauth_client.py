@@ -8,12 +8,13 @@ requests and the SDK's discovery and token requests) is recorded, without tokens
 
     {"ok": true, "server": "...", "tools": [...], "call": "<tool text>", "exchanges": [...],
      "token_header": {...}, "token_claims": {...}}
-    {"ok": false, "error": "...", "exchanges": [...]}   (exit code 1)
+    {"ok": false, "error": "...", "exchanges": [...], ...what was learnt before the failure}   (exit code 1)
 
     python py_oauth_client.py --url URL --issuer ISSUER --client-id ID
         (--client-secret SECRET                           client_credentials: ClientCredentialsOAuthProvider
          | --redirect-uri URI --hydra-admin ADMIN_URL)    authorization code + PKCE: OAuthClientProvider, with
-                                                          this script playing the user at Hydra
+           [--subject S] [--groups G1,G2]                 this script playing the user at Hydra (its consent
+                                                          grants the groups as the token's session data)
         [--scope S] [--initial-token T] [--call TOOL --arguments JSON]
 
 Hydra does not implement RFC 8707 (resource indicators): it ignores `resource` and takes a token's audience from
@@ -90,10 +91,11 @@ class User:
     consents (through Hydra's admin API, as a login and consent app does: everything requested is granted), and
     hands the authorization code to the SDK's callback."""
 
-    def __init__(self, admin_url: str, redirect_uri: str, subject: str, log: list) -> None:
+    def __init__(self, admin_url: str, redirect_uri: str, subject: str, groups: list[str], log: list) -> None:
         self.admin_url = admin_url.rstrip("/")
         self.redirect_uri = redirect_uri
         self.subject = subject
+        self.groups = groups
         self.log = log
         self.result: AuthorizationCodeResult | None = None
 
@@ -142,6 +144,10 @@ class User:
                 "grant_access_token_audience": request.get("requested_access_token_audience") or [],
                 "remember": False,
             }
+            if self.groups:
+                # The user's groups, as a consent app reads them from its directory: session data of the access
+                # token (a top-level claim where Hydra's oauth2.allowed_top_level_claims names it).
+                body["session"] = {"access_token": {"groups": self.groups}}
         answer = (await admin.put(f"{base}/accept", params=query, json=body)).raise_for_status().json()
         self.log.append({"step": f"{kind} accepted", "granted": body})
         return answer["redirect_to"]
@@ -215,7 +221,8 @@ def provider_for(args: argparse.Namespace) -> tuple[OAuthClientProvider, MemoryS
             issuer=args.issuer,
         )
         return provider, storage
-    user = User(args.hydra_admin, args.redirect_uri, args.subject, USER_STEPS)
+    groups = [g for g in (args.groups or "").split(",") if g]
+    user = User(args.hydra_admin, args.redirect_uri, args.subject, groups, USER_STEPS)
     # Registered beforehand through Hydra's admin API (a public client: no secret, PKCE).
     client_info = OAuthClientInformationFull(
         client_id=args.client_id,
@@ -242,6 +249,10 @@ def provider_for(args: argparse.Namespace) -> tuple[OAuthClientProvider, MemoryS
     return provider, storage
 
 
+# What the run learnt, kept when a later step fails (a refused call still reports the tools listed).
+REPORT: dict = {"ok": False}
+
+
 async def run(args: argparse.Namespace) -> dict:
     provider, storage = provider_for(args)
     http = httpx2.AsyncClient(
@@ -249,18 +260,20 @@ async def run(args: argparse.Namespace) -> dict:
         timeout=httpx2.Timeout(10, read=30),
         event_hooks={"request": [record_request], "response": [record_response]},
     )
-    out: dict = {"ok": False}
-    with anyio.fail_after(args.timeout):
-        async with Client(streamable_http_client(args.url, http_client=http), mode="legacy") as client:
-            out["server"] = client.server_info.name if client.server_info else None
-            tools = await client.list_tools()
-            out["tools"] = sorted(t.name for t in tools.tools)
-            res = await client.call_tool(args.call, json.loads(args.arguments))
-            out["call"] = "".join(c.text for c in res.content if isinstance(c, types.TextContent))
-            out["call_is_error"] = bool(res.is_error)
-    if storage.tokens is not None:
-        out["token_header"] = jwt_part(storage.tokens.access_token, 0)
-        out["token_claims"] = jwt_part(storage.tokens.access_token, 1)
+    out = REPORT
+    try:
+        with anyio.fail_after(args.timeout):
+            async with Client(streamable_http_client(args.url, http_client=http), mode="legacy") as client:
+                out["server"] = client.server_info.name if client.server_info else None
+                tools = await client.list_tools()
+                out["tools"] = sorted(t.name for t in tools.tools)
+                res = await client.call_tool(args.call, json.loads(args.arguments))
+                out["call"] = "".join(c.text for c in res.content if isinstance(c, types.TextContent))
+                out["call_is_error"] = bool(res.is_error)
+    finally:
+        if storage.tokens is not None:
+            out["token_header"] = jwt_part(storage.tokens.access_token, 0)
+            out["token_claims"] = jwt_part(storage.tokens.access_token, 1)
     out["ok"] = True
     return out
 
@@ -274,6 +287,7 @@ def main() -> None:
     parser.add_argument("--redirect-uri")
     parser.add_argument("--hydra-admin")
     parser.add_argument("--subject", default="alice@example.com")
+    parser.add_argument("--groups", help="comma-separated groups the consent grants the access token")
     parser.add_argument("--scope")
     parser.add_argument("--initial-token")
     parser.add_argument("--call", default="echo")
@@ -285,7 +299,12 @@ def main() -> None:
     try:
         out = anyio.run(run, args)
     except BaseException as exc:  # noqa: BLE001 - report every failure as JSON
-        out = {"ok": False, "error": repr(exc)[:2000], "errors": [repr(e)[:500] for e in leaf_errors(exc)][:10]}
+        out = {
+            **REPORT,
+            "ok": False,
+            "error": repr(exc)[:2000],
+            "errors": [repr(e)[:500] for e in leaf_errors(exc)][:10],
+        }
     out["exchanges"] = EXCHANGES
     out["user"] = USER_STEPS
     print(json.dumps(out), flush=True)

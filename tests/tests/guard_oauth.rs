@@ -227,6 +227,7 @@ fn python_sdk_authorization_code_with_pkce_through_the_guard() {
             client: &client,
             redirect_uri,
             subject: "alice@example.com",
+            groups: &[],
         },
         &resource,
         "whoami",

@@ -32,6 +32,8 @@ pub struct Hydra {
     pub proc: Proc,
     pub public_port: u16,
     pub admin_port: u16,
+    /// Holds Hydra's config file (Hydra watches it) while Hydra runs.
+    _config_dir: tempfile::TempDir,
 }
 
 /// An OAuth client registered in Hydra.
@@ -48,21 +50,32 @@ impl Hydra {
     /// Starts Hydra on free loopback ports and waits until both its admin and public APIs answer. A port that
     /// `free_port` handed out twice makes Hydra exit: then again on other ports.
     pub fn start() -> anyhow::Result<Hydra> {
+        Self::start_with_config(&json!({}))
+    }
+
+    /// Starts Hydra as [`Hydra::start`] does, with `config` as its config file (`hydra serve all --config`):
+    /// settings that the environment cannot spell, such as lists (`oauth2.allowed_top_level_claims`).
+    pub fn start_with_config(config: &Value) -> anyhow::Result<Hydra> {
         let mut attempt = 1;
         loop {
-            match Self::start_once() {
+            match Self::start_once(config) {
                 Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => attempt += 1,
                 other => return other,
             }
         }
     }
 
-    fn start_once() -> anyhow::Result<Hydra> {
+    fn start_once(config: &Value) -> anyhow::Result<Hydra> {
+        let config_dir = tempfile::Builder::new().prefix("mcp-guard-hydra-").tempdir()?;
+        // JSON is YAML, which Hydra reads by the file's extension.
+        let config_file = config_dir.path().join("hydra.yaml");
+        std::fs::write(&config_file, config.to_string())?;
         let public_port = tools::free_port();
         let admin_port = tools::free_port();
         let issuer = format!("http://127.0.0.1:{public_port}");
         let mut cmd = Command::new(tools::bin("hydra"));
-        cmd.args(["serve", "all", "--dev", "--sqa-opt-out"])
+        cmd.args(["serve", "all", "--dev", "--sqa-opt-out", "--config"])
+            .arg(&config_file)
             .env("DSN", "memory")
             .env("SECRETS_SYSTEM", "mcp-guard-tests-system-secret-0123456789")
             .env("URLS_SELF_ISSUER", &issuer)
@@ -99,6 +112,7 @@ impl Hydra {
             proc,
             public_port,
             admin_port,
+            _config_dir: config_dir,
         })
     }
 
@@ -267,6 +281,67 @@ impl Hydra {
     }
 }
 
+/// Hydra's token hook (`tests/mcp/hydra_token_hook.py`): the group directory of machine clients. Hydra, started
+/// with [`TokenHook::hydra_config`], asks it at every token request; it gives a client_credentials token of a
+/// client it lists that client's groups, as the top-level claim `groups`. Killed on drop.
+pub struct TokenHook {
+    pub proc: Proc,
+    pub port: u16,
+    directory: tempfile::NamedTempFile,
+}
+
+impl TokenHook {
+    pub fn start() -> anyhow::Result<TokenHook> {
+        let directory = tempfile::NamedTempFile::new()?;
+        std::fs::write(directory.path(), "{}")?;
+        let port = tools::free_port();
+        let mut cmd = Command::new(tools::python());
+        cmd.arg(testkit::mcp::scripts_dir().join("hydra_token_hook.py"))
+            .arg(format!("--port={port}"))
+            .arg("--directory")
+            .arg(directory.path());
+        let mut proc = Proc::spawn("hydra-token-hook", cmd)?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + START_TIMEOUT;
+        while testkit::process::wait_for_tcp(addr, Duration::from_millis(250)).is_err() {
+            proc.ensure_running()?;
+            ensure!(
+                Instant::now() < deadline,
+                "the token hook does not listen on {addr}:\n{}",
+                tail(&proc.logs(), 20)
+            );
+        }
+        Ok(TokenHook {
+            proc,
+            port,
+            directory,
+        })
+    }
+
+    /// Hydra's config for this hook: it is called for every grant, and `groups` is a top-level claim of access
+    /// tokens (Hydra keeps custom claims under `ext` unless `oauth2.allowed_top_level_claims` names them; with
+    /// `mirror_top_level_claims` off they are not copied into `ext` as well).
+    pub fn hydra_config(&self) -> Value {
+        json!({
+            "oauth2": {
+                "allowed_top_level_claims": ["groups"],
+                "mirror_top_level_claims": false,
+                "token_hook": { "url": format!("http://127.0.0.1:{}/token-hook", self.port) },
+            }
+        })
+    }
+
+    /// Lists clients in the directory (replacing it): their client_credentials tokens carry these groups.
+    pub fn set_groups(&self, groups: &[(&OAuthClient, &[&str])]) -> anyhow::Result<()> {
+        let directory: serde_json::Map<String, Value> = groups
+            .iter()
+            .map(|(client, groups)| (client.id.clone(), json!(groups)))
+            .collect();
+        std::fs::write(self.directory.path(), Value::Object(directory).to_string())?;
+        Ok(())
+    }
+}
+
 /// The JOSE header of a JWT (not verified).
 pub fn jwt_header(token: &str) -> anyhow::Result<Value> {
     jwt_part(token, 0)
@@ -368,17 +443,19 @@ impl OAuthRun {
 /// Which OAuth client to run.
 #[derive(Debug, Clone)]
 pub enum OAuthFlow<'a> {
-    /// The Python SDK's `ClientCredentialsOAuthProvider`.
+    /// The Python SDK's `ClientCredentialsOAuthProvider` (it asks for the scope the 401 names).
     PythonClientCredentials { client: &'a OAuthClient },
     /// The TypeScript SDK's `ClientCredentialsProvider`; it asks for the scope it is configured with (1.32.2 does
     /// not take the scope from the 401 or the resource metadata for client credentials).
     TypeScriptClientCredentials { client: &'a OAuthClient, scope: &'a str },
     /// The Python SDK's `OAuthClientProvider` (authorization code + PKCE), the script playing `subject` at
-    /// Hydra.
+    /// Hydra; its consent grants the access token the session claim `groups` when given (a top-level claim where
+    /// Hydra's `oauth2.allowed_top_level_claims` names it).
     PythonAuthorizationCode {
         client: &'a OAuthClient,
         redirect_uri: &'a str,
         subject: &'a str,
+        groups: &'a [&'a str],
     },
 }
 
@@ -416,11 +493,15 @@ pub fn run_oauth_client(
         OAuthFlow::PythonAuthorizationCode {
             redirect_uri,
             subject,
+            groups,
             ..
         } => {
             cmd.arg(format!("--redirect-uri={redirect_uri}"))
                 .arg(format!("--hydra-admin={}", hydra.admin_url()))
                 .arg(format!("--subject={subject}"));
+            if !groups.is_empty() {
+                cmd.arg(format!("--groups={}", groups.join(",")));
+            }
         }
         _ => {
             let secret = client
