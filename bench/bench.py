@@ -1242,6 +1242,19 @@ def readme_table(results: dict) -> str:
     return "\n".join(rows)
 
 
+PROFILE_BEGIN = "<!-- profile (written by bench/profile.py) -->"
+PROFILE_END = "<!-- /profile -->"
+
+
+def write_report(path: Path, report: str) -> None:
+    """Writes the report, keeping the profile section bench/profile.py wrote into the previous one."""
+    old = path.read_text() if path.exists() else ""
+    a, e = old.find(PROFILE_BEGIN), old.find(PROFILE_END)
+    if 0 <= a < e:
+        report = report.rstrip("\n") + "\n\n" + old[a : e + len(PROFILE_END)] + "\n"
+    path.write_text(report)
+
+
 def write_readme_table(results: dict) -> None:
     text = README.read_text()
     a, e = text.find(README_BEGIN), text.find(README_END)
@@ -1284,7 +1297,7 @@ def main() -> int:
     GUARD_EXTRA_ARGS.extend(args.guard_arg)
     if args.render_only:
         results = json.loads((ROOT / "target/bench/results.json").read_text())
-        Path(args.out).write_text(render(results))
+        write_report(Path(args.out), render(results))
         write_readme_table(results)
         return 0
 
@@ -1361,7 +1374,7 @@ def main() -> int:
 
     (outdir / "results.json").write_text(json.dumps(results, indent=2))
     report = render(results)
-    Path(args.out).write_text(report)
+    write_report(Path(args.out), report)
     write_readme_table(results)
     print(report)
     for r in results["runs"]:

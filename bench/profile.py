@@ -15,8 +15,8 @@ heaptrack and perf (Debian packages strace, heaptrack, linux-perf) and the relea
   CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release -p mcp-guard --bin mcp-guard --example relay
   python3 bench/profile.py [--seconds 4]
 
-Prints a Markdown section (docs/performance.md "Profile of the request path") and writes it to
-target/bench/profile.md.
+Prints a Markdown section and writes it into docs/performance.md ("Profile of the request path", between its
+markers; `make bench` keeps it) and to target/bench/profile.md.
 """
 
 import argparse
@@ -185,6 +185,11 @@ def main() -> int:
     out = bench.ROOT / "target" / "bench" / "profile.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
+    doc = bench.ROOT / "docs" / "performance.md"
+    old = doc.read_text()
+    a, e = old.find(bench.PROFILE_BEGIN), old.find(bench.PROFILE_END)
+    block = f"{bench.PROFILE_BEGIN}\n## Profile of the request path\n\n{text}{bench.PROFILE_END}"
+    doc.write_text(old[:a] + block + old[e + len(bench.PROFILE_END) :] if 0 <= a < e else old.rstrip("\n") + "\n\n" + block + "\n")
     print(text)
     shutil.rmtree(workdir, ignore_errors=True)
     return 0

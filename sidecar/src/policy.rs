@@ -1191,14 +1191,14 @@ pub fn strip_response(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    // By name, as text: removing by `&str` builds no `HeaderName` (most upstreams send `Connection: keep-alive`
-    // on every response, so this runs once per request).
-    let connection: Vec<HeaderValue> = match headers.get_all(header::CONNECTION).iter().count() {
-        0 => Vec::new(),
-        1 => headers.remove(header::CONNECTION).into_iter().collect(),
+    // Most upstreams send `Connection: keep-alive` on every response, so this runs once per request: the one
+    // `Connection` field is taken out whole (no list collected), and names are removed as text (no `HeaderName`).
+    let all: Vec<HeaderValue> = match headers.get_all(header::CONNECTION).iter().count() {
+        0 | 1 => Vec::new(),
         _ => headers.get_all(header::CONNECTION).iter().cloned().collect(),
     };
-    for value in &connection {
+    let first = headers.remove(header::CONNECTION).filter(|_| all.is_empty());
+    for value in first.iter().chain(&all) {
         for name in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
             if let Ok(name) = std::str::from_utf8(name)
                 && !name.eq_ignore_ascii_case(header::CONTENT_LENGTH.as_str())
