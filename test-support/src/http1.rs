@@ -374,6 +374,20 @@ async fn one_response(wire: &mut Wire, head_request: bool) -> anyhow::Result<Res
     })
 }
 
+/// The responses in `bytes` (everything a connection carried until it closed), one after another.
+pub fn responses(bytes: &[u8]) -> io::Result<Vec<Msg>> {
+    let mut wire = Wire::over(io::Cursor::new(bytes.to_vec()), tokio::io::sink(), None);
+    crate::block_on(async move {
+        let mut out = Vec::new();
+        loop {
+            if wire.buf.is_empty() && wire.fill().await? == 0 {
+                return Ok(out);
+            }
+            out.push(wire.response(false).await?);
+        }
+    })
+}
+
 /// A simple GET with a Host of `localhost`.
 pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Response> {
     raw(

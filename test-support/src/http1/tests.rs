@@ -210,3 +210,19 @@ fn a_body_that_is_not_json_says_what_it_was() {
     let e = r.json().unwrap_err();
     assert!(e.to_string().contains("\"<html>\""), "{e}");
 }
+
+#[test]
+fn responses_reads_every_response_a_connection_carried() {
+    let bytes =
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\n\r\nbadHTTP/1.1 200 OK\r\nTransfer-Encoding: \
+                  chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+    let got: Vec<_> = responses(bytes)
+        .unwrap()
+        .iter()
+        .map(|m| (m.status(), m.text()))
+        .collect();
+    assert_eq!(got, [(400, "bad".to_string()), (200, "ok".to_string())]);
+    assert!(responses(b"").unwrap().is_empty());
+    let cut = responses(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort").unwrap_err();
+    assert_eq!(cut.kind(), io::ErrorKind::UnexpectedEof, "{cut}");
+}
