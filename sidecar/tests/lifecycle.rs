@@ -177,7 +177,7 @@ async fn config_file_is_reloaded_through_kubelet_symlink_swap() {
     eventually_or(
         "the invalid config refused",
         Duration::from_secs(5),
-        || format!("{}", guard.logs()),
+        || guard.logs(),
         || async {
             guard
                 .metric("mcp_guard_config_reloads_total{result=\"failed\"}")
@@ -294,7 +294,7 @@ async fn a_config_file_back_unchanged_is_in_effect_again() {
     eventually_or(
         "the config back again",
         Duration::from_secs(5),
-        || format!("{}", guard.logs()),
+        || guard.logs(),
         || back_again(1),
     )
     .await;
@@ -315,7 +315,7 @@ async fn a_config_file_back_unchanged_is_in_effect_again() {
     eventually_or(
         "both read failures logged",
         Duration::from_secs(5),
-        || format!("{}", guard.logs()),
+        || guard.logs(),
         || async { guard.logs().matches("cannot read config file").count() == 2 },
     )
     .await;
@@ -323,7 +323,7 @@ async fn a_config_file_back_unchanged_is_in_effect_again() {
     eventually_or(
         "the config back again",
         Duration::from_secs(5),
-        || format!("{}", guard.logs()),
+        || guard.logs(),
         || back_again(2),
     )
     .await;

@@ -734,7 +734,7 @@ async fn rate_limits_reload_and_a_bad_one_keeps_the_last_good_config() {
     eventually_or(
         "the new limit in effect",
         Duration::from_secs(10),
-        || format!("{}", g.logs()),
+        || g.logs(),
         || async { request_from("127.0.0.1", g.addr, &get_request("")).await.status() == 429 },
     )
     .await;
@@ -746,7 +746,7 @@ async fn rate_limits_reload_and_a_bad_one_keeps_the_last_good_config() {
     eventually_or(
         "the invalid limits refused",
         Duration::from_secs(10),
-        || format!("{}", g.logs()),
+        || g.logs(),
         || async {
             g.metric("mcp_guard_config_reloads_total{result=\"failed\"}")
                 .await
