@@ -19,7 +19,7 @@ use crate::crd::{
     AccessRuleSpec, AccessRuleStatus, AccessSourceSpec, AccessSpec, AccessStatus, AccessTargetSpec,
     AuditSpec, MCPServerSpec,
 };
-use crate::validate::FieldError;
+use crate::field_error::FieldError;
 
 #[cfg(test)]
 mod tests;

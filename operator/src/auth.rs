@@ -13,10 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mcp_guard_config::{AuthConfig, AuthConfigError, HostPattern, IssuerConfig};
 
-use crate::cluster_issuer::IssuerState;
 use crate::crd::{AllowlistEntry, AuthSpec, IssuerSpec};
+use crate::field_error::FieldError;
 use crate::settings::AuthSettings;
-use crate::validate::FieldError;
 
 #[cfg(test)]
 mod tests;
@@ -39,6 +38,27 @@ pub struct DerivedAuth {
 /// The issuer written while the cluster's own is not discovered yet (with no keys: its tokens are refused). Most
 /// clusters' issuer is this URL, so that their service-account tokens are then refused as "keys not yet known".
 pub const UNDISCOVERED_CLUSTER_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// The cluster's service-account issuer and its keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterIssuer {
+    /// The `iss` of the cluster's service-account tokens (`--service-account-issuer`).
+    pub issuer: String,
+    /// Its JWKS document, as the API server serves it (checked to hold a key the guard can use).
+    pub jwks: serde_json::Value,
+}
+
+/// What the operator knows of the cluster's issuer. Fetched by [`crate::cluster_issuer`] (the IO); defined here,
+/// where the derivation reads it, so that the pure core imports no IO module.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IssuerState {
+    /// The last issuer and keys fetched (kept through failed refreshes).
+    pub current: Option<ClusterIssuer>,
+    /// Why the last fetch failed, if it did.
+    pub error: Option<String>,
+    /// Whether a fetch has completed (either way): a reconcile waits for the first.
+    pub attempted: bool,
+}
 
 /// The `auth` section for a server: its resource URIs (from `endpoints`, see the module docs), its issuers, and
 /// the cluster's service-account issuer with the operator's keys when `kubernetes` is on.

@@ -15,6 +15,8 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::auth::{ClusterIssuer, IssuerState};
+
 /// How often the keys are fetched again after a success.
 pub const REFRESH: Duration = Duration::from_secs(300);
 /// How soon a failed fetch is retried.
@@ -25,26 +27,6 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 /// The API server's service-account keys (served at this path whatever `--service-account-jwks-uri` says).
 pub const JWKS_PATH: &str = "/openid/v1/jwks";
-
-/// The cluster's service-account issuer and its keys.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ClusterIssuer {
-    /// The `iss` of the cluster's service-account tokens (`--service-account-issuer`).
-    pub issuer: String,
-    /// Its JWKS document, as the API server serves it (checked to hold a key the guard can use).
-    pub jwks: serde_json::Value,
-}
-
-/// What the operator knows of the cluster's issuer.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct IssuerState {
-    /// The last issuer and keys fetched (kept through failed refreshes).
-    pub current: Option<ClusterIssuer>,
-    /// Why the last fetch failed, if it did.
-    pub error: Option<String>,
-    /// Whether a fetch has completed (either way): a reconcile waits for the first.
-    pub attempted: bool,
-}
 
 /// Why the cluster's issuer could not be discovered.
 #[derive(Debug, thiserror::Error)]

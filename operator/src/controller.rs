@@ -23,17 +23,19 @@ use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
+use crate::auth::IssuerState;
 use crate::children::{config_map_current, desired_config_map};
-use crate::cluster_issuer::{self, IssuerState};
+use crate::cluster_issuer;
 use crate::crd::{MCPGuardPolicy, MCPGuardPolicySpec, MCPServer, MCPServerStatus, config_map_name};
 use crate::events::{EventNote, EventType, Recorder, allowlist_change_note};
 use crate::metrics::{ControllerMetrics, EventLabels, ServerLabels};
 use crate::settings::{self, DEFAULT_SIDECAR_IMAGE, Settings};
+use crate::sources::Stores;
 use crate::sources::policy::PolicyGenerations;
 use crate::sources::sig_servers::{self, SigMCPServer};
 use crate::sources::{self, DependencyIndex, Derivation, DeriveInput, FindingKind, http_routes};
 use crate::status::{self, NetworkPolicyOutcome, StatusInput, build_status};
-use crate::stores::{Stores, SyncTracker, Triggers, Watch, in_namespace, scoped};
+use crate::stores::{SyncTracker, Triggers, Watch, in_namespace, scoped};
 use crate::validate::validate_spec;
 
 #[cfg(test)]
@@ -908,14 +910,7 @@ pub async fn run_once(
     };
     let (servers, server_stream, overlap_rx) = watch_servers(&w, &shared, &metrics);
     let (stores, streams) = watch_sources(&w, gateway_api, servers.clone(), synced_rx).await?;
-    {
-        let (stores, synced, scope) = (stores.clone(), readiness.synced.clone(), scope.clone());
-        tokio::spawn(async move {
-            stores.wait_synced().await;
-            info!(namespace = %scope, "caches synced");
-            synced.store(true, Ordering::Relaxed);
-        });
-    }
+    report_synced(&stores, &readiness, scope);
     // The cluster's issuer: fetched while this replica leads; each change reconciles every MCPServer (rare:
     // a key rotation, an outage, a recovery).
     let (issuer_tx, issuer_rx) = tokio::sync::watch::channel(IssuerState::default());
@@ -947,8 +942,6 @@ pub async fn run_once(
         settings.discovery_interval,
     ));
 
-    // Stop when asked, or when the Gateway API (or its ReferenceGrants) or the SIG's MCPServers appear or go away.
-    let changed = Arc::new(AtomicBool::new(false));
     let availability = availability_changed(
         client.clone(),
         settings.clone(),
@@ -956,17 +949,7 @@ pub async fn run_once(
         stores.reference_grants.is_some(),
         stores.sig_servers.is_some(),
     );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let stopper = {
-        let changed = changed.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = stop => {}
-                () = availability => changed.store(true, Ordering::Relaxed),
-            }
-            let _ = stop_tx.send(());
-        })
-    };
+    let (changed, stop_rx, stopper) = stop_on_either(stop, availability);
     let controller = Controller::for_stream(
         server_stream.predicate_filter(predicates::generation, Default::default()),
         servers,
@@ -977,16 +960,7 @@ pub async fn run_once(
     wire(controller, streams, &stores, &shared)
         .graceful_shutdown_on(stop_rx.map(|_| ()))
         .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => {
-                    debug!(namespace = obj.namespace.as_deref().unwrap_or(""), name = %obj.name, "reconciled")
-                }
-                Err(kube::runtime::controller::Error::ObjectNotFound(_))
-                | Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
-                Err(e) => warn!(error = %e, "controller error"),
-            }
-        })
+        .for_each(|res| async move { log_outcome(res) })
         .await;
     stopper.abort();
     issuer_refresh.abort();
@@ -1000,4 +974,53 @@ pub async fn run_once(
     readiness.synced.store(false, Ordering::Relaxed);
     info!("MCPServer controller stopped");
     Ok(changed.load(Ordering::Relaxed))
+}
+
+/// Flips the readiness flag once every cache has seen its initial list.
+fn report_synced(stores: &Stores, readiness: &ControllerReadiness, scope: String) {
+    let (stores, synced) = (stores.clone(), readiness.synced.clone());
+    tokio::spawn(async move {
+        stores.wait_synced().await;
+        info!(namespace = %scope, "caches synced");
+        synced.store(true, Ordering::Relaxed);
+    });
+}
+
+/// Stops the controller when asked (`stop`), or when the Gateway API (or its ReferenceGrants) or the SIG's
+/// MCPServers appear or go away (`availability`): then the returned flag is set, and the caller runs again.
+fn stop_on_either(
+    stop: impl Future<Output = ()> + Send + 'static,
+    availability: impl Future<Output = ()> + Send + 'static,
+) -> (
+    Arc<AtomicBool>,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let changed = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stopper = {
+        let changed = changed.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stop => {}
+                () = availability => changed.store(true, Ordering::Relaxed),
+            }
+            let _ = stop_tx.send(());
+        })
+    };
+    (changed, stop_rx, stopper)
+}
+
+/// Logs what one reconcile came to (its own errors are logged by the reconciler and `error_policy`).
+fn log_outcome(
+    res: Result<(ObjectRef<MCPServer>, Action), kube::runtime::controller::Error<Error, watcher::Error>>,
+) {
+    match res {
+        Ok((obj, _)) => {
+            debug!(namespace = obj.namespace.as_deref().unwrap_or(""), name = %obj.name, "reconciled")
+        }
+        Err(kube::runtime::controller::Error::ObjectNotFound(_))
+        | Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+        Err(e) => warn!(error = %e, "controller error"),
+    }
 }

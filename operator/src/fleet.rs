@@ -23,9 +23,9 @@ use kube::ResourceExt;
 
 use crate::crd::MCPServer;
 use crate::metrics::{ControllerMetrics, NamespaceLabels};
+use crate::sources::Stores;
 use crate::sources::services::service_is_candidate;
 use crate::sources::sig_servers::{self, SigMCPServer};
-use crate::stores::Stores;
 
 /// kagent's label marking a Service as an MCP server for its agents.
 pub const KAGENT_SERVICE_LABEL: &str = "kagent.dev/mcp-service";

@@ -1,11 +1,13 @@
 //! mcp-guard-operator: derives each MCPServer's Host/Origin allowlist from the cluster and injects the guard.
 //!
-//! Pure core, thin IO shell. The data flow, in module names: [`stores`] (the watched objects) → [`sources`] (one
-//! module per input kind, folded by [`sources::derive`] into an allowlist and findings, with [`settings`]
-//! resolving each server's settings over its policy) → [`controller`] (writes the ConfigMap of [`children`], the
-//! NetworkPolicy of [`netpol`], the status of [`status`] and Events). The [`webhook`] injects the guard into pods
-//! by the [`pod_contract`] the sources read back; [`selector`] is the one label matcher of both. [`auth`] builds
-//! each server's authentication (resource URIs, issuers) with the keys [`cluster_issuer`] fetches.
+//! Pure core, thin IO shell. The data flow, in module names: [`stores`] (how the watched objects are cached) →
+//! [`sources`] (one module per input kind, folded by [`sources::derive`] into an allowlist and findings, with
+//! [`settings`] resolving each server's settings over its policy) → [`controller`] (writes the ConfigMap of
+//! [`children`], the NetworkPolicy of [`netpol`], the status of [`status`] and Events). The [`webhook`] injects
+//! the guard into pods by the [`pod_contract`] the sources read back; [`selector`] is the one label matcher of
+//! both. [`auth`] builds each server's authentication (resource URIs, issuers) with the keys [`cluster_issuer`]
+//! fetches. [`validate`], [`auth`] and [`access`] check specs into [`field_error`]s, which status and the
+//! validating webhook report.
 
 pub mod access;
 pub mod admin;
@@ -17,6 +19,7 @@ pub mod controller;
 pub mod crd;
 pub mod crd_reference;
 pub mod events;
+pub mod field_error;
 pub mod fleet;
 pub mod gateway;
 pub mod leader;

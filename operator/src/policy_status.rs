@@ -12,8 +12,8 @@ use tracing::warn;
 
 use crate::children::FIELD_MANAGER;
 use crate::crd::MCPGuardPolicy;
+use crate::sources::Stores;
 use crate::status::{PolicyStatusInput, build_policy_status};
-use crate::stores::Stores;
 use crate::validate::validate_policy;
 
 /// Writes the status of every MCPGuardPolicy whose validity or users changed (from the caches; no reads).

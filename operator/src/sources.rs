@@ -16,19 +16,19 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use mcp_guard_config::{ConfigSource, GuardConfig, Limits};
 
 pub use self::findings::{Finding, FindingKind};
-use crate::crd::{AllowlistEntry, GuardMode, MCPGuardPolicySpec, MCPServer, MCPServerSpec};
+use crate::crd::{AllowlistEntry, GuardMode, MCPGuardPolicy, MCPGuardPolicySpec, MCPServer, MCPServerSpec};
+use crate::field_error::{check_host_pattern, check_origin_pattern};
 use crate::gateway::{Gateway, HTTPRoute, ReferenceGrant};
 use crate::settings::Settings;
-use crate::stores::{Stores, in_namespace};
-use crate::validate::{check_host_pattern, check_origin_pattern};
+use crate::stores::in_namespace;
 
 pub mod explicit;
 pub mod findings;
@@ -44,6 +44,48 @@ pub mod sig_servers;
 pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
+
+/// The reflector caches the reconciler and the reverse mappers read, one per kind (filled as [`crate::stores`]
+/// says; each source says how its kind is watched).
+#[derive(Clone)]
+pub struct Stores {
+    pub servers: Store<MCPServer>,
+    pub services: Store<Service>,
+    pub ingresses: Store<Ingress>,
+    pub ingress_classes: Store<IngressClass>,
+    pub policies: Store<MCPGuardPolicy>,
+    pub config_maps: Store<ConfigMap>,
+    /// The NetworkPolicies this operator wrote (by label).
+    pub network_policies: Store<NetworkPolicy>,
+    pub pods: Store<Pod>,
+    /// `None` when the Gateway API is not installed.
+    pub routes: Option<Store<HTTPRoute>>,
+    pub gateways: Option<Store<Gateway>>,
+    /// `None` when the Gateway API is not installed or serves no ReferenceGrants (`v1beta1`).
+    pub reference_grants: Option<Store<ReferenceGrant>>,
+    /// Namespaces (their labels, for listeners' `allowedRoutes.namespaces.selector`); with the Gateway API only.
+    pub namespaces: Option<Store<Namespace>>,
+    /// The SIG's MCPServers (`mcp.x-k8s.io`); `None` when their API is not served.
+    pub sig_servers: Option<Store<sig_servers::SigMCPServer>>,
+    /// `true` once every watch stream finished its initial list.
+    pub synced: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Stores {
+    /// Waits until every cache has seen its initial list.
+    ///
+    /// Tracked from the watch streams themselves (`InitDone`), not with `Store::wait_until_ready`: that future
+    /// wakes only its most recent poller, so several tasks waiting on one store could wait forever.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.synced.clone();
+        let _ = rx.wait_for(|synced| *synced).await;
+    }
+
+    /// Whether every cache has seen its initial list.
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+}
 
 /// Everything a derivation reads. Lists hold the objects of the MCPServer's namespace (Gateways: any).
 #[derive(Clone, Debug)]
@@ -74,7 +116,7 @@ pub struct DeriveInput<'a> {
     /// The SIG MCPServer `spec.serverRef` names, when it exists (`spec` is already [`sig_servers::effective`]).
     pub sig_server: Option<&'a sig_servers::SigMCPServer>,
     /// The cluster's service-account issuer as the operator knows it (for `auth.kubernetes`).
-    pub cluster_issuer: &'a crate::cluster_issuer::IssuerState,
+    pub cluster_issuer: &'a crate::auth::IssuerState,
 }
 
 /// The kind of an object a derivation depends on.

@@ -5,8 +5,8 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{AllowlistEntry, AuthStatus, MCPGuardPolicyStatus, MCPServerStatus};
+use crate::field_error::FieldError;
 use crate::sources::{Derivation, FindingKind};
-use crate::validate::FieldError;
 
 /// Condition types written by the operator.
 pub mod condition {

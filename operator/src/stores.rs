@@ -1,60 +1,15 @@
-//! The reflector caches the controller reads, and how each is filled: one watch per kind, scoped to the
-//! operator's namespace when it watches one, each reporting when its initial list is done.
+//! How the reflector caches are filled: one watch per kind, scoped to the operator's namespace when it watches
+//! one, each reporting when its initial list is done. Which caches there are is [`crate::sources::Stores`]; each
+//! source says how its kind is watched.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
-use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-
-use crate::crd::{MCPGuardPolicy, MCPServer};
-use crate::gateway::{Gateway, HTTPRoute, ReferenceGrant};
-
-/// Reflector caches the reconciler reads.
-#[derive(Clone)]
-pub struct Stores {
-    pub servers: Store<MCPServer>,
-    pub services: Store<Service>,
-    pub ingresses: Store<Ingress>,
-    pub ingress_classes: Store<IngressClass>,
-    pub policies: Store<MCPGuardPolicy>,
-    pub config_maps: Store<ConfigMap>,
-    /// The NetworkPolicies this operator wrote (by label).
-    pub network_policies: Store<NetworkPolicy>,
-    pub pods: Store<Pod>,
-    /// `None` when the Gateway API is not installed.
-    pub routes: Option<Store<HTTPRoute>>,
-    pub gateways: Option<Store<Gateway>>,
-    /// `None` when the Gateway API is not installed or serves no ReferenceGrants (`v1beta1`).
-    pub reference_grants: Option<Store<ReferenceGrant>>,
-    /// Namespaces (their labels, for listeners' `allowedRoutes.namespaces.selector`); with the Gateway API only.
-    pub namespaces: Option<Store<Namespace>>,
-    /// The SIG's MCPServers (`mcp.x-k8s.io`); `None` when their API is not served.
-    pub sig_servers: Option<Store<crate::sources::sig_servers::SigMCPServer>>,
-    /// `true` once every watch stream finished its initial list.
-    pub synced: tokio::sync::watch::Receiver<bool>,
-}
-
-impl Stores {
-    /// Waits until every cache has seen its initial list.
-    ///
-    /// Tracked from the watch streams themselves (`InitDone`), not with `Store::wait_until_ready`: that future
-    /// wakes only its most recent poller, so several tasks waiting on one store could wait forever.
-    pub async fn wait_synced(&self) {
-        let mut rx = self.synced.clone();
-        let _ = rx.wait_for(|synced| *synced).await;
-    }
-
-    /// Whether every cache has seen its initial list.
-    pub fn is_synced(&self) -> bool {
-        *self.synced.borrow()
-    }
-}
 
 /// Counts watch streams that have not finished their initial list; flips a watch channel when none is left.
 #[derive(Clone)]

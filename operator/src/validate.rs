@@ -1,52 +1,13 @@
 //! Pure validation of MCPServer and MCPGuardPolicy specs, beyond what the CRD schema can say. The validating webhook
 //! (`/validate-mcpserver`) turns the returned errors into a denial; the controller reports them in status.
 
-use std::fmt;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::crd::{MCPGuardPolicySpec, MCPServerSpec, RateLimitSpec, RateSpec};
+use crate::field_error::{FieldError, check_host_pattern, check_origin_pattern};
 
 #[cfg(test)]
 mod tests;
-
-/// One problem with one field, e.g. `spec.hosts[2]`: `bad port "99999"`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldError {
-    /// JSON path of the offending field, e.g. `spec.hosts[2]`.
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-/// Checks a host pattern with the guard's own parser, so that what the operator accepts is exactly what the
-/// guard will load.
-pub fn check_host_pattern(s: &str) -> Result<(), String> {
-    mcp_guard_config::HostPattern::parse(s)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
-/// Checks an origin pattern with the guard's own parser.
-pub fn check_origin_pattern(s: &str) -> Result<(), String> {
-    mcp_guard_config::OriginPattern::parse(s)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
 
 /// `spec.selector` and `spec.port`: the pods and port of the user's own server.
 fn validate_server_form(spec: &MCPServerSpec, errors: &mut Vec<FieldError>) {

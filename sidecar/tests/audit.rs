@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use mcp_guard::audit::{LINE_FIELDS, rfc3339};
 use mcp_guard_config::auth::testing::{self, TestKey};
 use serde_json::{Value, json};
-use support::{Guard, RawResponse, TestUpstream, eventually, raw};
+use support::{Guard, RawResponse, TestUpstream, eventually_or, mcp_guard, raw};
 
 const RESOURCE: &str = "http://mcp.example.com/mcp";
 const ISSUER: &str = "https://auth.example.com";
@@ -51,7 +51,7 @@ async fn guard(upstream: &TestUpstream, config: &Value, flags: &[&str]) -> (Guar
     let (url, file) = (upstream.url(), file.to_str().unwrap().to_owned());
     let mut args = vec!["--upstream", &url, "--config", &file];
     args.extend_from_slice(flags);
-    (Guard::start_piped(&args).await, dir)
+    (mcp_guard(&args).stdout_piped().start().await.unwrap(), dir)
 }
 
 /// The guard's stdout, read line by line on a thread of its own.
@@ -60,7 +60,7 @@ struct Stdout(Arc<Mutex<Vec<String>>>);
 
 impl Stdout {
     fn read(guard: &mut Guard) -> Stdout {
-        let out = guard.child.stdout.take().unwrap();
+        let out = guard.proc.take_stdout().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let l = lines.clone();
         std::thread::spawn(move || {
@@ -85,13 +85,16 @@ impl Stdout {
                 .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
                 .collect()
         };
-        let done = eventually(Duration::from_secs(20), || {
-            let lines = parsed();
-            let ok = enough(&lines);
-            async move { ok }
-        })
+        eventually_or(
+            what,
+            Duration::from_secs(20),
+            || format!("the audit log:\n{}", self.text()),
+            || {
+                let ok = enough(&parsed());
+                async move { ok }
+            },
+        )
         .await;
-        assert!(done, "{what}; the audit log:\n{}", self.text());
         parsed()
     }
 

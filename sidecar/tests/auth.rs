@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use mcp_guard_config::auth::testing::{self, TestKey};
 use serde_json::{Value, json};
-use support::{Guard, RawResponse, eventually, free_port, raw};
+use support::{Guard, RawResponse, Ready, eventually, eventually_or, free_port, mcp_guard, raw, start_guard};
 use tokio::net::TcpListener;
 
 /// A token issuer on loopback: `/.well-known/openid-configuration` (RFC 8414's well-known URI answers 404, so
@@ -198,7 +198,7 @@ async fn call(guard: &Guard, token: &str) -> RawResponse {
 }
 
 fn reason(r: &RawResponse) -> String {
-    r.json()["error"]["data"]["reason"]
+    r.json().unwrap()["error"]["data"]["reason"]
         .as_str()
         .unwrap_or_default()
         .to_owned()
@@ -210,7 +210,7 @@ async fn a_good_token_reaches_the_server_as_identity_headers_and_hostile_ones_ne
     let issuer = Issuer::start(&[&key]).await;
     let upstream = Recorder::start().await;
     let (u, i) = (upstream.url(), issuer.url.clone());
-    let guard = Guard::start(&auth_args(&u, &i)).await;
+    let guard = start_guard(&auth_args(&u, &i)).await;
 
     let good = key.sign(&claims(&i));
     let r = post(
@@ -225,7 +225,7 @@ async fn a_good_token_reaches_the_server_as_identity_headers_and_hostile_ones_ne
     )
     .await;
     assert_eq!(r.status, 200, "{r:?}\n{}", guard.logs());
-    let echo = r.json();
+    let echo = r.json().unwrap();
     assert_eq!(echo["mcp-guard-subject"], "alice", "{echo}");
     assert_eq!(echo["mcp-guard-client-id"], "agent-7", "{echo}");
     assert_eq!(echo["mcp-guard-issuer"], i.as_str(), "{echo}");
@@ -312,7 +312,7 @@ async fn a_good_token_reaches_the_server_as_identity_headers_and_hostile_ones_ne
             ) && challenge.contains("error=\"invalid_token\""),
             "{name}: {challenge}"
         );
-        assert!(!r.body.contains(token.as_str()), "{name}: the token is echoed");
+        assert!(!r.text().contains(token.as_str()), "{name}: the token is echoed");
     }
     // No token at all: a challenge without an error, pointing at the metadata.
     let r = post(&guard, "/mcp", &[], LIST).await;
@@ -321,7 +321,7 @@ async fn a_good_token_reaches_the_server_as_identity_headers_and_hostile_ones_ne
         r.header("www-authenticate"),
         Some("Bearer resource_metadata=\"http://mcp.example.com/.well-known/oauth-protected-resource/mcp\"")
     );
-    assert_eq!(r.json()["error"]["code"], -32011);
+    assert_eq!(r.json().unwrap()["error"]["code"], -32011);
     let r = post(&guard, "/mcp", &["Authorization: Basic YTpi".into()], LIST).await;
     assert_eq!(reason(&r), "unauthenticated");
     // Malformed requests: 400 invalid_request.
@@ -378,7 +378,7 @@ async fn an_unknown_key_is_refetched_once_so_rotation_works_and_keys_survive_an_
     let issuer = Issuer::start(&[&k1]).await;
     let upstream = Recorder::start().await;
     let (u, i) = (upstream.url(), issuer.url.clone());
-    let guard = Guard::start(&auth_args(&u, &i)).await;
+    let guard = start_guard(&auth_args(&u, &i)).await;
     assert_eq!(issuer.jwks_fetches.load(Ordering::SeqCst), 1);
 
     // The issuer rotates: a token signed with its new key works at once.
@@ -425,7 +425,7 @@ async fn a_remembered_token_is_checked_again_once_its_key_is_withdrawn() {
     let issuer = Issuer::start(&[&k1]).await;
     let upstream = Recorder::start().await;
     let (u, i) = (upstream.url(), issuer.url.clone());
-    let guard = Guard::start(&auth_args(&u, &i)).await;
+    let guard = start_guard(&auth_args(&u, &i)).await;
     let old = k1.sign(&claims(&i));
     for _ in 0..3 {
         let r = call(&guard, &old).await;
@@ -447,13 +447,20 @@ async fn an_issuer_down_at_start_means_not_ready_and_503_until_its_keys_arrive()
     let i = format!("http://127.0.0.1:{port}");
     let upstream = Recorder::start().await;
     let u = upstream.url();
-    let guard = Guard::start_not_ready(&auth_args(&u, &i), "no keys yet from token issuer").await;
-    let says_why = eventually(Duration::from_secs(10), || async {
-        let body = support::get(guard.admin, "/readyz").await.unwrap().body;
-        body.contains(&format!("no keys yet from token issuer {i}: ")) && body.contains("cannot connect")
-    })
+    let guard = mcp_guard(&auth_args(&u, &i))
+        .until(Ready::NotReadyBecause("no keys yet from token issuer"))
+        .start()
+        .await
+        .unwrap();
+    eventually(
+        "readyz names the issuer and why",
+        Duration::from_secs(10),
+        || async {
+            let body = support::get(guard.admin, "/readyz").await.unwrap().text();
+            body.contains(&format!("no keys yet from token issuer {i}: ")) && body.contains("cannot connect")
+        },
+    )
     .await;
-    assert!(says_why, "readyz names the issuer and why");
 
     let token = key.sign(&claims(&i));
     let r = call(&guard, &token).await;
@@ -465,13 +472,17 @@ async fn an_issuer_down_at_start_means_not_ready_and_503_until_its_keys_arrive()
     assert_eq!(upstream.count(), 0);
 
     let _issuer = Issuer::start_on(TcpListener::bind(("127.0.0.1", port)).await.unwrap(), &[&key]);
-    let ready = eventually(Duration::from_secs(40), || async {
-        support::get(guard.admin, "/readyz")
-            .await
-            .is_ok_and(|r| r.status == 200)
-    })
+    eventually_or(
+        "ready once the issuer answers",
+        Duration::from_secs(40),
+        || guard.logs(),
+        || async {
+            support::get(guard.admin, "/readyz")
+                .await
+                .is_ok_and(|r| r.status == 200)
+        },
+    )
     .await;
-    assert!(ready, "{}", guard.logs());
     assert_eq!(call(&guard, &token).await.status, 200);
     assert_eq!(upstream.count(), 1);
 }
@@ -494,7 +505,7 @@ async fn the_guard_answers_the_resource_metadata_of_each_host_itself() {
         }
     });
     std::fs::write(&config, doc.to_string()).unwrap();
-    let guard = Guard::start(&["--upstream", &u, "--config", config.to_str().unwrap()]).await;
+    let guard = start_guard(&["--upstream", &u, "--config", config.to_str().unwrap()]).await;
     let get = |host: &'static str, path: &'static str| {
         let addr = guard.addr;
         async move {
@@ -513,14 +524,14 @@ async fn the_guard_answers_the_resource_metadata_of_each_host_itself() {
         let r = get("A.apps.example.com:443", path).await;
         assert_eq!(r.status, 200, "{path}: {r:?}");
         assert_eq!(
-            r.json(),
+            r.json().unwrap(),
             json!({"resource": "https://a.apps.example.com/mcp", "authorization_servers": [i],
                    "scopes_supported": ["deploy:write", "mcp"], "bearer_methods_supported": ["header"]}),
             "{path}"
         );
     }
     let r = get("b.apps.example.com", "/.well-known/oauth-protected-resource/mcp").await;
-    assert_eq!(r.json()["resource"], "https://b.apps.example.com/mcp");
+    assert_eq!(r.json().unwrap()["resource"], "https://b.apps.example.com/mcp");
     // Another path under the well-known prefix is no metadata: it needs a token like any request.
     let r = get(
         "a.apps.example.com",
@@ -540,7 +551,7 @@ async fn the_guard_answers_the_resource_metadata_of_each_host_itself() {
         "{r:?}"
     );
     assert!(
-        r.json()["error"]["data"]["hint"]
+        r.json().unwrap()["error"]["data"]["hint"]
             .as_str()
             .unwrap()
             .contains("--auth-resource")
@@ -591,7 +602,7 @@ async fn the_guard_answers_the_resource_metadata_of_each_host_itself() {
             ),
         "{challenge}"
     );
-    assert_eq!(r.json()["error"]["code"], -32012);
+    assert_eq!(r.json().unwrap()["error"]["code"], -32012);
     // A batch the guard cannot read whole could call any tool: refused.
     let r = send(r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read"}},"#).await;
     assert_ne!(r.status, 200, "{r:?}");
@@ -605,7 +616,7 @@ async fn the_guard_answers_the_resource_metadata_of_each_host_itself() {
 async fn client_identity_headers_are_dropped_with_auth_off_too() {
     let upstream = Recorder::start().await;
     let u = upstream.url();
-    let guard = Guard::start(&["--upstream", &u, "--allow-host", "mcp.example.com"]).await;
+    let guard = start_guard(&["--upstream", &u, "--allow-host", "mcp.example.com"]).await;
     let r = post(
         &guard,
         "/mcp",
@@ -618,7 +629,7 @@ async fn client_identity_headers_are_dropped_with_auth_off_too() {
     )
     .await;
     assert_eq!(r.status, 200);
-    let echo = r.json();
+    let echo = r.json().unwrap();
     assert!(
         echo.get("mcp-guard-subject").is_none() && echo.get("mcp-guard-scopes").is_none(),
         "{echo}"

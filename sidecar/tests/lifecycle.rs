@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 async fn a_second_guard_on_the_same_port_fails_to_start() {
     // Two workers share the port through SO_REUSEPORT; a second process must not be able to join them silently.
     let up = TestUpstream::start().await;
-    let first = Guard::start(&[
+    let first = start_guard(&[
         "--upstream",
         &up.url(),
         "--allow-host",
@@ -118,7 +118,7 @@ async fn config_file_is_reloaded_through_kubelet_symlink_swap() {
         r#"{"allowedHosts":["one.example.com"],"source":{"kind":"MCPServer","namespace":"team-a","name":"weather"}}"#,
     );
     let config = dir.path().join("guard.json");
-    let guard = Guard::start(&[
+    let guard = start_guard(&[
         "--upstream",
         &up.url(),
         "--config",
@@ -138,7 +138,10 @@ async fn config_file_is_reloaded_through_kubelet_symlink_swap() {
     );
     let r = get_with(a, "/", &["Host: two.example.com"]).await;
     assert_eq!(r.status, 421);
-    let hint = r.json()["error"]["data"]["hint"].as_str().unwrap().to_owned();
+    let hint = r.json().unwrap()["error"]["data"]["hint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(hint.contains("spec.hosts of MCPServer team-a/weather"), "{hint}");
 
     // keep a connection open across the reload: it must survive and see the new allowlist
@@ -149,14 +152,13 @@ async fn config_file_is_reloaded_through_kubelet_symlink_swap() {
         2,
         r#"{"allowedHosts":["two.example.com"],"mode":"enforce"}"#,
     );
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            get_with(a, "/", &["Host: two.example.com"]).await.status == 200
-        })
-        .await,
-        "new config not picked up:\n{}",
-        guard.logs()
-    );
+    eventually_or(
+        "the new config picked up",
+        Duration::from_secs(5),
+        || format!("new config not picked up:\n{}", guard.logs()),
+        || async { get_with(a, "/", &["Host: two.example.com"]).await.status == 200 },
+    )
+    .await;
     assert_eq!(get_with(a, "/", &["Host: one.example.com"]).await.status, 421);
     assert_eq!(
         guard
@@ -172,17 +174,18 @@ async fn config_file_is_reloaded_through_kubelet_symlink_swap() {
 
     // an invalid config keeps the last good one
     write_configmap(dir.path(), 3, r#"{"allowedHosts":["*"]}"#);
-    assert!(
-        eventually(Duration::from_secs(5), || async {
+    eventually_or(
+        "the invalid config refused",
+        Duration::from_secs(5),
+        || guard.logs(),
+        || async {
             guard
                 .metric("mcp_guard_config_reloads_total{result=\"failed\"}")
                 .await
                 == 1.0
-        })
-        .await,
-        "{}",
-        guard.logs()
-    );
+        },
+    )
+    .await;
     assert_eq!(get_with(a, "/", &["Host: two.example.com"]).await.status, 200);
     assert_eq!(get_with(a, "/", &["Host: evil.com"]).await.status, 421);
     assert_eq!(guard.metric("mcp_guard_config_last_reload_ok").await, 0.0);
@@ -195,12 +198,10 @@ async fn config_file_is_reloaded_through_kubelet_symlink_swap() {
     write_configmap(dir.path(), 5, r#"{"allowedHosts":[]}"#);
     tokio::time::sleep(Duration::from_millis(600)).await;
     // the file may be empty when the flags allow hosts: then the flags alone apply
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            get_with(a, "/", &["Host: two.example.com"]).await.status == 421
-        })
-        .await
-    );
+    eventually("the flags alone in effect", Duration::from_secs(5), || async {
+        get_with(a, "/", &["Host: two.example.com"]).await.status == 421
+    })
+    .await;
     assert_eq!(get_with(a, "/", &["Host: flag.example.com"]).await.status, 200);
 
     // audit mode through the file
@@ -209,12 +210,10 @@ async fn config_file_is_reloaded_through_kubelet_symlink_swap() {
         6,
         r#"{"allowedHosts":["two.example.com"],"mode":"audit"}"#,
     );
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            get_with(a, "/", &["Host: evil.com"]).await.status == 200
-        })
-        .await
-    );
+    eventually("audit mode from the file", Duration::from_secs(5), || async {
+        get_with(a, "/", &["Host: evil.com"]).await.status == 200
+    })
+    .await;
     assert_eq!(guard.metric("mcp_guard_config_last_reload_ok").await, 1.0);
 }
 
@@ -224,7 +223,7 @@ async fn plain_file_edits_are_reloaded() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("guard.json");
     std::fs::write(&config, r#"{"allowedHosts":["one.example.com"]}"#).unwrap();
-    let guard = Guard::start(&[
+    let guard = start_guard(&[
         "--upstream",
         &up.url(),
         "--config",
@@ -234,23 +233,19 @@ async fn plain_file_edits_are_reloaded() {
     ])
     .await;
     std::fs::write(&config, r#"{"allowedHosts":["two.example.com"]}"#).unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            get_with(guard.addr, "/", &["Host: two.example.com"]).await.status == 200
-        })
-        .await
-    );
+    eventually("the new config picked up", Duration::from_secs(5), || async {
+        get_with(guard.addr, "/", &["Host: two.example.com"]).await.status == 200
+    })
+    .await;
     // an empty allowlist is invalid (never fail open, never reject everything silently): last good stays
     std::fs::write(&config, r#"{"allowedHosts":[]}"#).unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            guard
-                .metric("mcp_guard_config_reloads_total{result=\"failed\"}")
-                .await
-                == 1.0
-        })
-        .await
-    );
+    eventually("the empty allowlist refused", Duration::from_secs(5), || async {
+        guard
+            .metric("mcp_guard_config_reloads_total{result=\"failed\"}")
+            .await
+            == 1.0
+    })
+    .await;
     assert_eq!(
         get_with(guard.addr, "/", &["Host: two.example.com"]).await.status,
         200
@@ -275,7 +270,7 @@ async fn a_config_file_back_unchanged_is_in_effect_again() {
     let config = dir.path().join("guard.json");
     let good = r#"{"allowedHosts":["one.example.com"]}"#;
     std::fs::write(&config, good).unwrap();
-    let guard = Guard::start(&[
+    let guard = start_guard(&[
         "--upstream",
         &up.url(),
         "--config",
@@ -291,13 +286,18 @@ async fn a_config_file_back_unchanged_is_in_effect_again() {
     let gauge = || guard.metric("mcp_guard_config_last_reload_ok");
 
     std::fs::remove_file(&config).unwrap();
-    assert!(eventually(Duration::from_secs(5), || async { gauge().await == 0.0 }).await);
+    eventually("the missing file reported", Duration::from_secs(5), || async {
+        gauge().await == 0.0
+    })
+    .await;
     std::fs::write(&config, good).unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || back_again(1)).await,
-        "{}",
-        guard.logs()
-    );
+    eventually_or(
+        "the config back again",
+        Duration::from_secs(5),
+        || guard.logs(),
+        || back_again(1),
+    )
+    .await;
     assert_eq!(gauge().await, 1.0, "{}", guard.logs());
     assert_eq!(
         get_with(guard.addr, "/", &["Host: one.example.com"]).await.status,
@@ -307,22 +307,26 @@ async fn a_config_file_back_unchanged_is_in_effect_again() {
     // The invalid content vanishing and coming back changes nothing: the last good config is still in effect.
     let invalid = r#"{"allowedHosts":[]}"#;
     std::fs::write(&config, invalid).unwrap();
-    assert!(eventually(Duration::from_secs(5), || async { gauge().await == 0.0 }).await);
+    eventually("the invalid config reported", Duration::from_secs(5), || async {
+        gauge().await == 0.0
+    })
+    .await;
     std::fs::remove_file(&config).unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            guard.logs().matches("cannot read config file").count() == 2
-        })
-        .await,
-        "{}",
-        guard.logs()
-    );
+    eventually_or(
+        "both read failures logged",
+        Duration::from_secs(5),
+        || guard.logs(),
+        || async { guard.logs().matches("cannot read config file").count() == 2 },
+    )
+    .await;
     std::fs::write(&config, invalid).unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || back_again(2)).await,
-        "{}",
-        guard.logs()
-    );
+    eventually_or(
+        "the config back again",
+        Duration::from_secs(5),
+        || guard.logs(),
+        || back_again(2),
+    )
+    .await;
     assert_eq!(gauge().await, 0.0, "{}", guard.logs());
     assert_eq!(
         get_with(guard.addr, "/", &["Host: one.example.com"]).await.status,
@@ -336,10 +340,14 @@ async fn upstream_down_is_not_ready_and_502_json_and_recovers() {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let url = format!("http://{addr}");
-    let guard = Guard::start_without_upstream(&["--upstream", &url, "--allow-host", "mcp.example.com"]).await;
+    let guard = mcp_guard(&["--upstream", &url, "--allow-host", "mcp.example.com"])
+        .until(Ready::AllButUpstream)
+        .start()
+        .await
+        .unwrap();
     let r = get(guard.admin, "/readyz").await.unwrap();
     assert_eq!(r.status, 503, "{r:?}");
-    let why = r.body.clone();
+    let why = r.text();
     assert!(
         why.contains(&format!("the upstream {addr} does not accept connections")),
         "{why}"
@@ -349,7 +357,10 @@ async fn upstream_down_is_not_ready_and_502_json_and_recovers() {
     let r = get_with(guard.addr, "/", &["Host: mcp.example.com"]).await;
     assert_eq!(r.status, 502, "{r:?}");
     assert_eq!(r.header("content-type"), Some("application/json"));
-    assert_eq!(r.json()["error"]["data"]["reason"], "upstream_unavailable");
+    assert_eq!(
+        r.json().unwrap()["error"]["data"]["reason"],
+        "upstream_unavailable"
+    );
     assert_eq!(
         guard
             .metric("mcp_guard_upstream_errors_total{kind=\"connect\"}")
@@ -384,7 +395,7 @@ async fn upstream_down_is_not_ready_and_502_json_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints() {
     let up = TestUpstream::start().await;
-    let guard = Guard::start(&["--upstream", &up.url(), "--allow-host", "mcp.example.com"]).await;
+    let guard = start_guard(&["--upstream", &up.url(), "--allow-host", "mcp.example.com"]).await;
     let r = get(guard.admin, "/livez").await.unwrap();
     assert_eq!(r.status, 200);
     let r = get(guard.admin, "/readyz").await.unwrap();
@@ -399,7 +410,7 @@ async fn admin_endpoints() {
         "mcp_guard_open_streams",
         "mcp_guard_allowed_hosts",
     ] {
-        assert!(r.body.contains(name), "{name} missing:\n{}", r.body);
+        assert!(r.text().contains(name), "{name} missing:\n{}", r.text());
     }
     assert_eq!(get(guard.admin, "/nope").await.unwrap().status, 404);
 }
@@ -407,7 +418,7 @@ async fn admin_endpoints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs() {
     let up = TestUpstream::start().await;
-    let guard = Guard::start(&[
+    let guard = start_guard(&[
         "--upstream",
         &up.url(),
         "--allow-host",
@@ -431,7 +442,7 @@ async fn json_logs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_but_busy_streams_live() {
     let up = TestUpstream::start().await;
-    let guard = Guard::start(&[
+    let guard = start_guard(&[
         "--upstream",
         &up.url(),
         "--allow-host",
@@ -463,9 +474,9 @@ async fn idle_connections_are_closed_but_busy_streams_live() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_open_streams_then_exits() {
     let up = TestUpstream::start().await;
-    let mut guard = Guard::start(&["--upstream", &up.url(), "--allow-host", "mcp.example.com"]).await;
+    let mut guard = start_guard(&["--upstream", &up.url(), "--allow-host", "mcp.example.com"]).await;
     let mut s = open_sse(guard.addr, "n=3&ms=500").await;
-    guard.signal("TERM");
+    guard.signal(Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         get(guard.admin, "/readyz").await.unwrap().status,
@@ -488,12 +499,12 @@ async fn sigterm_drains_open_streams_then_exits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_signal_exits_at_once() {
     let up = TestUpstream::start().await;
-    let mut guard = Guard::start(&["--upstream", &up.url(), "--allow-host", "mcp.example.com"]).await;
+    let mut guard = start_guard(&["--upstream", &up.url(), "--allow-host", "mcp.example.com"]).await;
     let _stream = open_sse(guard.addr, "n=2&ms=30000").await; // open while the guard drains
-    guard.signal("TERM");
+    guard.signal(Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(guard.child.try_wait().unwrap().is_none(), "first signal drains");
-    guard.signal("TERM");
+    assert!(guard.proc.is_running(), "first signal drains");
+    guard.signal(Signal::SIGTERM);
     let status = guard
         .wait_exit(Duration::from_secs(3))
         .await
@@ -529,13 +540,13 @@ async fn a_bracketed_pod_ip_serves_ipv4_and_ipv6_pods() {
                 .spawn()
                 .unwrap(),
         );
-        assert!(
-            eventually(Duration::from_secs(10), || async {
-                TcpStream::connect(addr).await.is_ok()
-            })
-            .await,
-            "the guard does not listen on {addr}"
-        );
+        eventually_or(
+            "the guard listening",
+            Duration::from_secs(10),
+            || format!("the guard does not listen on {addr}"),
+            || async { TcpStream::connect(addr).await.is_ok() },
+        )
+        .await;
         let probe = get_with(addr, "/healthz", &[&format!("Host: {host}:{port}")]).await;
         assert_eq!(probe.status, 200, "a probe with Host {host}:{port}");
         let forged = get_with(addr, "/", &["Host: evil.example"]).await;

@@ -57,7 +57,7 @@ fn retry_after(r: &Msg) -> u64 {
 async fn guard(upstream: &str, extra: &[&str]) -> Guard {
     let mut args = vec!["--upstream", upstream, "--allow-host", "mcp.example.com"];
     args.extend_from_slice(extra);
-    Guard::start(&args).await
+    start_guard(&args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +72,7 @@ async fn a_client_over_its_rate_gets_429_and_gets_through_after_retry_after() {
     }
     let refused = request_from("127.0.0.1", g.addr, &get_request("")).await;
     assert_rejection(&refused, 429, "rate_limited");
-    let body = refused.json();
+    let body = refused.json().unwrap();
     assert_eq!(body["error"]["code"], -32010, "{body}");
     assert_eq!(
         body["error"]["data"]["detail"], "perClient: 60/min, burst 2",
@@ -132,7 +132,7 @@ async fn tool_limits_read_the_body_and_the_upstream_still_gets_it_whole() {
     let refused = request_from("127.0.0.1", g.addr, &post(&render, "")).await;
     assert_rejection(&refused, 429, "rate_limited");
     assert_eq!(
-        refused.json()["error"]["data"]["detail"],
+        refused.json().unwrap()["error"]["data"]["detail"],
         "perTool[\"render\"]: 60/min, burst 1"
     );
     assert!(retry_after(&refused) >= 1);
@@ -162,7 +162,7 @@ async fn a_header_that_contradicts_the_body_is_refused_and_audit_mode_forwards_i
     let lie = "Mcp-Method: tools/call\r\nMcp-Name: cheap\r\n";
     let refused = request_from("127.0.0.1", g.addr, &post(&tools_call("render"), lie)).await;
     assert_rejection(&refused, 400, "mcp_header_mismatch");
-    let body = refused.json();
+    let body = refused.json().unwrap();
     assert_eq!(body["error"]["code"], -32020, "MCP's HeaderMismatch: {body}");
     assert_eq!(body["error"]["data"]["received"], "cheap");
     assert_eq!(
@@ -256,20 +256,17 @@ async fn streams_and_requests_in_flight_are_capped_per_client() {
     drop(slow);
     drop(first);
     // Closing frees the slots; the guard learns of it when its next write fails, so poll.
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            request_from("127.0.0.3", g.addr, &get_request("")).await.status() == 200
-        })
-        .await
-    );
+    eventually("a place free again", Duration::from_secs(10), || async {
+        request_from("127.0.0.3", g.addr, &get_request("")).await.status() == 200
+    })
+    .await;
     let reopen = "GET /sse?n=1 HTTP/1.1\r\nHost: mcp.example.com\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n";
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            request_from("127.0.0.1", g.addr, reopen).await.status() == 200
-        })
-        .await,
-        "a closed stream gave its slot back"
-    );
+    eventually(
+        "a closed stream gave its slot back",
+        Duration::from_secs(10),
+        || async { request_from("127.0.0.1", g.addr, reopen).await.status() == 200 },
+    )
+    .await;
     // At least the refusals above; the polls may add some while the guard has not yet noticed a close.
     for reason in ["too_many_streams", "too_many_concurrent_requests"] {
         let sample = format!("mcp_guard_requests_total{{verdict=\"rejected\",reason=\"{reason}\"}}");
@@ -339,7 +336,7 @@ async fn a_trusted_proxys_forwarded_host_and_client_are_believed_and_nobody_else
     };
     let r = request_from("127.0.0.1", g.addr, &rewritten("203.0.113.7")).await;
     assert_eq!(r.status(), 200, "{r:?}");
-    let echo = r.json();
+    let echo = r.json().unwrap();
     assert_eq!(echo["headers"]["x-forwarded-host"][0], "mcp.example.com");
     assert_eq!(echo["headers"]["x-forwarded-for"][0], "203.0.113.7");
     // The clients behind the proxy have buckets of their own; the proxy is not one client.
@@ -351,7 +348,10 @@ async fn a_trusted_proxys_forwarded_host_and_client_are_believed_and_nobody_else
     );
     let refused = request_from("127.0.0.1", g.addr, &rewritten("203.0.113.7")).await;
     assert_rejection(&refused, 429, "rate_limited");
-    assert_eq!(refused.json()["error"]["data"]["received"], "203.0.113.7");
+    assert_eq!(
+        refused.json().unwrap()["error"]["data"]["received"],
+        "203.0.113.7"
+    );
     // From an untrusted peer the same fields count for nothing: Host is checked, and the peer is the client.
     let r = request_from("127.0.0.2", g.addr, &rewritten("203.0.113.9")).await;
     assert_rejection(&r, 421, "host_not_allowed");
@@ -381,7 +381,7 @@ async fn the_stream_cap_counts_event_streams_whatever_the_request_accepted() {
     let refused = request_from("127.0.0.1", g.addr, bare_sse).await;
     assert_rejection(&refused, 429, "too_many_streams");
     assert_eq!(
-        refused.json()["error"]["data"]["detail"],
+        refused.json().unwrap()["error"]["data"]["detail"],
         "maxStreamsPerClient: 2 open"
     );
     assert_eq!(retry_after(&refused), 1);
@@ -400,8 +400,10 @@ async fn the_stream_cap_counts_event_streams_whatever_the_request_accepted() {
     let got = read_stream(&mut streams[1], "data: {\"n\":3}", Duration::from_secs(10)).await;
     assert!(got.iter().any(|(_, c)| c.contains("data: {\"n\":3}")), "{got:?}");
     streams.truncate(1);
-    assert!(
-        eventually(Duration::from_secs(10), || async {
+    eventually(
+        "the closed stream's place free again",
+        Duration::from_secs(10),
+        || async {
             request_from(
                 "127.0.0.1",
                 g.addr,
@@ -410,9 +412,9 @@ async fn the_stream_cap_counts_event_streams_whatever_the_request_accepted() {
             .await
             .status()
                 == 200
-        })
-        .await
-    );
+        },
+    )
+    .await;
     let refused = g
         .metric("mcp_guard_requests_total{verdict=\"rejected\",reason=\"too_many_streams\"}")
         .await;
@@ -548,10 +550,12 @@ async fn no_way_of_writing_a_body_runs_a_tool_past_its_limit() {
                 return w.response(false).await.unwrap();
             }
             if rest == AfterUpstreamHead {
-                let forwarded = eventually(Duration::from_secs(10), || async {
-                    seen.lock().unwrap().heads.len() > heads
-                });
-                assert!(forwarded.await, "the guard forwards once it has charged");
+                eventually(
+                    "the guard forwards once it has charged",
+                    Duration::from_secs(10),
+                    || async { seen.lock().unwrap().heads.len() > heads },
+                )
+                .await;
             }
             for p in &pieces[1..] {
                 tokio::task::yield_now().await;
@@ -607,13 +611,13 @@ async fn no_way_of_writing_a_body_runs_a_tool_past_its_limit() {
     let r = attempt("127.0.0.99".into(), attacks[6].1.clone(), Now).await;
     assert_rejection(&r, 429, "rate_limited");
     assert_eq!(
-        r.json()["error"]["data"]["detail"],
+        r.json().unwrap()["error"]["data"]["detail"],
         "perTool[\"render\"]: 6/min, burst 1 (this request carries 10 calls for it: more than the burst never fits)"
     );
     let r = attempt("127.0.0.99".into(), attacks[7].1.clone(), AfterUpstreamHead).await;
     assert_rejection(&r, 400, "uncountable_body");
     assert_eq!(
-        r.json()["error"]["data"]["detail"],
+        r.json().unwrap()["error"]["data"]["detail"],
         "the request body names another tool, prompt or resource after the part of it that the guard read to decide"
     );
     let r = attempt("127.0.0.99".into(), attacks[8].1.clone(), Never).await;
@@ -709,7 +713,7 @@ async fn rate_limits_reload_and_a_bad_one_keeps_the_last_good_config() {
     let limited = r#"{"allowedHosts":["mcp.example.com"],"limits":{"perClient":{"requestsPerMinute":1}}}"#;
     write_configmap(dir.path(), 1, r#"{"allowedHosts":["mcp.example.com"]}"#);
     let config = dir.path().join("guard.json");
-    let g = Guard::start(&[
+    let g = start_guard(&[
         "--upstream",
         &upstream.url(),
         "--config",
@@ -727,29 +731,29 @@ async fn rate_limits_reload_and_a_bad_one_keeps_the_last_good_config() {
     }
     write_configmap(dir.path(), 2, limited);
     // The new limit applies once loaded: a client spends its one token and is then refused.
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            request_from("127.0.0.1", g.addr, &get_request("")).await.status() == 429
-        })
-        .await,
-        "{}",
-        g.logs()
-    );
+    eventually_or(
+        "the new limit in effect",
+        Duration::from_secs(10),
+        || g.logs(),
+        || async { request_from("127.0.0.1", g.addr, &get_request("")).await.status() == 429 },
+    )
+    .await;
     write_configmap(
         dir.path(),
         3,
         r#"{"allowedHosts":["mcp.example.com"],"limits":{"perClient":{"requestsPerMinute":0}}}"#,
     );
-    assert!(
-        eventually(Duration::from_secs(10), || async {
+    eventually_or(
+        "the invalid limits refused",
+        Duration::from_secs(10),
+        || g.logs(),
+        || async {
             g.metric("mcp_guard_config_reloads_total{result=\"failed\"}")
                 .await
                 >= 1.0
-        })
-        .await,
-        "{}",
-        g.logs()
-    );
+        },
+    )
+    .await;
     assert!(
         g.logs()
             .contains("limits.perClient.requestsPerMinute must be greater than 0"),

@@ -24,7 +24,7 @@ async fn guard_for(upstream: &TestUpstream, extra: &[&str]) -> Guard {
         "*.apps.example.com",
     ];
     args.extend_from_slice(extra);
-    Guard::start(&args).await
+    start_guard(&args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +48,7 @@ async fn allowed_request_is_forwarded_with_mcp_headers_and_rewrites() {
     )
     .await;
     assert_eq!(r.status, 200, "{r:?}");
-    let echo = r.json();
+    let echo = r.json().unwrap();
     let h = &echo["headers"];
     assert_eq!(echo["path"], "/mcp?x=1");
     assert_eq!(
@@ -100,7 +100,7 @@ async fn preserve_host_keeps_host_and_origin() {
     )
     .await;
     assert_eq!(r.status, 200, "{r:?}");
-    let h = &r.json()["headers"];
+    let h = &r.json().unwrap()["headers"];
     assert_eq!(h["host"][0], "a.apps.example.com");
     assert_eq!(h["origin"][0], "https://a.apps.example.com");
 }
@@ -108,7 +108,7 @@ async fn preserve_host_keeps_host_and_origin() {
 fn assert_rejection(r: &RawResponse, status: u16, reason: &str) {
     assert_eq!(r.status, status, "{r:?}");
     assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");
-    let v = r.json();
+    let v = r.json().unwrap();
     assert_eq!(v["jsonrpc"], "2.0");
     assert!(v["id"].is_null());
     assert!(v["error"]["code"].is_i64());
@@ -128,7 +128,7 @@ async fn rejections_are_json_rpc_errors_with_reasons() {
 
     let r = get_with(a, "/mcp", &["Host: evil.com"]).await;
     assert_rejection(&r, 421, "host_not_allowed");
-    let v = r.json();
+    let v = r.json().unwrap();
     assert_eq!(v["error"]["data"]["received"], "evil.com");
     assert!(
         v["error"]["data"]["hint"]
@@ -145,7 +145,7 @@ async fn rejections_are_json_rpc_errors_with_reasons() {
     .await;
     assert_rejection(&r, 403, "origin_not_allowed");
     assert!(
-        r.json()["error"]["data"]["hint"]
+        r.json().unwrap()["error"]["data"]["hint"]
             .as_str()
             .unwrap()
             .contains("--allow-origin http://attacker.test")
@@ -244,7 +244,7 @@ async fn absolute_form_target_authority_is_what_is_checked() {
     .await
     .unwrap();
     assert_eq!(r.status, 200, "{r:?}");
-    let echo = r.json();
+    let echo = r.json().unwrap();
     assert_eq!(echo["uri"], "/mcp", "absolute-form is forwarded in origin-form");
     assert_eq!(echo["headers"]["x-forwarded-host"][0], "mcp.example.com");
 }
@@ -256,7 +256,7 @@ async fn audit_mode_forwards_violations_and_counts_them() {
     let r = get_with(guard.addr, "/", &["Host: evil.com", "Origin: http://evil.com"]).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(
-        r.json()["headers"]["origin"][0],
+        r.json().unwrap()["headers"]["origin"][0],
         "http://evil.com",
         "an unvalidated Origin is not rewritten"
     );
@@ -301,7 +301,7 @@ async fn sse_events_are_flushed_one_by_one() {
         }
     })
     .await;
-    let guard = Guard::start(&["--upstream", &url, "--allow-host", "mcp.example.com"]).await;
+    let guard = start_guard(&["--upstream", &url, "--allow-host", "mcp.example.com"]).await;
     let mut s = TcpStream::connect(guard.addr).await.unwrap();
     s.write_all(b"GET /sse HTTP/1.1\r\nHost: mcp.example.com\r\nAccept: text/event-stream\r\n\r\n")
         .await
@@ -341,7 +341,7 @@ async fn legacy_sse_transport_pair_works() {
     .await
     .unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["path"], "/messages/?session_id=1");
+    assert_eq!(r.json().unwrap()["path"], "/messages/?session_id=1");
     let rest = read_stream(&mut s, "data: {\"n\":1}", Duration::from_secs(5)).await;
     assert!(rest.iter().any(|(_, c)| c.contains("data: {\"n\":1}")));
 }
@@ -358,7 +358,7 @@ async fn request_bodies_stream_and_are_limited() {
     );
     let r = raw(guard.addr, &req).await.unwrap();
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.json()["bytes"], 50_000);
+    assert_eq!(r.json().unwrap()["bytes"], 50_000);
     // declared too large
     let r = raw(guard.addr, "POST /upload HTTP/1.1\r\nHost: mcp.example.com\r\nContent-Length: 200000\r\nConnection: close\r\n\r\n")
         .await
@@ -435,12 +435,12 @@ async fn h2c_clients_are_checked_by_authority() {
 async fn h2c_upstream_streams_too() {
     let up = TestUpstream::start().await;
     let url = format!("h2c://{}", up.addr);
-    let guard = Guard::start(&["--upstream", &url, "--allow-host", "mcp.example.com"]).await;
+    let guard = start_guard(&["--upstream", &url, "--allow-host", "mcp.example.com"]).await;
     let r = get_with(guard.addr, "/", &["Host: mcp.example.com"]).await;
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.json()["version"], "HTTP/2.0");
+    assert_eq!(r.json().unwrap()["version"], "HTTP/2.0");
     let r = get_with(guard.addr, "/sse?n=2&ms=10", &["Host: mcp.example.com"]).await;
-    assert!(r.body.contains("data: {\"n\":1}"), "{r:?}");
+    assert!(r.text().contains("data: {\"n\":1}"), "{r:?}");
     // POST bodies go through h2 too
     let stream = TcpStream::connect(guard.addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -460,11 +460,11 @@ async fn h2c_upstream_streams_too() {
 async fn h2c_upstream_sees_its_own_authority_or_with_preserve_host_the_clients() {
     let up = TestUpstream::start().await;
     let url = format!("h2c://{}", up.addr);
-    let guard = Guard::start(&["--upstream", &url, "--allow-host", "mcp.example.com"]).await;
+    let guard = start_guard(&["--upstream", &url, "--allow-host", "mcp.example.com"]).await;
     let r = get_with(guard.addr, "/x", &["Host: mcp.example.com"]).await;
-    assert_eq!(r.json()["uri"], format!("http://{}/x", up.addr), "{r:?}");
+    assert_eq!(r.json().unwrap()["uri"], format!("http://{}/x", up.addr), "{r:?}");
 
-    let guard = Guard::start(&[
+    let guard = start_guard(&[
         "--upstream",
         &url,
         "--allow-host",
@@ -475,8 +475,8 @@ async fn h2c_upstream_sees_its_own_authority_or_with_preserve_host_the_clients()
     for _ in 0..2 {
         let r = get_with(guard.addr, "/x", &["Host: mcp.example.com:8443"]).await;
         assert_eq!(r.status, 200, "{r:?}");
-        assert_eq!(r.json()["uri"], "http://mcp.example.com:8443/x", "{r:?}");
-        assert_eq!(r.json()["version"], "HTTP/2.0");
+        assert_eq!(r.json().unwrap()["uri"], "http://mcp.example.com:8443/x", "{r:?}");
+        assert_eq!(r.json().unwrap()["version"], "HTTP/2.0");
     }
 }
 
@@ -486,7 +486,12 @@ async fn upstream_connections_are_reused() {
     let guard = guard_for(&up, &["--worker-threads", "1"]).await;
     // `/readyz` connected once to see that the upstream listens (the upstream counts it once it accepts it).
     let accepted = || up.accepted.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(eventually(Duration::from_secs(10), || async { accepted() == 1 }).await);
+    eventually(
+        "the readiness probe accepted",
+        Duration::from_secs(10),
+        || async { accepted() == 1 },
+    )
+    .await;
     let probes = 1;
     for _ in 0..5 {
         assert_eq!(
@@ -495,7 +500,7 @@ async fn upstream_connections_are_reused() {
         );
     }
     let r = get_with(guard.addr, "/sse?n=2&ms=10", &["Host: mcp.example.com"]).await;
-    assert!(r.body.contains("data: {\"n\":1}"));
+    assert!(r.text().contains("data: {\"n\":1}"));
     assert_eq!(
         get_with(guard.addr, "/", &["Host: mcp.example.com"]).await.status,
         200

@@ -513,7 +513,7 @@ fn case_seen_line(seen: &[Seen]) -> String {
 }
 
 async fn all_cases(upstream: &str, log: &Log) {
-    let guard = Guard::start(&[
+    let guard = start_guard(&[
         "--upstream",
         upstream,
         "--allow-host",
@@ -545,7 +545,7 @@ async fn nothing_refused_or_hidden_reaches_an_h2c_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_clients_meet_the_same_policy() {
     for (url, log) in [h1_recorder().await, h2_recorder().await] {
-        let guard = Guard::start(&["--upstream", &url, "--allow-host", HOST]).await;
+        let guard = start_guard(&["--upstream", &url, "--allow-host", HOST]).await;
         let stream = tokio::net::TcpStream::connect(guard.addr).await.unwrap();
         let (mut send, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -762,7 +762,7 @@ fn the_upstream_sees_the_clients_intent_or_nothing() {
     use proptest::test_runner::{Config, TestRunner};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (url, log) = rt.block_on(h1_recorder());
-    let guard = rt.block_on(Guard::start(&["--upstream", &url, "--allow-host", HOST]));
+    let guard = rt.block_on(start_guard(&["--upstream", &url, "--allow-host", HOST]));
     let mut runner = TestRunner::new(Config {
         cases: 96,
         failure_persistence: None,
@@ -863,7 +863,7 @@ async fn answers_until_closed(guard: &Guard, bytes: &str, what: &str) -> Vec<Msg
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_issues_bare_lf_after_the_last_chunk_smuggles_nothing() {
     let (url, log) = h1_recorder().await;
-    let guard = Guard::start(&["--upstream", &url, "--allow-host", HOST]).await;
+    let guard = start_guard(&["--upstream", &url, "--allow-host", HOST]).await;
     let bytes = format!("{CHUNKED_HEAD}5\r\nhello\r\n0\r\n\n{}", FOLLOWERS[2].1);
     let answers = answers_until_closed(&guard, &bytes, "the issue's bytes").await;
     assert_eq!(answers.len(), 1, "{answers:?}");
@@ -911,7 +911,7 @@ fn line_ends() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_line_end_in_a_chunked_body_desynchronises_the_guard() {
     let (url, log) = h1_recorder().await;
-    let guard = Guard::start(&["--upstream", &url, "--allow-host", HOST]).await;
+    let guard = start_guard(&["--upstream", &url, "--allow-host", HOST]).await;
     let mut cases = 0;
     for (place, template, trailers) in PLACES {
         for end in line_ends() {

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
 
+use test_support::guard::Launch;
+
 use crate::http::Response;
 use crate::process::{Proc, tail, wait_for_tcp};
 use crate::tools;
@@ -143,14 +145,9 @@ impl Everything {
     }
 }
 
-/// A running `mcp-guard` (the workspace's debug build unless `binary` says otherwise).
-pub struct Guard {
-    pub proc: Proc,
-    pub port: u16,
-    pub admin_port: u16,
-}
+pub use test_support::guard::Guard;
 
-/// How to start a guard.
+/// How to start a guard in front of an upstream (the workspace's debug build unless `binary` says otherwise).
 #[derive(Debug, Clone, Default)]
 pub struct GuardOptions {
     pub allow_hosts: Vec<String>,
@@ -172,82 +169,23 @@ impl GuardOptions {
         self.allow_origins = origins.iter().map(|o| o.to_string()).collect();
         self
     }
-}
 
-impl Guard {
-    /// Starts `mcp-guard --listen 127.0.0.1:P --upstream UPSTREAM --admin-listen 127.0.0.1:A ...` and waits
-    /// until `/readyz` answers 200. A port that `free_port` handed out twice (to this guard and to something
-    /// another test started meanwhile) makes the guard exit with `cannot listen on`: then again on other ports.
-    pub fn start(upstream: &str, opts: &GuardOptions) -> anyhow::Result<Guard> {
-        let mut attempt = 1;
-        loop {
-            match Self::start_once(upstream, opts) {
-                Err(e) if attempt < 3 && format!("{e:#}").contains("cannot listen on") => attempt += 1,
-                other => return other,
-            }
+    /// Starts `mcp-guard --listen 127.0.0.1:P --admin-listen 127.0.0.1:A --upstream UPSTREAM ...` and waits
+    /// until `/readyz` answers 200 ([`test_support::guard::Launch`]).
+    pub fn start(&self, upstream: &str) -> anyhow::Result<Guard> {
+        let mut args = vec!["--upstream".to_string(), upstream.to_string()];
+        for h in &self.allow_hosts {
+            args.extend(["--allow-host".to_string(), h.clone()]);
         }
-    }
-
-    fn start_once(upstream: &str, opts: &GuardOptions) -> anyhow::Result<Guard> {
-        let port = tools::free_port();
-        let admin_port = tools::free_port();
-        let binary = opts
+        for o in &self.allow_origins {
+            args.extend(["--allow-origin".to_string(), o.clone()]);
+        }
+        args.extend(self.extra_args.iter().cloned());
+        let binary = self
             .binary
             .clone()
             .unwrap_or_else(|| tools::cargo_bin("mcp-guard"));
-        let mut cmd = Command::new(binary);
-        cmd.arg("--listen")
-            .arg(loopback(port).to_string())
-            .arg("--upstream")
-            .arg(upstream)
-            .arg("--admin-listen")
-            .arg(loopback(admin_port).to_string());
-        for h in &opts.allow_hosts {
-            cmd.arg("--allow-host").arg(h);
-        }
-        for o in &opts.allow_origins {
-            cmd.arg("--allow-origin").arg(o);
-        }
-        cmd.args(&opts.extra_args).env("RUST_BACKTRACE", "1");
-        let mut proc = spawn_listening("mcp-guard", cmd, loopback(port))?;
-        let readyz = format!("http://127.0.0.1:{admin_port}/readyz");
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            proc.ensure_running()?;
-            if matches!(crate::http::get(&readyz), Ok(r) if r.status == 200) {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{readyz} not 200 after {START_TIMEOUT:?}; guard log:\n{}",
-                    tail(&proc.logs(), 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(Guard {
-            proc,
-            port,
-            admin_port,
-        })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        loopback(self.port)
-    }
-
-    /// `http://127.0.0.1:PORT`.
-    pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// The guard's Prometheus metrics text.
-    pub fn metrics(&self) -> anyhow::Result<String> {
-        let r = crate::http::get(&format!("http://127.0.0.1:{}/metrics", self.admin_port))?;
-        if r.status != 200 {
-            bail!("/metrics answered {}", r.status);
-        }
-        Ok(r.text())
+        Launch::new(binary, args).start_blocking()
     }
 }
 

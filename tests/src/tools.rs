@@ -1,8 +1,9 @@
 //! Where the test tools live: the Go-built binaries, the Python venv and npm packages that `make setup`
 //! (tools/setup.sh) installs into the cache, and this workspace's own binaries.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+
+pub use test_support::{free_port, target_dir, workspace_root};
 
 /// The cache `tools/setup.sh` fills: `$MCP_GUARD_CACHE`, or `~/.cache/mcp-guard`.
 pub fn cache_dir() -> PathBuf {
@@ -47,21 +48,6 @@ pub fn node_bin(name: &str) -> PathBuf {
     must_exist(node_modules().join(".bin").join(name), name)
 }
 
-/// The root of this workspace.
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits inside the workspace")
-        .to_path_buf()
-}
-
-/// The cargo target directory.
-pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
-
 /// A binary of this workspace (debug build), e.g. `mcp-guard` or `mcp-guard-operator`.
 /// `make test` builds them all before running the tests.
 pub fn cargo_bin(name: &str) -> PathBuf {
@@ -72,12 +58,4 @@ pub fn cargo_bin(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port on 127.0.0.1")
 }

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 use testkit::http;
-use testkit::mcp::{Guard, GuardOptions, PyServer, Transport, initialize_request};
+use testkit::mcp::{GuardOptions, PyServer, Transport, initialize_request};
 use testkit::nginx::Nginx;
 
 /// An allowed host that none of the requests below uses, so every rejection shows what the guard received.
@@ -42,8 +42,10 @@ fn received(body: &Value) -> &str {
 #[test]
 fn what_the_guard_sees_behind_nginx() {
     let server = PyServer::start(Transport::StreamableHttp).unwrap();
-    let guard = Guard::start(&server.base_url(), &GuardOptions::hosts(&[ONLY_ALLOWED])).unwrap();
-    let g = guard.port;
+    let guard = GuardOptions::hosts(&[ONLY_ALLOWED])
+        .start(&server.base_url())
+        .unwrap();
+    let g = guard.addr.port();
 
     // proxy_pass to an upstream block, nothing else: the guard sees the block's name.
     let port = testkit::tools::free_port();
@@ -97,9 +99,11 @@ fn what_the_guard_sees_behind_nginx() {
 fn the_recommended_nginx_configuration_works_and_passes_origin_through() {
     let server = PyServer::start(Transport::StreamableHttp).unwrap();
     // As in the doc: the guard allows the public name only.
-    let guard = Guard::start(&server.base_url(), &GuardOptions::hosts(&["mcp.example.com"])).unwrap();
+    let guard = GuardOptions::hosts(&["mcp.example.com"])
+        .start(&server.base_url())
+        .unwrap();
     let port = testkit::tools::free_port();
-    let g = guard.port;
+    let g = guard.addr.port();
     let nginx = Nginx::start_with(port, 1, |_| {
         format!(
             "upstream mcp_weather {{ server 127.0.0.1:{g}; }}\n    server {{ listen 127.0.0.1:{port}; {} }}",

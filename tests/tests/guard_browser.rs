@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::browser::{Collector, cors_client_page, open_and_report, page_server, run_attack};
-use testkit::mcp::{Guard, GuardOptions, PyServer, Transport, assert_guard_error_body, loopback};
+use testkit::mcp::{GuardOptions, PyServer, Transport, assert_guard_error_body, loopback};
 
 const ATTACK_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -59,12 +59,10 @@ fn rebinding_attack_reads_an_unprotected_server_over_sse() {
 /// sees anything.
 fn guarded_attack(transport: Transport) -> (Value, PyServer) {
     let server = PyServer::start_on(transport, "0.0.0.0").expect("start server");
-    let guard = Guard::start(
-        &server.base_url(),
-        &GuardOptions::hosts(&["127.0.0.1", "localhost"]),
-    )
-    .expect("start mcp-guard");
-    let report = run_attack(guard.addr(), transport, ATTACK_TIMEOUT).expect("attack ran");
+    let guard = GuardOptions::hosts(&["127.0.0.1", "localhost"])
+        .start(&server.base_url())
+        .expect("start mcp-guard");
+    let report = run_attack(guard.addr, transport, ATTACK_TIMEOUT).expect("attack ran");
     assert_page_ran(&report);
     let metrics = guard.metrics().expect("guard metrics");
     assert!(
@@ -125,13 +123,11 @@ fn a_page_on_an_allowed_origin_calls_a_tool_through_the_guard_with_cors() {
     let collector = Collector::start().expect("collector");
     let pages = page_server(cors_client_page(&collector.url())).expect("page server");
     let allowed = format!("http://app.test:{}", pages.port);
-    let guard = Guard::start(
-        &server.base_url(),
-        &GuardOptions {
-            extra_args: vec!["--cors".into()],
-            ..GuardOptions::hosts(&["127.0.0.1"]).origins(&[&allowed])
-        },
-    )
+    let guard = (GuardOptions {
+        extra_args: vec!["--cors".into()],
+        ..GuardOptions::hosts(&["127.0.0.1"]).origins(&[&allowed])
+    })
+    .start(&server.base_url())
     .expect("start mcp-guard");
     let endpoint = format!("{}/mcp", guard.base_url());
 

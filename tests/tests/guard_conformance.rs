@@ -1,7 +1,7 @@
 //! The official MCP conformance suite (`@modelcontextprotocol/conformance`, pinned in tests/mcp/package.json)
 //! against `@modelcontextprotocol/server-everything`, directly and through the guard.
 
-use testkit::mcp::{Everything, Guard, GuardOptions, run_conformance};
+use testkit::mcp::{Everything, GuardOptions, run_conformance};
 
 /// Every scenario that passes directly passes through the guard, and `dns-rebinding-protection` — which this
 /// upstream fails on its own, since it accepts any Host — passes through the guard.
@@ -12,13 +12,11 @@ fn conformance_through_the_guard_matches_direct_and_adds_dns_rebinding_protectio
     let direct =
         run_conformance(&format!("http://localhost:{}/mcp", upstream.port), None).expect("run directly");
 
-    let guard = Guard::start(
-        &upstream.base_url(),
-        &GuardOptions::hosts(&["localhost", "127.0.0.1"]),
-    )
-    .expect("start mcp-guard");
-    let guarded =
-        run_conformance(&format!("http://localhost:{}/mcp", guard.port), None).expect("run through guard");
+    let guard = GuardOptions::hosts(&["localhost", "127.0.0.1"])
+        .start(&upstream.base_url())
+        .expect("start mcp-guard");
+    let guarded = run_conformance(&format!("http://localhost:{}/mcp", guard.addr.port()), None)
+        .expect("run through guard");
 
     let direct_passing = direct.passing();
     eprintln!(
@@ -83,8 +81,9 @@ fn conformance_through_the_guard_matches_direct_and_adds_dns_rebinding_protectio
 #[test]
 fn conformance_through_nginx_and_the_guard() {
     let upstream = Everything::start().expect("start server-everything");
-    let guard =
-        Guard::start(&upstream.base_url(), &GuardOptions::hosts(&["localhost"])).expect("start mcp-guard");
+    let guard = GuardOptions::hosts(&["localhost"])
+        .start(&upstream.base_url())
+        .expect("start mcp-guard");
     let nginx = testkit::nginx::Nginx::reverse_proxy(&guard.base_url()).expect("start nginx");
     let direct =
         run_conformance(&format!("http://localhost:{}/mcp", upstream.port), None).expect("run directly");

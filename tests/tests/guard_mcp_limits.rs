@@ -25,7 +25,7 @@ fn raw_echo_call(guard: &Guard) -> http::Response {
          Accept: application/json, text/event-stream\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    http::raw(guard.addr(), req.as_bytes()).unwrap()
+    http::raw(guard.addr, req.as_bytes()).unwrap()
 }
 
 /// Asserts the client was refused by the rate limit; returns its `Retry-After` in seconds.
@@ -57,7 +57,7 @@ fn a_limited_client_is_told_when_to_retry_and_recovers(kind: ClientKind) {
     // One `echo` per 15 s per client: long enough that no machine's slowness lets the second call through.
     let mut opts = GuardOptions::hosts(&["127.0.0.1"]);
     opts.extra_args = ["--rate-limit-tool", "echo=4:1"].map(String::from).to_vec();
-    let guard = Guard::start(&server.base_url(), &opts).unwrap();
+    let guard = opts.start(&server.base_url()).unwrap();
     let url = format!("{}/mcp", guard.base_url());
     let what = format!("{kind:?} client over its echo limit");
 
@@ -104,7 +104,7 @@ fn a_typescript_sdk_client_over_its_limit_recovers_after_retry_after() {
 
 /// nginx that must rewrite Host (to the name a backend expects) and says the client's in `X-Forwarded-Host`.
 fn host_rewriting_nginx(guard: &Guard) -> Nginx {
-    let g = guard.port;
+    let g = guard.addr.port();
     Nginx::start_server(&format!(
         r#"
         location / {{
@@ -129,8 +129,10 @@ fn behind_nginx_rewriting_host_the_forwarded_host_is_checked_only_from_a_trusted
     let server = PyServer::start(Transport::StreamableHttp).unwrap();
     let mut opts = GuardOptions::hosts(&[PUBLIC_HOST]);
     opts.extra_args = ["--trusted-proxy", "127.0.0.1"].map(String::from).to_vec();
-    let trusting = Guard::start(&server.base_url(), &opts).unwrap();
-    let untrusting = Guard::start(&server.base_url(), &GuardOptions::hosts(&[PUBLIC_HOST])).unwrap();
+    let trusting = opts.start(&server.base_url()).unwrap();
+    let untrusting = GuardOptions::hosts(&[PUBLIC_HOST])
+        .start(&server.base_url())
+        .unwrap();
 
     for kind in [ClientKind::Python, ClientKind::TypeScript] {
         let nginx = host_rewriting_nginx(&trusting);
@@ -171,7 +173,7 @@ fn an_extension_origin_passes_as_listed_and_another_extension_does_not() {
     const EXTENSION: &str = "chrome-extension://mhjfbmdgcfjbbpaeojofohoefgiehjai";
     let server = PyServer::start(Transport::StreamableHttp).unwrap();
     let opts = GuardOptions::hosts(&["127.0.0.1"]).origins(&[EXTENSION, "moz-extension://*"]);
-    let guard = Guard::start(&server.base_url(), &opts).unwrap();
+    let guard = opts.start(&server.base_url()).unwrap();
     let url = format!("{}/mcp", guard.base_url());
     for kind in [ClientKind::Python, ClientKind::TypeScript] {
         for origin in [EXTENSION, "moz-extension://5d5e8f6c-3c0b-4a8e-9b64-1f2e3d4c5b6a"] {

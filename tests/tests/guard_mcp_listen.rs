@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use testkit::mcp::{Guard, GuardOptions, PyServer, Transport};
+use testkit::mcp::{GuardOptions, PyServer, Transport};
 
 /// The guard's timeouts in this test: every one far shorter than the stream is held open.
 const GUARD_TIMEOUT: Duration = Duration::from_secs(1);
@@ -35,30 +35,28 @@ fn a_listen_stream_outlives_every_guard_timeout_and_its_pings_pass_as_they_come(
     )
     .expect("start server");
     let timeout = format!("{}ms", GUARD_TIMEOUT.as_millis());
-    let guard = Guard::start(
-        &server.base_url(),
-        &GuardOptions {
-            extra_args: vec![
-                "--idle-timeout".into(),
-                timeout.clone(),
-                "--header-read-timeout".into(),
-                timeout,
-                // The rate limits read the body and hold a slot for the stream's lifetime: on the path too.
-                "--rate-limit-method".into(),
-                "subscriptions/listen=600:10".into(),
-                "--max-concurrent-requests-per-client".into(),
-                "4".into(),
-            ],
-            ..GuardOptions::hosts(&["127.0.0.1"])
-        },
-    )
+    let guard = (GuardOptions {
+        extra_args: vec![
+            "--idle-timeout".into(),
+            timeout.clone(),
+            "--header-read-timeout".into(),
+            timeout,
+            // The rate limits read the body and hold a slot for the stream's lifetime: on the path too.
+            "--rate-limit-method".into(),
+            "subscriptions/listen=600:10".into(),
+            "--max-concurrent-requests-per-client".into(),
+            "4".into(),
+        ],
+        ..GuardOptions::hosts(&["127.0.0.1"])
+    })
+    .start(&server.base_url())
     .expect("start mcp-guard");
 
-    let mut conn = TcpStream::connect(guard.addr()).expect("connect");
+    let mut conn = TcpStream::connect(guard.addr).expect("connect");
     // Generous: a ping held back by the guard would never come, and this turns that into a failure.
     conn.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("read timeout");
-    conn.write_all(listen_request(guard.port).as_bytes())
+    conn.write_all(listen_request(guard.addr.port()).as_bytes())
         .expect("send the listen request");
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];

@@ -14,7 +14,7 @@ const APP_ORIGIN: &str = "https://app.example.test";
 
 fn guard_for(server: &PyServer) -> Guard {
     let opts = GuardOptions::hosts(&["127.0.0.1", PUBLIC_HOST]).origins(&[APP_ORIGIN]);
-    Guard::start(&server.base_url(), &opts).expect("start mcp-guard")
+    opts.start(&server.base_url()).expect("start mcp-guard")
 }
 
 /// Every client session the guard must let through, and every forgery it must stop, for one transport.
@@ -22,7 +22,7 @@ fn sessions_through_the_guard(transport: Transport) {
     let server = PyServer::start(transport).expect("start the Python SDK server");
     let guard = guard_for(&server);
     let url = format!("{}{}", guard.base_url(), transport.path());
-    let port = guard.port;
+    let port = guard.addr.port();
 
     for kind in [ClientKind::Python, ClientKind::TypeScript] {
         let what = format!("{kind:?} client over {transport:?} through the guard");
@@ -89,8 +89,8 @@ fn guard_answers_forgeries_with_json_where_the_sdk_answers_plain_text() {
     );
 
     let guard = guard_for(&server);
-    let host = format!("127.0.0.1:{}", guard.port);
-    let ok = http::raw(guard.addr(), &initialize_request("/mcp", &host, &[])).expect("request");
+    let host = format!("127.0.0.1:{}", guard.addr.port());
+    let ok = http::raw(guard.addr, &initialize_request("/mcp", &host, &[])).expect("request");
     assert_eq!(
         ok.status,
         200,
@@ -103,11 +103,11 @@ fn guard_answers_forgeries_with_json_where_the_sdk_answers_plain_text() {
         ok.text()
     );
 
-    let r = http::raw(guard.addr(), &initialize_request("/mcp", "evil.test", &[])).expect("request");
+    let r = http::raw(guard.addr, &initialize_request("/mcp", "evil.test", &[])).expect("request");
     assert_guard_rejection(&r, 421, "host_not_allowed", "evil.test", "POST with forged Host");
 
     let r = http::raw(
-        guard.addr(),
+        guard.addr,
         &initialize_request("/mcp", &host, &["Origin: http://evil.test"]),
     )
     .expect("request");
@@ -122,9 +122,9 @@ fn guard_answers_forgeries_with_json_where_the_sdk_answers_plain_text() {
     for method in ["GET", "DELETE", "OPTIONS"] {
         let req = format!(
             "{method} /mcp HTTP/1.1\r\nHost: evil.test:{}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n",
-            guard.port
+            guard.addr.port()
         );
-        let r = http::raw(guard.addr(), req.as_bytes()).expect("request");
+        let r = http::raw(guard.addr, req.as_bytes()).expect("request");
         assert_guard_rejection(
             &r,
             421,

@@ -14,8 +14,9 @@ const PUBLIC_HOST: &str = "mcp.example.test";
 fn stack(transport: Transport) -> (PyServer, Guard, Nginx) {
     let server = PyServer::start(transport).expect("start the Python SDK server");
     // Only the public name: requests reach the guard through nginx, never by its loopback address.
-    let guard =
-        Guard::start(&server.base_url(), &GuardOptions::hosts(&[PUBLIC_HOST])).expect("start mcp-guard");
+    let guard = GuardOptions::hosts(&[PUBLIC_HOST])
+        .start(&server.base_url())
+        .expect("start mcp-guard");
     let nginx = Nginx::reverse_proxy(&guard.base_url()).expect("start nginx");
     (server, guard, nginx)
 }

@@ -64,8 +64,10 @@ fn stack() -> Stack {
         )
     });
     let back = back.expect("start the back-end nginx");
-    let guard = Guard::start(&back.base_url(), &GuardOptions::hosts(&[HOST])).expect("start mcp-guard");
-    let (guard_port, port) = (guard.port, testkit::tools::free_port());
+    let guard = GuardOptions::hosts(&[HOST])
+        .start(&back.base_url())
+        .expect("start mcp-guard");
+    let (guard_port, port) = (guard.addr.port(), testkit::tools::free_port());
     let front = Nginx::start_with(port, 1, |_| {
         format!(
             "upstream guard {{ server 127.0.0.1:{guard_port}; keepalive 8; }}\n    server {{\n        listen 127.0.0.1:{port};\n{}\n    }}",
@@ -108,22 +110,13 @@ impl Stack {
     }
 }
 
-/// The responses in `buf`, each framed by its `Content-Length` (nginx and the guard frame every answer here so).
-fn responses(mut buf: &[u8]) -> Vec<(u16, String)> {
-    let mut out = Vec::new();
-    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("a response without content-length: {head}"));
-        let body = &buf[end + 4..(end + 4 + len).min(buf.len())];
-        out.push((status, String::from_utf8_lossy(body).into_owned()));
-        buf = &buf[(end + 4 + len).min(buf.len())..];
-    }
-    out
+/// The responses in `buf`, each as `(status, body)`.
+fn responses(buf: &[u8]) -> Vec<(u16, String)> {
+    test_support::http1::responses(buf)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(buf)))
+        .iter()
+        .map(|m| (m.status(), m.text()))
+        .collect()
 }
 
 /// Every line end of one or two CRs and LFs.

@@ -42,7 +42,7 @@ impl Lab {
         ]
         .map(str::to_owned)
         .to_vec();
-        let guard = Guard::start(&server.base_url(), &opts).expect("start the guard");
+        let guard = opts.start(&server.base_url()).expect("start the guard");
         Lab { hydra, server, guard }
     }
 
@@ -75,10 +75,10 @@ impl Lab {
 
     /// `initialize` to the guard, with `Authorization: Bearer token` when given.
     fn initialize(&self, token: Option<&str>) -> Response {
-        let host = format!("127.0.0.1:{}", self.guard.port);
+        let host = format!("127.0.0.1:{}", self.guard.addr.port());
         let auth = token.map(|t| format!("Authorization: Bearer {t}"));
         let extra: Vec<&str> = auth.iter().map(String::as_str).collect();
-        http::raw(self.guard.addr(), &initialize_request("/mcp", &host, &extra))
+        http::raw(self.guard.addr, &initialize_request("/mcp", &host, &extra))
             .expect("initialize through the guard")
     }
 

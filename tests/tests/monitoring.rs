@@ -18,7 +18,7 @@ use mcp_guard_operator::webhook::WebhookMetrics;
 use mcp_guard_operator::webhook::inject::{ADMIN_PORT_NAME, GuardedServer, Layout, SidecarSettings, inject};
 use mcp_guard_operator::webhook::metrics::{AdmissionLabels, SkipLabels, WebhookLabels};
 use serde_json::{Value, json};
-use testkit::mcp::{Guard, GuardOptions};
+use testkit::mcp::GuardOptions;
 use testkit::tools::{bin, workspace_root};
 
 const ALL_ON: &[&str] = &[
@@ -275,16 +275,14 @@ fn every_metric_the_rules_and_dashboard_use_is_exported() {
         r#"{"allowedHosts": ["mcp.example.com"], "audit": {"enabled": true}}"#,
     )
     .unwrap();
-    let guard = Guard::start(
-        &format!("http://{upstream_addr}"),
-        &GuardOptions {
-            extra_args: vec!["--config".into(), config.display().to_string()],
-            ..GuardOptions::hosts(&["mcp.example.com"])
-        },
-    )
+    let guard = (GuardOptions {
+        extra_args: vec!["--config".into(), config.display().to_string()],
+        ..GuardOptions::hosts(&["mcp.example.com"])
+    })
+    .start(&format!("http://{upstream_addr}"))
     .unwrap();
     let refused = testkit::http::raw(
-        guard.addr(),
+        guard.addr,
         b"GET /mcp HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n",
     )
     .unwrap();
@@ -296,7 +294,7 @@ fn every_metric_the_rules_and_dashboard_use_is_exported() {
          Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{call}",
         call.len()
     );
-    let answered = testkit::http::raw(guard.addr(), request.as_bytes()).unwrap();
+    let answered = testkit::http::raw(guard.addr, request.as_bytes()).unwrap();
     assert_eq!(answered.status, 200, "{answered:?}");
     let mut exported = sample_names(&guard.metrics().unwrap());
 

@@ -170,7 +170,7 @@ async fn ingress_to_configmap_status_update_and_cleanup() {
         "{table}"
     );
 
-    let updated = eventually(SETUP, "an AllowlistUpdated Event", || async {
+    let updated = eventually("an AllowlistUpdated Event", SETUP, || async {
         let evs = events(&client, &ns, "AllowlistUpdated").await;
         (!evs.is_empty()).then_some(evs)
     })
@@ -204,8 +204,8 @@ async fn ingress_to_configmap_status_update_and_cleanup() {
     // The Event says what this edit changed, not what the first allowlist was (the recorder would keep the
     // first note of a series).
     eventually(
-        PROPAGATION,
         "an AllowlistUpdated Event naming the edit",
+        PROPAGATION,
         || async {
             let evs = events(&client, &ns, "AllowlistUpdated").await;
             evs.iter()
@@ -274,7 +274,7 @@ async fn ingress_to_configmap_status_update_and_cleanup() {
         message.contains("spec.hosts"),
         "the message says what to add: {message}"
     );
-    eventually(SETUP, "an EmptyAllowlist Event", || async {
+    eventually("an EmptyAllowlist Event", SETUP, || async {
         let evs = events(&client, &ns, "EmptyAllowlist").await;
         evs.iter()
             .any(|e| e.type_.as_deref() == Some("Warning"))
@@ -288,8 +288,8 @@ async fn ingress_to_configmap_status_update_and_cleanup() {
         .await
         .expect("delete MCPServer");
     eventually(
-        Duration::from_secs(60),
         "the owned ConfigMap to be garbage-collected",
+        Duration::from_secs(60),
         || async {
             guard_config(&client, &ns, "weather")
                 .await
@@ -356,7 +356,7 @@ async fn objects_applied_together_raise_no_empty_allowlist_warning() {
     })
     .await;
     assert_eq!(condition(&lonely, "Ready").map(|c| c.1), Some("EmptyAllowlist"));
-    eventually(PROPAGATION, "the Warning about the lone MCPServer", || async {
+    eventually("the Warning about the lone MCPServer", PROPAGATION, || async {
         let evs = events_about(&client, &ns, "lonely", "EmptyAllowlist").await;
         evs.iter()
             .any(|e| e.type_.as_deref() == Some("Warning"))
@@ -564,7 +564,7 @@ async fn conditions_explain_catch_all_mismatch_and_bypass() {
         name: "weather".into(),
     };
     let bypassed = || op.metrics.guard_bypassed.get_or_create(&bypass_labels).get();
-    eventually(SETUP, "guard_bypassed 1", || async {
+    eventually("guard_bypassed 1", SETUP, || async {
         (bypassed() == 1).then_some(())
     })
     .await;
@@ -582,7 +582,7 @@ async fn conditions_explain_catch_all_mismatch_and_bypass() {
         condition(s, "GuardBypass").is_some_and(|c| c.0 == "False")
     })
     .await;
-    eventually(SETUP, "guard_bypassed 0", || async {
+    eventually("guard_bypassed 0", SETUP, || async {
         (bypassed() == 0).then_some(())
     })
     .await;
@@ -768,7 +768,7 @@ async fn network_policy_per_mcpserver_follows_the_layout_and_the_policy() {
     nps.delete("unifi-mcp-guard", &DeleteParams::default())
         .await
         .expect("delete");
-    eventually(PROPAGATION, "the NetworkPolicy written again", || async {
+    eventually("the NetworkPolicy written again", PROPAGATION, || async {
         nps.get_opt("unifi-mcp-guard")
             .await
             .expect("get")
@@ -786,7 +786,7 @@ async fn network_policy_per_mcpserver_follows_the_layout_and_the_policy() {
         server.status.as_ref().and_then(|s| s.network_policy.clone()),
         None
     );
-    eventually(PROPAGATION, "the NetworkPolicy removed", || async {
+    eventually("the NetworkPolicy removed", PROPAGATION, || async {
         nps.get_opt("unifi-mcp-guard")
             .await
             .expect("get")
@@ -996,7 +996,7 @@ async fn two_replicas_only_the_leader_reconciles() {
         ..LeaseSettings::new(&ns, "mcp-guard-operator", identity)
     };
     let a = Operator::start(client.clone(), &ns, Some(lease("replica-a")), Some(false));
-    let first = eventually(SETUP, "a Lease holder", || lease_holder(&client, &ns)).await;
+    let first = eventually("a Lease holder", SETUP, || lease_holder(&client, &ns)).await;
     let b = Operator::start(client.clone(), &ns, Some(lease("replica-b")), Some(false));
     assert_eq!(first, "replica-a");
 
@@ -1023,7 +1023,7 @@ async fn two_replicas_only_the_leader_reconciles() {
     // The leader goes away (graceful: it releases the Lease); the standby takes over and reconciles changes.
     let stopped = Instant::now();
     a.stop().await;
-    eventually(SETUP, "replica-b to take the Lease", || async {
+    eventually("replica-b to take the Lease", SETUP, || async {
         (lease_holder(&client, &ns).await.as_deref() == Some("replica-b")).then_some(())
     })
     .await;

@@ -35,7 +35,7 @@ async fn policy_with(
     what: &str,
     pred: impl Fn(&MCPGuardPolicy) -> bool,
 ) -> MCPGuardPolicy {
-    eventually(SETUP, what, || async {
+    eventually(what, SETUP, || async {
         api.get_opt(name).await.expect("get policy").filter(|p| pred(p))
     })
     .await

@@ -185,7 +185,7 @@ async fn a_reference_guards_their_server_with_their_handshake_host() {
 
     // Our NetworkPolicy: their pods, the guard's port and admin port (theirs stays as their controller wrote it).
     let nps = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
-    let np = eventually(SETUP, "our NetworkPolicy", || async {
+    let np = eventually("our NetworkPolicy", SETUP, || async {
         nps.get_opt("guard-fetch-mcp-guard").await.expect("get")
     })
     .await;

@@ -139,7 +139,7 @@ async fn startup_errors_then_a_working_binary() {
     )
     .await;
     // The ConfigMap is written before the reconcile finishes (status, Events, then metrics).
-    let metrics = eventually(Duration::from_secs(10), "reconcile metrics", || async {
+    let metrics = eventually("reconcile metrics", Duration::from_secs(10), || async {
         let m = testkit::http::get(&format!("{base}/metrics"))
             .expect("metrics")
             .text();

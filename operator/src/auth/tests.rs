@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
-use crate::cluster_issuer::ClusterIssuer;
+use crate::auth::ClusterIssuer;
 use crate::crd::{MCPGuardPolicySpec, MCPServerSpec};
 use crate::sources::testkit::*;
 use crate::sources::{Derivation, FindingKind};

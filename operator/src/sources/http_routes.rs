@@ -14,13 +14,14 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::Stores;
 use super::services::{BackendVerdict, ServerServices, map_routing};
 use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Fold, referenced, servers_of_namespace};
 use crate::crd::MCPServer;
 use crate::gateway::{
     Gateway, HTTPRoute, ParentReference, ReferenceGrant, grants_route_to_service, listener_admits,
 };
-use crate::stores::{Stores, Triggers, Watch};
+use crate::stores::{Triggers, Watch};
 
 /// The `(namespace, name)` of the Services an HTTPRoute routes to.
 pub fn route_backend_services(route: &HTTPRoute) -> BTreeSet<(String, String)> {

@@ -15,10 +15,11 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass, IngressRule, Ingre
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::Stores;
 use super::services::{BackendVerdict, ServerServices, map_routing};
 use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Finding, Fold, referenced};
 use crate::crd::MCPServer;
-use crate::stores::{Stores, Triggers, Watch};
+use crate::stores::{Triggers, Watch};
 
 /// The Service names an Ingress routes to (rules and default backend).
 pub fn ingress_backend_services(ingress: &Ingress) -> BTreeSet<String> {

@@ -8,10 +8,11 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::Stores;
 use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Finding, Fold, servers_where};
 use crate::crd::MCPServer;
 use crate::pod_contract::{SIDECAR_NAME, guarded_by};
-use crate::stores::{Stores, Triggers, Watch};
+use crate::stores::{Triggers, Watch};
 
 /// The container ports of the pods an MCPServer selects, to resolve named targetPorts and to tell whether a
 /// port is served by the app (not the guard).

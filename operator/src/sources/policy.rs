@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
+use super::Stores;
 use super::{DepKind, DeriveInput, Finding, Fold};
 use crate::crd::{MCPGuardPolicy, MCPServer};
-use crate::stores::Stores;
 
 /// The settings the policy gives (mode, limits, trusted proxies, CORS) and the dependency on it, first.
 pub fn settle(input: &DeriveInput<'_>, fold: &mut Fold) {

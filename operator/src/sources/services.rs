@@ -20,11 +20,12 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::Stores;
 use super::pods::PodPorts;
 use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Finding, Fold, servers_where};
 use crate::crd::{MCPServer, MCPServerSpec, TrafficLayout};
 use crate::pod_contract::SIDECAR_NAME;
-use crate::stores::{Stores, Triggers, Watch};
+use crate::stores::{Triggers, Watch};
 
 /// Where a Service port sends traffic, relative to the server.
 #[derive(Clone, Debug, PartialEq, Eq)]

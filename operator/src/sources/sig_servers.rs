@@ -23,9 +23,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{CustomResource, ResourceExt};
 use serde::{Deserialize, Serialize};
 
+use super::Stores;
 use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Fold, servers_where};
 use crate::crd::{MCPServer, MCPServerSpec, TrafficLayout, TrafficSpec};
-use crate::stores::{Stores, Triggers, Watch};
+use crate::stores::{Triggers, Watch};
 
 /// Their API group and version.
 pub const GROUP: &str = "mcp.x-k8s.io";

@@ -18,6 +18,7 @@ pub use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 
+use super::Stores;
 pub use crate::crd::{AllowlistEntry, GuardMode, MCPGuardPolicySpec, MCPServer, MCPServerSpec, PolicyLimits};
 pub use crate::gateway::{
     AllowedRoutes, BackendRef, Gateway, GatewaySpec, HTTPRoute, HTTPRouteFilter, HTTPRouteRule,
@@ -26,7 +27,6 @@ pub use crate::gateway::{
 };
 pub use crate::sources::ingresses::{DEFAULT_CLASS_ANNOTATION, INGRESS_CLASS_ANNOTATION};
 pub use crate::sources::{Derivation, DeriveInput, FindingKind, derive};
-use crate::stores::Stores;
 
 /// Labels in a table row.
 pub type Pairs = &'static [(&'static str, &'static str)];
@@ -330,7 +330,7 @@ pub struct World {
     /// The SIG MCPServer a `spec.serverRef` names.
     pub sig_server: Option<crate::sources::sig_servers::SigMCPServer>,
     /// The cluster's service-account issuer.
-    pub cluster_issuer: crate::cluster_issuer::IssuerState,
+    pub cluster_issuer: crate::auth::IssuerState,
 }
 
 impl World {

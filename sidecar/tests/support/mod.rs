@@ -1,12 +1,20 @@
-//! Test support: a small hyper upstream on 127.0.0.1, the real `mcp-guard` binary, and raw HTTP helpers.
-#![allow(dead_code, clippy::unwrap_used)]
+//! Test support of the guard's tests: a small hyper upstream on 127.0.0.1 and the guard binary of this crate.
+//! The helpers every test shares (polling, ports, the raw HTTP/1 client, the guard launcher) are the
+//! `test-support` crate's, re-exported here.
+// Each test binary uses a part of this module.
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 pub mod wire;
 
+pub use test_support::guard::{Guard, Launch, Ready};
+pub use test_support::http1::{Response as RawResponse, get, get_with, raw};
+pub use test_support::process::Signal;
+pub use test_support::{eventually, eventually_or, free_port};
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -156,161 +164,17 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     }
 }
 
-/// A free port on 127.0.0.1 (bound and released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// This crate's guard, to start as [`Launch`] says (never a stale build: cargo names the binary it built).
+pub fn mcp_guard(args: &[&str]) -> Launch {
+    Launch::new(env!("CARGO_BIN_EXE_mcp-guard"), args.iter().copied())
 }
 
-/// The real `mcp-guard` binary, killed on drop.
-pub struct Guard {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub admin: SocketAddr,
-    pub log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-/// What `Guard::start` waits for.
-#[derive(Clone, Copy)]
-enum Ready {
-    Yes,
-    AllButUpstream,
-    /// Serving, and `/readyz` answers 503 saying this.
-    NotReadyBecause(&'static str),
-}
-
-impl Guard {
-    /// Starts the guard with `--listen`, `--admin-listen` and the given arguments; waits until ready. A port that
-    /// `free_port` handed out twice (to this guard and to another test's) makes the guard exit with `cannot
-    /// listen on`: then again on other ports.
-    pub async fn start(args: &[&str]) -> Guard {
-        Self::start_until(args, Ready::Yes, false).await
-    }
-
-    /// Starts the guard as [`Guard::start`] does, its stdout (the audit log) a pipe: `child.stdout`.
-    pub async fn start_piped(args: &[&str]) -> Guard {
-        Self::start_until(args, Ready::Yes, true).await
-    }
-
-    /// Starts the guard in front of an upstream that does not listen (yet): waits until the guard serves and
-    /// `/readyz` says that only the upstream is missing.
-    pub async fn start_without_upstream(args: &[&str]) -> Guard {
-        Self::start_until(args, Ready::AllButUpstream, false).await
-    }
-
-    /// Starts the guard and waits until it serves while `/readyz` answers 503 with a body that contains `why`.
-    pub async fn start_not_ready(args: &[&str], why: &'static str) -> Guard {
-        Self::start_until(args, Ready::NotReadyBecause(why), false).await
-    }
-
-    async fn start_until(args: &[&str], ready: Ready, piped: bool) -> Guard {
-        for _ in 0..2 {
-            if let Some(guard) = Self::try_start(args, ready, piped).await {
-                return guard;
-            }
-        }
-        Self::try_start(args, ready, piped)
-            .await
-            .expect("mcp-guard could not bind its ports")
-    }
-
-    /// `None`: the guard could not bind its ports.
-    async fn try_start(args: &[&str], ready: Ready, piped: bool) -> Option<Guard> {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("guard.log");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mcp-guard"))
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--admin-listen",
-                &admin.to_string(),
-            ])
-            .args(args)
-            .env_remove("MCP_GUARD_ALLOW_HOSTS")
-            .stdout(if piped { Stdio::piped() } else { Stdio::null() })
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut guard = Guard {
-            child,
-            addr,
-            admin,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = guard.child.try_wait().unwrap() {
-                if guard.logs().contains("cannot listen on") {
-                    return None;
-                }
-                panic!("mcp-guard exited early ({status}):\n{}", guard.logs());
-            }
-            if let Ok(r) = get(admin, "/readyz").await {
-                let done = match ready {
-                    Ready::Yes => r.status == 200,
-                    Ready::AllButUpstream => {
-                        r.status == 503 && r.body.contains("does not accept connections")
-                    }
-                    Ready::NotReadyBecause(why) => r.status == 503 && r.body.contains(why),
-                };
-                if done {
-                    return Some(guard);
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mcp-guard not ready:\n{}",
-                guard.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The value of one metric sample line (`name{labels}`), 0 when absent.
-    pub async fn metric(&self, sample: &str) -> f64 {
-        let body = get(self.admin, "/metrics").await.unwrap().body;
-        body.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
-            .unwrap_or(0.0)
-    }
-
-    pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    /// Waits for the process to exit, up to `timeout`.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        None
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts this crate's guard with `--listen`, `--admin-listen` and `args`, and waits until it is ready.
+pub async fn start_guard(args: &[&str]) -> Guard {
+    mcp_guard(args)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("mcp-guard {args:?}: {e:#}"))
 }
 
 /// Runs the binary to completion (for start-up failures).
@@ -320,97 +184,6 @@ pub fn run_to_exit(args: &[&str]) -> std::process::Output {
         .env_remove("MCP_GUARD_ALLOW_HOSTS")
         .output()
         .unwrap()
-}
-
-/// A parsed HTTP/1.1 response.
-#[derive(Debug)]
-pub struct RawResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl RawResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-}
-
-/// Sends raw bytes (a whole HTTP/1.1 request, which should say `Connection: close`) and reads to EOF.
-pub async fn raw(addr: SocketAddr, request: &str) -> std::io::Result<RawResponse> {
-    let mut s = TcpStream::connect(addr).await?;
-    s.write_all(request.as_bytes()).await?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .map_err(|_| std::io::Error::other("timeout reading response"))??;
-    Ok(parse_response(&buf))
-}
-
-pub fn parse_response(buf: &[u8]) -> RawResponse {
-    let text = String::from_utf8_lossy(buf);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_owned() };
-    RawResponse {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
-    }
-    out
-}
-
-/// A simple GET with a Host of `localhost`.
-pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<RawResponse> {
-    raw(
-        addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
-    )
-    .await
-}
-
-/// A GET with the given extra header lines (each `Name: value`).
-pub async fn get_with(addr: SocketAddr, path: &str, headers: &[&str]) -> RawResponse {
-    let mut req = format!("GET {path} HTTP/1.1\r\n");
-    for h in headers {
-        req.push_str(h);
-        req.push_str("\r\n");
-    }
-    req.push_str("Connection: close\r\n\r\n");
-    raw(addr, &req).await.unwrap()
 }
 
 /// Writes a kubelet-style ConfigMap volume: `<dir>/..<ts>/guard.json`, `..data -> ..<ts>`,
@@ -426,24 +199,6 @@ pub fn write_configmap(dir: &Path, generation: u32, content: &str) {
     let link = dir.join("guard.json");
     if std::fs::symlink_metadata(&link).is_err() {
         std::os::unix::fs::symlink("..data/guard.json", &link).unwrap();
-    }
-}
-
-/// Polls `f` until it returns true or `timeout` passes.
-pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -4,9 +4,11 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
+// The one `eventually` of the tests; each test binary that includes this module uses one or the other.
+#[allow(unused_imports)]
+pub use test_support::{eventually, eventually_or};
 use testkit::cluster::Cluster;
 use testkit::tools::{bin, workspace_root};
 
@@ -56,38 +58,6 @@ pub fn kubectl_or(cluster: &Cluster, args: &[&str], context: impl FnOnce() -> St
         context()
     );
     text(&out.stdout)
-}
-
-/// Polls `f` until it returns Ok; after `timeout`, panics with its last error.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    eventually_or(what, timeout, String::new, f).await
-}
-
-/// [`eventually`], adding `context()` (e.g. the cluster's state) to the panic message.
-pub async fn eventually_or<T, F, Fut>(
-    what: &str,
-    timeout: Duration,
-    context: impl FnOnce() -> String,
-    mut f: F,
-) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => {
-                panic!("{what}: not after {timeout:?}: {e}\n{}", context())
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
 }
 
 /// Parses a multi-document YAML stream into JSON values, skipping empty documents.

@@ -2,8 +2,7 @@
 //! builders, and polling with deadlines.
 #![allow(dead_code)]
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -19,6 +18,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+#[allow(unused_imports)]
+pub use test_support::eventually;
 
 pub const MANAGER: &str = "operator-tests";
 /// Deadline for objects to be set up and first reconciled.
@@ -128,32 +130,13 @@ pub async fn server_with(
     what: &str,
     pred: impl Fn(&MCPServer) -> bool,
 ) -> MCPServer {
-    eventually(SETUP, what, || async {
+    eventually(what, SETUP, || async {
         api.get_opt(name)
             .await
             .expect("get MCPServer")
             .filter(|s| pred(s))
     })
     .await
-}
-
-/// Polls `f` every 50 ms until it returns `Some`, panicking with `what` after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Server-side applies a namespaced object given as JSON.
@@ -211,18 +194,13 @@ pub async fn wait_config(
     what: &str,
     pred: impl Fn(&GuardConfig) -> bool,
 ) -> GuardConfig {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let cfg = guard_config(client, ns, server).await;
-        if let Some(c) = cfg.as_ref().filter(|c| pred(c)) {
-            return c.clone();
+    eventually(what, timeout, || async {
+        match guard_config(client, ns, server).await {
+            Some(c) if pred(&c) => Ok(c),
+            last => Err(format!("last config: {last:?}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}; last config: {cfg:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 pub fn service(name: &str, app: &str, ports: serde_json::Value) -> serde_json::Value {
