@@ -8,8 +8,9 @@ load as `make bench` (bench/post.lua, 64 connections) to the same nginx upstream
   allocations  heaptrack on the proxy: calls to the allocator per request (startup included, spread over the run)
   profile      perf record on the proxy (cpu-clock samples): where its CPU time goes, by function (self time)
 
-Counts per request do not depend on how busy the machine is (the tracer slows the proxy; the ratio of calls to
-requests stays), so this runs on a shared machine; the perf shares are of the proxy's own samples. Needs strace,
+Allocations per request do not depend on how busy the machine is (the tracer slows the proxy; the ratio of calls
+to requests stays), system calls only a little (epoll and wakeups batch differently under load), so this runs on a
+shared machine; the perf shares are of the proxy's own samples. Needs strace,
 heaptrack and perf (Debian packages strace, heaptrack, linux-perf) and the release build with line tables:
 
   CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release -p mcp-guard --bin mcp-guard --example relay
@@ -200,7 +201,8 @@ def render(r: dict) -> str:
     lines = [
         f"Measured by `bench/profile.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: the release build "
         "with line tables, wrk -t1 -c64 with bench/post.lua, nginx upstream; counts per request are of the proxy's "
-        "own process under strace / heaptrack (which slow it; the counts per request do not depend on that).",
+        "own process under strace / heaptrack (which slow it: allocations per request do not depend on that, system "
+        "calls a little, as requests batch differently).",
         "",
         "| per request | guard | relay |",
         "|---|---:|---:|",
