@@ -1,6 +1,7 @@
-//! The standalone guard's Debian package, built by the real cargo-deb (`make setup` installs it): its control
-//! data and files, then installed for real (`dpkg -i`) and removed again (`dpkg --purge`, also when the test
-//! fails). No systemd runs as PID 1 here, so the unit is checked with `systemd-analyze verify` (Debian's systemd, installed by `make setup`) and its
+//! The standalone guard's Debian package, built by the real cargo-deb (`make setup` installs it) as the release
+//! builds it (the static musl binary of the `dist` profile): its control data and files, then installed for real
+//! (`dpkg -i`) and removed again (`dpkg --purge`, also when the test fails). No systemd runs as PID 1 here, so
+//! the unit is checked with `systemd-analyze verify` (Debian's systemd, installed by `make setup`) and its
 //! ExecStart command line, with its EnvironmentFile, is run as an unprivileged user (what DynamicUser gives it)
 //! in front of a real MCP Python SDK server: an allowed Host is served, a forged one refused with 421.
 

@@ -390,6 +390,21 @@ async fn the_chart_and_the_example_run_on_a_real_node() {
             .all(|(_, reason, _)| reason == "Unhealthy"),
         "{trouble_at_ready:?}"
     );
+    // kube-proxy writes the Service's new endpoints into iptables a moment after the pods turn Ready (longer while
+    // other scenarios' Services and the enforcer's rules are written too): the soak starts once the ClusterIP
+    // serves.
+    eventually(
+        cluster,
+        "the ClusterIP routes to the pods",
+        Duration::from_secs(60),
+        || async {
+            match initialize_status(svc_addr, SERVICE_HOST) {
+                Ok(200) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
 
     // The soak: a request through the ClusterIP every 2 s for SOAK, beside everything below until the drain.
     let soak = tokio::task::spawn_blocking(move || {
