@@ -1,7 +1,5 @@
-//! The site the scenarios share: a control plane on the node's address, the real node with its NetworkPolicy
-//! enforcer (the SIG server's scenario needs it; the others run as they would in a cluster that has one), the
-//! SIG's fixture CRD (served before the operator starts, so that it watches their MCPServers), and the chart
-//! installed as docs/install.md says.
+//! The site the scenarios share: a control plane on the node's address, the real node, and the chart installed
+//! as docs/install.md says.
 //!
 //! It lives in a static, so it is never dropped: its processes and the node's teardown are left to their
 //! watchdogs, which run them when the test process exits and release the machine's node lock after.
@@ -10,8 +8,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
 use testkit::cluster::Cluster;
-use testkit::node::{NodeCluster, NodeOptions};
-use testkit::tools::workspace_root;
+use testkit::node::NodeCluster;
 use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 
 use crate::chart_common;
@@ -43,16 +40,10 @@ pub async fn shared() -> (&'static Cluster, SemaphorePermit<'static>) {
 }
 
 async fn start() -> Result<NodeCluster, String> {
-    let site = NodeCluster::start_with(NodeOptions {
-        network_policies: true,
-    })
-    .await
-    .map_err(|e| format!("start a control plane and the real node with its NetworkPolicy enforcer: {e:#}"))?;
-    let cluster = &site.cluster;
-    cluster
-        .apply_crd_files(&workspace_root().join("tests/fixtures/sig-mcp-lifecycle"))
+    let site = NodeCluster::start()
         .await
-        .map_err(|e| format!("apply the mcp.x-k8s.io fixture CRD: {e:#}"))?;
+        .map_err(|e| format!("start a control plane and the real node: {e:#}"))?;
+    let cluster = &site.cluster;
     chart_common::install_on_node(cluster, || diagnose(cluster));
     Ok(site)
 }

@@ -9,11 +9,14 @@
 //! verifier sends its handshake — to the Service, with `Host: fetch.<ns>.svc.cluster.local:8080` — from the host
 //! (a raw `initialize` and the Python SDK client calling a tool) and from another pod (through the enforcer),
 //! the handshake completes; a forged Host gets the guard's `421 host_not_allowed` on both paths.
+#![allow(clippy::unwrap_used)]
+
+mod chart_common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::chart_common::{self, NAMESPACE, eventually_or, kubectl_or};
+use chart_common::{NAMESPACE, eventually_or, kubectl_or};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -24,6 +27,8 @@ use mcp_guard_operator::sources::sig_servers::SigMCPServer;
 use serde_json::{Value, json};
 use testkit::cluster::Cluster;
 use testkit::mcp::{ClientKind, call_tool, initialize_request};
+use testkit::node::{NodeCluster, NodeOptions};
+use testkit::tools::workspace_root;
 
 const NS: &str = "sig-tools";
 /// Their MCPServer, and so their Deployment, Service and NetworkPolicy.
@@ -267,10 +272,20 @@ async fn probe_exit_code(cluster: &Cluster, pods: &Api<Pod>, name: &str) -> i32 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_guards_a_sig_server_on_a_real_node() {
-    let (cluster, _turn) = crate::site::shared().await;
+    let site = NodeCluster::start_with(NodeOptions {
+        network_policies: true,
+    })
+    .await
+    .expect("start a control plane and the real node with its NetworkPolicy enforcer");
+    let cluster = &site.cluster;
     let client = cluster.client();
-    // Their CRD was served before the chart's operator started (the site applies it first): the operator
-    // watches their MCPServers when their API is served at its start.
+
+    // Their CRD first: the operator watches their MCPServers when their API is served at its start.
+    cluster
+        .apply_crd_files(&workspace_root().join("tests/fixtures/sig-mcp-lifecycle"))
+        .await
+        .expect("apply the mcp.x-k8s.io fixture CRD");
+    chart_common::install_on_node(cluster, || diagnose(cluster));
 
     chart_common::opted_in_namespace(&client, NS).await;
 
