@@ -391,8 +391,7 @@ async fn the_chart_and_the_example_run_on_a_real_node() {
         "{trouble_at_ready:?}"
     );
     // kube-proxy writes the Service's new endpoints into iptables a moment after the pods turn Ready (longer while
-    // other scenarios' Services and the enforcer's rules are written too): the soak starts once the ClusterIP
-    // serves.
+    // other scenarios' Services are written too): the soak starts once the ClusterIP serves.
     eventually(
         cluster,
         "the ClusterIP routes to the pods",
