@@ -76,27 +76,11 @@ build() {
 # The guard and the operator from their static musl binaries, each in a build context that holds only it.
 binary_image() {
   local name=$1 crate=$2 bin=$3 profile=$4 dockerfile=$5
-  local flag=--profile=$profile
-  # Their own target directory in the cache: a fresh clone (CI) reuses the optimised static builds, and the
-  # workspace's debug target directory stays as the tests left it.
-  local target=$CACHE/cargo-target-images
-  # That directory serves every checkout, and cargo judges a workspace crate fresh by its files' mtimes, which in
-  # another checkout (a worktree made before the last build) can be older than that build: it would ship the other
-  # checkout's binary. When another checkout with other sources built last, make these newer than its build.
-  local sources
-  sources=$(cd "$ROOT" && git ls-files -z -- Cargo.toml Cargo.lock guard-config sidecar operator |
-    xargs -0 sha256sum | sha256sum | cut -c1-16)
-  local last_sources last_root
-  { read -r last_sources && read -r last_root; } 2>/dev/null <"$target/.built-$crate" || true
-  if [ -n "${last_root:-}" ] && [ "$last_root" != "$ROOT" ] && [ "$last_sources" != "$sources" ]; then
-    (cd "$ROOT" && git ls-files -z -- Cargo.toml Cargo.lock guard-config sidecar operator | xargs -0 touch)
-  fi
-  (cd "$ROOT" && CARGO_TARGET_DIR=$target nice cargo build -q --locked --target $MUSL "$flag" -p "$crate" --bin "$bin")
-  printf '%s\n%s\n' "$sources" "$ROOT" >"$target/.built-$crate"
   local ctx=$IMAGES/context-$name
   rm -rf "$ctx"
-  mkdir -p "$ctx/target/$MUSL/$profile"
-  cp "$target/$MUSL/$profile/$bin" "$ctx/target/$MUSL/$profile/"
+  # Built once per change in the cache's own target directory (tools/static-binary.sh): a fresh clone (CI)
+  # reuses the optimised static builds, and the workspace's debug target directory stays as the tests left it.
+  "$ROOT/tools/static-binary.sh" "$crate" "$bin" "$profile" "$ctx/target/$MUSL/$profile"
   build "$name" "$dockerfile" "$ctx" "$ctx/target/$MUSL/$profile/$bin" -- BINARY_FROM=prebuilt BASE_IMAGE=scratch
   rm -rf "$ctx"
 }

@@ -237,7 +237,7 @@ async fn install_reconcile_upgrade_uninstall() {
         &webhook_url,
         "--set",
         "webhook.certificate.extraIPAddresses={127.0.0.1}",
-        // The hook Job needs a node to run on (node_e2e runs it); the command it runs is checked below.
+        // The hook Job needs a node to run on (the node test's e2e scenario runs it); the command it runs is checked below.
         "--set",
         "webhook.check.enabled=false",
     ]);

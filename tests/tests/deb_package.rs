@@ -1,6 +1,7 @@
-//! The standalone guard's Debian package, built by the real cargo-deb (`make setup` installs it): its control
-//! data and files, then installed for real (`dpkg -i`) and removed again (`dpkg --purge`, also when the test
-//! fails). No systemd runs as PID 1 here, so the unit is checked with `systemd-analyze verify` (Debian's systemd, installed by `make setup`) and its
+//! The standalone guard's Debian package, built by the real cargo-deb (`make setup` installs it) as the release
+//! builds it (the static musl binary of the `dist` profile): its control data and files, then installed for real
+//! (`dpkg -i`) and removed again (`dpkg --purge`, also when the test fails). No systemd runs as PID 1 here, so
+//! the unit is checked with `systemd-analyze verify` (Debian's systemd, installed by `make setup`) and its
 //! ExecStart command line, with its EnvironmentFile, is run as an unprivileged user (what DynamicUser gives it)
 //! in front of a real MCP Python SDK server: an allowed Host is served, a forged one refused with 421.
 
@@ -17,6 +18,8 @@ use testkit::process::{Proc, wait_for_http};
 use testkit::tools::{cache_dir, free_port, workspace_root};
 
 const UNIT: &str = "/lib/systemd/system/mcp-guard.service";
+/// The release's target for amd64: static binaries.
+const MUSL: &str = "x86_64-unknown-linux-musl";
 /// A uid/gid nobody uses, standing in for the transient user DynamicUser allocates.
 const SERVICE_UID: u32 = 61_234;
 
@@ -40,12 +43,31 @@ impl Drop for Installed {
     }
 }
 
-fn build_deb(out: &Path) -> PathBuf {
+/// The package as the release workflow builds it (`cargo deb -p mcp-guard --profile dist --target <musl>`), from
+/// the static binary that `make images` built for the guard's image (tools/static-binary.sh, cached): assembling
+/// the package is then all that is left, instead of a cold optimised build.
+fn build_deb(dir: &Path) -> PathBuf {
+    let target = dir.join("target");
+    let binaries = target.join(MUSL).join("dist");
+    run(Command::new(workspace_root().join("tools/static-binary.sh"))
+        .args(["mcp-guard", "mcp-guard", "dist"])
+        .arg(&binaries));
     let text = run(Command::new(cache_dir().join("bin/cargo-deb"))
-        .args(["--locked", "-p", "mcp-guard", "--output"])
-        .arg(out)
+        .args([
+            "--locked",
+            "--no-build",
+            "-p",
+            "mcp-guard",
+            "--profile",
+            "dist",
+            "--target",
+            MUSL,
+        ])
+        .arg("--output")
+        .arg(dir)
+        .env("CARGO_TARGET_DIR", &target)
         .current_dir(workspace_root()));
-    // cargo-deb prints the package's path (cargo's own output goes with it).
+    // cargo-deb prints the package's path.
     let line = text.lines().find(|l| l.trim().ends_with(".deb"));
     PathBuf::from(line.unwrap_or_else(|| panic!("no .deb path in:\n{text}")).trim())
 }

@@ -13,13 +13,10 @@
 //! server, caller (service account, subject, address), HTTP method and path, JSON-RPC method, tool, id, decision,
 //! reason, status, the trace context from `_meta`, the digest of the arguments as sent, and the arguments with
 //! `ssn` redacted.
-#![allow(clippy::unwrap_used)]
-
-mod chart_common;
 
 use std::time::Duration;
 
-use chart_common::{NAMESPACE, eventually_or, kubectl_or};
+use crate::chart_common::{self, NAMESPACE, eventually_or, kubectl_or};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
 use kube::api::{Api, PostParams};
@@ -27,7 +24,6 @@ use mcp_guard_operator::crd::MCPServer;
 use mcp_guard_operator::pod_contract::SIDECAR_NAME;
 use serde_json::{Value, json};
 use testkit::cluster::Cluster;
-use testkit::node::NodeCluster;
 
 const NS: &str = "access-node";
 const SERVER: &str = "weather";
@@ -195,12 +191,8 @@ fn result_of(log: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_service_account_sees_and_calls_only_its_tools_and_the_audit_log_says_so() {
-    let site = NodeCluster::start()
-        .await
-        .expect("start a control plane and the real node");
-    let cluster = &site.cluster;
+    let (cluster, _turn) = crate::site::shared().await;
     let client = cluster.client();
-    chart_common::install_on_node(cluster, || diagnose(cluster));
     chart_common::opted_in_namespace(&client, NS).await;
     for account in ["reader", "writer"] {
         apply::<ServiceAccount>(

@@ -8,16 +8,12 @@
 //! pod drains it: its open SSE stream runs until the server ends it, the guard exits cleanly, and clients of the
 //! Service are not affected.
 
-#![allow(clippy::unwrap_used)]
-
-mod chart_common;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use chart_common::{NAMESPACE, eventually_or, kubectl_or, run};
+use crate::chart_common::{self, NAMESPACE, eventually_or, kubectl_or, run};
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -28,7 +24,6 @@ use mcp_guard_operator::crd::MCPServer;
 use serde_json::{Value, json};
 use testkit::cluster::Cluster;
 use testkit::mcp::{ClientKind, call_tool, initialize_request};
-use testkit::node::NodeCluster;
 use testkit::tools::workspace_root;
 
 const EXAMPLE: &str = "examples/ingress/weather.yaml";
@@ -274,14 +269,10 @@ impl SseStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_and_the_example_run_on_a_real_node() {
-    let site = NodeCluster::start()
-        .await
-        .expect("start a control plane and the real node");
-    let cluster = &site.cluster;
+    let (cluster, _turn) = crate::site::shared().await;
     let client = cluster.client();
 
-    // --- helm install, the operator in-cluster ---------------------------------------------------------------
-    chart_common::install_on_node(cluster, || diagnose(cluster));
+    // --- helm install, the operator in-cluster (the site installed the chart) ---------------------------------
     // Helm returned because the chart's hook Job saw the webhooks answer through the API server (a Ready operator
     // pod alone is not reachable through its Service yet): the Job ran to completion and was deleted after it.
     let job_events = kubectl_or(
@@ -399,6 +390,20 @@ async fn the_chart_and_the_example_run_on_a_real_node() {
             .all(|(_, reason, _)| reason == "Unhealthy"),
         "{trouble_at_ready:?}"
     );
+    // kube-proxy writes the Service's new endpoints into iptables a moment after the pods turn Ready (longer while
+    // other scenarios' Services are written too): the soak starts once the ClusterIP serves.
+    eventually(
+        cluster,
+        "the ClusterIP routes to the pods",
+        Duration::from_secs(60),
+        || async {
+            match initialize_status(svc_addr, SERVICE_HOST) {
+                Ok(200) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
 
     // The soak: a request through the ClusterIP every 2 s for SOAK, beside everything below until the drain.
     let soak = tokio::task::spawn_blocking(move || {

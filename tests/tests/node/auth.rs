@@ -10,13 +10,10 @@
 //! - the same pod's token for another audience: `401 token_audience_mismatch`; no token: `401` with
 //!   `WWW-Authenticate: Bearer resource_metadata=…`;
 //! - ServiceAccount `stranger`, audience right: `403 identity_not_allowed`.
-#![allow(clippy::unwrap_used)]
-
-mod chart_common;
 
 use std::time::Duration;
 
-use chart_common::{NAMESPACE, eventually_or, kubectl_or};
+use crate::chart_common::{self, NAMESPACE, eventually_or, kubectl_or};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
 use kube::api::{Api, PostParams};
@@ -24,7 +21,6 @@ use mcp_guard_operator::crd::MCPServer;
 use mcp_guard_operator::pod_contract::SIDECAR_NAME;
 use serde_json::{Value, json};
 use testkit::cluster::Cluster;
-use testkit::node::NodeCluster;
 
 const NS: &str = "auth-node";
 const SERVER: &str = "weather";
@@ -172,12 +168,8 @@ async fn exit_code(cluster: &Cluster, pods: &Api<Pod>, name: &str) -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_call_a_guarded_server_with_their_service_account_tokens() {
-    let site = NodeCluster::start()
-        .await
-        .expect("start a control plane and the real node");
-    let cluster = &site.cluster;
+    let (cluster, _turn) = crate::site::shared().await;
     let client = cluster.client();
-    chart_common::install_on_node(cluster, || diagnose(cluster));
     chart_common::opted_in_namespace(&client, NS).await;
     for account in ["agent", "stranger"] {
         apply::<ServiceAccount>(

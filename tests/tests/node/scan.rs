@@ -13,14 +13,11 @@
 //! Service proxy) finds that `open` answers a forged Host and a forged Origin, that the guard refuses them
 //! (421, 403) and that the SDK's own check refuses the forged Host (421), reported as not answering. The
 //! operator's `unguarded_servers` gauge (this branch's controller, run here) counts `open` and `localhost`.
-#![allow(clippy::unwrap_used)]
-
-mod chart_common;
 
 use std::process::Command;
 use std::time::Duration;
 
-use chart_common::{NAMESPACE, eventually_or, text};
+use crate::chart_common::{self, NAMESPACE, eventually_or, text};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::{Api, ListParams, PostParams};
@@ -30,7 +27,6 @@ use mcp_guard_operator::metrics::{ControllerMetrics, NamespaceLabels};
 use mcp_guard_operator::run::{ControllerOptions, run_controller};
 use serde_json::{Value, json};
 use testkit::cluster::Cluster;
-use testkit::node::NodeCluster;
 use testkit::tools::cargo_bin;
 
 const NS: &str = "scan-fleet";
@@ -125,13 +121,9 @@ fn scan(cluster: &Cluster, args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scan_finds_the_unguarded_servers_on_a_real_node() {
-    let site = NodeCluster::start()
-        .await
-        .expect("start a control plane and the real node");
-    let cluster = &site.cluster;
+    let (cluster, _turn) = crate::site::shared().await;
     let client = cluster.client();
     let context = || diagnose(cluster);
-    chart_common::install_on_node(cluster, context);
     Api::<Namespace>::all(client.clone())
         .create(
             &PostParams::default(),
