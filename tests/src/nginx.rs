@@ -87,9 +87,16 @@ http {{
 impl Nginx {
     /// Starts nginx with one `server` listening on 127.0.0.1 (a free port) whose body is `server_body`.
     pub fn start_server(server_body: &str) -> anyhow::Result<Nginx> {
-        let port = tools::free_port();
-        let http_body = format!("server {{\n        listen 127.0.0.1:{port};\n        {server_body}\n    }}");
-        Self::start_with(port, 1, |_dir| http_body.clone())
+        // Another test may take the free port before nginx binds it: then try another.
+        let mut attempt = 0;
+        loop {
+            let port = tools::free_port();
+            let http_body = format!("server {{\n        listen 127.0.0.1:{port};\n        {server_body}\n    }}");
+            match Self::start_with(port, 1, |_dir| http_body.clone()) {
+                Err(e) if attempt < 3 && e.to_string().contains("not nginx") => attempt += 1,
+                started => return started,
+            }
+        }
     }
 
     /// Starts nginx as the reverse proxy to `upstream` (e.g. the guard's `http://127.0.0.1:PORT`).
@@ -131,6 +138,9 @@ impl Nginx {
         if let Err(e) = wait_for_tcp(addr, Duration::from_secs(10)) {
             let _ = proc.ensure_running();
             bail!("{e}; nginx log:\n{}", tail(&proc.logs(), 20));
+        }
+        if !test_support::process::listens_on(proc.pid(), port) {
+            bail!("{addr} answers, but not nginx (another process took the port); nginx log:\n{}", tail(&proc.logs(), 20));
         }
         Ok(Nginx { proc, port, dir })
     }
