@@ -23,7 +23,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use mcp_guard_config::{ConfigSource, GuardConfig, Limits};
 
-pub use self::findings::{Finding, FindingKind};
+pub use self::findings::{Finding, FindingKind, Fix, UnguardedPod};
 use crate::crd::{AllowlistEntry, GuardMode, MCPGuardPolicySpec, MCPServer, MCPServerSpec};
 use crate::gateway::{Gateway, HTTPRoute, ReferenceGrant};
 use crate::settings::Settings;
@@ -170,6 +170,17 @@ impl Derivation {
     /// The findings of one kind.
     pub fn of_kind(&self, kind: FindingKind) -> impl Iterator<Item = &Finding> {
         self.findings.iter().filter(move |f| f.kind() == kind)
+    }
+
+    /// The selected pods that run without any guard (part of `GuardBypass`).
+    pub fn unguarded_pods(&self) -> &[UnguardedPod] {
+        self.findings
+            .iter()
+            .find_map(|f| match f {
+                Finding::Unguarded(pods) => Some(pods.as_slice()),
+                _ => None,
+            })
+            .unwrap_or_default()
     }
 
     /// Whether there is a finding of this kind.

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::findings::{Fix, UnguardedPod, shortened};
 use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Finding, Fold, servers_where};
 use crate::crd::MCPServer;
 use crate::pod_contract::{SIDECAR_NAME, guarded_by};
@@ -68,6 +69,10 @@ pub fn contribute<'a>(input: &DeriveInput<'a>, fold: &mut Fold) -> PodPorts<'a> 
         .copied()
         .filter(|p| is_selected(p, input))
         .collect();
+    let unguarded = unguarded(&selected);
+    if !unguarded.is_empty() {
+        d.findings.push(Finding::Unguarded(unguarded));
+    }
     d.findings
         .extend(bypasses(&selected, input.name).into_iter().map(Finding::Bypass));
     for p in &selected {
@@ -92,15 +97,6 @@ pub fn contribute<'a>(input: &DeriveInput<'a>, fold: &mut Fold) -> PodPorts<'a> 
     pods
 }
 
-fn short_names(names: &[String]) -> String {
-    const SHOWN: usize = 5;
-    let mut s = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
-    if names.len() > SHOWN {
-        s.push_str(&format!(" (+{} more)", names.len() - SHOWN));
-    }
-    s
-}
-
 /// Whether a pod's guard is not ready while its app runs: an ordinary-container guard in its start-up race, in
 /// which the server can hold the port on all interfaces.
 fn guard_lags(pod: &Pod) -> bool {
@@ -116,17 +112,57 @@ fn guard_lags(pod: &Pod) -> bool {
     guard_ready == Some(false) && app_running
 }
 
-/// Pods that the guard does not protect (docs/webhook.md "What the operator's GuardBypass condition should
-/// detect"): no guard, another MCPServer's guard, or a guard that is not ready while the app runs.
+/// The selected pods that run without any guard, each with what puts the guard into it.
+fn unguarded(pods: &[&Pod]) -> Vec<UnguardedPod> {
+    let mut out: Vec<UnguardedPod> = pods
+        .iter()
+        .filter(|p| guarded_by(p).is_none())
+        .map(|p| UnguardedPod {
+            namespace: p.namespace().unwrap_or_default(),
+            name: p.name_any(),
+            fix: fix_for(p),
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// What replaces a pod with one the webhook admits: a restart of the workload that owns it when there is one
+/// (a Deployment is found through its ReplicaSet, named `<deployment>-<pod-template-hash>`), else the pod's
+/// deletion (its controller replaces it) or its re-creation (nothing does).
+pub fn fix_for(pod: &Pod) -> Fix {
+    let Some(owner) = pod.owner_references().iter().find(|o| o.controller == Some(true)) else {
+        return Fix::RecreatePod;
+    };
+    let rollout = |kind: &'static str, name: &str| Fix::RolloutRestart {
+        kind,
+        name: name.to_string(),
+    };
+    match (owner.api_version.as_str(), owner.kind.as_str()) {
+        ("apps/v1", "StatefulSet") => rollout("statefulset", &owner.name),
+        ("apps/v1", "DaemonSet") => rollout("daemonset", &owner.name),
+        ("apps/v1", "ReplicaSet") => {
+            let hash = pod.labels().get("pod-template-hash");
+            match hash.and_then(|h| owner.name.strip_suffix(h.as_str())?.strip_suffix('-')) {
+                Some(deployment) if !deployment.is_empty() => rollout("deployment", deployment),
+                _ => Fix::DeletePod,
+            }
+        }
+        _ => Fix::DeletePod,
+    }
+}
+
+/// Pods that carry a guard that does not protect them (docs/webhook.md "What the operator's GuardBypass
+/// condition should detect"; pods without any guard are [`unguarded`]): another MCPServer's guard, or a guard
+/// that is not ready while the app runs.
 fn bypasses(pods: &[&Pod], server: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut unguarded = Vec::new();
     let mut foreign: Vec<String> = Vec::new();
     let mut not_ready = Vec::new();
     for pod in pods {
         let name = pod.name_any();
         match guarded_by(pod) {
-            None => unguarded.push(name),
+            None => {} // [`unguarded`]
             Some(other) if other != server => {
                 foreign.push(format!("{name} (guarded for MCPServer {other:?})"))
             }
@@ -134,27 +170,18 @@ fn bypasses(pods: &[&Pod], server: &str) -> Vec<String> {
             Some(_) => {}
         }
     }
-    let ns = pods.first().and_then(|p| p.namespace()).unwrap_or_default();
-    if !unguarded.is_empty() {
-        out.push(format!(
-            "pods without the guard in {ns}: {} (created before the MCPServer or the webhook, namespace not \
-             opted in with mcpguard.dev/injection=enabled, pod opted out, host network, or admitted while the \
-             webhook was down); restart them to inject the guard",
-            short_names(&unguarded)
-        ));
-    }
     if !foreign.is_empty() {
         out.push(format!(
             "pods guarded with another MCPServer's allowlist: {} (selectors changed after injection); restart \
              them",
-            short_names(&foreign)
+            shortened(&foreign, ", ")
         ));
     }
     if !not_ready.is_empty() {
         out.push(format!(
             "the guard is not ready while the server runs in pods {}: the server may hold the port on all \
              interfaces and answer on the pod IP without the guard; let it bind 127.0.0.1",
-            short_names(&not_ready)
+            shortened(&not_ready, ", ")
         ));
     }
     out
