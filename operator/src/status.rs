@@ -633,7 +633,7 @@ mod tests {
         let s = build_status(&Derivation::default(), &input(None, 0, &[]));
         assert!(s.unguarded_pods.is_empty());
         assert!(
-            !serde_json::to_string(&s).unwrap().contains("unguardedPods"),
+            !serde_json::to_string(&s).expect("json").contains("unguardedPods"),
             "an empty list is not written"
         );
     }

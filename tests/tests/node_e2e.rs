@@ -849,18 +849,23 @@ async fn outages(cluster: &Cluster, allowed: &str) {
         },
     )
     .await;
+    // The gauge is set right after the Event is published, in the same reconcile.
     let operator = operator_pod_ips(cluster);
-    let metrics = testkit::http::get(&format!("http://{}:8080/metrics", operator[0]))
-        .unwrap()
-        .text();
-    assert_eq!(
-        metric(
-            &metrics,
-            &format!("mcp_guard_operator_unguarded_pods{{namespace=\"{NS}\",name=\"weather\"}}")
-        ),
-        Some(1.0),
-        "{metrics}"
-    );
+    let url = format!("http://{}:8080/metrics", operator[0]);
+    let sample = format!("mcp_guard_operator_unguarded_pods{{namespace=\"{NS}\",name=\"weather\"}}");
+    eventually(
+        cluster,
+        "the unguarded-pods gauge at 1",
+        Duration::from_secs(30),
+        || async {
+            let metrics = testkit::http::get(&url).map_err(|e| e.to_string())?.text();
+            match metric(&metrics, &sample) {
+                Some(1.0) => Ok(()),
+                other => Err(format!("{sample} = {other:?}")),
+            }
+        },
+    )
+    .await;
 
     // --- the fix, as status says it: every pod carries the guard again, and the report clears ---------------
     let argv: Vec<&str> = fix.split_whitespace().collect();

@@ -172,7 +172,7 @@ pub struct UnguardedPod {
 }
 
 /// What replaces a pod with one created through the webhook.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fix {
     /// Restart the workload that owns it: `kind` is `deployment`, `statefulset` or `daemonset`.
     RolloutRestart { kind: &'static str, name: String },
@@ -199,7 +199,7 @@ impl UnguardedPod {
 }
 
 /// The commands that put the guard into these pods, one per workload, in order, each once.
-pub fn fix_commands(pods: &[UnguardedPod]) -> Vec<String> {
+fn fix_commands(pods: &[UnguardedPod]) -> Vec<String> {
     let mut commands: Vec<String> = Vec::new();
     for pod in pods {
         let command = pod.command();
@@ -210,7 +210,8 @@ pub fn fix_commands(pods: &[UnguardedPod]) -> Vec<String> {
     commands
 }
 
-/// At most this many pod names and commands in a message (the status field and the metric hold them all).
+/// At most this many pod names and commands in a message (`status.unguardedPods` lists more, the metric counts
+/// them all).
 const SHOWN: usize = 5;
 
 pub(crate) fn shortened(items: &[String], separator: &str) -> String {

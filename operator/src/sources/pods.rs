@@ -130,7 +130,7 @@ fn unguarded(pods: &[&Pod]) -> Vec<UnguardedPod> {
 /// What replaces a pod with one the webhook admits: a restart of the workload that owns it when there is one
 /// (a Deployment is found through its ReplicaSet, named `<deployment>-<pod-template-hash>`), else the pod's
 /// deletion (its controller replaces it) or its re-creation (nothing does).
-pub fn fix_for(pod: &Pod) -> Fix {
+fn fix_for(pod: &Pod) -> Fix {
     let Some(owner) = pod.owner_references().iter().find(|o| o.controller == Some(true)) else {
         return Fix::RecreatePod;
     };

@@ -192,7 +192,7 @@ fn owned_pod(name: &str, owner: Option<(&str, &str, &str)>, hash: Option<&str>) 
             serde_json::from_value(serde_json::json!({
                 "apiVersion": api_version, "kind": kind, "name": owner, "uid": "u", "controller": true
             }))
-            .unwrap(),
+            .expect("owner reference"),
         ]);
     }
     p
@@ -205,7 +205,8 @@ fn each_unguarded_pod_gets_the_command_that_injects_it() {
         name: name.into(),
     };
     // (owner (apiVersion, kind, name), pod-template-hash, fix)
-    let table: &[(Option<(&str, &str, &str)>, Option<&str>, Fix)] = &[
+    type Owner<'a> = Option<(&'a str, &'a str, &'a str)>;
+    let table: &[(Owner, Option<&str>, Fix)] = &[
         (
             Some(("apps/v1", "ReplicaSet", "weather-7d9f8b6c5")),
             Some("7d9f8b6c5"),
@@ -249,7 +250,7 @@ fn each_unguarded_pod_gets_the_command_that_injects_it() {
     }
     // An owner reference that is not the controller does not replace the pod.
     let mut p = owned_pod("w-1", Some(("apps/v1", "StatefulSet", "db")), None);
-    p.metadata.owner_references.as_mut().unwrap()[0].controller = None;
+    p.metadata.owner_references.as_mut().expect("owned")[0].controller = None;
     assert_eq!(fix_for(&p), Fix::RecreatePod);
 }
 
