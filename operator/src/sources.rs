@@ -23,7 +23,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use mcp_guard_config::{ConfigSource, GuardConfig, Limits};
 
-pub use self::findings::{Finding, FindingKind, Fix, UnguardedPod};
+pub use self::findings::{Blocker, Finding, FindingKind, Fix, UnguardedPod};
 use crate::crd::{AllowlistEntry, GuardMode, MCPGuardPolicySpec, MCPServer, MCPServerSpec};
 use crate::gateway::{Gateway, HTTPRoute, ReferenceGrant};
 use crate::settings::Settings;

@@ -586,6 +586,7 @@ mod tests {
                         kind: "deployment",
                         name: "weather".into(),
                     },
+                    blocker: None,
                 })
                 .collect()
         };

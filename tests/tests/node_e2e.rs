@@ -708,6 +708,7 @@ async fn outages(cluster: &Cluster, allowed: &str) {
         .await
         .expect_err("a pod of the opted-in namespace is refused while the webhook is unreachable");
     let message = refused.to_string();
+    eprintln!("failurePolicy Fail, webhook unreachable: {message}");
     assert!(
         message.contains("failed calling webhook") && message.contains("inject.mcpguard.dev"),
         "the refusal says which webhook could not be called: {message}"
@@ -843,7 +844,10 @@ async fn outages(cluster: &Cluster, allowed: &str) {
                 ],
             );
             match notes.contains(&unguarded_name) && notes.contains(&fix) {
-                true => Ok(()),
+                true => {
+                    eprintln!("UnguardedPods Event: {notes}");
+                    Ok(())
+                }
                 false => Err(notes),
             }
         },

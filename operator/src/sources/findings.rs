@@ -5,6 +5,7 @@
 use std::fmt;
 
 use super::{DepKind, Dependency};
+use crate::pod_contract::{NAMESPACE_INJECTION_LABEL, POD_INJECT_LABEL};
 
 /// The status condition types a finding sets (`True` while there is one).
 pub mod condition {
@@ -169,6 +170,19 @@ pub struct UnguardedPod {
     pub name: String,
     /// What replaces it with a pod created through the webhook.
     pub fix: Fix,
+    /// What would make the webhook skip the new pod too, to change first.
+    pub blocker: Option<Blocker>,
+}
+
+/// Why the webhook would skip a pod again when it is replaced (its skip rules, in the order it checks them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blocker {
+    /// Host-network pods are never injected.
+    HostNetwork,
+    /// The namespace is not labelled `mcpguard.dev/injection=enabled`.
+    NamespaceNotOptedIn,
+    /// The pod is labelled `mcpguard.dev/inject=false`.
+    PodOptedOut,
 }
 
 /// What replaces a pod with one created through the webhook.
@@ -183,8 +197,28 @@ pub enum Fix {
 }
 
 impl UnguardedPod {
-    /// The command that puts the guard into this pod.
+    /// The command that puts the guard into this pod, after what must change first.
     pub fn command(&self) -> String {
+        let (namespace, pod) = (&self.namespace, &self.name);
+        let fix = self.replacement();
+        match self.blocker {
+            None => fix,
+            Some(Blocker::HostNetwork) => {
+                "none while it uses the host network (never injected): run it without hostNetwork".to_string()
+            }
+            Some(Blocker::NamespaceNotOptedIn) => format!(
+                "kubectl label namespace {namespace} {NAMESPACE_INJECTION_LABEL}=enabled --overwrite, then {fix}"
+            ),
+            Some(Blocker::PodOptedOut) => {
+                format!(
+                    "remove the label {POD_INJECT_LABEL}=false from pod {pod} (or its template), then {fix}"
+                )
+            }
+        }
+    }
+
+    /// The command that replaces the pod by one the webhook admits.
+    fn replacement(&self) -> String {
         let (namespace, pod) = (&self.namespace, &self.name);
         match &self.fix {
             Fix::RolloutRestart { kind, name } => {
@@ -292,6 +326,7 @@ mod tests {
             namespace: "ns".into(),
             name: name.into(),
             fix,
+            blocker: None,
         };
         let deployment = || Fix::RolloutRestart {
             kind: "deployment",

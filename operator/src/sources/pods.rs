@@ -8,10 +8,10 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::findings::{Fix, UnguardedPod, shortened};
+use super::findings::{Blocker, Fix, UnguardedPod, shortened};
 use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Finding, Fold, servers_where};
 use crate::crd::MCPServer;
-use crate::pod_contract::{SIDECAR_NAME, guarded_by};
+use crate::pod_contract::{NAMESPACE_INJECTION_LABEL, POD_INJECT_LABEL, SIDECAR_NAME, guarded_by};
 use crate::stores::{Stores, Triggers, Watch};
 
 /// The container ports of the pods an MCPServer selects, to resolve named targetPorts and to tell whether a
@@ -69,7 +69,7 @@ pub fn contribute<'a>(input: &DeriveInput<'a>, fold: &mut Fold) -> PodPorts<'a> 
         .copied()
         .filter(|p| is_selected(p, input))
         .collect();
-    let unguarded = unguarded(&selected);
+    let unguarded = unguarded(&selected, input.namespace_labels);
     if !unguarded.is_empty() {
         d.findings.push(Finding::Unguarded(unguarded));
     }
@@ -112,8 +112,9 @@ fn guard_lags(pod: &Pod) -> bool {
     guard_ready == Some(false) && app_running
 }
 
-/// The selected pods that run without any guard, each with what puts the guard into it.
-fn unguarded(pods: &[&Pod]) -> Vec<UnguardedPod> {
+/// The selected pods that run without any guard, each with what puts the guard into it. `namespace_labels`:
+/// `None` when unknown.
+fn unguarded(pods: &[&Pod], namespace_labels: Option<&BTreeMap<String, String>>) -> Vec<UnguardedPod> {
     let mut out: Vec<UnguardedPod> = pods
         .iter()
         .filter(|p| guarded_by(p).is_none())
@@ -121,10 +122,27 @@ fn unguarded(pods: &[&Pod]) -> Vec<UnguardedPod> {
             namespace: p.namespace().unwrap_or_default(),
             name: p.name_any(),
             fix: fix_for(p),
+            blocker: blocker(p, namespace_labels),
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// What would make the webhook skip the pod again (`webhook::inject::plan`'s rules, in its order).
+fn blocker(pod: &Pod, namespace_labels: Option<&BTreeMap<String, String>>) -> Option<Blocker> {
+    let opted_in = |labels: &BTreeMap<String, String>| {
+        labels.get(NAMESPACE_INJECTION_LABEL).map(String::as_str) == Some("enabled")
+    };
+    if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+        Some(Blocker::HostNetwork)
+    } else if namespace_labels.is_some_and(|l| !opted_in(l)) {
+        Some(Blocker::NamespaceNotOptedIn)
+    } else if pod.labels().get(POD_INJECT_LABEL).map(String::as_str) == Some("false") {
+        Some(Blocker::PodOptedOut)
+    } else {
+        None
+    }
 }
 
 /// What replaces a pod with one the webhook admits: a restart of the workload that owns it when there is one

@@ -355,3 +355,59 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn what_keeps_the_webhook_from_injecting_comes_first() {
+    let rs = Some(("apps/v1", "ReplicaSet", "weather-5f6d"));
+    let restart = format!("kubectl rollout restart -n {NS} deployment/weather");
+    let opted_in = BTreeMap::from([("mcpguard.dev/injection".to_string(), "enabled".to_string())]);
+    let not_opted_in = BTreeMap::from([("mcpguard.dev/injection".to_string(), "disabled".to_string())]);
+    let plain = owned_pod("weather-5f6d-a", rs, Some("5f6d"));
+    let mut opted_out = plain.clone();
+    opted_out
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("mcpguard.dev/inject".into(), "false".into());
+    let mut host_network = opted_out.clone();
+    host_network.spec.get_or_insert_default().host_network = Some(true);
+    // (pod, namespace labels, command) — the webhook's skip rules in its order: host network, namespace, pod.
+    type Labels = BTreeMap<String, String>;
+    let table: Vec<(&Pod, Option<&Labels>, String)> = vec![
+        (&plain, Some(&opted_in), restart.clone()),
+        // Namespace labels unknown: nothing to say about them.
+        (&plain, None, restart.clone()),
+        (
+            &plain,
+            Some(&not_opted_in),
+            format!(
+                "kubectl label namespace {NS} mcpguard.dev/injection=enabled --overwrite, then {restart}"
+            ),
+        ),
+        (
+            &opted_out,
+            Some(&opted_in),
+            format!(
+                "remove the label mcpguard.dev/inject=false from pod weather-5f6d-a (or its template), then \
+                 {restart}"
+            ),
+        ),
+        (
+            &opted_out,
+            Some(&not_opted_in),
+            format!(
+                "kubectl label namespace {NS} mcpguard.dev/injection=enabled --overwrite, then {restart}"
+            ),
+        ),
+        (
+            &host_network,
+            Some(&not_opted_in),
+            "none while it uses the host network (never injected): run it without hostNetwork".into(),
+        ),
+    ];
+    for (i, (pod, ns_labels, want)) in table.into_iter().enumerate() {
+        let found = unguarded(&[pod], ns_labels);
+        assert_eq!(found.len(), 1, "case {i}");
+        assert_eq!(found[0].command(), want, "case {i}");
+    }
+}
