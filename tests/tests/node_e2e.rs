@@ -628,7 +628,7 @@ async fn the_chart_and_the_example_run_on_a_real_node() {
     outages(cluster, NEW_HOST).await;
 }
 
-/// The operator's pods (controller and webhook), by the name of its Deployment.
+/// The IPs of the pods of the operator's namespace: its Deployment's (controller and webhook), nothing else runs there.
 fn operator_pod_ips(cluster: &Cluster) -> Vec<String> {
     kubectl(
         cluster,
@@ -764,6 +764,35 @@ async fn outages(cluster: &Cluster, allowed: &str) {
     assert!(
         !unguarded.annotations().contains_key("mcpguard.dev/injected"),
         "{unguarded_name}"
+    );
+
+    // Still, long after the Ingress changed (an operator that runs rewrites the ConfigMap within a second): the
+    // ConfigMap and the running guard hold the old allowlist.
+    let config = kubectl(
+        cluster,
+        &[
+            "-n",
+            NS,
+            "get",
+            "configmap",
+            "weather-mcp-guard",
+            "-o",
+            "jsonpath={.data.guard\\.json}",
+        ],
+    );
+    assert!(
+        config.contains(allowed) && !config.contains(MOVED),
+        "the ConfigMap as the operator last wrote it: {config}"
+    );
+    assert_eq!(
+        initialize_status(addr, allowed).unwrap(),
+        200,
+        "the old host still passes"
+    );
+    assert_eq!(
+        initialize_status(addr, MOVED).unwrap(),
+        421,
+        "the new host is still refused"
     );
 
     // --- the operator back: it converges, and reports the unguarded pod with its fix -----------------------
