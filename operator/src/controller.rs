@@ -26,8 +26,10 @@ use tracing::{debug, info, warn};
 use crate::auth::IssuerState;
 use crate::children::{config_map_current, desired_config_map};
 use crate::cluster_issuer;
-use crate::crd::{MCPGuardPolicy, MCPGuardPolicySpec, MCPServer, MCPServerStatus, config_map_name};
-use crate::events::{EventNote, EventType, Recorder, allowlist_change_note};
+use crate::crd::{
+    MCPGuardPolicy, MCPGuardPolicySpec, MCPServer, MCPServerStatus, UnguardedPodStatus, config_map_name,
+};
+use crate::events::{EventNote, EventType, Recorder, allowlist_change_note, unguarded_pods_note};
 use crate::metrics::{ControllerMetrics, EventLabels, ServerLabels};
 use crate::settings::{self, DEFAULT_SIDECAR_IMAGE, Settings};
 use crate::sources::Stores;
@@ -377,6 +379,9 @@ fn record_metrics(ctx: &Context, server: &MCPServer, d: &Derivation) {
     m.guard_bypassed
         .get_or_create(&labels)
         .set(i64::from(d.has(FindingKind::Bypass)));
+    m.unguarded_pods
+        .get_or_create(&labels)
+        .set(d.unguarded_pods().len() as i64);
     let oref = ObjectRef::from_obj(server);
     let mut empty = lock(&ctx.empty, "empty allowlists");
     if d.hosts.is_empty() {
@@ -485,6 +490,7 @@ fn forget_server(
     metrics.allowlist_hosts.remove(&labels);
     metrics.allowlist_origins.remove(&labels);
     metrics.guard_bypassed.remove(&labels);
+    metrics.unguarded_pods.remove(&labels);
 }
 
 fn warned_empty(status: Option<&MCPServerStatus>) -> bool {
@@ -515,6 +521,22 @@ pub fn events_for(previous: Option<&MCPServerStatus>, status: &MCPServerStatus) 
                 &hosts,
                 &origins,
             ),
+        });
+    }
+    let known: Vec<&str> = previous
+        .map(|p| p.unguarded_pods.iter().map(|u| u.name.as_str()).collect())
+        .unwrap_or_default();
+    let found: Vec<&UnguardedPodStatus> = status
+        .unguarded_pods
+        .iter()
+        .filter(|u| !known.contains(&u.name.as_str()))
+        .collect();
+    if !found.is_empty() {
+        events.push(EventNote {
+            type_: EventType::Warning,
+            reason: "UnguardedPods".into(),
+            action: "DetectUnguardedPods".into(),
+            note: unguarded_pods_note(&found),
         });
     }
     if warned_empty(Some(status)) && !warned_empty(previous) {

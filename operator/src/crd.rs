@@ -455,6 +455,11 @@ pub struct MCPServerStatus {
     /// authentication lets in may call anything).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<AccessStatus>,
+    /// Selected pods that run without the guard (admitted while the webhook was unreachable with
+    /// `failurePolicy: Ignore`, created before the MCPServer, ...), each with the command that puts the guard
+    /// into it; the first 50 (the metric `mcp_guard_operator_unguarded_pods` counts them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unguarded_pods: Vec<UnguardedPodStatus>,
     /// `Ready`, `EmptyAllowlist`, `CatchAllIngressRule`, `IngressBackendPortMismatch`, `GuardBypass`, ...
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -1037,6 +1042,21 @@ pub struct AuditSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 128)))]
     pub redact: Vec<String>,
+}
+
+/// The most unguarded pods status lists (a status stays small however many pods a server selects); the CRD's
+/// description of `unguardedPods` says the number.
+pub const UNGUARDED_PODS_LISTED: usize = 50;
+
+/// A selected pod that runs without the guard, as status lists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnguardedPodStatus {
+    /// The pod's name.
+    pub name: String,
+    /// The command that replaces it with a pod the webhook injects, e.g.
+    /// `kubectl rollout restart -n team-a deployment/weather`.
+    pub fix: String,
 }
 
 /// The access rules in force, as status lists them.

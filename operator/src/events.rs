@@ -233,6 +233,35 @@ pub fn allowlist_change_note(before: Option<(&[&str], &[&str])>, hosts: &[&str],
     )
 }
 
+/// The note of an `UnguardedPods` Event: the pods found without the guard since the last status (a fact that
+/// stays true), and the commands that put the guard into them.
+pub fn unguarded_pods_note(new: &[&crate::crd::UnguardedPodStatus]) -> String {
+    const SHOWN: usize = 5;
+    let names: Vec<&str> = new.iter().map(|p| p.name.as_str()).collect();
+    let mut fixes: Vec<&str> = Vec::new();
+    for p in new {
+        if !fixes.contains(&p.fix.as_str()) {
+            fixes.push(&p.fix);
+        }
+    }
+    let mut fix = fixes.iter().take(SHOWN).copied().collect::<Vec<_>>().join("; ");
+    if fixes.len() > SHOWN {
+        fix.push_str(&format!(
+            " (+{} more in status.unguardedPods)",
+            fixes.len() - SHOWN
+        ));
+    }
+    cut(
+        &format!(
+            "{} without the guard: {} (admitted while the webhook was unreachable with failurePolicy Ignore, or \
+             created before the MCPServer or the webhook); to inject it: {fix}",
+            plural(names.len(), "pod"),
+            listed(&names, SHOWN)
+        ),
+        MAX_NOTE,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,8 @@ pub struct ControllerMetrics {
     pub empty_allowlists: Gauge,
     /// 1 per MCPServer whose GuardBypass condition is True (the alert MCPGuardMissingFromPods reads it).
     pub guard_bypassed: Family<ServerLabels, Gauge>,
+    /// Selected pods per MCPServer that run without the guard (the alert MCPGuardUnguardedPods reads it).
+    pub unguarded_pods: Family<ServerLabels, Gauge>,
     /// MCP Services per namespace that no MCPServer selects (`fleet`; the alert MCPGuardUnguardedServers).
     pub unguarded_servers: Family<NamespaceLabels, Gauge>,
     /// Events published, by reason.
@@ -68,6 +70,7 @@ impl Default for ControllerMetrics {
             allowlist_origins: Family::default(),
             empty_allowlists: Gauge::default(),
             guard_bypassed: Family::default(),
+            unguarded_pods: Family::default(),
             unguarded_servers: Family::default(),
             events: Family::default(),
             leader: Gauge::default(),
@@ -109,6 +112,11 @@ impl ControllerMetrics {
             "guard_bypassed",
             "1 while the MCPServer's GuardBypass condition is True: traffic can reach selected pods without its guard",
             self.guard_bypassed.clone(),
+        );
+        r.register(
+            "unguarded_pods",
+            "Pods the MCPServer selects that run without the guard (status.unguardedPods says how to inject it)",
+            self.unguarded_pods.clone(),
         );
         r.register(
             "unguarded_servers",

@@ -7,6 +7,10 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
+/// Namespace label that opts a namespace in (`enabled`) or out (`disabled`).
+pub const NAMESPACE_INJECTION_LABEL: &str = "mcpguard.dev/injection";
+/// Pod label that opts a pod out (`"false"`).
+pub const POD_INJECT_LABEL: &str = "mcpguard.dev/inject";
 /// Pod annotation recording what was injected ([`InjectionStatus`] as JSON).
 pub const INJECTED_ANNOTATION: &str = "mcpguard.dev/injected";
 /// Name of the injected guard container.

@@ -23,7 +23,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use mcp_guard_config::{ConfigSource, GuardConfig, Limits};
 
-pub use self::findings::{Finding, FindingKind};
+pub use self::findings::{Blocker, Finding, FindingKind, Fix, UnguardedPod};
 use crate::crd::{AllowlistEntry, GuardMode, MCPGuardPolicy, MCPGuardPolicySpec, MCPServer, MCPServerSpec};
 use crate::field_error::{check_host_pattern, check_origin_pattern};
 use crate::gateway::{Gateway, HTTPRoute, ReferenceGrant};
@@ -212,6 +212,17 @@ impl Derivation {
     /// The findings of one kind.
     pub fn of_kind(&self, kind: FindingKind) -> impl Iterator<Item = &Finding> {
         self.findings.iter().filter(move |f| f.kind() == kind)
+    }
+
+    /// The selected pods that run without any guard (part of `GuardBypass`).
+    pub fn unguarded_pods(&self) -> &[UnguardedPod] {
+        self.findings
+            .iter()
+            .find_map(|f| match f {
+                Finding::Unguarded(pods) => Some(pods.as_slice()),
+                _ => None,
+            })
+            .unwrap_or_default()
     }
 
     /// Whether there is a finding of this kind.

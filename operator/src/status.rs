@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{AllowlistEntry, AuthStatus, MCPGuardPolicyStatus, MCPServerStatus};
+use crate::crd::{
+    AllowlistEntry, AuthStatus, MCPGuardPolicyStatus, MCPServerStatus, UNGUARDED_PODS_LISTED,
+    UnguardedPodStatus,
+};
 use crate::field_error::FieldError;
 use crate::sources::{Derivation, FindingKind};
 
@@ -356,8 +359,21 @@ pub fn build_status(d: &Derivation, input: &StatusInput<'_>) -> MCPServerStatus 
             issuers: a.config.issuers.iter().map(|i| i.issuer.clone()).collect(),
         }),
         access: d.access.as_ref().map(crate::access::DerivedAccess::status),
+        unguarded_pods: unguarded_pods(d),
         conditions,
     }
+}
+
+/// The selected pods without the guard, each with its fix (the first [`UNGUARDED_PODS_LISTED`]).
+fn unguarded_pods(d: &Derivation) -> Vec<UnguardedPodStatus> {
+    d.unguarded_pods()
+        .iter()
+        .take(UNGUARDED_PODS_LISTED)
+        .map(|p| UnguardedPodStatus {
+            name: p.name.clone(),
+            fix: p.command(),
+        })
+        .collect()
 }
 
 /// `Authentication`: whether the guard requires tokens, of whom, for which resource URIs; or why it cannot.
@@ -556,6 +572,71 @@ mod tests {
                 admits: "admits ingress only on port 8000 (guard) from every source".into(),
             },
         }
+    }
+
+    #[test]
+    fn unguarded_pods_are_listed_with_their_fix_and_set_guard_bypass() {
+        use crate::sources::{Finding, Fix, UnguardedPod};
+        let pods = |n: usize| -> Vec<UnguardedPod> {
+            (0..n)
+                .map(|i| UnguardedPod {
+                    namespace: "team-a".into(),
+                    name: format!("weather-{i:03}"),
+                    fix: Fix::RolloutRestart {
+                        kind: "deployment",
+                        name: "weather".into(),
+                    },
+                    blocker: None,
+                })
+                .collect()
+        };
+        let d = Derivation {
+            findings: vec![Finding::Unguarded(pods(2))],
+            ..Default::default()
+        };
+        let s = build_status(&d, &input(None, 0, &[]));
+        assert_eq!(
+            s.unguarded_pods,
+            vec![
+                UnguardedPodStatus {
+                    name: "weather-000".into(),
+                    fix: "kubectl rollout restart -n team-a deployment/weather".into(),
+                },
+                UnguardedPodStatus {
+                    name: "weather-001".into(),
+                    fix: "kubectl rollout restart -n team-a deployment/weather".into(),
+                },
+            ]
+        );
+        let c = cond(&s, condition::GUARD_BYPASS);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "GuardBypassed"));
+        assert!(
+            c.message
+                .contains("kubectl rollout restart -n team-a deployment/weather"),
+            "{}",
+            c.message
+        );
+        // Many pods: status lists the first ones only, the condition counts the rest.
+        let d = Derivation {
+            findings: vec![Finding::Unguarded(pods(UNGUARDED_PODS_LISTED + 7))],
+            ..Default::default()
+        };
+        let s = build_status(&d, &input(None, 0, &[]));
+        assert_eq!(s.unguarded_pods.len(), UNGUARDED_PODS_LISTED);
+        assert!(
+            cond(&s, condition::GUARD_BYPASS)
+                .message
+                .contains(&format!("(+{} more)", UNGUARDED_PODS_LISTED + 7 - 5)),
+            "{}",
+            cond(&s, condition::GUARD_BYPASS).message
+        );
+        // None: the field is left out.
+        let s = build_status(&Derivation::default(), &input(None, 0, &[]));
+        assert!(s.unguarded_pods.is_empty());
+        assert!(
+            !serde_json::to_string(&s).expect("json").contains("unguardedPods"),
+            "an empty list is not written"
+        );
     }
 
     #[test]

@@ -193,7 +193,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     let dir = rules_dir(&[]);
     let (ok, out) = promtool(&["check", "rules", "rules.yaml"], dir.path());
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 7 rules found"), "{out}");
     let (ok, out) = promtool(&["test", "rules", "alerts.test.yaml"], dir.path());
     assert!(ok, "{out}");
 
@@ -314,6 +314,7 @@ fn every_metric_the_rules_and_dashboard_use_is_exported() {
     controller.allowlist_hosts.get_or_create(&server).set(1);
     controller.allowlist_origins.get_or_create(&server).set(1);
     controller.guard_bypassed.get_or_create(&server).set(1);
+    controller.unguarded_pods.get_or_create(&server).set(1);
     controller
         .unguarded_servers
         .get_or_create(&mcp_guard_operator::metrics::NamespaceLabels {

@@ -82,6 +82,56 @@ fn events_name_each_change_and_warn_only_after_the_grace_period() {
 }
 
 #[test]
+fn an_event_names_the_pods_found_without_the_guard_once() {
+    let with = |names: &[&str]| MCPServerStatus {
+        unguarded_pods: names
+            .iter()
+            .map(|n| UnguardedPodStatus {
+                name: n.to_string(),
+                fix: "kubectl rollout restart -n ns deployment/weather".into(),
+            })
+            .collect(),
+        ..status_with(&["a.example.com"], None)
+    };
+    let unguarded = |previous: &MCPServerStatus, now: &MCPServerStatus| -> Vec<EventNote> {
+        events_for(Some(previous), now)
+            .into_iter()
+            .filter(|e| e.reason == "UnguardedPods")
+            .collect()
+    };
+    let (none, one, two) = (with(&[]), with(&["w-1"]), with(&["w-1", "w-2"]));
+    // (previous, now, Events)
+    assert!(unguarded(&none, &none).is_empty());
+    assert!(unguarded(&one, &one).is_empty(), "said once");
+    assert!(unguarded(&two, &one).is_empty(), "one fewer: nothing new");
+    assert!(unguarded(&one, &none).is_empty());
+    let found = unguarded(&none, &one);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].type_, EventType::Warning);
+    assert_eq!(
+        found[0].note,
+        "1 pod without the guard: w-1 (admitted while the webhook was unreachable with failurePolicy Ignore, or \
+         created before the MCPServer or the webhook); to inject it: kubectl rollout restart -n ns \
+         deployment/weather"
+    );
+    // Only the new pod is named (the note stays true), each command once.
+    let found = unguarded(&one, &two);
+    assert_eq!(found.len(), 1);
+    assert!(
+        found[0].note.starts_with("1 pod without the guard: w-2 "),
+        "{}",
+        found[0].note
+    );
+    let found = unguarded(&none, &two);
+    assert_eq!(
+        found[0].note.matches("kubectl rollout restart").count(),
+        1,
+        "{}",
+        found[0].note
+    );
+}
+
+#[test]
 fn policy_status_updates_do_not_count_as_spec_changes() {
     let policy = |uid: &str, generation: i64| MCPGuardPolicy {
         metadata: kube::api::ObjectMeta {

@@ -5,6 +5,7 @@
 use std::fmt;
 
 use super::{DepKind, Dependency};
+use crate::pod_contract::{NAMESPACE_INJECTION_LABEL, POD_INJECT_LABEL};
 
 /// The status condition types a finding sets (`True` while there is one).
 pub mod condition {
@@ -109,6 +110,9 @@ pub enum Finding {
     SelectorOverlap { other: String, message: String },
     /// A way into the pods that does not pass the guard.
     Bypass(String),
+    /// Selected pods that run without any guard (condition `GuardBypass`), each with what puts the guard into
+    /// it.
+    Unguarded(Vec<UnguardedPod>),
     /// Anything else unresolved or skipped; `about` names the object when there is one.
     Problem {
         about: Option<Dependency>,
@@ -123,7 +127,7 @@ impl Finding {
             Finding::PortMismatch { .. } => FindingKind::PortMismatch,
             Finding::IngressNotCounted { .. } => FindingKind::IngressNotCounted,
             Finding::SelectorOverlap { .. } => FindingKind::SelectorOverlap,
-            Finding::Bypass(_) => FindingKind::Bypass,
+            Finding::Bypass(_) | Finding::Unguarded(_) => FindingKind::Bypass,
             Finding::Problem { .. } => FindingKind::Problem,
         }
     }
@@ -134,7 +138,7 @@ impl Finding {
             Finding::CatchAll { route, .. } | Finding::PortMismatch { route, .. } => Some(route),
             Finding::IngressNotCounted { ingress, .. } => Some(ingress),
             Finding::Problem { about, .. } => about.as_ref(),
-            Finding::SelectorOverlap { .. } | Finding::Bypass(_) => None,
+            Finding::SelectorOverlap { .. } | Finding::Bypass(_) | Finding::Unguarded(_) => None,
         }
     }
 
@@ -142,6 +146,7 @@ impl Finding {
     pub fn message(&self) -> String {
         match self {
             Finding::IngressNotCounted { ingress, why } => format!("{ingress} is not counted: {why}"),
+            Finding::Unguarded(pods) => unguarded_message(pods),
             Finding::CatchAll { message, .. }
             | Finding::PortMismatch { message, .. }
             | Finding::SelectorOverlap { message, .. }
@@ -154,6 +159,118 @@ impl Finding {
     pub fn problem(message: String) -> Finding {
         Finding::Problem { about: None, message }
     }
+}
+
+/// A pod an MCPServer selects that runs without any guard: created before the MCPServer or the webhook, in a
+/// namespace not opted in, opted out, on the host network, or admitted while the webhook was unreachable with
+/// `failurePolicy: Ignore`. Only a new pod, created through the webhook, gets the guard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnguardedPod {
+    pub namespace: String,
+    pub name: String,
+    /// What replaces it with a pod created through the webhook.
+    pub fix: Fix,
+    /// What would make the webhook skip the new pod too, to change first.
+    pub blocker: Option<Blocker>,
+}
+
+/// Why the webhook would skip a pod again when it is replaced (its skip rules, in the order it checks them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blocker {
+    /// Host-network pods are never injected.
+    HostNetwork,
+    /// The namespace is not labelled `mcpguard.dev/injection=enabled`.
+    NamespaceNotOptedIn,
+    /// The pod is labelled `mcpguard.dev/inject=false`.
+    PodOptedOut,
+}
+
+/// What replaces a pod with one created through the webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fix {
+    /// Restart the workload that owns it: `kind` is `deployment`, `statefulset` or `daemonset`.
+    RolloutRestart { kind: &'static str, name: String },
+    /// Delete the pod; its controller (a ReplicaSet of no Deployment, a Job, …) creates a new one.
+    DeletePod,
+    /// Delete the pod and create it again from its manifest: nothing owns it.
+    RecreatePod,
+}
+
+impl UnguardedPod {
+    /// The command that puts the guard into this pod, after what must change first.
+    pub fn command(&self) -> String {
+        let (namespace, pod) = (&self.namespace, &self.name);
+        let fix = self.replacement();
+        match self.blocker {
+            None => fix,
+            Some(Blocker::HostNetwork) => {
+                "none while it uses the host network (never injected): run it without hostNetwork".to_string()
+            }
+            Some(Blocker::NamespaceNotOptedIn) => format!(
+                "kubectl label namespace {namespace} {NAMESPACE_INJECTION_LABEL}=enabled --overwrite, then {fix}"
+            ),
+            Some(Blocker::PodOptedOut) => {
+                format!(
+                    "remove the label {POD_INJECT_LABEL}=false from pod {pod} (or its template), then {fix}"
+                )
+            }
+        }
+    }
+
+    /// The command that replaces the pod by one the webhook admits.
+    fn replacement(&self) -> String {
+        let (namespace, pod) = (&self.namespace, &self.name);
+        match &self.fix {
+            Fix::RolloutRestart { kind, name } => {
+                format!("kubectl rollout restart -n {namespace} {kind}/{name}")
+            }
+            Fix::DeletePod => format!("kubectl delete pod -n {namespace} {pod}"),
+            Fix::RecreatePod => {
+                format!("kubectl delete pod -n {namespace} {pod} (then create it again from its manifest)")
+            }
+        }
+    }
+}
+
+/// The commands that put the guard into these pods, one per workload, in order, each once.
+fn fix_commands(pods: &[UnguardedPod]) -> Vec<String> {
+    let mut commands: Vec<String> = Vec::new();
+    for pod in pods {
+        let command = pod.command();
+        if !commands.contains(&command) {
+            commands.push(command);
+        }
+    }
+    commands
+}
+
+/// At most this many pod names and commands in a message (`status.unguardedPods` lists more, the metric counts
+/// them all).
+const SHOWN: usize = 5;
+
+pub(crate) fn shortened(items: &[String], separator: &str) -> String {
+    let mut s = items
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(separator);
+    if items.len() > SHOWN {
+        s.push_str(&format!(" (+{} more)", items.len() - SHOWN));
+    }
+    s
+}
+
+fn unguarded_message(pods: &[UnguardedPod]) -> String {
+    let namespace = pods.first().map(|p| p.namespace.as_str()).unwrap_or_default();
+    let names: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
+    format!(
+        "pods without the guard in {namespace}: {} (created before the MCPServer or the webhook, namespace not \
+         opted in with mcpguard.dev/injection=enabled, pod opted out, host network, or admitted while the \
+         webhook was down); restart them to inject the guard: {}",
+        shortened(&names, ", "),
+        shortened(&fix_commands(pods), "; ")
+    )
 }
 
 impl fmt::Display for Dependency {
@@ -201,5 +318,49 @@ mod tests {
             "Ingress ns/web is not counted: its class \"gone\" is served by no IngressClass"
         );
         assert_eq!(Finding::problem("x".into()).about(), None);
+    }
+
+    #[test]
+    fn unguarded_pods_are_a_guard_bypass_with_one_command_per_workload() {
+        let pod = |name: &str, fix: Fix| UnguardedPod {
+            namespace: "ns".into(),
+            name: name.into(),
+            fix,
+            blocker: None,
+        };
+        let deployment = || Fix::RolloutRestart {
+            kind: "deployment",
+            name: "web".into(),
+        };
+        let pods = vec![
+            pod("web-1", deployment()),
+            pod("web-2", deployment()),
+            pod("job-x", Fix::DeletePod),
+            pod("bare", Fix::RecreatePod),
+        ];
+        assert_eq!(
+            fix_commands(&pods),
+            vec![
+                "kubectl rollout restart -n ns deployment/web",
+                "kubectl delete pod -n ns job-x",
+                "kubectl delete pod -n ns bare (then create it again from its manifest)",
+            ]
+        );
+        let f = Finding::Unguarded(pods);
+        assert_eq!(f.kind(), FindingKind::Bypass);
+        assert_eq!(f.kind().condition(), condition::GUARD_BYPASS);
+        assert_eq!(f.about(), None);
+        let message = f.message();
+        assert!(
+            message.starts_with("pods without the guard in ns: web-1, web-2, job-x, bare ("),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(
+                "restart them to inject the guard: kubectl rollout restart -n ns deployment/web; kubectl delete \
+                 pod -n ns job-x; kubectl delete pod -n ns bare (then create it again from its manifest)"
+            ),
+            "{message}"
+        );
     }
 }

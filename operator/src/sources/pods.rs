@@ -9,9 +9,10 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::Stores;
+use super::findings::{Blocker, Fix, UnguardedPod, shortened};
 use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Finding, Fold, servers_where};
 use crate::crd::MCPServer;
-use crate::pod_contract::{SIDECAR_NAME, guarded_by};
+use crate::pod_contract::{NAMESPACE_INJECTION_LABEL, POD_INJECT_LABEL, SIDECAR_NAME, guarded_by};
 use crate::stores::{Triggers, Watch};
 
 /// The container ports of the pods an MCPServer selects, to resolve named targetPorts and to tell whether a
@@ -69,6 +70,10 @@ pub fn contribute<'a>(input: &DeriveInput<'a>, fold: &mut Fold) -> PodPorts<'a> 
         .copied()
         .filter(|p| is_selected(p, input))
         .collect();
+    let unguarded = unguarded(&selected, input.namespace_labels);
+    if !unguarded.is_empty() {
+        d.findings.push(Finding::Unguarded(unguarded));
+    }
     d.findings
         .extend(bypasses(&selected, input.name).into_iter().map(Finding::Bypass));
     for p in &selected {
@@ -93,15 +98,6 @@ pub fn contribute<'a>(input: &DeriveInput<'a>, fold: &mut Fold) -> PodPorts<'a> 
     pods
 }
 
-fn short_names(names: &[String]) -> String {
-    const SHOWN: usize = 5;
-    let mut s = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
-    if names.len() > SHOWN {
-        s.push_str(&format!(" (+{} more)", names.len() - SHOWN));
-    }
-    s
-}
-
 /// Whether a pod's guard is not ready while its app runs: an ordinary-container guard in its start-up race, in
 /// which the server can hold the port on all interfaces.
 fn guard_lags(pod: &Pod) -> bool {
@@ -117,17 +113,75 @@ fn guard_lags(pod: &Pod) -> bool {
     guard_ready == Some(false) && app_running
 }
 
-/// Pods that the guard does not protect (docs/webhook.md "What the operator's GuardBypass condition should
-/// detect"): no guard, another MCPServer's guard, or a guard that is not ready while the app runs.
+/// The selected pods that run without any guard, each with what puts the guard into it. `namespace_labels`:
+/// `None` when unknown.
+fn unguarded(pods: &[&Pod], namespace_labels: Option<&BTreeMap<String, String>>) -> Vec<UnguardedPod> {
+    let mut out: Vec<UnguardedPod> = pods
+        .iter()
+        .filter(|p| guarded_by(p).is_none())
+        .map(|p| UnguardedPod {
+            namespace: p.namespace().unwrap_or_default(),
+            name: p.name_any(),
+            fix: fix_for(p),
+            blocker: blocker(p, namespace_labels),
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// What would make the webhook skip the pod again (`webhook::inject::plan`'s rules, in its order).
+fn blocker(pod: &Pod, namespace_labels: Option<&BTreeMap<String, String>>) -> Option<Blocker> {
+    let opted_in = |labels: &BTreeMap<String, String>| {
+        labels.get(NAMESPACE_INJECTION_LABEL).map(String::as_str) == Some("enabled")
+    };
+    if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+        Some(Blocker::HostNetwork)
+    } else if namespace_labels.is_some_and(|l| !opted_in(l)) {
+        Some(Blocker::NamespaceNotOptedIn)
+    } else if pod.labels().get(POD_INJECT_LABEL).map(String::as_str) == Some("false") {
+        Some(Blocker::PodOptedOut)
+    } else {
+        None
+    }
+}
+
+/// What replaces a pod with one the webhook admits: a restart of the workload that owns it when there is one
+/// (a Deployment is found through its ReplicaSet, named `<deployment>-<pod-template-hash>`), else the pod's
+/// deletion (its controller replaces it) or its re-creation (nothing does).
+fn fix_for(pod: &Pod) -> Fix {
+    let Some(owner) = pod.owner_references().iter().find(|o| o.controller == Some(true)) else {
+        return Fix::RecreatePod;
+    };
+    let rollout = |kind: &'static str, name: &str| Fix::RolloutRestart {
+        kind,
+        name: name.to_string(),
+    };
+    match (owner.api_version.as_str(), owner.kind.as_str()) {
+        ("apps/v1", "StatefulSet") => rollout("statefulset", &owner.name),
+        ("apps/v1", "DaemonSet") => rollout("daemonset", &owner.name),
+        ("apps/v1", "ReplicaSet") => {
+            let hash = pod.labels().get("pod-template-hash");
+            match hash.and_then(|h| owner.name.strip_suffix(h.as_str())?.strip_suffix('-')) {
+                Some(deployment) if !deployment.is_empty() => rollout("deployment", deployment),
+                _ => Fix::DeletePod,
+            }
+        }
+        _ => Fix::DeletePod,
+    }
+}
+
+/// Pods that carry a guard that does not protect them (docs/webhook.md "What the operator's GuardBypass
+/// condition should detect"; pods without any guard are [`unguarded`]): another MCPServer's guard, or a guard
+/// that is not ready while the app runs.
 fn bypasses(pods: &[&Pod], server: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut unguarded = Vec::new();
     let mut foreign: Vec<String> = Vec::new();
     let mut not_ready = Vec::new();
     for pod in pods {
         let name = pod.name_any();
         match guarded_by(pod) {
-            None => unguarded.push(name),
+            None => {} // [`unguarded`]
             Some(other) if other != server => {
                 foreign.push(format!("{name} (guarded for MCPServer {other:?})"))
             }
@@ -135,27 +189,18 @@ fn bypasses(pods: &[&Pod], server: &str) -> Vec<String> {
             Some(_) => {}
         }
     }
-    let ns = pods.first().and_then(|p| p.namespace()).unwrap_or_default();
-    if !unguarded.is_empty() {
-        out.push(format!(
-            "pods without the guard in {ns}: {} (created before the MCPServer or the webhook, namespace not \
-             opted in with mcpguard.dev/injection=enabled, pod opted out, host network, or admitted while the \
-             webhook was down); restart them to inject the guard",
-            short_names(&unguarded)
-        ));
-    }
     if !foreign.is_empty() {
         out.push(format!(
             "pods guarded with another MCPServer's allowlist: {} (selectors changed after injection); restart \
              them",
-            short_names(&foreign)
+            shortened(&foreign, ", ")
         ));
     }
     if !not_ready.is_empty() {
         out.push(format!(
             "the guard is not ready while the server runs in pods {}: the server may hold the port on all \
              interfaces and answer on the pod IP without the guard; let it bind 127.0.0.1",
-            short_names(&not_ready)
+            shortened(&not_ready, ", ")
         ));
     }
     out

@@ -23,15 +23,12 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 pub use crate::pod_contract::{
     ADMIN_PORT, ADMIN_PORT_NAME, CONFIG_MOUNT_PATH, CONFIG_VOLUME_NAME, GUARD_PORT_NAME, INJECTED_ANNOTATION,
-    InjectionStatus, NO_TOKEN_VOLUME_NAME, NO_TOKEN_VOLUME_SIZE, ProbeRewrite, RenamedPort,
-    SERVICE_ACCOUNT_TOKEN_PATH, SIDECAR_NAME, STATUS_VERSION, UNGUARDED_PORT_NAME, guarded_by,
+    InjectionStatus, NAMESPACE_INJECTION_LABEL, NO_TOKEN_VOLUME_NAME, NO_TOKEN_VOLUME_SIZE, POD_INJECT_LABEL,
+    ProbeRewrite, RenamedPort, SERVICE_ACCOUNT_TOKEN_PATH, SIDECAR_NAME, STATUS_VERSION, UNGUARDED_PORT_NAME,
+    guarded_by,
 };
 pub use crate::settings::SidecarSettings;
 
-/// Namespace label that opts a namespace in (`enabled`) or out (`disabled`).
-pub const NAMESPACE_INJECTION_LABEL: &str = "mcpguard.dev/injection";
-/// Pod label that opts a pod out (`"false"`).
-pub const POD_INJECT_LABEL: &str = "mcpguard.dev/inject";
 /// The annotation `kubectl logs/exec` use to pick a container.
 pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
 /// Pod annotation choosing a native sidecar (`"true"`) or an ordinary container (`"false"`) for this pod,

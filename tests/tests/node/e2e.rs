@@ -6,7 +6,11 @@
 //! SDKs) succeed, a forged Host gets 421 and a forged Origin 403; an allowlist change reaches the running guard
 //! through the kubelet's ConfigMap update; the pods run a soak without an eviction or a restart; and deleting a
 //! pod drains it: its open SSE stream runs until the server ends it, the guard exits cleanly, and clients of the
-//! Service are not affected.
+//! Service are not affected. Then the outages ([`outages`]): with the operator (and so its webhook) scaled to
+//! zero, the running guards keep their last allowlist while an Ingress change waits; the webhook's
+//! `failurePolicy: Fail` refuses a pod of the opted-in namespace and `Ignore` lets one start without the guard;
+//! back up, the operator converges and reports the unguarded pod (status, Event, metric) with the command that
+//! fixes it, which does.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -18,6 +22,7 @@ use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::watcher;
 use mcp_guard_operator::crd::MCPServer;
@@ -269,7 +274,7 @@ impl SseStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_and_the_example_run_on_a_real_node() {
-    let (cluster, _turn) = crate::site::shared().await;
+    let (cluster, turn) = crate::site::shared().await;
     let client = cluster.client();
 
     // --- helm install, the operator in-cluster (the site installed the chart) ---------------------------------
@@ -624,4 +629,331 @@ async fn the_chart_and_the_example_run_on_a_real_node() {
         Some(0),
         "the guard drained and exited cleanly: {final_states:?}"
     );
+
+    // The operator scaled away and the webhook's failure policy changed would fail the other scenarios' pods
+    // and allowlists: the outages run with the site to themselves.
+    drop(turn);
+    let _alone = crate::site::alone().await;
+    outages(cluster, NEW_HOST).await;
+}
+
+/// The IPs of the pods of the operator's namespace: its Deployment's (controller and webhook), nothing else runs there.
+fn operator_pod_ips(cluster: &Cluster) -> Vec<String> {
+    kubectl(
+        cluster,
+        &[
+            "-n",
+            NAMESPACE,
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={.items[*].status.podIP}",
+        ],
+    )
+    .split_whitespace()
+    .map(str::to_string)
+    .collect()
+}
+
+/// The operator down, then the webhook's two failure policies, then the operator back: what happens to the
+/// running guards, to new pods, and what the operator reports once it returns. `allowed` is a host the running
+/// guards allow through the Ingress `weather-beta`.
+async fn outages(cluster: &Cluster, allowed: &str) {
+    const MOVED: &str = "gamma.weather.example.com";
+    let client = cluster.client();
+    let pods = weather_pods(cluster, Duration::from_secs(240)).await;
+    let addr: SocketAddr = format!("{}:{PORT}", pod_ip(&pods[0])).parse().unwrap();
+
+    // --- the operator down: the running guards keep enforcing their last config -----------------------------
+    kubectl(
+        cluster,
+        &["-n", NAMESPACE, "scale", "deploy/mcp-guard", "--replicas=0"],
+    );
+    eventually(
+        cluster,
+        "no operator pod left",
+        Duration::from_secs(120),
+        || async {
+            match operator_pod_ips(cluster) {
+                ips if ips.is_empty() => Ok(()),
+                ips => Err(format!("{ips:?}")),
+            }
+        },
+    )
+    .await;
+    // An allowlist change queued while nobody writes the ConfigMap.
+    kubectl(
+        cluster,
+        &[
+            "-n",
+            NS,
+            "patch",
+            "ingress",
+            "weather-beta",
+            "--type=json",
+            &format!(r#"-p=[{{"op":"replace","path":"/spec/rules/0/host","value":"{MOVED}"}}]"#),
+        ],
+    );
+    assert_eq!(
+        initialize_status(addr, allowed).unwrap(),
+        200,
+        "the old host still passes"
+    );
+    assert_eq!(
+        initialize_status(addr, MOVED).unwrap(),
+        421,
+        "the new host is still refused"
+    );
+
+    // --- the webhook unreachable, failurePolicy Fail (the chart's default): no pod starts unguarded -----------
+    let pod_api = Api::<Pod>::namespaced(client.clone(), NS);
+    let stray: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "stray", "labels": { "app": "weather" } },
+        "spec": { "containers": [{ "name": "server", "image": "ghcr.io/mcp-guard/example-server:0" }] },
+    }))
+    .unwrap();
+    let refused = pod_api
+        .create(&PostParams::default(), &stray)
+        .await
+        .expect_err("a pod of the opted-in namespace is refused while the webhook is unreachable");
+    let message = refused.to_string();
+    eprintln!("failurePolicy Fail, webhook unreachable: {message}");
+    assert!(
+        message.contains("failed calling webhook") && message.contains("inject.mcpguard.dev"),
+        "the refusal says which webhook could not be called: {message}"
+    );
+
+    // --- failurePolicy Ignore (what policy.injection.failurePolicy=Ignore renders): a pod starts unguarded ----
+    let failure_policy = |policy: &str| {
+        let patch =
+            format!(r#"-p=[{{"op":"replace","path":"/webhooks/0/failurePolicy","value":"{policy}"}}]"#);
+        kubectl(
+            cluster,
+            &[
+                "patch",
+                "mutatingwebhookconfiguration",
+                "mcp-guard",
+                "--type=json",
+                &patch,
+            ],
+        );
+    };
+    failure_policy("Ignore");
+    let guarded: Vec<String> = pods.iter().map(|p| p.metadata.name.clone().unwrap()).collect();
+    kubectl(cluster, &["-n", NS, "scale", "deploy/weather", "--replicas=3"]);
+    let unguarded = eventually(
+        cluster,
+        "a third weather pod running without the guard",
+        Duration::from_secs(180),
+        || async {
+            let list = pod_api
+                .list(&ListParams::default().labels("app=weather"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let new = list
+                .items
+                .into_iter()
+                .find(|p| !guarded.contains(p.metadata.name.as_ref().unwrap()))
+                .ok_or("not created yet")?;
+            match is_ready(&new) {
+                true => Ok(new),
+                false => Err(format!("{} not Ready", new.metadata.name.clone().unwrap())),
+            }
+        },
+    )
+    .await;
+    failure_policy("Fail");
+    let unguarded_name = unguarded.metadata.name.clone().unwrap();
+    let containers: Vec<String> = statuses(&unguarded).into_iter().map(|c| c.name).collect();
+    assert_eq!(
+        containers,
+        vec!["server"],
+        "{unguarded_name} started without the guard"
+    );
+    assert!(
+        !unguarded.annotations().contains_key("mcpguard.dev/injected"),
+        "{unguarded_name}"
+    );
+
+    // Still, long after the Ingress changed (an operator that runs rewrites the ConfigMap within a second): the
+    // ConfigMap and the running guard hold the old allowlist.
+    let config = kubectl(
+        cluster,
+        &[
+            "-n",
+            NS,
+            "get",
+            "configmap",
+            "weather-mcp-guard",
+            "-o",
+            "jsonpath={.data.guard\\.json}",
+        ],
+    );
+    assert!(
+        config.contains(allowed) && !config.contains(MOVED),
+        "the ConfigMap as the operator last wrote it: {config}"
+    );
+    assert_eq!(
+        initialize_status(addr, allowed).unwrap(),
+        200,
+        "the old host still passes"
+    );
+    assert_eq!(
+        initialize_status(addr, MOVED).unwrap(),
+        421,
+        "the new host is still refused"
+    );
+
+    // --- the operator back: it converges, and reports the unguarded pod with its fix -----------------------
+    kubectl(
+        cluster,
+        &["-n", NAMESPACE, "scale", "deploy/mcp-guard", "--replicas=1"],
+    );
+    kubectl(
+        cluster,
+        &[
+            "-n",
+            NAMESPACE,
+            "rollout",
+            "status",
+            "deploy/mcp-guard",
+            "--timeout=180s",
+        ],
+    );
+    // The kubelet rewrites the ConfigMap volume on its pod sync (every syncFrequency, plus its cache's TTL).
+    eventually(
+        cluster,
+        "the moved host allowed by the running guard",
+        Duration::from_secs(180),
+        || async {
+            match (initialize_status(addr, MOVED), initialize_status(addr, allowed)) {
+                (Ok(200), Ok(421)) => Ok(()),
+                other => Err(format!("(moved, old): {other:?}")),
+            }
+        },
+    )
+    .await;
+    let fix = format!("kubectl rollout restart -n {NS} deployment/weather");
+    let servers = Api::<MCPServer>::namespaced(client.clone(), NS);
+    eventually(
+        cluster,
+        "the unguarded pod in the MCPServer's status",
+        Duration::from_secs(60),
+        || async {
+            let status = servers
+                .get("weather")
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .unwrap_or_default();
+            let listed: Vec<(String, String)> = status
+                .unguarded_pods
+                .iter()
+                .map(|u| (u.name.clone(), u.fix.clone()))
+                .collect();
+            let bypass = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "GuardBypass")
+                .map(|c| (c.status.clone(), c.message.clone()));
+            match (listed == [(unguarded_name.clone(), fix.clone())], &bypass) {
+                (true, Some((s, m))) if s == "True" && m.contains(&fix) => Ok(()),
+                _ => Err(format!("unguardedPods {listed:?}, GuardBypass {bypass:?}")),
+            }
+        },
+    )
+    .await;
+    eventually(
+        cluster,
+        "an UnguardedPods Event",
+        Duration::from_secs(30),
+        || async {
+            let notes = kubectl(
+                cluster,
+                &[
+                    "-n",
+                    NS,
+                    "get",
+                    "events",
+                    "--field-selector",
+                    "reason=UnguardedPods",
+                    "-o",
+                    "jsonpath={.items[*].message}",
+                ],
+            );
+            match notes.contains(&unguarded_name) && notes.contains(&fix) {
+                true => {
+                    eprintln!("UnguardedPods Event: {notes}");
+                    Ok(())
+                }
+                false => Err(notes),
+            }
+        },
+    )
+    .await;
+    // The gauge is set right after the Event is published, in the same reconcile.
+    let operator = operator_pod_ips(cluster);
+    let url = format!("http://{}:8080/metrics", operator[0]);
+    let sample = format!("mcp_guard_operator_unguarded_pods{{namespace=\"{NS}\",name=\"weather\"}}");
+    eventually(
+        cluster,
+        "the unguarded-pods gauge at 1",
+        Duration::from_secs(30),
+        || async {
+            let metrics = testkit::http::get(&url).map_err(|e| e.to_string())?.text();
+            match metric(&metrics, &sample) {
+                Some(1.0) => Ok(()),
+                other => Err(format!("{sample} = {other:?}")),
+            }
+        },
+    )
+    .await;
+
+    // --- the fix, as status says it: every pod carries the guard again, and the report clears ---------------
+    let argv: Vec<&str> = fix.split_whitespace().collect();
+    kubectl(cluster, &argv[1..]);
+    kubectl(
+        cluster,
+        &[
+            "-n",
+            NS,
+            "rollout",
+            "status",
+            "deployment/weather",
+            "--timeout=300s",
+        ],
+    );
+    eventually(
+        cluster,
+        "no unguarded pod left in the MCPServer's status",
+        Duration::from_secs(120),
+        || async {
+            let status = servers
+                .get("weather")
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .unwrap_or_default();
+            match status.unguarded_pods.is_empty() {
+                true => Ok(()),
+                false => Err(format!("{:?}", status.unguarded_pods)),
+            }
+        },
+    )
+    .await;
+    let list = pod_api
+        .list(&ListParams::default().labels("app=weather"))
+        .await
+        .unwrap();
+    for p in list
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
+        assert!(
+            p.annotations().contains_key("mcpguard.dev/injected"),
+            "{} carries the guard after the restart",
+            p.metadata.name.clone().unwrap()
+        );
+    }
 }

@@ -39,6 +39,15 @@ pub async fn shared() -> (&'static Cluster, SemaphorePermit<'static>) {
     }
 }
 
+/// The whole site for one scenario, once the others on it have finished their turns (they wait for this one):
+/// for a scenario that takes the operator or its webhook away, which every other scenario needs.
+pub async fn alone() -> SemaphorePermit<'static> {
+    TURNS
+        .acquire_many(AT_ONCE as u32)
+        .await
+        .expect("the semaphore is never closed")
+}
+
 async fn start() -> Result<NodeCluster, String> {
     let site = NodeCluster::start()
         .await
