@@ -240,9 +240,7 @@ fn derive_from_caches(
         .map(|s| in_namespace(s, ns))
         .unwrap_or_default();
     let gateways = stores.gateways.as_ref().map(|s| s.state()).unwrap_or_default();
-    let pods = stores
-        .pods
-        .state_filter(|p| here(&p.metadata) && relevant.pod(p));
+    let pods = stores.pods.state_filter(|p| here(&p.metadata) && relevant.pod(p));
     let namespace = stores
         .namespaces
         .as_ref()
@@ -268,7 +266,9 @@ fn derive_from_caches(
         namespace_labels: namespace.as_ref().map(|n| n.labels()),
         other_servers: others
             .iter()
-            .filter(|o| o.metadata.name.as_deref() != Some(name.as_str()) && o.metadata.deletion_timestamp.is_none())
+            .filter(|o| {
+                o.metadata.name.as_deref() != Some(name.as_str()) && o.metadata.deletion_timestamp.is_none()
+            })
             .map(|o| (o.metadata.name.as_deref().unwrap_or_default(), &o.spec.selector))
             .collect(),
         cluster_domain: &ctx.settings.cluster_domain,

@@ -44,11 +44,7 @@ fn backend_service_names(ingress: &Ingress) -> impl Iterator<Item = &str> {
 /// listed ones, else those with a backend on one of those Services).
 pub fn concerns(ingress: &Ingress, listed: Option<&[String]>, services: &HashSet<String>) -> bool {
     match listed {
-        Some(names) => ingress
-            .metadata
-            .name
-            .as_ref()
-            .is_some_and(|n| names.contains(n)),
+        Some(names) => ingress.metadata.name.as_ref().is_some_and(|n| names.contains(n)),
         None => backend_service_names(ingress).any(|svc| services.contains(svc)),
     }
 }

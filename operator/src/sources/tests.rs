@@ -176,7 +176,10 @@ mod narrowing {
     fn arb_ingress(name: &'static str) -> impl Strategy<Value = Ingress> {
         (
             prop::collection::vec(
-                (prop::option::of(prop::sample::select(vec!["h0.example.com", "h1.example.com"])), arb_backend()),
+                (
+                    prop::option::of(prop::sample::select(vec!["h0.example.com", "h1.example.com"])),
+                    arb_backend(),
+                ),
                 0..3,
             ),
             prop::option::of(arb_backend()),
@@ -193,8 +196,12 @@ mod narrowing {
     }
 
     fn arb_pod(name: &'static str) -> impl Strategy<Value = Pod> {
-        (arb_labels(), any::<bool>(), prop::sample::select(vec![8000, 9000])).prop_map(
-            move |(labels_, finished, port)| {
+        (
+            arb_labels(),
+            any::<bool>(),
+            prop::sample::select(vec![8000, 9000]),
+        )
+            .prop_map(move |(labels_, finished, port)| {
                 let mut p = pod(name, &labels_, None, &[("http", port)]);
                 if finished {
                     p.status = Some(k8s_openapi::api::core::v1::PodStatus {
@@ -203,8 +210,7 @@ mod narrowing {
                     });
                 }
                 p
-            },
-        )
+            })
     }
 
     /// Some of the names, in a generated order.
@@ -233,8 +239,11 @@ mod narrowing {
 
     /// Another MCPServer's selector: labels, sometimes with an expression.
     fn arb_other(name: &'static str) -> impl Strategy<Value = (String, LabelSelector)> {
-        (arb_labels(), prop::option::of((prop::sample::select(KEYS), prop::sample::select(VALUES)))).prop_map(
-            move |(labels_, expr)| {
+        (
+            arb_labels(),
+            prop::option::of((prop::sample::select(KEYS), prop::sample::select(VALUES))),
+        )
+            .prop_map(move |(labels_, expr)| {
                 let mut selector = spec(&labels_).selector;
                 selector.match_expressions = expr.map(|(key, value)| {
                     vec![LabelSelectorRequirement {
@@ -244,8 +253,7 @@ mod narrowing {
                     }]
                 });
                 (name.to_string(), selector)
-            },
-        )
+            })
     }
 
     fn arb_world() -> impl Strategy<Value = World> {
@@ -273,8 +281,16 @@ mod narrowing {
     /// The world as the reconcile hands it to [`derive`].
     fn narrowed(world: &World, spec: &MCPServerSpec) -> World {
         let relevant = Relevant::to(spec);
-        let services: Vec<Service> = world.services.iter().filter(|s| relevant.service(s)).cloned().collect();
-        let names: HashSet<String> = services.iter().map(|s| s.metadata.name.clone().unwrap_or_default()).collect();
+        let services: Vec<Service> = world
+            .services
+            .iter()
+            .filter(|s| relevant.service(s))
+            .cloned()
+            .collect();
+        let names: HashSet<String> = services
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap_or_default())
+            .collect();
         World {
             ingresses: world
                 .ingresses
@@ -317,10 +333,21 @@ mod narrowing {
                 service("s1", &[("app", "b")], vec![sport(80, None, Some("http"))]),
             ],
             ingresses: vec![
-                ingress("i0", vec![rule(Some("h0.example.com"), vec![backend("s0", num(80))])], &[]),
-                ingress("i1", vec![rule(Some("h1.example.com"), vec![backend("s1", num(80))])], &[]),
+                ingress(
+                    "i0",
+                    vec![rule(Some("h0.example.com"), vec![backend("s0", num(80))])],
+                    &[],
+                ),
+                ingress(
+                    "i1",
+                    vec![rule(Some("h1.example.com"), vec![backend("s1", num(80))])],
+                    &[],
+                ),
             ],
-            pods: vec![pod("p0", &[("app", "a")], None, &[]), pod("p1", &[("app", "b")], None, &[])],
+            pods: vec![
+                pod("p0", &[("app", "a")], None, &[]),
+                pod("p1", &[("app", "b")], None, &[]),
+            ],
             others: vec![
                 ("o0".into(), spec(&[("tier", "a")]).selector),
                 ("o1".into(), spec(&[("app", "b")]).selector),
@@ -329,10 +356,22 @@ mod narrowing {
         };
         let n = narrowed(&world, &s);
         let name = |m: &ObjectMeta| m.name.clone().unwrap_or_default();
-        assert_eq!(n.services.iter().map(|o| name(&o.metadata)).collect::<Vec<_>>(), ["s0"]);
-        assert_eq!(n.ingresses.iter().map(|o| name(&o.metadata)).collect::<Vec<_>>(), ["i0"]);
-        assert_eq!(n.pods.iter().map(|o| name(&o.metadata)).collect::<Vec<_>>(), ["p0"]);
-        assert_eq!(n.others.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o0"]);
+        assert_eq!(
+            n.services.iter().map(|o| name(&o.metadata)).collect::<Vec<_>>(),
+            ["s0"]
+        );
+        assert_eq!(
+            n.ingresses.iter().map(|o| name(&o.metadata)).collect::<Vec<_>>(),
+            ["i0"]
+        );
+        assert_eq!(
+            n.pods.iter().map(|o| name(&o.metadata)).collect::<Vec<_>>(),
+            ["p0"]
+        );
+        assert_eq!(
+            n.others.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(),
+            ["o0"]
+        );
         assert_eq!(n.derive(&s), world.derive(&s));
     }
 }
