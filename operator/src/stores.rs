@@ -92,8 +92,7 @@ impl SyncTracker {
 }
 
 /// What the caches drop from every object before storing it: `managedFields` (server-side apply's bookkeeping,
-/// often the largest part of an object, which nothing here reads). At 10,000 MCPServers with their Services,
-/// Ingresses and ConfigMaps it is most of the operator's memory.
+/// often a large part of an object, which nothing here reads), kept once per object in every cache.
 pub fn slim<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
 }
