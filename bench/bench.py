@@ -1273,15 +1273,21 @@ def readme_table(results: dict) -> str:
 
 PROFILE_BEGIN = "<!-- profile (written by bench/profile.py) -->"
 PROFILE_END = "<!-- /profile -->"
+# The operator and webhook benches (tests/tests/operator_bench.rs, webhook_bench.rs) report in a section of their
+# own, written by hand from their output.
+OPERATOR_SECTION = "## Operator and webhook"
 
 
 def write_report(path: Path, report: str) -> None:
-    """Writes the report, keeping the profile section bench/profile.py wrote into the previous one."""
+    """Writes the report, keeping what others wrote into the previous one: the operator and webhook section, and
+    the profile section of bench/profile.py (between its markers)."""
     old = path.read_text() if path.exists() else ""
     a, e = old.find(PROFILE_BEGIN), old.find(PROFILE_END)
-    if 0 <= a < e:
-        report = report.rstrip("\n") + "\n\n" + old[a : e + len(PROFILE_END)] + "\n"
-    path.write_text(report)
+    profile = old[a : e + len(PROFILE_END)] if 0 <= a < e else ""
+    rest = old[:a] + old[e + len(PROFILE_END) :] if profile else old
+    at = rest.find(OPERATOR_SECTION)
+    operator = rest[at:].strip("\n") if at >= 0 else ""
+    path.write_text("\n\n".join(part for part in (report.rstrip("\n"), operator, profile) if part) + "\n")
 
 
 def write_readme_table(results: dict) -> None:

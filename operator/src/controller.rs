@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -35,7 +35,7 @@ use crate::settings::{self, DEFAULT_SIDECAR_IMAGE, Settings};
 use crate::sources::Stores;
 use crate::sources::policy::PolicyGenerations;
 use crate::sources::sig_servers::{self, SigMCPServer};
-use crate::sources::{self, DependencyIndex, Derivation, DeriveInput, FindingKind, http_routes};
+use crate::sources::{self, DependencyIndex, Derivation, DeriveInput, FindingKind, Relevant, http_routes};
 use crate::status::{self, NetworkPolicyOutcome, StatusInput, build_status};
 use crate::stores::{SyncTracker, Triggers, Watch, in_namespace, scoped};
 use crate::validate::validate_spec;
@@ -212,7 +212,7 @@ async fn cluster_issuer_for(ctx: &Context, server: &MCPServer, ns: &str, setting
     }
 }
 
-/// The derivation over the objects of the server's namespace in the caches.
+/// The derivation over the objects of the server's namespace in the caches, only those it reads ([`Relevant`]).
 fn derive_from_caches(
     ctx: &Context,
     (server, sig_server): (&MCPServer, Option<&SigMCPServer>),
@@ -223,8 +223,15 @@ fn derive_from_caches(
 ) -> Derivation {
     let stores = &ctx.stores;
     let name = server.name_any();
-    let services = in_namespace(&stores.services, ns);
-    let ingresses = in_namespace(&stores.ingresses, ns);
+    let here = |meta: &ObjectMeta| meta.namespace.as_deref() == Some(ns);
+    let relevant = Relevant::to(&server.spec);
+    let services = stores
+        .services
+        .state_filter(|s| here(&s.metadata) && relevant.service(s));
+    let service_names: HashSet<String> = services.iter().map(|s| s.name_any()).collect();
+    let ingresses = stores
+        .ingresses
+        .state_filter(|i| here(&i.metadata) && relevant.ingress(i, &service_names));
     let ingress_classes = stores.ingress_classes.state();
     let routes = stores
         .routes
@@ -237,12 +244,15 @@ fn derive_from_caches(
         .map(|s| in_namespace(s, ns))
         .unwrap_or_default();
     let gateways = stores.gateways.as_ref().map(|s| s.state()).unwrap_or_default();
-    let pods = in_namespace(&stores.pods, ns);
+    let pods = stores.pods.state_filter(|p| here(&p.metadata) && relevant.pod(p));
     let namespace = stores
         .namespaces
         .as_ref()
         .and_then(|s| s.get(&ObjectRef::new(ns)));
-    let others = in_namespace(&stores.servers, ns);
+    // A `serverRef` is resolved before its selector can be compared.
+    let others = stores.servers.state_filter(|o| {
+        here(&o.metadata) && (o.spec.server_ref.is_some() || relevant.other_selector(&o.spec.selector))
+    });
     let others: Vec<_> = others.iter().map(|o| sig_servers::resolved(o, stores)).collect();
     sources::derive(&DeriveInput {
         namespace: ns,
@@ -260,7 +270,9 @@ fn derive_from_caches(
         namespace_labels: namespace.as_ref().map(|n| n.labels()),
         other_servers: others
             .iter()
-            .filter(|o| o.name_any() != name && o.metadata.deletion_timestamp.is_none())
+            .filter(|o| {
+                o.metadata.name.as_deref() != Some(name.as_str()) && o.metadata.deletion_timestamp.is_none()
+            })
             .map(|o| (o.metadata.name.as_deref().unwrap_or_default(), &o.spec.selector))
             .collect(),
         cluster_domain: &ctx.settings.cluster_domain,
@@ -657,6 +669,7 @@ fn watch_servers(
     let mut generations: HashMap<ObjectRef<MCPServer>, Option<i64>> = HashMap::new();
     let stream = watcher(scoped::<MCPServer>(w.client, w.namespace), w.config.clone())
         .default_backoff()
+        .modify(crate::stores::slim)
         .reflect(writer)
         .inspect(move |event| {
             track(event);

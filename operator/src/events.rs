@@ -105,26 +105,33 @@ impl Recorder {
         let ns = regarding.namespace.clone().unwrap_or_else(|| "default".into());
         let api = Api::<KubeEvent>::namespaced(self.client.clone(), &ns);
         let now = k8s_openapi::jiff::Timestamp::now();
-        let mut published = self.published.lock().await;
-        published.retain(|_, p| p.last.elapsed() < SERIES_TTL);
-        if let Some(p) = published.get_mut(&key) {
-            let count = p.count + 1;
+        // The series are locked only to read or record them, never across a request to the API server: every
+        // reconcile that changes an allowlist publishes, and one slow request must not hold up all the others
+        // (at 10,000 MCPServers a cold start is otherwise one Event request at a time). Two publishes of one
+        // series at once cannot happen: the controller never reconciles one object twice at once.
+        let series = {
+            let mut published = self.published.lock().await;
+            published.retain(|_, p| p.last.elapsed() < SERIES_TTL);
+            published.get(&key).map(|p| (p.name.clone(), p.count))
+        };
+        if let Some((name, count)) = series {
+            let count = count + 1;
             let patch = serde_json::json!({
                 "series": EventSeries { count, last_observed_time: MicroTime(now) }
             });
             match api
-                .patch(&p.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
                 Ok(_) => {
-                    p.count = count;
-                    p.last = Instant::now();
+                    if let Some(p) = self.published.lock().await.get_mut(&key) {
+                        p.count = count;
+                        p.last = Instant::now();
+                    }
                     return Ok(());
                 }
                 // Deleted (TTL on the API server, or by hand): publish it anew.
-                Err(kube::Error::Api(e)) if e.code == 404 => {
-                    published.remove(&key);
-                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e),
             }
         }
@@ -156,6 +163,7 @@ impl Recorder {
             ..Default::default()
         };
         api.create(&PostParams::default(), &event).await?;
+        let mut published = self.published.lock().await;
         if published.len() >= MAX_REMEMBERED
             && let Some(oldest) = published
                 .iter()

@@ -84,7 +84,7 @@ fn is_empty(sel: &LabelSelector) -> bool {
 
 /// Whether two `matchLabels` require different values of one key: the common case of unrelated MCPServers
 /// (`app=a`, `app=b`), decided without building anything (a namespace of N servers compares N² pairs).
-fn labels_conflict(a: &LabelSelector, b: &LabelSelector) -> bool {
+pub fn labels_conflict(a: &LabelSelector, b: &LabelSelector) -> bool {
     let (Some(a), Some(b)) = (&a.match_labels, &b.match_labels) else {
         return false;
     };

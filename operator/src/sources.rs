@@ -376,6 +376,44 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
     d
 }
 
+/// Which objects of its namespace a server's derivation reads, each decided with the test its source applies
+/// itself: the reconcile hands [`derive`] only these, picked inside the caches (nothing is cloned for the rest),
+/// so that a reconcile costs what the server's own objects cost rather than what its namespace holds (10,000
+/// servers in one namespace would otherwise make a cold start quadratic). `tests::narrowing_derives_the_same`
+/// holds it to [`derive`] over whole namespaces.
+pub struct Relevant<'a> {
+    spec: &'a MCPServerSpec,
+}
+
+impl<'a> Relevant<'a> {
+    /// For the spec as [`derive`] reads it (a `serverRef` already resolved).
+    pub fn to(spec: &'a MCPServerSpec) -> Self {
+        Self { spec }
+    }
+
+    /// The Services that route to the server (listed in `spec.services`, else selecting its pods).
+    pub fn service(&self, service: &Service) -> bool {
+        services::service_is_candidate(service, self.spec)
+    }
+
+    /// The Ingresses listed in `spec.ingresses`, else those with a backend on one of `services` (the names of
+    /// the Services [`Relevant::service`] picked).
+    pub fn ingress(&self, ingress: &Ingress, services: &HashSet<String>) -> bool {
+        ingresses::concerns(ingress, self.spec.ingresses.as_deref(), services)
+    }
+
+    /// The pods the server selects.
+    pub fn pod(&self, pod: &Pod) -> bool {
+        pods::counts(pod, &self.spec.selector)
+    }
+
+    /// The other MCPServers whose selector (as resolved) is not plainly disjoint from the server's: the first
+    /// test of [`crate::selector::overlap`], without allocating.
+    pub fn other_selector(&self, theirs: &LabelSelector) -> bool {
+        !crate::selector::labels_conflict(&self.spec.selector, theirs)
+    }
+}
+
 /// The objects of one kind a derivation looks at, sorted by name: those an explicit spec list names (`field`),
 /// or all of them when there is no list. A named object that does not exist is a problem, and a dependency, so
 /// that its creation triggers a new derivation.

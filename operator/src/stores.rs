@@ -46,6 +46,12 @@ impl SyncTracker {
     }
 }
 
+/// What the caches drop from every object before storing it: `managedFields` (server-side apply's bookkeeping,
+/// often a large part of an object, which nothing here reads), kept once per object in every cache.
+pub fn slim<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
 /// The objects of a store in one namespace.
 pub fn in_namespace<K>(store: &Store<K>, ns: &str) -> Vec<Arc<K>>
 where
@@ -84,6 +90,7 @@ where
     let mut track = tracker.track::<K>();
     let stream = watcher(api, config)
         .default_backoff()
+        .modify(slim)
         .reflect(writer)
         .inspect(move |event| track(event))
         .touched_objects();

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus, NodeSystemInfo, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::ListParams;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -18,6 +19,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::crd::{MCPGuardPolicy, MCPGuardPolicySpec, MCPServer, TrafficLayout};
 use crate::sources::sig_servers;
+use crate::stores::slim;
 
 pub mod admission;
 pub mod inject;
@@ -122,12 +124,14 @@ where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: std::hash::Hash + Eq + Clone + Default + Send + Sync,
 {
-    fn spawn(api: Api<K>, what: &'static str) -> Self {
+    /// A cache of `K` holding what `keep` leaves of each object.
+    fn spawn(api: Api<K>, what: &'static str, keep: fn(&mut K)) -> Self {
         let (store, writer) = reflector::store();
         let synced = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&synced);
         let stream = watcher(api, watcher::Config::default())
             .default_backoff()
+            .modify(keep)
             .reflect(writer);
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
@@ -145,6 +149,31 @@ where
     fn synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
     }
+}
+
+/// A Node as the webhook keeps it: its name and kubelet version, the one field it reads. A Node's status
+/// (images, conditions, addresses, volumes) is tens of KiB on a busy node, times every node of the cluster.
+fn kubelet_version_only(node: &mut Node) {
+    let kubelet_version = node
+        .status
+        .as_mut()
+        .and_then(|s| s.node_info.as_mut())
+        .map(|i| std::mem::take(&mut i.kubelet_version));
+    *node = Node {
+        metadata: ObjectMeta {
+            name: node.metadata.name.take(),
+            resource_version: node.metadata.resource_version.take(),
+            ..Default::default()
+        },
+        spec: None,
+        status: kubelet_version.map(|kubelet_version| NodeStatus {
+            node_info: Some(NodeSystemInfo {
+                kubelet_version,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
 }
 
 impl WebhookState {
@@ -177,7 +206,11 @@ impl WebhookState {
             let api = Api::<Node>::all(client.clone());
             let lp = ListParams::default().limit(1);
             match tokio::time::timeout(VERSION_TIMEOUT, api.list_metadata(&lp)).await {
-                Ok(Ok(_)) => Some(Cache::spawn(Api::all(client.clone()), "Node")),
+                Ok(Ok(_)) => Some(Cache::spawn(
+                    Api::all(client.clone()),
+                    "Node",
+                    kubelet_version_only,
+                )),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "cannot list nodes; native sidecars are chosen from the API server's version alone");
                     None
@@ -189,9 +222,9 @@ impl WebhookState {
         };
         Arc::new(Self {
             nodes,
-            namespaces: Cache::spawn(Api::all(client.clone()), "Namespace"),
-            servers: Cache::spawn(Api::all(client.clone()), "MCPServer"),
-            policies: Cache::spawn(Api::all(client.clone()), "MCPGuardPolicy"),
+            namespaces: Cache::spawn(Api::all(client.clone()), "Namespace", slim),
+            servers: Cache::spawn(Api::all(client.clone()), "MCPServer", slim),
+            policies: Cache::spawn(Api::all(client.clone()), "MCPGuardPolicy", slim),
             client,
             settings,
             native_sidecars,
@@ -253,12 +286,12 @@ impl WebhookState {
     /// The MCPServers of a namespace, read as `read` says.
     pub(crate) async fn servers_in(&self, ns: &str, read: Read) -> Result<Vec<MCPServer>, kube::Error> {
         if read == Read::Cache && self.servers.synced() {
+            // Picked inside the cache: a cluster of 10,000 MCPServers costs no copy per other namespace's server.
             return Ok(self
                 .servers
                 .store
-                .state()
+                .state_filter(|s| s.metadata.namespace.as_deref() == Some(ns))
                 .into_iter()
-                .filter(|s| s.namespace().as_deref() == Some(ns))
                 .map(|s| (*s).clone())
                 .collect());
         }

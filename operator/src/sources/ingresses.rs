@@ -9,7 +9,7 @@
 //! count (or, with the policy's `ingressClasses`, whose class it lists); the rest are `IngressNotCounted`.
 //! ingress-nginx's `upstream-vhost` is allowed too.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, IngressRule, IngressServiceBackend};
 use kube::ResourceExt;
@@ -23,20 +23,31 @@ use crate::stores::{Triggers, Watch};
 
 /// The Service names an Ingress routes to (rules and default backend).
 pub fn ingress_backend_services(ingress: &Ingress) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    if let Some(spec) = &ingress.spec {
-        if let Some(svc) = spec.default_backend.as_ref().and_then(|b| b.service.as_ref()) {
-            names.insert(svc.name.clone());
-        }
-        for rule in spec.rules.iter().flatten() {
-            for path in rule.http.iter().flat_map(|h| h.paths.iter()) {
-                if let Some(svc) = &path.backend.service {
-                    names.insert(svc.name.clone());
-                }
-            }
-        }
+    backend_service_names(ingress).map(str::to_string).collect()
+}
+
+/// The Service names of an Ingress's backends as they appear (repeats included), without allocating.
+fn backend_service_names(ingress: &Ingress) -> impl Iterator<Item = &str> {
+    let spec = ingress.spec.as_ref();
+    let default = spec
+        .and_then(|s| s.default_backend.as_ref())
+        .and_then(|b| b.service.as_ref());
+    let rules = spec
+        .into_iter()
+        .flat_map(|s| s.rules.iter().flatten())
+        .flat_map(|r| r.http.iter().flat_map(|h| h.paths.iter()))
+        .filter_map(|p| p.backend.service.as_ref());
+    default.into_iter().chain(rules).map(|svc| svc.name.as_str())
+}
+
+/// Whether an Ingress can add to the derivation of a server whose `spec.ingresses` is `listed`, given the names of
+/// the Services that route to the server: exactly the Ingresses [`contribute`] looks at and finds involved (the
+/// listed ones, else those with a backend on one of those Services).
+pub fn concerns(ingress: &Ingress, listed: Option<&[String]>, services: &HashSet<String>) -> bool {
+    match listed {
+        Some(names) => ingress.metadata.name.as_ref().is_some_and(|n| names.contains(n)),
+        None => backend_service_names(ingress).any(|svc| services.contains(svc)),
     }
-    names
 }
 
 /// Whether an Ingress TLS host (`*.x` = exactly one label) covers a rule host.

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
@@ -47,18 +48,15 @@ impl PodPorts<'_> {
     }
 }
 
-/// Whether a pod counts as one of the server's: not being deleted, not finished, selected.
-fn is_selected(pod: &Pod, input: &DeriveInput<'_>) -> bool {
+/// Whether a pod counts as one of the server's (with this selector): not being deleted, not finished, selected.
+pub fn counts(pod: &Pod, selector: &LabelSelector) -> bool {
     let finished = matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
     );
     pod.metadata.deletion_timestamp.is_none()
         && !finished
-        && crate::selector::matches(
-            &input.spec.selector,
-            pod.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
-        )
+        && crate::selector::matches(selector, pod.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()))
 }
 
 /// The pods the server selects (running or pending), what would bypass the guard on them, and their ports.
@@ -68,7 +66,7 @@ pub fn contribute<'a>(input: &DeriveInput<'a>, fold: &mut Fold) -> PodPorts<'a> 
         .pods
         .iter()
         .copied()
-        .filter(|p| is_selected(p, input))
+        .filter(|p| counts(p, &input.spec.selector))
         .collect();
     let unguarded = unguarded(&selected, input.namespace_labels);
     if !unguarded.is_empty() {

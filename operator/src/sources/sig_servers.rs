@@ -118,10 +118,10 @@ pub fn lookup(stores: &Stores, ns: &str, spec: &MCPServerSpec) -> Option<Arc<Sig
 
 /// An MCPServer of ours with its spec resolved from the cache ([`effective`]).
 pub fn resolved<'a>(server: &'a MCPServer, stores: &Stores) -> Cow<'a, MCPServer> {
-    let ns = server.namespace().unwrap_or_default();
+    let ns = server.metadata.namespace.as_deref().unwrap_or_default();
     with_spec(
         server,
-        effective(&server.spec, lookup(stores, &ns, &server.spec).as_deref()),
+        effective(&server.spec, lookup(stores, ns, &server.spec).as_deref()),
     )
 }
 

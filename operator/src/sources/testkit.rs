@@ -315,7 +315,7 @@ pub fn gateway(ns: &str, name: &str, listeners: &[(&str, Option<&str>, &str)]) -
 }
 
 /// The objects of one table row.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct World {
     pub services: Vec<Service>,
     pub ingresses: Vec<Ingress>,
