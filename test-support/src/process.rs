@@ -203,7 +203,8 @@ pub fn listens_on(pid: u32, port: u16) -> bool {
         return false;
     };
     fds.flatten().any(|fd| {
-        std::fs::read_link(fd.path()).is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
     })
 }
 

@@ -91,7 +91,8 @@ impl Nginx {
         let mut attempt = 0;
         loop {
             let port = tools::free_port();
-            let http_body = format!("server {{\n        listen 127.0.0.1:{port};\n        {server_body}\n    }}");
+            let http_body =
+                format!("server {{\n        listen 127.0.0.1:{port};\n        {server_body}\n    }}");
             match Self::start_with(port, 1, |_dir| http_body.clone()) {
                 Err(e) if attempt < 3 && e.to_string().contains("not nginx") => attempt += 1,
                 started => return started,
@@ -140,7 +141,10 @@ impl Nginx {
             bail!("{e}; nginx log:\n{}", tail(&proc.logs(), 20));
         }
         if !test_support::process::listens_on(proc.pid(), port) {
-            bail!("{addr} answers, but not nginx (another process took the port); nginx log:\n{}", tail(&proc.logs(), 20));
+            bail!(
+                "{addr} answers, but not nginx (another process took the port); nginx log:\n{}",
+                tail(&proc.logs(), 20)
+            );
         }
         Ok(Nginx { proc, port, dir })
     }
