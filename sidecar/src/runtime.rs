@@ -247,7 +247,9 @@ async fn run_control(args: Args) -> Result<(), StartError> {
             // for port 0.
             // (Workers of an earlier address are stopped if this one fails.)
             let probe = std::net::TcpListener::bind(addr)
-                .inspect_err(|_| drop(stop_tx.send(true)))
+                .inspect_err(|_| {
+                    let _ = stop_tx.send(true);
+                })
                 .map_err(|source| StartError::Bind { addr, source })?;
             addr = probe.local_addr().unwrap_or(addr);
         }
@@ -276,7 +278,9 @@ async fn run_control(args: Args) -> Result<(), StartError> {
                 shutdown: stop_rx.clone(),
             };
             let worker = start_worker(spec, bound_tx)
-                .inspect_err(|_| drop(stop_tx.send(true)))
+                .inspect_err(|_| {
+                    let _ = stop_tx.send(true);
+                })
                 .map_err(|source| StartError::Spawn { index, source })?;
             threads.push(worker);
             let bound = tokio::task::spawn_blocking(move || bound_rx.recv())

@@ -318,10 +318,8 @@ fn write_teardown(dir: &Path, socket: &Path) -> anyhow::Result<()> {
         }
     }
     for iptables in ["iptables", "ip6tables"] {
-        let chains = run(Command::new("sh").args([
-            "-c",
-            &format!("{iptables}-save | grep '^:' | cut -d' ' -f1"),
-        ]))?;
+        let chains =
+            run(Command::new("sh").args(["-c", &format!("{iptables}-save | grep '^:' | cut -d' ' -f1")]))?;
         std::fs::write(dir.join(format!("chains.{iptables}.before")), chains)?;
     }
     let netns_before = run(Command::new("sh").args(["-c", "ls /run/netns 2>/dev/null || true"]))?;
@@ -416,7 +414,15 @@ fn create_bridge(options: NodeOptions) -> anyhow::Result<()> {
     run(Command::new("ip").args(["addr", "add", &format!("{NODE_IP}/24"), "dev", BRIDGE]))?;
     if options.dual_stack {
         // nodad: usable at once (the kubelet checks its node IPs exist); the address is this bridge's alone.
-        run(Command::new("ip").args(["-6", "addr", "add", &format!("{NODE_IP_V6}/64"), "dev", BRIDGE, "nodad"]))?;
+        run(Command::new("ip").args([
+            "-6",
+            "addr",
+            "add",
+            &format!("{NODE_IP_V6}/64"),
+            "dev",
+            BRIDGE,
+            "nodad",
+        ]))?;
     }
     run(Command::new("ip").args(["link", "set", BRIDGE, "up"]))?;
     Ok(())

@@ -30,11 +30,26 @@ fn diagnose(cluster: &Cluster) -> String {
         cluster,
         &[
             &["get", "pods", "-n", NS, "-o", "wide"][..],
-            &["get", "pods", "-n", NS, "-o", "jsonpath={.items[*].status.podIPs}"][..],
+            &[
+                "get",
+                "pods",
+                "-n",
+                NS,
+                "-o",
+                "jsonpath={.items[*].status.podIPs}",
+            ][..],
             &["get", "services", "-n", NS, "-o", "yaml"][..],
             &["get", "events", "-n", NS, "--sort-by=.lastTimestamp"][..],
             &["-n", NS, "get", "mcpservers.mcpguard.dev", "-o", "yaml"][..],
-            &["-n", NS, "logs", &format!("deploy/{NAME}"), "-c", "mcp-guard", "--tail=40"][..],
+            &[
+                "-n",
+                NS,
+                "logs",
+                &format!("deploy/{NAME}"),
+                "-c",
+                "mcp-guard",
+                "--tail=40",
+            ][..],
             &["-n", NAMESPACE, "logs", "deploy/mcp-guard", "--tail=20"][..],
         ],
     )
@@ -47,7 +62,8 @@ async fn apply<K: chart_common::Namespaced>(client: &kube::Client, value: Value)
 /// Whether `ip` lies in the /64 or /112 written as `prefix::/len` (the harness's ranges are whole groups).
 fn in_v6_range(ip: IpAddr, range: &str) -> bool {
     let (net, len) = range.split_once('/').expect("a CIDR");
-    let (IpAddr::V6(ip), Ok(IpAddr::V6(net)), Ok(len)) = (ip, net.parse::<IpAddr>(), len.parse::<u32>()) else {
+    let (IpAddr::V6(ip), Ok(IpAddr::V6(net)), Ok(len)) = (ip, net.parse::<IpAddr>(), len.parse::<u32>())
+    else {
         return false;
     };
     let mask = u128::MAX << (128 - len);
@@ -56,7 +72,8 @@ fn in_v6_range(ip: IpAddr, range: &str) -> bool {
 
 /// One bare `initialize` POST with `host` as its Host: (status, the refusal's `error.data.reason` if any).
 fn initialize(addr: SocketAddr, host: &str) -> Result<(u16, Option<String>), String> {
-    let response = testkit::http::raw(addr, &initialize_request("/mcp", host, &[])).map_err(|e| e.to_string())?;
+    let response =
+        testkit::http::raw(addr, &initialize_request("/mcp", host, &[])).map_err(|e| e.to_string())?;
     let reason = serde_json::from_slice::<Value>(&response.body)
         .ok()
         .and_then(|b| b["error"]["data"]["reason"].as_str().map(str::to_owned));
@@ -133,14 +150,20 @@ async fn the_guard_serves_a_dual_stack_pod_through_its_ipv6_cluster_ip() {
                 .map_err(|e| e.to_string())?;
             match list.items.as_slice() {
                 [pod] if chart_common::is_ready(pod) => Ok(pod.clone()),
-                other => Err(format!("{:?}", other.iter().map(|p| &p.status).collect::<Vec<_>>())),
+                other => Err(format!(
+                    "{:?}",
+                    other.iter().map(|p| &p.status).collect::<Vec<_>>()
+                )),
             }
         },
     )
     .await;
     let spec = pod.spec.as_ref().unwrap();
     assert!(
-        spec.init_containers.iter().flatten().any(|c| c.name == "mcp-guard"),
+        spec.init_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == "mcp-guard"),
         "the guard is injected"
     );
     let status = pod.status.as_ref().unwrap();
@@ -182,7 +205,9 @@ async fn the_guard_serves_a_dual_stack_pod_through_its_ipv6_cluster_ip() {
     )
     .await;
     assert!(
-        hosts.iter().all(|h| h.parse::<IpAddr>().is_err() && !h.starts_with('[')),
+        hosts
+            .iter()
+            .all(|h| h.parse::<IpAddr>().is_err() && !h.starts_with('[')),
         "no IP literal derived: {hosts:?}"
     );
 
@@ -248,5 +273,9 @@ async fn the_guard_serves_a_dual_stack_pod_through_its_ipv6_cluster_ip() {
         "{}",
         served.report
     );
-    call(&["Host: attacker.test"]).assert_rejected("forged Host through the IPv6 ClusterIP", 421, "host_not_allowed");
+    call(&["Host: attacker.test"]).assert_rejected(
+        "forged Host through the IPv6 ClusterIP",
+        421,
+        "host_not_allowed",
+    );
 }

@@ -47,7 +47,7 @@ async fn start() -> Result<NodeCluster, String> {
         ..NodeOptions::default()
     })
     .await
-        .map_err(|e| format!("start a control plane and the real node: {e:#}"))?;
+    .map_err(|e| format!("start a control plane and the real node: {e:#}"))?;
     let cluster = &site.cluster;
     chart_common::install_on_node(cluster, || diagnose(cluster));
     Ok(site)
