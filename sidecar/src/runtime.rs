@@ -244,8 +244,7 @@ async fn run_control(args: Args) -> Result<(), StartError> {
             // The workers share the port through SO_REUSEPORT, which would also let a second process of the same
             // user (another guard started on the same port by mistake) silently take part of the connections. A
             // plain bind first turns that into a clear start-up error; it also fixes the port when `--listen` asks
-            // for port 0.
-            // (Workers of an earlier address are stopped if this one fails.)
+            // for port 0. Workers of an earlier address are stopped if this one fails.
             let probe = std::net::TcpListener::bind(addr)
                 .inspect_err(|_| {
                     let _ = stop_tx.send(true);

@@ -4,10 +4,9 @@
 //! Two traffic layouts (see `docs/webhook.md`), neither with iptables or NET_ADMIN:
 //! - `SharedPort` (default): the MCP server keeps its SDK default `127.0.0.1:<port>`; the guard listens on
 //!   `$(POD_IPS):<port>` (the pod's IPs from the downward API, both of a dual-stack pod) — the same port number on
-//!   the pod's own addresses — and
-//!   forwards to `http://127.0.0.1:<port>`. Services, Ingresses and Routes (numeric or named `targetPort`) and
+//!   the pod's own addresses — and forwards to `http://127.0.0.1:<port>`. Services, Ingresses and Routes (numeric or named `targetPort`) and
 //!   kubelet probes reach the pod IP, hence the guard. The app container is not changed.
-//! - `GuardPort`, for servers bound to all interfaces: the guard listens on `$(POD_IP):<guard port>` and takes
+//! - `GuardPort`, for servers bound to all interfaces: the guard listens on `$(POD_IPS):<guard port>` and takes
 //!   over the *name* of the app's container port (the app's port is renamed [`UNGUARDED_PORT_NAME`]), so Services
 //!   with a named `targetPort` reach the guard; httpGet probes on the app port are pointed at the guard's port.
 
