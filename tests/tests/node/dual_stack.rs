@@ -2,9 +2,10 @@
 //! IPv4 /24, its Services have ClusterIPs of both families): the example server selected by an MCPServer, behind
 //! a `RequireDualStack` Service. The injected guard listens on both of the pod's addresses (`[$(POD_IPS)]`), so
 //! through the Service's IPv6 ClusterIP a request with an allowed Host (the Service's DNS name, which the
-//! operator derives whatever the family) reaches the server, and a forged Host gets `421` — as does a Host that
-//! is the IPv6 ClusterIP or the pod's IPv6 address in brackets: the allowlist holds names, not addresses (only
-//! the pod's primary IP is allowed, for the kubelet's probes, and here that is the IPv4 one).
+//! operator derives whatever the family) reaches the server, and a forged Host gets `421`. The operator derives
+//! no address; an IPv6 literal passes only when listed (here the ClusterIP, in `spec.hosts`): the pod's IPv6
+//! address in brackets gets `421` (only the pod's primary IP is allowed, for the kubelet's probes, and here that
+//! is the IPv4 one).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -87,16 +88,6 @@ async fn the_guard_serves_a_dual_stack_pod_through_its_ipv6_cluster_ip() {
     let context = || diagnose(cluster);
     chart_common::opted_in_namespace(&client, NS).await;
 
-    // The MCPServer before its pods: the webhook injects pods as they are created.
-    apply::<MCPServer>(
-        &client,
-        json!({
-            "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPServer",
-            "metadata": { "name": NAME },
-            "spec": { "selector": { "matchLabels": { "app": NAME } }, "port": PORT }
-        }),
-    )
-    .await;
     // IPv6 first: the Service's primary ClusterIP is the IPv6 one; RequireDualStack fails loudly on a cluster
     // that cannot give both.
     let service = apply::<Service>(
@@ -107,6 +98,32 @@ async fn the_guard_serves_a_dual_stack_pod_through_its_ipv6_cluster_ip() {
             "spec": { "selector": { "app": NAME },
                       "ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv6", "IPv4"],
                       "ports": [{ "name": "mcp", "port": PORT, "targetPort": "mcp" }] }
+        }),
+    )
+    .await;
+    let cluster_ips: Vec<IpAddr> = service
+        .spec
+        .and_then(|s| s.cluster_ips)
+        .unwrap_or_default()
+        .iter()
+        .map(|ip| ip.parse().expect("a ClusterIP"))
+        .collect();
+    assert!(
+        matches!(cluster_ips[..], [v6, v4] if in_v6_range(v6, SERVICE_CIDR_V6) && v4.is_ipv4()),
+        "an IPv6 then an IPv4 ClusterIP: {cluster_ips:?}"
+    );
+    let cluster_ip_v6 = cluster_ips[0];
+
+    // The MCPServer (before its pods: the webhook injects pods as they are created) allows one IPv6 literal, the
+    // Service's IPv6 ClusterIP in brackets, as a user who calls the Service by its address would write it.
+    let allowed_literal = format!("[{cluster_ip_v6}]");
+    apply::<MCPServer>(
+        &client,
+        json!({
+            "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPServer",
+            "metadata": { "name": NAME },
+            "spec": { "selector": { "matchLabels": { "app": NAME } }, "port": PORT,
+                      "hosts": [allowed_literal] }
         }),
     )
     .await;
@@ -124,19 +141,6 @@ async fn the_guard_serves_a_dual_stack_pod_through_its_ipv6_cluster_ip() {
         }),
     )
     .await;
-
-    let cluster_ips: Vec<IpAddr> = service
-        .spec
-        .and_then(|s| s.cluster_ips)
-        .unwrap_or_default()
-        .iter()
-        .map(|ip| ip.parse().expect("a ClusterIP"))
-        .collect();
-    assert!(
-        matches!(cluster_ips[..], [v6, v4] if in_v6_range(v6, SERVICE_CIDR_V6) && v4.is_ipv4()),
-        "an IPv6 then an IPv4 ClusterIP: {cluster_ips:?}"
-    );
-    let cluster_ip_v6 = cluster_ips[0];
 
     let pods = Api::<Pod>::namespaced(client.clone(), NS);
     let pod = eventually_or(
@@ -181,7 +185,8 @@ async fn the_guard_serves_a_dual_stack_pod_through_its_ipv6_cluster_ip() {
     assert_eq!(status.pod_ip.as_deref(), Some(pod_ips[0].to_string().as_str()));
     let pod_ip_v6 = pod_ips[1];
 
-    // The operator derives names, which serve every family; no address, of either family, is in the allowlist.
+    // The operator derives names from the Service, which serve every family, and no address of either family;
+    // the one IP literal is the one the spec lists.
     let server = Api::<MCPServer>::namespaced(client.clone(), NS);
     let service_host = format!("{NAME}.{NS}.svc.cluster.local");
     let hosts = eventually_or(
@@ -189,14 +194,19 @@ async fn the_guard_serves_a_dual_stack_pod_through_its_ipv6_cluster_ip() {
         Duration::from_secs(60),
         context,
         || async {
-            let hosts: Vec<String> = server
+            let hosts: Vec<(String, Vec<String>)> = server
                 .get(NAME)
                 .await
                 .map_err(|e| e.to_string())?
                 .status
-                .map(|s| s.allowed_hosts.into_iter().map(|h| h.value).collect())
+                .map(|s| {
+                    s.allowed_hosts
+                        .into_iter()
+                        .map(|h| (h.value, h.sources))
+                        .collect()
+                })
                 .unwrap_or_default();
-            if hosts.contains(&service_host) {
+            if hosts.iter().any(|(h, _)| *h == service_host) {
                 Ok(hosts)
             } else {
                 Err(format!("{hosts:?}"))
@@ -204,11 +214,14 @@ async fn the_guard_serves_a_dual_stack_pod_through_its_ipv6_cluster_ip() {
         },
     )
     .await;
-    assert!(
-        hosts
-            .iter()
-            .all(|h| h.parse::<IpAddr>().is_err() && !h.starts_with('[')),
-        "no IP literal derived: {hosts:?}"
+    let literals: Vec<&(String, Vec<String>)> = hosts
+        .iter()
+        .filter(|(h, _)| h.starts_with('[') || h.parse::<IpAddr>().is_ok())
+        .collect();
+    assert_eq!(
+        literals,
+        [&(allowed_literal.clone(), vec!["MCPServer spec.hosts".to_string()])],
+        "the only IP literal is the spec's: {hosts:?}"
     );
 
     // The guard on the pod's IPv6 address itself, then through the IPv6 ClusterIP once kube-proxy has written
@@ -233,12 +246,33 @@ async fn the_guard_serves_a_dual_stack_pod_through_its_ipv6_cluster_ip() {
     )
     .await;
 
-    // Refused with 421: a forged name, and IPv6 literals (bracketed, with and without a port) that are not allowed.
+    // The allowed IPv6 literal passes, with and without a port and however the address is spelled (compared as
+    // an address); refused with 421: a forged name, and IPv6 literals that are not allowed — the pod's own IPv6
+    // address, and the ClusterIP's neighbour.
+    let IpAddr::V6(cluster_ip_v6_addr) = cluster_ip_v6 else {
+        unreachable!("an IPv6 ClusterIP")
+    };
+    let expanded = cluster_ip_v6_addr
+        .segments()
+        .map(|g| format!("{g:04X}"))
+        .join(":");
+    for allowed in [
+        format!("[{cluster_ip_v6}]:{PORT}"),
+        allowed_literal.clone(),
+        format!("[{expanded}]"),
+    ] {
+        assert_eq!(
+            initialize(svc_addr_v6, &allowed).map(|(status, _)| status),
+            Ok(200),
+            "Host {allowed} through the IPv6 ClusterIP"
+        );
+    }
+    let neighbour = std::net::Ipv6Addr::from(u128::from(cluster_ip_v6_addr) ^ 1);
     for forged in [
         "attacker.test".to_string(),
-        format!("[{cluster_ip_v6}]:{PORT}"),
-        format!("[{cluster_ip_v6}]"),
         format!("[{pod_ip_v6}]:{PORT}"),
+        format!("[{pod_ip_v6}]"),
+        format!("[{neighbour}]:{PORT}"),
     ] {
         assert_eq!(
             initialize(svc_addr_v6, &forged),
