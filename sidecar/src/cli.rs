@@ -15,9 +15,10 @@ use mcp_guard_config::{Mode, Rate};
 #[command(name = "mcp-guard", version, about, long_about = None)]
 pub struct Args {
     /// Address to accept MCP clients on (HTTP/1.1 and h2c). An IPv4 address may be bracketed as IPv6 ones are
-    /// (`[10.0.0.7]:8000`), so that one spelling, `[$(POD_IP)]:8000`, serves pods of either family.
-    #[arg(long, env = "MCP_GUARD_LISTEN", default_value = "0.0.0.0:8080", value_parser = parse_listen)]
-    pub listen: SocketAddr,
+    /// (`[10.0.0.7]:8000`), and the brackets may hold several addresses of one port (`[10.0.0.7,fd00::7]:8000`),
+    /// so that one spelling, `[$(POD_IPS)]:8000`, serves pods of either family and dual-stack pods on both.
+    #[arg(long, env = "MCP_GUARD_LISTEN", default_value = "0.0.0.0:8080", value_parser = parse_listen_addrs)]
+    pub listen: ListenAddrs,
 
     /// The MCP server: `http://127.0.0.1:8000` (HTTP/1.1) or `h2c://127.0.0.1:8000` (HTTP/2 prior knowledge).
     #[arg(long, env = "MCP_GUARD_UPSTREAM")]
@@ -216,6 +217,44 @@ pub enum LogFormat {
     Json,
 }
 
+/// The guarded port's addresses: one, or several IPs sharing one port (a dual-stack pod's addresses).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenAddrs(pub Vec<SocketAddr>);
+
+impl std::fmt::Display for ListenAddrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&all.join(","))
+    }
+}
+
+/// `--listen`: an address as [`parse_listen`] takes it, or `[IP,IP...]:port`, each IP of either family (the
+/// downward API's `status.podIPs` is such a list). An IP listed twice is refused: it would be bound twice.
+pub fn parse_listen_addrs(s: &str) -> Result<ListenAddrs, String> {
+    let Some((ips, port)) = s
+        .strip_prefix('[')
+        .and_then(|r| r.split_once("]:"))
+        .filter(|(ips, _)| ips.contains(','))
+    else {
+        return parse_listen(s).map(|addr| ListenAddrs(vec![addr]));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{s:?}: {port:?} is not a port number (0-65535)"))?;
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for ip in ips.split(',') {
+        let ip: std::net::IpAddr = ip
+            .parse()
+            .map_err(|_| format!("{s:?}: {ip:?} is not an IP address (write [10.0.0.7,fd00::7]:8000)"))?;
+        let addr = SocketAddr::new(ip, port);
+        if addrs.contains(&addr) {
+            return Err(format!("{s:?}: {ip} is listed twice"));
+        }
+        addrs.push(addr);
+    }
+    Ok(ListenAddrs(addrs))
+}
+
 /// A socket address; `[a.b.c.d]:port` is taken as the IPv4 address it holds.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
@@ -318,6 +357,74 @@ mod tests {
         ] {
             let err = parse_listen(bad).unwrap_err();
             assert!(err.contains("is not an address"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn listen_lists_of_either_family() {
+        for (given, want) in [
+            ("[10.0.0.7,fd00::7]:8000", "10.0.0.7:8000,[fd00::7]:8000"),
+            ("[fd00::7,10.0.0.7]:80", "[fd00::7]:80,10.0.0.7:80"),
+            ("[10.0.0.7]:8000", "10.0.0.7:8000"),
+            ("[fd00::7]:8000", "[fd00::7]:8000"),
+            ("0.0.0.0:8080", "0.0.0.0:8080"),
+        ] {
+            assert_eq!(parse_listen_addrs(given).unwrap().to_string(), want, "{given}");
+        }
+        for (bad, why) in [
+            ("[10.0.0.7,fd00::7]:x", "is not a port number"),
+            ("[10.0.0.7,fd00::7]:70000", "is not a port number"),
+            ("[10.0.0.7,]:80", "\"\" is not an IP address"),
+            ("[,10.0.0.7]:80", "\"\" is not an IP address"),
+            ("[10.0.0.7,[fd00::7]]:80", "is not an IP address"),
+            ("[10.0.0.7,evil.com]:80", "\"evil.com\" is not an IP address"),
+            ("[10.0.0.7, fd00::7]:80", "\" fd00::7\" is not an IP address"),
+            ("[10.0.0.7,10.0.0.7]:80", "10.0.0.7 is listed twice"),
+            ("[fd00::7,fd00:0::7]:80", "fd00::7 is listed twice"),
+            ("10.0.0.7,fd00::7:80", "is not an address"),
+        ] {
+            let err = parse_listen_addrs(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any list of distinct IPs and a port, written as `[$(POD_IPS)]:port` writes it, reads back as exactly
+        /// those addresses in that order; and one address reads as `parse_listen` reads it.
+        #[test]
+        fn listen_lists_round_trip(ips in proptest::collection::vec(proptest::prelude::any::<std::net::IpAddr>(), 1..4), port: u16) {
+            let mut distinct: Vec<std::net::IpAddr> = Vec::new();
+            for ip in ips {
+                if !distinct.contains(&ip) {
+                    distinct.push(ip);
+                }
+            }
+            let spelled = format!(
+                "[{}]:{port}",
+                distinct.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+            );
+            let want: Vec<SocketAddr> = distinct.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+            proptest::prop_assert_eq!(parse_listen_addrs(&spelled), Ok(ListenAddrs(want)));
+            if let [one] = distinct[..] {
+                proptest::prop_assert_eq!(parse_listen(&spelled), Ok(SocketAddr::new(one, port)));
+            }
+        }
+
+        /// Whatever the text: without a comma the list parser answers as the single one does; with commas, what
+        /// it accepts is one address per listed item, each on the port written after the brackets.
+        #[test]
+        fn listen_lists_agree_with_the_single_parser(s in "\\[[0-9a-f.:,\\[\\] ]{0,24}\\]:[0-9x]{0,6}") {
+            match parse_listen_addrs(&s) {
+                got if !s.contains(',') => {
+                    proptest::prop_assert_eq!(got, parse_listen(&s).map(|a| ListenAddrs(vec![a])));
+                }
+                Ok(ListenAddrs(addrs)) => {
+                    let (items, port) = s[1..].split_once("]:").expect("accepted lists are bracketed");
+                    proptest::prop_assert_eq!(addrs.len(), items.split(',').count(), "{:?}", s);
+                    proptest::prop_assert!(addrs.iter().all(|a| Ok(a.port()) == port.parse()), "{:?}", s);
+                }
+                Err(_) => {}
+            }
         }
     }
 

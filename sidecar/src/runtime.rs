@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::AdminState;
 use crate::audit::AuditLog;
-use crate::cli::Args;
+use crate::cli::{Args, ListenAddrs};
 use crate::config::{self, ConfigSources};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
@@ -225,8 +225,9 @@ async fn run_control(args: Args) -> Result<(), StartError> {
     };
     let workers = worker_count(args.worker_threads);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut threads = Vec::with_capacity(workers);
-    let mut addr = args.listen;
+    let addrs = &args.listen.0;
+    let mut threads = Vec::with_capacity(workers * addrs.len());
+    let mut listening = Vec::with_capacity(addrs.len());
     let limiter = limiter::Limiter::new(metrics.rate_limit_tracked_clients.clone());
     // The audit log has stdout to itself: every other log goes to stderr.
     let audit = AuditLog::start(
@@ -235,51 +236,67 @@ async fn run_control(args: Args) -> Result<(), StartError> {
         metrics.clone(),
     )
     .map_err(StartError::AuditWriter)?;
-    if workers > 1 {
-        // The workers share the port through SO_REUSEPORT, which would also let a second process of the same user
-        // (another guard started on the same port by mistake) silently take part of the connections. A plain bind
-        // first turns that into a clear start-up error; it also fixes the port when `--listen` asks for port 0.
-        let probe = std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-        addr = probe.local_addr().unwrap_or(addr);
-    }
-    for index in 0..workers {
-        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
-        let spec = WorkerSpec {
-            index,
-            addr,
-            reuse_port: workers > 1,
-            live: rx.clone(),
-            upstream: upstream.clone(),
-            preserve_host: args.preserve_host,
-            connect_timeout: args.upstream_connect_timeout,
-            read_buffer: args.upstream_read_buffer,
-            metrics: metrics.clone(),
-            limiter: limiter.clone(),
-            keys: keys.clone(),
-            tokens: tokens.clone(),
-            audit: audit.clone(),
-            limits: server::Limits {
-                // the connection limit is shared out between the workers
-                max_connections: (limits.max_connections / workers).max(1),
-                ..limits.clone()
-            },
-            drain_timeout: args.drain_timeout,
-            shutdown: stop_rx.clone(),
-        };
-        threads.push(start_worker(spec, bound_tx).map_err(|source| StartError::Spawn { index, source })?);
-        let bound = tokio::task::spawn_blocking(move || bound_rx.recv())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(Err(StartError::WorkerLost { index }));
-        match bound {
-            // later workers bind the address the first one got (a port of 0 picks one)
-            Ok(local) => addr = local,
-            Err(e) => {
-                let _ = stop_tx.send(true);
-                return Err(e);
+    // Each address (a dual-stack pod has two) gets its own workers; the connection limit is shared out over all.
+    let per_worker_connections = (limits.max_connections / (workers * addrs.len())).max(1);
+    for &listen in addrs {
+        let mut addr = listen;
+        if workers > 1 {
+            // The workers share the port through SO_REUSEPORT, which would also let a second process of the same
+            // user (another guard started on the same port by mistake) silently take part of the connections. A
+            // plain bind first turns that into a clear start-up error; it also fixes the port when `--listen` asks
+            // for port 0. Workers of an earlier address are stopped if this one fails.
+            let probe = std::net::TcpListener::bind(addr)
+                .inspect_err(|_| {
+                    let _ = stop_tx.send(true);
+                })
+                .map_err(|source| StartError::Bind { addr, source })?;
+            addr = probe.local_addr().unwrap_or(addr);
+        }
+        for _ in 0..workers {
+            let index = threads.len();
+            let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+            let spec = WorkerSpec {
+                index,
+                addr,
+                reuse_port: workers > 1,
+                live: rx.clone(),
+                upstream: upstream.clone(),
+                preserve_host: args.preserve_host,
+                connect_timeout: args.upstream_connect_timeout,
+                read_buffer: args.upstream_read_buffer,
+                metrics: metrics.clone(),
+                limiter: limiter.clone(),
+                keys: keys.clone(),
+                tokens: tokens.clone(),
+                audit: audit.clone(),
+                limits: server::Limits {
+                    max_connections: per_worker_connections,
+                    ..limits.clone()
+                },
+                drain_timeout: args.drain_timeout,
+                shutdown: stop_rx.clone(),
+            };
+            let worker = start_worker(spec, bound_tx)
+                .inspect_err(|_| {
+                    let _ = stop_tx.send(true);
+                })
+                .map_err(|source| StartError::Spawn { index, source })?;
+            threads.push(worker);
+            let bound = tokio::task::spawn_blocking(move || bound_rx.recv())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(Err(StartError::WorkerLost { index }));
+            match bound {
+                // later workers bind the address the first one got (a port of 0 picks one)
+                Ok(local) => addr = local,
+                Err(e) => {
+                    let _ = stop_tx.send(true);
+                    return Err(e);
+                }
             }
         }
+        listening.push(addr);
     }
     let watcher = tokio::spawn(config::watch_file(
         sources,
@@ -289,7 +306,7 @@ async fn run_control(args: Args) -> Result<(), StartError> {
         metrics.clone(),
     ));
     info!(
-        listen = %addr,
+        listen = %ListenAddrs(listening),
         upstream = %upstream.authority,
         h2c = upstream.h2,
         preserve_host = args.preserve_host,

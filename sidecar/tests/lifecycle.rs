@@ -553,3 +553,63 @@ async fn a_bracketed_pod_ip_serves_ipv4_and_ipv6_pods() {
         assert_eq!(forged.status, 421, "a forged Host on {addr}");
     }
 }
+
+/// What the webhook injects into a dual-stack pod, `--listen [$(POD_IPS)]:PORT` with `status.podIPs` =
+/// `<IPv4>,<IPv6>` (127.0.0.3 and ::1 stand in), serves both addresses with the two workers each: the allowed
+/// Host passes on both, a forged Host and an IPv6 literal that is not allowed get 421 on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_pod_ips_serves_a_dual_stack_pod_on_both() {
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let up = TestUpstream::start().await;
+    // A port free on both addresses: the one 127.0.0.3 got, held until ::1 has it too (or another try).
+    let port = (0..20)
+        .find_map(|_| {
+            let v4 = std::net::TcpListener::bind(("127.0.0.3", 0)).ok()?;
+            let port = v4.local_addr().ok()?.port();
+            std::net::TcpListener::bind(("::1", port)).ok().map(|_| port)
+        })
+        .expect("a port free on 127.0.0.3 and ::1");
+    let v4: std::net::SocketAddr = format!("127.0.0.3:{port}").parse().unwrap();
+    let v6: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    let _guard = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mcp-guard"))
+            .args([
+                "--listen",
+                &format!("[127.0.0.3,::1]:{port}"),
+                "--upstream",
+                &up.url(),
+            ])
+            .args(["--allow-host", "weather.team-a.svc", "--worker-threads", "2"])
+            .env_remove("MCP_GUARD_ALLOW_HOSTS")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for addr in [v4, v6] {
+        eventually_or(
+            "the guard listening",
+            Duration::from_secs(10),
+            || format!("the guard does not listen on {addr}"),
+            || async { TcpStream::connect(addr).await.is_ok() },
+        )
+        .await;
+    }
+    for addr in [v4, v6] {
+        let allowed = get_with(addr, "/", &["Host: weather.team-a.svc"]).await;
+        assert_eq!(allowed.status, 200, "the Service's name on {addr}");
+        for forged in [
+            "evil.example".to_string(),
+            format!("[::1]:{port}"),
+            "[::1]".into(),
+        ] {
+            let refused = get_with(addr, "/", &[&format!("Host: {forged}")]).await;
+            assert_eq!(refused.status, 421, "Host {forged} on {addr}");
+        }
+    }
+}

@@ -27,6 +27,9 @@ const FIELD_MANAGER: &str = "mcp-guard-tests";
 /// The Services' ClusterIP range: an unusual one, so that nothing in the product may assume a default such as
 /// 10.96.0.0/12; routed to the node from the pods (and only this range leaves the pods' subnet).
 pub const SERVICE_CIDR: &str = "10.217.128.0/20";
+/// The IPv6 ClusterIP range of a dual-stack cluster ([`Cluster::start_dual_stack_at`]): a unique local /112 of the
+/// harness's own (this machine's own IPv6 network is `fd00::/64`), the second family after [`SERVICE_CIDR`].
+pub const SERVICE_CIDR_V6: &str = "fd00:10:217:128::/112";
 /// The `kubernetes` Service's ClusterIP: the range's first address.
 const KUBERNETES_SERVICE_IP: &str = "10.217.128.1";
 
@@ -63,6 +66,21 @@ impl Cluster {
     /// A dedicated control plane whose API server listens on (and advertises) `address`, which must be an
     /// address of this machine: pods reach the `kubernetes` Service there (the real node's bridge address).
     pub async fn start_at(address: &str) -> anyhow::Result<Cluster> {
+        Cluster::start_with(address, false).await
+    }
+
+    /// As [`Cluster::start_at`], with Services of both families: ClusterIPs from [`SERVICE_CIDR`] and
+    /// [`SERVICE_CIDR_V6`] (IPv4 first, so a Service that asks for no family stays IPv4 as before).
+    pub async fn start_dual_stack_at(address: &str) -> anyhow::Result<Cluster> {
+        Cluster::start_with(address, true).await
+    }
+
+    async fn start_with(address: &str, dual_stack: bool) -> anyhow::Result<Cluster> {
+        let service_cidrs = if dual_stack {
+            format!("{SERVICE_CIDR},{SERVICE_CIDR_V6}")
+        } else {
+            SERVICE_CIDR.to_string()
+        };
         let started = Instant::now();
         let dir = tempfile::Builder::new().prefix("mcp-guard-cluster-").tempdir()?;
         let pki = Pki::generate(address)?;
@@ -101,7 +119,7 @@ impl Cluster {
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_string(),
             format!("--service-account-key-file={}", files.sa_pub.display()),
             format!("--service-account-signing-key-file={}", files.sa_key.display()),
-            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            format!("--service-cluster-ip-range={service_cidrs}"),
             "--allow-privileged=true".to_string(),
             // The test node registers its bridge address as InternalIP (kubectl logs and exec reach it there;
             // the default order would look its name up in DNS first).

@@ -9,6 +9,11 @@
 //! sysctls they changed. `Drop` runs it, and a watchdog runs it when the test process dies however it ended.
 //! When the node cannot start (a missing package or kernel feature), [`Node::start`] fails loudly.
 //!
+//! On request ([`NodeOptions::dual_stack`]) the node is dual-stack: the bridge also carries [`POD_SUBNET_V6`], a
+//! unique local /64 of the harness's own, so every pod gets an IPv6 address beside its IPv4 one (IPv4 stays the
+//! pods' primary `status.podIP`), and kube-proxy serves the IPv6 ClusterIPs of a cluster started with
+//! [`Cluster::start_dual_stack_at`] too (ip6tables).
+//!
 //! On request ([`NodeOptions::network_policies`]) the node also runs a NetworkPolicy enforcer: kube-router's
 //! network-policy controller alone (`--run-firewall`, no routing, no service proxy; built by `make setup`), which
 //! writes iptables chains and ipsets from the cluster's NetworkPolicies. kube-network-policies (SIG Network's,
@@ -25,7 +30,7 @@ use k8s_openapi::api::core::v1::Node as NodeObject;
 use kube::api::Api;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::cluster::{Cluster, SERVICE_CIDR};
+use crate::cluster::{Cluster, SERVICE_CIDR, SERVICE_CIDR_V6};
 use crate::process::{Proc, wait_for_tcp};
 use crate::tools::{bin, cache_dir, free_port, images_dir};
 
@@ -33,6 +38,11 @@ use crate::tools::{bin, cache_dir, free_port, images_dir};
 pub const POD_SUBNET: &str = "10.217.33.0/24";
 /// The node's address (the bridge's): the kubelet refuses a loopback node IP.
 pub const NODE_IP: &str = "10.217.33.1";
+/// The pods' IPv6 subnet on a dual-stack node: a unique local /64 of the harness's own (this machine's own IPv6
+/// network is `fd00::/64`), with [`NODE_IP_V6`] as its gateway.
+pub const POD_SUBNET_V6: &str = "fd00:10:217:33::/64";
+/// The node's IPv6 address on a dual-stack node (the bridge's).
+pub const NODE_IP_V6: &str = "fd00:10:217:33::1";
 /// The bridge the pods' veths join.
 pub const BRIDGE: &str = "mcpg0";
 /// The node's name.
@@ -52,6 +62,8 @@ const SYSCTLS: &[&str] = &[
     "net.ipv4.ip_forward",
     "net.ipv4.conf.all.route_localnet",
     "net.bridge.bridge-nf-call-iptables",
+    "net.ipv6.conf.all.forwarding",
+    "net.bridge.bridge-nf-call-ip6tables",
 ];
 
 /// Held for a node's lifetime: the bridge, the subnet and the iptables chains are the machine's, so one node runs
@@ -63,6 +75,9 @@ const MACHINE_LOCK: &str = "/run/mcp-guard-node.lock";
 pub struct NodeOptions {
     /// Enforce NetworkPolicies (kube-router's firewall).
     pub network_policies: bool,
+    /// Give pods an IPv6 address too ([`POD_SUBNET_V6`]) and serve IPv6 ClusterIPs; pair it with a cluster
+    /// started by [`Cluster::start_dual_stack_at`] (as [`NodeCluster::start_with`] does).
+    pub dual_stack: bool,
 }
 
 /// A running node. Dropping it tears everything down.
@@ -116,7 +131,7 @@ impl Node {
         machine: MachineLock,
         options: NodeOptions,
     ) -> anyhow::Result<Node> {
-        create_bridge()?;
+        create_bridge(options)?;
         Node::start_locked(cluster, machine, options).await
     }
 
@@ -162,11 +177,11 @@ impl Node {
         write_teardown(&dir, &socket)?;
         watch_parent_and_teardown(&dir, &machine)?;
 
-        let containerd = start_containerd(&dir, &socket)?;
+        let containerd = start_containerd(&dir, &socket, options)?;
         import_images(&socket)?;
-        let kubelet = start_kubelet(&dir, &socket, cluster)?;
+        let kubelet = start_kubelet(&dir, &socket, cluster, options)?;
         let scheduler = start_scheduler(cluster)?;
-        let kube_proxy = start_kube_proxy(&dir, cluster)?;
+        let kube_proxy = start_kube_proxy(&dir, cluster, options)?;
         let enforcer = if options.network_policies {
             Some(start_enforcer(cluster)?)
         } else {
@@ -185,8 +200,9 @@ impl Node {
         };
         node.wait_ready(cluster, Duration::from_secs(120)).await?;
         eprintln!(
-            "test node {NODE_NAME} Ready in {:.1}s (pods on {POD_SUBNET}, bridge {BRIDGE})",
-            started.elapsed().as_secs_f64()
+            "test node {NODE_NAME} Ready in {:.1}s (pods on {}, bridge {BRIDGE})",
+            started.elapsed().as_secs_f64(),
+            pod_subnets(options)
         );
         Ok(node)
     }
@@ -256,11 +272,16 @@ impl NodeCluster {
         NodeCluster::start_with(NodeOptions::default()).await
     }
 
-    /// As [`NodeCluster::start`], with what `options` adds to the node.
+    /// As [`NodeCluster::start`], with what `options` adds to the node (and, dual-stack, to the control plane).
     pub async fn start_with(options: NodeOptions) -> anyhow::Result<NodeCluster> {
         let machine = MachineLock::acquire()?;
-        create_bridge()?;
-        let cluster = match Cluster::start_at(NODE_IP).await {
+        create_bridge(options)?;
+        let cluster = if options.dual_stack {
+            Cluster::start_dual_stack_at(NODE_IP).await
+        } else {
+            Cluster::start_at(NODE_IP).await
+        };
+        let cluster = match cluster {
             Ok(cluster) => cluster,
             Err(e) => {
                 let _ = Command::new("ip").args(["link", "delete", BRIDGE]).output();
@@ -296,12 +317,15 @@ fn write_teardown(dir: &Path, socket: &Path) -> anyhow::Result<()> {
             sysctls.push_str(&format!("sysctl -qw {key}={} || true\n", out.trim()));
         }
     }
-    let chains_before = run(Command::new("sh").args(["-c", "iptables-save | grep '^:' | cut -d' ' -f1"]))?;
+    for iptables in ["iptables", "ip6tables"] {
+        let chains =
+            run(Command::new("sh").args(["-c", &format!("{iptables}-save | grep '^:' | cut -d' ' -f1")]))?;
+        std::fs::write(dir.join(format!("chains.{iptables}.before")), chains)?;
+    }
     let netns_before = run(Command::new("sh").args(["-c", "ls /run/netns 2>/dev/null || true"]))?;
     // ipsets (the enforcer's); empty where ipset is not installed.
     let ipsets_before = run(Command::new("sh").args(["-c", IPSETS]))?;
     std::fs::write(dir.join("ipsets.before"), ipsets_before)?;
-    std::fs::write(dir.join("chains.before"), chains_before)?;
     std::fs::write(dir.join("netns.before"), netns_before)?;
     let dir_s = dir.display();
     let sock = socket.display();
@@ -323,18 +347,21 @@ if [ -S "$SOCK" ]; then
 fi
 for p in $(pgrep -f "containerd-shim.*-address $SOCK" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
 for p in $(pgrep -f "^containerd --config $D/containerd.toml" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-# 2. kube-proxy's rules (its own cleanup first, then the chains it leaves), and the CNI plugins'.
+# 2. kube-proxy's rules (its own cleanup first, then the chains it leaves), and the CNI plugins', both families.
 if [ -x "{kube_proxy}" ]; then "{kube_proxy}" --cleanup >/dev/null 2>&1; fi
-for table in filter nat mangle; do
-  chains=$(iptables-save -t $table 2>/dev/null | grep '^:' | cut -d' ' -f1 | tr -d ':' | grep -E '^(KUBE-|CNI-)')
-  for c in $chains; do
-    grep -qx ":$c" "$D/chains.before" && continue
-    iptables-save -t $table | grep -E "^-A [A-Z0-9_-]+ .*-j $c( |$)" | sed 's/^-A/-D/' | while read -r rule; do
-      eval iptables -t $table $rule
+for ipt in iptables ip6tables; do
+  before="$D/chains.$ipt.before"
+  for table in filter nat mangle; do
+    chains=$($ipt-save -t $table 2>/dev/null | grep '^:' | cut -d' ' -f1 | tr -d ':' | grep -E '^(KUBE-|CNI-)')
+    for c in $chains; do
+      grep -qx ":$c" "$before" && continue
+      $ipt-save -t $table | grep -E "^-A [A-Z0-9_-]+ .*-j $c( |$)" | sed 's/^-A/-D/' | while read -r rule; do
+        eval $ipt -t $table $rule
+      done
     done
+    for c in $chains; do grep -qx ":$c" "$before" || $ipt -t $table -F "$c" 2>/dev/null; done
+    for c in $chains; do grep -qx ":$c" "$before" || $ipt -t $table -X "$c" 2>/dev/null; done
   done
-  for c in $chains; do grep -qx ":$c" "$D/chains.before" || iptables -t $table -F "$c" 2>/dev/null; done
-  for c in $chains; do grep -qx ":$c" "$D/chains.before" || iptables -t $table -X "$c" 2>/dev/null; done
 done
 # 2b. ipsets that appeared while the node ran (the NetworkPolicy enforcer's), now that no rule uses them.
 for s in $({ipsets}); do grep -qx "$s" "$D/ipsets.before" || ipset destroy "$s" 2>/dev/null; done
@@ -380,18 +407,47 @@ fn watch_parent_and_teardown(dir: &Path, machine: &MachineLock) -> anyhow::Resul
     Ok(())
 }
 
-/// The pods' bridge, made before the kubelet starts so that the node IP exists (the bridge plugin reuses it).
-fn create_bridge() -> anyhow::Result<()> {
+/// The pods' bridge, made before the kubelet starts so that the node IPs exist (the bridge plugin reuses them).
+fn create_bridge(options: NodeOptions) -> anyhow::Result<()> {
     let _ = Command::new("ip").args(["link", "delete", BRIDGE]).output();
     run(Command::new("ip").args(["link", "add", BRIDGE, "type", "bridge"]))?;
     run(Command::new("ip").args(["addr", "add", &format!("{NODE_IP}/24"), "dev", BRIDGE]))?;
+    if options.dual_stack {
+        // nodad: usable at once (the kubelet checks its node IPs exist); the address is this bridge's alone.
+        run(Command::new("ip").args([
+            "-6",
+            "addr",
+            "add",
+            &format!("{NODE_IP_V6}/64"),
+            "dev",
+            BRIDGE,
+            "nodad",
+        ]))?;
+    }
     run(Command::new("ip").args(["link", "set", BRIDGE, "up"]))?;
     Ok(())
 }
 
-fn start_containerd(dir: &Path, socket: &Path) -> anyhow::Result<Proc> {
+/// The node's pod subnets, IPv4 first: kube-proxy's `clusterCIDR` and the log line.
+fn pod_subnets(options: NodeOptions) -> String {
+    if options.dual_stack {
+        format!("{POD_SUBNET},{POD_SUBNET_V6}")
+    } else {
+        POD_SUBNET.to_string()
+    }
+}
+
+fn start_containerd(dir: &Path, socket: &Path, options: NodeOptions) -> anyhow::Result<Proc> {
     let cni_conf = dir.join("cni");
     std::fs::create_dir_all(&cni_conf)?;
+    // One host-local range per family, IPv4 first (the pods' primary address); each family routes only its
+    // ClusterIPs through the node.
+    let mut ranges = vec![serde_json::json!([{ "subnet": POD_SUBNET, "gateway": NODE_IP }])];
+    let mut routes = vec![serde_json::json!({ "dst": SERVICE_CIDR })];
+    if options.dual_stack {
+        ranges.push(serde_json::json!([{ "subnet": POD_SUBNET_V6, "gateway": NODE_IP_V6 }]));
+        routes.push(serde_json::json!({ "dst": SERVICE_CIDR_V6 }));
+    }
     std::fs::write(
         cni_conf.join("10-mcp-guard.conflist"),
         serde_json::to_string_pretty(&serde_json::json!({
@@ -405,10 +461,10 @@ fn start_containerd(dir: &Path, socket: &Path) -> anyhow::Result<Proc> {
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{ "subnet": POD_SUBNET, "gateway": NODE_IP }]],
+                    "ranges": ranges,
                     // ClusterIPs through the node (kube-proxy's DNAT); no default route: pods reach the node,
                     // each other and Services, nothing beyond this machine.
-                    "routes": [{ "dst": SERVICE_CIDR }],
+                    "routes": routes,
                     "dataDir": dir.join("cni-ipam"),
                 },
             }],
@@ -478,7 +534,7 @@ fn import_images(socket: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_kubelet(dir: &Path, socket: &Path, cluster: &Cluster) -> anyhow::Result<Proc> {
+fn start_kubelet(dir: &Path, socket: &Path, cluster: &Cluster, options: NodeOptions) -> anyhow::Result<Proc> {
     let config = dir.join("kubelet.yaml");
     let doc = serde_json::json!({
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
@@ -513,7 +569,12 @@ fn start_kubelet(dir: &Path, socket: &Path, cluster: &Cluster) -> anyhow::Result
         .arg(format!("--root-dir={}", dir.join("kubelet").display()))
         .arg(format!("--cert-dir={}", dir.join("kubelet-pki").display()))
         .arg(format!("--hostname-override={NODE_NAME}"))
-        .arg(format!("--node-ip={NODE_IP}"))
+        // Dual-stack, the node has an InternalIP per family; IPv4 first keeps it the pods' primary family.
+        .arg(if options.dual_stack {
+            format!("--node-ip={NODE_IP},{NODE_IP_V6}")
+        } else {
+            format!("--node-ip={NODE_IP}")
+        })
         .arg("--v=1");
     Proc::spawn("kubelet", cmd)
 }
@@ -532,7 +593,7 @@ fn start_scheduler(cluster: &Cluster) -> anyhow::Result<Proc> {
     Proc::spawn("kube-scheduler", cmd)
 }
 
-fn start_kube_proxy(dir: &Path, cluster: &Cluster) -> anyhow::Result<Proc> {
+fn start_kube_proxy(dir: &Path, cluster: &Cluster, options: NodeOptions) -> anyhow::Result<Proc> {
     let config = dir.join("kube-proxy.yaml");
     let healthz = free_port();
     let doc = serde_json::json!({
@@ -542,7 +603,8 @@ fn start_kube_proxy(dir: &Path, cluster: &Cluster) -> anyhow::Result<Proc> {
         "clientConnection": { "kubeconfig": cluster.kubeconfig() },
         "hostnameOverride": NODE_NAME,
         "bindAddress": NODE_IP,
-        "clusterCIDR": POD_SUBNET,
+        // Both families' subnets when dual-stack: kube-proxy then programs ip6tables too.
+        "clusterCIDR": pod_subnets(options),
         "healthzBindAddress": format!("127.0.0.1:{healthz}"),
         "metricsBindAddress": format!("127.0.0.1:{}", free_port()),
         // Leave the machine's conntrack table size alone, and no NodePorts on 127.0.0.1 (route_localnet).

@@ -188,6 +188,7 @@ async fn network_policy_closes_the_server_port_on_the_real_node() {
         lock,
         NodeOptions {
             network_policies: true,
+            ..NodeOptions::default()
         },
     )
     .await

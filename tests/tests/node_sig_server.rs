@@ -274,6 +274,7 @@ async fn probe_exit_code(cluster: &Cluster, pods: &Api<Pod>, name: &str) -> i32 
 async fn the_chart_guards_a_sig_server_on_a_real_node() {
     let site = NodeCluster::start_with(NodeOptions {
         network_policies: true,
+        ..NodeOptions::default()
     })
     .await
     .expect("start a control plane and the real node with its NetworkPolicy enforcer");

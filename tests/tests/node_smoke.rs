@@ -1,6 +1,7 @@
 //! The real node: it registers and turns Ready, runs a pod from an image `make images` built (the example
 //! server, the MCP SDK baked in) on the harness's bridge, serves it through a ClusterIP, and its teardown leaves
-//! nothing behind.
+//! nothing behind. The node is dual-stack, as the shared node site is (a superset of a single-stack node: the same
+//! teardown, plus the ip6tables chains and the IPv6 forwarding sysctl).
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
@@ -17,12 +18,16 @@ fn sh(script: &str) -> String {
 }
 
 /// What a node could leave behind on this machine.
-fn host_state() -> (String, String, String) {
+fn host_state() -> (String, String, String, String) {
     (
         // User-defined chains only (policy "-"): the kernel's built-in chains appear once a table is first used.
         sh("iptables-save | grep '^:' | grep ' - ' | cut -d' ' -f1 | sort"),
+        sh("ip6tables-save | grep '^:' | grep ' - ' | cut -d' ' -f1 | sort"),
         sh("ls /run/netns 2>/dev/null; ip -o link show | grep -c veth || true"),
-        sh("sysctl -n vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward"),
+        sh(
+            "sysctl -n vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward \
+            net.ipv6.conf.all.forwarding",
+        ),
     )
 }
 
@@ -31,8 +36,14 @@ async fn a_pod_runs_on_the_real_node_and_teardown_leaves_nothing() {
     // The machine's node lock around the before/after comparison: no other node may run in between.
     let lock = MachineLock::acquire().expect("the machine's node lock");
     let before = host_state();
-    let cluster = Cluster::start().await.expect("start a control plane");
-    let node = Node::start_holding(&cluster, lock, NodeOptions::default())
+    let cluster = Cluster::start_dual_stack_at("127.0.0.1")
+        .await
+        .expect("start a control plane");
+    let options = NodeOptions {
+        dual_stack: true,
+        ..NodeOptions::default()
+    };
+    let node = Node::start_holding(&cluster, lock, options)
         .await
         .expect("start the real node");
     let node_dir = node.dir().to_path_buf();
@@ -133,7 +144,7 @@ async fn a_pod_runs_on_the_real_node_and_teardown_leaves_nothing() {
     assert_eq!(
         host_state(),
         before,
-        "iptables chains, netns/veths or sysctls differ after teardown"
+        "iptables or ip6tables chains, netns/veths or sysctls differ after teardown"
     );
     assert!(
         sh("pgrep -f '[c]ontainerd-shim.*mcp-guard-cluster-'")

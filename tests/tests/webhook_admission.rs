@@ -91,7 +91,7 @@ async fn deployment_pods_carry_the_guard_and_pass_restricted() {
             "{name}: image from the MCPGuardPolicy"
         );
         let args = guard.args.clone().unwrap_or_default().join(" ");
-        assert!(args.contains("--listen [$(POD_IP)]:8000"), "{name}: {args}");
+        assert!(args.contains("--listen [$(POD_IPS)]:8000"), "{name}: {args}");
         assert!(
             args.contains("--upstream http://127.0.0.1:8000"),
             "{name}: {args}"
@@ -591,7 +591,7 @@ fn kubelet_style_expansion() {
 }
 
 /// The guard's command line as kubelet would run it: args with `$(VAR)` expanded from the container's env
-/// (downward-API `status.podIP` → [`POD_IP`]), volume mount paths mapped to local directories.
+/// (downward-API `status.podIP` and `status.podIPs`, of a single-stack pod, → [`POD_IP`]), volume mount paths mapped to local directories.
 fn guard_command(
     container: &Container,
     mounts: &BTreeMap<String, PathBuf>,
@@ -602,7 +602,7 @@ fn guard_command(
         let value = match (&e.value, &e.value_from) {
             (Some(v), _) => v.clone(),
             (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
-                Some("status.podIP") => pod_ip.to_string(),
+                Some("status.podIP" | "status.podIPs") => pod_ip.to_string(),
                 other => panic!("env {} from {other:?}: not mapped in this test", e.name),
             },
             (None, None) => String::new(),

@@ -3,10 +3,10 @@
 //!
 //! Two traffic layouts (see `docs/webhook.md`), neither with iptables or NET_ADMIN:
 //! - `SharedPort` (default): the MCP server keeps its SDK default `127.0.0.1:<port>`; the guard listens on
-//!   `$(POD_IP):<port>` (the pod IP from the downward API) — the same port number on the pod's own address — and
-//!   forwards to `http://127.0.0.1:<port>`. Services, Ingresses and Routes (numeric or named `targetPort`) and
+//!   `$(POD_IPS):<port>` (the pod's IPs from the downward API, both of a dual-stack pod) — the same port number on
+//!   the pod's own addresses — and forwards to `http://127.0.0.1:<port>`. Services, Ingresses and Routes (numeric or named `targetPort`) and
 //!   kubelet probes reach the pod IP, hence the guard. The app container is not changed.
-//! - `GuardPort`, for servers bound to all interfaces: the guard listens on `$(POD_IP):<guard port>` and takes
+//! - `GuardPort`, for servers bound to all interfaces: the guard listens on `$(POD_IPS):<guard port>` and takes
 //!   over the *name* of the app's container port (the app's port is renamed [`UNGUARDED_PORT_NAME`]), so Services
 //!   with a named `targetPort` reach the guard; httpGet probes on the app port are pointed at the guard's port.
 
@@ -45,6 +45,9 @@ pub fn native_sidecar_annotation(pod: &Pod) -> Option<&str> {
 }
 /// Environment variable holding the pod IP (downward API `status.podIP`) in the guard container.
 pub const POD_IP_ENV: &str = "POD_IP";
+/// Environment variable holding every pod IP (downward API `status.podIPs`: `10.0.0.7,fd00::7` in a dual-stack
+/// pod) in the guard container.
+pub const POD_IPS_ENV: &str = "POD_IPS";
 /// The uid/gid the guard runs as (distroless `nonroot`).
 pub const GUARD_UID: i64 = 65532;
 /// Namespaces never injected, whatever their labels say.
@@ -622,14 +625,30 @@ fn admin_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
     }
 }
 
+/// An environment variable from one of the pod's fields (downward API).
+fn downward_env(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field_path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The guard container for a server (without `restartPolicy`; [`inject`] sets it for native sidecars).
 pub fn guard_container(server: &GuardedServer) -> Container {
     let listen_port = server.listen_port();
     let mut args = vec![
-        // The pod IP in brackets, as IPv6 addresses are written; the guard takes a bracketed IPv4 address as well,
-        // so that one spelling serves IPv4 and IPv6 pods.
+        // The pod's IPs in brackets, as IPv6 addresses are written; the guard takes bracketed IPv4 addresses and a
+        // list as well, so that one spelling serves IPv4, IPv6 and dual-stack pods (a Service's ClusterIP of
+        // either family reaches the pod's address of that family).
         "--listen".to_string(),
-        format!("[$({POD_IP_ENV})]:{listen_port}"),
+        format!("[$({POD_IPS_ENV})]:{listen_port}"),
         "--upstream".into(),
         format!("http://127.0.0.1:{}", server.port),
         "--config".into(),
@@ -654,17 +673,10 @@ pub fn guard_container(server: &GuardedServer) -> Container {
         image: Some(server.sidecar.image.clone()),
         image_pull_policy: server.sidecar.image_pull_policy.clone(),
         args: Some(args),
-        env: Some(vec![EnvVar {
-            name: POD_IP_ENV.into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "status.podIP".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]),
+        env: Some(vec![
+            downward_env(POD_IP_ENV, "status.podIP"),
+            downward_env(POD_IPS_ENV, "status.podIPs"),
+        ]),
         ports: Some(vec![ContainerPort {
             name: Some(ADMIN_PORT_NAME.into()),
             container_port: i32::from(ADMIN_PORT),

@@ -221,7 +221,7 @@ fn native_sidecar_shape() {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
-    assert_eq!(arg("--listen").as_deref(), Some("[$(POD_IP)]:8000"));
+    assert_eq!(arg("--listen").as_deref(), Some("[$(POD_IPS)]:8000"));
     assert_eq!(arg("--upstream").as_deref(), Some("http://127.0.0.1:8000"));
     assert_eq!(arg("--config").as_deref(), Some("/etc/mcp-guard/guard.json"));
     // On the pod IP, whichever its family (kubelet probes the pod IP; `0.0.0.0` would be IPv4 only).
@@ -577,7 +577,7 @@ fn guard_port_layout_takes_over_the_port_name() {
     let pod: Pod = serde_yaml::from_str(include_str!("golden/guard-port.pod.yaml")).expect("pod");
     let out = admit(&pod, true);
     let args = guard_args(&out);
-    assert_eq!(arg_of(&args, "--listen").as_deref(), Some("[$(POD_IP)]:15080"));
+    assert_eq!(arg_of(&args, "--listen").as_deref(), Some("[$(POD_IPS)]:15080"));
     // Loopback inside the pod's network namespace: the app bound 0.0.0.0:8080 answers there too.
     assert_eq!(
         arg_of(&args, "--upstream").as_deref(),

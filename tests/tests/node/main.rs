@@ -18,5 +18,6 @@ mod site;
 
 mod access;
 mod auth;
+mod dual_stack;
 mod e2e;
 mod scan;

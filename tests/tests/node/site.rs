@@ -1,5 +1,7 @@
 //! The site the scenarios share: a control plane on the node's address, the real node, and the chart installed
-//! as docs/install.md says.
+//! as docs/install.md says. The site is dual-stack (pods get an IPv6 address beside the IPv4 one, Services may
+//! ask for IPv6 ClusterIPs): IPv4 stays the primary family, so the scenarios that do not ask for IPv6 see what
+//! a single-stack site gives them, and the dual-stack scenario needs no node of its own.
 //!
 //! It lives in a static, so it is never dropped: its processes and the node's teardown are left to their
 //! watchdogs, which run them when the test process exits and release the machine's node lock after.
@@ -8,7 +10,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
 use testkit::cluster::Cluster;
-use testkit::node::NodeCluster;
+use testkit::node::{NodeCluster, NodeOptions};
 use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 
 use crate::chart_common;
@@ -49,9 +51,12 @@ pub async fn alone() -> SemaphorePermit<'static> {
 }
 
 async fn start() -> Result<NodeCluster, String> {
-    let site = NodeCluster::start()
-        .await
-        .map_err(|e| format!("start a control plane and the real node: {e:#}"))?;
+    let site = NodeCluster::start_with(NodeOptions {
+        dual_stack: true,
+        ..NodeOptions::default()
+    })
+    .await
+    .map_err(|e| format!("start a control plane and the real node: {e:#}"))?;
     let cluster = &site.cluster;
     chart_common::install_on_node(cluster, || diagnose(cluster));
     Ok(site)
