@@ -959,7 +959,11 @@ async fn two_replicas_only_the_leader_reconciles() {
         c.allowed_hosts.contains(&"failover.example.com".to_string())
     })
     .await;
-    assert!(b.reconciles() > 0, "the new leader reconciles");
+    // The ConfigMap is written before the reconcile finishes (status, Events, then metrics).
+    eventually("the new leader's reconciles counted", SETUP, || async {
+        (b.reconciles() > 0).then_some(())
+    })
+    .await;
     assert_eq!(b.metrics.leader.get(), 1);
     let lease = Api::<Lease>::namespaced(client.clone(), &ns)
         .get("mcp-guard-operator")

@@ -1,5 +1,5 @@
 //! Shared helpers of the operator integration tests: an in-process controller scoped to one namespace, object
-//! builders, and polling with deadlines.
+//! builders, a [`Scenario`] of them applied in dependency order, and polling with deadlines.
 #![allow(dead_code)]
 
 use std::time::Duration;
