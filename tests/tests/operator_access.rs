@@ -10,7 +10,6 @@
 
 mod operator_common;
 
-use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
 use mcp_guard_config::Reason;
 use mcp_guard_config::access::Allowed;
@@ -41,14 +40,13 @@ fn service_account(name: &str) -> Identity {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_guard_config_carries_the_servers_and_the_policys_rules_and_the_audit_section() {
-    let cluster = cluster().await;
-    let client = cluster.client();
-    let ns = cluster.namespace("access").await;
+/// MCPGuardPolicy `<ns>-platform` with two access rules and an audit section; MCPServer `weather` (with
+/// authentication) referencing it with rules and audit settings of its own; MCPServer `open` (without
+/// authentication) referencing it too. Returns the policy's name and the operator.
+async fn weather_with_access_rules(client: &kube::Client, ns: &str) -> (String, Operator) {
     let policy = format!("{ns}-platform");
     apply_cluster::<MCPGuardPolicy>(
-        &client,
+        client,
         json!({
             "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPGuardPolicy",
             "metadata": { "name": policy },
@@ -63,17 +61,14 @@ async fn the_guard_config_carries_the_servers_and_the_policys_rules_and_the_audi
         }),
     )
     .await;
-    let _op = Operator::start(client.clone(), &ns, None, Some(false));
-    apply::<Service>(
-        &client,
-        &ns,
-        service("weather", "weather", json!([{ "port": 80, "targetPort": 8000 }])),
-    )
-    .await;
-    apply::<MCPServer>(
-        &client,
-        &ns,
-        mcpserver(
+    let op = Operator::start(client.clone(), ns, None, Some(false));
+    Scenario::new(client, ns)
+        .service(service(
+            "weather",
+            "weather",
+            json!([{ "port": 80, "targetPort": 8000 }]),
+        ))
+        .server(mcpserver(
             "weather",
             "weather",
             8000,
@@ -89,16 +84,20 @@ async fn the_guard_config_carries_the_servers_and_the_policys_rules_and_the_audi
                 ]},
                 "audit": { "maxArgumentBytes": 256, "redact": ["iban"] }
             }),
-        ),
-    )
-    .await;
-    // No authentication: the policy's rules do not apply (they could not be enforced).
-    apply::<MCPServer>(
-        &client,
-        &ns,
-        mcpserver("open", "open", 8000, json!({ "policyRef": policy })),
-    )
-    .await;
+        ))
+        // No authentication: the policy's rules do not apply (they could not be enforced).
+        .server(mcpserver("open", "open", 8000, json!({ "policyRef": policy })))
+        .apply()
+        .await;
+    (policy, op)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_config_carries_the_servers_and_the_policys_rules_and_the_audit_section() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("access").await;
+    let (policy, _op) = weather_with_access_rules(&client, &ns).await;
 
     let config = wait_config(&client, &ns, "weather", SETUP, "an access section", |c| {
         c.access.is_some()
@@ -151,8 +150,15 @@ async fn the_guard_config_carries_the_servers_and_the_policys_rules_and_the_audi
         call("monitoring/prober", "get_forecast"),
         Err(Reason::ToolNotAllowed)
     );
+}
 
-    // The status lists the rules with their sources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_lists_the_rules_with_their_sources_and_a_server_without_authentication_gets_none() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("access-status").await;
+    let (policy, _op) = weather_with_access_rules(&client, &ns).await;
+
     let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
     let server = server_with(&servers, "weather", "status.access", |s| {
         s.status.as_ref().is_some_and(|st| st.access.is_some())

@@ -7,16 +7,18 @@
 //! - Ingress classes: an Ingress counts when an IngressClass serves its class (field, legacy annotation, or the
 //!   default class), or, when the policy lists `ingressClasses`, when its class is listed; the status names those
 //!   not counted and why; ingress-nginx's `upstream-vhost` is allowed.
-//! - Cross-namespace HTTPRoutes (real Gateway API CRDs): a route in another namespace counts once a
-//!   ReferenceGrant in the server's namespace lets it use the Service.
+//! - HTTPRoutes (real Gateway API CRDs, installed by the tests of this binary; `operator_controller` has the
+//!   test of an operator started before they exist): a route in another namespace counts once a ReferenceGrant in
+//!   the server's namespace lets it use the Service; a Gateway listener change reaches the MCPServer through the
+//!   route; a route its Gateway refuses loses its hosts until accepted again, and deleting it removes them.
 
 mod operator_common;
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use kube::api::{Api, DeleteParams};
+use k8s_openapi::api::networking::v1::IngressClass;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use mcp_guard_operator::crd::{MCPGuardPolicy, MCPServer};
-use mcp_guard_operator::gateway::{HTTPRoute, ReferenceGrant};
+use mcp_guard_operator::gateway::{Gateway, HTTPRoute, ReferenceGrant};
 use operator_common::*;
 use serde_json::json;
 use testkit::cluster::Cluster;
@@ -155,103 +157,114 @@ fn classed(
     ing
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ingress_classes_decide_which_ingresses_count() {
-    let cluster = cluster().await;
-    let client = cluster.client();
-    let ns = cluster.namespace("classes").await;
-    let op = Operator::start(client.clone(), &ns, None, Some(false));
+/// IngressClass `nginx-<ns>`, policy `classes-<ns>` counting `classes`, Service and MCPServer weather, and
+/// Ingresses to weather whose class comes from the field (`served`, `vhost` with ingress-nginx's
+/// `upstream-vhost`), the legacy annotation (`legacy`), or is `orphan_class` (`orphan`). Returns the names of
+/// the nginx class and of the policy.
+async fn weather_behind_classed_ingresses(
+    client: &kube::Client,
+    ns: &str,
+    orphan_class: &str,
+    unclassed: bool,
+) -> (String, String) {
     let nginx = format!("nginx-{ns}");
     let policy_name = format!("classes-{ns}");
-    apply_cluster::<IngressClass>(&client, ingress_class(&nginx, false)).await;
-    let policy = |classes: serde_json::Value| {
-        json!({
-            "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPGuardPolicy",
-            "metadata": { "name": policy_name }, "spec": { "allowServiceDNSNames": false, "ingressClasses": classes }
-        })
-    };
-    apply_cluster::<MCPGuardPolicy>(&client, policy(serde_json::Value::Null)).await;
-    apply::<Service>(
-        &client,
-        &ns,
-        service("weather", "weather", json!([{ "port": 80, "targetPort": 8000 }])),
-    )
-    .await;
-    // Created before any default IngressClass exists, so the API server leaves it without a class.
-    apply::<Ingress>(
-        &client,
-        &ns,
-        classed("unclassed", "unclassed.example.com", json!({}), json!({})),
-    )
-    .await;
-    apply::<Ingress>(
-        &client,
-        &ns,
-        classed(
+    apply_cluster::<IngressClass>(client, ingress_class(&nginx, false)).await;
+    apply_cluster::<MCPGuardPolicy>(client, class_policy(&policy_name, serde_json::Value::Null)).await;
+    let mut scenario = Scenario::new(client, ns)
+        .service(service(
+            "weather",
+            "weather",
+            json!([{ "port": 80, "targetPort": 8000 }]),
+        ))
+        .ingress(classed(
             "served",
             "served.example.com",
             json!({ "ingressClassName": nginx }),
             json!({}),
-        ),
-    )
-    .await;
-    apply::<Ingress>(
-        &client,
-        &ns,
-        classed(
+        ))
+        .ingress(classed(
             "legacy",
             "legacy.example.com",
             json!({}),
             json!({ "kubernetes.io/ingress.class": nginx }),
-        ),
-    )
-    .await;
-    let gone = format!("gone-{ns}");
-    apply::<Ingress>(
-        &client,
-        &ns,
-        classed(
+        ))
+        .ingress(classed(
             "orphan",
             "orphan.example.com",
-            json!({ "ingressClassName": gone }),
+            json!({ "ingressClassName": orphan_class }),
             json!({}),
-        ),
-    )
-    .await;
-    apply::<Ingress>(
-        &client,
-        &ns,
-        classed(
+        ))
+        .ingress(classed(
             "vhost",
             "public.example.com",
             json!({ "ingressClassName": nginx }),
             json!({ "nginx.ingress.kubernetes.io/upstream-vhost": "weather.internal" }),
-        ),
-    )
+        ));
+    if unclassed {
+        // Created before any default IngressClass exists (only the test that asks for it creates one), so the
+        // API server leaves it without a class.
+        scenario = scenario.ingress(classed(
+            "unclassed",
+            "unclassed.example.com",
+            json!({}),
+            json!({}),
+        ));
+    }
+    scenario
+        .server(mcpserver(
+            "weather",
+            "weather",
+            8000,
+            json!({ "policyRef": policy_name }),
+        ))
+        .apply()
+        .await;
+    (nginx, policy_name)
+}
+
+fn class_policy(name: &str, classes: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "mcpguard.dev/v1alpha1", "kind": "MCPGuardPolicy",
+        "metadata": { "name": name }, "spec": { "allowServiceDNSNames": false, "ingressClasses": classes }
+    })
+}
+
+/// Waits until weather's ConfigMap allows exactly `want`.
+async fn hosts(client: &kube::Client, ns: &str, want: &[&str]) {
+    wait_config(client, ns, "weather", SETUP, &format!("hosts {want:?}"), |c| {
+        c.allowed_hosts == want
+    })
     .await;
-    apply::<MCPServer>(
+}
+
+async fn delete_ingress_classes(client: &kube::Client, classes: impl IntoIterator<Item = String>) {
+    for class in classes {
+        Api::<IngressClass>::all(client.clone())
+            .delete(&class, &DeleteParams::default())
+            .await
+            .expect("delete IngressClass");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_counts_once_an_ingress_class_serves_its_class() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("classes").await;
+    let op = Operator::start(client.clone(), &ns, None, Some(false));
+    let gone = format!("gone-{ns}");
+    let (nginx, _) = weather_behind_classed_ingresses(&client, &ns, &gone, false).await;
+    hosts(
         &client,
         &ns,
-        mcpserver("weather", "weather", 8000, json!({ "policyRef": policy_name })),
+        &[
+            "legacy.example.com",
+            "public.example.com",
+            "served.example.com",
+            "weather.internal",
+        ],
     )
-    .await;
-
-    let hosts = |want: &'static [&'static str]| {
-        let (client, ns) = (client.clone(), ns.clone());
-        async move {
-            wait_config(&client, &ns, "weather", SETUP, &format!("hosts {want:?}"), |c| {
-                c.allowed_hosts == want
-            })
-            .await
-        }
-    };
-    hosts(&[
-        "legacy.example.com",
-        "public.example.com",
-        "served.example.com",
-        "unclassed.example.com",
-        "weather.internal",
-    ])
     .await;
     let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
     let s = server_with(&servers, "weather", "IngressNotCounted=True", |s| {
@@ -268,26 +281,61 @@ async fn ingress_classes_decide_which_ingresses_count() {
 
     // The IngressClass appears: the orphan counts.
     apply_cluster::<IngressClass>(&client, ingress_class(&gone, false)).await;
-    hosts(&[
-        "legacy.example.com",
-        "orphan.example.com",
-        "public.example.com",
-        "served.example.com",
-        "unclassed.example.com",
-        "weather.internal",
-    ])
+    hosts(
+        &client,
+        &ns,
+        &[
+            "legacy.example.com",
+            "orphan.example.com",
+            "public.example.com",
+            "served.example.com",
+            "weather.internal",
+        ],
+    )
+    .await;
+    delete_ingress_classes(&client, [gone, nginx]).await;
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policys_ingress_classes_and_the_default_class_decide_which_ingresses_count() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("classes-policy").await;
+    let op = Operator::start(client.clone(), &ns, None, Some(false));
+    let other = format!("other-{ns}");
+    apply_cluster::<IngressClass>(&client, ingress_class(&other, false)).await;
+    let (nginx, policy_name) = weather_behind_classed_ingresses(&client, &ns, &other, true).await;
+    // No policy list and no default class: every served class counts, and so does the unclassed Ingress.
+    hosts(
+        &client,
+        &ns,
+        &[
+            "legacy.example.com",
+            "orphan.example.com",
+            "public.example.com",
+            "served.example.com",
+            "unclassed.example.com",
+            "weather.internal",
+        ],
+    )
     .await;
 
     // The policy counts only the nginx class; a default IngressClass now gives the unclassed Ingress a class.
     apply_cluster::<IngressClass>(&client, ingress_class(&format!("default-{ns}"), true)).await;
-    apply_cluster::<MCPGuardPolicy>(&client, policy(json!([nginx]))).await;
-    hosts(&[
-        "legacy.example.com",
-        "public.example.com",
-        "served.example.com",
-        "weather.internal",
-    ])
+    apply_cluster::<MCPGuardPolicy>(&client, class_policy(&policy_name, json!([nginx]))).await;
+    hosts(
+        &client,
+        &ns,
+        &[
+            "legacy.example.com",
+            "public.example.com",
+            "served.example.com",
+            "weather.internal",
+        ],
+    )
     .await;
+    let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
     let s = server_with(&servers, "weather", "both named in IngressNotCounted", |s| {
         condition(s, "IngressNotCounted")
             .is_some_and(|c| c.2.contains("/orphan") && c.2.contains("/unclassed"))
@@ -300,12 +348,7 @@ async fn ingress_classes_decide_which_ingresses_count() {
         )),
         "{message}"
     );
-    for class in [gone, format!("default-{ns}"), nginx] {
-        Api::<IngressClass>::all(client.clone())
-            .delete(&class, &DeleteParams::default())
-            .await
-            .expect("delete IngressClass");
-    }
+    delete_ingress_classes(&client, [other, format!("default-{ns}"), nginx]).await;
     op.stop().await;
 }
 
@@ -374,5 +417,137 @@ async fn a_route_in_another_namespace_counts_with_a_reference_grant() {
         |c| c.allowed_hosts.contains(&"edge.example.com".to_string()),
     )
     .await;
+    op.stop().await;
+}
+
+/// Gateway `gw` with one listener.
+fn gateway(listener: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": { "name": "gw" },
+        "spec": { "gatewayClassName": "test", "listeners": [listener] }
+    })
+}
+
+/// The Gateway API CRDs, an operator that assumes them, and weather (Service, MCPServer) reached through
+/// HTTPRoute `mcp` on Gateway `gw`'s `listener`. Returns the operator.
+async fn weather_behind_a_route(client: &kube::Client, ns: &str, listener: serde_json::Value) -> Operator {
+    cluster()
+        .await
+        .apply_gateway_api_crds()
+        .await
+        .expect("install the Gateway API CRDs");
+    let op = Operator::start(client.clone(), ns, None, Some(true));
+    Scenario::new(client, ns)
+        .service(service(
+            "weather",
+            "weather",
+            json!([{ "port": 80, "targetPort": 8000 }]),
+        ))
+        .server(mcpserver("weather", "weather", 8000, json!({})))
+        .apply()
+        .await;
+    apply::<Gateway>(client, ns, gateway(listener)).await;
+    apply::<HTTPRoute>(
+        client,
+        ns,
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": { "name": "mcp" },
+            "spec": {
+                "parentRefs": [{ "name": "gw" }],
+                "hostnames": ["mcp.gw.example.com", "*.apps.gw.example.com", "elsewhere.example.org"],
+                "rules": [{ "backendRefs": [{ "name": "weather", "port": 80 }] }]
+            }
+        }),
+    )
+    .await;
+    op
+}
+
+fn https_listener() -> serde_json::Value {
+    json!({ "name": "https", "port": 443, "protocol": "HTTPS", "hostname": "*.gw.example.com",
+            "tls": { "certificateRefs": [{ "name": "gw-cert" }] } })
+}
+
+fn http_listener() -> serde_json::Value {
+    json!({ "name": "http", "port": 80, "protocol": "HTTP", "hostname": "elsewhere.example.org" })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_listener_change_reaches_the_mcpserver_through_its_route() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("gw-listener").await;
+    let op = weather_behind_a_route(&client, &ns, https_listener()).await;
+    config_allowing(&client, &ns, "weather", "mcp.gw.example.com", SETUP).await;
+
+    apply::<Gateway>(&client, &ns, gateway(http_listener())).await;
+    let cfg = config_allowing(&client, &ns, "weather", "elsewhere.example.org", PROPAGATION).await;
+    assert!(
+        !cfg.allowed_hosts.contains(&"mcp.gw.example.com".to_string()),
+        "{cfg:?}"
+    );
+    assert!(
+        cfg.allowed_origins
+            .contains(&"http://elsewhere.example.org".to_string()),
+        "{cfg:?}"
+    );
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_the_gateway_refuses_loses_its_hosts_until_accepted_and_deletion_removes_them() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let ns = cluster.namespace("gw-accept").await;
+    let op = weather_behind_a_route(&client, &ns, http_listener()).await;
+    config_allowing(&client, &ns, "weather", "elsewhere.example.org", SETUP).await;
+
+    // The Gateway's controller refuses the route (its status says so): its hosts go; accepted again, they return.
+    let routes = Api::<HTTPRoute>::namespaced(client.clone(), &ns);
+    let accepted = |status: &str| {
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "status": { "parents": [{
+                "parentRef": { "name": "gw" },
+                "controllerName": "example.com/gateway-controller",
+                "conditions": [{
+                    "type": "Accepted", "status": status, "reason": if status == "True" { "Accepted" } else { "NotAllowedByListeners" },
+                    "message": "decided by the test", "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1
+                }]
+            }] }
+        })
+    };
+    let set_accepted = |status: &'static str| {
+        let (routes, value) = (routes.clone(), accepted(status));
+        async move {
+            routes
+                .patch_status("mcp", &PatchParams::apply(MANAGER).force(), &Patch::Apply(&value))
+                .await
+                .expect("route status");
+        }
+    };
+    set_accepted("False").await;
+    let servers = Api::<MCPServer>::namespaced(client.clone(), &ns);
+    let server = server_with(&servers, "weather", "the refusal reported", |s| {
+        condition(s, "Degraded").is_some_and(|c| c.2.contains("is not accepted by Gateway"))
+    })
+    .await;
+    let cfg = guard_config(&client, &ns, "weather").await.expect("config");
+    assert!(
+        !cfg.allowed_hosts.contains(&"elsewhere.example.org".to_string()),
+        "{cfg:?} / {:?}",
+        server.status
+    );
+    set_accepted("True").await;
+    config_allowing(&client, &ns, "weather", "elsewhere.example.org", PROPAGATION).await;
+
+    // Deleting the route removes its hosts.
+    routes
+        .delete("mcp", &DeleteParams::default())
+        .await
+        .expect("delete");
+    config_without(&client, &ns, "weather", "elsewhere.example.org", PROPAGATION).await;
     op.stop().await;
 }

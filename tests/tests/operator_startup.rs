@@ -8,9 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
-use mcp_guard_operator::crd::MCPServer;
 use nix::sys::signal::Signal;
 use operator_common::*;
 use serde_json::json;
@@ -47,12 +45,19 @@ fn expect_startup_failure(name: &str, cmd: Command) -> String {
     logs
 }
 
+/// The steps share this binary's control plane and run in order: the first needs it without CRDs, which the
+/// second installs (a control plane of their own each would cost several seconds more).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_errors_then_a_working_binary() {
     let cluster = Cluster::shared().await;
-    let client = cluster.client();
+    missing_crds_are_named_with_the_command_that_installs_them(cluster);
+    cluster.apply_crds().await.expect("apply crds/");
+    let ns = cluster.namespace("op-bin").await;
+    missing_rbac_permissions_are_named(cluster, &ns);
+    a_working_binary_serves_admin_endpoints_reconciles_and_releases_its_lease(cluster, &ns).await;
+}
 
-    // 1. No CRDs: say which, and how to install them.
+fn missing_crds_are_named_with_the_command_that_installs_them(cluster: &Cluster) {
     let logs = expect_startup_failure(
         "operator-no-crds",
         operator(cluster.kubeconfig(), free_port(), &["--no-leader-election"]),
@@ -60,16 +65,16 @@ async fn startup_errors_then_a_working_binary() {
     assert!(logs.contains("mcpservers.mcpguard.dev"), "{logs}");
     assert!(logs.contains("mcpguardpolicies.mcpguard.dev"), "{logs}");
     assert!(logs.contains("kubectl apply -f crds/"), "{logs}");
+}
 
-    // 2. CRDs present, but a user without any RBAC: name the missing permissions.
-    cluster.apply_crds().await.expect("apply crds/");
+/// CRDs present, but a user without any RBAC: every missing permission named.
+fn missing_rbac_permissions_are_named(cluster: &Cluster, ns: &str) {
     let nobody = cluster
         .user_kubeconfig("mcp-guard-nobody", &[])
         .expect("user kubeconfig");
-    let ns = cluster.namespace("op-bin").await;
     let logs = expect_startup_failure(
         "operator-no-rbac",
-        operator(&nobody, free_port(), &["--leader-election-namespace", &ns]),
+        operator(&nobody, free_port(), &["--leader-election-namespace", ns]),
     );
     assert!(logs.contains("RBAC denies"), "{logs}");
     for missing in [
@@ -82,8 +87,23 @@ async fn startup_errors_then_a_working_binary() {
     ] {
         assert!(logs.contains(missing), "missing {missing:?} in:\n{logs}");
     }
+}
 
-    // 3. Everything in place: admin endpoints, leadership, a reconcile, graceful shutdown releasing the Lease.
+async fn lease_holder(client: &kube::Client, ns: &str) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), ns)
+        .get("mcp-guard-operator")
+        .await
+        .expect("Lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+}
+
+/// Everything in place: admin endpoints, leadership, a reconcile, graceful shutdown releasing the Lease.
+async fn a_working_binary_serves_admin_endpoints_reconciles_and_releases_its_lease(
+    cluster: &Cluster,
+    ns: &str,
+) {
+    let client = cluster.client();
     let admin_port = free_port();
     let mut proc = Proc::spawn(
         "operator-ok",
@@ -92,11 +112,11 @@ async fn startup_errors_then_a_working_binary() {
             admin_port,
             &[
                 "--leader-election-namespace",
-                &ns,
+                ns,
                 "--identity",
                 "op-bin-1",
                 "--watch-namespace",
-                &ns,
+                ns,
             ],
         ),
     )
@@ -112,32 +132,17 @@ async fn startup_errors_then_a_working_binary() {
         200
     );
 
-    apply::<Service>(
-        &client,
-        &ns,
-        service("weather", "weather", json!([{ "port": 8000 }])),
-    )
-    .await;
-    apply::<MCPServer>(
-        &client,
-        &ns,
-        mcpserver(
+    Scenario::new(&client, ns)
+        .service(service("weather", "weather", json!([{ "port": 8000 }])))
+        .server(mcpserver(
             "weather",
             "weather",
             8000,
             json!({ "hosts": ["bin.example.com"] }),
-        ),
-    )
-    .await;
-    wait_config(
-        &client,
-        &ns,
-        "weather",
-        Duration::from_secs(30),
-        "the binary's ConfigMap",
-        |c| c.allowed_hosts.contains(&"bin.example.com".to_string()),
-    )
-    .await;
+        ))
+        .apply()
+        .await;
+    config_allowing(&client, ns, "weather", "bin.example.com", Duration::from_secs(30)).await;
     // The ConfigMap is written before the reconcile finishes (status, Events, then metrics).
     let metrics = eventually("reconcile metrics", Duration::from_secs(10), || async {
         let m = testkit::http::get(&format!("{base}/metrics"))
@@ -152,24 +157,16 @@ async fn startup_errors_then_a_working_binary() {
         metrics.contains("mcp_guard_operator_allowlist_hosts{"),
         "{metrics}"
     );
-    let holder = Api::<Lease>::namespaced(client.clone(), &ns)
-        .get("mcp-guard-operator")
-        .await
-        .expect("Lease")
-        .spec
-        .and_then(|s| s.holder_identity);
-    assert_eq!(holder.as_deref(), Some("op-bin-1"));
+    assert_eq!(lease_holder(&client, ns).await.as_deref(), Some("op-bin-1"));
 
     proc.signal(Signal::SIGTERM);
     let code = proc
         .wait_exit(Duration::from_secs(20))
         .expect("exits after SIGTERM");
     assert_eq!(code, Some(0), "graceful shutdown:\n{}", tail(&proc.logs(), 30));
-    let holder = Api::<Lease>::namespaced(client.clone(), &ns)
-        .get("mcp-guard-operator")
-        .await
-        .expect("Lease")
-        .spec
-        .and_then(|s| s.holder_identity);
-    assert_eq!(holder, None, "the Lease is released on shutdown");
+    assert_eq!(
+        lease_holder(&client, ns).await,
+        None,
+        "the Lease is released on shutdown"
+    );
 }

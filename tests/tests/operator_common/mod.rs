@@ -1,5 +1,5 @@
 //! Shared helpers of the operator integration tests: an in-process controller scoped to one namespace, object
-//! builders, and polling with deadlines.
+//! builders, a [`Scenario`] of them applied in dependency order, and polling with deadlines.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -27,6 +27,8 @@ pub const MANAGER: &str = "operator-tests";
 pub const SETUP: Duration = Duration::from_secs(30);
 /// How long the test operators let an allowlist be empty before warning (the default is 10 s).
 pub const EMPTY_GRACE: Duration = Duration::from_secs(2);
+/// Propagation deadline used in assertions: generous for a loaded CI machine; the measured latency is printed.
+pub const PROPAGATION: Duration = Duration::from_secs(5);
 
 /// An operator (controller only) running in this test's runtime.
 pub struct Operator {
@@ -265,4 +267,97 @@ pub fn rule_ports(np: &k8s_openapi::api::networking::v1::NetworkPolicy) -> Vec<V
                 .collect()
         })
         .collect()
+}
+
+/// The objects of one test namespace, applied in dependency order (Services, then Ingresses, then MCPServers)
+/// so that the operator sees each MCPServer with what it selects already present:
+/// `Scenario::new(&client, &ns).service(..).ingress(..).server(..).apply().await`.
+pub struct Scenario {
+    client: Client,
+    ns: String,
+    services: Vec<serde_json::Value>,
+    ingresses: Vec<serde_json::Value>,
+    servers: Vec<serde_json::Value>,
+}
+
+impl Scenario {
+    pub fn new(client: &Client, ns: &str) -> Scenario {
+        Scenario {
+            client: client.clone(),
+            ns: ns.to_string(),
+            services: Vec::new(),
+            ingresses: Vec::new(),
+            servers: Vec::new(),
+        }
+    }
+
+    /// A Service (see [`service`]).
+    pub fn service(mut self, value: serde_json::Value) -> Scenario {
+        self.services.push(value);
+        self
+    }
+
+    /// An Ingress (see [`ingress`]).
+    pub fn ingress(mut self, value: serde_json::Value) -> Scenario {
+        self.ingresses.push(value);
+        self
+    }
+
+    /// An MCPServer (see [`mcpserver`]).
+    pub fn server(mut self, value: serde_json::Value) -> Scenario {
+        self.servers.push(value);
+        self
+    }
+
+    pub async fn apply(self) {
+        use k8s_openapi::api::core::v1::Service;
+        use k8s_openapi::api::networking::v1::Ingress;
+        for s in self.services {
+            apply::<Service>(&self.client, &self.ns, s).await;
+        }
+        for i in self.ingresses {
+            apply::<Ingress>(&self.client, &self.ns, i).await;
+        }
+        for m in self.servers {
+            apply::<MCPServer>(&self.client, &self.ns, m).await;
+        }
+    }
+}
+
+/// Waits (up to `timeout`) until the ConfigMap of `server` allows `host`, returning its guard config.
+pub async fn config_allowing(
+    client: &Client,
+    ns: &str,
+    server: &str,
+    host: &str,
+    timeout: Duration,
+) -> GuardConfig {
+    wait_config(
+        client,
+        ns,
+        server,
+        timeout,
+        &format!("{host} in the ConfigMap"),
+        |c| c.allowed_hosts.iter().any(|h| h == host),
+    )
+    .await
+}
+
+/// Waits (up to `timeout`) until the ConfigMap of `server` no longer allows `host`, returning its guard config.
+pub async fn config_without(
+    client: &Client,
+    ns: &str,
+    server: &str,
+    host: &str,
+    timeout: Duration,
+) -> GuardConfig {
+    wait_config(
+        client,
+        ns,
+        server,
+        timeout,
+        &format!("{host} gone from the ConfigMap"),
+        |c| !c.allowed_hosts.iter().any(|h| h == host),
+    )
+    .await
 }
