@@ -293,12 +293,16 @@ impl AuditOut {
             let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
             text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
         };
-        let done = support::eventually(Duration::from_secs(20), || {
-            let ok = enough(&lines());
-            async move { ok }
-        })
+        support::eventually_or(
+            "the audit lines the test waits for",
+            Duration::from_secs(20),
+            || format!("the audit log: {:?}", lines()),
+            || {
+                let ok = enough(&lines());
+                async move { ok }
+            },
+        )
         .await;
-        assert!(done, "the audit log: {:?}", lines());
         lines()
     }
 }

@@ -66,7 +66,7 @@ impl Lab {
             "--config".into(),
             config.path().join("guard.json").display().to_string(),
         ];
-        let guard = Guard::start(&server.base_url(), &opts).expect("start the guard");
+        let guard = opts.start(&server.base_url()).expect("start the guard");
         Lab {
             hook,
             hydra,
