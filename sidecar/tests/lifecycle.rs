@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use support::*;
+use test_support::process::Proc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -516,13 +517,6 @@ async fn second_signal_exits_at_once() {
 /// (127.0.0.3 and ::1 stand in for the pod IP): kubelet's probes carry `Host: <pod IP>:PORT`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bracketed_pod_ip_serves_ipv4_and_ipv6_pods() {
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let up = TestUpstream::start().await;
     for (ip, host) in [("127.0.0.3", "127.0.0.3"), ("::1", "[::1]")] {
         let port = std::net::TcpListener::bind((ip, 0))
@@ -531,15 +525,11 @@ async fn a_bracketed_pod_ip_serves_ipv4_and_ipv6_pods() {
             .unwrap()
             .port();
         let addr: std::net::SocketAddr = format!("{host}:{port}").parse().unwrap();
-        let _guard = KillOnDrop(
-            std::process::Command::new(env!("CARGO_BIN_EXE_mcp-guard"))
-                .args(["--listen", &format!("[{ip}]:{port}"), "--upstream", &up.url()])
-                .args(["--allow-host", &format!("[{ip}]")])
-                .env_remove("MCP_GUARD_ALLOW_HOSTS")
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-guard"));
+        cmd.args(["--listen", &format!("[{ip}]:{port}"), "--upstream", &up.url()])
+            .args(["--allow-host", &format!("[{ip}]")])
+            .env_remove("MCP_GUARD_ALLOW_HOSTS");
+        let _guard = Proc::spawn("mcp-guard", cmd).unwrap();
         eventually_or(
             "the guard listening",
             Duration::from_secs(10),
@@ -559,13 +549,6 @@ async fn a_bracketed_pod_ip_serves_ipv4_and_ipv6_pods() {
 /// Host passes on both, a forged Host and an IPv6 literal that is not allowed get 421 on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_list_of_pod_ips_serves_a_dual_stack_pod_on_both() {
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let up = TestUpstream::start().await;
     // A port free on both addresses: the one 127.0.0.3 got, held until ::1 has it too (or another try).
     let port = (0..20)
@@ -577,20 +560,16 @@ async fn a_list_of_pod_ips_serves_a_dual_stack_pod_on_both() {
         .expect("a port free on 127.0.0.3 and ::1");
     let v4: std::net::SocketAddr = format!("127.0.0.3:{port}").parse().unwrap();
     let v6: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
-    let _guard = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_mcp-guard"))
-            .args([
-                "--listen",
-                &format!("[127.0.0.3,::1]:{port}"),
-                "--upstream",
-                &up.url(),
-            ])
-            .args(["--allow-host", "weather.team-a.svc", "--worker-threads", "2"])
-            .env_remove("MCP_GUARD_ALLOW_HOSTS")
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-guard"));
+    cmd.args([
+        "--listen",
+        &format!("[127.0.0.3,::1]:{port}"),
+        "--upstream",
+        &up.url(),
+    ])
+    .args(["--allow-host", "weather.team-a.svc", "--worker-threads", "2"])
+    .env_remove("MCP_GUARD_ALLOW_HOSTS");
+    let _guard = Proc::spawn("mcp-guard", cmd).unwrap();
     for addr in [v4, v6] {
         eventually_or(
             "the guard listening",
