@@ -3,6 +3,7 @@
 # release's entry (with a fresh, empty Unreleased above it):
 #
 #   tools/bump-version.sh 0.2.0 [YYYY-MM-DD]     # the date defaults to today (UTC)
+#   tools/bump-version.sh 0.3.0-dev              # after a release: main's next version; the changelog stays as it is
 #
 # Written in: Cargo.toml (workspace.package.version, which every crate inherits) and Cargo.lock's entries of
 # the workspace's crates; charts/mcp-guard/Chart.yaml (version and appVersion: the images' tag); every
@@ -22,6 +23,9 @@ OLD=$(awk '/^\[workspace.package\]/ { p = 1; next } /^\[/ { p = 0 } p && $1 == "
 [ -n "$OLD" ] || { echo "no workspace.package.version in Cargo.toml" >&2; exit 1; }
 grep -q '^## \[Unreleased\]' CHANGELOG.md || { echo "CHANGELOG.md has no '## [Unreleased]' section" >&2; exit 1; }
 grep -q "^## \[$NEW\]" CHANGELOG.md && { echo "CHANGELOG.md already has an entry for $NEW" >&2; exit 1; }
+# X.Y.Z-dev is not a release: it only opens the next one on main, so its images never share a tag with the
+# release before it (the upgrade test runs both on one node).
+DEV=false; [[ $NEW == *-dev ]] && DEV=true
 old_re=${OLD//./\\.}
 
 # Cargo.toml: the workspace version only (dependency versions are left alone).
@@ -48,6 +52,11 @@ sed -i -E "s/^(  +tag: )\"$old_re\"/\1\"$NEW\"/" examples/policy/values-producti
 # The install commands of the docs: the chart's --version and the .deb's file name.
 sed -i -E -e "s/(oci:\/\/ghcr\.io\/mcp-guard\/charts\/mcp-guard --version )$old_re\b/\1$NEW/g" \
   -e "s/mcp-guard_$old_re-1_/mcp-guard_$NEW-1_/g" README.md docs/*.md
+
+if $DEV; then
+  echo "version $OLD -> $NEW (development; CHANGELOG.md unchanged): git commit -am 'open $NEW'" >&2
+  exit 0
+fi
 
 # CHANGELOG.md: "## [Unreleased]" becomes "## [NEW] - DATE" under a new empty Unreleased; the link references
 # at the bottom follow (compare views between tags).

@@ -15,7 +15,7 @@ use crate::crd::{
 mod tests;
 
 /// The image injected when the policy names none (overridden by the operator's `--default-sidecar-image`).
-pub const DEFAULT_SIDECAR_IMAGE: &str = "ghcr.io/mcp-guard/mcp-guard:0.1.0";
+pub const DEFAULT_SIDECAR_IMAGE: &str = "ghcr.io/mcp-guard/mcp-guard:0.2.0-dev";
 
 /// What an MCPServer runs with.
 #[derive(Clone, Debug, PartialEq)]

@@ -48,7 +48,7 @@ pub const BRIDGE: &str = "mcpg0";
 /// The node's name.
 pub const NODE_NAME: &str = "mcp-guard-node";
 /// The pod sandbox image, built by `make images` (tools/pause).
-pub const PAUSE_IMAGE: &str = "ghcr.io/mcp-guard/pause:0.1.0";
+pub const PAUSE_IMAGE: &str = "ghcr.io/mcp-guard/pause:0.2.0-dev";
 /// The teardown script's name in the node's directory.
 pub const TEARDOWN: &str = "teardown.sh";
 

@@ -411,7 +411,7 @@ async fn install_reconcile_upgrade_uninstall() {
         .unwrap_or_else(|| panic!("no mcp-guard container in the pod: {:?}", pod.spec));
     assert_eq!(
         guard.image.as_deref(),
-        Some("ghcr.io/mcp-guard/mcp-guard:0.1.0"),
+        Some("ghcr.io/mcp-guard/mcp-guard:0.2.0-dev"),
         "the sidecar image comes from values"
     );
     assert!(

@@ -121,7 +121,7 @@ fn operator_deployment_is_highly_available_and_restricted() {
     assert!(csc["capabilities"]["add"].is_null());
     assert!(csc["privileged"].is_null() || csc["privileged"] == false);
 
-    assert_eq!(c["image"], "ghcr.io/mcp-guard/mcp-guard-operator:0.1.0");
+    assert_eq!(c["image"], "ghcr.io/mcp-guard/mcp-guard-operator:0.2.0-dev");
     assert!(
         c["resources"]["requests"]["cpu"].is_string() && c["resources"]["requests"]["memory"].is_string()
     );
@@ -167,7 +167,7 @@ fn operator_deployment_is_highly_available_and_restricted() {
         "--tls-key-file=/tls/tls.key",
         "--lease-name=mcp-guard-operator",
         "--cluster-domain=cluster.local",
-        "--default-sidecar-image=ghcr.io/mcp-guard/mcp-guard:0.1.0",
+        "--default-sidecar-image=ghcr.io/mcp-guard/mcp-guard:0.2.0-dev",
         "--log-format=json",
         "--log-level=info",
         "--shutdown-grace-seconds=20",
@@ -374,7 +374,7 @@ fn the_install_waits_until_the_webhooks_answer() {
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
     let c = &pod["containers"][0];
-    assert_eq!(c["image"], "ghcr.io/mcp-guard/mcp-guard-operator:0.1.0");
+    assert_eq!(c["image"], "ghcr.io/mcp-guard/mcp-guard-operator:0.2.0-dev");
     assert_eq!(
         args_of(c),
         vec![
@@ -499,7 +499,7 @@ fn default_policy_is_built_from_values() {
     assert_eq!(spec["defaultMode"], "enforce");
     assert_eq!(spec["allowedHosts"], json!([]));
     assert_eq!(spec["allowServiceDNSNames"], true);
-    assert_eq!(spec["sidecar"]["image"], "ghcr.io/mcp-guard/mcp-guard:0.1.0");
+    assert_eq!(spec["sidecar"]["image"], "ghcr.io/mcp-guard/mcp-guard:0.2.0-dev");
     // failurePolicy is the MutatingWebhookConfiguration's, not a policy field.
     assert_eq!(spec["injection"], json!({"nativeSidecars": "Auto"}));
     assert_eq!(spec["traffic"]["defaultLayout"], "SharedPort");

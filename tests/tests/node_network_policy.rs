@@ -24,8 +24,8 @@ mod webhook_common;
 
 /// The chart's default; the webhook test module needs one.
 const REINVOCATION_POLICY: &str = "Never";
-const GUARD_IMAGE: &str = "ghcr.io/mcp-guard/mcp-guard:0.1.0";
-const SERVER_IMAGE: &str = "ghcr.io/mcp-guard/example-server:0.1.0";
+const GUARD_IMAGE: &str = "ghcr.io/mcp-guard/mcp-guard:0.2.0-dev";
+const SERVER_IMAGE: &str = "ghcr.io/mcp-guard/example-server:0.2.0-dev";
 /// The exit codes of the probing pod.
 const PROBE_OK: i32 = 0;
 const PROBE_BYPASS: i32 = 10;

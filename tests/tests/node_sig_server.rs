@@ -39,7 +39,7 @@ const OURS: &str = "fetch-guard";
 const PORT: u16 = 8080;
 /// The guard's port in the `GuardPort` layout (the webhook's default).
 const GUARD_PORT: i32 = 15080;
-const SERVER_IMAGE: &str = "ghcr.io/mcp-guard/example-server:0.1.0";
+const SERVER_IMAGE: &str = "ghcr.io/mcp-guard/example-server:0.2.0-dev";
 const MANAGER: &str = "node-sig";
 /// The exit codes of the probing pod.
 const PROBE_OK: i32 = 0;

@@ -55,7 +55,7 @@ async fn a_pod_runs_on_the_real_node_and_teardown_leaves_nothing() {
         "spec": {
             "containers": [{
                 "name": "server",
-                "image": "ghcr.io/mcp-guard/example-server:0.1.0",
+                "image": "ghcr.io/mcp-guard/example-server:0.2.0-dev",
                 "imagePullPolicy": "Never",
                 // The example binds 127.0.0.1 by default; this smoke test reaches it from the host directly.
                 "command": ["/opt/mcp/bin/python", "-c",

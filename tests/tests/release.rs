@@ -113,12 +113,20 @@ fn check_versions(root: &Path) -> String {
         Some(&"## [Unreleased]"),
         "Unreleased comes first: {entries:?}"
     );
-    // The newest release, if any, is the current version (the bump writes both).
+    // The newest release, if any, is the current version (the bump writes both), or main is past it on
+    // `X.Y.Z-dev`, a version of its own so that its images never share a tag with the release's.
     if let Some(top) = entries.get(1) {
-        assert!(
-            top.starts_with(&format!("## [{version}] - ")),
-            "{top} vs {version}"
-        );
+        let released = &top[4..top.find(']').unwrap()];
+        match version.strip_suffix("-dev") {
+            Some(next) => assert!(
+                numbers(next) > numbers(released),
+                "{version} is not past the newest release {released}"
+            ),
+            None => assert!(
+                top.starts_with(&format!("## [{version}] - ")),
+                "{top} vs {version}"
+            ),
+        }
     }
     for entry in &entries {
         let name = &entry[3..entry.find(']').unwrap() + 1];
@@ -128,6 +136,14 @@ fn check_versions(root: &Path) -> String {
         );
     }
     version
+}
+
+/// `X.Y.Z` as numbers, compared as semantic versions compare their cores.
+fn numbers(version: &str) -> Vec<u64> {
+    version
+        .split('.')
+        .map(|n| n.parse().unwrap_or_else(|_| panic!("not X.Y.Z: {version}")))
+        .collect()
 }
 
 /// Just enough of Cargo.toml: `[workspace.package] version`.
@@ -219,6 +235,17 @@ fn bump_version_sets_it_everywhere() {
         .arg("9.9.0")
         .current_dir(copy));
     assert!(!ok && out.contains("already has an entry"), "{out}");
+
+    // After the release, main opens the next version: written everywhere, the changelog left as it is.
+    let (ok, out) = run(Command::new(copy.join("tools/bump-version.sh"))
+        .arg("9.10.0-dev")
+        .current_dir(copy));
+    assert!(ok, "{out}");
+    assert_eq!(check_versions(copy), "9.10.0-dev");
+    assert_eq!(
+        std::fs::read_to_string(copy.join("CHANGELOG.md")).unwrap(),
+        changelog
+    );
 }
 
 #[test]

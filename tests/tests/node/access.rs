@@ -28,7 +28,7 @@ use testkit::cluster::Cluster;
 const NS: &str = "access-node";
 const SERVER: &str = "weather";
 const PORT: u16 = 8000;
-const SERVER_IMAGE: &str = "ghcr.io/mcp-guard/example-server:0.1.0";
+const SERVER_IMAGE: &str = "ghcr.io/mcp-guard/example-server:0.2.0-dev";
 const MANAGER: &str = "node-access";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 

@@ -25,7 +25,7 @@ use testkit::cluster::Cluster;
 const NS: &str = "auth-node";
 const SERVER: &str = "weather";
 const PORT: u16 = 8000;
-const SERVER_IMAGE: &str = "ghcr.io/mcp-guard/example-server:0.1.0";
+const SERVER_IMAGE: &str = "ghcr.io/mcp-guard/example-server:0.2.0-dev";
 const MANAGER: &str = "node-auth";
 /// The client pod's exit codes (its log shows every answer).
 const OK: i32 = 0;

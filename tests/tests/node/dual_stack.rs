@@ -22,7 +22,7 @@ use testkit::node::POD_SUBNET_V6;
 
 const NS: &str = "dual-stack";
 const NAME: &str = "weather6";
-const IMAGE: &str = "ghcr.io/mcp-guard/example-server:0.1.0";
+const IMAGE: &str = "ghcr.io/mcp-guard/example-server:0.2.0-dev";
 const PORT: u16 = 8000;
 const MANAGER: &str = "node-dual-stack";
 

@@ -709,7 +709,7 @@ async fn outages(cluster: &Cluster, allowed: &str) {
     let pod_api = Api::<Pod>::namespaced(client.clone(), NS);
     let stray: Pod = serde_json::from_value(json!({
         "metadata": { "name": "stray", "labels": { "app": "weather" } },
-        "spec": { "containers": [{ "name": "server", "image": "ghcr.io/mcp-guard/example-server:0.1.0" }] },
+        "spec": { "containers": [{ "name": "server", "image": "ghcr.io/mcp-guard/example-server:0.2.0-dev" }] },
     }))
     .unwrap();
     let refused = pod_api

@@ -30,7 +30,7 @@ use testkit::cluster::Cluster;
 use testkit::tools::cargo_bin;
 
 const NS: &str = "scan-fleet";
-const IMAGE: &str = "ghcr.io/mcp-guard/example-server:0.1.0";
+const IMAGE: &str = "ghcr.io/mcp-guard/example-server:0.2.0-dev";
 const PORT: i32 = 8000;
 const MANAGER: &str = "node-scan";
 
