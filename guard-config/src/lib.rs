@@ -336,7 +336,8 @@ pub struct Limits {
     /// Requests of one client in flight at once (SSE streams are counted by `maxStreamsPerClient` instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_requests_per_client: Option<u32>,
-    /// SSE streams (`GET` with `Accept: text/event-stream`) of one client open at once.
+    /// SSE streams of one client open at once: `GET`s answered with an event stream, and MCP 2026-07-28's
+    /// `subscriptions/listen` (a `POST` whose answer stays open).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_streams_per_client: Option<u32>,
     /// Clients whose buckets and counters are kept; past it, idle ones are forgotten first. Default 10000.
@@ -359,10 +360,10 @@ impl Limits {
         !self.per_method.is_empty() || !self.per_tool.is_empty()
     }
 
-    /// Whether a rate limit counts the JSON-RPC calls of a request body (every bucket charges a batch call by
-    /// call), so the guard reads a prefix of it.
+    /// Whether a limit counts the JSON-RPC calls of a request body (every bucket charges a batch call by call;
+    /// the stream cap counts a `subscriptions/listen`), so the guard reads a prefix of it.
     pub fn reads_body(&self) -> bool {
-        self.per_client.is_some() || self.needs_method()
+        self.per_client.is_some() || self.needs_method() || self.max_streams_per_client.is_some()
     }
 
     /// Fills each setting `self` leaves unset from `defaults` (an MCPServer's limits over its policy's); the

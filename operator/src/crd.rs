@@ -599,12 +599,12 @@ pub struct RateLimitSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "named_rates_schema")]
     pub per_tool: BTreeMap<String, RateSpec>,
-    /// Requests of one client in flight at once (SSE streams not counted).
+    /// Requests of one client in flight at once (streams are counted by maxStreamsPerClient instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1")
         .message("maxConcurrentRequestsPerClient must be at least 1; leave it out for no cap"))]
     pub max_concurrent_requests_per_client: Option<i32>,
-    /// SSE streams of one client open at once.
+    /// SSE streams of one client open at once: GET streams and MCP 2026-07-28 subscriptions/listen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1")
         .message("maxStreamsPerClient must be at least 1; leave it out for no cap"))]

@@ -14,7 +14,9 @@ use mcp_guard_config::auth::identity_headers;
 use mcp_guard_config::auth::{
     AuthDenial, AuthError, AuthPolicy, Credentials, Identity, Jwt, KeySource, Resource,
 };
-use mcp_guard_config::{AccessPolicy, Allowlist, Denial, HeaderSeen, Mode, Reason, RequestFacts, Verdict};
+use mcp_guard_config::{
+    AccessPolicy, Allowlist, Denial, HeaderSeen, Limits, Mode, Reason, RequestFacts, Verdict,
+};
 
 pub mod cors;
 pub mod lists;
@@ -627,6 +629,22 @@ pub fn is_stream(head: &Parts) -> bool {
             v.as_bytes()
                 .windows(17)
                 .any(|w| w.eq_ignore_ascii_case(b"text/event-stream"))
+        })
+}
+
+/// The method of MCP 2026-07-28 whose answer is a stream that stays open (it replaced the `GET` stream).
+pub const SUBSCRIPTIONS_LISTEN: &str = "subscriptions/listen";
+
+/// Whether a request is admitted as a stream, against `maxStreamsPerClient` instead of
+/// `maxConcurrentRequestsPerClient`: one that claims to open an SSE stream ([`is_stream`]), or one that carries a
+/// `subscriptions/listen` call, whose answer stays open as long as the client likes. A call the guard could not
+/// read may be one too, so under a stream cap it counts as a stream: otherwise a listen hidden from the guard's
+/// reading (a duplicated key the server's parser reads its own way) would open streams without end.
+pub fn opens_stream(head: &Parts, calls: &[rate::Call], limits: &Limits) -> bool {
+    is_stream(head)
+        || calls.iter().any(|call| match call {
+            rate::Call::Method { method, .. } => method == SUBSCRIPTIONS_LISTEN,
+            rate::Call::Unreadable => limits.max_streams_per_client.is_some(),
         })
 }
 

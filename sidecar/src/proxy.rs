@@ -353,7 +353,7 @@ impl Proxy {
     ) -> Result<Admitted, Response<ResponseBody>> {
         let limits = &allowlist.limits;
         let mut admission = Admission::new(allowlist.mode);
-        let stream = policy::is_stream(head);
+        let claims_stream = policy::is_stream(head);
         let mut scanner = peek::Scanner::default();
         let mut read = None;
         let rules_read = limits.reads_body()
@@ -363,7 +363,10 @@ impl Proxy {
         // lines: the rules judge the calls only when they asked for them. With access rules, even a stream's body
         // is read: whatever a body carries is judged.
         let trail = Trail::of(head);
-        if (rules_read || trail.is_some()) && (!stream || allowlist.access.is_some()) && !body.is_done() {
+        if (rules_read || trail.is_some())
+            && (!claims_stream || allowlist.access.is_some())
+            && !body.is_done()
+        {
             let mut fed = 0;
             let enough = |data: &[u8]| {
                 scanner.feed(&data[fed..]);
@@ -459,7 +462,7 @@ impl Proxy {
             });
         }
         let class = RequestClass {
-            stream,
+            stream: policy::opens_stream(head, &calls, limits),
             calls: &calls,
         };
         let client = ClientKey::of(client);
@@ -479,7 +482,7 @@ impl Proxy {
                     Fold::Audit(denial) => {
                         self.violation(&denial, head, peer, false);
                         admission.audited.push(denial);
-                        self.limiter.hold(client, stream)
+                        self.limiter.hold(client, class.stream)
                     }
                 }
             }

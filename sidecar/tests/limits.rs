@@ -274,6 +274,65 @@ async fn streams_and_requests_in_flight_are_capped_per_client() {
     }
 }
 
+/// MCP 2026-07-28 has no `GET` stream: a client listens with a `subscriptions/listen` POST whose answer stays
+/// open. The stream cap counts it as it counts a `GET` stream, so such a client cannot open streams without end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriptions_listen_counts_against_the_stream_cap() {
+    let upstream = TestUpstream::start().await;
+    let g = guard(&upstream.url(), &["--max-streams-per-client", "1"]).await;
+    let listen = r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{}}"#;
+    // `n=1000&ms=50` stays open the whole test; `n=1` with `close` ends at once.
+    let listen_request = |query: &str, close: &str| {
+        format!(
+            "POST /sse?{query} HTTP/1.1\r\nHost: mcp.example.com\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n{close}\r\n{listen}",
+            listen.len()
+        )
+    };
+    let open_listen = |source: &'static str| {
+        let request = listen_request("n=1000&ms=50", "");
+        async move {
+            use tokio::io::AsyncWriteExt;
+            let mut s = connect_from(source, g.addr).await;
+            s.write_all(request.as_bytes()).await.unwrap();
+            let got = read_stream(&mut s, "data: {\"n\":0}", Duration::from_secs(5)).await;
+            assert!(got.iter().any(|(_, c)| c.contains("200 OK")), "{got:?}");
+            s
+        }
+    };
+    let first = open_listen("127.0.0.1").await;
+    let close = "Connection: close\r\n";
+    let refused = request_from("127.0.0.1", g.addr, &listen_request("n=1", close)).await;
+    assert_rejection(&refused, 429, "too_many_streams");
+    assert_eq!(
+        refused.json().unwrap()["error"]["data"]["detail"],
+        "maxStreamsPerClient: 1 open"
+    );
+    // A listen and a GET stream share the cap.
+    let get_stream = "GET /sse?n=1 HTTP/1.1\r\nHost: mcp.example.com\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n";
+    assert_rejection(
+        &request_from("127.0.0.1", g.addr, get_stream).await,
+        429,
+        "too_many_streams",
+    );
+    // A call is no stream, and another client has a cap of its own.
+    let call = request_from("127.0.0.1", g.addr, &post(&tools_call("echo"), "")).await;
+    assert_eq!(call.status(), 200, "{call:?}");
+    let _other = open_listen("127.0.0.2").await;
+    drop(first);
+    eventually(
+        "the closed listen gave its place back",
+        Duration::from_secs(10),
+        || async {
+            request_from("127.0.0.1", g.addr, &listen_request("n=1", close))
+                .await
+                .status()
+                == 200
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extension_origins_are_allowed_as_listed_and_a_web_wildcard_is_refused_at_start() {
     let upstream = TestUpstream::start().await;

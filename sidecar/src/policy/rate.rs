@@ -71,7 +71,8 @@ impl std::fmt::Display for ClientKey {
 /// What the limits need to know about one request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RequestClass<'a> {
-    /// An SSE stream (`GET` with `Accept: text/event-stream`): counted against `maxStreamsPerClient`.
+    /// A stream (a `GET` for an event stream, a `subscriptions/listen`; `policy::opens_stream`): counted
+    /// against `maxStreamsPerClient`.
     pub stream: bool,
     /// The JSON-RPC calls the request carries: none (a `GET`, a response the client sends back), one, or one
     /// per element of a batch.

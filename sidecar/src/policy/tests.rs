@@ -667,6 +667,58 @@ fn sse_streams_are_gets_that_accept_an_event_stream() {
     }
 }
 
+/// MCP 2026-07-28 has no `GET` stream: its long-lived stream is the answer to a `subscriptions/listen` POST, which
+/// the stream cap counts as it counts a `GET` stream, from the body the server will read. A body the guard cannot
+/// read may be a listen: under a stream cap it counts as a stream.
+#[test]
+fn a_subscriptions_listen_opens_a_stream_as_the_body_tells_it() {
+    let capped = Limits {
+        max_streams_per_client: Some(1),
+        ..Limits::default()
+    };
+    let uncapped = Limits {
+        max_concurrent_requests_per_client: Some(1),
+        ..Limits::default()
+    };
+    let listen = r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{}}"#;
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}"#;
+    let batch = format!("[{call},{listen}]");
+    // The last key wins, as in the server's parser.
+    let duplicated = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"subscriptions/listen"}"#;
+    // `METHOD` is `method` to Go's encoding/json, not to Python's json: the guard cannot tell what runs.
+    let unreadable = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","METHOD":"subscriptions/listen"}"#;
+    let cases: &[(&str, &Limits, bool)] = &[
+        (listen, &capped, true),
+        (listen, &uncapped, true),
+        (call, &capped, false),
+        (&batch, &capped, true),
+        (duplicated, &capped, true),
+        (duplicated, &uncapped, true),
+        (unreadable, &capped, true),
+        (unreadable, &uncapped, false),
+        (r#"{"jsonrpc":"2.0","id":1,"result":{}}"#, &capped, false),
+    ];
+    for (body, limits, want) in cases {
+        let mut scanner = peek::Scanner::default();
+        scanner.feed(body.as_bytes());
+        let h = head("POST", "/mcp", Version::HTTP_11, &[]);
+        let calls = body_calls(scanner.peeked()).unwrap();
+        assert_eq!(opens_stream(&h, &calls, limits), *want, "{body} {limits:?}");
+    }
+    let get = head(
+        "GET",
+        "/mcp",
+        Version::HTTP_11,
+        &[("accept", "text/event-stream")],
+    );
+    assert!(opens_stream(&get, &[], &capped));
+    assert!(!opens_stream(
+        &head("POST", "/mcp", Version::HTTP_11, &[]),
+        &[],
+        &capped
+    ));
+}
+
 #[test]
 fn a_response_counts_as_a_stream_by_its_content_type_unless_it_answers_a_post() {
     let cases: &[(&str, Fields, bool)] = &[
