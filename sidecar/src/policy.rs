@@ -301,7 +301,7 @@ fn admit_head(
         )));
     }
     if let (true, Some(auth), Some(resource)) = (allowed, &allowlist.auth, &resource)
-        && head.method == Method::GET
+        && matches!(head.method, Method::GET | Method::HEAD)
         && AuthPolicy::is_metadata_path(head.uri.path(), resource)
     {
         return Ok(Admitted::Metadata(auth.metadata(resource)));

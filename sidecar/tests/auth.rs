@@ -532,6 +532,15 @@ async fn the_guard_answers_the_resource_metadata_of_each_host_itself() {
     }
     let r = get("b.apps.example.com", "/.well-known/oauth-protected-resource/mcp").await;
     assert_eq!(r.json().unwrap()["resource"], "https://b.apps.example.com/mcp");
+    // HEAD is GET without the body (RFC 9110): it needs no token either.
+    let head = raw(
+        guard.addr,
+        "HEAD /.well-known/oauth-protected-resource/mcp HTTP/1.1\r\nHost: a.apps.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(head.status, 200, "{head:?}");
+    assert_eq!(head.header("content-type"), Some("application/json"), "{head:?}");
     // Another path under the well-known prefix is no metadata: it needs a token like any request.
     let r = get(
         "a.apps.example.com",
