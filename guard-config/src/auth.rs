@@ -110,6 +110,10 @@ pub struct IssuerConfig {
     /// A PEM file of CA certificates for the issuer's TLS, besides the built-in roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    /// CA certificates for the issuer's TLS, inline (PEM), besides the built-in roots: an authorization server
+    /// in the cluster with a certificate from the cluster's own CA. The operator writes the MCPServer's here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
 }
 
 /// Why an `auth` section is not valid; the message names the entry.
@@ -183,6 +187,8 @@ pub struct IssuerPolicy {
     pub kubernetes: bool,
     pub allow_http: bool,
     pub ca_file: Option<String>,
+    /// The certificates of `caBundle`, read and checked when the config is.
+    pub ca_certs: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 /// A service account allowed to call: `namespace/name` or `namespace/*`.
@@ -358,8 +364,36 @@ impl IssuerConfig {
             kubernetes: self.kubernetes,
             allow_http: self.allow_http,
             ca_file: self.ca_file.clone(),
+            ca_certs: match &self.ca_bundle {
+                None => Vec::new(),
+                Some(pem) => ca_certificates(pem).map_err(|why| AuthConfigError::IssuerField {
+                    index,
+                    why: format!("caBundle: {why}"),
+                })?,
+            },
         })
     }
+}
+
+/// The certificates of a PEM bundle: at least one, and no other kind of block (a private key pasted by mistake is
+/// refused, not carried around). The guard's TLS client checks each certificate itself when it trusts it.
+fn ca_certificates(pem: &str) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::{PemObject as _, SectionKind};
+    let mut certs = Vec::new();
+    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem.as_bytes()) {
+        match section.map_err(|e| format!("not PEM: {e}"))? {
+            (SectionKind::Certificate, der) => certs.push(der.into()),
+            (kind, _) => {
+                return Err(format!(
+                    "a {kind:?} block: only CA certificates (BEGIN CERTIFICATE) belong here, never a key"
+                ));
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into());
+    }
+    Ok(certs)
 }
 
 /// An issuer or key URL the guard may fetch from: https (http only when allowed), a host, no fragment.

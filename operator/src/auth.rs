@@ -152,6 +152,7 @@ fn issuer_config(i: &IssuerSpec) -> IssuerConfig {
         audiences: i.audiences.clone(),
         algorithms: i.algorithms.clone(),
         allow_http: i.allow_http,
+        ca_bundle: i.ca_bundle.clone(),
         ..Default::default()
     }
 }

@@ -855,6 +855,13 @@ pub struct IssuerSpec {
     /// Accept an `http://` issuer and JWKS URI: a lab only (the keys then travel unprotected).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_http: bool,
+    /// CA certificates (PEM) the guard trusts for this issuer's TLS besides the public roots: an authorization
+    /// server whose certificate comes from a private CA (cert-manager's, the cluster's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    #[x_kube(validation = kube::core::Rule::new("self.contains('-----BEGIN CERTIFICATE-----')")
+        .message("caBundle must hold PEM certificates (-----BEGIN CERTIFICATE-----), the CA that signed the issuer's TLS certificate"))]
+    pub ca_bundle: Option<String>,
 }
 
 /// Authentication settings (docs/authentication.md). On an MCPServer each field it sets wins over its policy's;

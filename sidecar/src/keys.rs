@@ -68,6 +68,8 @@ pub enum FetchError {
     Timeout { url: String },
     #[error("caFile {path}: {why}")]
     CaFile { path: String, why: String },
+    #[error("caBundle: {0}")]
+    CaBundle(String),
     #[error("no discovery document at {tried}: set jwksUri to skip discovery")]
     NoMetadata { tried: String },
     #[error("{url}: the metadata names issuer {found:?}, not {expected:?} (RFC 8414 §3.3)")]
@@ -110,7 +112,11 @@ impl Issuer {
 
 /// Whether two compilations of an issuer fetch the same way (otherwise its fetcher starts over).
 fn same_fetch(a: &IssuerPolicy, b: &IssuerPolicy) -> bool {
-    a.issuer == b.issuer && a.jwks_uri == b.jwks_uri && a.allow_http == b.allow_http && a.ca_file == b.ca_file
+    a.issuer == b.issuer
+        && a.jwks_uri == b.jwks_uri
+        && a.allow_http == b.allow_http
+        && a.ca_file == b.ca_file
+        && a.ca_certs == b.ca_certs
 }
 
 /// The keys of the issuers the guard fetches, shared by every worker.
@@ -382,6 +388,11 @@ impl Client {
             for cert in certs {
                 roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
             }
+        }
+        for cert in &issuer.ca_certs {
+            roots
+                .add(cert.clone())
+                .map_err(|e| FetchError::CaBundle(e.to_string()))?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)

@@ -39,7 +39,18 @@ impl Issuer {
     }
 
     fn start_on(listener: TcpListener, keys: &[&TestKey]) -> Issuer {
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        Self::serve(listener, None, keys)
+    }
+
+    /// The issuer over TLS, with `tls`'s certificate (one for 127.0.0.1): `https://127.0.0.1:PORT`.
+    async fn start_tls(tls: Arc<rustls::ServerConfig>, keys: &[&TestKey]) -> Issuer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, Some(tokio_rustls::TlsAcceptor::from(tls)), keys)
+    }
+
+    fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, keys: &[&TestKey]) -> Issuer {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let jwks = Arc::new(Mutex::new(testing::jwks(keys)));
         let jwks_fetches = Arc::new(AtomicUsize::new(0));
         let down = Arc::new(AtomicBool::new(false));
@@ -68,11 +79,18 @@ impl Issuer {
                         Ok::<_, Infallible>(resp)
                     }
                 });
-                tokio::spawn(
-                    auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned(),
-                );
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    // A handshake the client aborts (it does not trust the certificate) just ends here.
+                    let _ = match tls {
+                        None => builder.serve_connection(TokioIo::new(stream), service).await,
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => builder.serve_connection(TokioIo::new(stream), service).await,
+                            Err(_) => Ok(()),
+                        },
+                    };
+                });
             }
         });
         Issuer {
@@ -86,6 +104,32 @@ impl Issuer {
     fn publish(&self, keys: &[&TestKey]) {
         *self.jwks.lock().unwrap() = testing::jwks(keys);
     }
+}
+
+/// A private CA and a server certificate it signed for 127.0.0.1: (the CA's PEM, the server's TLS config).
+fn private_ca() -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, "mcp-guard test private CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let signer = rcgen::Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &signer).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf_cert.der().clone()], key)
+        .unwrap();
+    (ca_cert.pem(), Arc::new(config))
 }
 
 /// An upstream that records the headers of every request it gets and echoes them.
@@ -485,6 +529,70 @@ async fn an_issuer_down_at_start_means_not_ready_and_503_until_its_keys_arrive()
     .await;
     assert_eq!(call(&guard, &token).await.status, 200);
     assert_eq!(upstream.count(), 1);
+}
+
+/// An issuer whose TLS certificate comes from a private CA (an authorization server in the cluster, signed by
+/// cert-manager's CA): the guard trusts it with the CA given inline (`caBundle`, what the operator writes) or as a
+/// file (`--auth-ca-file`), and without it refuses the keys — not ready, calls 503, never a token let through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_with_a_private_ca_is_trusted_through_its_ca_bundle_or_file_and_only_then() {
+    let key = TestKey::es256("k1");
+    let (ca_pem, tls) = private_ca();
+    let issuer = Issuer::start_tls(tls, &[&key]).await;
+    let i = issuer.url.clone();
+    let upstream = Recorder::start().await;
+    let u = upstream.url();
+    let token = key.sign(&claims(&i));
+    let dir = tempfile::tempdir().unwrap();
+
+    let config = dir.path().join("guard.json");
+    let doc = json!({
+        "allowedHosts": ["mcp.example.com"],
+        "auth": {"resources": [RESOURCE], "issuers": [{"issuer": i, "caBundle": ca_pem}]}
+    });
+    std::fs::write(&config, doc.to_string()).unwrap();
+    let inline = start_guard(&["--upstream", &u, "--config", config.to_str().unwrap()]).await;
+    assert_eq!(call(&inline, &token).await.status, 200, "{}", inline.logs());
+
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let args = [
+        "--upstream",
+        &u,
+        "--allow-host",
+        "mcp.example.com",
+        "--auth-issuer",
+        &i,
+        "--auth-resource",
+        RESOURCE,
+    ];
+    let mut with_file = args.to_vec();
+    with_file.extend(["--auth-ca-file", ca_file.to_str().unwrap()]);
+    let file = start_guard(&with_file).await;
+    assert_eq!(call(&file, &token).await.status, 200, "{}", file.logs());
+    assert_eq!(upstream.count(), 2);
+
+    let untrusting = mcp_guard(&args)
+        .until(Ready::NotReadyBecause("no keys yet from token issuer"))
+        .start()
+        .await
+        .unwrap();
+    eventually(
+        "readyz says the issuer's certificate is not trusted",
+        Duration::from_secs(10),
+        || async {
+            let body = support::get(untrusting.admin, "/readyz").await.unwrap().text();
+            body.contains(&format!("no keys yet from token issuer {i}: ")) && body.contains("UnknownIssuer")
+        },
+    )
+    .await;
+    let r = call(&untrusting, &token).await;
+    assert_eq!(
+        (r.status, reason(&r).as_str()),
+        (503, "auth_keys_unavailable"),
+        "{r:?}"
+    );
+    assert_eq!(upstream.count(), 2, "no call passed the guard that trusts no CA");
 }
 
 #[tokio::test]

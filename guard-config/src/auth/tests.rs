@@ -570,3 +570,39 @@ proptest! {
         prop_assert!(result.is_err(), "accepted a mutated token: {mutated}");
     }
 }
+
+/// `caBundle` holds CA certificates and nothing else: a bundle without one, or with a key pasted into it, is
+/// refused with the issuer's index and what is wrong; the certificates are kept, in order, for the TLS client.
+#[test]
+fn a_ca_bundle_is_certificates_only() {
+    let block = |kind: &str, b64: &str| format!("-----BEGIN {kind}-----\n{b64}\n-----END {kind}-----\n");
+    let compile = |bundle: &str| {
+        let mut c = config();
+        c.issuers[0].ca_bundle = Some(bundle.to_string());
+        c.compile()
+    };
+    let two = format!(
+        "a comment\n{}{}",
+        block("CERTIFICATE", "AQID"),
+        block("CERTIFICATE", "BAUG")
+    );
+    let p = compile(&two).unwrap();
+    let certs: Vec<&[u8]> = p.issuers()[0].ca_certs.iter().map(|c| c.as_ref()).collect();
+    assert_eq!(certs, [&[1u8, 2, 3][..], &[4, 5, 6]]);
+    for (bundle, want) in [
+        ("no pem at all".to_string(), "no PEM certificate"),
+        (String::new(), "no PEM certificate"),
+        (
+            format!("{}{}", block("CERTIFICATE", "AQID"), block("PRIVATE KEY", "AQID")),
+            "never a key",
+        ),
+        (block("CERTIFICATE", "!!not base64!!"), "not PEM"),
+    ] {
+        let err = compile(&bundle).unwrap_err().to_string();
+        assert!(
+            err.starts_with("auth.issuers[0]: caBundle: "),
+            "{bundle:?}: {err}"
+        );
+        assert!(err.contains(want), "{bundle:?}: {err}");
+    }
+}

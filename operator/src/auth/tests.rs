@@ -542,6 +542,20 @@ fn validation_names_the_field_and_the_fix() {
         ),
         (
             AuthSpec {
+                issuers: Some(vec![IssuerSpec {
+                    ca_bundle: Some(
+                        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"
+                            .into(),
+                    ),
+                    ..issuer("https://idp.example.com")
+                }]),
+                ..Default::default()
+            },
+            "spec.auth.issuers[0]: caBundle: a PrivateKey block",
+            "never a key",
+        ),
+        (
+            AuthSpec {
                 resource_path: Some("/a//b".into()),
                 ..Default::default()
             },
