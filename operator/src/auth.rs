@@ -99,7 +99,7 @@ pub fn derive(settings: &AuthSettings, endpoints: &[AllowlistEntry], cluster: &I
             ));
         }
     }
-    let config = AuthConfig {
+    let mut config = AuthConfig {
         resources: resource_uris(endpoints, &settings.resource_path),
         issuers,
         required_scopes: settings.required_scopes.clone(),
@@ -124,6 +124,7 @@ pub fn derive(settings: &AuthSettings, endpoints: &[AllowlistEntry], cluster: &I
                 .to_string(),
             other => other.to_string(),
         });
+        close_what_is_missing(&mut config);
     }
     DerivedAuth {
         mode: mode(!settings.issuers.is_empty(), settings.kubernetes),
@@ -131,6 +132,28 @@ pub fn derive(settings: &AuthSettings, endpoints: &[AllowlistEntry], cluster: &I
         problems,
         issuer_not_discovered,
         notes,
+    }
+}
+
+/// The resource written when a server has none: no request's host is it, so every request is refused.
+pub const NO_RESOURCE: &str = "https://no-resource.invalid/";
+/// The issuer written when a server has none: it has no keys, so every token is refused.
+pub const NO_ISSUER: &str = "https://no-issuer.invalid";
+
+/// Authentication asked for but missing its resources or issuers: a section the guard would refuse as invalid,
+/// keeping its last config — perhaps one without authentication, open to every caller. What is written instead
+/// is valid and refuses every call (no host is the placeholder resource, no token has a key of the placeholder
+/// issuer) until the spec is fixed; the `Authentication` condition says what is missing.
+fn close_what_is_missing(config: &mut AuthConfig) {
+    if config.resources.is_empty() {
+        config.resources.push(NO_RESOURCE.into());
+    }
+    if config.issuers.is_empty() {
+        config.issuers.push(IssuerConfig {
+            issuer: NO_ISSUER.into(),
+            jwks: Some(serde_json::json!({"keys": []})),
+            ..Default::default()
+        });
     }
 }
 

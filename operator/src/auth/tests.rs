@@ -428,6 +428,15 @@ fn a_server_without_hosts_or_issuers_is_told_what_is_missing() {
         "{:?}",
         auth.problems
     );
+    // What is written is a section the guard loads (one it refused would leave it on its last config, perhaps
+    // without authentication), and it lets nobody in: no host is its resource, no token has a key of its issuer.
+    let compiled = auth.config.compile().expect("a config the guard loads");
+    assert_eq!(auth.config.resources, [crate::auth::NO_RESOURCE]);
+    assert_eq!(compiled.issuers()[0].issuer, crate::auth::NO_ISSUER);
+    assert_eq!(
+        compiled.issuers()[0].inline_keys.as_ref().map(|k| k.len()),
+        Some(0)
+    );
     let d = World {
         services: vec![web_service()],
         ..Default::default()
@@ -435,6 +444,10 @@ fn a_server_without_hosts_or_issuers_is_told_what_is_missing() {
     .derive(&s);
     let problems = &d.auth.as_ref().unwrap().problems;
     assert!(problems[0].contains("spec.auth.issuers"), "{problems:?}");
+    let config = &d.auth.as_ref().unwrap().config;
+    assert!(config.compile().is_ok());
+    assert_ne!(config.resources, [crate::auth::NO_RESOURCE], "its own resources");
+    assert_eq!(config.issuers[0].issuer, crate::auth::NO_ISSUER);
     assert!(
         !d.has(FindingKind::Problem),
         "auth problems have a condition of their own"
