@@ -639,7 +639,7 @@ pub const SUBSCRIPTIONS_LISTEN: &str = "subscriptions/listen";
 /// `maxConcurrentRequestsPerClient`: one that claims to open an SSE stream ([`is_stream`]), or one that carries a
 /// `subscriptions/listen` call, whose answer stays open as long as the client likes. A call the guard could not
 /// read may be one too, so under a stream cap it counts as a stream: otherwise a listen hidden from the guard's
-/// reading (a duplicated key the server's parser reads its own way) would open streams without end.
+/// reading (`METHOD` beside `method`, which JSON parsers read differently) would open streams without end.
 pub fn opens_stream(head: &Parts, calls: &[rate::Call], limits: &Limits) -> bool {
     is_stream(head)
         || calls.iter().any(|call| match call {
