@@ -135,10 +135,11 @@ pub async fn serve(
             };
             let io = TokioIo::new(Prefixed::new(preface, IdleIo::new(stream, activity)));
             let peer = Arc::new(Peer::new(addr, Paired::new(proxy.pool.clone(), h2)));
+            // The request's future is made here, not in the service future: hyper keeps that one's allocation for
+            // the connection's lifetime, which is best a few words (see `Proxy::handle`).
             let service = service_fn(move |req| {
-                let proxy = proxy.clone();
-                let peer = peer.clone();
-                async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
+                let answer = proxy.clone().handle(req, peer.clone());
+                async move { Ok::<_, std::convert::Infallible>(answer.await) }
             });
             // Boxed: hyper's connection state is large; inline it would make the task's future larger still.
             let ended = if h2 {
@@ -235,6 +236,8 @@ pub async fn read_preface<R: AsyncRead + Unpin>(stream: &mut R) -> std::io::Resu
 pub struct Prefixed<T> {
     preface: Preface,
     pos: usize,
+    /// An error the inner stream returned in the read that also yielded the preface's last bytes: the next read's.
+    error: Option<std::io::Error>,
     inner: T,
 }
 
@@ -243,6 +246,7 @@ impl<T> Prefixed<T> {
         Prefixed {
             preface,
             pos: 0,
+            error: None,
             inner,
         }
     }
@@ -255,6 +259,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if let Some(e) = this.error.take() {
+            return Poll::Ready(Err(e));
+        }
         let rest = &this.preface.buf[this.pos..this.preface.len];
         if rest.is_empty() {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -262,6 +269,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
         let n = rest.len().min(buf.remaining());
         buf.put_slice(&rest[..n]);
         this.pos += n;
+        // The same read also takes what else has arrived: hyper sizes its read buffer by its first reads, and a
+        // short one (the preface alone) made it double the buffer, which a connection then kept for its lifetime
+        // (16 KiB instead of 8 per open SSE stream). Pending only means nothing more has arrived yet.
+        if this.pos == this.preface.len
+            && buf.remaining() > 0
+            && let Poll::Ready(Err(e)) = Pin::new(&mut this.inner).poll_read(cx, buf)
+        {
+            this.error = Some(e);
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -357,5 +373,57 @@ mod tests {
         // A partial preface then silence: the connection ends, no spinning in between.
         assert_eq!(sniff(&[b"PRI * HT"]).await, Some((false, b"PRI * HT".to_vec())));
         assert_eq!(sniff(&[]).await, None);
+    }
+
+    /// hyper's first read of a connection gets the preface and whatever else has arrived, as one read would have
+    /// without the preface taken: a short first read made hyper double its read buffer for the connection.
+    #[tokio::test]
+    async fn the_first_read_yields_the_preface_and_what_followed() {
+        let request = b"GET /sse HTTP/1.1\r\nhost: a\r\naccept: text/event-stream\r\n\r\n";
+        let mut client = &request[..];
+        let preface = read_preface(&mut client).await.unwrap().unwrap();
+        assert!(!preface.is_h2());
+        assert!(client.len() < request.len(), "the preface took bytes");
+        let mut io = Prefixed::new(preface, client);
+        let mut buf = [0u8; 8192];
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], request, "one read, all of it");
+
+        // Nothing more arrived yet: the preface alone, at once (not Pending).
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut server = server;
+        let preface = read_preface(&mut server).await.unwrap().unwrap();
+        let mut io = Prefixed::new(preface, server);
+        let n = tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n");
+        client.write_all(b"host: a\r\n\r\n").await.unwrap();
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"host: a\r\n\r\n");
+    }
+
+    /// An error the stream reports in the read that completed the preface is not lost: the next read returns it.
+    #[tokio::test]
+    async fn an_error_after_the_preface_comes_with_the_next_read() {
+        struct Failing;
+        impl AsyncRead for Failing {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                _: &mut ReadBuf<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()))
+            }
+        }
+        let preface = read_preface(&mut &b"GET"[..]).await.unwrap().unwrap();
+        let mut io = Prefixed::new(preface, Failing);
+        let mut buf = [0u8; 64];
+        assert_eq!(io.read(&mut buf).await.unwrap(), 3);
+        assert_eq!(&buf[..3], b"GET");
+        let err = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
     }
 }
