@@ -42,3 +42,12 @@ async fn the_future_hyper_keeps_per_connection_is_a_few_words() {
     let size = std::mem::size_of_val(&answer);
     assert!(size <= 64, "the request's future is {size} bytes");
 }
+
+/// A request to the upstream waits in hyper's dispatch channel, whose first block (32 requests) each upstream
+/// connection keeps for its lifetime: the guard's request body adds little to hyper's own request head.
+#[test]
+fn a_request_to_the_upstream_is_little_more_than_its_head() {
+    let head = std::mem::size_of::<Request<()>>();
+    let ours = std::mem::size_of::<Request<RequestBody>>() - head;
+    assert!(ours <= 96, "the request body is {ours} bytes");
+}
