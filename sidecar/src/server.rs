@@ -405,6 +405,100 @@ mod tests {
         assert_eq!(&buf[..n], b"host: a\r\n\r\n");
     }
 
+    /// How a scripted client's bytes arrive: in pieces, with waits between, and possibly ending in an error.
+    #[derive(Clone, Debug)]
+    enum Arrival {
+        Bytes(Vec<u8>),
+        Wait,
+        Fail,
+    }
+
+    struct Scripted(std::collections::VecDeque<Arrival>);
+
+    impl AsyncRead for Scripted {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let script = &mut self.get_mut().0;
+            match script.pop_front() {
+                None => Poll::Ready(Ok(())),
+                Some(Arrival::Wait) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                Some(Arrival::Fail) => Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into())),
+                Some(Arrival::Bytes(mut b)) => {
+                    let n = b.len().min(buf.remaining());
+                    buf.put_slice(&b[..n]);
+                    if n < b.len() {
+                        script.push_front(Arrival::Bytes(b.split_off(n)));
+                    }
+                    Poll::Ready(Ok(()))
+                }
+            }
+        }
+    }
+
+    fn arrival() -> impl proptest::strategy::Strategy<Value = Arrival> {
+        use proptest::prelude::*;
+        // Bytes that often start like the h2 preface, so both protocols and every split within it come up.
+        let preface_part = (1..=H2_PREFACE.len()).prop_map(|n| H2_PREFACE[..n].to_vec());
+        let bytes = prop_oneof![preface_part, proptest::collection::vec(any::<u8>(), 1..40)];
+        prop_oneof![6 => bytes.prop_map(Arrival::Bytes), 2 => Just(Arrival::Wait), 1 => Just(Arrival::Fail)]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Whatever way a client's bytes arrive and whatever the reader's buffer: the sniff plus [`Prefixed`] yield
+        /// exactly the bytes sent, in order, then the stream's error if it had one; h2c is told only from a whole
+        /// preface.
+        #[test]
+        fn the_sniffed_stream_is_the_stream_sent(
+            script in proptest::collection::vec(arrival(), 0..12),
+            reads in proptest::collection::vec(1usize..64, 1..8),
+        ) {
+            let sent: Vec<u8> = script
+                .iter()
+                .take_while(|a| !matches!(a, Arrival::Fail))
+                .flat_map(|a| match a { Arrival::Bytes(b) => b.clone(), _ => Vec::new() })
+                .collect();
+            let fails = script.iter().any(|a| matches!(a, Arrival::Fail));
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (got, error, h2) = rt.block_on(async {
+                let mut stream = Scripted(script.into_iter().collect());
+                let preface = match read_preface(&mut stream).await {
+                    Ok(Some(p)) => p,
+                    Ok(None) => return (Vec::new(), false, None),
+                    Err(_) => return (Vec::new(), true, None),
+                };
+                let h2 = preface.is_h2();
+                let mut io = Prefixed::new(preface, stream);
+                let mut got = Vec::new();
+                for size in reads.iter().cycle() {
+                    let mut buf = vec![0u8; *size];
+                    match io.read(&mut buf).await {
+                        Ok(0) => return (got, false, Some(h2)),
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(_) => return (got, true, Some(h2)),
+                    }
+                }
+                unreachable!()
+            });
+            match h2 {
+                // The sniff itself failed or saw nothing: nothing was handed on.
+                None => proptest::prop_assert!(error == fails && (error || sent.is_empty())),
+                Some(h2) => {
+                    proptest::prop_assert_eq!(&got, &sent);
+                    proptest::prop_assert_eq!(error, fails);
+                    proptest::prop_assert_eq!(h2, sent.starts_with(H2_PREFACE));
+                }
+            }
+        }
+    }
+
     /// An error the stream reports in the read that completed the preface is not lost: the next read returns it.
     #[tokio::test]
     async fn an_error_after_the_preface_comes_with_the_next_read() {
