@@ -1192,6 +1192,81 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+# Where the memory of an open stream goes and what changed it (bench/heap-profile.sh and `--only streams`): written
+# by hand, kept by every run.
+STREAM_MEMORY = [
+    "## Memory: what was changed, and what was not",
+    "",
+    "Measured on 2026-12-07 on the same kind of machine, busy (load average 7–10: memory does not depend on it), "
+    "release builds one after the other: memory per open SSE stream as the table above measures it "
+    "(`bench/bench.py --only streams --no-peer-streams --guard BINARY`: the RSS slope from 990 to 9,900 streams), "
+    "and the live heap per allocation site at 2,000 streams (`GUARD_BIN=BINARY bench/heap-profile.sh`, heaptrack). "
+    "Until the next full `make bench`, the tables above are of `5857fba`.",
+    "",
+    "| guard | memory per open stream (RSS) | heap per stream | RSS at 2,000 streams (under heaptrack) |",
+    "| --- | ---: | ---: | ---: |",
+    "| `9e5ce02` (before authentication, access rules and the audit log) | 37.9 KiB | 65.6 KB | 85.4 MB |",
+    "| `5857fba` (0.1.0) | 40.2 KiB | 67.8 KB | 92.6 MB |",
+    "| the request's future a few words, the preface read with what followed | 27.5 KiB | 56.0 KB | 68.7 MB |",
+    "| and the request body's watch boxed (this version) | **27.5 KiB** | 51.4 KB | 68.3 MB |",
+    "| the same with jemalloc | 28.8 KiB | — | — |",
+    "",
+    "The shipped build of this version (`--profile dist`, as `make bench` builds it): 27.5 KiB per open stream, "
+    "idle RSS 6.1 MiB. Side by side with `5857fba` (release builds, 10 alternating rounds of wrk -c64 as above, busy "
+    "machine), this version takes 0.98× the CPU time per request for 1.04× the requests/s: the changes below cost "
+    "no time.",
+    "",
+    "- **The regression (37.9 → 40.2 KiB) was the request path's future.** hyper allocates a connection's service "
+    "future once and keeps that allocation for the connection's lifetime, an open stream's too. With authentication, "
+    "access rules, list filtering and the audit log in the request path it had grown from 2.8 to 5.1 KiB (heaptrack: "
+    "`dispatch::Server::new`, one allocation per connection). `Proxy::handle` now returns a future of 32 bytes (a unit "
+    "test holds it to 64): the exchange is boxed apart and freed with the response head. The box that held the "
+    "upstream send alone moved up, so a request still takes 11 allocator calls.",
+    "- **The client connection's read buffer was 16 KiB, not 8.** The h2c sniff read the first 24 bytes and handed "
+    "them to hyper as a read of their own; hyper's adaptive buffer then found less than 8 KiB free and reserved 8 KiB "
+    "more, which the vector doubled to 16 KiB. The read that yields those bytes now also takes what followed them.",
+    "- **hyper's dispatch channel to each upstream connection** (a tokio channel) allocates its first block of 32 "
+    "requests at the handshake and keeps it: 32 × 448 bytes, since the guard's request body carried its body watch "
+    "(144 bytes) inline. Boxed (few requests are watched): 312-byte requests, 15.1 → 10.8 KB a connection. Fresh "
+    "streams do not show it in RSS (glibc never touches the block's unused slots), the heap does; a long-running "
+    "guard's reused memory has been touched.",
+    "- **What a stream holds now** (heap, 51 KB): two read buffers of 8 KiB (hyper starts every HTTP/1.1 connection "
+    "at 8 KiB; the server's `max_buf_size` bounds the growth, not the start, and the client's `read_buf_exact_size` "
+    "would start smaller but also bound the response head to that size), two 8 KiB buffers for the heads hyper "
+    "writes (allocated with every connection, no setting), the dispatch channel's block (10.8 KB, of which 7 KB are "
+    "`http::Request` heads), the two connections' tasks (1.1 and 1.5 KB), and under 1 KB of the guard's own (the "
+    "peer, the boxed connection, hyper's body channel). **hyper sets the floor: 44 of the 51 KB** (its buffers and "
+    "its dispatch channel, hyper#4057); 27.5 KiB of it is resident. The target of 24 KiB is missed; without a fork "
+    "of hyper what is left is one task per stream (polling the upstream connection from the client's task).",
+    "- **What an upstream connection keeps after a large answer.** hyper's read buffer doubles after every read "
+    "that fills it, up to about 400 KiB, and a connection keeps what it grew to, idle in the pool too. Measured with "
+    "1 MiB answers fetched through the guard over 32 connections for 3 s, then 3 s idle (the RSS kept, and the "
+    "guard's CPU time per answer; medians of 5 alternating rounds):",
+    "",
+    "| upstream read buffer at most | RSS kept after the answers | CPU time per 1 MiB answer |",
+    "| --- | ---: | ---: |",
+    "| 64 KiB | 4.6 MiB | 643 µs (510 µs with hyper's default in that run) |",
+    "| **128 KiB (this version)** | **6.9 MiB** | **557 µs** |",
+    "| 256 KiB | 12.0 MiB | 536 µs |",
+    "| hyper's default (about 400 KiB) | 19.9 MiB | 514 µs |",
+    "",
+    "128 KiB keeps a third of the memory for 8 % more CPU time on megabyte answers (MCP answers are mostly far "
+    "smaller, and do not reach it). It also bounds an upstream's response head: one within 128 KiB passes; a far "
+    "larger one is a `502`.",
+    "- **jemalloc** (tikv-jemallocator 0.6.1, jemalloc 5.3.0, as linkerd2-proxy uses): side by side with glibc on the "
+    "same source, release builds, 10 alternating rounds of wrk -c64 on the busy machine: CPU time per request 0.93× "
+    "glibc's (paired by round; 0.71–1.06×), requests/s 0.97×, idle RSS 9.1 MiB against 7.6, memory per open stream "
+    "28.8 KiB against 27.5, the binary 0.5 MB larger. It loses on the memory targets and does not clearly win on "
+    "time: left out.",
+    "- **Idle RSS 5.5 → 6.4 MiB (0.1.0) is the binary, not a leak.** Release builds of `9e5ce02` and `5857fba`, one "
+    "request served (`/proc/PID/smaps`): 5.8 → 7.8 MiB, of which the binary's own pages 3.4 → 5.2 MiB (clean, "
+    "file-backed: code and read-only data; the binary grew from 6.2 to 9.5 MB with token checks (ring, rustls, the "
+    "built-in TLS roots), access rules, list filtering and the audit log) and anonymous memory 0.6 → 0.8 MiB (the audit "
+    "writer thread, started with the audit log off too, and its 4,096-line queue of 128 KiB). Clean file pages are "
+    "the page cache of the image, shared by every guard on a node.",
+    "",
+]
+
 # What the profile (bench/profile.py, below the tables) led to: written by hand, kept by every run.
 REQUEST_PATH = [
     "## The request path: what was changed, and what was not",
@@ -1209,14 +1284,14 @@ REQUEST_PATH = [
     "- **hyper's own share: 8 calls per request** (two body channels, the header-read timer, two shared buffers "
     "split off the read buffer, two read-buffer regrowths, the client dispatch's one-shot channel). Not the guard's "
     "to change without a fork.",
-    "- **Kept on purpose** (3): the boxed upstream send (hyper keeps the service future's allocation for the "
-    "connection's lifetime; boxing keeps the exchange's state out of every idle connection), the per-request fault "
-    "slot (how a client body's failure reaches the refusal the client gets), the boxed client body.",
-    "- **Not tried yet:** jemalloc (with 11 calls per request, malloc and free are about 5 % of the guard's samples: "
-    "little for an allocator to win; glibc's arenas add 0.06 `mprotect` per request); polling the upstream "
-    "connection from the client connection's task (the `write` calls beside `writev` are the runtime's cross-thread "
-    "wakeups, 0.1–0.4 per request depending on load); `max_buf_size` for upstream connections after a large answer.",
+    "- **Kept on purpose** (3): the boxed exchange (hyper keeps the service future's allocation for the "
+    "connection's lifetime; boxing keeps the exchange's state out of every connection, see below), the per-request "
+    "fault slot (how a client body's failure reaches the refusal the client gets), the boxed client body.",
+    "- **jemalloc: measured, left out** (below). **Not tried yet:** polling the upstream connection from the client "
+    "connection's task (the `write` calls beside `writev` are the runtime's cross-thread wakeups, 0.1–0.4 per request "
+    "depending on load).",
     "",
+    *STREAM_MEMORY,
 ]
 
 

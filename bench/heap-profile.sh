@@ -3,24 +3,30 @@
 # `heaptrack`) with N open SSE streams (default 2000) and prints the largest peak allocation sites.
 # heaptrack sees malloc only: with a custom #[global_allocator] (jemalloc, mimalloc) build the guard with the
 # system allocator for this.
-#   bench/heap-profile.sh [N]
+#   bench/heap-profile.sh [N]            (GUARD_BIN=path: profile that binary instead of building one;
+#                                         GUARD_ARGS: extra arguments for it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-2000}
 command -v heaptrack >/dev/null || { echo "heaptrack not installed: apt-get install heaptrack" >&2; exit 2; }
-CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --release -p mcp-guard --bin mcp-guard
+guard_bin=${GUARD_BIN:-}
+if [ -z "$guard_bin" ]; then
+  CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --release -p mcp-guard --bin mcp-guard
+  guard_bin=target/release/mcp-guard
+fi
 work=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 up=$(free_port)
 port=$(free_port)
 python3 bench/sse_upstream.py "$up" >"$work/upstream.log" 2>&1 &
 up_pid=$!
-heaptrack -o "$work/guard" target/release/mcp-guard --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$up" \
+# shellcheck disable=SC2086 # GUARD_ARGS is a list of arguments
+heaptrack -o "$work/guard" "$guard_bin" ${GUARD_ARGS:-} --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$up" \
   --allow-host mcp.example.test --log-level warn --max-connections 20000 >"$work/guard.log" 2>&1 &
 ht_pid=$!
 trap 'kill $up_pid 2>/dev/null || true; kill $ht_pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
-  guard_pid=$(pgrep -P "$ht_pid" -x mcp-guard || true)
+  guard_pid=$(pgrep -P "$ht_pid" -f "$guard_bin" || true)
   [ -n "$guard_pid" ] && python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
   sleep 0.1
 done

@@ -67,8 +67,10 @@ pub struct RequestBody {
     fault: Option<FaultSlot>,
     /// Refuse a trailer section ([`TrailersRefused`]): the body is chunked.
     refuse_trailers: bool,
-    /// What the rest of the body must not contradict: it is cut (never sent whole) when it does.
-    watch: Option<crate::policy::peek::Watch>,
+    /// What the rest of the body must not contradict: it is cut (never sent whole) when it does. Boxed: a
+    /// request waits in hyper's dispatch channel to its upstream connection, whose first block holds 32 of them
+    /// for as long as the connection lives, and few requests are watched.
+    watch: Option<Box<crate::policy::peek::Watch>>,
 }
 
 impl RequestBody {
@@ -102,7 +104,7 @@ impl RequestBody {
 
     /// Watches the rest of the body (see [`crate::policy::watch`]).
     pub fn watch(&mut self, watch: Option<crate::policy::peek::Watch>) {
-        self.watch = watch;
+        self.watch = watch.map(Box::new);
     }
 
     /// Whether no frame is left to send.

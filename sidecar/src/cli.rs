@@ -186,7 +186,7 @@ pub struct Args {
     #[arg(long, env = "MCP_GUARD_AUDIT_QUEUE_LINES", default_value_t = crate::audit::DEFAULT_QUEUE_LINES)]
     pub audit_queue_lines: usize,
 
-    /// A fixed read buffer in bytes for upstream connections (0 = hyper's adaptive one).
+    /// A fixed read buffer in bytes for upstream connections (0 = hyper's adaptive one, up to 128 KiB).
     #[arg(long, env = "MCP_GUARD_UPSTREAM_READ_BUFFER", default_value_t = 0)]
     pub upstream_read_buffer: usize,
 

@@ -63,7 +63,15 @@ impl Proxy {
     /// over or as a test builds it in memory. Whatever the answer to a chunked body, the connection closes after
     /// it, so nothing hyper read past such a body is ever taken as a request (see `docs/guard.md`, "Chunked
     /// request bodies").
-    pub async fn handle<B>(self: Arc<Self>, req: Request<B>, peer: Arc<Peer>) -> Response<ResponseBody>
+    ///
+    /// The future returned is a few words: hyper keeps the allocation of a connection's service future for the
+    /// connection's lifetime (an open SSE stream's too), so the exchange's state (kilobytes) is boxed apart and
+    /// freed with the response head.
+    pub fn handle<B>(
+        self: Arc<Self>,
+        req: Request<B>,
+        peer: Arc<Peer>,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -73,16 +81,19 @@ impl Proxy {
         let (mut head, body) = req.into_parts();
         let body = RequestBody::new(body, policy::body_limit(&allowlist)).refusing_trailers(chunked);
         let trail = Trail::begin(&self.audit, &allowlist, &mut head);
-        let mut answer = self.exchange(allowlist, head, body, peer).await;
-        if let Some(trail) = trail {
-            trail.finish(&mut answer);
-        }
-        if chunked {
+        let exchange = Box::pin(self.exchange(allowlist, head, body, peer));
+        async move {
+            let mut answer = exchange.await;
+            if let Some(trail) = trail {
+                trail.finish(&mut answer);
+            }
+            if chunked {
+                answer
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
             answer
-                .headers_mut()
-                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
-        answer
     }
 
     async fn exchange(
@@ -243,9 +254,7 @@ impl Proxy {
             let upstream_req = Request::from_parts(head, body);
             let path = upstream_req.uri().path_and_query().cloned();
             let path = path.as_ref().map_or("/", |p| p.path());
-            // Boxed: hyper keeps the allocation of the service future for the connection's lifetime, so the
-            // exchange's state must not be part of it.
-            let response = match Box::pin(peer.upstream.send(upstream_req)).await {
+            let response = match peer.upstream.send(upstream_req).await {
                 Ok(resp) => {
                     let (mut parts, inner) = resp.into_parts();
                     if let Some(slot) = slot.as_mut()
@@ -695,3 +704,6 @@ pub fn log_denial(
         "{message}"
     );
 }
+
+#[cfg(test)]
+mod tests;

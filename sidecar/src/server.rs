@@ -135,10 +135,11 @@ pub async fn serve(
             };
             let io = TokioIo::new(Prefixed::new(preface, IdleIo::new(stream, activity)));
             let peer = Arc::new(Peer::new(addr, Paired::new(proxy.pool.clone(), h2)));
+            // The request's future is made here, not in the service future: hyper keeps that one's allocation for
+            // the connection's lifetime, which is best a few words (see `Proxy::handle`).
             let service = service_fn(move |req| {
-                let proxy = proxy.clone();
-                let peer = peer.clone();
-                async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
+                let answer = proxy.clone().handle(req, peer.clone());
+                async move { Ok::<_, std::convert::Infallible>(answer.await) }
             });
             // Boxed: hyper's connection state is large; inline it would make the task's future larger still.
             let ended = if h2 {
@@ -235,6 +236,8 @@ pub async fn read_preface<R: AsyncRead + Unpin>(stream: &mut R) -> std::io::Resu
 pub struct Prefixed<T> {
     preface: Preface,
     pos: usize,
+    /// An error the inner stream returned in the read that also yielded the preface's last bytes: the next read's.
+    error: Option<std::io::Error>,
     inner: T,
 }
 
@@ -243,6 +246,7 @@ impl<T> Prefixed<T> {
         Prefixed {
             preface,
             pos: 0,
+            error: None,
             inner,
         }
     }
@@ -255,6 +259,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if let Some(e) = this.error.take() {
+            return Poll::Ready(Err(e));
+        }
         let rest = &this.preface.buf[this.pos..this.preface.len];
         if rest.is_empty() {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -262,6 +269,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
         let n = rest.len().min(buf.remaining());
         buf.put_slice(&rest[..n]);
         this.pos += n;
+        // The same read also takes what else has arrived: hyper sizes its read buffer by its first reads, and a
+        // short one (the preface alone) made it double the buffer, which a connection then kept for its lifetime
+        // (16 KiB instead of 8 per open SSE stream). Pending only means nothing more has arrived yet.
+        if this.pos == this.preface.len
+            && buf.remaining() > 0
+            && let Poll::Ready(Err(e)) = Pin::new(&mut this.inner).poll_read(cx, buf)
+        {
+            this.error = Some(e);
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -357,5 +373,151 @@ mod tests {
         // A partial preface then silence: the connection ends, no spinning in between.
         assert_eq!(sniff(&[b"PRI * HT"]).await, Some((false, b"PRI * HT".to_vec())));
         assert_eq!(sniff(&[]).await, None);
+    }
+
+    /// hyper's first read of a connection gets the preface and whatever else has arrived, as one read would have
+    /// without the preface taken: a short first read made hyper double its read buffer for the connection.
+    #[tokio::test]
+    async fn the_first_read_yields_the_preface_and_what_followed() {
+        let request = b"GET /sse HTTP/1.1\r\nhost: a\r\naccept: text/event-stream\r\n\r\n";
+        let mut client = &request[..];
+        let preface = read_preface(&mut client).await.unwrap().unwrap();
+        assert!(!preface.is_h2());
+        assert!(client.len() < request.len(), "the preface took bytes");
+        let mut io = Prefixed::new(preface, client);
+        let mut buf = [0u8; 8192];
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], request, "one read, all of it");
+
+        // Nothing more arrived yet: the preface alone, at once (not Pending).
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut server = server;
+        let preface = read_preface(&mut server).await.unwrap().unwrap();
+        let mut io = Prefixed::new(preface, server);
+        let n = tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n");
+        client.write_all(b"host: a\r\n\r\n").await.unwrap();
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"host: a\r\n\r\n");
+    }
+
+    /// How a scripted client's bytes arrive: in pieces, with waits between, and possibly ending in an error.
+    #[derive(Clone, Debug)]
+    enum Arrival {
+        Bytes(Vec<u8>),
+        Wait,
+        Fail,
+    }
+
+    struct Scripted(std::collections::VecDeque<Arrival>);
+
+    impl AsyncRead for Scripted {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let script = &mut self.get_mut().0;
+            match script.pop_front() {
+                None => Poll::Ready(Ok(())),
+                Some(Arrival::Wait) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                Some(Arrival::Fail) => Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into())),
+                Some(Arrival::Bytes(mut b)) => {
+                    let n = b.len().min(buf.remaining());
+                    buf.put_slice(&b[..n]);
+                    if n < b.len() {
+                        script.push_front(Arrival::Bytes(b.split_off(n)));
+                    }
+                    Poll::Ready(Ok(()))
+                }
+            }
+        }
+    }
+
+    fn arrival() -> impl proptest::strategy::Strategy<Value = Arrival> {
+        use proptest::prelude::*;
+        // Bytes that often start like the h2 preface, so both protocols and every split within it come up.
+        let preface_part = (1..=H2_PREFACE.len()).prop_map(|n| H2_PREFACE[..n].to_vec());
+        let bytes = prop_oneof![preface_part, proptest::collection::vec(any::<u8>(), 1..40)];
+        prop_oneof![6 => bytes.prop_map(Arrival::Bytes), 2 => Just(Arrival::Wait), 1 => Just(Arrival::Fail)]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Whatever way a client's bytes arrive and whatever the reader's buffer: the sniff plus [`Prefixed`] yield
+        /// exactly the bytes sent, in order, then the stream's error if it had one; h2c is told only from a whole
+        /// preface.
+        #[test]
+        fn the_sniffed_stream_is_the_stream_sent(
+            script in proptest::collection::vec(arrival(), 0..12),
+            reads in proptest::collection::vec(1usize..64, 1..8),
+        ) {
+            let sent: Vec<u8> = script
+                .iter()
+                .take_while(|a| !matches!(a, Arrival::Fail))
+                .flat_map(|a| match a { Arrival::Bytes(b) => b.clone(), _ => Vec::new() })
+                .collect();
+            let fails = script.iter().any(|a| matches!(a, Arrival::Fail));
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (got, error, h2) = rt.block_on(async {
+                let mut stream = Scripted(script.into_iter().collect());
+                let preface = match read_preface(&mut stream).await {
+                    Ok(Some(p)) => p,
+                    Ok(None) => return (Vec::new(), false, None),
+                    Err(_) => return (Vec::new(), true, None),
+                };
+                let h2 = preface.is_h2();
+                let mut io = Prefixed::new(preface, stream);
+                let mut got = Vec::new();
+                for size in reads.iter().cycle() {
+                    let mut buf = vec![0u8; *size];
+                    match io.read(&mut buf).await {
+                        Ok(0) => return (got, false, Some(h2)),
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(_) => return (got, true, Some(h2)),
+                    }
+                }
+                unreachable!()
+            });
+            match h2 {
+                // The sniff itself failed or saw nothing: nothing was handed on.
+                None => proptest::prop_assert!(error == fails && (error || sent.is_empty())),
+                Some(h2) => {
+                    proptest::prop_assert_eq!(&got, &sent);
+                    proptest::prop_assert_eq!(error, fails);
+                    proptest::prop_assert_eq!(h2, sent.starts_with(H2_PREFACE));
+                }
+            }
+        }
+    }
+
+    /// An error the stream reports in the read that completed the preface is not lost: the next read returns it.
+    #[tokio::test]
+    async fn an_error_after_the_preface_comes_with_the_next_read() {
+        struct Failing;
+        impl AsyncRead for Failing {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                _: &mut ReadBuf<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()))
+            }
+        }
+        let preface = read_preface(&mut &b"GET"[..]).await.unwrap().unwrap();
+        let mut io = Prefixed::new(preface, Failing);
+        let mut buf = [0u8; 64];
+        assert_eq!(io.read(&mut buf).await.unwrap(), 3);
+        assert_eq!(&buf[..3], b"GET");
+        let err = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
     }
 }

@@ -323,6 +323,38 @@ async fn sse_events_are_flushed_one_by_one() {
     }
 }
 
+/// What an upstream connection keeps after a large answer is capped (`UPSTREAM_MAX_BUF`, its read buffer's
+/// bound), and with it the largest response head the guard takes: a head within the bound passes whole, a far
+/// larger one (still within hyper's default bound of about 400 KiB) is the upstream's failure (502). hyper checks
+/// the bound between reads, so a head just past it may still come whole in one read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_response_heads_are_bounded_by_the_read_buffer_cap() {
+    use mcp_guard::pool::UPSTREAM_MAX_BUF;
+    // `GET /head/N`: a response whose head carries a field of N bytes.
+    let url = support::wire::raw_upstream(|mut w| async move {
+        let Ok((start, _)) = w.head().await else { return };
+        let size: usize = start
+            .split(['/', ' '])
+            .nth(3)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let big = "a".repeat(size);
+        let head =
+            format!("HTTP/1.1 200 OK\r\nx-big: {big}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        let _ = w.send(head).await;
+    })
+    .await;
+    let guard = start_guard(&["--upstream", &url, "--allow-host", "mcp.example.com"]).await;
+    let host = ["Host: mcp.example.com"];
+    let within = UPSTREAM_MAX_BUF - 1024;
+    let r = get_with(guard.addr, &format!("/head/{within}"), &host).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-big").map(str::len), Some(within));
+    assert_eq!(r.body, b"ok");
+    let r = get_with(guard.addr, &format!("/head/{}", 3 * UPSTREAM_MAX_BUF), &host).await;
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_sse_transport_pair_works() {
     let up = TestUpstream::start().await;
