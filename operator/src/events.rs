@@ -68,7 +68,7 @@ pub struct Recorder {
     published: Mutex<Series>,
 }
 
-/// The Events published within [`SERIES_TTL`], and when the expired ones were last dropped.
+/// The Events remembered for counting repeats, and when the expired ones were last dropped.
 #[derive(Default)]
 struct Series {
     by_key: HashMap<SeriesKey, Published>,
@@ -76,9 +76,9 @@ struct Series {
 }
 
 impl Series {
-    /// The Events published within [`SERIES_TTL`]. Expired ones are dropped once per [`SWEEP_EVERY`], not on
-    /// every publish: with 10,000 MCPServers each publish would otherwise scan 10,000 series (a repeat is
-    /// counted only within the TTL however long an expired series lingers).
+    /// The remembered Events. Expired ones are dropped once per [`SWEEP_EVERY`], not on every publish: with
+    /// 10,000 MCPServers each publish would otherwise scan 10,000 series. A lingering expired series is never
+    /// counted: [`Recorder::publish`] checks the TTL of the one it finds.
     fn live(&mut self) -> &mut HashMap<SeriesKey, Published> {
         if self.swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
             self.by_key.retain(|_, p| p.last.elapsed() < SERIES_TTL);

@@ -7,7 +7,7 @@
 //! too much costs time, never correctness. What each kind's facets are, and which facets a question looks up,
 //! is decided by its source (`sources/`); the tests there hold every lookup to the scan it replaces.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use kube::Resource;
@@ -28,9 +28,9 @@ pub enum Facet {
     /// An MCPServer that every lookup of its namespace returns: its selector implies no label, or it stands for
     /// another operator's server (`spec.serverRef`, resolved only when read).
     Always,
-    /// The keys of an MCPServer's `matchLabels` (for overlaps: selectors that share no key cannot conflict).
-    /// The last variant: [`Lookup::AnyOrDisjoint`] reads the key sets as the tail of the ordered facets.
-    KeySet(BTreeSet<String>),
+    /// The keys of an MCPServer's `matchLabels`, sorted (for overlaps: selectors that share no key cannot
+    /// conflict). The last variant: [`Lookup::AnyOrDisjoint`] reads the key sets as the tail of the ordered facets.
+    KeySet(Vec<String>),
 }
 
 /// Which objects of a namespace a question may concern.
@@ -46,25 +46,27 @@ pub enum Lookup {
     AnyOrDisjoint(Vec<Facet>, BTreeSet<String>),
 }
 
-/// Names per facet per namespace, and the facets of each object (to drop them when it changes or goes).
+/// Names per facet per namespace, and the facets of each object (to drop them when it changes or goes). A name
+/// is one allocation shared by its postings, and a set of one name stays small (the common case).
 #[derive(Debug, Default)]
 struct Postings {
-    by_facet: HashMap<String, BTreeMap<Facet, BTreeSet<String>>>,
-    of_object: HashMap<(String, String), Vec<Facet>>,
+    by_facet: HashMap<String, BTreeMap<Facet, HashSet<Arc<str>>>>,
+    of_object: HashMap<(String, Arc<str>), Vec<Facet>>,
 }
 
 impl Postings {
     fn insert(&mut self, ns: &str, name: &str, facets: Vec<Facet>) {
         self.remove(ns, name);
+        let name: Arc<str> = name.into();
         let postings = self.by_facet.entry(ns.to_string()).or_default();
         for f in &facets {
-            postings.entry(f.clone()).or_default().insert(name.to_string());
+            postings.entry(f.clone()).or_default().insert(name.clone());
         }
-        self.of_object.insert((ns.to_string(), name.to_string()), facets);
+        self.of_object.insert((ns.to_string(), name), facets);
     }
 
     fn remove(&mut self, ns: &str, name: &str) {
-        let Some(old) = self.of_object.remove(&(ns.to_string(), name.to_string())) else {
+        let Some(old) = self.of_object.remove(&(ns.to_string(), name.into())) else {
             return;
         };
         let Some(postings) = self.by_facet.get_mut(ns) else {
@@ -89,21 +91,21 @@ impl Postings {
         ns: &str,
         facets: &[Facet],
         disjoint_from: Option<&BTreeSet<String>>,
-    ) -> BTreeSet<String> {
+    ) -> BTreeSet<Arc<str>> {
         let Some(postings) = self.by_facet.get(ns) else {
             return BTreeSet::new();
         };
-        let mut names: BTreeSet<String> = facets
+        let mut names: BTreeSet<Arc<str>> = facets
             .iter()
             .filter_map(|f| postings.get(f))
             .flatten()
             .cloned()
             .collect();
         if let Some(keys) = disjoint_from {
-            let key_sets = postings.range(Facet::KeySet(BTreeSet::new())..);
+            let key_sets = postings.range(Facet::KeySet(Vec::new())..);
             for (facet, with) in key_sets {
                 if let Facet::KeySet(theirs) = facet
-                    && theirs.is_disjoint(keys)
+                    && !theirs.iter().any(|k| keys.contains(k))
                 {
                     names.extend(with.iter().cloned());
                 }
@@ -193,7 +195,7 @@ where
                 all.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
                 return all;
             }
-            Lookup::Named(names) => names.iter().cloned().collect(),
+            Lookup::Named(names) => names.iter().map(|n| Arc::from(n.as_str())).collect(),
             Lookup::Any(facets) => self.read().names(ns, facets, None),
             Lookup::AnyOrDisjoint(facets, keys) => self.read().names(ns, facets, Some(keys)),
         };

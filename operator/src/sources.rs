@@ -402,7 +402,8 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
 /// itself: the reconcile hands [`derive`] only these, looked up in the indexes ([`Relevant::read`]), so that a
 /// reconcile costs what the server's own objects cost rather than what its namespace holds (10,000 servers in
 /// one namespace would otherwise make a cold start quadratic). `tests::narrowing_derives_the_same` holds the
-/// tests to [`derive`] over whole namespaces, and `tests::relevant_lookups_equal_the_scan` the lookups to a scan.
+/// tests to [`derive`] over whole namespaces, and `tests::narrowing::lookups` the lookups (and the reverse
+/// mappers' lookups) to a scan.
 pub struct Relevant<'a> {
     spec: &'a MCPServerSpec,
 }

@@ -61,6 +61,7 @@ pub fn facets(server: &MCPServer) -> Vec<Facet> {
     for (kind, names) in listed {
         facets.extend(names.iter().flatten().map(|n| Facet::Lists(kind, n.clone())));
     }
+    // `matchLabels` is a BTreeMap: its keys come sorted.
     let keys = spec
         .selector
         .match_labels
