@@ -65,6 +65,21 @@ impl Postings {
         self.of_object.insert((ns.to_string(), name), facets);
     }
 
+    /// Adds facets to an object's, keeping those it has.
+    fn add(&mut self, ns: &str, name: &str, facets: &[Facet]) {
+        let mut all = self
+            .of_object
+            .get(&(ns.to_string(), name.into()))
+            .cloned()
+            .unwrap_or_default();
+        for f in facets {
+            if !all.contains(f) {
+                all.push(f.clone());
+            }
+        }
+        self.insert(ns, name, all);
+    }
+
     fn remove(&mut self, ns: &str, name: &str) {
         let Some(old) = self.of_object.remove(&(ns.to_string(), name.into())) else {
             return;
@@ -167,9 +182,13 @@ where
             Ok(watcher::Event::Delete(o)) => index.delete(o),
             Ok(watcher::Event::Init) => relist = Some(Postings::default()),
             Ok(watcher::Event::InitApply(o)) => {
-                index.apply(o);
-                if let (Some(relist), Some((ns, name))) = (&mut relist, key(o)) {
-                    relist.insert(ns, name, (index.facets)(o));
+                if let Some((ns, name)) = key(o) {
+                    let facets = (index.facets)(o);
+                    // The cache still holds the previous version until the list is done: find both.
+                    index.write().add(ns, name, &facets);
+                    if let Some(relist) = &mut relist {
+                        relist.insert(ns, name, facets);
+                    }
                 }
             }
             Ok(watcher::Event::InitDone) => {

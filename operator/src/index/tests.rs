@@ -57,12 +57,17 @@ fn follows_edits_deletions_and_relists() {
     assert_eq!(names(&index, &store, "ns", &app("a")), Vec::<String>::new());
     assert!(!index.read().of_object.contains_key(&("ns".into(), "p1".into())));
 
-    // A relist without p3 (deleted while the watch was down) drops it once the list is done.
+    // A relist without p3 (deleted while the watch was down), with p2 relabelled: until the list is done the
+    // cache holds p2 as it was, found by its old labels and its new ones; then only by its new ones.
     feed(Event::Init);
-    feed(Event::InitApply(labelled_pod("ns", "p2", &[("app", "b")])));
+    feed(Event::InitApply(labelled_pod("ns", "p2", &[("app", "c")])));
+    assert_eq!(names(&index, &store, "ns", &app("b")), ["p2"]);
+    assert_eq!(names(&index, &store, "ns", &app("c")), ["p2"]);
+    assert_eq!(names(&index, &store, "other", &app("a")), ["p3"]);
     feed(Event::InitDone);
     assert_eq!(names(&index, &store, "other", &app("a")), Vec::<String>::new());
-    assert_eq!(names(&index, &store, "ns", &app("b")), ["p2"]);
+    assert_eq!(names(&index, &store, "ns", &app("b")), Vec::<String>::new());
+    assert_eq!(names(&index, &store, "ns", &app("c")), ["p2"]);
     assert_eq!(index.read().of_object.len(), 1);
     assert_eq!(names(&index, &store, "ns", &Lookup::Namespace), ["p2"]);
     assert_eq!(
