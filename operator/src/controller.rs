@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -30,12 +30,15 @@ use crate::crd::{
     MCPGuardPolicy, MCPGuardPolicySpec, MCPServer, MCPServerStatus, UnguardedPodStatus, config_map_name,
 };
 use crate::events::{EventNote, EventType, Recorder, allowlist_change_note, unguarded_pods_note};
+use crate::index::Index;
 use crate::metrics::{ControllerMetrics, EventLabels, ServerLabels};
 use crate::settings::{self, DEFAULT_SIDECAR_IMAGE, Settings};
-use crate::sources::Stores;
 use crate::sources::policy::PolicyGenerations;
 use crate::sources::sig_servers::{self, SigMCPServer};
-use crate::sources::{self, DependencyIndex, Derivation, DeriveInput, FindingKind, Relevant, http_routes};
+use crate::sources::{
+    self, DependencyIndex, Derivation, DeriveInput, FindingKind, Relevant, RelevantObjects, http_routes,
+};
+use crate::sources::{Indexes, Stores};
 use crate::status::{self, NetworkPolicyOutcome, StatusInput, build_status};
 use crate::stores::{SyncTracker, Triggers, Watch, in_namespace, scoped};
 use crate::validate::validate_spec;
@@ -223,15 +226,12 @@ fn derive_from_caches(
 ) -> Derivation {
     let stores = &ctx.stores;
     let name = server.name_any();
-    let here = |meta: &ObjectMeta| meta.namespace.as_deref() == Some(ns);
-    let relevant = Relevant::to(&server.spec);
-    let services = stores
-        .services
-        .state_filter(|s| here(&s.metadata) && relevant.service(s));
-    let service_names: HashSet<String> = services.iter().map(|s| s.name_any()).collect();
-    let ingresses = stores
-        .ingresses
-        .state_filter(|i| here(&i.metadata) && relevant.ingress(i, &service_names));
+    let RelevantObjects {
+        services,
+        ingresses,
+        pods,
+        servers: others,
+    } = Relevant::to(&server.spec).read(stores, ns);
     let ingress_classes = stores.ingress_classes.state();
     let routes = stores
         .routes
@@ -244,15 +244,11 @@ fn derive_from_caches(
         .map(|s| in_namespace(s, ns))
         .unwrap_or_default();
     let gateways = stores.gateways.as_ref().map(|s| s.state()).unwrap_or_default();
-    let pods = stores.pods.state_filter(|p| here(&p.metadata) && relevant.pod(p));
     let namespace = stores
         .namespaces
         .as_ref()
         .and_then(|s| s.get(&ObjectRef::new(ns)));
     // A `serverRef` is resolved before its selector can be compared.
-    let others = stores.servers.state_filter(|o| {
-        here(&o.metadata) && (o.spec.server_ref.is_some() || relevant.other_selector(&o.spec.selector))
-    });
     let others: Vec<_> = others.iter().map(|o| sig_servers::resolved(o, stores)).collect();
     sources::derive(&DeriveInput {
         namespace: ns,
@@ -657,6 +653,7 @@ fn watch_servers(
     w: &Watch<'_>,
     shared: &Shared,
     metrics: &ControllerMetrics,
+    index: &Index<MCPServer>,
 ) -> (
     Store<MCPServer>,
     impl futures::Stream<Item = Result<MCPServer, watcher::Error>> + Send + 'static,
@@ -665,13 +662,15 @@ fn watch_servers(
     let (store, writer) = reflector::store();
     let (overlap_tx, overlap_rx) = futures::channel::mpsc::unbounded::<ObjectRef<MCPServer>>();
     let mut track = w.tracker.track::<MCPServer>();
-    let (shared, metrics, servers) = (shared.clone(), metrics.clone(), store.clone());
+    let mut follow = index.follow();
+    let (shared, metrics, servers) = (shared.clone(), metrics.clone(), (store.clone(), index.clone()));
     let mut generations: HashMap<ObjectRef<MCPServer>, Option<i64>> = HashMap::new();
     let stream = watcher(scoped::<MCPServer>(w.client, w.namespace), w.config.clone())
         .default_backoff()
         .modify(crate::stores::slim)
         .reflect(writer)
         .inspect(move |event| {
+            follow(event);
             track(event);
             let partners = match event {
                 Ok(watcher::Event::InitApply(server)) => {
@@ -684,7 +683,7 @@ fn watch_servers(
                         Vec::new()
                     } else {
                         sources::servers::map(
-                            &servers,
+                            (&servers.0, &servers.1),
                             &lock(&shared.index, "dependency index"),
                             server,
                             false,
@@ -694,7 +693,7 @@ fn watch_servers(
                 Ok(watcher::Event::Delete(server)) => {
                     generations.remove(&ObjectRef::from_obj(server));
                     let partners = sources::servers::map(
-                        &servers,
+                        (&servers.0, &servers.1),
                         &lock(&shared.index, "dependency index"),
                         server,
                         true,
@@ -822,14 +821,15 @@ struct SourceStreams {
 async fn watch_sources(
     w: &Watch<'_>,
     gateway_api: bool,
-    servers: Store<MCPServer>,
+    (servers, indexes): (Store<MCPServer>, Indexes),
     synced: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(Stores, SourceStreams), kube::Error> {
     let ours = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
     let (policies, policy_stream) = w.cluster::<MCPGuardPolicy>();
-    let (pods, pod_stream) = sources::pods::watch(w);
-    let (services, service_stream) = sources::services::watch(w);
-    let (ingresses, ingress_stream, ingress_classes, class_stream) = sources::ingresses::watch(w);
+    let (pods, pod_stream) = sources::pods::watch(w, &indexes.pods);
+    let (services, service_stream) = sources::services::watch(w, &indexes.services);
+    let (ingresses, ingress_stream, ingress_classes, class_stream) =
+        sources::ingresses::watch(w, &indexes.ingresses);
     let (routes, route_streams) = http_routes::watch(w, gateway_api).await?;
     let (sig_servers, sig_stream) = if sig_servers::served(w.client).await? {
         let (store, stream) = sig_servers::watch(w);
@@ -854,6 +854,7 @@ async fn watch_sources(
         namespaces: routes.namespaces,
         sig_servers,
         synced,
+        indexes,
     };
     let streams = SourceStreams {
         policies: policy_stream,
@@ -943,8 +944,9 @@ pub async fn run_once(
             .then(|| Arc::new(tokio::sync::Notify::new())),
         ..Default::default()
     };
-    let (servers, server_stream, overlap_rx) = watch_servers(&w, &shared, &metrics);
-    let (stores, streams) = watch_sources(&w, gateway_api, servers.clone(), synced_rx).await?;
+    let indexes = Indexes::default();
+    let (servers, server_stream, overlap_rx) = watch_servers(&w, &shared, &metrics, &indexes.servers);
+    let (stores, streams) = watch_sources(&w, gateway_api, (servers.clone(), indexes), synced_rx).await?;
     report_synced(&stores, &readiness, scope);
     // The cluster's issuer: fetched while this replica leads; each change reconciles every MCPServer (rare:
     // a key rotation, an outage, a recovery).

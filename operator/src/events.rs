@@ -65,8 +65,31 @@ pub struct Recorder {
     client: Client,
     controller: String,
     instance: String,
-    published: Mutex<HashMap<SeriesKey, Published>>,
+    published: Mutex<Series>,
 }
+
+/// The Events remembered for counting repeats, and when the expired ones were last dropped.
+#[derive(Default)]
+struct Series {
+    by_key: HashMap<SeriesKey, Published>,
+    swept: Option<Instant>,
+}
+
+impl Series {
+    /// The remembered Events. Expired ones are dropped once per [`SWEEP_EVERY`], not on every publish: with
+    /// 10,000 MCPServers each publish would otherwise scan 10,000 series. A lingering expired series is never
+    /// counted: [`Recorder::publish`] checks the TTL of the one it finds.
+    fn live(&mut self) -> &mut HashMap<SeriesKey, Published> {
+        if self.swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
+            self.by_key.retain(|_, p| p.last.elapsed() < SERIES_TTL);
+            self.swept = Some(Instant::now());
+        }
+        &mut self.by_key
+    }
+}
+
+/// How often expired series are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// `s` cut to at most `max` bytes on a character boundary, with `…` when cut.
 pub fn cut(s: &str, max: usize) -> String {
@@ -111,8 +134,11 @@ impl Recorder {
         // series at once cannot happen: the controller never reconciles one object twice at once.
         let series = {
             let mut published = self.published.lock().await;
-            published.retain(|_, p| p.last.elapsed() < SERIES_TTL);
-            published.get(&key).map(|p| (p.name.clone(), p.count))
+            published
+                .live()
+                .get(&key)
+                .filter(|p| p.last.elapsed() < SERIES_TTL)
+                .map(|p| (p.name.clone(), p.count))
         };
         if let Some((name, count)) = series {
             let count = count + 1;
@@ -124,7 +150,7 @@ impl Recorder {
                 .await
             {
                 Ok(_) => {
-                    if let Some(p) = self.published.lock().await.get_mut(&key) {
+                    if let Some(p) = self.published.lock().await.by_key.get_mut(&key) {
                         p.count = count;
                         p.last = Instant::now();
                     }
@@ -163,7 +189,8 @@ impl Recorder {
             ..Default::default()
         };
         api.create(&PostParams::default(), &event).await?;
-        let mut published = self.published.lock().await;
+        let mut series = self.published.lock().await;
+        let published = series.live();
         if published.len() >= MAX_REMEMBERED
             && let Some(oldest) = published
                 .iter()

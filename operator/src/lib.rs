@@ -22,6 +22,7 @@ pub mod events;
 pub mod field_error;
 pub mod fleet;
 pub mod gateway;
+pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod netpol;

@@ -27,8 +27,8 @@ pub use self::findings::{Blocker, Finding, FindingKind, Fix, UnguardedPod};
 use crate::crd::{AllowlistEntry, GuardMode, MCPGuardPolicy, MCPGuardPolicySpec, MCPServer, MCPServerSpec};
 use crate::field_error::{check_host_pattern, check_origin_pattern};
 use crate::gateway::{Gateway, HTTPRoute, ReferenceGrant};
+use crate::index::{Index, Lookup};
 use crate::settings::Settings;
-use crate::stores::in_namespace;
 
 pub mod explicit;
 pub mod findings;
@@ -69,6 +69,28 @@ pub struct Stores {
     pub sig_servers: Option<Store<sig_servers::SigMCPServer>>,
     /// `true` once every watch stream finished its initial list.
     pub synced: tokio::sync::watch::Receiver<bool>,
+    /// The indexes kept beside the caches of the kinds a namespace can hold thousands of.
+    pub indexes: Indexes,
+}
+
+/// The indexes beside the caches ([`crate::index`]), each with the facets its source looks its kind up by.
+#[derive(Clone)]
+pub struct Indexes {
+    pub servers: Index<MCPServer>,
+    pub services: Index<Service>,
+    pub ingresses: Index<Ingress>,
+    pub pods: Index<Pod>,
+}
+
+impl Default for Indexes {
+    fn default() -> Self {
+        Self {
+            servers: Index::new(servers::facets),
+            services: Index::new(services::facets),
+            ingresses: Index::new(ingresses::facets),
+            pods: Index::new(pods::facets),
+        }
+    }
 }
 
 impl Stores {
@@ -377,18 +399,62 @@ pub fn derive(input: &DeriveInput<'_>) -> Derivation {
 }
 
 /// Which objects of its namespace a server's derivation reads, each decided with the test its source applies
-/// itself: the reconcile hands [`derive`] only these, picked inside the caches (nothing is cloned for the rest),
-/// so that a reconcile costs what the server's own objects cost rather than what its namespace holds (10,000
-/// servers in one namespace would otherwise make a cold start quadratic). `tests::narrowing_derives_the_same`
-/// holds it to [`derive`] over whole namespaces.
+/// itself: the reconcile hands [`derive`] only these, looked up in the indexes ([`Relevant::read`]), so that a
+/// reconcile costs what the server's own objects cost rather than what its namespace holds (10,000 servers in
+/// one namespace would otherwise make a cold start quadratic). `tests::narrowing_derives_the_same` holds the
+/// tests to [`derive`] over whole namespaces, and `tests::narrowing::lookups` the lookups (and the reverse
+/// mappers' lookups) to a scan.
 pub struct Relevant<'a> {
     spec: &'a MCPServerSpec,
+}
+
+/// The objects of one server's namespace that its derivation reads, sorted by name.
+pub struct RelevantObjects {
+    pub services: Vec<std::sync::Arc<Service>>,
+    pub ingresses: Vec<std::sync::Arc<Ingress>>,
+    pub pods: Vec<std::sync::Arc<Pod>>,
+    /// The other MCPServers whose selector may overlap (a `serverRef` not yet resolved), the server itself too.
+    pub servers: Vec<std::sync::Arc<MCPServer>>,
 }
 
 impl<'a> Relevant<'a> {
     /// For the spec as [`derive`] reads it (a `serverRef` already resolved).
     pub fn to(spec: &'a MCPServerSpec) -> Self {
         Self { spec }
+    }
+
+    /// The objects of `ns` the derivation reads, from the caches through their indexes.
+    pub fn read(&self, stores: &Stores, ns: &str) -> RelevantObjects {
+        let ix = &stores.indexes;
+        let services = ix
+            .services
+            .select(&stores.services, ns, &services::lookup(self.spec), |s| {
+                self.service(s)
+            });
+        let names: HashSet<String> = services.iter().map(|s| s.name_any()).collect();
+        let listed = self.spec.ingresses.as_deref();
+        let ingresses = ix
+            .ingresses
+            .select(&stores.ingresses, ns, &ingresses::lookup(listed, &names), |i| {
+                self.ingress(i, &names)
+            });
+        let pods = ix
+            .pods
+            .select(&stores.pods, ns, &pods::lookup(&self.spec.selector), |p| {
+                self.pod(p)
+            });
+        let servers = ix.servers.select(
+            &stores.servers,
+            ns,
+            &servers::overlap_lookup(&self.spec.selector),
+            |o| o.spec.server_ref.is_some() || self.other_selector(&o.spec.selector),
+        );
+        RelevantObjects {
+            services,
+            ingresses,
+            pods,
+            servers,
+        }
     }
 
     /// The Services that route to the server (listed in `spec.services`, else selecting its pods).
@@ -497,10 +563,18 @@ impl DependencyIndex {
 
 /// The MCPServers of a namespace that satisfy `keep` (each as it resolves: a `spec.serverRef` read as the
 /// selector and port it stands for), as references.
-fn servers_where(stores: &Stores, ns: &str, keep: impl Fn(&MCPServer) -> bool) -> Vec<ObjectRef<MCPServer>> {
-    in_namespace(&stores.servers, ns)
+fn servers_where(
+    stores: &Stores,
+    ns: &str,
+    lookup: &Lookup,
+    keep: impl Fn(&MCPServer) -> bool,
+) -> Vec<ObjectRef<MCPServer>> {
+    let servers = &stores.indexes.servers;
+    servers
+        .select(&stores.servers, ns, lookup, |s| {
+            keep(&sig_servers::resolved(s, stores))
+        })
         .into_iter()
-        .filter(|s| keep(&sig_servers::resolved(s, stores)))
         .map(|s| ObjectRef::from_obj(&*s))
         .collect()
 }
@@ -508,7 +582,7 @@ fn servers_where(stores: &Stores, ns: &str, keep: impl Fn(&MCPServer) -> bool) -
 /// Every MCPServer of a namespace (a ReferenceGrant or the namespace's labels changed: routes from elsewhere may
 /// now reach them, or not).
 pub fn servers_of_namespace(stores: &Stores, ns: &str) -> Vec<ObjectRef<MCPServer>> {
-    servers_where(stores, ns, |_| true)
+    servers_where(stores, ns, &Lookup::Namespace, |_| true)
 }
 
 /// Every MCPServer (an IngressClass changed: which Ingresses count may change anywhere, and IngressClasses change

@@ -11,6 +11,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
+use crate::index::Index;
+
 /// Counts watch streams that have not finished their initial list; flips a watch channel when none is left.
 #[derive(Clone)]
 pub struct SyncTracker {
@@ -74,10 +76,12 @@ where
 }
 
 /// A store filled by a watch, and the stream of the objects the watch touched (for the controller's triggers).
+/// `follow` sees each event after the store applied it (an [`Index`] kept beside the store).
 pub fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
     tracker: &SyncTracker,
+    mut follow: impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + Send + 'static,
 ) -> (
     Store<K>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -92,7 +96,10 @@ where
         .default_backoff()
         .modify(slim)
         .reflect(writer)
-        .inspect(move |event| track(event))
+        .inspect(move |event| {
+            follow(event);
+            track(event);
+        })
         .touched_objects();
     (reader, stream)
 }
@@ -141,7 +148,32 @@ impl Watch<'_> {
         if !labels.is_empty() {
             config = config.labels(labels);
         }
-        let (store, stream) = reflect(scoped::<K>(self.client, self.namespace), config, self.tracker);
+        let (store, stream) = reflect(
+            scoped::<K>(self.client, self.namespace),
+            config,
+            self.tracker,
+            |_| {},
+        );
+        (store, stream.boxed())
+    }
+
+    /// A namespaced kind in the operator's scope, every object, kept in `index` too.
+    pub fn indexed<K>(&self, index: &Index<K>) -> (Store<K>, Triggers<K>)
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (store, stream) = reflect(
+            scoped::<K>(self.client, self.namespace),
+            self.config.clone(),
+            self.tracker,
+            index.follow(),
+        );
         (store, stream.boxed())
     }
 
@@ -155,6 +187,7 @@ impl Watch<'_> {
             Api::<K>::all(self.client.clone()),
             self.config.clone(),
             self.tracker,
+            |_| {},
         );
         (store, stream.boxed())
     }

@@ -19,6 +19,7 @@ use super::Stores;
 use super::services::{BackendVerdict, ServerServices, map_routing};
 use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Finding, Fold, referenced};
 use crate::crd::MCPServer;
+use crate::index::{Facet, Index, Lookup};
 use crate::stores::{Triggers, Watch};
 
 /// The Service names an Ingress routes to (rules and default backend).
@@ -38,6 +39,21 @@ fn backend_service_names(ingress: &Ingress) -> impl Iterator<Item = &str> {
         .flat_map(|r| r.http.iter().flat_map(|h| h.paths.iter()))
         .filter_map(|p| p.backend.service.as_ref());
     default.into_iter().chain(rules).map(|svc| svc.name.as_str())
+}
+
+/// What an Ingress is looked up by: the Services it routes to.
+pub fn facets(ingress: &Ingress) -> Vec<Facet> {
+    backend_service_names(ingress)
+        .map(|svc| Facet::Backend(svc.to_string()))
+        .collect()
+}
+
+/// The Ingresses [`concerns`] may accept: the listed ones, else those routing to one of `services`.
+pub fn lookup(listed: Option<&[String]>, services: &HashSet<String>) -> Lookup {
+    match listed {
+        Some(names) => Lookup::Named(names.to_vec()),
+        None => Lookup::Any(services.iter().map(|s| Facet::Backend(s.clone())).collect()),
+    }
 }
 
 /// Whether an Ingress can add to the derivation of a server whose `spec.ingresses` is `listed`, given the names of
@@ -285,13 +301,14 @@ fn contribute_rule(
 /// MCPServer: see [`super::all_servers`]).
 pub fn watch(
     w: &Watch<'_>,
+    index: &Index<Ingress>,
 ) -> (
     Store<Ingress>,
     Triggers<Ingress>,
     Store<IngressClass>,
     Triggers<IngressClass>,
 ) {
-    let (ingresses, ingress_stream) = w.namespaced();
+    let (ingresses, ingress_stream) = w.indexed(index);
     let (classes, class_stream) = w.cluster();
     (ingresses, ingress_stream, classes, class_stream)
 }

@@ -13,6 +13,7 @@ use super::Stores;
 use super::findings::{Blocker, Fix, UnguardedPod, shortened};
 use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Finding, Fold, servers_where};
 use crate::crd::MCPServer;
+use crate::index::{Facet, Index, Lookup};
 use crate::pod_contract::{NAMESPACE_INJECTION_LABEL, POD_INJECT_LABEL, SIDECAR_NAME, guarded_by};
 use crate::stores::{Triggers, Watch};
 
@@ -204,9 +205,28 @@ fn bypasses(pods: &[&Pod], server: &str) -> Vec<String> {
     out
 }
 
+/// What a pod is looked up by: its labels.
+pub fn facets(pod: &Pod) -> Vec<Facet> {
+    pod.metadata
+        .labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| Facet::Label(k.clone(), v.clone()))
+        .collect()
+}
+
+/// The pods a selector may match ([`counts`] decides): those carrying a label it names (every pod it matches
+/// carries them all), else the namespace's.
+pub fn lookup(selector: &LabelSelector) -> Lookup {
+    match super::services::selector_facets(selector) {
+        facets if facets.is_empty() => Lookup::Namespace,
+        facets => Lookup::Any(facets),
+    }
+}
+
 /// Pods of the operator's scope. The derivation reads their labels, containers and ports, and statuses.
-pub fn watch(w: &Watch<'_>) -> (Store<Pod>, Triggers<Pod>) {
-    w.namespaced()
+pub fn watch(w: &Watch<'_>, index: &Index<Pod>) -> (Store<Pod>, Triggers<Pod>) {
+    w.indexed(index)
 }
 
 /// Pod changed → the MCPServers selecting it now, and those that selected it before.
@@ -214,7 +234,8 @@ pub fn map(stores: &Stores, index: &DependencyIndex, pod: &Pod) -> Vec<ObjectRef
     let ns = pod.namespace().unwrap_or_default();
     let empty = BTreeMap::new();
     let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
-    let now = servers_where(stores, &ns, |s| {
+    let lookup = Lookup::Any(std::iter::once(Facet::Always).chain(facets(pod)).collect());
+    let now = servers_where(stores, &ns, &lookup, |s| {
         crate::selector::matches(&s.spec.selector, labels)
     });
     index.with_dependents(Dependency::new(DepKind::Pod, Some(&ns), &pod.name_any()), now)

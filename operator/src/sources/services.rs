@@ -24,6 +24,7 @@ use super::Stores;
 use super::pods::PodPorts;
 use super::{DepKind, Dependency, DependencyIndex, DeriveInput, Finding, Fold, servers_where};
 use crate::crd::{MCPServer, MCPServerSpec, TrafficLayout};
+use crate::index::{Facet, Index, Lookup};
 use crate::pod_contract::SIDECAR_NAME;
 use crate::stores::{Triggers, Watch};
 
@@ -96,6 +97,58 @@ fn implied_labels(selector: &LabelSelector) -> BTreeMap<&str, &str> {
         }
     }
     labels
+}
+
+/// The label pairs a selector is looked up by: its `matchLabels` and those it implies. Whatever the selector
+/// matches, or a Service it routes from ([`service_selects_server`]), carries at least one of them.
+pub(crate) fn selector_facets(selector: &LabelSelector) -> Vec<Facet> {
+    let mut pairs: Vec<Facet> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| Facet::Label(k.clone(), v.clone()))
+        .chain(
+            implied_labels(selector)
+                .into_iter()
+                .map(|(k, v)| Facet::Label(k.into(), v.into())),
+        )
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    pairs
+}
+
+/// What a Service is looked up by: the pairs of its selector.
+pub fn facets(service: &Service) -> Vec<Facet> {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| Facet::Label(k.clone(), v.clone()))
+        .collect()
+}
+
+/// The Services that may route to a server ([`service_is_candidate`] decides): those `spec.services` lists, else
+/// those selecting on a label the server's selector names (every routing Service does, unless the selector names
+/// none: then the namespace's).
+pub fn lookup(spec: &MCPServerSpec) -> Lookup {
+    match &spec.services {
+        Some(names) => Lookup::Named(names.clone()),
+        None => match selector_facets(&spec.selector) {
+            facets if facets.is_empty() => Lookup::Namespace,
+            facets => Lookup::Any(facets),
+        },
+    }
+}
+
+/// The MCPServers `service` may route to ([`service_is_candidate`] decides): those listing it, those whose
+/// selector names a label it selects on, and those looked up always.
+fn servers_lookup(name: &str, service: Option<&Service>) -> Lookup {
+    let mut facets = vec![Facet::Always, Facet::Lists(DepKind::Service, name.to_string())];
+    facets.extend(service.map(self::facets).into_iter().flatten());
+    Lookup::Any(facets)
 }
 
 /// Whether `selector` is known to match every pod carrying at least `labels`.
@@ -364,23 +417,29 @@ fn bypass(
 /// MCPServers in `ns` for which the named Service is (or is listed as) one of theirs.
 fn servers_for_service_name(stores: &Stores, ns: &str, svc_name: &str) -> Vec<ObjectRef<MCPServer>> {
     let svc = stores.services.get(&ObjectRef::new(svc_name).within(ns));
-    servers_where(stores, ns, |s| match &s.spec.services {
-        Some(names) => names.iter().any(|n| n == svc_name),
-        None => svc
-            .as_deref()
-            .is_some_and(|svc| service_is_candidate(svc, &s.spec)),
-    })
+    servers_where(
+        stores,
+        ns,
+        &servers_lookup(svc_name, svc.as_deref()),
+        |s| match &s.spec.services {
+            Some(names) => names.iter().any(|n| n == svc_name),
+            None => svc
+                .as_deref()
+                .is_some_and(|svc| service_is_candidate(svc, &s.spec)),
+        },
+    )
 }
 
 /// Services of the operator's scope.
-pub fn watch(w: &Watch<'_>) -> (Store<Service>, Triggers<Service>) {
-    w.namespaced()
+pub fn watch(w: &Watch<'_>, index: &Index<Service>) -> (Store<Service>, Triggers<Service>) {
+    w.indexed(index)
 }
 
 /// Service changed → the MCPServers it selects now, and those that used it before.
 pub fn map(stores: &Stores, index: &DependencyIndex, svc: &Service) -> Vec<ObjectRef<MCPServer>> {
     let ns = svc.namespace().unwrap_or_default();
-    let now = servers_where(stores, &ns, |s| service_is_candidate(svc, &s.spec));
+    let lookup = servers_lookup(&svc.name_any(), Some(svc));
+    let now = servers_where(stores, &ns, &lookup, |s| service_is_candidate(svc, &s.spec));
     index.with_dependents(Dependency::new(DepKind::Service, Some(&ns), &svc.name_any()), now)
 }
 
@@ -399,7 +458,8 @@ pub fn map_routing(
         .iter()
         .flat_map(|(svc_ns, svc)| servers_for_service_name(stores, svc_ns, svc))
         .collect();
-    now.extend(servers_where(stores, &ns, |s| {
+    let listing = Lookup::Any(vec![Facet::Lists(dep.kind, dep.name.clone())]);
+    now.extend(servers_where(stores, &ns, &listing, |s| {
         listed(&s.spec).is_some_and(|names| names.contains(&dep.name))
     }));
     index.with_dependents(dep, now)

@@ -198,7 +198,11 @@ pub fn watch(w: &Watch<'_>) -> (Store<SigMCPServer>, Triggers<SigMCPServer>) {
 pub fn map(stores: &Stores, index: &DependencyIndex, theirs: &SigMCPServer) -> Vec<ObjectRef<MCPServer>> {
     let ns = theirs.namespace().unwrap_or_default();
     let name = theirs.name_any();
-    let now = servers_where(stores, &ns, |s| referenced_name(&s.spec) == Some(name.as_str()));
+    // Servers with a `serverRef` are always looked up.
+    let always = crate::index::Lookup::Any(vec![crate::index::Facet::Always]);
+    let now = servers_where(stores, &ns, &always, |s| {
+        referenced_name(&s.spec) == Some(name.as_str())
+    });
     index.with_dependents(Dependency::new(DepKind::SigMCPServer, Some(&ns), &name), now)
 }
 

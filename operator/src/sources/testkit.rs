@@ -18,13 +18,14 @@ pub use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 
-use super::Stores;
+use super::{Indexes, Stores};
 pub use crate::crd::{AllowlistEntry, GuardMode, MCPGuardPolicySpec, MCPServer, MCPServerSpec, PolicyLimits};
 pub use crate::gateway::{
     AllowedRoutes, BackendRef, Gateway, GatewaySpec, HTTPRoute, HTTPRouteFilter, HTTPRouteRule,
     HTTPRouteSpec, HTTPRouteStatus, HTTPURLRewriteFilter, Listener, ParentReference, ReferenceGrantSpec,
     RouteGroupKind, RouteNamespaces, RouteParentStatus,
 };
+use crate::index::Index;
 pub use crate::sources::ingresses::{DEFAULT_CLASS_ANNOTATION, INGRESS_CLASS_ANNOTATION};
 pub use crate::sources::{Derivation, DeriveInput, FindingKind, derive};
 
@@ -39,6 +40,7 @@ pub struct Cache {
     pub servers: Vec<MCPServer>,
     pub services: Vec<Service>,
     pub ingresses: Vec<Ingress>,
+    pub pods: Vec<Pod>,
     pub routes: Vec<HTTPRoute>,
     pub sig_servers: Vec<crate::sources::sig_servers::SigMCPServer>,
 }
@@ -55,23 +57,36 @@ where
     reader
 }
 
+/// A store of these objects, and the objects in its index.
+fn indexed<K>(objects: &[K], index: &Index<K>) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    for o in objects {
+        index.apply(o);
+    }
+    store(objects)
+}
+
 impl Cache {
     pub fn stores(&self) -> Stores {
+        let indexes = Indexes::default();
         Stores {
-            servers: store(&self.servers),
-            services: store(&self.services),
-            ingresses: store(&self.ingresses),
+            servers: indexed(&self.servers, &indexes.servers),
+            services: indexed(&self.services, &indexes.services),
+            ingresses: indexed(&self.ingresses, &indexes.ingresses),
             ingress_classes: store(&[]),
             policies: store(&[]),
             config_maps: store(&[]),
             network_policies: store(&[]),
-            pods: store(&[]),
+            pods: indexed(&self.pods, &indexes.pods),
             routes: Some(store(&self.routes)),
             gateways: Some(store(&[])),
             reference_grants: Some(store(&[])),
             namespaces: Some(store(&[])),
             sig_servers: Some(store(&self.sig_servers)),
             synced: tokio::sync::watch::channel(true).1,
+            indexes,
         }
     }
 }

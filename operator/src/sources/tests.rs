@@ -374,4 +374,201 @@ mod narrowing {
         );
         assert_eq!(n.derive(&s), world.derive(&s));
     }
+
+    /// The indexes only narrow: every lookup, with its exact test applied, returns what a scan of the namespace
+    /// returns, over generated objects in two namespaces and selectors of every shape (expressions, empty or
+    /// absent `matchLabels`, `serverRef`).
+    mod lookups {
+        use std::sync::Arc;
+
+        use kube::ResourceExt;
+
+        use super::*;
+        use crate::crd::ServerRef;
+        use crate::selector::{common_pod, labels_conflict, matches};
+        use crate::sources::services::service_is_candidate;
+        use crate::sources::sig_servers::resolved;
+        use crate::sources::{DependencyIndex, Stores, ingresses, pods, servers, services};
+
+        const OTHER_NS: &str = "team-b";
+
+        fn arb_selector() -> impl Strategy<Value = LabelSelector> {
+            let expr = (
+                prop::sample::select(KEYS),
+                prop::sample::select(vec!["In", "NotIn", "Exists", "DoesNotExist"]),
+                prop::collection::vec(prop::sample::select(VALUES), 0..3),
+            );
+            (prop::option::of(arb_labels()), prop::collection::vec(expr, 0..3)).prop_map(
+                |(match_labels, exprs)| LabelSelector {
+                    match_labels: match_labels.map(|l| labels(&l)),
+                    match_expressions: (!exprs.is_empty()).then(|| {
+                        exprs
+                            .into_iter()
+                            .map(|(key, operator, values)| LabelSelectorRequirement {
+                                key: key.into(),
+                                operator: operator.into(),
+                                values: Some(values.into_iter().map(str::to_string).collect()),
+                            })
+                            .collect()
+                    }),
+                },
+            )
+        }
+
+        fn arb_server_spec() -> impl Strategy<Value = MCPServerSpec> {
+            (
+                arb_selector(),
+                arb_list(SERVICES),
+                arb_list(INGRESSES),
+                prop::option::weighted(0.1, Just("theirs")),
+            )
+                .prop_map(|(selector, services, ingresses, reference)| MCPServerSpec {
+                    selector,
+                    services,
+                    ingresses,
+                    server_ref: reference.map(|name| ServerRef {
+                        api_group: "mcp.x-k8s.io".into(),
+                        kind: "MCPServer".into(),
+                        name: name.into(),
+                    }),
+                    ..spec(&[])
+                })
+        }
+
+        fn arb_servers() -> impl Strategy<Value = Vec<MCPServer>> {
+            prop::collection::vec(arb_server_spec(), 0..6).prop_map(|specs| {
+                specs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, spec)| {
+                        let mut s = MCPServer::new(&format!("m{i}"), spec);
+                        s.metadata.namespace = Some(NS.into());
+                        s
+                    })
+                    .collect()
+            })
+        }
+
+        /// The world's objects in its namespace and copies in another (which no lookup of the first returns).
+        fn cache(world: &World, servers: &[MCPServer]) -> Cache {
+            fn both<K: ResourceExt + Clone>(objects: &[K]) -> Vec<K> {
+                let mut all = objects.to_vec();
+                for o in objects {
+                    let mut copy = o.clone();
+                    copy.meta_mut().namespace = Some(OTHER_NS.into());
+                    all.push(copy);
+                }
+                all
+            }
+            Cache {
+                servers: both(servers),
+                services: both(&world.services),
+                ingresses: both(&world.ingresses),
+                pods: both(&world.pods),
+                ..Default::default()
+            }
+        }
+
+        fn sorted_names<K: ResourceExt>(objects: &[Arc<K>]) -> Vec<String> {
+            objects.iter().map(|o| o.name_any()).collect()
+        }
+
+        /// Objects of `NS` in a store that `keep` accepts, by a scan, sorted by name.
+        fn scan<K>(store: &kube::runtime::reflector::Store<K>, keep: impl Fn(&K) -> bool) -> Vec<String>
+        where
+            K: ResourceExt<DynamicType = ()> + Clone + 'static,
+        {
+            let mut names: Vec<String> = store
+                .state()
+                .iter()
+                .filter(|o| o.namespace().as_deref() == Some(NS) && keep(o))
+                .map(|o| o.name_any())
+                .collect();
+            names.sort();
+            names
+        }
+
+        fn scan_servers(stores: &Stores, keep: impl Fn(&MCPServer) -> bool) -> Vec<String> {
+            scan(&stores.servers, |s| keep(&resolved(s, stores)))
+                .into_iter()
+                .map(|n| format!("{NS}/{n}"))
+                .collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            #[test]
+            fn relevant_lookups_equal_the_scan(
+                world in arb_world(),
+                servers in arb_servers(),
+                spec in arb_server_spec(),
+            ) {
+                let stores = cache(&world, &servers).stores();
+                let relevant = Relevant::to(&spec);
+                let read = relevant.read(&stores, NS);
+                let service_names = scan(&stores.services, |s| relevant.service(s));
+                prop_assert_eq!(sorted_names(&read.services), service_names.clone());
+                let service_names: HashSet<String> = service_names.into_iter().collect();
+                prop_assert_eq!(
+                    sorted_names(&read.ingresses),
+                    scan(&stores.ingresses, |i| relevant.ingress(i, &service_names))
+                );
+                prop_assert_eq!(sorted_names(&read.pods), scan(&stores.pods, |p| relevant.pod(p)));
+                prop_assert_eq!(
+                    sorted_names(&read.servers),
+                    scan(&stores.servers, |o| {
+                        o.spec.server_ref.is_some() || !labels_conflict(&spec.selector, &o.spec.selector)
+                    })
+                );
+            }
+
+            #[test]
+            fn mappers_equal_the_scan(
+                world in arb_world(),
+                servers in arb_servers(),
+                changed in arb_server_spec(),
+            ) {
+                let stores = cache(&world, &servers).stores();
+                let none = DependencyIndex::default();
+                for svc in &world.services {
+                    prop_assert_eq!(
+                        names(services::map(&stores, &none, svc)),
+                        scan_servers(&stores, |s| service_is_candidate(svc, &s.spec))
+                    );
+                }
+                for pod in &world.pods {
+                    let labels = pod.metadata.labels.clone().unwrap_or_default();
+                    prop_assert_eq!(
+                        names(pods::map(&stores, &none, pod)),
+                        scan_servers(&stores, |s| matches(&s.spec.selector, &labels))
+                    );
+                }
+                for ing in &world.ingresses {
+                    let backends = ingresses::ingress_backend_services(ing);
+                    let routes_to = |s: &MCPServer, svc: &String| match &s.spec.services {
+                        Some(listed) => listed.contains(svc),
+                        None => stores
+                            .services
+                            .get(&ObjectRef::new(svc).within(NS))
+                            .is_some_and(|svc| service_is_candidate(&svc, &s.spec)),
+                    };
+                    let want = scan_servers(&stores, |s| {
+                        backends.iter().any(|b| routes_to(s, b))
+                            || s.spec.ingresses.as_ref().is_some_and(|l| l.contains(&ing.name_any()))
+                    });
+                    prop_assert_eq!(names(ingresses::map(&stores, &none, ing)), want);
+                }
+                let mut mover = MCPServer::new("mover", changed);
+                mover.metadata.namespace = Some(NS.into());
+                prop_assert_eq!(
+                    names(servers::map((&stores.servers, &stores.indexes.servers), &none, &mover, false)),
+                    scan(&stores.servers, |s| common_pod(&mover.spec.selector, &s.spec.selector).is_some())
+                        .into_iter()
+                        .map(|n| format!("{NS}/{n}"))
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
+    }
 }

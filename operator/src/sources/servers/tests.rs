@@ -67,7 +67,12 @@ fn a_server_maps_to_those_it_overlaps_now_and_before() {
     for (name, selector, deleted, want) in table {
         let s = server("ns", name, selector);
         assert_eq!(
-            names(map(&stores.servers, &index, &s, *deleted)),
+            names(map(
+                (&stores.servers, &stores.indexes.servers),
+                &index,
+                &s,
+                *deleted
+            )),
             *want,
             "{name} {selector:?} deleted={deleted}"
         );
