@@ -375,7 +375,16 @@ fn the_upgrade_test_starts_from_the_newest_release() {
             .current_dir(&root)
             .args(["cat-file", "-e", &format!("{commit}^{{commit}}")]));
     if !present {
-        eprintln!("commit {commit} is not in this clone (shallow?): its chart is not checked");
+        // Only a shallow clone may lack it (tools/previous-release.sh says how to fetch it).
+        let (_, shallow) = run(Command::new("git")
+            .current_dir(&root)
+            .args(["rev-parse", "--is-shallow-repository"]));
+        assert_eq!(
+            shallow.trim(),
+            "true",
+            "commit {commit} is not in this repository"
+        );
+        eprintln!("commit {commit} is not in this shallow clone: its chart is not checked");
         return;
     }
     let (ok, chart) = run(Command::new("git")
