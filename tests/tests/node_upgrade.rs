@@ -515,12 +515,22 @@ async fn helm_upgrade_from_the_previous_release_drops_no_call() {
         || call_forecast(svc_addr),
     )
     .await;
+    // The policy's host reaches the guards through their ConfigMap (the pods may have started before the
+    // MCPServer pointed at the policy).
     for pod in &old_pods {
-        assert_eq!(
-            initialize_status(pod_addr(pod), "gateway.example.com").await,
-            Ok(200),
-            "the policy's host"
-        );
+        let addr = pod_addr(pod);
+        eventually_or(
+            "the policy's host allowed by the previous guard",
+            Duration::from_secs(180),
+            || diagnose(cluster),
+            || async {
+                match initialize_status(addr, "gateway.example.com").await {
+                    Ok(200) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
     }
 
     // --- clients keep working: tool calls, held SSE streams, admissions -------------------------------------
@@ -600,6 +610,14 @@ async fn helm_upgrade_from_the_previous_release_drops_no_call() {
             panic!("the SSE stream on {pod} did not survive the upgrade: {e}");
         }
     }
+    // docs/upgrading.md's command lists the pods that still run the previous guard.
+    let columns = documented_guard_columns();
+    let listed = kubectl(cluster, &["get", "pods", "-n", NS, "-o", &columns]);
+    assert_eq!(
+        listed.lines().filter(|l| l.contains(&old_guard)).count(),
+        2,
+        "{columns}:\n{listed}"
+    );
 
     // --- the previous guard reads what the new operator writes ------------------------------------------------
     // Three changes, each written into the ConfigMap by the new operator only: a new Ingress host (a derived
@@ -774,6 +792,18 @@ spec:
         );
     }
     eprintln!("upgrade scenario: {:.1}s in all", started.elapsed().as_secs_f64());
+}
+
+/// The `-o custom-columns=...` of docs/upgrading.md's command that shows each pod's guard image.
+fn documented_guard_columns() -> String {
+    let doc = std::fs::read_to_string(workspace_root().join("docs/upgrading.md")).unwrap();
+    doc.lines()
+        .find_map(|l| l.strip_prefix("kubectl get pods -A -o custom-columns='"))
+        .and_then(|rest| rest.strip_suffix('\''))
+        .map(|columns| format!("custom-columns={columns}"))
+        .expect(
+            "docs/upgrading.md lists the pods' guard images with kubectl get pods -A -o custom-columns='...'",
+        )
 }
 
 /// `kubectl apply -f -` of `yaml`.
