@@ -47,16 +47,21 @@ if [ -f "$dir/.complete" ]; then
 fi
 started=$(date +%s)
 
-# The release's tree: a local clone (objects hard-linked, independent of this checkout) at the commit.
-rm -rf "$dir/src" "$dir/build" "$dir/images"
+# The release's tree: a local clone (objects hard-linked, independent of this checkout) at the commit. A build
+# that failed left its cargo target in build/: kept, so that the next attempt is not a cold build again.
+rm -rf "$dir/src" "$dir/images"
 git clone -q --no-checkout "$(git -C "$ROOT" rev-parse --path-format=absolute --git-common-dir)" "$dir/src"
 git -C "$dir/src" -c advice.detachedHead=false checkout -q "$commit"
 
-# The inputs that are the same for every version (each keyed by its content), from the current cache.
+# The inputs that are the same for every version (each keyed by its content), from the current cache: linked,
+# but the wheels copied (images.sh copies them into a build context, where a link would dangle).
 build=$dir/build
 mkdir -p "$build/cache"
-for shared in "$CACHE"/venv "$CACHE"/venv-* "$CACHE"/rootfs-*.tar "$CACHE"/wheels-*; do
-  if [ -e "$shared" ]; then ln -s "$shared" "$build/cache/"; fi
+for shared in "$CACHE"/venv "$CACHE"/venv-* "$CACHE"/rootfs-*.tar; do
+  if [ -e "$shared" ]; then ln -sfn "$shared" "$build/cache/"; fi
+done
+for wheels in "$CACHE"/wheels-*; do
+  if [ -e "$wheels" ] && [ ! -e "$build/cache/${wheels##*/}" ]; then cp -r "$wheels" "$build/cache/"; fi
 done
 
 log "building release $version (${commit:0:12}) with its own tools/images.sh: a one-time cost, cached in $dir"
