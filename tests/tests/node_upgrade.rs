@@ -7,7 +7,7 @@
 //! its CRDs; the example server (two replicas) injected with its guard. Then, while a loop calls a tool through
 //! the Service, two SSE streams stay open and a loop asks the webhook to admit pods (server-side dry runs), the
 //! new CRDs are applied and `helm upgrade` rolls the operator: no call and no admission may fail, and the streams
-//! stay open. The running pods keep the previous guard, which reads the ConfigMaps the new operator writes (an
+//! stay open; nor while the new operator's replicas restart. The running pods keep the previous guard, which reads the ConfigMaps the new operator writes (an
 //! Ingress, a policy and an MCPServer edit made after the upgrade reach it) and still refuses a forged Host. Last,
 //! `kubectl rollout restart` gives the pods the new guard, again with no failed call.
 //!
