@@ -6,9 +6,11 @@
 //! One scenario: the previous chart installed with its images; an MCPServer and an MCPGuardPolicy created through
 //! its CRDs; the example server (two replicas) injected with its guard. Then, while a loop calls a tool through
 //! the Service, two SSE streams stay open and a loop asks the webhook to admit pods (server-side dry runs), the
-//! new CRDs are applied and `helm upgrade` rolls the operator: no call and no admission may fail, and the streams
-//! stay open; nor while the new operator's replicas restart. The running pods keep the previous guard, which reads the ConfigMaps the new operator writes (an
-//! Ingress, a policy and an MCPServer edit made after the upgrade reach it) and still refuses a forged Host. Last,
+//! new CRDs are applied and `helm upgrade` rolls the operator: no call may fail and the streams stay open; an
+//! admission may be refused only while a replica of the previous release stops (it closes its webhook at once;
+//! never admitted unguarded), and none while the new operator's replicas restart. The running pods keep the
+//! previous guard, which reads the ConfigMaps the new operator writes (an Ingress, a policy and an MCPServer edit
+//! made after the upgrade reach it) and still refuses a forged Host. Last,
 //! `kubectl rollout restart` gives the pods the new guard, again with no failed call.
 //!
 //! It takes the machine's node lock for its own node (one node at a time on a machine).
@@ -380,16 +382,16 @@ async fn open_stream(addr: SocketAddr) -> Wire {
     wire
 }
 
-/// Whether a held stream is still open: nothing but a read that waits (the server sends nothing unasked).
+/// Whether a held stream is still open: it delivers (the server's keep-alive comments) or waits, but has not
+/// ended.
 async fn still_open(wire: &mut Wire) -> Result<(), String> {
     wire.timeout = Some(Duration::from_secs(2));
-    match wire.fill().await {
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(()),
+    let read = wire.fill().await;
+    wire.buf.clear();
+    match read {
         Ok(0) => Err("closed (EOF)".into()),
-        Ok(n) => Err(format!(
-            "{n} unexpected bytes: {:?}",
-            String::from_utf8_lossy(&wire.buf)
-        )),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(()),
         Err(e) => Err(format!("error: {e}")),
     }
 }
@@ -599,11 +601,25 @@ async fn helm_upgrade_from_the_previous_release_drops_no_call() {
         upgrade_started.elapsed().as_secs_f64()
     );
     stop_admitting.store(true, Ordering::Relaxed);
-    assert_clean(
-        "admissions through the helm upgrade",
-        &admissions.await.unwrap(),
-        10,
+    // The previous release's replicas close their webhook at once on SIGTERM, while the API server may still send
+    // them reviews (it dials the Service, which drops a stopping pod a moment later): a few reviews fail there,
+    // and with failurePolicy Fail the pod is refused (a controller retries it). Refused, never admitted unguarded.
+    // This release's replicas serve 5 s longer (--shutdown-delay-seconds): the restart below must not fail one.
+    let through_upgrade = admissions.await.unwrap();
+    eprintln!(
+        "admissions through the helm upgrade: {} rounds, {} refused while a {} replica stopped:\n{}",
+        through_upgrade.rounds,
+        through_upgrade.failures.len(),
+        previous.version,
+        through_upgrade.failures.join("\n")
     );
+    assert!(through_upgrade.rounds >= 10, "{through_upgrade:?}");
+    for failure in &through_upgrade.failures {
+        assert!(
+            failure.contains("refused: ") && failure.contains("failed calling webhook"),
+            "an admission failed otherwise than by the webhook being unreachable: {failure}"
+        );
+    }
     // The next upgrade's operator roll, from this release to itself: its replicas' own shutdown.
     let (stop_admitting, admissions) = admitting();
     kubectl(
