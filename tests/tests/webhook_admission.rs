@@ -1089,7 +1089,8 @@ const SHUTDOWN_DELAY_SECONDS: u64 = 30;
 /// The `mcp-guard-operator` binary itself (`--no-controller`) serves the webhook the API server calls: flags,
 /// TLS files, caches, readiness and metrics on its admin listener, as `main` wires them. Then its Secret is
 /// rotated to a certificate from a new CA and the caBundle switched to that CA alone: injection goes on working
-/// once the binary has reloaded the files, without a restart.
+/// once the binary has reloaded the files, without a restart. Told to stop (SIGTERM), it still admits pods for
+/// `--shutdown-delay-seconds`, then exits cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_binary_serves_the_webhook_and_reloads_its_certificate() {
     let env = env().await;
