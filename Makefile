@@ -18,9 +18,11 @@ test: setup lint images
 	cargo test --workspace --no-fail-fast
 
 # The guard, operator and example-server images, built by buildah from the project's Dockerfiles with base images
-# made on this machine (offline), and imported into the node's containerd when it runs (tools/images.sh).
+# made on this machine (offline), and imported into the node's containerd when it runs (tools/images.sh); and the
+# previous release's chart and images for the upgrade test (tools/previous-release.sh: built once, then cached).
 images: setup
 	tools/images.sh
+	tools/previous-release.sh >/dev/null
 
 # Benchmarks print ratios measured side by side in one run; none of them is part of `make test`.
 bench: setup

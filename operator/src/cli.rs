@@ -124,6 +124,11 @@ pub struct Cli {
     /// Seconds to drain on SIGTERM before exiting (a second signal exits at once).
     #[arg(long, env = "MCP_GUARD_OPERATOR_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
+    /// Seconds to go on serving the webhook after SIGTERM, before the drain: a stopping pod leaves its Service's
+    /// endpoints at once, but kube-proxy and the API server learn so a moment later and may still send it
+    /// admission reviews, which `failurePolicy: Fail` turns into refused pods.
+    #[arg(long, env = "MCP_GUARD_OPERATOR_SHUTDOWN_DELAY_SECONDS", default_value_t = 5)]
+    pub shutdown_delay_seconds: u64,
     /// Run a one-off command instead of the operator.
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -115,8 +115,12 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     info!(identity = %cli.identity(), "mcp-guard-operator started");
+    let webhook_delay = match cli.no_webhook {
+        true => Duration::ZERO,
+        false => Duration::from_secs(cli.shutdown_delay_seconds),
+    };
     let result = tokio::select! {
-        () = shutdown_signal() => Ok(()),
+        () = stop_requested(webhook_delay) => Ok(()),
         Some(res) = tasks.join_next() => match res {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e),
@@ -132,4 +136,18 @@ async fn main() -> anyhow::Result<()> {
         error!("graceful shutdown took longer than {grace:?}; exiting");
     }
     result
+}
+
+/// The first SIGTERM (or SIGINT), and then `webhook_delay` more of serving as before: a stopping pod leaves its
+/// Service's endpoints at once, but kube-proxy and the API server learn so a moment later and may still send it
+/// admission reviews, which must not fail. A second signal still exits at once.
+async fn stop_requested(webhook_delay: Duration) {
+    shutdown_signal().await;
+    if !webhook_delay.is_zero() {
+        info!(
+            ?webhook_delay,
+            "serving the webhook a while longer, until the endpoints no longer send reviews here"
+        );
+        tokio::time::sleep(webhook_delay).await;
+    }
 }

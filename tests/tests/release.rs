@@ -335,3 +335,71 @@ fn release_workflow_builds_the_images_the_tests_build() {
         }
     }
 }
+
+/// tools/previous-release names the release the upgrade test (node_upgrade) starts from: the newest one in the
+/// changelog while main is on `X.Y.Z-dev` (the one before it on a release commit, before the `-dev` step), at a
+/// commit whose chart says that version, which the tag `vX.Y.Z` names where the clone has it.
+#[test]
+fn the_upgrade_test_starts_from_the_newest_release() {
+    let root = workspace_root();
+    let version = check_versions(&root);
+    let pinned = std::fs::read_to_string(root.join("tools/previous-release")).unwrap();
+    let lines: Vec<&str> = pinned
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    let [line] = lines[..] else {
+        panic!("tools/previous-release holds one `VERSION COMMIT` line: {lines:?}");
+    };
+    let (previous, commit) = line.split_once(' ').expect("VERSION COMMIT");
+    assert!(
+        commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()),
+        "a full commit hash: {commit:?}"
+    );
+    let changelog = std::fs::read_to_string(root.join("CHANGELOG.md")).unwrap();
+    let released: Vec<&str> = changelog
+        .lines()
+        .filter_map(|l| l.strip_prefix("## ["))
+        .filter_map(|l| l.split(']').next())
+        .filter(|v| *v != "Unreleased")
+        .collect();
+    let expected = if version.ends_with("-dev") {
+        released.first()
+    } else {
+        released.get(1)
+    };
+    assert_eq!(Some(&previous), expected, "main {version}, releases {released:?}");
+
+    let (present, _) =
+        run(Command::new("git")
+            .current_dir(&root)
+            .args(["cat-file", "-e", &format!("{commit}^{{commit}}")]));
+    if !present {
+        // Only a shallow clone may lack it (tools/previous-release.sh says how to fetch it).
+        let (_, shallow) = run(Command::new("git")
+            .current_dir(&root)
+            .args(["rev-parse", "--is-shallow-repository"]));
+        assert_eq!(
+            shallow.trim(),
+            "true",
+            "commit {commit} is not in this repository"
+        );
+        eprintln!("commit {commit} is not in this shallow clone: its chart is not checked");
+        return;
+    }
+    let (ok, chart) = run(Command::new("git")
+        .current_dir(&root)
+        .args(["show", &format!("{commit}:charts/mcp-guard/Chart.yaml")]));
+    assert!(ok, "{chart}");
+    assert!(
+        chart.contains(&format!("\nappVersion: \"{previous}\""))
+            || chart.contains(&format!("\nappVersion: {previous}\n")),
+        "the chart at {commit} is {previous}'s:\n{chart}"
+    );
+    let (tagged, tag) = run(Command::new("git")
+        .current_dir(&root)
+        .args(["rev-parse", &format!("v{previous}^{{commit}}")]));
+    if tagged {
+        assert_eq!(tag.trim(), commit, "the tag v{previous}");
+    }
+}

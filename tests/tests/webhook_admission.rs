@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{Container, Namespace, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use mcp_guard_operator::crd::MCPServer;
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 mod webhook_common;
@@ -1082,10 +1083,14 @@ fn write_secret_version(dir: &std::path::Path, version: &str, cert: &str, key: &
     }
 }
 
+/// The binary's `--shutdown-delay-seconds` in the test below.
+const SHUTDOWN_DELAY_SECONDS: u64 = 30;
+
 /// The `mcp-guard-operator` binary itself (`--no-controller`) serves the webhook the API server calls: flags,
 /// TLS files, caches, readiness and metrics on its admin listener, as `main` wires them. Then its Secret is
 /// rotated to a certificate from a new CA and the caBundle switched to that CA alone: injection goes on working
-/// once the binary has reloaded the files, without a restart.
+/// once the binary has reloaded the files, without a restart. Told to stop (SIGTERM), it still admits pods for
+/// `--shutdown-delay-seconds`, then exits cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_binary_serves_the_webhook_and_reloads_its_certificate() {
     let env = env().await;
@@ -1105,6 +1110,8 @@ async fn the_operator_binary_serves_the_webhook_and_reloads_its_certificate() {
         .arg(secret.path().join("tls.crt"))
         .arg("--tls-key-file")
         .arg(secret.path().join("tls.key"))
+        // Long enough that a pod created after SIGTERM is admitted within it however busy the machine is.
+        .arg(format!("--shutdown-delay-seconds={SHUTDOWN_DELAY_SECONDS}"))
         .env("KUBECONFIG", env.cluster.kubeconfig())
         .env_remove("POD_NAMESPACE")
         .env("RUST_BACKTRACE", "1");
@@ -1223,6 +1230,15 @@ async fn the_operator_binary_serves_the_webhook_and_reloads_its_certificate() {
     let metrics = testkit::http::get(&format!("http://127.0.0.1:{admin_port}/metrics"))
         .expect("metrics")
         .text();
+
+    // Told to stop, it goes on admitting for --shutdown-delay-seconds (an API server still sends reviews to a
+    // stopping pod until it learns that the pod left the endpoints), then drains and exits cleanly.
+    operator.signal(Signal::SIGTERM);
+    injected_pod("after SIGTERM, within the shutdown delay").await;
+    let code = operator
+        .wait_exit(Duration::from_secs(SHUTDOWN_DELAY_SECONDS + 60))
+        .expect("exits after the delay and the drain");
+    assert_eq!(code, Some(0), "a clean exit:\n{}", operator.logs());
     let _ = configs
         .delete("mcp-guard-webhook-test-binary", &DeleteParams::default())
         .await;
@@ -1242,5 +1258,4 @@ async fn the_operator_binary_serves_the_webhook_and_reloads_its_certificate() {
         has("mcp_guard_webhook_tls_reloads_total", &["result=\"ok\""]),
         "no reload counted:\n{metrics}"
     );
-    operator.kill();
 }
