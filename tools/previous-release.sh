@@ -8,11 +8,11 @@
 #     images/mcp-guard-operator.tar       its operator image, ghcr.io/mcp-guard/mcp-guard-operator:<version>
 #
 # The images are built by that commit's own tools/images.sh (and so its static-binary.sh and Dockerfiles), with a
-# cache directory of their own under the release's directory: its cargo target never touches the current build's,
-# and its image links never replace the current ones in $CACHE/images. Only the downloaded inputs that are keyed
-# by their content (the Python venv, the Debian rootfs, the MCP wheels) are shared with the current cache.
-# Once built, the release's directory is complete and nothing is rebuilt; the build's intermediate state (cargo
-# target, buildah storage) is removed. The commit must be in this repository: a shallow clone lacks it.
+# cache directory of their own under the release's directory (its image links never replace the current ones in
+# $CACHE/images). Shared with the current cache: the inputs keyed by their content (the Python venv, the Debian
+# rootfs, the MCP wheels) and the cargo target of the static binaries, whose dependencies both versions share.
+# Once built, the release's directory is complete and nothing is rebuilt; the build's intermediate state (buildah
+# storage) is removed. The commit must be in this repository: a shallow clone lacks it.
 # Environment: MCP_GUARD_CACHE (default ~/.cache/mcp-guard).
 set -euo pipefail
 
@@ -47,8 +47,7 @@ if [ -f "$dir/.complete" ]; then
 fi
 started=$(date +%s)
 
-# The release's tree: a local clone (objects hard-linked, independent of this checkout) at the commit. A build
-# that failed left its cargo target in build/: kept, so that the next attempt is not a cold build again.
+# The release's tree: a local clone (objects hard-linked, independent of this checkout) at the commit.
 rm -rf "$dir/src" "$dir/images"
 git clone -q --no-checkout "$(git -C "$ROOT" rev-parse --path-format=absolute --git-common-dir)" "$dir/src"
 git -C "$dir/src" -c advice.detachedHead=false checkout -q "$commit"
@@ -63,6 +62,12 @@ done
 for wheels in "$CACHE"/wheels-*; do
   if [ -e "$wheels" ] && [ ! -e "$build/cache/${wheels##*/}" ]; then cp -r "$wheels" "$build/cache/"; fi
 done
+# The cargo target of the static binaries is the current one's too: the dependencies the two versions share (most
+# of the build) are compiled once, and the release's static-binary.sh takes the same lock and rebuilds only the
+# workspace's crates (marking whose sources built last, so neither checkout is handed the other's binary). This
+# is paid once per release: a cold machine builds the dependencies once, not twice.
+mkdir -p "$CACHE/cargo-target-images"
+ln -sfn "$CACHE/cargo-target-images" "$build/cache/cargo-target-images"
 
 log "building release $version (${commit:0:12}) with its own tools/images.sh: a one-time cost, cached in $dir"
 MCP_GUARD_CACHE=$build/cache MCP_GUARD_IMAGES=$build/images "$dir/src/tools/images.sh"
