@@ -141,6 +141,23 @@ fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
 }
 
 /// `helm install|upgrade` of `chart` as docs/install.md and docs/upgrading.md say.
+/// A merge patch of the example's MCPServer.
+fn patch_weather(cluster: &Cluster, patch: &str) {
+    kubectl(
+        cluster,
+        &[
+            "-n",
+            NS,
+            "patch",
+            "mcpservers.mcpguard.dev",
+            "weather",
+            "--type=merge",
+            "-p",
+            patch,
+        ],
+    );
+}
+
 fn helm_release(cluster: &Cluster, verb_and_flags: &[&str], chart: &Path) {
     let home = tempfile::tempdir().unwrap();
     let mut cmd = helm(home.path());
@@ -489,19 +506,7 @@ async fn helm_upgrade_from_the_previous_release_drops_no_call() {
     apply_stdin(cluster, POLICY_AND_CLASS);
     let example = workspace_root().join("examples/ingress/weather.yaml");
     kubectl(cluster, &["apply", "-f", example.to_str().unwrap()]);
-    kubectl(
-        cluster,
-        &[
-            "-n",
-            NS,
-            "patch",
-            "mcpservers.mcpguard.dev",
-            "weather",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"policyRef":"upgrade"}}"#,
-        ],
-    );
+    patch_weather(cluster, r#"{"spec":{"policyRef":"upgrade"}}"#);
     let old_pods = weather_pods(cluster, &old_guard, Duration::from_secs(300)).await;
     let svc = Api::<Service>::namespaced(client.clone(), NS)
         .get("weather")
@@ -707,19 +712,7 @@ spec:
             r#"{"spec":{"allowedHosts":["gateway.example.com","policy.example.com"]}}"#,
         ],
     );
-    kubectl(
-        cluster,
-        &[
-            "-n",
-            NS,
-            "patch",
-            "mcpservers.mcpguard.dev",
-            "weather",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"hosts":["spec.example.com"]}}"#,
-        ],
-    );
+    patch_weather(cluster, r#"{"spec":{"hosts":["spec.example.com"]}}"#);
     let new_hosts = [
         "beta.weather.example.com",
         "policy.example.com",
