@@ -60,7 +60,7 @@ for shared in "$CACHE"/venv "$CACHE"/venv-* "$CACHE"/rootfs-*.tar; do
   if [ -e "$shared" ]; then ln -sfn "$shared" "$build/cache/"; fi
 done
 for wheels in "$CACHE"/wheels-*; do
-  if [ -e "$wheels" ] && [ ! -e "$build/cache/${wheels##*/}" ]; then cp -r "$wheels" "$build/cache/"; fi
+  if [ -e "$wheels" ] && [ ! -e "$build/cache/${wheels##*/}" ]; then cp -rL "$wheels" "$build/cache/"; fi
 done
 # The cargo target of the static binaries is the current one's too: the dependencies the two versions share (most
 # of the build) are compiled once, and the release's static-binary.sh takes the same lock and rebuilds only the
