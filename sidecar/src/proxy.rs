@@ -149,7 +149,7 @@ impl Proxy {
                 self.metrics.cors_preflights.inc();
                 self.metrics.request(Outcome::Allowed, None);
                 self.metrics.request_duration(Outcome::Allowed, started);
-                return refusal::preflight(fields);
+                return before_the_body(refusal::preflight(fields), &head, &body);
             }
             Decision::Metadata(document) => {
                 self.metrics.request(Outcome::Allowed, None);
@@ -158,13 +158,13 @@ impl Proxy {
                 if let Some(origin) = &cors {
                     policy::cors::add_response_fields(origin, answer.headers_mut());
                 }
-                return answer;
+                return before_the_body(answer, &head, &body);
             }
             Decision::Refuse(denial) => {
                 self.violation(&denial, &head, &peer, true);
                 debug!(headers = ?redacted(&head.headers), "rejected request headers");
                 self.metrics.request_duration(Outcome::Rejected, started);
-                return refusal::render(&allowlist, &denial, None);
+                return before_the_body(refusal::render(&allowlist, &denial, None), &head, &body);
             }
             Decision::Challenge { denial, challenge } => {
                 // Never the headers: they hold the token.
@@ -176,14 +176,14 @@ impl Proxy {
                 if let Some(origin) = &cors {
                     policy::cors::add_response_fields(origin, answer.headers_mut());
                 }
-                return answer;
+                return before_the_body(answer, &head, &body);
             }
             // Not after a refetch; refused all the same should it ever come.
             Decision::RefetchKeys { issuer } => {
                 let denial = Denial::new(Reason::InvalidToken, format!("a key of {issuer} the guard lacks"));
                 self.violation(&denial, &head, &peer, true);
                 self.metrics.request_duration(Outcome::Rejected, started);
-                return refusal::render(&allowlist, &denial, None);
+                return before_the_body(refusal::render(&allowlist, &denial, None), &head, &body);
             }
             Decision::Forward {
                 audited: Some(denial),
@@ -237,7 +237,7 @@ impl Proxy {
                     }
                     Err(answer) => {
                         self.metrics.request_duration(Outcome::Rejected, started);
-                        return answer;
+                        return before_the_body(answer, &head, &body);
                     }
                 }
             }
@@ -642,6 +642,23 @@ enum StreamCap {
     Audited(Reason),
     /// Over the cap: the `429` to answer instead.
     Over(Box<Response<ResponseBody>>, Reason),
+}
+
+/// An answer the guard gives itself while the request's body may still be on its way closes the connection.
+/// hyper notices a body nobody reads only after the answer's head went out saying keep-alive, then closes unless
+/// the rest had already arrived: a client that sent its next request on that connection would lose it ("server
+/// disconnected without sending a response"). Said in the answer, the client opens another one instead.
+fn before_the_body(
+    mut answer: Response<ResponseBody>,
+    head: &http::request::Parts,
+    body: &RequestBody,
+) -> Response<ResponseBody> {
+    if head.version < Version::HTTP_2 && !body.is_done() {
+        answer
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    answer
 }
 
 /// The refusal for a client's body at fault: too large (`413`), not valid (`400`), or naming another call than

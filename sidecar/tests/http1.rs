@@ -620,6 +620,38 @@ async fn keep_alive_survives_a_421_rejection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_answered_before_its_body_arrived_says_the_connection_closes() {
+    // The guard refuses from the head while the body is still on its way (a client writing head and body apart,
+    // on a busy machine). hyper finds the body unread only after the answer went out, and then closes: an answer
+    // saying keep-alive would have the client send its next request into a closing connection and lose it.
+    let up = TestUpstream::start().await;
+    let guard = guard_for(&up.url(), &[]).await;
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    for (host, origin, status, reason) in [
+        ("evil.com", "", 421, "host_not_allowed"),
+        (HOST, "Origin: http://evil.com\r\n", 403, "origin_not_allowed"),
+    ] {
+        let mut c = Wire::connect(guard.addr).await;
+        c.send(format!(
+            "POST /mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        ))
+        .await
+        .unwrap();
+        let r = c.response(false).await.unwrap();
+        assert_rejection(&r, status, reason);
+        assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+        // What the answer said holds: the body and a next request on this connection get no answer.
+        let _ = c.send(format!("{body}{}", get("/next", HOST))).await;
+        assert!(
+            c.response(false).await.is_err(),
+            "a request after a closing answer"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_body_still_being_sent_does_not_cost_the_client_its_answer() {
     // The client declares 2 MB over a 1,000-byte limit and keeps sending while the guard answers 413 and closes:
     // the answer reaches it whole and the connection ends within the timeout (the guard reads and drops the rest

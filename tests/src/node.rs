@@ -425,6 +425,13 @@ fn create_bridge(options: NodeOptions) -> anyhow::Result<()> {
         ]))?;
     }
     run(Command::new("ip").args(["link", "set", BRIDGE, "up"]))?;
+    // ClusterIPs onto the bridge: until kube-proxy has the rules of a new Service, a connection to its ClusterIP
+    // fails here (no neighbour answers) instead of leaving by the default route, where this machine's egress
+    // gateway answers any HTTP request with an empty 404 that a test would take for the Service's answer.
+    run(Command::new("ip").args(["route", "add", SERVICE_CIDR, "dev", BRIDGE]))?;
+    if options.dual_stack {
+        run(Command::new("ip").args(["-6", "route", "add", SERVICE_CIDR_V6, "dev", BRIDGE]))?;
+    }
     Ok(())
 }
 
