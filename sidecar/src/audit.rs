@@ -13,7 +13,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::Response;
@@ -441,7 +441,12 @@ impl Drop for Ended {
 
 /// The queue to the writer thread, shared by every worker.
 pub struct AuditLog {
-    queue: SyncSender<String>,
+    /// The queue, made and its writer started with the first line: a guard that logs no call keeps neither the
+    /// thread nor the queue's slots (allocated whole, 32 bytes each). `None`: the thread could not start.
+    queue: OnceLock<Option<SyncSender<String>>>,
+    /// Where the writer writes, until it starts.
+    out: Mutex<Option<Box<dyn Write + Send>>>,
+    capacity: usize,
     /// Lines dropped since the writer's last report.
     dropped: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
@@ -449,38 +454,52 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Starts the writer thread on `out` (the guard's stdout), with room for `capacity` lines in the queue.
-    pub fn start(
-        out: Box<dyn Write + Send>,
-        capacity: usize,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<Arc<Self>> {
-        let (queue, lines) = std::sync::mpsc::sync_channel(capacity.max(1));
-        let dropped = Arc::new(AtomicU64::new(0));
-        let writer = Writer {
-            out: std::io::BufWriter::new(out),
-            lines,
-            dropped: dropped.clone(),
-        };
-        std::thread::Builder::new()
-            .name("mcp-guard-audit".into())
-            .spawn(move || writer.run())?;
-        Ok(Arc::new(AuditLog {
-            queue,
-            dropped,
+    /// The audit log on `out` (the guard's stdout), with room for `capacity` lines in the queue to its writer.
+    pub fn new(out: Box<dyn Write + Send>, capacity: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(AuditLog {
+            queue: OnceLock::new(),
+            out: Mutex::new(Some(out)),
+            capacity: capacity.max(1),
+            dropped: Arc::new(AtomicU64::new(0)),
             metrics,
             tools: ToolLabels::default(),
-        }))
+        })
+    }
+
+    /// The queue to the writer, started by the first caller.
+    fn queue(&self) -> Option<&SyncSender<String>> {
+        self.queue
+            .get_or_init(|| {
+                let out = self.out.lock().unwrap_or_else(PoisonError::into_inner).take()?;
+                let (queue, lines) = std::sync::mpsc::sync_channel(self.capacity);
+                let writer = Writer {
+                    out: std::io::BufWriter::new(out),
+                    lines,
+                    dropped: self.dropped.clone(),
+                };
+                match std::thread::Builder::new()
+                    .name("mcp-guard-audit".into())
+                    .spawn(move || writer.run())
+                {
+                    Ok(_) => Some(queue),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the audit log's writer thread did not start: its lines are dropped and counted");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     /// Queues a line, or drops and counts it when the queue is full: never waits.
     fn send(&self, line: String) {
-        match self.queue.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                self.metrics.audit_lines_dropped.inc();
-            }
+        let sent = self.queue().is_some_and(|queue| match queue.try_send(line) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        });
+        if !sent {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.audit_lines_dropped.inc();
         }
     }
 }

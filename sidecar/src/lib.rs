@@ -62,8 +62,6 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot start the audit log's writer thread: {0}")]
-    AuditWriter(#[source] std::io::Error),
     #[error("worker thread {index} ended before it was listening")]
     WorkerLost { index: usize },
 }

@@ -230,12 +230,11 @@ async fn run_control(args: Args) -> Result<(), StartError> {
     let mut listening = Vec::with_capacity(addrs.len());
     let limiter = limiter::Limiter::new(metrics.rate_limit_tracked_clients.clone());
     // The audit log has stdout to itself: every other log goes to stderr.
-    let audit = AuditLog::start(
+    let audit = AuditLog::new(
         Box::new(std::io::stdout()),
         args.audit_queue_lines,
         metrics.clone(),
-    )
-    .map_err(StartError::AuditWriter)?;
+    );
     // Each address (a dual-stack pod has two) gets its own workers; the connection limit is shared out over all.
     let per_worker_connections = (limits.max_connections / (workers * addrs.len())).max(1);
     for &listen in addrs {

@@ -335,7 +335,7 @@ impl Fixture {
             limiter: mcp_guard::limiter::Limiter::new(metrics.rate_limit_tracked_clients.clone()),
             keys: mcp_guard::keys::KeyStore::new(metrics.clone()),
             tokens: Default::default(),
-            audit: mcp_guard::audit::AuditLog::start(Box::new(audit.clone()), 64, metrics.clone()).unwrap(),
+            audit: mcp_guard::audit::AuditLog::new(Box::new(audit.clone()), 64, metrics.clone()),
             metrics,
         });
         Fixture {

@@ -835,7 +835,7 @@ mod mutations {
             limiter: mcp_guard::limiter::Limiter::new(metrics.rate_limit_tracked_clients.clone()),
             keys: mcp_guard::keys::KeyStore::new(metrics.clone()),
             tokens: Default::default(),
-            audit: mcp_guard::audit::AuditLog::start(Box::new(std::io::sink()), 16, metrics.clone()).unwrap(),
+            audit: mcp_guard::audit::AuditLog::new(Box::new(std::io::sink()), 16, metrics.clone()),
             metrics,
         })
     }

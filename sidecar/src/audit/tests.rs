@@ -58,7 +58,7 @@ impl Captured {
 fn log() -> (Arc<AuditLog>, Captured, Arc<Metrics>) {
     let out = Captured::default();
     let metrics = Arc::new(Metrics::new());
-    let log = AuditLog::start(Box::new(out.clone()), 64, metrics.clone()).unwrap();
+    let log = AuditLog::new(Box::new(out.clone()), 64, metrics.clone());
     (log, out, metrics)
 }
 
@@ -394,12 +394,11 @@ fn a_full_queue_drops_and_counts_and_the_writer_says_so() {
     let out = Captured::default();
     let metrics = Arc::new(Metrics::new());
     let capacity = 4;
-    let log = AuditLog::start(
+    let log = AuditLog::new(
         Box::new(Stalled(gate.clone(), out.clone())),
         capacity,
         metrics.clone(),
-    )
-    .unwrap();
+    );
     log.send("{\"n\":0}".into());
     {
         let (g, cv) = &*gate;

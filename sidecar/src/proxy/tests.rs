@@ -19,7 +19,7 @@ fn proxy() -> Arc<Proxy> {
         limiter: crate::limiter::Limiter::new(metrics.rate_limit_tracked_clients.clone()),
         keys: KeyStore::new(metrics.clone()),
         tokens: Default::default(),
-        audit: AuditLog::start(Box::new(std::io::sink()), 16, metrics.clone()).unwrap(),
+        audit: AuditLog::new(Box::new(std::io::sink()), 16, metrics.clone()),
         metrics,
     })
 }
