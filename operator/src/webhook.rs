@@ -285,12 +285,35 @@ impl WebhookState {
 
     /// The MCPServers of a namespace, read as `read` says.
     pub(crate) async fn servers_in(&self, ns: &str, read: Read) -> Result<Vec<MCPServer>, kube::Error> {
+        self.servers_where(ns, read, |_| true).await
+    }
+
+    /// The MCPServers of a namespace whose selector selects a pod with `labels` (a `serverRef`'s as resolved),
+    /// read as `read` says: a pod's admission copies and resolves those only, not the namespace's thousands.
+    pub(crate) async fn servers_selecting(
+        &self,
+        ns: &str,
+        labels: &BTreeMap<String, String>,
+        read: Read,
+    ) -> Result<Vec<MCPServer>, kube::Error> {
+        self.servers_where(ns, read, |s| {
+            crate::selector::matches(&sig_servers::with_selector(s).spec.selector, labels)
+        })
+        .await
+    }
+
+    async fn servers_where(
+        &self,
+        ns: &str,
+        read: Read,
+        keep: impl Fn(&MCPServer) -> bool,
+    ) -> Result<Vec<MCPServer>, kube::Error> {
         if read == Read::Cache && self.servers.synced() {
-            // Picked inside the cache: a cluster of 10,000 MCPServers costs no copy per other namespace's server.
+            // Picked inside the cache: a cluster of 10,000 MCPServers costs no copy of a server left out.
             return Ok(self
                 .servers
                 .store
-                .state_filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+                .state_filter(|s| s.metadata.namespace.as_deref() == Some(ns) && keep(s))
                 .into_iter()
                 .map(|s| (*s).clone())
                 .collect());
@@ -299,10 +322,12 @@ impl WebhookState {
             Read::Consistent => ListParams::default(),
             Read::Cache | Read::ApiServerCache => ListParams::default().match_any(),
         };
-        Ok(Api::<MCPServer>::namespaced(self.client.clone(), ns)
+        let mut servers = Api::<MCPServer>::namespaced(self.client.clone(), ns)
             .list(&lp)
             .await?
-            .items)
+            .items;
+        servers.retain(|s| keep(s));
+        Ok(servers)
     }
 
     /// A policy's spec (`None`: it does not exist).

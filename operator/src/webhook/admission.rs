@@ -142,7 +142,9 @@ async fn plan_with(
     if cheap != InjectionPlan::Skip(SkipReason::NoMatchingServer) {
         return Ok(cheap);
     }
-    let servers = state.servers_in(ns, read).await?;
+    let no_labels = std::collections::BTreeMap::new();
+    let pod_labels = pod.metadata.labels.as_ref().unwrap_or(&no_labels);
+    let servers = state.servers_selecting(ns, pod_labels, read).await?;
     let guarded = state.guarded_servers(&servers).await?;
     Ok(inject::plan(&InjectionInput {
         pod,
