@@ -1,7 +1,9 @@
 //! Operator benchmark (`make bench`; a `test = false` target, so not part of `make test`): 10,000 MCPServers,
 //! each with a Service and an Ingress, in one namespace on the real control plane. Reports the time from a cold operator start until every ConfigMap holds
 //! its Ingress host (target ≤ 30 s), the latency from an Ingress host edit to the ConfigMap update (p50/p99 over
-//! sequential edits; target p99 ≤ 500 ms) and the operator's peak RSS (VmHWM; target ≤ 128 MiB).
+//! sequential edits; target p99 ≤ 500 ms) and the operator's peak RSS (VmHWM; target ≤ 128 MiB); then restarts
+//! the operator over the converged cluster and reports the time until every server is reconciled again, with the
+//! ConfigMaps it rewrote (asserted none).
 //!
 //! ```text
 //! cargo build --release -p mcp-guard-operator --bin mcp-guard-operator
@@ -17,6 +19,7 @@ mod operator_common;
 
 use std::collections::HashMap;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,6 +101,40 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// The operator as the bench runs it: controller only, leader election in the bench's namespace.
+fn operator_command(cluster: &Cluster, ns: &str, admin_port: u16) -> Command {
+    let mut cmd = Command::new(operator_bin());
+    cmd.env("KUBECONFIG", cluster.kubeconfig())
+        .env("RUST_LOG", "warn")
+        .args([
+            "--no-webhook",
+            "--admin-listen",
+            &format!("127.0.0.1:{admin_port}"),
+        ])
+        .args([
+            "--leader-election-namespace",
+            ns,
+            "--identity",
+            "bench",
+            "--gateway-api",
+            "disabled",
+        ]);
+    cmd
+}
+
+/// The operator's successful reconciles so far (`None`: its metrics do not answer yet).
+fn reconciles_ok(admin_port: u16) -> Option<u64> {
+    let metrics = testkit::http::get(&format!("http://127.0.0.1:{admin_port}/metrics"))
+        .ok()?
+        .text();
+    metrics
+        .lines()
+        .find(|l| l.starts_with(r#"mcp_guard_operator_reconciles_total{result="ok"}"#))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_converge_and_edits_propagate() {
     let n = env_usize("OPERATOR_BENCH_N", 10_000);
@@ -139,8 +176,10 @@ async fn servers_converge_and_edits_propagate() {
 
     // Watch the ConfigMaps from now on: when did each first hold the expected host?
     let seen: Arc<Mutex<Seen>> = Arc::default();
+    // Every ConfigMap version the watch delivered: a write by the operator shows as one.
+    let versions = Arc::new(AtomicUsize::new(0));
     let watch_task = {
-        let seen = seen.clone();
+        let (seen, versions) = (seen.clone(), versions.clone());
         let api = Api::<ConfigMap>::namespaced(client.clone(), &ns);
         tokio::spawn(async move {
             let stream = watcher(
@@ -151,6 +190,7 @@ async fn servers_converge_and_edits_propagate() {
             futures::pin_mut!(stream);
             while let Ok(Some(cm)) = stream.try_next().await {
                 let name = cm.metadata.name.clone().unwrap_or_default();
+                versions.fetch_add(1, Ordering::SeqCst);
                 seen.lock()
                     .expect("lock")
                     .insert(name, (hosts_of(&cm), Instant::now()));
@@ -159,22 +199,7 @@ async fn servers_converge_and_edits_propagate() {
     };
 
     let admin_port = free_port();
-    let mut cmd = Command::new(operator_bin());
-    cmd.env("KUBECONFIG", cluster.kubeconfig())
-        .env("RUST_LOG", "warn")
-        .args([
-            "--no-webhook",
-            "--admin-listen",
-            &format!("127.0.0.1:{admin_port}"),
-        ])
-        .args([
-            "--leader-election-namespace",
-            &ns,
-            "--identity",
-            "bench",
-            "--gateway-api",
-            "disabled",
-        ]);
+    let cmd = operator_command(&cluster, &ns, admin_port);
     // A bound on a run that never ends, not a target: 10 servers a second, at least 300 s.
     let give_up = Duration::from_secs((n as u64 / 10).max(300));
     let started = Instant::now();
@@ -246,15 +271,7 @@ async fn servers_converge_and_edits_propagate() {
     );
     println!("Ingress edit → ConfigMap ({edits} edits): p50 {p50:?}, p99 {p99:?}, max {max:?}");
 
-    let metrics = testkit::http::get(&format!("http://127.0.0.1:{admin_port}/metrics"))
-        .expect("metrics")
-        .text();
-    let reconciles = metrics
-        .lines()
-        .find(|l| l.starts_with(r#"mcp_guard_operator_reconciles_total{result="ok"}"#))
-        .and_then(|l| l.split_whitespace().last())
-        .unwrap_or("?")
-        .to_string();
+    let reconciles = reconciles_ok(admin_port).map_or("?".to_string(), |r| r.to_string());
     let rss_kib = peak_rss_kib(proc.pid()).unwrap_or(0);
     println!(
         "operator peak RSS (VmHWM): {:.1} MiB; reconciles: {reconciles}",
@@ -278,6 +295,43 @@ async fn servers_converge_and_edits_propagate() {
         .count();
     println!("MCPServers Ready: {ready}/{n}");
 
+    // A restart over the converged cluster (an upgrade, a rescheduled pod): every server reconciled again, and
+    // nothing written, since every object already holds what the operator would write.
+    proc.signal(nix::sys::signal::Signal::SIGTERM);
+    let _ = proc.wait_exit(Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = versions.load(Ordering::SeqCst);
+    let admin_port = free_port();
+    let restarted = Instant::now();
+    let mut proc = Proc::spawn(
+        "operator-bench-restart",
+        operator_command(&cluster, &ns, admin_port),
+    )
+    .expect("restart the operator");
+    let reconciled = loop {
+        if reconciles_ok(admin_port).is_some_and(|r| r >= n as u64) {
+            break restarted.elapsed();
+        }
+        if let Err(e) = proc.ensure_running() {
+            panic!("{e}");
+        }
+        assert!(
+            restarted.elapsed() < give_up,
+            "not every server reconciled after a restart within {give_up:?}\n{}",
+            tail(&proc.logs(), 20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The watch delivers a write within moments; a reconcile that wrote would have done so by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rewritten = versions.load(Ordering::SeqCst) - before;
+    let restart_rss_kib = peak_rss_kib(proc.pid()).unwrap_or(0);
+    println!(
+        "restart over the converged cluster → {n} servers reconciled: {reconciled:?}; ConfigMaps rewritten: \
+         {rewritten}; peak RSS {:.1} MiB",
+        restart_rss_kib as f64 / 1024.0
+    );
+
     let report = json!({
         "servers": n,
         "binary": operator_bin().display().to_string(),
@@ -287,6 +341,11 @@ async fn servers_converge_and_edits_propagate() {
         "peak_rss_mib": rss_kib as f64 / 1024.0,
         "reconciles_ok": reconciles,
         "ready": ready,
+        "restart": {
+            "reconciled_seconds": reconciled.as_secs_f64(),
+            "configmaps_rewritten": rewritten,
+            "peak_rss_mib": restart_rss_kib as f64 / 1024.0,
+        },
         "targets": { "convergence_seconds": 30, "edit_p99_ms": 500, "peak_rss_mib": 128 },
     });
     let path = target_dir().join("operator-bench.json");
@@ -297,4 +356,8 @@ async fn servers_converge_and_edits_propagate() {
     let _ = proc.wait_exit(Duration::from_secs(20));
     watch_task.abort();
     assert_eq!(ready, n, "every MCPServer ends Ready");
+    assert_eq!(
+        rewritten, 0,
+        "a restart over a converged cluster rewrites no ConfigMap"
+    );
 }
