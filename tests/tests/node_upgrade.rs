@@ -140,7 +140,21 @@ fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
     kubectl_or(cluster, args, || diagnose(cluster))
 }
 
-/// `helm install|upgrade` of `chart` as docs/install.md and docs/upgrading.md say.
+/// Waits until the operator's Deployment has rolled out.
+fn operator_rolled_out(cluster: &Cluster) {
+    kubectl(
+        cluster,
+        &[
+            "-n",
+            NAMESPACE,
+            "rollout",
+            "status",
+            "deploy/mcp-guard",
+            "--timeout=300s",
+        ],
+    );
+}
+
 /// A merge patch of the example's MCPServer.
 fn patch_weather(cluster: &Cluster, patch: &str) {
     kubectl(
@@ -158,6 +172,7 @@ fn patch_weather(cluster: &Cluster, patch: &str) {
     );
 }
 
+/// `helm install|upgrade` of `chart` as docs/install.md and docs/upgrading.md say.
 fn helm_release(cluster: &Cluster, verb_and_flags: &[&str], chart: &Path) {
     let home = tempfile::tempdir().unwrap();
     let mut cmd = helm(home.path());
@@ -574,17 +589,7 @@ async fn helm_upgrade_from_the_previous_release_drops_no_call() {
         ],
     );
     helm_release(cluster, &["upgrade", "--reset-then-reuse-values"], &chart_dir());
-    kubectl(
-        cluster,
-        &[
-            "-n",
-            NAMESPACE,
-            "rollout",
-            "status",
-            "deploy/mcp-guard",
-            "--timeout=300s",
-        ],
-    );
+    operator_rolled_out(cluster);
     let operator_images = kubectl(
         cluster,
         &[
@@ -631,17 +636,7 @@ async fn helm_upgrade_from_the_previous_release_drops_no_call() {
         cluster,
         &["-n", NAMESPACE, "rollout", "restart", "deploy/mcp-guard"],
     );
-    kubectl(
-        cluster,
-        &[
-            "-n",
-            NAMESPACE,
-            "rollout",
-            "status",
-            "deploy/mcp-guard",
-            "--timeout=300s",
-        ],
-    );
+    operator_rolled_out(cluster);
     stop_admitting.store(true, Ordering::Relaxed);
     assert_clean(
         "admissions through a restart of the new operator",

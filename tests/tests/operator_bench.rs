@@ -135,6 +135,30 @@ fn reconciles_ok(admin_port: u16) -> Option<u64> {
         .map(|v| v as u64)
 }
 
+/// Polls `progress` until it is done; the time since `since`. Fails if the operator exits or `give_up` passes.
+async fn until(
+    proc: &mut Proc,
+    since: Instant,
+    give_up: Duration,
+    mut progress: impl FnMut() -> Result<(), String>,
+) -> Duration {
+    loop {
+        let state = match progress() {
+            Ok(()) => return since.elapsed(),
+            Err(state) => state,
+        };
+        if let Err(e) = proc.ensure_running() {
+            panic!("{e}");
+        }
+        assert!(
+            since.elapsed() < give_up,
+            "{state} after {give_up:?}\n{}",
+            tail(&proc.logs(), 20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_converge_and_edits_propagate() {
     let n = env_usize("OPERATOR_BENCH_N", 10_000);
@@ -204,29 +228,21 @@ async fn servers_converge_and_edits_propagate() {
     let give_up = Duration::from_secs((n as u64 / 10).max(300));
     let started = Instant::now();
     let mut proc = Proc::spawn("operator-bench", cmd).expect("start the operator");
-    let converged = loop {
-        let done = {
-            let seen = seen.lock().expect("lock");
-            (0..n)
-                .filter(|i| {
-                    seen.get(&format!("s{i}-mcp-guard"))
-                        .is_some_and(|(h, _)| h.contains(&host(*i, 0)))
-                })
-                .count()
-        };
+    let converged = until(&mut proc, started, give_up, || {
+        let seen = seen.lock().expect("lock");
+        let done = (0..n)
+            .filter(|i| {
+                seen.get(&format!("s{i}-mcp-guard"))
+                    .is_some_and(|(h, _)| h.contains(&host(*i, 0)))
+            })
+            .count();
         if done == n {
-            break started.elapsed();
+            Ok(())
+        } else {
+            Err(format!("not converged: {done}/{n}"))
         }
-        if let Err(e) = proc.ensure_running() {
-            panic!("{e}");
-        }
-        assert!(
-            started.elapsed() < give_up,
-            "not converged after {give_up:?}: {done}/{n}\n{}",
-            tail(&proc.logs(), 20)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     println!("cold start → {n} ConfigMaps converged: {converged:?}");
     wait_for_http(
         &format!("http://127.0.0.1:{admin_port}/readyz"),
@@ -308,20 +324,15 @@ async fn servers_converge_and_edits_propagate() {
         operator_command(&cluster, &ns, admin_port),
     )
     .expect("restart the operator");
-    let reconciled = loop {
-        if reconciles_ok(admin_port).is_some_and(|r| r >= n as u64) {
-            break restarted.elapsed();
+    let reconciled = until(&mut proc, restarted, give_up, || {
+        match reconciles_ok(admin_port) {
+            Some(r) if r >= n as u64 => Ok(()),
+            r => Err(format!(
+                "not every server reconciled after a restart: {r:?} reconciles"
+            )),
         }
-        if let Err(e) = proc.ensure_running() {
-            panic!("{e}");
-        }
-        assert!(
-            restarted.elapsed() < give_up,
-            "not every server reconciled after a restart within {give_up:?}\n{}",
-            tail(&proc.logs(), 20)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     // The watch delivers a write within moments; a reconcile that wrote would have done so by now.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rewritten = versions.load(Ordering::SeqCst) - before;
