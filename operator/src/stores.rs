@@ -48,10 +48,18 @@ impl SyncTracker {
     }
 }
 
-/// What the caches drop from every object before storing it: `managedFields` (server-side apply's bookkeeping,
-/// often a large part of an object, which nothing here reads), kept once per object in every cache.
+/// The annotation in which a client-side `kubectl apply` keeps the whole object as applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What the caches drop from every object before storing it, kept once per object in every cache and read by
+/// nothing here: `managedFields` (server-side apply's bookkeeping, often a large part of an object) and the copy
+/// of the object that a client-side `kubectl apply` (kubectl's default) keeps in an annotation, as large again.
 pub fn slim<K: Resource>(object: &mut K) {
-    object.meta_mut().managed_fields = None;
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
 }
 
 /// The objects of a store in one namespace.
@@ -190,5 +198,32 @@ impl Watch<'_> {
             |_| {},
         );
         (store, stream.boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+    use super::*;
+
+    #[test]
+    fn slim_drops_the_bookkeeping_and_keeps_every_other_annotation() {
+        let mut service = Service::default();
+        service.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+        service.metadata.annotations = Some(
+            [
+                (LAST_APPLIED.to_string(), r#"{"kind":"Service"}"#.to_string()),
+                ("mcpguard.dev/host".to_string(), "a.example".to_string()),
+            ]
+            .into(),
+        );
+        slim(&mut service);
+        assert_eq!(service.metadata.managed_fields, None);
+        assert_eq!(
+            service.metadata.annotations,
+            Some([("mcpguard.dev/host".to_string(), "a.example".to_string())].into())
+        );
     }
 }

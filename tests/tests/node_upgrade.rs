@@ -26,10 +26,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use chart_common::{NAMESPACE, RELEASE, chart_dir, eventually_or, helm, kubectl_or, run, text};
+use chart_common::{NAMESPACE, RELEASE, chart_dir, eventually_or, helm, kubectl_or, run, statuses, text};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use mcp_guard_operator::crd::MCPServer;
 use serde_json::json;
 use test_support::http1::Wire;
@@ -140,21 +140,6 @@ fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
     kubectl_or(cluster, args, || diagnose(cluster))
 }
 
-/// Waits until the operator's Deployment has rolled out.
-fn operator_rolled_out(cluster: &Cluster) {
-    kubectl(
-        cluster,
-        &[
-            "-n",
-            NAMESPACE,
-            "rollout",
-            "status",
-            "deploy/mcp-guard",
-            "--timeout=300s",
-        ],
-    );
-}
-
 /// A merge patch of the example's MCPServer.
 fn patch_weather(cluster: &Cluster, patch: &str) {
     kubectl(
@@ -200,16 +185,6 @@ fn helm_release(cluster: &Cluster, verb_and_flags: &[&str], chart: &Path) {
     );
 }
 
-fn statuses(pod: &Pod) -> Vec<k8s_openapi::api::core::v1::ContainerStatus> {
-    let status = pod.status.clone().unwrap_or_default();
-    status
-        .init_container_statuses
-        .unwrap_or_default()
-        .into_iter()
-        .chain(status.container_statuses.unwrap_or_default())
-        .collect()
-}
-
 /// The image the pod's injected guard runs, from its spec.
 fn guard_image(pod: &Pod) -> Option<String> {
     let spec = pod.spec.as_ref()?;
@@ -233,35 +208,17 @@ fn pod_addr(pod: &Pod) -> SocketAddr {
 /// The example's two pods, both Ready with every container ready, running the guard `image`.
 async fn weather_pods(cluster: &Cluster, image: &str, timeout: Duration) -> Vec<Pod> {
     let pods = Api::<Pod>::namespaced(cluster.client(), NS);
+    let ready = |p: &Pod| {
+        chart_common::is_ready(p)
+            && guard_image(p).as_deref() == Some(image)
+            && statuses(p).iter().all(|c| c.ready)
+    };
+    let summary = |p: &Pod| format!("{}: {:?} ready={}", p.name_any(), guard_image(p), ready(p));
     eventually_or(
         &format!("2 weather pods Ready with the guard {image}"),
         timeout,
         || diagnose(cluster),
-        || async {
-            let list = pods
-                .list(&ListParams::default().labels("app=weather"))
-                .await
-                .map_err(|e| e.to_string())?;
-            let live: Vec<Pod> = list
-                .items
-                .into_iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .collect();
-            let ready = |p: &Pod| {
-                chart_common::is_ready(p)
-                    && guard_image(p).as_deref() == Some(image)
-                    && statuses(p).iter().all(|c| c.ready)
-            };
-            if live.len() == 2 && live.iter().all(ready) {
-                Ok(live)
-            } else {
-                Err(live
-                    .iter()
-                    .map(|p| format!("{}: {:?} ready={}", p.name_any(), guard_image(p), ready(p)))
-                    .collect::<Vec<_>>()
-                    .join("; "))
-            }
-        },
+        || chart_common::live_pods_when(&pods, "app=weather", 2, ready, summary),
     )
     .await
 }
@@ -589,7 +546,9 @@ async fn helm_upgrade_from_the_previous_release_drops_no_call() {
         ],
     );
     helm_release(cluster, &["upgrade", "--reset-then-reuse-values"], &chart_dir());
-    operator_rolled_out(cluster);
+    chart_common::rolled_out(cluster, NAMESPACE, "deploy/mcp-guard", "300s", || {
+        diagnose(cluster)
+    });
     let operator_images = kubectl(
         cluster,
         &[
@@ -636,7 +595,9 @@ async fn helm_upgrade_from_the_previous_release_drops_no_call() {
         cluster,
         &["-n", NAMESPACE, "rollout", "restart", "deploy/mcp-guard"],
     );
-    operator_rolled_out(cluster);
+    chart_common::rolled_out(cluster, NAMESPACE, "deploy/mcp-guard", "300s", || {
+        diagnose(cluster)
+    });
     stop_admitting.store(true, Ordering::Relaxed);
     assert_clean(
         "admissions through a restart of the new operator",
@@ -798,17 +759,7 @@ spec:
     });
     let roll_started = Instant::now();
     kubectl(cluster, &["-n", NS, "rollout", "restart", "deployment/weather"]);
-    kubectl(
-        cluster,
-        &[
-            "-n",
-            NS,
-            "rollout",
-            "status",
-            "deployment/weather",
-            "--timeout=300s",
-        ],
-    );
+    chart_common::rolled_out(cluster, NS, "deployment/weather", "300s", || diagnose(cluster));
     let rolled = weather_pods(cluster, &new_guard, Duration::from_secs(120)).await;
     stop.store(true, Ordering::Relaxed);
     assert_clean("tool calls through the pods' restart", &calls.await.unwrap(), 5);

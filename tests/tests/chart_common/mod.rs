@@ -321,6 +321,29 @@ pub async fn opted_in_namespace(client: &kube::Client, ns: &str) {
         .expect("the opted-in namespace");
 }
 
+/// Waits up to `timeout` (as kubectl takes it: `300s`) until `deploy` of `ns` has rolled out (`kubectl rollout status`).
+#[allow(dead_code)] // not every test that includes this module rolls Deployments
+pub fn rolled_out(
+    cluster: &Cluster,
+    ns: &str,
+    deploy: &str,
+    timeout: &str,
+    context: impl FnOnce() -> String,
+) {
+    kubectl_or(
+        cluster,
+        &[
+            "-n",
+            ns,
+            "rollout",
+            "status",
+            deploy,
+            &format!("--timeout={timeout}"),
+        ],
+        context,
+    );
+}
+
 /// Whether the pod's `Ready` condition is true.
 #[allow(dead_code)] // not every test that includes this module runs pods
 pub fn is_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
@@ -328,6 +351,44 @@ pub fn is_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Every container status of the pod, init containers (a native sidecar among them) first.
+#[allow(dead_code)] // not every test that includes this module runs pods
+pub fn statuses(pod: &k8s_openapi::api::core::v1::Pod) -> Vec<k8s_openapi::api::core::v1::ContainerStatus> {
+    let status = pod.status.clone().unwrap_or_default();
+    status
+        .init_container_statuses
+        .unwrap_or_default()
+        .into_iter()
+        .chain(status.container_statuses.unwrap_or_default())
+        .collect()
+}
+
+/// `Ok` with the pods matching `labels` that are not being deleted, once there are `n` and each is `ready`;
+/// otherwise each pod as `describe` says, for the wait's report.
+#[allow(dead_code)] // not every test that includes this module runs pods
+pub async fn live_pods_when(
+    pods: &kube::Api<k8s_openapi::api::core::v1::Pod>,
+    labels: &str,
+    n: usize,
+    ready: impl Fn(&k8s_openapi::api::core::v1::Pod) -> bool,
+    describe: impl Fn(&k8s_openapi::api::core::v1::Pod) -> String,
+) -> Result<Vec<k8s_openapi::api::core::v1::Pod>, String> {
+    let list = pods
+        .list(&kube::api::ListParams::default().labels(labels))
+        .await
+        .map_err(|e| e.to_string())?;
+    let live: Vec<_> = list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    if live.len() == n && live.iter().all(&ready) {
+        Ok(live)
+    } else {
+        Err(live.iter().map(describe).collect::<Vec<_>>().join("; "))
+    }
 }
 
 /// `Ok` once exactly one pod matches `labels` and it is Ready; otherwise what the pods' statuses are.

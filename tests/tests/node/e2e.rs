@@ -17,9 +17,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::chart_common::{self, NAMESPACE, eventually_or, kubectl_or, run};
+use crate::chart_common::{self, NAMESPACE, eventually_or, is_ready, kubectl_or, run, statuses};
 use futures::TryStreamExt;
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::ResourceExt;
@@ -68,56 +68,23 @@ where
     eventually_or(what, timeout, || diagnose(cluster), f).await
 }
 
-fn statuses(pod: &Pod) -> Vec<ContainerStatus> {
-    let status = pod.status.clone().unwrap_or_default();
-    status
-        .init_container_statuses
-        .unwrap_or_default()
-        .into_iter()
-        .chain(status.container_statuses.unwrap_or_default())
-        .collect()
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// The example's pods, each Ready with both containers (the guard as a native sidecar, and the server) ready.
 async fn weather_pods(cluster: &Cluster, timeout: Duration) -> Vec<Pod> {
     let pods = Api::<Pod>::namespaced(cluster.client(), NS);
-    eventually(cluster, "2 weather pods Ready, 2/2", timeout, || async {
-        let list = pods
-            .list(&ListParams::default().labels("app=weather"))
-            .await
-            .map_err(|e| e.to_string())?;
-        let running: Vec<Pod> = list
-            .items
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .collect();
-        let summary = |p: &Pod| {
-            let s = statuses(p);
-            format!(
-                "{}: ready={} containers={:?}",
-                p.metadata.name.clone().unwrap_or_default(),
-                is_ready(p),
-                s.iter()
-                    .map(|c| (c.name.clone(), c.ready, c.restart_count))
-                    .collect::<Vec<_>>()
-            )
-        };
-        if running.len() == 2
-            && running
+    let ready = |p: &Pod| is_ready(p) && statuses(p).len() == 2 && statuses(p).iter().all(|c| c.ready);
+    let summary = |p: &Pod| {
+        format!(
+            "{}: ready={} containers={:?}",
+            p.name_any(),
+            is_ready(p),
+            statuses(p)
                 .iter()
-                .all(|p| is_ready(p) && statuses(p).len() == 2 && statuses(p).iter().all(|c| c.ready))
-        {
-            Ok(running)
-        } else {
-            Err(running.iter().map(summary).collect::<Vec<_>>().join("; "))
-        }
+                .map(|c| (c.name.clone(), c.ready, c.restart_count))
+                .collect::<Vec<_>>()
+        )
+    };
+    eventually(cluster, "2 weather pods Ready, 2/2", timeout, || {
+        chart_common::live_pods_when(&pods, "app=weather", 2, ready, summary)
     })
     .await
 }
@@ -809,17 +776,9 @@ async fn outages(cluster: &Cluster, allowed: &str) {
         cluster,
         &["-n", NAMESPACE, "scale", "deploy/mcp-guard", "--replicas=1"],
     );
-    kubectl(
-        cluster,
-        &[
-            "-n",
-            NAMESPACE,
-            "rollout",
-            "status",
-            "deploy/mcp-guard",
-            "--timeout=180s",
-        ],
-    );
+    chart_common::rolled_out(cluster, NAMESPACE, "deploy/mcp-guard", "180s", || {
+        diagnose(cluster)
+    });
     // The kubelet rewrites the ConfigMap volume on its pod sync (every syncFrequency, plus its cache's TTL).
     eventually(
         cluster,
@@ -912,17 +871,7 @@ async fn outages(cluster: &Cluster, allowed: &str) {
     // --- the fix, as status says it: every pod carries the guard again, and the report clears ---------------
     let argv: Vec<&str> = fix.split_whitespace().collect();
     kubectl(cluster, &argv[1..]);
-    kubectl(
-        cluster,
-        &[
-            "-n",
-            NS,
-            "rollout",
-            "status",
-            "deployment/weather",
-            "--timeout=300s",
-        ],
-    );
+    chart_common::rolled_out(cluster, NS, "deployment/weather", "300s", || diagnose(cluster));
     eventually(
         cluster,
         "no unguarded pod left in the MCPServer's status",

@@ -96,13 +96,6 @@ fn all_interfaces(extra: &str) -> Vec<String> {
     ]
 }
 
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// Runs the plugin: (exit code, stdout, stderr).
 fn scan(cluster: &Cluster, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(cargo_bin("kubectl-mcp_guard"))
@@ -189,7 +182,7 @@ async fn scan_finds_the_unguarded_servers_on_a_real_node() {
             .list(&ListParams::default())
             .await
             .map_err(|e| e.to_string())?;
-        let ready = list.items.iter().filter(|p| is_ready(p)).count();
+        let ready = list.items.iter().filter(|p| chart_common::is_ready(p)).count();
         if ready == 4 {
             Ok(())
         } else {
