@@ -321,7 +321,8 @@ pub async fn opted_in_namespace(client: &kube::Client, ns: &str) {
         .expect("the opted-in namespace");
 }
 
-/// Waits up to `timeout` (as kubectl takes it: `300s`) until `deploy` of `ns` has rolled out (`kubectl rollout status`).
+/// Waits up to `timeout` (as kubectl takes it: `300s`) until `deploy` of `ns` has rolled out (`kubectl rollout
+/// status`).
 #[allow(dead_code)] // not every test that includes this module rolls Deployments
 pub fn rolled_out(
     cluster: &Cluster,
