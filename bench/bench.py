@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""mcp-guard benchmark: one run, seven targets, same upstream, same load, ratios printed and written down.
+"""mcp-guard benchmark: one run, nine targets, same upstream, same load, ratios printed and written down.
 
 Targets (all on 127.0.0.1, driven by wrk with the same MCP-shaped POST, Host and Origin):
   direct  wrk -> upstream (nginx `return 200`, 1 worker)
@@ -11,6 +11,8 @@ Targets (all on 127.0.0.1, driven by wrk with the same MCP-shaped POST, Host and
           every request; the same request carries the token for every target), its audit log off
   guard_access  the guard with authentication, access rules (the call allowed by the last of three rules) and
           its audit log on (one JSON line per tools/call)
+  hyper   wrk -> a bare hyper proxy, no check (sidecar/examples/hyper_proxy.rs) -> upstream: what hyper and
+          tokio cost; the guard's CPU time beyond it is the guard's own work
   relay   wrk -> a byte relay that does no HTTP work (sidecar/examples/relay.rs) -> upstream: the floor of what
           any proxy reaches on this machine
 
@@ -707,10 +709,11 @@ def measure_all_streams(args: argparse.Namespace, guard_bin: Path, workdir: Path
 
 
 def start_relay(
-    binary: Path, workdir: Path, name: str, upstream_port: int, cpus: str | None
+    binary: Path, workdir: Path, name: str, upstream_port: int, cpus: str | None, extra: tuple = ()
 ) -> tuple[subprocess.Popen, int]:
+    """The byte relay, or (same arguments, then its worker count) the bare hyper proxy."""
     port = free_port()
-    cmd = [str(binary), f"127.0.0.1:{port}", f"127.0.0.1:{upstream_port}"]
+    cmd = [str(binary), f"127.0.0.1:{port}", f"127.0.0.1:{upstream_port}", *extra]
     proc = spawn(pinned(cmd, cpus), workdir / f"{name}.log")
     wait_port(port)
     return proc, port
@@ -754,6 +757,11 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
         f"nginx-check-{layout}", workdir, ngx_workers, checking_proxy_body(ngx_port, up_port), ngx_port, sut_cpu
     )
     relay, relay_port = start_relay(Path(args.relay), workdir, f"relay-{layout}", up_port, sut_cpu)
+    # As many workers as the guard runs: one pinned, one per core (at most 2) shared.
+    hyper_workers = "1" if layout == "pinned" else str(min(os.cpu_count() or 1, 2))
+    hyper, hyper_port = start_relay(
+        Path(args.hyper_proxy), workdir, f"hyper-{layout}", up_port, sut_cpu, (hyper_workers,)
+    )
     hap, hap_port = start_haproxy(workdir, f"haproxy-{layout}", up_port, ngx_workers, sut_cpu)
     envoy, envoy_port = start_envoy(workdir, f"envoy-{layout}", up_port, ngx_workers, sut_cpu)
     try:
@@ -772,6 +780,7 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
             "nginx": ("through nginx (check)", ngx_port, ngx.pid),
             "haproxy": ("through HAProxy (check)", hap_port, hap.pid),
             "envoy": ("through Envoy (check)", envoy_port, envoy.pid),
+            "hyper": ("through a bare hyper proxy (no check: hyper's and tokio's share)", hyper_port, hyper.pid),
             "relay": ("through a byte relay (the floor)", relay_port, relay.pid),
         }
         # Idle: started, the three checking requests served, nothing else.
@@ -814,7 +823,7 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
             med["peak_rss_kib"] = rss_kib(pid, "VmHWM") if name != "direct" else None
             throughput[name] = med
     finally:
-        for proc in (guard, guard_auth, guard_access, ngx, hap, envoy, relay, upstream, direct_up):
+        for proc in (guard, guard_auth, guard_access, ngx, hap, envoy, hyper, relay, upstream, direct_up):
             stop(proc)
     tp = throughput
     run["throughput"] = tp
@@ -823,6 +832,10 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
         "nginx_vs_direct_rps": tp["nginx"]["rps"] / tp["direct"]["rps"],
         "relay_vs_direct_rps": tp["relay"]["rps"] / tp["direct"]["rps"],
         "guard_vs_relay_cpu_per_request": tp["guard"]["cpu_ms_per_1k"] / tp["relay"]["cpu_ms_per_1k"],
+        # What the guard's own work (the checks, the header rewrites, its limits and timers) adds per request.
+        "guard_minus_hyper_cpu_us_per_request": tp["guard"]["cpu_ms_per_1k"] - tp["hyper"]["cpu_ms_per_1k"],
+        "hyper_vs_nginx_cpu_per_request": tp["hyper"]["cpu_ms_per_1k"] / tp["nginx"]["cpu_ms_per_1k"],
+        "hyper_vs_nginx_rps": tp["hyper"]["rps"] / tp["nginx"]["rps"],
         "guard_auth_vs_guard_rps": tp["guard_auth"]["rps"] / tp["guard"]["rps"],
         "guard_auth_vs_nginx_rps": tp["guard_auth"]["rps"] / tp["nginx"]["rps"],
         # What checking the token adds to each request, in µs of the guard's CPU time.
@@ -1007,12 +1020,24 @@ def mib(kib: float | None) -> str:
     return f"{kib / 1024:.1f} MiB" if kib else "—"
 
 
+def hyper_text(r: dict) -> list[str]:
+    if "hyper_vs_nginx_cpu_per_request" not in r:
+        return []
+    return [
+        "",
+        f"The bare hyper proxy: {r['hyper_vs_nginx_rps']:.2f}× nginx's requests/s for "
+        f"{r['hyper_vs_nginx_cpu_per_request']:.2f}× its CPU time per request; the guard's own work adds "
+        f"{r['guard_minus_hyper_cpu_us_per_request']:.1f} µs of CPU time per request to it.",
+    ]
+
+
 def throughput_table(run: dict) -> list[str]:
     rows = [
         "| target | requests/s | p50 | p99 | its CPU time per request | idle RSS | peak RSS under load |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name in ("direct", "guard", "guard_auth", "guard_access", *PEERS, "relay"):
+    # "hyper" is absent from results measured before it was added.
+    for name in [n for n in ("direct", "guard", "guard_auth", "guard_access", *PEERS, "hyper", "relay") if n in run["throughput"]]:
         t = run["throughput"][name]
         # A target answering errors under load would look fast: say so where its requests/s stand.
         errors = f" ({t['non_2xx']:,} not 2xx)" if t["non_2xx"] else ""
@@ -1037,6 +1062,7 @@ def throughput_table(run: dict) -> list[str]:
         f"Guard / direct {r['guard_vs_direct_rps']:.2f}× the requests/s (nginx / direct {r['nginx_vs_direct_rps']:.2f}×, "
         f"the byte relay / direct {r['relay_vs_direct_rps']:.2f}×); the guard's CPU time per request is "
         f"{r['guard_vs_relay_cpu_per_request']:.2f}× the relay's. {busy_text(run)}",
+        *hyper_text(r),
         "",
         f"Authentication on: {r['guard_auth_vs_guard_rps']:.2f}× the requests/s of the guard without it "
         f"({r['guard_auth_vs_nginx_rps']:.2f}× nginx's check); checking the token costs "
@@ -1097,7 +1123,10 @@ def render(results: dict) -> str:
         "(`sidecar/examples/relay.rs`, shaped as the guard: one single-threaded runtime per core) does no HTTP work "
         "at all: it passes each read from the client to its own upstream connection and each read from the upstream "
         "back, 4 system calls a request as the guard. It is the floor of any proxy on this machine: what relaying "
-        "a request over two loopback connections costs in the kernel and the scheduler.",
+        "a request over two loopback connections costs in the kernel and the scheduler. *A bare hyper proxy* "
+        "(`sidecar/examples/hyper_proxy.rs`, shaped the same) parses and writes HTTP/1.1 with hyper on both sides, "
+        "an upstream connection per client connection as the guard keeps one, and does nothing else: no check, no "
+        "header rewrite, no limit, no timer. The guard's CPU time per request beyond it is the guard's own work.",
         "",
         "*Through mcp-guard, authentication on*: the guard with a config whose `auth` section has an issuer with its "
         "RS256 key inline; every target gets the same request carrying a token that issuer signed (the others ignore "
@@ -1208,9 +1237,9 @@ STREAM_MEMORY = [
     "| `9e5ce02` (before authentication, access rules and the audit log) | 37.9 KiB | 65.6 KB | 85.4 MB |",
     "| `5857fba` (0.1.0) | 40.2 KiB | 67.8 KB | 92.6 MB |",
     "| the request's future a few words, the preface read with what followed | 27.5 KiB | 56.0 KB | 68.7 MB |",
-    "| and the request body's watch boxed | 27.5 KiB | 51.4 KB | 68.3 MB |",
-    "| and the upstream connection driven by the client connection's task (this version; quiet machine, the "
-    "version before it 27.4 KiB in the same run) | **26.7 KiB** | — | — |",
+    "| and the request body's watch boxed (this version) | **27.5 KiB** | 51.4 KB | 68.3 MB |",
+    "| the same with the upstream connection driven by the client connection's task (quiet machine; this version "
+    "27.4 KiB in the same run) | 26.7 KiB | — | — |",
     "| the same with jemalloc | 28.8 KiB | — | — |",
     "",
     "The shipped build of this version (`--profile dist`, as `make bench` builds it): 27.5 KiB per open stream, "
@@ -1238,9 +1267,9 @@ STREAM_MEMORY = [
     "writes (allocated with every connection, no setting), the dispatch channel's block (10.8 KB, of which 7 KB are "
     "`http::Request` heads), the two connections' states (1.1 and 1.5 KB), and under 1 KB of the guard's own (the "
     "peer, the boxed connection, hyper's body channel). **hyper sets the floor: 44 of the 51 KB** (its buffers and "
-    "its dispatch channel, hyper#4057). The last lever short of a fork of hyper, one task per stream instead of two "
-    "(the client connection's task drives its upstream connection), took 0.7 KiB: 26.7 KiB per open stream, the "
-    "target of 24 KiB missed by what hyper holds.",
+    "its dispatch channel, hyper#4057); 27.5 KiB of it is resident. The target of 24 KiB is missed. The last lever "
+    "short of a fork of hyper, one task per stream instead of two, takes 0.7 KiB and costs CPU time (below): left "
+    "out.",
     "- **What an upstream connection keeps after a large answer.** hyper's read buffer doubles after every read "
     "that fills it, up to about 400 KiB, and a connection keeps what it grew to, idle in the pool too. Measured with "
     "1 MiB answers fetched through the guard over 32 connections for 3 s, then 3 s idle (the RSS kept, and the "
@@ -1291,12 +1320,13 @@ REQUEST_PATH = [
     "connection's lifetime; boxing keeps the exchange's state out of every connection, see below), the per-request "
     "fault slot (how a client body's failure reaches the refusal the client gets), the boxed client body.",
     "- **jemalloc: measured, left out** (below).",
-    "- **The upstream connection driven by the client connection's task: kept, for memory.** A client connection's "
-    "own upstream connection is polled beside hyper's server connection in one task (`Paired::drive`; one it takes "
-    "from the idle list keeps the task it has). Side by side with the version before (release builds, pinned as "
-    "above, 12 alternating rounds of 4 s, quiet machine): CPU time per request 23.7 against 23.4 µs (medians; rounds "
-    "of both spread over 22.4–29.9 µs), requests/s 0.99×: no gain in time, as the one task is now polled for the "
-    "events of both connections. Memory per open stream 27.4 → 26.7 KiB.",
+    "- **The upstream connection driven by the client connection's task: measured, left out.** A build that polled a "
+    "client connection's own upstream connection beside hyper's server connection in one task, side by side with "
+    "this version (release builds, pinned as above, 10 alternating rounds of 4 s, quiet machine, every exchange on "
+    "a connection so driven): CPU time per request 25.8 against 24.2 µs (medians), requests/s 0.94×. One task is "
+    "then polled for the events of both connections, and each poll goes through hyper's server dispatcher and the "
+    "connection's idle and drain futures: more work than the task switch it saves. Memory per open stream 27.4 → "
+    "26.7 KiB.",
     "- **The `write` calls beside `writev` are the header-read timer, not wake-ups between threads** (each worker "
     "is one thread). `perf record -e syscalls:sys_enter_write --call-graph dwarf`: every one is tokio's time driver "
     "waking its own thread from `Sleep::poll` → `reregister`, when hyper arms a connection's header-read timer "
@@ -1394,6 +1424,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--guard", default=str(ROOT / "target/dist/mcp-guard"))
     ap.add_argument("--relay", default=str(ROOT / "target/dist/examples/relay"))
+    ap.add_argument("--hyper-proxy", default=str(ROOT / "target/dist/examples/hyper_proxy"))
     ap.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "4")))
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "5")))
     ap.add_argument("--warmup", type=int, default=3)
@@ -1432,9 +1463,10 @@ def main() -> int:
         log(f"haproxy or {ENVOY} not found: run bench/setup-peers.sh (bench/run.sh does)")
         return 2
     guard_bin = Path(args.guard)
-    for binary in (guard_bin, Path(args.relay)):
+    for binary in (guard_bin, Path(args.relay), Path(args.hyper_proxy)):
         if not binary.exists():
-            log(f"{binary} not found: `cargo build --profile dist -p mcp-guard --bin mcp-guard --example relay` "
+            log(f"{binary} not found: `cargo build --profile dist -p mcp-guard --bin mcp-guard --example relay "
+                "--example hyper_proxy` "
                 "(bench/run.sh does)")
             return 2
 

@@ -10,9 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench/setup-peers.sh
-CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --profile dist -p mcp-guard --bin mcp-guard --example relay
+CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --profile dist -p mcp-guard --bin mcp-guard --example relay --example hyper_proxy
 python3 bench/bench.py "$@"
 # The profile of the request path (docs/performance.md keeps its section): a release build with line tables.
 CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
-  cargo build --release -p mcp-guard --bin mcp-guard --example relay
+  cargo build --release -p mcp-guard --bin mcp-guard --example relay --example hyper_proxy
 exec python3 bench/profile.py

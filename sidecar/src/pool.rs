@@ -1,15 +1,11 @@
 //! Upstream connections, each one hyper's (`hyper::client::conn`). An HTTP/1.1 client connection keeps an
 //! upstream connection of its own for its requests, which come one after another: no pool lookup and no task
-//! hop per request, and reuse does not depend on which task runs first. The upstream connection it dials, the
-//! client connection's task drives itself (see [`Paired::drive`]): one task per client instead of two, and no
-//! wake-up of another task per exchange. When the client leaves, that upstream connection goes to the worker's
-//! idle list for the next client, driven by a task of its own from then on. An h2c upstream gets one multiplexed
+//! hop per request, and reuse does not depend on which task runs first. When the client leaves, that upstream
+//! connection goes to the worker's idle list for the next client. An h2c upstream gets one multiplexed
 //! connection per worker.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -23,7 +19,6 @@ use crate::body::RequestBody;
 use crate::upstream::Upstream;
 
 type H1Sender = http1::SendRequest<RequestBody>;
-type H1Connection = http1::Connection<TokioIo<TcpStream>, RequestBody>;
 type H2Sender = http2::SendRequest<RequestBody>;
 
 /// Idle upstream connections a worker keeps at most.
@@ -104,16 +99,12 @@ impl UpstreamPool {
         Ok(TokioIo::new(stream))
     }
 
-    async fn dial_h1(&self) -> Result<(H1Sender, H1Connection), SendError> {
-        self.h1
+    async fn dial_h1(&self) -> Result<H1Sender, SendError> {
+        let (sender, conn) = self
+            .h1
             .handshake(self.connect().await?)
             .await
-            .map_err(SendError::Handshake)
-    }
-
-    /// A new connection driven by a task of its own.
-    async fn dial_h1_apart(&self) -> Result<H1Sender, SendError> {
-        let (sender, conn) = self.dial_h1().await?;
+            .map_err(SendError::Handshake)?;
         run_connection(conn);
         Ok(sender)
     }
@@ -156,16 +147,6 @@ pub struct Paired {
     /// The client speaks h2c: its requests come concurrently and cannot wait for one connection.
     client_h2: bool,
     own: Mutex<Option<H1Sender>>,
-    /// The connection `own` was dialed with, for the client connection's task to drive.
-    driven: Mutex<Driven>,
-}
-
-/// An upstream connection waiting for, or being driven by, [`Paired::drive`].
-#[derive(Default)]
-struct Driven {
-    conn: Option<Pin<Box<H1Connection>>>,
-    /// `drive`'s task, to wake when a connection arrives.
-    waker: Option<Waker>,
 }
 
 impl Paired {
@@ -174,46 +155,7 @@ impl Paired {
             pool,
             client_h2,
             own: Mutex::new(None),
-            driven: Mutex::new(Driven::default()),
         }
-    }
-
-    /// Drives the upstream connection this client connection dialed, in the caller's task; never ends. The
-    /// client connection's task polls it beside hyper's server connection: an exchange then runs in one task
-    /// (hyper's client connection writes the request and reads the answer where the server connection reads
-    /// and writes), with no second task to schedule and wake for every request. Its task must poll it for as
-    /// long as exchanges go on; what it still holds when dropped, [`Paired`]'s drop hands to a task of its own.
-    pub fn drive(&self) -> impl Future<Output = std::convert::Infallible> + '_ {
-        std::future::poll_fn(move |cx: &mut Context<'_>| {
-            let mut driven = lock(&self.driven);
-            if let Some(conn) = driven.conn.as_mut()
-                && let Poll::Ready(ended) = conn.as_mut().poll(cx)
-            {
-                if let Err(e) = ended {
-                    debug!(error = %e, "upstream connection ended with an error");
-                }
-                driven.conn = None;
-            }
-            if driven.conn.is_none() && !driven.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                driven.waker = Some(cx.waker().clone());
-            }
-            Poll::Pending
-        })
-    }
-
-    /// A new connection for this client: driven by [`Paired::drive`] when that has none (and is being polled:
-    /// it left its waker), else by a task of its own.
-    async fn dial_own(&self) -> Result<H1Sender, SendError> {
-        let (sender, conn) = self.pool.dial_h1().await?;
-        let mut driven = lock(&self.driven);
-        match driven.waker.take() {
-            Some(waker) if driven.conn.is_none() => {
-                driven.conn = Some(Box::pin(conn));
-                waker.wake();
-            }
-            _ => run_connection(conn),
-        }
-        Ok(sender)
     }
 
     /// Sends a request upstream; the response's body streams on as hyper reads it.
@@ -243,7 +185,7 @@ impl Paired {
                 }
             }
         }
-        let mut sender = self.dial_own().await?;
+        let mut sender = self.pool.dial_h1().await?;
         let exchange = sender.send_request(req);
         *lock(&self.own) = Some(sender);
         exchange.await.map_err(SendError::Exchange)
@@ -255,9 +197,9 @@ impl Paired {
         let mut sender = match self.pool.take_idle() {
             Some(mut s) => match s.ready().await {
                 Ok(()) => s,
-                Err(_) => self.pool.dial_h1_apart().await?,
+                Err(_) => self.pool.dial_h1().await?,
             },
-            None => self.pool.dial_h1_apart().await?,
+            None => self.pool.dial_h1().await?,
         };
         let exchange = sender.send_request(req);
         let pool = self.pool.clone();
@@ -272,14 +214,6 @@ impl Paired {
 
 impl Drop for Paired {
     fn drop(&mut self) {
-        // The connection outlives the client's task: it finishes what is in flight, then serves the next client.
-        if let Some(conn) = lock(&self.driven).conn.take() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(_) => run_connection(conn),
-                // The runtime is shutting down: nothing would drive it.
-                Err(_) => return,
-            }
-        }
         if let Some(sender) = lock(&self.own).take() {
             self.pool.put_idle(sender);
         }

@@ -1,6 +1,5 @@
 //! The guarded listener: accepts clients (HTTP/1.1 and h2c), bounds them, and drains them on shutdown.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -136,22 +135,19 @@ pub async fn serve(
             };
             let io = TokioIo::new(Prefixed::new(preface, IdleIo::new(stream, activity)));
             let peer = Arc::new(Peer::new(addr, Paired::new(proxy.pool.clone(), h2)));
-            // The task's own hold on the peer, to drive its upstream connection (the service holds the other).
-            let own = peer.clone();
             // The request's future is made here, not in the service future: hyper keeps that one's allocation for
             // the connection's lifetime, which is best a few words (see `Proxy::handle`).
             let service = service_fn(move |req| {
                 let answer = proxy.clone().handle(req, peer.clone());
-                async move { Ok::<_, Infallible>(answer.await) }
+                async move { Ok::<_, std::convert::Infallible>(answer.await) }
             });
-            let upstream = own.upstream.drive();
             // Boxed: hyper's connection state is large; inline it would make the task's future larger still.
             let ended = if h2 {
                 let conn = Box::pin(builders.h2.serve_connection(io, service));
-                drive(conn, |c| c.graceful_shutdown(), &mut draining, idle, upstream).await
+                drive(conn, |c| c.graceful_shutdown(), &mut draining, idle).await
             } else {
                 let conn = Box::pin(builders.h1.serve_connection(io, service));
-                drive(conn, |c| c.graceful_shutdown(), &mut draining, idle, upstream).await
+                drive(conn, |c| c.graceful_shutdown(), &mut draining, idle).await
             };
             match ended {
                 Ended::Idle => debug!(peer = %addr, "idle connection closed"),
@@ -171,15 +167,14 @@ enum Ended {
 }
 
 /// Serves a connection until it ends, goes idle, or the worker drains (then what is in flight finishes and no new
-/// request is taken). `upstream` drives the client's own upstream connection in this task ([`Paired::drive`]).
+/// request is taken).
 async fn drive<C: Future<Output = hyper::Result<()>>>(
     mut conn: Pin<Box<C>>,
     graceful_shutdown: impl FnOnce(Pin<&mut C>),
     draining: &mut watch::Receiver<bool>,
     idle: impl Future<Output = ()>,
-    upstream: impl Future<Output = Infallible>,
 ) -> Ended {
-    tokio::pin!(idle, upstream);
+    tokio::pin!(idle);
     tokio::select! {
         r = conn.as_mut() => Ended::Done(r),
         () = drained(draining) => {
@@ -187,11 +182,9 @@ async fn drive<C: Future<Output = hyper::Result<()>>>(
             tokio::select! {
                 r = conn.as_mut() => Ended::Done(r),
                 () = &mut idle => Ended::Idle,
-                never = &mut upstream => match never {},
             }
         }
         () = &mut idle => Ended::Idle,
-        never = &mut upstream => match never {},
     }
 }
 
