@@ -1209,25 +1209,38 @@ pub fn strip_response(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    // Most upstreams send `Connection: keep-alive` on every response, so this runs once per request: the one
-    // `Connection` field is taken out whole (no list collected), and names are removed as text (no `HeaderName`).
-    let all: Vec<HeaderValue> = match headers.get_all(header::CONNECTION).iter().count() {
-        0 | 1 => Vec::new(),
-        _ => headers.get_all(header::CONNECTION).iter().cloned().collect(),
-    };
-    let first = headers.remove(header::CONNECTION).filter(|_| all.is_empty());
-    for value in first.iter().chain(&all) {
-        for name in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            if let Ok(name) = std::str::from_utf8(name)
-                && !name.eq_ignore_ascii_case(header::CONTENT_LENGTH.as_str())
-            {
-                headers.remove(name);
-            }
+    // Most upstreams send `Connection: keep-alive` on every response, so this runs once per request. One pass over
+    // the names finds what goes (the hop-by-hop fields present, and the fields `Connection` lists but
+    // `Content-Length`); each is removed once, by its `HeaderName`. Removing every hop-by-hop name by text, present
+    // or not, parsed and hashed each, cost more than the rest of the response's handling.
+    let mut few: [Option<HeaderName>; 4] = [const { None }; 4];
+    let mut more: Vec<HeaderName> = Vec::new();
+    let connection = headers.get_all(header::CONNECTION);
+    for (i, name) in headers
+        .keys()
+        .filter(|name| {
+            is_hop_by_hop(name)
+                || (*name != header::CONTENT_LENGTH && connection.iter().any(|value| lists(value, name)))
+        })
+        .enumerate()
+    {
+        match few.get_mut(i) {
+            Some(slot) => *slot = Some(name.clone()),
+            None => more.push(name.clone()),
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    for name in few.into_iter().flatten().chain(more) {
+        headers.remove(&name);
     }
+}
+
+/// Whether a `Connection` field's value lists `name` (a comma-separated list of names in any case, with
+/// whitespace around each).
+fn lists(value: &HeaderValue, name: &HeaderName) -> bool {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|listed| listed.trim_ascii().eq_ignore_ascii_case(name.as_str().as_bytes()))
 }
 
 /// The field names a `Connection` header lists (RFC 9110 §7.6.1).

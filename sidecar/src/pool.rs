@@ -99,28 +99,37 @@ impl UpstreamPool {
         Ok(TokioIo::new(stream))
     }
 
+    // The dials are boxed: connecting and the handshake make a future of kilobytes, which every request's
+    // future would otherwise carry (and move) for the few that dial.
+
     async fn dial_h1(&self) -> Result<H1Sender, SendError> {
-        let (sender, conn) = self
-            .h1
-            .handshake(self.connect().await?)
-            .await
-            .map_err(SendError::Handshake)?;
-        run_connection(conn);
-        Ok(sender)
+        Box::pin(async {
+            let (sender, conn) = self
+                .h1
+                .handshake(self.connect().await?)
+                .await
+                .map_err(SendError::Handshake)?;
+            run_connection(conn);
+            Ok(sender)
+        })
+        .await
     }
 
     async fn h2_sender(&self) -> Result<H2Sender, SendError> {
         if let Some(s) = lock(&self.shared_h2).as_ref().filter(|s| !s.is_closed()) {
             return Ok(s.clone());
         }
-        let (sender, conn) = self
-            .h2_builder
-            .handshake(self.connect().await?)
-            .await
-            .map_err(SendError::Handshake)?;
-        run_connection(conn);
-        *lock(&self.shared_h2) = Some(sender.clone());
-        Ok(sender)
+        Box::pin(async {
+            let (sender, conn) = self
+                .h2_builder
+                .handshake(self.connect().await?)
+                .await
+                .map_err(SendError::Handshake)?;
+            run_connection(conn);
+            *lock(&self.shared_h2) = Some(sender.clone());
+            Ok(sender)
+        })
+        .await
     }
 
     fn take_idle(&self) -> Option<H1Sender> {
@@ -160,12 +169,17 @@ impl Paired {
 
     /// Sends a request upstream; the response's body streams on as hyper reads it.
     pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<Incoming>, SendError> {
+        // Boxed apart, as the dials: an HTTP/1.1 client's exchange over its own connection is the common case,
+        // and its future is what every such request moves and carries.
         if self.pool.h2 {
-            let mut sender = self.pool.h2_sender().await?;
-            return sender.send_request(req).await.map_err(SendError::Exchange);
+            return Box::pin(async {
+                let mut sender = self.pool.h2_sender().await?;
+                sender.send_request(req).await.map_err(SendError::Exchange)
+            })
+            .await;
         }
         if self.client_h2 {
-            return self.send_concurrent(req).await;
+            return Box::pin(self.send_concurrent(req)).await;
         }
         let mut req = req;
         let reused = lock(&self.own).take().or_else(|| self.pool.take_idle());

@@ -139,7 +139,7 @@ impl Proxy {
             // A key the guard lacks: the issuer may have rotated its keys; fetch them (or wait for the fetch
             // another request asked for) and decide once more.
             Decision::RefetchKeys { issuer } => {
-                self.keys.refetch(&issuer).await;
+                Box::pin(self.keys.refetch(&issuer)).await;
                 policy::decide(&mut head, &allowlist, &hop, &tokens(true))
             }
             decision => decision,
@@ -287,18 +287,20 @@ impl Proxy {
                     let answer = match lists
                         .filter(|l| event_stream || (l.asks_for_list() && parts.status.is_success()))
                     {
-                        Some(lists) => match filter_list(lists, &mut parts, inner, count, slot).await {
-                            Ok(body) => Response::from_parts(parts, body),
-                            Err(denial) => {
-                                log_denial(&denial, method.as_str(), path, None, &peer, true);
-                                if let Some(trail) = &trail {
-                                    trail.deny(denial.reason, true);
+                        Some(lists) => {
+                            match Box::pin(filter_list(lists, &mut parts, inner, count, slot)).await {
+                                Ok(body) => Response::from_parts(parts, body),
+                                Err(denial) => {
+                                    log_denial(&denial, method.as_str(), path, None, &peer, true);
+                                    if let Some(trail) = &trail {
+                                        trail.deny(denial.reason, true);
+                                    }
+                                    self.metrics.request(Outcome::Rejected, Some(denial.reason));
+                                    outcome = Outcome::Rejected;
+                                    refusal::render(&allowlist, &denial, None)
                                 }
-                                self.metrics.request(Outcome::Rejected, Some(denial.reason));
-                                outcome = Outcome::Rejected;
-                                refusal::render(&allowlist, &denial, None)
                             }
-                        },
+                        }
                         None => {
                             let body = ResponseBody::Upstream {
                                 inner,

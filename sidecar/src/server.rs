@@ -27,6 +27,10 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
 }
 
+/// The most header fields hyper's HTTP/1.1 server takes in a request when no limit is set (its
+/// `DEFAULT_MAX_HEADERS`); `--max-headers` defaults to it.
+pub const HYPER_MAX_HEADERS: usize = 100;
+
 /// The HTTP/1.1 and h2c connection builders with the limits applied.
 pub struct Builders {
     h1: http1::Builder,
@@ -42,8 +46,13 @@ impl Builders {
             .header_read_timeout(limits.header_read_timeout)
             // A larger head gets hyper's 431; the read buffer stays as small as the head limit allows.
             .max_header_size(limits.max_header_bytes)
-            .max_buf_size(limits.max_header_bytes.max(8192))
-            .max_headers(limits.max_headers);
+            .max_buf_size(limits.max_header_bytes.max(8192));
+        // hyper's own limit is the default one; set it only when it differs: with a limit set, hyper fills its two
+        // header arrays for every request head it parses (about 1,700 instructions a request), without one they
+        // stay uninitialised until parsed into. Either way a head with more fields gets 431.
+        if limits.max_headers != HYPER_MAX_HEADERS {
+            h1.max_headers(limits.max_headers);
+        }
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .auto_date_header(false)

@@ -89,6 +89,28 @@ async fn oversized_request_heads_get_431_and_close() {
     assert_eq!(c.response(false).await.unwrap().status(), 200);
 }
 
+/// The default limit of 100 fields is hyper's own (the guard does not set it, which spares hyper filling its
+/// header arrays per request): it must hold all the same, at exactly 100. The Host is one the guard refuses, so
+/// that the answer is the guard's own (421: the head was parsed) and not the upstream's, whose limit is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_field_limit_is_100() {
+    let up = TestUpstream::start().await;
+    let guard = guard_for(&up.url(), &[]).await;
+    let head = |fields: usize| {
+        let mut req = "GET / HTTP/1.1\r\nHost: evil.example\r\n".to_string();
+        for i in 1..fields {
+            req.push_str(&format!("X-H{i}: v\r\n"));
+        }
+        req + "\r\n"
+    };
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(head(100)).await.unwrap();
+    assert_eq!(c.response(false).await.unwrap().status(), 421, "100 fields");
+    let mut c = Wire::connect(guard.addr).await;
+    c.send(head(101)).await.unwrap();
+    assert_library_refusal(&mut c, 431, "101 fields").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unparseable_requests_get_400_and_close() {
     let (url, seen) = recording_upstream().await;
