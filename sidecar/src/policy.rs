@@ -283,8 +283,8 @@ fn admit_head(
         Verdict::Allow => Ok(()),
         Verdict::Deny(denial) => Err(denial),
     };
-    // The host the allowlist checked (as a trusted proxy forwarded it), and its resource.
-    let checked = checked_authority(&facts);
+    // The host the allowlist checked (as a trusted proxy forwarded it), and its resource: authentication's.
+    let checked = allowlist.auth.as_ref().and_then(|_| checked_authority(&facts));
     let resource = allowlist
         .auth
         .as_ref()
@@ -1054,18 +1054,15 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) and the framing fields the library sets for the next hop.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
+    // Runs for every field of every request and response: the standard names compare as `HeaderName`s (a tag),
+    // the two others by text.
+    *name == header::CONNECTION
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::UPGRADE
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
 }
-
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "keep-alive",
-    "proxy-connection",
-];
 
 /// Fields the guard decides on itself (sets, rewrites or drops): a client can neither pass its own on nor have
 /// the guard's removed by naming them in `Connection`.

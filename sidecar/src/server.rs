@@ -2,9 +2,11 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use futures::task::AtomicWaker;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -183,17 +185,73 @@ async fn drive<C: Future<Output = hyper::Result<()>>>(
     draining: &mut watch::Receiver<bool>,
     idle: impl Future<Output = ()>,
 ) -> Ended {
-    tokio::pin!(idle);
+    let drain = drained(draining);
+    tokio::pin!(idle, drain);
+    // hyper's connection wakes the task several times a request; the idle watch and the drain signal are polled
+    // only when they woke it themselves.
+    let mut idle = Quiet::new(idle);
+    let mut drain = Quiet::new(drain);
     tokio::select! {
+        biased;
         r = conn.as_mut() => Ended::Done(r),
-        () = drained(draining) => {
+        () = &mut drain => {
             graceful_shutdown(conn.as_mut());
             tokio::select! {
+                biased;
                 r = conn.as_mut() => Ended::Done(r),
                 () = &mut idle => Ended::Idle,
             }
         }
         () = &mut idle => Ended::Idle,
+    }
+}
+
+/// A future polled only once it has woken its task (and at its first poll), not at every wake-up of the task
+/// it shares with others.
+struct Quiet<'a, F> {
+    inner: Pin<&'a mut F>,
+    woken: Arc<Woken>,
+}
+
+/// Set when the inner future's waker was woken; wakes the task.
+struct Woken {
+    set: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl std::task::Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.set.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<'a, F: Future> Quiet<'a, F> {
+    fn new(inner: Pin<&'a mut F>) -> Self {
+        Quiet {
+            inner,
+            woken: Arc::new(Woken {
+                set: AtomicBool::new(true),
+                task: AtomicWaker::new(),
+            }),
+        }
+    }
+}
+
+impl<F: Future> Future for Quiet<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.woken.task.register(cx.waker());
+        if !self.woken.set.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(self.woken.clone());
+        self.inner.as_mut().poll(&mut Context::from_waker(&waker))
     }
 }
 
@@ -412,6 +470,39 @@ mod tests {
         client.write_all(b"host: a\r\n\r\n").await.unwrap();
         let n = io.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"host: a\r\n\r\n");
+    }
+
+    /// The idle watch and the drain signal beside hyper's connection: not polled when the connection's events wake
+    /// the task, polled when they woke it themselves.
+    #[tokio::test]
+    async fn a_quiet_future_is_polled_only_after_it_woke_the_task() {
+        let polls = std::sync::atomic::AtomicUsize::new(0);
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let inner = std::future::poll_fn(|cx| {
+            polls.fetch_add(1, Ordering::SeqCst);
+            Pin::new(&mut rx).poll(cx).map(|_| ())
+        });
+        tokio::pin!(inner);
+        let mut quiet = Quiet::new(inner);
+        // Another future of the same task wakes it 20 times.
+        let mut busy = Box::pin(async {
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+        });
+        tokio::select! {
+            biased;
+            () = &mut quiet => panic!("nothing woke it"),
+            () = &mut busy => {}
+        }
+        assert_eq!(polls.load(Ordering::SeqCst), 1, "polled once, at first");
+        tx.send(()).unwrap();
+        quiet.await;
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            2,
+            "and once more after its own wake-up"
+        );
     }
 
     /// How a scripted client's bytes arrive: in pieces, with waits between, and possibly ending in an error.

@@ -1423,6 +1423,39 @@ fn response_heads_lose_every_field_connection_names_in_any_case_and_list_shape()
     assert_eq!(left, ["content-length", "x-kept"]);
 }
 
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+];
+
+#[test]
+fn hop_by_hop_names_are_these_seven_in_any_case() {
+    for name in HOP_BY_HOP {
+        assert!(is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        let upper = HeaderName::from_bytes(name.to_ascii_uppercase().as_bytes()).unwrap();
+        assert!(is_hop_by_hop(&upper), "{name} as sent in capitals");
+    }
+    for name in [
+        "content-length",
+        "host",
+        "keep-alives",
+        "proxy-connections",
+        "x-connection",
+        "tes",
+        "t",
+    ] {
+        assert!(
+            !is_hop_by_hop(&HeaderName::from_bytes(name.as_bytes()).unwrap()),
+            "{name}"
+        );
+    }
+}
+
 /// What [`strip_response`] did before it found the doomed names in one pass: every name `Connection` lists and
 /// every hop-by-hop name removed by text, present or not. The reference for the property below.
 fn strip_response_by_text(headers: &mut HeaderMap) {
