@@ -7,13 +7,18 @@ load as `make bench` (bench/post.lua, 64 connections) to the same nginx upstream
   syscalls     strace -f -c on the proxy: system calls per request, by call
   allocations  heaptrack on the proxy: calls to the allocator per request (startup included, spread over the run)
   profile      perf record on the proxy (cpu-clock samples): where its CPU time goes, by function (self time)
+  instructions callgrind on the proxy, and on the bare hyper proxy (sidecar/examples/hyper_proxy.rs): user-space
+               instructions per request, which load does not change at all; what a change to the request path is
+               judged by before `make bench` can show it
 
 Allocations per request do not depend on how busy the machine is (the tracer slows the proxy; the ratio of calls
 to requests stays), system calls only a little (epoll and wakeups batch differently under load), so this runs on a
 shared machine; the perf shares are of the proxy's own samples. Needs strace,
-heaptrack and perf (Debian packages strace, heaptrack, linux-perf) and the release build with line tables:
+heaptrack, perf and valgrind (Debian packages strace, heaptrack, linux-perf, valgrind) and the release build with
+line tables:
 
-  CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release -p mcp-guard --bin mcp-guard --example relay
+  CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release -p mcp-guard --bin mcp-guard --example relay \
+    --example hyper_proxy
   python3 bench/profile.py [--seconds 4]
 
 Prints a Markdown section and writes it into docs/performance.md ("Profile of the request path", between its
@@ -40,6 +45,9 @@ def proxy_cmd(target: str, upstream: int) -> tuple[list[str], int]:
     port = bench.free_port()
     if target == "relay":
         return [str(RELEASE / "examples" / "relay"), f"127.0.0.1:{port}", f"127.0.0.1:{upstream}"], port
+    if target == "hyper":
+        # One worker, as the guard's below.
+        return [str(RELEASE / "examples" / "hyper_proxy"), f"127.0.0.1:{port}", f"127.0.0.1:{upstream}", "1"], port
     cmd = [
         str(RELEASE / "mcp-guard"),
         "--listen", f"127.0.0.1:{port}",
@@ -48,6 +56,7 @@ def proxy_cmd(target: str, upstream: int) -> tuple[list[str], int]:
         "--allow-host", bench.PUBLIC_HOST,
         "--allow-origin", bench.APP_ORIGIN,
         "--log-level", "warn",
+        "--worker-threads", "1",
     ]  # fmt: skip
     return cmd, port
 
@@ -131,6 +140,30 @@ def profile(target: str, upstream: int, seconds: int, workdir: Path) -> tuple[li
     return rows, by_dso
 
 
+def instructions(target: str, upstream: int, seconds: int, workdir: Path) -> float:
+    """User-space instructions per request under callgrind: counted from the first request of a measured load
+    (connections and pools already warm) to its last."""
+    cmd, port = proxy_cmd(target, upstream)
+    out = workdir / f"{target}.callgrind"
+    vg = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    proc = bench.spawn([*vg, *cmd], workdir / f"{target}-callgrind.log")
+    bench.wait_port(port, timeout=120)
+    bench.run_wrk(port, 3, 8, 1)
+    subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
+    res = bench.run_wrk(port, seconds, 8, 1)
+    subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
+    subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
+    bench.stop(proc)
+    total = 0
+    for dump in workdir.glob(f"{target}.callgrind*"):
+        text = subprocess.run(["callgrind_annotate", str(dump)], capture_output=True, text=True).stdout
+        if m := re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", text):
+            total += int(m.group(1).replace(",", ""))
+    if res["non_2xx"] or res["socket_errors"] or not res["requests"]:
+        raise RuntimeError(f"{target} under callgrind: {res['requests']} requests, non-2xx {res['non_2xx']}")
+    return total / res["requests"]
+
+
 def group(calls: dict[str, int]) -> dict[str, int]:
     """Syscalls in the groups that explain a proxy's cost: socket I/O, readiness, wakeups, the rest."""
     kinds = {
@@ -154,10 +187,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=4)
     args = ap.parse_args()
-    for tool in ("strace", "heaptrack", "heaptrack_print", "perf", "wrk", "nginx"):
+    for tool in ("strace", "heaptrack", "heaptrack_print", "perf", "valgrind", "callgrind_control", "wrk", "nginx"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is not installed")
-    for binary in (RELEASE / "mcp-guard", RELEASE / "examples" / "relay"):
+    for binary in (RELEASE / "mcp-guard", RELEASE / "examples" / "relay", RELEASE / "examples" / "hyper_proxy"):
         if not binary.exists():
             sys.exit(f"{binary} is missing: see the build command in this script's docstring")
     workdir = Path(tempfile.mkdtemp(prefix="mcp-guard-profile-"))
@@ -179,6 +212,9 @@ def main() -> int:
             }
             bench.log(f"{target}: {results[target]['syscalls_total']:.1f} syscalls, "
                       f"{results[target]['allocations']:.1f} allocations per request")  # fmt: skip
+        for target in ("guard", "hyper", "relay"):
+            results.setdefault(target, {})["instructions"] = instructions(target, up_port, 2 * args.seconds, workdir)
+            bench.log(f"{target}: {results[target]['instructions']:,.0f} instructions per request")
     finally:
         for child in bench.CHILDREN:
             bench.stop(child)
@@ -218,6 +254,11 @@ def render(r: dict) -> str:
     )
     lines += [
         f"| allocator calls | {g['allocations']:.1f} | {rl['allocations']:.1f} |",
+        "",
+        "Instructions per request in user space (callgrind, wrk -c8, warm connections; exact, so the measure a "
+        f"change to the request path is judged by): the guard **{g['instructions']:,.0f}**, the bare hyper proxy "
+        f"{r['hyper']['instructions']:,.0f} (hyper and tokio on both sides, nothing else), the relay "
+        f"{rl['instructions']:,.0f}.",
         "",
         f"System calls by name (guard / relay, per request, those ≥ 0.01): {detail}.",
         "",
