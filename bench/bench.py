@@ -1230,7 +1230,8 @@ STREAM_MEMORY = [
     "release builds one after the other: memory per open SSE stream as the table above measures it "
     "(`bench/bench.py --only streams --no-peer-streams --guard BINARY`: the RSS slope from 990 to 9,900 streams), "
     "and the live heap per allocation site at 2,000 streams (`GUARD_BIN=BINARY bench/heap-profile.sh`, heaptrack). "
-    "The tables above are of the full `make bench` run since (27.3 KiB per open stream there, before the last row).",
+    "The tables above are of the full `make bench` run since (27.6 KiB per open stream there: the connection's idle "
+    "and drain wake-up flags, below, hold about 0.1 KiB).",
     "",
     "| guard | memory per open stream (RSS) | heap per stream | RSS at 2,000 streams (under heaptrack) |",
     "| --- | ---: | ---: | ---: |",
@@ -1336,9 +1337,12 @@ REQUEST_PATH = [
     "exchange 4,608 → 3,568); the idle watch and the drain signal are polled only when they woke the connection's "
     "task, not at each of the several wake-ups hyper's connection causes per request (a unit test counts the polls); "
     "hop-by-hop names compare as `HeaderName`s; the checked authority is parsed a second time only for "
-    "authentication. Side by side (release builds, pinned, 10 alternating rounds, quiet machine): CPU time per "
-    "request 23.14 → 21.37 µs, requests/s 42.8k → 46.3k; in the same run the bare hyper proxy 17.93 µs and nginx "
-    "17.35 µs.",
+    "authentication. Side by side (pinned, 8–10 alternating rounds of 4 s, quiet machine, two runs): CPU time per "
+    "request 23.14 → 21.37 µs (release builds) and 23.16 → 20.34 µs (the shipped `dist` build against the release "
+    "build before), requests/s 42.8k → 46.3k and 42.7k → 48.6k, p99 2.61 → 2.21 ms; in the same runs the bare hyper "
+    "proxy 17.93 and 19.00 µs, nginx 17.35 and 17.75 µs. The tables above are one `make bench` run: between runs on "
+    "this VM a pinned ratio moves by up to a tenth (there the guard's kernel time was 1.8 µs above the run before "
+    "with the same system calls per request, and its p99 above nginx's); the instructions per request do not move.",
     "- **What that leaves.** The guard's own 15k instructions a request are the check (the `Host` and `Origin` "
     "parsed and matched: 1.6k), the head rewritten for the upstream (`Host`, `Origin` and three `X-Forwarded-*` "
     "inserted, the client's hop-by-hop and forwarding fields removed: about 2k), the exchange's future (3.5 KB: "

@@ -154,7 +154,7 @@ pub struct Args {
     pub max_header_bytes: usize,
 
     /// Most request headers accepted (HTTP/1.1, 1 to 256); more get 431.
-    #[arg(long, env = "MCP_GUARD_MAX_HEADERS", default_value_t = 100, value_parser = parse_max_headers)]
+    #[arg(long, env = "MCP_GUARD_MAX_HEADERS", default_value_t = crate::server::HYPER_MAX_HEADERS, value_parser = parse_max_headers)]
     pub max_headers: usize,
 
     /// Most client connections open at once; further clients wait in the listen backlog.

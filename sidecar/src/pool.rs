@@ -169,8 +169,8 @@ impl Paired {
 
     /// Sends a request upstream; the response's body streams on as hyper reads it.
     pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<Incoming>, SendError> {
-        // Boxed apart, as the dials: an HTTP/1.1 client's exchange over its own connection is the common case,
-        // and its future is what every such request moves and carries.
+        // The h2 paths are boxed apart, as the dials: every request's future would otherwise carry them, and the
+        // common case is an HTTP/1.1 client's exchange over its own connection, below.
         if self.pool.h2 {
             return Box::pin(async {
                 let mut sender = self.pool.h2_sender().await?;
