@@ -1304,9 +1304,9 @@ STREAM_MEMORY = [
 REQUEST_PATH = [
     "## The request path: what was changed, and what was not",
     "",
-    "Measured with `bench/profile.py` (the section below): allocator calls per request count the same on a busy "
-    "machine as on a quiet one, so each change was judged by them; its effect on requests/s and CPU per request shows "
-    "in the next `make bench` on a quiet machine.",
+    "Measured with `bench/profile.py` (the section below): allocator calls and instructions per request count the "
+    "same on a busy machine as on a quiet one, so each change was judged by them; its effect on requests/s and CPU "
+    "per request shows in the next `make bench` on a quiet machine.",
     "",
     "- **16 → 11 allocator calls per request.** Removed: the `Content-Length` hyper wrote again for every forwarded "
     "request (2 calls: a client's single `Content-Length` in canonical form now stays when it is the exact length of "
@@ -1340,9 +1340,11 @@ REQUEST_PATH = [
     "authentication. Side by side (pinned, 8–10 alternating rounds of 4 s, quiet machine, two runs): CPU time per "
     "request 23.14 → 21.37 µs (release builds) and 23.16 → 20.34 µs (the shipped `dist` build against the release "
     "build before), requests/s 42.8k → 46.3k and 42.7k → 48.6k, p99 2.61 → 2.21 ms; in the same runs the bare hyper "
-    "proxy 17.93 and 19.00 µs, nginx 17.35 and 17.75 µs. The tables above are one `make bench` run: between runs on "
-    "this VM a pinned ratio moves by up to a tenth (there the guard's kernel time was 1.8 µs above the run before "
-    "with the same system calls per request, and its p99 above nginx's); the instructions per request do not move.",
+    "proxy 17.93 and 19.00 µs, nginx 17.35 and 17.75 µs. In `make bench` (the tables above, 8 rounds) the guard's "
+    "CPU time per request went from 1.21× / 1.19× nginx's (pinned / shared, the run before these changes) to 1.12× / "
+    "1.11×, its requests/s from 0.83× / 0.92× to 0.93× / 0.95×. Between runs on this VM a pinned ratio moves by up to "
+    "a tenth (a 5-round run of the same build found 1.34×, the guard's kernel time 1.8 µs higher with the same "
+    "system calls per request); the instructions per request do not move.",
     "- **What that leaves.** The guard's own 15k instructions a request are the check (the `Host` and `Origin` "
     "parsed and matched: 1.6k), the head rewritten for the upstream (`Host`, `Origin` and three `X-Forwarded-*` "
     "inserted, the client's hop-by-hop and forwarding fields removed: about 2k), the exchange's future (3.5 KB: "
