@@ -2,13 +2,15 @@
 //! own (hyper's client connection), every request is handed over as hyper parsed it and every response handed
 //! back as hyper read it, bodies streaming through. No check, no header rewrite, no limit, no timer.
 //! `bench/bench.py` measures it beside the guard: the share of the guard's CPU time per request that is hyper's
-//! and tokio's (parsing and writing both connections, the body channels, the tasks), which no check the guard
-//! drops can go below without framing HTTP by hand.
+//! and tokio's (parsing and writing both connections, the body channels, the tasks), which nothing the guard does
+//! less can remove short of framing HTTP by hand; the rest is the guard's own work.
 //!
 //! A measuring instrument, not a proxy. Shaped as the guard is: one single-threaded runtime per core (or
 //! WORKERS), each with its own listener (SO_REUSEPORT).
 //!
 //!     cargo run --profile dist -p mcp-guard --example hyper_proxy -- 127.0.0.1:8080 127.0.0.1:9000 [WORKERS]
+
+mod shaped;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -19,46 +21,11 @@ use hyper::client::conn::http1 as client;
 use hyper::server::conn::http1 as server;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 fn main() -> std::io::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let usage = || std::io::Error::other("usage: hyper_proxy LISTEN_ADDR UPSTREAM_ADDR [WORKERS]");
-    let listen: SocketAddr = args.next().ok_or_else(usage)?.parse().map_err(|_| usage())?;
-    let upstream: SocketAddr = args.next().ok_or_else(usage)?.parse().map_err(|_| usage())?;
-    let workers = match args.next() {
-        Some(n) => n.parse().map_err(|_| usage())?,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    let threads: Vec<_> = (0..workers)
-        .map(|_| std::thread::spawn(move || worker(listen, upstream)))
-        .collect();
-    for t in threads {
-        t.join()
-            .map_err(|_| std::io::Error::other("a worker panicked"))??;
-    }
-    Ok(())
-}
-
-fn worker(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let socket = if listen.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
-        socket.bind(listen)?;
-        let listener = socket.listen(1024)?;
-        loop {
-            let (stream, _) = listener.accept().await?;
-            tokio::spawn(serve(stream, upstream));
-        }
-    })
+    let (listen, upstream, workers) = shaped::args("hyper_proxy")?;
+    shaped::run(listen, upstream, workers, serve)
 }
 
 type Sender = client::SendRequest<Incoming>;

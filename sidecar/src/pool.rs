@@ -99,14 +99,16 @@ impl UpstreamPool {
         Ok(TokioIo::new(stream))
     }
 
-    // The dials are boxed: connecting and the handshake make a future of kilobytes, which every request's
-    // future would otherwise carry (and move) for the few that dial.
-
-    async fn dial_h1(&self) -> Result<H1Sender, SendError> {
+    /// Connects and shakes hands; the connection is driven by a task of its own. Boxed: connecting and the
+    /// handshake make a future of kilobytes, which every request's future would otherwise carry (and move) for the
+    /// few that dial.
+    async fn dial<S, C, H>(&self, handshake: impl FnOnce(TokioIo<TcpStream>) -> H) -> Result<S, SendError>
+    where
+        H: Future<Output = hyper::Result<(S, C)>>,
+        C: Future<Output = hyper::Result<()>> + Send + 'static,
+    {
         Box::pin(async {
-            let (sender, conn) = self
-                .h1
-                .handshake(self.connect().await?)
+            let (sender, conn) = handshake(self.connect().await?)
                 .await
                 .map_err(SendError::Handshake)?;
             run_connection(conn);
@@ -115,21 +117,17 @@ impl UpstreamPool {
         .await
     }
 
+    async fn dial_h1(&self) -> Result<H1Sender, SendError> {
+        self.dial(|io| self.h1.handshake(io)).await
+    }
+
     async fn h2_sender(&self) -> Result<H2Sender, SendError> {
         if let Some(s) = lock(&self.shared_h2).as_ref().filter(|s| !s.is_closed()) {
             return Ok(s.clone());
         }
-        Box::pin(async {
-            let (sender, conn) = self
-                .h2_builder
-                .handshake(self.connect().await?)
-                .await
-                .map_err(SendError::Handshake)?;
-            run_connection(conn);
-            *lock(&self.shared_h2) = Some(sender.clone());
-            Ok(sender)
-        })
-        .await
+        let sender: H2Sender = self.dial(|io| self.h2_builder.handshake(io)).await?;
+        *lock(&self.shared_h2) = Some(sender.clone());
+        Ok(sender)
     }
 
     fn take_idle(&self) -> Option<H1Sender> {

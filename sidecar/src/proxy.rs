@@ -291,13 +291,15 @@ impl Proxy {
                             match Box::pin(filter_list(lists, &mut parts, inner, count, slot)).await {
                                 Ok(body) => Response::from_parts(parts, body),
                                 Err(denial) => {
-                                    log_denial(&denial, method.as_str(), path, None, &peer, true);
-                                    if let Some(trail) = &trail {
-                                        trail.deny(denial.reason, true);
-                                    }
-                                    self.metrics.request(Outcome::Rejected, Some(denial.reason));
                                     outcome = Outcome::Rejected;
-                                    refusal::render(&allowlist, &denial, None)
+                                    self.refuse_late(
+                                        &denial,
+                                        &allowlist,
+                                        &method,
+                                        path,
+                                        &peer,
+                                        trail.as_deref(),
+                                    )
                                 }
                             }
                         }
@@ -320,13 +322,8 @@ impl Proxy {
                 // The client's own body at fault: its refusal, counted once, as rejected.
                 Err(_) if let Some(fault) = fault.as_ref().and_then(|f| f.get()) => {
                     let denial = client_fault(fault, policy::body_limit(&allowlist));
-                    log_denial(&denial, method.as_str(), path, None, &peer, true);
-                    if let Some(trail) = &trail {
-                        trail.deny(denial.reason, true);
-                    }
-                    self.metrics.request(Outcome::Rejected, Some(denial.reason));
                     outcome = Outcome::Rejected;
-                    refusal::render(&allowlist, &denial, None)
+                    self.refuse_late(&denial, &allowlist, &method, path, &peer, trail.as_deref())
                 }
                 Err(err) => {
                     if matches!(outcome, Outcome::Allowed) {
@@ -538,6 +535,25 @@ impl Proxy {
 
     /// Logs, counts and audits a request the allowlist or the policy refused (`enforce`), or that audit mode let
     /// through.
+    /// A refusal decided once the request went upstream (a list answer the guard cannot filter, the client's own
+    /// body at fault): logged, on the audit trail, counted once as rejected.
+    fn refuse_late(
+        &self,
+        denial: &Denial,
+        allowlist: &Allowlist,
+        method: &http::Method,
+        path: &str,
+        peer: &Peer,
+        trail: Option<&Trail>,
+    ) -> Response<ResponseBody> {
+        log_denial(denial, method.as_str(), path, None, peer, true);
+        if let Some(trail) = trail {
+            trail.deny(denial.reason, true);
+        }
+        self.metrics.request(Outcome::Rejected, Some(denial.reason));
+        refusal::render(allowlist, denial, None)
+    }
+
     fn violation(&self, denial: &Denial, head: &http::request::Parts, peer: &Peer, enforce: bool) {
         self.report(denial, head, peer, enforce);
         if let Some(trail) = Trail::of(head) {
