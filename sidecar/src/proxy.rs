@@ -533,8 +533,6 @@ impl Proxy {
         }
     }
 
-    /// Logs, counts and audits a request the allowlist or the policy refused (`enforce`), or that audit mode let
-    /// through.
     /// A refusal decided once the request went upstream (a list answer the guard cannot filter, the client's own
     /// body at fault): logged, on the audit trail, counted once as rejected.
     fn refuse_late(
@@ -554,6 +552,8 @@ impl Proxy {
         refusal::render(allowlist, denial, None)
     }
 
+    /// Logs, counts and audits a request the allowlist or the policy refused (`enforce`), or that audit mode let
+    /// through.
     fn violation(&self, denial: &Denial, head: &http::request::Parts, peer: &Peer, enforce: bool) {
         self.report(denial, head, peer, enforce);
         if let Some(trail) = Trail::of(head) {
