@@ -236,7 +236,8 @@ def render(r: dict) -> str:
     g, rl = r["guard"], r["relay"]
     lines = [
         f"Measured by `bench/profile.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: the release build "
-        "with line tables, wrk -t1 -c64 with bench/post.lua, nginx upstream; counts per request are of the proxy's "
+        "with line tables (the guard and the bare hyper proxy with one worker thread), wrk -t1 -c64 with bench/post.lua, "
+        "nginx upstream; counts per request are of the proxy's "
         "own process under strace / heaptrack (which slow it: allocations per request do not depend on that, system "
         "calls a little, as requests batch differently).",
         "",

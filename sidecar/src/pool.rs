@@ -99,22 +99,17 @@ impl UpstreamPool {
         Ok(TokioIo::new(stream))
     }
 
-    /// Connects and shakes hands; the connection is driven by a task of its own. Boxed: connecting and the
-    /// handshake make a future of kilobytes, which every request's future would otherwise carry (and move) for the
-    /// few that dial.
+    /// Connects and shakes hands; the connection is driven by a task of its own.
     async fn dial<S, C, H>(&self, handshake: impl FnOnce(TokioIo<TcpStream>) -> H) -> Result<S, SendError>
     where
         H: Future<Output = hyper::Result<(S, C)>>,
         C: Future<Output = hyper::Result<()>> + Send + 'static,
     {
-        Box::pin(async {
-            let (sender, conn) = handshake(self.connect().await?)
-                .await
-                .map_err(SendError::Handshake)?;
-            run_connection(conn);
-            Ok(sender)
-        })
-        .await
+        let (sender, conn) = handshake(self.connect().await?)
+            .await
+            .map_err(SendError::Handshake)?;
+        run_connection(conn);
+        Ok(sender)
     }
 
     async fn dial_h1(&self) -> Result<H1Sender, SendError> {
@@ -167,8 +162,8 @@ impl Paired {
 
     /// Sends a request upstream; the response's body streams on as hyper reads it.
     pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<Incoming>, SendError> {
-        // The h2 paths are boxed apart, as the dials: every request's future would otherwise carry them, and the
-        // common case is an HTTP/1.1 client's exchange over its own connection, below.
+        // The h2 paths are boxed apart: inline they doubled the future every request's send moves and carries (2,064
+        // bytes against 1,048), and the common case is an HTTP/1.1 client's exchange over its own connection, below.
         if self.pool.h2 {
             return Box::pin(async {
                 let mut sender = self.pool.h2_sender().await?;

@@ -139,7 +139,7 @@ impl Proxy {
             // A key the guard lacks: the issuer may have rotated its keys; fetch them (or wait for the fetch
             // another request asked for) and decide once more.
             Decision::RefetchKeys { issuer } => {
-                Box::pin(self.keys.refetch(&issuer)).await;
+                self.keys.refetch(&issuer).await;
                 policy::decide(&mut head, &allowlist, &hop, &tokens(true))
             }
             decision => decision,
@@ -287,22 +287,13 @@ impl Proxy {
                     let answer = match lists
                         .filter(|l| event_stream || (l.asks_for_list() && parts.status.is_success()))
                     {
-                        Some(lists) => {
-                            match Box::pin(filter_list(lists, &mut parts, inner, count, slot)).await {
-                                Ok(body) => Response::from_parts(parts, body),
-                                Err(denial) => {
-                                    outcome = Outcome::Rejected;
-                                    self.refuse_late(
-                                        &denial,
-                                        &allowlist,
-                                        &method,
-                                        path,
-                                        &peer,
-                                        trail.as_deref(),
-                                    )
-                                }
+                        Some(lists) => match filter_list(lists, &mut parts, inner, count, slot).await {
+                            Ok(body) => Response::from_parts(parts, body),
+                            Err(denial) => {
+                                outcome = Outcome::Rejected;
+                                self.refuse_late(&denial, &allowlist, &method, path, &peer, trail.as_deref())
                             }
-                        }
+                        },
                         None => {
                             let body = ResponseBody::Upstream {
                                 inner,
