@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::idle::{Activity, IdleIo};
+use crate::idle::{Activity, Exchanges, IdleIo, Marked, Overdue, Watch};
 use crate::pool::Paired;
 use crate::proxy::{Peer, Proxy};
 
@@ -43,9 +43,10 @@ impl Builders {
     pub fn new(limits: &Limits) -> Self {
         let mut h1 = http1::Builder::new();
         // The upstream's Date header passes through; not stamping our own saves a clock read per response.
-        h1.timer(TokioTimer::new())
-            .auto_date_header(false)
-            .header_read_timeout(limits.header_read_timeout)
+        // The header read timeout is the connection's watch's (`idle::Watch`), one timer per connection: hyper's
+        // arms a timer for every request head (a boxed sleep, a clock read, and a read more per request).
+        h1.auto_date_header(false)
+            .header_read_timeout(None)
             // A larger head gets hyper's 431; the read buffer stays as small as the head limit allows.
             .max_header_size(limits.max_header_bytes)
             .max_buf_size(limits.max_header_bytes.max(8192));
@@ -110,13 +111,12 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let activity = limits.idle_timeout.map(|_| Activity::new());
+        let activity = limits.idle_timeout.map(|t| (Activity::new(), t));
         let proxy = proxy.clone();
         let builders = builders.clone();
         let header_read_timeout = limits.header_read_timeout;
         let mut draining = draining.clone();
         let open = open.clone();
-        let idle_timeout = limits.idle_timeout;
         let task = async move {
             let _open_task = open;
             let _permit = permit;
@@ -135,33 +135,46 @@ pub async fn serve(
                 }
             };
             let h2 = preface.is_h2();
-            let idle = {
-                let activity = activity.clone();
-                async move {
-                    match (activity, idle_timeout) {
-                        (Some(a), Some(t)) => a.idle(t).await,
-                        _ => std::future::pending().await,
-                    }
-                }
+            // HTTP/2 streams have no head to wait for: only HTTP/1.1 connections have their heads timed.
+            let exchanges = (!h2).then(Exchanges::default);
+            let conn_watch = Watch {
+                idle: activity.clone(),
+                head: exchanges.clone().map(|e| (e, header_read_timeout)),
             };
-            let io = TokioIo::new(Prefixed::new(preface, IdleIo::new(stream, activity)));
+            let io = TokioIo::new(Prefixed::new(preface, IdleIo::new(stream, activity.map(|a| a.0))));
             let peer = Arc::new(Peer::new(addr, Paired::new(proxy.pool.clone(), h2)));
             // The request's future is made here, not in the service future: hyper keeps that one's allocation for
             // the connection's lifetime, which is best a few words (see `Proxy::handle`).
             let service = service_fn(move |req| {
+                let mark = exchanges.as_ref().map(Exchanges::begin);
                 let answer = proxy.clone().handle(req, peer.clone());
-                async move { Ok::<_, std::convert::Infallible>(answer.await) }
+                async move { Ok::<_, std::convert::Infallible>(answer.await.map(|body| Marked { body, mark })) }
             });
             // Boxed: hyper's connection state is large; inline it would make the task's future larger still.
             let ended = if h2 {
                 let conn = Box::pin(builders.h2.serve_connection(io, service));
-                drive(conn, |c| c.graceful_shutdown(), &mut draining, idle).await
+                drive(
+                    conn,
+                    |c| c.graceful_shutdown(),
+                    &mut draining,
+                    conn_watch.overdue(),
+                )
+                .await
             } else {
                 let conn = Box::pin(builders.h1.serve_connection(io, service));
-                drive(conn, |c| c.graceful_shutdown(), &mut draining, idle).await
+                drive(
+                    conn,
+                    |c| c.graceful_shutdown(),
+                    &mut draining,
+                    conn_watch.overdue(),
+                )
+                .await
             };
             match ended {
-                Ended::Idle => debug!(peer = %addr, "idle connection closed"),
+                Ended::Overdue(Overdue::Idle) => debug!(peer = %addr, "idle connection closed"),
+                Ended::Overdue(Overdue::Head) => {
+                    debug!(peer = %addr, "no request head within the header read timeout")
+                }
                 Ended::Done(Err(e)) => debug!(peer = %addr, error = %e, "connection ended with an error"),
                 Ended::Done(Ok(())) => {}
             }
@@ -174,22 +187,22 @@ pub async fn serve(
 
 enum Ended {
     Done(hyper::Result<()>),
-    Idle,
+    Overdue(Overdue),
 }
 
-/// Serves a connection until it ends, goes idle, or the worker drains (then what is in flight finishes and no new
-/// request is taken).
+/// Serves a connection until it ends, its watch finds it overdue, or the worker drains (then what is in flight
+/// finishes and no new request is taken).
 async fn drive<C: Future<Output = hyper::Result<()>>>(
     mut conn: Pin<Box<C>>,
     graceful_shutdown: impl FnOnce(Pin<&mut C>),
     draining: &mut watch::Receiver<bool>,
-    idle: impl Future<Output = ()>,
+    overdue: impl Future<Output = Overdue>,
 ) -> Ended {
     let drain = drained(draining);
-    tokio::pin!(idle, drain);
-    // hyper's connection wakes the task several times a request; the idle watch and the drain signal are polled
-    // only when they woke it themselves.
-    let mut idle = Quiet::new(idle);
+    tokio::pin!(overdue, drain);
+    // hyper's connection wakes the task several times a request; the watch and the drain signal are polled only
+    // when they woke it themselves.
+    let mut overdue = Quiet::new(overdue);
     let mut drain = Quiet::new(drain);
     tokio::select! {
         biased;
@@ -199,10 +212,10 @@ async fn drive<C: Future<Output = hyper::Result<()>>>(
             tokio::select! {
                 biased;
                 r = conn.as_mut() => Ended::Done(r),
-                () = &mut idle => Ended::Idle,
+                why = &mut overdue => Ended::Overdue(why),
             }
         }
-        () = &mut idle => Ended::Idle,
+        why = &mut overdue => Ended::Overdue(why),
     }
 }
 
