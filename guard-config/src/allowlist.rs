@@ -1,6 +1,7 @@
 //! The compiled allowlist and the pure request check: request facts in, [`Verdict`] out.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use crate::access::{AccessConfigError, AccessPolicy};
 use crate::auth::AuthPolicy;
@@ -302,6 +303,64 @@ impl Denial {
 pub enum Verdict {
     Allow,
     Deny(Denial),
+}
+
+/// [`Allowlist::check`] for one client connection, remembering the last request facts it allowed: a client sends
+/// the same `Host` and `Origin` on every request of a connection, and the same facts under the same allowlist get
+/// the same verdict, so they are compared instead of parsed again. Only an allow is remembered (a refusal is
+/// rendered from its parse); the allowlist is held, so a reload (a new allowlist) is never mistaken for the old.
+#[derive(Debug, Default)]
+pub struct CheckMemo {
+    allowed: Option<(Arc<Allowlist>, OwnedFacts)>,
+}
+
+impl CheckMemo {
+    pub fn check(&mut self, allowlist: &Arc<Allowlist>, facts: &RequestFacts<'_>) -> Verdict {
+        if let Some((remembered, seen)) = &self.allowed
+            && Arc::ptr_eq(remembered, allowlist)
+            && seen.is(facts)
+        {
+            return Verdict::Allow;
+        }
+        let verdict = allowlist.check(facts);
+        self.allowed = match verdict {
+            Verdict::Allow => Some((allowlist.clone(), OwnedFacts::of(facts))),
+            Verdict::Deny(_) => None,
+        };
+        verdict
+    }
+}
+
+/// [`RequestFacts`], owned: every field the check reads.
+#[derive(Debug)]
+struct OwnedFacts {
+    target_authority: Option<Box<str>>,
+    http2: bool,
+    scheme: Option<Box<str>>,
+    host: (Option<Box<[u8]>>, usize),
+    origin: (Option<Box<[u8]>>, usize),
+}
+
+impl OwnedFacts {
+    fn of(f: &RequestFacts<'_>) -> Self {
+        OwnedFacts {
+            target_authority: f.target_authority.map(Into::into),
+            http2: f.http2,
+            scheme: f.scheme.map(Into::into),
+            host: (f.host.first.map(Into::into), f.host.count),
+            origin: (f.origin.first.map(Into::into), f.origin.count),
+        }
+    }
+
+    fn is(&self, f: &RequestFacts<'_>) -> bool {
+        self.host.0.as_deref() == f.host.first
+            && self.origin.0.as_deref() == f.origin.first
+            && self.host.1 == f.host.count
+            && self.origin.1 == f.origin.count
+            && self.http2 == f.http2
+            && self.target_authority.as_deref() == f.target_authority
+            && self.scheme.as_deref() == f.scheme
+    }
 }
 
 fn lossy(b: &[u8]) -> String {

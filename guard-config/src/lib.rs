@@ -62,7 +62,7 @@ pub mod host;
 pub mod origin;
 
 pub use access::{AccessConfig, AccessConfigError, AccessPolicy};
-pub use allowlist::{Allowlist, Denial, HeaderSeen, Reason, RequestFacts, Verdict};
+pub use allowlist::{Allowlist, CheckMemo, Denial, HeaderSeen, Reason, RequestFacts, Verdict};
 pub use auth::{AuthConfig, AuthConfigError, AuthPolicy, IssuerConfig};
 pub use cidr::{Cidr, CidrError};
 pub use host::{Authority, AuthorityError, Host, HostMatch, HostPattern, PortMatch};

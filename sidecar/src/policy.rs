@@ -6,6 +6,8 @@
 //! (`Content-Length`, `Transfer-Encoding`) is ever copied from the client. What hyper tolerates but a security
 //! proxy must not guess about is refused here, before anything reaches the upstream.
 
+use std::sync::{Arc, Mutex};
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
@@ -15,7 +17,7 @@ use mcp_guard_config::auth::{
     AuthDenial, AuthError, AuthPolicy, Credentials, Identity, Jwt, KeySource, Resource,
 };
 use mcp_guard_config::{
-    AccessPolicy, Allowlist, Denial, HeaderSeen, Limits, Mode, Reason, RequestFacts, Verdict,
+    AccessPolicy, Allowlist, CheckMemo, Denial, HeaderSeen, Limits, Mode, Reason, RequestFacts, Verdict,
 };
 
 pub mod cors;
@@ -45,6 +47,8 @@ pub struct Hop<'a> {
     pub trusted_proxy: bool,
     /// Send the client's (checked) Host and Origin on instead of the upstream's own.
     pub preserve_host: bool,
+    /// The connection's memo of the facts its allowlist last allowed (skipped while another stream holds it).
+    pub memo: Option<&'a Mutex<CheckMemo>>,
 }
 
 /// The admission rules a request is held to, in the order they are checked. Each names what it judges, so the
@@ -222,7 +226,12 @@ enum Admitted {
 /// Decides on one request head. On [`Decision::Forward`] `head` has become the upstream's request head (an
 /// absolute URI naming the upstream, or with `preserve_host` the checked client authority); otherwise it is as
 /// received.
-pub fn decide(head: &mut Parts, allowlist: &Allowlist, hop: &Hop<'_>, tokens: &TokenCheck<'_>) -> Decision {
+pub fn decide(
+    head: &mut Parts,
+    allowlist: &Arc<Allowlist>,
+    hop: &Hop<'_>,
+    tokens: &TokenCheck<'_>,
+) -> Decision {
     let mut admission = Admission::new(allowlist.mode);
     match admit_head(head, allowlist, hop, tokens, &mut admission) {
         Ok(Admitted::Preflight(fields)) => Decision::Preflight(fields),
@@ -256,7 +265,7 @@ pub fn cors_origin(head: &Parts, allowlist: &Allowlist) -> Option<HeaderValue> {
 /// returns the fields of the answer to a CORS preflight the guard answers itself.
 fn admit_head(
     head: &mut Parts,
-    allowlist: &Allowlist,
+    allowlist: &Arc<Allowlist>,
     hop: &Hop<'_>,
     tokens: &TokenCheck<'_>,
     admission: &mut Admission,
@@ -279,7 +288,12 @@ fn admit_head(
             count: 1,
         };
     }
-    let verdict = match allowlist.check(&facts) {
+    let remembered = hop.memo.and_then(|m| m.try_lock().ok());
+    let verdict = match remembered {
+        Some(mut memo) => memo.check(allowlist, &facts),
+        None => allowlist.check(&facts),
+    };
+    let verdict = match verdict {
         Verdict::Allow => Ok(()),
         Verdict::Deny(denial) => Err(denial),
     };

@@ -2,7 +2,7 @@
 //! and hyper streams the request to the upstream and the response back.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -10,7 +10,7 @@ use http::header::HeaderValue;
 use http::{Request, Response, Version};
 use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
-use mcp_guard_config::{Allowlist, AuthPolicy, Denial, Reason};
+use mcp_guard_config::{Allowlist, AuthPolicy, CheckMemo, Denial, Reason};
 use tracing::{debug, warn};
 
 use crate::audit::{AuditLog, Trail};
@@ -49,12 +49,19 @@ pub struct Peer {
     pub addr: SocketAddr,
     pub ip: HeaderValue,
     pub upstream: Paired,
+    /// The facts the allowlist last allowed on this connection (see [`CheckMemo`]).
+    pub memo: Mutex<CheckMemo>,
 }
 
 impl Peer {
     pub fn new(addr: SocketAddr, upstream: Paired) -> Self {
         let ip = HeaderValue::try_from(addr.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-        Peer { addr, ip, upstream }
+        Peer {
+            addr,
+            ip,
+            upstream,
+            memo: Mutex::default(),
+        }
     }
 }
 
@@ -120,6 +127,7 @@ impl Proxy {
             peer_ip: &client_ip,
             preserve_host: self.preserve_host,
             trusted_proxy,
+            memo: Some(&peer.memo),
         };
         let mut cors = policy::cors_origin(&head, &allowlist);
         let verified: Option<Caller>;

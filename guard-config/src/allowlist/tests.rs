@@ -482,3 +482,172 @@ fn audit_redacts_fields_containing_a_name() {
         assert!(!audit.redacts(field), "{field}");
     }
 }
+
+mod memo {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    const HOSTS: &[&str] = &[
+        "mcp.example.com",
+        "MCP.Example.com",
+        "mcp.example.com:80",
+        "mcp.example.com:8443",
+        "mcp.example.com.",
+        "a.apps.example.com",
+        "apps.example.com",
+        "other.example.com",
+        "localhost:8080",
+        "localhost",
+        "secure.example.com",
+        "[::1]:8080",
+        "bad host",
+        "user@mcp.example.com",
+        "",
+    ];
+    const ORIGINS: &[&str] = &[
+        "https://app.example.com",
+        "http://mcp.example.com",
+        "https://mcp.example.com:443",
+        "http://localhost:8080",
+        "null",
+        "https://evil.example.net",
+        "app.example.com",
+        "",
+    ];
+    const SCHEMES: &[&str] = &["http", "https", "ftp"];
+
+    fn seen(pool: &'static [&'static str]) -> impl Strategy<Value = HeaderSeen<'static>> {
+        (0..pool.len(), 0..3usize).prop_map(move |(i, count)| HeaderSeen {
+            first: (count > 0).then(|| pool[i].as_bytes()),
+            count,
+        })
+    }
+
+    fn request() -> impl Strategy<Value = (usize, RequestFacts<'static>)> {
+        (
+            0..3usize,
+            proptest::option::weighted(0.2, proptest::sample::select(HOSTS)),
+            any::<bool>(),
+            proptest::option::weighted(0.2, proptest::sample::select(SCHEMES)),
+            seen(HOSTS),
+            seen(ORIGINS),
+        )
+            .prop_map(|(list, target_authority, http2, scheme, host, origin)| {
+                (
+                    list,
+                    RequestFacts {
+                        target_authority,
+                        http2,
+                        scheme,
+                        host,
+                        origin,
+                    },
+                )
+            })
+    }
+
+    /// The facts with one field changed: every field the check reads.
+    fn neighbours(f: &RequestFacts<'static>) -> Vec<RequestFacts<'static>> {
+        let more = |h: HeaderSeen<'static>, pool: &'static [&'static str]| HeaderSeen {
+            first: h.first.or(Some(pool[0].as_bytes())),
+            count: h.count + 1,
+        };
+        let other = |v: Option<&'static [u8]>, pool: &'static [&'static str]| {
+            pool.iter().map(|p| p.as_bytes()).find(|p| Some(*p) != v)
+        };
+        vec![
+            RequestFacts {
+                host: more(f.host, HOSTS),
+                ..*f
+            },
+            RequestFacts {
+                origin: more(f.origin, ORIGINS),
+                ..*f
+            },
+            RequestFacts {
+                host: HeaderSeen {
+                    first: other(f.host.first, HOSTS),
+                    ..f.host
+                },
+                ..*f
+            },
+            RequestFacts {
+                origin: HeaderSeen {
+                    first: other(f.origin.first, ORIGINS),
+                    ..f.origin
+                },
+                ..*f
+            },
+            RequestFacts {
+                http2: !f.http2,
+                ..*f
+            },
+            RequestFacts {
+                scheme: SCHEMES.iter().copied().find(|s| Some(*s) != f.scheme),
+                ..*f
+            },
+            RequestFacts { scheme: None, ..*f },
+            RequestFacts {
+                target_authority: HOSTS.iter().copied().find(|h| Some(*h) != f.target_authority),
+                ..*f
+            },
+            RequestFacts {
+                target_authority: None,
+                ..*f
+            },
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Differential: over a connection's requests (drawn from small pools, so the same facts come again) and
+        /// allowlists swapped under it (a reload; the third is a new compile of the first), the remembered check
+        /// answers as the allowlist's own check, every time.
+        #[test]
+        fn the_remembered_check_is_the_check(requests in proptest::collection::vec(request(), 1..40)) {
+            let lists = [
+                // `secure.example.com:443`: a Host without a port matches it by the scheme's default port.
+                Arc::new(allowlist(&["mcp.example.com", "*.apps.example.com", "localhost:8080", "secure.example.com:443"], &["https://app.example.com"])),
+                Arc::new(allowlist(&["other.example.com", "[::1]:8080"], &["null"])),
+                Arc::new(allowlist(&["mcp.example.com", "*.apps.example.com", "localhost:8080", "secure.example.com:443"], &["https://app.example.com"])),
+            ];
+            let mut memo = CheckMemo::default();
+            for (list, facts) in &requests {
+                // Each request again (the memo may answer it), under the next allowlist (a reload between two
+                // requests), and again under its own.
+                for list in [*list, *list, (*list + 1) % 3, *list] {
+                    prop_assert_eq!(memo.check(&lists[list], facts), lists[list].check(facts), "{:?}", facts);
+                }
+                // Then its neighbours, each right after it: one field the check reads changed, the rest the same.
+                for near in neighbours(facts) {
+                    prop_assert_eq!(memo.check(&lists[*list], facts), lists[*list].check(facts), "{:?}", facts);
+                    prop_assert_eq!(memo.check(&lists[*list], &near), lists[*list].check(&near), "{:?}", near);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_remembered_allow_is_not_carried_to_another_allowlist_or_to_other_facts() {
+        let open = Arc::new(allowlist(&["mcp.example.com"], &[]));
+        let closed = Arc::new(allowlist(&["other.example.com"], &[]));
+        let mut memo = CheckMemo::default();
+        let ok = facts(Some("mcp.example.com"), None);
+        assert_eq!(memo.check(&open, &ok), Verdict::Allow);
+        assert_eq!(reason(&memo.check(&closed, &ok)), Some(Reason::HostNotAllowed));
+        assert_eq!(memo.check(&open, &ok), Verdict::Allow);
+        let twice = RequestFacts {
+            host: HeaderSeen {
+                first: Some(b"mcp.example.com"),
+                count: 2,
+            },
+            ..ok
+        };
+        assert_eq!(
+            reason(&memo.check(&open, &twice)),
+            Some(Reason::MultipleHostHeaders)
+        );
+    }
+}

@@ -56,8 +56,9 @@ fn run_with(mut h: Parts, upstream: &str, preserve_host: bool, mode: Mode) -> Ru
         peer_ip: &ip,
         preserve_host,
         trusted_proxy: false,
+        memo: None,
     };
-    let decision = decide(&mut h, &allowlist(mode), &hop, &no_tokens());
+    let decision = decide(&mut h, &Arc::new(allowlist(mode)), &hop, &no_tokens());
     Run { decision, head: h }
 }
 
@@ -433,8 +434,9 @@ fn decide_from(peer: &str, h: &mut Parts, allowlist: &Allowlist) -> Decision {
         peer_ip: &ip,
         preserve_host: false,
         trusted_proxy: allowlist.trusts(peer),
+        memo: None,
     };
-    decide(h, allowlist, &hop, &no_tokens())
+    decide(h, &Arc::new(allowlist.clone()), &hop, &no_tokens())
 }
 
 #[test]
@@ -996,8 +998,9 @@ fn decide_with(allowlist: &Allowlist, mut h: Parts) -> Decision {
         peer_ip: &ip,
         preserve_host: false,
         trusted_proxy: false,
+        memo: None,
     };
-    decide(&mut h, allowlist, &hop, &no_tokens())
+    decide(&mut h, &Arc::new(allowlist.clone()), &hop, &no_tokens())
 }
 
 fn preflight_from(origin: &str) -> Parts {
@@ -1225,10 +1228,11 @@ mod auth {
             peer_ip: &ip,
             preserve_host: false,
             trusted_proxy: false,
+            memo: None,
         };
         let mut tokens = no_tokens();
         tokens.now = 1_900_000_000;
-        (decide(&mut h, allowlist, &hop, &tokens), h)
+        (decide(&mut h, &Arc::new(allowlist.clone()), &hop, &tokens), h)
     }
 
     #[test]
