@@ -1142,14 +1142,20 @@ fn rewrite(
     if chunked && !upstream.h2 {
         headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
-    if !upstream.h2 {
+    if upstream.h2 {
         // h2 carries the authority in the URI (`:authority`).
+        headers.remove(header::HOST);
+    } else {
+        // Replaces every Host the client sent.
         let host = preserved.cloned().unwrap_or_else(|| upstream.host_header.clone());
         headers.insert(header::HOST, host);
     }
-    if allowed && !hop.preserve_host && headers.contains_key(header::ORIGIN) {
+    if allowed
+        && !hop.preserve_host
+        && let header::Entry::Occupied(mut origin) = headers.entry(header::ORIGIN)
+    {
         // The client's Origin passed the check; the server's own localhost check sees its own origin.
-        headers.insert(header::ORIGIN, upstream.origin_header.clone());
+        origin.insert(upstream.origin_header.clone());
     }
     headers.insert(X_FORWARDED_FOR.clone(), hop.peer_ip.clone());
     if let Some(client) = client_authority {
@@ -1171,28 +1177,32 @@ fn rewrite(
 }
 
 /// Removes hop-by-hop fields, the fields `Connection` names (but never one the guard decides on), framing
-/// fields and the client's own forwarding fields. Origin stays: [`rewrite`] decides on it.
+/// fields and the client's own forwarding fields. Host and Origin stay: [`rewrite`] sets them (every request has
+/// a Host; replacing it in place saves removing it first).
 fn strip(headers: &mut HeaderMap) {
-    // Every request has these; removing them by name saves collecting them.
-    headers.remove(header::HOST);
-    // One Content-Length in canonical form (digits, no leading zero) stays, for the proxy to keep only as the
-    // body's exact length ([`settle_length`]): then it is the field hyper would write, not built again.
-    let single = headers.get_all(header::CONTENT_LENGTH).iter().count() == 1;
-    let length = headers
-        .remove(header::CONTENT_LENGTH)
-        .filter(|v| single && canonical_length(v.as_bytes()).is_some());
+    // One Content-Length in canonical form (digits, no leading zero) stays where it is, for the proxy to keep only
+    // as the body's exact length ([`settle_length`]): then it is the field hyper would write, not built again. Any
+    // other (two, or not canonical) goes.
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let keep_length = match (lengths.next(), lengths.next()) {
+        (Some(one), None) => canonical_length(one.as_bytes()).is_some(),
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+    };
+    if !keep_length {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let mut remove: Vec<HeaderName> = Vec::new();
     for name in headers.keys() {
-        if is_hop_by_hop(name) || (is_set_by_guard(name) && *name != header::ORIGIN) {
+        let set_in_place =
+            *name == header::HOST || *name == header::ORIGIN || *name == header::CONTENT_LENGTH;
+        if is_hop_by_hop(name) || (is_set_by_guard(name) && !set_in_place) {
             remove.push(name.clone());
         }
     }
     remove.extend(connection_named(headers).filter(|n| !is_set_by_guard(n)));
     for name in remove {
         headers.remove(&name);
-    }
-    if let Some(length) = length {
-        headers.insert(header::CONTENT_LENGTH, length);
     }
 }
 

@@ -316,6 +316,26 @@ fn the_allowlist_decides_and_audit_mode_forwards_unchanged_origins() {
 }
 
 #[test]
+fn the_upstream_gets_one_host_whatever_the_client_sent() {
+    // Audit mode forwards a request with two Host fields; the upstream sees one, its own (h2c: none, the
+    // authority is in the URI).
+    let two = || get(&[("host", "mcp.example.com"), ("host", "evil.example")]);
+    for (upstream, host) in [
+        ("http://127.0.0.1:8000", Some("127.0.0.1:8000")),
+        ("h2c://127.0.0.1:8000", None),
+    ] {
+        let r = run_with(two(), upstream, false, Mode::Audit);
+        assert!(
+            matches!(&r.decision, Decision::Forward { audited: Some(d), .. } if d.reason == Reason::MultipleHostHeaders),
+            "{:?}",
+            r.decision
+        );
+        let hosts: Vec<_> = r.head.headers.get_all("host").iter().collect();
+        assert_eq!(hosts, host.into_iter().collect::<Vec<_>>(), "{upstream}");
+    }
+}
+
+#[test]
 fn bodies_over_the_limit_are_refused_by_their_declared_length() {
     let d = refused(get(&[("host", "mcp.example.com"), ("content-length", "4194305")]));
     assert_eq!(d.reason, Reason::RequestBodyTooLarge);
