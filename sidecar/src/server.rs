@@ -44,7 +44,7 @@ impl Builders {
         let mut h1 = http1::Builder::new();
         // The upstream's Date header passes through; not stamping our own saves a clock read per response.
         // The header read timeout is the connection's watch's (`idle::Watch`), one timer per connection: hyper's
-        // arms a timer for every request head (a boxed sleep, a clock read, and a read more per request).
+        // arms a timer for every request head (a boxed sleep, clock reads, and the time driver's wake-up writes).
         h1.auto_date_header(false)
             .header_read_timeout(None)
             // A larger head gets hyper's 431; the read buffer stays as small as the head limit allows.
