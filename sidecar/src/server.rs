@@ -150,25 +150,14 @@ pub async fn serve(
                 let answer = proxy.clone().handle(req, peer.clone());
                 async move { Ok::<_, std::convert::Infallible>(answer.await.map(|body| Marked { body, mark })) }
             });
+            let overdue = conn_watch.overdue();
             // Boxed: hyper's connection state is large; inline it would make the task's future larger still.
             let ended = if h2 {
                 let conn = Box::pin(builders.h2.serve_connection(io, service));
-                drive(
-                    conn,
-                    |c| c.graceful_shutdown(),
-                    &mut draining,
-                    conn_watch.overdue(),
-                )
-                .await
+                drive(conn, |c| c.graceful_shutdown(), &mut draining, overdue).await
             } else {
                 let conn = Box::pin(builders.h1.serve_connection(io, service));
-                drive(
-                    conn,
-                    |c| c.graceful_shutdown(),
-                    &mut draining,
-                    conn_watch.overdue(),
-                )
-                .await
+                drive(conn, |c| c.graceful_shutdown(), &mut draining, overdue).await
             };
             match ended {
                 Ended::Overdue(Overdue::Idle) => debug!(peer = %addr, "idle connection closed"),
