@@ -42,7 +42,14 @@ fn rebinding_attack_reads_an_unprotected_server_over_streamable_http() {
 #[test]
 fn rebinding_attack_reads_an_unprotected_server_over_sse() {
     let server = PyServer::start_on(Transport::Sse, "0.0.0.0").expect("start server");
-    let report = run_attack(loopback(server.port), Transport::Sse, ATTACK_TIMEOUT).expect("attack ran");
+    let attack = || run_attack(loopback(server.port), Transport::Sse, ATTACK_TIMEOUT).expect("attack ran");
+    // An attacker tries again: one EventSource that failed to open (seen once in CI on a loaded machine, with
+    // no guard in the path) does not make the server safe.
+    let mut report = attack();
+    if report["eventsource"]["error"].is_string() {
+        eprintln!("the first EventSource attack failed, trying once more: {report}");
+        report = attack();
+    }
     assert_page_ran(&report);
     let es = &report["eventsource"];
     assert_eq!(
