@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""mcp-guard benchmark: one run, nine targets, same upstream, same load, ratios printed and written down.
+"""mcp-guard benchmark: one run, ten targets, same upstream, same load, ratios printed and written down.
 
 Targets (all on 127.0.0.1, driven by wrk with the same MCP-shaped POST, Host and Origin):
   direct  wrk -> upstream (nginx `return 200`, 1 worker)
@@ -11,6 +11,8 @@ Targets (all on 127.0.0.1, driven by wrk with the same MCP-shaped POST, Host and
           every request; the same request carries the token for every target), its audit log off
   guard_access  the guard with authentication, access rules (the call allowed by the last of three rules) and
           its audit log on (one JSON line per tools/call)
+  guard_limits  the guard with rate limits on: per client, per method, per tool and a concurrency cap, every
+          request counted in each and none refused (the limits are far above the load)
   hyper   wrk -> a bare hyper proxy, no check (sidecar/examples/hyper_proxy.rs) -> upstream: what hyper and
           tokio cost; the guard's CPU time beyond it is the guard's own work
   relay   wrk -> a byte relay that does no HTTP work (sidecar/examples/relay.rs) -> upstream: the floor of what
@@ -542,6 +544,33 @@ def guard_configs(workdir: Path, auth: dict) -> tuple[Path, Path]:
     return plain, access
 
 
+# The rate limits of guard_limits: every request of the load counts in all four (the guard reads the body's
+# prefix for the method and the tool), none is refused; `expensive`, which the load never calls, shows they hold.
+RATE_LIMITS = {
+    "perClient": {"requestsPerMinute": 2_000_000_000},
+    "perMethod": {"tools/call": {"requestsPerMinute": 2_000_000_000}},
+    "perTool": {"echo": {"requestsPerMinute": 2_000_000_000}, "expensive": {"requestsPerMinute": 1, "burst": 1}},
+    "maxConcurrentRequestsPerClient": 10_000,
+}
+
+
+def limits_config(workdir: Path) -> Path:
+    path = workdir / "guard-limits.json"
+    path.write_text(json.dumps({"allowedHosts": [PUBLIC_HOST], "limits": RATE_LIMITS}))
+    return path
+
+
+def verify_limits(name: str, port: int) -> None:
+    """The guard with rate limits really counts: the load's call passes, a tool limited to one a minute is refused
+    with 429 rate_limited on its second call."""
+    allowed = http(port, PUBLIC_HOST, APP_ORIGIN, body=tools_call("echo"))
+    first = http(port, PUBLIC_HOST, APP_ORIGIN, body=tools_call("expensive"))
+    second = http(port, PUBLIC_HOST, APP_ORIGIN, body=tools_call("expensive"))
+    log(f"{name}: echo {allowed[0]}, limited tool {first[0]} then {second[0]}")
+    if (allowed[0], first[0], second[0]) != (200, 200, 429) or '"rate_limited"' not in second[1]:
+        raise RuntimeError(f"{name} does not apply its limits (want 200, 200, 429 rate_limited): {second}")
+
+
 def tools_call(name: str) -> bytes:
     return json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name}}).encode()
 
@@ -752,6 +781,10 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
     guard_access, guard_access_port = start_guard(
         guard_bin, workdir, f"guard-access-{layout}", up_port, sut_cpu, (*guard_extra, "--config", str(access_config))
     )
+    guard_limits, guard_limits_port = start_guard(
+        guard_bin, workdir, f"guard-limits-{layout}", up_port, sut_cpu,
+        (*guard_extra, "--config", str(limits_config(workdir))),
+    )  # fmt: skip
     ngx_port = free_port()
     ngx = start_nginx(
         f"nginx-check-{layout}", workdir, ngx_workers, checking_proxy_body(ngx_port, up_port), ngx_port, sut_cpu
@@ -770,9 +803,11 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
         verify_auth("guard_auth", guard_auth_port, authorization)
         verify_auth("guard_access", guard_access_port, authorization)
         verify_access("guard_access", guard_access_port, authorization, workdir / f"guard-access-{layout}.log")
+        verify_limits("guard_limits", guard_limits_port)
         targets = {
             "direct": ("direct to upstream", direct_port, direct_up.pid),
             "guard": ("through mcp-guard", guard_port, guard.pid),
+            "guard_limits": ("through mcp-guard, rate limits on", guard_limits_port, guard_limits.pid),
             "guard_auth": ("through mcp-guard, authentication on (RS256 JWT)", guard_auth_port, guard_auth.pid),
             "guard_access": (
                 "through mcp-guard, authentication, access rules and audit log on", guard_access_port, guard_access.pid
@@ -823,7 +858,7 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
             med["peak_rss_kib"] = rss_kib(pid, "VmHWM") if name != "direct" else None
             throughput[name] = med
     finally:
-        for proc in (guard, guard_auth, guard_access, ngx, hap, envoy, hyper, relay, upstream, direct_up):
+        for proc in (guard, guard_limits, guard_auth, guard_access, ngx, hap, envoy, hyper, relay, upstream, direct_up):
             stop(proc)
     tp = throughput
     run["throughput"] = tp
@@ -836,6 +871,9 @@ def measure_throughput(args: argparse.Namespace, layout: str, guard_bin: Path, w
         "guard_minus_hyper_cpu_us_per_request": tp["guard"]["cpu_ms_per_1k"] - tp["hyper"]["cpu_ms_per_1k"],
         "hyper_vs_nginx_cpu_per_request": tp["hyper"]["cpu_ms_per_1k"] / tp["nginx"]["cpu_ms_per_1k"],
         "hyper_vs_nginx_rps": tp["hyper"]["rps"] / tp["nginx"]["rps"],
+        "guard_limits_vs_guard_rps": tp["guard_limits"]["rps"] / tp["guard"]["rps"],
+        # What counting the request in its client's limits (and reading its method and tool) adds per request.
+        "limits_cpu_us_per_request": tp["guard_limits"]["cpu_ms_per_1k"] - tp["guard"]["cpu_ms_per_1k"],
         "guard_auth_vs_guard_rps": tp["guard_auth"]["rps"] / tp["guard"]["rps"],
         "guard_auth_vs_nginx_rps": tp["guard_auth"]["rps"] / tp["nginx"]["rps"],
         # What checking the token adds to each request, in µs of the guard's CPU time.
@@ -1037,7 +1075,7 @@ def throughput_table(run: dict) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     # "hyper" is absent from results measured before it was added.
-    for name in [n for n in ("direct", "guard", "guard_auth", "guard_access", *PEERS, "hyper", "relay") if n in run["throughput"]]:
+    for name in [n for n in ("direct", "guard", "guard_limits", "guard_auth", "guard_access", *PEERS, "hyper", "relay") if n in run["throughput"]]:
         t = run["throughput"][name]
         # A target answering errors under load would look fast: say so where its requests/s stand.
         errors = f" ({t['non_2xx']:,} not 2xx)" if t["non_2xx"] else ""
@@ -1063,6 +1101,10 @@ def throughput_table(run: dict) -> list[str]:
         f"the byte relay / direct {r['relay_vs_direct_rps']:.2f}×); the guard's CPU time per request is "
         f"{r['guard_vs_relay_cpu_per_request']:.2f}× the relay's. {busy_text(run)}",
         *hyper_text(r),
+        "",
+        f"Rate limits on: {r['guard_limits_vs_guard_rps']:.2f}× the requests/s of the guard without them; counting "
+        f"each request in its client's limits (its method and tool read from the body) costs "
+        f"{r['limits_cpu_us_per_request']:.1f} µs of CPU time per request.",
         "",
         f"Authentication on: {r['guard_auth_vs_guard_rps']:.2f}× the requests/s of the guard without it "
         f"({r['guard_auth_vs_nginx_rps']:.2f}× nginx's check); checking the token costs "
@@ -1128,6 +1170,10 @@ def render(results: dict) -> str:
         "an upstream connection per client connection as the guard keeps one, and does nothing else: no check, no "
         "header rewrite, no limit, no timer. The guard's CPU time per request beyond it is the guard's own work.",
         "",
+        "*Through mcp-guard, rate limits on*: the guard with a config whose `limits` count every request in four "
+        "limits, per client, per method (`tools/call`), per tool (`echo`, read from the body's prefix) and a cap "
+        "on concurrent requests per client, each far above the load so that none refuses; before measuring, the "
+        "bench checks that a tool limited to one call a minute gets `429 rate_limited` on its second call. "
         "*Through mcp-guard, authentication on*: the guard with a config whose `auth` section has an issuer with its "
         "RS256 key inline; every target gets the same request carrying a token that issuer signed (the others ignore "
         "it); the audit log is off, so the row is the token check alone. *Through mcp-guard, authentication, access "
@@ -1192,6 +1238,8 @@ def render(results: dict) -> str:
         f"{verdict(t['guard_vs_nginx_cpu_per_request'])} |",
         f"| guard / nginx p99 latency | {per_layout('guard_vs_nginx_p99')} | ≤ 1.0× | {verdict(t['guard_vs_nginx_p99'])} |",
         f"| guard / direct throughput | {per_layout('guard_vs_direct_rps')} | — | |",
+        f"| guard with rate limits / guard without | {per_layout('guard_limits_vs_guard_rps')} | ≥ 0.95× | "
+        f"{verdict(t['guard_limits_vs_guard_rps'])} |",
         f"| guard with authentication / guard without | {per_layout('guard_auth_vs_guard_rps')} | — | |",
         f"| guard with authentication / nginx (check, no authentication) | {per_layout('guard_auth_vs_nginx_rps')} "
         "| — | |",
@@ -1430,6 +1478,8 @@ def readme_table(results: dict) -> str:
         f"| CPU time per request, guard / Envoy | {ratios('guard_vs_envoy_cpu_per_request')} | — |",
         f"| p99 latency, guard / nginx | {ratios('guard_vs_nginx_p99')} | {target('≤ 1.0×', t['guard_vs_nginx_p99'])} |",
         f"| throughput, guard / direct | {ratios('guard_vs_direct_rps')} | — |",
+        f"| throughput, guard with rate limits / without | {ratios('guard_limits_vs_guard_rps')} | "
+        f"{target('≥ 0.95×', t['guard_limits_vs_guard_rps'])} |",
         f"| idle RSS, guard | {idle('guard')} | {target('≤ 8 MiB', t['idle_rss'])} |",
         f"| idle RSS, nginx / HAProxy / Envoy | "
         + " | ".join(" / ".join(mib(r["throughput"][p]["idle_rss_kib"]) for p in PEERS) for r in runs)
@@ -1573,6 +1623,7 @@ def main() -> int:
             "guard_vs_envoy_rps": every("guard_vs_envoy_rps", lambda v: v >= 2.0),
             "guard_vs_nginx_cpu_per_request": every("guard_vs_nginx_cpu_per_request", lambda v: v <= 1.0),
             "guard_vs_nginx_p99": every("guard_vs_nginx_p99", lambda v: v <= 1.0),
+            "guard_limits_vs_guard_rps": every("guard_limits_vs_guard_rps", lambda v: v >= 0.95),
             "idle_rss": results["idle_rss_kib"] <= 8 * 1024,
             "per_stream": g["kib_per_stream"] <= 24 and g["open"] >= min(args.streams, 9000),
         }
