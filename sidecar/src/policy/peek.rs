@@ -184,6 +184,11 @@ fn is_ws(c: u8) -> bool {
 
 /// The JSON string `raw` (between its quotes, escapes as written) decoded, as a JSON parser decodes it.
 fn decode(raw: &[u8]) -> Option<String> {
+    // Without an escape the text is the bytes themselves (a control character never gets here): parsing it as
+    // JSON is the UTF-8 check alone.
+    if !raw.contains(&b'\\') {
+        return std::str::from_utf8(raw).ok().map(str::to_owned);
+    }
     let mut quoted = Vec::with_capacity(raw.len() + 2);
     quoted.push(b'"');
     quoted.extend_from_slice(raw);
@@ -206,11 +211,17 @@ fn key_of(kind: Kind, key: &str) -> Option<Key> {
         Kind::Params => &[("name", Key::Name), ("uri", Key::Uri)],
         Kind::Batch => &[],
     };
+    // An ASCII key folds as ASCII; another through the Unicode folding (`ſ`, the Kelvin sign), once.
+    let folded = (!key.is_ascii()).then(|| fold(key));
     for (name, k) in targets {
         if key == *name {
             return Some(*k);
         }
-        if fold(key) == *name {
+        let same_but_case = match &folded {
+            None => key.eq_ignore_ascii_case(name),
+            Some(folded) => folded == name,
+        };
+        if same_but_case {
             return None;
         }
     }
@@ -404,7 +415,11 @@ impl Scanner {
             return;
         }
         self.token = Token::Between;
-        let text = (!self.overflow).then(|| decode(&self.raw)).flatten();
+        // A skipped string is not kept, and not decoded.
+        let text = match role {
+            Role::Skip => None,
+            _ => (!self.overflow).then(|| decode(&self.raw)).flatten(),
+        };
         match role {
             Role::Skip if self.skipping > 0 => {}
             Role::Skip => self.value_done(),

@@ -21,6 +21,26 @@ fn s(v: &str) -> Option<String> {
 }
 
 #[test]
+fn text_read_without_json_parsing_is_what_serde_reads_or_unreadable() {
+    // Not UTF-8 (serde refuses it too): the method is unreadable, so the call is.
+    let p = scan(b"{\"method\":\"tools/\xffcall\"}");
+    assert!(p.messages[0].ambiguous && p.messages[0].method.is_none(), "{p:?}");
+    // Non-ASCII keys fold as Unicode: `paramſ` is `params` but for case (the call is ambiguous), `ıd` is `id`
+    // but for case (the answer's id is unsure; the call stays readable).
+    assert!(scan("{\"paramſ\":{}}".as_bytes()).messages[0].ambiguous);
+    let m = &scan("{\"ıd\":1,\"method\":\"ping\"}".as_bytes()).messages[0];
+    assert!(
+        m.id_unsure && !m.ambiguous && m.method.as_deref() == Some("ping"),
+        "{m:?}"
+    );
+    // Escapes still go through the JSON parser.
+    assert_eq!(
+        found(r#"{"method":"tools\/call","params":{"name":"\u0065cho"}}"#),
+        (s("tools/call"), s("echo"), true)
+    );
+}
+
+#[test]
 fn finds_method_and_tool_wherever_the_sdks_put_them() {
     let cases: &[(&str, Found)] = &[
         (
