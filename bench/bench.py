@@ -1278,7 +1278,7 @@ STREAM_MEMORY = [
     "release builds one after the other: memory per open SSE stream as the table above measures it "
     "(`bench/bench.py --only streams --no-peer-streams --guard BINARY`: the RSS slope from 990 to 9,900 streams), "
     "and the live heap per allocation site at 2,000 streams (`GUARD_BIN=BINARY bench/heap-profile.sh`, heaptrack). "
-    "The tables above are of the full `make bench` run since (28.0 KiB per open stream there: the connection's idle "
+    "The tables above are of the full `make bench` run since (27.9 KiB per open stream there: the connection's idle "
     "and drain wake-up flags, below, hold about 0.1 KiB; the connection's check memo and exchange counts, about 0.3 "
     "KiB, for 1.5k fewer instructions a request).",
     "",
@@ -1411,10 +1411,10 @@ REQUEST_PATH = [
     "side with the build before (release builds, pinned, 10 alternating rounds, a busy VM): user CPU time per "
     "request 8.20 → 7.72 µs, the whole CPU time per request 22.52 → 22.43 µs: the kernel's share (14–15 µs, the "
     "same for nginx) is most of a request, so the instructions saved show as a few percent.",
-    "- **What that leaves.** In this run the guard's CPU time per request is 1.03× nginx's on shared cores and "
-    "1.16× pinned (the pinned layout of this run was the noisier: its direct row is 15 % below the last run's). "
-    "The kernel's share is the same for both proxies; the gap is user space (about 8 against 5 µs), and the bare "
-    "hyper proxy already takes 5.1 µs of it. The guard's own 11.4k instructions a request beyond the bare hyper "
+    "- **What that leaves.** In the run above the guard's CPU time per request is 1.08× nginx's on shared cores and "
+    "1.10× pinned (a run of the same code an hour earlier, on a noisier VM: 1.03× and 1.16×). The kernel's share "
+    "is about the same for both proxies (15.8 and 16.6 µs pinned); the gap is user space (8.8 against 5.7 µs), "
+    "and the bare hyper proxy already takes 6.2 µs of it. The guard's own 11.4k instructions a request beyond the bare hyper "
     "proxy: the exchange's future (3.5 KB: too large for glibc's per-thread cache, so its allocation and its move "
     "cost about 1.2k; smaller than 1 KiB needs the send future smaller than hyper's, which holds a second "
     "`Request`), the head rewrite (three `X-Forwarded-*` inserted, about 1.2k), the response's strip (1.3k), "
