@@ -318,7 +318,7 @@ impl CheckMemo {
     pub fn check(&mut self, allowlist: &Arc<Allowlist>, facts: &RequestFacts<'_>) -> Verdict {
         if let Some((remembered, seen)) = &self.allowed
             && Arc::ptr_eq(remembered, allowlist)
-            && seen.is(facts)
+            && seen.facts() == *facts
         {
             return Verdict::Allow;
         }
@@ -331,7 +331,8 @@ impl CheckMemo {
     }
 }
 
-/// [`RequestFacts`], owned: every field the check reads.
+/// [`RequestFacts`], owned: every field the check reads (both conversions name each field, so a new one cannot be
+/// left out of the comparison).
 #[derive(Debug)]
 struct OwnedFacts {
     target_authority: Option<Box<str>>,
@@ -343,23 +344,38 @@ struct OwnedFacts {
 
 impl OwnedFacts {
     fn of(f: &RequestFacts<'_>) -> Self {
+        let RequestFacts {
+            target_authority,
+            http2,
+            scheme,
+            host,
+            origin,
+        } = *f;
         OwnedFacts {
-            target_authority: f.target_authority.map(Into::into),
-            http2: f.http2,
-            scheme: f.scheme.map(Into::into),
-            host: (f.host.first.map(Into::into), f.host.count),
-            origin: (f.origin.first.map(Into::into), f.origin.count),
+            target_authority: target_authority.map(Into::into),
+            http2,
+            scheme: scheme.map(Into::into),
+            host: (host.first.map(Into::into), host.count),
+            origin: (origin.first.map(Into::into), origin.count),
         }
     }
 
-    fn is(&self, f: &RequestFacts<'_>) -> bool {
-        self.host.0.as_deref() == f.host.first
-            && self.origin.0.as_deref() == f.origin.first
-            && self.host.1 == f.host.count
-            && self.origin.1 == f.origin.count
-            && self.http2 == f.http2
-            && self.target_authority.as_deref() == f.target_authority
-            && self.scheme.as_deref() == f.scheme
+    /// Borrowed back, to compare with [`RequestFacts`]' own equality.
+    fn facts(&self) -> RequestFacts<'_> {
+        RequestFacts {
+            target_authority: self.target_authority.as_deref(),
+            http2: self.http2,
+            scheme: self.scheme.as_deref(),
+            host: seen(&self.host),
+            origin: seen(&self.origin),
+        }
+    }
+}
+
+fn seen(&(ref first, count): &(Option<Box<[u8]>>, usize)) -> HeaderSeen<'_> {
+    HeaderSeen {
+        first: first.as_deref(),
+        count,
     }
 }
 
