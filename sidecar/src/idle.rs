@@ -108,7 +108,6 @@ pub enum Overdue {
 }
 
 /// What a connection's watch samples, and for how long each may stay unchanged.
-#[derive(Default)]
 pub struct Watch {
     pub idle: Option<(Activity, Duration)>,
     pub head: Option<(Exchanges, Duration)>,

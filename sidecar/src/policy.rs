@@ -48,7 +48,7 @@ pub struct Hop<'a> {
     /// Send the client's (checked) Host and Origin on instead of the upstream's own.
     pub preserve_host: bool,
     /// The connection's memo of the facts its allowlist last allowed (skipped while another stream holds it).
-    pub memo: Option<&'a Mutex<CheckMemo>>,
+    pub memo: &'a Mutex<CheckMemo>,
 }
 
 /// The admission rules a request is held to, in the order they are checked. Each names what it judges, so the
@@ -288,10 +288,9 @@ fn admit_head(
             count: 1,
         };
     }
-    let remembered = hop.memo.and_then(|m| m.try_lock().ok());
-    let verdict = match remembered {
-        Some(mut memo) => memo.check(allowlist, &facts),
-        None => allowlist.check(&facts),
+    let verdict = match hop.memo.try_lock() {
+        Ok(mut memo) => memo.check(allowlist, &facts),
+        Err(_) => allowlist.check(&facts),
     };
     let verdict = match verdict {
         Verdict::Allow => Ok(()),

@@ -127,7 +127,7 @@ impl Proxy {
             peer_ip: &client_ip,
             preserve_host: self.preserve_host,
             trusted_proxy,
-            memo: Some(&peer.memo),
+            memo: &peer.memo,
         };
         let mut cors = policy::cors_origin(&head, &allowlist);
         let verified: Option<Caller>;

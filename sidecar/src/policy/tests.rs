@@ -56,7 +56,7 @@ fn run_with(mut h: Parts, upstream: &str, preserve_host: bool, mode: Mode) -> Ru
         peer_ip: &ip,
         preserve_host,
         trusted_proxy: false,
-        memo: None,
+        memo: &Mutex::default(),
     };
     let decision = decide(&mut h, &Arc::new(allowlist(mode)), &hop, &no_tokens());
     Run { decision, head: h }
@@ -454,7 +454,7 @@ fn decide_from(peer: &str, h: &mut Parts, allowlist: &Allowlist) -> Decision {
         peer_ip: &ip,
         preserve_host: false,
         trusted_proxy: allowlist.trusts(peer),
-        memo: None,
+        memo: &Mutex::default(),
     };
     decide(h, &Arc::new(allowlist.clone()), &hop, &no_tokens())
 }
@@ -1018,7 +1018,7 @@ fn decide_with(allowlist: &Allowlist, mut h: Parts) -> Decision {
         peer_ip: &ip,
         preserve_host: false,
         trusted_proxy: false,
-        memo: None,
+        memo: &Mutex::default(),
     };
     decide(&mut h, &Arc::new(allowlist.clone()), &hop, &no_tokens())
 }
@@ -1248,7 +1248,7 @@ mod auth {
             peer_ip: &ip,
             preserve_host: false,
             trusted_proxy: false,
-            memo: None,
+            memo: &Mutex::default(),
         };
         let mut tokens = no_tokens();
         tokens.now = 1_900_000_000;
