@@ -14,6 +14,8 @@
 //! A reading taken before the body ended can still be changed by a later key; [`Watch`] keeps scanning the rest
 //! of the body and says when it does, so that the request is cut before the server gets a complete body.
 
+use std::borrow::Cow;
+
 use mcp_guard_config::access::named_by;
 
 /// The most bytes of a request body the guard holds back to read its calls.
@@ -183,17 +185,17 @@ fn is_ws(c: u8) -> bool {
 }
 
 /// The JSON string `raw` (between its quotes, escapes as written) decoded, as a JSON parser decodes it.
-fn decode(raw: &[u8]) -> Option<String> {
+fn decode(raw: &[u8]) -> Option<Cow<'_, str>> {
     // Without an escape the text is the bytes themselves (a control character never gets here): parsing it as
     // JSON is the UTF-8 check alone.
     if !raw.contains(&b'\\') {
-        return std::str::from_utf8(raw).ok().map(str::to_owned);
+        return std::str::from_utf8(raw).ok().map(Cow::Borrowed);
     }
     let mut quoted = Vec::with_capacity(raw.len() + 2);
     quoted.push(b'"');
     quoted.extend_from_slice(raw);
     quoted.push(b'"');
-    serde_json::from_slice(&quoted).ok()
+    serde_json::from_slice(&quoted).ok().map(Cow::Owned)
 }
 
 /// Unicode simple case folding as far as a case-insensitive key match needs it (`ſ` → `s`, `K` → `k`).
@@ -235,12 +237,49 @@ impl Scanner {
     }
 
     /// Reads the next piece of the body.
-    pub fn feed(&mut self, bytes: &[u8]) {
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while let Some((&c, rest)) = bytes.split_first() {
+            if self.out.complete || self.out.broken {
+                return;
+            }
+            match self.run(bytes) {
+                0 => {
+                    self.byte(c);
+                    bytes = rest;
+                }
+                n => bytes = &bytes[n..],
+            }
+        }
+    }
+
+    /// [`Scanner::feed`] without its runs: every byte through the state machine (the runs' reference).
+    #[cfg(test)]
+    fn feed_bytewise(&mut self, bytes: &[u8]) {
         for &c in bytes {
             if self.out.complete || self.out.broken {
                 return;
             }
             self.byte(c);
+        }
+    }
+
+    /// How many bytes from the start of `bytes` the state machine would pass over one by one without changing
+    /// state, taken at once: the plain text of a string (kept, if it is read), the inside of a value nobody reads
+    /// up to its next quote or bracket, the rest of a number or literal nobody reads. 0: the first byte needs
+    /// [`Scanner::byte`].
+    fn run(&mut self, bytes: &[u8]) -> usize {
+        let end = |stop: fn(&u8) -> bool| bytes.iter().position(stop).unwrap_or(bytes.len());
+        match self.token {
+            Token::Str { role, escaped: false } => {
+                let n = end(|&c| c == b'"' || c == b'\\' || c < 0x20);
+                if role != Role::Skip {
+                    self.keep_all(role, &bytes[..n]);
+                }
+                n
+            }
+            Token::Between if self.skipping > 0 => end(|c| matches!(c, b'"' | b'{' | b'[' | b'}' | b']')),
+            Token::Bare { id: false } => end(|&c| matches!(c, b',' | b'}' | b']') || is_ws(c)),
+            _ => 0,
         }
     }
 
@@ -359,12 +398,15 @@ impl Scanner {
 
     /// Keeps one raw byte of a key or value, up to its bound.
     fn keep(&mut self, role: Role, c: u8) {
+        self.keep_all(role, &[c]);
+    }
+
+    /// Keeps raw bytes of a key or value, up to its bound.
+    fn keep_all(&mut self, role: Role, bytes: &[u8]) {
         let bound = if role == Role::Key { MAX_KEY } else { MAX_VALUE };
-        if self.raw.len() < bound {
-            self.raw.push(c);
-        } else {
-            self.overflow = true;
-        }
+        let room = bound.saturating_sub(self.raw.len());
+        self.raw.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.overflow |= bytes.len() > room;
     }
 
     /// The id of the message read (`None`: not one the guard could read).
@@ -416,19 +458,30 @@ impl Scanner {
         }
         self.token = Token::Between;
         // A skipped string is not kept, and not decoded.
-        let text = match role {
-            Role::Skip => None,
-            _ => (!self.overflow).then(|| decode(&self.raw)).flatten(),
-        };
+        if role == Role::Skip {
+            if self.skipping == 0 {
+                self.value_done();
+            }
+            return;
+        }
+        let raw = std::mem::take(&mut self.raw);
+        let text = (!self.overflow).then(|| decode(&raw)).flatten();
         match role {
-            Role::Skip if self.skipping > 0 => {}
-            Role::Skip => self.value_done(),
-            Role::Key => self.key(text),
+            Role::Key => self.key(text.as_deref()),
+            _ => self.string_value(role, text.map(Cow::into_owned)),
+        }
+        // Its buffer serves the next string.
+        self.raw = raw;
+    }
+
+    /// A string value read: the method, name, uri or id.
+    fn string_value(&mut self, role: Role, text: Option<String>) {
+        match role {
             Role::Id => {
                 self.read_id(text.map(serde_json::Value::String));
                 self.value_done();
             }
-            Role::Method | Role::Name | Role::Uri => {
+            _ => {
                 let unreadable = text.is_none();
                 if let Some(m) = self.message() {
                     m.ambiguous |= unreadable;
@@ -444,12 +497,11 @@ impl Scanner {
     }
 
     /// A key read: the value it names starts over (the last key wins).
-    fn key(&mut self, text: Option<String>) {
+    fn key(&mut self, text: Option<&str>) {
         let Some(level) = self.levels.last().copied() else {
             return;
         };
         // A key that cannot be decoded, or is too long to be one of those looked for, is no deciding key.
-        let text = text.as_deref();
         let key = text.map_or(Some(Key::Other), |k| key_of(level.kind, k));
         if let Some(m) = self.message() {
             match key {

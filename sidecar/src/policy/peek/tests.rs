@@ -349,6 +349,42 @@ proptest! {
     }
 }
 
+/// A body with bytes that end or break strings and values put in anywhere: quotes, backslashes, control
+/// characters, brackets, bytes that are no UTF-8.
+fn garbled() -> impl Strategy<Value = Vec<u8>> {
+    let edit = (
+        any::<prop::sample::Index>(),
+        proptest::sample::select(b"\"\\\x01\x1f\n\t \xff\xc3{}[],:x1-e".to_vec()),
+    );
+    (body(), proptest::collection::vec(edit, 0..6)).prop_map(|(body, edits)| {
+        let mut bytes = body.into_bytes();
+        for (at, b) in edits {
+            bytes.insert(at.index(bytes.len() + 1), b);
+        }
+        bytes
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The runs `feed` passes over at once leave the scanner where the byte-by-byte state machine would, on any
+    /// bytes, valid JSON or not, fed whole or in three pieces.
+    #[test]
+    fn the_runs_are_the_state_machine(bytes in garbled(), a in any::<prop::sample::Index>(), b in any::<prop::sample::Index>()) {
+        let mut reference = Scanner::default();
+        reference.feed_bytewise(&bytes);
+        prop_assert_eq!(&scan(&bytes), reference.peeked());
+        let (a, b) = (a.index(bytes.len() + 1), b.index(bytes.len() + 1));
+        let (a, b) = (a.min(b), a.max(b));
+        let mut pieces = Scanner::default();
+        for piece in [&bytes[..a], &bytes[a..b], &bytes[b..]] {
+            pieces.feed(piece);
+        }
+        prop_assert_eq!(pieces.peeked(), reference.peeked());
+    }
+}
+
 #[test]
 fn agrees_with_serde_on_every_prefix_of_sdk_bodies() {
     let bodies = [
