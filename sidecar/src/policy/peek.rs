@@ -141,6 +141,37 @@ struct Level {
     key: Key,
 }
 
+/// The containers open, outermost first: at most a batch, a request and its params, so kept in place.
+#[derive(Clone, Copy, Debug, Default)]
+struct Levels {
+    open: [Option<Level>; 3],
+    len: usize,
+}
+
+impl Levels {
+    fn last(&self) -> Option<Level> {
+        self.open[..self.len].last().copied().flatten()
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Level> {
+        self.open[..self.len].last_mut().and_then(Option::as_mut)
+    }
+
+    fn push(&mut self, level: Level) {
+        // The scanner opens a request only at the top or in a batch, and params only in a request.
+        debug_assert!(self.len < self.open.len());
+        if let Some(slot) = self.open.get_mut(self.len) {
+            *slot = Some(level);
+            self.len += 1;
+        }
+    }
+
+    fn pop(&mut self) -> Option<Level> {
+        self.len = self.len.checked_sub(1)?;
+        self.open[self.len].take()
+    }
+}
+
 /// The string being read: a key, the method, name, uri or id value, or one to skip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
@@ -170,14 +201,15 @@ enum Token {
 #[derive(Clone, Debug, Default)]
 pub struct Scanner {
     out: Peeked,
-    /// The containers open, outermost first (at most a batch, a request and its params).
-    levels: Vec<Level>,
+    levels: Levels,
     /// Inside a value nobody reads: how many brackets deep.
     skipping: usize,
     token: Token,
-    /// The raw bytes of the key or value being read, and whether they overflowed their bound.
+    /// The raw bytes of the key or value being read, whether they overflowed their bound, and whether they hold
+    /// an escape.
     raw: Vec<u8>,
     overflow: bool,
+    escapes: bool,
 }
 
 fn is_ws(c: u8) -> bool {
@@ -185,10 +217,10 @@ fn is_ws(c: u8) -> bool {
 }
 
 /// The JSON string `raw` (between its quotes, escapes as written) decoded, as a JSON parser decodes it.
-fn decode(raw: &[u8]) -> Option<Cow<'_, str>> {
+fn decode(raw: &[u8], escapes: bool) -> Option<Cow<'_, str>> {
     // Without an escape the text is the bytes themselves (a control character never gets here): parsing it as
     // JSON is the UTF-8 check alone.
-    if !raw.contains(&b'\\') {
+    if !escapes {
         return std::str::from_utf8(raw).ok().map(Cow::Borrowed);
     }
     let mut quoted = Vec::with_capacity(raw.len() + 2);
@@ -206,21 +238,28 @@ pub(crate) fn fold(s: &str) -> String {
         .collect()
 }
 
-/// Which deciding key `key` is in a container of `kind`: exactly it, or it but for case (ambiguous: `None`).
-fn key_of(kind: Kind, key: &str) -> Option<Key> {
+/// Which deciding key `key` (decoded, or raw when it has no escape) is in a container of `kind`: exactly it, or it
+/// but for case (ambiguous: `None`). A key that is not UTF-8 is none of them.
+fn key_of(kind: Kind, key: &[u8]) -> Option<Key> {
     let targets: &[(&str, Key)] = match kind {
         Kind::Request => &[("method", Key::Method), ("params", Key::Params), ("id", Key::Id)],
         Kind::Params => &[("name", Key::Name), ("uri", Key::Uri)],
         Kind::Batch => &[],
     };
     // An ASCII key folds as ASCII; another through the Unicode folding (`ſ`, the Kelvin sign), once.
-    let folded = (!key.is_ascii()).then(|| fold(key));
+    let folded = match key.is_ascii() {
+        true => None,
+        false => match std::str::from_utf8(key) {
+            Ok(key) => Some(fold(key)),
+            Err(_) => return Some(Key::Other),
+        },
+    };
     for (name, k) in targets {
-        if key == *name {
+        if key == name.as_bytes() {
             return Some(*k);
         }
         let same_but_case = match &folded {
-            None => key.eq_ignore_ascii_case(name),
+            None => key.eq_ignore_ascii_case(name.as_bytes()),
             Some(folded) => folded == name,
         };
         if same_but_case {
@@ -322,7 +361,7 @@ impl Scanner {
         if is_ws(c) {
             return;
         }
-        let Some(level) = self.levels.last().copied() else {
+        let Some(level) = self.levels.last() else {
             // The top-level value: a request object or a batch.
             return match c {
                 b'{' => self.open_request(),
@@ -439,6 +478,7 @@ impl Scanner {
         self.token = Token::Str { role, escaped: false };
         self.raw.clear();
         self.overflow = false;
+        self.escapes = false;
     }
 
     fn string_byte(&mut self, role: Role, escaped: bool, c: u8) {
@@ -447,9 +487,11 @@ impl Scanner {
             return self.broken();
         }
         if !end {
+            let escape = !escaped && c == b'\\';
+            self.escapes |= escape;
             self.token = Token::Str {
                 role,
-                escaped: !escaped && c == b'\\',
+                escaped: escape,
             };
             if role != Role::Skip {
                 self.keep(role, c);
@@ -465,10 +507,17 @@ impl Scanner {
             return;
         }
         let raw = std::mem::take(&mut self.raw);
-        let text = (!self.overflow).then(|| decode(&raw)).flatten();
         match role {
-            Role::Key => self.key(text.as_deref()),
-            _ => self.string_value(role, text.map(Cow::into_owned)),
+            // A key without an escape is its bytes: no decoding.
+            Role::Key if !self.overflow && !self.escapes => self.key(Some(&raw)),
+            Role::Key => {
+                let text = (!self.overflow).then(|| decode(&raw, self.escapes)).flatten();
+                self.key(text.as_deref().map(str::as_bytes))
+            }
+            _ => {
+                let text = (!self.overflow).then(|| decode(&raw, self.escapes)).flatten();
+                self.string_value(role, text.map(Cow::into_owned))
+            }
         }
         // Its buffer serves the next string.
         self.raw = raw;
@@ -497,8 +546,8 @@ impl Scanner {
     }
 
     /// A key read: the value it names starts over (the last key wins).
-    fn key(&mut self, text: Option<&str>) {
-        let Some(level) = self.levels.last().copied() else {
+    fn key(&mut self, text: Option<&[u8]>) {
+        let Some(level) = self.levels.last() else {
             return;
         };
         // A key that cannot be decoded, or is too long to be one of those looked for, is no deciding key.
@@ -512,7 +561,7 @@ impl Scanner {
                 Some(Key::Id) => m.id = None,
                 Some(Key::Other) => {}
                 // `ID` is another key to most parsers and the id to Go's: the answer's id is not sure.
-                None if level.kind == Kind::Request && text.is_some_and(|k| fold(k) == "id") => {
+                None if level.kind == Kind::Request && text.is_some_and(|k| std::str::from_utf8(k).is_ok_and(|k| fold(k) == "id")) => {
                     m.id_unsure = true
                 }
                 None => m.ambiguous = true,

@@ -122,13 +122,24 @@ impl ClientState {
             && self.client <= now
             && self.methods.iter().chain(&self.tools).all(|(_, t)| *t <= now)
     }
+
+    /// Counts one more request (or stream) in flight.
+    fn take_slot(&mut self, stream: bool) {
+        if stream {
+            self.streams += 1;
+        } else {
+            self.in_flight += 1;
+        }
+    }
 }
 
-/// One bucket to charge: which it is (where its arrival time lives), its shape, and how many tokens.
+/// One bucket to charge: which it is (where its arrival time lives), its shape, how many tokens, and its arrival
+/// time once they are taken.
 struct Charge<'a> {
     bucket: Bucket<'a>,
     rate: &'a Rate,
     tokens: u32,
+    next: u64,
 }
 
 /// Which limit a bucket is; as the refusal names it, formatted only when it refuses.
@@ -247,37 +258,40 @@ impl ClientTable {
             });
         }
 
-        let charges = charges(class, limits);
+        let mut charges = charges(class, limits);
         // Check every bucket first and commit only when all conform: a refusal costs nothing anywhere.
-        let mut wait: Option<(u64, &Charge<'_>)> = None;
-        let mut updates = Vec::with_capacity(charges.len());
-        for charge in &charges {
+        let mut wait: Option<(u64, usize)> = None;
+        for (i, charge) in charges.iter_mut().enumerate() {
             let tat = match charge.bucket {
                 Bucket::Client => state.client,
                 Bucket::Method(m) => *tat_of(&mut state.methods, m),
                 Bucket::Tool(t) => *tat_of(&mut state.tools, t),
             };
             match conform(tat, now, charge.rate, charge.tokens) {
-                Ok(next) => updates.push(next),
-                Err(w) if wait.is_none_or(|(longest, _)| w > longest) => wait = Some((w, charge)),
+                Ok(next) => charge.next = next,
+                Err(w) if wait.is_none_or(|(longest, _)| w > longest) => wait = Some((w, i)),
                 Err(_) => {}
             }
         }
-        if let Some((w, charge)) = wait {
+        if let Some((w, i)) = wait {
             return Err(Refusal {
                 reason: Reason::RateLimited,
                 retry_after: Duration::from_nanos(w),
-                detail: describe(charge),
+                detail: describe(&charges[i]),
             });
         }
-        for (charge, next) in charges.iter().zip(updates) {
+        for charge in &charges {
             match charge.bucket {
-                Bucket::Client => state.client = next,
-                Bucket::Method(m) => *tat_of(&mut state.methods, m) = next,
-                Bucket::Tool(t) => *tat_of(&mut state.tools, t) = next,
+                Bucket::Client => state.client = charge.next,
+                Bucket::Method(m) => *tat_of(&mut state.methods, m) = charge.next,
+                Bucket::Tool(t) => *tat_of(&mut state.tools, t) = charge.next,
             }
         }
-        Ok(self.hold(client, class.stream))
+        state.take_slot(class.stream);
+        Ok(Slot {
+            client,
+            stream: class.stream,
+        })
     }
 
     /// Takes a slot without checking any limit: audit mode lets a refused request through, and its slot still
@@ -285,11 +299,7 @@ impl ClientTable {
     /// cannot grow the table past `maxTrackedClients` either.
     pub fn hold(&mut self, client: ClientKey, stream: bool) -> Slot {
         if let Some(state) = self.clients.get_mut(&client) {
-            if stream {
-                state.streams += 1;
-            } else {
-                state.in_flight += 1;
-            }
+            state.take_slot(stream);
         }
         Slot { client, stream }
     }
@@ -383,7 +393,12 @@ fn charges<'a>(class: &RequestClass<'_>, limits: &'a Limits) -> Vec<Charge<'a>> 
     let mut add =
         |bucket: Bucket<'a>, rate: &'a Rate, tokens: u32| match out.iter_mut().find(|c| c.bucket == bucket) {
             Some(c) => c.tokens = c.tokens.saturating_add(tokens),
-            None => out.push(Charge { bucket, rate, tokens }),
+            None => out.push(Charge {
+                bucket,
+                rate,
+                tokens,
+                next: 0,
+            }),
         };
     if let Some(rate) = &limits.per_client {
         add(
