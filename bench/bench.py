@@ -1537,9 +1537,9 @@ def write_readme_table(results: dict) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--guard", default=str(ROOT / "target/dist/mcp-guard"))
-    ap.add_argument("--relay", default=str(ROOT / "target/dist/examples/relay"))
-    ap.add_argument("--hyper-proxy", default=str(ROOT / "target/dist/examples/hyper_proxy"))
+    ap.add_argument("--guard", default=str(ROOT / "target/x86_64-unknown-linux-musl/dist/mcp-guard"))
+    ap.add_argument("--relay", default=str(ROOT / "target/x86_64-unknown-linux-musl/dist/examples/relay"))
+    ap.add_argument("--hyper-proxy", default=str(ROOT / "target/x86_64-unknown-linux-musl/dist/examples/hyper_proxy"))
     ap.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "4")))
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "5")))
     ap.add_argument("--warmup", type=int, default=3)
@@ -1580,9 +1580,8 @@ def main() -> int:
     guard_bin = Path(args.guard)
     for binary in (guard_bin, Path(args.relay), Path(args.hyper_proxy)):
         if not binary.exists():
-            log(f"{binary} not found: `cargo build --profile dist -p mcp-guard --bin mcp-guard --example relay "
-                "--example hyper_proxy` "
-                "(bench/run.sh does)")
+            log(f"{binary} not found: `cargo build --profile dist --target x86_64-unknown-linux-musl -p mcp-guard "
+                "--bin mcp-guard --example relay --example hyper_proxy` (bench/run.sh does)")
             return 2
 
     outdir = ROOT / "target/bench"

@@ -1,10 +1,15 @@
 //! What the measuring examples share: shaped as the guard is, one single-threaded runtime per worker thread, each
-//! with its own listener on the same address (SO_REUSEPORT), each connection served by a task of its own.
+//! with its own listener on the same address (SO_REUSEPORT), each connection served by a task of its own, and the
+//! guard's allocator in its static (musl) build.
 
 use std::future::Future;
 use std::net::SocketAddr;
 
 use tokio::net::{TcpSocket, TcpStream};
+
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `LISTEN_ADDR UPSTREAM_ADDR [WORKERS]` from the command line (workers: one per core when not given).
 pub fn args(name: &str) -> std::io::Result<(SocketAddr, SocketAddr, usize)> {
