@@ -3,7 +3,7 @@
 
 Targets (all on 127.0.0.1, driven by wrk with the same MCP-shaped POST, Host and Origin):
   direct  wrk -> upstream (nginx `return 200`, 1 worker)
-  guard   wrk -> mcp-guard (as shipped: `--profile dist`) -> upstream
+  guard   wrk -> mcp-guard (as shipped: `--profile dist`, the static musl binary with mimalloc) -> upstream
   nginx   wrk -> nginx doing the same Host/Origin check (map on $host and $http_origin) -> upstream
   haproxy wrk -> HAProxy 2.6 doing the same check (ACLs, `http-request return`) -> upstream
   envoy   wrk -> Envoy doing the same check (virtual host, Origin header routes, direct_response) -> upstream
@@ -1144,7 +1144,9 @@ def render(results: dict) -> str:
         "",
         f"Measured by `make bench` (`bench/run.sh`) on {results['date']}: {m['cores']} cores ({m['cpu']}), "
         f"{m['memory_gib']} GiB, Linux {m['kernel']}, {m['nginx']}, {m['haproxy']}, {m['envoy']}, {m['wrk']}; "
-        f"open-file limit {m['fd_limit']}; mcp-guard at commit `{m['commit']}` built with `--profile dist`; "
+        f"open-file limit {m['fd_limit']}; mcp-guard at commit `{m['commit']}` built as it ships (`--profile dist "
+        "--target x86_64-unknown-linux-musl`: the static binary of the image and the Debian package, allocating "
+        "through mimalloc; the relay and the bare hyper proxy built the same way); "
         f"1-minute load average {m['load']:.1f} when the run started. "
         "Everything (load generator, proxies, upstream) runs on the same machine over 127.0.0.1, so absolute numbers "
         "are low and only the ratios, measured in the same run, mean something.",
@@ -1259,7 +1261,7 @@ def render(results: dict) -> str:
         "here: its fraction of direct is the ceiling for the guard's.",
         "",
         f"Reproduce with `make bench` (installs nginx and wrk via `make setup`, HAProxy and Envoy via "
-        "`bench/setup-peers.sh` for the bench only, builds `mcp-guard` as shipped with `--profile dist`); "
+        "`bench/setup-peers.sh` for the bench only, builds `mcp-guard` as shipped, static, with `--profile dist`); "
         f"`BENCH_SECONDS`, `BENCH_ROUNDS` and `BENCH_STREAMS` set the length (this run: {runs[0]['wrk']['seconds']} s, "
         f"{runs[0]['wrk']['rounds']} rounds, {results['bench_streams']:,} streams). The raw numbers of the last run are in "
         "`target/bench/results.json`.",
@@ -1291,9 +1293,11 @@ STREAM_MEMORY = [
     "| the same with the upstream connection driven by the client connection's task (quiet machine; this version "
     "27.4 KiB in the same run) | 26.7 KiB | — | — |",
     "| the same with jemalloc | 28.8 KiB | — | — |",
+    "| the static musl build, as the image and the package ship it, with musl's allocator (later version) | 34.7 KiB | — | — |",
+    "| the same with mimalloc (as shipped from this version on; glibc 28.0 KiB in the same run) | **31.6 KiB** | — | — |",
     "",
-    "The shipped build of this version (`--profile dist`, as `make bench` builds it): 27.5 KiB per open stream, "
-    "idle RSS 6.1 MiB. Side by side with `5857fba` (release builds, 10 alternating rounds of wrk -c64 as above, busy "
+    "The glibc build of this version (`--profile dist`, as `make bench` built it then): 27.5 KiB per open stream, "
+    "idle RSS 6.1 MiB; the build that ships is static (musl), see the allocator below. Side by side with `5857fba` (release builds, 10 alternating rounds of wrk -c64 as above, busy "
     "machine), this version takes 0.98× the CPU time per request for 1.04× the requests/s: the changes below cost "
     "no time.",
     "",
@@ -1339,7 +1343,18 @@ STREAM_MEMORY = [
     "same source, release builds, 10 alternating rounds of wrk -c64 on the busy machine: CPU time per request 0.93× "
     "glibc's (paired by round; 0.71–1.06×), requests/s 0.97×, idle RSS 9.1 MiB against 7.6, memory per open stream "
     "28.8 KiB against 27.5, the binary 0.5 MB larger. It loses on the memory targets and does not clearly win on "
-    "time: left out.",
+    "time: left out. That compared it with glibc's allocator, which the shipped binary does not have: see the "
+    "next point.",
+    "- **The shipped binary had musl's allocator; it now has mimalloc.** The image and the Debian package carry the "
+    "static musl build, and `make bench` measured a glibc build until this run. musl's allocator takes a lock on "
+    "every call. The same source three ways (release builds, 8 alternating rounds of 4 s, busy VM), requests/s and "
+    "CPU time per request: pinned, glibc 37.0k / 26.5 µs, musl 32.9k / 30.2 µs, musl with mimalloc 36.9k / 26.4 µs; "
+    "shared (two workers), glibc 44.5k / 23.6 µs, musl 36.0k / 30.8 µs, mimalloc 41.8k / 25.2 µs. Memory per open "
+    "stream 28.0 / 34.7 / 31.6 KiB, idle RSS 7.1 / 4.3 / 4.9 MiB. mimalloc (v3, the `mimalloc` crate) is built "
+    "without transparent huge pages (`no_thp`): with them, on a kernel whose THP mode is `madvise`, its eagerly "
+    "committed arena made the idle guard 12.2 MiB. Instructions per request with one worker (callgrind): 42.7k, 45.1k and "
+    "42.4k; musl's allocator costs more on every call and most under two workers, whose calls meet at its lock. The Debian "
+    "package test checks that the packaged binary allocates through mimalloc; the tables above are of that build.",
     "- **Idle RSS 5.5 → 6.4 MiB (0.1.0) is the binary, not a leak.** Release builds of `9e5ce02` and `5857fba`, one "
     "request served (`/proc/PID/smaps`): 5.8 → 7.8 MiB, of which the binary's own pages 3.4 → 5.2 MiB (clean, "
     "file-backed: code and read-only data; the binary grew from 6.2 to 9.5 MB with token checks (ring, rustls, the "
@@ -1411,28 +1426,39 @@ REQUEST_PATH = [
     "side with the build before (release builds, pinned, 10 alternating rounds, a busy VM): user CPU time per "
     "request 8.20 → 7.72 µs, the whole CPU time per request 22.52 → 22.43 µs: the kernel's share (14–15 µs, the "
     "same for nginx) is most of a request, so the instructions saved show as a few percent.",
-    "- **What that leaves.** In the run above the guard's CPU time per request is 1.08× nginx's on shared cores and "
-    "1.10× pinned (a run of the same code an hour earlier, on a noisier VM: 1.03× and 1.16×). The kernel's share "
-    "is about the same for both proxies (15.8 and 16.6 µs pinned); the gap is user space (8.8 against 5.7 µs), "
-    "and the bare hyper proxy already takes 6.2 µs of it. The guard's own 11.4k instructions a request beyond the bare hyper "
+    "- **What that leaves.** The last run of a glibc build put the guard's CPU time per request at 1.08× nginx's on "
+    "shared cores and 1.10× pinned (a run of the same code an hour earlier, on a noisier VM: 1.03× and 1.16×); the "
+    "run above, the first of the static build as it ships, 1.14× and 1.17×. The kernel's share is about the same "
+    "for both proxies (16.9 and 15.0 µs, shared and pinned, against nginx's 16.7 and 14.7); the gap is user space "
+    "(8.1 against 5.2 µs shared, 7.9 against 4.9 pinned), and the bare hyper proxy already takes 5.1–5.5 µs of "
+    "it. The guard's own 11.4k instructions a request beyond the bare hyper "
     "proxy: the exchange's future (3.5 KB: too large for glibc's per-thread cache, so its allocation and its move "
-    "cost about 1.2k; smaller than 1 KiB needs the send future smaller than hyper's, which holds a second "
+    "cost about 1.2k under glibc; mimalloc, the shipped allocator, has no such step; smaller than 1 KiB needs the send future smaller than hyper's, which holds a second "
     "`Request`), the head rewrite (three `X-Forwarded-*` inserted, about 1.2k), the response's strip (1.3k), "
     "metrics, the audit trail's check and the body wrappers. Doing less per request without dropping a check is "
     "the lever left, not a fork of hyper.",
-    "- **Rate limits: 0.88–0.89× the guard without them (target ≥ 0.95×, missed).** Measured for the first time in "
-    "this run (the row *rate limits on*: four limits counting every request, none refusing). callgrind found the "
-    "cost in reading the body, not in the limits' table: 69.4k instructions a request against 42.7k without "
-    "limits, of which the body peek's scanner took 21k (every JSON string of the body decoded through a "
-    "`serde_json` parse, skipped ones too; every key folded for case through Unicode, three times, each an "
-    "allocation). After the tables above were measured: unescaped strings are taken as they are (parsing them "
-    "is the UTF-8 check alone), skipped strings are not decoded, ASCII keys fold as ASCII: 56.5k instructions "
-    "(the differential test against `serde_json` holds it, and fails when either shortcut is broken). Side by "
-    "side on a busy VM (pinned, 6 rounds) the CPU time per request moved less than the noise (30.1 → 30.2 µs; "
-    "the guard without limits 25.7 µs): the scanner's remaining 8k instructions (a state machine over every "
-    "byte, each kept byte pushed one by one), the limits' table behind one lock shared by the workers (2k) and "
-    "the body watch installed for the rest of the body are what is left.",
-    "- **jemalloc: measured, left out** (below).",
+    "- **Rate limits: 0.88–0.89× → 0.95× (shared) and 0.98× (pinned) the guard without them** (target ≥ 0.95×: "
+    "met pinned; 0.946× shared, just short). The row *rate limits on* counts every request in four limits, none "
+    "refusing. callgrind found the cost in reading the body, not in the limits' table: 69.4k instructions a "
+    "request against 42.7k without limits, of which the body peek's scanner took 21k (every JSON string decoded "
+    "through a `serde_json` parse, skipped ones too; every key folded for case through Unicode, each an "
+    "allocation). Now 54.3k: unescaped strings are taken as they are (parsing them is the UTF-8 check alone), "
+    "skipped strings are not decoded; the scanner passes over the plain text of a string, the inside of a value "
+    "nobody reads and a literal nobody reads as one run each instead of byte by byte; a key without an escape is "
+    "compared as bytes (no copy, no UTF-8 check; a non-ASCII one still folds through Unicode), the scanner's three "
+    "levels are kept in place, and the limits take a request's slot on the table entry at hand (one hash lookup "
+    "fewer) with each bucket's next arrival time in its charge (one allocation fewer). Two differential tests hold "
+    "the scanner: against `serde_json` (valid bodies: escaped and re-cased duplicate keys, padding past the peek "
+    "window, batches, split anywhere), and, new, its runs against its own byte-by-byte state machine on garbled "
+    "bodies (quotes, backslashes, control characters, brackets and bytes that are no UTF-8 put in anywhere, fed "
+    "whole and in three pieces); each shortcut, broken on purpose, fails one of them. Side by side before the "
+    "run above (release builds, pinned, 5 rounds, busy VM): the guard 41.2k requests/s, with limits before these "
+    "changes 37.0k (0.90×), after 39.9k (0.97×). Left: the scanner's 5.4k (about 50 steps of 90 instructions for "
+    "this 102-byte body, one per structural byte and string boundary), 12 allocator calls beyond the guard's 10 "
+    "(the read-ahead's copy and queue, the scanner's buffers, the method and tool copied into the calls) and the "
+    "table's two SipHash lookups under one lock.",
+    "- **The allocator: the shipped static build now allocates through mimalloc** (below: musl's allocator took a "
+    "third more CPU time per request under two workers; jemalloc was measured and left out).",
     "- **The upstream connection driven by the client connection's task: measured, left out.** A build that polled a "
     "client connection's own upstream connection beside hyper's server connection in one task, side by side with "
     "this version (release builds, pinned as above, 10 alternating rounds of 4 s, quiet machine, every exchange on "
