@@ -561,7 +561,9 @@ impl Scanner {
                 Some(Key::Id) => m.id = None,
                 Some(Key::Other) => {}
                 // `ID` is another key to most parsers and the id to Go's: the answer's id is not sure.
-                None if level.kind == Kind::Request && text.is_some_and(|k| std::str::from_utf8(k).is_ok_and(|k| fold(k) == "id")) => {
+                None if level.kind == Kind::Request
+                    && text.is_some_and(|k| std::str::from_utf8(k).is_ok_and(|k| fold(k) == "id")) =>
+                {
                     m.id_unsure = true
                 }
                 None => m.ambiguous = true,
