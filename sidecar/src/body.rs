@@ -119,7 +119,7 @@ impl RequestBody {
         &mut self,
         mut enough: impl FnMut(&[u8]) -> bool + Send,
     ) -> Result<ReadAhead, ClientFault> {
-        let mut data = Vec::new();
+        let mut data = ReadData::default();
         while data.len() < crate::policy::peek::PEEK_LIMIT {
             match http_body_util::BodyExt::frame(&mut self.inner).await {
                 None => {
@@ -130,7 +130,7 @@ impl RequestBody {
                 Some(Ok(frame)) => {
                     self.admit(&frame)?;
                     if let Some(d) = frame.data_ref() {
-                        data.extend_from_slice(d);
+                        data.add(d);
                     }
                     let trailers = frame.is_trailers();
                     self.queued.push_back(frame);
@@ -138,14 +138,14 @@ impl RequestBody {
                         self.ended = true;
                         break;
                     }
-                    if enough(&data) {
+                    if enough(data.bytes()) {
                         break;
                     }
                 }
             }
         }
         Ok(ReadAhead {
-            data,
+            data: data.into_bytes(),
             ended: self.ended,
         })
     }
@@ -186,9 +186,48 @@ impl RequestBody {
 /// The data [`RequestBody::peek`] read ahead.
 #[derive(Debug, Default)]
 pub struct ReadAhead {
-    pub data: Vec<u8>,
+    pub data: Bytes,
     /// The body ended within it.
     pub ended: bool,
+}
+
+/// The data frames read ahead, joined: the first one as it came (most bodies are one frame: no copy), the
+/// following ones copied after it.
+#[derive(Default)]
+struct ReadData {
+    first: Bytes,
+    joined: Vec<u8>,
+}
+
+impl ReadData {
+    fn add(&mut self, data: &Bytes) {
+        if self.first.is_empty() && self.joined.is_empty() {
+            self.first = data.clone();
+            return;
+        }
+        if self.joined.is_empty() {
+            self.joined.extend_from_slice(&std::mem::take(&mut self.first));
+        }
+        self.joined.extend_from_slice(data);
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self.joined.is_empty() {
+            true => &self.first,
+            false => &self.joined,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.bytes().len()
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self.joined.is_empty() {
+            true => self.first,
+            false => self.joined.into(),
+        }
+    }
 }
 
 impl Body for RequestBody {
@@ -371,6 +410,28 @@ impl Body for ResponseBody {
             ResponseBody::Events { .. } => SizeHint::new(),
             ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResponseBody::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Frames read ahead join to the bytes that came, in order, however the body was split (empty frames too).
+        #[test]
+        fn read_ahead_data_is_the_frames_joined(frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..8), 0..6)) {
+            let mut data = ReadData::default();
+            let mut expected = Vec::new();
+            for frame in &frames {
+                data.add(&Bytes::copy_from_slice(frame));
+                expected.extend_from_slice(frame);
+                prop_assert_eq!(data.bytes(), &expected[..]);
+                prop_assert_eq!(data.len(), expected.len());
+            }
+            prop_assert_eq!(&data.into_bytes()[..], &expected[..]);
         }
     }
 }

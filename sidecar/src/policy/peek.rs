@@ -303,9 +303,9 @@ impl Scanner {
     }
 
     /// How many bytes from the start of `bytes` the state machine would pass over one by one without changing
-    /// state, taken at once: the plain text of a string (kept, if it is read), the inside of a value nobody reads
-    /// up to its next quote or bracket, the rest of a number or literal nobody reads. 0: the first byte needs
-    /// [`Scanner::byte`].
+    /// state, taken at once: the plain text of a string (kept, if it is read, and its closing quote read with
+    /// it), the inside of a value nobody reads up to its next quote or bracket, the rest of a number or literal
+    /// nobody reads. 0: the first byte needs [`Scanner::byte`].
     fn run(&mut self, bytes: &[u8]) -> usize {
         let end = |stop: fn(&u8) -> bool| bytes.iter().position(stop).unwrap_or(bytes.len());
         match self.token {
@@ -313,6 +313,11 @@ impl Scanner {
                 let n = end(|&c| c == b'"' || c == b'\\' || c < 0x20);
                 if role != Role::Skip {
                     self.keep_all(role, &bytes[..n]);
+                }
+                // The closing quote, when the run ends at one, in the same step.
+                if bytes.get(n) == Some(&b'"') {
+                    self.string_byte(role, false, b'"');
+                    return n + 1;
                 }
                 n
             }
