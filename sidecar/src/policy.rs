@@ -6,6 +6,7 @@
 //! (`Content-Length`, `Transfer-Encoding`) is ever copied from the client. What hyper tolerates but a security
 //! proxy must not guess about is refused here, before anything reaches the upstream.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -461,12 +462,12 @@ pub fn identity_fields(identity: &Identity) -> Result<Vec<(HeaderName, HeaderVal
 
 /// [`Rule::Scopes`]: whether the caller's token holds every scope its calls need. A call the guard could not
 /// read whole (its method, or the tool of a `tools/call`) could be any: it needs every scope the config names.
-pub fn authorize(auth: &AuthPolicy, identity: &Identity, calls: &[rate::Call]) -> Result<(), AuthDenial> {
+pub fn authorize(auth: &AuthPolicy, identity: &Identity, calls: &[rate::Call<'_>]) -> Result<(), AuthDenial> {
     let mut pairs = Vec::with_capacity(calls.len());
     for call in calls {
         match call {
             rate::Call::Method { method, tool } if method != "tools/call" || tool.is_some() => {
-                pairs.push((Some(method.as_str()), tool.as_deref()))
+                pairs.push((Some(method.as_ref()), tool.as_deref()))
             }
             _ => return authorize_every_scope(auth, identity),
         }
@@ -653,7 +654,7 @@ pub const SUBSCRIPTIONS_LISTEN: &str = "subscriptions/listen";
 /// `subscriptions/listen` call, whose answer stays open as long as the client likes. A call the guard could not
 /// read may be one too, so under a stream cap it counts as a stream: otherwise a listen hidden from the guard's
 /// reading (`METHOD` beside `method`, which JSON parsers read differently) would open streams without end.
-pub fn opens_stream(head: &Parts, calls: &[rate::Call], limits: &Limits) -> bool {
+pub fn opens_stream(head: &Parts, calls: &[rate::Call<'_>], limits: &Limits) -> bool {
     is_stream(head)
         || calls.iter().any(|call| match call {
             rate::Call::Method { method, .. } => method == SUBSCRIPTIONS_LISTEN,
@@ -710,14 +711,16 @@ fn mcp_header<'a>(head: &'a Parts, name: &HeaderName) -> Result<Option<&'a str>,
 /// the body (than any message of a batch) is refused (`400 mcp_header_mismatch`, as the spec tells servers to),
 /// and a header never lowers the charge of a body the guard could not read. Without a body (a `GET`, a
 /// `DELETE`) the headers are taken as they are.
-pub fn mcp_calls(head: &Parts, body: Option<&peek::Peeked>) -> Result<Vec<rate::Call>, Denial> {
+pub fn mcp_calls<'a>(head: &'a Parts, body: Option<&'a peek::Peeked>) -> Result<Vec<rate::Call<'a>>, Denial> {
     let header_method = mcp_header(head, &MCP_METHOD)?;
-    let header_name = mcp_header(head, &MCP_NAME)?.map(decode_mcp_name).transpose()?;
-    let header_name = header_name.as_deref();
+    let decoded_name = mcp_header(head, &MCP_NAME)?.map(decode_mcp_name).transpose()?;
+    let header_name = decoded_name.as_deref();
     let Some(body) = body else {
-        let tool = header_name.filter(|_| header_method == Some("tools/call"));
         return Ok(header_method
-            .map(|m| rate::Call::method(m, tool))
+            .map(|m| rate::Call::Method {
+                method: Cow::Borrowed(m),
+                tool: decoded_name.filter(|_| m == "tools/call"),
+            })
             .into_iter()
             .collect());
     };
@@ -743,11 +746,11 @@ pub fn mcp_calls(head: &Parts, body: Option<&peek::Peeked>) -> Result<Vec<rate::
 
 /// The calls a request is charged for under the mode: [`mcp_calls`], folded by [`Rule::McpCalls`]. What audit mode
 /// lets through is charged as the body shows it (a body the limits cannot count: one unreadable call).
-pub fn charged_calls(
-    head: &Parts,
-    body: Option<&peek::Peeked>,
+pub fn charged_calls<'a>(
+    head: &'a Parts,
+    body: Option<&'a peek::Peeked>,
     admission: &mut Admission,
-) -> Result<Vec<rate::Call>, Denial> {
+) -> Result<Vec<rate::Call<'a>>, Denial> {
     if let Some(calls) = admission.check(Rule::McpCalls, mcp_calls(head, body))? {
         return Ok(calls);
     }
@@ -760,15 +763,16 @@ pub fn charged_calls(
 
 /// An `Mcp-Name` value as the client meant it: SEP-2243 wraps a name that is not plain printable ASCII as
 /// `=?base64?<base64 of its UTF-8>?=`, and servers compare the decoded name.
-fn decode_mcp_name(value: &str) -> Result<String, Denial> {
+fn decode_mcp_name(value: &str) -> Result<Cow<'_, str>, Denial> {
     use base64::Engine as _;
     let Some(encoded) = value.strip_prefix("=?base64?").and_then(|v| v.strip_suffix("?=")) else {
-        return Ok(value.to_owned());
+        return Ok(Cow::Borrowed(value));
     };
     base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
+        .map(Cow::Owned)
         .ok_or_else(|| {
             Denial::new(Reason::McpHeaderMismatch, value.to_owned())
                 .with_detail("mcp-name is marked =?base64?...?= but is not base64 of UTF-8 text")
@@ -782,7 +786,7 @@ fn decode_mcp_name(value: &str) -> Result<String, Denial> {
 /// body that is not a JSON object or array at all (another encoding could hide a batch from the guard and not
 /// from the server's parser: Python's `json` also reads UTF-16 and UTF-32). Audit mode charges such a body as
 /// one unreadable call.
-pub fn body_calls(body: &peek::Peeked) -> Result<Vec<rate::Call>, Denial> {
+pub fn body_calls(body: &peek::Peeked) -> Result<Vec<rate::Call<'_>>, Denial> {
     let uncountable =
         |detail: String| Denial::new(Reason::UncountableBody, "request body").with_detail(detail);
     if body.batch {
@@ -805,7 +809,7 @@ pub fn body_calls(body: &peek::Peeked) -> Result<Vec<rate::Call>, Denial> {
 }
 
 /// The call one message makes, if any.
-fn message_call(m: &peek::Message) -> Option<rate::Call> {
+fn message_call(m: &peek::Message) -> Option<rate::Call<'_>> {
     if m.ambiguous {
         return Some(rate::Call::Unreadable);
     }
@@ -894,7 +898,9 @@ pub struct AccessDenied {
 
 /// What must watch the rest of a body after its prefix was charged: a single call read before its object
 /// ended, which a later key could still change. `None` when nothing later can lower the charge.
-pub fn watch(scanner: peek::Scanner, calls: &[rate::Call]) -> Option<peek::Watch> {
+/// The calls borrow from the scanner's reading, so the watch takes a copy of the scanner (only a body that did
+/// not end within the prefix needs one).
+pub fn watch(scanner: &peek::Scanner, calls: &[rate::Call<'_>]) -> Option<peek::Watch> {
     let p = scanner.peeked();
     if p.complete || p.batch {
         return None;
@@ -906,7 +912,7 @@ pub fn watch(scanner: peek::Scanner, calls: &[rate::Call]) -> Option<peek::Watch
                 .first()
                 .and_then(peek::Message::target)
                 .map(str::to_owned);
-            Some(peek::Watch::new(scanner, method.clone(), target))
+            Some(peek::Watch::new(scanner.clone(), method.to_string(), target))
         }
         _ => None,
     }

@@ -459,7 +459,7 @@ impl Proxy {
             && read.as_ref().is_some_and(|p| !p.ended)
             && policy::refuses(allowlist.mode, Rule::BodyWatch)
         {
-            body.watch(policy::watch(scanner, &calls));
+            body.watch(policy::watch(&scanner, &calls));
         }
         if !limits.limits_clients() {
             return Ok(Admitted {

@@ -10,6 +10,7 @@
 //! Keys are bounded too: a client is its address (an IPv6 client by its /64, which one host usually holds
 //! whole), and its method and tool buckets exist only for the names the config lists.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -22,22 +23,26 @@ mod tests;
 /// Clients tracked when `maxTrackedClients` is not set (one default, in the config format).
 pub use mcp_guard_config::DEFAULT_MAX_TRACKED_CLIENTS;
 
-/// One JSON-RPC call, as the limits charge it.
+/// One JSON-RPC call, as the limits charge it: its names borrowed from the body's reading or the request head
+/// (copied only when a header had to be decoded).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Call {
+pub enum Call<'a> {
     /// A call whose method the guard read; for `tools/call` the tool, or `None` when it could not be read (then
     /// it is charged to every tool limit).
-    Method { method: String, tool: Option<String> },
+    Method {
+        method: Cow<'a, str>,
+        tool: Option<Cow<'a, str>>,
+    },
     /// A call the guard could not read: it may be any method and any tool, so it is charged to every method and
     /// tool limit and can never be cheaper than a call it could be.
     Unreadable,
 }
 
-impl Call {
-    pub fn method(method: &str, tool: Option<&str>) -> Self {
+impl<'a> Call<'a> {
+    pub fn method(method: &'a str, tool: Option<&'a str>) -> Self {
         Call::Method {
-            method: method.to_owned(),
-            tool: tool.map(str::to_owned),
+            method: Cow::Borrowed(method),
+            tool: tool.map(Cow::Borrowed),
         }
     }
 }
@@ -76,7 +81,7 @@ pub struct RequestClass<'a> {
     pub stream: bool,
     /// The JSON-RPC calls the request carries: none (a `GET`, a response the client sends back), one, or one
     /// per element of a batch.
-    pub calls: &'a [Call],
+    pub calls: &'a [Call<'a>],
 }
 
 /// What a request holds while it is in flight; give it back with [`ClientTable::release`].
@@ -421,7 +426,7 @@ fn charges<'a>(class: &RequestClass<'_>, limits: &'a Limits) -> Vec<Charge<'a>> 
                 every_tool(&mut add);
             }
             Call::Method { method, tool } => {
-                if let Some((name, rate)) = limits.per_method.get_key_value(method.as_str()) {
+                if let Some((name, rate)) = limits.per_method.get_key_value(method.as_ref()) {
                     add(Bucket::Method(name), rate, 1);
                 }
                 if method != "tools/call" {
@@ -429,7 +434,7 @@ fn charges<'a>(class: &RequestClass<'_>, limits: &'a Limits) -> Vec<Charge<'a>> 
                 }
                 match tool {
                     Some(tool) => {
-                        if let Some((name, rate)) = limits.per_tool.get_key_value(tool.as_str()) {
+                        if let Some((name, rate)) = limits.per_tool.get_key_value(tool.as_ref()) {
                             add(Bucket::Tool(name), rate, 1);
                         }
                     }

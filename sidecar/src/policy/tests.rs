@@ -789,14 +789,14 @@ fn the_list_filter_takes_for_an_event_stream_whatever_a_client_may_read_as_one()
 fn the_body_decides_what_a_call_is_charged_to_and_a_disagreeing_header_is_refused() {
     use rate::Call;
     let scanned = |body: &str| peek::scan(body.as_bytes());
-    let call = |m: &str, t: Option<&str>| vec![Call::method(m, t)];
+    let call = |m: &'static str, t: Option<&'static str>| vec![Call::method(m, t)];
     let render = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"render"}}"#;
     let cut = r#"{"jsonrpc":"2.0","id":1,"params":{"arguments":{"pad":"xxxx"#;
     let twice = r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call","params":{"name":"cheap","name":"render"}}"#;
     let batch =
         r#"[{"method":"tools/call","params":{"name":"render"}},{"method":"ping"},{"id":2,"result":{}},7]"#;
     // (headers, body read, charged to, or refused with this detail)
-    type Charged = Result<Vec<Call>, &'static str>;
+    type Charged = Result<Vec<Call<'static>>, &'static str>;
     let cases: &[(Fields, Option<&str>, Charged)] = &[
         (&[], Some(render), Ok(call("tools/call", Some("render")))),
         (
@@ -1353,7 +1353,7 @@ mod auth {
                     .map(|(_, c)| c.clone())
                     .collect();
                 let pairs = picked.iter().map(|c| match c {
-                    rate::Call::Method { method, tool } => (Some(method.as_str()), tool.as_deref()),
+                    rate::Call::Method { method, tool } => (Some(method.as_ref()), tool.as_deref()),
                     rate::Call::Unreadable => unreachable!(),
                 });
                 assert_eq!(

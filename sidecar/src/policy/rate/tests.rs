@@ -14,11 +14,11 @@ fn client(s: &str) -> ClientKey {
 }
 
 /// A request of one call; leaked, which a test can afford, so that it can be passed around like a constant.
-fn call(method: &str, tool: Option<&str>) -> RequestClass<'static> {
+fn call(method: &'static str, tool: Option<&'static str>) -> RequestClass<'static> {
     calls(vec![Call::method(method, tool)])
 }
 
-fn calls(calls: Vec<Call>) -> RequestClass<'static> {
+fn calls(calls: Vec<Call<'static>>) -> RequestClass<'static> {
     RequestClass {
         stream: false,
         calls: Vec::leak(calls),
@@ -448,7 +448,7 @@ proptest::proptest! {
         let tokens = |bucket: Bucket<'_>| {
             charges(&class, &limits).iter().find(|c| c.bucket == bucket).map_or(0, |c| c.tokens) as usize
         };
-        if !ended && let Some(mut watch) = policy::watch(scanner, &calls)
+        if !ended && let Some(mut watch) = policy::watch(&scanner, &calls)
             && frames[read..].iter().any(|f| watch.feed(f).is_err())
         {
             return Ok(()); // cut: the server never gets a whole body
