@@ -512,16 +512,14 @@ impl Scanner {
             return;
         }
         let raw = std::mem::take(&mut self.raw);
-        match role {
+        if role == Role::Key && !self.overflow && !self.escapes {
             // A key without an escape is its bytes: no decoding.
-            Role::Key if !self.overflow && !self.escapes => self.key(Some(&raw)),
-            Role::Key => {
-                let text = (!self.overflow).then(|| decode(&raw, self.escapes)).flatten();
-                self.key(text.as_deref().map(str::as_bytes))
-            }
-            _ => {
-                let text = (!self.overflow).then(|| decode(&raw, self.escapes)).flatten();
-                self.string_value(role, text.map(Cow::into_owned))
+            self.key(Some(&raw));
+        } else {
+            let text = (!self.overflow).then(|| decode(&raw, self.escapes)).flatten();
+            match role {
+                Role::Key => self.key(text.as_deref().map(str::as_bytes)),
+                _ => self.string_value(role, text.map(Cow::into_owned)),
             }
         }
         // Its buffer serves the next string.
