@@ -4,11 +4,12 @@ use clap::Parser;
 use mcp_guard::cli::{Args, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-/// The static (musl) build, the one that ships, allocates through mimalloc: musl's own allocator takes one lock
-/// for every call, which under two workers cost a third more CPU per request (docs/performance.md).
+// The static (musl) build, the one that ships, allocates through mimalloc: musl's own allocator takes one lock
+// for every call, which under two workers cost a third more CPU per request (docs/performance.md). mimalloc takes
+// the place of the C library's malloc (its `override` feature), which Rust's default allocator calls; the crate
+// is named here only so that it is linked.
 #[cfg(target_env = "musl")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use mimalloc as _;
 
 fn init_logging(args: &Args) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&args.log_level)

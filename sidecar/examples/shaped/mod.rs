@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 
 use tokio::net::{TcpSocket, TcpStream};
 
+// mimalloc replaces the C library's malloc (see sidecar/src/main.rs); named so that it is linked.
 #[cfg(target_env = "musl")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use mimalloc as _;
 
 /// `LISTEN_ADDR UPSTREAM_ADDR [WORKERS]` from the command line (workers: one per core when not given).
 pub fn args(name: &str) -> std::io::Result<(SocketAddr, SocketAddr, usize)> {
