@@ -1073,14 +1073,12 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) and the framing fields the library sets for the next hop.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    // Runs for every field of every request and response: the standard names compare as `HeaderName`s (a tag),
-    // the two others by text.
-    *name == header::CONNECTION
-        || *name == header::TRANSFER_ENCODING
-        || *name == header::TE
-        || *name == header::TRAILER
-        || *name == header::UPGRADE
-        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+    // Runs for every field of every request and response: one match on the text (a standard name's is a table's),
+    // which compares lengths first.
+    matches!(
+        name.as_str(),
+        "connection" | "transfer-encoding" | "te" | "trailer" | "upgrade" | "keep-alive" | "proxy-connection"
+    )
 }
 
 /// Fields the guard decides on itself (sets, rewrites or drops): a client can neither pass its own on nor have
@@ -1232,16 +1230,29 @@ fn canonical_length(v: &[u8]) -> Option<u64> {
 /// it again for the client. `Content-Length` stays: it is the length of the body hyper read (and for `HEAD`, of
 /// the body a `GET` would have had).
 pub fn strip_response(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    // Most upstreams send `Connection: keep-alive` on every response, so this runs once per request. One pass over
-    // the names finds what goes (the hop-by-hop fields present, and the fields `Connection` lists but
+    // One pass over the names finds what goes (the hop-by-hop fields present, and the fields `Connection` lists but
     // `Content-Length`); each is removed once, by its `HeaderName`. Removing every hop-by-hop name by text, present
     // or not, parsed and hashed each, cost more than the rest of the response's handling.
+    let connection = headers.get_all(header::CONNECTION);
+    // Most upstreams send `Connection: keep-alive` on every response: it names no field that is not hop-by-hop
+    // already, and then no name needs comparing with its list.
+    let names_more = connection.iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .any(|listed| !listed.is_empty() && !listed.eq_ignore_ascii_case(b"keep-alive"))
+    });
+    if !names_more {
+        // Then only the hop-by-hop fields go, found one by one (mostly there is one, `Connection`): a head's few
+        // names scanned again cost less than collecting them.
+        while let Some(name) = headers.keys().find(|name| is_hop_by_hop(name)).cloned() {
+            headers.remove(&name);
+        }
+        return;
+    }
     let mut few: [Option<HeaderName>; 4] = [const { None }; 4];
     let mut more: Vec<HeaderName> = Vec::new();
-    let connection = headers.get_all(header::CONNECTION);
     for (i, name) in headers
         .keys()
         .filter(|name| {
