@@ -21,12 +21,12 @@ flock 9
 # Cargo judges a workspace crate fresh by its files' mtimes, which in another checkout (a worktree made before the
 # last build) can be older than that build: it would hand out the other checkout's binary. When another checkout
 # with other sources built last, make these newer than its build.
-sources=$(cd "$ROOT" && git ls-files -z -- Cargo.toml Cargo.lock guard-config sidecar operator |
+sources=$(cd "$ROOT" && git ls-files -z -- Cargo.toml Cargo.lock guard-config memcpy sidecar operator |
   xargs -0 sha256sum | sha256sum | cut -c1-16)
 last_sources='' last_root=''
 { read -r last_sources && read -r last_root; } 2>/dev/null <"$target/.built-$crate" || true
 if [ -n "$last_root" ] && [ "$last_root" != "$ROOT" ] && [ "$last_sources" != "$sources" ]; then
-  (cd "$ROOT" && git ls-files -z -- Cargo.toml Cargo.lock guard-config sidecar operator | xargs -0 touch)
+  (cd "$ROOT" && git ls-files -z -- Cargo.toml Cargo.lock guard-config memcpy sidecar operator | xargs -0 touch)
 fi
 (cd "$ROOT" && CARGO_TARGET_DIR=$target nice cargo build -q --locked --target $MUSL --profile="$profile" \
   -p "$crate" --bin "$bin")

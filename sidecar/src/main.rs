@@ -10,6 +10,9 @@ use tracing_subscriber::EnvFilter;
 // is named here only so that it is linked.
 #[cfg(target_env = "musl")]
 use mimalloc as _;
+// And copies through mcp-guard-memcpy's `memcpy`: musl's is slow for the small copies a request makes by the dozen.
+#[cfg(target_env = "musl")]
+use mcp_guard_memcpy as _;
 
 fn init_logging(args: &Args) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&args.log_level)

@@ -924,10 +924,26 @@ fn dockerfiles_build_static_non_root_images() {
         ignore.lines().any(|l| l.trim() == "**/target/"),
         ".dockerignore keeps target/ out of the context"
     );
-    // Every workspace member's manifest is in the build context (cargo needs them all to load the workspace).
-    for member in ["guard-config/", "sidecar/", "operator/", "tests/Cargo.toml"] {
+    // Every workspace member's manifest is in the build context (cargo needs them all to load the workspace): each
+    // member of the root manifest, kept whole or by its manifest.
+    let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml")).unwrap();
+    let members = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("members = ["))
+        .expect("the workspace's members, on one line");
+    let members: Vec<&str> = members
+        .trim_end_matches(']')
+        .split(',')
+        .map(|m| m.trim().trim_matches('"'))
+        .filter(|m| !m.is_empty())
+        .collect();
+    assert!(members.contains(&"sidecar"), "{members:?}");
+    for member in members {
         assert!(
-            ignore.lines().any(|l| l.trim() == format!("!{member}")),
+            ignore.lines().any(|l| {
+                let l = l.trim();
+                l == format!("!{member}/") || l == format!("!{member}/Cargo.toml")
+            }),
             ".dockerignore must keep {member}"
         );
     }

@@ -1,13 +1,16 @@
 //! What the measuring examples share: shaped as the guard is, one single-threaded runtime per worker thread, each
 //! with its own listener on the same address (SO_REUSEPORT), each connection served by a task of its own, and the
-//! guard's allocator in its static (musl) build.
+//! guard's allocator and `memcpy` in its static (musl) build.
 
 use std::future::Future;
 use std::net::SocketAddr;
 
 use tokio::net::{TcpSocket, TcpStream};
 
-// mimalloc replaces the C library's malloc (see sidecar/src/main.rs); named so that it is linked.
+// mimalloc replaces the C library's malloc, mcp-guard-memcpy its memcpy (see sidecar/src/main.rs); named so
+// that they are linked.
+#[cfg(target_env = "musl")]
+use mcp_guard_memcpy as _;
 #[cfg(target_env = "musl")]
 use mimalloc as _;
 
