@@ -103,244 +103,260 @@ impl Proxy {
         }
     }
 
-    async fn exchange(
+    /// An async block, not an `async fn`: an `async fn`'s future keeps its arguments twice (as given and as its
+    /// locals), the request's head and body a third of a kilobyte.
+    fn exchange(
         self: Arc<Self>,
         allowlist: Arc<Allowlist>,
         mut head: http::request::Parts,
         mut body: RequestBody,
         peer: Arc<Peer>,
-    ) -> Response<ResponseBody> {
-        let started = Instant::now();
-        let trusted_proxy = allowlist.trusts(peer.addr.ip());
-        // Behind a trusted proxy the client is whom it forwarded for: that is who the rate limits count.
-        let client = policy::client_address(&head.headers, &allowlist, peer.addr.ip());
-        let trail = Trail::of(&head).cloned();
-        if let Some(trail) = &trail {
-            trail.client(client);
-        }
-        let client_ip = match trusted_proxy {
-            true => HeaderValue::try_from(client.to_string()).unwrap_or_else(|_| peer.ip.clone()),
-            false => peer.ip.clone(),
-        };
-        let hop = Hop {
-            upstream: &self.upstream,
-            peer_ip: &client_ip,
-            preserve_host: self.preserve_host,
-            trusted_proxy,
-            memo: &peer.memo,
-        };
-        let mut cors = policy::cors_origin(&head, &allowlist);
-        let verified: Option<Caller>;
-        let tokens = |refetched| TokenCheck {
-            keys: &*self.keys,
-            now: keys::unix_now(),
-            refetched,
-            cache: Some((
-                &*self.tokens,
-                Epoch {
-                    config: &allowlist,
-                    keys: self.keys.generation(),
-                },
-            )),
-        };
-        let decision = match policy::decide(&mut head, &allowlist, &hop, &tokens(false)) {
-            // A key the guard lacks: the issuer may have rotated its keys; fetch them (or wait for the fetch
-            // another request asked for) and decide once more.
-            Decision::RefetchKeys { issuer } => {
-                self.keys.refetch(&issuer).await;
-                policy::decide(&mut head, &allowlist, &hop, &tokens(true))
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
+        async move {
+            let started = Instant::now();
+            let trusted_proxy = allowlist.trusts(peer.addr.ip());
+            // Behind a trusted proxy the client is whom it forwarded for: that is who the rate limits count.
+            let client = policy::client_address(&head.headers, &allowlist, peer.addr.ip());
+            let trail = Trail::of(&head).cloned();
+            if let Some(trail) = &trail {
+                trail.client(client);
             }
-            decision => decision,
-        };
-        let mut outcome = match decision {
-            Decision::Preflight(fields) => {
-                self.metrics.cors_preflights.inc();
-                self.metrics.request(Outcome::Allowed, None);
-                self.metrics.request_duration(Outcome::Allowed, started);
-                return before_the_body(refusal::preflight(fields), &head, &body);
-            }
-            Decision::Metadata(document) => {
-                self.metrics.request(Outcome::Allowed, None);
-                self.metrics.request_duration(Outcome::Allowed, started);
-                let mut answer = refusal::metadata(&document);
-                if let Some(origin) = &cors {
-                    policy::cors::add_response_fields(origin, answer.headers_mut());
-                }
-                return before_the_body(answer, &head, &body);
-            }
-            Decision::Refuse(denial) => {
-                self.violation(&denial, &head, &peer, true);
-                debug!(headers = ?redacted(&head.headers), "rejected request headers");
-                self.metrics.request_duration(Outcome::Rejected, started);
-                return before_the_body(refusal::render(&allowlist, &denial, None), &head, &body);
-            }
-            Decision::Challenge { denial, challenge } => {
-                // Never the headers: they hold the token.
-                self.violation(&denial, &head, &peer, true);
-                self.metrics.request_duration(Outcome::Rejected, started);
-                // Only enforce mode refuses here, so the allowlist let the request through: with CORS on, a
-                // browser-based client reads the challenge (`WWW-Authenticate` is exposed) to find the metadata.
-                let mut answer = refusal::render_challenge(&allowlist, &denial, &challenge);
-                if let Some(origin) = &cors {
-                    policy::cors::add_response_fields(origin, answer.headers_mut());
-                }
-                return before_the_body(answer, &head, &body);
-            }
-            // Not after a refetch; refused all the same should it ever come.
-            Decision::RefetchKeys { issuer } => {
-                let denial = Denial::new(Reason::InvalidToken, format!("a key of {issuer} the guard lacks"));
-                self.violation(&denial, &head, &peer, true);
-                self.metrics.request_duration(Outcome::Rejected, started);
-                return before_the_body(refusal::render(&allowlist, &denial, None), &head, &body);
-            }
-            Decision::Forward {
-                audited: Some(denial),
-                caller,
-            } => {
-                self.violation(&denial, &head, &peer, false);
-                // What audit mode forwards despite the allowlist is never shown to a page.
-                cors = None;
-                verified = caller;
-                Outcome::Audited
-            }
-            Decision::Forward {
-                audited: None,
-                caller,
-            } => {
-                verified = caller;
-                Outcome::Allowed
-            }
-        };
-        if let Some(trail) = &trail {
-            trail.caller(verified.as_ref().map(|c| &c.identity));
-        }
-        // From here on the allowlist let the request through: with CORS on, its page may read every answer.
-        let mut answer = async {
-            let mut slot = None;
-            let mut lists = None;
-            let scopes = verified
-                .as_ref()
-                .zip(allowlist.auth.as_ref())
-                .filter(|(_, auth)| auth.has_scopes());
-            if allowlist.limits.limits_clients()
-                || scopes.is_some()
-                || allowlist.access.is_some()
-                || trail.is_some()
-            {
-                let caller = verified.as_ref();
-                match self
-                    .admit_calls(&allowlist, &head, &mut body, &peer, client, caller, scopes)
-                    .await
-                {
-                    Ok(Admitted {
-                        slot: admitted,
-                        audited,
-                        lists: filter,
-                    }) => {
-                        if audited {
-                            outcome = Outcome::Audited;
-                        }
-                        slot = admitted;
-                        lists = filter;
+            let client_ip = match trusted_proxy {
+                true => HeaderValue::try_from(client.to_string()).unwrap_or_else(|_| peer.ip.clone()),
+                false => peer.ip.clone(),
+            };
+            let hop = Hop {
+                upstream: &self.upstream,
+                peer_ip: &client_ip,
+                preserve_host: self.preserve_host,
+                trusted_proxy,
+                memo: &peer.memo,
+            };
+            let mut cors = policy::cors_origin(&head, &allowlist);
+            let verified: Option<Caller>;
+            let tokens = |refetched| TokenCheck {
+                keys: &*self.keys,
+                now: keys::unix_now(),
+                refetched,
+                cache: Some((
+                    &*self.tokens,
+                    Epoch {
+                        config: &allowlist,
+                        keys: self.keys.generation(),
+                    },
+                )),
+            };
+            // The decision in a block of its own: held as a local to the end of the function, it would keep its
+            // slot in the exchange's future while the request is forwarded.
+            let mut outcome = {
+                let decision = match policy::decide(&mut head, &allowlist, &hop, &tokens(false)) {
+                    // A key the guard lacks: the issuer may have rotated its keys; fetch them (or wait for the fetch
+                    // another request asked for) and decide once more.
+                    Decision::RefetchKeys { issuer } => {
+                        self.keys.refetch(&issuer).await;
+                        policy::decide(&mut head, &allowlist, &hop, &tokens(true))
                     }
-                    Err(answer) => {
-                        self.metrics.request_duration(Outcome::Rejected, started);
+                    decision => decision,
+                };
+                match decision {
+                    Decision::Preflight(fields) => {
+                        self.metrics.cors_preflights.inc();
+                        self.metrics.request(Outcome::Allowed, None);
+                        self.metrics.request_duration(Outcome::Allowed, started);
+                        return before_the_body(refusal::preflight(fields), &head, &body);
+                    }
+                    Decision::Metadata(document) => {
+                        self.metrics.request(Outcome::Allowed, None);
+                        self.metrics.request_duration(Outcome::Allowed, started);
+                        let mut answer = refusal::metadata(&document);
+                        if let Some(origin) = &cors {
+                            policy::cors::add_response_fields(origin, answer.headers_mut());
+                        }
                         return before_the_body(answer, &head, &body);
                     }
-                }
-            }
-            if lists.is_some() {
-                // A list answer, and any event stream, is filtered as JSON or events the guard reads: never one
-                // it cannot decode.
-                head.headers.remove(http::header::ACCEPT_ENCODING);
-            }
-            policy::settle_length(&mut head.headers, body.size_hint().exact());
-            let method = head.method.clone();
-            // A body already read whole cannot fail on its way any more.
-            let fault = (!body.is_done()).then(FaultSlot::default);
-            body.reporting_to(fault.clone());
-            let upstream_req = Request::from_parts(head, body);
-            let path = upstream_req.uri().path_and_query().cloned();
-            let path = path.as_ref().map_or("/", |p| p.path());
-            let response = match peer.upstream.send(upstream_req).await {
-                Ok(resp) => {
-                    let (mut parts, inner) = resp.into_parts();
-                    if let Some(slot) = slot.as_mut()
-                        && policy::counts_as_stream(&method, &parts.headers)
-                    {
-                        match self.stream_cap(&allowlist, slot, &method, path, &peer, client) {
-                            StreamCap::Within => {}
-                            StreamCap::Audited(reason) => {
-                                outcome = Outcome::Audited;
-                                if let Some(trail) = &trail {
-                                    trail.deny(reason, false);
-                                }
-                            }
-                            StreamCap::Over(answer, reason) => {
-                                if let Some(trail) = &trail {
-                                    trail.deny(reason, true);
-                                }
-                                // The stream is dropped unread: the upstream sees its client go away.
-                                self.metrics.request_duration(Outcome::Rejected, started);
-                                return *answer;
-                            }
+                    Decision::Refuse(denial) => {
+                        self.violation(&denial, &head, &peer, true);
+                        debug!(headers = ?redacted(&head.headers), "rejected request headers");
+                        self.metrics.request_duration(Outcome::Rejected, started);
+                        return before_the_body(refusal::render(&allowlist, &denial, None), &head, &body);
+                    }
+                    Decision::Challenge { denial, challenge } => {
+                        // Never the headers: they hold the token.
+                        self.violation(&denial, &head, &peer, true);
+                        self.metrics.request_duration(Outcome::Rejected, started);
+                        // Only enforce mode refuses here, so the allowlist let the request through: with CORS on, a
+                        // browser-based client reads the challenge (`WWW-Authenticate` is exposed) to find the metadata.
+                        let mut answer = refusal::render_challenge(&allowlist, &denial, &challenge);
+                        if let Some(origin) = &cors {
+                            policy::cors::add_response_fields(origin, answer.headers_mut());
                         }
+                        return before_the_body(answer, &head, &body);
                     }
-                    let count = StreamCount::new(&self.metrics);
-                    policy::strip_response(&mut parts.headers);
-                    parts.version = Version::HTTP_11;
-                    // Every event stream may replay list answers (a resumed stream); a JSON answer is one to this
-                    // request's calls.
-                    let event_stream = policy::may_be_event_stream(&parts.headers);
-                    let answer = match lists
-                        .filter(|l| event_stream || (l.asks_for_list() && parts.status.is_success()))
-                    {
-                        Some(lists) => match filter_list(lists, &mut parts, inner, count, slot).await {
-                            Ok(body) => Response::from_parts(parts, body),
-                            Err(denial) => {
-                                outcome = Outcome::Rejected;
-                                self.refuse_late(&denial, &allowlist, &method, path, &peer, trail.as_deref())
-                            }
-                        },
-                        None => {
-                            let body = ResponseBody::Upstream {
-                                inner,
-                                count,
-                                _slot: slot,
-                                audit: None,
-                            };
-                            Response::from_parts(parts, body)
-                        }
-                    };
-                    // Counted once its answer is known: a list answer the guard refuses counts as rejected only.
-                    if matches!(outcome, Outcome::Allowed) {
-                        self.metrics.request(Outcome::Allowed, None);
+                    // Not after a refetch; refused all the same should it ever come.
+                    Decision::RefetchKeys { issuer } => {
+                        let denial =
+                            Denial::new(Reason::InvalidToken, format!("a key of {issuer} the guard lacks"));
+                        self.violation(&denial, &head, &peer, true);
+                        self.metrics.request_duration(Outcome::Rejected, started);
+                        return before_the_body(refusal::render(&allowlist, &denial, None), &head, &body);
                     }
-                    answer
-                }
-                // The client's own body at fault: its refusal, counted once, as rejected.
-                Err(_) if let Some(fault) = fault.as_ref().and_then(|f| f.get()) => {
-                    let denial = client_fault(fault, policy::body_limit(&allowlist));
-                    outcome = Outcome::Rejected;
-                    self.refuse_late(&denial, &allowlist, &method, path, &peer, trail.as_deref())
-                }
-                Err(err) => {
-                    if matches!(outcome, Outcome::Allowed) {
-                        self.metrics.request(Outcome::Allowed, None);
+                    Decision::Forward {
+                        audited: Some(denial),
+                        caller,
+                    } => {
+                        self.violation(&denial, &head, &peer, false);
+                        // What audit mode forwards despite the allowlist is never shown to a page.
+                        cors = None;
+                        verified = caller;
+                        Outcome::Audited
                     }
-                    let denial = self.upstream_failure(&err, &method, path, &peer);
-                    refusal::render(&allowlist, &denial, None)
+                    Decision::Forward {
+                        audited: None,
+                        caller,
+                    } => {
+                        verified = caller;
+                        Outcome::Allowed
+                    }
                 }
             };
-            // Under the policy's verdict, also when the exchange failed: the client waited that long for its answer.
-            self.metrics.request_duration(outcome, started);
-            response
+            if let Some(trail) = &trail {
+                trail.caller(verified.as_ref().map(|c| &c.identity));
+            }
+            // From here on the allowlist let the request through: with CORS on, its page may read every answer.
+            let mut answer = 'answer: {
+                let mut slot = None;
+                let mut lists = None;
+                let scopes = verified
+                    .as_ref()
+                    .zip(allowlist.auth.as_ref())
+                    .filter(|(_, auth)| auth.has_scopes());
+                if allowlist.limits.limits_clients()
+                    || scopes.is_some()
+                    || allowlist.access.is_some()
+                    || trail.is_some()
+                {
+                    let caller = verified.as_ref();
+                    match self
+                        .admit_calls(&allowlist, &head, &mut body, &peer, client, caller, scopes)
+                        .await
+                    {
+                        Ok(Admitted {
+                            slot: admitted,
+                            audited,
+                            lists: filter,
+                        }) => {
+                            if audited {
+                                outcome = Outcome::Audited;
+                            }
+                            slot = admitted;
+                            lists = filter;
+                        }
+                        Err(answer) => {
+                            self.metrics.request_duration(Outcome::Rejected, started);
+                            break 'answer before_the_body(answer, &head, &body);
+                        }
+                    }
+                }
+                if lists.is_some() {
+                    // A list answer, and any event stream, is filtered as JSON or events the guard reads: never one
+                    // it cannot decode.
+                    head.headers.remove(http::header::ACCEPT_ENCODING);
+                }
+                policy::settle_length(&mut head.headers, body.size_hint().exact());
+                let method = head.method.clone();
+                // A body already read whole cannot fail on its way any more.
+                let fault = (!body.is_done()).then(FaultSlot::default);
+                body.reporting_to(fault.clone());
+                let path = head.uri.path_and_query().cloned();
+                let path = path.as_ref().map_or("/", |p| p.path());
+                // The request is made in the call: a named one would keep its slot in this future, unused, while the
+                // send future holds the request.
+                let response = match peer.upstream.send(Request::from_parts(head, body)).await {
+                    Ok(resp) => {
+                        let (mut parts, inner) = resp.into_parts();
+                        if let Some(slot) = slot.as_mut()
+                            && policy::counts_as_stream(&method, &parts.headers)
+                        {
+                            match self.stream_cap(&allowlist, slot, &method, path, &peer, client) {
+                                StreamCap::Within => {}
+                                StreamCap::Audited(reason) => {
+                                    outcome = Outcome::Audited;
+                                    if let Some(trail) = &trail {
+                                        trail.deny(reason, false);
+                                    }
+                                }
+                                StreamCap::Over(answer, reason) => {
+                                    if let Some(trail) = &trail {
+                                        trail.deny(reason, true);
+                                    }
+                                    // The stream is dropped unread: the upstream sees its client go away.
+                                    self.metrics.request_duration(Outcome::Rejected, started);
+                                    break 'answer *answer;
+                                }
+                            }
+                        }
+                        let count = StreamCount::new(&self.metrics);
+                        policy::strip_response(&mut parts.headers);
+                        parts.version = Version::HTTP_11;
+                        // Every event stream may replay list answers (a resumed stream); a JSON answer is one to this
+                        // request's calls.
+                        let event_stream = policy::may_be_event_stream(&parts.headers);
+                        let answer = match lists
+                            .filter(|l| event_stream || (l.asks_for_list() && parts.status.is_success()))
+                        {
+                            Some(lists) => match filter_list(lists, &mut parts, inner, count, slot).await {
+                                Ok(body) => Response::from_parts(parts, body),
+                                Err(denial) => {
+                                    outcome = Outcome::Rejected;
+                                    self.refuse_late(
+                                        &denial,
+                                        &allowlist,
+                                        &method,
+                                        path,
+                                        &peer,
+                                        trail.as_deref(),
+                                    )
+                                }
+                            },
+                            None => {
+                                let body = ResponseBody::Upstream {
+                                    inner,
+                                    count,
+                                    _slot: slot,
+                                    audit: None,
+                                };
+                                Response::from_parts(parts, body)
+                            }
+                        };
+                        // Counted once its answer is known: a list answer the guard refuses counts as rejected only.
+                        if matches!(outcome, Outcome::Allowed) {
+                            self.metrics.request(Outcome::Allowed, None);
+                        }
+                        answer
+                    }
+                    // The client's own body at fault: its refusal, counted once, as rejected.
+                    Err(_) if let Some(fault) = fault.as_ref().and_then(|f| f.get()) => {
+                        let denial = client_fault(fault, policy::body_limit(&allowlist));
+                        outcome = Outcome::Rejected;
+                        self.refuse_late(&denial, &allowlist, &method, path, &peer, trail.as_deref())
+                    }
+                    Err(err) => {
+                        if matches!(outcome, Outcome::Allowed) {
+                            self.metrics.request(Outcome::Allowed, None);
+                        }
+                        let denial = self.upstream_failure(&err, &method, path, &peer);
+                        refusal::render(&allowlist, &denial, None)
+                    }
+                };
+                // Under the policy's verdict, also when the exchange failed: the client waited that long for its answer.
+                self.metrics.request_duration(outcome, started);
+                response
+            };
+            if let Some(origin) = &cors {
+                policy::cors::add_response_fields(origin, answer.headers_mut());
+            }
+            answer
         }
-        .await;
-        if let Some(origin) = &cors {
-            policy::cors::add_response_fields(origin, answer.headers_mut());
-        }
-        answer
     }
 
     /// The rules on the calls a request carries: reads the body's prefix if the scopes, the access rules or a
