@@ -160,13 +160,13 @@ impl Paired {
         }
     }
 
-    /// Sends a request upstream; the response's body streams on as hyper reads it.
+    /// Sends a request upstream; the response's body streams on as hyper reads it. An async block, not an `async
+    /// fn`: an `async fn`'s future keeps its arguments twice, and this one is part of every exchange's.
+    #[allow(clippy::manual_async_fn)]
     pub fn send(
         &self,
         mut req: Request<RequestBody>,
     ) -> impl Future<Output = Result<Response<Incoming>, SendError>> + Send + '_ {
-        // An async block, not an `async fn`: an `async fn`'s future keeps its arguments twice, the request 312
-        // bytes of every exchange's future.
         async move {
             // The h2 paths are boxed apart: inline they doubled the future every request's send moves and carries (2,064
             // bytes against 1,048), and the common case is an HTTP/1.1 client's exchange over its own connection, below.

@@ -105,6 +105,7 @@ impl Proxy {
 
     /// An async block, not an `async fn`: an `async fn`'s future keeps its arguments twice (as given and as its
     /// locals), the request's head and body a third of a kilobyte.
+    #[allow(clippy::manual_async_fn)]
     fn exchange(
         self: Arc<Self>,
         allowlist: Arc<Allowlist>,
