@@ -168,8 +168,9 @@ impl Paired {
         mut req: Request<RequestBody>,
     ) -> impl Future<Output = Result<Response<Incoming>, SendError>> + Send + '_ {
         async move {
-            // The h2 paths are boxed apart: inline they doubled the future every request's send moves and carries (2,064
-            // bytes against 1,048), and the common case is an HTTP/1.1 client's exchange over its own connection, below.
+            // The h2 paths are boxed apart: inline they doubled the future every request's send moves and carries
+            // (2,064 bytes against 1,048), and the common case is an HTTP/1.1 client's exchange over its own
+            // connection, below.
             if self.pool.h2 {
                 return Box::pin(async {
                     let mut sender = self.pool.h2_sender().await?;

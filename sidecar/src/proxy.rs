@@ -186,7 +186,8 @@ impl Proxy {
                         self.violation(&denial, &head, &peer, true);
                         self.metrics.request_duration(Outcome::Rejected, started);
                         // Only enforce mode refuses here, so the allowlist let the request through: with CORS on, a
-                        // browser-based client reads the challenge (`WWW-Authenticate` is exposed) to find the metadata.
+                        // browser-based client reads the challenge (`WWW-Authenticate` is exposed) to find the
+                        // metadata.
                         let mut answer = refusal::render_challenge(&allowlist, &denial, &challenge);
                         if let Some(origin) = &cors {
                             policy::cors::add_response_fields(origin, answer.headers_mut());
@@ -349,7 +350,8 @@ impl Proxy {
                         refusal::render(&allowlist, &denial, None)
                     }
                 };
-                // Under the policy's verdict, also when the exchange failed: the client waited that long for its answer.
+                // Under the policy's verdict, also when the exchange failed: the client waited that long for its
+                // answer.
                 self.metrics.request_duration(outcome, started);
                 response
             };
