@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use futures::task::AtomicWaker;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -213,12 +212,15 @@ async fn drive<C: Future<Output = hyper::Result<()>>>(
 struct Quiet<'a, F> {
     inner: Pin<&'a mut F>,
     woken: Arc<Woken>,
+    /// The task's waker as last given to `woken`: given again only when the task's differs. A task's waker is the
+    /// same at every poll, so most polls cost a comparison and a load, no atomic read-modify-write.
+    given: Option<Waker>,
 }
 
-/// Set when the inner future's waker was woken; wakes the task.
+/// Set when the inner future's waker was woken; wakes the task (whose waker it keeps, to wake it again).
 struct Woken {
     set: AtomicBool,
-    task: AtomicWaker,
+    task: std::sync::Mutex<Option<Waker>>,
 }
 
 impl std::task::Wake for Woken {
@@ -228,7 +230,11 @@ impl std::task::Wake for Woken {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.set.store(true, Ordering::Release);
-        self.task.wake();
+        // Set first: the task, once woken, finds it. A poisoned lock still holds the waker.
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(task) = task.as_ref() {
+            task.wake_by_ref();
+        }
     }
 }
 
@@ -238,8 +244,9 @@ impl<'a, F: Future> Quiet<'a, F> {
             inner,
             woken: Arc::new(Woken {
                 set: AtomicBool::new(true),
-                task: AtomicWaker::new(),
+                task: std::sync::Mutex::new(None),
             }),
+            given: None,
         }
     }
 }
@@ -248,10 +255,16 @@ impl<F: Future> Future for Quiet<'_, F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.woken.task.register(cx.waker());
-        if !self.woken.set.swap(false, Ordering::AcqRel) {
+        if !self.given.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            let waker = cx.waker().clone();
+            *self.woken.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(waker.clone());
+            self.given = Some(waker);
+        }
+        if !self.woken.set.load(Ordering::Acquire) {
             return Poll::Pending;
         }
+        // A wake-up between the load and this store is not lost: the inner future, polled next, sees its cause.
+        self.woken.set.store(false, Ordering::Release);
         let waker = Waker::from(self.woken.clone());
         self.inner.as_mut().poll(&mut Context::from_waker(&waker))
     }
@@ -504,6 +517,65 @@ mod tests {
             polls.load(Ordering::SeqCst),
             2,
             "and once more after its own wake-up"
+        );
+    }
+
+    /// A quiet future polled by another task (another waker) wakes that one, and keeps waking its task after the
+    /// first wake-up, not only once.
+    #[test]
+    fn a_quiet_future_wakes_the_task_that_polled_it_last_every_time() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (a, b) = (
+            Arc::new(Count(Default::default())),
+            Arc::new(Count(Default::default())),
+        );
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let inner_waker: std::sync::Mutex<Option<Waker>> = Default::default();
+        let fired = AtomicBool::new(false);
+        let inner = std::future::poll_fn(|cx| {
+            *inner_waker.lock().unwrap() = Some(cx.waker().clone());
+            match fired.swap(false, Ordering::SeqCst) {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        });
+        let mut inner = std::pin::pin!(inner);
+        let mut quiet = Quiet::new(inner.as_mut());
+        let fire = || {
+            fired.store(true, Ordering::SeqCst);
+            inner_waker.lock().unwrap().as_ref().unwrap().wake_by_ref();
+        };
+        assert!(
+            Pin::new(&mut quiet)
+                .poll(&mut Context::from_waker(&wa))
+                .is_pending()
+        );
+        assert!(
+            Pin::new(&mut quiet)
+                .poll(&mut Context::from_waker(&wb))
+                .is_pending()
+        );
+        // Pending, so its inner future made a waker: firing it wakes the task that polled last.
+        fired.store(false, Ordering::SeqCst);
+        inner_waker.lock().unwrap().as_ref().unwrap().wake_by_ref();
+        assert_eq!((a.0.load(Ordering::SeqCst), b.0.load(Ordering::SeqCst)), (0, 1));
+        // Woken but not ready (a spurious wake-up): polled, pending again; the next wake-up still reaches the task.
+        assert!(
+            Pin::new(&mut quiet)
+                .poll(&mut Context::from_waker(&wb))
+                .is_pending()
+        );
+        fire();
+        assert_eq!(b.0.load(Ordering::SeqCst), 2);
+        assert!(
+            Pin::new(&mut quiet)
+                .poll(&mut Context::from_waker(&wb))
+                .is_ready()
         );
     }
 
