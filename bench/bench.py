@@ -1357,8 +1357,8 @@ STREAM_MEMORY = [
     "package test checks that the packaged binary allocates through mimalloc; the tables above are of that build.",
     "- **mimalloc holds 3.4 KiB more per open stream than glibc's allocator.** Measured again on 2026-12-08 "
     "(`--only streams`, quiet machine): the static build with mimalloc 31.3 KiB per open stream (31.6 before this "
-    "version's changes), a glibc release build (of the code before them) 27.9 KiB. Not found where: heaptrack cannot see "
-    "a static binary's allocations. A stream's four 8 KiB hyper "
+    "version's changes), a glibc release build (of the code before them) 27.9 KiB. Not found where: heaptrack "
+    "cannot see a static binary's allocations. A stream's four 8 KiB hyper "
     "buffers are touched only at their start; glibc puts each beside other small blocks, so that the page holding "
     "its start holds them too, while mimalloc keeps blocks of each size on pages of their own: an explanation that "
     "fits, not one measured.",
@@ -1479,7 +1479,8 @@ REQUEST_PATH = [
     "the far end loaded first so that overlapping regions copy as `memmove` must; property tests hold it to the "
     "standard library's `copy_within` over every length to 160 from and to every nearby place and over random "
     "buffers, and breaking the load order fails them. Now 4.4 % of the CPU time. Side by side (release builds, "
-    "pinned, 6 alternating rounds, quiet machine): CPU time per request 16.71 → 15.35 µs, requests/s 59.1k → 65.0k.",
+    "pinned, 6 alternating rounds, quiet machine): CPU time per request 16.71 → 15.35 µs, requests/s 59.1k → "
+    "65.0k.",
     "- **The exchange's future 3.6 → 2.1 KB, the send's 1.1 → 0.8 KB.** Each request boxes the exchange and moves "
     "the send future into it: each byte is allocated and copied per request. `rustc -Zprint-type-sizes` showed the "
     "request's head three times in the exchange: an `async fn` keeps its arguments twice (as given and as its "
