@@ -24,6 +24,7 @@ const CHUNK: usize = core::mem::size_of::<Chunk>();
 /// # Safety
 /// `src` must be valid for reads of `n` bytes and `dest` for writes of `n` bytes.
 #[inline(always)]
+#[allow(unsafe_code)]
 pub unsafe fn copy(dest: *mut u8, src: *const u8, n: usize) {
     // SAFETY: every access below is within the first `n` bytes of `src` (reads) or `dest` (writes), and unaligned.
     unsafe {
@@ -56,6 +57,7 @@ pub unsafe fn copy(dest: *mut u8, src: *const u8, n: usize) {
 
 /// Up to 32 bytes: the head and the tail, each as wide as fits, both loaded before either is stored.
 #[inline(always)]
+#[allow(unsafe_code)]
 unsafe fn copy_small(dest: *mut u8, src: *const u8, n: usize) {
     // SAFETY: as `copy`'s; `n <= 32`, and each pair covers `0..n` from both ends.
     unsafe {
@@ -83,6 +85,7 @@ unsafe fn copy_small(dest: *mut u8, src: *const u8, n: usize) {
 /// # Safety
 /// As [`copy`]'s; C's `memcpy` also requires that the two do not overlap (this one does not need it).
 #[cfg(all(target_env = "musl", target_arch = "x86_64", not(test)))]
+#[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     // SAFETY: the caller's promise, as C's `memcpy` has it.
@@ -95,6 +98,7 @@ pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut
 /// # Safety
 /// As [`copy`]'s.
 #[cfg(all(target_env = "musl", target_arch = "x86_64", not(test)))]
+#[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     // SAFETY: the caller's promise, as C's `memmove` has it.
@@ -103,6 +107,7 @@ pub unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mu
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod tests {
     use super::copy;
     use proptest::prelude::*;
