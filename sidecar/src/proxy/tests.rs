@@ -24,16 +24,21 @@ fn proxy() -> Arc<Proxy> {
     })
 }
 
+/// An HTTP/1.1 client's connection.
+fn peer(proxy: &Proxy) -> Arc<Peer> {
+    Arc::new(Peer::new(
+        "127.0.0.1:40000".parse().unwrap(),
+        Paired::new(proxy.pool.clone(), false),
+    ))
+}
+
 /// hyper keeps the allocation of a connection's service future for the connection's lifetime: the future
 /// `handle` returns stays a few words whatever the request path holds (kilobytes, boxed apart and freed with
 /// the response head), or every open SSE stream would carry it.
 #[tokio::test]
 async fn the_future_hyper_keeps_per_connection_is_a_few_words() {
     let proxy = proxy();
-    let peer = Arc::new(Peer::new(
-        "127.0.0.1:40000".parse().unwrap(),
-        Paired::new(proxy.pool.clone(), false),
-    ));
+    let peer = peer(&proxy);
     let req = Request::get("/sse")
         .header("host", "mcp.example.com")
         .body(http_body_util::Empty::<Bytes>::new())
@@ -58,10 +63,7 @@ fn a_request_to_the_upstream_is_little_more_than_its_head() {
 #[tokio::test]
 async fn the_exchange_holds_the_request_once() {
     let proxy = proxy();
-    let peer = Arc::new(Peer::new(
-        "127.0.0.1:40000".parse().unwrap(),
-        Paired::new(proxy.pool.clone(), false),
-    ));
+    let peer = peer(&proxy);
     let allowlist: Arc<Allowlist> = proxy.live.borrow().clone();
     let (head, _) = Request::post("/mcp")
         .header("host", "mcp.example.com")
