@@ -94,6 +94,21 @@ fn the_deb_installs_a_hardened_unit_whose_command_guards_a_real_server() {
     let dir = tempfile::tempdir().unwrap();
     let deb = build_deb(dir.path());
 
+    // The static binary, before packaging strips its symbols, copies through mcp-guard-memcpy, not musl's
+    // `memcpy` (a slow string move for every copy of 8 bytes or more, docs/performance.md): musl's object, which
+    // also defines `__memcpy_fwd` for its `memmove`, is not linked in.
+    let binary = dir.path().join("target").join(MUSL).join("dist/mcp-guard");
+    let symbols = run(Command::new("nm").arg(&binary));
+    let defines = |name: &str| {
+        symbols
+            .lines()
+            .any(|l| l.split_whitespace().last() == Some(name) && l.contains(" T "))
+    };
+    assert!(
+        defines("memcpy") && defines("memmove") && !symbols.contains("__memcpy_fwd"),
+        "the static binary does not copy through mcp-guard-memcpy"
+    );
+
     // Control data: the version of the workspace, the two conffiles.
     let info = run(Command::new("dpkg-deb").arg("-I").arg(&deb));
     assert!(info.contains("Package: mcp-guard"), "{info}");
