@@ -992,10 +992,7 @@ fn refuse_ambiguous(head: &Parts) -> Result<(), Denial> {
             ));
         }
         // Only a single `chunked`: other codings, lists and repeated fields are where parsers differ.
-        let mut tokens = codings
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii);
+        let mut tokens = codings.iter().flat_map(list_items);
         let single_chunked = tokens.next().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
             && tokens.next().is_none()
             && codings.iter().count() == 1;
@@ -1236,13 +1233,10 @@ pub fn strip_response(headers: &mut HeaderMap) {
     let connection = headers.get_all(header::CONNECTION);
     // Most upstreams send `Connection: keep-alive` on every response: it names no field that is not hop-by-hop
     // already, and then no name needs comparing with its list.
-    let names_more = connection.iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .map(<[u8]>::trim_ascii)
-            .any(|listed| !listed.is_empty() && !listed.eq_ignore_ascii_case(b"keep-alive"))
-    });
+    let names_more = connection
+        .iter()
+        .flat_map(list_items)
+        .any(|listed| !listed.is_empty() && !listed.eq_ignore_ascii_case(b"keep-alive"));
     if !names_more {
         // Then only the hop-by-hop fields go, found one by one (mostly there is one, `Connection`): a head's few
         // names scanned again cost less than collecting them.
@@ -1274,10 +1268,7 @@ pub fn strip_response(headers: &mut HeaderMap) {
 /// Whether a `Connection` field's value lists `name` (a comma-separated list of names in any case, with
 /// whitespace around each).
 fn lists(value: &HeaderValue, name: &HeaderName) -> bool {
-    value
-        .as_bytes()
-        .split(|&b| b == b',')
-        .any(|listed| listed.trim_ascii().eq_ignore_ascii_case(name.as_str().as_bytes()))
+    list_items(value).any(|listed| listed.eq_ignore_ascii_case(name.as_str().as_bytes()))
 }
 
 /// The field names a `Connection` header lists (RFC 9110 §7.6.1).
@@ -1285,8 +1276,14 @@ fn connection_named(headers: &HeaderMap) -> impl Iterator<Item = HeaderName> + '
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+        .flat_map(list_items)
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
+}
+
+/// The items of a comma-separated field value (RFC 9110 §5.6.1), the whitespace around each trimmed; empty ones
+/// included.
+pub(crate) fn list_items(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
 #[cfg(test)]

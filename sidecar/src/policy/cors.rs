@@ -44,8 +44,8 @@ pub fn preflight_fields(origin: &HeaderValue, request: &HeaderMap) -> HeaderMap 
     let asked = request
         .get_all(header::ACCESS_CONTROL_REQUEST_HEADERS)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok());
+        .flat_map(super::list_items)
+        .filter_map(|name| HeaderName::from_bytes(name).ok());
     for name in asked {
         let name = name.as_str();
         if name.starts_with(MCP_PARAM) && name.len() > MCP_PARAM.len() && !allowed.iter().any(|a| a == name) {
